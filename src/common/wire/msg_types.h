@@ -1,0 +1,41 @@
+// Every message type id on the wire, in one place. Values are wire-stable:
+// never renumber, only append. Documented in docs/wire_format.md.
+#pragma once
+
+#include <cstdint>
+
+namespace tqds::wire {
+
+enum class MsgType : uint16_t {
+  kInvalid = 0,
+  kError = 1,  // reply carrying only a non-OK status
+
+  // TransferQueue controller (10-49)
+  kCtlRegisterStorage = 10,   // a storage manager announces its units
+  kCtlAllocate = 11,          // reserve global indexes in a partition
+  kCtlNotifyProduced = 12,    // fields of samples are now in storage
+  kCtlGetMeta = 13,           // select samples for a task
+  kCtlClearPartition = 14,
+  kCtlClearSamples = 15,
+  kCtlProductionStatus = 16,
+  kCtlConsumptionStatus = 17,
+  kCtlResetConsumption = 18,
+  kCtlListPartitions = 19,
+  kCtlSetCustomMeta = 20,
+  kCtlGetCustomMeta = 21,
+  kCtlGetStorageInfo = 22,    // which storage manager/units a client should use
+  kCtlPing = 23,
+  kCtlReleaseIndexes = 24,    // phase 2 of a clear: storage is freed, drop the metadata
+
+  // TransferQueue simple storage unit (50-79)
+  kUnitPut = 50,
+  kUnitGet = 51,
+  kUnitClear = 52,
+  kUnitStats = 53,
+
+  // Datasystem worker-to-worker and TCP client (100-199)
+  kDsFirst = 100,
+  kDsLast = 199,
+};
+
+}  // namespace tqds::wire

@@ -1,0 +1,254 @@
+// RpcClient and RpcServer.
+#include "common/wire/rpc.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <unordered_map>
+
+namespace tqds::wire {
+
+namespace {
+void Wake(int fd) {
+  uint64_t one = 1;
+  ssize_t n = ::write(fd, &one, sizeof(one));
+  (void)n;
+}
+void DrainWake(int fd) {
+  uint64_t v;
+  ssize_t n = ::read(fd, &v, sizeof(v));
+  (void)n;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- client
+
+RpcClient::RpcClient(std::string endpoint) : endpoint_(std::move(endpoint)) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+Result<std::unique_ptr<RpcClient>> RpcClient::Connect(const std::string& endpoint) {
+  std::unique_ptr<RpcClient> c(new RpcClient(endpoint));
+  if (c->wake_fd_ < 0) return Status::IOError("eventfd failed");
+  // Validate the endpoint synchronously so a typo fails here, not later.
+  try {
+    zmq::socket_t probe(Context(), zmq::socket_type::dealer);
+    probe.set(zmq::sockopt::linger, 0);
+    probe.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::Invalid("cannot connect to '", endpoint, "': ", e.what());
+  }
+  c->thread_ = std::thread([raw = c.get()] { raw->Run(); });
+  return c;
+}
+
+RpcClient::~RpcClient() {
+  stop_ = true;
+  Wake(wake_fd_);
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& o : outgoing_) o.promise.set_value(Status::Cancelled("client closed"));
+  ::close(wake_fd_);
+}
+
+std::future<Result<Message>> RpcClient::Call(Message request, std::chrono::milliseconds timeout) {
+  request.set_request_id(next_id_.fetch_add(1));
+  Outgoing o{std::move(request), {}, Clock::now() + timeout};
+  auto fut = o.promise.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) {
+      o.promise.set_value(Status::Cancelled("client closed"));
+      return fut;
+    }
+    outgoing_.push_back(std::move(o));
+  }
+  Wake(wake_fd_);
+  return fut;
+}
+
+void RpcClient::Run() {
+  zmq::socket_t sock(Context(), zmq::socket_type::dealer);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.set(zmq::sockopt::sndhwm, 0);
+  sock.set(zmq::sockopt::rcvhwm, 0);
+  sock.connect(endpoint_);
+  struct Pending {
+    std::promise<Result<Message>> promise;
+    Clock::time_point deadline;
+  };
+  std::unordered_map<uint64_t, Pending> pending;
+  zmq::pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  while (!stop_) {
+    auto now = Clock::now();
+    long wait_ms = 1000;
+    for (auto& [id, p] : pending) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
+      wait_ms = std::max(0L, std::min(wait_ms, left + 1));
+    }
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(wait_ms));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) DrainWake(wake_fd_);
+    std::deque<Outgoing> batch;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      batch.swap(outgoing_);
+    }
+    for (auto& o : batch) {
+      Status st = SendMessage(sock, o.message);
+      if (!st.ok()) {
+        o.promise.set_value(st.WithContext("request to " + endpoint_));
+        continue;
+      }
+      pending.emplace(o.message.request_id(), Pending{std::move(o.promise), o.deadline});
+    }
+    while (true) {
+      zmq::pollitem_t in{sock.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&in, 1, std::chrono::milliseconds(0)) <= 0) break;
+      auto msg = RecvMessage(sock);
+      if (!msg.ok()) {
+        spdlog::warn("rpc client {}: dropping malformed reply: {}", endpoint_, msg.status().ToString());
+        continue;
+      }
+      auto it = pending.find(msg->request_id());
+      if (it == pending.end()) continue;  // a reply after its deadline
+      if (!msg->status().ok()) {
+        it->second.promise.set_value(msg->status());
+      } else {
+        it->second.promise.set_value(msg.MoveValue());
+      }
+      pending.erase(it);
+    }
+    now = Clock::now();
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (it->second.deadline <= now) {
+        it->second.promise.set_value(Status::Unavailable(
+            "no reply from ", endpoint_, " before the deadline (is the peer running?)"));
+        it = pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [id, p] : pending) p.promise.set_value(Status::Cancelled("client closed"));
+}
+
+// ---------------------------------------------------------------- server
+
+void Responder::Reply(Message reply) {
+  if (server_ == nullptr) return;
+  reply.set_request_id(request_id_);
+  server_->Send(routing_, reply);
+  server_ = nullptr;
+}
+
+void Responder::ReplyError(Status status) {
+  Message m(type_, request_id_);
+  m.set_status(std::move(status));
+  Reply(std::move(m));
+}
+
+RpcServer::RpcServer(zmq::socket_t socket, std::string endpoint, Handler handler, Tick tick)
+    : socket_(std::move(socket)), endpoint_(std::move(endpoint)), handler_(std::move(handler)),
+      tick_(std::move(tick)) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+Result<std::unique_ptr<RpcServer>> RpcServer::Bind(const std::string& endpoint, Handler handler,
+                                                   Tick tick) {
+  std::string ep = endpoint;
+  if (ep.rfind("tcp://", 0) == 0 && ep.size() > 2 && ep.substr(ep.size() - 2) == ":0") {
+    ep = ep.substr(0, ep.size() - 1) + "*";
+  }
+  zmq::socket_t sock(Context(), zmq::socket_type::router);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.set(zmq::sockopt::sndhwm, 0);
+  sock.set(zmq::sockopt::rcvhwm, 0);
+  sock.set(zmq::sockopt::router_mandatory, 1);
+  try {
+    sock.bind(ep);
+  } catch (const zmq::error_t& e) {
+    return Status::IOError("cannot bind ", endpoint, ": ", e.what());
+  }
+  std::string bound = sock.get(zmq::sockopt::last_endpoint);
+  std::unique_ptr<RpcServer> s(
+      new RpcServer(std::move(sock), bound, std::move(handler), std::move(tick)));
+  return s;
+}
+
+RpcServer::~RpcServer() {
+  Stop();
+  ::close(wake_fd_);
+}
+
+void RpcServer::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void RpcServer::Stop() {
+  stop_ = true;
+  Wake(wake_fd_);
+  if (thread_.joinable()) thread_.join();
+}
+
+void RpcServer::Send(const std::string& routing, const Message& reply) {
+  std::vector<zmq::message_t> r;
+  r.emplace_back(routing.data(), routing.size());
+  Status st = SendMessage(socket_, reply, &r);
+  if (!st.ok()) spdlog::debug("rpc server {}: reply dropped: {}", endpoint_, st.ToString());
+}
+
+void RpcServer::Run() {
+  zmq::pollitem_t items[2] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  std::chrono::milliseconds wait(100);
+  while (!stop_) {
+    try {
+      zmq::poll(items, 2, wait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      spdlog::error("rpc server {}: poll failed: {}", endpoint_, e.what());
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) DrainWake(wake_fd_);
+    // Serve what is queued, bounded so the tick hook runs regularly.
+    for (int served = 0; served < 256; ++served) {
+      zmq::pollitem_t in{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&in, 1, std::chrono::milliseconds(0)) <= 0) break;
+      std::vector<zmq::message_t> routing;
+      auto req = RecvMessage(socket_, &routing);
+      if (routing.empty()) continue;
+      Responder resp;
+      resp.server_ = this;
+      resp.routing_.assign(static_cast<const char*>(routing[0].data()), routing[0].size());
+      if (!req.ok()) {
+        spdlog::warn("rpc server {}: rejected request: {}", endpoint_, req.status().ToString());
+        resp.ReplyError(req.status());
+        continue;
+      }
+      resp.type_ = req->type();
+      resp.request_id_ = req->request_id();
+      const MsgType type = req->type();
+      const uint64_t id = req->request_id();
+      try {
+        handler_(req.MoveValue(), std::move(resp));
+      } catch (const std::exception& e) {
+        spdlog::error("rpc server {}: handler threw: {}", endpoint_, e.what());
+        Responder again;
+        again.server_ = this;
+        again.routing_.assign(static_cast<const char*>(routing[0].data()), routing[0].size());
+        again.type_ = type;
+        again.request_id_ = id;
+        again.ReplyError(Status::Internal("request failed: ", e.what()));
+      }
+    }
+    wait = tick_ ? tick_(Clock::now()) : std::chrono::milliseconds(100);
+    if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+  }
+}
+
+}  // namespace tqds::wire

@@ -1,0 +1,88 @@
+// ZMQ send/receive of Messages.
+#include "common/wire/transport.h"
+
+namespace tqds::wire {
+
+zmq::context_t& Context() {
+  static zmq::context_t* ctx = [] {
+    auto* c = new zmq::context_t(2);
+    c->set(zmq::ctxopt::max_sockets, 65535);
+    return c;
+  }();  // leaked on purpose: sockets in static objects may outlive main
+  return *ctx;
+}
+
+namespace {
+void ReleaseHolder(void* /*data*/, void* hint) {
+  delete static_cast<std::shared_ptr<const void>*>(hint);
+}
+
+zmq::message_t ZmqFromBuffer(const Buffer& b) {
+  if (b.size() < 256 || !b.holder()) return zmq::message_t(b.data(), b.size());
+  auto* hint = new std::shared_ptr<const void>(b.holder());
+  return zmq::message_t(const_cast<uint8_t*>(b.data()), b.size(), ReleaseHolder, hint);
+}
+}  // namespace
+
+Buffer BufferFromZmq(zmq::message_t&& msg) {
+  auto holder = std::make_shared<zmq::message_t>(std::move(msg));
+  const void* data = holder->data();
+  size_t size = holder->size();
+  return Buffer::Wrap(data, size, std::move(holder));
+}
+
+Status SendMessage(zmq::socket_t& socket, const Message& message,
+                   std::vector<zmq::message_t>* routing) {
+  try {
+    if (routing != nullptr) {
+      for (auto& r : *routing) socket.send(zmq::message_t(r.data(), r.size()), zmq::send_flags::sndmore);
+    }
+    std::string header = message.EncodeHeader();
+    const auto& payloads = message.payloads();
+    socket.send(zmq::message_t(header.data(), header.size()),
+                payloads.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    for (size_t i = 0; i < payloads.size(); ++i) {
+      auto flags = i + 1 == payloads.size() ? zmq::send_flags::none : zmq::send_flags::sndmore;
+      socket.send(ZmqFromBuffer(payloads[i]), flags);
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable("send failed: ", e.what());
+  }
+  return Status::OK();
+}
+
+Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* routing,
+                            const WireLimits& limits) {
+  std::vector<zmq::message_t> parts;
+  try {
+    while (true) {
+      zmq::message_t part;
+      auto r = socket.recv(part, zmq::recv_flags::none);
+      if (!r) return Status::Unavailable("receive interrupted");
+      bool more = part.more();
+      if (parts.size() <= limits.max_frames + 2) parts.push_back(std::move(part));
+      if (!more) break;
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable("receive failed: ", e.what());
+  }
+  size_t first = 0;
+  if (routing != nullptr) {
+    routing->clear();
+    if (parts.size() < 2) return Status::Invalid("malformed message: no routing frame");
+    routing->push_back(std::move(parts[0]));
+    first = 1;
+  }
+  if (parts.size() > limits.max_frames + first + 1) {
+    return Status::Invalid("malformed message: more than ", limits.max_frames, " payload frames");
+  }
+  if (first >= parts.size()) return Status::Invalid("malformed message: no header frame");
+  TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(parts[first].data(), parts[first].size(), limits));
+  m.payloads().reserve(parts.size() - first - 1);
+  for (size_t i = first + 1; i < parts.size(); ++i) {
+    m.payloads().push_back(BufferFromZmq(std::move(parts[i])));
+  }
+  return m;
+}
+
+}  // namespace tqds::wire

@@ -1,0 +1,92 @@
+// TransferQueueClient: what producers and consumers use. It splits a batch
+// into per-sample, per-field payloads, writes them through the storage
+// manager and tells the controller; reads are the reverse. Tensor bytes never
+// pass through the controller.
+//
+// Method names follow the seed's (Python) API, so C++ and Python read alike.
+// Thread-safe: any number of threads may call any method concurrently (one
+// persistent controller connection multiplexes their requests); async_*
+// twins run the same call on a background thread and return a future.
+#pragma once
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tq/batch.h"
+#include "tq/batch_meta.h"
+#include "tq/partition_status.h"
+#include "tq/sampling.h"
+#include "tq/storage.h"
+
+namespace tq {
+
+class TransferQueueClient {
+ public:
+  // Connects to the controller at `controller_address` ("tcp://host:port").
+  // A bad address makes every later call fail with its error.
+  TransferQueueClient(std::string client_id, std::string controller_address);
+  ~TransferQueueClient();
+  TransferQueueClient(const TransferQueueClient&) = delete;
+  TransferQueueClient& operator=(const TransferQueueClient&) = delete;
+
+  // Chooses the storage backend by its registered name, e.g.
+  // "SimpleStorageManager" or "YuanrongStorageManager" (seed config keys).
+  Status initialize_storage_manager(const std::string& manager_type, const Config& config = Config::object());
+
+  // Writes a batch as new samples of `partition_id`; returns their meta.
+  Result<BatchMeta> put(const Batch& batch, const std::string& partition_id);
+  // Writes more fields of existing samples (e.g. responses for prompts):
+  // batch row i belongs to meta sample i.
+  Result<BatchMeta> put(const Batch& batch, const BatchMeta& meta);
+
+  // Selects samples whose `data_fields` are all produced (see FetchMode and
+  // SamplingConfig). kFetch waits up to `timeout` for batch_size samples.
+  Result<BatchMeta> get_meta(const std::vector<std::string>& data_fields, int64_t batch_size,
+                             const std::string& partition_id, const std::string& task_name,
+                             const SamplingConfig& sampling_config = {},
+                             FetchMode mode = FetchMode::kFetch,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // Fetches exactly the samples and fields of `meta`.
+  Result<Batch> get_data(const BatchMeta& meta);
+
+  // Frees the storage of every sample of the partition, then releases its
+  // indexes. Idempotent; an unknown partition is not an error.
+  Status clear_partition(const std::string& partition_id);
+  // Same for the samples of `meta` (or of the given indexes).
+  Status clear_samples(const BatchMeta& meta);
+  Status clear_samples(const std::string& partition_id, const std::vector<int64_t>& global_indexes);
+
+  Result<ProductionStatus> get_production_status(const std::string& partition_id);
+  Result<ConsumptionStatus> get_consumption_status(const std::string& partition_id,
+                                                   const std::string& task_name);
+  // Forgets what `task_name` (or every task, when empty) consumed.
+  Status reset_consumption(const std::string& partition_id, const std::string& task_name = "");
+  Result<std::vector<std::string>> list_partitions();
+  // Stores each sample's `custom` map (merged into what is there).
+  Status set_custom_meta(const BatchMeta& meta);
+  // The samples' meta with every field and their custom maps.
+  Result<BatchMeta> get_custom_meta(const std::string& partition_id,
+                                    const std::vector<int64_t>& global_indexes);
+
+  std::future<Result<BatchMeta>> async_put(Batch batch, std::string partition_id);
+  std::future<Result<BatchMeta>> async_get_meta(std::vector<std::string> data_fields, int64_t batch_size,
+                                                std::string partition_id, std::string task_name,
+                                                SamplingConfig sampling_config = {},
+                                                FetchMode mode = FetchMode::kFetch,
+                                                std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  std::future<Result<Batch>> async_get_data(BatchMeta meta);
+  std::future<Status> async_clear_partition(std::string partition_id);
+  std::future<Status> async_clear_samples(BatchMeta meta);
+
+  const std::string& client_id() const;
+  const std::string& controller_address() const;
+
+ private:
+  class Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace tq

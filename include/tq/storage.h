@@ -1,0 +1,73 @@
+// Storage managers: where sample payloads live. One interface, several
+// backends registered by name ("SimpleStorageManager", and later
+// "YuanrongStorageManager"), chosen by the client's
+// initialize_storage_manager(manager_type, config).
+//
+// Implementations must be safe to call from several threads at once.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tq/batch_meta.h"
+
+namespace tq {
+
+using Config = nlohmann::json;
+
+// Identity of one sample in storage. Keys built from it include the
+// partition and the generation, so they never collide across partitions or
+// with an earlier sample that had the same global index.
+struct SampleKey {
+  std::string partition_id;
+  int64_t global_index = -1;
+  uint64_t generation = 0;
+};
+
+// "tq/<len>:<partition>/<index>.<generation>/<field>" (unambiguous for any
+// partition name).
+std::string StorageKey(const SampleKey& sample, const std::string& field);
+
+class StorageManager {
+ public:
+  virtual ~StorageManager() = default;
+  virtual std::string name() const = 0;
+
+  // Writes data[f][s] as field `fields[f]` of sample `samples[s]`.
+  // On error nothing is reported produced; partial writes are deleted by the
+  // caller through Delete().
+  virtual Status Put(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+                     const std::vector<std::vector<Buffer>>& data) = 0;
+  // Reads the same layout back. `nbytes[f][s]` is the size recorded at put
+  // time (a hint and a check). A missing key is NotFound naming it.
+  virtual Result<std::vector<std::vector<Buffer>>> Get(
+      const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+      const std::vector<std::vector<uint64_t>>& nbytes) = 0;
+  // Frees the fields of the samples; missing keys are not an error.
+  virtual Status Delete(const std::vector<SampleKey>& samples,
+                        const std::vector<std::string>& fields) = 0;
+};
+
+// What a factory gets: the user's config and the controller's address.
+struct StorageContext {
+  Config config;
+  std::string controller_address;
+  std::string client_id;
+};
+
+using StorageManagerFactory =
+    std::function<Result<std::unique_ptr<StorageManager>>(const StorageContext&)>;
+
+// Registers a backend under `name` (replacing an earlier one). Thread-safe.
+void RegisterStorageManager(const std::string& name, StorageManagerFactory factory);
+// Creates the backend registered as `name`; Invalid naming the known ones
+// when there is none.
+Result<std::unique_ptr<StorageManager>> CreateStorageManager(const std::string& name,
+                                                             const StorageContext& context);
+std::vector<std::string> RegisteredStorageManagers();
+
+}  // namespace tq

@@ -1,0 +1,89 @@
+// Element types and sample values of the TransferQueue data model.
+// Value is a cheap-to-copy immutable handle (its bytes live in a Buffer).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "tqds/buffer.h"
+#include "tqds/status.h"
+
+namespace tq {
+
+using tqds::Buffer;
+using tqds::Result;
+using tqds::Status;
+
+// Wire-stable: never renumber.
+enum class DType : uint8_t {
+  kBool = 0,
+  kUInt8 = 1,
+  kInt8 = 2,
+  kInt16 = 3,
+  kInt32 = 4,
+  kInt64 = 5,
+  kFloat16 = 6,
+  kBFloat16 = 7,
+  kFloat32 = 8,
+  kFloat64 = 9,
+};
+inline constexpr int kNumDTypes = 10;
+
+size_t DTypeSize(DType dtype);
+const char* DTypeName(DType dtype);  // "float32", ...
+Result<DType> ParseDType(std::string_view name);
+
+// Wire-stable: never renumber.
+enum class FieldKind : uint8_t {
+  kTensor = 0,  // dtype + shape + contiguous bytes
+  kObject = 1,  // opaque bytes (UTF-8 string, pickled value, ...)
+};
+
+using Shape = std::vector<int64_t>;
+std::string ShapeToString(const Shape& shape);
+// Product of dims; 1 for a 0-d (scalar) shape. Invalid for negative dims.
+Result<int64_t> NumElements(const Shape& shape);
+
+// One field of one sample.
+class Value {
+ public:
+  Value() = default;
+  // A tensor; fails when data.size() != numel(shape) * DTypeSize(dtype).
+  static Result<Value> Tensor(DType dtype, Shape shape, Buffer data);
+  // An opaque object (bytes).
+  static Value Object(Buffer data);
+  static Value String(std::string_view s) { return Object(Buffer::CopyString(s)); }
+  // Reconstructs a value from stored bytes and its recorded spec.
+  static Result<Value> FromSpec(FieldKind kind, DType dtype, Shape shape, Buffer data);
+
+  FieldKind kind() const { return kind_; }
+  bool is_tensor() const { return kind_ == FieldKind::kTensor; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  const Buffer& data() const { return data_; }
+  size_t nbytes() const { return data_.size(); }
+  // Typed access to tensor elements; precondition: is_tensor() and T matches.
+  template <typename T>
+  const T* as() const { return reinterpret_cast<const T*>(data_.data()); }
+  std::string_view str() const { return data_.view(); }
+
+  // Same kind, dtype, shape and bytes.
+  bool Equals(const Value& other) const;
+  std::string ToString() const;  // short description for messages
+
+ private:
+  FieldKind kind_ = FieldKind::kObject;
+  DType dtype_ = DType::kUInt8;
+  Shape shape_;
+  Buffer data_;
+};
+
+// Per-sample user metadata (e.g. a sequence length for balancing).
+using MetaValue = std::variant<int64_t, double, std::string>;
+using CustomMeta = std::map<std::string, MetaValue>;
+
+}  // namespace tq

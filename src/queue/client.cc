@@ -1,0 +1,384 @@
+// TransferQueueClient: put / get_meta / get_data / clear over a controller
+// connection and a storage manager.
+#include "tq/client.h"
+
+#include <mutex>
+#include <shared_mutex>
+
+#include "common/wire/rpc.h"
+#include "queue/protocol.h"
+
+namespace tq {
+
+using tqds::wire::MapReader;
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+using tqds::wire::PackBody;
+using internal::Packer;
+
+namespace {
+constexpr auto kControlTimeout = std::chrono::seconds(30);
+
+std::vector<SampleKey> KeysOf(const BatchMeta& meta) {
+  std::vector<SampleKey> keys;
+  keys.reserve(meta.size());
+  for (const auto& s : meta.samples()) keys.push_back({s.partition_id, s.global_index, s.generation});
+  return keys;
+}
+}  // namespace
+
+class TransferQueueClient::Impl {
+ public:
+  Impl(std::string id, std::string address) : id_(std::move(id)), address_(std::move(address)) {
+    auto c = tqds::wire::RpcClient::Connect(address_);
+    if (c.ok()) {
+      ctl_ = c.MoveValue();
+    } else {
+      connect_error_ = c.status().WithContext("TransferQueueClient '" + id_ + "'");
+    }
+  }
+
+  Result<Message> Call(Message m, std::chrono::milliseconds timeout = kControlTimeout) {
+    if (!ctl_) return connect_error_;
+    auto r = ctl_->CallSync(std::move(m), timeout);
+    if (!r.ok() && r.status().IsUnavailable()) {
+      return r.status().WithContext("controller " + address_);
+    }
+    return r;
+  }
+
+  Status InitStorage(const std::string& type, const Config& config) {
+    if (!ctl_) return connect_error_;
+    // Make sure the controller is there before choosing storage.
+    auto ping = Call(Message(MsgType::kCtlPing, 0), std::chrono::seconds(10));
+    if (!ping.ok()) return ping.status();
+    StorageContext ctx{config, address_, id_};
+    TQDS_ASSIGN_OR_RETURN(auto mgr, CreateStorageManager(type, ctx));
+    std::unique_lock<std::shared_mutex> lock(storage_mu_);
+    storage_ = std::move(mgr);
+    return Status::OK();
+  }
+
+  Result<std::shared_ptr<StorageManager>> Storage() {
+    std::shared_lock<std::shared_mutex> lock(storage_mu_);
+    if (!storage_) {
+      return Status::Invalid("TransferQueueClient '", id_,
+                             "': call initialize_storage_manager(manager_type, config) first");
+    }
+    return storage_;
+  }
+
+  static Status CheckBatch(const Batch& batch) {
+    if (batch.num_fields() == 0) return Status::Invalid("put: the batch has no fields");
+    if (batch.batch_size() == 0) return Status::Invalid("put: the batch is empty");
+    for (const auto& name : batch.keys()) TQDS_RETURN_NOT_OK(internal::ValidateName(name, "field name"));
+    return Status::OK();
+  }
+
+  // Writes the batch's fields for the samples of `targets` and records them.
+  Result<BatchMeta> Write(const Batch& batch, const BatchMeta& targets) {
+    TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
+    std::vector<std::vector<Buffer>> data(batch.num_fields());
+    std::vector<SampleMeta> samples = targets.samples();
+    for (auto& s : samples) s.fields.assign(batch.num_fields(), FieldInfo{});
+    for (size_t f = 0; f < batch.num_fields(); ++f) {
+      const Column& col = batch.column(f);
+      data[f].reserve(col.size());
+      for (size_t s = 0; s < col.size(); ++s) {
+        const Value& v = col[s];
+        FieldInfo& fi = samples[s].fields[f];
+        fi.produced = true;
+        fi.kind = v.kind();
+        fi.dtype = v.dtype();
+        fi.shape = v.shape();
+        fi.nbytes = v.nbytes();
+        data[f].push_back(v.data());
+      }
+    }
+    BatchMeta produced(batch.keys(), std::move(samples));
+    auto keys = KeysOf(produced);
+    Status st = storage->Put(keys, batch.keys(), data);
+    if (!st.ok()) {
+      (void)storage->Delete(keys, batch.keys());  // best effort: no half-written sample stays
+      return st.WithContext("put");
+    }
+    auto rep = Call(internal::MetaMessage(MsgType::kCtlNotifyProduced, produced));
+    if (!rep.ok()) {
+      (void)storage->Delete(keys, batch.keys());
+      return rep.status().WithContext("put");
+    }
+    return produced;
+  }
+
+  Result<BatchMeta> Put(const Batch& batch, const std::string& partition_id) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    TQDS_RETURN_NOT_OK(CheckBatch(batch));
+    TQDS_RETURN_NOT_OK(Storage().status());
+    Message alloc(MsgType::kCtlAllocate, 0);
+    alloc.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(2);
+      pk.pack("partition_id");
+      pk.pack(partition_id);
+      pk.pack("count");
+      pk.pack_int64(static_cast<int64_t>(batch.batch_size()));
+    }));
+    TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(alloc)));
+    TQDS_ASSIGN_OR_RETURN(BatchMeta targets, internal::MetaFromMessage(rep));
+    if (targets.size() != batch.batch_size()) {
+      return Status::Internal("controller allocated ", targets.size(), " samples for ", batch.batch_size());
+    }
+    auto written = Write(batch, targets);
+    if (!written.ok()) (void)Clear(internal::MetaMessage(MsgType::kCtlClearSamples, targets), &targets);
+    return written;
+  }
+
+  Result<BatchMeta> PutInto(const Batch& batch, const BatchMeta& meta) {
+    TQDS_RETURN_NOT_OK(CheckBatch(batch));
+    if (meta.size() != batch.batch_size()) {
+      return Status::Invalid("put: the batch has ", batch.batch_size(), " samples but the meta has ",
+                             meta.size());
+    }
+    return Write(batch, meta);
+  }
+
+  Result<BatchMeta> GetMeta(internal::GetMetaRequest req, std::chrono::milliseconds timeout) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
+    for (const auto& f : req.fields) TQDS_RETURN_NOT_OK(internal::ValidateName(f, "data field"));
+    if (req.mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(internal::ValidateName(req.task_name, "task_name"));
+    req.timeout_ms = req.mode == FetchMode::kFetch ? timeout.count() : 0;
+    Message m(MsgType::kCtlGetMeta, 0);
+    m.set_body(internal::EncodeGetMeta(req));
+    TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(m), timeout + kControlTimeout));
+    return internal::MetaFromMessage(rep);
+  }
+
+  Result<Batch> GetData(const BatchMeta& meta) {
+    TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
+    Batch out(meta.size());
+    if (meta.empty()) {
+      for (const auto& f : meta.field_names()) TQDS_RETURN_NOT_OK(out.AddField(f, {}));
+      return out;
+    }
+    const auto& names = meta.field_names();
+    std::vector<std::vector<uint64_t>> nbytes(names.size(), std::vector<uint64_t>(meta.size()));
+    for (size_t s = 0; s < meta.size(); ++s) {
+      const auto& sm = meta.samples()[s];
+      for (size_t f = 0; f < names.size(); ++f) {
+        if (f >= sm.fields.size() || !sm.fields[f].produced) {
+          return Status::NotFound("get_data: field '", names[f], "' of sample ", sm.global_index,
+                                  " in partition '", sm.partition_id, "' is not produced yet");
+        }
+        nbytes[f][s] = sm.fields[f].nbytes;
+      }
+    }
+    TQDS_ASSIGN_OR_RETURN(auto data, storage->Get(KeysOf(meta), names, nbytes));
+    for (size_t f = 0; f < names.size(); ++f) {
+      Column col;
+      col.reserve(meta.size());
+      for (size_t s = 0; s < meta.size(); ++s) {
+        const FieldInfo& fi = meta.samples()[s].fields[f];
+        TQDS_ASSIGN_OR_RETURN(Value v, Value::FromSpec(fi.kind, fi.dtype, fi.shape, std::move(data[f][s])));
+        col.push_back(std::move(v));
+      }
+      TQDS_RETURN_NOT_OK(out.AddField(names[f], std::move(col)));
+    }
+    return out;
+  }
+
+  // Two-phase clear: hide + list (controller), free storage, release indexes.
+  Status Clear(Message begin, const BatchMeta* fallback = nullptr) {
+    TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(begin)));
+    TQDS_ASSIGN_OR_RETURN(BatchMeta victims, internal::MetaFromMessage(rep));
+    (void)fallback;
+    if (victims.empty()) return Status::OK();
+    auto storage = Storage();
+    if (storage.ok()) {
+      TQDS_RETURN_NOT_OK((*storage)->Delete(KeysOf(victims), victims.field_names()).WithContext("clear"));
+    } else if (!victims.field_names().empty()) {
+      return storage.status();
+    }
+    return Call(internal::MetaMessage(MsgType::kCtlReleaseIndexes, victims)).status();
+  }
+
+  Status ClearPartition(const std::string& partition_id) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    Message m(MsgType::kCtlClearPartition, 0);
+    m.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(1);
+      pk.pack("partition_id");
+      pk.pack(partition_id);
+    }));
+    return Clear(std::move(m));
+  }
+
+  Status ClearSamples(const std::string& partition_id, const std::vector<int64_t>& indexes) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    Message m(MsgType::kCtlClearSamples, 0);
+    m.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(2);
+      pk.pack("partition_id");
+      pk.pack(partition_id);
+      pk.pack("global_indexes");
+      pk.pack(indexes);
+    }));
+    return Clear(std::move(m));
+  }
+
+  Message PartitionRequest(MsgType type, const std::string& partition_id, const std::string* task) {
+    Message m(type, 0);
+    m.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(task ? 2 : 1);
+      pk.pack("partition_id");
+      pk.pack(partition_id);
+      if (task) {
+        pk.pack("task_name");
+        pk.pack(*task);
+      }
+    }));
+    return m;
+  }
+
+  const std::string id_;
+  const std::string address_;
+  std::unique_ptr<tqds::wire::RpcClient> ctl_;
+  Status connect_error_;
+  std::shared_mutex storage_mu_;
+  std::shared_ptr<StorageManager> storage_;  // guarded by storage_mu_
+};
+
+TransferQueueClient::TransferQueueClient(std::string client_id, std::string controller_address)
+    : impl_(std::make_shared<Impl>(std::move(client_id), std::move(controller_address))) {}
+TransferQueueClient::~TransferQueueClient() = default;
+
+const std::string& TransferQueueClient::client_id() const { return impl_->id_; }
+const std::string& TransferQueueClient::controller_address() const { return impl_->address_; }
+
+Status TransferQueueClient::initialize_storage_manager(const std::string& manager_type, const Config& config) {
+  return impl_->InitStorage(manager_type, config);
+}
+
+Result<BatchMeta> TransferQueueClient::put(const Batch& batch, const std::string& partition_id) {
+  return impl_->Put(batch, partition_id);
+}
+
+Result<BatchMeta> TransferQueueClient::put(const Batch& batch, const BatchMeta& meta) {
+  return impl_->PutInto(batch, meta);
+}
+
+Result<BatchMeta> TransferQueueClient::get_meta(const std::vector<std::string>& data_fields,
+                                                int64_t batch_size, const std::string& partition_id,
+                                                const std::string& task_name,
+                                                const SamplingConfig& sampling_config, FetchMode mode,
+                                                std::chrono::milliseconds timeout) {
+  internal::GetMetaRequest req;
+  req.partition_id = partition_id;
+  req.task_name = task_name;
+  req.fields = data_fields;
+  req.batch_size = batch_size;
+  req.mode = mode;
+  req.sampling = sampling_config;
+  return impl_->GetMeta(std::move(req), timeout);
+}
+
+Result<Batch> TransferQueueClient::get_data(const BatchMeta& meta) { return impl_->GetData(meta); }
+
+Status TransferQueueClient::clear_partition(const std::string& partition_id) {
+  return impl_->ClearPartition(partition_id);
+}
+
+Status TransferQueueClient::clear_samples(const BatchMeta& meta) {
+  std::map<std::string, std::vector<int64_t>> by_partition;
+  for (const auto& s : meta.samples()) by_partition[s.partition_id].push_back(s.global_index);
+  for (const auto& [p, idx] : by_partition) TQDS_RETURN_NOT_OK(impl_->ClearSamples(p, idx));
+  return Status::OK();
+}
+
+Status TransferQueueClient::clear_samples(const std::string& partition_id,
+                                          const std::vector<int64_t>& global_indexes) {
+  return impl_->ClearSamples(partition_id, global_indexes);
+}
+
+Result<ProductionStatus> TransferQueueClient::get_production_status(const std::string& partition_id) {
+  TQDS_ASSIGN_OR_RETURN(Message rep,
+                        impl_->Call(impl_->PartitionRequest(MsgType::kCtlProductionStatus, partition_id, nullptr)));
+  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ProductionStatus reply"));
+  ProductionStatus st;
+  TQDS_ASSIGN_OR_RETURN(st.num_samples, rd.Get<size_t>("num_samples"));
+  TQDS_ASSIGN_OR_RETURN(st.produced, (rd.Get<std::map<std::string, size_t>>("produced")));
+  return st;
+}
+
+Result<ConsumptionStatus> TransferQueueClient::get_consumption_status(const std::string& partition_id,
+                                                                      const std::string& task_name) {
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(impl_->PartitionRequest(MsgType::kCtlConsumptionStatus,
+                                                                         partition_id, &task_name)));
+  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ConsumptionStatus reply"));
+  ConsumptionStatus st;
+  TQDS_ASSIGN_OR_RETURN(st.num_samples, rd.Get<size_t>("num_samples"));
+  TQDS_ASSIGN_OR_RETURN(st.consumed, rd.Get<size_t>("consumed"));
+  return st;
+}
+
+Status TransferQueueClient::reset_consumption(const std::string& partition_id, const std::string& task_name) {
+  return impl_->Call(impl_->PartitionRequest(MsgType::kCtlResetConsumption, partition_id, &task_name)).status();
+}
+
+Result<std::vector<std::string>> TransferQueueClient::list_partitions() {
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(Message(MsgType::kCtlListPartitions, 0)));
+  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ListPartitions reply"));
+  return rd.Get<std::vector<std::string>>("partitions");
+}
+
+Status TransferQueueClient::set_custom_meta(const BatchMeta& meta) {
+  return impl_->Call(internal::MetaMessage(MsgType::kCtlSetCustomMeta, meta)).status();
+}
+
+Result<BatchMeta> TransferQueueClient::get_custom_meta(const std::string& partition_id,
+                                                       const std::vector<int64_t>& global_indexes) {
+  Message m(MsgType::kCtlGetCustomMeta, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(2);
+    pk.pack("partition_id");
+    pk.pack(partition_id);
+    pk.pack("global_indexes");
+    pk.pack(global_indexes);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::MetaFromMessage(rep);
+}
+
+std::future<Result<BatchMeta>> TransferQueueClient::async_put(Batch batch, std::string partition_id) {
+  return std::async(std::launch::async, [impl = impl_, batch = std::move(batch), p = std::move(partition_id)] {
+    return impl->Put(batch, p);
+  });
+}
+
+std::future<Result<BatchMeta>> TransferQueueClient::async_get_meta(
+    std::vector<std::string> data_fields, int64_t batch_size, std::string partition_id,
+    std::string task_name, SamplingConfig sampling_config, FetchMode mode, std::chrono::milliseconds timeout) {
+  internal::GetMetaRequest req;
+  req.partition_id = std::move(partition_id);
+  req.task_name = std::move(task_name);
+  req.fields = std::move(data_fields);
+  req.batch_size = batch_size;
+  req.mode = mode;
+  req.sampling = std::move(sampling_config);
+  return std::async(std::launch::async, [impl = impl_, req = std::move(req), timeout] {
+    return impl->GetMeta(req, timeout);
+  });
+}
+
+std::future<Result<Batch>> TransferQueueClient::async_get_data(BatchMeta meta) {
+  return std::async(std::launch::async, [impl = impl_, meta = std::move(meta)] { return impl->GetData(meta); });
+}
+
+std::future<Status> TransferQueueClient::async_clear_partition(std::string partition_id) {
+  return std::async(std::launch::async,
+                    [impl = impl_, p = std::move(partition_id)] { return impl->ClearPartition(p); });
+}
+
+std::future<Status> TransferQueueClient::async_clear_samples(BatchMeta meta) {
+  return std::async(std::launch::async, [this, meta = std::move(meta)] { return clear_samples(meta); });
+}
+
+}  // namespace tq

@@ -1,0 +1,297 @@
+// The controller server: decodes requests, applies them to ControllerState on
+// the server thread, parks fetches that must wait and answers them when data
+// arrives or their deadline passes.
+#include "tq/controller.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <list>
+#include <mutex>
+
+#include "common/wire/rpc.h"
+#include "queue/protocol.h"
+#include "tq/storage_unit.h"
+
+namespace tq {
+
+using tqds::Result;
+using tqds::Status;
+using tqds::wire::Clock;
+using tqds::wire::MapReader;
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+using tqds::wire::PackBody;
+using tqds::wire::Responder;
+using internal::Packer;
+
+Status ControllerOptions::Validate() const {
+  if (address.empty()) return Status::Invalid("controller address must not be empty");
+  if (embedded_storage_units < 0 || embedded_storage_units > 64) {
+    return Status::Invalid("embedded_storage_units must be in [0, 64], got ", embedded_storage_units);
+  }
+  if (embedded_storage_units > 0 && storage_unit_capacity_bytes == 0) {
+    return Status::Invalid("storage_unit_capacity_bytes must be > 0");
+  }
+  return Status::OK();
+}
+
+namespace {
+
+struct Waiter {
+  internal::GetMetaRequest request;
+  Responder responder;
+  Clock::time_point deadline;
+};
+
+class ControllerImpl : public TransferQueueController {
+ public:
+  ~ControllerImpl() override { Stop(); }
+
+  Status Init(const ControllerOptions& o) {
+    TQDS_ASSIGN_OR_RETURN(
+        server_, tqds::wire::RpcServer::Bind(
+                     o.address, [this](Message&& m, Responder r) { Handle(std::move(m), std::move(r)); },
+                     [this](Clock::time_point now) { return Tick(now); }));
+    for (int i = 0; i < o.embedded_storage_units; ++i) {
+      StorageUnitOptions uo;
+      uo.capacity_bytes = o.storage_unit_capacity_bytes;
+      TQDS_ASSIGN_OR_RETURN(auto unit, SimpleStorageUnit::Start(uo));
+      units_.push_back(unit->address());
+      embedded_.push_back(std::move(unit));
+    }
+    server_->Start();
+    return Status::OK();
+  }
+
+  const std::string& address() const override { return server_->endpoint(); }
+  std::vector<std::string> storage_units() const override {
+    std::lock_guard<std::mutex> lock(units_mu_);
+    return units_;
+  }
+  void Stop() override {
+    if (server_) server_->Stop();
+    for (auto& u : embedded_) u->Stop();
+  }
+
+ private:
+  void Handle(Message&& m, Responder r) {
+    Status st = Dispatch(m, r);
+    if (!st.ok()) r.ReplyError(st);
+  }
+
+  static Result<std::string> PartitionOf(const Message& m, const char* what) {
+    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), what));
+    TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+    TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
+    return p;
+  }
+
+  // Handlers reply through `r` or return an error status.
+  Status Dispatch(const Message& m, Responder& r) {
+    switch (m.type()) {
+      case MsgType::kCtlPing:
+        r.Reply(Message::ReplyTo(m));
+        return Status::OK();
+      case MsgType::kCtlAllocate: {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "Allocate"));
+        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+        TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
+        TQDS_ASSIGN_OR_RETURN(int64_t count, rd.Get<int64_t>("count"));
+        if (count <= 0 || count > (int64_t{1} << 24)) {
+          return Status::Invalid("Allocate: count must be in [1, 16777216], got ", count);
+        }
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(p, static_cast<size_t>(count)));
+        r.Reply(internal::MetaMessage(m.type(), meta));
+        return Status::OK();
+      }
+      case MsgType::kCtlNotifyProduced: {
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
+        TQDS_RETURN_NOT_OK(state_.MarkProduced(meta));
+        r.Reply(Message::ReplyTo(m));
+        if (!meta.empty()) Wake(meta.samples()[0].partition_id);
+        return Status::OK();
+      }
+      case MsgType::kCtlGetMeta: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::DecodeGetMeta(m.body()));
+        TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
+        TQDS_ASSIGN_OR_RETURN(auto answer, state_.TryGetMeta(req));
+        if (answer) {
+          r.Reply(internal::MetaMessage(m.type(), *answer));
+        } else if (req.timeout_ms <= 0) {
+          r.ReplyError(NotReady(req));
+        } else {
+          auto deadline = Clock::now() + std::chrono::milliseconds(req.timeout_ms);
+          waiters_.push_back(Waiter{std::move(req), std::move(r), deadline});
+        }
+        return Status::OK();
+      }
+      case MsgType::kCtlClearPartition: {
+        TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ClearPartition"));
+        r.Reply(internal::MetaMessage(m.type(), state_.BeginClearPartition(p)));
+        return Status::OK();
+      }
+      case MsgType::kCtlClearSamples: {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ClearSamples"));
+        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+        TQDS_ASSIGN_OR_RETURN(auto idx, rd.Get<std::vector<int64_t>>("global_indexes"));
+        r.Reply(internal::MetaMessage(m.type(), state_.BeginClearSamples(p, idx)));
+        return Status::OK();
+      }
+      case MsgType::kCtlReleaseIndexes: {
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
+        TQDS_RETURN_NOT_OK(state_.ReleaseSamples(meta));
+        r.Reply(Message::ReplyTo(m));
+        return Status::OK();
+      }
+      case MsgType::kCtlProductionStatus: {
+        TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ProductionStatus"));
+        TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(p));
+        Message rep = Message::ReplyTo(m);
+        rep.set_body(PackBody([&](Packer& pk) {
+          pk.pack_map(2);
+          pk.pack("num_samples");
+          pk.pack_uint64(st.num_samples);
+          pk.pack("produced");
+          pk.pack(st.produced);
+        }));
+        r.Reply(std::move(rep));
+        return Status::OK();
+      }
+      case MsgType::kCtlConsumptionStatus: {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ConsumptionStatus"));
+        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+        TQDS_ASSIGN_OR_RETURN(std::string task, rd.Get<std::string>("task_name"));
+        TQDS_ASSIGN_OR_RETURN(auto st, state_.GetConsumptionStatus(p, task));
+        Message rep = Message::ReplyTo(m);
+        rep.set_body(PackBody([&](Packer& pk) {
+          pk.pack_map(2);
+          pk.pack("num_samples");
+          pk.pack_uint64(st.num_samples);
+          pk.pack("consumed");
+          pk.pack_uint64(st.consumed);
+        }));
+        r.Reply(std::move(rep));
+        return Status::OK();
+      }
+      case MsgType::kCtlResetConsumption: {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ResetConsumption"));
+        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+        TQDS_ASSIGN_OR_RETURN(std::string task, rd.GetOr<std::string>("task_name", ""));
+        TQDS_RETURN_NOT_OK(state_.ResetConsumption(p, task));
+        r.Reply(Message::ReplyTo(m));
+        Wake(p);
+        return Status::OK();
+      }
+      case MsgType::kCtlListPartitions: {
+        auto list = state_.ListPartitions();
+        Message rep = Message::ReplyTo(m);
+        rep.set_body(PackBody([&](Packer& pk) {
+          pk.pack_map(1);
+          pk.pack("partitions");
+          pk.pack(list);
+        }));
+        r.Reply(std::move(rep));
+        return Status::OK();
+      }
+      case MsgType::kCtlSetCustomMeta: {
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
+        TQDS_RETURN_NOT_OK(state_.SetCustomMeta(meta));
+        r.Reply(Message::ReplyTo(m));
+        return Status::OK();
+      }
+      case MsgType::kCtlGetCustomMeta: {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "GetCustomMeta"));
+        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+        TQDS_ASSIGN_OR_RETURN(auto idx, rd.Get<std::vector<int64_t>>("global_indexes"));
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.GetSamples(p, idx));
+        r.Reply(internal::MetaMessage(m.type(), meta));
+        return Status::OK();
+      }
+      case MsgType::kCtlRegisterStorage: {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "RegisterStorage"));
+        TQDS_ASSIGN_OR_RETURN(std::string ep, rd.Get<std::string>("endpoint"));
+        {
+          std::lock_guard<std::mutex> lock(units_mu_);
+          if (std::find(units_.begin(), units_.end(), ep) == units_.end()) units_.push_back(ep);
+        }
+        r.Reply(Message::ReplyTo(m));
+        return Status::OK();
+      }
+      case MsgType::kCtlGetStorageInfo: {
+        Message rep = Message::ReplyTo(m);
+        auto units = storage_units();
+        rep.set_body(PackBody([&](Packer& pk) {
+          pk.pack_map(1);
+          pk.pack("units");
+          pk.pack(units);
+        }));
+        r.Reply(std::move(rep));
+        return Status::OK();
+      }
+      default:
+        return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
+    }
+  }
+
+  static Status NotReady(const internal::GetMetaRequest& req) {
+    return Status::Timeout("get_meta: fewer than ", req.batch_size, " samples with fields ready in partition '",
+                           req.partition_id, "' for task '", req.task_name, "' within ",
+                           req.timeout_ms, " ms");
+  }
+
+  // Retries parked fetches of a partition, oldest first.
+  void Wake(const std::string& partition) {
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->request.partition_id != partition) {
+        ++it;
+        continue;
+      }
+      auto answer = state_.TryGetMeta(it->request);
+      if (!answer.ok()) {
+        it->responder.ReplyError(answer.status());
+      } else if (*answer) {
+        it->responder.Reply(internal::MetaMessage(MsgType::kCtlGetMeta, **answer));
+      } else {
+        ++it;
+        continue;
+      }
+      it = waiters_.erase(it);
+    }
+  }
+
+  std::chrono::milliseconds Tick(Clock::time_point now) {
+    auto next = std::chrono::milliseconds(200);
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->deadline <= now) {
+        it->responder.ReplyError(NotReady(it->request));
+        it = waiters_.erase(it);
+        continue;
+      }
+      next = std::min(next, std::chrono::duration_cast<std::chrono::milliseconds>(it->deadline - now) +
+                                std::chrono::milliseconds(1));
+      ++it;
+    }
+    return next;
+  }
+
+  std::unique_ptr<tqds::wire::RpcServer> server_;
+  std::vector<std::unique_ptr<SimpleStorageUnit>> embedded_;
+  // Touched only on the server thread (after Start).
+  internal::ControllerState state_;
+  std::list<Waiter> waiters_;
+  mutable std::mutex units_mu_;
+  std::vector<std::string> units_;  // guarded by units_mu_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TransferQueueController>> TransferQueueController::Start(
+    const ControllerOptions& options) {
+  TQDS_RETURN_NOT_OK(options.Validate());
+  auto c = std::make_unique<ControllerImpl>();
+  TQDS_RETURN_NOT_OK(c->Init(options));
+  return std::unique_ptr<TransferQueueController>(std::move(c));
+}
+
+}  // namespace tq

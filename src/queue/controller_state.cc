@@ -1,0 +1,308 @@
+// ControllerState: partitions, indexes, production and consumption.
+#include "queue/controller_state.h"
+
+#include <algorithm>
+
+#include "queue/sampler.h"
+
+namespace tq::internal {
+
+bool Partition::IsProduced(size_t pos, const std::vector<int>& fids) const {
+  const auto& fields = samples[pos].fields;
+  for (int f : fids) {
+    if (f < 0 || static_cast<size_t>(f) >= fields.size() || !fields[f].produced) return false;
+  }
+  return true;
+}
+
+const Partition* ControllerState::FindPartition(const std::string& id) const {
+  auto it = partitions_.find(id);
+  return it == partitions_.end() ? nullptr : it->second.get();
+}
+
+int64_t ControllerState::TakeIndex() {
+  if (!free_indexes_.empty()) {
+    int64_t i = *free_indexes_.begin();
+    free_indexes_.erase(free_indexes_.begin());
+    return i;
+  }
+  return next_index_++;
+}
+
+Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, size_t count) {
+  if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
+  auto& slot = partitions_[partition_id];
+  if (!slot) {
+    slot = std::make_unique<Partition>();
+    slot->name = partition_id;
+  }
+  Partition& p = *slot;
+  std::vector<SampleMeta> out;
+  out.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    SampleRecord r;
+    r.global_index = TakeIndex();
+    r.generation = next_generation_++;
+    p.position_of[r.global_index] = p.samples.size();
+    SampleMeta m;
+    m.global_index = r.global_index;
+    m.generation = r.generation;
+    m.partition_id = partition_id;
+    p.samples.push_back(std::move(r));
+    out.push_back(std::move(m));
+  }
+  p.live_count += count;
+  return BatchMeta({}, std::move(out));
+}
+
+Status ControllerState::MarkProduced(const BatchMeta& meta) {
+  // Validate everything first so a bad request changes nothing.
+  for (const auto& s : meta.samples()) {
+    const Partition* p = FindPartition(s.partition_id);
+    if (p == nullptr) return Status::NotFound("partition '", s.partition_id, "' does not exist");
+    auto it = p->position_of.find(s.global_index);
+    if (it == p->position_of.end() || p->samples[it->second].generation != s.generation ||
+        !p->IsVisible(it->second)) {
+      return Status::NotFound("sample ", s.global_index, " (generation ", s.generation,
+                              ") is not live in partition '", s.partition_id,
+                              "' (cleared or never allocated)");
+    }
+    if (s.fields.size() != meta.field_names().size()) {
+      return Status::Invalid("sample ", s.global_index, " carries ", s.fields.size(),
+                             " field records for ", meta.field_names().size(), " fields");
+    }
+  }
+  for (const auto& s : meta.samples()) {
+    Partition& p = *partitions_[s.partition_id];
+    SampleRecord& r = p.samples[p.position_of[s.global_index]];
+    for (size_t f = 0; f < meta.field_names().size(); ++f) {
+      const std::string& name = meta.field_names()[f];
+      int fid = p.FieldId(name);
+      if (fid < 0) {
+        fid = static_cast<int>(p.field_names.size());
+        p.field_names.push_back(name);
+        p.field_id[name] = fid;
+      }
+      if (r.fields.size() <= static_cast<size_t>(fid)) r.fields.resize(fid + 1);
+      r.fields[fid] = s.fields[f];
+      r.fields[fid].produced = true;
+    }
+    for (const auto& [k, v] : s.custom) r.custom[k] = v;
+  }
+  return Status::OK();
+}
+
+BatchMeta ControllerState::MakeMeta(const Partition& p, const std::vector<size_t>& positions,
+                                    const std::vector<int>& fids,
+                                    const std::vector<std::string>& names) const {
+  std::vector<SampleMeta> out;
+  out.reserve(positions.size());
+  for (size_t pos : positions) {
+    const SampleRecord& r = p.samples[pos];
+    SampleMeta m;
+    m.global_index = r.global_index;
+    m.generation = r.generation;
+    m.partition_id = p.name;
+    m.fields.reserve(fids.size());
+    for (int f : fids) {
+      m.fields.push_back(f >= 0 && static_cast<size_t>(f) < r.fields.size() ? r.fields[f] : FieldInfo{});
+    }
+    m.custom = r.custom;
+    out.push_back(std::move(m));
+  }
+  return BatchMeta(names, std::move(out));
+}
+
+Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaRequest& req) {
+  if (req.fields.empty()) return Status::Invalid("get_meta needs at least one data field");
+  if (req.batch_size < 0) return Status::Invalid("batch_size must be >= 0, got ", req.batch_size);
+  if (req.mode != FetchMode::kForceFetch && req.task_name.empty()) {
+    return Status::Invalid("get_meta in mode ", FetchModeName(req.mode), " needs a task_name");
+  }
+  auto pit = partitions_.find(req.partition_id);
+  if (pit == partitions_.end()) {
+    if (req.mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<BatchMeta>();
+    return std::optional<BatchMeta>(BatchMeta(req.fields, {}));
+  }
+  Partition& p = *pit->second;
+  std::vector<int> fids;
+  for (const auto& f : req.fields) fids.push_back(p.FieldId(f));
+
+  if (req.mode == FetchMode::kForceFetch) {
+    std::vector<size_t> positions;
+    for (size_t pos = 0; pos < p.samples.size(); ++pos) {
+      if (req.batch_size > 0 && positions.size() >= static_cast<size_t>(req.batch_size)) break;
+      if (p.IsVisible(pos) && p.IsProduced(pos, fids)) positions.push_back(pos);
+    }
+    return std::optional<BatchMeta>(MakeMeta(p, positions, fids, req.fields));
+  }
+
+  TQDS_ASSIGN_OR_RETURN(Sampler * sampler, SamplerFor(req.sampling));
+  TaskState& task = p.tasks[req.task_name];
+  CandidateView view(p, task, fids);
+  TQDS_ASSIGN_OR_RETURN(auto picked, sampler->Select(view, static_cast<size_t>(req.batch_size),
+                                                     req.sampling, req.mode == FetchMode::kPoll));
+  if (!picked) return std::optional<BatchMeta>();
+  if (task.consumed.size() < p.samples.size()) task.consumed.resize(p.samples.size(), 0);
+  for (size_t pos : *picked) {
+    if (!task.consumed[pos]) {
+      task.consumed[pos] = 1;
+      ++task.consumed_count;
+    }
+  }
+  while (task.cursor < p.samples.size() && (task.consumed[task.cursor] || !p.samples[task.cursor].live)) {
+    ++task.cursor;
+  }
+  return std::optional<BatchMeta>(MakeMeta(p, *picked, fids, req.fields));
+}
+
+BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& positions) {
+  std::vector<int> all(p.field_names.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  for (size_t pos : positions) {
+    SampleRecord& r = p.samples[pos];
+    if (!r.clearing) {
+      r.clearing = true;
+      --p.live_count;
+    }
+  }
+  return MakeMeta(p, positions, all, p.field_names);
+}
+
+BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) {
+  auto it = partitions_.find(partition_id);
+  if (it == partitions_.end()) return BatchMeta();
+  Partition& p = *it->second;
+  std::vector<size_t> positions;
+  for (size_t pos = 0; pos < p.samples.size(); ++pos) {
+    if (p.samples[pos].live) positions.push_back(pos);
+  }
+  return BeginClear(p, positions);
+}
+
+BatchMeta ControllerState::BeginClearSamples(const std::string& partition_id,
+                                             const std::vector<int64_t>& indexes) {
+  auto it = partitions_.find(partition_id);
+  if (it == partitions_.end()) return BatchMeta();
+  Partition& p = *it->second;
+  std::vector<size_t> positions;
+  for (int64_t gi : indexes) {
+    auto pit = p.position_of.find(gi);
+    if (pit != p.position_of.end()) positions.push_back(pit->second);
+  }
+  return BeginClear(p, positions);
+}
+
+Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
+  for (const auto& s : meta.samples()) {
+    auto it = partitions_.find(s.partition_id);
+    if (it == partitions_.end()) continue;  // idempotent
+    Partition& p = *it->second;
+    auto pit = p.position_of.find(s.global_index);
+    if (pit == p.position_of.end()) continue;
+    SampleRecord& r = p.samples[pit->second];
+    if (r.generation != s.generation) continue;  // index already reused
+    if (!r.clearing) {
+      return Status::Invalid("sample ", s.global_index, " of partition '", s.partition_id,
+                             "' is released without a clear first");
+    }
+    r.live = false;
+    r.clearing = false;
+    r.fields.clear();
+    r.fields.shrink_to_fit();
+    r.custom.clear();
+    p.position_of.erase(pit);
+    free_indexes_.insert(s.global_index);
+  }
+  // Drop partitions that have nothing left.
+  for (auto it = partitions_.begin(); it != partitions_.end();) {
+    if (it->second->position_of.empty()) {
+      it = partitions_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return Status::OK();
+}
+
+Result<ProductionStatus> ControllerState::GetProductionStatus(const std::string& partition_id) const {
+  const Partition* p = FindPartition(partition_id);
+  if (p == nullptr) return Status::NotFound("partition '", partition_id, "' does not exist");
+  ProductionStatus st;
+  st.num_samples = p->live_count;
+  for (const auto& name : p->field_names) st.produced[name] = 0;
+  for (size_t pos = 0; pos < p->samples.size(); ++pos) {
+    if (!p->IsVisible(pos)) continue;
+    const auto& fields = p->samples[pos].fields;
+    for (size_t f = 0; f < fields.size(); ++f) {
+      if (fields[f].produced) ++st.produced[p->field_names[f]];
+    }
+  }
+  return st;
+}
+
+Result<ConsumptionStatus> ControllerState::GetConsumptionStatus(const std::string& partition_id,
+                                                                const std::string& task_name) const {
+  const Partition* p = FindPartition(partition_id);
+  if (p == nullptr) return Status::NotFound("partition '", partition_id, "' does not exist");
+  ConsumptionStatus st;
+  st.num_samples = p->live_count;
+  auto it = p->tasks.find(task_name);
+  if (it != p->tasks.end()) {
+    for (size_t pos = 0; pos < it->second.consumed.size(); ++pos) {
+      if (it->second.consumed[pos] && p->IsVisible(pos)) ++st.consumed;
+    }
+  }
+  return st;
+}
+
+Status ControllerState::ResetConsumption(const std::string& partition_id, const std::string& task_name) {
+  auto it = partitions_.find(partition_id);
+  if (it == partitions_.end()) return Status::NotFound("partition '", partition_id, "' does not exist");
+  if (task_name.empty()) {
+    it->second->tasks.clear();
+  } else {
+    it->second->tasks.erase(task_name);
+  }
+  return Status::OK();
+}
+
+std::vector<std::string> ControllerState::ListPartitions() const {
+  std::vector<std::string> out;
+  for (const auto& [name, p] : partitions_) out.push_back(name);
+  return out;
+}
+
+Status ControllerState::SetCustomMeta(const BatchMeta& meta) {
+  for (const auto& s : meta.samples()) {
+    const Partition* p = FindPartition(s.partition_id);
+    if (p == nullptr || !p->position_of.count(s.global_index)) {
+      return Status::NotFound("sample ", s.global_index, " not found in partition '", s.partition_id, "'");
+    }
+  }
+  for (const auto& s : meta.samples()) {
+    Partition& p = *partitions_[s.partition_id];
+    auto& custom = p.samples[p.position_of[s.global_index]].custom;
+    for (const auto& [k, v] : s.custom) custom[k] = v;
+  }
+  return Status::OK();
+}
+
+Result<BatchMeta> ControllerState::GetSamples(const std::string& partition_id,
+                                              const std::vector<int64_t>& indexes) const {
+  const Partition* p = FindPartition(partition_id);
+  if (p == nullptr) return Status::NotFound("partition '", partition_id, "' does not exist");
+  std::vector<size_t> positions;
+  for (int64_t gi : indexes) {
+    auto it = p->position_of.find(gi);
+    if (it == p->position_of.end() || !p->IsVisible(it->second)) {
+      return Status::NotFound("sample ", gi, " not found in partition '", partition_id, "'");
+    }
+    positions.push_back(it->second);
+  }
+  std::vector<int> all(p->field_names.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  return MakeMeta(*p, positions, all, p->field_names);
+}
+
+}  // namespace tq::internal

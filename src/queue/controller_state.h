@@ -1,0 +1,122 @@
+// ControllerState: all TransferQueue metadata, with no sockets and no
+// threads. The controller server owns one and calls it from its single
+// thread, so nothing here locks (not thread-safe by design).
+//
+// Invariants:
+// - a global index belongs to at most one live or clearing sample;
+// - a sample's generation is unique over the controller's lifetime, and
+//   storage keys include (partition, index, generation), so no reader can
+//   see another partition's or an earlier sample's bytes;
+// - clearing is two-phase: Begin* hides samples and returns what storage must
+//   free; ReleaseSamples (after storage freed them) returns the indexes.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tq/batch_meta.h"
+#include "tq/partition_status.h"
+#include "tq/sampling.h"
+
+namespace tq::internal {
+
+struct SampleRecord {
+  int64_t global_index = -1;
+  uint64_t generation = 0;
+  bool live = true;       // false once released (tombstone)
+  bool clearing = false;  // hidden: storage is being freed
+  std::vector<FieldInfo> fields;  // by partition field id
+  CustomMeta custom;
+};
+
+struct CachedSelection {
+  std::vector<std::vector<size_t>> per_rank;  // positions for each rank (or one shared list)
+  size_t served = 0;
+  size_t expected = 1;
+};
+
+struct TaskState {
+  std::vector<uint8_t> consumed;  // by position
+  size_t cursor = 0;              // every position before it is consumed or dead
+  size_t consumed_count = 0;
+  std::map<std::string, CachedSelection> cache;       // shared selections (rank-aware, balanced)
+  std::map<std::string, int64_t> call_counters;       // per-rank call counts
+};
+
+struct Partition {
+  std::string name;
+  std::vector<SampleRecord> samples;  // by position (allocation order)
+  std::unordered_map<int64_t, size_t> position_of;  // live + clearing samples
+  std::vector<std::string> field_names;
+  std::unordered_map<std::string, int> field_id;
+  std::unordered_map<std::string, TaskState> tasks;
+  size_t live_count = 0;  // live and not clearing
+
+  int FieldId(const std::string& name) const {
+    auto it = field_id.find(name);
+    return it == field_id.end() ? -1 : it->second;
+  }
+  bool IsVisible(size_t pos) const { return samples[pos].live && !samples[pos].clearing; }
+  bool IsProduced(size_t pos, const std::vector<int>& fids) const;
+};
+
+struct GetMetaRequest {
+  std::string partition_id;
+  std::string task_name;
+  std::vector<std::string> fields;
+  int64_t batch_size = 0;
+  FetchMode mode = FetchMode::kFetch;
+  int64_t timeout_ms = 0;
+  SamplingConfig sampling;
+};
+
+
+class ControllerState {
+ public:
+  // Reserves `count` fresh samples in `partition_id` (created on first use).
+  Result<BatchMeta> Allocate(const std::string& partition_id, size_t count);
+  // Records fields of samples as produced; every sample must be live with the
+  // same generation. Returns the names of partitions that changed.
+  Status MarkProduced(const BatchMeta& meta);
+  // Answers a get_meta, or returns std::nullopt when a fetch must wait.
+  Result<std::optional<BatchMeta>> TryGetMeta(const GetMetaRequest& req);
+
+  // Phase 1 of a clear: hides the samples and returns them (with the fields
+  // that are in storage). Unknown partition or indexes: empty, not an error.
+  BatchMeta BeginClearPartition(const std::string& partition_id);
+  BatchMeta BeginClearSamples(const std::string& partition_id, const std::vector<int64_t>& indexes);
+  // Phase 2: storage has freed these samples; release their indexes.
+  Status ReleaseSamples(const BatchMeta& meta);
+
+  Result<ProductionStatus> GetProductionStatus(const std::string& partition_id) const;
+  Result<ConsumptionStatus> GetConsumptionStatus(const std::string& partition_id,
+                                                 const std::string& task_name) const;
+  Status ResetConsumption(const std::string& partition_id, const std::string& task_name);
+  std::vector<std::string> ListPartitions() const;
+  Status SetCustomMeta(const BatchMeta& meta);  // takes samples' custom maps
+  Result<BatchMeta> GetSamples(const std::string& partition_id,
+                               const std::vector<int64_t>& indexes) const;
+
+  size_t free_index_count() const { return free_indexes_.size(); }
+  int64_t next_index() const { return next_index_; }
+  const Partition* FindPartition(const std::string& id) const;
+
+ private:
+  BatchMeta MakeMeta(const Partition& p, const std::vector<size_t>& positions,
+                     const std::vector<int>& fids, const std::vector<std::string>& names) const;
+  BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
+  int64_t TakeIndex();
+
+  std::map<std::string, std::unique_ptr<Partition>> partitions_;
+  std::set<int64_t> free_indexes_;
+  int64_t next_index_ = 0;
+  uint64_t next_generation_ = 1;
+};
+
+}  // namespace tq::internal

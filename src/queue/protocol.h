@@ -1,0 +1,38 @@
+// Bodies of the TransferQueue messages (controller and storage units) and
+// their msgpack codec. Socket-free: tested on bytes alone. The layouts are
+// documented in docs/wire_format.md.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/wire/message.h"
+#include "queue/controller_state.h"
+#include "tq/batch_meta.h"
+
+namespace tq::internal {
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+void PackBatchMeta(Packer& pk, const BatchMeta& meta);
+Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
+
+void PackCustomMeta(Packer& pk, const CustomMeta& custom);
+Result<CustomMeta> UnpackCustomMeta(const msgpack::object& obj, const std::string& what);
+
+std::string EncodeGetMeta(const GetMetaRequest& req);
+Result<GetMetaRequest> DecodeGetMeta(const msgpack::object& body);
+
+// A message whose body is a BatchMeta (NotifyProduced, replies, clears).
+tqds::wire::Message MetaMessage(tqds::wire::MsgType type, const BatchMeta& meta);
+Result<BatchMeta> MetaFromMessage(const tqds::wire::Message& m);
+
+// Storage unit bodies: {"keys": [str...]} (+ one payload frame per key for a
+// put); get replies {"found": [bool...]} + one frame per key (empty if missing).
+std::string EncodeKeys(const std::vector<std::string>& keys);
+Result<std::vector<std::string>> DecodeKeys(const msgpack::object& body, const std::string& what);
+
+// Validates a name (partition, field, task): non-empty, <= 256 bytes, no NUL.
+Status ValidateName(const std::string& name, const char* what);
+
+}  // namespace tq::internal

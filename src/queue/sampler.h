@@ -1,0 +1,64 @@
+// Samplers decide which ready samples a get_meta returns. One interface,
+// chosen by SamplingConfig["sampler"]; each is stateless except for what it
+// keeps in the task's TaskState (shared selections, call counters).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "queue/controller_state.h"
+
+namespace tq::internal {
+
+// The candidates a sampler may pick: visible samples whose requested fields
+// are produced and which this task has not consumed.
+class CandidateView {
+ public:
+  CandidateView(const Partition& p, TaskState& task, std::vector<int> fids)
+      : p_(p), task_(task), fids_(std::move(fids)) {}
+  bool IsCandidate(size_t pos) const {
+    return pos < p_.samples.size() && p_.IsVisible(pos) &&
+           (pos >= task_.consumed.size() || !task_.consumed[pos]) && p_.IsProduced(pos, fids_);
+  }
+  // Calls fn(pos) for candidates in position order until fn returns false.
+  template <typename Fn>
+  void Scan(Fn&& fn) const {
+    for (size_t pos = task_.cursor; pos < p_.samples.size(); ++pos) {
+      if (IsCandidate(pos) && !fn(pos)) return;
+    }
+  }
+  const Partition& partition() const { return p_; }
+  TaskState& task() const { return task_; }
+
+ private:
+  const Partition& p_;
+  TaskState& task_;
+  std::vector<int> fids_;
+};
+
+class Sampler {
+ public:
+  virtual ~Sampler() = default;
+  // Positions for this caller, or nullopt when not enough are ready and
+  // `allow_partial` is false. Returned positions get marked consumed.
+  virtual Result<std::optional<std::vector<size_t>>> Select(const CandidateView& view,
+                                                            size_t batch_size,
+                                                            const SamplingConfig& config,
+                                                            bool allow_partial) = 0;
+};
+
+// Returns the sampler named by config["sampler"] (default sequential).
+Result<Sampler*> SamplerFor(const SamplingConfig& config);
+
+// Helpers for reading sampling parameters with clear errors.
+Result<int64_t> ConfigInt(const SamplingConfig& config, const std::string& key,
+                          std::optional<int64_t> fallback = std::nullopt);
+std::string ConfigString(const SamplingConfig& config, const std::string& key,
+                         const std::string& fallback);
+
+// Splits items (by length) into `bins` bins of equal count (±1) with nearly
+// equal length sums. Returns, per bin, the indexes into `lengths`.
+std::vector<std::vector<size_t>> BalanceByLength(const std::vector<int64_t>& lengths, size_t bins);
+
+}  // namespace tq::internal

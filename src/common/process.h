@@ -1,0 +1,49 @@
+// ChildProcess: starts a program, reads its stdout line by line (readiness
+// lines such as "listening on tcp://..."), and owns its pid: the destructor
+// kills (SIGTERM, then SIGKILL) and reaps it, so tests and demos never leak
+// processes even on failure. Not thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "tqds/status.h"
+
+namespace tqds {
+
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&& other) noexcept;
+  ~ChildProcess();
+
+  // Starts argv[0] (a path, or a name looked up on PATH) with stdout piped
+  // to us; stderr is inherited.
+  static Result<ChildProcess> Spawn(const std::vector<std::string>& argv);
+
+  // Reads lines until one contains `needle`; returns that line. Fails on
+  // timeout or when the child exits first (with its exit status).
+  Result<std::string> WaitForLine(const std::string& needle, std::chrono::milliseconds timeout);
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `signal`; then waits up to `grace` for exit and SIGKILLs after it.
+  // Returns the exit status as from waitpid (or -1 if not running).
+  int Stop(int signal = 15, std::chrono::milliseconds grace = std::chrono::seconds(5));
+  // Waits for a normal exit; returns the exit code (128+sig if killed).
+  Result<int> Wait(std::chrono::milliseconds timeout);
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string pending_;
+};
+
+// Absolute path of the running executable.
+std::string SelfExecutable();
+
+}  // namespace tqds

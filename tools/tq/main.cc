@@ -1,0 +1,96 @@
+// tq: the TransferQueue command line. Subcommands: controller, storage-unit,
+// demo. Each only fills in an options struct and runs the component.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "common/logging.h"
+#include "tools/tq/demo.h"
+#include "tq/controller.h"
+#include "tq/storage_unit.h"
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+
+void WaitForSignal() {
+  std::signal(SIGINT, [](int) { g_stop = 1; });
+  std::signal(SIGTERM, [](int) { g_stop = 1; });
+  while (!g_stop) pause();
+}
+
+std::string Endpoint(const std::string& host, int port) {
+  return "tcp://" + host + ":" + std::to_string(port);
+}
+
+int Fail(const tqds::Status& st) {
+  std::cerr << "tq: " << st.ToString() << std::endl;
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tq: TransferQueue controller, storage unit and demo"};
+  app.require_subcommand(1);
+
+  std::string host = "127.0.0.1";
+  int port = 0;
+  int units = 0;
+  uint64_t capacity_mb = 8192;
+  auto* ctl = app.add_subcommand("controller", "run the metadata controller");
+  ctl->add_option("--host", host, "address to bind")->capture_default_str();
+  ctl->add_option("--port", port, "port to bind (0: pick a free one)")->capture_default_str();
+  ctl->add_option("--storage-units", units, "simple storage units to embed")->capture_default_str();
+  ctl->add_option("--unit-capacity-mb", capacity_mb, "capacity of each embedded unit")->capture_default_str();
+
+  std::string controller;
+  auto* su = app.add_subcommand("storage-unit", "run a simple storage unit");
+  su->add_option("--host", host, "address to bind")->capture_default_str();
+  su->add_option("--port", port, "port to bind (0: pick a free one)")->capture_default_str();
+  su->add_option("--controller", controller, "controller to register with (tcp://host:port)");
+  su->add_option("--capacity-mb", capacity_mb, "payload capacity")->capture_default_str();
+
+  tq::tools::DemoOptions demo;
+  auto* dm = app.add_subcommand("demo", "start services on localhost and stream a rollout through them");
+  dm->add_option("--samples", demo.samples, "samples to produce")->capture_default_str();
+  dm->add_option("--batch", demo.batch, "batch size of every stage")->capture_default_str();
+  dm->add_option("--backend", demo.backend, "storage backend: simple | yuanrong")->capture_default_str();
+  dm->add_option("--worker-address", demo.worker_address,
+                 "datasystem worker host:port for --backend yuanrong (started if absent)");
+
+  CLI11_PARSE(app, argc, argv);
+  tqds::InitLogging("tq", "", spdlog::level::info);
+
+  if (*ctl) {
+    tq::ControllerOptions o;
+    o.address = Endpoint(host, port);
+    o.embedded_storage_units = units;
+    o.storage_unit_capacity_bytes = capacity_mb << 20;
+    auto c = tq::TransferQueueController::Start(o);
+    if (!c.ok()) return Fail(c.status());
+    std::printf("tq controller listening on %s\n", (*c)->address().c_str());
+    for (const auto& u : (*c)->storage_units()) std::printf("tq storage unit listening on %s\n", u.c_str());
+    std::fflush(stdout);
+    WaitForSignal();
+    (*c)->Stop();
+    return 0;
+  }
+  if (*su) {
+    tq::StorageUnitOptions o;
+    o.address = Endpoint(host, port);
+    o.capacity_bytes = capacity_mb << 20;
+    o.controller_address = controller;
+    auto u = tq::SimpleStorageUnit::Start(o);
+    if (!u.ok()) return Fail(u.status());
+    std::printf("tq storage unit listening on %s\n", (*u)->address().c_str());
+    std::fflush(stdout);
+    WaitForSignal();
+    (*u)->Stop();
+    return 0;
+  }
+  if (*dm) return tq::tools::RunDemo(demo);
+  return 0;
+}

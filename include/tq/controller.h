@@ -14,7 +14,8 @@
 namespace tq {
 
 struct ControllerOptions {
-  // ZMQ endpoint to bind; port 0 picks a free one.
+  // ZMQ endpoint to bind; port 0 picks a free one. "inproc://NAME" serves
+  // clients of this process only (embedded units then use inproc too).
   std::string address = "tcp://127.0.0.1:0";
   // Simple storage units to run inside the controller's process (the
   // embedded default, so no other service is needed). 0: none.

@@ -56,6 +56,9 @@ class ControllerImpl : public TransferQueueController {
     for (int i = 0; i < o.embedded_storage_units; ++i) {
       StorageUnitOptions uo;
       uo.capacity_bytes = o.storage_unit_capacity_bytes;
+      // An in-process controller keeps its units in-process too: inproc
+      // transport passes payload buffers by reference, with no copy at all.
+      if (o.address.rfind("inproc://", 0) == 0) uo.address = o.address + "-unit-" + std::to_string(i);
       TQDS_ASSIGN_OR_RETURN(auto unit, SimpleStorageUnit::Start(uo));
       units_.push_back(unit->address());
       embedded_.push_back(std::move(unit));

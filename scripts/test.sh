@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up (packages, build, install) and runs every test: the C++ suites with
+# ctest, the same suites again under AddressSanitizer + UBSan, and the Python
+# suites with pytest (Debian's /usr/bin/python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+jobs="$(nproc)"
+status=0
+
+echo "== ctest (RelWithDebInfo) =="
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300 || status=1
+
+echo "== ctest (AddressSanitizer + UBSan) =="
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON \
+  -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
+
+if [ -d python/tests ]; then
+  echo "== pytest =="
+  rc=0
+  /usr/bin/python3 -m pytest -q python/tests || rc=$?
+  # pytest exits 5 when it collected no test: that is a failure here too.
+  [ "$rc" -eq 0 ] || status=1
+fi
+
+exit "$status"

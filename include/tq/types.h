@@ -40,8 +40,11 @@ Result<DType> ParseDType(std::string_view name);
 // Wire-stable: never renumber.
 enum class FieldKind : uint8_t {
   kTensor = 0,  // dtype + shape + contiguous bytes
-  kObject = 1,  // opaque bytes (UTF-8 string, pickled value, ...)
+  kObject = 1,  // opaque bytes
+  kString = 2,  // UTF-8 text
+  kPickle = 3,  // a pickled Python value (the Python binding unpickles it)
 };
+inline constexpr int kNumFieldKinds = 4;
 
 using Shape = std::vector<int64_t>;
 std::string ShapeToString(const Shape& shape);
@@ -54,9 +57,9 @@ class Value {
   Value() = default;
   // A tensor; fails when data.size() != numel(shape) * DTypeSize(dtype).
   static Result<Value> Tensor(DType dtype, Shape shape, Buffer data);
-  // An opaque object (bytes).
-  static Value Object(Buffer data);
-  static Value String(std::string_view s) { return Object(Buffer::CopyString(s)); }
+  // An object: opaque bytes, UTF-8 text or a pickled value (`kind`).
+  static Value Object(Buffer data, FieldKind kind = FieldKind::kObject);
+  static Value String(std::string_view s) { return Object(Buffer::CopyString(s), FieldKind::kString); }
   // Reconstructs a value from stored bytes and its recorded spec.
   static Result<Value> FromSpec(FieldKind kind, DType dtype, Shape shape, Buffer data);
 

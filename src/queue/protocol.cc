@@ -42,7 +42,7 @@ Result<FieldInfo> UnpackFieldInfo(const msgpack::object& o, const std::string& w
   TQDS_ASSIGN_OR_RETURN(f.produced, As<bool>(a->ptr[0], what + ".produced"));
   TQDS_ASSIGN_OR_RETURN(uint8_t kind, As<uint8_t>(a->ptr[1], what + ".kind"));
   TQDS_ASSIGN_OR_RETURN(uint8_t dtype, As<uint8_t>(a->ptr[2], what + ".dtype"));
-  if (kind > 1) return Status::Invalid(what, ": unknown field kind ", int(kind));
+  if (kind >= kNumFieldKinds) return Status::Invalid(what, ": unknown field kind ", int(kind));
   if (dtype >= kNumDTypes) return Status::Invalid(what, ": unknown dtype id ", int(dtype));
   f.kind = static_cast<FieldKind>(kind);
   f.dtype = static_cast<DType>(dtype);

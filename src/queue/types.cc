@@ -81,16 +81,16 @@ Result<Value> Value::Tensor(DType dtype, Shape shape, Buffer data) {
   return v;
 }
 
-Value Value::Object(Buffer data) {
+Value Value::Object(Buffer data, FieldKind kind) {
   Value v;
-  v.kind_ = FieldKind::kObject;
+  v.kind_ = kind == FieldKind::kTensor ? FieldKind::kObject : kind;
   v.data_ = std::move(data);
   return v;
 }
 
 Result<Value> Value::FromSpec(FieldKind kind, DType dtype, Shape shape, Buffer data) {
-  if (kind == FieldKind::kObject) return Object(std::move(data));
-  if (kind != FieldKind::kTensor) return Status::TypeError("invalid field kind ", int(kind));
+  if (static_cast<int>(kind) >= kNumFieldKinds) return Status::TypeError("invalid field kind ", int(kind));
+  if (kind != FieldKind::kTensor) return Object(std::move(data), kind);
   return Tensor(dtype, std::move(shape), std::move(data));
 }
 
@@ -101,7 +101,7 @@ bool Value::Equals(const Value& other) const {
 }
 
 std::string Value::ToString() const {
-  if (kind_ == FieldKind::kObject) return "object(" + std::to_string(data_.size()) + " bytes)";
+  if (kind_ != FieldKind::kTensor) return "object(" + std::to_string(data_.size()) + " bytes)";
   return std::string("tensor(") + DTypeName(dtype_) + ", " + ShapeToString(shape_) + ")";
 }
 

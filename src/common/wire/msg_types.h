@@ -35,6 +35,17 @@ enum class MsgType : uint16_t {
 
   // Datasystem worker-to-worker and TCP client (100-199)
   kDsFirst = 100,
+  kDsHello = 100,      // handshake: TCP -> socket path + token; Unix -> arena fd
+  kDsCreate = 101,     // allocate objects in shared memory (not yet visible)
+  kDsSeal = 102,       // make created objects visible (immutable after)
+  kDsPut = 103,        // copy payload frames into new objects and seal them
+  kDsGet = 104,        // look up objects: shared-memory refs or copied payloads
+  kDsRelease = 105,    // drop read refs (one-way on the Unix socket)
+  kDsDelete = 106,
+  kDsExist = 107,
+  kDsStats = 108,
+  kDsShutdown = 109,   // graceful stop (dscli stop)
+  kDsAbort = 110,      // drop created, unsealed objects (one-way on the Unix socket)
   kDsLast = 199,
 };
 

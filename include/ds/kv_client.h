@@ -1,0 +1,163 @@
+// ds::KVClient: the client of a datasystem worker on this host.
+//
+// Init() asks the worker at host:port (TCP) for its Unix socket, connects to
+// it and maps the worker's shared-memory arena (the descriptor is passed over
+// the socket). Values then move through shared memory:
+//   - Set/MSet copy the value once, into the arena (small values travel
+//     inline in the request);
+//   - MCreate + MSetBuffer let the caller fill shared memory in place (zero
+//     copy) and then seal: a key becomes visible only when sealed, and is
+//     immutable after;
+//   - GetBuffers returns read-only views of the arena (zero copy); Get/MGet
+//     copy.
+// Every batch call is one request to the worker, whatever the batch size.
+//
+// Thread safety: a KVClient is safe to use from several threads; requests
+// are serialised on its one connection (one request in flight per client;
+// use several clients for parallel requests). Buffers and WriteBuffers may be
+// used and destroyed on any thread and may outlive the client: each keeps
+// the mapping and the connection alive.
+//
+// Lifetimes: the views of one GetBuffers call pin their objects in the
+// worker (a delete or an overwrite does not reuse their memory) until the
+// last Buffer of that call is destroyed. If the process dies, the worker
+// releases its pins and unsealed writes when the connection closes.
+//
+// Logs: if DATASYSTEM_CLIENT_LOG_DIR is set, Init() sends this process's
+// logs to <dir>/ds_client.log.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tqds/buffer.h"
+#include "tqds/status.h"
+
+namespace ds {
+
+using tqds::Buffer;
+using tqds::Result;
+using tqds::Status;
+
+namespace internal {
+class Connection;
+}
+
+// How a value is written.
+struct SetParam {
+  // May be dropped under memory pressure instead of spilled to disk. Default
+  // false: the worker never drops a value silently.
+  bool evictable = false;
+  // Seconds until the key expires; 0 (default) never.
+  uint32_t ttl_seconds = 0;
+  // Set only if the key does not exist; otherwise AlreadyExists.
+  bool if_absent = false;
+};
+
+struct ClientOptions {
+  // Deadline for Init's TCP handshake. Default 5000 ms.
+  int connect_timeout_ms = 5000;
+  // Values up to this size are returned inline by Get/MGet (one message);
+  // larger ones are copied out of shared memory. Default 64 KiB.
+  uint64_t inline_get_max = 64 * 1024;
+  // Values up to this size are sent inline by Set/MSet (one round trip);
+  // larger ones use create + copy + seal. Default 16 KiB.
+  uint64_t inline_set_max = 16 * 1024;
+  // Pre-fault the whole mapping at Init (faster first writes, slower Init).
+  bool populate_mapping = false;
+  Status Validate() const;
+};
+
+// Writable shared memory for one created, unsealed key (from MCreate).
+// Move-only. Destroying it unsealed aborts the write.
+class WriteBuffer {
+ public:
+  WriteBuffer() = default;
+  WriteBuffer(WriteBuffer&&) noexcept;
+  WriteBuffer& operator=(WriteBuffer&&) noexcept;
+  WriteBuffer(const WriteBuffer&) = delete;
+  WriteBuffer& operator=(const WriteBuffer&) = delete;
+  ~WriteBuffer();
+
+  const std::string& key() const { return key_; }
+  uint8_t* data() { return data_; }
+  size_t size() const { return size_; }
+  bool sealed() const { return sealed_; }
+  // Convenience: copies `bytes` to the start of the buffer (InvalidArgument if too long).
+  Status Write(std::string_view bytes);
+
+ private:
+  friend class KVClient;
+  std::string key_;
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  bool sealed_ = false;
+  std::shared_ptr<internal::Connection> conn_;
+};
+
+// Counters of the worker (for tests, tools and benchmarks).
+struct WorkerStats {
+  uint64_t capacity = 0, used = 0, pinned_blocks = 0, pending_creates = 0;
+  uint64_t objects = 0, resident_objects = 0, spilled_objects = 0;
+  uint64_t spill_used = 0, spill_limit = 0, spills = 0, reloads = 0, evictions = 0;
+  int pid = 0;
+};
+
+class KVClient {
+ public:
+  KVClient(std::string host, int port, ClientOptions options = {});
+  ~KVClient();
+  KVClient(const KVClient&) = delete;
+  KVClient& operator=(const KVClient&) = delete;
+
+  // Connects. Unavailable when no worker answers at host:port or the worker
+  // is on another host (remote access comes with the cluster).
+  Status Init();
+
+  // Copying write. AlreadyExists with if_absent on an existing key;
+  // OutOfSpace (saying what to do) when memory and disk are full.
+  Status Set(std::string_view key, std::string_view value, const SetParam& param = {});
+  // Copying read. NotFound naming the key when absent after waiting up to
+  // `timeout_ms` for it to appear (0: do not wait).
+  Result<std::string> Get(std::string_view key, int32_t timeout_ms = 0);
+
+  // Batch copying write: one request. The first per-key error is returned
+  // (the other keys are written).
+  Status MSet(const std::vector<std::string>& keys, const std::vector<std::string_view>& values,
+              const SetParam& param = {});
+  // Batch copying read: nullopt for a missing key.
+  Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys,
+                                                       int32_t timeout_ms = 0);
+
+  // Zero-copy write, phase 1: allocates shared memory for each key (one
+  // request; all or nothing on OutOfSpace). Keys must be distinct.
+  Result<std::vector<WriteBuffer>> MCreate(const std::vector<std::string>& keys,
+                                           const std::vector<uint64_t>& sizes,
+                                           const SetParam& param = {});
+  // Zero-copy write, phase 2: seals the buffers (one request), making the keys
+  // visible. The first per-key error is returned (e.g. AlreadyExists).
+  Status MSetBuffer(std::vector<WriteBuffer>& buffers);
+
+  // Zero-copy read: read-only views into shared memory, one per key, an
+  // empty optional for a missing key. Waits up to `timeout_ms` for missing keys.
+  Result<std::vector<std::optional<Buffer>>> GetBuffers(const std::vector<std::string>& keys,
+                                                        int32_t timeout_ms = 0);
+
+  // Deletes keys; missing keys are fine. Returns how many existed.
+  Result<size_t> Delete(const std::vector<std::string>& keys);
+  Result<std::vector<bool>> Exist(const std::vector<std::string>& keys);
+  Result<WorkerStats> Stats();
+
+ private:
+  Status Ready() const;
+  const std::string host_;
+  const int port_;
+  const ClientOptions options_;
+  std::shared_ptr<internal::Connection> conn_;  // set once by Init
+};
+
+}  // namespace ds

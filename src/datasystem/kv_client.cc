@@ -1,0 +1,518 @@
+// KVClient over the worker's Unix socket and shared-memory arena.
+#include "ds/kv_client.h"
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "common/logging.h"
+#include "common/wire/rpc.h"
+#include "datasystem/local_frame.h"
+#include "datasystem/protocol.h"
+
+namespace ds {
+
+using tqds::StatusCode;
+using tqds::wire::MapReader;
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+using tqds::wire::PackBody;
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+namespace internal {
+
+// One Unix-socket connection and the arena mappings. Requests are serialised
+// by `mu_`; one-way messages (Release, Abort) take the same lock.
+class Connection {
+ public:
+  Connection(int fd, uint8_t* rw, const uint8_t* ro, uint64_t size)
+      : fd_(fd), rw_(rw), ro_(ro), size_(size) {}
+  ~Connection() {
+    ::munmap(rw_, size_);
+    ::munmap(const_cast<uint8_t*>(ro_), size_);
+    ::close(fd_);
+  }
+  Result<Message> Call(Message request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_request_id(++next_id_);
+    TQDS_RETURN_NOT_OK(WriteFrame(fd_, request));
+    TQDS_ASSIGN_OR_RETURN(Message reply, ReadFrame(fd_));
+    if (!reply.status().ok()) return reply.status();
+    if (reply.request_id() != request.request_id()) {
+      return Status::Internal("reply ", reply.request_id(), " does not match request ",
+                              request.request_id());
+    }
+    return reply;
+  }
+  void SendOneWay(Message m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    (void)WriteFrame(fd_, m);
+  }
+  void Release(const std::vector<uint64_t>& offsets) {
+    if (offsets.empty()) return;
+    Message m(MsgType::kDsRelease, 0);
+    m.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(1);
+      pk.pack(proto::kOffsets);
+      pk.pack(offsets);
+    }));
+    SendOneWay(std::move(m));
+  }
+  void Abort(const std::string& key) {
+    Message m(MsgType::kDsAbort, 0);
+    m.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(1);
+      pk.pack(proto::kKeys);
+      pk.pack_array(1);
+      pk.pack(key);
+    }));
+    SendOneWay(std::move(m));
+  }
+  bool InBounds(uint64_t off, uint64_t n) const { return off <= size_ && n <= size_ - off; }
+  uint8_t* rw() const { return rw_; }
+  const uint8_t* ro() const { return ro_; }
+
+ private:
+  const int fd_;
+  uint8_t* const rw_;
+  const uint8_t* const ro_;
+  const uint64_t size_;
+  std::mutex mu_;
+  uint64_t next_id_ = 0;  // guarded by mu_
+};
+
+}  // namespace internal
+
+namespace {
+
+// Keeps the pins of one GetBuffers call; releases them when the last view dies.
+struct ReadPins {
+  std::shared_ptr<internal::Connection> conn;
+  std::vector<uint64_t> offsets;
+  ~ReadPins() { conn->Release(offsets); }
+};
+
+Status KeyError(StatusCode code, const std::string& key, const char* op) {
+  switch (code) {
+    case StatusCode::kOk: return Status::OK();
+    case StatusCode::kAlreadyExists: return Status::AlreadyExists("key '", key, "' already exists");
+    case StatusCode::kNotFound:
+      return Status::NotFound(op, ": key '", key, "' was not created by this client or was aborted");
+    default: return Status(code, std::string(op) + " failed for key '" + key + "'");
+  }
+}
+
+void PackWriteParam(Packer& pk, const SetParam& p) {
+  pk.pack(proto::kEvictable);
+  pk.pack(p.evictable);
+  pk.pack(proto::kTtlMs);
+  pk.pack(uint64_t{p.ttl_seconds} * 1000);
+  pk.pack(proto::kIfAbsent);
+  pk.pack(p.if_absent);
+}
+
+template <typename Keys>
+void PackKeys(Packer& pk, const Keys& keys) {
+  pk.pack(proto::kKeys);
+  pk.pack_array(static_cast<uint32_t>(keys.size()));
+  for (const auto& k : keys) pk.pack(k);
+}
+
+Result<std::vector<uint32_t>> Codes(const MapReader& r, size_t n) {
+  TQDS_ASSIGN_OR_RETURN(auto codes, r.Get<std::vector<uint32_t>>(proto::kCodes));
+  if (codes.size() != n) return Status::Internal("worker replied ", codes.size(), " codes for ", n, " keys");
+  return codes;
+}
+
+Status CheckKeys(const std::vector<std::string>& keys) {
+  for (const auto& k : keys) {
+    if (k.empty() || k.size() > proto::kMaxKeyBytes) {
+      return Status::Invalid("keys must be 1 to ", proto::kMaxKeyBytes, " bytes, got ", k.size());
+    }
+  }
+  return Status::OK();
+}
+
+// A Get reply: per key, a code, a size and either an inline payload or an offset.
+struct GetReply {
+  Message message;
+  std::vector<uint32_t> codes;
+  std::vector<uint64_t> sizes, offsets;
+  std::vector<bool> inline_;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------ WriteBuffer
+
+WriteBuffer::WriteBuffer(WriteBuffer&& o) noexcept { *this = std::move(o); }
+WriteBuffer& WriteBuffer::operator=(WriteBuffer&& o) noexcept {
+  if (this != &o) {
+    if (conn_ && !sealed_) conn_->Abort(key_);
+    key_ = std::move(o.key_);
+    data_ = o.data_;
+    size_ = o.size_;
+    sealed_ = o.sealed_;
+    conn_ = std::move(o.conn_);
+    o.conn_.reset();
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+WriteBuffer::~WriteBuffer() {
+  if (conn_ && !sealed_) conn_->Abort(key_);
+}
+Status WriteBuffer::Write(std::string_view bytes) {
+  if (bytes.size() > size_) {
+    return Status::Invalid("write of ", bytes.size(), " bytes into a buffer of ", size_);
+  }
+  if (!bytes.empty()) std::memcpy(data_, bytes.data(), bytes.size());
+  return Status::OK();
+}
+
+// --------------------------------------------------------------- options
+
+Status ClientOptions::Validate() const {
+  if (connect_timeout_ms <= 0) return Status::Invalid("connect_timeout_ms must be positive");
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- client
+
+KVClient::KVClient(std::string host, int port, ClientOptions options)
+    : host_(std::move(host)), port_(port), options_(options) {}
+KVClient::~KVClient() = default;
+
+Status KVClient::Ready() const {
+  if (!conn_) return Status::Invalid("KVClient used before a successful Init()");
+  return Status::OK();
+}
+
+Status KVClient::Init() {
+  if (conn_) return Status::OK();
+  TQDS_RETURN_NOT_OK(options_.Validate());
+  if (const char* dir = std::getenv("DATASYSTEM_CLIENT_LOG_DIR"); dir != nullptr && *dir) {
+    tqds::InitLogging("ds_client", dir, spdlog::level::info);
+  }
+  const std::string where = host_ + ":" + std::to_string(port_);
+  // 1. Ask the worker (TCP) where its Unix socket is.
+  TQDS_ASSIGN_OR_RETURN(auto rpc,
+                        tqds::wire::RpcClient::Connect("tcp://" + where));
+  auto hello = rpc->CallSync(Message(MsgType::kDsHello, 0),
+                             std::chrono::milliseconds(options_.connect_timeout_ms));
+  if (!hello.ok()) {
+    return Status::Unavailable("no datasystem worker answers at ", where, " (",
+                               hello.status().message(), "); start one with: dscli start -w "
+                               "--worker_address ", where);
+  }
+  TQDS_ASSIGN_OR_RETURN(auto hr, MapReader::Of(hello->body(), "Hello reply"));
+  TQDS_ASSIGN_OR_RETURN(auto path, hr.Get<std::string>(proto::kSocket));
+  TQDS_ASSIGN_OR_RETURN(auto instance, hr.Get<uint64_t>(proto::kInstance));
+  // 2. Connect to it and receive the arena.
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return Status::Invalid("socket path too long: ", path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Status::Unavailable("worker ", where, " is not on this host (its socket ", path,
+                               " is not reachable: ", std::strerror(e),
+                               "); remote access comes with the cluster");
+  }
+  Message req(MsgType::kDsHello, 1);
+  Status st = WriteFrame(fd, req);
+  int arena_fd = -1;
+  auto reply = st.ok() ? ReadFrame(fd, &arena_fd) : Result<Message>(st);
+  auto fail = [&](Status s) {
+    if (arena_fd >= 0) ::close(arena_fd);
+    ::close(fd);
+    return s.WithContext("connecting to the worker's socket " + path);
+  };
+  if (!reply.ok()) return fail(reply.status());
+  if (!reply->status().ok()) return fail(reply->status());
+  auto lr = MapReader::Of(reply->body(), "Hello reply");
+  if (!lr.ok()) return fail(lr.status());
+  auto local_instance = lr->Get<uint64_t>(proto::kInstance);
+  auto size = lr->Get<uint64_t>(proto::kArenaSize);
+  if (!local_instance.ok() || !size.ok()) return fail(Status::Internal("bad Hello reply"));
+  if (*local_instance != instance) {
+    return fail(Status::Unavailable("the socket belongs to another worker than ", where));
+  }
+  if (arena_fd < 0) return fail(Status::Internal("worker did not pass its shared memory"));
+  int flags = MAP_SHARED | (options_.populate_mapping ? MAP_POPULATE : 0);
+  void* rw = ::mmap(nullptr, *size, PROT_READ | PROT_WRITE, flags, arena_fd, 0);
+  void* ro = ::mmap(nullptr, *size, PROT_READ, MAP_SHARED, arena_fd, 0);
+  if (rw == MAP_FAILED || ro == MAP_FAILED) {
+    int e = errno;
+    if (rw != MAP_FAILED) ::munmap(rw, *size);
+    if (ro != MAP_FAILED) ::munmap(ro, *size);
+    return fail(Status::IOError("cannot map the worker's shared memory: ", std::strerror(e)));
+  }
+  ::close(arena_fd);
+  conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw),
+                                                 static_cast<const uint8_t*>(ro), *size);
+  spdlog::info("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
+  return Status::OK();
+}
+
+Status KVClient::Set(std::string_view key, std::string_view value, const SetParam& param) {
+  return MSet({std::string(key)}, {value}, param);
+}
+
+Result<std::string> KVClient::Get(std::string_view key, int32_t timeout_ms) {
+  TQDS_ASSIGN_OR_RETURN(auto values, MGet({std::string(key)}, timeout_ms));
+  if (!values[0]) {
+    if (timeout_ms > 0) {
+      return Status::NotFound("key '", key, "' not found (waited ", timeout_ms, " ms)");
+    }
+    return Status::NotFound("key '", key, "' not found");
+  }
+  return std::move(*values[0]);
+}
+
+Status KVClient::MSet(const std::vector<std::string>& keys,
+                      const std::vector<std::string_view>& values, const SetParam& param) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  if (keys.size() != values.size()) {
+    return Status::Invalid("MSet: ", keys.size(), " keys but ", values.size(), " values");
+  }
+  bool small = true;
+  for (const auto& v : values) small = small && v.size() <= options_.inline_set_max;
+  if (!small) {  // create, copy once into shared memory, seal
+    std::vector<uint64_t> sizes(values.size());
+    for (size_t i = 0; i < values.size(); ++i) sizes[i] = values[i].size();
+    TQDS_ASSIGN_OR_RETURN(auto buffers, MCreate(keys, sizes, param));
+    Status first;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      if (buffers[i].data() == nullptr) continue;  // per-key failure, already reported below
+      if (!values[i].empty()) std::memcpy(buffers[i].data(), values[i].data(), values[i].size());
+    }
+    return MSetBuffer(buffers);
+  }
+  Message req(MsgType::kDsPut, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(4);
+    PackKeys(pk, keys);
+    PackWriteParam(pk, param);
+  }));
+  req.payloads().reserve(values.size());
+  for (const auto& v : values) req.payloads().push_back(Buffer::Borrow(v.data(), v.size()));
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Put reply"));
+  TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, keys.size()));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    TQDS_RETURN_NOT_OK(KeyError(static_cast<StatusCode>(codes[i]), keys[i], "Set"));
+  }
+  return Status::OK();
+}
+
+namespace {
+Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string>& keys,
+                       int32_t timeout_ms, uint64_t inline_max) {
+  Message req(MsgType::kDsGet, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(3);
+    PackKeys(pk, keys);
+    pk.pack(proto::kWaitMs);
+    pk.pack(static_cast<uint64_t>(std::max(timeout_ms, 0)));
+    pk.pack(proto::kInlineMax);
+    pk.pack(inline_max);
+  }));
+  GetReply out;
+  TQDS_ASSIGN_OR_RETURN(out.message, conn.Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(out.message.body(), "Get reply"));
+  TQDS_ASSIGN_OR_RETURN(out.codes, Codes(r, keys.size()));
+  TQDS_ASSIGN_OR_RETURN(out.sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));
+  TQDS_ASSIGN_OR_RETURN(out.offsets, r.Get<std::vector<uint64_t>>(proto::kOffsets));
+  TQDS_ASSIGN_OR_RETURN(out.inline_, r.Get<std::vector<bool>>(proto::kInline));
+  if (out.sizes.size() != keys.size() || out.offsets.size() != keys.size() ||
+      out.inline_.size() != keys.size()) {
+    return Status::Internal("Get reply has arrays of the wrong length");
+  }
+  size_t n_inline = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (out.codes[i] == 0 && out.inline_[i]) ++n_inline;
+    if (out.codes[i] == 0 && !out.inline_[i] && !conn.InBounds(out.offsets[i], out.sizes[i])) {
+      return Status::Internal("worker returned an object outside shared memory");
+    }
+  }
+  if (n_inline != out.message.payloads().size()) {
+    return Status::Internal("Get reply carries ", out.message.payloads().size(),
+                            " payloads for ", n_inline, " inline values");
+  }
+  return out;
+}
+}  // namespace
+
+Result<std::vector<std::optional<std::string>>> KVClient::MGet(const std::vector<std::string>& keys,
+                                                               int32_t timeout_ms) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  TQDS_ASSIGN_OR_RETURN(GetReply g, DoGet(*conn_, keys, timeout_ms, options_.inline_get_max));
+  std::vector<std::optional<std::string>> out(keys.size());
+  std::vector<uint64_t> release;
+  size_t p = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (g.codes[i] != 0) continue;
+    if (g.inline_[i]) {
+      out[i] = g.message.payloads()[p++].ToString();
+    } else {
+      out[i] = std::string(reinterpret_cast<const char*>(conn_->ro() + g.offsets[i]), g.sizes[i]);
+      release.push_back(g.offsets[i]);
+    }
+  }
+  conn_->Release(release);
+  return out;
+}
+
+Result<std::vector<WriteBuffer>> KVClient::MCreate(const std::vector<std::string>& keys,
+                                                   const std::vector<uint64_t>& sizes,
+                                                   const SetParam& param) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  if (keys.size() != sizes.size()) {
+    return Status::Invalid("MCreate: ", keys.size(), " keys but ", sizes.size(), " sizes");
+  }
+  Message req(MsgType::kDsCreate, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(5);
+    PackKeys(pk, keys);
+    pk.pack(proto::kSizes);
+    pk.pack(sizes);
+    PackWriteParam(pk, param);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Create reply"));
+  TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, keys.size()));
+  TQDS_ASSIGN_OR_RETURN(auto offsets, r.Get<std::vector<uint64_t>>(proto::kOffsets));
+  if (offsets.size() != keys.size()) return Status::Internal("Create reply: bad offsets");
+  std::vector<WriteBuffer> out(keys.size());
+  Status first;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out[i].key_ = keys[i];
+    if (codes[i] != 0) {
+      if (first.ok()) first = KeyError(static_cast<StatusCode>(codes[i]), keys[i], "Create");
+      out[i].sealed_ = true;  // nothing to abort
+      continue;
+    }
+    if (!conn_->InBounds(offsets[i], sizes[i])) return Status::Internal("Create: bad offset");
+    out[i].data_ = conn_->rw() + offsets[i];
+    out[i].size_ = sizes[i];
+    out[i].conn_ = conn_;
+  }
+  if (!first.ok() && keys.size() == 1) return first;
+  return out;
+}
+
+Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
+  TQDS_RETURN_NOT_OK(Ready());
+  std::vector<size_t> idx;
+  idx.reserve(buffers.size());
+  Status first;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    if (buffers[i].conn_ != nullptr && !buffers[i].sealed_) {
+      idx.push_back(i);
+    } else if (buffers[i].data_ == nullptr && first.ok()) {
+      first = Status::AlreadyExists("key '", buffers[i].key_, "' already exists");
+    }
+  }
+  if (idx.empty()) return first;
+  Message req(MsgType::kDsSeal, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack(proto::kKeys);
+    pk.pack_array(static_cast<uint32_t>(idx.size()));
+    for (size_t i : idx) pk.pack(buffers[i].key_);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Seal reply"));
+  TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, idx.size()));
+  for (size_t j = 0; j < idx.size(); ++j) {
+    WriteBuffer& b = buffers[idx[j]];
+    b.sealed_ = true;  // sealed, or refused and freed by the worker
+    if (first.ok()) first = KeyError(static_cast<StatusCode>(codes[j]), b.key_, "Seal");
+  }
+  return first;
+}
+
+Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(const std::vector<std::string>& keys,
+                                                                int32_t timeout_ms) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  TQDS_ASSIGN_OR_RETURN(GetReply g, DoGet(*conn_, keys, timeout_ms, /*inline_max=*/0));
+  std::vector<std::optional<Buffer>> out(keys.size());
+  auto pins = std::make_shared<ReadPins>();
+  pins->conn = conn_;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (g.codes[i] == 0) pins->offsets.push_back(g.offsets[i]);
+  }
+  std::shared_ptr<const void> holder = pins;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (g.codes[i] != 0) continue;
+    out[i] = Buffer::Wrap(conn_->ro() + g.offsets[i], g.sizes[i], holder);
+  }
+  return out;
+}
+
+Result<size_t> KVClient::Delete(const std::vector<std::string>& keys) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  Message req(MsgType::kDsDelete, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    PackKeys(pk, keys);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Delete reply"));
+  TQDS_ASSIGN_OR_RETURN(uint64_t n, r.Get<uint64_t>(proto::kDeleted));
+  return static_cast<size_t>(n);
+}
+
+Result<std::vector<bool>> KVClient::Exist(const std::vector<std::string>& keys) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  Message req(MsgType::kDsExist, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    PackKeys(pk, keys);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Exist reply"));
+  TQDS_ASSIGN_OR_RETURN(auto exist, r.Get<std::vector<bool>>(proto::kExist));
+  if (exist.size() != keys.size()) return Status::Internal("Exist reply: wrong length");
+  return exist;
+}
+
+Result<WorkerStats> KVClient::Stats() {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(Message(MsgType::kDsStats, 0)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Stats reply"));
+  WorkerStats s;
+  auto u = [&](const char* k) { return r.GetOr<uint64_t>(k, 0).ValueOr(0); };
+  s.capacity = u("capacity");
+  s.used = u("used");
+  s.pinned_blocks = u("pinned_blocks");
+  s.pending_creates = u("pending_creates");
+  s.objects = u("objects");
+  s.resident_objects = u("resident_objects");
+  s.spilled_objects = u("spilled_objects");
+  s.spill_used = u("spill_used");
+  s.spill_limit = u("spill_limit");
+  s.spills = u("spills");
+  s.reloads = u("reloads");
+  s.evictions = u("evictions");
+  s.pid = static_cast<int>(u("pid"));
+  return s;
+}
+
+}  // namespace ds

@@ -1,0 +1,389 @@
+// Object table, pins, spill and expiry.
+#include "datasystem/object_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace ds {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Mib(uint64_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return b;
+}
+
+}  // namespace
+
+ObjectStore::ObjectStore(StoreOptions options, uint8_t* base, std::unique_ptr<Allocator> allocator,
+                         std::unique_ptr<EvictionPolicy> policy, SpillStore spill)
+    : options_(std::move(options)),
+      base_(base),
+      capacity_(allocator->capacity()),
+      allocator_(std::move(allocator)),
+      policy_(std::move(policy)),
+      spill_(std::move(spill)) {}
+
+bool ObjectStore::Expired(const Object& o, int64_t now_ms) const {
+  return o.expire_at_ms != 0 && o.expire_at_ms <= now_ms;
+}
+
+ObjectStore::Table::iterator ObjectStore::FindLive(const std::string& key, int64_t now_ms) {
+  auto it = table_.find(key);
+  if (it != table_.end() && Expired(it->second, now_ms)) {
+    RemoveEntry(it);
+    return table_.end();
+  }
+  return it;
+}
+
+void ObjectStore::FreeBlock(uint64_t offset) {
+  auto p = pins_.find(offset);
+  if (p != pins_.end()) {
+    p->second.orphaned = true;
+    return;
+  }
+  allocator_->Free(offset);
+}
+
+void ObjectStore::RemoveEntry(Table::iterator it) {
+  Object& o = it->second;
+  if (o.resident) {
+    policy_->Remove(o.id);
+    FreeBlock(o.offset);
+  } else {
+    spill_.Remove(o.id, o.size);
+  }
+  by_id_.erase(o.id);
+  table_.erase(it);
+}
+
+void ObjectStore::Pin(Session& s, uint64_t offset) {
+  ++pins_[offset].refs;
+  ++s.pins[offset];
+}
+
+Status ObjectStore::OutOfSpaceError(uint64_t size) const {
+  uint64_t pinned = 0;
+  for (const auto& [off, pin] : pins_) (void)off, pinned += pin.refs > 0 ? 1 : 0;
+  std::string spill = spill_.enabled()
+                          ? "spill directory " + spill_.dir() + " holds " + Mib(spill_.used()) +
+                                " of its " + Mib(spill_.limit()) + " limit"
+                          : std::string("no spill directory is configured");
+  return Status::OutOfSpace(
+      "worker ", options_.name, " is out of space for an object of ", size,
+      " bytes: shared memory holds ", Mib(allocator_->used()), " of ", Mib(capacity_), " (",
+      pending_creates_, " unsealed writes, ", pinned,
+      " blocks pinned by readers; largest free block ", Mib(allocator_->largest_free_block()),
+      "), ", spill,
+      ". Delete keys, release read buffers, write evictable objects, or restart the worker with "
+      "a larger --shared_memory_size_mb / --spill_size_limit_mb (or a --spill_directory).");
+}
+
+bool ObjectStore::SpillOne() {
+  auto victim = policy_->PickVictim([this](ObjectId id) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) return false;
+    const Object& o = it->second->second;
+    if (!o.resident || pins_.count(o.offset) != 0) return false;
+    return o.evictable || spill_.CanHold(o.size);
+  });
+  if (!victim) return false;
+  Entry* e = by_id_[*victim];
+  Object& o = e->second;
+  if (o.evictable) {
+    SPDLOG_DEBUG("evicting '{}' ({} bytes)", e->first, o.size);
+    ++evictions_;
+    RemoveEntry(table_.find(e->first));
+    return true;
+  }
+  Status st = spill_.Write(o.id, e->first, o.version, base_ + o.offset, o.size);
+  if (!st.ok()) {
+    spdlog::error("spill of '{}' failed: {}", e->first, st.ToString());
+    return false;
+  }
+  ++spills_;
+  policy_->Remove(o.id);
+  allocator_->Free(o.offset);
+  o.resident = false;
+  o.offset = 0;
+  return true;
+}
+
+Status ObjectStore::MakeRoom(uint64_t size, uint64_t* offset) {
+  if (size > capacity_) {
+    return Status::OutOfSpace("an object of ", size, " bytes is larger than the shared memory of "
+                              "worker ", options_.name, " (", Mib(capacity_),
+                              "); restart it with a larger --shared_memory_size_mb");
+  }
+  const auto high = static_cast<uint64_t>(options_.high_watermark * static_cast<double>(capacity_));
+  while (allocator_->used() + size > high) {
+    if (!SpillOne()) break;
+  }
+  while (true) {
+    auto r = allocator_->Allocate(size);
+    if (r.ok()) {
+      *offset = *r;
+      return Status::OK();
+    }
+    if (!SpillOne()) return OutOfSpaceError(size);
+  }
+}
+
+Result<std::vector<CreateSlot>> ObjectStore::Create(Session& session,
+                                                    const std::vector<std::string>& keys,
+                                                    const std::vector<uint64_t>& sizes,
+                                                    const WriteOptions& opts) {
+  std::vector<CreateSlot> slots(keys.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  size_t created = 0;
+  Status failure;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (opts.if_absent && FindLive(keys[i], now) != table_.end()) {
+      slots[i].code = StatusCode::kAlreadyExists;
+      continue;
+    }
+    uint64_t offset = 0;
+    failure = MakeRoom(sizes[i], &offset);
+    if (!failure.ok()) break;
+    auto [it, fresh] = session.pending.try_emplace(keys[i]);
+    if (!fresh) {  // created twice without a seal: the older block is dropped
+      allocator_->Free(it->second.offset);
+      --pending_creates_;
+    }
+    it->second = Session::Pending{offset, sizes[i], opts};
+    ++pending_creates_;
+    slots[i].offset = offset;
+    ++created;
+  }
+  if (!failure.ok()) {  // all or nothing
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (slots[i].code != StatusCode::kOk) continue;
+      auto it = session.pending.find(keys[i]);
+      if (it == session.pending.end()) continue;
+      allocator_->Free(it->second.offset);
+      session.pending.erase(it);
+      --pending_creates_;
+    }
+    return failure;
+  }
+  return slots;
+}
+
+std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<std::string>& keys) {
+  std::vector<StatusCode> codes(keys.size(), StatusCode::kOk);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t now = NowMs();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto p = session.pending.find(keys[i]);
+      if (p == session.pending.end()) {
+        codes[i] = StatusCode::kNotFound;
+        continue;
+      }
+      Session::Pending pending = p->second;
+      session.pending.erase(p);
+      --pending_creates_;
+      auto existing = FindLive(keys[i], now);
+      if (existing != table_.end()) {
+        if (pending.opts.if_absent) {
+          allocator_->Free(pending.offset);
+          codes[i] = StatusCode::kAlreadyExists;
+          continue;
+        }
+        RemoveEntry(existing);
+      }
+      Object o;
+      o.id = next_id_++;
+      o.offset = pending.offset;
+      o.size = pending.size;
+      o.version = o.id;
+      o.evictable = pending.opts.evictable;
+      if (pending.opts.ttl_ms > 0) {
+        o.expire_at_ms = now + static_cast<int64_t>(pending.opts.ttl_ms);
+        expiry_.emplace(o.expire_at_ms, o.id);
+      }
+      auto [it, ok] = table_.emplace(keys[i], o);
+      (void)ok;
+      by_id_[o.id] = &*it;
+      policy_->Add(o.id);
+    }
+  }
+  sealed_cv_.notify_all();
+  return codes;
+}
+
+void ObjectStore::Abort(Session& session, const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& k : keys) {
+    auto p = session.pending.find(k);
+    if (p == session.pending.end()) continue;
+    allocator_->Free(p->second.offset);
+    session.pending.erase(p);
+    --pending_creates_;
+  }
+}
+
+Result<std::vector<Located>> ObjectStore::Get(Session& session,
+                                              const std::vector<std::string>& keys,
+                                              std::chrono::milliseconds wait) {
+  std::vector<Located> out(keys.size());
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    const int64_t now = NowMs();
+    size_t missing = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (out[i].code == StatusCode::kOk) continue;
+      auto it = FindLive(keys[i], now);
+      if (it == table_.end()) {
+        ++missing;
+        continue;
+      }
+      Object& o = it->second;
+      if (!o.resident) {  // reload from the spill tier
+        uint64_t offset = 0;
+        Status st = MakeRoom(o.size, &offset);
+        if (st.ok()) {
+          st = spill_.Read(o.id, it->first, base_ + offset, o.size);
+          if (!st.ok()) allocator_->Free(offset);
+        }
+        if (!st.ok()) {
+          for (size_t j = 0; j < i; ++j) {  // undo this call's pins
+            if (out[j].code == StatusCode::kOk) Unpin(session, out[j].offset);
+          }
+          return st.WithContext("reloading '" + it->first + "' from the spill directory");
+        }
+        spill_.Remove(o.id, o.size);
+        o.offset = offset;
+        o.resident = true;
+        ++reloads_;
+        policy_->Add(o.id);
+      } else {
+        policy_->Touch(o.id);
+      }
+      Pin(session, o.offset);
+      out[i] = Located{StatusCode::kOk, o.offset, o.size};
+    }
+    if (missing == 0 || wait.count() <= 0) break;
+    if (shutdown_) return Status::Cancelled("worker is shutting down");
+    if (sealed_cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      // One last look after the deadline happens in the next round.
+      wait = std::chrono::milliseconds(0);
+    }
+  }
+  return out;
+}
+
+void ObjectStore::Release(Session& session, const std::vector<uint64_t>& offsets) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (uint64_t off : offsets) Unpin(session, off);
+}
+
+void ObjectStore::Unpin(Session& session, uint64_t off) {
+  auto s = session.pins.find(off);
+  if (s == session.pins.end()) return;  // not this session's pin: ignore (hostile or stale)
+  if (--s->second == 0) session.pins.erase(s);
+  auto p = pins_.find(off);
+  if (p == pins_.end()) return;
+  if (--p->second.refs == 0) {
+    bool orphan = p->second.orphaned;
+    pins_.erase(p);
+    if (orphan) allocator_->Free(off);
+  }
+}
+
+size_t ObjectStore::Delete(const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  size_t n = 0;
+  for (const auto& k : keys) {
+    auto it = FindLive(k, now);
+    if (it == table_.end()) continue;
+    RemoveEntry(it);
+    ++n;
+  }
+  return n;
+}
+
+std::vector<bool> ObjectStore::Exist(const std::vector<std::string>& keys) {
+  std::vector<bool> out(keys.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  for (size_t i = 0; i < keys.size(); ++i) out[i] = FindLive(keys[i], now) != table_.end();
+  return out;
+}
+
+void ObjectStore::CloseSession(Session& session) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [key, p] : session.pending) {
+    (void)key;
+    allocator_->Free(p.offset);
+    --pending_creates_;
+  }
+  session.pending.clear();
+  for (auto& [off, count] : session.pins) {
+    auto p = pins_.find(off);
+    if (p == pins_.end()) continue;
+    p->second.refs = p->second.refs > count ? p->second.refs - count : 0;
+    if (p->second.refs == 0) {
+      bool orphan = p->second.orphaned;
+      pins_.erase(p);
+      if (orphan) allocator_->Free(off);
+    }
+  }
+  session.pins.clear();
+}
+
+void ObjectStore::ExpireDue() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  while (!expiry_.empty() && expiry_.top().first <= now) {
+    auto [at, id] = expiry_.top();
+    expiry_.pop();
+    auto e = by_id_.find(id);
+    if (e == by_id_.end() || e->second->second.expire_at_ms != at) continue;
+    RemoveEntry(table_.find(e->second->first));
+  }
+}
+
+void ObjectStore::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutdown_ = true;
+  }
+  sealed_cv_.notify_all();
+}
+
+void ObjectStore::ClearSpill() {
+  std::lock_guard<std::mutex> lock(mu_);
+  spill_.Clear();
+}
+
+StoreStats ObjectStore::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  StoreStats s;
+  s.capacity = capacity_;
+  s.used = allocator_->used();
+  s.pinned_blocks = pins_.size();
+  s.pending_creates = pending_creates_;
+  s.objects = table_.size();
+  s.resident_objects = policy_->size();
+  s.spilled_objects = table_.size() - policy_->size();
+  s.spill_used = spill_.used();
+  s.spill_limit = spill_.limit();
+  s.spills = spills_;
+  s.reloads = reloads_;
+  s.evictions = evictions_;
+  return s;
+}
+
+}  // namespace ds

@@ -1,0 +1,164 @@
+// ObjectStore: the worker's object table over the shared arena, the spill
+// tier and the eviction policy. Objects go through explicit phases: Create
+// (a block is allocated and owned by the writer's Session, invisible to
+// readers) -> Seal (visible, immutable; replaces an older version) or Abort.
+// Readers pin the block of what they read; a pinned block is never reused,
+// spilled or freed until every pin is released (a replaced or deleted object
+// whose block is still pinned becomes an "orphan" that is freed at the last
+// release). A Session records what one client connection holds, so a client
+// that dies gives everything back (CloseSession).
+//
+// Thread-safe: every public method takes `mu_`. The store has exactly one
+// lock; nothing else is locked while holding it (no lock order to respect).
+// Disk I/O of the spill tier currently happens under `mu_`.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "datasystem/allocator.h"
+#include "datasystem/eviction_policy.h"
+#include "datasystem/spill_store.h"
+#include "tqds/status.h"
+
+namespace ds {
+
+using tqds::StatusCode;
+
+struct WriteOptions {
+  bool evictable = false;  // may be dropped (not spilled) under memory pressure
+  uint64_t ttl_ms = 0;     // 0: never expires
+  bool if_absent = false;  // fail with AlreadyExists when the key exists
+};
+
+struct StoreOptions {
+  std::string name;                // worker address, used in error messages
+  double high_watermark = 0.9;     // spill/evict above this fraction of the arena
+};
+
+// What one client connection holds in the store. Owned by the connection;
+// only passed to ObjectStore methods (which lock).
+struct Session {
+  struct Pending {
+    uint64_t offset = 0;
+    uint64_t size = 0;
+    WriteOptions opts;
+  };
+  std::unordered_map<uint64_t, uint32_t> pins;         // block offset -> pin count
+  std::unordered_map<std::string, Pending> pending;    // created, unsealed
+};
+
+struct CreateSlot {
+  StatusCode code = StatusCode::kOk;
+  uint64_t offset = 0;
+};
+
+struct Located {
+  StatusCode code = StatusCode::kNotFound;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+struct StoreStats {
+  uint64_t capacity = 0, used = 0, pinned_blocks = 0, pending_creates = 0;
+  uint64_t objects = 0, resident_objects = 0, spilled_objects = 0;
+  uint64_t spill_used = 0, spill_limit = 0;
+  uint64_t spills = 0, reloads = 0, evictions = 0;
+};
+
+class ObjectStore {
+ public:
+  ObjectStore(StoreOptions options, uint8_t* base, std::unique_ptr<Allocator> allocator,
+              std::unique_ptr<EvictionPolicy> policy, SpillStore spill);
+
+  // Phase 1: allocates one block per key, owned by `session`. All or nothing
+  // on OutOfSpace (the error says what to do). Per-key AlreadyExists when
+  // opts.if_absent and the key exists.
+  Result<std::vector<CreateSlot>> Create(Session& session, const std::vector<std::string>& keys,
+                                         const std::vector<uint64_t>& sizes,
+                                         const WriteOptions& opts);
+  // Phase 2: publishes the session's created blocks. Per-key NotFound when
+  // the key was not created in this session, AlreadyExists on an if_absent
+  // conflict (the block is freed).
+  std::vector<StatusCode> Seal(Session& session, const std::vector<std::string>& keys);
+  void Abort(Session& session, const std::vector<std::string>& keys);
+
+  // Finds keys, reloading spilled ones, and pins each found block in
+  // `session`. Waits up to `wait` for missing keys to be sealed.
+  Result<std::vector<Located>> Get(Session& session, const std::vector<std::string>& keys,
+                                   std::chrono::milliseconds wait);
+  void Release(Session& session, const std::vector<uint64_t>& offsets);
+  // Returns how many keys existed.
+  size_t Delete(const std::vector<std::string>& keys);
+  std::vector<bool> Exist(const std::vector<std::string>& keys);
+  // Releases the pins and aborts the creates of a closed connection.
+  void CloseSession(Session& session);
+  // Drops expired objects; called periodically.
+  void ExpireDue();
+  // Wakes waiting Gets with Cancelled; later waits return at once.
+  void Shutdown();
+  // Removes spill files (worker exit).
+  void ClearSpill();
+
+  StoreStats Stats() const;
+  uint8_t* base() const { return base_; }
+  uint64_t capacity() const { return capacity_; }
+
+ private:
+  struct Object {
+    ObjectId id = 0;
+    uint64_t offset = 0;  // valid when resident
+    uint64_t size = 0;
+    uint64_t version = 0;
+    int64_t expire_at_ms = 0;  // 0: never
+    bool resident = true;
+    bool evictable = false;
+  };
+  using Table = std::unordered_map<std::string, Object>;
+  using Entry = Table::value_type;
+
+  Status MakeRoom(uint64_t size, uint64_t* offset);  // allocate, spilling as needed
+  bool SpillOne();
+  Status OutOfSpaceError(uint64_t size) const;
+  void FreeBlock(uint64_t offset);  // frees now, or orphans if pinned
+  void RemoveEntry(Table::iterator it);
+  void Pin(Session& s, uint64_t offset);
+  void Unpin(Session& s, uint64_t offset);
+  bool Expired(const Object& o, int64_t now_ms) const;
+  Table::iterator FindLive(const std::string& key, int64_t now_ms);
+
+  // Constant after construction.
+  const StoreOptions options_;
+  uint8_t* const base_;
+  const uint64_t capacity_;
+
+  mutable std::mutex mu_;
+  std::condition_variable sealed_cv_;                  // signalled on every seal
+  // Guarded by mu_:
+  std::unique_ptr<Allocator> allocator_;
+  std::unique_ptr<EvictionPolicy> policy_;
+  SpillStore spill_;
+  Table table_;
+  std::unordered_map<ObjectId, Entry*> by_id_;
+  struct PinCount {
+    uint32_t refs = 0;
+    bool orphaned = false;
+  };
+  std::unordered_map<uint64_t, PinCount> pins_;             // block offset -> pins
+  using Expiry = std::pair<int64_t, ObjectId>;
+  std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>> expiry_;
+  ObjectId next_id_ = 1;
+  uint64_t pending_creates_ = 0;
+  uint64_t spills_ = 0, reloads_ = 0, evictions_ = 0;
+  bool shutdown_ = false;
+};
+
+}  // namespace ds

@@ -1,0 +1,328 @@
+// Decoding, validation and execution of datasystem requests.
+#include "datasystem/request_handler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <string_view>
+#include <unordered_set>
+
+#include "datasystem/protocol.h"
+
+namespace ds {
+namespace {
+
+using tqds::wire::MapReader;
+using tqds::wire::MsgType;
+using tqds::wire::PackBody;
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+Result<std::vector<std::string>> ReadKeys(const MapReader& r) {
+  TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+  for (const auto& k : keys) {
+    if (k.empty()) return Status::Invalid(r.what(), ": empty key");
+    if (k.size() > proto::kMaxKeyBytes) {
+      return Status::Invalid(r.what(), ": key of ", k.size(), " bytes exceeds the limit of ",
+                             proto::kMaxKeyBytes);
+    }
+  }
+  return keys;
+}
+
+Status CheckUnique(const std::vector<std::string>& keys, const char* what) {
+  std::unordered_set<std::string_view> seen;
+  seen.reserve(keys.size());
+  for (const auto& k : keys) {
+    if (!seen.insert(k).second) return Status::Invalid(what, ": key '", k, "' appears twice");
+  }
+  return Status::OK();
+}
+
+Result<WriteOptions> ReadWriteOptions(const MapReader& r) {
+  WriteOptions o;
+  TQDS_ASSIGN_OR_RETURN(o.evictable, r.GetOr<bool>(proto::kEvictable, false));
+  TQDS_ASSIGN_OR_RETURN(o.ttl_ms, r.GetOr<uint64_t>(proto::kTtlMs, 0));
+  TQDS_ASSIGN_OR_RETURN(o.if_absent, r.GetOr<bool>(proto::kIfAbsent, false));
+  return o;
+}
+
+void PackCodes(Packer& pk, const std::vector<StatusCode>& codes) {
+  pk.pack(proto::kCodes);
+  pk.pack_array(static_cast<uint32_t>(codes.size()));
+  for (auto c : codes) pk.pack_uint8(static_cast<uint8_t>(c));
+}
+
+const char* Name(MsgType t) {
+  switch (t) {
+    case MsgType::kDsHello: return "Hello";
+    case MsgType::kDsCreate: return "Create";
+    case MsgType::kDsSeal: return "Seal";
+    case MsgType::kDsPut: return "Put";
+    case MsgType::kDsGet: return "Get";
+    case MsgType::kDsRelease: return "Release";
+    case MsgType::kDsDelete: return "Delete";
+    case MsgType::kDsExist: return "Exist";
+    case MsgType::kDsStats: return "Stats";
+    case MsgType::kDsShutdown: return "Shutdown";
+    case MsgType::kDsAbort: return "Abort";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace
+
+std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& session) {
+  if (!request.status().ok()) {  // undecodable header
+    Message m(MsgType::kError, request.request_id());
+    m.set_status(request.status());
+    return m;
+  }
+  if (request.type() == MsgType::kDsRelease || request.type() == MsgType::kDsAbort) {
+    auto r = MapReader::Of(request.body(), Name(request.type()));
+    if (!r.ok()) return std::nullopt;
+    if (request.type() == MsgType::kDsRelease) {
+      auto offsets = r->Get<std::vector<uint64_t>>(proto::kOffsets);
+      if (offsets.ok()) store_.Release(session, *offsets);
+    } else {
+      auto keys = r->Get<std::vector<std::string>>(proto::kKeys);
+      if (keys.ok()) store_.Abort(session, *keys);
+    }
+    return std::nullopt;
+  }
+  bool retry = false;
+  auto reply = Dispatch(request, session, /*local=*/true, &retry);
+  if (!reply.ok()) return Message::ErrorReply(request, reply.status());
+  return std::move(reply).value();
+}
+
+Message RequestHandler::HandleTcp(const Message& request, bool* retry) {
+  *retry = false;
+  if (request.type() == MsgType::kDsCreate || request.type() == MsgType::kDsSeal ||
+      request.type() == MsgType::kDsRelease || request.type() == MsgType::kDsAbort) {
+    return Message::ErrorReply(
+        request, Status::Invalid(Name(request.type()),
+                                 " needs shared memory and is only served on the local Unix "
+                                 "socket; use Put/Get over TCP"));
+  }
+  Session session;  // TCP requests hold nothing across calls
+  auto reply = Dispatch(request, session, /*local=*/false, retry);
+  store_.CloseSession(session);
+  if (!reply.ok()) return Message::ErrorReply(request, reply.status());
+  return std::move(reply).value();
+}
+
+Result<Message> RequestHandler::Dispatch(const Message& request, Session& session, bool local,
+                                         bool* retry) {
+  switch (request.type()) {
+    case MsgType::kDsHello: return Hello(request, local);
+    case MsgType::kDsCreate: return Create(request, session);
+    case MsgType::kDsSeal: return Seal(request, session);
+    case MsgType::kDsPut: return Put(request, session);
+    case MsgType::kDsGet: return Get(request, session, local, retry);
+    case MsgType::kDsDelete: return Delete(request);
+    case MsgType::kDsExist: return Exist(request);
+    case MsgType::kDsStats: return Stats(request);
+    case MsgType::kDsShutdown: {
+      Message reply = Message::ReplyTo(request);
+      reply.set_body(PackBody([&](Packer& pk) {
+        pk.pack_map(1);
+        pk.pack(proto::kPid);
+        pk.pack(context_.pid);
+      }));
+      if (context_.request_shutdown) context_.request_shutdown();
+      return reply;
+    }
+    default:
+      return Status::Invalid("unknown datasystem message type ",
+                             static_cast<int>(request.type()));
+  }
+}
+
+Result<Message> RequestHandler::Hello(const Message& request, bool local) {
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(6);
+    pk.pack(proto::kWorker);
+    pk.pack(context_.worker);
+    pk.pack(proto::kInstance);
+    pk.pack(context_.instance);
+    pk.pack(proto::kPid);
+    pk.pack(context_.pid);
+    pk.pack(proto::kSocket);
+    pk.pack(context_.socket_path);
+    pk.pack(proto::kArenaSize);
+    pk.pack(local ? context_.arena_size : 0);
+    pk.pack(proto::kInlineMax);
+    pk.pack(proto::kDefaultInlineMax);
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Create(const Message& request, Session& session) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Create"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  TQDS_RETURN_NOT_OK(CheckUnique(keys, "Create"));
+  TQDS_ASSIGN_OR_RETURN(auto sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));
+  TQDS_ASSIGN_OR_RETURN(auto opts, ReadWriteOptions(r));
+  if (sizes.size() != keys.size()) {
+    return Status::Invalid("Create: ", keys.size(), " keys but ", sizes.size(), " sizes");
+  }
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, keys, sizes, opts));
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(2);
+    pk.pack(proto::kCodes);
+    pk.pack_array(static_cast<uint32_t>(slots.size()));
+    for (const auto& s : slots) pk.pack_uint8(static_cast<uint8_t>(s.code));
+    pk.pack(proto::kOffsets);
+    pk.pack_array(static_cast<uint32_t>(slots.size()));
+    for (const auto& s : slots) pk.pack_uint64(s.offset);
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Seal(const Message& request, Session& session) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Seal"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  auto codes = store_.Seal(session, keys);
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    PackCodes(pk, codes);
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Put(const Message& request, Session& session) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Put"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  TQDS_RETURN_NOT_OK(CheckUnique(keys, "Put"));
+  TQDS_ASSIGN_OR_RETURN(auto opts, ReadWriteOptions(r));
+  const auto& payloads = request.payloads();
+  if (payloads.size() != keys.size()) {
+    return Status::Invalid("Put: ", keys.size(), " keys but ", payloads.size(), " payload frames");
+  }
+  std::vector<uint64_t> sizes(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) sizes[i] = payloads[i].size();
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, keys, sizes, opts));
+  std::vector<std::string> to_seal;
+  to_seal.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (slots[i].code != StatusCode::kOk) continue;
+    if (sizes[i] > 0) std::memcpy(store_.base() + slots[i].offset, payloads[i].data(), sizes[i]);
+    to_seal.push_back(keys[i]);
+  }
+  auto sealed = store_.Seal(session, to_seal);
+  std::vector<StatusCode> codes(keys.size());
+  for (size_t i = 0, j = 0; i < keys.size(); ++i) {
+    codes[i] = slots[i].code != StatusCode::kOk ? slots[i].code : sealed[j++];
+  }
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    PackCodes(pk, codes);
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Get(const Message& request, Session& session, bool local,
+                                    bool* retry) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Get"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  TQDS_ASSIGN_OR_RETURN(uint64_t wait_ms, r.GetOr<uint64_t>(proto::kWaitMs, 0));
+  TQDS_ASSIGN_OR_RETURN(uint64_t inline_max, r.GetOr<uint64_t>(proto::kInlineMax, 0));
+  if (!local) inline_max = UINT64_MAX;  // TCP: every value travels as a payload frame
+  wait_ms = std::min<uint64_t>(wait_ms, 24ull * 3600 * 1000);
+  auto wait = std::chrono::milliseconds(local ? wait_ms : 0);
+  TQDS_ASSIGN_OR_RETURN(auto found, store_.Get(session, keys, wait));
+  if (!local && wait_ms > 0) {
+    for (const auto& f : found) {
+      if (f.code != StatusCode::kOk) {
+        *retry = true;
+        break;
+      }
+    }
+  }
+  Message reply = Message::ReplyTo(request);
+  std::vector<uint64_t> release;
+  for (const auto& f : found) {
+    if (f.code == StatusCode::kOk && f.size <= inline_max) {
+      reply.payloads().push_back(tqds::Buffer::Copy(store_.base() + f.offset, f.size));
+      release.push_back(f.offset);
+    }
+  }
+  store_.Release(session, release);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(4);
+    pk.pack(proto::kCodes);
+    pk.pack_array(static_cast<uint32_t>(found.size()));
+    for (const auto& f : found) pk.pack_uint8(static_cast<uint8_t>(f.code));
+    pk.pack(proto::kSizes);
+    pk.pack_array(static_cast<uint32_t>(found.size()));
+    for (const auto& f : found) pk.pack_uint64(f.size);
+    pk.pack(proto::kOffsets);
+    pk.pack_array(static_cast<uint32_t>(found.size()));
+    for (const auto& f : found) pk.pack_uint64(f.code == StatusCode::kOk ? f.offset : 0);
+    pk.pack(proto::kInline);
+    pk.pack_array(static_cast<uint32_t>(found.size()));
+    for (const auto& f : found) {
+      bool in = f.code == StatusCode::kOk && f.size <= inline_max;
+      if (in) pk.pack_true(); else pk.pack_false();
+    }
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Delete(const Message& request) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Delete"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  size_t n = store_.Delete(keys);
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack(proto::kDeleted);
+    pk.pack_uint64(n);
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Exist(const Message& request) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Exist"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  auto exist = store_.Exist(keys);
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack(proto::kExist);
+    pk.pack_array(static_cast<uint32_t>(exist.size()));
+    for (bool e : exist) {
+      if (e) pk.pack_true(); else pk.pack_false();
+    }
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Stats(const Message& request) {
+  StoreStats s = store_.Stats();
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(14);
+    pk.pack("worker"); pk.pack(context_.worker);
+    pk.pack("pid"); pk.pack(context_.pid);
+    pk.pack("capacity"); pk.pack(s.capacity);
+    pk.pack("used"); pk.pack(s.used);
+    pk.pack("pinned_blocks"); pk.pack(s.pinned_blocks);
+    pk.pack("pending_creates"); pk.pack(s.pending_creates);
+    pk.pack("objects"); pk.pack(s.objects);
+    pk.pack("resident_objects"); pk.pack(s.resident_objects);
+    pk.pack("spilled_objects"); pk.pack(s.spilled_objects);
+    pk.pack("spill_used"); pk.pack(s.spill_used);
+    pk.pack("spill_limit"); pk.pack(s.spill_limit);
+    pk.pack("spills"); pk.pack(s.spills);
+    pk.pack("reloads"); pk.pack(s.reloads);
+    pk.pack("evictions"); pk.pack(s.evictions);
+  }));
+  return reply;
+}
+
+}  // namespace ds

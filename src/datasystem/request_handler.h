@@ -1,0 +1,59 @@
+// RequestHandler: decodes datasystem requests, runs them against the
+// ObjectStore and builds replies. Transport-free: the Unix-socket server and
+// the TCP (ZMQ) server both call it, so every request is validated in one
+// place. Thread-safe (the store locks); one Session per Unix connection.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "common/wire/message.h"
+#include "datasystem/object_store.h"
+
+namespace ds {
+
+using tqds::wire::Message;
+
+struct HandlerContext {
+  std::string worker;        // "host:port"
+  std::string socket_path;   // Unix socket local clients connect to
+  uint64_t instance = 0;     // random id of this worker process
+  uint64_t arena_size = 0;
+  int pid = 0;
+  std::function<void()> request_shutdown;
+};
+
+class RequestHandler {
+ public:
+  RequestHandler(ObjectStore& store, HandlerContext context)
+      : store_(store), context_(std::move(context)) {}
+
+  // A request from a local client. Returns nullopt for one-way messages
+  // (Release, Abort). May block up to a Get's wait_ms.
+  std::optional<Message> HandleLocal(Message&& request, Session& session);
+
+  // A request over TCP (copying path: payload frames in and out, no shared
+  // memory). Never blocks: a Get that would wait returns with `*retry` set,
+  // and the caller asks again (HandleTcp) until the deadline.
+  Message HandleTcp(const Message& request, bool* retry);
+
+  const HandlerContext& context() const { return context_; }
+
+ private:
+  Result<Message> Dispatch(const Message& request, Session& session, bool local, bool* retry);
+  Result<Message> Hello(const Message& request, bool local);
+  Result<Message> Create(const Message& request, Session& session);
+  Result<Message> Seal(const Message& request, Session& session);
+  Result<Message> Put(const Message& request, Session& session);
+  Result<Message> Get(const Message& request, Session& session, bool local, bool* retry);
+  Result<Message> Delete(const Message& request);
+  Result<Message> Exist(const Message& request);
+  Result<Message> Stats(const Message& request);
+
+  ObjectStore& store_;
+  const HandlerContext context_;
+};
+
+}  // namespace ds

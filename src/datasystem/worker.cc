@@ -1,0 +1,175 @@
+// Worker wiring: start-up order, pid file, TCP server hooks, shutdown.
+#include "datasystem/worker.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "datasystem/protocol.h"
+
+namespace ds {
+namespace {
+
+using tqds::wire::Clock;
+
+Result<std::string> ResolveIpv4(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0) return Status::Invalid("cannot resolve worker host '", host, "': ", ::gai_strerror(rc));
+  char buf[INET_ADDRSTRLEN];
+  ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof(buf));
+  ::freeaddrinfo(res);
+  return std::string(buf);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Worker>> Worker::Start(const WorkerOptions& options) {
+  TQDS_RETURN_NOT_OK(options.Validate());
+  std::unique_ptr<Worker> w(new Worker(options));
+  Status st = w->Init();
+  if (!st.ok()) {
+    w->Stop();
+    return st;
+  }
+  return w;
+}
+
+Status Worker::LockPidFile() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.unix_socket_dir, ec);
+  if (ec) {
+    return Status::IOError("cannot create --unix_socket_dir ", options_.unix_socket_dir, ": ",
+                           ec.message());
+  }
+  const std::string path = options_.pid_path();
+  pid_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (pid_fd_ < 0) return Status::IOError("cannot open pid file ", path, ": ", std::strerror(errno));
+  if (::flock(pid_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    ssize_t n = ::pread(pid_fd_, buf, sizeof(buf) - 1, 0);
+    (void)n;
+    ::close(pid_fd_);
+    pid_fd_ = -1;
+    return Status::AlreadyExists("a datasystem worker is already running at ",
+                                 options_.worker_address, " (pid ", std::atoi(buf),
+                                 "); stop it first with: dscli stop --worker_address ",
+                                 options_.worker_address);
+  }
+  // The lock proves liveness; a stale file from a crashed worker is simply reused.
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(pid_fd_, 0) != 0 || ::pwrite(pid_fd_, pid.data(), pid.size(), 0) < 0) {
+    return Status::IOError("cannot write pid file ", path);
+  }
+  return Status::OK();
+}
+
+Status Worker::Init() {
+  if (!options_.etcd_address.empty()) TQDS_RETURN_NOT_OK(ProbeEtcd(options_.etcd_address, 3000));
+  TQDS_RETURN_NOT_OK(LockPidFile());
+  const HostPort hp = options_.address();
+
+  TQDS_ASSIGN_OR_RETURN(arena_, SharedArena::Create(options_.shared_memory_size_mb << 20,
+                                                    options_.populate_memory));
+  TQDS_ASSIGN_OR_RETURN(SpillStore spill, SpillStore::Open(options_.spill_path(),
+                                                           options_.spill_size_limit_mb << 20));
+  StoreOptions so;
+  so.name = options_.worker_address;
+  so.high_watermark = options_.high_watermark;
+  store_ = std::make_unique<ObjectStore>(so, arena_->base(),
+                                         std::make_unique<BestFitAllocator>(arena_->size()),
+                                         std::make_unique<LruPolicy>(), std::move(spill));
+  HandlerContext ctx;
+  ctx.worker = options_.worker_address;
+  ctx.socket_path = options_.socket_path();
+  ctx.instance = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
+  ctx.arena_size = arena_->size();
+  ctx.pid = ::getpid();
+  ctx.request_shutdown = [] { RequestProcessStop(); };
+  handler_ = std::make_unique<RequestHandler>(*store_, ctx);
+
+  TQDS_ASSIGN_OR_RETURN(std::string ip, ResolveIpv4(hp.host));
+  auto tcp = tqds::wire::RpcServer::Bind(
+      "tcp://" + ip + ":" + std::to_string(hp.port),
+      [this](Message&& m, tqds::wire::Responder r) { OnTcpRequest(std::move(m), std::move(r)); },
+      [this](Clock::time_point now) { return Tick(now); });
+  if (!tcp.ok()) {
+    return Status::IOError("cannot listen on ", options_.worker_address, ": port ", hp.port,
+                           " is already in use by another process (or the address is not local): ",
+                           tcp.status().message());
+  }
+  tcp_ = std::move(tcp).value();
+  TQDS_ASSIGN_OR_RETURN(local_, LocalServer::Start(options_.socket_path(), arena_->fd(), *handler_,
+                                                   *store_));
+  tcp_->Start();
+  spdlog::info("datasystem worker {} ready: pid {}, shared memory {} MiB, socket {}, spill '{}'",
+               options_.worker_address, ctx.pid, options_.shared_memory_size_mb,
+               options_.socket_path(), options_.spill_path());
+  return Status::OK();
+}
+
+void Worker::OnTcpRequest(Message&& request, tqds::wire::Responder responder) {
+  bool retry = false;
+  Message reply = handler_->HandleTcp(request, &retry);
+  if (!retry) {
+    responder.Reply(std::move(reply));
+    return;
+  }
+  uint64_t wait_ms = 0;
+  auto r = tqds::wire::MapReader::Of(request.body(), "Get");
+  if (r.ok()) wait_ms = r->GetOr<uint64_t>(proto::kWaitMs, 0).ValueOr(0);
+  deferred_.push_back(Deferred{std::move(request), std::move(responder),
+                               Clock::now() + std::chrono::milliseconds(wait_ms)});
+}
+
+std::chrono::milliseconds Worker::Tick(Clock::time_point now) {
+  if (now >= next_expiry_) {
+    store_->ExpireDue();
+    next_expiry_ = now + std::chrono::milliseconds(100);
+  }
+  for (size_t n = deferred_.size(); n > 0; --n) {
+    Deferred d = std::move(deferred_.front());
+    deferred_.pop_front();
+    bool retry = false;
+    Message reply = handler_->HandleTcp(d.request, &retry);
+    if (retry && now < d.deadline) {
+      deferred_.push_back(std::move(d));
+    } else {
+      d.responder.Reply(std::move(reply));
+    }
+  }
+  return std::chrono::milliseconds(deferred_.empty() ? 100 : 2);
+}
+
+void Worker::RequestProcessStop() { ::kill(::getpid(), SIGTERM); }
+
+void Worker::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (store_) store_->Shutdown();
+  if (local_) local_->Stop();
+  if (tcp_) tcp_->Stop();
+  if (store_) store_->ClearSpill();
+  if (pid_fd_ >= 0) {
+    ::unlink(options_.pid_path().c_str());
+    ::close(pid_fd_);
+    pid_fd_ = -1;
+  }
+  spdlog::info("datasystem worker {} stopped", options_.worker_address);
+}
+
+Worker::~Worker() { Stop(); }
+
+}  // namespace ds

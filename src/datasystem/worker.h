@@ -1,0 +1,62 @@
+// Worker: wires one datasystem worker together (arena, allocator, eviction
+// policy, spill tier, object store, request handler, Unix-socket server, TCP
+// server) and owns the pid file. It holds no logic of its own.
+//
+// Threads: the TCP (ZMQ) server thread (also runs TTL expiry and retries
+// waiting TCP Gets), the Unix accept thread, one thread per local client.
+// Thread-safe: RequestStop() from any thread (also from a request handler).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+
+#include "common/wire/rpc.h"
+#include "datasystem/arena.h"
+#include "datasystem/local_server.h"
+#include "datasystem/object_store.h"
+#include "datasystem/request_handler.h"
+#include "datasystem/worker_options.h"
+
+namespace ds {
+
+class Worker {
+ public:
+  // Returns once the worker serves both sockets, or a clear error: a worker
+  // already runs at the address, the port is taken, etcd is unreachable...
+  static Result<std::unique_ptr<Worker>> Start(const WorkerOptions& options);
+  ~Worker();
+
+  // Asks the process to stop (raises SIGTERM to itself; the main thread
+  // waits for it with sigwait and then destroys the Worker).
+  static void RequestProcessStop();
+  // Stops serving and removes the socket, pid and spill files. Idempotent.
+  void Stop();
+
+ private:
+  explicit Worker(WorkerOptions options) : options_(std::move(options)) {}
+  Status Init();
+  Status LockPidFile();
+  std::chrono::milliseconds Tick(tqds::wire::Clock::time_point now);
+  void OnTcpRequest(Message&& request, tqds::wire::Responder responder);
+
+  const WorkerOptions options_;
+  int pid_fd_ = -1;
+  std::unique_ptr<SharedArena> arena_;
+  std::unique_ptr<ObjectStore> store_;
+  std::unique_ptr<RequestHandler> handler_;
+  std::unique_ptr<LocalServer> local_;
+  std::unique_ptr<tqds::wire::RpcServer> tcp_;
+  // TCP Gets waiting for keys; touched only on the TCP server thread.
+  struct Deferred {
+    Message request;
+    tqds::wire::Responder responder;
+    tqds::wire::Clock::time_point deadline;
+  };
+  std::deque<Deferred> deferred_;
+  tqds::wire::Clock::time_point next_expiry_{};
+  bool stopped_ = false;
+};
+
+}  // namespace ds

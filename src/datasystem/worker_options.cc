@@ -1,0 +1,138 @@
+// Worker option checks and the etcd reachability probe.
+#include "datasystem/worker_options.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+namespace ds {
+
+using tqds::Result;
+using tqds::Status;
+
+Result<HostPort> HostPort::Parse(const std::string& text, const char* flag) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    return Status::Invalid(flag, " must look like HOST:PORT (e.g. 127.0.0.1:31501), got '", text,
+                           "'");
+  }
+  HostPort hp;
+  hp.host = text.substr(0, colon);
+  const std::string port = text.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::Invalid(flag, ": port '", port, "' is not a number");
+  }
+  hp.port = std::stoi(port);
+  if (hp.port < 1 || hp.port > 65535) {
+    return Status::Invalid(flag, ": port ", hp.port, " is outside 1-65535");
+  }
+  return hp;
+}
+
+Status WorkerOptions::Validate() const {
+  if (worker_address.empty()) return Status::Invalid("--worker_address is required");
+  TQDS_RETURN_NOT_OK(HostPort::Parse(worker_address, "--worker_address").status());
+  if (!etcd_address.empty()) {
+    TQDS_RETURN_NOT_OK(HostPort::Parse(etcd_address, "--etcd_address").status());
+  }
+  if (shared_memory_size_mb < 1 || shared_memory_size_mb > (1u << 22)) {
+    return Status::Invalid("--shared_memory_size_mb must be between 1 and 4194304, got ",
+                           shared_memory_size_mb);
+  }
+  if (!spill_directory.empty() && spill_size_limit_mb == 0) {
+    return Status::Invalid("--spill_size_limit_mb must be positive when --spill_directory is set");
+  }
+  if (unix_socket_dir.empty()) return Status::Invalid("--unix_socket_dir must not be empty");
+  if (socket_path().size() > 100) {
+    return Status::Invalid("--unix_socket_dir '", unix_socket_dir,
+                           "' is too long for a Unix socket path (keep it under ~80 bytes)");
+  }
+  if (!(high_watermark > 0.0 && high_watermark <= 1.0)) {
+    return Status::Invalid("high watermark must be in (0, 1], got ", high_watermark);
+  }
+  return Status::OK();
+}
+
+HostPort WorkerOptions::address() const { return *HostPort::Parse(worker_address, "address"); }
+
+std::string WorkerOptions::socket_path() const {
+  auto hp = HostPort::Parse(worker_address, "address");
+  return unix_socket_dir + "/ds_worker_" + std::to_string(hp.ok() ? hp->port : 0) + ".sock";
+}
+
+std::string WorkerOptions::pid_path() const {
+  return unix_socket_dir + "/ds_worker_" + std::to_string(address().port) + ".pid";
+}
+
+std::string WorkerOptions::spill_path() const {
+  if (spill_directory.empty()) return "";
+  return spill_directory + "/ds_worker_" + std::to_string(address().port);
+}
+
+Status ProbeEtcd(const std::string& address, int timeout_ms) {
+  TQDS_ASSIGN_OR_RETURN(HostPort hp, HostPort::Parse(address, "--etcd_address"));
+  auto fail = [&](const std::string& why) {
+    return Status::Unavailable("cannot reach etcd at ", address, ": ", why,
+                               ". Start etcd there (e.g. etcd --listen-client-urls http://", address,
+                               " --advertise-client-urls http://", address,
+                               ") or omit --etcd_address to run a standalone worker");
+  };
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(hp.host.c_str(), std::to_string(hp.port).c_str(), &hints, &res);
+  if (rc != 0) return fail(std::string("cannot resolve host: ") + ::gai_strerror(rc));
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
+  ::freeaddrinfo(res);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto wait = [&](short events) -> bool {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, static_cast<int>(left.count())) == 1;
+  };
+  if (rc != 0 && errno != EINPROGRESS) {
+    int e = errno;
+    ::close(fd);
+    return fail(std::strerror(e));
+  }
+  if (!wait(POLLOUT)) {
+    ::close(fd);
+    return fail("connection timed out");
+  }
+  int err = 0;
+  socklen_t len = sizeof(err);
+  ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0) {
+    ::close(fd);
+    return fail(std::strerror(err));
+  }
+  std::string req = "GET /version HTTP/1.1\r\nHost: " + address + "\r\nConnection: close\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return fail("cannot send the request");
+  }
+  std::string resp;
+  char buf[4096];
+  while (resp.size() < 65536 && wait(POLLIN)) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (resp.rfind("HTTP/1.", 0) != 0) return fail("no HTTP answer (is this an etcd client port?)");
+  if (resp.find(" 200 ") == std::string::npos || resp.find("etcdserver") == std::string::npos) {
+    return fail("the server answered but is not etcd: " + resp.substr(0, resp.find('\r')));
+  }
+  return Status::OK();
+}
+
+}  // namespace ds

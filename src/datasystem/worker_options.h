@@ -1,0 +1,54 @@
+// WorkerOptions: every setting of a datasystem worker, filled in by dscli or
+// ds_worker's command line and checked by Validate(). Paths derived from the
+// address (socket, pid file, spill subdirectory) are computed here only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "tqds/status.h"
+
+namespace ds {
+
+// "host:port" split and checked (port 1-65535, host non-empty).
+struct HostPort {
+  std::string host;
+  int port = 0;
+  static tqds::Result<HostPort> Parse(const std::string& text, const char* flag);
+  std::string ToString() const { return host + ":" + std::to_string(port); }
+};
+
+struct WorkerOptions {
+  // TCP address the worker serves ("127.0.0.1:31501"). Required.
+  std::string worker_address;
+  // etcd client address ("127.0.0.1:2379"). Empty: standalone worker. The
+  // worker only checks etcd answers; membership comes with the cluster.
+  std::string etcd_address;
+  // Size of the shared-memory arena. Default 1024 MiB (reserved lazily: pages
+  // are committed as objects are written).
+  uint64_t shared_memory_size_mb = 1024;
+  // Spill (SSD) tier. Empty: no spill; memory full means OutOfSpace.
+  std::string spill_directory;
+  // Cap on spilled bytes. Default 10 GiB.
+  uint64_t spill_size_limit_mb = 10240;
+  // Log directory; empty logs to stderr.
+  std::string log_dir;
+  // Where the Unix socket and pid file live. Default /tmp/ds_worker.
+  std::string unix_socket_dir = "/tmp/ds_worker";
+  // Spill/evict when the arena is fuller than this fraction. Default 0.9.
+  double high_watermark = 0.9;
+  // Commit the arena's pages at start (faster first writes, RSS up front).
+  bool populate_memory = false;
+
+  tqds::Status Validate() const;
+  HostPort address() const;  // precondition: Validate() passed
+  std::string socket_path() const;
+  std::string pid_path() const;
+  std::string spill_path() const;  // worker's own subdirectory of spill_directory
+};
+
+// Checks that an etcd server answers HTTP GET /version at `address` within
+// `timeout_ms`. Unavailable with a message saying what to do otherwise.
+tqds::Status ProbeEtcd(const std::string& address, int timeout_ms);
+
+}  // namespace ds

@@ -1,0 +1,136 @@
+// Buffer / MutableBuffer ownership: copies own, wraps and slices keep their
+// holder alive, borrows hold nothing.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/test_util.h"
+#include "tqds/buffer.h"
+
+namespace tqds {
+namespace {
+
+TEST(BufferTest, DefaultIsEmpty) {
+  Buffer b;
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.size(), 0u);
+  EXPECT_EQ(b.view(), "");
+}
+
+TEST(BufferTest, CopyOwnsIndependentBytes) {
+  std::string src = "hello world";
+  Buffer b = Buffer::Copy(src.data(), src.size());
+  src[0] = 'J';  // mutating the source must not change the copy
+  EXPECT_EQ(b.ToString(), "hello world");
+  EXPECT_NE(static_cast<const void*>(b.data()), static_cast<const void*>(src.data()));
+  EXPECT_NE(b.holder(), nullptr);
+  EXPECT_EQ(Buffer::CopyString("abc").ToString(), "abc");
+}
+
+TEST(BufferTest, CopyOfZeroBytes) {
+  Buffer b = Buffer::Copy(nullptr, 0);
+  EXPECT_TRUE(b.empty());
+  EXPECT_TRUE(b.Equals(Buffer()));
+}
+
+TEST(BufferTest, FromStringAndVectorTakeOwnershipWithoutCopy) {
+  std::string s(1000, 'x');
+  const char* p = s.data();
+  Buffer b = Buffer::FromString(std::move(s));
+  EXPECT_EQ(b.size(), 1000u);
+  EXPECT_EQ(static_cast<const void*>(b.data()), static_cast<const void*>(p));
+
+  std::vector<uint8_t> v(64, 7);
+  const uint8_t* vp = v.data();
+  Buffer bv = Buffer::FromVector(std::move(v));
+  EXPECT_EQ(bv.data(), vp);
+  EXPECT_EQ(bv.size(), 64u);
+  EXPECT_EQ(bv.data()[63], 7);
+}
+
+TEST(BufferTest, WrapKeepsHolderAlive) {
+  auto owner = std::make_shared<std::string>("payload bytes");
+  std::weak_ptr<std::string> weak = owner;
+  Buffer b = Buffer::Wrap(owner->data(), owner->size(), owner);
+  owner.reset();
+  EXPECT_FALSE(weak.expired()) << "the wrapped buffer must keep its holder alive";
+  EXPECT_EQ(b.ToString(), "payload bytes");
+  b = Buffer();
+  EXPECT_TRUE(weak.expired()) << "dropping the last buffer must release the holder";
+}
+
+TEST(BufferTest, SliceKeepsParentAlive) {
+  auto owner = std::make_shared<std::string>("0123456789");
+  std::weak_ptr<std::string> weak = owner;
+  Buffer slice;
+  {
+    Buffer parent = Buffer::Wrap(owner->data(), owner->size(), owner);
+    owner.reset();
+    slice = parent.Slice(3, 4);
+  }
+  EXPECT_FALSE(weak.expired());
+  EXPECT_EQ(slice.ToString(), "3456");
+  EXPECT_EQ(slice.size(), 4u);
+  Buffer sub = slice.Slice(1, 2);  // slice of a slice
+  slice = Buffer();
+  EXPECT_FALSE(weak.expired());
+  EXPECT_EQ(sub.ToString(), "45");
+  sub = Buffer();
+  EXPECT_TRUE(weak.expired());
+}
+
+TEST(BufferTest, SliceOfCopySurvivesParent) {
+  Buffer slice;
+  {
+    Buffer parent = Buffer::CopyString("abcdefgh");
+    slice = parent.Slice(2, 3);
+    EXPECT_EQ(slice.data(), parent.data() + 2);  // no copy
+  }
+  EXPECT_EQ(slice.ToString(), "cde");  // ASan would flag a dangling view
+  EXPECT_TRUE(Buffer::CopyString("ab").Slice(2, 0).empty());
+}
+
+TEST(BufferTest, BorrowHoldsNothing) {
+  char bytes[] = "borrowed";
+  Buffer b = Buffer::Borrow(bytes, 8);
+  EXPECT_EQ(b.holder(), nullptr);
+  EXPECT_EQ(static_cast<const void*>(b.data()), static_cast<const void*>(bytes));
+  EXPECT_EQ(b.ToString(), "borrowed");
+}
+
+TEST(BufferTest, EqualsComparesBytes) {
+  Buffer a = Buffer::CopyString("same");
+  Buffer b = Buffer::FromString("same");
+  Buffer c = Buffer::CopyString("diff");
+  Buffer d = Buffer::CopyString("sam");
+  EXPECT_TRUE(a.Equals(b));
+  EXPECT_FALSE(a.Equals(c));
+  EXPECT_FALSE(a.Equals(d));
+}
+
+TEST(MutableBufferTest, AllocateIsAlignedAndFreezeDoesNotCopy) {
+  ASSERT_OK_AND_ASSIGN(MutableBuffer mb, MutableBuffer::Allocate(100));
+  EXPECT_EQ(mb.size(), 100u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(mb.mutable_data()) % 64, 0u);
+  std::memset(mb.mutable_data(), 0xab, 100);
+  uint8_t* p = mb.mutable_data();
+  Buffer b = std::move(mb).Freeze();
+  EXPECT_EQ(b.data(), p);
+  EXPECT_EQ(b.size(), 100u);
+  EXPECT_EQ(b.data()[99], 0xab);
+  Buffer s = b.Slice(10, 10);
+  b = Buffer();
+  EXPECT_EQ(s.data()[0], 0xab);  // the slice keeps the allocation alive
+}
+
+TEST(MutableBufferTest, ZeroSize) {
+  ASSERT_OK_AND_ASSIGN(MutableBuffer mb, MutableBuffer::Allocate(0));
+  Buffer b = std::move(mb).Freeze();
+  EXPECT_EQ(b.size(), 0u);
+}
+
+}  // namespace
+}  // namespace tqds

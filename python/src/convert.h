@@ -1,0 +1,27 @@
+// Zero-copy conversions between Python buffers / numpy arrays and Buffers.
+// Holders of Python objects take the GIL when they are released, from
+// whatever thread drops the last reference.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "tq/types.h"
+
+namespace tqds::py_binding {
+
+namespace py = pybind11;
+
+// A view of a C-contiguous Python buffer (numpy array, bytes, memoryview)
+// that keeps the exporter alive. Raises DTypeError if not contiguous.
+Buffer BufferFromPython(py::handle obj);
+
+// A numpy array over `data` (no copy) that keeps the Buffer alive. bfloat16
+// comes back as int16 (the Python layer views it as torch.bfloat16).
+// read_only: for views of shared memory that no one may write.
+py::array ArrayFromBuffer(const Buffer& data, tq::DType dtype, const tq::Shape& shape, bool read_only);
+
+// A memoryview over `data` (no copy) that keeps the Buffer alive.
+py::object MemoryViewFromBuffer(const Buffer& data);
+
+}  // namespace tqds::py_binding

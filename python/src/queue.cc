@@ -1,0 +1,361 @@
+// Bindings of the TransferQueue core: Controller, Client, BatchMeta.
+// Blocking calls release the GIL; statuses become registered exceptions.
+#include <pybind11/stl.h>
+
+#include "convert.h"
+#include "errors.h"
+#include "queue/protocol.h"
+#include "tq/client.h"
+#include "tq/controller.h"
+#include "tq/storage_unit.h"
+
+namespace tqds::py_binding {
+
+namespace {
+
+using tq::BatchMeta;
+
+tq::MetaValue ToMetaValue(py::handle v, const std::string& key) {
+  if (py::isinstance<py::bool_>(v)) return static_cast<int64_t>(v.cast<bool>());
+  if (py::isinstance<py::int_>(v)) return v.cast<int64_t>();
+  if (py::isinstance<py::float_>(v)) return v.cast<double>();
+  if (py::isinstance<py::str>(v)) return v.cast<std::string>();
+  // numpy / torch scalars
+  if (py::hasattr(v, "item")) return ToMetaValue(v.attr("item")(), key);
+  Throw(Status::TypeError("custom meta / sampling value '", key, "' must be int, float or str"));
+}
+
+py::object FromMetaValue(const tq::MetaValue& v) {
+  return std::visit([](const auto& x) -> py::object { return py::cast(x); }, v);
+}
+
+tq::CustomMeta ToCustom(const py::dict& d) {
+  tq::CustomMeta out;
+  for (auto [k, v] : d) {
+    std::string key = py::str(k);
+    out[key] = ToMetaValue(v, key);
+  }
+  return out;
+}
+
+py::dict FromCustom(const tq::CustomMeta& c) {
+  py::dict d;
+  for (const auto& [k, v] : c) d[py::str(k)] = FromMetaValue(v);
+  return d;
+}
+
+tq::Shape ToShape(py::handle h) {
+  tq::Shape s;
+  for (auto d : h) s.push_back(d.cast<int64_t>());
+  return s;
+}
+
+tq::DType ToDType(py::handle h) { return Unwrap(tq::ParseDType(h.cast<std::string>())); }
+
+// fields: [("dense", name, buffer, dtype, shape) | ("ragged", name, [buffer], dtype, [shape])
+//          | ("objects", name, [bytes], [kind])]
+tq::Batch BuildBatch(size_t batch_size, const py::list& fields) {
+  tq::Batch b(batch_size);
+  for (auto item : fields) {
+    auto t = item.cast<py::tuple>();
+    std::string form = t[0].cast<std::string>();
+    std::string name = t[1].cast<std::string>();
+    if (form == "dense") {
+      tq::DType dt = ToDType(t[3]);
+      ThrowIfError(b.AddTensor(name, dt, ToShape(t[4]), BufferFromPython(t[2])));
+    } else if (form == "ragged") {
+      auto bufs = t[2].cast<py::list>();
+      auto shapes = t[4].cast<py::list>();
+      tq::DType dt = ToDType(t[3]);
+      tq::Column col;
+      for (size_t i = 0; i < bufs.size(); ++i) {
+        auto v = tq::Value::Tensor(dt, ToShape(shapes[i]), BufferFromPython(bufs[i]));
+        if (!v.ok()) Throw(v.status().WithContext("field '" + name + "' sample " + std::to_string(i)));
+        col.push_back(v.MoveValue());
+      }
+      ThrowIfError(b.AddField(name, std::move(col)));
+    } else if (form == "objects") {
+      auto vals = t[2].cast<py::list>();
+      auto kinds = t[3].cast<py::list>();
+      tq::Column col;
+      for (size_t i = 0; i < vals.size(); ++i) {
+        int kind = kinds[i].cast<int>();
+        if (kind < 1 || kind >= tq::kNumFieldKinds) Throw(Status::TypeError("invalid object kind ", kind));
+        col.push_back(tq::Value::Object(BufferFromPython(vals[i]), static_cast<tq::FieldKind>(kind)));
+      }
+      ThrowIfError(b.AddField(name, std::move(col)));
+    } else {
+      Throw(Status::Invalid("unknown field form '", form, "'"));
+    }
+  }
+  return b;
+}
+
+// Returns [(name, "dense", array, dtype) | (name, "ragged", [array], dtype)
+//          | (name, "objects", [bytes], [kind])].
+py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
+  py::list out;
+  for (size_t f = 0; f < b.num_fields(); ++f) {
+    const std::string& name = b.keys()[f];
+    const tq::Column& col = b.column(f);
+    bool all_tensors = !col.empty();
+    for (const auto& v : col) all_tensors = all_tensors && v.is_tensor();
+    if (all_tensors && stack_uniform && b.IsUniform(name)) {
+      tq::Result<tq::Value> stacked = Status::Internal("unset");
+      {
+        py::gil_scoped_release nogil;
+        stacked = b.Stack(name);
+      }
+      const tq::Value& v = Unwrap(std::move(stacked));
+      out.append(py::make_tuple(name, "dense", ArrayFromBuffer(v.data(), v.dtype(), v.shape(), false),
+                                tq::DTypeName(v.dtype())));
+    } else if (all_tensors) {
+      py::list arrays;
+      for (const auto& v : col) arrays.append(ArrayFromBuffer(v.data(), v.dtype(), v.shape(), read_only));
+      out.append(py::make_tuple(name, "ragged", arrays, tq::DTypeName(col[0].dtype())));
+    } else {
+      py::list vals, kinds;
+      for (const auto& v : col) {
+        vals.append(py::bytes(reinterpret_cast<const char*>(v.data().data()), v.nbytes()));
+        kinds.append(static_cast<int>(v.kind()));
+      }
+      out.append(py::make_tuple(name, "objects", vals, kinds));
+    }
+  }
+  return out;
+}
+
+tq::SamplingConfig ToSampling(const py::object& o) {
+  if (o.is_none()) return {};
+  return ToCustom(o.cast<py::dict>());
+}
+
+py::bytes PickleMeta(const BatchMeta& m) {
+  std::string body = tqds::wire::PackBody([&](tq::internal::Packer& pk) { tq::internal::PackBatchMeta(pk, m); });
+  return py::bytes(body);
+}
+
+BatchMeta UnpickleMeta(const py::bytes& b) {
+  std::string s = b;
+  msgpack::object_handle h;
+  try {
+    h = msgpack::unpack(s.data(), s.size());
+  } catch (const std::exception& e) {
+    Throw(Status::Invalid("cannot unpickle BatchMeta: ", e.what()));
+  }
+  return Unwrap(tq::internal::UnpackBatchMeta(h.get(), "BatchMeta"));
+}
+
+void InitMeta(py::module_& m) {
+  py::class_<BatchMeta>(m, "BatchMeta", "Metadata of a set of samples (no payload bytes).")
+      .def(py::init<>())
+      .def("__len__", &BatchMeta::size)
+      .def_property_readonly("size", &BatchMeta::size)
+      .def_property_readonly("global_indexes", &BatchMeta::global_indexes)
+      .def_property_readonly("partition_ids", &BatchMeta::partition_ids)
+      .def_property_readonly("field_names", &BatchMeta::field_names)
+      .def_property_readonly("generations",
+                             [](const BatchMeta& m) {
+                               std::vector<uint64_t> g;
+                               for (const auto& s : m.samples()) g.push_back(s.generation);
+                               return g;
+                             })
+      .def_property_readonly("field_schema",
+                             [](const BatchMeta& m) {
+                               py::dict d;
+                               for (const auto& s : m.schema()) {
+                                 py::dict e;
+                                 e["kind"] = static_cast<int>(s.kind);
+                                 e["dtype"] = tq::DTypeName(s.dtype);
+                                 e["shape"] = py::tuple(py::cast(s.shape));
+                                 e["ragged"] = s.ragged;
+                                 e["produced"] = s.produced;
+                                 d[py::str(s.name)] = e;
+                               }
+                               return d;
+                             })
+      .def("get_custom_meta",
+           [](const BatchMeta& m) {
+             py::list l;
+             for (const auto& s : m.samples()) l.append(FromCustom(s.custom));
+             return l;
+           },
+           "One dict of custom metadata per sample.")
+      .def("set_custom_meta",
+           [](BatchMeta& m, const py::list& values) {
+             if (values.size() != m.size()) {
+               Throw(Status::Invalid("set_custom_meta: ", values.size(), " dicts for ", m.size(), " samples"));
+             }
+             for (size_t i = 0; i < m.size(); ++i) m.mutable_samples()[i].custom = ToCustom(values[i].cast<py::dict>());
+           },
+           py::arg("values"), "Replaces each sample's custom metadata (local; send with client.set_custom_meta).")
+      .def("select_samples", [](const BatchMeta& m, const std::vector<size_t>& p) { return Unwrap(m.SelectSamples(p)); },
+           py::arg("positions"))
+      .def("select_fields",
+           [](const BatchMeta& m, const std::vector<std::string>& f) { return Unwrap(m.SelectFields(f)); },
+           py::arg("fields"))
+      .def("chunk", &BatchMeta::Chunk, py::arg("chunks"))
+      .def_static("concat", &BatchMeta::Concat, py::arg("metas"))
+      .def("__eq__", [](const BatchMeta& a, const BatchMeta& b) { return a == b; })
+      .def("__repr__",
+           [](const BatchMeta& m) {
+             std::string s = "BatchMeta(size=" + std::to_string(m.size()) + ", fields=[";
+             for (size_t i = 0; i < m.field_names().size(); ++i) s += (i ? ", " : "") + m.field_names()[i];
+             s += "], global_indexes=[";
+             for (size_t i = 0; i < m.size() && i < 8; ++i) s += (i ? ", " : "") + std::to_string(m.samples()[i].global_index);
+             if (m.size() > 8) s += ", ...";
+             return s + "])";
+           })
+      .def(py::pickle([](const BatchMeta& m) { return PickleMeta(m); },
+                      [](const py::bytes& b) { return UnpickleMeta(b); }));
+}
+
+void InitController(py::module_& m) {
+  py::class_<tq::TransferQueueController>(m, "Controller", "An in-process TransferQueue controller.")
+      .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb) {
+             tq::ControllerOptions o;
+             o.address = address;
+             o.embedded_storage_units = storage_units;
+             o.storage_unit_capacity_bytes = unit_capacity_mb << 20;
+             return Unwrap(tq::TransferQueueController::Start(o));
+           }),
+           py::arg("address") = "tcp://127.0.0.1:0", py::arg("storage_units") = 2,
+           py::arg("unit_capacity_mb") = 8192)
+      .def_property_readonly("address", &tq::TransferQueueController::address)
+      .def_property_readonly("storage_units", &tq::TransferQueueController::storage_units)
+      .def("stop", &tq::TransferQueueController::Stop, py::call_guard<py::gil_scoped_release>());
+}
+
+void InitClient(py::module_& m) {
+  using Client = tq::TransferQueueClient;
+  py::class_<Client>(m, "Client", "The C++ TransferQueueClient (thread-safe).")
+      .def(py::init<std::string, std::string>(), py::arg("client_id"), py::arg("controller_address"))
+      .def("initialize_storage_manager",
+           [](Client& c, const std::string& type, const std::string& config_json) {
+             tq::Config cfg;
+             try {
+               cfg = tq::Config::parse(config_json);
+             } catch (const std::exception& e) {
+               Throw(Status::Invalid("storage config is not valid JSON: ", e.what()));
+             }
+             Status st;
+             {
+               py::gil_scoped_release nogil;
+               st = c.initialize_storage_manager(type, cfg);
+             }
+             ThrowIfError(st);
+           },
+           py::arg("manager_type"), py::arg("config_json") = "{}")
+      .def("put",
+           [](Client& c, size_t batch_size, const py::list& fields, const std::string& partition_id,
+              const BatchMeta* meta) {
+             tq::Batch b = BuildBatch(batch_size, fields);
+             tq::Result<BatchMeta> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = meta ? c.put(b, *meta) : c.put(b, partition_id);
+               b = tq::Batch();  // drop Python-backed buffers while we still can
+             }
+             return Unwrap(std::move(r));
+           },
+           py::arg("batch_size"), py::arg("fields"), py::arg("partition_id") = "", py::arg("meta") = nullptr)
+      .def("get_meta",
+           [](Client& c, const std::vector<std::string>& fields, int64_t batch_size, const std::string& partition_id,
+              const std::string& task_name, const py::object& sampling, const std::string& mode, double timeout_s) {
+             auto cfg = ToSampling(sampling);
+             auto fm = Unwrap(tq::ParseFetchMode(mode));
+             tq::Result<BatchMeta> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.get_meta(fields, batch_size, partition_id, task_name, cfg, fm,
+                              std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+             }
+             return Unwrap(std::move(r));
+           },
+           py::arg("data_fields"), py::arg("batch_size"), py::arg("partition_id"), py::arg("task_name"),
+           py::arg("sampling_config") = py::none(), py::arg("mode") = "fetch", py::arg("timeout") = 60.0)
+      .def("get_data",
+           [](Client& c, const BatchMeta& meta, bool stack_uniform) {
+             tq::Result<tq::Batch> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.get_data(meta);
+             }
+             return BatchToPython(Unwrap(std::move(r)), stack_uniform, true);
+           },
+           py::arg("meta"), py::arg("stack_uniform") = true)
+      .def("clear_partition",
+           [](Client& c, const std::string& p) { CallWithoutGil([&] { return c.clear_partition(p); }); },
+           py::arg("partition_id"))
+      .def("clear_samples",
+           [](Client& c, const BatchMeta& m) { CallWithoutGil([&] { return c.clear_samples(m); }); },
+           py::arg("meta"))
+      .def("get_production_status",
+           [](Client& c, const std::string& p) {
+             tq::Result<tq::ProductionStatus> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.get_production_status(p);
+             }
+             auto st = Unwrap(std::move(r));
+             py::dict d;
+             d["num_samples"] = st.num_samples;
+             d["produced"] = py::cast(st.produced);
+             return d;
+           },
+           py::arg("partition_id"))
+      .def("get_consumption_status",
+           [](Client& c, const std::string& p, const std::string& t) {
+             tq::Result<tq::ConsumptionStatus> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.get_consumption_status(p, t);
+             }
+             auto st = Unwrap(std::move(r));
+             py::dict d;
+             d["num_samples"] = st.num_samples;
+             d["consumed"] = st.consumed;
+             return d;
+           },
+           py::arg("partition_id"), py::arg("task_name"))
+      .def("reset_consumption",
+           [](Client& c, const std::string& p, const std::string& t) {
+             CallWithoutGil([&] { return c.reset_consumption(p, t); });
+           },
+           py::arg("partition_id"), py::arg("task_name") = "")
+      .def("list_partitions",
+           [](Client& c) {
+             tq::Result<std::vector<std::string>> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.list_partitions();
+             }
+             return Unwrap(std::move(r));
+           })
+      .def("set_custom_meta",
+           [](Client& c, const BatchMeta& m) { CallWithoutGil([&] { return c.set_custom_meta(m); }); },
+           py::arg("meta"))
+      .def("get_custom_meta",
+           [](Client& c, const std::string& p, const std::vector<int64_t>& idx) {
+             tq::Result<BatchMeta> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.get_custom_meta(p, idx);
+             }
+             return Unwrap(std::move(r));
+           },
+           py::arg("partition_id"), py::arg("global_indexes"))
+      .def_property_readonly("client_id", &Client::client_id)
+      .def_property_readonly("controller_address", &Client::controller_address);
+}
+
+}  // namespace
+
+void InitQueue(py::module_& m) {
+  InitMeta(m);
+  InitController(m);
+  InitClient(m);
+  m.def("registered_storage_managers", &tq::RegisteredStorageManagers);
+}
+
+}  // namespace tqds::py_binding

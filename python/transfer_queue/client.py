@@ -1,0 +1,142 @@
+"""TransferQueueClient with the seed's signatures, over the C++ client."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any
+
+import _tqds
+from _tqds import BatchMeta, InvalidArgumentError
+
+from .batch import from_fields, to_fields
+from .controller import ZMQServerInfo
+
+
+def _address_of(controller_info: Any) -> str:
+    if isinstance(controller_info, ZMQServerInfo):
+        return controller_info.to_addr("request")
+    if isinstance(controller_info, str):
+        return controller_info
+    if isinstance(controller_info, dict) and "ip" in controller_info:
+        return f"tcp://{controller_info['ip']}:{controller_info['ports']['request']}"
+    raise InvalidArgumentError(
+        f"controller_info must be a ZMQServerInfo or 'tcp://host:port', got {type(controller_info).__name__}"
+    )
+
+
+def _config_to_json(config: Any) -> str:
+    """OmegaConf DictConfig (allow_objects) or dict -> JSON for the C++ side."""
+    if config is None:
+        return "{}"
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if not isinstance(config, dict):
+        raise InvalidArgumentError(f"config must be a dict or DictConfig, got {type(config).__name__}")
+
+    def default(o: Any) -> Any:
+        if isinstance(o, ZMQServerInfo):
+            return o.to_addr("request")
+        return str(o)
+
+    return json.dumps(config, default=default)
+
+
+class TransferQueueClient:
+    """Puts and gets samples. Thread-safe; blocking calls release the GIL."""
+
+    def __init__(self, client_id: str, controller_info: Any):
+        self.client_id = client_id
+        self.controller_info = controller_info
+        self._client = _tqds.Client(client_id, _address_of(controller_info))
+
+    def initialize_storage_manager(self, manager_type: str, config: Any = None) -> None:
+        if not isinstance(manager_type, str):
+            raise InvalidArgumentError(f"manager_type must be a string, got {type(manager_type).__name__}")
+        self._client.initialize_storage_manager(manager_type, _config_to_json(config))
+
+    def put(self, data: Any, partition_id: str | None = None, metadata: BatchMeta | None = None) -> BatchMeta:
+        """Writes `data` as new samples of `partition_id`, or as more fields of
+        the samples of `metadata`. Returns their BatchMeta."""
+        n, fields = to_fields(data)
+        if metadata is not None:
+            return self._client.put(n, fields, meta=metadata)
+        if not partition_id:
+            raise InvalidArgumentError("put needs a partition_id (or the metadata of existing samples)")
+        return self._client.put(n, fields, partition_id=partition_id)
+
+    def get_meta(self, data_fields, batch_size: int, partition_id: str, task_name: str | None = None,
+                 sampling_config: dict | None = None, mode: str = "fetch", timeout: float = 60.0) -> BatchMeta:
+        if isinstance(data_fields, str):
+            data_fields = [data_fields]
+        if sampling_config is not None and not isinstance(sampling_config, dict):
+            try:
+                from omegaconf import OmegaConf
+
+                sampling_config = OmegaConf.to_container(sampling_config, resolve=True)
+            except Exception:
+                raise InvalidArgumentError("sampling_config must be a dict") from None
+        return self._client.get_meta(list(data_fields), int(batch_size), partition_id,
+                                     task_name or "default", sampling_config, mode, float(timeout))
+
+    def get_data(self, metadata: BatchMeta, nested: bool = False) -> Any:
+        """The samples and fields of `metadata`: a TensorDict where tensordict
+        is installed, else a Batch. Uniform tensor fields are dense tensors;
+        ragged ones a list of tensors (a nested tensor with nested=True)."""
+        if not isinstance(metadata, BatchMeta):
+            raise InvalidArgumentError(f"get_data expects a BatchMeta, got {type(metadata).__name__}")
+        items = self._client.get_data(metadata)
+        return from_fields(items, len(metadata), nested=nested)
+
+    def clear_partition(self, partition_id: str) -> None:
+        self._client.clear_partition(partition_id)
+
+    def clear_samples(self, metadata: BatchMeta) -> None:
+        self._client.clear_samples(metadata)
+
+    def get_production_status(self, partition_id: str) -> dict:
+        return self._client.get_production_status(partition_id)
+
+    def get_consumption_status(self, partition_id: str, task_name: str) -> dict:
+        return self._client.get_consumption_status(partition_id, task_name)
+
+    def reset_consumption(self, partition_id: str, task_name: str = "") -> None:
+        self._client.reset_consumption(partition_id, task_name)
+
+    def list_partitions(self) -> list:
+        return self._client.list_partitions()
+
+    def set_custom_meta(self, metadata: BatchMeta) -> None:
+        self._client.set_custom_meta(metadata)
+
+    def get_custom_meta(self, partition_id: str, global_indexes) -> BatchMeta:
+        return self._client.get_custom_meta(partition_id, list(global_indexes))
+
+    # asyncio twins: the blocking call runs on the loop's executor (GIL released).
+    async def _run(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    async def async_put(self, *args, **kwargs):
+        return await self._run(self.put, *args, **kwargs)
+
+    async def async_get_meta(self, *args, **kwargs):
+        return await self._run(self.get_meta, *args, **kwargs)
+
+    async def async_get_data(self, *args, **kwargs):
+        return await self._run(self.get_data, *args, **kwargs)
+
+    async def async_clear_partition(self, *args, **kwargs):
+        return await self._run(self.clear_partition, *args, **kwargs)
+
+    async def async_clear_samples(self, *args, **kwargs):
+        return await self._run(self.clear_samples, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"TransferQueueClient(client_id={self.client_id!r}, controller={self._client.controller_address!r})"

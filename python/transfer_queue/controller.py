@@ -1,0 +1,124 @@
+"""TransferQueueController.remote(), ZMQServerInfo and process_zmq_server_info,
+with the seed's names. Without Ray, remote() starts a local controller
+process (`tq controller`, with two embedded storage units); with Ray
+initialised, it starts the same controller inside a Ray actor."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+from _tqds import UnavailableError
+
+
+@dataclass(frozen=True)
+class ZMQServerInfo:
+    """Where a ZMQ server listens. Picklable, so it can be handed to other
+    processes and Ray actors."""
+
+    role: str
+    id: str
+    ip: str
+    ports: dict = field(default_factory=dict)
+
+    def to_addr(self, port_name: str = "request") -> str:
+        return f"tcp://{self.ip}:{self.ports[port_name]}"
+
+    @property
+    def address(self) -> str:
+        return self.to_addr("request")
+
+    @staticmethod
+    def from_address(address: str, role: str = "TransferQueueController", id: str | None = None) -> "ZMQServerInfo":
+        if not address.startswith("tcp://") or address.count(":") != 2:
+            raise ValueError(f"expected an address like tcp://host:port, got {address!r}")
+        host, port = address[len("tcp://"):].rsplit(":", 1)
+        return ZMQServerInfo(role=role, id=id or f"{role}-{port}", ip=host, ports={"request": int(port)})
+
+
+def _tq_binary() -> str:
+    path = os.environ.get("TQ_BINARY") or shutil.which("tq")
+    if not path:
+        raise FileNotFoundError("the `tq` program is not on PATH (run the README's set-up command)")
+    return path
+
+
+class TransferQueueControllerHandle:
+    """A controller running in a local child process; stopped with stop(),
+    when garbage-collected, or at interpreter exit."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, storage_units: int = 2,
+                 unit_capacity_mb: int = 8192):
+        cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
+               "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self._proc.stdout.readline()  # the readiness line, or EOF if it failed
+        if "listening on" not in line:
+            code = self._proc.wait(timeout=10)
+            raise UnavailableError(f"controller failed to start (exit {code}): {' '.join(cmd)}")
+        address = line.strip().split("listening on ", 1)[1]
+        self.storage_units = []
+        for _ in range(storage_units):
+            self.storage_units.append(self._proc.stdout.readline().strip().split("listening on ", 1)[1])
+        self.info = ZMQServerInfo.from_address(address, id=f"TransferQueueController-{uuid.uuid4().hex[:8]}")
+        self._lock = threading.Lock()
+        atexit.register(self.stop)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def get_zmq_server_info(self) -> ZMQServerInfo:
+        return self.info
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+            if self._proc.stdout:
+                self._proc.stdout.close()
+
+    def __del__(self):
+        try:
+            self.stop()
+        except Exception:
+            pass
+
+
+class TransferQueueController:
+    """The seed's entry point: ``TransferQueueController.remote()``."""
+
+    @staticmethod
+    def remote(**kwargs):
+        try:
+            import ray  # type: ignore
+
+            if ray.is_initialized():
+                actor_cls = ray.remote(TransferQueueControllerHandle)
+                return actor_cls.remote(**kwargs)
+        except ImportError:
+            pass
+        return TransferQueueControllerHandle(**kwargs)
+
+
+def process_zmq_server_info(controller) -> ZMQServerInfo:
+    """Server info of a controller handle (local or Ray actor)."""
+    if isinstance(controller, TransferQueueControllerHandle):
+        return controller.info
+    if hasattr(controller, "get_zmq_server_info") and hasattr(controller.get_zmq_server_info, "remote"):
+        import ray  # type: ignore
+
+        return ray.get(controller.get_zmq_server_info.remote())
+    if isinstance(controller, ZMQServerInfo):
+        return controller
+    raise TypeError(f"not a TransferQueueController handle: {type(controller).__name__}")

@@ -260,7 +260,7 @@ Status KVClient::Init() {
   ::close(arena_fd);
   conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw),
                                                  static_cast<const uint8_t*>(ro), *size);
-  spdlog::info("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
+  spdlog::debug("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
   return Status::OK();
 }
 

@@ -137,6 +137,37 @@ Status ObjectStore::MakeRoom(uint64_t size, uint64_t* offset) {
   }
 }
 
+Status ObjectStore::Reload(const std::string& key, Object& o) {
+  uint64_t offset = 0;
+  Status st = MakeRoom(o.size, &offset);
+  if (st.ok()) {
+    st = spill_.Read(o.id, key, base_ + offset, o.size);
+    if (!st.ok()) {
+      allocator_->Free(offset);
+      return st;
+    }
+    spill_.Remove(o.id, o.size);
+  } else if (st.IsOutOfSpace()) {
+    // Memory and disk are both full: swap through the heap. Taking this
+    // object off the disk frees room to spill a cold resident one.
+    std::unique_ptr<uint8_t[]> tmp(new (std::nothrow) uint8_t[o.size == 0 ? 1 : o.size]);
+    if (!tmp) return st;
+    TQDS_RETURN_NOT_OK(spill_.Read(o.id, key, tmp.get(), o.size));
+    spill_.Remove(o.id, o.size);
+    Status room = MakeRoom(o.size, &offset);
+    if (!room.ok()) {
+      TQDS_RETURN_NOT_OK(spill_.Write(o.id, key, o.version, tmp.get(), o.size));  // put it back
+      return st;
+    }
+    if (o.size > 0) std::memcpy(base_ + offset, tmp.get(), o.size);
+  } else {
+    return st;
+  }
+  o.offset = offset;
+  o.resident = true;
+  return Status::OK();
+}
+
 Result<std::vector<CreateSlot>> ObjectStore::Create(Session& session,
                                                     const std::vector<std::string>& keys,
                                                     const std::vector<uint64_t>& sizes,
@@ -250,21 +281,13 @@ Result<std::vector<Located>> ObjectStore::Get(Session& session,
       }
       Object& o = it->second;
       if (!o.resident) {  // reload from the spill tier
-        uint64_t offset = 0;
-        Status st = MakeRoom(o.size, &offset);
-        if (st.ok()) {
-          st = spill_.Read(o.id, it->first, base_ + offset, o.size);
-          if (!st.ok()) allocator_->Free(offset);
-        }
+        Status st = Reload(it->first, o);
         if (!st.ok()) {
-          for (size_t j = 0; j < i; ++j) {  // undo this call's pins
+          for (size_t j = 0; j < out.size(); ++j) {  // undo this call's pins
             if (out[j].code == StatusCode::kOk) Unpin(session, out[j].offset);
           }
           return st.WithContext("reloading '" + it->first + "' from the spill directory");
         }
-        spill_.Remove(o.id, o.size);
-        o.offset = offset;
-        o.resident = true;
         ++reloads_;
         policy_->Add(o.id);
       } else {

@@ -127,6 +127,7 @@ class ObjectStore {
 
   Status MakeRoom(uint64_t size, uint64_t* offset);  // allocate, spilling as needed
   bool SpillOne();
+  Status Reload(const std::string& key, Object& o);  // spilled -> resident
   Status OutOfSpaceError(uint64_t size) const;
   void FreeBlock(uint64_t offset);  // frees now, or orphans if pinned
   void RemoveEntry(Table::iterator it);

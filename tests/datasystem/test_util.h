@@ -1,0 +1,233 @@
+// Helpers for datasystem tests: run programs, start workers and etcd as real
+// processes owned by RAII guards (killed by pid even when a test fails),
+// unique ports and temp dirs. Paths of the built binaries come from CMake
+// (DS_WORKER_BIN, DSCLI_BIN, DS_TEST_CLIENT_BIN).
+#pragma once
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "datasystem/worker_options.h"
+
+namespace ds::testing {
+
+// A free loopback TCP port (the kernel picks it; closed again at once).
+inline int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A fresh directory under /tmp (short: it holds Unix sockets), removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/dst_XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Waits for process `pid` (any parent) to exit, up to `timeout_ms`.
+inline bool WaitExit(pid_t pid, int timeout_ms) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return true;  // already gone
+  pollfd p{fd, POLLIN, 0};
+  bool done = ::poll(&p, 1, timeout_ms) == 1;
+  ::close(fd);
+  ::waitpid(pid, nullptr, WNOHANG);  // reap if it is our child
+  return done;
+}
+
+// Kills `pid` on destruction (SIGTERM, then SIGKILL after 5 s).
+class ProcessGuard {
+ public:
+  explicit ProcessGuard(pid_t pid = -1) : pid_(pid) {}
+  ProcessGuard(const ProcessGuard&) = delete;
+  ProcessGuard& operator=(const ProcessGuard&) = delete;
+  ~ProcessGuard() { Kill(SIGTERM); }
+  void Reset(pid_t pid) {
+    Kill(SIGTERM);
+    pid_ = pid;
+  }
+  pid_t pid() const { return pid_; }
+  // Sends `sig` and waits for the exit.
+  void Kill(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    if (!WaitExit(pid_, 5000)) {
+      ::kill(pid_, SIGKILL);
+      WaitExit(pid_, 5000);
+    }
+    ::waitpid(pid_, nullptr, WNOHANG);
+    pid_ = -1;
+  }
+  void Forget() { pid_ = -1; }
+
+ private:
+  pid_t pid_;
+};
+
+struct RunResult {
+  int code = -1;
+  std::string output;  // stdout + stderr
+};
+
+// Runs argv to completion (stdout and stderr captured).
+inline RunResult RunProgram(const std::vector<std::string>& argv) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    ::dup2(p[1], 2);
+    std::vector<char*> a;
+    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  RunResult r;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) r.output.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+// Starts argv in the background with stdout on a pipe; returns pid and the
+// read end (caller closes).
+inline pid_t Spawn(const std::vector<std::string>& argv, int* out_fd) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    std::vector<char*> a;
+    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  *out_fd = p[0];
+  return pid;
+}
+
+// Reads one line from fd (blocking).
+inline std::string ReadLine(int fd) {
+  std::string line;
+  char c;
+  while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
+  return line;
+}
+
+// A ds_worker child process started with a readiness pipe.
+struct WorkerConfig {
+  uint64_t shm_mb = 64;
+  std::string spill_dir;
+  uint64_t spill_mb = 0;
+  double high_watermark = 0.9;
+};
+
+class WorkerProcess {
+ public:
+  using Config = WorkerConfig;
+  explicit WorkerProcess(Config config = Config()) : config_(std::move(config)) {}
+  // Returns "" when ready, else the worker's error.
+  std::string Start() {
+    port_ = FreePort();
+    int p[2];
+    if (::pipe(p) != 0) return "pipe failed";
+    std::vector<std::string> argv = {DS_WORKER_BIN,
+                                     "--worker_address", address(),
+                                     "--unix_socket_dir", dir_.path(),
+                                     "--shared_memory_size_mb", std::to_string(config_.shm_mb),
+                                     "--high_watermark", std::to_string(config_.high_watermark),
+                                     "--ready_fd", std::to_string(p[1])};
+    if (!config_.spill_dir.empty()) {
+      argv.insert(argv.end(), {"--spill_directory", config_.spill_dir, "--spill_size_limit_mb",
+                               std::to_string(config_.spill_mb)});
+    }
+    ::fcntl(p[0], F_SETFD, FD_CLOEXEC);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int devnull = ::open("/dev/null", O_WRONLY);
+      if (std::getenv("DS_TEST_VERBOSE") == nullptr) ::dup2(devnull, 2);
+      std::vector<char*> a;
+      for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+      a.push_back(nullptr);
+      ::execv(a[0], a.data());
+      ::_exit(127);
+    }
+    guard_.Reset(pid);
+    ::close(p[1]);
+    std::string line = ReadLine(p[0]);
+    ::close(p[0]);
+    if (line.rfind("READY", 0) == 0) return "";
+    guard_.Kill(SIGKILL);
+    return line.empty() ? "worker exited" : line;
+  }
+  void Stop() { guard_.Kill(SIGTERM); }
+  void Crash() { guard_.Kill(SIGKILL); }
+  int port() const { return port_; }
+  pid_t pid() const { return guard_.pid(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string socket_path() const {
+    return dir_.path() + "/ds_worker_" + std::to_string(port_) + ".sock";
+  }
+  const std::string& dir() const { return dir_.path(); }
+
+ private:
+  Config config_;
+  TempDir dir_;
+  int port_ = 0;
+  ProcessGuard guard_;
+};
+
+// Waits until `cond` holds, re-checking on a short back-off, up to `timeout`.
+// For conditions that can only be observed by asking (e.g. worker counters).
+inline bool Eventually(const std::function<bool()>& cond,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto backoff = std::chrono::milliseconds(1);
+  while (true) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace ds::testing

@@ -472,55 +472,66 @@ struct LatencyResult {
   }
 };
 
-// Fills a partition with `n` samples, then times `calls` get_meta (fetch,
-// batch 256, sequential sampler); each task consumes the partition in order
-// and the next task starts when one has consumed all of it.
-Status MeasureGetMeta(tq::TransferQueueClient& client, tq::TransferQueueClient& probe, int64_t n, int calls,
-                      LatencyResult* out) {
-  const std::string partition = "latency-" + std::to_string(n);
+// Fills one partition per size in `sizes`, then times `calls` get_meta
+// (fetch, batch 256, sequential sampler) on each, alternating between the
+// partitions call by call so that load from elsewhere hits every size alike.
+// In each partition a task consumes in order; the next task starts when one
+// has consumed it all. Finally clears each partition while another client
+// polls, to see whether a big clear stalls other requests.
+Status MeasureGetMeta(tq::TransferQueueClient& client, tq::TransferQueueClient& probe,
+                      const std::vector<int64_t>& sizes, int calls, std::vector<LatencyResult>* out) {
   const int64_t kBatch = 256;
-  out->partition_samples = n;
-  PutRate fill;
-  TQDS_RETURN_NOT_OK(MeasurePuts(client, partition, 4096, n, &fill));
-  out->fill_seconds = fill.seconds;
   const std::vector<std::string> fields = {"reward", "seq_len"};
-  const int64_t per_task = n / kBatch;
-  for (int i = 0; i < calls; ++i) {
-    std::string task = "task-" + std::to_string(i / per_task);
-    auto t0 = Clock::now();
-    TQDS_ASSIGN_OR_RETURN(BatchMeta m, client.get_meta(fields, kBatch, partition, task, {}, tq::FetchMode::kFetch,
-                                                       std::chrono::seconds(5)));
-    out->latency.push_back(Seconds(t0, Clock::now()));
-    if (m.size() != static_cast<size_t>(kBatch)) return Status::Invalid("get_meta returned ", m.size(), " samples");
-    if (i % per_task == 0 && i > 0 && out->new_task_first_call == 0) out->new_task_first_call = out->latency.back();
+  auto name = [](int64_t n) { return "latency-" + std::to_string(n); };
+  out->assign(sizes.size(), LatencyResult{});
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    (*out)[k].partition_samples = sizes[k];
+    PutRate fill;
+    TQDS_RETURN_NOT_OK(MeasurePuts(client, name(sizes[k]), 4096, sizes[k], &fill));
+    (*out)[k].fill_seconds = fill.seconds;
   }
-  if (out->new_task_first_call == 0) {  // one task sufficed: time a fresh task's first call
+  for (int i = 0; i < calls; ++i) {
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      LatencyResult& l = (*out)[k];
+      const int64_t per_task = sizes[k] / kBatch;
+      std::string task = "task-" + std::to_string(i / per_task);
+      auto t0 = Clock::now();
+      TQDS_ASSIGN_OR_RETURN(BatchMeta m, client.get_meta(fields, kBatch, name(sizes[k]), task, {},
+                                                         tq::FetchMode::kFetch, std::chrono::seconds(5)));
+      l.latency.push_back(Seconds(t0, Clock::now()));
+      if (m.size() != static_cast<size_t>(kBatch)) return Status::Invalid("get_meta returned ", m.size(), " samples");
+    }
+  }
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    LatencyResult& l = (*out)[k];
+    // A fresh task's first call (it sizes the task's consumption vector).
     auto t0 = Clock::now();
-    TQDS_RETURN_NOT_OK(client.get_meta(fields, kBatch, partition, "fresh-task", {}, tq::FetchMode::kFetch,
+    TQDS_RETURN_NOT_OK(client.get_meta(fields, kBatch, name(sizes[k]), "fresh-task", {}, tq::FetchMode::kFetch,
                                        std::chrono::seconds(5))
                            .status());
-    out->new_task_first_call = Seconds(t0, Clock::now());
+    l.new_task_first_call = Seconds(t0, Clock::now());
+    // Clearing a big partition: does it stall another client's requests? A
+    // second client polls a one-sample partition (force_fetch) meanwhile.
+    std::atomic<bool> clearing{true};
+    double probe_max = 0;
+    std::thread prober([&] {
+      while (clearing) {
+        auto p0 = Clock::now();
+        auto r = probe.get_meta(fields, 1, "probe", "", {}, tq::FetchMode::kForceFetch, std::chrono::seconds(0));
+        if (!r.ok()) break;
+        probe_max = std::max(probe_max, Seconds(p0, Clock::now()));
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+    t0 = Clock::now();
+    Status st = client.clear_partition(name(sizes[k]));
+    l.clear_seconds = Seconds(t0, Clock::now());
+    clearing = false;
+    prober.join();
+    l.probe_max_during_clear = probe_max;
+    TQDS_RETURN_NOT_OK(st);
   }
-  // Clearing a big partition: does it stall another client's requests? A
-  // second client polls a one-sample partition (force_fetch) meanwhile.
-  std::atomic<bool> clearing{true};
-  double probe_max = 0;
-  std::thread prober([&] {
-    while (clearing) {
-      auto p0 = Clock::now();
-      auto r = probe.get_meta(fields, 1, "probe", "", {}, tq::FetchMode::kForceFetch, std::chrono::seconds(0));
-      if (!r.ok()) break;
-      probe_max = std::max(probe_max, Seconds(p0, Clock::now()));
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  });
-  auto t0 = Clock::now();
-  Status st = client.clear_partition(partition);
-  out->clear_seconds = Seconds(t0, Clock::now());
-  clearing = false;
-  prober.join();
-  out->probe_max_during_clear = probe_max;
-  return st;
+  return Status::OK();
 }
 
 struct ControllerResult {
@@ -562,11 +573,8 @@ Status RunController(const Options& opt, ControllerResult* out) {
     TQDS_RETURN_NOT_OK(probe.put(one, "probe").status());
   }
   const int calls = opt.quick ? 500 : 2000;
-  for (int64_t n : {int64_t{10000}, opt.quick ? int64_t{100000} : int64_t{1000000}}) {
-    LatencyResult l;
-    TQDS_RETURN_NOT_OK(MeasureGetMeta(null_client, probe, n, calls, &l));
-    out->latency.push_back(std::move(l));
-  }
+  const std::vector<int64_t> sizes = {10000, opt.quick ? 100000 : 1000000};
+  TQDS_RETURN_NOT_OK(MeasureGetMeta(null_client, probe, sizes, calls, &out->latency));
   return Status::OK();
 }
 

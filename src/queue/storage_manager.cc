@@ -5,6 +5,7 @@
 
 #include "common/wire/rpc.h"
 #include "queue/protocol.h"
+#include "queue/yuanrong_storage_manager.h"
 #include "tq/storage.h"
 
 namespace tq {
@@ -192,6 +193,9 @@ void RegisterBuiltins() {
     Registry()["SimpleStorageManager"] = SimpleStorageManager::Create;
     // Upstream TransferQueue's name for the same backend.
     Registry()["AsyncSimpleStorageManager"] = SimpleStorageManager::Create;
+#ifdef TQDS_WITH_DATASYSTEM
+    Registry()["YuanrongStorageManager"] = internal::CreateYuanrongStorageManager;
+#endif
   });
 }
 

@@ -7,10 +7,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <mutex>
 #include <set>
 #include <thread>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/process.h"
 #include "tq/client.h"
@@ -80,6 +86,54 @@ Result<TransferQueueClient*> Connect(std::unique_ptr<TransferQueueClient>& holde
   return holder.get();
 }
 
+// Finds a sibling program: next to this executable, else on PATH.
+std::string Sibling(const std::string& name) {
+  std::string self = tqds::SelfExecutable();
+  std::string dir = self.substr(0, self.rfind('/') + 1);
+  if (::access((dir + name).c_str(), X_OK) == 0) return dir + name;
+  return name;
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// A worker started with `dscli start`, stopped with `dscli stop`.
+struct DemoWorker {
+  std::string address, socket_dir;
+  ~DemoWorker() {
+    if (address.empty()) return;
+    auto stop = tqds::ChildProcess::Spawn({Sibling("dscli"), "stop", "--worker_address", address});
+    if (stop.ok()) (void)stop->Wait(std::chrono::seconds(40));
+    std::error_code ec;
+    std::filesystem::remove_all(socket_dir, ec);
+  }
+};
+
+Result<std::string> StartWorker(DemoWorker& w) {
+  std::string address = "127.0.0.1:" + std::to_string(FreePort());
+  std::string dir = "/tmp/tq-demo-" + std::to_string(::getpid());
+  TQDS_ASSIGN_OR_RETURN(auto start, tqds::ChildProcess::Spawn({Sibling("dscli"), "start", "-w", "--worker_address",
+                                                               address, "--unix_socket_dir", dir,
+                                                               "--shared_memory_size_mb", "1024"}));
+  TQDS_ASSIGN_OR_RETURN(int code, start.Wait(std::chrono::seconds(30)));
+  if (code != 0) return Status::Unavailable("dscli start exited with ", code);
+  w.address = address;
+  w.socket_dir = dir;
+  return address;
+}
+
 }  // namespace
 
 int RunDemo(const DemoOptions& o) {
@@ -97,6 +151,7 @@ int RunDemo(const DemoOptions& o) {
     return line.substr(line.find("tcp://"));
   };
 
+  DemoWorker worker;  // a datasystem worker this demo started; stopped on every exit path
   std::string manager = "SimpleStorageManager";
   Config cfg = Config::object();
   auto ctl = spawn({self, "controller", "--port", "0"}, "listening on");
@@ -114,8 +169,26 @@ int RunDemo(const DemoOptions& o) {
       }
       std::printf("started storage unit  pid %d at %s\n", services.back().pid(), unit->c_str());
     }
+  } else if (o.backend == "yuanrong") {
+    std::string address = o.worker_address;
+    if (address.empty()) {
+      auto started = StartWorker(worker);
+      if (!started.ok()) {
+        std::fprintf(stderr, "tq demo: datasystem worker: %s\n", started.status().ToString().c_str());
+        return 1;
+      }
+      address = *started;
+      std::printf("started datasystem worker at %s (dscli start -w --worker_address %s)\n", address.c_str(),
+                  address.c_str());
+    }
+    auto colon = address.rfind(':');
+    manager = "YuanrongStorageManager";
+    cfg = Config{{"manager_type", manager},
+                 {"client_name", "YuanrongStorageClient"},
+                 {"host", address.substr(0, colon)},
+                 {"port", std::atoi(address.c_str() + colon + 1)}};
   } else {
-    std::fprintf(stderr, "tq demo: unknown --backend '%s' (this build has: simple)\n", o.backend.c_str());
+    std::fprintf(stderr, "tq demo: unknown --backend '%s' (known: simple, yuanrong)\n", o.backend.c_str());
     return 2;
   }
 

@@ -1,0 +1,197 @@
+// YuanrongStorageManager / YuanrongStorageClient over ds::KVClient.
+#include "queue/yuanrong_storage_manager.h"
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "ds/kv_client.h"
+
+namespace tq::internal {
+
+namespace {
+
+constexpr int kClients = 2;                      // parallel requests to the worker
+constexpr size_t kParallelCopyBytes = 8u << 20;  // split bigger fills over two threads
+
+// Copies values into created buffers; large batches use two threads.
+void Fill(std::vector<ds::WriteBuffer>& dst, const std::vector<const Buffer*>& src, uint64_t total) {
+  auto copy_range = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (src[i]->size()) std::memcpy(dst[i].data(), src[i]->data(), src[i]->size());
+    }
+  };
+  if (total < kParallelCopyBytes || dst.size() < 2) return copy_range(0, dst.size());
+  // Split by bytes, not by count.
+  uint64_t half = total / 2, acc = 0;
+  size_t mid = 0;
+  while (mid < src.size() && acc < half) acc += src[mid++]->size();
+  std::thread t([&] { copy_range(mid, dst.size()); });
+  copy_range(0, mid);
+  t.join();
+}
+
+// The adapter around the datasystem client (the seed's YuanrongStorageClient).
+class YuanrongStorageClient {
+ public:
+  static Result<std::unique_ptr<YuanrongStorageClient>> Connect(const std::string& host, int port) {
+    auto c = std::unique_ptr<YuanrongStorageClient>(new YuanrongStorageClient());
+    for (int i = 0; i < kClients; ++i) {
+      auto kv = std::make_unique<ds::KVClient>(host, port);
+      Status st = kv->Init();
+      if (!st.ok()) {
+        return st.WithContext("YuanrongStorageClient: no datasystem worker at " + host + ":" +
+                              std::to_string(port) + " (start one with `dscli start -w --worker_address " +
+                              host + ":" + std::to_string(port) + "`)");
+      }
+      c->clients_.push_back(std::move(kv));
+    }
+    return c;
+  }
+
+  ds::KVClient& Pick() { return *clients_[next_.fetch_add(1) % clients_.size()]; }
+
+  Status Put(const std::vector<std::string>& keys, const std::vector<const Buffer*>& values) {
+    std::vector<uint64_t> sizes;
+    uint64_t total = 0;
+    sizes.reserve(values.size());
+    for (const Buffer* v : values) {
+      sizes.push_back(v->size());
+      total += v->size();
+    }
+    ds::KVClient& kv = Pick();
+    auto created = kv.MCreate(keys, sizes);
+    if (!created.ok() && created.status().IsAlreadyExists()) {
+      // Rewriting fields of existing samples: replace them.
+      TQDS_RETURN_NOT_OK(kv.Delete(keys).status());
+      created = kv.MCreate(keys, sizes);
+    }
+    if (!created.ok()) return created.status();
+    Fill(*created, values, total);
+    Status st = kv.MSetBuffer(*created);
+    if (st.IsAlreadyExists()) {
+      TQDS_RETURN_NOT_OK(kv.Delete(keys).status());
+      return Put(keys, values);
+    }
+    return st;
+  }
+
+  Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys) {
+    TQDS_ASSIGN_OR_RETURN(auto views, Pick().GetBuffers(keys));
+    std::vector<Buffer> out;
+    out.reserve(views.size());
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (!views[i]) {
+        return Status::NotFound("key '", keys[i], "' not found in the datasystem (cleared, or never written)");
+      }
+      out.push_back(std::move(*views[i]));
+    }
+    return out;
+  }
+
+  Status Delete(const std::vector<std::string>& keys) { return Pick().Delete(keys).status(); }
+
+ private:
+  YuanrongStorageClient() = default;
+  std::vector<std::unique_ptr<ds::KVClient>> clients_;
+  std::atomic<size_t> next_{0};
+};
+
+class YuanrongStorageManager : public StorageManager {
+ public:
+  explicit YuanrongStorageManager(std::unique_ptr<YuanrongStorageClient> client) : client_(std::move(client)) {}
+  std::string name() const override { return "YuanrongStorageManager"; }
+
+  Status Put(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+             const std::vector<std::vector<Buffer>>& data) override {
+    std::vector<std::string> keys;
+    std::vector<const Buffer*> values;
+    keys.reserve(samples.size() * fields.size());
+    values.reserve(samples.size() * fields.size());
+    for (size_t f = 0; f < fields.size(); ++f) {
+      for (size_t s = 0; s < samples.size(); ++s) {
+        keys.push_back(StorageKey(samples[s], fields[f]));
+        values.push_back(&data[f][s]);
+      }
+    }
+    return client_->Put(keys, values);
+  }
+
+  Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>& samples,
+                                               const std::vector<std::string>& fields,
+                                               const std::vector<std::vector<uint64_t>>& nbytes) override {
+    std::vector<std::string> keys;
+    keys.reserve(samples.size() * fields.size());
+    for (size_t f = 0; f < fields.size(); ++f) {
+      for (const auto& s : samples) keys.push_back(StorageKey(s, fields[f]));
+    }
+    TQDS_ASSIGN_OR_RETURN(auto flat, client_->Get(keys));
+    std::vector<std::vector<Buffer>> out(fields.size());
+    size_t i = 0;
+    for (size_t f = 0; f < fields.size(); ++f) {
+      out[f].reserve(samples.size());
+      for (size_t s = 0; s < samples.size(); ++s, ++i) {
+        if (!nbytes.empty() && flat[i].size() != nbytes[f][s]) {
+          return Status::Internal("key '", keys[i], "' has ", flat[i].size(), " bytes in the datasystem but ",
+                                  nbytes[f][s], " were recorded");
+        }
+        out[f].push_back(std::move(flat[i]));
+      }
+    }
+    return out;
+  }
+
+  Status Delete(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields) override {
+    std::vector<std::string> keys;
+    for (const auto& s : samples) {
+      for (const auto& f : fields) keys.push_back(StorageKey(s, f));
+    }
+    if (keys.empty()) return Status::OK();
+    return client_->Delete(keys);
+  }
+
+ private:
+  std::unique_ptr<YuanrongStorageClient> client_;
+};
+
+Result<int> PortOf(const Config& c) {
+  const auto& p = c["port"];
+  if (p.is_number_integer()) return p.get<int>();
+  if (p.is_string()) {
+    try {
+      size_t used = 0;
+      int v = std::stoi(p.get<std::string>(), &used);
+      if (used == p.get<std::string>().size()) return v;
+    } catch (const std::exception&) {
+    }
+  }
+  return Status::Invalid("YuanrongStorageManager: config 'port' must be an integer, got ", p.dump());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StorageManager>> CreateYuanrongStorageManager(const StorageContext& ctx) {
+  const Config& c = ctx.config;
+  if (!c.is_object()) return Status::Invalid("YuanrongStorageManager: config must be a mapping");
+  std::string client_name = "YuanrongStorageClient";
+  if (c.contains("client_name")) {
+    if (!c["client_name"].is_string()) return Status::Invalid("YuanrongStorageManager: 'client_name' must be a string");
+    client_name = c["client_name"].get<std::string>();
+  }
+  if (client_name != "YuanrongStorageClient") {
+    return Status::Invalid("YuanrongStorageManager: unknown client_name '", client_name,
+                           "' (known: YuanrongStorageClient)");
+  }
+  if (!c.contains("host") || !c["host"].is_string() || c["host"].get<std::string>().empty()) {
+    return Status::Invalid("YuanrongStorageManager: config needs 'host' (the datasystem worker's address on this node)");
+  }
+  if (!c.contains("port")) {
+    return Status::Invalid("YuanrongStorageManager: config needs 'port' (the datasystem worker's port, e.g. 31501)");
+  }
+  TQDS_ASSIGN_OR_RETURN(int port, PortOf(c));
+  if (port <= 0 || port > 65535) return Status::Invalid("YuanrongStorageManager: port ", port, " is out of range");
+  TQDS_ASSIGN_OR_RETURN(auto client, YuanrongStorageClient::Connect(c["host"].get<std::string>(), port));
+  return std::unique_ptr<StorageManager>(new YuanrongStorageManager(std::move(client)));
+}
+
+}  // namespace tq::internal

@@ -134,7 +134,10 @@ class KVClient {
                                                        int32_t timeout_ms = 0);
 
   // Zero-copy write, phase 1: allocates shared memory for each key (one
-  // request; all or nothing on OutOfSpace). Keys must be distinct.
+  // request; all or nothing on OutOfSpace). Keys must be distinct. With
+  // if_absent, a key that exists fails the call when it is the only key;
+  // in a batch it comes back with data() == nullptr and MSetBuffer reports
+  // AlreadyExists for it.
   Result<std::vector<WriteBuffer>> MCreate(const std::vector<std::string>& keys,
                                            const std::vector<uint64_t>& sizes,
                                            const SetParam& param = {});

@@ -1,0 +1,246 @@
+// The datasystem backend (YuanrongStorageManager) end to end: the seed's
+// single-node flow in C++, config errors, ragged/object/scalar fields,
+// clearing frees the worker's memory, zero-copy reads pin and release, and
+// exactly-once delivery to 3 consumer processes through both backends.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "backend_test_util.h"
+#include "ds/kv_client.h"
+#include "tq/client.h"
+#include "tq/controller.h"
+
+namespace tq {
+namespace {
+
+using testing::ControllerProcess;
+using testing::DsWorker;
+
+class YuanrongBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(worker_.ok()) << "dscli start failed";
+    ControllerOptions o;
+    auto c = TransferQueueController::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    controller_ = c.MoveValue();
+  }
+  std::unique_ptr<TransferQueueClient> Client(const std::string& id) {
+    auto c = std::make_unique<TransferQueueClient>(id, controller_->address());
+    Status st = c->initialize_storage_manager("YuanrongStorageManager", worker_.config());
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return c;
+  }
+  ds::WorkerStats Stats() {
+    ds::KVClient kv("127.0.0.1", worker_.port());
+    EXPECT_TRUE(kv.Init().ok());
+    auto s = kv.Stats();
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? *s : ds::WorkerStats{};
+  }
+
+  DsWorker worker_;
+  std::unique_ptr<TransferQueueController> controller_;
+};
+
+// The seed's demo: {"text": float [[1,2],[3,4]], "prompt": ["5","6"]} into
+// partition "train_0", read back by task "generate_sequences".
+TEST_F(YuanrongBackendTest, SeedSingleNodeFlow) {
+  auto client = Client("Trainer");
+  Batch data(2);
+  std::vector<float> text = {1, 2, 3, 4};
+  ASSERT_TRUE(data.AddTensor("text", DType::kFloat32, {2, 2}, Buffer::Copy(text.data(), 16)).ok());
+  ASSERT_TRUE(data.AddStrings("prompt", {"5", "6"}).ok());
+  auto put = client->put(data, "train_0");
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+
+  auto meta = client->get_meta({"text", "prompt"}, 2, "train_0", "generate_sequences");
+  ASSERT_TRUE(meta.ok()) << meta.status().ToString();
+  ASSERT_EQ(meta->size(), 2u);
+  auto out = client->get_data(*meta);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE(out->Equals(data));
+  auto dense = out->Stack("text");
+  ASSERT_TRUE(dense.ok());
+  EXPECT_EQ(dense->shape(), (Shape{2, 2}));
+  EXPECT_EQ(dense->as<float>()[3], 4.0f);
+  EXPECT_EQ((**out->Get("prompt"))[1].str(), "6");
+  // Each sample is read once per task: nothing is left for this task.
+  auto again = client->get_meta({"text"}, 1, "train_0", "generate_sequences", {}, FetchMode::kPoll);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->empty());
+}
+
+TEST_F(YuanrongBackendTest, RaggedObjectAndScalarFields) {
+  auto client = Client("c");
+  Batch b(3);
+  Column ragged, scalars, blobs;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int32_t> v(static_cast<size_t>(i * 5 + 1), i);
+    ragged.push_back(Value::Tensor(DType::kInt32, {i * 5 + 1}, Buffer::Copy(v.data(), v.size() * 4)).MoveValue());
+    double d = i * 1.5;
+    scalars.push_back(Value::Tensor(DType::kFloat64, {}, Buffer::Copy(&d, 8)).MoveValue());
+    blobs.push_back(Value::Object(Buffer::CopyString(std::string(static_cast<size_t>(i), '\0') + "x")));
+  }
+  ASSERT_TRUE(b.AddField("ragged", ragged).ok());
+  ASSERT_TRUE(b.AddField("scalar", scalars).ok());
+  ASSERT_TRUE(b.AddField("blob", blobs).ok());
+  ASSERT_TRUE(client->put(b, "p").ok());
+  auto meta = client->get_meta({"ragged", "scalar", "blob"}, 3, "p", "t");
+  ASSERT_TRUE(meta.ok());
+  auto out = client->get_data(*meta);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE(out->Equals(b));
+  EXPECT_TRUE((**out->Get("scalar"))[2].shape().empty()) << "0-d stays ()";
+  EXPECT_FALSE(out->IsUniform("ragged"));
+}
+
+TEST_F(YuanrongBackendTest, ClearFreesDatasystemMemoryAndStaleMetaGetsNotFound) {
+  auto client = Client("c");
+  auto before = Stats();
+  Batch b(50);
+  std::vector<uint8_t> bytes(50 * 65536, 7);
+  ASSERT_TRUE(b.AddTensor("x", DType::kUInt8, {50, 65536}, Buffer::Copy(bytes.data(), bytes.size())).ok());
+  ASSERT_TRUE(client->put(b, "big").ok());
+  auto during = Stats();
+  EXPECT_GE(during.objects, before.objects + 50);
+  EXPECT_GE(during.used, before.used + 50 * 65536);
+  auto meta = client->get_meta({"x"}, 50, "big", "t");
+  ASSERT_TRUE(meta.ok());
+  ASSERT_TRUE(client->clear_partition("big").ok());
+  auto after = Stats();
+  EXPECT_EQ(after.objects, before.objects);
+  EXPECT_EQ(after.used, before.used);
+  auto stale = client->get_data(*meta);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_TRUE(stale.status().IsNotFound()) << stale.status().ToString();
+  EXPECT_TRUE(client->clear_partition("big").ok()) << "clears are idempotent";
+}
+
+TEST_F(YuanrongBackendTest, ReadsAreZeroCopyViewsThatPinUntilReleased) {
+  auto client = Client("c");
+  Batch b(4);
+  std::vector<uint8_t> bytes(4 * 1024 * 1024, 3);
+  ASSERT_TRUE(b.AddTensor("x", DType::kUInt8, {4, 1024 * 1024}, Buffer::Copy(bytes.data(), bytes.size())).ok());
+  ASSERT_TRUE(client->put(b, "z").ok());
+  auto meta = client->get_meta({"x"}, 4, "z", "t");
+  ASSERT_TRUE(meta.ok());
+  {
+    auto out = client->get_data(*meta);
+    ASSERT_TRUE(out.ok());
+    EXPECT_GT(Stats().pinned_blocks, 0u) << "views of shared memory pin their objects";
+    EXPECT_TRUE(out->Equals(b));
+  }
+  EXPECT_EQ(Stats().pinned_blocks, 0u) << "dropping the batch releases the pins";
+}
+
+TEST(YuanrongConfigTest, ErrorsAtInitialisationSayWhatIsWrong) {
+  ControllerOptions o;
+  auto c = TransferQueueController::Start(o);
+  ASSERT_TRUE(c.ok());
+  TransferQueueClient client("c", (*c)->address());
+  auto expect = [&](const std::string& type, const Config& cfg, const std::string& needle) {
+    Status st = client.initialize_storage_manager(type, cfg);
+    EXPECT_FALSE(st.ok()) << type << " " << cfg.dump();
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st.ToString();
+  };
+  expect("NoSuchManager", Config::object(), "YuanrongStorageManager");  // lists the known ones
+  expect("YuanrongStorageManager", Config{{"client_name", "Other"}, {"host", "127.0.0.1"}, {"port", 1}},
+         "unknown client_name 'Other'");
+  expect("YuanrongStorageManager", Config{{"port", 31501}}, "'host'");
+  expect("YuanrongStorageManager", Config{{"host", "127.0.0.1"}}, "'port'");
+  expect("YuanrongStorageManager", Config{{"host", "127.0.0.1"}, {"port", "abc"}}, "'port'");
+  int dead = testing::FreePort();
+  auto t0 = std::chrono::steady_clock::now();
+  expect("YuanrongStorageManager", Config{{"host", "127.0.0.1"}, {"port", dead}}, "dscli start");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15)) << "no hang on a missing worker";
+  // A put before a working storage manager fails clearly.
+  Batch b(1);
+  ASSERT_TRUE(b.AddStrings("s", {"x"}).ok());
+  auto put = client.put(b, "p");
+  ASSERT_FALSE(put.ok());
+  EXPECT_NE(put.status().message().find("initialize_storage_manager"), std::string::npos);
+}
+
+// 2 producer processes and 3 consumer processes (2 share task "train", 1 runs
+// "reward"): each task sees each sample exactly once, byte-identical.
+class ExactlyOnceTest : public ::testing::TestWithParam<std::string> {};
+
+struct Seen {
+  std::multiset<int64_t> uids;
+  int corrupt = 0;
+  bool done = false;
+};
+
+Seen Collect(tqds::ChildProcess& p) {
+  Seen s;
+  while (true) {
+    auto line = p.WaitForLine("", std::chrono::seconds(60));
+    if (!line.ok()) break;
+    std::istringstream in(*line);
+    std::string word;
+    int64_t uid = -1;
+    in >> word >> uid;
+    if (word == "seen") s.uids.insert(uid);
+    if (word == "corrupt") ++s.corrupt;
+    if (word == "done") {
+      s.done = true;
+      break;
+    }
+  }
+  return s;
+}
+
+TEST_P(ExactlyOnceTest, ThreeConsumerProcessesTwoTasks) {
+  const bool yuanrong = GetParam() == "yuanrong";
+  std::unique_ptr<DsWorker> worker;
+  if (yuanrong) {
+    worker = std::make_unique<DsWorker>();
+    ASSERT_TRUE(worker->ok());
+  }
+  ControllerProcess ctl(yuanrong ? 0 : 2);
+  ASSERT_TRUE(ctl.ok());
+  std::string cfg = yuanrong ? worker->config().dump() : Config{{"manager_type", "SimpleStorageManager"}}.dump();
+  const int64_t per_producer = 3000, total = 2 * per_producer;
+  std::vector<tqds::ChildProcess> consumers;
+  for (const char* task : {"train", "train", "reward"}) {
+    auto c = tqds::ChildProcess::Spawn({TQ_ROLE_BIN, "consume", ctl.address(), cfg, "part", task,
+                                        std::to_string(total), "64"});
+    ASSERT_TRUE(c.ok());
+    consumers.push_back(std::move(*c));
+  }
+  std::vector<tqds::ChildProcess> producers;
+  for (int i = 0; i < 2; ++i) {
+    auto p = tqds::ChildProcess::Spawn({TQ_ROLE_BIN, "produce", ctl.address(), cfg, "part",
+                                        std::to_string(i * per_producer), std::to_string(per_producer), "100"});
+    ASSERT_TRUE(p.ok());
+    producers.push_back(std::move(*p));
+  }
+  for (auto& p : producers) {
+    ASSERT_TRUE(p.WaitForLine("done", std::chrono::seconds(120)).ok());
+    auto code = p.Wait(std::chrono::seconds(10));
+    ASSERT_TRUE(code.ok() && *code == 0);
+  }
+  Seen a = Collect(consumers[0]), b = Collect(consumers[1]), r = Collect(consumers[2]);
+  for (const Seen* s : {&a, &b, &r}) {
+    EXPECT_TRUE(s->done);
+    EXPECT_EQ(s->corrupt, 0);
+  }
+  std::multiset<int64_t> train = a.uids;
+  train.insert(b.uids.begin(), b.uids.end());
+  EXPECT_EQ(train.size(), static_cast<size_t>(total)) << "train consumers together read every sample once";
+  EXPECT_EQ(std::set<int64_t>(train.begin(), train.end()).size(), static_cast<size_t>(total)) << "no duplicates";
+  EXPECT_EQ(r.uids.size(), static_cast<size_t>(total));
+  EXPECT_EQ(std::set<int64_t>(r.uids.begin(), r.uids.end()).size(), static_cast<size_t>(total));
+  EXPECT_GT(a.uids.size(), 0u);
+  EXPECT_GT(b.uids.size(), 0u) << "both consumers of one task got work";
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ExactlyOnceTest, ::testing::Values("simple", "yuanrong"));
+
+}  // namespace
+}  // namespace tq

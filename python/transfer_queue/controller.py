@@ -43,6 +43,9 @@ class ZMQServerInfo:
 
 def _tq_binary() -> str:
     path = os.environ.get("TQ_BINARY") or shutil.which("tq")
+    bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasystem", "_bin", "tq")
+    if not path and os.path.exists(bundled):  # a pip install bundles the programs
+        path = bundled
     if not path:
         raise FileNotFoundError("the `tq` program is not on PATH (run the README's set-up command)")
     return path

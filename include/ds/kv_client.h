@@ -3,7 +3,7 @@
 // Init() asks the worker at host:port (TCP) for its Unix socket, connects to
 // it and maps the worker's shared-memory arena (the descriptor is passed over
 // the socket). Values then move through shared memory:
-//   - Set/MSet copy the value once, into the arena (small values travel
+//   - Set/MSet copy the value once, into the arena (small writes travel
 //     inline in the request);
 //   - MCreate + MSetBuffer let the caller fill shared memory in place (zero
 //     copy) and then seal: a key becomes visible only when sealed, and is
@@ -64,9 +64,10 @@ struct ClientOptions {
   // Values up to this size are returned inline by Get/MGet (one message);
   // larger ones are copied out of shared memory. Default 64 KiB.
   uint64_t inline_get_max = 64 * 1024;
-  // Values up to this size are sent inline by Set/MSet (one round trip);
-  // larger ones use create + copy + seal. Default 16 KiB.
-  uint64_t inline_set_max = 16 * 1024;
+  // A Set/MSet whose values total at most this many bytes sends them inline
+  // (one round trip, two copies); larger writes use create + one copy into
+  // shared memory + seal (two round trips). Default 64 KiB.
+  uint64_t inline_set_max = 64 * 1024;
   // Pre-fault the whole mapping at Init (faster first writes, slower Init).
   bool populate_mapping = false;
   Status Validate() const;

@@ -286,9 +286,9 @@ Status KVClient::MSet(const std::vector<std::string>& keys,
   if (keys.size() != values.size()) {
     return Status::Invalid("MSet: ", keys.size(), " keys but ", values.size(), " values");
   }
-  bool small = true;
-  for (const auto& v : values) small = small && v.size() <= options_.inline_set_max;
-  if (!small) {  // create, copy once into shared memory, seal
+  uint64_t total = 0;
+  for (const auto& v : values) total += v.size();
+  if (total > options_.inline_set_max) {  // create, copy once into shared memory, seal
     std::vector<uint64_t> sizes(values.size());
     for (size_t i = 0; i < values.size(); ++i) sizes[i] = values[i].size();
     TQDS_ASSIGN_OR_RETURN(auto buffers, MCreate(keys, sizes, param));

@@ -1,0 +1,402 @@
+// The TransferQueue body codec (BatchMeta, GetMeta, keys) on bytes alone,
+// including hostile BatchMeta bodies.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/test_util.h"
+#include "queue/protocol.h"
+#include "tq/storage.h"
+
+namespace tq::internal {
+namespace {
+
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+
+// Encodes a body into a full header and decodes it back, as a receiver would.
+Result<Message> OverTheWire(const Message& m) {
+  std::string bytes = m.EncodeHeader();
+  return Message::DecodeHeader(bytes.data(), bytes.size());
+}
+
+Result<BatchMeta> DecodeBody(const std::function<void(Packer&)>& fn) {
+  Message m(MsgType::kCtlNotifyProduced, 1);
+  m.set_body(tqds::wire::PackBody(fn));
+  TQDS_ASSIGN_OR_RETURN(Message d, OverTheWire(m));
+  return MetaFromMessage(d);
+}
+
+FieldInfo Tensor(DType d, Shape shape) {
+  FieldInfo f;
+  f.produced = true;
+  f.kind = FieldKind::kTensor;
+  f.dtype = d;
+  f.shape = std::move(shape);
+  f.nbytes = static_cast<uint64_t>(*NumElements(f.shape)) * DTypeSize(d);
+  return f;
+}
+
+BatchMeta RichMeta() {
+  SampleMeta a;
+  a.global_index = 0;
+  a.generation = 11;
+  a.partition_id = "train/step 0";
+  a.fields = {Tensor(DType::kFloat32, {}), Tensor(DType::kBFloat16, {3, 5}), FieldInfo{}};
+  a.fields[2].produced = true;
+  a.fields[2].kind = FieldKind::kString;
+  a.fields[2].nbytes = 17;
+  a.custom = {{"seq_len", int64_t{-42}}, {"score", 0.25}, {"tag", std::string("x")}};
+  SampleMeta b = a;
+  b.global_index = int64_t{1} << 40;
+  b.generation = ~uint64_t{0};
+  b.fields[1] = Tensor(DType::kBFloat16, {7});  // ragged
+  b.fields[2] = FieldInfo{};                     // not produced
+  b.custom.clear();
+  return BatchMeta({"reward", "logits", "text"}, {a, b});
+}
+
+TEST(ProtocolTest, BatchMetaRoundTrip) {
+  BatchMeta meta = RichMeta();
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, meta)));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
+  EXPECT_EQ(back, meta);
+  EXPECT_TRUE(back.samples()[0].fields[0].shape.empty()) << "scalar shape must stay ()";
+  EXPECT_EQ(std::get<int64_t>(back.samples()[0].custom.at("seq_len")), -42);
+  EXPECT_EQ(std::get<double>(back.samples()[0].custom.at("score")), 0.25);
+  EXPECT_EQ(std::get<std::string>(back.samples()[0].custom.at("tag")), "x");
+}
+
+TEST(ProtocolTest, EmptyMetaRoundTrip) {
+  BatchMeta meta({"a"}, {});
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, meta)));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
+  EXPECT_EQ(back, meta);
+}
+
+TEST(ProtocolTest, AllDTypesRoundTrip) {
+  std::vector<std::string> names;
+  SampleMeta s;
+  s.partition_id = "p";
+  for (int d = 0; d < kNumDTypes; ++d) {
+    names.push_back("f" + std::to_string(d));
+    s.fields.push_back(Tensor(static_cast<DType>(d), {2, 1}));
+  }
+  BatchMeta meta(names, {s});
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, meta)));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
+  EXPECT_EQ(back, meta);
+}
+
+// Packs one sample [index, gen, partition, fields, custom] with `field` as its
+// only field record, under field names `names`.
+std::function<void(Packer&)> OneSample(std::vector<std::string> names,
+                                       std::function<void(Packer&)> fields) {
+  return [=](Packer& pk) {
+    pk.pack_map(2);
+    pk.pack("fields");
+    pk.pack(names);
+    pk.pack("samples");
+    pk.pack_array(1);
+    pk.pack_array(5);
+    pk.pack_int64(3);
+    pk.pack_uint64(1);
+    pk.pack(std::string("p"));
+    fields(pk);
+    pk.pack_map(0);
+  };
+}
+
+std::function<void(Packer&)> Field(bool produced, int kind, int dtype, Shape shape, uint64_t nbytes) {
+  return [=](Packer& pk) {
+    pk.pack_array(5);
+    pk.pack(produced);
+    pk.pack_uint8(static_cast<uint8_t>(kind));
+    pk.pack_uint8(static_cast<uint8_t>(dtype));
+    pk.pack(shape);
+    pk.pack_uint64(nbytes);
+  };
+}
+
+std::function<void(Packer&)> Fields(std::vector<std::function<void(Packer&)>> fs) {
+  return [=](Packer& pk) {
+    pk.pack_array(static_cast<uint32_t>(fs.size()));
+    for (const auto& f : fs) f(pk);
+  };
+}
+
+TEST(ProtocolTest, HandBuiltMetaDecodes) {
+  ASSERT_OK_AND_ASSIGN(BatchMeta m, DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 8, {2, 3}, 24)}))));
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m.samples()[0].fields[0].shape, (Shape{2, 3}));
+}
+
+TEST(ProtocolTest, NbytesShapeMismatchIsRejected) {
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 8, {2, 3}, 25)}))), kInvalid,
+                "nbytes 25 does not match shape (2, 3) of float32");
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 8, {}, 8)}))), kInvalid,
+                "does not match shape ()");
+  // The message names the sample and field.
+  EXPECT_STATUS(DecodeBody(OneSample({"logits"}, Fields({Field(true, 0, 8, {2}, 1)}))), kInvalid,
+                "samples[0].logits");
+}
+
+TEST(ProtocolTest, ObjectsAndUnproducedFieldsSkipTheSizeCheck) {
+  for (int kind = 1; kind < kNumFieldKinds; ++kind) {
+    EXPECT_OK(DecodeBody(OneSample({"x"}, Fields({Field(true, kind, 0, {}, 12345)}))));
+  }
+  EXPECT_OK(DecodeBody(OneSample({"x"}, Fields({Field(false, 0, 8, {2}, 0)}))));
+}
+
+TEST(ProtocolTest, UnknownDTypeAndKindAreRejected) {
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 10, {1}, 1)}))), kInvalid,
+                "unknown dtype id 10");
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 255, {1}, 1)}))), kInvalid,
+                "unknown dtype id 255");
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, kNumFieldKinds, 0, {1}, 1)}))), kInvalid,
+                "unknown field kind " + std::to_string(kNumFieldKinds));
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 255, 0, {1}, 1)}))), kInvalid,
+                "unknown field kind 255");
+}
+
+TEST(ProtocolTest, WrongFieldCountIsRejected) {
+  EXPECT_STATUS(DecodeBody(OneSample({"x", "y"}, Fields({Field(true, 0, 1, {1}, 1)}))), kInvalid,
+                "1 field records for 2 fields");
+  EXPECT_STATUS(DecodeBody(OneSample({}, Fields({Field(true, 0, 1, {1}, 1)}))), kInvalid,
+                "1 field records for 0 fields");
+}
+
+TEST(ProtocolTest, BadShapesAreRejected) {
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, {-1}, 1)}))), kInvalid, "negative");
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, Shape(65, 1), 1)}))), kInvalid,
+                "64 dimensions");
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, {int64_t{1} << 40, int64_t{1} << 40}, 0)}))),
+                kInvalid, "too large");
+}
+
+TEST(ProtocolTest, StructurallyBrokenMetas) {
+  EXPECT_STATUS(DecodeBody([](Packer& pk) { pk.pack_array(2); pk.pack(1); pk.pack(2); }), kInvalid,
+                "BatchMeta: body must be a map");
+  EXPECT_STATUS(DecodeBody([](Packer& pk) { pk.pack_map(1); pk.pack("fields"); pk.pack_array(0); }), kInvalid,
+                "missing field 'samples'");
+  EXPECT_STATUS(DecodeBody([](Packer& pk) { pk.pack_map(1); pk.pack("samples"); pk.pack_array(0); }), kInvalid,
+                "missing field 'fields'");
+  EXPECT_STATUS(DecodeBody([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("fields");
+                  pk.pack(42);
+                  pk.pack("samples");
+                  pk.pack_array(0);
+                }),
+                kInvalid, "field 'fields' has the wrong type");
+  EXPECT_STATUS(DecodeBody([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("fields");
+                  pk.pack_array(0);
+                  pk.pack("samples");
+                  pk.pack("not an array");
+                }),
+                kInvalid, "samples must be an array");
+  // A sample with 4 elements instead of 5.
+  EXPECT_STATUS(DecodeBody([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("fields");
+                  pk.pack_array(0);
+                  pk.pack("samples");
+                  pk.pack_array(1);
+                  pk.pack_array(4);
+                  pk.pack(1);
+                  pk.pack(1);
+                  pk.pack("p");
+                  pk.pack_array(0);
+                }),
+                kInvalid, "samples[0] must have 5 elements, got 4");
+  // A field record with 4 elements.
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({[](Packer& pk) {
+                  pk.pack_array(4);
+                  pk.pack(true);
+                  pk.pack(0);
+                  pk.pack(0);
+                  pk.pack_array(0);
+                }}))),
+                kInvalid, "must have 5 elements");
+}
+
+TEST(ProtocolTest, WrongElementTypesInASample) {
+  auto sample = [](std::function<void(Packer&)> idx, std::function<void(Packer&)> gen,
+                   std::function<void(Packer&)> part) {
+    return [=](Packer& pk) {
+      pk.pack_map(2);
+      pk.pack("fields");
+      pk.pack_array(0);
+      pk.pack("samples");
+      pk.pack_array(1);
+      pk.pack_array(5);
+      idx(pk);
+      gen(pk);
+      part(pk);
+      pk.pack_array(0);
+      pk.pack_nil();
+    };
+  };
+  auto i = [](Packer& pk) { pk.pack(1); };
+  auto s = [](Packer& pk) { pk.pack("p"); };
+  auto neg = [](Packer& pk) { pk.pack(-1); };
+  EXPECT_OK(DecodeBody(sample(i, i, s)));
+  EXPECT_STATUS(DecodeBody(sample(s, i, s)), kInvalid, "global_index");
+  EXPECT_STATUS(DecodeBody(sample(i, neg, s)), kInvalid, "generation");
+  EXPECT_STATUS(DecodeBody(sample(i, i, i)), kInvalid, "partition_id");
+}
+
+TEST(ProtocolTest, BadCustomMetaValues) {
+  auto with_custom = [](std::function<void(Packer&)> custom) {
+    return [=](Packer& pk) {
+      pk.pack_map(2);
+      pk.pack("fields");
+      pk.pack_array(0);
+      pk.pack("samples");
+      pk.pack_array(1);
+      pk.pack_array(5);
+      pk.pack(1);
+      pk.pack(1);
+      pk.pack("p");
+      pk.pack_array(0);
+      custom(pk);
+    };
+  };
+  EXPECT_STATUS(DecodeBody(with_custom([](Packer& pk) { pk.pack(3); })), kInvalid, "custom must be a map");
+  EXPECT_STATUS(DecodeBody(with_custom([](Packer& pk) {
+                  pk.pack_map(1);
+                  pk.pack(1);
+                  pk.pack(1);
+                })),
+                kInvalid, "keys must be strings");
+  EXPECT_STATUS(DecodeBody(with_custom([](Packer& pk) {
+                  pk.pack_map(1);
+                  pk.pack("lens");
+                  pk.pack_array(0);
+                })),
+                kInvalid, "value of 'lens'");
+}
+
+TEST(ProtocolTest, GetMetaRoundTrip) {
+  GetMetaRequest req;
+  req.partition_id = "p";
+  req.task_name = "train";
+  req.fields = {"a", "b"};
+  req.batch_size = 64;
+  req.mode = FetchMode::kPoll;
+  req.timeout_ms = 1234;
+  req.sampling = {{"sampler", std::string("rank_aware")}, {"dp_rank", int64_t{3}}, {"ratio", 0.5}};
+  Message m(MsgType::kCtlGetMeta, 1);
+  m.set_body(EncodeGetMeta(req));
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(m));
+  ASSERT_OK_AND_ASSIGN(GetMetaRequest back, DecodeGetMeta(d.body()));
+  EXPECT_EQ(back.partition_id, "p");
+  EXPECT_EQ(back.task_name, "train");
+  EXPECT_EQ(back.fields, req.fields);
+  EXPECT_EQ(back.batch_size, 64);
+  EXPECT_EQ(back.mode, FetchMode::kPoll);
+  EXPECT_EQ(back.timeout_ms, 1234);
+  EXPECT_EQ(back.sampling, req.sampling);
+}
+
+Result<GetMetaRequest> DecodeGetMetaBody(const std::function<void(Packer&)>& fn) {
+  Message m(MsgType::kCtlGetMeta, 1);
+  m.set_body(tqds::wire::PackBody(fn));
+  TQDS_ASSIGN_OR_RETURN(Message d, OverTheWire(m));
+  return DecodeGetMeta(d.body());
+}
+
+TEST(ProtocolTest, MalformedGetMetaNamesTheField) {
+  EXPECT_STATUS(DecodeGetMetaBody([](Packer& pk) { pk.pack_nil(); }), kInvalid, "GetMeta: body must be a map");
+  EXPECT_STATUS(DecodeGetMetaBody([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("fields");
+                  pk.pack(std::vector<std::string>{"a"});
+                }),
+                kInvalid, "missing field 'batch_size'");
+  EXPECT_STATUS(DecodeGetMetaBody([](Packer& pk) {
+                  pk.pack_map(3);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("fields");
+                  pk.pack(std::vector<std::string>{"a"});
+                  pk.pack("batch_size");
+                  pk.pack("many");
+                }),
+                kInvalid, "field 'batch_size' has the wrong type");
+  EXPECT_STATUS(DecodeGetMetaBody([](Packer& pk) {
+                  pk.pack_map(4);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("fields");
+                  pk.pack(std::vector<std::string>{"a"});
+                  pk.pack("batch_size");
+                  pk.pack(1);
+                  pk.pack("mode");
+                  pk.pack(7);
+                }),
+                kInvalid, "unknown mode 7");
+  EXPECT_STATUS(DecodeGetMetaBody([](Packer& pk) {
+                  pk.pack_map(3);
+                  pk.pack("partition_id");
+                  pk.pack(5);
+                  pk.pack("fields");
+                  pk.pack(std::vector<std::string>{"a"});
+                  pk.pack("batch_size");
+                  pk.pack(1);
+                }),
+                kInvalid, "field 'partition_id'");
+}
+
+TEST(ProtocolTest, KeysRoundTripAndErrors) {
+  std::vector<std::string> keys = {"tq/1:p/0.1/a", "", std::string("bin\0ary", 7)};
+  Message m(MsgType::kUnitGet, 1);
+  m.set_body(EncodeKeys(keys));
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(m));
+  ASSERT_OK_AND_ASSIGN(auto back, DecodeKeys(d.body(), "UnitGet"));
+  EXPECT_EQ(back, keys);
+  Message bad(MsgType::kUnitGet, 1);
+  bad.set_body(tqds::wire::PackBody([](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("keys");
+    pk.pack_array(2);
+    pk.pack("a");
+    pk.pack(3);
+  }));
+  ASSERT_OK_AND_ASSIGN(Message bd, OverTheWire(bad));
+  EXPECT_STATUS(DecodeKeys(bd.body(), "UnitGet"), kInvalid, "UnitGet: field 'keys'");
+}
+
+TEST(ProtocolTest, ValidateName) {
+  EXPECT_OK(ValidateName("train/step-0 é", "partition_id"));
+  EXPECT_STATUS(ValidateName("", "partition_id"), kInvalid, "partition_id must not be empty");
+  EXPECT_STATUS(ValidateName(std::string(257, 'x'), "task_name"), kInvalid, "task_name is longer than 256");
+  EXPECT_OK(ValidateName(std::string(256, 'x'), "task_name"));
+  EXPECT_STATUS(ValidateName(std::string("a\0b", 3), "field name"), kInvalid, "NUL");
+}
+
+TEST(StorageKeyTest, KeysNeverCollideAcrossPartitionsIndexesOrGenerations) {
+  std::set<std::string> keys;
+  for (const std::string part : {"a", "a/0.1", "a/0", "b", "a:1", "1:a"}) {
+    for (int64_t idx : {0, 1, 10}) {
+      for (uint64_t gen : {1u, 2u, 11u}) {
+        for (const std::string field : {"f", "0.1/f", "x"}) {
+          EXPECT_TRUE(keys.insert(StorageKey({part, idx, gen}, field)).second)
+              << StorageKey({part, idx, gen}, field);
+        }
+      }
+    }
+  }
+  // Components that concatenate to the same text stay distinct.
+  EXPECT_NE(StorageKey({"a/0.1/b", 0, 1}, "f"), StorageKey({"a", 0, 1}, "b/0.1/f"));
+  EXPECT_EQ(StorageKey({"p", 3, 7}, "f"), StorageKey({"p", 3, 7}, "f"));
+}
+
+}  // namespace
+}  // namespace tq::internal

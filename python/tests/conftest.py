@@ -1,0 +1,239 @@
+"""Shared fixtures of the Python test suite.
+
+Works both from a fresh build tree and after `scripts/setup.sh` installed the
+packages and binaries system-wide:
+
+    PATH=$PWD/build/bin:$PATH PYTHONPATH=$PWD/build/python /usr/bin/python3 -m pytest -q python/tests
+    /usr/bin/python3 -m pytest -q python/tests          # installed, or from a build tree
+
+When the repository holds a build (build/bin/tq, build/python/_tqds*.so) this
+file puts it first on PATH and sys.path, and the package sources
+(python/transfer_queue, python/datasystem) before the build's copies, which
+CMake refreshes only when the extension relinks. Set TQDS_TEST_INSTALLED=1 to
+test the installed packages and binaries only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("TQDS_BUILD_DIR", REPO / "build"))
+
+if os.environ.get("TQDS_TEST_INSTALLED") != "1":
+    if (BUILD / "bin" / "tq").exists():
+        os.environ["PATH"] = f"{BUILD / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    if any((BUILD / "python").glob("_tqds*.so")):
+        sys.path.insert(0, str(BUILD / "python"))
+        sys.path.insert(0, str(REPO / "python"))
+
+# Fail with one clear line, not twenty import errors, when nothing is built.
+try:
+    import _tqds  # noqa: F401
+except ImportError as e:  # pragma: no cover
+    raise pytest.UsageError(
+        f"cannot import the _tqds extension ({e}); build it (cmake --build build --target _tqds) "
+        "or install the packages (scripts/setup.sh), and run with /usr/bin/python3"
+    )
+
+for _tool in ("tq", "dscli"):
+    if shutil.which(_tool) is None:  # pragma: no cover
+        raise pytest.UsageError(f"`{_tool}` is not on PATH; build it or run scripts/setup.sh")
+
+import transfer_queue as tq  # noqa: E402
+
+DSCLI_START_TIMEOUT = 60
+
+
+# --------------------------------------------------------------------------- helpers
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover
+        return True
+    # A zombie child of ours counts as dead.
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    return True
+
+
+def kill_pid(pid: int | None, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds, one pid."""
+    if not pid or not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def unique(prefix: str = "p") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+class DsWorker:
+    """A datasystem worker started with `dscli start -w`; stop() stops it with
+    `dscli stop` and, if that fails, kills it by pid."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, socket_dir: str | None = None,
+                 shared_memory_mb: int = 1024, netns: list[str] | None = None, etcd_address: str | None = None):
+        self.host = host
+        self.netns = netns or []  # e.g. ["ip", "netns", "exec", "ns"]
+        self._own_dir = socket_dir is None
+        self.socket_dir = socket_dir or tempfile.mkdtemp(prefix="tqds_ds_")
+        self.pid = None
+        last = ""
+        for _ in range(3):  # a port picked by free_port() can be taken meanwhile
+            self.port = port or free_port(host if not self.netns else "127.0.0.1")
+            cmd = self.netns + ["dscli", "start", "-w", "--worker_address", self.address,
+                                "--unix_socket_dir", self.socket_dir,
+                                "--shared_memory_size_mb", str(shared_memory_mb)]
+            if etcd_address:
+                cmd += ["--etcd_address", etcd_address]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=DSCLI_START_TIMEOUT)
+            last = r.stdout + r.stderr
+            m = re.search(r"\(pid (\d+)", r.stdout)
+            if r.returncode == 0 and m:
+                self.pid = int(m.group(1))
+                return
+            if port is not None:
+                break
+        self._cleanup_dir()
+        raise RuntimeError(f"dscli start failed: {last.strip()}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(Exception):
+            subprocess.run(self.netns + ["dscli", "stop", "--worker_address", self.address, "--timeout_s", "10"],
+                           capture_output=True, timeout=20)
+        kill_pid(self.pid)
+        self.pid = None
+        self._cleanup_dir()
+
+    def _cleanup_dir(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def yuanrong_config(worker: DsWorker) -> dict:
+    return {"manager_type": "YuanrongStorageManager", "client_name": "YuanrongStorageClient",
+            "host": worker.host, "port": worker.port}
+
+
+def stop_controller(handle) -> None:
+    pid = handle.pid
+    with contextlib.suppress(Exception):
+        handle.stop()
+    kill_pid(pid)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def ds_worker():
+    """One datasystem worker on a free port with its own socket dir."""
+    w = DsWorker()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def fresh_worker():
+    """A worker of the test's own (tests that stop it)."""
+    w = DsWorker()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture(scope="session")
+def controller():
+    """One local controller process (`tq controller`, 2 embedded storage units)."""
+    handle = tq.TransferQueueController.remote()
+    try:
+        yield handle
+    finally:
+        stop_controller(handle)
+
+
+@pytest.fixture
+def own_controller():
+    handle = tq.TransferQueueController.remote()
+    try:
+        yield handle
+    finally:
+        stop_controller(handle)
+
+
+def make_client(controller, backend: str, worker: DsWorker | None = None, client_id: str | None = None):
+    c = tq.TransferQueueClient(client_id=client_id or unique("client"),
+                               controller_info=tq.process_zmq_server_info(controller))
+    if backend == "simple":
+        c.initialize_storage_manager(manager_type="SimpleStorageManager", config={})
+    elif backend == "yuanrong":
+        cfg = yuanrong_config(worker)
+        c.initialize_storage_manager(manager_type=cfg["manager_type"], config=cfg)
+    else:  # pragma: no cover
+        raise ValueError(backend)
+    return c
+
+
+@pytest.fixture(params=["simple", "yuanrong"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def client(request, backend, controller):
+    """A TransferQueueClient on the session controller, over each storage backend."""
+    worker = request.getfixturevalue("ds_worker") if backend == "yuanrong" else None
+    return make_client(controller, backend, worker)
+
+
+@pytest.fixture
+def make_another_client(request, backend, controller):
+    def make():
+        worker = request.getfixturevalue("ds_worker") if backend == "yuanrong" else None
+        return make_client(controller, backend, worker)
+    return make
+
+
+@pytest.fixture
+def partition():
+    return unique("part")

@@ -1,0 +1,211 @@
+"""datasystem.KVClient against a real worker started with dscli."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import datasystem
+import transfer_queue as tq
+from datasystem import KVClient
+
+from conftest import unique
+
+
+@pytest.fixture
+def kv(ds_worker):
+    c = KVClient(ds_worker.host, ds_worker.port)
+    c.init()
+    return c
+
+
+def test_set_get(kv):
+    k = unique("k")
+    kv.set(k, b"hello\x00world")
+    assert kv.get(k) == b"hello\x00world"
+    kv.set(k, b"overwritten")
+    assert kv.get(k) == b"overwritten"
+    kv.set(k + "s", "text ✓")  # str is stored as UTF-8
+    assert kv.get(k + "s") == "text ✓".encode()
+    kv.set(k + "e", b"")
+    assert kv.get(k + "e") == b""
+
+
+def test_set_accepts_buffers(kv):
+    k = unique("k")
+    arr = np.arange(100, dtype=np.int32)
+    kv.set(k, arr)
+    assert np.array_equal(np.frombuffer(kv.get(k), dtype=np.int32), arr)
+    kv.set(k, memoryview(b"mv"))
+    assert kv.get(k) == b"mv"
+    kv.set(k, bytearray(b"ba"))
+    assert kv.get(k) == b"ba"
+
+
+def test_large_value(kv):
+    k = unique("big")
+    v = np.random.default_rng(1).integers(0, 256, size=8 << 20, dtype=np.uint8).tobytes()
+    kv.set(k, v)
+    assert kv.get(k) == v
+    kv.delete([k])
+
+
+def test_set_if_absent(kv):
+    k = unique("k")
+    kv.set(k, b"first", if_absent=True)
+    try:
+        kv.set(k, b"second", if_absent=True)
+    except tq.AlreadyExistsError:
+        pass
+    assert kv.get(k) == b"first"
+
+
+def test_mset_mget(kv):
+    keys = [unique("m") for _ in range(5)]
+    values = [bytes([i]) * (i * 100) for i in range(5)]
+    kv.mset(keys, values)
+    assert kv.mget(keys) == values
+    missing = unique("missing")
+    got = kv.mget([keys[0], missing, keys[4]])
+    assert got == [values[0], None, values[4]]
+
+
+def test_mcreate_write_mset_buffer_get_buffers(kv):
+    keys = [unique("buf") for _ in range(3)]
+    sizes = [16, 4096, 1 << 20]
+    bufs = kv.mcreate(keys, sizes)
+    assert [b.key for b in bufs] == keys
+    assert [b.size for b in bufs] == sizes
+    assert not any(b.sealed for b in bufs)
+    # Not visible before sealing.
+    assert kv.exist(keys) == [False, False, False]
+
+    bufs[0].write(b"0123456789abcdef")
+    mv = bufs[1].memoryview()
+    assert not mv.readonly and len(mv) == 4096
+    mv[:] = bytes(range(256)) * 16
+    payload = np.arange(sizes[2] // 4, dtype=np.float32)
+    np.frombuffer(bufs[2].memoryview(), dtype=np.float32)[:] = payload  # fill in place
+    bufs[2].write(b"\xff\xff", offset=sizes[2] - 2)
+    kv.mset_buffer(bufs)
+    assert all(b.sealed for b in bufs)
+    assert kv.exist(keys) == [True, True, True]
+
+    views = kv.get_buffers(keys + [unique("missing")])
+    assert views[3] is None
+    assert bytes(views[0]) == b"0123456789abcdef"
+    assert bytes(views[1]) == bytes(range(256)) * 16
+    got = np.frombuffer(views[2], dtype=np.float32)
+    assert np.array_equal(got[:-1], payload[:-1])
+    assert bytes(views[2][-2:]) == b"\xff\xff"
+    for v in views[:3]:
+        assert isinstance(v, memoryview)
+        assert v.readonly
+        with pytest.raises(TypeError):
+            v[0] = 1
+    # get returns the same bytes as a copy.
+    assert kv.get(keys[1]) == bytes(views[1])
+
+
+def test_get_buffers_is_zero_copy(kv):
+    """Two views of one key share memory, and a torch tensor can wrap one."""
+    k = unique("zc")
+    data = torch.arange(1024, dtype=torch.float32)
+    kv.set(k, data.numpy())
+    a, = kv.get_buffers([k])
+    b, = kv.get_buffers([k])
+    pa = np.frombuffer(a, dtype=np.uint8).__array_interface__["data"][0]
+    pb = np.frombuffer(b, dtype=np.uint8).__array_interface__["data"][0]
+    assert pa == pb, "two get_buffers of one key should map the same shared memory"
+    t = torch.frombuffer(bytearray(a), dtype=torch.float32)
+    assert torch.equal(t, data)
+
+
+def test_view_outlives_delete(kv):
+    """A view keeps its shared memory alive: deleting the key does not change it."""
+    k = unique("alive")
+    kv.set(k, b"A" * 4096)
+    v, = kv.get_buffers([k])
+    assert kv.delete([k]) == 1
+    assert kv.exist([k]) == [False]
+    kv.set(unique("other"), b"B" * 4096)  # reuse of freed memory must not show through
+    assert bytes(v) == b"A" * 4096
+
+
+def test_delete_exist(kv):
+    keys = [unique("d") for _ in range(3)]
+    kv.mset(keys, [b"1", b"2", b"3"])
+    assert kv.exist(keys + [unique("none")]) == [True, True, True, False]
+    assert kv.delete(keys[:2] + [unique("none")]) == 2
+    assert kv.exist(keys) == [False, False, True]
+    with pytest.raises(tq.NotFoundError):
+        kv.get(keys[0])
+    assert kv.delete(keys[:2]) == 0
+
+
+def test_stats_track_objects(kv, ds_worker):
+    before = kv.stats()
+    assert before["pid"] == ds_worker.pid
+    assert before["capacity"] > 0
+    keys = [unique("s") for _ in range(4)]
+    kv.mset(keys, [b"x" * 100_000] * 4)
+    mid = kv.stats()
+    assert mid["objects"] >= before["objects"] + 4
+    assert mid["used"] >= before["used"] + 400_000
+    kv.delete(keys)
+    after = kv.stats()
+    assert after["objects"] <= mid["objects"] - 4
+    assert after["used"] <= mid["used"] - 400_000
+
+
+def test_two_clients_see_each_other(ds_worker):
+    a = KVClient(ds_worker.host, ds_worker.port)
+    b = KVClient(ds_worker.host, ds_worker.port)
+    a.init()
+    b.init()
+    k = unique("shared")
+    a.set(k, b"from a")
+    assert b.get(k) == b"from a"
+    assert bytes(b.get_buffers([k])[0]) == b"from a"
+
+
+def test_get_waits_for_a_later_set(kv, ds_worker):
+    k = unique("later")
+    writer = KVClient(ds_worker.host, ds_worker.port)
+    writer.init()
+    result = {}
+    reader = threading.Thread(target=lambda: result.setdefault("v", kv.get(k, timeout_ms=10000)))
+    reader.start()
+    writer.set(k, b"late")
+    reader.join(15)
+    assert not reader.is_alive()
+    assert result["v"] == b"late"
+
+
+def test_concurrent_threads(ds_worker):
+    """Several threads on one client: every value lands and reads back."""
+    kv = KVClient(ds_worker.host, ds_worker.port)
+    kv.init()
+    errors = []
+
+    def work(i):
+        try:
+            for j in range(50):
+                k = f"{unique('t')}_{i}_{j}"
+                kv.set(k, bytes([i]) * 1000)
+                assert kv.get(k) == bytes([i]) * 1000
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+
+
+def test_package_exports():
+    assert datasystem.KVClient is KVClient
+    assert hasattr(datasystem, "WriteBuffer")

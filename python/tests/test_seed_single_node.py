@@ -1,0 +1,166 @@
+"""The seed's single-node demo, its Trainer class as written.
+
+Only change: `from tensordict import TensorDict` becomes
+`from transfer_queue import TensorDict` where tensordict is not installed,
+and the config's port is the test worker's port instead of 31501.
+"""
+
+import torch
+from omegaconf import OmegaConf
+
+try:
+    from tensordict import TensorDict
+except ImportError:
+    from transfer_queue import TensorDict
+from transfer_queue import (
+    TransferQueueClient,
+    TransferQueueController,
+    process_zmq_server_info,
+)
+
+from conftest import stop_controller, unique
+
+
+# ---------------------------------------------------------------- seed code, as written
+class Trainer:
+    def __init__(self, config: dict):
+        self.config = config
+        self._initialize_transferqueue()
+
+    def _initialize_transferqueue(self):
+        # 1. Initialize TransferQueueController (single controller only)
+        self.tq_controller = TransferQueueController.remote()
+
+        # 2. Prepare necessary information of the controller
+        self.tq_controller_info = process_zmq_server_info(self.tq_controller)
+
+        tq_config = OmegaConf.create({}, flags={"allow_objects": True})  # Note: Need to generate a new DictConfig
+
+        # with allow_objects=True to maintain ZMQServerInfo instance. Otherwise it will be flattened to dict
+        tq_config.controller_info = self.tq_controller_info
+        self.config = OmegaConf.merge(tq_config, self.config)
+
+        # 3. Create TransferQueueClient
+        self.tq_client = TransferQueueClient(
+            client_id="Trainer",
+            controller_info=self.tq_controller_info,
+        )
+
+        # 4. Connect to DataSystem
+        self.tq_client.initialize_storage_manager(manager_type=self.config["manager_type"], config=self.config)
+
+        return self.tq_client
+# ---------------------------------------------------------------- end of seed code
+
+
+SEED_CONFIG = """
+  manager_type: YuanrongStorageManager
+  client_name: YuanrongStorageClient
+  host: 127.0.0.1
+  port: 31501
+"""
+
+
+def run_seed_flow(dict_conf, partition_id="train_0"):
+    # should import tensordict and torch
+    data = TensorDict({"text": torch.Tensor([[1, 2], [3, 4]]), "prompt": ["5", "6"]}, batch_size=[2])
+
+    trainer = Trainer(dict_conf)
+    try:
+        trainer.tq_client.put(data=data, partition_id=partition_id)
+
+        # get_meta before get_data
+        meta = trainer.tq_client.get_meta(
+            data_fields=list(data.keys()),
+            batch_size=data.size(0),
+            partition_id=partition_id,
+            task_name="generate_sequences",
+        )
+
+        output = trainer.tq_client.get_data(meta)
+        print("output: ", output)
+        return trainer, data, meta, output
+    finally:
+        stop_controller(trainer.tq_controller)
+
+
+def check_output(data, meta, output):
+    assert len(meta) == 2
+    assert sorted(meta.field_names) == ["prompt", "text"]
+    assert set(output.keys()) == {"text", "prompt"}
+    assert list(output.batch_size) == [2]
+    assert isinstance(output["text"], torch.Tensor)
+    assert output["text"].dtype == torch.float32
+    assert output["text"].shape == (2, 2)
+    assert torch.equal(output["text"], data["text"])
+    assert list(output["prompt"]) == ["5", "6"]
+
+
+def test_seed_single_node_yuanrong(ds_worker):
+    dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
+    dict_conf.port = ds_worker.port
+    trainer, data, meta, output = run_seed_flow(dict_conf)
+    check_output(data, meta, output)
+    # The payload went through the worker: it holds objects now.
+    from datasystem import KVClient
+
+    kv = KVClient(ds_worker.host, ds_worker.port)
+    kv.init()
+    assert kv.stats()["objects"] > 0
+
+
+def test_seed_single_node_yuanrong_read_twice_other_task(ds_worker):
+    """A second task reads the same samples; the first task cannot read them again."""
+    dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
+    dict_conf.port = ds_worker.port
+    data = TensorDict({"text": torch.Tensor([[1, 2], [3, 4]]), "prompt": ["5", "6"]}, batch_size=[2])
+    trainer = Trainer(dict_conf)
+    try:
+        c = trainer.tq_client
+        c.put(data=data, partition_id="train_0")
+        m1 = c.get_meta(data_fields=["text", "prompt"], batch_size=2, partition_id="train_0",
+                        task_name="generate_sequences")
+        m2 = c.get_meta(data_fields=["text", "prompt"], batch_size=2, partition_id="train_0",
+                        task_name="compute_reward")
+        assert m1.global_indexes == m2.global_indexes
+        check_output(data, m2, c.get_data(m2))
+        again = c.get_meta(data_fields=["text"], batch_size=2, partition_id="train_0",
+                           task_name="generate_sequences", mode="poll")
+        assert len(again) == 0
+    finally:
+        stop_controller(trainer.tq_controller)
+
+
+def test_seed_single_node_simple_storage():
+    dict_conf = OmegaConf.create({"manager_type": "SimpleStorageManager"}, flags={"allow_objects": True})
+    _, data, meta, output = run_seed_flow(dict_conf, partition_id=unique("train"))
+    check_output(data, meta, output)
+
+
+def test_seed_config_as_plain_dict(ds_worker):
+    """initialize_storage_manager also takes a plain dict config."""
+    conf = {"manager_type": "YuanrongStorageManager", "client_name": "YuanrongStorageClient",
+            "host": "127.0.0.1", "port": ds_worker.port}
+    _, data, meta, output = run_seed_flow(conf)
+    check_output(data, meta, output)
+
+
+def test_seed_merged_config_controller_info_reaches_a_client(ds_worker):
+    """The seed keeps controller_info in an allow_objects DictConfig "to maintain
+    ZMQServerInfo instance", and its multi-node demo builds each actor's client
+    from `self.config.controller_info`. That must work after the merge/copy."""
+    dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
+    dict_conf.port = ds_worker.port
+    trainer = Trainer(dict_conf)
+    try:
+        conf_reader = trainer.config.copy()
+        other = TransferQueueClient(client_id="rollout", controller_info=conf_reader.controller_info)
+        other.initialize_storage_manager(manager_type=conf_reader["manager_type"], config=conf_reader)
+        partition = unique("train")
+        trainer.tq_client.put(data=TensorDict({"x": torch.arange(3)}, batch_size=[3]), partition_id=partition)
+        meta = other.get_meta(data_fields=["x"], batch_size=3, partition_id=partition, task_name="t")
+        assert torch.equal(other.get_data(meta)["x"], torch.arange(3))
+        assert isinstance(trainer.config.controller_info, type(trainer.tq_controller_info)), (
+            "OmegaConf flattened ZMQServerInfo into a DictConfig")
+    finally:
+        stop_controller(trainer.tq_controller)

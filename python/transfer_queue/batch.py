@@ -114,7 +114,7 @@ def _length(v: Any) -> int:
     if isinstance(v, (torch.Tensor, np.ndarray)):
         if v.ndim == 0:
             raise InvalidArgumentError("a field must have a batch dimension; got a 0-d value")
-        return int(v.shape[0])
+        return int(v.size(0) if isinstance(v, torch.Tensor) else v.shape[0])  # nested tensors have no .shape
     return len(v)
 
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <future>
 #include <numeric>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -507,7 +508,8 @@ TEST_F(ControllerTest, ClearIsIdempotent) {
   for (auto& f : fs) EXPECT_OK(f.get());
   EXPECT_EQ(TotalStats().keys, 0u);
   ASSERT_OK_AND_ASSIGN(BatchMeta again, client_->put(Numbered(20, 0), "p"));
-  std::set<int64_t> idx(again.global_indexes().begin(), again.global_indexes().end());
+  const std::vector<int64_t> again_idx = again.global_indexes();
+  std::set<int64_t> idx(again_idx.begin(), again_idx.end());
   EXPECT_EQ(idx.size(), 20u) << "an index was released twice and handed out twice";
 }
 

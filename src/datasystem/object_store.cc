@@ -238,6 +238,7 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<st
       o.size = pending.size;
       o.version = o.id;
       o.evictable = pending.opts.evictable;
+      o.cached = pending.opts.cached;
       if (pending.opts.ttl_ms > 0) {
         o.expire_at_ms = now + static_cast<int64_t>(pending.opts.ttl_ms);
         expiry_.emplace(o.expire_at_ms, o.id);
@@ -294,7 +295,7 @@ Result<std::vector<Located>> ObjectStore::Get(Session& session,
         policy_->Touch(o.id);
       }
       Pin(session, o.offset);
-      out[i] = Located{StatusCode::kOk, o.offset, o.size};
+      out[i] = Located{StatusCode::kOk, o.offset, o.size, o.version};
     }
     if (missing == 0 || wait.count() <= 0) break;
     if (shutdown_) return Status::Cancelled("worker is shutting down");
@@ -342,6 +343,34 @@ std::vector<bool> ObjectStore::Exist(const std::vector<std::string>& keys) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = NowMs();
   for (size_t i = 0; i < keys.size(); ++i) out[i] = FindLive(keys[i], now) != table_.end();
+  return out;
+}
+
+std::vector<ObjectInfo> ObjectStore::Describe(const std::vector<std::string>& keys) {
+  std::vector<ObjectInfo> out(keys.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out[i].key = keys[i];
+    auto it = FindLive(keys[i], now);
+    if (it == table_.end()) continue;
+    out[i].code = StatusCode::kOk;
+    out[i].size = it->second.size;
+    out[i].version = it->second.version;
+    out[i].cached = it->second.cached;
+  }
+  return out;
+}
+
+std::vector<ObjectInfo> ObjectStore::ListPrimaries() {
+  std::vector<ObjectInfo> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  out.reserve(table_.size());
+  for (const auto& [key, o] : table_) {
+    if (o.cached || Expired(o, now)) continue;
+    out.push_back(ObjectInfo{key, StatusCode::kOk, o.size, o.version, false});
+  }
   return out;
 }
 

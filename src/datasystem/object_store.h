@@ -37,6 +37,8 @@ struct WriteOptions {
   bool evictable = false;  // may be dropped (not spilled) under memory pressure
   uint64_t ttl_ms = 0;     // 0: never expires
   bool if_absent = false;  // fail with AlreadyExists when the key exists
+  bool cached = false;     // a copy pulled from another worker (cluster): not this worker's
+                           // own write, so never re-announced as the primary copy
 };
 
 struct StoreOptions {
@@ -65,6 +67,16 @@ struct Located {
   StatusCode code = StatusCode::kNotFound;
   uint64_t offset = 0;
   uint64_t size = 0;
+  uint64_t version = 0;
+};
+
+// What the cluster needs to know about a sealed object (no pin taken).
+struct ObjectInfo {
+  std::string key;
+  StatusCode code = StatusCode::kNotFound;
+  uint64_t size = 0;
+  uint64_t version = 0;
+  bool cached = false;
 };
 
 struct StoreStats {
@@ -99,6 +111,11 @@ class ObjectStore {
   // Returns how many keys existed.
   size_t Delete(const std::vector<std::string>& keys);
   std::vector<bool> Exist(const std::vector<std::string>& keys);
+  // Size and version of each key (NotFound when absent); takes no pin.
+  std::vector<ObjectInfo> Describe(const std::vector<std::string>& keys);
+  // Every live object written on this worker (not a cached copy), for the
+  // cluster's re-announcement after a membership change.
+  std::vector<ObjectInfo> ListPrimaries();
   // Releases the pins and aborts the creates of a closed connection.
   void CloseSession(Session& session);
   // Drops expired objects; called periodically.
@@ -121,6 +138,7 @@ class ObjectStore {
     int64_t expire_at_ms = 0;  // 0: never
     bool resident = true;
     bool evictable = false;
+    bool cached = false;
   };
   using Table = std::unordered_map<std::string, Object>;
   using Entry = Table::value_type;

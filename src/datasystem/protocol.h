@@ -33,4 +33,21 @@ inline constexpr const char* kSocket = "socket";      // Unix socket path (TCP H
 inline constexpr const char* kPid = "pid";
 inline constexpr const char* kWorker = "worker";      // "host:port"
 
+// Cluster messages (worker to worker, ids 111-114).
+inline constexpr const char* kVersions = "versions";  // [u64]  MetaPublish
+inline constexpr const char* kHolders = "holders";    // [str]  MetaPublish: per entry; MetaRemove reply
+inline constexpr const char* kIncarnations = "incarnations";  // [u64] MetaPublish: per entry
+inline constexpr const char* kDataAddrs = "data";     // [str]  MetaPublish: data endpoint "ip:port"
+inline constexpr const char* kMode = "mode";          // u8     MetaPublish: PublishMode
+inline constexpr const char* kStale = "stale";        // [str]  MetaPublish reply: holders to drop
+inline constexpr const char* kCounts = "counts";      // [u32]  Lookup/Remove replies: replicas per key
+inline constexpr const char* kLost = "lost";          // [str]  Lookup reply: lost holder per key ("")
+
+// How an owner applies a published location.
+enum class PublishMode : uint8_t {
+  kPrimary = 0,  // the writer's copy: replaces the record (older replicas are returned as stale)
+  kCache = 1,    // a reader's cached copy: added to an existing record
+  kHandoff = 2,  // a former owner hands its record over: added only where no record exists
+};
+
 }  // namespace ds::proto

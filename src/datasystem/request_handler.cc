@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 #include <unordered_set>
@@ -65,6 +66,10 @@ const char* Name(MsgType t) {
     case MsgType::kDsStats: return "Stats";
     case MsgType::kDsShutdown: return "Shutdown";
     case MsgType::kDsAbort: return "Abort";
+    case MsgType::kDsMetaPublish: return "MetaPublish";
+    case MsgType::kDsMetaLookup: return "MetaLookup";
+    case MsgType::kDsMetaRemove: return "MetaRemove";
+    case MsgType::kDsDropCopies: return "DropCopies";
     default: return "Unknown";
   }
 }
@@ -117,9 +122,19 @@ Result<Message> RequestHandler::Dispatch(const Message& request, Session& sessio
     case MsgType::kDsHello: return Hello(request, local);
     case MsgType::kDsCreate: return Create(request, session);
     case MsgType::kDsSeal: return Seal(request, session);
-    case MsgType::kDsPut: return Put(request, session);
+    case MsgType::kDsPut: return Put(request, session, local);
     case MsgType::kDsGet: return Get(request, session, local, retry);
-    case MsgType::kDsDelete: return Delete(request);
+    case MsgType::kDsDelete: return Delete(request, local);
+    case MsgType::kDsMetaPublish:
+    case MsgType::kDsMetaLookup:
+    case MsgType::kDsMetaRemove:
+    case MsgType::kDsDropCopies:
+      if (local || context_.cluster == nullptr) {
+        return Status::Invalid(Name(request.type()),
+                               " is a worker-to-worker message of a cluster; this worker was "
+                               "started without --etcd_address");
+      }
+      return context_.cluster->HandlePeer(request);
     case MsgType::kDsExist: return Exist(request);
     case MsgType::kDsStats: return Stats(request);
     case MsgType::kDsShutdown: {
@@ -185,6 +200,13 @@ Result<Message> RequestHandler::Seal(const Message& request, Session& session) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Seal"));
   TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
   auto codes = store_.Seal(session, keys);
+  if (context_.cluster != nullptr) {
+    std::vector<std::string> sealed;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (codes[i] == StatusCode::kOk) sealed.push_back(keys[i]);
+    }
+    if (!sealed.empty()) context_.cluster->Published(sealed, /*wait=*/true);
+  }
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);
@@ -193,7 +215,7 @@ Result<Message> RequestHandler::Seal(const Message& request, Session& session) {
   return reply;
 }
 
-Result<Message> RequestHandler::Put(const Message& request, Session& session) {
+Result<Message> RequestHandler::Put(const Message& request, Session& session, bool local) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Put"));
   TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
   TQDS_RETURN_NOT_OK(CheckUnique(keys, "Put"));
@@ -214,8 +236,13 @@ Result<Message> RequestHandler::Put(const Message& request, Session& session) {
   }
   auto sealed = store_.Seal(session, to_seal);
   std::vector<StatusCode> codes(keys.size());
+  std::vector<std::string> published;
   for (size_t i = 0, j = 0; i < keys.size(); ++i) {
     codes[i] = slots[i].code != StatusCode::kOk ? slots[i].code : sealed[j++];
+    if (codes[i] == StatusCode::kOk) published.push_back(keys[i]);
+  }
+  if (context_.cluster != nullptr && !published.empty()) {
+    context_.cluster->Published(published, /*wait=*/local);
   }
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
@@ -234,7 +261,10 @@ Result<Message> RequestHandler::Get(const Message& request, Session& session, bo
   if (!local) inline_max = UINT64_MAX;  // TCP: every value travels as a payload frame
   wait_ms = std::min<uint64_t>(wait_ms, 24ull * 3600 * 1000);
   auto wait = std::chrono::milliseconds(local ? wait_ms : 0);
-  TQDS_ASSIGN_OR_RETURN(auto found, store_.Get(session, keys, wait));
+  const bool fetch = local && context_.cluster != nullptr;
+  TQDS_ASSIGN_OR_RETURN(auto found,
+                        store_.Get(session, keys, fetch ? std::chrono::milliseconds(0) : wait));
+  if (fetch) TQDS_RETURN_NOT_OK(FetchMissing(session, keys, found, wait));
   if (!local && wait_ms > 0) {
     for (const auto& f : found) {
       if (f.code != StatusCode::kOk) {
@@ -273,10 +303,56 @@ Result<Message> RequestHandler::Get(const Message& request, Session& session, bo
   return reply;
 }
 
-Result<Message> RequestHandler::Delete(const Message& request) {
+Status RequestHandler::FetchMissing(Session& session, const std::vector<std::string>& keys,
+                                    std::vector<Located>& found, std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  auto release_all = [&] {
+    std::vector<uint64_t> pinned;
+    for (const auto& f : found) {
+      if (f.code == StatusCode::kOk) pinned.push_back(f.offset);
+    }
+    store_.Release(session, pinned);
+  };
+  while (true) {
+    std::vector<size_t> idx;
+    std::vector<std::string> missing;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (found[i].code != StatusCode::kOk) {
+        idx.push_back(i);
+        missing.push_back(keys[i]);
+      }
+    }
+    if (missing.empty()) return Status::OK();
+    Status st = context_.cluster->Fetch(missing);
+    if (!st.ok()) {
+      release_all();
+      return st;
+    }
+    // What was pulled is local now; wait a little for the rest (a local
+    // seal wakes us at once; a remote one is seen at the next round).
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    auto slice = std::clamp(left, std::chrono::milliseconds(0), std::chrono::milliseconds(20));
+    auto again = store_.Get(session, missing, slice);
+    if (!again.ok()) {
+      release_all();
+      return again.status();
+    }
+    for (size_t j = 0; j < idx.size(); ++j) found[idx[j]] = (*again)[j];
+    if (left.count() <= 0) return Status::OK();
+  }
+}
+
+Result<Message> RequestHandler::Delete(const Message& request, bool local) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Delete"));
   TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  std::vector<bool> here = store_.Exist(keys);
   size_t n = store_.Delete(keys);
+  if (context_.cluster != nullptr) {
+    auto elsewhere = context_.cluster->DeleteRemote(keys, /*wait=*/local);
+    n = 0;
+    for (size_t i = 0; i < keys.size(); ++i) n += (here[i] || elsewhere[i]) ? 1 : 0;
+  }
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);

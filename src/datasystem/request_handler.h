@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/wire/message.h"
+#include "datasystem/cluster_hooks.h"
 #include "datasystem/object_store.h"
 
 namespace ds {
@@ -23,6 +24,9 @@ struct HandlerContext {
   uint64_t arena_size = 0;
   int pid = 0;
   std::function<void()> request_shutdown;
+  // The cluster this worker belongs to; null for a standalone worker.
+  // Borrowed: outlives the handler.
+  ClusterHooks* cluster = nullptr;
 };
 
 class RequestHandler {
@@ -46,9 +50,12 @@ class RequestHandler {
   Result<Message> Hello(const Message& request, bool local);
   Result<Message> Create(const Message& request, Session& session);
   Result<Message> Seal(const Message& request, Session& session);
-  Result<Message> Put(const Message& request, Session& session);
+  Result<Message> Put(const Message& request, Session& session, bool local);
   Result<Message> Get(const Message& request, Session& session, bool local, bool* retry);
-  Result<Message> Delete(const Message& request);
+  Result<Message> Delete(const Message& request, bool local);
+  // Local Get misses in a cluster: pull from other workers, wait up to `wait`.
+  Status FetchMissing(Session& session, const std::vector<std::string>& keys,
+                      std::vector<Located>& found, std::chrono::milliseconds wait);
   Result<Message> Exist(const Message& request);
   Result<Message> Stats(const Message& request);
 

@@ -91,15 +91,6 @@ Status Worker::Init() {
   store_ = std::make_unique<ObjectStore>(so, arena_->base(),
                                          std::make_unique<BestFitAllocator>(arena_->size()),
                                          std::make_unique<LruPolicy>(), std::move(spill));
-  HandlerContext ctx;
-  ctx.worker = options_.worker_address;
-  ctx.socket_path = options_.socket_path();
-  ctx.instance = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
-  ctx.arena_size = arena_->size();
-  ctx.pid = ::getpid();
-  ctx.request_shutdown = [] { RequestProcessStop(); };
-  handler_ = std::make_unique<RequestHandler>(*store_, ctx);
-
   TQDS_ASSIGN_OR_RETURN(std::string ip, ResolveIpv4(hp.host));
   auto tcp = tqds::wire::RpcServer::Bind(
       "tcp://" + ip + ":" + std::to_string(hp.port),
@@ -111,6 +102,25 @@ Status Worker::Init() {
                            tcp.status().message());
   }
   tcp_ = std::move(tcp).value();
+  if (!options_.etcd_address.empty()) {
+    ClusterOptions co;
+    co.self = options_.worker_address;
+    co.self_ip = ip;
+    co.etcd_address = options_.etcd_address;
+    co.node_timeout = std::chrono::seconds(options_.node_timeout_s);
+    co.data_port = options_.data_port;
+    co.pull.connections = options_.pull_connections;
+    TQDS_ASSIGN_OR_RETURN(cluster_, ClusterNode::Start(co, *store_));
+  }
+  HandlerContext ctx;
+  ctx.worker = options_.worker_address;
+  ctx.socket_path = options_.socket_path();
+  ctx.instance = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
+  ctx.arena_size = arena_->size();
+  ctx.pid = ::getpid();
+  ctx.request_shutdown = [] { RequestProcessStop(); };
+  ctx.cluster = cluster_.get();
+  handler_ = std::make_unique<RequestHandler>(*store_, ctx);
   TQDS_ASSIGN_OR_RETURN(local_, LocalServer::Start(options_.socket_path(), arena_->fd(), *handler_,
                                                    *store_));
   tcp_->Start();
@@ -158,6 +168,7 @@ void Worker::RequestProcessStop() { ::kill(::getpid(), SIGTERM); }
 void Worker::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (cluster_) cluster_->Stop();  // leave the ring first
   if (store_) store_->Shutdown();
   if (local_) local_->Stop();
   if (tcp_) tcp_->Stop();

@@ -1,6 +1,7 @@
 // Worker: wires one datasystem worker together (arena, allocator, eviction
 // policy, spill tier, object store, request handler, Unix-socket server, TCP
-// server) and owns the pid file. It holds no logic of its own.
+// server, and with --etcd_address the ClusterNode) and owns the pid file. It
+// holds no logic of its own.
 //
 // Threads: the TCP (ZMQ) server thread (also runs TTL expiry and retries
 // waiting TCP Gets), the Unix accept thread, one thread per local client.
@@ -14,6 +15,7 @@
 
 #include "common/wire/rpc.h"
 #include "datasystem/arena.h"
+#include "datasystem/cluster_node.h"
 #include "datasystem/local_server.h"
 #include "datasystem/object_store.h"
 #include "datasystem/request_handler.h"
@@ -45,6 +47,7 @@ class Worker {
   int pid_fd_ = -1;
   std::unique_ptr<SharedArena> arena_;
   std::unique_ptr<ObjectStore> store_;
+  std::unique_ptr<ClusterNode> cluster_;  // null for a standalone worker
   std::unique_ptr<RequestHandler> handler_;
   std::unique_ptr<LocalServer> local_;
   std::unique_ptr<tqds::wire::RpcServer> tcp_;

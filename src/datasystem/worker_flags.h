@@ -27,6 +27,15 @@ inline void AddWorkerFlags(CLI::App& app, WorkerOptions& o) {
   app.add_option("--high_watermark", o.high_watermark,
                  "spill/evict above this fraction of shared memory")
       ->capture_default_str();
+  app.add_option("--node_timeout_s", o.node_timeout_s,
+                 "cluster: seconds until a dead worker leaves the ring (etcd lease TTL)")
+      ->capture_default_str();
+  app.add_option("--pull_connections", o.pull_connections,
+                 "cluster: TCP connections per cross-node pull of a large object")
+      ->capture_default_str();
+  app.add_option("--data_port", o.data_port,
+                 "cluster: TCP port for worker-to-worker transfers (0: any free port)")
+      ->capture_default_str();
   app.add_flag("--populate_memory", o.populate_memory,
                "commit the shared memory at start (faster first writes)");
 }

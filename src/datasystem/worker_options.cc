@@ -52,6 +52,15 @@ Status WorkerOptions::Validate() const {
     return Status::Invalid("--unix_socket_dir '", unix_socket_dir,
                            "' is too long for a Unix socket path (keep it under ~80 bytes)");
   }
+  if (node_timeout_s < 1 || node_timeout_s > 3600) {
+    return Status::Invalid("--node_timeout_s must be between 1 and 3600, got ", node_timeout_s);
+  }
+  if (pull_connections < 1 || pull_connections > 64) {
+    return Status::Invalid("--pull_connections must be between 1 and 64, got ", pull_connections);
+  }
+  if (data_port < 0 || data_port > 65535) {
+    return Status::Invalid("--data_port must be between 0 and 65535, got ", data_port);
+  }
   if (!(high_watermark > 0.0 && high_watermark <= 1.0)) {
     return Status::Invalid("high watermark must be in (0, 1], got ", high_watermark);
   }

@@ -21,8 +21,8 @@ struct HostPort {
 struct WorkerOptions {
   // TCP address the worker serves ("127.0.0.1:31501"). Required.
   std::string worker_address;
-  // etcd client address ("127.0.0.1:2379"). Empty: standalone worker. The
-  // worker only checks etcd answers; membership comes with the cluster.
+  // etcd client address ("127.0.0.1:2379"). Empty: standalone worker. With
+  // it, the worker joins the cluster of workers registered there.
   std::string etcd_address;
   // Size of the shared-memory arena. Default 1024 MiB (reserved lazily: pages
   // are committed as objects are written).
@@ -39,6 +39,14 @@ struct WorkerOptions {
   double high_watermark = 0.9;
   // Commit the arena's pages at start (faster first writes, RSS up front).
   bool populate_memory = false;
+  // Cluster (with etcd_address): seconds a dead worker stays in the ring
+  // (its etcd lease TTL; etcd's minimum is about 2). Default 3.
+  uint32_t node_timeout_s = 3;
+  // Cluster: TCP connections one cross-node pull of a large object uses.
+  // Default 4.
+  uint32_t pull_connections = 4;
+  // Cluster: TCP port of the worker-to-worker data plane; 0 (default): any free port.
+  int data_port = 0;
 
   tqds::Status Validate() const;
   HostPort address() const;  // precondition: Validate() passed

@@ -159,6 +159,10 @@ struct WorkerConfig {
   std::string spill_dir;
   uint64_t spill_mb = 0;
   double high_watermark = 0.9;
+  std::string host = "127.0.0.1";    // address the worker serves
+  std::string etcd;                  // --etcd_address; empty: standalone
+  std::string netns;                 // run inside this network namespace (ip netns exec)
+  std::vector<std::string> extra;    // more flags
 };
 
 class WorkerProcess {
@@ -166,16 +170,21 @@ class WorkerProcess {
   using Config = WorkerConfig;
   explicit WorkerProcess(Config config = Config()) : config_(std::move(config)) {}
   // Returns "" when ready, else the worker's error.
-  std::string Start() {
-    port_ = FreePort();
+  // `port` 0: a free port; else that port (a restart at the same address).
+  std::string Start(int port = 0) {
+    port_ = port != 0 ? port : FreePort();
     int p[2];
     if (::pipe(p) != 0) return "pipe failed";
-    std::vector<std::string> argv = {DS_WORKER_BIN,
+    std::vector<std::string> argv;
+    if (!config_.netns.empty()) argv = {"/usr/sbin/ip", "netns", "exec", config_.netns};
+    argv.insert(argv.end(), {DS_WORKER_BIN,
                                      "--worker_address", address(),
                                      "--unix_socket_dir", dir_.path(),
                                      "--shared_memory_size_mb", std::to_string(config_.shm_mb),
                                      "--high_watermark", std::to_string(config_.high_watermark),
-                                     "--ready_fd", std::to_string(p[1])};
+                                     "--ready_fd", std::to_string(p[1])});
+    if (!config_.etcd.empty()) argv.insert(argv.end(), {"--etcd_address", config_.etcd});
+    argv.insert(argv.end(), config_.extra.begin(), config_.extra.end());
     if (!config_.spill_dir.empty()) {
       argv.insert(argv.end(), {"--spill_directory", config_.spill_dir, "--spill_size_limit_mb",
                                std::to_string(config_.spill_mb)});
@@ -203,7 +212,8 @@ class WorkerProcess {
   void Crash() { guard_.Kill(SIGKILL); }
   int port() const { return port_; }
   pid_t pid() const { return guard_.pid(); }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return config_.host + ":" + std::to_string(port_); }
+  const std::string& host() const { return config_.host; }
   std::string socket_path() const {
     return dir_.path() + "/ds_worker_" + std::to_string(port_) + ".sock";
   }
@@ -213,6 +223,49 @@ class WorkerProcess {
   Config config_;
   TempDir dir_;
   int port_ = 0;
+  ProcessGuard guard_;
+};
+
+// An etcd server (Debian's etcd-server) with its own data directory, killed
+// by pid at the end. Restart() brings it back on the same ports and data.
+class EtcdProcess {
+ public:
+  explicit EtcdProcess(std::string host = "127.0.0.1", std::string netns = "")
+      : host_(std::move(host)), netns_(std::move(netns)) {
+    client_port_ = netns_.empty() ? FreePort() : 2379;
+    peer_port_ = netns_.empty() ? FreePort() : 2380;
+  }
+  static bool Installed() { return ::access("/usr/bin/etcd", X_OK) == 0; }
+  void Start() {
+    std::string curl = "http://" + address();
+    std::string purl = "http://" + host_ + ":" + std::to_string(peer_port_);
+    std::vector<std::string> argv;
+    if (!netns_.empty()) argv = {"/usr/sbin/ip", "netns", "exec", netns_};
+    argv.insert(argv.end(), {"/usr/bin/etcd", "--name", "t", "--data-dir", dir_.path() + "/etcd",
+                             "--listen-client-urls", curl, "--advertise-client-urls", curl,
+                             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+                             "--initial-cluster", "t=" + purl, "--log-level", "error"});
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int log = ::open((dir_.path() + "/etcd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+      std::vector<char*> a;
+      for (const auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
+      a.push_back(nullptr);
+      ::execv(a[0], a.data());
+      ::_exit(127);
+    }
+    guard_.Reset(pid);
+  }
+  void Stop() { guard_.Kill(SIGKILL); }
+  std::string address() const { return host_ + ":" + std::to_string(client_port_); }
+  pid_t pid() const { return guard_.pid(); }
+
+ private:
+  std::string host_, netns_;
+  int client_port_ = 0, peer_port_ = 0;
+  TempDir dir_;
   ProcessGuard guard_;
 };
 

@@ -46,6 +46,10 @@ enum class MsgType : uint16_t {
   kDsStats = 108,
   kDsShutdown = 109,   // graceful stop (dscli stop)
   kDsAbort = 110,      // drop created, unsealed objects (one-way on the Unix socket)
+  kDsMetaPublish = 111,  // worker -> key owner: where objects live (primary, cache or handoff)
+  kDsMetaLookup = 112,   // worker -> key owner: locations of keys (live replicas or the lost holder)
+  kDsMetaRemove = 113,   // worker -> key owner: forget keys; reply lists every holder
+  kDsDropCopies = 114,   // worker -> holder: delete local copies (no further fan-out)
   kDsLast = 199,
 };
 

@@ -1,0 +1,38 @@
+// ClusterHooks: what the request handler asks of the cluster (if any). The
+// handler stays transport- and etcd-free; ClusterNode implements this, and
+// a standalone worker passes none.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/wire/message.h"
+#include "tqds/status.h"
+
+namespace ds {
+
+class ClusterHooks {
+ public:
+  virtual ~ClusterHooks() = default;
+
+  // `keys` were just sealed on this worker: tell their owners where they
+  // are (and drop older copies elsewhere). `wait`: return only once the
+  // owners answered (local clients: a reader on another node then finds
+  // the key); false on the TCP server thread, which must not block.
+  virtual void Published(const std::vector<std::string>& keys, bool wait) = 0;
+
+  // Pulls `keys`, missing on this worker, from the workers holding them into
+  // local shared memory (as cached copies). Keys no worker has stay missing.
+  // Fails fast (Unavailable naming the key and the worker) when a key's only
+  // copies were on workers that left or cannot be reached.
+  virtual tqds::Status Fetch(const std::vector<std::string>& keys) = 0;
+
+  // Deletes every other copy of `keys` and their owners' records. Per key:
+  // whether a record existed. `wait` as for Published.
+  virtual std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) = 0;
+
+  // A cluster message from a peer (ids 111-114). Never blocks.
+  virtual tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) = 0;
+};
+
+}  // namespace ds

@@ -1,0 +1,661 @@
+// ClusterNode: membership, key ownership, cross-node get/delete, rebalancing.
+#include "datasystem/cluster_node.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <set>
+
+#include "datasystem/protocol.h"
+
+namespace ds {
+namespace {
+
+using tqds::Result;
+using tqds::Status;
+using tqds::StatusCode;
+using tqds::wire::MapReader;
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+using tqds::wire::PackBody;
+using Packer = msgpack::packer<msgpack::sbuffer>;
+using proto::PublishMode;
+
+constexpr size_t kBatch = 20000;  // entries per control message
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+template <typename T>
+void PackArray(Packer& pk, const char* name, const std::vector<T>& v) {
+  pk.pack(name);
+  pk.pack_array(static_cast<uint32_t>(v.size()));
+  for (const auto& x : v) pk.pack(x);
+}
+
+Message KeysMessage(MsgType type, const std::vector<std::string>& keys) {
+  Message m(type, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    PackArray(pk, proto::kKeys, keys);
+  }));
+  return m;
+}
+
+Message PublishMessage(PublishMode mode, const std::vector<PublishEntry>& entries) {
+  std::vector<std::string> keys, holders, data;
+  std::vector<uint64_t> sizes, versions, incs;
+  for (const auto& e : entries) {
+    keys.push_back(e.key);
+    sizes.push_back(e.size);
+    versions.push_back(e.replica.version);
+    holders.push_back(e.replica.holder);
+    incs.push_back(e.replica.incarnation);
+    data.push_back(e.replica.data);
+  }
+  Message m(MsgType::kDsMetaPublish, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(7);
+    pk.pack(proto::kMode);
+    pk.pack_uint8(static_cast<uint8_t>(mode));
+    PackArray(pk, proto::kKeys, keys);
+    PackArray(pk, proto::kSizes, sizes);
+    PackArray(pk, proto::kVersions, versions);
+    PackArray(pk, proto::kHolders, holders);
+    PackArray(pk, proto::kIncarnations, incs);
+    PackArray(pk, proto::kDataAddrs, data);
+  }));
+  return m;
+}
+
+Result<std::vector<StaleCopy>> DecodeStale(const Message& reply) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "MetaPublish reply"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+  TQDS_ASSIGN_OR_RETURN(auto holders, r.Get<std::vector<std::string>>(proto::kHolders));
+  if (keys.size() != holders.size()) return Status::Invalid("MetaPublish reply: length mismatch");
+  std::vector<StaleCopy> out;
+  for (size_t i = 0; i < keys.size(); ++i) out.push_back({keys[i], holders[i]});
+  return out;
+}
+
+template <typename T>
+std::vector<std::vector<T>> Chunks(const std::vector<T>& v) {
+  std::vector<std::vector<T>> out;
+  for (size_t i = 0; i < v.size(); i += kBatch) {
+    out.emplace_back(v.begin() + static_cast<std::ptrdiff_t>(i),
+                     v.begin() + static_cast<std::ptrdiff_t>(std::min(v.size(), i + kBatch)));
+  }
+  return out;
+}
+
+}  // namespace
+
+ClusterNode::ClusterNode(ClusterOptions options, ObjectStore& store)
+    : options_(std::move(options)), store_(store) {}
+
+Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterOptions options,
+                                                        ObjectStore& store) {
+  std::unique_ptr<ClusterNode> n(new ClusterNode(std::move(options), store));
+  n->incarnation_ = static_cast<uint64_t>(NowNs());
+  n->puller_ = std::make_unique<PullClient>(n->options_.pull);
+  TQDS_ASSIGN_OR_RETURN(n->data_, DataServer::Start(n->options_.self_ip, n->options_.data_port,
+                                                    n->options_.self, store));
+  cluster::MembershipOptions mo;
+  mo.etcd.address = n->options_.etcd_address;
+  mo.self_address = n->options_.self;
+  mo.lease_ttl = n->options_.node_timeout;
+  mo.incarnation = n->incarnation_;
+  cluster::MembershipCallbacks cb;
+  ClusterNode* raw = n.get();
+  cb.on_change = [raw](const cluster::MembershipView& v) { raw->OnViewChange(v); };
+  n->announcer_ = std::thread([raw] { raw->AnnounceLoop(); });
+  auto m = cluster::Membership::Start(mo, cb);
+  if (!m.ok()) {
+    n->Stop();
+    return m.status().WithContext("joining the cluster through etcd " + n->options_.etcd_address);
+  }
+  n->membership_ = std::move(m).value();
+  spdlog::info("cluster: {} joined (data plane {}, node timeout {} s)", n->options_.self,
+               n->data_->endpoint(), n->options_.node_timeout.count());
+  return n;
+}
+
+ClusterNode::~ClusterNode() { Stop(); }
+
+void ClusterNode::Stop() {
+  if (membership_) membership_->Stop();  // leave first: others stop routing to us
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !announcer_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (announcer_.joinable()) announcer_.join();
+  if (data_) data_->Stop();
+  std::lock_guard<std::mutex> lock(mu_);
+  peers_.clear();
+}
+
+void ClusterNode::OnViewChange(const cluster::MembershipView& view) {
+  LiveSet live;
+  for (const auto& m : view.members) live[m.address] = m.incarnation;
+  auto ring = std::make_shared<const cluster::HashRing>(view.addresses());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      it = live.count(it->first) ? std::next(it) : peers_.erase(it);
+    }
+    live_ = std::move(live);
+    ring_ = std::move(ring);
+    ++view_version_;
+  }
+  spdlog::info("cluster: view {} has {} worker(s)", view.version, view.members.size());
+  cv_.notify_all();
+}
+
+std::pair<LiveSet, ClusterNode::RingPtr> ClusterNode::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {live_, ring_};
+}
+
+Replica ClusterNode::SelfReplica(uint64_t version) const {
+  return Replica{options_.self, incarnation_, data_->endpoint(), version};
+}
+
+std::shared_ptr<tqds::wire::RpcClient> ClusterNode::Peer(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& p = peers_[address];
+  if (!p) {
+    auto c = tqds::wire::RpcClient::Connect("tcp://" + address);
+    if (!c.ok()) return nullptr;
+    p = std::move(c).value();
+  }
+  return p;
+}
+
+ClusterNode::Future ClusterNode::Send(const std::string& to, Message request) {
+  if (to == options_.self) {  // run here, through the codec like a peer's request
+    std::promise<Result<Message>> p;
+    auto roundtrip = [](const Message& m) {
+      std::string h = m.EncodeHeader();
+      return Message::DecodeHeader(h.data(), h.size());
+    };
+    auto decoded = roundtrip(request);
+    if (!decoded.ok()) {
+      p.set_value(decoded.status());
+    } else {
+      auto reply = HandlePeer(*decoded);
+      p.set_value(reply.ok() ? roundtrip(*reply) : Result<Message>(reply.status()));
+    }
+    return p.get_future();
+  }
+  auto peer = Peer(to);
+  if (!peer) {
+    std::promise<Result<Message>> p;
+    p.set_value(Status::Unavailable("cannot connect to worker ", to));
+    return p.get_future();
+  }
+  return peer->Call(std::move(request), options_.rpc_timeout);
+}
+
+void ClusterNode::Later(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    tasks_.push_back(std::move(task));
+  }
+  cv_.notify_all();
+}
+
+// ------------------------------------------------------------------ publish
+
+void ClusterNode::Published(const std::vector<std::string>& keys, bool wait) {
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty()) return;
+  std::map<std::string, std::vector<PublishEntry>> by_owner;
+  for (auto& info : store_.Describe(keys)) {
+    if (info.code != StatusCode::kOk || info.cached) continue;
+    PublishEntry e{info.key, info.size, SelfReplica(info.version)};
+    for (const auto& o : ring->Owners(info.key, options_.metadata_replicas)) by_owner[o].push_back(e);
+  }
+  SendPublish(PublishMode::kPrimary, by_owner, wait);
+}
+
+void ClusterNode::SendPublish(PublishMode mode,
+                              const std::map<std::string, std::vector<PublishEntry>>& by_owner,
+                              bool wait) {
+  if (by_owner.empty()) return;
+  if (!wait) {
+    Later([this, mode, by_owner] { SendPublish(mode, by_owner, true); });
+    return;
+  }
+  std::vector<std::pair<std::string, Future>> calls;
+  for (const auto& [owner, entries] : by_owner) {
+    for (const auto& chunk : Chunks(entries)) {
+      calls.emplace_back(owner, Send(owner, PublishMessage(mode, chunk)));
+    }
+  }
+  std::vector<StaleCopy> stale;
+  for (auto& [owner, f] : calls) {
+    auto reply = f.get();
+    if (!reply.ok()) {
+      spdlog::warn("cluster: publishing locations to owner {} failed: {}", owner,
+                   reply.status().ToString());
+      continue;
+    }
+    auto s = DecodeStale(*reply);
+    if (s.ok()) stale.insert(stale.end(), s->begin(), s->end());
+  }
+  DropStale(stale, true);
+}
+
+void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
+  if (stale.empty()) return;
+  if (!wait) {
+    Later([this, stale] { DropStale(stale, true); });
+    return;
+  }
+  std::map<std::string, std::set<std::string>> by_holder;
+  for (const auto& s : stale) by_holder[s.holder].insert(s.key);
+  std::vector<Future> calls;
+  for (const auto& [holder, keyset] : by_holder) {
+    std::vector<std::string> keys(keyset.begin(), keyset.end());
+    if (holder == options_.self) {
+      store_.Delete(keys);
+      continue;
+    }
+    for (const auto& chunk : Chunks(keys)) calls.push_back(Send(holder, KeysMessage(MsgType::kDsDropCopies, chunk)));
+  }
+  for (auto& f : calls) (void)f.get();  // best effort: a dead holder has nothing to drop
+}
+
+// ------------------------------------------------------------------ get
+
+Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty() || keys.empty()) return Status::OK();
+  const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
+
+  // 1. Locate: ask each key's owner; on no answer, the next owner.
+  std::vector<std::optional<LookupResult>> found(keys.size());
+  std::vector<bool> answered(keys.size(), false);  // some owner said "no record"
+  std::vector<std::vector<std::string>> owners(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) owners[i] = ring->Owners(keys[i], reps);
+  Status last_error;
+  for (size_t attempt = 0; attempt < reps; ++attempt) {
+    std::map<std::string, std::vector<size_t>> by_owner;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!found[i] && attempt < owners[i].size()) by_owner[owners[i][attempt]].push_back(i);
+    }
+    if (by_owner.empty()) break;
+    std::vector<std::pair<std::vector<size_t>, Future>> calls;
+    for (auto& [owner, idx] : by_owner) {
+      std::vector<std::string> ks;
+      for (size_t i : idx) ks.push_back(keys[i]);
+      calls.emplace_back(idx, Send(owner, KeysMessage(MsgType::kDsMetaLookup, ks)));
+    }
+    for (auto& [idx, f] : calls) {
+      auto reply = f.get();
+      Status st = reply.status();
+      if (st.ok()) {
+        auto r = MapReader::Of(reply->body(), "MetaLookup reply");
+        auto codes = r.ok() ? r->Get<std::vector<uint32_t>>(proto::kCodes) : r.status();
+        auto sizes = r.ok() ? r->Get<std::vector<uint64_t>>(proto::kSizes) : r.status();
+        auto counts = r.ok() ? r->Get<std::vector<uint32_t>>(proto::kCounts) : r.status();
+        auto holders = r.ok() ? r->Get<std::vector<std::string>>(proto::kHolders) : r.status();
+        auto data = r.ok() ? r->Get<std::vector<std::string>>(proto::kDataAddrs) : r.status();
+        auto versions = r.ok() ? r->Get<std::vector<uint64_t>>(proto::kVersions) : r.status();
+        auto lost = r.ok() ? r->Get<std::vector<std::string>>(proto::kLost) : r.status();
+        for (const Status& s : {codes.status(), sizes.status(), counts.status(), holders.status(),
+                                data.status(), versions.status(), lost.status()}) {
+          if (!s.ok()) st = s;
+        }
+        if (st.ok() && (codes->size() != idx.size() || sizes->size() != idx.size() ||
+                        counts->size() != idx.size() || lost->size() != idx.size() ||
+                        holders->size() != data->size() || holders->size() != versions->size())) {
+          st = Status::Invalid("MetaLookup reply: length mismatch");
+        }
+        if (st.ok()) {
+          size_t pos = 0;
+          for (size_t j = 0; j < idx.size(); ++j) {
+            LookupResult lr;
+            lr.code = static_cast<StatusCode>((*codes)[j]);
+            lr.size = (*sizes)[j];
+            lr.lost = (*lost)[j];
+            for (uint32_t c = 0; c < (*counts)[j] && pos < holders->size(); ++c, ++pos) {
+              lr.live.push_back(Replica{(*holders)[pos], 0, (*data)[pos], (*versions)[pos]});
+            }
+            // Right after a view change a new owner may not have the record
+            // yet: ask the next owner (often the previous one) before a miss.
+            if (lr.code == StatusCode::kNotFound && attempt + 1 < owners[idx[j]].size()) {
+              answered[idx[j]] = true;
+              continue;
+            }
+            found[idx[j]] = std::move(lr);
+          }
+          continue;
+        }
+      }
+      last_error = st;
+    }
+  }
+
+  // 2. Decide per key: pull, stay missing, or fail fast.
+  std::vector<std::string> pull_keys;
+  std::vector<uint64_t> sizes;
+  std::vector<std::vector<Replica>> candidates;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!found[i] && answered[i]) continue;  // no owner has a record: a miss
+    if (!found[i]) {
+      std::string names;
+      for (const auto& o : owners[i]) names += (names.empty() ? "" : ", ") + o;
+      return Status::Unavailable("cannot locate '", keys[i], "': its owner worker(s) ", names,
+                                 " do not answer (", last_error.message(), ")");
+    }
+    const LookupResult& lr = *found[i];
+    if (lr.code == StatusCode::kUnavailable) {
+      return Status::Unavailable("key '", keys[i], "' is lost: its only copy was on worker ",
+                                 lr.lost, ", which left the cluster");
+    }
+    if (lr.code != StatusCode::kOk) continue;
+    std::vector<Replica> c;
+    for (const auto& rep : lr.live) {
+      if (rep.holder != options_.self) c.push_back(rep);
+    }
+    if (c.empty()) continue;
+    pull_keys.push_back(keys[i]);
+    sizes.push_back(lr.size);
+    candidates.push_back(std::move(c));
+  }
+  if (pull_keys.empty()) return Status::OK();
+
+  // 3. Pull into fresh blocks (created in a private session, sealed when complete).
+  Session session;
+  WriteOptions wo;
+  wo.evictable = true;
+  wo.cached = true;
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, pull_keys, sizes, wo));
+  std::vector<size_t> next(pull_keys.size(), 0);
+  std::vector<bool> done(pull_keys.size(), false);
+  std::vector<Status> errors(pull_keys.size());
+  while (true) {
+    std::map<std::pair<std::string, std::string>, std::vector<size_t>> by_holder;
+    for (size_t i = 0; i < pull_keys.size(); ++i) {
+      if (done[i] || next[i] >= candidates[i].size()) continue;
+      const Replica& r = candidates[i][next[i]];
+      by_holder[{r.holder, r.data}].push_back(i);
+    }
+    if (by_holder.empty()) break;
+    for (auto& [holder, idx] : by_holder) {
+      std::vector<PullItem> items;
+      for (size_t i : idx) {
+        items.push_back(PullItem{pull_keys[i], candidates[i][next[i]].version, sizes[i],
+                                 store_.base() + slots[i].offset});
+      }
+      auto st = puller_->Pull(holder.second, holder.first, items);
+      for (size_t j = 0; j < idx.size(); ++j) {
+        size_t i = idx[j];
+        if (st[j].ok()) {
+          done[i] = true;
+        } else {
+          if (errors[i].ok() || !st[j].IsNotFound()) errors[i] = st[j];
+          ++next[i];
+        }
+      }
+    }
+  }
+  std::vector<std::string> seal, abort;
+  Status failure;
+  for (size_t i = 0; i < pull_keys.size(); ++i) {
+    if (done[i]) {
+      seal.push_back(pull_keys[i]);
+    } else {
+      abort.push_back(pull_keys[i]);
+      if (!errors[i].IsNotFound() && failure.ok()) failure = errors[i];
+    }
+  }
+  store_.Abort(session, abort);
+  store_.Seal(session, seal);
+  store_.CloseSession(session);
+
+  // 4. Register the cached copies with their owners (so deletes reach them).
+  if (!seal.empty()) {
+    std::map<std::string, std::vector<PublishEntry>> by_owner;
+    for (auto& info : store_.Describe(seal)) {
+      if (info.code != StatusCode::kOk) continue;
+      PublishEntry e{info.key, info.size, SelfReplica(info.version)};
+      for (const auto& o : ring->Owners(info.key, reps)) by_owner[o].push_back(e);
+    }
+    SendPublish(PublishMode::kCache, by_owner, /*wait=*/false);
+  }
+  return failure;
+}
+
+// ------------------------------------------------------------------ delete
+
+std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys, bool wait) {
+  std::vector<bool> existed(keys.size(), false);
+  if (!wait) {
+    Later([this, keys] { (void)DeleteRemote(keys, true); });
+    return existed;
+  }
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty()) return existed;
+  std::map<std::string, std::vector<size_t>> by_owner;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (const auto& o : ring->Owners(keys[i], options_.metadata_replicas)) by_owner[o].push_back(i);
+  }
+  std::vector<std::pair<std::vector<size_t>, Future>> calls;
+  for (auto& [owner, idx] : by_owner) {
+    std::vector<std::string> ks;
+    for (size_t i : idx) ks.push_back(keys[i]);
+    calls.emplace_back(idx, Send(owner, KeysMessage(MsgType::kDsMetaRemove, ks)));
+  }
+  std::vector<StaleCopy> drop;
+  for (auto& [idx, f] : calls) {
+    auto reply = f.get();
+    if (!reply.ok()) continue;
+    auto r = MapReader::Of(reply->body(), "MetaRemove reply");
+    if (!r.ok()) continue;
+    auto counts = r->Get<std::vector<uint32_t>>(proto::kCounts);
+    auto holders = r->Get<std::vector<std::string>>(proto::kHolders);
+    if (!counts.ok() || !holders.ok() || counts->size() != idx.size()) continue;
+    size_t pos = 0;
+    for (size_t j = 0; j < idx.size(); ++j) {
+      if ((*counts)[j] > 0) existed[idx[j]] = true;
+      for (uint32_t c = 0; c < (*counts)[j] && pos < holders->size(); ++c, ++pos) {
+        if ((*holders)[pos] != options_.self) drop.push_back({keys[idx[j]], (*holders)[pos]});
+      }
+    }
+  }
+  DropStale(drop, true);
+  return existed;
+}
+
+// ------------------------------------------------------------------ peer requests
+
+Result<Message> ClusterNode::HandlePeer(const Message& request) {
+  Message reply = Message::ReplyTo(request);
+  switch (request.type()) {
+    case MsgType::kDsMetaPublish: {
+      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "MetaPublish"));
+      TQDS_ASSIGN_OR_RETURN(uint32_t mode, r.Get<uint32_t>(proto::kMode));
+      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+      TQDS_ASSIGN_OR_RETURN(auto sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));
+      TQDS_ASSIGN_OR_RETURN(auto versions, r.Get<std::vector<uint64_t>>(proto::kVersions));
+      TQDS_ASSIGN_OR_RETURN(auto holders, r.Get<std::vector<std::string>>(proto::kHolders));
+      TQDS_ASSIGN_OR_RETURN(auto incs, r.Get<std::vector<uint64_t>>(proto::kIncarnations));
+      TQDS_ASSIGN_OR_RETURN(auto data, r.Get<std::vector<std::string>>(proto::kDataAddrs));
+      if (mode > 2) return Status::Invalid("MetaPublish: unknown mode ", mode);
+      const size_t n = keys.size();
+      if (sizes.size() != n || versions.size() != n || holders.size() != n || incs.size() != n ||
+          data.size() != n) {
+        return Status::Invalid("MetaPublish: arrays of different lengths");
+      }
+      std::vector<PublishEntry> entries(n);
+      for (size_t i = 0; i < n; ++i) {
+        entries[i] = PublishEntry{keys[i], sizes[i], Replica{holders[i], incs[i], data[i], versions[i]}};
+      }
+      auto stale = owners_.Publish(static_cast<PublishMode>(mode), entries);
+      std::vector<std::string> sk, sh;
+      for (auto& s : stale) {
+        sk.push_back(std::move(s.key));
+        sh.push_back(std::move(s.holder));
+      }
+      reply.set_body(PackBody([&](Packer& pk) {
+        pk.pack_map(2);
+        PackArray(pk, proto::kKeys, sk);
+        PackArray(pk, proto::kHolders, sh);
+      }));
+      return reply;
+    }
+    case MsgType::kDsMetaLookup: {
+      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "MetaLookup"));
+      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+      LiveSet live = Snapshot().first;
+      auto found = owners_.Lookup(keys, live);
+      std::vector<uint32_t> codes, counts;
+      std::vector<uint64_t> sizes, versions;
+      std::vector<std::string> holders, data, lost;
+      for (const auto& f : found) {
+        codes.push_back(static_cast<uint32_t>(f.code));
+        sizes.push_back(f.size);
+        counts.push_back(static_cast<uint32_t>(f.live.size()));
+        lost.push_back(f.lost);
+        for (const auto& rep : f.live) {
+          holders.push_back(rep.holder);
+          data.push_back(rep.data);
+          versions.push_back(rep.version);
+        }
+      }
+      reply.set_body(PackBody([&](Packer& pk) {
+        pk.pack_map(7);
+        PackArray(pk, proto::kCodes, codes);
+        PackArray(pk, proto::kSizes, sizes);
+        PackArray(pk, proto::kCounts, counts);
+        PackArray(pk, proto::kHolders, holders);
+        PackArray(pk, proto::kDataAddrs, data);
+        PackArray(pk, proto::kVersions, versions);
+        PackArray(pk, proto::kLost, lost);
+      }));
+      return reply;
+    }
+    case MsgType::kDsMetaRemove: {
+      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "MetaRemove"));
+      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+      auto removed = owners_.Remove(keys);
+      std::vector<uint32_t> counts;
+      std::vector<std::string> holders;
+      for (const auto& reps : removed) {
+        counts.push_back(static_cast<uint32_t>(reps.size()));
+        for (const auto& rep : reps) holders.push_back(rep.holder);
+      }
+      reply.set_body(PackBody([&](Packer& pk) {
+        pk.pack_map(2);
+        PackArray(pk, proto::kCounts, counts);
+        PackArray(pk, proto::kHolders, holders);
+      }));
+      return reply;
+    }
+    case MsgType::kDsDropCopies: {
+      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "DropCopies"));
+      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+      size_t n = store_.Delete(keys);
+      reply.set_body(PackBody([&](Packer& pk) {
+        pk.pack_map(1);
+        pk.pack(proto::kDeleted);
+        pk.pack_uint64(n);
+      }));
+      return reply;
+    }
+    default:
+      return Status::Invalid("not a cluster message: type ", static_cast<int>(request.type()));
+  }
+}
+
+// ------------------------------------------------------------------ rebalancing
+
+void ClusterNode::AnnounceLoop() {
+  LiveSet seen_live;
+  RingPtr seen_ring;
+  uint64_t seen_version = 0;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return stopping_ || !tasks_.empty() || view_version_ != seen_version; });
+    if (stopping_) return;
+    if (!tasks_.empty()) {
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+      continue;
+    }
+    seen_version = view_version_;
+    LiveSet new_live = live_;
+    RingPtr new_ring = ring_;
+    lock.unlock();
+    Rebalance(seen_live, seen_ring);
+    seen_live = std::move(new_live);
+    seen_ring = std::move(new_ring);
+    lock.lock();
+  }
+}
+
+void ClusterNode::Rebalance(const LiveSet& old_live, const RingPtr& old_ring) {
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty()) return;
+  const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
+  // Owners of `key` that did not hold its metadata before (new, or restarted).
+  auto fresh_owners = [&](const std::string& key) {
+    std::vector<std::string> now = ring->Owners(key, reps);
+    std::vector<std::string> before;
+    if (old_ring && !old_ring->empty()) before = old_ring->Owners(key, reps);
+    std::vector<std::string> out;
+    for (auto& o : now) {
+      bool had = std::find(before.begin(), before.end(), o) != before.end();
+      auto a = old_live.find(o);
+      auto b = live.find(o);
+      bool same_run = a != old_live.end() && b != live.end() && a->second == b->second;
+      if (!had || !same_run) out.push_back(o);
+    }
+    return out;
+  };
+  size_t announced = 0, handed = 0;
+  {
+    std::map<std::string, std::vector<PublishEntry>> by_owner;
+    for (auto& info : store_.ListPrimaries()) {
+      for (const auto& o : fresh_owners(info.key)) {
+        by_owner[o].push_back(PublishEntry{info.key, info.size, SelfReplica(info.version)});
+        ++announced;
+      }
+    }
+    SendPublish(PublishMode::kPrimary, by_owner, true);
+  }
+  {
+    std::map<std::string, std::vector<PublishEntry>> by_owner;
+    std::vector<std::string> not_mine;
+    for (auto& [key, rec] : owners_.Snapshot()) {
+      auto now = ring->Owners(key, reps);
+      if (std::find(now.begin(), now.end(), options_.self) == now.end()) not_mine.push_back(key);
+      for (const auto& o : fresh_owners(key)) {
+        if (o == options_.self) continue;
+        for (const auto& rep : rec.replicas) {
+          by_owner[o].push_back(PublishEntry{key, rec.size, rep});
+          ++handed;
+        }
+      }
+    }
+    SendPublish(PublishMode::kHandoff, by_owner, true);
+    owners_.Erase(not_mine);
+  }
+  if (announced + handed > 0) {
+    spdlog::info("cluster: view change: re-announced {} location(s), handed over {}", announced,
+                 handed);
+  }
+}
+
+}  // namespace ds

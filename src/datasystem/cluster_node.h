@@ -1,0 +1,126 @@
+// ClusterNode: one worker's part in a cluster of workers joined through etcd.
+//
+// - Membership (cluster/membership.h) registers this worker under a lease and
+//   keeps the live set; the live addresses form a HashRing.
+// - The owner of a key's metadata is the key's first `metadata_replicas`
+//   workers on the ring (the first answers lookups, the next holds a copy so
+//   a dead owner loses nothing). Owners keep an OwnerTable; bytes stay on
+//   the worker that wrote them.
+// - After every view change a background thread re-announces this worker's
+//   own (primary) objects to owners that are new for them, and hands its
+//   records over to their new owners.
+// - Fetch (a local miss) asks the owner where a key is and pulls the bytes
+//   from the holder over the data plane (data_plane.h) into local shared
+//   memory, kept as an evictable cached copy registered with the owner, so
+//   a delete or an overwrite removes it.
+// - Control messages (ids 111-114) travel over the workers' ZMQ RPC ports.
+//
+// Threads: Membership's watch thread (view callbacks), the announcer thread,
+// the data server's threads; Published/Fetch/DeleteRemote run on the
+// caller's thread (a local client's connection thread, or the TCP server
+// thread with wait = false); HandlePeer on the TCP server thread.
+// Lock order: mu_ and OwnerTable's lock are never held together, and no
+// lock is held across an RPC or a socket call.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/wire/rpc.h"
+#include "datasystem/cluster/hash_ring.h"
+#include "datasystem/cluster/membership.h"
+#include "datasystem/cluster_hooks.h"
+#include "datasystem/data_plane.h"
+#include "datasystem/object_store.h"
+#include "datasystem/owner_table.h"
+
+namespace ds {
+
+struct ClusterOptions {
+  // This worker ("host:port", its ZMQ RPC address) and its IPv4 address.
+  std::string self;
+  std::string self_ip;
+  // etcd "host:port". Required.
+  std::string etcd_address;
+  // How long a dead worker stays in the ring (its etcd lease TTL). Default 3 s.
+  std::chrono::seconds node_timeout{3};
+  // Budget of one worker-to-worker control call. Default 2 s.
+  std::chrono::milliseconds rpc_timeout{2000};
+  // Workers holding each key's metadata (owner + successors). Default 2.
+  size_t metadata_replicas = 2;
+  // TCP port of the data plane on self_ip; 0 (default): an ephemeral port.
+  int data_port = 0;
+  PullOptions pull;
+};
+
+class ClusterNode final : public ClusterHooks {
+ public:
+  // Starts the data server, joins the cluster (etcd must answer) and the
+  // announcer thread.
+  static tqds::Result<std::unique_ptr<ClusterNode>> Start(ClusterOptions options,
+                                                          ObjectStore& store);
+  ~ClusterNode() override;
+  // Leaves the cluster (revokes the lease) and stops every thread. Idempotent.
+  void Stop();
+
+  void Published(const std::vector<std::string>& keys, bool wait) override;
+  tqds::Status Fetch(const std::vector<std::string>& keys) override;
+  std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) override;
+  tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) override;
+
+  const std::string& data_endpoint() const { return data_->endpoint(); }
+
+ private:
+  ClusterNode(ClusterOptions options, ObjectStore& store);
+  using RingPtr = std::shared_ptr<const cluster::HashRing>;
+  using Future = std::future<tqds::Result<tqds::wire::Message>>;
+
+  void OnViewChange(const cluster::MembershipView& view);
+  void AnnounceLoop();
+  // Re-announces primaries and hands records over after a view change.
+  void Rebalance(const LiveSet& old_live, const RingPtr& old_ring);
+  std::shared_ptr<tqds::wire::RpcClient> Peer(const std::string& address);
+  std::pair<LiveSet, RingPtr> Snapshot() const;
+  Replica SelfReplica(uint64_t version) const;
+
+  // Sends `entries` to owners (each entry to its own list of owners);
+  // drops the stale copies the owners report. `wait` as for Published.
+  void SendPublish(proto::PublishMode mode,
+                   const std::map<std::string, std::vector<PublishEntry>>& by_owner, bool wait);
+  void DropStale(const std::vector<StaleCopy>& stale, bool wait);
+  // Sends one request, or runs it here when `owner` is this worker.
+  Future Send(const std::string& to, tqds::wire::Message request);
+  void Later(std::function<void()> task);
+
+  // Constant after construction.
+  const ClusterOptions options_;
+  ObjectStore& store_;
+  uint64_t incarnation_ = 0;
+  std::unique_ptr<DataServer> data_;
+  std::unique_ptr<PullClient> puller_;
+  OwnerTable owners_;  // its own (leaf) lock
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // announcer: view changed, task queued, stop
+  // Guarded by mu_:
+  LiveSet live_;
+  RingPtr ring_;
+  uint64_t view_version_ = 0;
+  std::map<std::string, std::shared_ptr<tqds::wire::RpcClient>> peers_;
+  std::deque<std::function<void()>> tasks_;
+  bool stopping_ = false;
+
+  std::unique_ptr<cluster::Membership> membership_;
+  std::thread announcer_;
+};
+
+}  // namespace ds

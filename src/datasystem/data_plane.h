@@ -1,0 +1,120 @@
+// The cluster's data plane: worker-to-worker transfer of object bytes over
+// plain TCP, straight from the holder's shared memory into the reader's.
+// The control plane (who owns which key's metadata, where the bytes are)
+// uses the ZMQ RPC (cluster_node.h); only payload bytes travel here.
+//
+// Framing (little-endian), one request per chunk, pipelined on a
+// connection (replies come back in request order):
+//   request  (32 bytes + key): magic u32 = 0x31504344 ("DCP1") | key_len u32 |
+//            version u64 | offset u64 | length u64 | key bytes
+//   reply    (16 bytes + msg + data): code u8 | 3 x u8 (0) | msg_len u32 |
+//            length u64 | message bytes | `length` value bytes (code 0 only)
+// A request for another version than the holder's gives NotFound, so a
+// reader never gets the bytes of a different write. The server checks every
+// length (key <= 1024 bytes, offset + length <= object size).
+//
+// DataServer: one accept thread, one thread per connection (blocking
+// read-pin-send-release loop; the pin keeps the block from being reused
+// while its bytes are on the wire). PullClient: pools idle connections per
+// peer; a pull splits large objects into chunks spread over several
+// connections, each driven by its own thread.
+//
+// Thread-safe: DataServer::Stop and PullClient::Pull from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "datasystem/object_store.h"
+
+namespace ds {
+
+inline constexpr uint32_t kPullMagic = 0x31504344;
+
+class DataServer {
+ public:
+  // Listens on `ip`:`port` (0: an ephemeral port). `name` (the worker's
+  // address) appears in error messages.
+  static Result<std::unique_ptr<DataServer>> Start(const std::string& ip, int port,
+                                                   std::string name, ObjectStore& store);
+  ~DataServer();
+  void Stop();
+  // "ip:port" this server listens on.
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  struct Conn {
+    int fd = -1;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  DataServer(int listen_fd, std::string endpoint, std::string name, ObjectStore& store)
+      : listen_fd_(listen_fd), endpoint_(std::move(endpoint)), name_(std::move(name)),
+        store_(store) {}
+  void AcceptLoop();
+  void Serve(Conn* conn);
+  void ReapLocked(bool all);
+
+  // Constant after construction.
+  const int listen_fd_;
+  const std::string endpoint_;
+  const std::string name_;
+  ObjectStore& store_;
+  int wake_fd_ = -1;
+
+  std::thread accept_thread_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::list<std::unique_ptr<Conn>> conns_;  // guarded by mu_
+};
+
+struct PullOptions {
+  // Connections used at most for one pull from one peer. Default 4.
+  size_t connections = 4;
+  // Objects larger than this are split into chunks of this size, spread
+  // over the connections. Default 8 MiB.
+  uint64_t chunk_bytes = 8ull << 20;
+  // Connect budget and per-read/write stall limit (a hung peer fails the
+  // pull instead of hanging it). Defaults 1 s / 10 s.
+  int connect_timeout_ms = 1000;
+  int io_timeout_ms = 10000;
+};
+
+// One object to pull into `dest` (shared memory the caller created).
+struct PullItem {
+  std::string key;
+  uint64_t version = 0;
+  uint64_t size = 0;
+  uint8_t* dest = nullptr;
+};
+
+class PullClient {
+ public:
+  explicit PullClient(PullOptions options = {}) : options_(options) {}
+  ~PullClient();
+  PullClient(const PullClient&) = delete;
+  PullClient& operator=(const PullClient&) = delete;
+
+  // Pulls every item from the data server at `endpoint` (worker `holder`,
+  // named in errors). One status per item: OK, NotFound (the holder no
+  // longer has that version) or Unavailable/IOError naming key and holder.
+  std::vector<Status> Pull(const std::string& endpoint, const std::string& holder,
+                           const std::vector<PullItem>& items);
+
+ private:
+  Result<int> Acquire(const std::string& endpoint);
+  void Return(const std::string& endpoint, int fd);
+
+  const PullOptions options_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::vector<int>> idle_;  // guarded by mu_
+};
+
+}  // namespace ds

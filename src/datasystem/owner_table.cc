@@ -1,0 +1,116 @@
+// The key owner's location records.
+#include "datasystem/owner_table.h"
+
+#include <algorithm>
+
+namespace ds {
+
+using tqds::StatusCode;
+using proto::PublishMode;
+
+std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode,
+                                           const std::vector<PublishEntry>& entries) {
+  std::vector<StaleCopy> stale;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& e : entries) {
+    auto it = records_.find(e.key);
+    auto holder_of = [&](LocationRecord& r) {
+      return std::find_if(r.replicas.begin(), r.replicas.end(),
+                          [&](const Replica& x) { return x.holder == e.replica.holder; });
+    };
+    switch (mode) {
+      case PublishMode::kPrimary: {
+        if (it != records_.end() && !it->second.replicas.empty() &&
+            it->second.replicas.front() == e.replica && !it->second.from_handoff) {
+          break;  // a re-announcement of what the record already says
+        }
+        if (it != records_.end()) {
+          for (const auto& r : it->second.replicas) {
+            if (r.holder != e.replica.holder) stale.push_back({e.key, r.holder});
+          }
+        }
+        records_[e.key] = LocationRecord{e.size, {e.replica}, false};
+        break;
+      }
+      case PublishMode::kCache: {
+        if (it == records_.end()) {
+          stale.push_back({e.key, e.replica.holder});  // deleted while it was being pulled
+          break;
+        }
+        auto r = holder_of(it->second);
+        if (r == it->second.replicas.end()) {
+          it->second.replicas.push_back(e.replica);
+        } else if (r != it->second.replicas.begin()) {
+          *r = e.replica;
+        }
+        break;
+      }
+      case PublishMode::kHandoff: {
+        if (it == records_.end()) {
+          records_[e.key] = LocationRecord{e.size, {e.replica}, true};
+        } else if (it->second.from_handoff && holder_of(it->second) == it->second.replicas.end()) {
+          it->second.replicas.push_back(e.replica);
+        }
+        break;
+      }
+    }
+  }
+  return stale;
+}
+
+std::vector<LookupResult> OwnerTable::Lookup(const std::vector<std::string>& keys,
+                                             const LiveSet& live) const {
+  std::vector<LookupResult> out(keys.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = records_.find(keys[i]);
+    if (it == records_.end()) continue;
+    LookupResult& r = out[i];
+    r.size = it->second.size;
+    for (const auto& rep : it->second.replicas) {
+      auto m = live.find(rep.holder);
+      if (m != live.end() && (rep.incarnation == 0 || m->second == rep.incarnation)) {
+        r.live.push_back(rep);
+      } else {
+        if (!r.lost.empty()) r.lost += ", ";
+        r.lost += rep.holder;
+      }
+    }
+    if (!r.live.empty()) {
+      r.code = StatusCode::kOk;
+      r.lost.clear();
+    } else if (!r.lost.empty()) {
+      r.code = StatusCode::kUnavailable;
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<Replica>> OwnerTable::Remove(const std::vector<std::string>& keys) {
+  std::vector<std::vector<Replica>> out(keys.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = records_.find(keys[i]);
+    if (it == records_.end()) continue;
+    out[i] = std::move(it->second.replicas);
+    records_.erase(it);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, LocationRecord>> OwnerTable::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {records_.begin(), records_.end()};
+}
+
+void OwnerTable::Erase(const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& k : keys) records_.erase(k);
+}
+
+size_t OwnerTable::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return records_.size();
+}
+
+}  // namespace ds

@@ -1,0 +1,203 @@
+// Cluster tests on loopback: a real etcd and several real ds_worker
+// processes on 127.0.0.1 (different ports and socket directories), clients in
+// this process. Cross-worker gets, overwrite and delete of every copy, a
+// killed worker (fast, named errors), a restarted worker, an etcd outage.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ds/kv_client.h"
+#include "test_util.h"
+
+namespace ds {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string ValueOf(const std::string& key, size_t size) {
+  std::string v(size, '\0');
+  uint64_t x = std::hash<std::string>{}(key) | 1;
+  for (size_t i = 0; i < size; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    v[i] = static_cast<char>(x);
+  }
+  return v;
+}
+
+class MultiWorker : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::EtcdProcess::Installed()) GTEST_SKIP() << "etcd (etcd-server) is not installed";
+    etcd_ = std::make_unique<testing::EtcdProcess>();
+    etcd_->Start();
+    ASSERT_TRUE(testing::Eventually([&] { return ProbeEtcd(etcd_->address(), 500).ok(); },
+                                    std::chrono::seconds(20)))
+        << "etcd did not start";
+    for (int i = 0; i < 3; ++i) AddWorker();
+  }
+
+  testing::WorkerConfig Config() {
+    testing::WorkerConfig c;
+    c.shm_mb = 256;
+    c.etcd = etcd_->address();
+    c.extra = {"--node_timeout_s", "2"};
+    return c;
+  }
+
+  void AddWorker() {
+    workers_.push_back(std::make_unique<testing::WorkerProcess>(Config()));
+    ASSERT_EQ(workers_.back()->Start(), "");
+  }
+
+  std::unique_ptr<KVClient> Client(size_t worker) {
+    auto c = std::make_unique<KVClient>("127.0.0.1", workers_[worker]->port());
+    EXPECT_TRUE(c->Init().ok());
+    return c;
+  }
+
+  // Keys written through `client` with their deterministic values.
+  void Write(KVClient& c, const std::vector<std::string>& keys, size_t size) {
+    std::vector<std::string> values;
+    for (const auto& k : keys) values.push_back(ValueOf(k, size));
+    std::vector<std::string_view> views(values.begin(), values.end());
+    ASSERT_TRUE(c.MSet(keys, views).ok());
+  }
+
+  void ExpectValues(KVClient& c, const std::vector<std::string>& keys, size_t size) {
+    auto got = c.GetBuffers(keys);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      ASSERT_TRUE((*got)[i].has_value()) << keys[i];
+      EXPECT_TRUE((*got)[i]->view() == ValueOf(keys[i], size)) << "wrong bytes for " << keys[i];
+    }
+  }
+
+  std::unique_ptr<testing::EtcdProcess> etcd_;
+  std::vector<std::unique_ptr<testing::WorkerProcess>> workers_;
+};
+
+std::vector<std::string> Keys(const std::string& prefix, int n) {
+  std::vector<std::string> k;
+  for (int i = 0; i < n; ++i) k.push_back(prefix + "/" + std::to_string(i));
+  return k;
+}
+
+TEST_F(MultiWorker, GetOnAnyWorkerReturnsTheWritersBytes) {
+  auto a = Client(0), b = Client(1), c = Client(2);
+  auto small = Keys("small", 200), mid = Keys("mid", 4), big = Keys("big", 2);
+  Write(*a, small, 100);
+  Write(*a, mid, 1 << 20);
+  Write(*b, big, 24 << 20);
+  ExpectValues(*b, small, 100);
+  ExpectValues(*c, small, 100);
+  ExpectValues(*c, mid, 1 << 20);
+  ExpectValues(*a, big, 24 << 20);
+  ExpectValues(*c, big, 24 << 20);
+  // Copying reads and zero-copy writes work across workers too.
+  auto wb = a->MCreate({"zc"}, {3 << 20});
+  ASSERT_TRUE(wb.ok());
+  std::string v = ValueOf("zc", 3 << 20);
+  ASSERT_TRUE((*wb)[0].Write(v).ok());
+  ASSERT_TRUE(a->MSetBuffer(*wb).ok());
+  auto got = c->Get("zc");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == v);
+  // A key nobody wrote is a plain miss.
+  auto miss = b->GetBuffers({"nobody"});
+  ASSERT_TRUE(miss.ok());
+  EXPECT_FALSE((*miss)[0].has_value());
+  EXPECT_TRUE(b->Get("nobody").status().IsNotFound());
+}
+
+TEST_F(MultiWorker, OverwriteAndDeleteReachEveryCopy) {
+  auto a = Client(0), b = Client(1), c = Client(2);
+  ASSERT_TRUE(a->Set("k", "first").ok());
+  EXPECT_EQ(b->Get("k").ValueOr(""), "first");  // b now caches a copy
+  EXPECT_EQ(c->Get("k").ValueOr(""), "first");
+  ASSERT_TRUE(c->Set("k", "second").ok());      // overwrite elsewhere drops the copies
+  EXPECT_EQ(b->Get("k").ValueOr(""), "second");
+  EXPECT_EQ(a->Get("k").ValueOr(""), "second");
+  auto n = b->Delete({"k"});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  for (auto* cl : {a.get(), b.get(), c.get()}) {
+    EXPECT_TRUE(cl->Get("k").status().IsNotFound());
+    EXPECT_FALSE((*cl->Exist({"k"}))[0]);
+  }
+}
+
+TEST_F(MultiWorker, KilledWorkerFailsFastNamingKeyAndWorker) {
+  auto a = Client(0), b = Client(1), c = Client(2);
+  auto on_a = Keys("a", 20), on_c = Keys("c", 20);
+  Write(*a, on_a, 64 << 10);
+  Write(*c, on_c, 64 << 10);
+  const std::string dead = workers_[0]->address();
+  a.reset();
+  workers_[0]->Crash();  // kill -9
+  // Before the lease runs out: the pull fails at once (connection refused).
+  auto t0 = Clock::now();
+  auto r = b->GetBuffers({on_a[0]});
+  auto took = Clock::now() - t0;
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(on_a[0]), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(dead), std::string::npos) << r.status().ToString();
+  EXPECT_LT(took, std::chrono::seconds(3));
+  ExpectValues(*b, on_c, 64 << 10);  // keys on live workers still read fine
+  // Once the worker left the ring, the owner reports the key lost.
+  ASSERT_TRUE(testing::Eventually(
+      [&] {
+        auto x = b->Get(on_a[1]);
+        return !x.ok() && x.status().message().find("lost") != std::string::npos;
+      },
+      std::chrono::seconds(15)));
+  auto lost = b->Get(on_a[2]);
+  EXPECT_NE(lost.status().message().find(on_a[2]), std::string::npos);
+  EXPECT_NE(lost.status().message().find(dead), std::string::npos);
+  ExpectValues(*c, on_c, 64 << 10);
+  ExpectValues(*b, on_c, 64 << 10);
+}
+
+TEST_F(MultiWorker, RestartedWorkerRejoins) {
+  auto b = Client(1);
+  {
+    auto a = Client(0);
+    Write(*a, Keys("old", 5), 1000);
+  }
+  const int port = workers_[0]->port();
+  workers_[0]->Stop();
+  ASSERT_EQ(workers_[0]->Start(port), "");
+  auto a = Client(0);
+  Write(*a, Keys("new", 5), 1000);
+  ExpectValues(*b, Keys("new", 5), 1000);
+  auto old = b->Get("old/0");
+  ASSERT_FALSE(old.ok());  // its bytes died with the old run: never stale bytes
+  // The restarted worker serves as an owner again.
+  Write(*b, Keys("fromb", 50), 100);
+  ExpectValues(*a, Keys("fromb", 50), 100);
+}
+
+TEST_F(MultiWorker, EtcdOutageKeepsServingAndRejoins) {
+  auto a = Client(0), b = Client(1), c = Client(2);
+  Write(*a, Keys("pre", 30), 4096);
+  etcd_->Stop();
+  // Workers keep serving what they hold, also across nodes.
+  ExpectValues(*b, Keys("pre", 30), 4096);
+  Write(*c, Keys("during", 10), 4096);
+  ExpectValues(*a, Keys("during", 10), 4096);
+  etcd_->Start();
+  ASSERT_TRUE(testing::Eventually([&] { return ProbeEtcd(etcd_->address(), 500).ok(); },
+                                  std::chrono::seconds(20)));
+  // A new worker joins the returned etcd and sees everything.
+  AddWorker();
+  auto d = Client(3);
+  ExpectValues(*d, Keys("pre", 30), 4096);
+  ExpectValues(*d, Keys("during", 10), 4096);
+  Write(*d, Keys("post", 10), 4096);
+  ExpectValues(*a, Keys("post", 10), 4096);
+}
+
+}  // namespace
+}  // namespace ds

@@ -61,11 +61,11 @@ void EtcdWatch::Report(const Status& state) {
 Status EtcdWatch::Resync() {
   TQDS_ASSIGN_OR_RETURN(RangeResult snapshot, client_->Range(key_, prefix_));
   if (cancelled_.load()) return Status::Cancelled("watch cancelled");
-  if (callbacks_.on_resync) callbacks_.on_resync(snapshot);
   next_revision_.store(snapshot.revision + 1);
   need_resync_ = false;
   cluster_id_ = 0;
   resyncs_.fetch_add(1);
+  if (callbacks_.on_resync) callbacks_.on_resync(snapshot);
   return Status::OK();
 }
 
@@ -138,8 +138,8 @@ bool EtcdWatch::OnLine(StreamState& st, const std::string& line) {
   if (!msg->events.empty()) {
     int64_t last = next_revision_.load() - 1;
     for (const auto& e : msg->events) last = std::max(last, e.kv.mod_revision);
-    if (callbacks_.on_events) callbacks_.on_events(msg->events);
     next_revision_.store(last + 1);
+    if (callbacks_.on_events) callbacks_.on_events(msg->events);
   }
   return true;
 }

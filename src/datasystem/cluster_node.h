@@ -53,8 +53,9 @@ struct ClusterOptions {
   std::string etcd_address;
   // How long a dead worker stays in the ring (its etcd lease TTL). Default 3 s.
   std::chrono::seconds node_timeout{3};
-  // Budget of one worker-to-worker control call. Default 2 s.
-  std::chrono::milliseconds rpc_timeout{2000};
+  // Budget of one worker-to-worker control call (a dead owner not yet out of
+  // the ring costs this much before the next owner is asked). Default 1 s.
+  std::chrono::milliseconds rpc_timeout{1000};
   // Workers holding each key's metadata (owner + successors). Default 2.
   size_t metadata_replicas = 2;
   // TCP port of the data plane on self_ip; 0 (default): an ephemeral port.

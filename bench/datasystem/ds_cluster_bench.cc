@@ -1,0 +1,380 @@
+// ds_cluster_bench: cross-node get of 1 MiB and 64 MiB objects between two
+// network namespaces joined by one veth pair (10.211.0.1 <-> 10.211.0.2),
+// next to iperf3 (single stream, same direction, same veth pair, same run).
+// etcd and the writer's worker run in node A, the reader's worker in node B;
+// each get on B pulls the bytes from A (every key is read once, so nothing is
+// served from B's cache). Needs root (ip netns), etcd and iperf3.
+//
+// Usage: ds_cluster_bench [--json FILE] [--quick] [--populate]
+// (--populate: workers commit their shared memory at start, so a pull lands
+// in already-faulted pages as iperf3's reused buffer does)
+// (internal roles, run inside a namespace: --role write|read ...)
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ds/kv_client.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kIp = "/usr/sbin/ip";
+const std::string kNsA = "dscb" + std::to_string(::getpid()) + "a";
+const std::string kNsB = "dscb" + std::to_string(::getpid()) + "b";
+const std::string kIpA = "10.211.0.1", kIpB = "10.211.0.2";
+
+// ------------------------------------------------------------------ processes
+
+struct Proc {
+  pid_t pid = -1;
+  int out = -1;  // stdout (and stderr) pipe
+};
+
+Proc Spawn(const std::vector<std::string>& argv, bool capture, const std::string& log = "") {
+  int p[2] = {-1, -1};
+  if (capture && ::pipe2(p, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = capture ? p[1] : ::open(log.empty() ? "/dev/null" : log.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> a;
+    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  if (capture) ::close(p[1]);
+  return {pid, capture ? p[0] : -1};
+}
+
+std::string Finish(Proc& p, int* code = nullptr) {
+  std::string out;
+  if (p.out >= 0) {
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(p.out, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(p.out);
+  }
+  int st = 0;
+  ::waitpid(p.pid, &st, 0);
+  if (code) *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+  p.pid = -1;
+  return out;
+}
+
+void Kill(Proc& p) {
+  if (p.pid <= 0) return;
+  ::kill(p.pid, SIGTERM);
+  for (int i = 0; i < 100 && ::waitpid(p.pid, nullptr, WNOHANG) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(p.pid, SIGKILL);
+  ::waitpid(p.pid, nullptr, 0);
+  p.pid = -1;
+}
+
+std::string Run(const std::vector<std::string>& argv, int* code = nullptr) {
+  Proc p = Spawn(argv, true);
+  return Finish(p, code);
+}
+
+std::vector<std::string> InNs(const std::string& ns, std::vector<std::string> argv) {
+  argv.insert(argv.begin(), {kIp, "netns", "exec", ns});
+  return argv;
+}
+
+// Two namespaces and one veth pair; removed on destruction.
+struct Net {
+  bool ok = false;
+  std::string error;
+  Net() {
+    int code = 0;
+    for (const auto& ns : {kNsA, kNsB}) {
+      std::string out = Run({kIp, "netns", "add", ns}, &code);
+      if (code != 0) {
+        error = "ip netns add failed: " + out;
+        return;
+      }
+    }
+    std::vector<std::vector<std::string>> steps = {
+        {kIp, "-n", kNsA, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+         kNsB},
+        {kIp, "-n", kNsA, "addr", "add", kIpA + "/24", "dev", "eth0"},
+        {kIp, "-n", kNsB, "addr", "add", kIpB + "/24", "dev", "eth0"},
+        {kIp, "-n", kNsA, "link", "set", "eth0", "up"},
+        {kIp, "-n", kNsB, "link", "set", "eth0", "up"},
+        {kIp, "-n", kNsA, "link", "set", "lo", "up"},
+        {kIp, "-n", kNsB, "link", "set", "lo", "up"}};
+    for (const auto& s : steps) {
+      std::string out = Run(s, &code);
+      if (code != 0) {
+        error = "network setup failed: " + out;
+        return;
+      }
+    }
+    ok = true;
+  }
+  ~Net() {
+    for (const auto& ns : {kNsA, kNsB}) Run({kIp, "netns", "del", ns});
+  }
+};
+
+// ------------------------------------------------------------------ roles
+
+std::string KeyName(const std::string& prefix, int i) { return prefix + "/" + std::to_string(i); }
+
+int RoleWrite(const std::string& host, int port, const std::string& prefix, int count,
+              uint64_t size) {
+  ds::KVClient c(host, port);
+  if (auto st = c.Init(); !st.ok()) return std::printf("ERR %s\n", st.ToString().c_str()), 1;
+  for (int i = 0; i < count; ++i) {
+    auto wb = c.MCreate({KeyName(prefix, i)}, {size});
+    if (!wb.ok()) return std::printf("ERR %s\n", wb.status().ToString().c_str()), 1;
+    uint8_t* d = (*wb)[0].data();
+    for (uint64_t j = 0; j < size; j += 4096) d[j] = static_cast<uint8_t>(i + j / 4096);
+    if (auto st = c.MSetBuffer(*wb); !st.ok()) return std::printf("ERR %s\n", st.ToString().c_str()), 1;
+  }
+  std::printf("OK\n");
+  return 0;
+}
+
+// Prints one line per get: seconds it took (or ERR).
+int RoleRead(const std::string& host, int port, const std::string& prefix, int count,
+             uint64_t size) {
+  ds::KVClient c(host, port);
+  if (auto st = c.Init(); !st.ok()) return std::printf("ERR %s\n", st.ToString().c_str()), 1;
+  for (int i = 0; i < count; ++i) {
+    auto t0 = Clock::now();
+    auto got = c.GetBuffers({KeyName(prefix, i)});
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!got.ok() || !(*got)[0] || (*got)[0]->size() != size) {
+      std::printf("ERR %s\n", got.ok() ? "missing or wrong size" : got.status().ToString().c_str());
+      return 1;
+    }
+    const uint8_t* d = (*got)[0]->data();
+    for (uint64_t j = 0; j < size; j += 4096) {
+      if (d[j] != static_cast<uint8_t>(i + j / 4096)) return std::printf("ERR wrong bytes\n"), 1;
+    }
+    std::printf("%.9f\n", s);
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------ driver
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+struct Worker {
+  Proc proc;
+  int port;
+};
+
+bool StartWorker(const std::string& ns, const std::string& ip, int port, const std::string& etcd,
+                 int conns, const std::string& dir, bool populate, Worker* w) {
+  int p[2];
+  if (::pipe(p) != 0) return false;
+  std::vector<std::string> argv =
+      InNs(ns, {DS_WORKER_BIN, "--worker_address", ip + ":" + std::to_string(port),
+                "--etcd_address", etcd, "--unix_socket_dir", dir, "--shared_memory_size_mb",
+                "2048", "--pull_connections", std::to_string(conns), "--ready_fd",
+                std::to_string(p[1])});
+  if (populate) argv.push_back("--populate_memory");
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 2);
+    ::close(p[0]);
+    std::vector<char*> a;
+    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  std::string line;
+  char ch;
+  while (::read(p[0], &ch, 1) == 1 && ch != '\n') line.push_back(ch);
+  ::close(p[0]);
+  w->proc = {pid, -1};
+  w->port = port;
+  if (line.rfind("READY", 0) != 0) {
+    std::cerr << "worker in " << ns << " failed: " << line << "\n";
+    return false;
+  }
+  return true;
+}
+
+double Iperf(int seconds) {
+  // Data flows A -> B, like a pull of A's bytes by B: server in B, client in A.
+  Proc server = Spawn(InNs(kNsB, {"/usr/bin/iperf3", "-s", "-1", "-B", kIpB, "-p", "5201"}), false);
+  double bps = 0;
+  for (int attempt = 0; attempt < 50 && bps == 0; ++attempt) {
+    int code = 0;
+    std::string out = Run(InNs(kNsA, {"/usr/bin/iperf3", "-c", kIpB, "-p", "5201", "-t",
+                                      std::to_string(seconds), "-P", "1", "-J"}),
+                          &code);
+    if (code == 0) {
+      try {
+        auto j = nlohmann::json::parse(out);
+        bps = j["end"]["sum_received"]["bits_per_second"].get<double>();
+      } catch (const std::exception&) {
+      }
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // server not listening yet
+    }
+  }
+  Kill(server);
+  return bps / 8;  // bytes per second
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 6 && args[0] == "--role") {
+    const std::string& role = args[1];
+    int port = std::stoi(args[3]);
+    int count = std::stoi(args[5].substr(0, args[5].find(':')));
+    uint64_t size = std::stoull(args[5].substr(args[5].find(':') + 1));
+    if (role == "write") return RoleWrite(args[2], port, args[4], count, size);
+    if (role == "read") return RoleRead(args[2], port, args[4], count, size);
+    return 2;
+  }
+  std::string json_path;
+  bool quick = false, populate = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--json" && i + 1 < args.size()) json_path = args[++i];
+    else if (args[i] == "--quick") quick = true;
+    else if (args[i] == "--populate") populate = true;
+    else {
+      std::cerr << "usage: ds_cluster_bench [--json FILE] [--quick] [--populate]\n";
+      return 2;
+    }
+  }
+  if (::geteuid() != 0) {
+    std::cerr << "ds_cluster_bench needs root (it creates network namespaces)\n";
+    return 2;
+  }
+  for (const char* bin : {"/usr/bin/etcd", "/usr/bin/iperf3", kIp}) {
+    if (::access(bin, X_OK) != 0) {
+      std::cerr << "ds_cluster_bench needs " << bin << "\n";
+      return 2;
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);
+  Net net;
+  if (!net.ok) {
+    std::cerr << net.error << "\n";
+    return 2;
+  }
+  char tmpl[] = "/tmp/dscb_XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string etcd = kIpA + ":2379";
+  Proc etcd_proc = Spawn(
+      InNs(kNsA, {"/usr/bin/etcd", "--name", "b", "--data-dir", dir + "/etcd",
+                  "--listen-client-urls", "http://" + etcd, "--advertise-client-urls",
+                  "http://" + etcd, "--listen-peer-urls", "http://" + kIpA + ":2380",
+                  "--initial-advertise-peer-urls", "http://" + kIpA + ":2380",
+                  "--initial-cluster", "b=http://" + kIpA + ":2380", "--log-level", "error"}),
+      false, dir + "/etcd.log");
+  const std::string self = "/proc/self/exe";
+  char exe[4096] = {0};
+  ssize_t n = ::readlink(self.c_str(), exe, sizeof(exe) - 1);
+  (void)n;
+  nlohmann::json out;
+  const int iperf_s = quick ? 2 : 4;
+  const int n1 = quick ? 50 : 200, n64 = quick ? 6 : 12;
+  std::vector<int> conn_settings = quick ? std::vector<int>{4} : std::vector<int>{1, 2, 4};
+  int rc = 0;
+  Worker wa{}, wb{};
+  do {
+    // Worker A (waits for etcd: ds_worker refuses to start without it).
+    bool started = false;
+    for (int i = 0; i < 100 && !started; ++i) {
+      started = StartWorker(kNsA, kIpA, 31501, etcd, 4, dir, populate, &wa);
+      if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    if (!started) {
+      rc = 1;
+      break;
+    }
+    for (auto [prefix, spec] : {std::pair{"m1", std::to_string(n1) + ":" + std::to_string(1 << 20)},
+                                std::pair{"m64", std::to_string(n64) + ":" + std::to_string(64 << 20)}}) {
+      std::string w = Run(InNs(kNsA, {exe, "--role", "write", kIpA, "31501", prefix, spec}));
+      if (w != "OK\n") {
+        std::cerr << "write failed: " << w;
+        rc = 1;
+      }
+    }
+    if (rc) break;
+    const double iperf_before = Iperf(iperf_s);
+    std::printf("%-28s %12s %12s %10s\n", "case", "median", "GB/s", "x iperf3");
+    std::printf("%-28s %12s %12.2f %10s\n", "iperf3 single stream A->B", "-", iperf_before / 1e9, "1.00");
+    out["iperf3_single_stream_Bps"] = iperf_before;
+    out["populate_memory"] = populate;
+    for (int conns : conn_settings) {
+      if (!StartWorker(kNsB, kIpB, 31502, etcd, conns, dir, populate, &wb)) {
+        rc = 1;
+        break;
+      }
+      for (auto [prefix, count, size] : {std::tuple{"m1", n1, 1 << 20}, std::tuple{"m64", n64, 64 << 20}}) {
+        std::string spec = std::to_string(count) + ":" + std::to_string(size);
+        int code = 0;
+        std::string r = Run(InNs(kNsB, {exe, "--role", "read", kIpB, "31502", prefix, spec}), &code);
+        std::vector<double> secs;
+        std::istringstream is(r);
+        std::string line;
+        while (std::getline(is, line)) {
+          if (line.rfind("ERR", 0) == 0) {
+            std::cerr << "read failed: " << line << "\n";
+            rc = 1;
+          } else if (!line.empty()) {
+            secs.push_back(std::stod(line));
+          }
+        }
+        if (secs.empty()) continue;
+        double med = Median(secs);
+        double bps = static_cast<double>(size) / med;
+        std::string name = std::string(size == (1 << 20) ? "get 1 MiB" : "get 64 MiB") +
+                           " cross-node, " + std::to_string(conns) + " conn";
+        std::printf("%-28s %9.3f ms %12.2f %10.2f\n", name.c_str(), med * 1e3, bps / 1e9,
+                    bps / iperf_before);
+        nlohmann::json row = {{"size", size}, {"pull_connections", conns}, {"gets", secs.size()},
+                              {"median_s", med}, {"Bps", bps}, {"ratio_to_iperf3", bps / iperf_before}};
+        out["cross_node_get"].push_back(row);
+      }
+      Kill(wb.proc);  // a fresh reader: nothing cached
+    }
+    const double iperf_after = Iperf(iperf_s);
+    std::printf("%-28s %12s %12.2f %10s\n", "iperf3 again (after)", "-", iperf_after / 1e9, "");
+    out["iperf3_single_stream_after_Bps"] = iperf_after;
+  } while (false);
+  Kill(wb.proc);
+  Kill(wa.proc);
+  Kill(etcd_proc);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  return rc;
+}

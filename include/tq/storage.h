@@ -26,10 +26,13 @@ struct SampleKey {
   std::string partition_id;
   int64_t global_index = -1;
   uint64_t generation = 0;
+  // The controller's random id: jobs with different controllers that share
+  // one storage (e.g. a datasystem worker) never collide.
+  uint64_t controller_id = 0;
 };
 
-// "tq/<len>:<partition>/<index>.<generation>/<field>" (unambiguous for any
-// partition name).
+// "tq/<controller id hex>/<len>:<partition>/<index>.<generation>/<field>"
+// (unambiguous for any partition name).
 std::string StorageKey(const SampleKey& sample, const std::string& field);
 
 class StorageManager {

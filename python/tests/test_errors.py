@@ -238,6 +238,7 @@ DEAD_CONTROLLER_CHILD = textwrap.dedent("""
     os.kill(ctl.pid, signal.SIGKILL)
     os.waitpid(ctl.pid, 0)
     results = {}
+    print_lock = threading.Lock()
 
     def call(name, fn):
         t0 = time.monotonic()
@@ -247,7 +248,8 @@ DEAD_CONTROLLER_CHILD = textwrap.dedent("""
         except BaseException as e:
             results[name] = {"error": type(e).__name__, "message": str(e)}
         results[name]["elapsed"] = time.monotonic() - t0
-        print(json.dumps({name: results[name]}), flush=True)
+        with print_lock:  # one whole line per result
+            print(json.dumps({name: results[name]}), flush=True)
 
     threads = [
         threading.Thread(target=call, args=("get_meta", lambda: client.get_meta(

@@ -51,7 +51,7 @@ class Batch:
             batch_size = [batch_size]
         self.batch_size = torch.Size(list(batch_size))
         for k, v in self._data.items():
-            if _length(v) != self.batch_size[0]:
+            if _length(v, f"field '{k}'") != self.batch_size[0]:
                 raise InvalidArgumentError(
                     f"field '{k}' has {_length(v)} samples but batch_size is {self.batch_size[0]}"
                 )
@@ -110,12 +110,17 @@ class Batch:
 TensorDict = _RealTensorDict if _RealTensorDict is not None else Batch
 
 
-def _length(v: Any) -> int:
+def _length(v: Any, name: str = "") -> int:
     if isinstance(v, (torch.Tensor, np.ndarray)):
         if v.ndim == 0:
             raise InvalidArgumentError("a field must have a batch dimension; got a 0-d value")
         return int(v.size(0) if isinstance(v, torch.Tensor) else v.shape[0])  # nested tensors have no .shape
-    return len(v)
+    if isinstance(v, (list, tuple)):
+        return len(v)
+    raise DTypeError(
+        f"{name + ': ' if name else ''}unsupported value of type {type(v).__name__} "
+        "(expected a tensor, a numpy array or a list with one entry per sample)"
+    )
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -191,7 +196,7 @@ def _items_of(data: Any) -> tuple[int, Iterable[tuple[str, Any]]]:
         return len(data), list(data.items())
     if isinstance(data, Mapping):
         items = list(data.items())
-        n = _length(items[0][1]) if items else 0
+        n = _length(items[0][1], f"field '{items[0][0]}'") if items else 0
         return n, items
     raise DTypeError(
         f"put expects a TensorDict, a Batch or a dict of tensors/lists, got {type(data).__name__}"

@@ -19,6 +19,13 @@ def _address_of(controller_info: Any) -> str:
         return controller_info.to_addr("request")
     if isinstance(controller_info, str):
         return controller_info
+    try:  # a DictConfig holding ip/ports (e.g. a config merged without allow_objects)
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(controller_info, DictConfig):
+            controller_info = OmegaConf.to_container(controller_info, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
     if isinstance(controller_info, dict) and "ip" in controller_info:
         return f"tcp://{controller_info['ip']}:{controller_info['ports']['request']}"
     raise InvalidArgumentError(

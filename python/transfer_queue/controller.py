@@ -11,20 +11,36 @@ import shutil
 import subprocess
 import threading
 import uuid
-from dataclasses import dataclass, field
 
 from _tqds import UnavailableError
 
 
-@dataclass(frozen=True)
 class ZMQServerInfo:
     """Where a ZMQ server listens. Picklable, so it can be handed to other
-    processes and Ray actors."""
+    processes and Ray actors. A plain class on purpose: OmegaConf (with
+    allow_objects) keeps it as an object, where a dataclass would be turned
+    into a DictConfig."""
 
-    role: str
-    id: str
-    ip: str
-    ports: dict = field(default_factory=dict)
+    __slots__ = ("role", "id", "ip", "ports")
+
+    def __init__(self, role: str, id: str, ip: str, ports: dict | None = None):
+        self.role = role
+        self.id = id
+        self.ip = ip
+        self.ports = dict(ports or {})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ZMQServerInfo) and (self.role, self.id, self.ip, self.ports) == (
+            other.role, other.id, other.ip, other.ports)
+
+    def __hash__(self) -> int:
+        return hash((self.role, self.id, self.ip, tuple(sorted(self.ports.items()))))
+
+    def __reduce__(self):
+        return (ZMQServerInfo, (self.role, self.id, self.ip, self.ports))
+
+    def __repr__(self) -> str:
+        return f"ZMQServerInfo(role={self.role!r}, id={self.id!r}, ip={self.ip!r}, ports={self.ports!r})"
 
     def to_addr(self, port_name: str = "request") -> str:
         return f"tcp://{self.ip}:{self.ports[port_name]}"

@@ -2,6 +2,7 @@
 // connection and a storage manager.
 #include "tq/client.h"
 
+#include <atomic>
 #include <mutex>
 #include <shared_mutex>
 
@@ -19,10 +20,12 @@ using internal::Packer;
 namespace {
 constexpr auto kControlTimeout = std::chrono::seconds(30);
 
-std::vector<SampleKey> KeysOf(const BatchMeta& meta) {
+std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id) {
   std::vector<SampleKey> keys;
   keys.reserve(meta.size());
-  for (const auto& s : meta.samples()) keys.push_back({s.partition_id, s.global_index, s.generation});
+  for (const auto& s : meta.samples()) {
+    keys.push_back({s.partition_id, s.global_index, s.generation, controller_id});
+  }
   return keys;
 }
 }  // namespace
@@ -42,7 +45,7 @@ class TransferQueueClient::Impl {
     if (!ctl_) return connect_error_;
     auto r = ctl_->CallSync(std::move(m), timeout);
     if (!r.ok() && r.status().IsUnavailable()) {
-      return r.status().WithContext("controller " + address_);
+      return r.status().WithContext("controller");
     }
     return r;
   }
@@ -52,10 +55,13 @@ class TransferQueueClient::Impl {
     // Make sure the controller is there before choosing storage.
     auto ping = Call(Message(MsgType::kCtlPing, 0), std::chrono::seconds(10));
     if (!ping.ok()) return ping.status();
+    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(ping->body(), "Ping reply"));
+    TQDS_ASSIGN_OR_RETURN(uint64_t id, rd.Get<uint64_t>("controller_id"));
     StorageContext ctx{config, address_, id_};
     TQDS_ASSIGN_OR_RETURN(auto mgr, CreateStorageManager(type, ctx));
     std::unique_lock<std::shared_mutex> lock(storage_mu_);
     storage_ = std::move(mgr);
+    controller_id_ = id;
     return Status::OK();
   }
 
@@ -96,7 +102,7 @@ class TransferQueueClient::Impl {
       }
     }
     BatchMeta produced(batch.keys(), std::move(samples));
-    auto keys = KeysOf(produced);
+    auto keys = KeysOf(produced, controller_id_);
     Status st = storage->Put(keys, batch.keys(), data);
     if (!st.ok()) {
       (void)storage->Delete(keys, batch.keys());  // best effort: no half-written sample stays
@@ -171,7 +177,7 @@ class TransferQueueClient::Impl {
         nbytes[f][s] = sm.fields[f].nbytes;
       }
     }
-    TQDS_ASSIGN_OR_RETURN(auto data, storage->Get(KeysOf(meta), names, nbytes));
+    TQDS_ASSIGN_OR_RETURN(auto data, storage->Get(KeysOf(meta, controller_id_), names, nbytes));
     for (size_t f = 0; f < names.size(); ++f) {
       Column col;
       col.reserve(meta.size());
@@ -193,7 +199,7 @@ class TransferQueueClient::Impl {
     if (victims.empty()) return Status::OK();
     auto storage = Storage();
     if (storage.ok()) {
-      TQDS_RETURN_NOT_OK((*storage)->Delete(KeysOf(victims), victims.field_names()).WithContext("clear"));
+      TQDS_RETURN_NOT_OK((*storage)->Delete(KeysOf(victims, controller_id_), victims.field_names()).WithContext("clear"));
     } else if (!victims.field_names().empty()) {
       return storage.status();
     }
@@ -224,6 +230,13 @@ class TransferQueueClient::Impl {
     return Clear(std::move(m));
   }
 
+  Status ClearSamples(const BatchMeta& meta) {
+    std::map<std::string, std::vector<int64_t>> by_partition;
+    for (const auto& s : meta.samples()) by_partition[s.partition_id].push_back(s.global_index);
+    for (const auto& [p, idx] : by_partition) TQDS_RETURN_NOT_OK(ClearSamples(p, idx));
+    return Status::OK();
+  }
+
   Message PartitionRequest(MsgType type, const std::string& partition_id, const std::string* task) {
     Message m(type, 0);
     m.set_body(PackBody([&](Packer& pk) {
@@ -244,6 +257,8 @@ class TransferQueueClient::Impl {
   Status connect_error_;
   std::shared_mutex storage_mu_;
   std::shared_ptr<StorageManager> storage_;  // guarded by storage_mu_
+  // Set with storage_ (read only after Storage() succeeded).
+  std::atomic<uint64_t> controller_id_{0};
 };
 
 TransferQueueClient::TransferQueueClient(std::string client_id, std::string controller_address)
@@ -286,12 +301,7 @@ Status TransferQueueClient::clear_partition(const std::string& partition_id) {
   return impl_->ClearPartition(partition_id);
 }
 
-Status TransferQueueClient::clear_samples(const BatchMeta& meta) {
-  std::map<std::string, std::vector<int64_t>> by_partition;
-  for (const auto& s : meta.samples()) by_partition[s.partition_id].push_back(s.global_index);
-  for (const auto& [p, idx] : by_partition) TQDS_RETURN_NOT_OK(impl_->ClearSamples(p, idx));
-  return Status::OK();
-}
+Status TransferQueueClient::clear_samples(const BatchMeta& meta) { return impl_->ClearSamples(meta); }
 
 Status TransferQueueClient::clear_samples(const std::string& partition_id,
                                           const std::vector<int64_t>& global_indexes) {
@@ -378,7 +388,7 @@ std::future<Status> TransferQueueClient::async_clear_partition(std::string parti
 }
 
 std::future<Status> TransferQueueClient::async_clear_samples(BatchMeta meta) {
-  return std::async(std::launch::async, [this, meta = std::move(meta)] { return clear_samples(meta); });
+  return std::async(std::launch::async, [impl = impl_, meta = std::move(meta)] { return impl->ClearSamples(meta); });
 }
 
 }  // namespace tq

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <list>
 #include <mutex>
+#include <random>
 
 #include "common/wire/rpc.h"
 #include "queue/protocol.h"
@@ -93,9 +94,16 @@ class ControllerImpl : public TransferQueueController {
   // Handlers reply through `r` or return an error status.
   Status Dispatch(const Message& m, Responder& r) {
     switch (m.type()) {
-      case MsgType::kCtlPing:
-        r.Reply(Message::ReplyTo(m));
+      case MsgType::kCtlPing: {
+        Message rep = Message::ReplyTo(m);
+        rep.set_body(PackBody([&](Packer& pk) {
+          pk.pack_map(1);
+          pk.pack("controller_id");
+          pk.pack_uint64(controller_id_);
+        }));
+        r.Reply(std::move(rep));
         return Status::OK();
+      }
       case MsgType::kCtlAllocate: {
         TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "Allocate"));
         TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
@@ -278,6 +286,8 @@ class ControllerImpl : public TransferQueueController {
     return next;
   }
 
+  // Random per controller start; part of every storage key.
+  const uint64_t controller_id_ = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
   std::unique_ptr<tqds::wire::RpcServer> server_;
   std::vector<std::unique_ptr<SimpleStorageUnit>> embedded_;
   // Touched only on the server thread (after Start).

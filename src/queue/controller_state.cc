@@ -20,6 +20,16 @@ const Partition* ControllerState::FindPartition(const std::string& id) const {
   return it == partitions_.end() ? nullptr : it->second.get();
 }
 
+SampleRecord* ControllerState::FindVisible(const SampleMeta& s) {
+  auto pit = partitions_.find(s.partition_id);
+  if (pit == partitions_.end()) return nullptr;
+  Partition& p = *pit->second;
+  auto it = p.position_of.find(s.global_index);
+  if (it == p.position_of.end() || !p.IsVisible(it->second)) return nullptr;
+  SampleRecord& r = p.samples[it->second];
+  return r.generation == s.generation ? &r : nullptr;
+}
+
 int64_t ControllerState::TakeIndex() {
   if (!free_indexes_.empty()) {
     int64_t i = *free_indexes_.begin();
@@ -55,14 +65,49 @@ Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, siz
   return BatchMeta({}, std::move(out));
 }
 
+namespace {
+std::string TypeDescription(const FieldInfo& f) {
+  if (f.kind == FieldKind::kTensor) return std::string(DTypeName(f.dtype)) + " tensors";
+  return "objects (bytes, strings or pickled values)";
+}
+bool SameType(const FieldInfo& a, const FieldInfo& b) {
+  bool ta = a.kind == FieldKind::kTensor, tb = b.kind == FieldKind::kTensor;
+  return ta == tb && (!ta || a.dtype == b.dtype);
+}
+}  // namespace
+
+Status ControllerState::CheckFieldTypes(const BatchMeta& meta) const {
+  if (meta.empty()) return Status::OK();
+  for (size_t f = 0; f < meta.field_names().size(); ++f) {
+    const std::string& name = meta.field_names()[f];
+    const FieldInfo& first = meta.samples()[0].fields[f];
+    const Partition* p = nullptr;
+    const std::string* looked_up = nullptr;
+    int fid = -1;
+    for (const auto& s : meta.samples()) {
+      if (looked_up == nullptr || *looked_up != s.partition_id) {
+        looked_up = &s.partition_id;
+        p = FindPartition(s.partition_id);
+        fid = p ? p->FieldId(name) : -1;
+      }
+      const FieldInfo& expect = fid >= 0 ? p->field_types[fid] : first;
+      if (!SameType(s.fields[f], expect)) {
+        return Status::TypeError("field '", name, "' of partition '", s.partition_id, "' holds ",
+                                 TypeDescription(expect), "; sample ", s.global_index, " brings ",
+                                 TypeDescription(s.fields[f]));
+      }
+    }
+  }
+  return Status::OK();
+}
+
 Status ControllerState::MarkProduced(const BatchMeta& meta) {
   // Validate everything first so a bad request changes nothing.
   for (const auto& s : meta.samples()) {
-    const Partition* p = FindPartition(s.partition_id);
-    if (p == nullptr) return Status::NotFound("partition '", s.partition_id, "' does not exist");
-    auto it = p->position_of.find(s.global_index);
-    if (it == p->position_of.end() || p->samples[it->second].generation != s.generation ||
-        !p->IsVisible(it->second)) {
+    if (FindPartition(s.partition_id) == nullptr) {
+      return Status::NotFound("partition '", s.partition_id, "' does not exist");
+    }
+    if (FindVisible(s) == nullptr) {
       return Status::NotFound("sample ", s.global_index, " (generation ", s.generation,
                               ") is not live in partition '", s.partition_id,
                               "' (cleared or never allocated)");
@@ -72,6 +117,7 @@ Status ControllerState::MarkProduced(const BatchMeta& meta) {
                              " field records for ", meta.field_names().size(), " fields");
     }
   }
+  TQDS_RETURN_NOT_OK(CheckFieldTypes(meta));
   for (const auto& s : meta.samples()) {
     Partition& p = *partitions_[s.partition_id];
     SampleRecord& r = p.samples[p.position_of[s.global_index]];
@@ -81,6 +127,7 @@ Status ControllerState::MarkProduced(const BatchMeta& meta) {
       if (fid < 0) {
         fid = static_cast<int>(p.field_names.size());
         p.field_names.push_back(name);
+        p.field_types.push_back(s.fields[f]);
         p.field_id[name] = fid;
       }
       if (r.fields.size() <= static_cast<size_t>(fid)) r.fields.resize(fid + 1);
@@ -275,14 +322,13 @@ std::vector<std::string> ControllerState::ListPartitions() const {
 
 Status ControllerState::SetCustomMeta(const BatchMeta& meta) {
   for (const auto& s : meta.samples()) {
-    const Partition* p = FindPartition(s.partition_id);
-    if (p == nullptr || !p->position_of.count(s.global_index)) {
-      return Status::NotFound("sample ", s.global_index, " not found in partition '", s.partition_id, "'");
+    if (FindVisible(s) == nullptr) {
+      return Status::NotFound("sample ", s.global_index, " (generation ", s.generation,
+                              ") not found in partition '", s.partition_id, "' (cleared or reused)");
     }
   }
   for (const auto& s : meta.samples()) {
-    Partition& p = *partitions_[s.partition_id];
-    auto& custom = p.samples[p.position_of[s.global_index]].custom;
+    auto& custom = FindVisible(s)->custom;
     for (const auto& [k, v] : s.custom) custom[k] = v;
   }
   return Status::OK();

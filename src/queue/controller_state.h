@@ -54,6 +54,7 @@ struct Partition {
   std::vector<SampleRecord> samples;  // by position (allocation order)
   std::unordered_map<int64_t, size_t> position_of;  // live + clearing samples
   std::vector<std::string> field_names;
+  std::vector<FieldInfo> field_types;  // by field id: kind and dtype every sample must match
   std::unordered_map<std::string, int> field_id;
   std::unordered_map<std::string, TaskState> tasks;
   size_t live_count = 0;  // live and not clearing
@@ -112,6 +113,10 @@ class ControllerState {
                      const std::vector<int>& fids, const std::vector<std::string>& names) const;
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
   int64_t TakeIndex();
+  // Every sample's field matches the partition's kind/dtype for that field.
+  Status CheckFieldTypes(const BatchMeta& meta) const;
+  // The live, visible sample `s` names (same generation), or null.
+  SampleRecord* FindVisible(const SampleMeta& s);
 
   std::map<std::string, std::unique_ptr<Partition>> partitions_;
   std::set<int64_t> free_indexes_;

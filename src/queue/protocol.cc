@@ -72,7 +72,11 @@ void PackCustomMeta(Packer& pk, const CustomMeta& custom) {
   pk.pack_map(static_cast<uint32_t>(custom.size()));
   for (const auto& [k, v] : custom) {
     pk.pack(k);
-    std::visit([&](const auto& x) { pk.pack(x); }, v);
+    if (const auto* d = std::get_if<double>(&v)) {
+      pk.PackFloat64(*d);
+    } else {
+      std::visit([&](const auto& x) { pk.pack(x); }, v);
+    }
   }
 }
 

@@ -12,7 +12,7 @@
 
 namespace tq::internal {
 
-using Packer = msgpack::packer<msgpack::sbuffer>;
+using Packer = tqds::wire::BodyPacker;
 
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);

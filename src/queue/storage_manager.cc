@@ -1,5 +1,6 @@
 // Storage manager registry, storage keys, and the simple (embedded) backend
 // that spreads samples over SimpleStorageUnits.
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -16,7 +17,11 @@ using tqds::wire::MsgType;
 std::string StorageKey(const SampleKey& s, const std::string& field) {
   std::string k;
   k.reserve(24 + s.partition_id.size() + field.size());
+  char id[20];
+  std::snprintf(id, sizeof(id), "%016llx", static_cast<unsigned long long>(s.controller_id));
   k += "tq/";
+  k += id;
+  k += '/';
   k += std::to_string(s.partition_id.size());
   k += ':';
   k += s.partition_id;

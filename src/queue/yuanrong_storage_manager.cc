@@ -36,6 +36,7 @@ class YuanrongStorageClient {
  public:
   static Result<std::unique_ptr<YuanrongStorageClient>> Connect(const std::string& host, int port) {
     auto c = std::unique_ptr<YuanrongStorageClient>(new YuanrongStorageClient());
+    c->address_ = host + ":" + std::to_string(port);
     for (int i = 0; i < kClients; ++i) {
       auto kv = std::make_unique<ds::KVClient>(host, port);
       Status st = kv->Init();
@@ -51,7 +52,25 @@ class YuanrongStorageClient {
 
   ds::KVClient& Pick() { return *clients_[next_.fetch_add(1) % clients_.size()]; }
 
+  // A broken connection means the worker is gone: say so, naming it.
+  Status Explain(Status st) const {
+    if (st.ok() || !(st.IsIOError() || st.IsUnavailable())) return st;
+    return Status::Unavailable("datasystem worker at ", address_, " is not reachable (", st.message(),
+                               "); is it running? (dscli status)");
+  }
+
   Status Put(const std::vector<std::string>& keys, const std::vector<const Buffer*>& values) {
+    return Explain(PutOnce(keys, values));
+  }
+  Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys) {
+    auto r = GetOnce(keys);
+    if (!r.ok()) return Explain(r.status());
+    return r;
+  }
+  Status Delete(const std::vector<std::string>& keys) { return Explain(Pick().Delete(keys).status()); }
+
+ private:
+  Status PutOnce(const std::vector<std::string>& keys, const std::vector<const Buffer*>& values) {
     std::vector<uint64_t> sizes;
     uint64_t total = 0;
     sizes.reserve(values.size());
@@ -71,12 +90,12 @@ class YuanrongStorageClient {
     Status st = kv.MSetBuffer(*created);
     if (st.IsAlreadyExists()) {
       TQDS_RETURN_NOT_OK(kv.Delete(keys).status());
-      return Put(keys, values);
+      return PutOnce(keys, values);
     }
     return st;
   }
 
-  Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys) {
+  Result<std::vector<Buffer>> GetOnce(const std::vector<std::string>& keys) {
     TQDS_ASSIGN_OR_RETURN(auto views, Pick().GetBuffers(keys));
     std::vector<Buffer> out;
     out.reserve(views.size());
@@ -89,10 +108,8 @@ class YuanrongStorageClient {
     return out;
   }
 
-  Status Delete(const std::vector<std::string>& keys) { return Pick().Delete(keys).status(); }
-
- private:
   YuanrongStorageClient() = default;
+  std::string address_;
   std::vector<std::unique_ptr<ds::KVClient>> clients_;
   std::atomic<size_t> next_{0};
 };

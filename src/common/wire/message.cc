@@ -81,6 +81,15 @@ Message Message::ErrorReply(const Message& request, Status status) {
   return m;
 }
 
+void BodyPacker::PackFloat64(double d) {
+  uint64_t bits;
+  std::memcpy(&bits, &d, 8);
+  char buf[9];
+  buf[0] = static_cast<char>(0xcb);
+  for (int i = 0; i < 8; ++i) buf[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
+  sb_.write(buf, 9);
+}
+
 Result<MapReader> MapReader::Of(const msgpack::object& obj, std::string what) {
   if (obj.type != msgpack::type::MAP) {
     return Status::Invalid(what, ": body must be a map, got ", TypeName(obj));

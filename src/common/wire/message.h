@@ -112,11 +112,22 @@ class MapReader {
   std::string what_;
 };
 
-// Packs a body: `Pack([](auto& pk){ pk.pack_map(2); ... })`.
+// A msgpack packer that can also write an exact float64 (msgpack-c's
+// pack_double turns 1.0 into the integer 1).
+class BodyPacker : public msgpack::packer<msgpack::sbuffer> {
+ public:
+  explicit BodyPacker(msgpack::sbuffer& sb) : msgpack::packer<msgpack::sbuffer>(sb), sb_(sb) {}
+  void PackFloat64(double d);
+
+ private:
+  msgpack::sbuffer& sb_;
+};
+
+// Packs a body: `PackBody([](auto& pk){ pk.pack_map(2); ... })`.
 template <typename Fn>
 std::string PackBody(Fn&& fn) {
   msgpack::sbuffer sb;
-  msgpack::packer<msgpack::sbuffer> pk(sb);
+  BodyPacker pk(sb);
   fn(pk);
   return std::string(sb.data(), sb.size());
 }

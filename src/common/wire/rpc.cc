@@ -5,11 +5,15 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <unordered_map>
 
 namespace tqds::wire {
 
 namespace {
+// How long requests may wait for a connection that is down before failing.
+constexpr auto kConnectGrace = std::chrono::seconds(3);
+
 void Wake(int fd) {
   uint64_t one = 1;
   ssize_t n = ::write(fd, &one, sizeof(one));
@@ -73,13 +77,28 @@ void RpcClient::Run() {
   sock.set(zmq::sockopt::linger, 0);
   sock.set(zmq::sockopt::sndhwm, 0);
   sock.set(zmq::sockopt::rcvhwm, 0);
+  // Connection events tell us at once when the peer goes away, so requests
+  // to a dead peer fail fast instead of waiting for their deadline.
+  std::string monitor_ep = "inproc://rpc-monitor-" + std::to_string(reinterpret_cast<uintptr_t>(this));
+  zmq_socket_monitor(sock.handle(), monitor_ep.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
+  zmq::socket_t monitor(Context(), zmq::socket_type::pair);
+  monitor.set(zmq::sockopt::linger, 0);
+  monitor.connect(monitor_ep);
   sock.connect(endpoint_);
   struct Pending {
     std::promise<Result<Message>> promise;
     Clock::time_point deadline;
   };
   std::unordered_map<uint64_t, Pending> pending;
-  zmq::pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  bool connected = false;
+  auto disconnected_since = Clock::now();
+  auto fail_all = [&](const Status& st) {
+    for (auto& [id, p] : pending) p.promise.set_value(st);
+    pending.clear();
+  };
+  zmq::pollitem_t items[3] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
+                              {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+                              {monitor.handle(), 0, ZMQ_POLLIN, 0}};
   while (!stop_) {
     auto now = Clock::now();
     long wait_ms = 1000;
@@ -87,13 +106,29 @@ void RpcClient::Run() {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
       wait_ms = std::max(0L, std::min(wait_ms, left + 1));
     }
+    if (!connected && !pending.empty()) wait_ms = std::min(wait_ms, 100L);
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(wait_ms));
+      zmq::poll(items, 3, std::chrono::milliseconds(wait_ms));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       break;
     }
     if (items[1].revents & ZMQ_POLLIN) DrainWake(wake_fd_);
+    while (items[2].revents & ZMQ_POLLIN) {
+      zmq::message_t event, address;
+      if (!monitor.recv(event, zmq::recv_flags::dontwait)) break;
+      if (event.more()) (void)monitor.recv(address, zmq::recv_flags::none);
+      uint16_t id = 0;
+      if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
+      if (id == ZMQ_EVENT_CONNECTED) {
+        connected = true;
+      } else if (id == ZMQ_EVENT_DISCONNECTED) {
+        connected = false;
+        disconnected_since = Clock::now();
+        // Requests already sent will never be answered by this peer.
+        fail_all(Status::Unavailable("lost the connection to ", endpoint_, " (the peer closed or died)"));
+      }
+    }
     std::deque<Outgoing> batch;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -125,6 +160,9 @@ void RpcClient::Run() {
       pending.erase(it);
     }
     now = Clock::now();
+    if (!connected && !pending.empty() && now - disconnected_since > kConnectGrace) {
+      fail_all(Status::Unavailable("cannot connect to ", endpoint_, " (is the peer running?)"));
+    }
     for (auto it = pending.begin(); it != pending.end();) {
       if (it->second.deadline <= now) {
         it->second.promise.set_value(Status::Unavailable(
@@ -136,6 +174,7 @@ void RpcClient::Run() {
     }
   }
   for (auto& [id, p] : pending) p.promise.set_value(Status::Cancelled("client closed"));
+  zmq_socket_monitor(sock.handle(), nullptr, 0);
 }
 
 // ---------------------------------------------------------------- server
@@ -236,14 +275,21 @@ void RpcServer::Run() {
       const uint64_t id = req->request_id();
       try {
         handler_(req.MoveValue(), std::move(resp));
-      } catch (const std::exception& e) {
-        spdlog::error("rpc server {}: handler threw: {}", endpoint_, e.what());
+      } catch (...) {
+        std::string what = "unknown exception";
+        try {
+          throw;
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("rpc server {}: handler threw: {}", endpoint_, what);
         Responder again;
         again.server_ = this;
         again.routing_.assign(static_cast<const char*>(routing[0].data()), routing[0].size());
         again.type_ = type;
         again.request_id_ = id;
-        again.ReplyError(Status::Internal("request failed: ", e.what()));
+        again.ReplyError(Status::Internal("request failed: ", what));
       }
     }
     wait = tick_ ? tick_(Clock::now()) : std::chrono::milliseconds(100);

@@ -36,6 +36,7 @@ void PackFieldInfo(Packer& pk, const FieldInfo& f) {
   pk.pack_uint64(f.nbytes);
 }
 
+// The detailed (allocating) decoder: used only to explain a failure.
 Result<FieldInfo> UnpackFieldInfo(const msgpack::object& o, const std::string& what) {
   TQDS_ASSIGN_OR_RETURN(auto a, AsArray(o, what, 5));
   FieldInfo f;
@@ -57,6 +58,54 @@ Result<FieldInfo> UnpackFieldInfo(const msgpack::object& o, const std::string& w
     }
   }
   return f;
+}
+
+// Fast readers for the hot decode path: no allocation unless it fails.
+bool ReadU64(const msgpack::object& o, uint64_t* out) {
+  if (o.type != msgpack::type::POSITIVE_INTEGER) return false;
+  *out = o.via.u64;
+  return true;
+}
+
+bool ReadI64(const msgpack::object& o, int64_t* out) {
+  if (o.type == msgpack::type::POSITIVE_INTEGER) {
+    if (o.via.u64 > static_cast<uint64_t>(INT64_MAX)) return false;
+    *out = static_cast<int64_t>(o.via.u64);
+    return true;
+  }
+  if (o.type == msgpack::type::NEGATIVE_INTEGER) {
+    *out = o.via.i64;
+    return true;
+  }
+  return false;
+}
+
+// Decodes a FieldInfo; on failure returns what was wrong (static text).
+const char* ReadFieldInfo(const msgpack::object& o, FieldInfo* f) {
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 5) return "must be an array of 5";
+  const msgpack::object* a = o.via.array.ptr;
+  if (a[0].type != msgpack::type::BOOLEAN) return "produced must be a bool";
+  f->produced = a[0].via.boolean;
+  uint64_t kind, dtype;
+  if (!ReadU64(a[1], &kind) || kind >= static_cast<uint64_t>(kNumFieldKinds)) return "unknown field kind";
+  if (!ReadU64(a[2], &dtype) || dtype >= static_cast<uint64_t>(kNumDTypes)) return "unknown dtype id";
+  f->kind = static_cast<FieldKind>(kind);
+  f->dtype = static_cast<DType>(dtype);
+  if (a[3].type != msgpack::type::ARRAY) return "shape must be an array";
+  if (a[3].via.array.size > 64) return "shape has more than 64 dimensions";
+  f->shape.resize(a[3].via.array.size);
+  for (uint32_t i = 0; i < a[3].via.array.size; ++i) {
+    if (!ReadI64(a[3].via.array.ptr[i], &f->shape[i])) return "shape must hold integers";
+  }
+  if (!ReadU64(a[4], &f->nbytes)) return "nbytes must be an unsigned integer";
+  if (f->kind == FieldKind::kTensor && f->produced) {
+    auto numel = NumElements(f->shape);
+    if (!numel.ok()) return "invalid shape";
+    if (static_cast<uint64_t>(*numel) * DTypeSize(f->dtype) != f->nbytes) {
+      return "nbytes does not match shape and dtype";
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -135,26 +184,42 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
   const msgpack::object* so = r.Find("samples");
   if (so == nullptr) return Status::Invalid(what, ": missing field 'samples'");
   TQDS_ASSIGN_OR_RETURN(auto arr, AsArray(*so, what + ".samples"));
-  std::vector<SampleMeta> samples;
-  samples.reserve(arr->size);
+  std::vector<SampleMeta> samples(arr->size);
+  auto bad = [&](uint32_t i, const std::string& part, const char* why) {
+    return Status::Invalid(what, ".samples[", i, "]", part.empty() ? "" : ".", part, ": ", why);
+  };
   for (uint32_t i = 0; i < arr->size; ++i) {
-    std::string sw = what + ".samples[" + std::to_string(i) + "]";
-    TQDS_ASSIGN_OR_RETURN(auto a, AsArray(arr->ptr[i], sw, 5));
-    SampleMeta s;
-    TQDS_ASSIGN_OR_RETURN(s.global_index, As<int64_t>(a->ptr[0], sw + ".global_index"));
-    TQDS_ASSIGN_OR_RETURN(s.generation, As<uint64_t>(a->ptr[1], sw + ".generation"));
-    TQDS_ASSIGN_OR_RETURN(s.partition_id, As<std::string>(a->ptr[2], sw + ".partition_id"));
-    TQDS_ASSIGN_OR_RETURN(auto fa, AsArray(a->ptr[3], sw + ".fields"));
-    if (fa->size != names.size()) {
-      return Status::Invalid(sw, " has ", fa->size, " field records for ", names.size(), " fields");
+    const msgpack::object& so_i = arr->ptr[i];
+    if (so_i.type != msgpack::type::ARRAY || so_i.via.array.size != 5) {
+      return AsArray(so_i, what + ".samples[" + std::to_string(i) + "]", 5).status();
     }
-    s.fields.reserve(fa->size);
-    for (uint32_t f = 0; f < fa->size; ++f) {
-      TQDS_ASSIGN_OR_RETURN(FieldInfo fi, UnpackFieldInfo(fa->ptr[f], sw + "." + names[f]));
-      s.fields.push_back(std::move(fi));
+    const msgpack::object* a = so_i.via.array.ptr;
+    SampleMeta& s = samples[i];
+    if (!ReadI64(a[0], &s.global_index)) return bad(i, "global_index", "must be an integer");
+    if (!ReadU64(a[1], &s.generation)) return bad(i, "generation", "must be an unsigned integer");
+    if (a[2].type != msgpack::type::STR) return bad(i, "partition_id", "must be a string");
+    std::string_view pid(a[2].via.str.ptr, a[2].via.str.size);
+    if (i > 0 && samples[i - 1].partition_id == pid) {
+      s.partition_id = samples[i - 1].partition_id;
+    } else {
+      s.partition_id.assign(pid);
     }
-    TQDS_ASSIGN_OR_RETURN(s.custom, UnpackCustomMeta(a->ptr[4], sw + ".custom"));
-    samples.push_back(std::move(s));
+    if (a[3].type != msgpack::type::ARRAY) return bad(i, "fields", "must be an array");
+    if (a[3].via.array.size != names.size()) {
+      return Status::Invalid(what, ".samples[", i, "] has ", a[3].via.array.size, " field records for ",
+                             names.size(), " fields");
+    }
+    s.fields.resize(names.size());
+    for (uint32_t f = 0; f < names.size(); ++f) {
+      if (const char* why = ReadFieldInfo(a[3].via.array.ptr[f], &s.fields[f])) {
+        std::string fw = what + ".samples[" + std::to_string(i) + "]." + names[f];
+        auto detailed = UnpackFieldInfo(a[3].via.array.ptr[f], fw);
+        return detailed.ok() ? bad(i, names[f], why) : detailed.status();
+      }
+    }
+    if (a[4].type != msgpack::type::NIL && !(a[4].type == msgpack::type::MAP && a[4].via.map.size == 0)) {
+      TQDS_ASSIGN_OR_RETURN(s.custom, UnpackCustomMeta(a[4], what + ".samples[" + std::to_string(i) + "].custom"));
+    }
   }
   return BatchMeta(std::move(names), std::move(samples));
 }

@@ -6,8 +6,9 @@
 // served from B's cache). Needs root (ip netns), etcd and iperf3.
 //
 // Usage: ds_cluster_bench [--json FILE] [--quick] [--populate]
-// (--populate: workers commit their shared memory at start, so a pull lands
-// in already-faulted pages as iperf3's reused buffer does)
+// Each case runs with the reader's shared memory cold (fresh pages) and warm
+// (--populate_memory: already-committed pages, as iperf3's reused buffer);
+// --populate runs only the warm cases.
 // (internal roles, run inside a namespace: --role write|read ...)
 #include <fcntl.h>
 #include <signal.h>
@@ -306,13 +307,16 @@ int main(int argc, char** argv) {
   const int iperf_s = quick ? 2 : 4;
   const int n1 = quick ? 50 : 200, n64 = quick ? 6 : 12;
   std::vector<int> conn_settings = quick ? std::vector<int>{4} : std::vector<int>{1, 2, 4};
+  // Cold: the reader's worker receives into pages it never touched (each
+  // 4 KiB shared-memory page is allocated and zeroed on first write); warm
+  // (--populate_memory): into committed pages, as iperf3 reuses one buffer.
   int rc = 0;
   Worker wa{}, wb{};
   do {
     // Worker A (waits for etcd: ds_worker refuses to start without it).
     bool started = false;
     for (int i = 0; i < 100 && !started; ++i) {
-      started = StartWorker(kNsA, kIpA, 31501, etcd, 4, dir, populate, &wa);
+      started = StartWorker(kNsA, kIpA, 31501, etcd, 4, dir, false, &wa);
       if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     if (!started) {
@@ -332,9 +336,14 @@ int main(int argc, char** argv) {
     std::printf("%-28s %12s %12s %10s\n", "case", "median", "GB/s", "x iperf3");
     std::printf("%-28s %12s %12.2f %10s\n", "iperf3 single stream A->B", "-", iperf_before / 1e9, "1.00");
     out["iperf3_single_stream_Bps"] = iperf_before;
-    out["populate_memory"] = populate;
-    for (int conns : conn_settings) {
-      if (!StartWorker(kNsB, kIpB, 31502, etcd, conns, dir, populate, &wb)) {
+    std::vector<std::pair<int, bool>> configs;  // (pull connections, reader's memory populated)
+    for (bool warm : {false, true}) {
+      if (warm || !populate) {
+        for (int c : conn_settings) configs.push_back({c, warm});
+      }
+    }
+    for (auto [conns, warm] : configs) {
+      if (!StartWorker(kNsB, kIpB, 31502, etcd, conns, dir, warm, &wb)) {
         rc = 1;
         break;
       }
@@ -357,10 +366,11 @@ int main(int argc, char** argv) {
         double med = Median(secs);
         double bps = static_cast<double>(size) / med;
         std::string name = std::string(size == (1 << 20) ? "get 1 MiB" : "get 64 MiB") +
-                           " cross-node, " + std::to_string(conns) + " conn";
+                           " " + std::to_string(conns) + "c " + (warm ? "warm" : "cold");
         std::printf("%-28s %9.3f ms %12.2f %10.2f\n", name.c_str(), med * 1e3, bps / 1e9,
                     bps / iperf_before);
         nlohmann::json row = {{"size", size}, {"pull_connections", conns}, {"gets", secs.size()},
+                              {"reader_memory_populated", warm},
                               {"median_s", med}, {"Bps", bps}, {"ratio_to_iperf3", bps / iperf_before}};
         out["cross_node_get"].push_back(row);
       }

@@ -14,6 +14,7 @@ using namespace std::string_literals;
 #include "datasystem/eviction_policy.h"
 #include "datasystem/local_frame.h"
 #include "datasystem/object_store.h"
+#include "datasystem/owner_table.h"
 #include "datasystem/spill_store.h"
 #include "test_util.h"
 
@@ -302,6 +303,67 @@ TEST(LocalFrame, RejectsHostileInput) {
   ::close(sv[0]);
   EXPECT_TRUE(ReadFrame(sv[1]).status().IsIOError());
   ::close(sv[1]);
+}
+
+// ---------------------------------------------------------------- OwnerTable
+
+Replica Rep(const std::string& holder, uint64_t version, uint64_t inc = 1) {
+  return Replica{holder, inc, holder + "-data", version};
+}
+
+TEST(OwnerTable, PrimaryReplacesOlderCopiesAndReportsThemStale) {
+  OwnerTable t;
+  using proto::PublishMode;
+  EXPECT_TRUE(t.Publish(PublishMode::kPrimary, {{"k", 10, Rep("a", 1)}}).empty());
+  EXPECT_TRUE(t.Publish(PublishMode::kCache, {{"k", 10, Rep("b", 7)}}).empty());
+  // Re-announcing the same primary changes nothing (the cache stays).
+  EXPECT_TRUE(t.Publish(PublishMode::kPrimary, {{"k", 10, Rep("a", 1)}}).empty());
+  LiveSet live{{"a", 1}, {"b", 1}, {"c", 1}};
+  auto l = t.Lookup({"k"}, live);
+  ASSERT_EQ(l[0].code, StatusCode::kOk);
+  EXPECT_EQ(l[0].live.size(), 2u);
+  // An overwrite on c makes a's and b's copies stale.
+  auto stale = t.Publish(PublishMode::kPrimary, {{"k", 20, Rep("c", 3)}});
+  ASSERT_EQ(stale.size(), 2u);
+  EXPECT_EQ(stale[0].holder, "a");
+  EXPECT_EQ(stale[1].holder, "b");
+  l = t.Lookup({"k"}, live);
+  EXPECT_EQ(l[0].size, 20u);
+  ASSERT_EQ(l[0].live.size(), 1u);
+  EXPECT_EQ(l[0].live[0].holder, "c");
+}
+
+TEST(OwnerTable, LostWhenEveryHolderLeftOrRestarted) {
+  OwnerTable t;
+  using proto::PublishMode;
+  (void)t.Publish(PublishMode::kPrimary, {{"k", 1, Rep("a", 1, /*inc=*/5)}});
+  EXPECT_EQ(t.Lookup({"k"}, {{"a", 5}})[0].code, StatusCode::kOk);
+  auto gone = t.Lookup({"k"}, {{"b", 1}});
+  EXPECT_EQ(gone[0].code, StatusCode::kUnavailable);
+  EXPECT_EQ(gone[0].lost, "a");
+  EXPECT_EQ(t.Lookup({"k"}, {{"a", 6}})[0].code, StatusCode::kUnavailable);  // restarted
+  EXPECT_EQ(t.Lookup({"x"}, {{"a", 5}})[0].code, StatusCode::kNotFound);
+}
+
+TEST(OwnerTable, CacheOfADeletedKeyIsStaleAndHandoffFillsOnlyGaps) {
+  OwnerTable t;
+  using proto::PublishMode;
+  auto stale = t.Publish(PublishMode::kCache, {{"gone", 1, Rep("b", 1)}});
+  ASSERT_EQ(stale.size(), 1u);
+  EXPECT_EQ(stale[0].holder, "b");
+  (void)t.Publish(PublishMode::kPrimary, {{"k", 1, Rep("a", 2)}});
+  (void)t.Publish(PublishMode::kHandoff, {{"k", 1, Rep("z", 1)}, {"h", 3, Rep("z", 9)}});
+  LiveSet live{{"a", 1}, {"z", 1}};
+  auto l = t.Lookup({"k", "h"}, live);
+  ASSERT_EQ(l[0].live.size(), 1u);
+  EXPECT_EQ(l[0].live[0].holder, "a");  // a primary record is never overridden by a handoff
+  EXPECT_EQ(l[1].code, StatusCode::kOk);
+  EXPECT_EQ(l[1].live[0].version, 9u);
+  auto removed = t.Remove({"k", "h", "none"});
+  EXPECT_EQ(removed[0].size(), 1u);
+  EXPECT_EQ(removed[1].size(), 1u);
+  EXPECT_TRUE(removed[2].empty());
+  EXPECT_EQ(t.size(), 0u);
 }
 
 }  // namespace

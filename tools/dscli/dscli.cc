@@ -77,7 +77,10 @@ int Start(ds::WorkerOptions options) {
                                    "--spill_size_limit_mb", std::to_string(options.spill_size_limit_mb),
                                    "--log_dir", options.log_dir,
                                    "--unix_socket_dir", options.unix_socket_dir,
-                                   "--high_watermark", std::to_string(options.high_watermark)};
+                                   "--high_watermark", std::to_string(options.high_watermark),
+                                   "--node_timeout_s", std::to_string(options.node_timeout_s),
+                                   "--pull_connections", std::to_string(options.pull_connections),
+                                   "--data_port", std::to_string(options.data_port)};
   if (!options.etcd_address.empty()) args.insert(args.end(), {"--etcd_address", options.etcd_address});
   if (!options.spill_directory.empty()) {
     args.insert(args.end(), {"--spill_directory", options.spill_directory});

@@ -177,17 +177,16 @@ Result<bool> EtcdClient::CompareAndSwap(const std::string& key, int64_t expected
 }
 
 Status EtcdClient::Compact(int64_t revision) {
-  TQDS_ASSIGN_OR_RETURN(json body,
-                        Call("/v3/kv/compaction", {{"revision", std::to_string(revision)},
-                                                   {"physical", true}}));
+  TQDS_ASSIGN_OR_RETURN(
+      json body,
+      Call("/v3/kv/compaction", {{"revision", std::to_string(revision)}, {"physical", true}}));
   (void)body;
   return Status::OK();
 }
 
 Result<LeaseGrant> EtcdClient::GrantLease(int64_t ttl_seconds) {
   if (ttl_seconds <= 0) return Status::Invalid("lease TTL must be > 0 s, got ", ttl_seconds);
-  TQDS_ASSIGN_OR_RETURN(json body,
-                        Call("/v3/lease/grant", {{"TTL", std::to_string(ttl_seconds)}}));
+  TQDS_ASSIGN_OR_RETURN(json body, Call("/v3/lease/grant", {{"TTL", std::to_string(ttl_seconds)}}));
   return codec::ParseLeaseGrant(body);
 }
 

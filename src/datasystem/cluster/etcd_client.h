@@ -16,14 +16,13 @@
 // (NotFound for a missing lease, Invalid for a compacted revision, ...).
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <thread>
 #include <vector>

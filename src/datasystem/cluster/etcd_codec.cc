@@ -29,21 +29,30 @@ json RangeEndFields(std::string_view key, bool prefix) {
 
 const char* CompareTarget(Compare::Target t) {
   switch (t) {
-    case Compare::Target::kVersion: return "VERSION";
-    case Compare::Target::kCreateRevision: return "CREATE";
-    case Compare::Target::kModRevision: return "MOD";
-    case Compare::Target::kValue: return "VALUE";
-    case Compare::Target::kLease: return "LEASE";
+    case Compare::Target::kVersion:
+      return "VERSION";
+    case Compare::Target::kCreateRevision:
+      return "CREATE";
+    case Compare::Target::kModRevision:
+      return "MOD";
+    case Compare::Target::kValue:
+      return "VALUE";
+    case Compare::Target::kLease:
+      return "LEASE";
   }
   return "CREATE";
 }
 
 const char* CompareOp(Compare::Op op) {
   switch (op) {
-    case Compare::Op::kEqual: return "EQUAL";
-    case Compare::Op::kGreater: return "GREATER";
-    case Compare::Op::kLess: return "LESS";
-    case Compare::Op::kNotEqual: return "NOT_EQUAL";
+    case Compare::Op::kEqual:
+      return "EQUAL";
+    case Compare::Op::kGreater:
+      return "GREATER";
+    case Compare::Op::kLess:
+      return "LESS";
+    case Compare::Op::kNotEqual:
+      return "NOT_EQUAL";
   }
   return "EQUAL";
 }
@@ -53,20 +62,33 @@ json CompareJson(const Compare& c) {
             {"target", CompareTarget(c.target)},
             {"result", CompareOp(c.op)}};
   switch (c.target) {
-    case Compare::Target::kVersion: j["version"] = std::to_string(c.number); break;
-    case Compare::Target::kCreateRevision: j["create_revision"] = std::to_string(c.number); break;
-    case Compare::Target::kModRevision: j["mod_revision"] = std::to_string(c.number); break;
-    case Compare::Target::kValue: j["value"] = Base64Encode(c.value); break;
-    case Compare::Target::kLease: j["lease"] = std::to_string(c.number); break;
+    case Compare::Target::kVersion:
+      j["version"] = std::to_string(c.number);
+      break;
+    case Compare::Target::kCreateRevision:
+      j["create_revision"] = std::to_string(c.number);
+      break;
+    case Compare::Target::kModRevision:
+      j["mod_revision"] = std::to_string(c.number);
+      break;
+    case Compare::Target::kValue:
+      j["value"] = Base64Encode(c.value);
+      break;
+    case Compare::Target::kLease:
+      j["lease"] = std::to_string(c.number);
+      break;
   }
   return j;
 }
 
 json OpJson(const TxnOp& op) {
   switch (op.type) {
-    case TxnOp::Type::kPut: return {{"request_put", PutRequest(op.key, op.value, op.lease)}};
-    case TxnOp::Type::kDelete: return {{"request_delete_range", DeleteRequest(op.key, op.prefix)}};
-    case TxnOp::Type::kGet: return {{"request_range", RangeRequest(op.key, op.prefix)}};
+    case TxnOp::Type::kPut:
+      return {{"request_put", PutRequest(op.key, op.value, op.lease)}};
+    case TxnOp::Type::kDelete:
+      return {{"request_delete_range", DeleteRequest(op.key, op.prefix)}};
+    case TxnOp::Type::kGet:
+      return {{"request_range", RangeRequest(op.key, op.prefix)}};
   }
   return json::object();
 }
@@ -117,7 +139,8 @@ std::string Base64Encode(std::string_view in) {
 }
 
 Result<std::string> Base64Decode(std::string_view in) {
-  if (in.size() % 4 != 0) return Status::Invalid("base64: length ", in.size(), " is not a multiple of 4");
+  if (in.size() % 4 != 0)
+    return Status::Invalid("base64: length ", in.size(), " is not a multiple of 4");
   std::string out;
   out.reserve(in.size() / 4 * 3);
   for (size_t i = 0; i < in.size(); i += 4) {
@@ -190,7 +213,8 @@ json WatchCreateRequest(std::string_view key, bool prefix, int64_t start_revisio
 }
 
 Status ErrorStatus(const json& body, std::string_view what) {
-  if (!body.is_object()) return Status::Invalid(what, ": etcd answered a non-object: ", body.dump());
+  if (!body.is_object())
+    return Status::Invalid(what, ": etcd answered a non-object: ", body.dump());
   auto it = body.find("error");
   if (it == body.end()) return Status::OK();
   std::string message;
@@ -202,18 +226,28 @@ Status ErrorStatus(const json& body, std::string_view what) {
     message = it->dump();
   }
   int64_t code = 2;
-  if (auto c = body.find("code"); c != body.end() && c->is_number_integer()) code = c->get<int64_t>();
+  if (auto c = body.find("code"); c != body.end() && c->is_number_integer())
+    code = c->get<int64_t>();
   // gRPC status codes (google.golang.org/grpc/codes).
   switch (code) {
-    case 3: return Status::Invalid(what, ": ", message);
-    case 4: return Status::Timeout(what, ": ", message);
-    case 5: return Status::NotFound(what, ": ", message);
-    case 6: return Status::AlreadyExists(what, ": ", message);
-    case 1: return Status::Cancelled(what, ": ", message);
-    case 8: return Status::OutOfSpace(what, ": ", message);
-    case 11: return Status::Invalid(what, ": ", message);  // out of range: compacted / future revision
-    case 14: return Status::Unavailable(what, ": ", message);
-    default: return Status::IOError(what, ": etcd error (gRPC code ", code, "): ", message);
+    case 3:
+      return Status::Invalid(what, ": ", message);
+    case 4:
+      return Status::Timeout(what, ": ", message);
+    case 5:
+      return Status::NotFound(what, ": ", message);
+    case 6:
+      return Status::AlreadyExists(what, ": ", message);
+    case 1:
+      return Status::Cancelled(what, ": ", message);
+    case 8:
+      return Status::OutOfSpace(what, ": ", message);
+    case 11:
+      return Status::Invalid(what, ": ", message);  // out of range: compacted / future revision
+    case 14:
+      return Status::Unavailable(what, ": ", message);
+    default:
+      return Status::IOError(what, ": etcd error (gRPC code ", code, "): ", message);
   }
 }
 
@@ -251,7 +285,8 @@ Result<RangeResult> ParseRange(const json& body) {
 Result<TxnResult> ParseTxn(const json& body) {
   TxnResult r;
   TQDS_ASSIGN_OR_RETURN(r.revision, ParseHeaderRevision(body));
-  if (auto s = body.find("succeeded"); s != body.end() && s->is_boolean()) r.succeeded = s->get<bool>();
+  if (auto s = body.find("succeeded"); s != body.end() && s->is_boolean())
+    r.succeeded = s->get<bool>();
   if (auto rs = body.find("responses"); rs != body.end() && rs->is_array()) {
     for (const auto& op : *rs) {
       auto range = op.find("response_range");
@@ -288,7 +323,8 @@ Result<int64_t> ParseKeepAliveTtl(const json& line, int64_t lease) {
 
 Result<ServerStatus> ParseServerStatus(const json& body) {
   ServerStatus s;
-  if (auto v = body.find("version"); v != body.end() && v->is_string()) s.version = v->get<std::string>();
+  if (auto v = body.find("version"); v != body.end() && v->is_string())
+    s.version = v->get<std::string>();
   TQDS_ASSIGN_OR_RETURN(s.leader, GetUint64(body, "leader"));
   TQDS_ASSIGN_OR_RETURN(s.revision, ParseHeaderRevision(body));
   if (auto h = body.find("header"); h != body.end() && h->is_object()) {
@@ -318,7 +354,8 @@ Result<WatchMessage> ParseWatchLine(const json& line) {
   WatchMessage m;
   if (auto c = r.find("created"); c != r.end() && c->is_boolean()) m.created = c->get<bool>();
   if (auto c = r.find("canceled"); c != r.end() && c->is_boolean()) m.canceled = c->get<bool>();
-  if (auto c = r.find("cancel_reason"); c != r.end() && c->is_string()) m.cancel_reason = c->get<std::string>();
+  if (auto c = r.find("cancel_reason"); c != r.end() && c->is_string())
+    m.cancel_reason = c->get<std::string>();
   TQDS_ASSIGN_OR_RETURN(m.compact_revision, GetInt64(r, "compact_revision"));
   if (auto h = r.find("header"); h != r.end() && h->is_object()) {
     TQDS_ASSIGN_OR_RETURN(m.header_revision, GetInt64(*h, "revision"));

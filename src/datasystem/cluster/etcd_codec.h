@@ -4,9 +4,8 @@
 // thread-safe. The wire shapes are documented in docs/cluster.md.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>

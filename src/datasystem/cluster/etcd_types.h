@@ -27,7 +27,7 @@ struct RangeResult {
 
 // etcd's /v3/maintenance/status, the parts we use.
 struct ServerStatus {
-  std::string version;   // "3.4.23"
+  std::string version;  // "3.4.23"
   uint64_t cluster_id = 0;
   uint64_t leader = 0;   // 0: no leader (etcd not serving writes)
   int64_t revision = 0;  // current store revision
@@ -95,8 +95,8 @@ struct Txn {
 };
 
 struct TxnResult {
-  bool succeeded = false;      // the compares held; `success` ran
-  int64_t revision = 0;        // store revision after the transaction
+  bool succeeded = false;         // the compares held; `success` ran
+  int64_t revision = 0;           // store revision after the transaction
   std::vector<RangeResult> gets;  // one per kGet of the branch that ran, in order
 };
 

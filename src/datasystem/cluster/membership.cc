@@ -34,8 +34,8 @@ std::chrono::milliseconds MembershipOptions::effective_keepalive_interval() cons
 }
 
 std::string EncodeMember(const Member& m) {
-  return json{{"address", m.address}, {"started_at", m.started_at_ms},
-              {"incarnation", m.incarnation}}
+  return json{
+      {"address", m.address}, {"started_at", m.started_at_ms}, {"incarnation", m.incarnation}}
       .dump();
 }
 
@@ -111,7 +111,8 @@ Result<std::unique_ptr<Membership>> Membership::Start(MembershipOptions options,
   wcb.on_resync = [raw](const RangeResult& snap) { raw->ApplySnapshot(snap); };
   TQDS_ASSIGN_OR_RETURN(m->watch_, m->client_->Watch(opts.key_prefix, /*prefix=*/true,
                                                      snapshot.revision + 1, std::move(wcb)));
-  if (!opts.self_address.empty()) m->keepalive_thread_ = std::thread([raw] { raw->KeepAliveLoop(); });
+  if (!opts.self_address.empty())
+    m->keepalive_thread_ = std::thread([raw] { raw->KeepAliveLoop(); });
   spdlog::info("membership: {} joined via etcd {} (lease ttl {} s), {} member(s) live",
                opts.self_address.empty() ? "observer" : opts.self_address, opts.etcd.address,
                opts.lease_ttl.count(), m->View().members.size());
@@ -181,7 +182,8 @@ void Membership::KeepAliveLoop() {
         outage = false;
         wait = interval;
       } else if (!stopping_) {
-        if (!outage) spdlog::warn("membership: cannot register {}: {}", self_.address, st.ToString());
+        if (!outage)
+          spdlog::warn("membership: cannot register {}: {}", self_.address, st.ToString());
         outage = true;
         cv_.wait_for(lock, options_.retry_interval, [this] { return stopping_; });
       }
@@ -255,6 +257,7 @@ void Membership::DeleteLocked(const std::string& address, int64_t revision,
 
 void Membership::ApplySnapshot(const RangeResult& snapshot) {
   std::vector<Change> changes;
+  MembershipView view;
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::map<std::string, const KeyValue*> now;
@@ -265,16 +268,18 @@ void Membership::ApplySnapshot(const RangeResult& snapshot) {
     }
     for (const auto& address : gone) DeleteLocked(address, snapshot.revision, &changes);
     for (const auto& [address, kv] : now) PutLocked(*kv, &changes);
-    if (!self_.address.empty() && now.count(self_.address) == 0 && !stopping_ &&
-        lease_ != 0 && snapshot.revision > self_put_revision_) {
+    if (!self_.address.empty() && now.count(self_.address) == 0 && !stopping_ && lease_ != 0 &&
+        snapshot.revision > self_put_revision_) {
       reregister_ = true;
     }
+    view = CommitLocked(changes);
   }
-  Publish(std::move(changes));
+  Publish(changes, view);
 }
 
 void Membership::ApplyEvents(const std::vector<WatchEvent>& events) {
   std::vector<Change> changes;
+  MembershipView view;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& e : events) {
@@ -284,18 +289,19 @@ void Membership::ApplyEvents(const std::vector<WatchEvent>& events) {
         DeleteLocked(AddressOfKey(e.kv.key), e.kv.mod_revision, &changes);
       }
     }
+    view = CommitLocked(changes);
   }
-  Publish(std::move(changes));
+  Publish(changes, view);
 }
 
-void Membership::Publish(std::vector<Change> changes) {
-  MembershipView view;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!changes.empty()) ++version_;
-    view.version = version_;
-    for (const auto& [address, m] : members_) view.members.push_back(m);
-  }
+MembershipView Membership::CommitLocked(const std::vector<Change>& changes) {
+  // The version moves in the same critical section as the members, so no
+  // reader sees new members under an old version.
+  if (!changes.empty()) ++version_;
+  return ViewLocked();
+}
+
+void Membership::Publish(const std::vector<Change>& changes, const MembershipView& view) {
   cv_.notify_all();  // view waiters, and the keep-alive thread on reregister_
   if (changes.empty()) return;
   for (const auto& c : changes) {
@@ -307,12 +313,16 @@ void Membership::Publish(std::vector<Change> changes) {
   if (callbacks_.on_change) callbacks_.on_change(view);
 }
 
-MembershipView Membership::View() const {
-  std::lock_guard<std::mutex> lock(mu_);
+MembershipView Membership::ViewLocked() const {
   MembershipView view;
   view.version = version_;
   for (const auto& [address, m] : members_) view.members.push_back(m);
   return view;
+}
+
+MembershipView Membership::View() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ViewLocked();
 }
 
 uint64_t Membership::version() const {
@@ -325,9 +335,7 @@ bool Membership::WaitFor(const std::function<bool(const MembershipView&)>& pred,
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    MembershipView view;
-    view.version = version_;
-    for (const auto& [address, m] : members_) view.members.push_back(m);
+    MembershipView view = ViewLocked();
     lock.unlock();
     bool ok = pred(view);
     lock.lock();

@@ -60,7 +60,7 @@ struct MembershipOptions {
 };
 
 struct Member {
-  std::string address;     // "host:port"
+  std::string address;        // "host:port"
   int64_t started_at_ms = 0;  // wall clock, ms since the epoch
   uint64_t incarnation = 0;
   bool operator==(const Member&) const = default;
@@ -131,7 +131,11 @@ class Membership {
   // Under mu_: updates members_ for one put/delete and records changes.
   void PutLocked(const KeyValue& kv, std::vector<Change>* changes);
   void DeleteLocked(const std::string& address, int64_t revision, std::vector<Change>* changes);
-  void Publish(std::vector<Change> changes);
+  // Under mu_: bumps the version when `changes` is not empty; the new view.
+  MembershipView CommitLocked(const std::vector<Change>& changes);
+  MembershipView ViewLocked() const;
+  // Without mu_: wakes waiters and runs the callbacks.
+  void Publish(const std::vector<Change>& changes, const MembershipView& view);
   std::string AddressOfKey(const std::string& key) const;
 
   // Lock order: mu_ is a leaf; no etcd call and no callback while held.
@@ -144,7 +148,7 @@ class Membership {
   Member self_;
 
   mutable std::mutex mu_;
-  mutable std::condition_variable cv_;  // view changes, stop, re-register requests
+  mutable std::condition_variable cv_;     // view changes, stop, re-register requests
   std::map<std::string, Member> members_;  // guarded by mu_
   uint64_t version_ = 0;                   // guarded by mu_
   int64_t lease_ = 0;                      // guarded by mu_

@@ -1,5 +1,7 @@
 // EtcdClient against a real etcd: KV, prefix, transactions, leases, watch
 // (order, snapshot start, compaction resync) and unreachable-etcd errors.
+#include "datasystem/cluster/etcd_client.h"
+
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -9,7 +11,6 @@
 #include <mutex>
 
 #include "common/test_util.h"
-#include "datasystem/cluster/etcd_client.h"
 #include "etcd_test_util.h"
 
 namespace ds::cluster {
@@ -210,7 +211,8 @@ struct Recorder {
 TEST_F(EtcdWatchTest, SeesPutsAndDeletesInOrder) {
   ASSERT_OK_AND_ASSIGN(auto start, client_->GetPrefix(prefix_));
   Recorder rec;
-  ASSERT_OK_AND_ASSIGN(auto watch, client_->Watch(prefix_, true, start.revision + 1, rec.Callbacks()));
+  ASSERT_OK_AND_ASSIGN(auto watch,
+                       client_->Watch(prefix_, true, start.revision + 1, rec.Callbacks()));
   ASSERT_OK(client_->Put(prefix_ + "a", "1"));
   ASSERT_OK(client_->Put(prefix_ + "b", "2"));
   ASSERT_OK(client_->Delete(prefix_ + "a"));
@@ -225,9 +227,9 @@ TEST_F(EtcdWatchTest, SeesPutsAndDeletesInOrder) {
     const char* key;
     const char* value;
   };
-  const Want want[] = {{EventType::kPut, "a", "1"},    {EventType::kPut, "b", "2"},
-                       {EventType::kDelete, "a", ""},  {EventType::kPut, "a", "3"},
-                       {EventType::kDelete, "a", ""},  {EventType::kDelete, "b", ""}};
+  const Want want[] = {{EventType::kPut, "a", "1"},   {EventType::kPut, "b", "2"},
+                       {EventType::kDelete, "a", ""}, {EventType::kPut, "a", "3"},
+                       {EventType::kDelete, "a", ""}, {EventType::kDelete, "b", ""}};
   int64_t last_rev = start.revision;
   for (size_t i = 0; i < 6; ++i) {
     EXPECT_EQ(rec.events[i].type, want[i].type) << i;

@@ -1,10 +1,11 @@
 // Socket-free tests of the etcd JSON-gateway codec and the member record.
+#include "datasystem/cluster/etcd_codec.h"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "common/test_util.h"
-#include "datasystem/cluster/etcd_codec.h"
 #include "datasystem/cluster/membership.h"
 
 namespace ds::cluster {
@@ -52,14 +53,15 @@ TEST(EtcdCodecTest, TxnRequestShape) {
 TEST(EtcdCodecTest, ErrorsMapToStatusCodes) {
   EXPECT_OK(codec::ErrorStatus(json{{"header", json::object()}}, "x"));
   EXPECT_STATUS(codec::ErrorStatus(json::parse(R"({"error":"etcdserver: requested lease not found",
-      "message":"etcdserver: requested lease not found","code":5})"), "revoke"),
+      "message":"etcdserver: requested lease not found","code":5})"),
+                                   "revoke"),
                 kNotFound, "lease not found");
-  EXPECT_STATUS(codec::ErrorStatus(json::parse(R"({"error":"x","message":"compacted","code":11})"),
-                                   "range"),
-                kInvalid, "compacted");
-  EXPECT_STATUS(codec::ErrorStatus(json::parse(R"({"error":"x","message":"no leader","code":14})"),
-                                   "put"),
-                kUnavailable, "no leader");
+  EXPECT_STATUS(
+      codec::ErrorStatus(json::parse(R"({"error":"x","message":"compacted","code":11})"), "range"),
+      kInvalid, "compacted");
+  EXPECT_STATUS(
+      codec::ErrorStatus(json::parse(R"({"error":"x","message":"no leader","code":14})"), "put"),
+      kUnavailable, "no leader");
   EXPECT_STATUS(codec::ErrorStatus(json::array(), "put"), kInvalid, "non-object");
 }
 
@@ -75,19 +77,23 @@ TEST(EtcdCodecTest, ParsesRangeWithStringInts) {
   EXPECT_EQ(r.kvs[0].lease, 77);
   EXPECT_STATUS(codec::ParseRange(json::parse(R"({"header":{"revision":"x"}})")), kInvalid,
                 "revision");
-  EXPECT_STATUS(codec::ParseRange(json::parse(R"({"header":{},"kvs":[{"key":"!!!!"}]})")),
-                kInvalid, "base64");
+  EXPECT_STATUS(codec::ParseRange(json::parse(R"({"header":{},"kvs":[{"key":"!!!!"}]})")), kInvalid,
+                "base64");
 }
 
 TEST(EtcdCodecTest, ParsesWatchLines) {
-  ASSERT_OK_AND_ASSIGN(auto created, codec::ParseWatchLine(json::parse(
-      R"({"result":{"header":{"cluster_id":"99","revision":"5"},"created":true}})")));
+  ASSERT_OK_AND_ASSIGN(
+      auto created,
+      codec::ParseWatchLine(json::parse(
+          R"({"result":{"header":{"cluster_id":"99","revision":"5"},"created":true}})")));
   EXPECT_TRUE(created.created);
   EXPECT_EQ(created.cluster_id, 99u);
   EXPECT_EQ(created.header_revision, 5);
 
-  ASSERT_OK_AND_ASSIGN(auto events, codec::ParseWatchLine(json::parse(
-      R"({"result":{"header":{"revision":"7"},"events":[{"kv":{"key":"YQ==","value":"MQ==",
+  ASSERT_OK_AND_ASSIGN(
+      auto events,
+      codec::ParseWatchLine(json::parse(
+          R"({"result":{"header":{"revision":"7"},"events":[{"kv":{"key":"YQ==","value":"MQ==",
       "mod_revision":"6"}},{"type":"DELETE","kv":{"key":"YQ==","mod_revision":"7"}}]}})")));
   ASSERT_EQ(events.events.size(), 2u);
   EXPECT_EQ(events.events[0].type, EventType::kPut);
@@ -95,17 +101,18 @@ TEST(EtcdCodecTest, ParsesWatchLines) {
   EXPECT_EQ(events.events[1].type, EventType::kDelete);
   EXPECT_EQ(events.events[1].kv.mod_revision, 7);
 
-  ASSERT_OK_AND_ASSIGN(auto compacted, codec::ParseWatchLine(json::parse(
-      R"({"result":{"header":{},"canceled":true,"compact_revision":"4"}})")));
+  ASSERT_OK_AND_ASSIGN(auto compacted,
+                       codec::ParseWatchLine(json::parse(
+                           R"({"result":{"header":{},"canceled":true,"compact_revision":"4"}})")));
   EXPECT_TRUE(compacted.canceled);
   EXPECT_EQ(compacted.compact_revision, 4);
 
   EXPECT_STATUS(codec::ParseWatchLine(json::parse(
                     R"({"error":{"grpc_code":14,"http_code":503,"message":"etcd stopping"}})")),
                 kUnavailable, "etcd stopping");
-  EXPECT_STATUS(codec::ParseWatchLine(json::parse(
-                    R"({"result":{"events":[{"type":"BOGUS","kv":{}}]}})")),
-                kInvalid, "BOGUS");
+  EXPECT_STATUS(
+      codec::ParseWatchLine(json::parse(R"({"result":{"events":[{"type":"BOGUS","kv":{}}]}})")),
+      kInvalid, "BOGUS");
   EXPECT_STATUS(codec::ParseWatchLine(json::parse(R"({"nothing":1})")), kInvalid, "result");
 }
 

@@ -4,6 +4,7 @@
 // and readiness by polling its maintenance status, never a sleep.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,8 +17,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "common/process.h"
 #include "common/test_util.h"
@@ -102,7 +101,8 @@ class EtcdServer {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     tqds::Status last;
     while (std::chrono::steady_clock::now() < deadline) {
-      if (!proc_->running()) return tqds::Status::Unavailable("etcd exited; see ", dir_.path(), "/etcd.log");
+      if (!proc_->running())
+        return tqds::Status::Unavailable("etcd exited; see ", dir_.path(), "/etcd.log");
       auto st = client->GetServerStatus();
       if (st.ok() && st->leader != 0) return tqds::Status::OK();
       last = st.ok() ? tqds::Status::Unavailable("no leader yet") : st.status();

@@ -1,5 +1,7 @@
 // HashRing: fixed hash (golden values from an independent implementation),
 // determinism, balance, and stability when nodes join and leave.
+#include "datasystem/cluster/hash_ring.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,7 +9,6 @@
 #include <random>
 
 #include "common/test_util.h"
-#include "datasystem/cluster/hash_ring.h"
 
 namespace ds::cluster {
 namespace {
@@ -20,7 +21,8 @@ std::vector<std::string> Nodes(int n) {
 
 std::vector<std::string> Keys(int n) {
   std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) out.push_back("partition_" + std::to_string(i % 7) + "/" + std::to_string(i) + "@f");
+  for (int i = 0; i < n; ++i)
+    out.push_back("partition_" + std::to_string(i % 7) + "/" + std::to_string(i) + "@f");
   return out;
 }
 

@@ -1,6 +1,8 @@
 // Membership against a real etcd: join, graceful leave, death by kill -9
 // (lease expiry), restart with a new incarnation, an observer, a deleted
 // key, and etcd outages (restart on the same data; restart with no data).
+#include "datasystem/cluster/membership.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -8,7 +10,6 @@
 #include <cstdio>
 
 #include "common/test_util.h"
-#include "datasystem/cluster/membership.h"
 #include "etcd_test_util.h"
 
 namespace ds::cluster {
@@ -37,8 +38,9 @@ class MembershipTest : public EtcdSuite {
   }
   // A member in its own process (so it can die by SIGKILL).
   tqds::Result<tqds::ChildProcess> SpawnMember(const std::string& self, int ttl_s) {
-    TQDS_ASSIGN_OR_RETURN(auto child, tqds::ChildProcess::Spawn(
-        {DS_CLUSTER_MEMBER_BIN, server_->address(), self, std::to_string(ttl_s), prefix_}));
+    TQDS_ASSIGN_OR_RETURN(
+        auto child, tqds::ChildProcess::Spawn({DS_CLUSTER_MEMBER_BIN, server_->address(), self,
+                                               std::to_string(ttl_s), prefix_}));
     TQDS_RETURN_NOT_OK(child.WaitForLine("READY", std::chrono::seconds(10)).status());
     return child;
   }
@@ -255,8 +257,8 @@ TEST_F(EtcdOutageTest, MembersKeepTheirViewAndLeasesAcrossAnEtcdRestart) {
   // etcd restores leases with a fresh TTL; keep-alives resume on them. Both
   // keys must outlive a full TTL after the restart.
   auto t0 = Clock::now();
-  EXPECT_TRUE(Eventually([&] { return client_->GetPrefix(prefix_).ValueOr({}).kvs.size() == 2; },
-                         kWait));
+  EXPECT_TRUE(
+      Eventually([&] { return client_->GetPrefix(prefix_).ValueOr({}).kvs.size() == 2; }, kWait));
   std::this_thread::sleep_for(std::chrono::milliseconds(2500) - (Clock::now() - t0));
   ASSERT_OK_AND_ASSIGN(auto r, client_->GetPrefix(prefix_));
   EXPECT_EQ(r.kvs.size(), 2u);
@@ -276,9 +278,10 @@ TEST_F(EtcdOutageTest, MembersReRegisterWhenEtcdComesBackEmpty) {
   for (int i = 0; i < 20; ++i) ASSERT_OK(client_->Put("/filler/" + prefix_, "x"));
   server_->Kill();
   ASSERT_OK(server_->Start(/*fresh_data=*/true));  // etcd lost everything
-  EXPECT_TRUE(Eventually([&] { return a->registrations() == 2 && b->registrations() == 2; }, kWait));
-  EXPECT_TRUE(Eventually([&] { return client_->GetPrefix(prefix_).ValueOr({}).kvs.size() == 2; },
-                         kWait));
+  EXPECT_TRUE(
+      Eventually([&] { return a->registrations() == 2 && b->registrations() == 2; }, kWait));
+  EXPECT_TRUE(
+      Eventually([&] { return client_->GetPrefix(prefix_).ValueOr({}).kvs.size() == 2; }, kWait));
   EXPECT_TRUE(a->WaitFor(Has("127.0.0.1:1002"), kWait));
   EXPECT_TRUE(b->WaitFor(Has("127.0.0.1:1001"), kWait));
 }

@@ -134,7 +134,7 @@ class TransferQueueClient::Impl {
       return Status::Internal("controller allocated ", targets.size(), " samples for ", batch.batch_size());
     }
     auto written = Write(batch, targets);
-    if (!written.ok()) (void)Clear(internal::MetaMessage(MsgType::kCtlClearSamples, targets), &targets);
+    if (!written.ok()) (void)ClearSamples(partition_id, targets.global_indexes());
     return written;
   }
 
@@ -192,10 +192,9 @@ class TransferQueueClient::Impl {
   }
 
   // Two-phase clear: hide + list (controller), free storage, release indexes.
-  Status Clear(Message begin, const BatchMeta* fallback = nullptr) {
+  Status Clear(Message begin) {
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(begin)));
-    TQDS_ASSIGN_OR_RETURN(BatchMeta victims, internal::MetaFromMessage(rep));
-    (void)fallback;
+    TQDS_ASSIGN_OR_RETURN(BatchMeta victims, internal::SampleListFromMessage(rep));
     if (victims.empty()) return Status::OK();
     auto storage = Storage();
     if (storage.ok()) {
@@ -203,7 +202,7 @@ class TransferQueueClient::Impl {
     } else if (!victims.field_names().empty()) {
       return storage.status();
     }
-    return Call(internal::MetaMessage(MsgType::kCtlReleaseIndexes, victims)).status();
+    return Call(internal::SampleListMessage(MsgType::kCtlReleaseIndexes, victims)).status();
   }
 
   Status ClearPartition(const std::string& partition_id) {

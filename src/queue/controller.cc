@@ -139,18 +139,18 @@ class ControllerImpl : public TransferQueueController {
       }
       case MsgType::kCtlClearPartition: {
         TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ClearPartition"));
-        r.Reply(internal::MetaMessage(m.type(), state_.BeginClearPartition(p)));
+        r.Reply(internal::SampleListMessage(m.type(), state_.BeginClearPartition(p)));
         return Status::OK();
       }
       case MsgType::kCtlClearSamples: {
         TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ClearSamples"));
         TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
         TQDS_ASSIGN_OR_RETURN(auto idx, rd.Get<std::vector<int64_t>>("global_indexes"));
-        r.Reply(internal::MetaMessage(m.type(), state_.BeginClearSamples(p, idx)));
+        r.Reply(internal::SampleListMessage(m.type(), state_.BeginClearSamples(p, idx)));
         return Status::OK();
       }
       case MsgType::kCtlReleaseIndexes: {
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::SampleListFromMessage(m));
         TQDS_RETURN_NOT_OK(state_.ReleaseSamples(meta));
         r.Reply(Message::ReplyTo(m));
         return Status::OK();

@@ -32,8 +32,8 @@ SampleRecord* ControllerState::FindVisible(const SampleMeta& s) {
 
 int64_t ControllerState::TakeIndex() {
   if (!free_indexes_.empty()) {
-    int64_t i = *free_indexes_.begin();
-    free_indexes_.erase(free_indexes_.begin());
+    int64_t i = free_indexes_.top();
+    free_indexes_.pop();
     return i;
   }
   return next_index_++;
@@ -166,6 +166,7 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
   if (req.mode != FetchMode::kForceFetch && req.task_name.empty()) {
     return Status::Invalid("get_meta in mode ", FetchModeName(req.mode), " needs a task_name");
   }
+  if (req.mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(SamplerFor(req.sampling).status());
   auto pit = partitions_.find(req.partition_id);
   if (pit == partitions_.end()) {
     if (req.mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<BatchMeta>();
@@ -204,16 +205,20 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
 }
 
 BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& positions) {
-  std::vector<int> all(p.field_names.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  for (size_t pos : positions) {
-    SampleRecord& r = p.samples[pos];
+  // Only identities: storage deletes every field of the partition for each
+  // sample (missing keys are fine), so no per-sample field records are needed.
+  std::vector<SampleMeta> out(positions.size());
+  for (size_t i = 0; i < positions.size(); ++i) {
+    SampleRecord& r = p.samples[positions[i]];
     if (!r.clearing) {
       r.clearing = true;
       --p.live_count;
     }
+    out[i].global_index = r.global_index;
+    out[i].generation = r.generation;
+    out[i].partition_id = p.name;
   }
-  return MakeMeta(p, positions, all, p.field_names);
+  return BatchMeta(p.field_names, std::move(out));
 }
 
 BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) {
@@ -259,7 +264,7 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     r.fields.shrink_to_fit();
     r.custom.clear();
     p.position_of.erase(pit);
-    free_indexes_.insert(s.global_index);
+    free_indexes_.push(s.global_index);
   }
   // Drop partitions that have nothing left.
   for (auto it = partitions_.begin(); it != partitions_.end();) {

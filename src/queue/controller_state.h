@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -119,7 +120,8 @@ class ControllerState {
   SampleRecord* FindVisible(const SampleMeta& s);
 
   std::map<std::string, std::unique_ptr<Partition>> partitions_;
-  std::set<int64_t> free_indexes_;
+  // Released indexes, lowest first (a min-heap: cheap for millions).
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> free_indexes_;
   int64_t next_index_ = 0;
   uint64_t next_generation_ = 1;
 };

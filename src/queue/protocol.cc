@@ -1,6 +1,8 @@
 // msgpack codec for TransferQueue message bodies.
 #include "queue/protocol.h"
 
+#include <algorithm>
+
 namespace tq::internal {
 
 using tqds::wire::MapReader;
@@ -269,6 +271,58 @@ Message MetaMessage(MsgType type, const BatchMeta& meta) {
 
 Result<BatchMeta> MetaFromMessage(const Message& m) {
   return UnpackBatchMeta(m.body(), "BatchMeta");
+}
+
+Message SampleListMessage(MsgType type, const BatchMeta& meta) {
+  std::vector<std::string> partitions;
+  std::vector<uint32_t> pidx(meta.size());
+  for (size_t i = 0; i < meta.size(); ++i) {
+    const std::string& p = meta.samples()[i].partition_id;
+    if (partitions.empty() || partitions.back() != p) {
+      auto it = std::find(partitions.begin(), partitions.end(), p);
+      if (it == partitions.end()) it = partitions.insert(partitions.end(), p);
+      pidx[i] = static_cast<uint32_t>(it - partitions.begin());
+    } else {
+      pidx[i] = static_cast<uint32_t>(partitions.size() - 1);
+    }
+  }
+  Message m(type, 0);
+  m.set_body(tqds::wire::PackBody([&](Packer& pk) {
+    pk.pack_map(3);
+    pk.pack("fields");
+    pk.pack(meta.field_names());
+    pk.pack("partitions");
+    pk.pack(partitions);
+    pk.pack("samples");
+    pk.pack_array(static_cast<uint32_t>(3 * meta.size()));
+    for (size_t i = 0; i < meta.size(); ++i) {
+      pk.pack_uint32(pidx[i]);
+      pk.pack_int64(meta.samples()[i].global_index);
+      pk.pack_uint64(meta.samples()[i].generation);
+    }
+  }));
+  return m;
+}
+
+Result<BatchMeta> SampleListFromMessage(const Message& m) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(m.body(), "SampleList"));
+  TQDS_ASSIGN_OR_RETURN(auto fields, r.Get<std::vector<std::string>>("fields"));
+  TQDS_ASSIGN_OR_RETURN(auto partitions, r.Get<std::vector<std::string>>("partitions"));
+  const msgpack::object* so = r.Find("samples");
+  if (so == nullptr) return Status::Invalid("SampleList: missing field 'samples'");
+  TQDS_ASSIGN_OR_RETURN(auto arr, AsArray(*so, "SampleList.samples"));
+  if (arr->size % 3 != 0) return Status::Invalid("SampleList.samples must hold triples");
+  std::vector<SampleMeta> samples(arr->size / 3);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    uint64_t p;
+    const msgpack::object* t = arr->ptr + 3 * i;
+    if (!ReadU64(t[0], &p) || p >= partitions.size() || !ReadI64(t[1], &samples[i].global_index) ||
+        !ReadU64(t[2], &samples[i].generation)) {
+      return Status::Invalid("SampleList.samples[", i, "] must be [partition, index, generation]");
+    }
+    samples[i].partition_id = partitions[p];
+  }
+  return BatchMeta(std::move(fields), std::move(samples));
 }
 
 std::string EncodeKeys(const std::vector<std::string>& keys) {

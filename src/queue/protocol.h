@@ -27,6 +27,12 @@ Result<GetMetaRequest> DecodeGetMeta(const msgpack::object& body);
 tqds::wire::Message MetaMessage(tqds::wire::MsgType type, const BatchMeta& meta);
 Result<BatchMeta> MetaFromMessage(const tqds::wire::Message& m);
 
+// A compact list of sample identities (no field records) for clears:
+// {"fields": [str], "partitions": [str], "samples": [p, index, generation, ...]}
+// where p indexes "partitions".
+tqds::wire::Message SampleListMessage(tqds::wire::MsgType type, const BatchMeta& meta);
+Result<BatchMeta> SampleListFromMessage(const tqds::wire::Message& m);
+
 // Storage unit bodies: {"keys": [str...]} (+ one payload frame per key for a
 // put); get replies {"found": [bool...]} + one frame per key (empty if missing).
 std::string EncodeKeys(const std::vector<std::string>& keys);

@@ -1,13 +1,24 @@
 // SimpleStorageUnit: an in-memory key -> bytes server over ZMQ. Received
-// payload frames are kept as they arrived (no copy); replies reference them.
+// payload frames are kept as they arrived (no copy): each stored value is a
+// view of its frame, and replies send views of the stored frames.
+//
+// A unit bound on tcp:// also listens on an ipc:// (Unix socket) endpoint
+// that it announces in its UnitStats reply, so that a manager on the same
+// host can skip the TCP stack. The two listeners run on two threads and share
+// one thread-safe SimpleStore.
 #include "tq/storage_unit.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
-#include <unordered_map>
+#include <atomic>
+#include <cstdlib>
+#include <random>
 
 #include "common/wire/rpc.h"
 #include "queue/protocol.h"
+#include "queue/simple_codec.h"
+#include "queue/simple_store.h"
 
 namespace tq {
 
@@ -17,6 +28,7 @@ using tqds::Status;
 using tqds::wire::Message;
 using tqds::wire::MsgType;
 using tqds::wire::Responder;
+namespace simple = internal::simple;
 
 Status StorageUnitOptions::Validate() const {
   if (address.empty()) return Status::Invalid("storage unit address must not be empty");
@@ -26,17 +38,42 @@ Status StorageUnitOptions::Validate() const {
 
 namespace {
 
+// "ipc://<dir>/tq-unit-<pid>-<n>.sock" in $TMPDIR (or /tmp when that path
+// would not fit in a Unix socket address).
+std::string IpcEndpoint() {
+  static std::atomic<uint64_t> next{0};
+  std::string name = "tq-unit-" + std::to_string(::getpid()) + "-" + std::to_string(next++) + ".sock";
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  if (dir.size() + 1 + name.size() > 100) dir = "/tmp";
+  return "ipc://" + dir + "/" + name;
+}
+
+uint64_t RandomInstance() {
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid());
+}
+
 class StorageUnitImpl : public SimpleStorageUnit {
  public:
-  explicit StorageUnitImpl(uint64_t capacity) : capacity_(capacity) {}
+  StorageUnitImpl() : instance_(RandomInstance()) {}
   ~StorageUnitImpl() override { Stop(); }
 
   Status Init(const StorageUnitOptions& o) {
-    TQDS_ASSIGN_OR_RETURN(server_, tqds::wire::RpcServer::Bind(
-                                       o.address, [this](Message&& m, Responder r) {
-                                         Handle(std::move(m), std::move(r));
-                                       }));
+    auto handler = [this](Message&& m, Responder r) { Handle(std::move(m), std::move(r)); };
+    TQDS_ASSIGN_OR_RETURN(server_, tqds::wire::RpcServer::Bind(o.address, handler));
+    store_ = std::make_unique<simple::SimpleStore>(o.capacity_bytes, server_->endpoint());
+    if (server_->endpoint().rfind("tcp://", 0) == 0) {
+      // Best effort: without it, same-host clients use tcp like remote ones.
+      auto ipc = tqds::wire::RpcServer::Bind(IpcEndpoint(), handler);
+      if (ipc.ok()) {
+        ipc_server_ = ipc.MoveValue();
+      } else {
+        spdlog::info("storage unit {}: no ipc endpoint: {}", server_->endpoint(), ipc.status().ToString());
+      }
+    }
     server_->Start();
+    if (ipc_server_) ipc_server_->Start();
     if (!o.controller_address.empty()) {
       TQDS_ASSIGN_OR_RETURN(auto ctl, tqds::wire::RpcClient::Connect(o.controller_address));
       Message reg(MsgType::kCtlRegisterStorage, 0);
@@ -52,12 +89,17 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
   const std::string& address() const override { return server_->endpoint(); }
   void Stop() override {
+    if (ipc_server_) ipc_server_->Stop();
     if (server_) server_->Stop();
   }
 
  private:
+  // Runs on either listener's thread.
   void Handle(Message&& m, Responder r) {
     switch (m.type()) {
+      case MsgType::kUnitPutGroups: return r.Reply(PutGroups(m));
+      case MsgType::kUnitGetGroups: return r.Reply(GetGroups(m));
+      case MsgType::kUnitClearGroups: return r.Reply(ClearGroups(m));
       case MsgType::kUnitPut: return r.Reply(Put(m));
       case MsgType::kUnitGet: return r.Reply(Get(m));
       case MsgType::kUnitClear: return r.Reply(Clear(m));
@@ -68,6 +110,41 @@ class StorageUnitImpl : public SimpleStorageUnit {
     }
   }
 
+  Message PutGroups(const Message& m) {
+    auto req = simple::DecodeGroups(m.body(), true, "UnitPutGroups");
+    if (!req.ok()) return Message::ErrorReply(m, req.status());
+    auto values = simple::SplitFrames(m.payloads(), req->sizes, "UnitPutGroups");
+    if (!values.ok()) return Message::ErrorReply(m, values.status());
+    Status st = store_->Put(req->groups, *values);
+    return st.ok() ? Message::ReplyTo(m) : Message::ErrorReply(m, st);
+  }
+
+  Message GetGroups(const Message& m) {
+    auto req = simple::DecodeGroups(m.body(), false, "UnitGetGroups");
+    if (!req.ok()) return Message::ErrorReply(m, req.status());
+    auto values = store_->Get(req->groups);
+    if (!values.ok()) return Message::ErrorReply(m, values.status());
+    std::vector<uint64_t> sizes;
+    sizes.reserve(values->size());
+    simple::FrameBuilder frames;
+    for (const Buffer& v : *values) {
+      sizes.push_back(v.size());
+      frames.Add(v);
+    }
+    Message reply = Message::ReplyTo(m);
+    reply.set_body(simple::EncodeSizes(sizes));
+    reply.payloads() = frames.Finish();
+    return reply;
+  }
+
+  Message ClearGroups(const Message& m) {
+    auto req = simple::DecodeGroups(m.body(), false, "UnitClearGroups");
+    if (!req.ok()) return Message::ErrorReply(m, req.status());
+    store_->Erase(req->groups);
+    return Message::ReplyTo(m);
+  }
+
+  // Legacy string-key messages (one payload frame per key).
   Message Put(const Message& m) {
     auto keys = internal::DecodeKeys(m.body(), "UnitPut");
     if (!keys.ok()) return Message::ErrorReply(m, keys.status());
@@ -75,21 +152,8 @@ class StorageUnitImpl : public SimpleStorageUnit {
       return Message::ErrorReply(m, Status::Invalid("UnitPut: ", keys->size(), " keys but ",
                                                     m.payloads().size(), " payload frames"));
     }
-    int64_t delta = 0;
-    for (size_t i = 0; i < keys->size(); ++i) {
-      delta += static_cast<int64_t>(m.payloads()[i].size());
-      auto it = data_.find((*keys)[i]);
-      if (it != data_.end()) delta -= static_cast<int64_t>(it->second.size());
-    }
-    if (delta > 0 && used_ + static_cast<uint64_t>(delta) > capacity_) {
-      return Message::ErrorReply(
-          m, Status::OutOfSpace("storage unit ", address(), " is full: ", used_, " of ", capacity_,
-                                " bytes used and the put needs ", delta,
-                                " more; clear consumed samples or give the unit more capacity"));
-    }
-    for (size_t i = 0; i < keys->size(); ++i) data_[(*keys)[i]] = m.payloads()[i];
-    used_ = static_cast<uint64_t>(static_cast<int64_t>(used_) + delta);
-    return Message::ReplyTo(m);
+    Status st = store_->PutKeys(*keys, m.payloads());
+    return st.ok() ? Message::ReplyTo(m) : Message::ErrorReply(m, st);
   }
 
   Message Get(const Message& m) {
@@ -97,12 +161,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
     if (!keys.ok()) return Message::ErrorReply(m, keys.status());
     Message reply = Message::ReplyTo(m);
     std::vector<bool> found;
-    found.reserve(keys->size());
-    for (const auto& k : *keys) {
-      auto it = data_.find(k);
-      found.push_back(it != data_.end());
-      reply.payloads().push_back(it != data_.end() ? it->second : Buffer());
-    }
+    reply.payloads() = store_->GetKeys(*keys, &found);
     reply.set_body(tqds::wire::PackBody([&](auto& pk) {
       pk.pack_map(1);
       pk.pack("found");
@@ -114,41 +173,45 @@ class StorageUnitImpl : public SimpleStorageUnit {
   Message Clear(const Message& m) {
     auto keys = internal::DecodeKeys(m.body(), "UnitClear");
     if (!keys.ok()) return Message::ErrorReply(m, keys.status());
-    for (const auto& k : *keys) {
-      auto it = data_.find(k);
-      if (it == data_.end()) continue;
-      used_ -= it->second.size();
-      data_.erase(it);
-    }
+    store_->EraseKeys(*keys);
     return Message::ReplyTo(m);
   }
 
   Message Stats(const Message& m) {
+    auto st = store_->stats();
     Message reply = Message::ReplyTo(m);
     reply.set_body(tqds::wire::PackBody([&](auto& pk) {
-      pk.pack_map(3);
+      pk.pack_map(5);
       pk.pack("keys");
-      pk.pack_uint64(data_.size());
+      pk.pack_uint64(st.keys);
       pk.pack("bytes");
-      pk.pack_uint64(used_);
+      pk.pack_uint64(st.bytes);
       pk.pack("capacity");
-      pk.pack_uint64(capacity_);
+      pk.pack_uint64(st.capacity);
+      pk.pack("ipc");
+      if (ipc_server_) {
+        pk.pack(ipc_server_->endpoint());
+      } else {
+        pk.pack_nil();
+      }
+      pk.pack("instance");
+      pk.pack_uint64(instance_);
     }));
     return reply;
   }
 
-  const uint64_t capacity_;
+  // Constant after Init().
+  const uint64_t instance_;  // tells this unit apart from another at a reused ipc path
+  std::unique_ptr<simple::SimpleStore> store_;
   std::unique_ptr<tqds::wire::RpcServer> server_;
-  // Touched only on the server thread.
-  std::unordered_map<std::string, Buffer> data_;
-  uint64_t used_ = 0;
+  std::unique_ptr<tqds::wire::RpcServer> ipc_server_;  // null unless bound on tcp
 };
 
 }  // namespace
 
 Result<std::unique_ptr<SimpleStorageUnit>> SimpleStorageUnit::Start(const StorageUnitOptions& options) {
   TQDS_RETURN_NOT_OK(options.Validate());
-  auto unit = std::make_unique<StorageUnitImpl>(options.capacity_bytes);
+  auto unit = std::make_unique<StorageUnitImpl>();
   TQDS_RETURN_NOT_OK(unit->Init(options));
   return std::unique_ptr<SimpleStorageUnit>(std::move(unit));
 }

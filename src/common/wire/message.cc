@@ -1,6 +1,7 @@
 // Envelope codec with hostile-input checks.
 #include "common/wire/message.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace tqds::wire {
@@ -33,8 +34,12 @@ Result<Message> Message::DecodeHeader(const void* data, size_t size, const WireL
     return Status::Invalid("malformed message: header of ", size, " bytes exceeds the limit of ",
                            limits.max_header_bytes);
   }
-  msgpack::unpack_limit ul(limits.max_container, limits.max_container, limits.max_str,
-                           limits.max_str, limits.max_str, 64);
+  // A container cannot hold more elements than there are bytes left, so cap
+  // the limits by the input size: a tiny header declaring a huge array must
+  // not make msgpack reserve gigabytes before it notices.
+  size_t max_array = std::min(limits.max_container, size);
+  size_t max_map = std::min(limits.max_container, size / 2);
+  msgpack::unpack_limit ul(max_array, max_map, limits.max_str, limits.max_str, limits.max_str, 64);
   auto zone = std::make_shared<msgpack::zone>();
   msgpack::object root;
   try {

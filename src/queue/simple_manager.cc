@@ -1,0 +1,275 @@
+// SimpleStorageManager: routes blocks of consecutive global indexes to
+// storage units and sends each unit one request per call with its keys as
+// key groups and its values packed into a few frames (simple_codec.h).
+#include "queue/simple_manager.h"
+
+#include <sys/stat.h>
+
+#include <future>
+#include <cstdlib>
+
+#include "common/wire/rpc.h"
+#include "queue/simple_codec.h"
+
+namespace tq::internal {
+
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+using tqds::wire::RpcClient;
+namespace simple = internal::simple;
+
+namespace {
+
+constexpr auto kUnitTimeout = std::chrono::seconds(60);
+constexpr auto kProbeTimeout = std::chrono::seconds(2);
+
+struct UnitInfo {
+  std::string ipc;  // empty: none announced
+  uint64_t instance = 0;
+};
+
+Result<UnitInfo> QueryUnit(RpcClient& c, std::chrono::milliseconds timeout) {
+  TQDS_ASSIGN_OR_RETURN(Message rep, c.CallSync(Message(MsgType::kUnitStats, 0), timeout));
+  TQDS_ASSIGN_OR_RETURN(auto rd, tqds::wire::MapReader::Of(rep.body(), "UnitStats"));
+  UnitInfo info;
+  TQDS_ASSIGN_OR_RETURN(info.ipc, rd.GetOr<std::string>("ipc", ""));
+  TQDS_ASSIGN_OR_RETURN(info.instance, rd.GetOr<uint64_t>("instance", 0));
+  return info;
+}
+
+// An ipc client to the unit behind `tcp` when the unit announces an ipc
+// endpoint that exists on this host and answers with the same instance id
+// (a path reused by another unit, e.g. in another container, is refused).
+std::unique_ptr<RpcClient> SameHostIpc(RpcClient& tcp) {
+  auto info = QueryUnit(tcp, kProbeTimeout);
+  if (!info.ok() || info->ipc.rfind("ipc://", 0) != 0 || info->instance == 0) return nullptr;
+  struct stat st;
+  if (::stat(info->ipc.c_str() + 6, &st) != 0 || !S_ISSOCK(st.st_mode)) return nullptr;
+  auto ipc = RpcClient::Connect(info->ipc);
+  if (!ipc.ok()) return nullptr;
+  auto again = QueryUnit(**ipc, kProbeTimeout);
+  if (!again.ok() || again->instance != info->instance) return nullptr;
+  return ipc.MoveValue();
+}
+
+class SimpleStorageManager : public StorageManager {
+ public:
+  static Result<std::unique_ptr<StorageManager>> Create(const StorageContext& ctx) {
+    std::vector<std::string> units;
+    bool prefer_ipc = true;
+    if (ctx.config.is_object() && ctx.config.contains("prefer_ipc")) {
+      if (!ctx.config["prefer_ipc"].is_boolean()) return Status::Invalid("SimpleStorageManager: 'prefer_ipc' must be a bool");
+      prefer_ipc = ctx.config["prefer_ipc"].get<bool>();
+    }
+    if (ctx.config.is_object() && ctx.config.contains("storage_units")) {
+      const auto& u = ctx.config["storage_units"];
+      if (!u.is_array()) return Status::Invalid("SimpleStorageManager: 'storage_units' must be a list of endpoints");
+      for (const auto& e : u) {
+        if (!e.is_string()) return Status::Invalid("SimpleStorageManager: 'storage_units' entries must be strings");
+        units.push_back(e.get<std::string>());
+      }
+    } else {
+      if (ctx.controller_address.empty()) {
+        return Status::Invalid("SimpleStorageManager: no 'storage_units' in config and no controller to ask");
+      }
+      TQDS_ASSIGN_OR_RETURN(auto ctl, RpcClient::Connect(ctx.controller_address));
+      TQDS_ASSIGN_OR_RETURN(Message rep, ctl->CallSync(Message(MsgType::kCtlGetStorageInfo, 0),
+                                                       std::chrono::seconds(10)));
+      TQDS_ASSIGN_OR_RETURN(auto rd, tqds::wire::MapReader::Of(rep.body(), "StorageInfo"));
+      TQDS_ASSIGN_OR_RETURN(units, rd.Get<std::vector<std::string>>("units"));
+    }
+    if (units.empty()) {
+      return Status::Invalid(
+          "SimpleStorageManager: no storage units (start the controller with embedded units, "
+          "start `tq storage-unit --controller ...`, or list 'storage_units' in the config)");
+    }
+    auto m = std::make_unique<SimpleStorageManager>();
+    for (const auto& ep : units) {
+      TQDS_ASSIGN_OR_RETURN(auto c, RpcClient::Connect(ep));
+      // Fail at initialisation, not at the first put, when a unit is down.
+      auto ping = c->CallSync(Message(MsgType::kCtlPing, 0), std::chrono::seconds(10));
+      if (!ping.ok()) return ping.status().WithContext("SimpleStorageManager: storage unit " + ep);
+      if (const char* x = std::getenv("TQ_X_IPC")) prefer_ipc = x[0] == '1';  // TEMP
+      if (prefer_ipc && ep.rfind("tcp://", 0) == 0) {
+        if (auto ipc = SameHostIpc(*c)) c = std::move(ipc);
+      }
+      m->names_.push_back(ep);
+      m->units_.push_back(std::move(c));
+    }
+    return std::unique_ptr<StorageManager>(std::move(m));
+  }
+
+  std::string name() const override { return "SimpleStorageManager"; }
+
+  Status Put(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+             const std::vector<std::vector<Buffer>>& data) override {
+    if (data.size() != fields.size()) {
+      return Status::Invalid("storage put: ", data.size(), " data columns for ", fields.size(), " fields");
+    }
+    for (const auto& col : data) {
+      if (col.size() != samples.size()) {
+        return Status::Invalid("storage put: a data column has ", col.size(), " values for ", samples.size(),
+                               " samples");
+      }
+    }
+    std::vector<Plan> plans = PlanKeys(samples, fields);
+    std::vector<Message> msgs(units_.size());
+    for (size_t u = 0; u < units_.size(); ++u) {
+      const Plan& plan = plans[u];
+      if (plan.groups.empty()) continue;
+      std::vector<uint64_t> sizes;
+      sizes.reserve(plan.num_keys);
+      simple::FrameBuilder frames;
+      for (size_t g = 0; g < plan.groups.size(); ++g) {
+        for (size_t f = 0; f < fields.size(); ++f) {
+          for (size_t s : plan.members[g]) {
+            const Buffer& b = data[f][s];
+            sizes.push_back(b.size());
+            frames.Add(b);
+          }
+        }
+      }
+      msgs[u] = Message(MsgType::kUnitPutGroups, 0);
+      msgs[u].set_body(simple::EncodeGroups(plan.groups, &sizes));
+      msgs[u].payloads() = frames.Finish();
+    }
+    return Broadcast(std::move(msgs), nullptr);
+  }
+
+  Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>& samples,
+                                               const std::vector<std::string>& fields,
+                                               const std::vector<std::vector<uint64_t>>& nbytes) override {
+    std::vector<Plan> plans = PlanKeys(samples, fields);
+    std::vector<Message> msgs(units_.size());
+    for (size_t u = 0; u < units_.size(); ++u) {
+      if (plans[u].groups.empty()) continue;
+      msgs[u] = Message(MsgType::kUnitGetGroups, 0);
+      msgs[u].set_body(simple::EncodeGroups(plans[u].groups, nullptr));
+    }
+    std::vector<Message> replies;
+    TQDS_RETURN_NOT_OK(Broadcast(std::move(msgs), &replies));
+    std::vector<std::vector<Buffer>> out(fields.size(), std::vector<Buffer>(samples.size()));
+    for (size_t u = 0; u < units_.size(); ++u) {
+      const Plan& plan = plans[u];
+      if (plan.groups.empty()) continue;
+      auto what = "UnitGetGroups reply from " + names_[u];
+      TQDS_ASSIGN_OR_RETURN(auto sizes, simple::DecodeSizes(replies[u].body(), what.c_str()));
+      if (sizes.size() != plan.num_keys) {
+        return Status::Invalid("storage unit ", names_[u], " answered ", sizes.size(), " values for ",
+                               plan.num_keys, " keys");
+      }
+      TQDS_ASSIGN_OR_RETURN(auto values, simple::SplitFrames(replies[u].payloads(), sizes, what.c_str()));
+      size_t k = 0;
+      for (size_t g = 0; g < plan.groups.size(); ++g) {
+        for (size_t f = 0; f < fields.size(); ++f) {
+          for (size_t s : plan.members[g]) {
+            if (!nbytes.empty() && values[k].size() != nbytes[f][s]) {
+              return Status::Internal("key '", StorageKey(samples[s], fields[f]), "' has ", values[k].size(),
+                                      " bytes in storage but ", nbytes[f][s], " were recorded");
+            }
+            out[f][s] = std::move(values[k]);
+            ++k;
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  Status Delete(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields) override {
+    std::vector<Plan> plans = PlanKeys(samples, fields);
+    std::vector<Message> msgs(units_.size());
+    for (size_t u = 0; u < units_.size(); ++u) {
+      if (plans[u].groups.empty()) continue;
+      msgs[u] = Message(MsgType::kUnitClearGroups, 0);
+      msgs[u].set_body(simple::EncodeGroups(plans[u].groups, nullptr));
+    }
+    return Broadcast(std::move(msgs), nullptr);
+  }
+
+ private:
+  // One unit's share of a call: a key group per (partition, controller) and
+  // the positions in `samples` of each group's samples.
+  struct Plan {
+    std::vector<simple::KeyGroup> groups;
+    std::vector<std::vector<size_t>> members;
+    size_t num_keys = 0;
+  };
+
+  size_t UnitOf(const SampleKey& s) const {
+    return static_cast<size_t>((static_cast<uint64_t>(s.global_index) / kSimpleRouteBlock) % units_.size());
+  }
+
+  std::vector<Plan> PlanKeys(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields) const {
+    std::vector<Plan> plans(units_.size());
+    if (fields.empty()) return plans;
+    // Distinct (partition, controller) pairs; usually one.
+    std::vector<const SampleKey*> spaces;
+    std::vector<std::vector<int>> group_of(units_.size());  // [unit][space] -> group, -1 none
+    size_t space = 0;
+    for (size_t s = 0; s < samples.size(); ++s) {
+      const SampleKey& k = samples[s];
+      if (spaces.empty() || spaces[space]->controller_id != k.controller_id ||
+          spaces[space]->partition_id != k.partition_id) {
+        space = 0;
+        while (space < spaces.size() && (spaces[space]->controller_id != k.controller_id ||
+                                         spaces[space]->partition_id != k.partition_id)) {
+          ++space;
+        }
+        if (space == spaces.size()) spaces.push_back(&k);
+      }
+      const size_t u = UnitOf(k);
+      Plan& plan = plans[u];
+      if (group_of[u].size() <= space) group_of[u].resize(space + 1, -1);
+      int& g = group_of[u][space];
+      if (g < 0) {
+        g = static_cast<int>(plan.groups.size());
+        simple::KeyGroup kg;
+        kg.controller_id = k.controller_id;
+        kg.partition_id = k.partition_id;
+        kg.fields = fields;
+        plan.groups.push_back(std::move(kg));
+        plan.members.emplace_back();
+      }
+      plan.groups[g].indexes.push_back(k.global_index);
+      plan.groups[g].generations.push_back(k.generation);
+      plan.members[g].push_back(s);
+      plan.num_keys += fields.size();
+    }
+    return plans;
+  }
+
+  // Sends msgs[u] to unit u for every unit with a request, concurrently, and
+  // waits for all. The first failure wins, named after its unit.
+  Status Broadcast(std::vector<Message> msgs, std::vector<Message>* replies) {
+    std::vector<std::future<Result<Message>>> futures(units_.size());
+    for (size_t u = 0; u < units_.size(); ++u) {
+      if (msgs[u].type() == MsgType::kInvalid) continue;
+      futures[u] = units_[u]->Call(std::move(msgs[u]), kUnitTimeout);
+    }
+    Status first_error;
+    if (replies) replies->resize(units_.size());
+    for (size_t u = 0; u < units_.size(); ++u) {
+      if (!futures[u].valid()) continue;
+      auto rep = futures[u].get();
+      if (!rep.ok()) {
+        if (first_error.ok()) first_error = rep.status().WithContext("storage unit " + names_[u]);
+        continue;
+      }
+      if (replies) (*replies)[u] = rep.MoveValue();
+    }
+    return first_error;
+  }
+
+  // Constant after Create(); RpcClient is thread-safe.
+  std::vector<std::string> names_;  // the units' registered endpoints (for messages)
+  std::vector<std::unique_ptr<RpcClient>> units_;  // ipc for same-host units, else as registered
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StorageManager>> CreateSimpleStorageManager(const StorageContext& context) {
+  return SimpleStorageManager::Create(context);
+}
+
+}  // namespace tq::internal

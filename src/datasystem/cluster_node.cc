@@ -258,8 +258,11 @@ void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
     Later([this, stale] { DropStale(stale, true); });
     return;
   }
+  const LiveSet live = Snapshot().first;
   std::map<std::string, std::set<std::string>> by_holder;
-  for (const auto& s : stale) by_holder[s.holder].insert(s.key);
+  for (const auto& s : stale) {
+    if (live.count(s.holder)) by_holder[s.holder].insert(s.key);  // a dead holder has nothing
+  }
   std::vector<Future> calls;
   for (const auto& [holder, keyset] : by_holder) {
     std::vector<std::string> keys(keyset.begin(), keyset.end());
@@ -269,7 +272,7 @@ void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
     }
     for (const auto& chunk : Chunks(keys)) calls.push_back(Send(holder, KeysMessage(MsgType::kDsDropCopies, chunk)));
   }
-  for (auto& f : calls) (void)f.get();  // best effort: a dead holder has nothing to drop
+  for (auto& f : calls) (void)f.get();  // best effort
 }
 
 // ------------------------------------------------------------------ get

@@ -32,6 +32,9 @@ enum class MsgType : uint16_t {
   kUnitGet = 51,
   kUnitClear = 52,
   kUnitStats = 53,
+  kUnitPutGroups = 54,    // keys as groups (names once, index/generation arrays), values packed in few frames
+  kUnitGetGroups = 55,    // the same keys; the reply packs the values in few frames
+  kUnitClearGroups = 56,  // the same keys; missing ones ignored
 
   // Datasystem worker-to-worker and TCP client (100-199)
   kDsFirst = 100,

@@ -192,7 +192,8 @@ struct Worker {
 };
 
 bool StartWorker(const std::string& ns, const std::string& ip, int port, const std::string& etcd,
-                 int conns, const std::string& dir, bool populate, Worker* w) {
+                 int conns, const std::string& dir, bool populate, Worker* w,
+                 bool quiet = false) {
   int p[2];
   if (::pipe(p) != 0) return false;
   std::vector<std::string> argv =
@@ -220,6 +221,9 @@ bool StartWorker(const std::string& ns, const std::string& ip, int port, const s
   w->proc = {pid, -1};
   w->port = port;
   if (line.rfind("READY", 0) != 0) {
+    ::waitpid(pid, nullptr, 0);
+    w->proc.pid = -1;
+    if (quiet) return false;
     std::cerr << "worker in " << ns << " failed: " << line << "\n";
     return false;
   }
@@ -316,7 +320,7 @@ int main(int argc, char** argv) {
     // Worker A (waits for etcd: ds_worker refuses to start without it).
     bool started = false;
     for (int i = 0; i < 100 && !started; ++i) {
-      started = StartWorker(kNsA, kIpA, 31501, etcd, 4, dir, false, &wa);
+      started = StartWorker(kNsA, kIpA, 31501, etcd, 4, dir, false, &wa, /*quiet=*/i < 99);
       if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     if (!started) {

@@ -144,8 +144,17 @@ class NetnsCluster : public ::testing::Test {
   struct Background {
     pid_t pid = -1;
     int fd = -1;
+    std::string head;  // read by WaitFirstResult
+    // Blocks until the reader reported its first get.
+    void WaitFirstResult() {
+      char c;
+      while (::read(fd, &c, 1) == 1) {
+        head.push_back(c);
+        if (c == '\n') return;
+      }
+    }
     ReadSummary Finish() {
-      std::string out;
+      std::string out = head;
       char buf[4096];
       ssize_t n;
       while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
@@ -193,7 +202,8 @@ TEST_F(NetnsCluster, KillDuringReadsAndEtcdRestart) {
   // kill -9 of A's worker while B reads C's keys and its cached copies.
   auto bg_c = ReadInBackground(1, "c_keys", 20, 65536, 3);
   auto bg_a = ReadInBackground(1, "a_read", 20, 65536, 3);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the reads run
+  bg_c.WaitFirstResult();  // both readers are running
+  bg_a.WaitFirstResult();
   const std::string dead = workers_[0]->address();
   workers_[0]->Crash();
   auto sc = bg_c.Finish();

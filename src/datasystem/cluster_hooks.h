@@ -27,6 +27,9 @@ class ClusterHooks {
   // copies were on workers that left or cannot be reached.
   virtual tqds::Status Fetch(const std::vector<std::string>& keys) = 0;
 
+  // Whether another worker holds a live copy of each key (local misses).
+  virtual std::vector<bool> ExistRemote(const std::vector<std::string>& keys) = 0;
+
   // Deletes every other copy of `keys` and their owners' records. Per key:
   // whether a record existed. `wait` as for Published.
   virtual std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) = 0;

@@ -277,16 +277,14 @@ void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
 
 // ------------------------------------------------------------------ get
 
-Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
-  auto [live, ring] = Snapshot();
-  if (!ring || ring->empty() || keys.empty()) return Status::OK();
+Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::string>& keys,
+                                                     const cluster::HashRing& ring) {
   const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
-
   // 1. Locate: ask each key's owner; on no answer, the next owner.
   std::vector<std::optional<LookupResult>> found(keys.size());
   std::vector<bool> answered(keys.size(), false);  // some owner said "no record"
   std::vector<std::vector<std::string>> owners(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) owners[i] = ring->Owners(keys[i], reps);
+  for (size_t i = 0; i < keys.size(); ++i) owners[i] = ring.Owners(keys[i], reps);
   Status last_error;
   for (size_t attempt = 0; attempt < reps; ++attempt) {
     std::map<std::string, std::vector<size_t>> by_owner;
@@ -346,19 +344,32 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
     }
   }
 
+  std::vector<LookupResult> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (found[i]) {
+      out[i] = std::move(*found[i]);
+    } else if (!answered[i]) {  // no owner answered at all
+      std::string names;
+      for (const auto& o : owners[i]) names += (names.empty() ? "" : ", ") + o;
+      return Status::Unavailable("cannot locate '", keys[i], "': its owner worker(s) ", names,
+                                 " do not answer (", last_error.message(), ")");
+    }  // else: every owner that answered has no record (a miss)
+  }
+  return out;
+}
+
+Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty() || keys.empty()) return Status::OK();
+  const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
+  TQDS_ASSIGN_OR_RETURN(auto found, Locate(keys, *ring));
+
   // 2. Decide per key: pull, stay missing, or fail fast.
   std::vector<std::string> pull_keys;
   std::vector<uint64_t> sizes;
   std::vector<std::vector<Replica>> candidates;
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (!found[i] && answered[i]) continue;  // no owner has a record: a miss
-    if (!found[i]) {
-      std::string names;
-      for (const auto& o : owners[i]) names += (names.empty() ? "" : ", ") + o;
-      return Status::Unavailable("cannot locate '", keys[i], "': its owner worker(s) ", names,
-                                 " do not answer (", last_error.message(), ")");
-    }
-    const LookupResult& lr = *found[i];
+    const LookupResult& lr = found[i];
     if (lr.code == StatusCode::kUnavailable) {
       return Status::Unavailable("key '", keys[i], "' is lost: its only copy was on worker ",
                                  lr.lost, ", which left the cluster");
@@ -435,6 +446,16 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
     SendPublish(PublishMode::kCache, by_owner, /*wait=*/false);
   }
   return failure;
+}
+
+std::vector<bool> ClusterNode::ExistRemote(const std::vector<std::string>& keys) {
+  std::vector<bool> out(keys.size(), false);
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty() || keys.empty()) return out;
+  auto found = Locate(keys, *ring);
+  if (!found.ok()) return out;
+  for (size_t i = 0; i < keys.size(); ++i) out[i] = (*found)[i].code == StatusCode::kOk;
+  return out;
 }
 
 // ------------------------------------------------------------------ delete

@@ -75,6 +75,7 @@ class ClusterNode final : public ClusterHooks {
 
   void Published(const std::vector<std::string>& keys, bool wait) override;
   tqds::Status Fetch(const std::vector<std::string>& keys) override;
+  std::vector<bool> ExistRemote(const std::vector<std::string>& keys) override;
   std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) override;
   tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) override;
 
@@ -85,6 +86,11 @@ class ClusterNode final : public ClusterHooks {
   using RingPtr = std::shared_ptr<const cluster::HashRing>;
   using Future = std::future<tqds::Result<tqds::wire::Message>>;
 
+  // Asks each key's owner where it is (the next owner when one does not
+  // answer, or has no record yet). kNotFound for a key no owner knows;
+  // Unavailable when no owner of some key answers.
+  tqds::Result<std::vector<LookupResult>> Locate(const std::vector<std::string>& keys,
+                                                 const cluster::HashRing& ring);
   void OnViewChange(const cluster::MembershipView& view);
   void AnnounceLoop();
   // Re-announces primaries and hands records over after a view change.

@@ -135,7 +135,7 @@ Result<Message> RequestHandler::Dispatch(const Message& request, Session& sessio
                                "started without --etcd_address");
       }
       return context_.cluster->HandlePeer(request);
-    case MsgType::kDsExist: return Exist(request);
+    case MsgType::kDsExist: return Exist(request, local);
     case MsgType::kDsStats: return Stats(request);
     case MsgType::kDsShutdown: {
       Message reply = Message::ReplyTo(request);
@@ -362,10 +362,24 @@ Result<Message> RequestHandler::Delete(const Message& request, bool local) {
   return reply;
 }
 
-Result<Message> RequestHandler::Exist(const Message& request) {
+Result<Message> RequestHandler::Exist(const Message& request, bool local) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Exist"));
   TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
   auto exist = store_.Exist(keys);
+  if (local && context_.cluster != nullptr) {
+    std::vector<size_t> idx;
+    std::vector<std::string> missing;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!exist[i]) {
+        idx.push_back(i);
+        missing.push_back(keys[i]);
+      }
+    }
+    if (!missing.empty()) {
+      auto remote = context_.cluster->ExistRemote(missing);
+      for (size_t j = 0; j < idx.size(); ++j) exist[idx[j]] = remote[j];
+    }
+  }
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);

@@ -56,7 +56,7 @@ class RequestHandler {
   // Local Get misses in a cluster: pull from other workers, wait up to `wait`.
   Status FetchMissing(Session& session, const std::vector<std::string>& keys,
                       std::vector<Located>& found, std::chrono::milliseconds wait);
-  Result<Message> Exist(const Message& request);
+  Result<Message> Exist(const Message& request, bool local);
   Result<Message> Stats(const Message& request);
 
   ObjectStore& store_;

@@ -91,6 +91,10 @@ TEST_F(MultiWorker, GetOnAnyWorkerReturnsTheWritersBytes) {
   Write(*a, small, 100);
   Write(*a, mid, 1 << 20);
   Write(*b, big, 24 << 20);
+  // Exist sees keys held by other workers (before any read copies them here).
+  auto ex = b->Exist({mid[0], "nobody", big[0]});
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ(*ex, (std::vector<bool>{true, false, true}));
   ExpectValues(*b, small, 100);
   ExpectValues(*c, small, 100);
   ExpectValues(*c, mid, 1 << 20);

@@ -1,0 +1,267 @@
+#!/usr/bin/python3
+"""py_bench: Python put + get_meta + get_data of TransferQueue's 288 MiB
+perftest shape (9 float32 torch tensors [1024, 8192]) against the same
+cycle through the C++ API, in one run, for the simple backend and the
+datasystem backend (YuanrongStorageManager) on this node.
+
+A program, not a test. Run with Debian's Python (it has torch and omegaconf):
+
+    /usr/bin/python3 bench/python/py_bench.py [--quick] [--reps N] [--json FILE]
+
+It finds `tq`, `dscli` and `tq_backend_bench` on PATH, else in build-b5/,
+build/ (bin/, tools/, bench/queue/); and the `transfer_queue` package on
+PYTHONPATH, else in build-b5/python or build/python. Set TQ_BUILD_DIR to
+pick a build directory.
+
+Both sides use the same services, started here: a controller with two
+simple storage units (`TransferQueueController.remote()`, as the seed starts
+it; a local `tq controller` process) and a datasystem worker (`dscli start`, 2 GiB of shared
+memory) on 127.0.0.1; both are stopped at the end, also on failure. The C++
+side is `tq_backend_bench --cpp-cycle` (one in-process client, the same
+cycle). Each side runs a verified warm-up cycle first (not timed), then REPS
+timed cycles; each cycle clears its partition.
+
+Target: Python cycle time <= 1.15 x the C++ cycle time (medians). Python's
+get_data returns dense torch tensors; the C++ API returns per-sample views,
+so the table also shows C++ get_data + Batch::Stack (dense tensors, what the
+Python reader receives) as a second reference.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BATCH, FIELDS, SEQ = 1024, 9, 8192
+TARGET = 1.15
+
+
+def build_dirs():
+    env = os.environ.get("TQ_BUILD_DIR")
+    dirs = [env] if env else []
+    return dirs + [os.path.join(REPO, "build-b5"), os.path.join(REPO, "build")]
+
+
+def find_program(name):
+    path = shutil.which(name)
+    if path:
+        return path
+    for d in build_dirs():
+        for sub in ("bin", "tools/tq", "tools/dscli", "bench/queue"):
+            p = os.path.join(d, sub, name)
+            if os.access(p, os.X_OK):
+                return p
+    sys.exit(f"py_bench: cannot find `{name}` on PATH or in {build_dirs()} (build it first)")
+
+
+def import_transfer_queue():
+    try:
+        import transfer_queue  # noqa: F401
+    except ImportError:
+        for d in build_dirs():
+            p = os.path.join(d, "python")
+            if os.path.isdir(os.path.join(p, "transfer_queue")):
+                sys.path.insert(0, p)
+                break
+    import transfer_queue
+
+    return transfer_queue
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+def median(v):
+    return statistics.median(v) if v else float("nan")
+
+
+class Services:
+    """A datasystem worker and a controller with 2 simple units, on 127.0.0.1."""
+
+    def __init__(self, tqm, dscli):
+        self.dscli = dscli
+        self.dir = tempfile.mkdtemp(prefix="tqpyb_")
+        self.port = free_port()
+        self.worker = f"127.0.0.1:{self.port}"
+        self.worker_pid = None
+        self.controller = None
+        self.ctl = None
+        r = subprocess.run([dscli, "start", "-w", "--worker_address", self.worker, "--unix_socket_dir", self.dir,
+                            "--shared_memory_size_mb", "2048"], capture_output=True, text=True, timeout=60)
+        pidfile = os.path.join(self.dir, f"ds_worker_{self.port}.pid")
+        if os.path.exists(pidfile):
+            with open(pidfile) as f:
+                self.worker_pid = int(f.read().split()[0])
+        if r.returncode != 0:
+            self.stop()
+            sys.exit(f"py_bench: dscli start failed: {r.stdout}{r.stderr}")
+        # The controller as the seed starts it (a local process: no Ray here).
+        try:
+            self.ctl = tqm.TransferQueueController.remote(storage_units=2, unit_capacity_mb=4096)
+        except Exception:
+            self.stop()
+            raise
+        self.info = tqm.process_zmq_server_info(self.ctl)
+        self.controller = self.info.to_addr("request")
+
+    def config(self, backend):
+        if backend == "simple":
+            return {"manager_type": "SimpleStorageManager"}
+        return {"manager_type": "YuanrongStorageManager", "client_name": "YuanrongStorageClient",
+                "host": "127.0.0.1", "port": self.port}
+
+    def stop(self):
+        if getattr(self, "ctl", None) is not None:
+            self.ctl.stop()
+            self.ctl = None
+        if self.worker_pid:
+            subprocess.run(["timeout", "20", self.dscli, "stop", "--worker_address", self.worker],
+                           capture_output=True)
+            try:
+                os.kill(self.worker_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.worker_pid = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def python_cycles(tqm, services, backend, reps):
+    import torch
+
+    names = [f"field_{f}" for f in range(FIELDS)]
+    # The same bytes as the C++ side: element i of field f is i ^ salt(f).
+    idx = torch.arange(BATCH * SEQ, dtype=torch.int64)
+    tensors = {}
+    for f, name in enumerate(names):
+        salt = (0x9E3779B9 * (f + 1)) & 0xFFFFFFFF
+        bits = (idx ^ salt).to(torch.int64) & 0xFFFFFFFF
+        tensors[name] = bits.to(torch.int32).view(torch.float32).reshape(BATCH, SEQ).contiguous()
+    data = tqm.Batch(tensors, batch_size=[BATCH])
+    client = tqm.TransferQueueClient(client_id="py-bench", controller_info=services.info)
+    client.initialize_storage_manager(manager_type=services.config(backend)["manager_type"],
+                                      config=services.config(backend))
+    times = {"put": [], "get_meta": [], "get_data": [], "clear": []}
+    for rep in range(reps + 1):
+        part = f"py-{backend}-{os.getpid()}-{rep}"
+        t0 = time.perf_counter()
+        client.put(data=data, partition_id=part)
+        t1 = time.perf_counter()
+        meta = client.get_meta(data_fields=names, batch_size=BATCH, partition_id=part, task_name="train")
+        t2 = time.perf_counter()
+        out = client.get_data(meta)
+        t3 = time.perf_counter()
+        if rep == 0:  # verify outside timing
+            for name in names:
+                got = out[name]
+                if not isinstance(got, torch.Tensor) or tuple(got.shape) != (BATCH, SEQ) or got.dtype != torch.float32:
+                    raise RuntimeError(f"{backend}: field {name} came back as {type(got).__name__} "
+                                       f"{getattr(got, 'shape', None)}")
+                if not torch.equal(got.view(torch.int32), tensors[name].view(torch.int32)):
+                    raise RuntimeError(f"{backend}: field {name} differs from what was put")
+        del out
+        t4 = time.perf_counter()
+        client.clear_partition(part)
+        t5 = time.perf_counter()
+        if rep == 0:
+            continue
+        times["put"].append(t1 - t0)
+        times["get_meta"].append(t2 - t1)
+        times["get_data"].append(t3 - t2)
+        times["clear"].append(t5 - t4)
+    return times
+
+
+def cpp_cycles(bench, services, backend, reps):
+    cmd = [bench, "--cpp-cycle", services.controller, json.dumps(services.config(backend)), str(BATCH), str(FIELDS),
+           str(SEQ), str(reps)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    if r.returncode != 0 or not last.startswith("{"):
+        raise RuntimeError(f"C++ cycle failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return json.loads(last)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 timed cycles per side instead of 5")
+    ap.add_argument("--reps", type=int, default=0, help="timed cycles per side")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--backend", choices=["simple", "datasystem", "both"], default="both")
+    args = ap.parse_args()
+    reps = args.reps or (2 if args.quick else 5)
+
+    tq_bin, dscli, bench = find_program("tq"), find_program("dscli"), find_program("tq_backend_bench")
+    os.environ.setdefault("TQ_BINARY", tq_bin)
+    tqm = import_transfer_queue()
+    backends = ["simple", "datasystem"] if args.backend == "both" else [args.backend]
+    print(f"load average (1 min) at start: {loadavg()}")
+    print(f"shape: {BATCH} x {FIELDS} fields x {SEQ} float32 = {BATCH * FIELDS * SEQ * 4 / 2**20:.0f} MiB; "
+          f"2 x {reps} timed cycles per side, A-B-B-A order (+1 verified warm-up each)")
+    services = Services(tqm, dscli)
+    rows, failures = [], 0
+    try:
+        for backend in backends:
+            try:
+                # A-B-B-A order, pooled: neither side always runs first
+                # (the machine is shared; load drifts during a run).
+                py, cpp = python_cycles(tqm, services, backend, reps), cpp_cycles(bench, services, backend, reps)
+                cpp2, py2 = cpp_cycles(bench, services, backend, reps), python_cycles(tqm, services, backend, reps)
+                for k in py:
+                    py[k] += py2[k]
+                for k in ("put", "get_meta", "get_data", "stack", "clear"):
+                    cpp[k] += cpp2[k]
+            except Exception as e:  # report and go on with the other backend
+                print(f"{backend}: ERROR {e}")
+                failures += 1
+                continue
+            py_total = median([a + b + c for a, b, c in zip(py["put"], py["get_meta"], py["get_data"])])
+            cpp_total = median([a + b + c for a, b, c in zip(cpp["put"], cpp["get_meta"], cpp["get_data"])])
+            cpp_dense = median([a + b + c + d for a, b, c, d in
+                                zip(cpp["put"], cpp["get_meta"], cpp["get_data"], cpp["stack"])])
+            rows.append({"backend": backend, "python": py, "cpp": cpp, "python_s": py_total, "cpp_s": cpp_total,
+                         "cpp_dense_s": cpp_dense, "ratio": py_total / cpp_total,
+                         "ratio_to_dense": py_total / cpp_dense, "pass": py_total <= TARGET * cpp_total})
+    finally:
+        services.stop()
+
+    gb = BATCH * FIELDS * SEQ * 4 / 1e9
+    print("\n== put + get_meta + get_data, 288 MiB, medians in ms (GB/s = bytes / cycle) ==")
+    print(f"{'backend':<11}{'side':<22}{'put':>9}{'get_meta':>10}{'get_data':>10}{'stack':>9}{'cycle':>10}"
+          f"{'GB/s':>8}")
+    for r in rows:
+        py, cpp = r["python"], r["cpp"]
+        print(f"{r['backend']:<11}{'Python':<22}{median(py['put'])*1e3:9.1f}{median(py['get_meta'])*1e3:10.2f}"
+              f"{median(py['get_data'])*1e3:10.1f}{'-':>9}{r['python_s']*1e3:10.1f}{gb / r['python_s']:8.2f}")
+        print(f"{'':<11}{'C++ API':<22}{median(cpp['put'])*1e3:9.1f}{median(cpp['get_meta'])*1e3:10.2f}"
+              f"{median(cpp['get_data'])*1e3:10.1f}{'-':>9}{r['cpp_s']*1e3:10.1f}{gb / r['cpp_s']:8.2f}")
+        print(f"{'':<11}{'C++ API + Stack':<22}{'':>9}{'':>10}{'':>10}{median(cpp['stack'])*1e3:9.1f}"
+              f"{r['cpp_dense_s']*1e3:10.1f}{gb / r['cpp_dense_s']:8.2f}")
+    print(f"\n== target: Python <= {TARGET:.2f} x C++ ==")
+    for r in rows:
+        print(f"{'PASS' if r['pass'] else 'MISS'} {r['backend']:<11} Python / C++ = {r['ratio']:.2f}"
+              f"   (Python / (C++ + Stack) = {r['ratio_to_dense']:.2f})")
+    print(f"load average (1 min) at end: {loadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": [BATCH, FIELDS, SEQ], "reps": reps, "target": TARGET, "rows": rows}, f, indent=2)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,7 @@
 
 #include <chrono>
 #include <memory>
-#include <regex>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -83,12 +83,10 @@ struct ReadSummary {
 ReadSummary Parse(const std::string& out) {
   ReadSummary s;
   s.output = out;
-  std::smatch m;
-  static const std::regex re("DONE ok=(\\d+) miss=(\\d+) wrong=(\\d+) err=(\\d+) max_ms=(\\d+)");
-  if (std::regex_search(out, m, re)) {
-    s.ok = std::stol(m[1]), s.miss = std::stol(m[2]), s.wrong = std::stol(m[3]);
-    s.err = std::stol(m[4]), s.max_ms = std::stol(m[5]);
-  } else {
+  auto at = out.rfind("DONE ");
+  if (at == std::string::npos ||
+      std::sscanf(out.c_str() + at, "DONE ok=%ld miss=%ld wrong=%ld err=%ld max_ms=%ld", &s.ok,
+                  &s.miss, &s.wrong, &s.err, &s.max_ms) != 5) {
     s.err = -1;
   }
   return s;

@@ -435,7 +435,9 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
   store_.Seal(session, seal);
   store_.CloseSession(session);
 
-  // 4. Register the cached copies with their owners (so deletes reach them).
+  // 4. Register the cached copies with their owners before serving them, so
+  // a delete that starts after this get returns reaches them; a copy of a
+  // key deleted meanwhile comes back stale and is dropped here.
   if (!seal.empty()) {
     std::map<std::string, std::vector<PublishEntry>> by_owner;
     for (auto& info : store_.Describe(seal)) {
@@ -443,7 +445,7 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
       PublishEntry e{info.key, info.size, SelfReplica(info.version)};
       for (const auto& o : ring->Owners(info.key, reps)) by_owner[o].push_back(e);
     }
-    SendPublish(PublishMode::kCache, by_owner, /*wait=*/false);
+    SendPublish(PublishMode::kCache, by_owner, /*wait=*/true);
   }
   return failure;
 }

@@ -52,7 +52,8 @@ class Buffer {
   std::shared_ptr<const void> holder_;
 };
 
-// Writable memory, 64-byte aligned, owned until frozen into a Buffer.
+// Writable memory, 64-byte aligned (page-aligned and pre-committed when
+// large), owned until frozen into a Buffer.
 class MutableBuffer {
  public:
   static Result<MutableBuffer> Allocate(size_t size);
@@ -62,8 +63,11 @@ class MutableBuffer {
   Buffer Freeze() &&;
 
  private:
-  struct Free { void operator()(uint8_t* p) const; };
-  MutableBuffer(uint8_t* p, size_t n) : data_(p), size_(n) {}
+  struct Free {
+    size_t mapped_size = 0;  // > 0: the memory is an mmap of this length
+    void operator()(uint8_t* p) const;
+  };
+  MutableBuffer(uint8_t* p, size_t n, size_t mapped_size = 0) : data_(p, Free{mapped_size}), size_(n) {}
   std::unique_ptr<uint8_t, Free> data_;
   size_t size_ = 0;
 };

@@ -59,7 +59,13 @@ class ControllerImpl : public TransferQueueController {
       uo.capacity_bytes = o.storage_unit_capacity_bytes;
       // An in-process controller keeps its units in-process too: inproc
       // transport passes payload buffers by reference, with no copy at all.
-      if (o.address.rfind("inproc://", 0) == 0) uo.address = o.address + "-unit-" + std::to_string(i);
+      if (o.address.rfind("inproc://", 0) == 0) {
+        uo.address = o.address + "-unit-" + std::to_string(i);
+      } else if (o.address.rfind("tcp://", 0) == 0) {
+        // Units listen on the controller's host, so other nodes reach them too.
+        std::string host = o.address.substr(6, o.address.rfind(':') - 6);
+        uo.address = "tcp://" + host + ":0";
+      }
       TQDS_ASSIGN_OR_RETURN(auto unit, SimpleStorageUnit::Start(uo));
       units_.push_back(unit->address());
       embedded_.push_back(std::move(unit));

@@ -78,11 +78,6 @@ double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
-std::string Fmt(const char* f, double a) {
-  char b[64];
-  std::snprintf(b, sizeof(b), f, a);
-  return b;
-}
 
 // ------------------------------------------------------------ the data
 

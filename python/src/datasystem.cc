@@ -24,6 +24,31 @@ std::string_view BytesView(const py::handle& v, std::string& scratch) {
   return std::string_view(static_cast<const char*>(info.ptr), static_cast<size_t>(info.size * info.itemsize));
 }
 
+// A KVClient that remembers its worker's address, so a broken connection
+// surfaces as UnavailableError naming the worker.
+struct PyKVClient {
+  PyKVClient(const std::string& host, int port)
+      : address(host + ":" + std::to_string(port)), client(host, port) {}
+  std::string address;
+  ds::KVClient client;
+
+  template <typename Fn>
+  auto Call(Fn&& fn) {
+    return CallWithoutGil([&] { return Explain(fn(client)); });
+  }
+
+ private:
+  Status Explain(Status st) const {
+    if (st.ok() || !st.IsIOError()) return st;
+    return Status::Unavailable("datasystem worker at ", address, " is not reachable (", st.message(), ")");
+  }
+  template <typename T>
+  Result<T> Explain(Result<T> r) const {
+    if (r.ok()) return r;
+    return Explain(r.status());
+  }
+};
+
 ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
   ds::SetParam p;
   p.evictable = evictable;
@@ -63,27 +88,28 @@ void InitDatasystem(py::module_& m) {
            },
            py::arg("data"), py::arg("offset") = 0);
 
-  py::class_<ds::KVClient>(m, "KVClient", "Client of the datasystem worker at host:port.")
-      .def(py::init([](const std::string& host, int port) { return std::make_unique<ds::KVClient>(host, port); }),
+  using KV = PyKVClient;
+  py::class_<KV>(m, "KVClient", "Client of the datasystem worker at host:port.")
+      .def(py::init([](const std::string& host, int port) { return std::make_unique<KV>(host, port); }),
            py::arg("host"), py::arg("port"))
-      .def("init", [](ds::KVClient& c) { CallWithoutGil([&] { return c.Init(); }); })
+      .def("init", [](KV& c) { c.Call([&](ds::KVClient& k) { return k.Init(); }); })
       .def("set",
-           [](ds::KVClient& c, const std::string& key, const py::object& value, bool evictable, uint32_t ttl,
+           [](KV& c, const std::string& key, const py::object& value, bool evictable, uint32_t ttl,
               bool if_absent) {
              std::string scratch;
              auto v = BytesView(value, scratch);
-             CallWithoutGil([&] { return c.Set(key, v, Param(evictable, ttl, if_absent)); });
+             c.Call([&](ds::KVClient& k) { return k.Set(key, v, Param(evictable, ttl, if_absent)); });
            },
            py::arg("key"), py::arg("value"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0,
            py::arg("if_absent") = false)
       .def("get",
-           [](ds::KVClient& c, const std::string& key, int32_t timeout_ms) {
-             std::string v = CallWithoutGil([&] { return c.Get(key, timeout_ms); });
+           [](KV& c, const std::string& key, int32_t timeout_ms) {
+             std::string v = c.Call([&](ds::KVClient& k) { return k.Get(key, timeout_ms); });
              return py::bytes(v);
            },
            py::arg("key"), py::arg("timeout_ms") = 0)
       .def("mset",
-           [](ds::KVClient& c, const std::vector<std::string>& keys, const py::list& values, bool evictable,
+           [](KV& c, const std::vector<std::string>& keys, const py::list& values, bool evictable,
               uint32_t ttl) {
              if (keys.size() != values.size()) {
                Throw(Status::Invalid("mset: ", keys.size(), " keys but ", values.size(), " values"));
@@ -91,21 +117,21 @@ void InitDatasystem(py::module_& m) {
              std::vector<std::string> scratch(values.size());
              std::vector<std::string_view> views;
              for (size_t i = 0; i < values.size(); ++i) views.push_back(BytesView(values[i], scratch[i]));
-             CallWithoutGil([&] { return c.MSet(keys, views, Param(evictable, ttl, false)); });
+             c.Call([&](ds::KVClient& k) { return k.MSet(keys, views, Param(evictable, ttl, false)); });
            },
            py::arg("keys"), py::arg("values"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mget",
-           [](ds::KVClient& c, const std::vector<std::string>& keys, int32_t timeout_ms) {
-             auto vals = CallWithoutGil([&] { return c.MGet(keys, timeout_ms); });
+           [](KV& c, const std::vector<std::string>& keys, int32_t timeout_ms) {
+             auto vals = c.Call([&](ds::KVClient& k) { return k.MGet(keys, timeout_ms); });
              py::list out;
              for (auto& v : vals) out.append(v ? py::object(py::bytes(*v)) : py::object(py::none()));
              return out;
            },
            py::arg("keys"), py::arg("timeout_ms") = 0)
       .def("mcreate",
-           [](ds::KVClient& c, const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
+           [](KV& c, const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
               bool evictable, uint32_t ttl) {
-             auto bufs = CallWithoutGil([&] { return c.MCreate(keys, sizes, Param(evictable, ttl, false)); });
+             auto bufs = c.Call([&](ds::KVClient& k) { return k.MCreate(keys, sizes, Param(evictable, ttl, false)); });
              py::list out;
              for (auto& b : bufs) {
                auto w = std::make_shared<PyWriteBuffer>();
@@ -116,35 +142,35 @@ void InitDatasystem(py::module_& m) {
            },
            py::arg("keys"), py::arg("sizes"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mset_buffer",
-           [](ds::KVClient& c, const std::vector<std::shared_ptr<PyWriteBuffer>>& buffers) {
+           [](KV& c, const std::vector<std::shared_ptr<PyWriteBuffer>>& buffers) {
              std::vector<ds::WriteBuffer> bufs;
              for (auto& w : buffers) bufs.push_back(std::move(w->buffer));
-             Status st;
-             {
-               py::gil_scoped_release nogil;
-               st = c.MSetBuffer(bufs);
+             try {
+               c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
+             } catch (...) {
+               for (size_t i = 0; i < buffers.size(); ++i) buffers[i]->buffer = std::move(bufs[i]);
+               throw;
              }
              for (size_t i = 0; i < buffers.size(); ++i) buffers[i]->buffer = std::move(bufs[i]);
-             ThrowIfError(st);
            },
            py::arg("buffers"))
       .def("get_buffers",
-           [](ds::KVClient& c, const std::vector<std::string>& keys, int32_t timeout_ms) {
-             auto bufs = CallWithoutGil([&] { return c.GetBuffers(keys, timeout_ms); });
+           [](KV& c, const std::vector<std::string>& keys, int32_t timeout_ms) {
+             auto bufs = c.Call([&](ds::KVClient& k) { return k.GetBuffers(keys, timeout_ms); });
              py::list out;
              for (auto& b : bufs) out.append(b ? MemoryViewFromBuffer(*b) : py::object(py::none()));
              return out;
            },
            py::arg("keys"), py::arg("timeout_ms") = 0,
            "Zero-copy read-only memoryviews (None for a missing key).")
-      .def("delete", [](ds::KVClient& c, const std::vector<std::string>& keys) {
-             return CallWithoutGil([&] { return c.Delete(keys); });
+      .def("delete", [](KV& c, const std::vector<std::string>& keys) {
+             return c.Call([&](ds::KVClient& k) { return k.Delete(keys); });
            }, py::arg("keys"))
-      .def("exist", [](ds::KVClient& c, const std::vector<std::string>& keys) {
-             return CallWithoutGil([&] { return c.Exist(keys); });
+      .def("exist", [](KV& c, const std::vector<std::string>& keys) {
+             return c.Call([&](ds::KVClient& k) { return k.Exist(keys); });
            }, py::arg("keys"))
-      .def("stats", [](ds::KVClient& c) {
-        auto s = CallWithoutGil([&] { return c.Stats(); });
+      .def("stats", [](KV& c) {
+        auto s = c.Call([&](ds::KVClient& k) { return k.Stats(); });
         py::dict d;
         d["capacity"] = s.capacity;
         d["used"] = s.used;

@@ -37,7 +37,8 @@ class Batch {
   const Column& column(size_t i) const { return columns_[i]; }
   // True when every sample of the tensor field has the same dtype and shape.
   bool IsUniform(const std::string& name) const;
-  // The field as one dense tensor [batch_size, ...]; copies the bytes once.
+  // The field as one dense tensor [batch_size, ...]: a view (no copy) when
+  // the samples already lie back to back in one buffer, else one copy.
   // Fails with TypeError for object fields and Invalid for ragged ones.
   Result<Value> Stack(const std::string& name) const;
 

@@ -107,7 +107,9 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
         stacked = b.Stack(name);
       }
       const tq::Value& v = Unwrap(std::move(stacked));
-      out.append(py::make_tuple(name, "dense", ArrayFromBuffer(v.data(), v.dtype(), v.shape(), false),
+      // A zero-copy view of storage memory stays read-only, like ragged views.
+      bool view = v.data().holder() == col[0].data().holder();
+      out.append(py::make_tuple(name, "dense", ArrayFromBuffer(v.data(), v.dtype(), v.shape(), view && read_only),
                                 tq::DTypeName(v.dtype())));
     } else if (all_tensors) {
       py::list arrays;

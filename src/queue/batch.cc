@@ -80,6 +80,20 @@ Result<Value> Batch::Stack(const std::string& name) const {
   if (!IsUniform(name)) {
     return Status::Invalid("field '", name, "' is ragged (samples differ in shape); read it per sample");
   }
+  Shape shape{static_cast<int64_t>(col->size())};
+  shape.insert(shape.end(), first.shape().begin(), first.shape().end());
+  // Zero copy when the samples already lie back to back in one buffer (e.g.
+  // a storage reply that packed them in order): the dense view shares it.
+  bool contiguous = first.data().holder() != nullptr;
+  for (size_t i = 1; contiguous && i < col->size(); ++i) {
+    const Value& prev = (*col)[i - 1];
+    const Value& v = (*col)[i];
+    contiguous = v.data().holder() == first.data().holder() && v.data().data() == prev.data().data() + prev.nbytes();
+  }
+  if (contiguous) {
+    return Value::Tensor(first.dtype(), std::move(shape),
+                         Buffer::Wrap(first.data().data(), first.nbytes() * col->size(), first.data().holder()));
+  }
   auto mb = tqds::MutableBuffer::Allocate(first.nbytes() * col->size());
   if (!mb.ok()) return mb.status();
   uint8_t* out = mb->mutable_data();
@@ -87,8 +101,6 @@ Result<Value> Batch::Stack(const std::string& name) const {
     if (v.nbytes() > 0) std::memcpy(out, v.data().data(), v.nbytes());
     out += v.nbytes();
   }
-  Shape shape{static_cast<int64_t>(col->size())};
-  shape.insert(shape.end(), first.shape().begin(), first.shape().end());
   return Value::Tensor(first.dtype(), std::move(shape), std::move(*mb).Freeze());
 }
 

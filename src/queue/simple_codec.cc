@@ -2,8 +2,6 @@
 #include "queue/simple_codec.h"
 
 #include <cstring>
-#include <cstdlib>
-#include <string>
 
 #include "tq/storage.h"
 
@@ -99,9 +97,10 @@ Result<KeyGroup> DecodeGroup(const msgpack::object& o, const char* what) {
 
 }  // namespace
 
-std::string EncodeGroups(const std::vector<KeyGroup>& groups, const std::vector<uint64_t>* sizes) {
+std::string EncodeGroups(const std::vector<KeyGroup>& groups, const std::vector<uint64_t>* sizes,
+                         const std::vector<uint64_t>* aligns) {
   return tqds::wire::PackBody([&](BodyPacker& pk) {
-    pk.pack_map(sizes ? 2 : 1);
+    pk.pack_map(sizes ? 3 : 1);
     pk.pack("groups");
     pk.pack_array(static_cast<uint32_t>(groups.size()));
     for (const auto& g : groups) {
@@ -115,6 +114,8 @@ std::string EncodeGroups(const std::vector<KeyGroup>& groups, const std::vector<
     if (sizes) {
       pk.pack("sizes");
       PackArray(pk, *sizes);
+      pk.pack("aligns");
+      PackArray(pk, aligns ? *aligns : std::vector<uint64_t>());
     }
   });
 }
@@ -140,45 +141,78 @@ Result<DecodedGroups> DecodeGroups(const msgpack::object& body, bool with_sizes,
     if (out.sizes.size() != out.num_keys) {
       return Status::Invalid(what, ": ", out.num_keys, " keys but ", out.sizes.size(), " sizes");
     }
+    if (const msgpack::object* aligns = rd.Find("aligns")) {
+      TQDS_ASSIGN_OR_RETURN(out.aligns, U64Array(*aligns, what, "aligns"));
+    }
   }
   return out;
 }
 
-std::string EncodeSizes(const std::vector<uint64_t>& sizes) {
+std::string EncodeSizes(const std::vector<uint64_t>& sizes, const std::vector<uint64_t>& aligns) {
   return tqds::wire::PackBody([&](BodyPacker& pk) {
-    pk.pack_map(1);
+    pk.pack_map(2);
     pk.pack("sizes");
     PackArray(pk, sizes);
+    pk.pack("aligns");
+    PackArray(pk, aligns);
   });
 }
 
-Result<std::vector<uint64_t>> DecodeSizes(const msgpack::object& body, const char* what) {
+Result<ValueLayout> DecodeSizes(const msgpack::object& body, const char* what) {
   TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(body, what));
   const msgpack::object* sizes = rd.Find("sizes");
   if (sizes == nullptr) return Status::Invalid(what, ": missing array 'sizes'");
-  return U64Array(*sizes, what, "sizes");
+  ValueLayout out;
+  TQDS_ASSIGN_OR_RETURN(out.sizes, U64Array(*sizes, what, "sizes"));
+  if (const msgpack::object* aligns = rd.Find("aligns")) {
+    TQDS_ASSIGN_OR_RETURN(out.aligns, U64Array(*aligns, what, "aligns"));
+  }
+  return out;
 }
 
-Result<std::vector<Buffer>> SplitFrames(const std::vector<Buffer>& frames, const std::vector<uint64_t>& sizes,
-                                        const char* what) {
+namespace {
+// ZMQ hands small received frames over at any byte offset of its receive
+// buffer; values are read in place (int64, float64), so such a frame is
+// copied to aligned memory (rare and small: large frames arrive aligned).
+Buffer Aligned(const Buffer& frame) {
+  if (reinterpret_cast<uintptr_t>(frame.data()) % FrameBuilder::kPackAlign == 0) return frame;
+  return Buffer::Copy(frame.data(), frame.size());
+}
+}  // namespace
+
+Result<std::vector<Buffer>> SplitFrames(const std::vector<Buffer>& frames, const std::vector<uint64_t>& aligns,
+                                        const std::vector<uint64_t>& sizes, const char* what) {
+  if (!aligns.empty() && aligns.size() != frames.size()) {
+    return Status::Invalid(what, ": ", aligns.size(), " aligns for ", frames.size(), " payload frames");
+  }
+  for (uint64_t a : aligns) {
+    if (a == 0 || a > kMaxAlign || (a & (a - 1)) != 0) {
+      return Status::Invalid(what, ": align ", a, " is not a power of two <= ", kMaxAlign);
+    }
+  }
   std::vector<Buffer> out(sizes.size());
   size_t frame = 0, offset = 0;
+  Buffer base;  // frames[frame], moved to aligned memory when the transport left it misaligned
   for (size_t i = 0; i < sizes.size(); ++i) {
     const uint64_t n = sizes[i];
     if (n == 0) continue;
     while (frame < frames.size() && offset == frames[frame].size()) {
       ++frame;
       offset = 0;
+      base = Buffer();
     }
     if (frame == frames.size()) {
       return Status::Invalid(what, ": payload frames end before value ", i, " (", n, " bytes)");
     }
-    if (n > frames[frame].size() - offset) {
+    if (base.data() == nullptr) base = Aligned(frames[frame]);
+    const uint64_t align = aligns.empty() ? 1 : aligns[frame];
+    const size_t start = (offset + align - 1) / align * align;
+    if (start > frames[frame].size() || n > frames[frame].size() - start) {
       return Status::Invalid(what, ": value ", i, " (", n, " bytes) does not fit in payload frame ", frame, " (",
                              frames[frame].size() - offset, " bytes left)");
     }
-    out[i] = frames[frame].Slice(offset, n);
-    offset += n;
+    out[i] = base.Slice(start, n);
+    offset = start + n;
   }
   while (frame < frames.size() && offset == frames[frame].size()) {
     ++frame;
@@ -199,40 +233,54 @@ bool SameOwner(const Buffer& a, const Buffer& b) {
 
 void FrameBuilder::Add(const Buffer& value) {
   if (value.empty()) return;
-  static const size_t max_frame = std::getenv("TQ_X_MAXFRAME") ? std::stoull(std::getenv("TQ_X_MAXFRAME")) : SIZE_MAX;  // TEMP
-  if (run_size_ > 0 && run_size_ + value.size() <= max_frame && run_first_.data() + run_size_ == value.data() && SameOwner(run_first_, value)) {
+  if (run_size_ > 0 && run_size_ + value.size() <= max_frame_ && run_first_.data() + run_size_ == value.data() &&
+      SameOwner(run_first_, value)) {
     run_size_ += value.size();
+    run_sizes_.push_back(value.size());
     return;
   }
   CloseRun();
   run_first_ = value;
   run_size_ = value.size();
+  run_sizes_.assign(1, value.size());
 }
 
 void FrameBuilder::CloseRun() {
   if (run_size_ == 0) return;
   if (run_size_ < kCopyBelow) {
-    if (pack_.size() + run_size_ > kPackBytes) FlushPack();
-    pack_.append(reinterpret_cast<const char*>(run_first_.data()), run_size_);
+    // Copied: each value starts at a kPackAlign multiple of the pack frame.
+    const size_t padded = run_size_ + run_sizes_.size() * (kPackAlign - 1);
+    if (!pack_.empty() && pack_.size() + padded > kPackBytes) FlushPack();
+    const char* src = reinterpret_cast<const char*>(run_first_.data());
+    for (size_t n : run_sizes_) {
+      pack_.resize((pack_.size() + kPackAlign - 1) / kPackAlign * kPackAlign, '\0');
+      pack_.append(src, n);
+      src += n;
+    }
   } else {
     FlushPack();
     // Adjacent values with one owner: their union is memory of that owner.
     frames_.push_back(Buffer::Wrap(run_first_.data(), run_size_, run_first_.holder()));
+    aligns_.push_back(1);
   }
   run_first_ = Buffer();
   run_size_ = 0;
+  run_sizes_.clear();
 }
 
 void FrameBuilder::FlushPack() {
   if (pack_.empty()) return;
   if (pack_.capacity() > pack_.size() + pack_.size() / 4) pack_.shrink_to_fit();
   frames_.push_back(Buffer::FromString(std::move(pack_)));
+  aligns_.push_back(kPackAlign);
   pack_ = std::string();
 }
 
-std::vector<Buffer> FrameBuilder::Finish() {
+std::vector<Buffer> FrameBuilder::Finish(std::vector<uint64_t>* aligns) {
   CloseRun();
   FlushPack();
+  *aligns = std::move(aligns_);
+  aligns_.clear();
   std::vector<Buffer> out = std::move(frames_);
   frames_.clear();
   return out;

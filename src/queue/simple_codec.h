@@ -6,8 +6,9 @@
 // bodies and frames only.
 //
 // Frame layout shared by the put request and the get reply: the values of
-// the message's keys, in key order, lie back to back in the payload frames;
-// a value never spans two frames; empty values take no bytes. A reader walks
+// the message's keys, in key order, lie back to back in the payload frames
+// (in a frame with alignment A each value starts at a multiple of A); a
+// value never spans two frames; empty values take no bytes. A reader walks
 // the frames with the list of value sizes (SplitFrames), so no offsets are
 // sent. A writer (FrameBuilder) coalesces values that are already adjacent in
 // memory and share an owner into one frame without copying, and copies small
@@ -16,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -41,26 +43,39 @@ struct KeyGroup {
 };
 
 // Request bodies. Put: {"groups": [[cid, partition, [field...], [index...],
-// [generation...]] ...], "sizes": [uint64 per key]}; get and clear carry no
-// "sizes". Decoding checks every type and length (hostile input).
-std::string EncodeGroups(const std::vector<KeyGroup>& groups, const std::vector<uint64_t>* sizes);
+// [generation...]] ...], "sizes": [uint64 per key], "aligns": [uint64 per
+// frame]}; get and clear carry only "groups". Decoding checks every type
+// and length (hostile input).
+std::string EncodeGroups(const std::vector<KeyGroup>& groups, const std::vector<uint64_t>* sizes,
+                         const std::vector<uint64_t>* aligns);
 // The most keys one request may name (checked before anything is allocated
 // per key).
 inline constexpr size_t kMaxKeys = size_t{1} << 24;
+// The largest frame alignment a reader accepts.
+inline constexpr uint64_t kMaxAlign = 4096;
 struct DecodedGroups {
   std::vector<KeyGroup> groups;
-  std::vector<uint64_t> sizes;  // empty unless the request carries them
+  std::vector<uint64_t> sizes;   // empty unless the request carries them
+  std::vector<uint64_t> aligns;  // empty: every frame has alignment 1
   size_t num_keys = 0;
 };
 tqds::Result<DecodedGroups> DecodeGroups(const msgpack::object& body, bool with_sizes, const char* what);
 
-// Get reply body: {"sizes": [uint64 per key]} (the values follow as frames).
-std::string EncodeSizes(const std::vector<uint64_t>& sizes);
-tqds::Result<std::vector<uint64_t>> DecodeSizes(const msgpack::object& body, const char* what);
+// Get reply body: {"sizes": [uint64 per key], "aligns": [uint64 per frame]}
+// (the values follow as frames).
+struct ValueLayout {
+  std::vector<uint64_t> sizes;
+  std::vector<uint64_t> aligns;
+};
+std::string EncodeSizes(const std::vector<uint64_t>& sizes, const std::vector<uint64_t>& aligns);
+tqds::Result<ValueLayout> DecodeSizes(const msgpack::object& body, const char* what);
 
 // Cuts `frames` into one Buffer per size (views of the frames, no copy).
-// Invalid when the sizes and the frames' bytes do not match exactly.
+// In frame f each value starts at the next multiple of aligns[f] (empty
+// `aligns`: 1 everywhere). Invalid when sizes, aligns and the frames' bytes
+// do not match exactly (no bytes may be left over).
 tqds::Result<std::vector<tqds::Buffer>> SplitFrames(const std::vector<tqds::Buffer>& frames,
+                                                    const std::vector<uint64_t>& aligns,
                                                     const std::vector<uint64_t>& sizes, const char* what);
 
 // Builds payload frames from values added in key order.
@@ -71,20 +86,40 @@ class FrameBuilder {
   static constexpr size_t kCopyBelow = 16 << 10;
   // A pack frame is closed once it holds this many bytes.
   static constexpr size_t kPackBytes = 1 << 20;
+  // Values copied into a pack start at multiples of this (readers may view
+  // an int64 or float64 in place).
+  static constexpr size_t kPackAlign = 8;
+
+  // A zero-copy frame over a socket: larger frames measured slower across
+  // processes (the receiver allocates each frame at once); inproc passes
+  // frames by reference and needs no limit.
+  static constexpr size_t kSocketFrameBytes = 256 << 10;
+
+  // Zero-copy runs are cut at `max_frame` bytes (a single larger value
+  // still travels whole).
+  explicit FrameBuilder(size_t max_frame = SIZE_MAX) : max_frame_(max_frame) {}
+  // Frame limit for a connection to `endpoint`.
+  static size_t MaxFrameFor(const std::string& endpoint) {
+    return endpoint.rfind("inproc://", 0) == 0 ? SIZE_MAX : kSocketFrameBytes;
+  }
 
   void Add(const tqds::Buffer& value);
-  // The frames; the builder is empty afterwards.
-  std::vector<tqds::Buffer> Finish();
+  // The frames and their alignments (for SplitFrames); the builder is empty
+  // afterwards.
+  std::vector<tqds::Buffer> Finish(std::vector<uint64_t>* aligns);
 
  private:
   void CloseRun();
   void FlushPack();
 
+  const size_t max_frame_;
   std::vector<tqds::Buffer> frames_;
   // The zero-copy run being extended: run_first_ is its first value.
   tqds::Buffer run_first_;
   size_t run_size_ = 0;
+  std::vector<size_t> run_sizes_;  // the run's values, in order
   std::string pack_;
+  std::vector<uint64_t> aligns_;  // one per frame in frames_
 };
 
 }  // namespace tq::internal::simple

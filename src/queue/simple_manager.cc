@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 
 #include <future>
-#include <cstdlib>
 
 #include "common/wire/rpc.h"
 #include "queue/simple_codec.h"
@@ -89,7 +88,6 @@ class SimpleStorageManager : public StorageManager {
       // Fail at initialisation, not at the first put, when a unit is down.
       auto ping = c->CallSync(Message(MsgType::kCtlPing, 0), std::chrono::seconds(10));
       if (!ping.ok()) return ping.status().WithContext("SimpleStorageManager: storage unit " + ep);
-      if (const char* x = std::getenv("TQ_X_IPC")) prefer_ipc = x[0] == '1';  // TEMP
       if (prefer_ipc && ep.rfind("tcp://", 0) == 0) {
         if (auto ipc = SameHostIpc(*c)) c = std::move(ipc);
       }
@@ -119,7 +117,7 @@ class SimpleStorageManager : public StorageManager {
       if (plan.groups.empty()) continue;
       std::vector<uint64_t> sizes;
       sizes.reserve(plan.num_keys);
-      simple::FrameBuilder frames;
+      simple::FrameBuilder frames(simple::FrameBuilder::MaxFrameFor(units_[u]->endpoint()));
       for (size_t g = 0; g < plan.groups.size(); ++g) {
         for (size_t f = 0; f < fields.size(); ++f) {
           for (size_t s : plan.members[g]) {
@@ -129,9 +127,10 @@ class SimpleStorageManager : public StorageManager {
           }
         }
       }
+      std::vector<uint64_t> aligns;
       msgs[u] = Message(MsgType::kUnitPutGroups, 0);
-      msgs[u].set_body(simple::EncodeGroups(plan.groups, &sizes));
-      msgs[u].payloads() = frames.Finish();
+      msgs[u].payloads() = frames.Finish(&aligns);
+      msgs[u].set_body(simple::EncodeGroups(plan.groups, &sizes, &aligns));
     }
     return Broadcast(std::move(msgs), nullptr);
   }
@@ -144,7 +143,7 @@ class SimpleStorageManager : public StorageManager {
     for (size_t u = 0; u < units_.size(); ++u) {
       if (plans[u].groups.empty()) continue;
       msgs[u] = Message(MsgType::kUnitGetGroups, 0);
-      msgs[u].set_body(simple::EncodeGroups(plans[u].groups, nullptr));
+      msgs[u].set_body(simple::EncodeGroups(plans[u].groups, nullptr, nullptr));
     }
     std::vector<Message> replies;
     TQDS_RETURN_NOT_OK(Broadcast(std::move(msgs), &replies));
@@ -153,12 +152,13 @@ class SimpleStorageManager : public StorageManager {
       const Plan& plan = plans[u];
       if (plan.groups.empty()) continue;
       auto what = "UnitGetGroups reply from " + names_[u];
-      TQDS_ASSIGN_OR_RETURN(auto sizes, simple::DecodeSizes(replies[u].body(), what.c_str()));
-      if (sizes.size() != plan.num_keys) {
-        return Status::Invalid("storage unit ", names_[u], " answered ", sizes.size(), " values for ",
+      TQDS_ASSIGN_OR_RETURN(auto layout, simple::DecodeSizes(replies[u].body(), what.c_str()));
+      if (layout.sizes.size() != plan.num_keys) {
+        return Status::Invalid("storage unit ", names_[u], " answered ", layout.sizes.size(), " values for ",
                                plan.num_keys, " keys");
       }
-      TQDS_ASSIGN_OR_RETURN(auto values, simple::SplitFrames(replies[u].payloads(), sizes, what.c_str()));
+      TQDS_ASSIGN_OR_RETURN(auto values, simple::SplitFrames(replies[u].payloads(), layout.aligns, layout.sizes,
+                                                             what.c_str()));
       size_t k = 0;
       for (size_t g = 0; g < plan.groups.size(); ++g) {
         for (size_t f = 0; f < fields.size(); ++f) {
@@ -182,7 +182,7 @@ class SimpleStorageManager : public StorageManager {
     for (size_t u = 0; u < units_.size(); ++u) {
       if (plans[u].groups.empty()) continue;
       msgs[u] = Message(MsgType::kUnitClearGroups, 0);
-      msgs[u].set_body(simple::EncodeGroups(plans[u].groups, nullptr));
+      msgs[u].set_body(simple::EncodeGroups(plans[u].groups, nullptr, nullptr));
     }
     return Broadcast(std::move(msgs), nullptr);
   }

@@ -60,12 +60,15 @@ class StorageUnitImpl : public SimpleStorageUnit {
   ~StorageUnitImpl() override { Stop(); }
 
   Status Init(const StorageUnitOptions& o) {
-    auto handler = [this](Message&& m, Responder r) { Handle(std::move(m), std::move(r)); };
-    TQDS_ASSIGN_OR_RETURN(server_, tqds::wire::RpcServer::Bind(o.address, handler));
+    auto handler_for = [this](size_t max_frame) {
+      return [this, max_frame](Message&& m, Responder r) { Handle(std::move(m), std::move(r), max_frame); };
+    };
+    TQDS_ASSIGN_OR_RETURN(server_, tqds::wire::RpcServer::Bind(
+                                       o.address, handler_for(simple::FrameBuilder::MaxFrameFor(o.address))));
     store_ = std::make_unique<simple::SimpleStore>(o.capacity_bytes, server_->endpoint());
     if (server_->endpoint().rfind("tcp://", 0) == 0) {
       // Best effort: without it, same-host clients use tcp like remote ones.
-      auto ipc = tqds::wire::RpcServer::Bind(IpcEndpoint(), handler);
+      auto ipc = tqds::wire::RpcServer::Bind(IpcEndpoint(), handler_for(simple::FrameBuilder::kSocketFrameBytes));
       if (ipc.ok()) {
         ipc_server_ = ipc.MoveValue();
       } else {
@@ -94,11 +97,12 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
 
  private:
-  // Runs on either listener's thread.
-  void Handle(Message&& m, Responder r) {
+  // Runs on either listener's thread; `max_frame` suits that listener's
+  // transport.
+  void Handle(Message&& m, Responder r, size_t max_frame) {
     switch (m.type()) {
       case MsgType::kUnitPutGroups: return r.Reply(PutGroups(m));
-      case MsgType::kUnitGetGroups: return r.Reply(GetGroups(m));
+      case MsgType::kUnitGetGroups: return r.Reply(GetGroups(m, max_frame));
       case MsgType::kUnitClearGroups: return r.Reply(ClearGroups(m));
       case MsgType::kUnitPut: return r.Reply(Put(m));
       case MsgType::kUnitGet: return r.Reply(Get(m));
@@ -113,27 +117,28 @@ class StorageUnitImpl : public SimpleStorageUnit {
   Message PutGroups(const Message& m) {
     auto req = simple::DecodeGroups(m.body(), true, "UnitPutGroups");
     if (!req.ok()) return Message::ErrorReply(m, req.status());
-    auto values = simple::SplitFrames(m.payloads(), req->sizes, "UnitPutGroups");
+    auto values = simple::SplitFrames(m.payloads(), req->aligns, req->sizes, "UnitPutGroups");
     if (!values.ok()) return Message::ErrorReply(m, values.status());
     Status st = store_->Put(req->groups, *values);
     return st.ok() ? Message::ReplyTo(m) : Message::ErrorReply(m, st);
   }
 
-  Message GetGroups(const Message& m) {
+  Message GetGroups(const Message& m, size_t max_frame) {
     auto req = simple::DecodeGroups(m.body(), false, "UnitGetGroups");
     if (!req.ok()) return Message::ErrorReply(m, req.status());
     auto values = store_->Get(req->groups);
     if (!values.ok()) return Message::ErrorReply(m, values.status());
     std::vector<uint64_t> sizes;
     sizes.reserve(values->size());
-    simple::FrameBuilder frames;
+    simple::FrameBuilder frames(max_frame);
     for (const Buffer& v : *values) {
       sizes.push_back(v.size());
       frames.Add(v);
     }
     Message reply = Message::ReplyTo(m);
-    reply.set_body(simple::EncodeSizes(sizes));
-    reply.payloads() = frames.Finish();
+    std::vector<uint64_t> aligns;
+    reply.payloads() = frames.Finish(&aligns);
+    reply.set_body(simple::EncodeSizes(sizes, aligns));
     return reply;
   }
 

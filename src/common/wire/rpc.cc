@@ -80,7 +80,8 @@ void RpcClient::Run() {
   // Connection events tell us at once when the peer goes away, so requests
   // to a dead peer fail fast instead of waiting for their deadline.
   std::string monitor_ep = "inproc://rpc-monitor-" + std::to_string(reinterpret_cast<uintptr_t>(this));
-  zmq_socket_monitor(sock.handle(), monitor_ep.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
+  zmq_socket_monitor(sock.handle(), monitor_ep.c_str(),
+                     ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED);
   zmq::socket_t monitor(Context(), zmq::socket_type::pair);
   monitor.set(zmq::sockopt::linger, 0);
   monitor.connect(monitor_ep);
@@ -90,7 +91,10 @@ void RpcClient::Run() {
     Clock::time_point deadline;
   };
   std::unordered_map<uint64_t, Pending> pending;
-  bool connected = false;
+  // Assume the peer is reachable until an event says otherwise (a refused
+  // connect attempt or a lost connection): a slow or missed "connected"
+  // event under load must not fail healthy requests.
+  bool connected = true;
   auto disconnected_since = Clock::now();
   auto fail_all = [&](const Status& st) {
     for (auto& [id, p] : pending) p.promise.set_value(st);
@@ -122,6 +126,9 @@ void RpcClient::Run() {
       if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
       if (id == ZMQ_EVENT_CONNECTED) {
         connected = true;
+      } else if (id == ZMQ_EVENT_CONNECT_RETRIED) {
+        if (connected) disconnected_since = Clock::now();
+        connected = false;
       } else if (id == ZMQ_EVENT_DISCONNECTED) {
         connected = false;
         disconnected_since = Clock::now();

@@ -88,8 +88,10 @@ def test_large_put_and_get_release_the_gil(client, partition):
     meta = client.get_meta(["x"], 16, partition, task_name="t")
     out = {}
     dur, gap, n = heartbeat_gaps(lambda: out.setdefault("x", client.get_data(meta)["x"]))
-    assert n > 0, "no Python thread ran during a large get_data"
+    # A zero-copy read (datasystem) can finish before another thread is even
+    # scheduled; judge the GIL only when the call took long enough to tell.
     if dur > 0.05:
+        assert n > 0, "no Python thread ran during a large get_data"
         assert gap < 0.6 * dur, f"the GIL looks held: get_data took {dur:.3f} s, longest gap {gap:.3f} s"
     assert torch.equal(out["x"], x)
 

@@ -38,7 +38,11 @@ class YuanrongStorageClient {
     auto c = std::unique_ptr<YuanrongStorageClient>(new YuanrongStorageClient());
     c->address_ = host + ":" + std::to_string(port);
     for (int i = 0; i < kClients; ++i) {
-      auto kv = std::make_unique<ds::KVClient>(host, port);
+      // Pre-fault the worker's arena in this process once, at init: writes
+      // into fresh shared memory otherwise take a page fault per 4 KiB.
+      ds::ClientOptions options;
+      options.populate_mapping = true;
+      auto kv = std::make_unique<ds::KVClient>(host, port, options);
       Status st = kv->Init();
       if (!st.ok()) {
         return st.WithContext("YuanrongStorageClient: no datasystem worker at " + host + ":" +

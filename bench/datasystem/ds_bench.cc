@@ -23,22 +23,13 @@
 #include <vector>
 
 #include "ds/kv_client.h"
+#include "common/process.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+int FreePort() { return tqds::FreeLoopbackPort(); }
 
 // A child process killed (by pid) when this goes out of scope.
 struct Child {

@@ -499,18 +499,7 @@ class DsWorker {
   pid_t pid_ = -1;
 };
 
-int FreePort() {
-  // Any port the kernel hands out for a moment is good enough on loopback.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+int FreePort() { return tqds::FreeLoopbackPort(); }
 
 // ------------------------------------------------------------ driver
 

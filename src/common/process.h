@@ -46,4 +46,8 @@ class ChildProcess {
 // Absolute path of the running executable.
 std::string SelfExecutable();
 
+// A free loopback TCP port (the kernel picks it; the socket is closed again,
+// so another process may take it first: fine for tests and demos).
+int FreeLoopbackPort();
+
 }  // namespace tqds

@@ -22,21 +22,12 @@
 #include <vector>
 
 #include "datasystem/worker_options.h"
+#include "common/process.h"
 
 namespace ds::testing {
 
 // A free loopback TCP port (the kernel picks it; closed again at once).
-inline int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+inline int FreePort() { return tqds::FreeLoopbackPort(); }
 
 // A fresh directory under /tmp (short: it holds Unix sockets), removed at the end.
 class TempDir {

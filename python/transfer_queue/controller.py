@@ -58,10 +58,10 @@ class ZMQServerInfo:
 
 
 def _tq_binary() -> str:
-    path = os.environ.get("TQ_BINARY") or shutil.which("tq")
+    """$TQ_BINARY, else the `tq` a pip install bundles (built with this very
+    extension, so it wins over an older one on PATH), else `tq` on PATH."""
     bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasystem", "_bin", "tq")
-    if not path and os.path.exists(bundled):  # a pip install bundles the programs
-        path = bundled
+    path = os.environ.get("TQ_BINARY") or (bundled if os.path.exists(bundled) else shutil.which("tq"))
     if not path:
         raise FileNotFoundError("the `tq` program is not on PATH (run the README's set-up command)")
     return path

@@ -14,7 +14,7 @@ PACKAGES=(
   libcurl4-openssl-dev
   etcd-server etcd-client redis-server redis-tools iperf3 iproute2 procps
   pybind11-dev python3-dev python3-pybind11 python3-numpy python3-torch
-  python3-omegaconf python3-pytest
+  python3-omegaconf python3-pytest python3-venv python3-pip
 )
 
 missing=()

@@ -421,18 +421,20 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
       }
     }
   }
-  std::vector<std::string> seal, abort;
+  std::vector<std::string> seal;
+  std::vector<uint64_t> seal_offsets, abort_offsets;
   Status failure;
   for (size_t i = 0; i < pull_keys.size(); ++i) {
     if (done[i]) {
       seal.push_back(pull_keys[i]);
+      seal_offsets.push_back(slots[i].offset);
     } else {
-      abort.push_back(pull_keys[i]);
+      abort_offsets.push_back(slots[i].offset);
       if (!errors[i].IsNotFound() && failure.ok()) failure = errors[i];
     }
   }
-  store_.Abort(session, abort);
-  store_.Seal(session, seal);
+  store_.Abort(session, abort_offsets);
+  store_.Seal(session, seal_offsets);
   store_.CloseSession(session);
 
   // 4. Register the cached copies with their owners before serving them, so

@@ -64,16 +64,18 @@ class Connection {
     }));
     SendOneWay(std::move(m));
   }
-  void Abort(const std::string& key) {
+  // Drops an unsealed write, named by the block the worker created for it.
+  void Abort(const uint8_t* data) {
     Message m(MsgType::kDsAbort, 0);
     m.set_body(PackBody([&](Packer& pk) {
       pk.pack_map(1);
-      pk.pack(proto::kKeys);
+      pk.pack(proto::kOffsets);
       pk.pack_array(1);
-      pk.pack(key);
+      pk.pack_uint64(OffsetOf(data));
     }));
     SendOneWay(std::move(m));
   }
+  uint64_t OffsetOf(const uint8_t* data) const { return static_cast<uint64_t>(data - rw_); }
   bool InBounds(uint64_t off, uint64_t n) const { return off <= size_ && n <= size_ - off; }
   uint8_t* rw() const { return rw_; }
   const uint8_t* ro() const { return ro_; }
@@ -154,7 +156,7 @@ struct GetReply {
 WriteBuffer::WriteBuffer(WriteBuffer&& o) noexcept { *this = std::move(o); }
 WriteBuffer& WriteBuffer::operator=(WriteBuffer&& o) noexcept {
   if (this != &o) {
-    if (conn_ && !sealed_) conn_->Abort(key_);
+    if (conn_ && !sealed_) conn_->Abort(data_);
     key_ = std::move(o.key_);
     data_ = o.data_;
     size_ = o.size_;
@@ -167,7 +169,7 @@ WriteBuffer& WriteBuffer::operator=(WriteBuffer&& o) noexcept {
   return *this;
 }
 WriteBuffer::~WriteBuffer() {
-  if (conn_ && !sealed_) conn_->Abort(key_);
+  if (conn_ && !sealed_) conn_->Abort(data_);
 }
 Status WriteBuffer::Write(std::string_view bytes) {
   if (bytes.size() > size_) {
@@ -421,6 +423,10 @@ Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
   Status first;
   for (size_t i = 0; i < buffers.size(); ++i) {
     if (buffers[i].conn_ != nullptr && !buffers[i].sealed_) {
+      if (buffers[i].conn_ != conn_) {
+        return Status::Invalid("MSetBuffer: the buffer of key '", buffers[i].key_,
+                               "' was created by another KVClient; seal it with that client");
+      }
       idx.push_back(i);
     } else if (buffers[i].data_ == nullptr && first.ok()) {
       first = Status::AlreadyExists("key '", buffers[i].key_, "' already exists");
@@ -430,9 +436,9 @@ Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
   Message req(MsgType::kDsSeal, 0);
   req.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);
-    pk.pack(proto::kKeys);
+    pk.pack(proto::kOffsets);
     pk.pack_array(static_cast<uint32_t>(idx.size()));
-    for (size_t i : idx) pk.pack(buffers[i].key_);
+    for (size_t i : idx) pk.pack_uint64(conn_->OffsetOf(buffers[i].data_));
   }));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Seal reply"));

@@ -168,65 +168,58 @@ Status ObjectStore::Reload(const std::string& key, Object& o) {
   return Status::OK();
 }
 
-Result<std::vector<CreateSlot>> ObjectStore::Create(Session& session,
-                                                    const std::vector<std::string>& keys,
+Result<std::vector<CreateSlot>> ObjectStore::Create(Session& session, std::vector<std::string> keys,
                                                     const std::vector<uint64_t>& sizes,
                                                     const WriteOptions& opts) {
   std::vector<CreateSlot> slots(keys.size());
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = NowMs();
-  size_t created = 0;
   Status failure;
-  for (size_t i = 0; i < keys.size(); ++i) {
+  size_t i = 0;
+  for (; i < keys.size(); ++i) {
     if (opts.if_absent && FindLive(keys[i], now) != table_.end()) {
       slots[i].code = StatusCode::kAlreadyExists;
       continue;
     }
-    uint64_t offset = 0;
-    failure = MakeRoom(sizes[i], &offset);
+    failure = MakeRoom(sizes[i], &slots[i].offset);
     if (!failure.ok()) break;
-    auto [it, fresh] = session.pending.try_emplace(keys[i]);
-    if (!fresh) {  // created twice without a seal: the older block is dropped
-      allocator_->Free(it->second.offset);
-      --pending_creates_;
-    }
-    it->second = Session::Pending{offset, sizes[i], opts};
-    ++pending_creates_;
-    slots[i].offset = offset;
-    ++created;
   }
   if (!failure.ok()) {  // all or nothing
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (slots[i].code != StatusCode::kOk) continue;
-      auto it = session.pending.find(keys[i]);
-      if (it == session.pending.end()) continue;
-      allocator_->Free(it->second.offset);
-      session.pending.erase(it);
-      --pending_creates_;
+    for (size_t j = 0; j < i; ++j) {
+      if (slots[j].code == StatusCode::kOk) allocator_->Free(slots[j].offset);
     }
     return failure;
+  }
+  session.pending.reserve(session.pending.size() + keys.size());
+  for (i = 0; i < keys.size(); ++i) {
+    if (slots[i].code != StatusCode::kOk) continue;
+    session.pending.emplace(slots[i].offset, Session::Pending{std::move(keys[i]), sizes[i], opts});
+    ++pending_creates_;
   }
   return slots;
 }
 
-std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<std::string>& keys) {
-  std::vector<StatusCode> codes(keys.size(), StatusCode::kOk);
+std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<uint64_t>& offsets,
+                                          std::vector<std::string>* sealed) {
+  std::vector<StatusCode> codes(offsets.size(), StatusCode::kOk);
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t now = NowMs();
-    for (size_t i = 0; i < keys.size(); ++i) {
-      auto p = session.pending.find(keys[i]);
+    table_.reserve(table_.size() + offsets.size());
+    for (size_t i = 0; i < offsets.size(); ++i) {
+      auto p = session.pending.find(offsets[i]);
       if (p == session.pending.end()) {
         codes[i] = StatusCode::kNotFound;
         continue;
       }
-      Session::Pending pending = p->second;
+      const uint64_t offset = p->first;
+      Session::Pending pending = std::move(p->second);
       session.pending.erase(p);
       --pending_creates_;
-      auto existing = FindLive(keys[i], now);
+      auto existing = FindLive(pending.key, now);
       if (existing != table_.end()) {
         if (pending.opts.if_absent) {
-          allocator_->Free(pending.offset);
+          allocator_->Free(offset);
           codes[i] = StatusCode::kAlreadyExists;
           continue;
         }
@@ -234,7 +227,7 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<st
       }
       Object o;
       o.id = next_id_++;
-      o.offset = pending.offset;
+      o.offset = offset;
       o.size = pending.size;
       o.version = o.id;
       o.evictable = pending.opts.evictable;
@@ -243,7 +236,8 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<st
         o.expire_at_ms = now + static_cast<int64_t>(pending.opts.ttl_ms);
         expiry_.emplace(o.expire_at_ms, o.id);
       }
-      auto [it, ok] = table_.emplace(keys[i], o);
+      if (sealed != nullptr) sealed->push_back(pending.key);
+      auto [it, ok] = table_.emplace(std::move(pending.key), o);
       (void)ok;
       by_id_[o.id] = &*it;
       policy_->Add(o.id);
@@ -253,12 +247,12 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<st
   return codes;
 }
 
-void ObjectStore::Abort(Session& session, const std::vector<std::string>& keys) {
+void ObjectStore::Abort(Session& session, const std::vector<uint64_t>& offsets) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& k : keys) {
-    auto p = session.pending.find(k);
+  for (uint64_t off : offsets) {
+    auto p = session.pending.find(off);
     if (p == session.pending.end()) continue;
-    allocator_->Free(p->second.offset);
+    allocator_->Free(off);
     session.pending.erase(p);
     --pending_creates_;
   }
@@ -376,9 +370,9 @@ std::vector<ObjectInfo> ObjectStore::ListPrimaries() {
 
 void ObjectStore::CloseSession(Session& session) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [key, p] : session.pending) {
-    (void)key;
-    allocator_->Free(p.offset);
+  for (auto& [offset, p] : session.pending) {
+    (void)p;
+    allocator_->Free(offset);
     --pending_creates_;
   }
   session.pending.clear();

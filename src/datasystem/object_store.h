@@ -50,12 +50,14 @@ struct StoreOptions {
 // only passed to ObjectStore methods (which lock).
 struct Session {
   struct Pending {
-    uint64_t offset = 0;
+    std::string key;
     uint64_t size = 0;
     WriteOptions opts;
   };
   std::unordered_map<uint64_t, uint32_t> pins;         // block offset -> pin count
-  std::unordered_map<std::string, Pending> pending;    // created, unsealed
+  // Created, unsealed writes by block offset: a write is sealed or aborted by
+  // its offset (unique while pending), so its key is hashed and sent once.
+  std::unordered_map<uint64_t, Pending> pending;
 };
 
 struct CreateSlot {
@@ -91,17 +93,21 @@ class ObjectStore {
   ObjectStore(StoreOptions options, uint8_t* base, std::unique_ptr<Allocator> allocator,
               std::unique_ptr<EvictionPolicy> policy, SpillStore spill);
 
-  // Phase 1: allocates one block per key, owned by `session`. All or nothing
-  // on OutOfSpace (the error says what to do). Per-key AlreadyExists when
-  // opts.if_absent and the key exists.
-  Result<std::vector<CreateSlot>> Create(Session& session, const std::vector<std::string>& keys,
+  // Phase 1: allocates one block per key, owned by `session` (the keys are
+  // moved into it). All or nothing on OutOfSpace (the error says what to do).
+  // Per-key AlreadyExists when opts.if_absent and the key exists. A key
+  // created twice before a seal has two pending writes; the later seal wins.
+  Result<std::vector<CreateSlot>> Create(Session& session, std::vector<std::string> keys,
                                          const std::vector<uint64_t>& sizes,
                                          const WriteOptions& opts);
-  // Phase 2: publishes the session's created blocks. Per-key NotFound when
-  // the key was not created in this session, AlreadyExists on an if_absent
-  // conflict (the block is freed).
-  std::vector<StatusCode> Seal(Session& session, const std::vector<std::string>& keys);
-  void Abort(Session& session, const std::vector<std::string>& keys);
+  // Phase 2: publishes the session's created blocks, named by the offsets
+  // Create returned. Per-entry NotFound when the offset is not a pending write
+  // of this session, AlreadyExists on an if_absent conflict (the block is
+  // freed). The keys sealed are appended to `sealed` when given.
+  std::vector<StatusCode> Seal(Session& session, const std::vector<uint64_t>& offsets,
+                               std::vector<std::string>* sealed = nullptr);
+  // Drops pending writes by offset; unknown offsets are ignored.
+  void Abort(Session& session, const std::vector<uint64_t>& offsets);
 
   // Finds keys, reloading spilled ones, and pins each found block in
   // `session`. Waits up to `wait` for missing keys to be sealed.

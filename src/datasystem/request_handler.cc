@@ -89,8 +89,8 @@ std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& s
       auto offsets = r->Get<std::vector<uint64_t>>(proto::kOffsets);
       if (offsets.ok()) store_.Release(session, *offsets);
     } else {
-      auto keys = r->Get<std::vector<std::string>>(proto::kKeys);
-      if (keys.ok()) store_.Abort(session, *keys);
+      auto offsets = r->Get<std::vector<uint64_t>>(proto::kOffsets);
+      if (offsets.ok()) store_.Abort(session, *offsets);
     }
     return std::nullopt;
   }
@@ -182,7 +182,7 @@ Result<Message> RequestHandler::Create(const Message& request, Session& session)
   if (sizes.size() != keys.size()) {
     return Status::Invalid("Create: ", keys.size(), " keys but ", sizes.size(), " sizes");
   }
-  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, keys, sizes, opts));
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, std::move(keys), sizes, opts));
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(2);
@@ -198,15 +198,11 @@ Result<Message> RequestHandler::Create(const Message& request, Session& session)
 
 Result<Message> RequestHandler::Seal(const Message& request, Session& session) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Seal"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
-  auto codes = store_.Seal(session, keys);
-  if (context_.cluster != nullptr) {
-    std::vector<std::string> sealed;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (codes[i] == StatusCode::kOk) sealed.push_back(keys[i]);
-    }
-    if (!sealed.empty()) context_.cluster->Published(sealed, /*wait=*/true);
-  }
+  TQDS_ASSIGN_OR_RETURN(auto offsets, r.Get<std::vector<uint64_t>>(proto::kOffsets));
+  std::vector<std::string> sealed;
+  const bool cluster = context_.cluster != nullptr;
+  auto codes = store_.Seal(session, offsets, cluster ? &sealed : nullptr);
+  if (cluster && !sealed.empty()) context_.cluster->Published(sealed, /*wait=*/true);
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);
@@ -226,20 +222,20 @@ Result<Message> RequestHandler::Put(const Message& request, Session& session, bo
   }
   std::vector<uint64_t> sizes(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) sizes[i] = payloads[i].size();
-  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, keys, sizes, opts));
-  std::vector<std::string> to_seal;
-  to_seal.reserve(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
+  const size_t n = keys.size();
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, std::move(keys), sizes, opts));
+  std::vector<uint64_t> to_seal;
+  to_seal.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
     if (slots[i].code != StatusCode::kOk) continue;
     if (sizes[i] > 0) std::memcpy(store_.base() + slots[i].offset, payloads[i].data(), sizes[i]);
-    to_seal.push_back(keys[i]);
+    to_seal.push_back(slots[i].offset);
   }
-  auto sealed = store_.Seal(session, to_seal);
-  std::vector<StatusCode> codes(keys.size());
   std::vector<std::string> published;
-  for (size_t i = 0, j = 0; i < keys.size(); ++i) {
+  auto sealed = store_.Seal(session, to_seal, &published);
+  std::vector<StatusCode> codes(n);
+  for (size_t i = 0, j = 0; i < n; ++i) {
     codes[i] = slots[i].code != StatusCode::kOk ? slots[i].code : sealed[j++];
-    if (codes[i] == StatusCode::kOk) published.push_back(keys[i]);
   }
   if (context_.cluster != nullptr && !published.empty()) {
     context_.cluster->Published(published, /*wait=*/local);

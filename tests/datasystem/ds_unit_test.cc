@@ -133,7 +133,7 @@ struct StoreFixture {
     if (!slots.ok()) return slots.status();
     if ((*slots)[0].code != StatusCode::kOk) return Status((*slots)[0].code, key);
     std::memcpy(memory.data() + (*slots)[0].offset, value.data(), value.size());
-    auto codes = store->Seal(s, {key});
+    auto codes = store->Seal(s, {(*slots)[0].offset});
     return codes[0] == StatusCode::kOk ? Status::OK() : Status(codes[0], key);
   }
   std::optional<std::string> Read(Session& s, const std::string& key) {
@@ -154,10 +154,44 @@ TEST(ObjectStore, CreateIsInvisibleUntilSealAndAbortFrees) {
   ASSERT_TRUE(slots.ok());
   EXPECT_FALSE(f.Read(r, "k"));
   EXPECT_EQ(f.store->Stats().pending_creates, 1u);
-  f.store->Abort(w, {"k"});
+  f.store->Abort(w, {(*slots)[0].offset});
   EXPECT_EQ(f.store->Stats().used, 0u);
   ASSERT_TRUE(f.Put(w, "k", "hello").ok());
   EXPECT_EQ(*f.Read(r, "k"), "hello");
+}
+
+TEST(ObjectStore, SealAndAbortOnlyTouchThisSessionsPendingWrites) {
+  StoreFixture f(1 << 20);
+  Session a, b;
+  auto slots = f.store->Create(a, {"k"}, {8}, {});
+  ASSERT_TRUE(slots.ok());
+  const uint64_t off = (*slots)[0].offset;
+  // Another session, or an offset that was never created, cannot seal or abort it.
+  EXPECT_EQ(f.store->Seal(b, {off})[0], StatusCode::kNotFound);
+  EXPECT_EQ(f.store->Seal(a, {off + 4096})[0], StatusCode::kNotFound);
+  f.store->Abort(b, {off});
+  EXPECT_EQ(f.store->Stats().pending_creates, 1u);
+  std::vector<std::string> sealed;
+  EXPECT_EQ(f.store->Seal(a, {off}, &sealed)[0], StatusCode::kOk);
+  EXPECT_EQ(sealed, std::vector<std::string>{"k"});
+  EXPECT_EQ(f.store->Seal(a, {off})[0], StatusCode::kNotFound);  // sealed once only
+  EXPECT_EQ(f.store->Stats().pending_creates, 0u);
+}
+
+TEST(ObjectStore, KeyCreatedTwiceBeforeSealLaterSealWins) {
+  StoreFixture f(1 << 20);
+  Session w, r;
+  auto first = f.store->Create(w, {"k"}, {2}, {});
+  auto second = f.store->Create(w, {"k"}, {2}, {});
+  ASSERT_TRUE(first.ok() && second.ok());
+  std::memcpy(f.memory.data() + (*first)[0].offset, "v1", 2);
+  std::memcpy(f.memory.data() + (*second)[0].offset, "v2", 2);
+  EXPECT_EQ(f.store->Seal(w, {(*first)[0].offset})[0], StatusCode::kOk);
+  EXPECT_EQ(f.store->Seal(w, {(*second)[0].offset})[0], StatusCode::kOk);
+  EXPECT_EQ(*f.Read(r, "k"), "v2");
+  EXPECT_EQ(f.store->Stats().objects, 1u);
+  EXPECT_EQ(f.store->Delete({"k"}), 1u);
+  EXPECT_EQ(f.store->Stats().used, 0u);  // the replaced block was freed
 }
 
 TEST(ObjectStore, PinnedBlockSurvivesOverwriteAndDelete) {

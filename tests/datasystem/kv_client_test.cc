@@ -204,9 +204,10 @@ TEST_F(KVClientTest, EightProcessesTenThousandKeysEach) {
     guards[p].Forget();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   }
-  auto s = Stats();
-  EXPECT_EQ(s.objects, 80000u);
-  EXPECT_EQ(s.pinned_blocks, 0u);
+  EXPECT_EQ(Stats().objects, 80000u);
+  // The worker drops a dead client's pins when it sees the connection close,
+  // which can come a moment after the process exited.
+  EXPECT_TRUE(testing::Eventually([&] { return Stats().pinned_blocks == 0; }));
   auto v = client_->Get("proc7/9999");
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->size(), 256u);

@@ -79,9 +79,15 @@ void RpcClient::Run() {
   sock.set(zmq::sockopt::rcvhwm, 0);
   // Connection events tell us at once when the peer goes away, so requests
   // to a dead peer fail fast instead of waiting for their deadline.
-  std::string monitor_ep = "inproc://rpc-monitor-" + std::to_string(reinterpret_cast<uintptr_t>(this));
-  zmq_socket_monitor(sock.handle(), monitor_ep.c_str(),
-                     ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED);
+  // A fresh name per client: a new client at a freed one's address must not
+  // meet the old monitor endpoint, which libzmq unbinds asynchronously.
+  static std::atomic<uint64_t> monitors{0};
+  std::string monitor_ep = "inproc://rpc-monitor-" + std::to_string(monitors.fetch_add(1));
+  if (zmq_socket_monitor(sock.handle(), monitor_ep.c_str(),
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) != 0) {
+    spdlog::warn("rpc client {}: no connection events ({}); a dead peer is noticed at the deadline",
+                 endpoint_, zmq_strerror(zmq_errno()));
+  }
   zmq::socket_t monitor(Context(), zmq::socket_type::pair);
   monitor.set(zmq::sockopt::linger, 0);
   monitor.connect(monitor_ep);
@@ -181,7 +187,36 @@ void RpcClient::Run() {
     }
   }
   for (auto& [id, p] : pending) p.promise.set_value(Status::Cancelled("client closed"));
-  zmq_socket_monitor(sock.handle(), nullptr, 0);
+  StopMonitor(sock, monitor);
+}
+
+void RpcClient::StopMonitor(zmq::socket_t& sock, zmq::socket_t& monitor) {
+  // libzmq's I/O thread sends monitor events with blocking sends while it
+  // holds the lock that stopping the monitor takes; if the event pipe is full
+  // nobody could ever drain it and both threads would wait forever. So stop
+  // from a helper thread and keep reading events here until it is done.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    zmq_socket_monitor(sock.handle(), nullptr, 0);
+    stopped = true;
+  });
+  const auto warn_at = Clock::now() + std::chrono::seconds(5);
+  bool warned = false;
+  while (!stopped) {
+    if (!warned && Clock::now() > warn_at) {
+      spdlog::warn("rpc client: stopping the connection monitor takes more than 5 s");
+      warned = true;
+    }
+    zmq::pollitem_t item{monitor.handle(), 0, ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(&item, 1, std::chrono::milliseconds(10));
+      zmq::message_t event;
+      while (monitor.recv(event, zmq::recv_flags::dontwait)) {
+      }
+    } catch (const zmq::error_t&) {
+    }
+  }
+  stopper.join();
 }
 
 // ---------------------------------------------------------------- server

@@ -55,6 +55,7 @@ class RpcClient {
   };
   explicit RpcClient(std::string endpoint);
   void Run();
+  static void StopMonitor(zmq::socket_t& sock, zmq::socket_t& monitor);
 
   const std::string endpoint_;
   int wake_fd_ = -1;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/wire/message.h"
+#include "datasystem/object_store.h"
 #include "tqds/status.h"
 
 namespace ds {
@@ -22,10 +23,14 @@ class ClusterHooks {
   virtual void Published(const std::vector<std::string>& keys, bool wait) = 0;
 
   // Pulls `keys`, missing on this worker, from the workers holding them into
-  // local shared memory (as cached copies). Keys no worker has stay missing.
-  // Fails fast (Unavailable naming the key and the worker) when a key's only
-  // copies were on workers that left or cannot be reached.
-  virtual tqds::Status Fetch(const std::vector<std::string>& keys) = 0;
+  // local shared memory. A small fetch keeps them as cached copies (found by
+  // a store Get afterwards); a bulk fetch pins them as blocks private to
+  // `session` and fills (*pulled)[i] (sized like keys) for each such key.
+  // Keys no worker has stay missing. Fails fast (Unavailable naming the key
+  // and the worker) when a key's only copies were on workers that left or
+  // cannot be reached.
+  virtual tqds::Status Fetch(Session& session, const std::vector<std::string>& keys,
+                             std::vector<Located>* pulled) = 0;
 
   // Whether another worker holds a live copy of each key (local misses).
   virtual std::vector<bool> ExistRemote(const std::vector<std::string>& keys) = 0;

@@ -358,7 +358,8 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
   return out;
 }
 
-Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
+Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
+                         std::vector<Located>* pulled) {
   auto [live, ring] = Snapshot();
   if (!ring || ring->empty() || keys.empty()) return Status::OK();
   const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
@@ -366,6 +367,7 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
 
   // 2. Decide per key: pull, stay missing, or fail fast.
   std::vector<std::string> pull_keys;
+  std::vector<size_t> pull_index;  // position of each pull_keys entry in keys
   std::vector<uint64_t> sizes;
   std::vector<std::vector<Replica>> candidates;
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -381,13 +383,18 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
     }
     if (c.empty()) continue;
     pull_keys.push_back(keys[i]);
+    pull_index.push_back(i);
     sizes.push_back(lr.size);
     candidates.push_back(std::move(c));
   }
   if (pull_keys.empty()) return Status::OK();
 
-  // 3. Pull into fresh blocks (created in a private session, sealed when complete).
-  Session session;
+  // 3. Pull into fresh blocks: created in a private session and sealed as
+  // cached copies when complete, or, for a bulk read, created in the
+  // reader's session and pinned there as its private copies.
+  const bool cache = pull_keys.size() <= options_.cache_max_keys;
+  Session own;
+  Session& session = cache ? own : reader;
   WriteOptions wo;
   wo.evictable = true;
   wo.cached = true;
@@ -423,17 +430,24 @@ Status ClusterNode::Fetch(const std::vector<std::string>& keys) {
   }
   std::vector<std::string> seal;
   std::vector<uint64_t> seal_offsets, abort_offsets;
+  std::vector<size_t> sealed_index;
   Status failure;
   for (size_t i = 0; i < pull_keys.size(); ++i) {
     if (done[i]) {
       seal.push_back(pull_keys[i]);
       seal_offsets.push_back(slots[i].offset);
+      sealed_index.push_back(pull_index[i]);
     } else {
       abort_offsets.push_back(slots[i].offset);
       if (!errors[i].IsNotFound() && failure.ok()) failure = errors[i];
     }
   }
   store_.Abort(session, abort_offsets);
+  if (!cache) {
+    auto located = store_.PinPrivate(session, seal_offsets);
+    for (size_t j = 0; j < located.size(); ++j) (*pulled)[sealed_index[j]] = located[j];
+    return failure;
+  }
   store_.Seal(session, seal_offsets);
   store_.CloseSession(session);
 

@@ -61,6 +61,8 @@ struct ClusterOptions {
   // TCP port of the data plane on self_ip; 0 (default): an ephemeral port.
   int data_port = 0;
   PullOptions pull;
+  // A fetch of more keys than this keeps no cached copies (see Fetch).
+  size_t cache_max_keys = 256;
 };
 
 class ClusterNode final : public ClusterHooks {
@@ -74,7 +76,8 @@ class ClusterNode final : public ClusterHooks {
   void Stop();
 
   void Published(const std::vector<std::string>& keys, bool wait) override;
-  tqds::Status Fetch(const std::vector<std::string>& keys) override;
+  tqds::Status Fetch(Session& session, const std::vector<std::string>& keys,
+                     std::vector<Located>* pulled) override;
   std::vector<bool> ExistRemote(const std::vector<std::string>& keys) override;
   std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) override;
   tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) override;

@@ -258,6 +258,21 @@ void ObjectStore::Abort(Session& session, const std::vector<uint64_t>& offsets) 
   }
 }
 
+std::vector<Located> ObjectStore::PinPrivate(Session& session, const std::vector<uint64_t>& offsets) {
+  std::vector<Located> out(offsets.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    auto p = session.pending.find(offsets[i]);
+    if (p == session.pending.end()) continue;
+    out[i] = Located{StatusCode::kOk, offsets[i], p->second.size, 0};
+    session.pending.erase(p);
+    --pending_creates_;
+    Pin(session, offsets[i]);
+    pins_[offsets[i]].orphaned = true;  // no table entry: freed at the last release
+  }
+  return out;
+}
+
 Result<std::vector<Located>> ObjectStore::Get(Session& session,
                                               const std::vector<std::string>& keys,
                                               std::chrono::milliseconds wait) {

@@ -108,6 +108,10 @@ class ObjectStore {
                                std::vector<std::string>* sealed = nullptr);
   // Drops pending writes by offset; unknown offsets are ignored.
   void Abort(Session& session, const std::vector<uint64_t>& offsets);
+  // Turns pending writes of `session` into blocks only it can read: pinned by
+  // it, never in the table, freed at their last release (a private copy).
+  // Per entry: Located (kOk) or NotFound for an unknown offset.
+  std::vector<Located> PinPrivate(Session& session, const std::vector<uint64_t>& offsets);
 
   // Finds keys, reloading spilled ones, and pins each found block in
   // `session`. Waits up to `wait` for missing keys to be sealed.

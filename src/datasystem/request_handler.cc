@@ -309,25 +309,34 @@ Status RequestHandler::FetchMissing(Session& session, const std::vector<std::str
     }
     store_.Release(session, pinned);
   };
-  while (true) {
-    std::vector<size_t> idx;
-    std::vector<std::string> missing;
+  auto still_missing = [&](std::vector<size_t>& idx, std::vector<std::string>& missing) {
+    idx.clear();
+    missing.clear();
     for (size_t i = 0; i < keys.size(); ++i) {
       if (found[i].code != StatusCode::kOk) {
         idx.push_back(i);
         missing.push_back(keys[i]);
       }
     }
-    if (missing.empty()) return Status::OK();
-    Status st = context_.cluster->Fetch(missing);
+    return !missing.empty();
+  };
+  std::vector<size_t> idx;
+  std::vector<std::string> missing;
+  while (still_missing(idx, missing)) {
+    std::vector<Located> pulled(missing.size());
+    Status st = context_.cluster->Fetch(session, missing, &pulled);
+    for (size_t j = 0; j < idx.size(); ++j) {
+      if (pulled[j].code == StatusCode::kOk) found[idx[j]] = pulled[j];
+    }
     if (!st.ok()) {
       release_all();
       return st;
     }
-    // What was pulled is local now; wait a little for the rest (a local
-    // seal wakes us at once; a remote one is seen at the next round).
+    // Cached pulls are local now; wait a little for the rest (a local seal
+    // wakes us at once; a remote one is seen at the next round).
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
+    if (!still_missing(idx, missing)) break;
     auto slice = std::clamp(left, std::chrono::milliseconds(0), std::chrono::milliseconds(20));
     auto again = store_.Get(session, missing, slice);
     if (!again.ok()) {
@@ -335,8 +344,9 @@ Status RequestHandler::FetchMissing(Session& session, const std::vector<std::str
       return again.status();
     }
     for (size_t j = 0; j < idx.size(); ++j) found[idx[j]] = (*again)[j];
-    if (left.count() <= 0) return Status::OK();
+    if (left.count() <= 0) break;
   }
+  return Status::OK();
 }
 
 Result<Message> RequestHandler::Delete(const Message& request, bool local) {

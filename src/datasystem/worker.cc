@@ -110,6 +110,7 @@ Status Worker::Init() {
     co.node_timeout = std::chrono::seconds(options_.node_timeout_s);
     co.data_port = options_.data_port;
     co.pull.connections = options_.pull_connections;
+    co.cache_max_keys = options_.cache_max_keys;
     TQDS_ASSIGN_OR_RETURN(cluster_, ClusterNode::Start(co, *store_));
   }
   HandlerContext ctx;

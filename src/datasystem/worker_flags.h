@@ -33,6 +33,10 @@ inline void AddWorkerFlags(CLI::App& app, WorkerOptions& o) {
   app.add_option("--pull_connections", o.pull_connections,
                  "cluster: TCP connections per cross-node pull of a large object")
       ->capture_default_str();
+  app.add_option("--cache_max_keys", o.cache_max_keys,
+                 "cluster: a get pulling more keys than this from other workers keeps no cached "
+                 "copies (0: never cache)")
+      ->capture_default_str();
   app.add_option("--data_port", o.data_port,
                  "cluster: TCP port for worker-to-worker transfers (0: any free port)")
       ->capture_default_str();

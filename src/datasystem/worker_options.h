@@ -45,6 +45,11 @@ struct WorkerOptions {
   // Cluster: TCP connections one cross-node pull of a large object uses.
   // Default 4.
   uint32_t pull_connections = 4;
+  // Cluster: a get that pulls more keys than this from other workers keeps
+  // no cached copies: the bytes land in blocks private to the reader, freed
+  // when it releases them (bulk reads skip registering thousands of copies
+  // with their owners). 0: never cache. Default 256.
+  uint32_t cache_max_keys = 256;
   // Cluster: TCP port of the worker-to-worker data plane; 0 (default): any free port.
   int data_port = 0;
 

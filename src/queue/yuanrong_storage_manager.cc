@@ -5,6 +5,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/stream_copy.h"
 #include "ds/kv_client.h"
 
 namespace tq::internal {
@@ -18,7 +19,7 @@ constexpr size_t kParallelCopyBytes = 8u << 20;  // split bigger fills over two 
 void Fill(std::vector<ds::WriteBuffer>& dst, const std::vector<const Buffer*>& src, uint64_t total) {
   auto copy_range = [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
-      if (src[i]->size()) std::memcpy(dst[i].data(), src[i]->data(), src[i]->size());
+      tqds::StreamCopy(dst[i].data(), src[i]->data(), src[i]->size());
     }
   };
   if (total < kParallelCopyBytes || dst.size() < 2) return copy_range(0, dst.size());

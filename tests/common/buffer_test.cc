@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/stream_copy.h"
 #include "common/test_util.h"
 #include "tqds/buffer.h"
 
@@ -130,6 +131,25 @@ TEST(MutableBufferTest, ZeroSize) {
   ASSERT_OK_AND_ASSIGN(MutableBuffer mb, MutableBuffer::Allocate(0));
   Buffer b = std::move(mb).Freeze();
   EXPECT_EQ(b.size(), 0u);
+}
+
+TEST(StreamCopyTest, MatchesMemcpyAtEverySizeAndAlignment) {
+  std::vector<uint8_t> src(kStreamCopyMin * 3 + 256);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 131 + 7);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{63}, kStreamCopyMin - 1, kStreamCopyMin,
+                   kStreamCopyMin + 1, kStreamCopyMin * 2 + 77, kStreamCopyMin * 3}) {
+    for (size_t dst_off : {0, 1, 16, 63}) {
+      for (size_t src_off : {0, 5, 64}) {
+        std::vector<uint8_t> dst(n + 128, 0xee);
+        StreamCopy(dst.data() + dst_off, src.data() + src_off, n);
+        ASSERT_EQ(std::memcmp(dst.data() + dst_off, src.data() + src_off, n), 0)
+            << "n=" << n << " dst_off=" << dst_off << " src_off=" << src_off;
+        // Nothing outside [dst_off, dst_off + n) is touched.
+        for (size_t i = 0; i < dst_off; ++i) ASSERT_EQ(dst[i], 0xee);
+        for (size_t i = dst_off + n; i < dst.size(); ++i) ASSERT_EQ(dst[i], 0xee);
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -116,6 +116,44 @@ TEST_F(MultiWorker, GetOnAnyWorkerReturnsTheWritersBytes) {
   EXPECT_TRUE(b->Get("nobody").status().IsNotFound());
 }
 
+TEST_F(MultiWorker, BulkGetFromAnotherWorkerKeepsNoCachedCopies) {
+  // More keys than --cache_max_keys (default 256): the reader's worker pulls
+  // them into blocks private to the reader and frees them at release.
+  auto a = Client(0), b = Client(1);
+  auto keys = Keys("bulk", 600);
+  Write(*a, keys, 4096);
+  auto before = b->Stats();
+  ASSERT_TRUE(before.ok());
+  {
+    auto got = b->GetBuffers(keys);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      ASSERT_TRUE((*got)[i].has_value()) << keys[i];
+      ASSERT_TRUE((*got)[i]->view() == ValueOf(keys[i], 4096)) << "wrong bytes for " << keys[i];
+    }
+    auto during = b->Stats();
+    ASSERT_TRUE(during.ok());
+    EXPECT_EQ(during->objects, before->objects);  // nothing entered b's table
+    EXPECT_GE(during->used, before->used + 600 * 4096);
+    EXPECT_EQ(during->pinned_blocks, 600u);
+    // A delete while the reader holds its views does not disturb them.
+    ASSERT_TRUE(a->Delete({keys[0]}).ok());
+    EXPECT_TRUE((*got)[0]->view() == ValueOf(keys[0], 4096));
+  }
+  EXPECT_TRUE(testing::Eventually([&] {
+    auto s = b->Stats();
+    return s.ok() && s->pinned_blocks == 0 && s->used == before->used;
+  }));
+  // Deleted stays deleted everywhere; the rest is read again (pulled anew).
+  auto again = b->GetBuffers(keys);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE((*again)[0].has_value());
+  for (size_t i = 1; i < keys.size(); ++i) {
+    ASSERT_TRUE((*again)[i].has_value()) << keys[i];
+    ASSERT_TRUE((*again)[i]->view() == ValueOf(keys[i], 4096));
+  }
+}
+
 TEST_F(MultiWorker, OverwriteAndDeleteReachEveryCopy) {
   auto a = Client(0), b = Client(1), c = Client(2);
   ASSERT_TRUE(a->Set("k", "first").ok());

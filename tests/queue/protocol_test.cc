@@ -396,6 +396,11 @@ TEST(StorageKeyTest, KeysNeverCollideAcrossPartitionsIndexesOrGenerations) {
   // Components that concatenate to the same text stay distinct.
   EXPECT_NE(StorageKey({"a/0.1/b", 0, 1}, "f"), StorageKey({"a", 0, 1}, "b/0.1/f"));
   EXPECT_EQ(StorageKey({"p", 3, 7}, "f"), StorageKey({"p", 3, 7}, "f"));
+  // The documented layout (docs/architecture.md), byte for byte.
+  EXPECT_EQ(StorageKey({"train_0", 12, 3, 0xabcULL}, "input_ids"),
+            "tq/0000000000000abc/7:train_0/12.3/input_ids");
+  EXPECT_EQ(StorageKey({"", 0, 18446744073709551615ULL, ~0ULL}, "f"),
+            "tq/ffffffffffffffff/0:/0.18446744073709551615/f");
 }
 
 }  // namespace

@@ -80,6 +80,7 @@ int Start(ds::WorkerOptions options) {
                                    "--high_watermark", std::to_string(options.high_watermark),
                                    "--node_timeout_s", std::to_string(options.node_timeout_s),
                                    "--pull_connections", std::to_string(options.pull_connections),
+                                   "--cache_max_keys", std::to_string(options.cache_max_keys),
                                    "--data_port", std::to_string(options.data_port)};
   if (!options.etcd_address.empty()) args.insert(args.end(), {"--etcd_address", options.etcd_address});
   if (!options.spill_directory.empty()) {

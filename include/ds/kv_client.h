@@ -106,6 +106,8 @@ struct WorkerStats {
   uint64_t objects = 0, resident_objects = 0, spilled_objects = 0;
   uint64_t spill_used = 0, spill_limit = 0, spills = 0, reloads = 0, evictions = 0;
   int pid = 0;
+  // The background commit of the shared memory (--populate_memory) is done.
+  bool memory_populated = true;
 };
 
 class KVClient {

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -20,18 +21,41 @@ tqds::Result<std::unique_ptr<SharedArena>> SharedArena::Create(uint64_t size, bo
                                  " bytes: ", std::strerror(e));
   }
   ::fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
-  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd, 0);
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
     int e = errno;
     ::close(fd);
     return tqds::Status::IOError("cannot map the shared memory arena (", size,
                                  " bytes): ", std::strerror(e));
   }
-  return std::unique_ptr<SharedArena>(new SharedArena(fd, static_cast<uint8_t*>(p), size));
+  std::unique_ptr<SharedArena> arena(new SharedArena(fd, static_cast<uint8_t*>(p), size));
+  if (populate && size > 0) {
+    arena->populated_ = false;
+    arena->populator_ = std::thread([a = arena.get()] { a->Populate(); });
+  }
+  return arena;
+}
+
+void SharedArena::Populate() {
+  // In steps, so a stop is seen quickly. Populating never changes bytes, so
+  // it is safe while clients already write into the arena.
+  constexpr uint64_t kStep = 64ull << 20;
+  for (uint64_t off = 0; off < size_ && !stop_; off += kStep) {
+    const uint64_t n = std::min(kStep, size_ - off);
+    if (::madvise(base_ + off, n, MADV_POPULATE_WRITE) == 0) continue;
+    if (errno != EINVAL) break;
+    // Before Linux 5.14: a throwaway populated mapping of the same pages.
+    void* q = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_,
+                     static_cast<off_t>(off));
+    if (q == MAP_FAILED) break;
+    ::munmap(q, n);
+  }
+  populated_ = true;
 }
 
 SharedArena::~SharedArena() {
+  stop_ = true;
+  if (populator_.joinable()) populator_.join();
   ::munmap(base_, size_);
   ::close(fd_);
 }

@@ -518,6 +518,7 @@ Result<WorkerStats> KVClient::Stats() {
   s.reloads = u("reloads");
   s.evictions = u("evictions");
   s.pid = static_cast<int>(u("pid"));
+  s.memory_populated = r.GetOr<bool>("memory_populated", true).ValueOr(true);
   return s;
 }
 

@@ -402,8 +402,10 @@ Result<Message> RequestHandler::Stats(const Message& request) {
   StoreStats s = store_.Stats();
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(14);
+    pk.pack_map(15);
     pk.pack("worker"); pk.pack(context_.worker);
+    pk.pack("memory_populated");
+    pk.pack(context_.memory_populated ? context_.memory_populated() : true);
     pk.pack("pid"); pk.pack(context_.pid);
     pk.pack("capacity"); pk.pack(s.capacity);
     pk.pack("used"); pk.pack(s.used);

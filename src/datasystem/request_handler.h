@@ -22,6 +22,8 @@ struct HandlerContext {
   std::string socket_path;   // Unix socket local clients connect to
   uint64_t instance = 0;     // random id of this worker process
   uint64_t arena_size = 0;
+  // Whether the arena's background commit (--populate_memory) is done.
+  std::function<bool()> memory_populated;
   int pid = 0;
   std::function<void()> request_shutdown;
   // The cluster this worker belongs to; null for a standalone worker.

@@ -118,6 +118,7 @@ Status Worker::Init() {
   ctx.socket_path = options_.socket_path();
   ctx.instance = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
   ctx.arena_size = arena_->size();
+  ctx.memory_populated = [a = arena_.get()] { return a->populated(); };
   ctx.pid = ::getpid();
   ctx.request_shutdown = [] { RequestProcessStop(); };
   ctx.cluster = cluster_.get();

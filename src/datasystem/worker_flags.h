@@ -40,8 +40,10 @@ inline void AddWorkerFlags(CLI::App& app, WorkerOptions& o) {
   app.add_option("--data_port", o.data_port,
                  "cluster: TCP port for worker-to-worker transfers (0: any free port)")
       ->capture_default_str();
-  app.add_flag("--populate_memory", o.populate_memory,
-               "commit the shared memory at start (faster first writes)");
+  app.add_flag("--populate_memory,!--no_populate_memory", o.populate_memory,
+               "commit the shared memory in the background after start (default; "
+               "--no_populate_memory: commit pages on first use)")
+      ->capture_default_str();
 }
 
 }  // namespace ds

@@ -37,8 +37,10 @@ struct WorkerOptions {
   std::string unix_socket_dir = "/tmp/ds_worker";
   // Spill/evict when the arena is fuller than this fraction. Default 0.9.
   double high_watermark = 0.9;
-  // Commit the arena's pages at start (faster first writes, RSS up front).
-  bool populate_memory = false;
+  // Commit the arena's pages in the background after start (fresh pages
+  // cost a fault each on first write; the worker's memory is then all
+  // resident). Default true; --no_populate_memory commits pages on first use.
+  bool populate_memory = true;
   // Cluster (with etcd_address): seconds a dead worker stays in the ring
   // (its etcd lease TTL; etcd's minimum is about 2). Default 3.
   uint32_t node_timeout_s = 3;

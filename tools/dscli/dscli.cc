@@ -86,7 +86,7 @@ int Start(ds::WorkerOptions options) {
   if (!options.spill_directory.empty()) {
     args.insert(args.end(), {"--spill_directory", options.spill_directory});
   }
-  if (options.populate_memory) args.push_back("--populate_memory");
+  args.push_back(options.populate_memory ? "--populate_memory" : "--no_populate_memory");
   pid_t child = ::fork();
   if (child < 0) return Fail(std::string("fork: ") + std::strerror(errno));
   if (child == 0) {

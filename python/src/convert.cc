@@ -15,6 +15,38 @@ struct PyBufferHolder {
   }
 };
 
+// A reference to a Python object (a tensor whose memory a Buffer borrows).
+struct PyObjectHolder {
+  py::object obj;
+  ~PyObjectHolder() {
+    if (!Py_IsInitialized()) {  // interpreter gone: leak rather than crash
+      obj.release();
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    obj = py::object();
+  }
+};
+
+std::string TypeName(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
+
+// A torch.Tensor (duck-typed: torch is not linked): its bytes, in place.
+Buffer BufferFromTensor(py::handle t) {
+  bool contiguous = t.attr("is_contiguous")().cast<bool>();
+  if (!contiguous || t.attr("device").attr("type").cast<std::string>() != "cpu") {
+    Throw(Status::TypeError("expected a contiguous CPU tensor, got one on ",
+                            std::string(py::str(t.attr("device"))),
+                            contiguous ? "" : " (not contiguous)"));
+  }
+  size_t size = t.attr("numel")().cast<size_t>() * t.attr("element_size")().cast<size_t>();
+  auto ptr = t.attr("data_ptr")().cast<uintptr_t>();
+  static const uint64_t kEmpty = 0;  // an empty tensor may have no memory at all
+  const void* data = ptr ? reinterpret_cast<const void*>(ptr) : static_cast<const void*>(&kEmpty);
+  auto holder = std::make_shared<PyObjectHolder>();
+  holder->obj = py::reinterpret_borrow<py::object>(t);
+  return Buffer::Wrap(data, size, std::shared_ptr<const void>(holder, holder.get()));
+}
+
 const char* NumpyTypeStr(tq::DType d) {
   switch (d) {
     case tq::DType::kBool: return "|b1";
@@ -40,11 +72,15 @@ py::capsule Keep(const Buffer& data) {
 }  // namespace
 
 Buffer BufferFromPython(py::handle obj) {
+  bool tensor = py::hasattr(obj, "data_ptr") && py::hasattr(obj, "element_size");
+  if (!PyObject_CheckBuffer(obj.ptr()) && tensor) {
+    return BufferFromTensor(obj);
+  }
   auto holder = std::make_shared<PyBufferHolder>();
   if (PyObject_GetBuffer(obj.ptr(), &holder->view, PyBUF_C_CONTIGUOUS) != 0) {
     PyErr_Clear();
     Throw(Status::TypeError("expected a C-contiguous buffer (numpy array, bytes, CPU tensor), got ",
-                            std::string(py::str(py::type::of(obj).attr("__name__")))));
+                            TypeName(obj)));
   }
   const void* data = holder->view.buf;
   size_t size = static_cast<size_t>(holder->view.len);

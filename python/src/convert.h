@@ -12,8 +12,11 @@ namespace tqds::py_binding {
 
 namespace py = pybind11;
 
-// A view of a C-contiguous Python buffer (numpy array, bytes, memoryview)
-// that keeps the exporter alive. Raises DTypeError if not contiguous.
+// A view (no copy) of a C-contiguous Python buffer (numpy array, bytes,
+// memoryview), or of a contiguous CPU torch.Tensor's memory (found through
+// data_ptr(), so any dtype and requires_grad are fine, and no torch call
+// gives up the GIL), that keeps the object alive. Raises DTypeError for
+// anything else (a non-contiguous array or tensor, a device tensor).
 Buffer BufferFromPython(py::handle obj);
 
 // A numpy array over `data` (no copy) that keeps the Buffer alive. bfloat16

@@ -145,6 +145,24 @@ def test_non_contiguous_tensor(client):
     assert torch.equal(out["x"], x)
 
 
+def test_tensors_are_read_in_place(client):
+    """Tensors cross into C++ through data_ptr(): ones that need grad, views
+    that start inside their storage, bfloat16 and empty tensors all arrive."""
+    w = torch.randn(3, 4, requires_grad=True)
+    base = torch.arange(40, dtype=torch.int64)
+    view = base[8:20].view(3, 4)  # storage offset 8
+    assert view.storage_offset() == 8 and view.is_contiguous()
+    bf = torch.randn(3, 2).to(torch.bfloat16)
+    empty = torch.zeros(3, 0)
+    rag = [torch.randn(k, requires_grad=True) for k in (1, 3, 2)]
+    out = roundtrip(client, {"w": w, "view": view, "bf": bf, "empty": empty, "rag": rag}, batch_size=3)
+    assert torch.equal(out["w"], w.detach()) and not out["w"].requires_grad
+    assert torch.equal(out["view"], view) and torch.equal(out["bf"], bf)
+    assert out["empty"].shape == (3, 0)
+    for got, want in zip(out["rag"], rag):
+        assert torch.equal(got, want.detach())
+
+
 def test_numpy_arrays_accepted(client):
     a = np.arange(12, dtype=np.int32).reshape(3, 4)
     f = np.linspace(0, 1, 3, dtype=np.float64)

@@ -130,6 +130,20 @@ def test_put_of_numpy_object_array(sclient):
         sclient.put(data={"a": np.array([1, "x"], dtype=object)}, partition_id="p")
 
 
+def test_put_of_sparse_tensor(sclient):
+    sparse = torch.eye(3).to_sparse()
+    with pytest.raises(tq.DTypeError, match="layout"):
+        sclient.put(data={"a": sparse}, partition_id="p")
+
+
+def test_binding_rejects_device_or_strided_tensors(sclient):
+    """The extension reads tensors in place only when they are contiguous
+    and on the CPU (the Python layer makes them so; a direct call may not)."""
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4).t()
+    with pytest.raises(tq.DTypeError, match="contiguous"):
+        sclient._client.put(4, [("dense", "x", x, "float32", (4, 3))], partition_id="p")
+
+
 def test_ragged_field_with_mixed_dtypes(sclient):
     with pytest.raises(tq.DTypeError, match="'a'"):
         sclient.put(data=TensorDict({"a": [torch.zeros(2), torch.zeros(3, dtype=torch.int32)]}, batch_size=[2]),

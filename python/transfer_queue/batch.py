@@ -131,20 +131,20 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 
 def _as_cpu_tensor(v: Any) -> torch.Tensor:
+    """A contiguous CPU tensor with v's values; v itself when it already is
+    one. The C++ side reads its memory in place (data_ptr), so no detach()
+    or numpy view is needed: torch calls that give up the GIL (detach, view)
+    cost a GIL handoff per tensor, up to a switch interval each next to a
+    busy Python thread."""
     if isinstance(v, np.ndarray):
         if v.dtype == object:
             raise DTypeError("numpy object arrays are not tensors; pass a list")
         v = torch.from_numpy(np.ascontiguousarray(v))
     if v.device.type != "cpu":
         v = v.cpu()  # device tensors are staged through host memory
-    return v.detach().contiguous()
-
-
-def _buffer_of(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a contiguous CPU tensor's bytes (no copy)."""
-    if t.dtype == torch.bfloat16:
-        t = t.view(torch.int16)
-    return t.numpy()
+    if v.layout is not torch.strided:
+        raise DTypeError(f"unsupported tensor layout {v.layout} (convert it with .to_dense())")
+    return v if v.is_contiguous() else v.contiguous()  # contiguous() copies, only where needed
 
 
 def _tensor_field(name: str, t: torch.Tensor, n: int):
@@ -155,7 +155,7 @@ def _tensor_field(name: str, t: torch.Tensor, n: int):
         raise InvalidArgumentError(
             f"field '{name}' has leading dimension {tuple(t.shape)[:1]} but the batch size is {n}"
         )
-    return ("dense", name, _buffer_of(t), _dtype_name(t), tuple(t.shape))
+    return ("dense", name, t, _dtype_name(t), tuple(t.shape))
 
 
 def _list_field(name: str, values: list, n: int):
@@ -167,7 +167,7 @@ def _list_field(name: str, values: list, n: int):
         names = {_dtype_name(t) for t in ts}
         if len(names) != 1:
             raise DTypeError(f"field '{name}' mixes dtypes {sorted(names)}")
-        return ("ragged", name, [_buffer_of(t) for t in ts], names.pop(), [tuple(t.shape) for t in ts])
+        return ("ragged", name, ts, names.pop(), [tuple(t.shape) for t in ts])
     blobs, kinds = [], []
     for v in values:
         if isinstance(v, str):

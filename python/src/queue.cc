@@ -52,43 +52,84 @@ tq::Shape ToShape(py::handle h) {
 
 tq::DType ToDType(py::handle h) { return Unwrap(tq::ParseDType(h.cast<std::string>())); }
 
+// A put's fields, read from Python with the GIL held. A dense field keeps
+// one view of the whole tensor (no copy, no per-sample Python objects);
+// TakeBatch() splits it into per-sample views with the GIL released.
+// `python_buffers` references every Python buffer used, so the Batch can be
+// dropped without the GIL; the buffers are released when this is destroyed,
+// by the binding, with the GIL held (not reacquired once per buffer).
+struct PendingBatch {
+  struct Field {
+    std::string name;
+    bool dense = false;
+    tq::DType dtype = tq::DType::kUInt8;
+    tq::Shape shape;    // dense: [batch_size, ...]
+    Buffer data;        // dense: the whole tensor
+    tq::Column column;  // ragged / objects: one value per sample
+  };
+  size_t batch_size = 0;
+  std::vector<Field> fields;
+  std::vector<Buffer> python_buffers;
+
+  Buffer FromPython(py::handle obj) {
+    python_buffers.push_back(BufferFromPython(obj));
+    return python_buffers.back();
+  }
+
+  // The Batch (per-sample views, no copy); moves the columns out. No GIL.
+  tq::Result<tq::Batch> TakeBatch() {
+    tq::Batch b(batch_size);
+    for (Field& f : fields) {
+      TQDS_RETURN_NOT_OK(f.dense ? b.AddTensor(f.name, f.dtype, f.shape, f.data)
+                                 : b.AddField(f.name, std::move(f.column)));
+    }
+    return b;
+  }
+};
+
 // fields: [("dense", name, buffer, dtype, shape) | ("ragged", name, [buffer], dtype, [shape])
 //          | ("objects", name, [bytes], [kind])]
-tq::Batch BuildBatch(size_t batch_size, const py::list& fields) {
-  tq::Batch b(batch_size);
+PendingBatch GatherBatch(size_t batch_size, const py::list& fields) {
+  PendingBatch p;
+  p.batch_size = batch_size;
+  p.fields.reserve(fields.size());
   for (auto item : fields) {
     auto t = item.cast<py::tuple>();
     std::string form = t[0].cast<std::string>();
-    std::string name = t[1].cast<std::string>();
+    PendingBatch::Field& f = p.fields.emplace_back();
+    f.name = t[1].cast<std::string>();
     if (form == "dense") {
-      tq::DType dt = ToDType(t[3]);
-      ThrowIfError(b.AddTensor(name, dt, ToShape(t[4]), BufferFromPython(t[2])));
+      f.dense = true;
+      f.dtype = ToDType(t[3]);
+      f.shape = ToShape(t[4]);
+      f.data = p.FromPython(t[2]);
     } else if (form == "ragged") {
       auto bufs = t[2].cast<py::list>();
       auto shapes = t[4].cast<py::list>();
       tq::DType dt = ToDType(t[3]);
-      tq::Column col;
+      f.column.reserve(bufs.size());
       for (size_t i = 0; i < bufs.size(); ++i) {
-        auto v = tq::Value::Tensor(dt, ToShape(shapes[i]), BufferFromPython(bufs[i]));
-        if (!v.ok()) Throw(v.status().WithContext("field '" + name + "' sample " + std::to_string(i)));
-        col.push_back(v.MoveValue());
+        auto v = tq::Value::Tensor(dt, ToShape(shapes[i]), p.FromPython(bufs[i]));
+        if (!v.ok()) {
+          Throw(v.status().WithContext("field '" + f.name + "' sample " + std::to_string(i)));
+        }
+        f.column.push_back(v.MoveValue());
       }
-      ThrowIfError(b.AddField(name, std::move(col)));
     } else if (form == "objects") {
       auto vals = t[2].cast<py::list>();
       auto kinds = t[3].cast<py::list>();
-      tq::Column col;
+      f.column.reserve(vals.size());
       for (size_t i = 0; i < vals.size(); ++i) {
         int kind = kinds[i].cast<int>();
         if (kind < 1 || kind >= tq::kNumFieldKinds) Throw(Status::TypeError("invalid object kind ", kind));
-        col.push_back(tq::Value::Object(BufferFromPython(vals[i]), static_cast<tq::FieldKind>(kind)));
+        auto k = static_cast<tq::FieldKind>(kind);
+        f.column.push_back(tq::Value::Object(p.FromPython(vals[i]), k));
       }
-      ThrowIfError(b.AddField(name, std::move(col)));
     } else {
       Throw(Status::Invalid("unknown field form '", form, "'"));
     }
   }
-  return b;
+  return p;
 }
 
 // Returns [(name, "dense", array, dtype) | (name, "ragged", [array], dtype)
@@ -251,12 +292,19 @@ void InitClient(py::module_& m) {
       .def("put",
            [](Client& c, size_t batch_size, const py::list& fields, const std::string& partition_id,
               const BatchMeta* meta) {
-             tq::Batch b = BuildBatch(batch_size, fields);
+             // GIL held only to read the field list; the Batch is built,
+             // sent and dropped without it. `pending` releases the Python
+             // buffers afterwards, with the GIL held again.
+             PendingBatch pending = GatherBatch(batch_size, fields);
              tq::Result<BatchMeta> r = Status::Internal("unset");
              {
                py::gil_scoped_release nogil;
-               r = meta ? c.put(b, *meta) : c.put(b, partition_id);
-               b = tq::Batch();  // drop Python-backed buffers while we still can
+               tq::Result<tq::Batch> b = pending.TakeBatch();
+               if (!b.ok()) {
+                 r = b.status();
+               } else {
+                 r = meta ? c.put(*b, *meta) : c.put(*b, partition_id);
+               }
              }
              return Unwrap(std::move(r));
            },

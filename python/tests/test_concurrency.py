@@ -2,6 +2,7 @@
 release the GIL), and the asyncio twins run concurrently."""
 
 import asyncio
+import sys
 import threading
 import time
 
@@ -94,6 +95,42 @@ def test_large_put_and_get_release_the_gil(client, partition):
         assert n > 0, "no Python thread ran during a large get_data"
         assert gap < 0.6 * dur, f"the GIL looks held: get_data took {dur:.3f} s, longest gap {gap:.3f} s"
     assert torch.equal(out["x"], x)
+
+
+def test_put_takes_the_gil_back_once(client, partition):
+    """put drops the tensors' Python buffers with the GIL held, after the
+    transfer, instead of reacquiring the GIL once per buffer while a busy
+    Python thread holds it (a wait of up to one switch interval each; here
+    there are 176 buffers, against about one interval for the whole put)."""
+    n = 16
+    data = {f"d{i}": torch.full((n, 8), float(i)) for i in range(16)}  # dense: one buffer per field
+    for i in range(5):
+        data[f"r{i}"] = [torch.arange(k + 1) + i for k in range(n)]  # ragged: one buffer per sample
+        data[f"o{i}"] = [f"s{i}.{k}" for k in range(n)]  # objects: one buffer per sample
+    interval, spinning, stop = 0.05, threading.Event(), threading.Event()
+
+    def busy():
+        spinning.set()
+        while not stop.is_set():
+            pass
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    spinner = threading.Thread(target=busy)
+    spinner.start()
+    try:
+        assert spinning.wait(5)
+        t0 = time.perf_counter()
+        client.put(data=TensorDict(data, batch_size=[n]), partition_id=partition)
+        dur = time.perf_counter() - t0
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(old)
+    assert dur < 10 * interval, f"put took {dur:.2f} s next to a busy thread: GIL reacquired per buffer?"
+    out = client.get_data(client.get_meta(list(data), n, partition, task_name="t"))
+    assert torch.equal(out["d3"], data["d3"]) and out["o2"] == data["o2"]
+    assert [t.tolist() for t in out["r4"]] == [t.tolist() for t in data["r4"]]
 
 
 def test_two_threads_large_transfers_both_progress(client, make_another_client):

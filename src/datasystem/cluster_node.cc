@@ -421,6 +421,8 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
         size_t i = idx[j];
         if (st[j].ok()) {
           done[i] = true;
+          // A cached copy expires with its source, never later.
+          if (items[j].ttl_ms != 0) store_.SetPendingTtl(session, slots[i].offset, items[j].ttl_ms);
         } else {
           if (errors[i].ok() || !st[j].IsNotFound()) errors[i] = st[j];
           ++next[i];

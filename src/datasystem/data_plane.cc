@@ -51,8 +51,9 @@ struct ReplyHeader {
   uint8_t pad[3];
   uint32_t msg_len;
   uint64_t length;
+  uint64_t ttl_ms;  // the object's time left to live; 0: never expires
 };
-static_assert(sizeof(ReplyHeader) == 16);
+static_assert(sizeof(ReplyHeader) == 24);
 
 // Reads exactly n bytes. false on EOF, error or timeout (errno tells).
 bool ReadAll(int fd, void* buf, size_t n) {
@@ -161,7 +162,7 @@ void DataServer::Serve(Conn* conn) {
     key.resize(h.key_len);
     if (!ReadAll(conn->fd, key.data(), key.size())) break;
     auto reply_error = [&](StatusCode code, const std::string& msg) {
-      ReplyHeader r{static_cast<uint8_t>(code), {0, 0, 0}, static_cast<uint32_t>(msg.size()), 0};
+      ReplyHeader r{static_cast<uint8_t>(code), {0, 0, 0}, static_cast<uint32_t>(msg.size()), 0, 0};
       return WriteAll(conn->fd, &r, sizeof(r), MSG_MORE) && WriteAll(conn->fd, msg.data(), msg.size());
     };
     auto found = store_.Get(session, {key}, std::chrono::milliseconds(0));
@@ -181,7 +182,7 @@ void DataServer::Serve(Conn* conn) {
     } else if (h.offset > l.size || h.length > l.size - h.offset) {
       ok = reply_error(StatusCode::kInvalid, "range beyond the object");
     } else {
-      ReplyHeader r{0, {0, 0, 0}, 0, h.length};
+      ReplyHeader r{0, {0, 0, 0}, 0, h.length, l.ttl_ms};
       ok = WriteAll(conn->fd, &r, sizeof(r), h.length > 0 ? MSG_MORE : 0) &&
            WriteAll(conn->fd, store_.base() + l.offset + h.offset, h.length);
     }
@@ -289,7 +290,7 @@ void PullClient::Return(const std::string& endpoint, int fd) {
 }
 
 std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::string& holder,
-                                     const std::vector<PullItem>& items) {
+                                     std::vector<PullItem>& items) {
   struct Chunk {
     size_t item;
     uint64_t offset, length;
@@ -340,7 +341,7 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
     std::string msg;
     for (size_t k = c; k < chunks.size() && !broken; k += nconn) {
       const Chunk& ch = chunks[k];
-      const PullItem& it = items[ch.item];
+      PullItem& it = items[ch.item];
       ReplyHeader r;
       if (!ReadAll(*fd, &r, sizeof(r))) {
         broken = true;
@@ -361,6 +362,10 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
         broken = true;
         io_error = "reply of the wrong length";
         break;
+      }
+      if (r.ttl_ms != 0) {  // chunks may see different moments: keep the shortest
+        std::lock_guard<std::mutex> lock(result_mu);
+        if (it.ttl_ms == 0 || r.ttl_ms < it.ttl_ms) it.ttl_ms = r.ttl_ms;
       }
       if (!ReadAll(*fd, it.dest + ch.offset, ch.length)) {
         broken = true;

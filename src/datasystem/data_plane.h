@@ -93,6 +93,8 @@ struct PullItem {
   uint64_t version = 0;
   uint64_t size = 0;
   uint8_t* dest = nullptr;
+  // Set by Pull: the holder's time left to live for this object; 0: never.
+  uint64_t ttl_ms = 0;
 };
 
 class PullClient {
@@ -105,8 +107,9 @@ class PullClient {
   // Pulls every item from the data server at `endpoint` (worker `holder`,
   // named in errors). One status per item: OK, NotFound (the holder no
   // longer has that version) or Unavailable/IOError naming key and holder.
+  // Fills each item's ttl_ms.
   std::vector<Status> Pull(const std::string& endpoint, const std::string& holder,
-                           const std::vector<PullItem>& items);
+                           std::vector<PullItem>& items);
 
  private:
   Result<int> Acquire(const std::string& endpoint);

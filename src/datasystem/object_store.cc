@@ -247,6 +247,12 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<ui
   return codes;
 }
 
+void ObjectStore::SetPendingTtl(Session& session, uint64_t offset, uint64_t ttl_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto p = session.pending.find(offset);
+  if (p != session.pending.end()) p->second.opts.ttl_ms = ttl_ms;
+}
+
 void ObjectStore::Abort(Session& session, const std::vector<uint64_t>& offsets) {
   std::lock_guard<std::mutex> lock(mu_);
   for (uint64_t off : offsets) {
@@ -304,7 +310,9 @@ Result<std::vector<Located>> ObjectStore::Get(Session& session,
         policy_->Touch(o.id);
       }
       Pin(session, o.offset);
-      out[i] = Located{StatusCode::kOk, o.offset, o.size, o.version};
+      const uint64_t ttl =
+          o.expire_at_ms == 0 ? 0 : static_cast<uint64_t>(std::max<int64_t>(1, o.expire_at_ms - now));
+      out[i] = Located{StatusCode::kOk, o.offset, o.size, o.version, ttl};
     }
     if (missing == 0 || wait.count() <= 0) break;
     if (shutdown_) return Status::Cancelled("worker is shutting down");

@@ -70,6 +70,7 @@ struct Located {
   uint64_t offset = 0;
   uint64_t size = 0;
   uint64_t version = 0;
+  uint64_t ttl_ms = 0;  // time left before the object expires; 0: never
 };
 
 // What the cluster needs to know about a sealed object (no pin taken).
@@ -106,6 +107,9 @@ class ObjectStore {
   // freed). The keys sealed are appended to `sealed` when given.
   std::vector<StatusCode> Seal(Session& session, const std::vector<uint64_t>& offsets,
                                std::vector<std::string>* sealed = nullptr);
+  // Sets the time to live a pending write gets when sealed (a cached copy
+  // inherits what is left of its source's). Unknown offsets are ignored.
+  void SetPendingTtl(Session& session, uint64_t offset, uint64_t ttl_ms);
   // Drops pending writes by offset; unknown offsets are ignored.
   void Abort(Session& session, const std::vector<uint64_t>& offsets);
   // Turns pending writes of `session` into blocks only it can read: pinned by

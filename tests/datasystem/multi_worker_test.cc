@@ -154,6 +154,26 @@ TEST_F(MultiWorker, BulkGetFromAnotherWorkerKeepsNoCachedCopies) {
   }
 }
 
+TEST_F(MultiWorker, CachedCopyExpiresWithItsSource) {
+  auto a = Client(0), b = Client(1);
+  SetParam ttl;
+  ttl.ttl_seconds = 1;
+  const auto written = Clock::now();
+  ASSERT_TRUE(a->Set("short-lived", "v", ttl).ok());
+  ASSERT_TRUE(a->Set("long-lived", "w").ok());
+  const uint64_t objects_before = b->Stats()->objects;
+  EXPECT_EQ(b->Get("short-lived").ValueOr(""), "v");  // b caches both copies
+  EXPECT_EQ(b->Get("long-lived").ValueOr(""), "w");
+  EXPECT_EQ(b->Stats()->objects, objects_before + 2);
+  // Within about a second of the write, the copy on b is gone too (before,
+  // a cached copy outlived its source's TTL and served expired bytes).
+  EXPECT_TRUE(testing::Eventually([&] { return b->Get("short-lived").status().IsNotFound(); },
+                                  std::chrono::seconds(5)));
+  EXPECT_LT(Clock::now() - written, std::chrono::milliseconds(2500));
+  EXPECT_TRUE(a->Get("short-lived").status().IsNotFound());
+  EXPECT_EQ(b->Get("long-lived").ValueOr(""), "w");  // no TTL: kept
+}
+
 TEST_F(MultiWorker, OverwriteAndDeleteReachEveryCopy) {
   auto a = Client(0), b = Client(1), c = Client(2);
   ASSERT_TRUE(a->Set("k", "first").ok());

@@ -824,13 +824,18 @@ int main(int argc, char** argv) {
     const bool same = r.scenario == "same_node";
     const double need = same ? 0.6 : 0.8;
     const bool pass = r.ratio() >= need;
+    // The targets are for the perftest shape (seq 8192); the small
+    // shape is reported against the same bar for information only.
+    const bool target = r.shape.find("x8192 ") != std::string::npos;
     std::string what = (same ? "same node " : "cross node ") + r.shape;
-    std::printf("%-4s %-40s need >= %.1f x %s, got %.2f x\n", pass ? "PASS" : "MISS", what.c_str(),
-                need, same ? "memcpy" : "iperf3", r.ratio());
+    std::printf("%-4s %-40s need >= %.1f x %s, got %.2f x%s\n",
+                target ? (pass ? "PASS" : "MISS") : "info", what.c_str(), need,
+                same ? "memcpy" : "iperf3", r.ratio(), target ? "" : " (not a target)");
     targets.push_back({{"target", what},
                        {"need", need},
                        {"reference", same ? "memcpy" : "iperf3"},
                        {"ratio", r.ratio()},
+                       {"is_target", target},
                        {"pass", pass}});
   }
   {

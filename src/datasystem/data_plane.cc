@@ -10,11 +10,13 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "datasystem/protocol.h"
@@ -90,6 +92,63 @@ bool WriteAll(int fd, const void* buf, size_t n, int flags = 0) {
   return true;
 }
 
+// Reads exactly na bytes into a, then nb into b, in as few syscalls as the
+// socket allows (one reply's payload and the next reply's header together).
+bool ReadTwo(int fd, void* a, size_t na, void* b, size_t nb) {
+  iovec iov[2] = {{a, na}, {b, nb}};
+  int first = 0;
+  while (first < 2) {
+    msghdr msg{};
+    msg.msg_iov = iov + first;
+    msg.msg_iovlen = static_cast<size_t>(2 - first);
+    ssize_t r = ::recvmsg(fd, &msg, MSG_WAITALL);
+    if (r == 0) {
+      errno = ECONNRESET;
+      return false;
+    }
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto got = static_cast<size_t>(r);
+    while (first < 2 && got >= iov[first].iov_len) {
+      got -= iov[first].iov_len;
+      iov[first].iov_len = 0;
+      ++first;
+    }
+    if (first < 2) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + got;
+      iov[first].iov_len -= got;
+    }
+  }
+  return true;
+}
+
+// Writes every byte of iov[0..n) (adjusting it), in batches of IOV_MAX.
+bool WriteAllV(int fd, std::vector<iovec>& iov) {
+  size_t first = 0;
+  while (first < iov.size()) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + first;
+    msg.msg_iovlen = std::min<size_t>(iov.size() - first, IOV_MAX);
+    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto sent = static_cast<size_t>(r);
+    while (first < iov.size() && sent >= iov[first].iov_len) {
+      sent -= iov[first].iov_len;
+      ++first;
+    }
+    if (first < iov.size()) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + sent;
+      iov[first].iov_len -= sent;
+    }
+  }
+  return true;
+}
+
 void SetTimeouts(int fd, int ms) {
   timeval tv{ms / 1000, (ms % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -153,41 +212,94 @@ void DataServer::AcceptLoop() {
 }
 
 void DataServer::Serve(Conn* conn) {
+  // Requests are pipelined: parse every complete one that is buffered, look
+  // them up under one lock, answer them with one gathered write straight
+  // from shared memory, release their pins under one lock.
+  constexpr size_t kMaxBatch = 512;
   Session session;
-  std::string key;
-  while (!stopping_.load()) {
-    RequestHeader h;
-    if (!ReadAll(conn->fd, &h, sizeof(h))) break;
-    if (h.magic != kPullMagic || h.key_len == 0 || h.key_len > proto::kMaxKeyBytes) break;
-    key.resize(h.key_len);
-    if (!ReadAll(conn->fd, key.data(), key.size())) break;
-    auto reply_error = [&](StatusCode code, const std::string& msg) {
-      ReplyHeader r{static_cast<uint8_t>(code), {0, 0, 0}, static_cast<uint32_t>(msg.size()), 0, 0};
-      return WriteAll(conn->fd, &r, sizeof(r), MSG_MORE) && WriteAll(conn->fd, msg.data(), msg.size());
-    };
-    auto found = store_.Get(session, {key}, std::chrono::milliseconds(0));
-    if (!found.ok()) {
-      if (!reply_error(found.status().code(), found.status().message())) break;
-      continue;
+  std::vector<uint8_t> in(256 << 10);
+  size_t begin = 0, end = 0;  // unparsed bytes: in[begin, end)
+  std::vector<RequestHeader> heads;
+  std::vector<std::string> keys;
+  std::vector<ReplyHeader> replies;
+  std::vector<std::string> errors;
+  std::vector<iovec> iov;
+  std::vector<uint64_t> pinned;
+  bool alive = true;
+  while (alive && !stopping_.load()) {
+    heads.clear();
+    keys.clear();
+    while (heads.size() < kMaxBatch) {
+      const size_t avail = end - begin;
+      if (avail >= sizeof(RequestHeader)) {
+        RequestHeader h;
+        std::memcpy(&h, in.data() + begin, sizeof(h));
+        if (h.magic != kPullMagic || h.key_len == 0 || h.key_len > proto::kMaxKeyBytes) {
+          alive = false;  // not our protocol: drop the connection
+          break;
+        }
+        if (avail >= sizeof(h) + h.key_len) {
+          heads.push_back(h);
+          keys.emplace_back(reinterpret_cast<const char*>(in.data() + begin + sizeof(h)), h.key_len);
+          begin += sizeof(h) + h.key_len;
+          continue;
+        }
+      }
+      if (!heads.empty()) break;  // serve what is complete; read more later
+      if (begin > 0) {
+        std::memmove(in.data(), in.data() + begin, end - begin);
+        end -= begin;
+        begin = 0;
+      }
+      ssize_t r = ::recv(conn->fd, in.data() + end, in.size() - end, 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        alive = false;
+        break;
+      }
+      end += static_cast<size_t>(r);
     }
-    const Located& l = (*found)[0];
-    if (l.code != StatusCode::kOk) {
-      if (!reply_error(StatusCode::kNotFound, "worker " + name_ + " has no object '" + key + "'")) break;
-      continue;
+    if (!alive || heads.empty()) break;
+
+    auto found = store_.Get(session, keys, std::chrono::milliseconds(0));
+    replies.assign(heads.size(), ReplyHeader{});
+    errors.assign(heads.size(), std::string());
+    iov.clear();
+    pinned.clear();
+    for (size_t i = 0; i < heads.size(); ++i) {
+      const RequestHeader& h = heads[i];
+      ReplyHeader& r = replies[i];
+      std::string& err = errors[i];
+      if (!found.ok()) {
+        r.code = static_cast<uint8_t>(found.status().code());
+        err = found.status().message();
+      } else {
+        const Located& l = (*found)[i];
+        if (l.code == StatusCode::kOk) pinned.push_back(l.offset);
+        if (l.code != StatusCode::kOk) {
+          r.code = static_cast<uint8_t>(StatusCode::kNotFound);
+          err = "worker " + name_ + " has no object '" + keys[i] + "'";
+        } else if (l.version != h.version) {
+          r.code = static_cast<uint8_t>(StatusCode::kNotFound);
+          err = "worker " + name_ + " holds another version of '" + keys[i] + "' (it was overwritten)";
+        } else if (h.offset > l.size || h.length > l.size - h.offset) {
+          r.code = static_cast<uint8_t>(StatusCode::kInvalid);
+          err = "range beyond the object";
+        } else {
+          r.length = h.length;
+          r.ttl_ms = l.ttl_ms;
+        }
+      }
+      r.msg_len = static_cast<uint32_t>(err.size());
+      iov.push_back({&r, sizeof(r)});
+      if (!err.empty()) {
+        iov.push_back({err.data(), err.size()});
+      } else if (r.length > 0) {
+        iov.push_back({store_.base() + (*found)[i].offset + h.offset, r.length});
+      }
     }
-    bool ok = true;
-    if (l.version != h.version) {
-      ok = reply_error(StatusCode::kNotFound, "worker " + name_ + " holds another version of '" +
-                                                  key + "' (it was overwritten)");
-    } else if (h.offset > l.size || h.length > l.size - h.offset) {
-      ok = reply_error(StatusCode::kInvalid, "range beyond the object");
-    } else {
-      ReplyHeader r{0, {0, 0, 0}, 0, h.length, l.ttl_ms};
-      ok = WriteAll(conn->fd, &r, sizeof(r), h.length > 0 ? MSG_MORE : 0) &&
-           WriteAll(conn->fd, store_.base() + l.offset + h.offset, h.length);
-    }
-    store_.Release(session, {l.offset});
-    if (!ok) break;
+    alive = WriteAllV(conn->fd, iov);
+    store_.Release(session, pinned);
   }
   store_.CloseSession(session);
   ::shutdown(conn->fd, SHUT_RDWR);
@@ -339,11 +451,16 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
       io_error = ErrnoText(errno);
     }
     std::string msg;
+    ReplyHeader next{};
+    bool have_next = false;
     for (size_t k = c; k < chunks.size() && !broken; k += nconn) {
       const Chunk& ch = chunks[k];
       PullItem& it = items[ch.item];
       ReplyHeader r;
-      if (!ReadAll(*fd, &r, sizeof(r))) {
+      if (have_next) {
+        r = next;
+        have_next = false;
+      } else if (!ReadAll(*fd, &r, sizeof(r))) {
         broken = true;
         io_error = ErrnoText(errno);
         break;
@@ -367,11 +484,15 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
         std::lock_guard<std::mutex> lock(result_mu);
         if (it.ttl_ms == 0 || r.ttl_ms < it.ttl_ms) it.ttl_ms = r.ttl_ms;
       }
-      if (!ReadAll(*fd, it.dest + ch.offset, ch.length)) {
+      // This payload and the next reply's header in one go.
+      const bool more = k + nconn < chunks.size();
+      if (more ? !ReadTwo(*fd, it.dest + ch.offset, ch.length, &next, sizeof(next))
+               : !ReadAll(*fd, it.dest + ch.offset, ch.length)) {
         broken = true;
         io_error = ErrnoText(errno);
         break;
       }
+      have_next = more;
     }
     if (broken) {
       ::close(*fd);

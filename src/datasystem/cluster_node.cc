@@ -75,9 +75,14 @@ Result<std::vector<StaleCopy>> DecodeStale(const Message& reply) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "MetaPublish reply"));
   TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
   TQDS_ASSIGN_OR_RETURN(auto holders, r.Get<std::vector<std::string>>(proto::kHolders));
-  if (keys.size() != holders.size()) return Status::Invalid("MetaPublish reply: length mismatch");
+  TQDS_ASSIGN_OR_RETURN(auto versions, r.GetOr<std::vector<uint64_t>>(proto::kVersions, {}));
+  if (keys.size() != holders.size() || (!versions.empty() && versions.size() != keys.size())) {
+    return Status::Invalid("MetaPublish reply: length mismatch");
+  }
   std::vector<StaleCopy> out;
-  for (size_t i = 0; i < keys.size(); ++i) out.push_back({keys[i], holders[i]});
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out.push_back({keys[i], holders[i], versions.empty() ? 0 : versions[i]});
+  }
   return out;
 }
 
@@ -259,18 +264,36 @@ void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
     return;
   }
   const LiveSet live = Snapshot().first;
-  std::map<std::string, std::set<std::string>> by_holder;
+  // Per holder: key -> the version to drop (0: any; two drops of one key
+  // with different versions drop any).
+  std::map<std::string, std::map<std::string, uint64_t>> by_holder;
   for (const auto& s : stale) {
-    if (live.count(s.holder)) by_holder[s.holder].insert(s.key);  // a dead holder has nothing
+    if (!live.count(s.holder)) continue;  // a dead holder has nothing
+    auto [it, fresh] = by_holder[s.holder].emplace(s.key, s.version);
+    if (!fresh && it->second != s.version) it->second = 0;
   }
   std::vector<Future> calls;
-  for (const auto& [holder, keyset] : by_holder) {
-    std::vector<std::string> keys(keyset.begin(), keyset.end());
+  for (const auto& [holder, drops] : by_holder) {
+    std::vector<std::string> keys;
+    std::vector<uint64_t> versions;
+    for (const auto& [k, v] : drops) {
+      keys.push_back(k);
+      versions.push_back(v);
+    }
     if (holder == options_.self) {
-      store_.Delete(keys);
+      store_.DeleteVersions(keys, versions);
       continue;
     }
-    for (const auto& chunk : Chunks(keys)) calls.push_back(Send(holder, KeysMessage(MsgType::kDsDropCopies, chunk)));
+    for (size_t i = 0; i < keys.size(); i += kBatch) {
+      const size_t end = std::min(keys.size(), i + kBatch);
+      Message m(MsgType::kDsDropCopies, 0);
+      m.set_body(PackBody([&](Packer& pk) {
+        pk.pack_map(2);
+        PackArray(pk, proto::kKeys, std::vector<std::string>(keys.begin() + i, keys.begin() + end));
+        PackArray(pk, proto::kVersions, std::vector<uint64_t>(versions.begin() + i, versions.begin() + end));
+      }));
+      calls.push_back(Send(holder, std::move(m)));
+    }
   }
   for (auto& f : calls) (void)f.get();  // best effort
 }
@@ -545,14 +568,17 @@ Result<Message> ClusterNode::HandlePeer(const Message& request) {
       }
       auto stale = owners_.Publish(static_cast<PublishMode>(mode), entries);
       std::vector<std::string> sk, sh;
+      std::vector<uint64_t> sv;
       for (auto& s : stale) {
         sk.push_back(std::move(s.key));
         sh.push_back(std::move(s.holder));
+        sv.push_back(s.version);
       }
       reply.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(2);
+        pk.pack_map(3);
         PackArray(pk, proto::kKeys, sk);
         PackArray(pk, proto::kHolders, sh);
+        PackArray(pk, proto::kVersions, sv);
       }));
       return reply;
     }
@@ -607,7 +633,11 @@ Result<Message> ClusterNode::HandlePeer(const Message& request) {
     case MsgType::kDsDropCopies: {
       TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "DropCopies"));
       TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-      size_t n = store_.Delete(keys);
+      TQDS_ASSIGN_OR_RETURN(auto versions, r.GetOr<std::vector<uint64_t>>(proto::kVersions, {}));
+      if (!versions.empty() && versions.size() != keys.size()) {
+        return Status::Invalid("DropCopies: ", keys.size(), " keys but ", versions.size(), " versions");
+      }
+      size_t n = store_.DeleteVersions(keys, versions);
       reply.set_body(PackBody([&](Packer& pk) {
         pk.pack_map(1);
         pk.pack(proto::kDeleted);

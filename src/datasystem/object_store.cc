@@ -227,9 +227,16 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<ui
       }
       Object o;
       o.id = next_id_++;
+      // Versions are hybrid timestamps (wall-clock ns, strictly increasing
+      // here), so the key owners order writes of one key on different
+      // workers the same way whatever order their announcements arrive in.
+      const auto wall = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                  std::chrono::system_clock::now().time_since_epoch())
+                                                  .count());
+      last_version_ = std::max(wall, last_version_ + 1);
       o.offset = offset;
       o.size = pending.size;
-      o.version = o.id;
+      o.version = last_version_;
       o.evictable = pending.opts.evictable;
       o.cached = pending.opts.cached;
       if (pending.opts.ttl_ms > 0) {
@@ -349,6 +356,21 @@ size_t ObjectStore::Delete(const std::vector<std::string>& keys) {
   for (const auto& k : keys) {
     auto it = FindLive(k, now);
     if (it == table_.end()) continue;
+    RemoveEntry(it);
+    ++n;
+  }
+  return n;
+}
+
+size_t ObjectStore::DeleteVersions(const std::vector<std::string>& keys,
+                                   const std::vector<uint64_t>& versions) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  size_t n = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = FindLive(keys[i], now);
+    if (it == table_.end()) continue;
+    if (i < versions.size() && versions[i] != 0 && it->second.version != versions[i]) continue;
     RemoveEntry(it);
     ++n;
   }

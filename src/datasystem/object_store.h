@@ -124,6 +124,9 @@ class ObjectStore {
   void Release(Session& session, const std::vector<uint64_t>& offsets);
   // Returns how many keys existed.
   size_t Delete(const std::vector<std::string>& keys);
+  // Deletes keys[i] only if it is still at versions[i] (0: any version), so
+  // a drop of an outdated copy never removes a newer write. Returns how many.
+  size_t DeleteVersions(const std::vector<std::string>& keys, const std::vector<uint64_t>& versions);
   std::vector<bool> Exist(const std::vector<std::string>& keys);
   // Size and version of each key (NotFound when absent); takes no pin.
   std::vector<ObjectInfo> Describe(const std::vector<std::string>& keys);
@@ -189,6 +192,7 @@ class ObjectStore {
   using Expiry = std::pair<int64_t, ObjectId>;
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>> expiry_;
   ObjectId next_id_ = 1;
+  uint64_t last_version_ = 0;
   uint64_t pending_creates_ = 0;
   uint64_t spills_ = 0, reloads_ = 0, evictions_ = 0;
   bool shutdown_ = false;

@@ -24,9 +24,18 @@ std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode,
             it->second.replicas.front() == e.replica && !it->second.from_handoff) {
           break;  // a re-announcement of what the record already says
         }
+        if (it != records_.end() && !it->second.replicas.empty() && !it->second.from_handoff) {
+          const Replica& current = it->second.replicas.front();
+          if (current.holder != e.replica.holder &&
+              (current.version > e.replica.version ||
+               (current.version == e.replica.version && current.holder > e.replica.holder))) {
+            stale.push_back({e.key, e.replica.holder, e.replica.version});  // a later write won
+            break;
+          }
+        }
         if (it != records_.end()) {
           for (const auto& r : it->second.replicas) {
-            if (r.holder != e.replica.holder) stale.push_back({e.key, r.holder});
+            if (r.holder != e.replica.holder) stale.push_back({e.key, r.holder, r.version});
           }
         }
         records_[e.key] = LocationRecord{e.size, {e.replica}, false};
@@ -34,7 +43,7 @@ std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode,
       }
       case PublishMode::kCache: {
         if (it == records_.end()) {
-          stale.push_back({e.key, e.replica.holder});  // deleted while it was being pulled
+          stale.push_back({e.key, e.replica.holder, e.replica.version});  // deleted while it was being pulled
           break;
         }
         auto r = holder_of(it->second);

@@ -35,10 +35,11 @@ struct PublishEntry {
 };
 
 // A copy that became stale (its key was overwritten elsewhere or is gone):
-// the holder should drop it.
+// the holder should drop it if it still holds that version (0: any).
 struct StaleCopy {
   std::string key;
   std::string holder;
+  uint64_t version = 0;
 };
 
 struct LookupResult {
@@ -62,6 +63,10 @@ class OwnerTable {
   // Applies published locations (see proto::PublishMode). Returns the copies
   // that became stale: for a primary, every older copy on another worker;
   // for a cache of a key with no record (deleted meanwhile), the cache.
+  // Writes of one key on two workers are ordered by version (a hybrid
+  // timestamp; ties by holder name): a primary older than the record's is
+  // refused and itself returned stale, so every owner keeps the same
+  // winner whatever order the announcements arrive in.
   std::vector<StaleCopy> Publish(proto::PublishMode mode, const std::vector<PublishEntry>& entries);
   // Where each key is, given the live workers. A key whose every copy is on
   // workers that left (or restarted) is kUnavailable with `lost` set.

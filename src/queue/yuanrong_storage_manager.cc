@@ -1,6 +1,7 @@
 // YuanrongStorageManager / YuanrongStorageClient over ds::KVClient.
 #include "queue/yuanrong_storage_manager.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -13,23 +14,25 @@ namespace tq::internal {
 namespace {
 
 constexpr int kClients = 2;                      // parallel requests to the worker
-constexpr size_t kParallelCopyBytes = 8u << 20;  // split bigger fills over two threads
+constexpr size_t kParallelPutBytes = 8u << 20;   // bigger puts run as two halves at once
+constexpr size_t kParallelGetKeys = 2048;        // bigger gets run as two halves at once
 
-// Copies values into created buffers; large batches use two threads.
-void Fill(std::vector<ds::WriteBuffer>& dst, const std::vector<const Buffer*>& src, uint64_t total) {
-  auto copy_range = [&](size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) {
-      tqds::StreamCopy(dst[i].data(), src[i]->data(), src[i]->size());
-    }
-  };
-  if (total < kParallelCopyBytes || dst.size() < 2) return copy_range(0, dst.size());
-  // Split by bytes, not by count.
-  uint64_t half = total / 2, acc = 0;
+// Where to split `values` into two halves of about equal bytes.
+size_t SplitByBytes(const std::vector<const Buffer*>& values, uint64_t total) {
+  uint64_t acc = 0;
   size_t mid = 0;
-  while (mid < src.size() && acc < half) acc += src[mid++]->size();
-  std::thread t([&] { copy_range(mid, dst.size()); });
-  copy_range(0, mid);
+  while (mid < values.size() && acc < total / 2) acc += values[mid++]->size();
+  return std::clamp<size_t>(mid, 1, values.size() - 1);
+}
+
+// Runs f(0) here and f(1) on another thread; returns the first error.
+template <typename F>
+Status BothHalves(F&& f) {
+  Status second;
+  std::thread t([&] { second = f(1); });
+  Status first = f(0);
   t.join();
+  return first.ok() ? second : first;
 }
 
 // The adapter around the datasystem client (the seed's YuanrongStorageClient).
@@ -64,26 +67,52 @@ class YuanrongStorageClient {
                                "); is it running? (dscli status)");
   }
 
-  Status Put(const std::vector<std::string>& keys, const std::vector<const Buffer*>& values) {
-    return Explain(PutOnce(keys, values));
+  // A large put runs as two halves, each create -> fill -> seal on its own
+  // connection and thread: the worker handles the two halves' requests on
+  // two threads and the two fills share the memory bandwidth.
+  Status Put(std::vector<std::string> keys, const std::vector<const Buffer*>& values) {
+    uint64_t total = 0;
+    for (const Buffer* v : values) total += v->size();
+    if (total < kParallelPutBytes || keys.size() < 2 || clients_.size() < 2) {
+      return Explain(PutOnce(Pick(), keys, values));
+    }
+    const size_t mid = SplitByBytes(values, total);
+    const auto m = static_cast<std::ptrdiff_t>(mid);
+    std::vector<std::string> k[2];
+    k[0].assign(std::make_move_iterator(keys.begin()), std::make_move_iterator(keys.begin() + m));
+    k[1].assign(std::make_move_iterator(keys.begin() + m), std::make_move_iterator(keys.end()));
+    const std::vector<const Buffer*> v[2] = {{values.begin(), values.begin() + m},
+                                             {values.begin() + m, values.end()}};
+    return Explain(BothHalves([&](int h) { return PutOnce(*clients_[h], k[h], v[h]); }));
   }
+
   Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys) {
-    auto r = GetOnce(keys);
-    if (!r.ok()) return Explain(r.status());
-    return r;
+    if (keys.size() < kParallelGetKeys || clients_.size() < 2) {
+      auto r = GetOnce(Pick(), keys);
+      if (!r.ok()) return Explain(r.status());
+      return r;
+    }
+    const auto m = static_cast<std::ptrdiff_t>(keys.size() / 2);
+    const std::vector<std::string> k[2] = {{keys.begin(), keys.begin() + m}, {keys.begin() + m, keys.end()}};
+    Result<std::vector<Buffer>> got[2] = {Status::Internal("unset"), Status::Internal("unset")};
+    Status st = BothHalves([&](int h) {
+      got[h] = GetOnce(*clients_[h], k[h]);
+      return got[h].status();
+    });
+    if (!st.ok()) return Explain(st);
+    std::vector<Buffer> out = std::move(got[0]).value();
+    out.reserve(keys.size());
+    for (auto& b : *got[1]) out.push_back(std::move(b));
+    return out;
   }
   Status Delete(const std::vector<std::string>& keys) { return Explain(Pick().Delete(keys).status()); }
 
  private:
-  Status PutOnce(const std::vector<std::string>& keys, const std::vector<const Buffer*>& values) {
+  Status PutOnce(ds::KVClient& kv, const std::vector<std::string>& keys,
+                 const std::vector<const Buffer*>& values) {
     std::vector<uint64_t> sizes;
-    uint64_t total = 0;
     sizes.reserve(values.size());
-    for (const Buffer* v : values) {
-      sizes.push_back(v->size());
-      total += v->size();
-    }
-    ds::KVClient& kv = Pick();
+    for (const Buffer* v : values) sizes.push_back(v->size());
     auto created = kv.MCreate(keys, sizes);
     if (!created.ok() && created.status().IsAlreadyExists()) {
       // Rewriting fields of existing samples: replace them.
@@ -91,17 +120,19 @@ class YuanrongStorageClient {
       created = kv.MCreate(keys, sizes);
     }
     if (!created.ok()) return created.status();
-    Fill(*created, values, total);
+    for (size_t i = 0; i < values.size(); ++i) {
+      tqds::StreamCopy((*created)[i].data(), values[i]->data(), values[i]->size());
+    }
     Status st = kv.MSetBuffer(*created);
     if (st.IsAlreadyExists()) {
       TQDS_RETURN_NOT_OK(kv.Delete(keys).status());
-      return PutOnce(keys, values);
+      return PutOnce(kv, keys, values);
     }
     return st;
   }
 
-  Result<std::vector<Buffer>> GetOnce(const std::vector<std::string>& keys) {
-    TQDS_ASSIGN_OR_RETURN(auto views, Pick().GetBuffers(keys));
+  static Result<std::vector<Buffer>> GetOnce(ds::KVClient& kv, const std::vector<std::string>& keys) {
+    TQDS_ASSIGN_OR_RETURN(auto views, kv.GetBuffers(keys));
     std::vector<Buffer> out;
     out.reserve(views.size());
     for (size_t i = 0; i < views.size(); ++i) {
@@ -136,7 +167,7 @@ class YuanrongStorageManager : public StorageManager {
         values.push_back(&data[f][s]);
       }
     }
-    return client_->Put(keys, values);
+    return client_->Put(std::move(keys), values);
   }
 
   Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>& samples,

@@ -13,7 +13,6 @@
 // (internal roles, run inside a namespace: --role write|read ...)
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,113 +30,19 @@
 #include <thread>
 #include <vector>
 
+#include "common/netns.h"
+#include "common/subprocess.h"
 #include "ds/kv_client.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kIp = "/usr/sbin/ip";
-const std::string kNsA = "dscb" + std::to_string(::getpid()) + "a";
-const std::string kNsB = "dscb" + std::to_string(::getpid()) + "b";
+using tqds::testing::InNetns;
+using tqds::testing::RunProgram;
+using tqds::testing::StopProcess;
+using tqds::testing::TwoNodeNet;
+constexpr const char* kIp = tqds::testing::kIpBin;
 const std::string kIpA = "10.211.0.1", kIpB = "10.211.0.2";
-
-// ------------------------------------------------------------------ processes
-
-struct Proc {
-  pid_t pid = -1;
-  int out = -1;  // stdout (and stderr) pipe
-};
-
-Proc Spawn(const std::vector<std::string>& argv, bool capture, const std::string& log = "") {
-  int p[2] = {-1, -1};
-  if (capture && ::pipe2(p, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = capture ? p[1] : ::open(log.empty() ? "/dev/null" : log.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> a;
-    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
-  if (capture) ::close(p[1]);
-  return {pid, capture ? p[0] : -1};
-}
-
-std::string Finish(Proc& p, int* code = nullptr) {
-  std::string out;
-  if (p.out >= 0) {
-    char buf[65536];
-    ssize_t n;
-    while ((n = ::read(p.out, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-    ::close(p.out);
-  }
-  int st = 0;
-  ::waitpid(p.pid, &st, 0);
-  if (code) *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-  p.pid = -1;
-  return out;
-}
-
-void Kill(Proc& p) {
-  if (p.pid <= 0) return;
-  ::kill(p.pid, SIGTERM);
-  for (int i = 0; i < 100 && ::waitpid(p.pid, nullptr, WNOHANG) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(p.pid, SIGKILL);
-  ::waitpid(p.pid, nullptr, 0);
-  p.pid = -1;
-}
-
-std::string Run(const std::vector<std::string>& argv, int* code = nullptr) {
-  Proc p = Spawn(argv, true);
-  return Finish(p, code);
-}
-
-std::vector<std::string> InNs(const std::string& ns, std::vector<std::string> argv) {
-  argv.insert(argv.begin(), {kIp, "netns", "exec", ns});
-  return argv;
-}
-
-// Two namespaces and one veth pair; removed on destruction.
-struct Net {
-  bool ok = false;
-  std::string error;
-  Net() {
-    int code = 0;
-    for (const auto& ns : {kNsA, kNsB}) {
-      std::string out = Run({kIp, "netns", "add", ns}, &code);
-      if (code != 0) {
-        error = "ip netns add failed: " + out;
-        return;
-      }
-    }
-    std::vector<std::vector<std::string>> steps = {
-        {kIp, "-n", kNsA, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-         kNsB},
-        {kIp, "-n", kNsA, "addr", "add", kIpA + "/24", "dev", "eth0"},
-        {kIp, "-n", kNsB, "addr", "add", kIpB + "/24", "dev", "eth0"},
-        {kIp, "-n", kNsA, "link", "set", "eth0", "up"},
-        {kIp, "-n", kNsB, "link", "set", "eth0", "up"},
-        {kIp, "-n", kNsA, "link", "set", "lo", "up"},
-        {kIp, "-n", kNsB, "link", "set", "lo", "up"}};
-    for (const auto& s : steps) {
-      std::string out = Run(s, &code);
-      if (code != 0) {
-        error = "network setup failed: " + out;
-        return;
-      }
-    }
-    ok = true;
-  }
-  ~Net() {
-    for (const auto& ns : {kNsA, kNsB}) Run({kIp, "netns", "del", ns});
-  }
-};
 
 // ------------------------------------------------------------------ roles
 
@@ -194,8 +99,8 @@ double Median(std::vector<double> v) {
 }
 
 struct Worker {
-  Proc proc;
-  int port;
+  pid_t pid = -1;
+  int port = 0;
 };
 
 bool StartWorker(const std::string& ns, const std::string& ip, int port, const std::string& etcd,
@@ -203,33 +108,24 @@ bool StartWorker(const std::string& ns, const std::string& ip, int port, const s
                  bool quiet = false) {
   int p[2];
   if (::pipe(p) != 0) return false;
+  ::fcntl(p[0], F_SETFD, FD_CLOEXEC);  // p[1] stays open in the worker (--ready_fd)
   std::vector<std::string> argv =
-      InNs(ns, {DS_WORKER_BIN, "--worker_address", ip + ":" + std::to_string(port),
-                "--etcd_address", etcd, "--unix_socket_dir", dir, "--shared_memory_size_mb",
-                "2048", "--pull_connections", std::to_string(conns), "--ready_fd",
-                std::to_string(p[1])});
+      InNetns(ns, {DS_WORKER_BIN, "--worker_address", ip + ":" + std::to_string(port),
+                   "--etcd_address", etcd, "--unix_socket_dir", dir, "--shared_memory_size_mb",
+                   "2048", "--pull_connections", std::to_string(conns), "--ready_fd",
+                   std::to_string(p[1])});
   argv.push_back(populate ? "--populate_memory" : "--no_populate_memory");
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_WRONLY);
-    ::dup2(devnull, 2);
-    ::close(p[0]);
-    std::vector<char*> a;
-    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
+  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  pid_t pid = tqds::testing::ForkExec(argv, {.err = devnull});
+  if (devnull >= 0) ::close(devnull);
   ::close(p[1]);
-  std::string line;
-  char ch;
-  while (::read(p[0], &ch, 1) == 1 && ch != '\n') line.push_back(ch);
+  std::string line = tqds::testing::ReadLine(p[0]);
   ::close(p[0]);
-  w->proc = {pid, -1};
+  w->pid = pid;
   w->port = port;
   if (line.rfind("READY", 0) != 0) {
-    ::waitpid(pid, nullptr, 0);
-    w->proc.pid = -1;
+    if (pid > 0) ::waitpid(pid, nullptr, 0);
+    w->pid = -1;
     if (quiet) return false;
     std::cerr << "worker in " << ns << " failed: " << line << "\n";
     return false;
@@ -237,18 +133,17 @@ bool StartWorker(const std::string& ns, const std::string& ip, int port, const s
   return true;
 }
 
-double Iperf(int seconds) {
+double Iperf(const TwoNodeNet& net, int seconds) {
   // Data flows A -> B, like a pull of A's bytes by B: server in B, client in A.
-  Proc server = Spawn(InNs(kNsB, {"/usr/bin/iperf3", "-s", "-1", "-B", kIpB, "-p", "5201"}), false);
+  pid_t server = tqds::testing::SpawnLogged(
+      InNetns(net.b(), {"/usr/bin/iperf3", "-s", "-1", "-B", kIpB, "-p", "5201"}), "/dev/null");
   double bps = 0;
   for (int attempt = 0; attempt < 50 && bps == 0; ++attempt) {
-    int code = 0;
-    std::string out = Run(InNs(kNsA, {"/usr/bin/iperf3", "-c", kIpB, "-p", "5201", "-t",
-                                      std::to_string(seconds), "-P", "1", "-J"}),
-                          &code);
-    if (code == 0) {
+    auto r = RunProgram(InNetns(net.a(), {"/usr/bin/iperf3", "-c", kIpB, "-p", "5201", "-t",
+                                          std::to_string(seconds), "-P", "1", "-J"}));
+    if (r.code == 0) {
       try {
-        auto j = nlohmann::json::parse(out);
+        auto j = nlohmann::json::parse(r.output);
         bps = j["end"]["sum_received"]["bits_per_second"].get<double>();
       } catch (const std::exception&) {
       }
@@ -256,7 +151,7 @@ double Iperf(int seconds) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));  // server not listening yet
     }
   }
-  Kill(server);
+  StopProcess(server);
   return bps / 8;  // bytes per second
 }
 
@@ -295,21 +190,22 @@ int main(int argc, char** argv) {
     }
   }
   signal(SIGPIPE, SIG_IGN);
-  Net net;
-  if (!net.ok) {
-    std::cerr << net.error << "\n";
+  TwoNodeNet net("dscb", kIpA, kIpB);  // removed last, after every process is gone
+  if (std::string why = net.Build(); !why.empty()) {
+    std::cerr << why << "\n";
     return 2;
   }
   char tmpl[] = "/tmp/dscb_XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
   const std::string etcd = kIpA + ":2379";
-  Proc etcd_proc = Spawn(
-      InNs(kNsA, {"/usr/bin/etcd", "--name", "b", "--data-dir", dir + "/etcd",
-                  "--listen-client-urls", "http://" + etcd, "--advertise-client-urls",
-                  "http://" + etcd, "--listen-peer-urls", "http://" + kIpA + ":2380",
-                  "--initial-advertise-peer-urls", "http://" + kIpA + ":2380",
-                  "--initial-cluster", "b=http://" + kIpA + ":2380", "--log-level", "error"}),
-      false, dir + "/etcd.log");
+  pid_t etcd_pid = tqds::testing::SpawnLogged(
+      InNetns(net.a(), {"/usr/bin/etcd", "--name", "b", "--data-dir", dir + "/etcd",
+                        "--listen-client-urls", "http://" + etcd, "--advertise-client-urls",
+                        "http://" + etcd, "--listen-peer-urls", "http://" + kIpA + ":2380",
+                        "--initial-advertise-peer-urls", "http://" + kIpA + ":2380",
+                        "--initial-cluster", "b=http://" + kIpA + ":2380", "--log-level",
+                        "error"}),
+      dir + "/etcd.log");
   const std::string self = "/proc/self/exe";
   char exe[4096] = {0};
   ssize_t n = ::readlink(self.c_str(), exe, sizeof(exe) - 1);
@@ -327,7 +223,7 @@ int main(int argc, char** argv) {
     // Worker A (waits for etcd: ds_worker refuses to start without it).
     bool started = false;
     for (int i = 0; i < 100 && !started; ++i) {
-      started = StartWorker(kNsA, kIpA, 31501, etcd, 4, dir, false, &wa, /*quiet=*/i < 99);
+      started = StartWorker(net.a(), kIpA, 31501, etcd, 4, dir, false, &wa, /*quiet=*/i < 99);
       if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     if (!started) {
@@ -336,14 +232,16 @@ int main(int argc, char** argv) {
     }
     for (auto [prefix, spec] : {std::pair{"m1", std::to_string(n1) + ":" + std::to_string(1 << 20)},
                                 std::pair{"m64", std::to_string(n64) + ":" + std::to_string(64 << 20)}}) {
-      std::string w = Run(InNs(kNsA, {exe, "--role", "write", kIpA, "31501", prefix, spec}));
+      std::string w =
+          RunProgram(InNetns(net.a(), {exe, "--role", "write", kIpA, "31501", prefix, spec}))
+              .output;
       if (w != "OK\n") {
         std::cerr << "write failed: " << w;
         rc = 1;
       }
     }
     if (rc) break;
-    const double iperf_before = Iperf(iperf_s);
+    const double iperf_before = Iperf(net, iperf_s);
     std::printf("%-28s %12s %12s %10s\n", "case", "median", "GB/s", "x iperf3");
     std::printf("%-28s %12s %12.2f %10s\n", "iperf3 single stream A->B", "-", iperf_before / 1e9, "1.00");
     out["iperf3_single_stream_Bps"] = iperf_before;
@@ -355,14 +253,15 @@ int main(int argc, char** argv) {
       }
     }
     for (auto [conns, warm] : configs) {
-      if (!StartWorker(kNsB, kIpB, 31502, etcd, conns, dir, warm, &wb)) {
+      if (!StartWorker(net.b(), kIpB, 31502, etcd, conns, dir, warm, &wb)) {
         rc = 1;
         break;
       }
       for (auto [prefix, count, size] : {std::tuple{"m1", n1, 1 << 20}, std::tuple{"m64", n64, 64 << 20}}) {
         std::string spec = std::to_string(count) + ":" + std::to_string(size);
-        int code = 0;
-        std::string r = Run(InNs(kNsB, {exe, "--role", "read", kIpB, "31502", prefix, spec}), &code);
+        std::string r =
+            RunProgram(InNetns(net.b(), {exe, "--role", "read", kIpB, "31502", prefix, spec}))
+                .output;
         std::vector<double> secs;
         std::istringstream is(r);
         std::string line;
@@ -387,9 +286,10 @@ int main(int argc, char** argv) {
         out["cross_node_get"].push_back(row);
         if (warm && conns == 4 && size == (64 << 20)) target_bps = bps;
       }
-      Kill(wb.proc);  // a fresh reader: nothing cached
+      StopProcess(wb.pid);  // a fresh reader: nothing cached
+      wb.pid = -1;
     }
-    const double iperf_after = Iperf(iperf_s);
+    const double iperf_after = Iperf(net, iperf_s);
     std::printf("%-28s %12s %12.2f %10s\n", "iperf3 again (after)", "-", iperf_after / 1e9, "");
     out["iperf3_single_stream_after_Bps"] = iperf_after;
     // Against the better of the two iperf3 runs (the stricter reference).
@@ -399,9 +299,9 @@ int main(int argc, char** argv) {
                 target_ratio >= 0.9 ? "PASS" : "MISS", target_ratio);
     out["target_64MiB_ratio"] = target_ratio;
   } while (false);
-  Kill(wb.proc);
-  Kill(wa.proc);
-  Kill(etcd_proc);
+  StopProcess(wb.pid);
+  StopProcess(wa.pid);
+  StopProcess(etcd_pid);
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";

@@ -32,8 +32,6 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,7 +50,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/netns.h"
 #include "common/process.h"
+#include "common/subprocess.h"
 #include "tq/client.h"
 
 namespace {
@@ -63,9 +63,14 @@ using tq::BatchMeta;
 using tqds::Buffer;
 using tqds::Result;
 using tqds::Status;
+using tqds::testing::FreePort;
+using tqds::testing::InNetns;
+using tqds::testing::RunProgram;
+using tqds::testing::RunResult;
+using tqds::testing::TwoNodeNet;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kIp = "/usr/sbin/ip";
+constexpr const char* kIp = tqds::testing::kIpBin;
 constexpr const char* kEtcd = "/usr/bin/etcd";
 constexpr const char* kIperf = "/usr/bin/iperf3";
 const std::string kIpA = "10.221.0.1", kIpB = "10.221.0.2";
@@ -311,7 +316,7 @@ int CppCycleMain(const std::string& controller, const std::string& cfg, const Sh
 // ------------------------------------------------------------ processes
 
 // A child with stdin and stdout piped (stderr inherited, or to a file);
-// SIGKILLed and reaped by the destructor.
+// stopped (SIGTERM, SIGKILL after 3 s) and reaped by the destructor.
 class Proc {
  public:
   Proc() = default;
@@ -320,22 +325,17 @@ class Proc {
   ~Proc() { Kill(); }
   bool Start(const std::vector<std::string>& argv, const std::string& log = "") {
     int in[2], out[2];
-    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return false;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(in[0], 0);
-      ::dup2(out[1], 1);
-      if (!log.empty()) {
-        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> a;
-      for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-      a.push_back(nullptr);
-      ::execv(a[0], a.data());
-      ::_exit(127);
+    if (::pipe2(in, O_CLOEXEC) != 0) return false;
+    if (::pipe2(out, O_CLOEXEC) != 0) {
+      ::close(in[0]);
+      ::close(in[1]);
+      return false;
     }
+    int log_fd =
+        log.empty() ? -1 : ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_ = tqds::testing::ForkExec(
+        argv, {.in = in[0], .out = log_fd >= 0 ? log_fd : out[1], .err = log_fd});
+    if (log_fd >= 0) ::close(log_fd);
     ::close(in[0]);
     ::close(out[1]);
     in_ = in[1];
@@ -371,13 +371,7 @@ class Proc {
   void Kill() {
     if (in_ >= 0) ::close(in_), in_ = -1;
     if (out_ >= 0) ::close(out_), out_ = -1;
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 60 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
+    tqds::testing::StopProcess(pid_, SIGTERM, 3000);
     pid_ = -1;
   }
   pid_t pid() const { return pid_; }
@@ -386,78 +380,6 @@ class Proc {
   pid_t pid_ = -1;
   int in_ = -1, out_ = -1;
   std::string buf_;
-};
-
-struct RunResult {
-  int code = -1;
-  std::string output;
-};
-RunResult Run(const std::vector<std::string>& argv) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    ::dup2(p[1], 2);
-    std::vector<char*> a;
-    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  RunResult r;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) r.output.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  int st = 0;
-  ::waitpid(pid, &st, 0);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-std::vector<std::string> In(const std::string& ns, std::vector<std::string> argv) {
-  if (!ns.empty()) argv.insert(argv.begin(), {kIp, "netns", "exec", ns});
-  return argv;
-}
-
-// Two namespaces and one veth pair; deleted on destruction.
-struct Net {
-  std::string a = "tqbb" + std::to_string(::getpid()) + "a",
-              b = "tqbb" + std::to_string(::getpid()) + "b";
-  std::string error;
-  bool Build() {
-    for (const auto& ns : {a, b}) {
-      auto r = Run({kIp, "netns", "add", ns});
-      if (r.code != 0) return error = "ip netns add failed: " + r.output, false;
-    }
-    std::vector<std::vector<std::string>> steps = {
-        {kIp, "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b},
-        {kIp, "-n", a, "addr", "add", kIpA + "/24", "dev", "eth0"},
-        {kIp, "-n", b, "addr", "add", kIpB + "/24", "dev", "eth0"},
-        {kIp, "-n", a, "link", "set", "eth0", "up"},
-        {kIp, "-n", b, "link", "set", "eth0", "up"},
-        {kIp, "-n", a, "link", "set", "lo", "up"},
-        {kIp, "-n", b, "link", "set", "lo", "up"}};
-    for (const auto& s : steps) {
-      auto r = Run(s);
-      if (r.code != 0) return error = "network setup failed: " + r.output, false;
-    }
-    return true;
-  }
-  ~Net() {
-    for (const auto& ns : {a, b}) {
-      struct stat st;
-      if (::stat(("/var/run/netns/" + ns).c_str(), &st) != 0) continue;
-      std::istringstream pids(Run({kIp, "netns", "pids", ns}).output);
-      pid_t pid;
-      while (pids >> pid) {
-        if (pid > 1 && pid != ::getpid()) ::kill(pid, SIGKILL);  // leftovers of ours only live here
-      }
-      Run({kIp, "netns", "del", ns});
-    }
-  }
 };
 
 // A datasystem worker started by `dscli start` (in a namespace or not);
@@ -480,7 +402,7 @@ class DsWorker {
     RunResult r;
     auto deadline = Clock::now() + std::chrono::seconds(20);
     do {  // etcd may still be starting
-      r = Run(In(ns, argv));
+      r = RunProgram(InNetns(ns, argv));
       if (r.code == 0) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     } while (Clock::now() < deadline);
@@ -489,7 +411,8 @@ class DsWorker {
   }
   void Stop() {
     if (pid_ <= 0) return;
-    Run(In(ns_, {"/usr/bin/timeout", "20", DSCLI_BIN, "stop", "--worker_address", address_}));
+    RunProgram(
+        InNetns(ns_, {"/usr/bin/timeout", "20", DSCLI_BIN, "stop", "--worker_address", address_}));
     ::kill(pid_, SIGKILL);
     pid_ = -1;
   }
@@ -498,8 +421,6 @@ class DsWorker {
   std::string ns_, address_;
   pid_t pid_ = -1;
 };
-
-int FreePort() { return tqds::FreeLoopbackPort(); }
 
 // ------------------------------------------------------------ driver
 
@@ -535,8 +456,8 @@ void RunRow(const std::string& controller, const std::string& wns, const std::st
     return a;
   };
   Proc writer, reader;
-  if (!writer.Start(In(wns, args("writer", wcfg))) ||
-      !reader.Start(In(rns, args("reader", rcfg)))) {
+  if (!writer.Start(InNetns(wns, args("writer", wcfg))) ||
+      !reader.Start(InNetns(rns, args("reader", rcfg)))) {
     row->error = "cannot start the roles";
     return;
   }
@@ -580,13 +501,13 @@ void RunRow(const std::string& controller, const std::string& wns, const std::st
 }
 
 // iperf3 single stream A -> B (server in B): bytes/s, 0 on failure.
-double Iperf(const Net& net, int seconds) {
+double Iperf(const TwoNodeNet& net, int seconds) {
   Proc server;
-  server.Start(In(net.b, {kIperf, "-s", "-1", "-B", kIpB, "-p", "5201"}), "/dev/null");
+  server.Start(InNetns(net.b(), {kIperf, "-s", "-1", "-B", kIpB, "-p", "5201"}), "/dev/null");
   double bps = 0;
   for (int attempt = 0; attempt < 50 && bps == 0; ++attempt) {
-    auto r = Run(In(
-        net.a, {kIperf, "-c", kIpB, "-p", "5201", "-t", std::to_string(seconds), "-P", "1", "-J"}));
+    auto r = RunProgram(InNetns(net.a(), {kIperf, "-c", kIpB, "-p", "5201", "-t",
+                                          std::to_string(seconds), "-P", "1", "-J"}));
     if (r.code == 0) {
       try {
         bps = json::parse(r.output)["end"]["sum_received"]["bits_per_second"].get<double>() / 8;
@@ -728,34 +649,35 @@ int main(int argc, char** argv) {
       if (::access(bin, X_OK) != 0) err = std::string("needs ") + bin;
     }
     if (::geteuid() != 0) err = "needs root (network namespaces)";
-    auto net = std::make_unique<Net>();
-    if (err.empty() && !net->Build()) err = net->error;
+    auto net = std::make_unique<TwoNodeNet>("tqbb", kIpA, kIpB);
+    if (err.empty()) err = net->Build();
     {
       Proc etcd, ctl, unit0, unit1;
       DsWorker wa, wb;
       const std::string etcd_addr = kIpA + ":2379", curl = "http://" + etcd_addr,
                         purl = "http://" + kIpA + ":2380";
       if (err.empty()) {
-        etcd.Start(In(net->a, {kEtcd, "--name", "bench", "--data-dir", dir + "/etcd",
+        etcd.Start(
+            InNetns(net->a(), {kEtcd, "--name", "bench", "--data-dir", dir + "/etcd",
                                "--listen-client-urls", curl, "--advertise-client-urls", curl,
                                "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
                                "--initial-cluster", "bench=" + purl, "--log-level", "error"}),
-                   dir + "/etcd.log");
-        err = wa.Start(net->a, kIpA, 31501, etcd_addr, dir + "/wa", populate);
+            dir + "/etcd.log");
+        err = wa.Start(net->a(), kIpA, 31501, etcd_addr, dir + "/wa", populate);
       }
-      if (err.empty()) err = wb.Start(net->b, kIpB, 31501, etcd_addr, dir + "/wb", populate);
+      if (err.empty()) err = wb.Start(net->b(), kIpB, 31501, etcd_addr, dir + "/wb", populate);
       std::string controller;
       if (err.empty()) {
         // Simple units as their own processes bound to A's address: the
         // controller's embedded units bind 127.0.0.1 whatever --host says.
-        ctl.Start(In(net->a, {TQ_BINARY, "controller", "--host", kIpA, "--port", "0",
-                              "--storage-units", "0"}));
+        ctl.Start(InNetns(net->a(), {TQ_BINARY, "controller", "--host", kIpA, "--port", "0",
+                                     "--storage-units", "0"}));
         controller = ControllerAddress(ctl, 0, &err);
       }
       for (Proc* u : {&unit0, &unit1}) {
         if (!err.empty()) break;
-        u->Start(In(net->a, {TQ_BINARY, "storage-unit", "--host", kIpA, "--port", "0",
-                             "--controller", controller, "--capacity-mb", "4096"}));
+        u->Start(InNetns(net->a(), {TQ_BINARY, "storage-unit", "--host", kIpA, "--port", "0",
+                                    "--controller", controller, "--capacity-mb", "4096"}));
         err = UnitUp(*u);
       }
       if (err.empty()) iperf_before = Iperf(*net, quick ? 2 : 3);
@@ -768,10 +690,10 @@ int main(int argc, char** argv) {
           if (!err.empty()) {
             r.error = err;
           } else if (backend == "simple") {
-            RunRow(controller, net->a, simple_cfg.dump(), net->b, simple_cfg.dump(), shape, reps,
-                   &r);
+            RunRow(controller, net->a(), simple_cfg.dump(), net->b(), simple_cfg.dump(), shape,
+                   reps, &r);
           } else {
-            RunRow(controller, net->a, ds_cfg(kIpA, 31501), net->b, ds_cfg(kIpB, 31501), shape,
+            RunRow(controller, net->a(), ds_cfg(kIpA, 31501), net->b(), ds_cfg(kIpB, 31501), shape,
                    reps, &r);
           }
           rows.push_back(r);

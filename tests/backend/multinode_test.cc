@@ -16,13 +16,8 @@
 //
 // This binary is also the writer/reader: `multinode_test --role write|read
 // CONTROLLER CONFIG_JSON PARTITION`.
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -40,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/netns.h"
 #include "common/process.h"
 #include "tq/client.h"
 
@@ -47,7 +43,7 @@ namespace tq {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kIp = "/usr/sbin/ip";
+constexpr const char* kIp = tqds::testing::kIpBin;
 constexpr const char* kEtcd = "/usr/bin/etcd";
 const std::string kIpA = "10.220.0.1", kIpB = "10.220.0.2";
 constexpr int kWorkerPort = 31501, kEtcdPort = 2379;
@@ -142,124 +138,16 @@ int RoleMain(const std::string& role, const std::string& controller, const std::
 
 // ------------------------------------------------------------ the fixture
 
-struct RunResult {
-  int code = -1;
-  std::string output;
-};
-
-// Runs argv to completion, stdout + stderr captured.
-RunResult RunCmd(const std::vector<std::string>& argv) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    ::dup2(p[1], 2);
-    std::vector<char*> a;
-    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  RunResult r;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) r.output.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-// Kills every process inside namespace `ns` (a leftover of a crashed run of
-// this test) and deletes it.
-void RemoveNamespace(const std::string& ns, bool kill_inside) {
-  if (!Exists("/var/run/netns/" + ns)) return;
-  if (kill_inside) {
-    std::istringstream pids(RunCmd({kIp, "netns", "pids", ns}).output);
-    pid_t pid;
-    while (pids >> pid) {
-      if (pid > 1 && pid != ::getpid()) ::kill(pid, SIGKILL);
-    }
-  }
-  (void)RunCmd({kIp, "netns", "del", ns});
-}
-
-void RemoveStaleNamespaces() {
-  DIR* d = ::opendir("/var/run/netns");
-  if (!d) return;
-  static const std::regex re("tqmn(\\d+)[ab]");
-  std::vector<std::string> stale;
-  while (dirent* e = ::readdir(d)) {
-    std::cmatch m;
-    if (std::regex_match(e->d_name, m, re)) {
-      pid_t owner = static_cast<pid_t>(std::stol(m[1]));
-      if (owner != ::getpid() && ::kill(owner, 0) != 0 && errno == ESRCH)
-        stale.push_back(e->d_name);
-    }
-  }
-  ::closedir(d);
-  for (const auto& ns : stale) RemoveNamespace(ns, true);
-}
-
-// Namespaces A and B and the veth pair; deleted on destruction.
-class Net {
- public:
-  Net()
-      : a_(kPrefix + std::to_string(::getpid()) + "a"),
-        b_(kPrefix + std::to_string(::getpid()) + "b") {}
-  ~Net() { Remove(); }
-  std::string Build() {
-    RemoveStaleNamespaces();
-    Remove();
-    for (const auto& ns : {a_, b_}) {
-      auto r = RunCmd({kIp, "netns", "add", ns});
-      if (r.code != 0) return "ip netns add is not permitted here: " + r.output;
-    }
-    std::vector<std::vector<std::string>> steps = {
-        {kIp, "-n", a_, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b_},
-        {kIp, "-n", a_, "addr", "add", kIpA + "/24", "dev", "eth0"},
-        {kIp, "-n", b_, "addr", "add", kIpB + "/24", "dev", "eth0"},
-        {kIp, "-n", a_, "link", "set", "eth0", "up"},
-        {kIp, "-n", b_, "link", "set", "eth0", "up"},
-        {kIp, "-n", a_, "link", "set", "lo", "up"},
-        {kIp, "-n", b_, "link", "set", "lo", "up"}};
-    for (const auto& s : steps) {
-      auto r = RunCmd(s);
-      if (r.code != 0)
-        return "cannot build the test network (ip " + s[3] + " " + s[4] + " ...): " + r.output;
-    }
-    return "";
-  }
-  void Remove() {
-    // Processes are gone by now; kill anything still inside as a last resort.
-    RemoveNamespace(a_, true);
-    RemoveNamespace(b_, true);
-  }
-  const std::string& a() const { return a_; }
-  const std::string& b() const { return b_; }
-  std::vector<std::string> In(const std::string& ns, std::vector<std::string> argv) const {
-    argv.insert(argv.begin(), {kIp, "netns", "exec", ns});
-    return argv;
-  }
-
- private:
-  std::string a_, b_;
-};
+using tqds::testing::InNetns;
+using tqds::testing::RunProgram;
+using tqds::testing::RunResult;
 
 // A worker started by `dscli start` inside a namespace; `dscli stop` and then
 // SIGKILL of its pid (from the pid file) at the end.
 class NsWorker {
  public:
-  NsWorker(const Net& net, std::string ns, std::string ip, std::string dir)
-      : net_(net), ns_(std::move(ns)), ip_(std::move(ip)), dir_(std::move(dir)) {}
+  NsWorker(std::string ns, std::string ip, std::string dir)
+      : ns_(std::move(ns)), ip_(std::move(ip)), dir_(std::move(dir)) {}
   ~NsWorker() { Stop(); }
   std::string address() const { return ip_ + ":" + std::to_string(kWorkerPort); }
   // "" once started; retries while etcd is still coming up.
@@ -268,9 +156,9 @@ class NsWorker {
     RunResult r;
     auto deadline = Clock::now() + std::chrono::seconds(20);
     do {
-      r = RunCmd(net_.In(ns_, {DSCLI_BIN, "start", "-w", "--worker_address", address(),
-                               "--etcd_address", etcd, "--unix_socket_dir", dir_,
-                               "--shared_memory_size_mb", "512", "--node_timeout_s", "2"}));
+      r = RunProgram(InNetns(ns_, {DSCLI_BIN, "start", "-w", "--worker_address", address(),
+                                   "--etcd_address", etcd, "--unix_socket_dir", dir_,
+                                   "--shared_memory_size_mb", "512", "--node_timeout_s", "2"}));
       if (r.code == 0) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     } while (Clock::now() < deadline);
@@ -279,15 +167,14 @@ class NsWorker {
   }
   void Stop() {
     if (pid_ <= 0) return;
-    (void)RunCmd(
-        net_.In(ns_, {"/usr/bin/timeout", "20", DSCLI_BIN, "stop", "--worker_address", address()}));
+    (void)RunProgram(
+        InNetns(ns_, {"/usr/bin/timeout", "20", DSCLI_BIN, "stop", "--worker_address", address()}));
     ::kill(pid_, SIGKILL);  // no-op when the stop worked
     pid_ = -1;
   }
   pid_t pid() const { return pid_; }
 
  private:
-  const Net& net_;
   std::string ns_, ip_, dir_;
   pid_t pid_ = -1;
 };
@@ -333,7 +220,7 @@ class MultiNodeTest : public ::testing::Test {
     dir_ = ::mkdtemp(tmpl);
     // etcd on A, as the seed's Appendix B starts it.
     const std::string curl = "http://" + etcd(), purl = "http://" + kIpA + ":2380";
-    auto e = tqds::ChildProcess::Spawn(net_.In(
+    auto e = tqds::ChildProcess::Spawn(InNetns(
         net_.a(), {"/bin/sh", "-c",
                    std::string("exec ") + kEtcd + " --name etcd-single --data-dir " + dir_ +
                        "/etcd" + " --listen-client-urls " + curl + " --advertise-client-urls " +
@@ -342,12 +229,12 @@ class MultiNodeTest : public ::testing::Test {
                        dir_ + "/etcd.log 2>&1"}));
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     etcd_ = std::move(*e);
-    worker_a_ = std::make_unique<NsWorker>(net_, net_.a(), kIpA, dir_ + "/wa");
+    worker_a_ = std::make_unique<NsWorker>(net_.a(), kIpA, dir_ + "/wa");
     ASSERT_EQ(worker_a_->Start(etcd()), "");
-    worker_b_ = std::make_unique<NsWorker>(net_, net_.b(), kIpB, dir_ + "/wb");
+    worker_b_ = std::make_unique<NsWorker>(net_.b(), kIpB, dir_ + "/wb");
     ASSERT_EQ(worker_b_->Start(etcd()), "");
     // The controller on A, metadata only (no simple storage units).
-    auto c = tqds::ChildProcess::Spawn(net_.In(
+    auto c = tqds::ChildProcess::Spawn(InNetns(
         net_.a(), {TQ_BIN, "controller", "--host", kIpA, "--port", "0", "--storage-units", "0"}));
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     controller_ = std::move(*c);
@@ -389,7 +276,7 @@ class MultiNodeTest : public ::testing::Test {
   }
   // Starts `argv` (a program of ours) inside namespace `ns`; owned by the fixture.
   tqds::ChildProcess& Start(const std::string& ns, std::vector<std::string> argv) {
-    auto p = tqds::ChildProcess::Spawn(net_.In(ns, std::move(argv)));
+    auto p = tqds::ChildProcess::Spawn(InNetns(ns, std::move(argv)));
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     roles_.push_back(p.ok() ? std::move(*p) : tqds::ChildProcess());
     return roles_.back();
@@ -398,11 +285,11 @@ class MultiNodeTest : public ::testing::Test {
   std::string Role(const std::string& ns, const std::string& role, const std::string& ip,
                    const std::string& partition) {
     std::string self = tqds::SelfExecutable();
-    auto r = RunCmd(net_.In(ns, {"/usr/bin/timeout", "60", self, "--role", role,
-                                 controller_address_, Config(ip), partition}));
+    auto r = RunProgram(InNetns(ns, {"/usr/bin/timeout", "60", self, "--role", role,
+                                     controller_address_, Config(ip), partition}));
     return r.output + (r.code == 0 ? "" : "(exit " + std::to_string(r.code) + ")");
   }
-  Net net_;
+  tqds::testing::TwoNodeNet net_{kPrefix, kIpA, kIpB};
   std::string dir_;
   tqds::ChildProcess etcd_, controller_;
   std::unique_ptr<NsWorker> worker_a_, worker_b_;

@@ -1,61 +1,35 @@
-// Helpers for datasystem tests: run programs, start workers and etcd as real
-// processes owned by RAII guards (killed by pid even when a test fails),
-// unique ports and temp dirs. Paths of the built binaries come from CMake
-// (DS_WORKER_BIN, DSCLI_BIN, DS_TEST_CLIENT_BIN).
+// Helpers for datasystem tests: start workers and etcd as real processes
+// owned by RAII guards (killed by pid even when a test fails). Running
+// programs, ports and temp dirs come from tests/common/subprocess.h. Paths
+// of the built binaries come from CMake (DS_WORKER_BIN, DSCLI_BIN,
+// DS_TEST_CLIENT_BIN).
 #pragma once
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
 #include <functional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/netns.h"
+#include "common/subprocess.h"
 #include "datasystem/worker_options.h"
-#include "common/process.h"
 
 namespace ds::testing {
 
-// A free loopback TCP port (the kernel picks it; closed again at once).
-inline int FreePort() { return tqds::FreeLoopbackPort(); }
-
-// A fresh directory under /tmp (short: it holds Unix sockets), removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/dst_XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Waits for process `pid` (any parent) to exit, up to `timeout_ms`.
-inline bool WaitExit(pid_t pid, int timeout_ms) {
-  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) return true;  // already gone
-  pollfd p{fd, POLLIN, 0};
-  bool done = ::poll(&p, 1, timeout_ms) == 1;
-  ::close(fd);
-  ::waitpid(pid, nullptr, WNOHANG);  // reap if it is our child
-  return done;
-}
+// Shared with the other suites and the benchmarks (tests/common/subprocess.h).
+using tqds::testing::FreePort;
+using tqds::testing::ReadLine;
+using tqds::testing::RunProgram;
+using tqds::testing::RunResult;
+using tqds::testing::TempDir;
+using tqds::testing::WaitExit;
 
 // Kills `pid` on destruction (SIGTERM, then SIGKILL after 5 s).
 class ProcessGuard {
@@ -69,15 +43,9 @@ class ProcessGuard {
     pid_ = pid;
   }
   pid_t pid() const { return pid_; }
-  // Sends `sig` and waits for the exit.
+  // Sends `sig` and waits for the exit (SIGKILL after 5 s).
   void Kill(int sig) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, sig);
-    if (!WaitExit(pid_, 5000)) {
-      ::kill(pid_, SIGKILL);
-      WaitExit(pid_, 5000);
-    }
-    ::waitpid(pid_, nullptr, WNOHANG);
+    tqds::testing::StopProcess(pid_, sig, 5000);
     pid_ = -1;
   }
   void Forget() { pid_ = -1; }
@@ -86,62 +54,12 @@ class ProcessGuard {
   pid_t pid_;
 };
 
-struct RunResult {
-  int code = -1;
-  std::string output;  // stdout + stderr
-};
-
-// Runs argv to completion (stdout and stderr captured).
-inline RunResult RunProgram(const std::vector<std::string>& argv) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    ::dup2(p[1], 2);
-    std::vector<char*> a;
-    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  RunResult r;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) r.output.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
 // Starts argv in the background with stdout on a pipe; returns pid and the
 // read end (caller closes).
 inline pid_t Spawn(const std::vector<std::string>& argv, int* out_fd) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    std::vector<char*> a;
-    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  *out_fd = p[0];
-  return pid;
-}
-
-// Reads one line from fd (blocking).
-inline std::string ReadLine(int fd) {
-  std::string line;
-  char c;
-  while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
-  return line;
+  auto child = tqds::testing::SpawnPiped(argv, /*with_stderr=*/false);
+  *out_fd = child.out;
+  return child.pid;
 }
 
 // A ds_worker child process started with a readiness pipe.
@@ -166,32 +84,23 @@ class WorkerProcess {
     port_ = port != 0 ? port : FreePort();
     int p[2];
     if (::pipe(p) != 0) return "pipe failed";
-    std::vector<std::string> argv;
-    if (!config_.netns.empty()) argv = {"/usr/sbin/ip", "netns", "exec", config_.netns};
-    argv.insert(argv.end(), {DS_WORKER_BIN,
-                                     "--worker_address", address(),
-                                     "--unix_socket_dir", dir_.path(),
-                                     "--shared_memory_size_mb", std::to_string(config_.shm_mb),
-                                     "--high_watermark", std::to_string(config_.high_watermark),
-                                     "--ready_fd", std::to_string(p[1])});
+    std::vector<std::string> argv = tqds::testing::InNetns(
+        config_.netns, {DS_WORKER_BIN, "--worker_address", address(), "--unix_socket_dir",
+                        dir_.path(), "--shared_memory_size_mb", std::to_string(config_.shm_mb),
+                        "--high_watermark", std::to_string(config_.high_watermark), "--ready_fd",
+                        std::to_string(p[1])});
     if (!config_.etcd.empty()) argv.insert(argv.end(), {"--etcd_address", config_.etcd});
     argv.insert(argv.end(), config_.extra.begin(), config_.extra.end());
     if (!config_.spill_dir.empty()) {
       argv.insert(argv.end(), {"--spill_directory", config_.spill_dir, "--spill_size_limit_mb",
                                std::to_string(config_.spill_mb)});
     }
-    ::fcntl(p[0], F_SETFD, FD_CLOEXEC);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      int devnull = ::open("/dev/null", O_WRONLY);
-      if (std::getenv("DS_TEST_VERBOSE") == nullptr) ::dup2(devnull, 2);
-      std::vector<char*> a;
-      for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-      a.push_back(nullptr);
-      ::execv(a[0], a.data());
-      ::_exit(127);
-    }
-    guard_.Reset(pid);
+    ::fcntl(p[0], F_SETFD, FD_CLOEXEC);  // p[1] stays open in the worker
+    int err = std::getenv("DS_TEST_VERBOSE") == nullptr
+                  ? ::open("/dev/null", O_WRONLY | O_CLOEXEC)
+                  : -1;
+    guard_.Reset(tqds::testing::ForkExec(argv, {.err = err}));
+    if (err >= 0) ::close(err);
     ::close(p[1]);
     std::string line = ReadLine(p[0]);
     ::close(p[0]);
@@ -230,24 +139,12 @@ class EtcdProcess {
   void Start() {
     std::string curl = "http://" + address();
     std::string purl = "http://" + host_ + ":" + std::to_string(peer_port_);
-    std::vector<std::string> argv;
-    if (!netns_.empty()) argv = {"/usr/sbin/ip", "netns", "exec", netns_};
-    argv.insert(argv.end(), {"/usr/bin/etcd", "--name", "t", "--data-dir", dir_.path() + "/etcd",
-                             "--listen-client-urls", curl, "--advertise-client-urls", curl,
-                             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-                             "--initial-cluster", "t=" + purl, "--log-level", "error"});
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      int log = ::open((dir_.path() + "/etcd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(log, 1);
-      ::dup2(log, 2);
-      std::vector<char*> a;
-      for (const auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
-      a.push_back(nullptr);
-      ::execv(a[0], a.data());
-      ::_exit(127);
-    }
-    guard_.Reset(pid);
+    std::vector<std::string> argv = tqds::testing::InNetns(
+        netns_, {"/usr/bin/etcd", "--name", "t", "--data-dir", dir_.path() + "/etcd",
+                 "--listen-client-urls", curl, "--advertise-client-urls", curl,
+                 "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+                 "--initial-cluster", "t=" + purl, "--log-level", "error"});
+    guard_.Reset(tqds::testing::SpawnLogged(argv, dir_.path() + "/etcd.log"));
   }
   void Stop() { guard_.Kill(SIGKILL); }
   std::string address() const { return host_ + ":" + std::to_string(client_port_); }

@@ -5,44 +5,25 @@
 #pragma once
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <stdlib.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "common/process.h"
+#include "common/subprocess.h"
 #include "common/test_util.h"
 #include "datasystem/cluster/etcd_client.h"
 
 namespace ds::cluster::testing {
 
-// A free loopback TCP port (the kernel picks it; closed again at once).
-inline int FreePort() { return tqds::FreeLoopbackPort(); }
-
-// A fresh directory under /tmp, removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/dscl_XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// Shared with the other suites (tests/common/subprocess.h).
+using tqds::testing::FreePort;
+using tqds::testing::TempDir;
 
 class EtcdServer {
  public:
@@ -101,7 +82,7 @@ class EtcdServer {
     return tqds::Status::Timeout("etcd at ", address(), " not ready: ", last.ToString());
   }
 
-  TempDir dir_;
+  TempDir dir_{"dscl"};
   std::string data_dir_;
   int generation_ = 0;
   int client_port_;

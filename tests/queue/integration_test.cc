@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/process.h"
+#include "common/subprocess.h"
 #include "common/test_util.h"
 #include "common/wire/rpc.h"
 #include "queue/integration_payload.h"
@@ -30,28 +31,13 @@ namespace {
 
 using namespace std::chrono_literals;
 using tqds::ChildProcess;
+using tqds::testing::TempDir;
 
 constexpr int64_t kSamples = 50000;
 constexpr int kProducers = 4;
 constexpr int64_t kPutBatch = 500;
 constexpr int64_t kConsumerBatch = 384;  // does not divide the total: the tail comes by poll
 const char* kPartition = "rollout";
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tq-itest-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Starts a service and returns its endpoint from its readiness line.
 Result<std::string> StartService(std::vector<ChildProcess>& procs, const std::vector<std::string>& argv) {
@@ -69,7 +55,7 @@ std::vector<std::string> ReadLines(const std::string& path) {
 }
 
 TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
-  TempDir dir;
+  TempDir dir("tq-itest");
   ASSERT_FALSE(dir.path().empty());
   std::vector<ChildProcess> services;
   ASSERT_OK_AND_ASSIGN(std::string ctl, StartService(services, {TQ_BINARY, "controller", "--port", "0"}));

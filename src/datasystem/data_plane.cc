@@ -27,7 +27,7 @@ namespace {
 
 // Items at least this large get their destination pages faulted in ahead of
 // the sockets (see Pull).
-constexpr uint64_t kPrefaultMin = 1ull << 20;
+constexpr uint64_t kPrefaultMin = 16ull << 20;
 
 // Faults in [p, p + n) for writing (whole pages), without changing its bytes.
 // False when the kernel does not support it (before Linux 5.14).

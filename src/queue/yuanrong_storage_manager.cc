@@ -15,14 +15,23 @@ namespace {
 
 constexpr int kClients = 2;                      // parallel requests to the worker
 constexpr size_t kParallelPutBytes = 8u << 20;   // bigger puts run as two halves at once
-constexpr size_t kParallelGetKeys = 2048;        // bigger gets run as two halves at once
 
-// Where to split `values` into two halves of about equal bytes.
-size_t SplitByBytes(const std::vector<const Buffer*>& values, uint64_t total) {
+// Where to split `values` into two parts of about equal bytes, at a multiple
+// of `group` (one field's values stay in one part, so they are allocated
+// next to each other and a reader can stack them without a copy); 0 when no
+// such split exists.
+size_t SplitByBytes(const std::vector<const Buffer*>& values, uint64_t total, size_t group) {
   uint64_t acc = 0;
-  size_t mid = 0;
-  while (mid < values.size() && acc < total / 2) acc += values[mid++]->size();
-  return std::clamp<size_t>(mid, 1, values.size() - 1);
+  size_t best = 0;
+  uint64_t best_gap = UINT64_MAX;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0 && i % group == 0) {
+      uint64_t gap = acc > total / 2 ? acc - total / 2 : total / 2 - acc;
+      if (gap < best_gap) best = i, best_gap = gap;
+    }
+    acc += values[i]->size();
+  }
+  return best;
 }
 
 // Runs f(0) here and f(1) on another thread; returns the first error.
@@ -67,16 +76,17 @@ class YuanrongStorageClient {
                                "); is it running? (dscli status)");
   }
 
-  // A large put runs as two halves, each create -> fill -> seal on its own
-  // connection and thread: the worker handles the two halves' requests on
-  // two threads and the two fills share the memory bandwidth.
-  Status Put(std::vector<std::string> keys, const std::vector<const Buffer*>& values) {
+  // A large put runs as two parts, each create -> fill -> seal on its own
+  // connection and thread: the worker handles the two parts' requests on
+  // two threads and the two fills share the memory bandwidth. Values come in
+  // groups of `group` (one field of every sample); a group is never split.
+  Status Put(std::vector<std::string> keys, const std::vector<const Buffer*>& values, size_t group) {
     uint64_t total = 0;
     for (const Buffer* v : values) total += v->size();
-    if (total < kParallelPutBytes || keys.size() < 2 || clients_.size() < 2) {
-      return Explain(PutOnce(Pick(), keys, values));
-    }
-    const size_t mid = SplitByBytes(values, total);
+    const size_t mid = total < kParallelPutBytes || clients_.size() < 2 || group == 0
+                           ? 0
+                           : SplitByBytes(values, total, group);
+    if (mid == 0) return Explain(PutOnce(Pick(), keys, values));
     const auto m = static_cast<std::ptrdiff_t>(mid);
     std::vector<std::string> k[2];
     k[0].assign(std::make_move_iterator(keys.begin()), std::make_move_iterator(keys.begin() + m));
@@ -86,24 +96,12 @@ class YuanrongStorageClient {
     return Explain(BothHalves([&](int h) { return PutOnce(*clients_[h], k[h], v[h]); }));
   }
 
+  // One request: the views of one call share one holder, which lets a
+  // reader stack a field's contiguous views without a copy.
   Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys) {
-    if (keys.size() < kParallelGetKeys || clients_.size() < 2) {
-      auto r = GetOnce(Pick(), keys);
-      if (!r.ok()) return Explain(r.status());
-      return r;
-    }
-    const auto m = static_cast<std::ptrdiff_t>(keys.size() / 2);
-    const std::vector<std::string> k[2] = {{keys.begin(), keys.begin() + m}, {keys.begin() + m, keys.end()}};
-    Result<std::vector<Buffer>> got[2] = {Status::Internal("unset"), Status::Internal("unset")};
-    Status st = BothHalves([&](int h) {
-      got[h] = GetOnce(*clients_[h], k[h]);
-      return got[h].status();
-    });
-    if (!st.ok()) return Explain(st);
-    std::vector<Buffer> out = std::move(got[0]).value();
-    out.reserve(keys.size());
-    for (auto& b : *got[1]) out.push_back(std::move(b));
-    return out;
+    auto r = GetOnce(Pick(), keys);
+    if (!r.ok()) return Explain(r.status());
+    return r;
   }
   Status Delete(const std::vector<std::string>& keys) { return Explain(Pick().Delete(keys).status()); }
 
@@ -167,7 +165,7 @@ class YuanrongStorageManager : public StorageManager {
         values.push_back(&data[f][s]);
       }
     }
-    return client_->Put(std::move(keys), values);
+    return client_->Put(std::move(keys), values, samples.size());
   }
 
   Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>& samples,

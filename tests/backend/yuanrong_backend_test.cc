@@ -138,6 +138,35 @@ TEST_F(YuanrongBackendTest, ReadsAreZeroCopyViewsThatPinUntilReleased) {
   EXPECT_EQ(Stats().pinned_blocks, 0u) << "dropping the batch releases the pins";
 }
 
+TEST_F(YuanrongBackendTest, EachFieldOfALargePutStacksWithoutACopy) {
+  // 3 fields x 1024 samples x 4 KiB (12 MiB, 3072 keys): large enough for
+  // the two-part parallel put. Every field's samples must still come back
+  // as adjacent views of one read, so Stack returns a view (what Python
+  // hands out as one tensor).
+  auto client = Client("c");
+  const int64_t n = 1024, width = 4096;
+  Batch b(n);
+  for (int f = 0; f < 3; ++f) {
+    std::vector<uint8_t> bytes(static_cast<size_t>(n * width));
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 7 + f);
+    ASSERT_TRUE(b.AddTensor("f" + std::to_string(f), DType::kUInt8, {n, width},
+                            Buffer::Copy(bytes.data(), bytes.size()))
+                    .ok());
+  }
+  ASSERT_TRUE(client->put(b, "wide").ok());
+  auto meta = client->get_meta({"f0", "f1", "f2"}, n, "wide", "t");
+  ASSERT_TRUE(meta.ok());
+  auto out = client->get_data(*meta);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE(out->Equals(b));
+  for (const std::string name : {"f0", "f1", "f2"}) {
+    auto stacked = out->Stack(name);
+    ASSERT_TRUE(stacked.ok());
+    EXPECT_EQ(stacked->data().data(), (*out->Get(name))->front().data().data())
+        << "field " << name << " was copied by Stack: its samples are not adjacent views of one read";
+  }
+}
+
 TEST(YuanrongConfigTest, ErrorsAtInitialisationSayWhatIsWrong) {
   ControllerOptions o;
   auto c = TransferQueueController::Start(o);

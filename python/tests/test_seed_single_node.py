@@ -131,6 +131,28 @@ def test_seed_single_node_yuanrong_read_twice_other_task(ds_worker):
         stop_controller(trainer.tq_controller)
 
 
+def test_get_data_writable_gives_private_copies_and_storage_stays_intact(ds_worker):
+    """Views of the worker's shared memory are read-only; writable=True copies."""
+    dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
+    dict_conf.port = ds_worker.port
+    data = TensorDict({"text": torch.arange(8, dtype=torch.float32).reshape(2, 4)}, batch_size=[2])
+    trainer = Trainer(dict_conf)
+    try:
+        c = trainer.tq_client
+        c.put(data=data, partition_id="train_0")
+        m1 = c.get_meta(data_fields=["text"], batch_size=2, partition_id="train_0", task_name="a")
+        view = c.get_data(m1)["text"]
+        assert torch.equal(view, data["text"])
+        mine = c.get_data(m1, writable=True)["text"]
+        mine.add_(100)  # would fault on a zero-copy view; a private copy is fine
+        assert torch.equal(mine, data["text"] + 100)
+        assert torch.equal(view, data["text"])  # the stored sample is untouched
+        m2 = c.get_meta(data_fields=["text"], batch_size=2, partition_id="train_0", task_name="b")
+        assert torch.equal(c.get_data(m2)["text"], data["text"])
+    finally:
+        stop_controller(trainer.tq_controller)
+
+
 def test_seed_single_node_simple_storage():
     dict_conf = OmegaConf.create({"manager_type": "SimpleStorageManager"}, flags={"allow_objects": True})
     _, data, meta, output = run_seed_flow(dict_conf, partition_id=unique("train"))

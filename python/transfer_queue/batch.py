@@ -221,7 +221,9 @@ def to_fields(data: Any) -> tuple[int, list]:
     return n, fields
 
 
-def _to_tensor(arr: np.ndarray, dtype: str) -> torch.Tensor:
+def _to_tensor(arr: np.ndarray, dtype: str, writable: bool = False) -> torch.Tensor:
+    if writable and not arr.flags.writeable:
+        arr = arr.copy()  # a private copy instead of a view of read-only shared memory
     with warnings.catch_warnings():
         # Views of read-only storage: torch warns that it cannot write them.
         warnings.simplefilter("ignore", UserWarning)
@@ -231,14 +233,15 @@ def _to_tensor(arr: np.ndarray, dtype: str) -> torch.Tensor:
     return t
 
 
-def from_fields(items: list, batch_size: int, nested: bool = False) -> Any:
-    """C++ core output -> TensorDict (if installed) or Batch."""
+def from_fields(items: list, batch_size: int, nested: bool = False, writable: bool = False) -> Any:
+    """C++ core output -> TensorDict (if installed) or Batch. With writable,
+    tensors that would view read-only shared memory are copied instead."""
     out: dict[str, Any] = {}
     for name, form, payload, extra in items:
         if form == "dense":
-            out[name] = _to_tensor(payload, extra)
+            out[name] = _to_tensor(payload, extra, writable)
         elif form == "ragged":
-            ts = [_to_tensor(a, extra) for a in payload]
+            ts = [_to_tensor(a, extra, writable) for a in payload]
             out[name] = torch.nested.nested_tensor(ts) if nested else ts
         else:
             vals = []

@@ -92,14 +92,19 @@ class TransferQueueClient:
         return self._client.get_meta(list(data_fields), int(batch_size), partition_id,
                                      task_name or "default", sampling_config, mode, float(timeout))
 
-    def get_data(self, metadata: BatchMeta, nested: bool = False) -> Any:
+    def get_data(self, metadata: BatchMeta, nested: bool = False, writable: bool = False) -> Any:
         """The samples and fields of `metadata`: a TensorDict where tensordict
         is installed, else a Batch. Uniform tensor fields are dense tensors;
-        ragged ones a list of tensors (a nested tensor with nested=True)."""
+        ragged ones a list of tensors (a nested tensor with nested=True).
+
+        Through the datasystem backend, tensors are zero-copy views of the
+        worker's shared memory, which is read-only: an in-place operation on
+        them (``t.add_(1)``) faults. Pass ``writable=True`` to get private
+        copies instead (one copy), or ``.clone()`` what you modify."""
         if not isinstance(metadata, BatchMeta):
             raise InvalidArgumentError(f"get_data expects a BatchMeta, got {type(metadata).__name__}")
         items = self._client.get_data(metadata)
-        return from_fields(items, len(metadata), nested=nested)
+        return from_fields(items, len(metadata), nested=nested, writable=writable)
 
     def clear_partition(self, partition_id: str) -> None:
         self._client.clear_partition(partition_id)

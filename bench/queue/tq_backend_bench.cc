@@ -53,6 +53,7 @@
 #include "common/netns.h"
 #include "common/process.h"
 #include "common/subprocess.h"
+#include "memcpy_reference.h"
 #include "tq/client.h"
 
 namespace {
@@ -69,6 +70,7 @@ using tqds::testing::RunProgram;
 using tqds::testing::RunResult;
 using tqds::testing::TwoNodeNet;
 using Clock = std::chrono::steady_clock;
+using tq::bench::MemcpySeconds;
 
 constexpr const char* kIp = tqds::testing::kIpBin;
 constexpr const char* kEtcd = "/usr/bin/etcd";
@@ -155,25 +157,6 @@ Status Verify(const Shape& s, const Batch& got) {
     }
   }
   return Status::OK();
-}
-
-// Single-threaded memcpy of the source buffers into one prefaulted
-// destination; seconds.
-double MemcpySeconds(const std::vector<Buffer>& srcs, size_t bytes) {
-  void* dst = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (dst == MAP_FAILED) return 0;
-  std::memset(dst, 1, bytes);
-  auto t0 = Clock::now();
-  size_t off = 0;
-  for (const auto& b : srcs) {
-    std::memcpy(static_cast<uint8_t*>(dst) + off, b.data(), b.size());
-    off += b.size();
-  }
-  auto t1 = Clock::now();
-  volatile uint8_t sink = static_cast<uint8_t*>(dst)[bytes / 2];
-  (void)sink;
-  ::munmap(dst, bytes);
-  return Seconds(t0, t1);
 }
 
 // ------------------------------------------------------------ the roles

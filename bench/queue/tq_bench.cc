@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/process.h"
+#include "memcpy_reference.h"
 #include "tq/client.h"
 #include "tq/controller.h"
 
@@ -45,6 +46,7 @@ using tqds::Buffer;
 using tqds::Result;
 using tqds::Status;
 using Clock = std::chrono::steady_clock;
+using tq::bench::MemcpySeconds;
 
 constexpr double kGB = 1e9;
 
@@ -108,27 +110,6 @@ double Percentile(std::vector<double> v, double q) {
 }
 
 // ------------------------------------------------------------- references
-
-// Single-threaded memcpy of `bytes` from `srcs` (concatenated) into one
-// destination. prefaulted: the destination is touched once before timing;
-// otherwise it is a fresh mmap, so the copy also pays the page faults (what a
-// receiver writing into newly allocated memory pays).
-double MemcpySeconds(const std::vector<Buffer>& srcs, size_t bytes, bool prefaulted) {
-  void* dst = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (dst == MAP_FAILED) return 0;
-  if (prefaulted) std::memset(dst, 1, bytes);
-  auto t0 = Clock::now();
-  size_t off = 0;
-  for (const auto& b : srcs) {
-    std::memcpy(static_cast<uint8_t*>(dst) + off, b.data(), b.size());
-    off += b.size();
-  }
-  auto t1 = Clock::now();
-  volatile uint8_t sink = static_cast<uint8_t*>(dst)[bytes / 2];
-  (void)sink;
-  ::munmap(dst, bytes);
-  return Seconds(t0, t1);
-}
 
 // One TCP connection over 127.0.0.1 between two threads: the sender writes
 // `total` bytes in 1 MiB send() calls, the receiver reads into a 4 MiB buffer.

@@ -274,23 +274,23 @@ void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
   }
   std::vector<Future> calls;
   for (const auto& [holder, drops] : by_holder) {
-    std::vector<std::string> keys;
-    std::vector<uint64_t> versions;
-    for (const auto& [k, v] : drops) {
-      keys.push_back(k);
-      versions.push_back(v);
-    }
-    if (holder == options_.self) {
-      store_.DeleteVersions(keys, versions);
-      continue;
-    }
-    for (size_t i = 0; i < keys.size(); i += kBatch) {
-      const size_t end = std::min(keys.size(), i + kBatch);
+    std::vector<std::pair<std::string, uint64_t>> all(drops.begin(), drops.end());
+    for (const auto& chunk : Chunks(all)) {
+      std::vector<std::string> keys;
+      std::vector<uint64_t> versions;
+      for (const auto& [k, v] : chunk) {
+        keys.push_back(k);
+        versions.push_back(v);
+      }
+      if (holder == options_.self) {
+        store_.DeleteVersions(keys, versions);
+        continue;
+      }
       Message m(MsgType::kDsDropCopies, 0);
       m.set_body(PackBody([&](Packer& pk) {
         pk.pack_map(2);
-        PackArray(pk, proto::kKeys, std::vector<std::string>(keys.begin() + i, keys.begin() + end));
-        PackArray(pk, proto::kVersions, std::vector<uint64_t>(versions.begin() + i, versions.begin() + end));
+        PackArray(pk, proto::kKeys, keys);
+        PackArray(pk, proto::kVersions, versions);
       }));
       calls.push_back(Send(holder, std::move(m)));
     }

@@ -8,13 +8,11 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -24,20 +22,6 @@
 
 namespace ds {
 namespace {
-
-// Items at least this large get their destination pages faulted in ahead of
-// the sockets (see Pull).
-constexpr uint64_t kPrefaultMin = 16ull << 20;
-
-// Faults in [p, p + n) for writing (whole pages), without changing its bytes.
-// False when the kernel does not support it (before Linux 5.14).
-bool PrefaultForWrite(uint8_t* p, uint64_t n) {
-  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
-  uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
-  return ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE) == 0 ||
-         errno != EINVAL;
-}
 
 struct RequestHeader {
   uint32_t magic;
@@ -505,29 +489,10 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
     }
     Return(endpoint, *fd);
   };
-  // A fresh shared-memory page costs a fault (and zeroing) on its first
-  // write, which would stall the receiving threads; a helper thread faults
-  // the destinations of large items in, in the order the chunks arrive, and
-  // stays ahead because that is faster than the network.
-  std::atomic<bool> received{false};
-  std::thread prefault;
-  if (nconn > 0 && std::any_of(items.begin(), items.end(),
-                               [](const PullItem& it) { return it.size >= kPrefaultMin; })) {
-    prefault = std::thread([&] {
-      for (const Chunk& ch : chunks) {
-        if (received) return;
-        const PullItem& it = items[ch.item];
-        if (it.size < kPrefaultMin || ch.length == 0) continue;
-        if (!PrefaultForWrite(it.dest + ch.offset, ch.length)) return;
-      }
-    });
-  }
   std::vector<std::thread> threads;
   for (size_t c = 1; c < nconn; ++c) threads.emplace_back(run, c);
   run(0);
   for (auto& t : threads) t.join();
-  received = true;
-  if (prefault.joinable()) prefault.join();
   return result;
 }
 

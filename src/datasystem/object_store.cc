@@ -205,6 +205,12 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<ui
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t now = NowMs();
+    // Versions are hybrid timestamps (wall-clock ns, strictly increasing
+    // here), so the key owners order writes of one key on different workers
+    // the same way whatever order their announcements arrive in.
+    const auto wall = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
     table_.reserve(table_.size() + offsets.size());
     for (size_t i = 0; i < offsets.size(); ++i) {
       auto p = session.pending.find(offsets[i]);
@@ -227,12 +233,6 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<ui
       }
       Object o;
       o.id = next_id_++;
-      // Versions are hybrid timestamps (wall-clock ns, strictly increasing
-      // here), so the key owners order writes of one key on different
-      // workers the same way whatever order their announcements arrive in.
-      const auto wall = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                  std::chrono::system_clock::now().time_since_epoch())
-                                                  .count());
       last_version_ = std::max(wall, last_version_ + 1);
       o.offset = offset;
       o.size = pending.size;

@@ -36,11 +36,17 @@
 #include <vector>
 
 #include "common/netns.h"
+#include "consumer_output.h"
 #include "common/process.h"
 #include "tq/client.h"
 
 namespace tq {
 namespace {
+
+using testing::Collect;
+using testing::Seen;
+// How long a consumer may stay silent before its output is judged.
+constexpr std::chrono::seconds kQuiet{40};
 
 using Clock = std::chrono::steady_clock;
 constexpr const char* kIp = tqds::testing::kIpBin;
@@ -178,35 +184,6 @@ class NsWorker {
   std::string ns_, ip_, dir_;
   pid_t pid_ = -1;
 };
-
-struct Seen {
-  std::multiset<int64_t> uids;
-  int corrupt = 0;
-  bool done = false;
-  std::string errors;
-};
-
-Seen Collect(tqds::ChildProcess& p) {
-  Seen s;
-  while (true) {
-    auto line = p.WaitForLine("", std::chrono::seconds(40));
-    if (!line.ok()) {
-      s.errors = line.status().ToString();
-      break;
-    }
-    std::istringstream in(*line);
-    std::string word;
-    int64_t uid = -1;
-    in >> word >> uid;
-    if (word == "seen") s.uids.insert(uid);
-    if (word == "corrupt") ++s.corrupt;
-    if (word == "done") {
-      s.done = true;
-      break;
-    }
-  }
-  return s;
-}
 
 class MultiNodeTest : public ::testing::Test {
  protected:
@@ -348,7 +325,8 @@ TEST_F(MultiNodeTest, ThreeConsumerProcessesTwoTasksAcrossNodes) {
     auto code = p->Wait(std::chrono::seconds(10));
     ASSERT_TRUE(code.ok() && *code == 0);
   }
-  Seen ta = Collect(*consumers[0]), tb = Collect(*consumers[1]), r = Collect(*consumers[2]);
+  Seen ta = Collect(*consumers[0], kQuiet), tb = Collect(*consumers[1], kQuiet),
+       r = Collect(*consumers[2], kQuiet);
   for (const Seen* s : {&ta, &tb, &r}) {
     EXPECT_TRUE(s->done) << s->errors;
     EXPECT_EQ(s->corrupt, 0);

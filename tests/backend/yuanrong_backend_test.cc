@@ -10,12 +10,18 @@
 #include <thread>
 
 #include "backend_test_util.h"
+#include "consumer_output.h"
 #include "ds/kv_client.h"
 #include "tq/client.h"
 #include "tq/controller.h"
 
 namespace tq {
 namespace {
+
+using testing::Collect;
+using testing::Seen;
+// How long a consumer may stay silent before its output is judged.
+constexpr std::chrono::seconds kQuiet{60};
 
 using testing::ControllerProcess;
 using testing::DsWorker;
@@ -199,31 +205,6 @@ TEST(YuanrongConfigTest, ErrorsAtInitialisationSayWhatIsWrong) {
 // "reward"): each task sees each sample exactly once, byte-identical.
 class ExactlyOnceTest : public ::testing::TestWithParam<std::string> {};
 
-struct Seen {
-  std::multiset<int64_t> uids;
-  int corrupt = 0;
-  bool done = false;
-};
-
-Seen Collect(tqds::ChildProcess& p) {
-  Seen s;
-  while (true) {
-    auto line = p.WaitForLine("", std::chrono::seconds(60));
-    if (!line.ok()) break;
-    std::istringstream in(*line);
-    std::string word;
-    int64_t uid = -1;
-    in >> word >> uid;
-    if (word == "seen") s.uids.insert(uid);
-    if (word == "corrupt") ++s.corrupt;
-    if (word == "done") {
-      s.done = true;
-      break;
-    }
-  }
-  return s;
-}
-
 TEST_P(ExactlyOnceTest, ThreeConsumerProcessesTwoTasks) {
   const bool yuanrong = GetParam() == "yuanrong";
   std::unique_ptr<DsWorker> worker;
@@ -254,7 +235,8 @@ TEST_P(ExactlyOnceTest, ThreeConsumerProcessesTwoTasks) {
     auto code = p.Wait(std::chrono::seconds(10));
     ASSERT_TRUE(code.ok() && *code == 0);
   }
-  Seen a = Collect(consumers[0]), b = Collect(consumers[1]), r = Collect(consumers[2]);
+  Seen a = Collect(consumers[0], kQuiet), b = Collect(consumers[1], kQuiet),
+       r = Collect(consumers[2], kQuiet);
   for (const Seen* s : {&a, &b, &r}) {
     EXPECT_TRUE(s->done);
     EXPECT_EQ(s->corrupt, 0);

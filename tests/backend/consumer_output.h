@@ -1,0 +1,46 @@
+// What a consumer process of the exactly-once tests reported: one line
+// "seen UID" per sample it read, "corrupt UID" per sample whose bytes were
+// wrong, then "done".
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "common/process.h"
+
+namespace tq::testing {
+
+struct Seen {
+  std::multiset<int64_t> uids;
+  int corrupt = 0;
+  bool done = false;
+  std::string errors;  // why reading stopped before "done"
+};
+
+// Reads `p`'s lines until "done", or until no line comes for `quiet`.
+inline Seen Collect(tqds::ChildProcess& p, std::chrono::seconds quiet) {
+  Seen s;
+  while (true) {
+    auto line = p.WaitForLine("", quiet);
+    if (!line.ok()) {
+      s.errors = line.status().ToString();
+      break;
+    }
+    std::istringstream in(*line);
+    std::string word;
+    int64_t uid = -1;
+    in >> word >> uid;
+    if (word == "seen") s.uids.insert(uid);
+    if (word == "corrupt") ++s.corrupt;
+    if (word == "done") {
+      s.done = true;
+      break;
+    }
+  }
+  return s;
+}
+
+}  // namespace tq::testing

@@ -9,7 +9,10 @@
 //     copy) and then seal: a key becomes visible only when sealed, and is
 //     immutable after;
 //   - GetBuffers returns read-only views of the arena (zero copy); Get/MGet
-//     copy.
+//     copy. A write through a view faults (SIGSEGV) unless the client was
+//     initialised with copy-on-write views (ClientOptions or
+//     EnableCopyOnWriteViews): then the write lands in a private copy of the
+//     pages it touches, and the stored value never changes.
 // Every batch call is one request to the worker, whatever the batch size.
 //
 // Thread safety: a KVClient is safe to use from several threads; requests
@@ -70,8 +73,23 @@ struct ClientOptions {
   uint64_t inline_set_max = 64 * 1024;
   // Pre-fault the whole mapping at Init (faster first writes, slower Init).
   bool populate_mapping = false;
+  // Make the views of GetBuffers copy-on-write: a write through one (say, an
+  // in-place op on a tensor over it) no longer faults but makes the 2 MiB
+  // chunk around it private to this process, and the stored value and other
+  // processes keep the stored bytes. Live views of the same object in this
+  // process share the written pages; views handed out after the write see
+  // the stored bytes (copied, while the written chunk has live views).
+  // Installs a process-wide SIGSEGV handler that passes every other fault
+  // to the handler installed before it. Costs a lock and a counter per
+  // chunk per GetBuffers. Default false: views are plain read-only memory.
+  bool copy_on_write_views = false;
   Status Validate() const;
 };
+
+// Makes every client initialised after this call use copy-on-write views,
+// whatever its options say (the Python package calls it at import, because
+// torch tensors cannot be marked read-only). Thread-safe.
+void EnableCopyOnWriteViews();
 
 // Writable shared memory for one created, unsealed key (from MCreate).
 // Move-only. Destroying it unsealed aborts the write.

@@ -60,6 +60,10 @@ ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
 }  // namespace
 
 void InitDatasystem(py::module_& m) {
+  // torch cannot mark a tensor read-only, so an in-place op on a tensor over
+  // a zero-copy view would fault: make every view in this process
+  // copy-on-write (the stored value never changes).
+  ds::EnableCopyOnWriteViews();
   py::class_<PyWriteBuffer, std::shared_ptr<PyWriteBuffer>>(m, "WriteBuffer",
                                                             "Writable shared memory of one created key.")
       .def_property_readonly("key", [](const PyWriteBuffer& w) { return w.buffer.key(); })

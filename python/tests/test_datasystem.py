@@ -1,6 +1,12 @@
 """datasystem.KVClient against a real worker started with dscli."""
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -120,6 +126,71 @@ def test_get_buffers_is_zero_copy(kv):
     assert pa == pb, "two get_buffers of one key should map the same shared memory"
     t = torch.frombuffer(bytearray(a), dtype=torch.float32)
     assert torch.equal(t, data)
+
+
+def test_torch_writes_into_a_view_never_reach_the_stored_value(kv, ds_worker):
+    """numpy refuses to write a view; a torch tensor over one writes a
+    private copy of the pages (copy-on-write), not the worker's memory."""
+    k = unique("cow")
+    data = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB
+    kv.set(k, data.numpy())
+    v, = kv.get_buffers([k])
+    with pytest.raises(ValueError):
+        np.frombuffer(v, dtype=np.float32)[0] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable"
+        t = torch.frombuffer(v, dtype=torch.float32)
+    t.add_(1)
+    assert torch.equal(t, data + 1)
+    other = KVClient("127.0.0.1", ds_worker.port)
+    other.init()
+    assert other.get(k) == data.numpy().tobytes()
+    w, = kv.get_buffers([k])
+    assert bytes(w) == data.numpy().tobytes()
+
+
+FAULTHANDLER_CHILD = textwrap.dedent("""
+    import ctypes, faulthandler, sys, warnings
+    import numpy as np, torch
+    from datasystem import KVClient
+    port, mode = int(sys.argv[1]), sys.argv[2]
+    kv = KVClient("127.0.0.1", port)
+    kv.init()
+    kv.set("fh", np.arange(1 << 20, dtype=np.float32))
+    v, = kv.get_buffers(["fh"])
+    faulthandler.enable()  # installs its SIGSEGV handler over the copy-on-write one
+    if mode != "window":
+        v, = kv.get_buffers(["fh"])  # puts the copy-on-write handler back in front
+    warnings.simplefilter("ignore")
+    t = torch.frombuffer(v, dtype=torch.float32)
+    t.add_(1)
+    stored = np.frombuffer(kv.get("fh"), dtype=np.float32)
+    print("wrote", t[:3].tolist(), "stored", stored[:3].tolist(), flush=True)
+    if mode == "crash":
+        ctypes.string_at(0)  # a real fault: faulthandler reports it, the process dies
+""")
+
+
+@pytest.mark.parametrize("mode", ["after_get", "window", "crash"])
+def test_copy_on_write_views_live_with_faulthandler(ds_worker, tmp_path, mode):
+    """faulthandler enabled after the client started does not turn writes
+    into views into crashes, and real faults still kill the process (with
+    faulthandler's traceback, without a loop between the two handlers)."""
+    script = tmp_path / "child.py"
+    script.write_text(FAULTHANDLER_CHILD)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, str(script), str(ds_worker.port), mode], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert "wrote [1.0, 2.0, 3.0] stored [0.0, 1.0, 2.0]" in r.stdout, r.stderr
+    if mode == "crash":
+        assert r.returncode == -signal.SIGSEGV, r.stderr
+        assert "Fatal Python error: Segmentation fault" in r.stderr
+        assert r.stderr.count("Fatal Python error") == 1, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        # Only a write between faulthandler.enable() and the next get meets
+        # faulthandler first: it prints its report, then the write goes on.
+        assert ("Fatal Python error" in r.stderr) == (mode == "window"), r.stderr
 
 
 def test_view_outlives_delete(kv):

@@ -132,7 +132,7 @@ def test_seed_single_node_yuanrong_read_twice_other_task(ds_worker):
 
 
 def test_get_data_writable_gives_private_copies_and_storage_stays_intact(ds_worker):
-    """Views of the worker's shared memory are read-only; writable=True copies."""
+    """writable=True gives private copies; the stored samples stay intact."""
     dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
     dict_conf.port = ds_worker.port
     data = TensorDict({"text": torch.arange(8, dtype=torch.float32).reshape(2, 4)}, batch_size=[2])
@@ -144,11 +144,44 @@ def test_get_data_writable_gives_private_copies_and_storage_stays_intact(ds_work
         view = c.get_data(m1)["text"]
         assert torch.equal(view, data["text"])
         mine = c.get_data(m1, writable=True)["text"]
-        mine.add_(100)  # would fault on a zero-copy view; a private copy is fine
+        mine.add_(100)
         assert torch.equal(mine, data["text"] + 100)
         assert torch.equal(view, data["text"])  # the stored sample is untouched
         m2 = c.get_meta(data_fields=["text"], batch_size=2, partition_id="train_0", task_name="b")
         assert torch.equal(c.get_data(m2)["text"], data["text"])
+    finally:
+        stop_controller(trainer.tq_controller)
+
+
+def test_in_place_ops_on_default_views_leave_the_stored_samples_intact(ds_worker):
+    """The default zero-copy views are copy-on-write: in-place ops (also on
+    torch's intra-op threads) work, and the stored samples never change."""
+    dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
+    dict_conf.port = ds_worker.port
+    n, width = 64, 64 * 1024  # 16 MiB of float32: a two-part put, many chunks
+    obs = torch.randn(n, width)
+    data = TensorDict({"obs": obs, "tag": torch.arange(n)}, batch_size=[n])
+    trainer = Trainer(dict_conf)
+    try:
+        c = trainer.tq_client
+        c.put(data=data, partition_id="train_0")
+        m1 = c.get_meta(data_fields=["obs", "tag"], batch_size=n, partition_id="train_0", task_name="a")
+        out = c.get_data(m1)
+        view = out["obs"]
+        assert torch.equal(view, obs)
+        view.mul_(2).add_(1)  # would fault on read-only shared memory
+        out["tag"][0] = -1
+        assert torch.equal(view, obs * 2 + 1)
+        assert out["tag"][0].item() == -1
+        # Another task, and a second get of the same samples while the
+        # written views live, see the stored bytes.
+        m2 = c.get_meta(data_fields=["obs", "tag"], batch_size=n, partition_id="train_0", task_name="b")
+        again = c.get_data(m2)
+        assert torch.equal(again["obs"], obs)
+        assert torch.equal(again["tag"], torch.arange(n))
+        del out, view, again
+        m3 = c.get_meta(data_fields=["obs"], batch_size=n, partition_id="train_0", task_name="c")
+        assert torch.equal(c.get_data(m3)["obs"], obs)
     finally:
         stop_controller(trainer.tq_controller)
 

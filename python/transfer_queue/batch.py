@@ -223,9 +223,10 @@ def to_fields(data: Any) -> tuple[int, list]:
 
 def _to_tensor(arr: np.ndarray, dtype: str, writable: bool = False) -> torch.Tensor:
     if writable and not arr.flags.writeable:
-        arr = arr.copy()  # a private copy instead of a view of read-only shared memory
+        arr = arr.copy()  # a private copy instead of a copy-on-write view of shared memory
     with warnings.catch_warnings():
-        # Views of read-only storage: torch warns that it cannot write them.
+        # Views of shared memory are read-only to numpy, copy-on-write to
+        # torch (see ds::EnableCopyOnWriteViews); torch warns needlessly.
         warnings.simplefilter("ignore", UserWarning)
         t = torch.from_numpy(arr)
     if dtype == "bfloat16":
@@ -235,7 +236,7 @@ def _to_tensor(arr: np.ndarray, dtype: str, writable: bool = False) -> torch.Ten
 
 def from_fields(items: list, batch_size: int, nested: bool = False, writable: bool = False) -> Any:
     """C++ core output -> TensorDict (if installed) or Batch. With writable,
-    tensors that would view read-only shared memory are copied instead."""
+    tensors that would view shared memory are private copies instead."""
     out: dict[str, Any] = {}
     for name, form, payload, extra in items:
         if form == "dense":

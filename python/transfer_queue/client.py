@@ -98,9 +98,13 @@ class TransferQueueClient:
         ragged ones a list of tensors (a nested tensor with nested=True).
 
         Through the datasystem backend, tensors are zero-copy views of the
-        worker's shared memory, which is read-only: an in-place operation on
-        them (``t.add_(1)``) faults. Pass ``writable=True`` to get private
-        copies instead (one copy), or ``.clone()`` what you modify."""
+        worker's shared memory. They are copy-on-write: an in-place operation
+        (``t.add_(1)``) works and changes only this process's pages, never the
+        stored sample; other live views of the same sample in this process
+        see the write, a later get_data sees the stored bytes. The first
+        write into each 2 MiB of shared memory copies those 2 MiB, which
+        costs about what ``writable=True`` (private copies up front) or
+        ``.clone()`` costs for the whole batch."""
         if not isinstance(metadata, BatchMeta):
             raise InvalidArgumentError(f"get_data expects a BatchMeta, got {type(metadata).__name__}")
         items = self._client.get_data(metadata)

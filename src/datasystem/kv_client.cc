@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -15,9 +16,11 @@
 #include "common/wire/rpc.h"
 #include "datasystem/local_frame.h"
 #include "datasystem/protocol.h"
+#include "datasystem/view_mapping.h"
 
 namespace ds {
 
+using internal::ViewMapping;
 using tqds::StatusCode;
 using tqds::wire::MapReader;
 using tqds::wire::Message;
@@ -27,15 +30,16 @@ using Packer = msgpack::packer<msgpack::sbuffer>;
 
 namespace internal {
 
-// One Unix-socket connection and the arena mappings. Requests are serialised
-// by `mu_`; one-way messages (Release, Abort) take the same lock.
+// One Unix-socket connection and the arena mappings: `rw_` (shared, for
+// writes and copies) and `views_` (read-only views, optionally
+// copy-on-write). Requests are serialised by `mu_`; one-way messages
+// (Release, Abort) take the same lock.
 class Connection {
  public:
-  Connection(int fd, uint8_t* rw, const uint8_t* ro, uint64_t size)
-      : fd_(fd), rw_(rw), ro_(ro), size_(size) {}
+  Connection(int fd, uint8_t* rw, std::unique_ptr<ViewMapping> views)
+      : fd_(fd), rw_(rw), size_(views->size()), views_(std::move(views)) {}
   ~Connection() {
     ::munmap(rw_, size_);
-    ::munmap(const_cast<uint8_t*>(ro_), size_);
     ::close(fd_);
   }
   Result<Message> Call(Message request) {
@@ -78,13 +82,13 @@ class Connection {
   uint64_t OffsetOf(const uint8_t* data) const { return static_cast<uint64_t>(data - rw_); }
   bool InBounds(uint64_t off, uint64_t n) const { return off <= size_ && n <= size_ - off; }
   uint8_t* rw() const { return rw_; }
-  const uint8_t* ro() const { return ro_; }
+  ViewMapping& views() const { return *views_; }
 
  private:
   const int fd_;
   uint8_t* const rw_;
-  const uint8_t* const ro_;
   const uint64_t size_;
+  const std::unique_ptr<ViewMapping> views_;
   std::mutex mu_;
   uint64_t next_id_ = 0;  // guarded by mu_
 };
@@ -93,12 +97,19 @@ class Connection {
 
 namespace {
 
-// Keeps the pins of one GetBuffers call; releases them when the last view dies.
+// Keeps the pins of one GetBuffers call; ends its views and releases the
+// pins when the last view dies.
 struct ReadPins {
   std::shared_ptr<internal::Connection> conn;
-  std::vector<uint64_t> offsets;
-  ~ReadPins() { conn->Release(offsets); }
+  std::vector<uint64_t> offsets;                   // every object pinned by the call
+  std::vector<uint64_t> view_offsets, view_sizes;  // the ranges handed out as views
+  ~ReadPins() {
+    conn->views().Unview(view_offsets, view_sizes);
+    conn->Release(offsets);
+  }
 };
+
+std::atomic<bool> g_copy_on_write_views{false};
 
 Status KeyError(StatusCode code, const std::string& key, const char* op) {
   switch (code) {
@@ -181,6 +192,8 @@ Status WriteBuffer::Write(std::string_view bytes) {
 
 // --------------------------------------------------------------- options
 
+void EnableCopyOnWriteViews() { g_copy_on_write_views.store(true); }
+
 Status ClientOptions::Validate() const {
   if (connect_timeout_ms <= 0) return Status::Invalid("connect_timeout_ms must be positive");
   return Status::OK();
@@ -252,16 +265,17 @@ Status KVClient::Init() {
   if (arena_fd < 0) return fail(Status::Internal("worker did not pass its shared memory"));
   int flags = MAP_SHARED | (options_.populate_mapping ? MAP_POPULATE : 0);
   void* rw = ::mmap(nullptr, *size, PROT_READ | PROT_WRITE, flags, arena_fd, 0);
-  void* ro = ::mmap(nullptr, *size, PROT_READ, MAP_SHARED, arena_fd, 0);
-  if (rw == MAP_FAILED || ro == MAP_FAILED) {
-    int e = errno;
-    if (rw != MAP_FAILED) ::munmap(rw, *size);
-    if (ro != MAP_FAILED) ::munmap(ro, *size);
-    return fail(Status::IOError("cannot map the worker's shared memory: ", std::strerror(e)));
+  if (rw == MAP_FAILED) {
+    return fail(Status::IOError("cannot map the worker's shared memory: ", std::strerror(errno)));
+  }
+  auto views = internal::ViewMapping::Map(
+      arena_fd, *size, options_.copy_on_write_views || g_copy_on_write_views.load());
+  if (!views.ok()) {
+    ::munmap(rw, *size);
+    return fail(views.status());
   }
   ::close(arena_fd);
-  conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw),
-                                                 static_cast<const uint8_t*>(ro), *size);
+  conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw), std::move(*views));
   spdlog::debug("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
   return Status::OK();
 }
@@ -369,7 +383,7 @@ Result<std::vector<std::optional<std::string>>> KVClient::MGet(const std::vector
     if (g.inline_[i]) {
       out[i] = g.message.payloads()[p++].ToString();
     } else {
-      out[i] = std::string(reinterpret_cast<const char*>(conn_->ro() + g.offsets[i]), g.sizes[i]);
+      out[i] = std::string(reinterpret_cast<const char*>(conn_->rw() + g.offsets[i]), g.sizes[i]);
       release.push_back(g.offsets[i]);
     }
   }
@@ -459,13 +473,26 @@ Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(const std::vecto
   std::vector<std::optional<Buffer>> out(keys.size());
   auto pins = std::make_shared<ReadPins>();
   pins->conn = conn_;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (g.codes[i] == 0) pins->offsets.push_back(g.offsets[i]);
-  }
-  std::shared_ptr<const void> holder = pins;
+  std::vector<uint64_t> sizes;
   for (size_t i = 0; i < keys.size(); ++i) {
     if (g.codes[i] != 0) continue;
-    out[i] = Buffer::Wrap(conn_->ro() + g.offsets[i], g.sizes[i], holder);
+    pins->offsets.push_back(g.offsets[i]);
+    sizes.push_back(g.sizes[i]);
+  }
+  // A range over copy-on-write pages that a live view has made private is
+  // copied from the shared mapping instead (see ViewMapping).
+  const std::vector<bool> viewable = conn_->views().View(pins->offsets, sizes);
+  std::shared_ptr<const void> holder = pins;
+  for (size_t i = 0, j = 0; i < keys.size(); ++i) {
+    if (g.codes[i] != 0) continue;
+    const uint64_t off = g.offsets[i];
+    if (viewable[j++]) {
+      pins->view_offsets.push_back(off);
+      pins->view_sizes.push_back(g.sizes[i]);
+      out[i] = Buffer::Wrap(conn_->views().base() + off, g.sizes[i], holder);
+    } else {
+      out[i] = Buffer::Copy(conn_->rw() + off, g.sizes[i]);
+    }
   }
   return out;
 }

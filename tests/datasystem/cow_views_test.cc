@@ -1,0 +1,188 @@
+// Copy-on-write views (ClientOptions::copy_on_write_views) against a real
+// ds_worker: a write through a view never changes the stored value, later
+// views never show written or stale pages, concurrent writers into one chunk
+// all keep their writes, and faults elsewhere still kill the process.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "ds/kv_client.h"
+#include "test_util.h"
+
+namespace ds {
+namespace {
+
+using testing::WorkerProcess;
+
+constexpr uint64_t kPage = 4096;
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+// Writes through a view as a caller that ignores its constness would (a
+// torch tensor over it, say).
+uint8_t* Writable(const Buffer& b) { return const_cast<uint8_t*>(b.data()); }
+
+class CowViewsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    worker_ = std::make_unique<WorkerProcess>(WorkerProcess::Config{});
+    ASSERT_EQ(worker_->Start(), "");
+    cow_ = NewClient(true);
+    plain_ = NewClient(false);
+  }
+  std::unique_ptr<KVClient> NewClient(bool copy_on_write) {
+    ClientOptions options;
+    options.copy_on_write_views = copy_on_write;
+    auto c = std::make_unique<KVClient>("127.0.0.1", worker_->port(), options);
+    Status st = c->Init();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return c;
+  }
+  Buffer View(KVClient& c, const std::string& key) {
+    auto got = c.GetBuffers({key});
+    EXPECT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(got.ok() && (*got)[0].has_value()) << key;
+    return got.ok() && (*got)[0] ? *(*got)[0] : Buffer();
+  }
+
+  std::unique_ptr<WorkerProcess> worker_;
+  std::unique_ptr<KVClient> cow_, plain_;
+};
+
+TEST_F(CowViewsTest, AWriteThroughAViewNeverChangesTheStoredValue) {
+  const std::string value = RandomBytes(3 << 20, 1);  // spans two chunks
+  ASSERT_TRUE(cow_->Set("k", value).ok());
+  Buffer first = View(*cow_, "k");
+  ASSERT_EQ(first.view(), value);
+  std::memset(Writable(first), 0xAB, first.size());  // faults without copy-on-write
+  EXPECT_EQ(first.view(), std::string(value.size(), '\xAB'));
+
+  // The worker, other clients and copying reads keep the stored bytes.
+  EXPECT_EQ(*plain_->Get("k"), value);
+  EXPECT_EQ(View(*plain_, "k").view(), value);
+  EXPECT_EQ(*cow_->Get("k"), value);
+  // A view handed out while the written one lives is a copy of the stored bytes.
+  Buffer second = View(*cow_, "k");
+  EXPECT_EQ(second.view(), value);
+  EXPECT_NE(second.data(), first.data());
+  // Once both are gone, views are zero-copy over the stored bytes again.
+  const uint8_t* where = first.data();
+  first = Buffer();
+  second = Buffer();
+  Buffer third = View(*cow_, "k");
+  EXPECT_EQ(third.data(), where);
+  EXPECT_EQ(third.view(), value);
+}
+
+// The page a write makes private may also hold the head of a neighbour. If
+// the neighbour is deleted and a new value takes its place while the written
+// view lives, a view of the new value must show the new bytes.
+TEST_F(CowViewsTest, AReusedNeighbourNeverShowsAPrivatePage) {
+  const std::string a = RandomBytes(64 * 1024 + 100, 2);  // ends mid-page
+  const std::string b = RandomBytes(32 * 1024, 3);
+  const std::string c = RandomBytes(32 * 1024, 4);
+  ASSERT_TRUE(cow_->Set("a", a).ok());
+  ASSERT_TRUE(cow_->Set("b", b).ok());
+  Buffer va = View(*cow_, "a");
+  const uint8_t* b_before = View(*plain_, "b").data();
+  Writable(va)[va.size() - 1] ^= 0xFF;  // makes the page holding b's head private
+  ASSERT_EQ(*cow_->Delete({"b"}), 1u);
+  ASSERT_TRUE(cow_->Set("c", c).ok());
+  // The scenario needs c where b was, sharing a's last page.
+  ASSERT_EQ(View(*plain_, "c").data(), b_before);
+  EXPECT_EQ(View(*cow_, "c").view(), c);
+  EXPECT_EQ(*cow_->Get("c"), c);
+  va = Buffer();
+  EXPECT_EQ(View(*cow_, "c").view(), c);  // and zero-copy again
+  EXPECT_EQ(View(*cow_, "a").view(), a);
+}
+
+// Threads that write into one chunk at the same moment (an intra-op
+// parallel in-place op) must all keep their writes: a second remap of the
+// chunk would drop the first thread's private pages.
+TEST_F(CowViewsTest, ConcurrentWritersIntoOneChunkKeepEveryWrite) {
+  constexpr int kThreads = 8;
+  const std::string value(2 << 20, '\0');
+  ASSERT_TRUE(cow_->Set("k", value).ok());
+  for (int round = 0; round < 200; ++round) {
+    Buffer v = View(*cow_, "k");
+    ASSERT_EQ(v.view(), value);
+    const size_t pages = v.size() / kPage;
+    std::vector<std::thread> threads;
+    std::atomic<int> ready{0};
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        ready.fetch_add(1);
+        while (ready.load() < kThreads) {
+        }
+        for (size_t p = t; p < pages; p += kThreads) Writable(v)[p * kPage + 7] = static_cast<uint8_t>(1 + t);
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (size_t p = 0; p < pages; ++p) {
+      ASSERT_EQ(v.data()[p * kPage + 7], 1 + p % kThreads) << "round " << round << " page " << p;
+    }
+    EXPECT_EQ(*plain_->Get("k"), value);
+  }
+}
+
+TEST_F(CowViewsTest, ViewsOfADatasetOfManyKeysStayZeroCopyWithoutWrites) {
+  std::vector<std::string> keys;
+  std::vector<std::string_view> values;
+  const std::string blob = RandomBytes(32 * 1024, 5);
+  for (int i = 0; i < 200; ++i) {
+    keys.push_back("many/" + std::to_string(i));
+    values.push_back(blob);
+  }
+  ASSERT_TRUE(cow_->MSet(keys, values).ok());
+  auto first = cow_->GetBuffers(keys);
+  auto second = cow_->GetBuffers(keys);
+  ASSERT_TRUE(first.ok() && second.ok());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ((*first)[i]->data(), (*second)[i]->data()) << keys[i];  // both views
+    EXPECT_EQ((*second)[i]->view(), blob);
+  }
+}
+
+// Runs `write` in a forked child; true when the child died of it (a
+// signal, or a sanitizer's non-zero exit) rather than exiting 0 after it.
+template <typename F>
+bool ChildDiesOf(F&& write) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    write();
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST_F(CowViewsTest, FaultsOutsideCopyOnWriteViewsStillKillTheProcess) {
+  ASSERT_TRUE(plain_->Set("k", std::string(8192, 'x')).ok());
+  Buffer plain_view = View(*plain_, "k");
+  Buffer cow_view = View(*cow_, "k");
+  // The copy-on-write handler is installed in this process (and the child).
+  EXPECT_FALSE(ChildDiesOf([&] { Writable(cow_view)[0] = 'y'; }));
+  // A null write, and a write into views of a client without copy-on-write,
+  // still take the default action.
+  EXPECT_TRUE(ChildDiesOf([] {
+    volatile int* p = nullptr;
+    *p = 1;
+  }));
+  EXPECT_TRUE(ChildDiesOf([&] { Writable(plain_view)[0] = 'y'; }));
+  EXPECT_EQ(plain_view.view(), std::string(8192, 'x'));
+  EXPECT_EQ(cow_view.view(), std::string(8192, 'x'));
+}
+
+}  // namespace
+}  // namespace ds

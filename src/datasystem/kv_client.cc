@@ -113,11 +113,15 @@ std::atomic<bool> g_copy_on_write_views{false};
 
 Status KeyError(StatusCode code, const std::string& key, const char* op) {
   switch (code) {
-    case StatusCode::kOk: return Status::OK();
-    case StatusCode::kAlreadyExists: return Status::AlreadyExists("key '", key, "' already exists");
+    case StatusCode::kOk:
+      return Status::OK();
+    case StatusCode::kAlreadyExists:
+      return Status::AlreadyExists("key '", key, "' already exists");
     case StatusCode::kNotFound:
-      return Status::NotFound(op, ": key '", key, "' was not created by this client or was aborted");
-    default: return Status(code, std::string(op) + " failed for key '" + key + "'");
+      return Status::NotFound(op, ": key '", key,
+                              "' was not created by this client or was aborted");
+    default:
+      return Status(code, std::string(op) + " failed for key '" + key + "'");
   }
 }
 
@@ -139,7 +143,8 @@ void PackKeys(Packer& pk, const Keys& keys) {
 
 Result<std::vector<uint32_t>> Codes(const MapReader& r, size_t n) {
   TQDS_ASSIGN_OR_RETURN(auto codes, r.Get<std::vector<uint32_t>>(proto::kCodes));
-  if (codes.size() != n) return Status::Internal("worker replied ", codes.size(), " codes for ", n, " keys");
+  if (codes.size() != n)
+    return Status::Internal("worker replied ", codes.size(), " codes for ", n, " keys");
   return codes;
 }
 
@@ -218,14 +223,15 @@ Status KVClient::Init() {
   }
   const std::string where = host_ + ":" + std::to_string(port_);
   // 1. Ask the worker (TCP) where its Unix socket is.
-  TQDS_ASSIGN_OR_RETURN(auto rpc,
-                        tqds::wire::RpcClient::Connect("tcp://" + where));
+  TQDS_ASSIGN_OR_RETURN(auto rpc, tqds::wire::RpcClient::Connect("tcp://" + where));
   auto hello = rpc->CallSync(Message(MsgType::kDsHello, 0),
                              std::chrono::milliseconds(options_.connect_timeout_ms));
   if (!hello.ok()) {
     return Status::Unavailable("no datasystem worker answers at ", where, " (",
-                               hello.status().message(), "); start one with: dscli start -w "
-                               "--worker_address ", where);
+                               hello.status().message(),
+                               "); start one with: dscli start -w "
+                               "--worker_address ",
+                               where);
   }
   TQDS_ASSIGN_OR_RETURN(auto hr, MapReader::Of(hello->body(), "Hello reply"));
   TQDS_ASSIGN_OR_RETURN(auto path, hr.Get<std::string>(proto::kSocket));
@@ -363,8 +369,8 @@ Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string
     }
   }
   if (n_inline != out.message.payloads().size()) {
-    return Status::Internal("Get reply carries ", out.message.payloads().size(),
-                            " payloads for ", n_inline, " inline values");
+    return Status::Internal("Get reply carries ", out.message.payloads().size(), " payloads for ",
+                            n_inline, " inline values");
   }
   return out;
 }
@@ -465,8 +471,8 @@ Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
   return first;
 }
 
-Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(const std::vector<std::string>& keys,
-                                                                int32_t timeout_ms) {
+Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
+    const std::vector<std::string>& keys, int32_t timeout_ms) {
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
   TQDS_ASSIGN_OR_RETURN(GetReply g, DoGet(*conn_, keys, timeout_ms, /*inline_max=*/0));

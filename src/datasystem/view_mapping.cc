@@ -39,7 +39,7 @@ std::mutex g_registry_mu;  // Register/Unregister and (re)installing the handler
 // is not ours. Two slots, so that a reinstallation never rewrites the one a
 // running handler may be reading: written under g_registry_mu, published by
 // g_previous_slot.
-struct sigaction g_previous[2] {};
+struct sigaction g_previous[2]{};
 std::atomic<int> g_previous_slot{0};
 // Set once a fault has been passed on: the process is dying. A handler that
 // re-raises the signal (Python's faulthandler restores the handler it
@@ -184,7 +184,8 @@ void Unregister(int slot) {
 
 }  // namespace
 
-tqds::Result<std::unique_ptr<ViewMapping>> ViewMapping::Map(int fd, uint64_t size, bool copy_on_write) {
+tqds::Result<std::unique_ptr<ViewMapping>> ViewMapping::Map(int fd, uint64_t size,
+                                                            bool copy_on_write) {
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
     return Status::IOError("cannot map the worker's shared memory: ", std::strerror(errno));
@@ -202,8 +203,9 @@ tqds::Result<std::unique_ptr<ViewMapping>> ViewMapping::Map(int fd, uint64_t siz
   for (uint64_t c = 0; c < chunks; ++c) state[c].store(kShared, std::memory_order_relaxed);
   const int slot = Register(base, size, dup, state.get());
   if (slot < 0) {
-    spdlog::warn("copy-on-write views unavailable (no free slot or no SIGSEGV handler); "
-                 "views of this mapping stay read-only");
+    spdlog::warn(
+        "copy-on-write views unavailable (no free slot or no SIGSEGV handler); "
+        "views of this mapping stay read-only");
     ::close(dup);
     return std::unique_ptr<ViewMapping>(new ViewMapping(base, size, -1, -1));
   }
@@ -254,7 +256,8 @@ void ViewMapping::Unview(const std::vector<uint64_t>& offsets, const std::vector
     if (sizes[i] == 0) continue;
     const uint64_t c1 = LastChunk(offsets[i], sizes[i]);
     for (uint64_t c = FirstChunk(offsets[i]); c <= c1; ++c) {
-      if (--views_[c] == 0 && state_[c].load(std::memory_order_acquire) == kPrivate) RestoreLocked(c);
+      if (--views_[c] == 0 && state_[c].load(std::memory_order_acquire) == kPrivate)
+        RestoreLocked(c);
     }
   }
 }
@@ -262,15 +265,16 @@ void ViewMapping::Unview(const std::vector<uint64_t>& offsets, const std::vector
 void ViewMapping::RestoreLocked(uint64_t c) {
   uint8_t expected = kPrivate;
   if (!state_[c].compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) return;
-  void* p = ::mmap(base_ + c * kChunk, ChunkLength(size_, c), PROT_READ, MAP_SHARED | MAP_FIXED, fd_,
-                   static_cast<off_t>(c * kChunk));
+  void* p = ::mmap(base_ + c * kChunk, ChunkLength(size_, c), PROT_READ, MAP_SHARED | MAP_FIXED,
+                   fd_, static_cast<off_t>(c * kChunk));
   state_[c].store(p == MAP_FAILED ? kPrivate : kShared, std::memory_order_release);
 }
 
 size_t ViewMapping::PrivateChunks() const {
   if (!copy_on_write()) return 0;
   size_t n = 0;
-  for (uint64_t c = 0; c < views_.size(); ++c) n += state_[c].load(std::memory_order_relaxed) == kPrivate;
+  for (uint64_t c = 0; c < views_.size(); ++c)
+    n += state_[c].load(std::memory_order_relaxed) == kPrivate;
   return n;
 }
 

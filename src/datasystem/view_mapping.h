@@ -77,7 +77,9 @@ class ViewMapping {
  private:
   ViewMapping(uint8_t* base, uint64_t size, int fd, int slot);
   uint64_t FirstChunk(uint64_t off) const { return off / kChunk; }
-  uint64_t LastChunk(uint64_t off, uint64_t n) const { return (n == 0 ? off : off + n - 1) / kChunk; }
+  uint64_t LastChunk(uint64_t off, uint64_t n) const {
+    return (n == 0 ? off : off + n - 1) / kChunk;
+  }
   // Maps chunk c shared and read-only again. Requires mu_ and no live view.
   void RestoreLocked(uint64_t c);
 

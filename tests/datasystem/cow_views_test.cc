@@ -124,7 +124,8 @@ TEST_F(CowViewsTest, ConcurrentWritersIntoOneChunkKeepEveryWrite) {
         ready.fetch_add(1);
         while (ready.load() < kThreads) {
         }
-        for (size_t p = t; p < pages; p += kThreads) Writable(v)[p * kPage + 7] = static_cast<uint8_t>(1 + t);
+        for (size_t p = t; p < pages; p += kThreads)
+          Writable(v)[p * kPage + 7] = static_cast<uint8_t>(1 + t);
       });
     }
     for (auto& th : threads) th.join();

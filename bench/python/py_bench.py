@@ -8,10 +8,10 @@ A program, not a test. Run with Debian's Python (it has torch and omegaconf):
 
     /usr/bin/python3 bench/python/py_bench.py [--quick] [--reps N] [--json FILE]
 
-It finds `tq`, `dscli` and `tq_backend_bench` on PATH, else in build-b5/,
-build/ (bin/, tools/, bench/queue/); and the `transfer_queue` package on
-PYTHONPATH, else in build-b5/python or build/python. Set TQ_BUILD_DIR to
-pick a build directory.
+It finds `tq`, `dscli` and `tq_backend_bench` in build-b5/ or build/
+(bin/, tools/, bench/queue/), else on PATH; and the `transfer_queue`
+package from this checkout with the extension of that build, else the
+installed one. Set TQ_BUILD_DIR to pick a build directory.
 
 Both sides use the same services, started here: a controller with two
 simple storage units (`TransferQueueController.remote()`, as the seed starts
@@ -51,26 +51,27 @@ def build_dirs():
 
 
 def find_program(name):
-    path = shutil.which(name)
-    if path:
-        return path
+    # The build tree first, so that both sides run the code just built (an
+    # older `make install` on PATH would otherwise be measured).
     for d in build_dirs():
         for sub in ("bin", "tools/tq", "tools/dscli", "bench/queue"):
             p = os.path.join(d, sub, name)
             if os.access(p, os.X_OK):
                 return p
-    sys.exit(f"py_bench: cannot find `{name}` on PATH or in {build_dirs()} (build it first)")
+    path = shutil.which(name)
+    if path:
+        return path
+    sys.exit(f"py_bench: cannot find `{name}` in {build_dirs()} or on PATH (build it first)")
 
 
 def import_transfer_queue():
-    try:
-        import transfer_queue  # noqa: F401
-    except ImportError:
-        for d in build_dirs():
-            p = os.path.join(d, "python")
-            if os.path.isdir(os.path.join(p, "transfer_queue")):
-                sys.path.insert(0, p)
-                break
+    # The build tree's extension and this checkout's package sources first,
+    # like the programs; else the installed package.
+    for d in build_dirs():
+        p = os.path.join(d, "python")
+        if any(f.startswith("_tqds") for f in (os.listdir(p) if os.path.isdir(p) else [])):
+            sys.path[:0] = [os.path.join(REPO, "python"), p]
+            break
     import transfer_queue
 
     return transfer_queue

@@ -292,6 +292,8 @@ int CppCycleMain(const std::string& controller, const std::string& cfg, const Sh
     out["clear"].push_back(Seconds(t5, Clock::now()));
   }
   out["verified"] = true;
+  const tqds::BufferCacheStats cache = tqds::GetBufferCacheStats();
+  out["buffer_cache"] = {{"hits", cache.hits}, {"misses", cache.misses}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -52,8 +52,13 @@ class Buffer {
   std::shared_ptr<const void> holder_;
 };
 
-// Writable memory, 64-byte aligned (page-aligned and pre-committed when
-// large), owned until frozen into a Buffer.
+// Writable memory, 64-byte aligned, owned until frozen into a Buffer. Large
+// buffers (4 MiB and up) are page-aligned, pre-committed mappings (huge pages
+// where the kernel allows); when one is freed its mapping is kept for the
+// next allocation of about the same size, up to $TQDS_BUFFER_CACHE_MB of them
+// (default 1024, 0 disables), so a repeated shape never faults memory in
+// again. The bytes of a new MutableBuffer are unspecified: write before
+// reading.
 class MutableBuffer {
  public:
   static Result<MutableBuffer> Allocate(size_t size);
@@ -67,9 +72,21 @@ class MutableBuffer {
     size_t mapped_size = 0;  // > 0: the memory is an mmap of this length
     void operator()(uint8_t* p) const;
   };
-  MutableBuffer(uint8_t* p, size_t n, size_t mapped_size = 0) : data_(p, Free{mapped_size}), size_(n) {}
+  MutableBuffer(uint8_t* p, size_t n, size_t mapped_size = 0)
+      : data_(p, Free{mapped_size}), size_(n) {}
   std::unique_ptr<uint8_t, Free> data_;
   size_t size_ = 0;
 };
+
+// The large-buffer cache behind MutableBuffer, for stats and tests.
+struct BufferCacheStats {
+  uint64_t hits = 0;          // large allocations served from the cache
+  uint64_t misses = 0;        // large allocations that mapped fresh memory
+  uint64_t cached_bytes = 0;  // held now for reuse
+  uint64_t limit_bytes = 0;   // the most it holds
+};
+BufferCacheStats GetBufferCacheStats();
+// Returns every cached mapping to the system.
+void TrimBufferCache();
 
 }  // namespace tqds

@@ -1,15 +1,18 @@
 // Buffer / MutableBuffer ownership: copies own, wraps and slices keep their
 // holder alive, borrows hold nothing.
+#include "tqds/buffer.h"
+
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/mapping_cache_internal.h"
 #include "common/stream_copy.h"
 #include "common/test_util.h"
-#include "tqds/buffer.h"
 
 namespace tqds {
 namespace {
@@ -131,6 +134,83 @@ TEST(MutableBufferTest, ZeroSize) {
   ASSERT_OK_AND_ASSIGN(MutableBuffer mb, MutableBuffer::Allocate(0));
   Buffer b = std::move(mb).Freeze();
   EXPECT_EQ(b.size(), 0u);
+}
+
+TEST(MutableBufferTest, AFreedLargeBufferIsReusedForTheSameSize) {
+  if (GetBufferCacheStats().limit_bytes < (64u << 20))
+    GTEST_SKIP() << "TQDS_BUFFER_CACHE_MB is set low";
+  constexpr size_t kSize = (32u << 20) + 100;  // not a whole number of pages
+  uint8_t* where = nullptr;
+  {
+    ASSERT_OK_AND_ASSIGN(MutableBuffer mb, MutableBuffer::Allocate(kSize));
+    std::memset(mb.mutable_data(), 0x5a, kSize);
+    where = mb.mutable_data();
+    Buffer frozen = std::move(mb).Freeze();
+    EXPECT_EQ(frozen.data(), where);
+  }  // freed: the mapping goes to the cache
+  const BufferCacheStats before = GetBufferCacheStats();
+  EXPECT_GE(before.cached_bytes, kSize);
+  ASSERT_OK_AND_ASSIGN(MutableBuffer again, MutableBuffer::Allocate(kSize));
+  EXPECT_EQ(again.mutable_data(), where);
+  EXPECT_EQ(GetBufferCacheStats().hits, before.hits + 1);
+  std::memset(again.mutable_data(), 0x11, kSize);  // all of it is writable
+  // A much larger request does not take a smaller mapping.
+  ASSERT_OK_AND_ASSIGN(MutableBuffer bigger, MutableBuffer::Allocate(2 * kSize));
+  EXPECT_NE(bigger.mutable_data(), where);
+  std::memset(bigger.mutable_data(), 0x22, 2 * kSize);
+}
+
+uint8_t* MapForTest(size_t n) {
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  EXPECT_NE(p, MAP_FAILED);
+  return static_cast<uint8_t*>(p);
+}
+
+TEST(MappingCacheTest, TakesTheSmallestFitWithinAnEighth) {
+  constexpr size_t kMiB = 1u << 20;
+  internal::MappingCache cache(64 * kMiB);
+  uint8_t* a = MapForTest(8 * kMiB);
+  uint8_t* b = MapForTest(9 * kMiB);
+  cache.Give(b, 9 * kMiB);
+  cache.Give(a, 8 * kMiB);
+  size_t mapped = 0;
+  EXPECT_EQ(cache.Take(10 * kMiB, &mapped), nullptr);  // nothing is large enough
+  EXPECT_EQ(cache.Take(8 * kMiB, &mapped), a);         // exact, though b fits too
+  EXPECT_EQ(mapped, 8 * kMiB);
+  EXPECT_EQ(cache.Take(6 * kMiB, &mapped), nullptr);  // b is more than 1/8 too large
+  EXPECT_EQ(cache.Take(8 * kMiB + 4096, &mapped), b);
+  EXPECT_EQ(mapped, 9 * kMiB);
+  const BufferCacheStats st = cache.Stats();
+  EXPECT_EQ(st.hits, 2u);
+  EXPECT_EQ(st.misses, 2u);
+  EXPECT_EQ(st.cached_bytes, 0u);
+  ::munmap(a, 8 * kMiB);
+  ::munmap(b, 9 * kMiB);
+}
+
+TEST(MappingCacheTest, HoldsAtMostItsLimitAndDropsTheOldestFirst) {
+  constexpr size_t kMiB = 1u << 20;
+  internal::MappingCache cache(20 * kMiB);
+  uint8_t* old = MapForTest(8 * kMiB);
+  uint8_t* mid = MapForTest(8 * kMiB);
+  uint8_t* young = MapForTest(8 * kMiB);
+  cache.Give(old, 8 * kMiB);
+  cache.Give(mid, 8 * kMiB);
+  cache.Give(young, 8 * kMiB);  // 24 MiB > 20: `old` is unmapped
+  EXPECT_EQ(cache.Stats().cached_bytes, 16 * kMiB);
+  size_t mapped = 0;
+  uint8_t* first = cache.Take(8 * kMiB, &mapped);
+  uint8_t* second = cache.Take(8 * kMiB, &mapped);
+  EXPECT_TRUE((first == mid && second == young) || (first == young && second == mid));
+  EXPECT_EQ(cache.Take(8 * kMiB, &mapped), nullptr);
+  // One mapping over the limit is never kept.
+  cache.Give(MapForTest(32 * kMiB), 32 * kMiB);
+  EXPECT_EQ(cache.Stats().cached_bytes, 0u);
+  cache.Give(first, 8 * kMiB);
+  cache.Give(second, 8 * kMiB);
+  cache.Trim();
+  EXPECT_EQ(cache.Stats().cached_bytes, 0u);
+  EXPECT_EQ(cache.Take(8 * kMiB, &mapped), nullptr);
 }
 
 TEST(StreamCopyTest, MatchesMemcpyAtEverySizeAndAlignment) {

@@ -56,9 +56,9 @@ class Buffer {
 // buffers (4 MiB and up) are page-aligned, pre-committed mappings (huge pages
 // where the kernel allows); when one is freed its mapping is kept for the
 // next allocation of about the same size, up to $TQDS_BUFFER_CACHE_MB of them
-// (default 1024, 0 disables), so a repeated shape never faults memory in
-// again. The bytes of a new MutableBuffer are unspecified: write before
-// reading.
+// (default 1024, or 1/16 of RAM if less; 0 disables), so a repeated shape never
+// faults memory in again. The bytes of a new MutableBuffer are unspecified:
+// write before reading.
 class MutableBuffer {
  public:
   static Result<MutableBuffer> Allocate(size_t size);

@@ -168,21 +168,25 @@ FAULTHANDLER_CHILD = textwrap.dedent("""
     print("wrote", t[:3].tolist(), "stored", stored[:3].tolist(), flush=True)
     if mode == "crash":
         ctypes.string_at(0)  # a real fault: faulthandler reports it, the process dies
+    if mode == "raise":
+        import signal
+        signal.raise_signal(signal.SIGSEGV)  # sent, not a fault: passed on, the process dies
 """)
 
 
-@pytest.mark.parametrize("mode", ["after_get", "window", "crash"])
+@pytest.mark.parametrize("mode", ["after_get", "window", "crash", "raise"])
 def test_copy_on_write_views_live_with_faulthandler(ds_worker, tmp_path, mode):
     """faulthandler enabled after the client started does not turn writes
-    into views into crashes, and real faults still kill the process (with
-    faulthandler's traceback, without a loop between the two handlers)."""
+    into views into crashes, and real faults and a SIGSEGV the process
+    raises itself still kill it (with faulthandler's traceback, without a
+    loop between the two handlers)."""
     script = tmp_path / "child.py"
     script.write_text(FAULTHANDLER_CHILD)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     r = subprocess.run([sys.executable, str(script), str(ds_worker.port), mode], capture_output=True,
                        text=True, env=env, timeout=60)
     assert "wrote [1.0, 2.0, 3.0] stored [0.0, 1.0, 2.0]" in r.stdout, r.stderr
-    if mode == "crash":
+    if mode in ("crash", "raise"):
         assert r.returncode == -signal.SIGSEGV, r.stderr
         assert "Fatal Python error: Segmentation fault" in r.stderr
         assert r.stderr.count("Fatal Python error") == 1, r.stderr

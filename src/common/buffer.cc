@@ -1,8 +1,11 @@
 // Buffer and MutableBuffer.
 #include "tqds/buffer.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -75,9 +78,23 @@ namespace internal {
 
 MappingCache& MappingCache::Global() {
   static MappingCache* cache = [] {
-    size_t mb = 1024;
-    if (const char* env = std::getenv("TQDS_BUFFER_CACHE_MB")) mb = std::strtoull(env, nullptr, 10);
-    return new MappingCache(mb << 20);  // never destroyed: buffers may be freed during exit
+    // 1 GiB, or 1/16 of the machine's memory where that is less.
+    size_t limit = size_t{1} << 30;
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) limit = std::min(limit, static_cast<size_t>(pages) * page / 16);
+    if (const char* env = std::getenv("TQDS_BUFFER_CACHE_MB")) {
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long mb = std::strtoull(env, &end, 10);
+      if (errno == 0 && end != env && *end == '\0')
+        limit = std::min<unsigned long long>(mb, 1ull << 30) << 20;
+    }
+    auto* c = new MappingCache(limit);  // never destroyed: buffers may be freed during exit
+    // A child forked while another thread held the lock would wait on it
+    // forever (Python forks DataLoader workers).
+    ::pthread_atfork([] { Global().mu_.lock(); }, [] { Global().mu_.unlock(); },
+                     [] { Global().mu_.unlock(); });
+    return c;
   }();
   return *cache;
 }
@@ -159,6 +176,10 @@ Result<MutableBuffer> MutableBuffer::Allocate(size_t size) {
     uint8_t* p = internal::MappingCache::Global().Take(MapLength(size), &mapped);
     if (p == nullptr) {
       mapped = MapLength(size);
+      p = MapCommitted(mapped);
+    }
+    if (p == nullptr) {  // out of memory: return what the cache holds, then try once more
+      internal::MappingCache::Global().Trim();
       p = MapCommitted(mapped);
       if (p == nullptr) return Status::OutOfSpace("cannot map ", size, " bytes of host memory");
     }

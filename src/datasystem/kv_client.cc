@@ -488,17 +488,19 @@ Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
   // A range over copy-on-write pages that a live view has made private is
   // copied from the shared mapping instead (see ViewMapping).
   const std::vector<bool> viewable = conn_->views().View(pins->offsets, sizes);
+  // Every counted view is recorded before anything can throw (a copy), so
+  // the pins always end them.
+  for (size_t j = 0; j < viewable.size(); ++j) {
+    if (!viewable[j]) continue;
+    pins->view_offsets.push_back(pins->offsets[j]);
+    pins->view_sizes.push_back(sizes[j]);
+  }
   std::shared_ptr<const void> holder = pins;
   for (size_t i = 0, j = 0; i < keys.size(); ++i) {
     if (g.codes[i] != 0) continue;
     const uint64_t off = g.offsets[i];
-    if (viewable[j++]) {
-      pins->view_offsets.push_back(off);
-      pins->view_sizes.push_back(g.sizes[i]);
-      out[i] = Buffer::Wrap(conn_->views().base() + off, g.sizes[i], holder);
-    } else {
-      out[i] = Buffer::Copy(conn_->rw() + off, g.sizes[i]);
-    }
+    out[i] = viewable[j++] ? Buffer::Wrap(conn_->views().base() + off, g.sizes[i], holder)
+                           : Buffer::Copy(conn_->rw() + off, g.sizes[i]);
   }
   return out;
 }

@@ -46,6 +46,7 @@ std::atomic<int> g_previous_slot{0};
 // replaced, ours, and raises again) then meets the default action instead
 // of going round the chain forever.
 std::atomic<bool> g_passed_on{false};
+std::atomic<uintptr_t> g_passed_addr{0};  // the address of the last fault passed on
 
 uint64_t ChunkLength(uint64_t size, uint64_t c) {
   return std::min(ViewMapping::kChunk, size - c * ViewMapping::kChunk);
@@ -114,6 +115,25 @@ void ChainToPrevious(int sig, siginfo_t* info, void* uctx) {
   }
 }
 
+// Whether the interrupted code ran on this thread's alternate signal stack:
+// the signal was raised from inside another signal handler (one installed
+// with SA_ONSTACK, as Python's faulthandler is).
+bool RaisedInsideAHandler(const void* uctx) {
+  stack_t ss{};
+  if (::sigaltstack(nullptr, &ss) != 0 || (ss.ss_flags & SS_DISABLE) != 0) return false;
+  const auto* uc = static_cast<const ucontext_t*>(uctx);
+#if defined(__x86_64__)
+  const auto sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
+#elif defined(__aarch64__)
+  const auto sp = static_cast<uintptr_t>(uc->uc_mcontext.sp);
+#else
+  (void)uc;
+  return false;
+#endif
+  const auto lo = reinterpret_cast<uintptr_t>(ss.ss_sp);
+  return sp >= lo && sp - lo < ss.ss_size;
+}
+
 void OnSegv(int sig, siginfo_t* info, void* uctx) {
   const int saved_errno = errno;
   if (IsWrite(info, uctx) && Privatize(reinterpret_cast<uintptr_t>(info->si_addr))) {
@@ -127,14 +147,26 @@ void OnSegv(int sig, siginfo_t* info, void* uctx) {
       DefaultAction(sig, info);
       return;
     }
-    // A handler installed over ours that got a write into a view first
-    // (Python's faulthandler, enabled after the view was handed out)
-    // reinstalls ours and re-raises: return, and the write faults again,
-    // into this handler.
-    if (info->si_code == SI_TKILL && info->si_pid == ::getpid()) {
+    // Raised by this thread from inside another handler: one installed
+    // over ours got a fault first (Python's faulthandler, enabled after a
+    // view was handed out, prints its report, puts ours back and
+    // re-raises). Return: a write into a view faults again, into this
+    // handler, and any other fault comes back to be passed on. A SIGSEGV
+    // raised from ordinary code is passed on as sent.
+    if (info->si_code == SI_TKILL && info->si_pid == ::getpid() && RaisedInsideAHandler(uctx)) {
       errno = saved_errno;
       return;
     }
+  } else {
+    // A fault that came back after the previous handler returned from it
+    // (one that ignores it, or was disabled meanwhile): take the default
+    // action rather than loop.
+    const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+    if (g_passed_on.load() && g_passed_addr.load() == addr) {
+      DefaultAction(sig, info);
+      return;
+    }
+    g_passed_addr.store(addr);
   }
   g_passed_on.store(true);
   ChainToPrevious(sig, info, uctx);

@@ -26,10 +26,16 @@
 // have). A handler installed over ours later (Python's faulthandler.enable())
 // is put behind ours again at the next View, and gets every fault that is
 // not ours. Until then it sees writes into views first; Python's
-// faulthandler then prints a traceback, puts ours back and re-raises, and
-// ours lets the write fault again and makes its copy. After a fault has been
-// passed on, a re-raised SIGSEGV takes the default action (no loop between
-// handlers that call each other).
+// faulthandler then prints a traceback, puts ours back and re-raises from
+// inside its handler, and ours lets the write fault again and makes its
+// copy (a SIGSEGV raised from ordinary code is passed on as sent). After a
+// fault has been passed on, a re-raised SIGSEGV, or the same fault coming
+// back, takes the default action (no loop between handlers that call each
+// other or return from a fault).
+//
+// Where the fault context does not tell writes from other accesses
+// (anything but x86-64), every access fault inside the mapping counts as a
+// write.
 //
 // Thread safety: View/Unview may be called from any thread; the fault
 // handler runs on the writing thread and takes no locks. Lock order: mu_ is

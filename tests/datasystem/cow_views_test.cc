@@ -3,6 +3,7 @@
 // views never show written or stale pages, concurrent writers into one chunk
 // all keep their writes, and faults elsewhere still kill the process.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -183,6 +184,33 @@ TEST_F(CowViewsTest, FaultsOutsideCopyOnWriteViewsStillKillTheProcess) {
   EXPECT_TRUE(ChildDiesOf([&] { Writable(plain_view)[0] = 'y'; }));
   EXPECT_EQ(plain_view.view(), std::string(8192, 'x'));
   EXPECT_EQ(cow_view.view(), std::string(8192, 'x'));
+}
+
+// A handler that returns from a fault it does not fix (or one disabled
+// meanwhile) must not make the fault loop forever: the second time the same
+// fault comes back, it takes the default action.
+TEST_F(CowViewsTest, AFaultThePreviousHandlerIgnoresStillKillsTheProcess) {
+  ASSERT_TRUE(cow_->Set("k", std::string(8192, 'x')).ok());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(20);  // a loop would end here, by SIGALRM
+    struct sigaction ignore {};
+    ignore.sa_sigaction = [](int, siginfo_t*, void*) {};
+    ignore.sa_flags = SA_SIGINFO;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGSEGV, &ignore, nullptr);  // over the copy-on-write handler
+    Buffer v = View(*cow_, "k");             // which puts itself back in front
+    Writable(v)[0] = 'y';                    // still copy-on-write
+    if (v.data()[0] != 'y') ::_exit(3);
+    volatile int* p = nullptr;
+    *p = 1;
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status))
+      << "exit status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  EXPECT_EQ(WTERMSIG(status), SIGSEGV);
 }
 
 }  // namespace

@@ -32,6 +32,7 @@
 
 #include "common/netns.h"
 #include "common/subprocess.h"
+#include "common/worker_warm.h"
 #include "ds/kv_client.h"
 
 namespace {
@@ -69,11 +70,7 @@ int RoleRead(const std::string& host, int port, const std::string& prefix, int c
   ds::KVClient c(host, port);
   if (auto st = c.Init(); !st.ok()) return std::printf("ERR %s\n", st.ToString().c_str()), 1;
   // A warm worker commits its memory in the background: measure after that.
-  for (auto until = Clock::now() + std::chrono::seconds(60); Clock::now() < until;) {
-    auto st = c.Stats();
-    if (!st.ok() || st->memory_populated) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  tq::bench::WaitWorkerWarm(host, port, std::chrono::seconds(60));
   for (int i = 0; i < count; ++i) {
     auto t0 = Clock::now();
     auto got = c.GetBuffers({KeyName(prefix, i)});

@@ -219,3 +219,35 @@ def test_seed_merged_config_controller_info_reaches_a_client(ds_worker):
             "OmegaConf flattened ZMQServerInfo into a DictConfig")
     finally:
         stop_controller(trainer.tq_controller)
+
+
+def test_controller_remote_without_ray_is_a_local_process_on_loopback():
+    """Without Ray, TransferQueueController.remote() starts a controller
+    process on 127.0.0.1 (with Ray it is an actor on the node's address);
+    its server info pickles, and stop() ends the process."""
+    import importlib.util
+    import pickle
+
+    import pytest
+
+    from conftest import pid_alive
+    from transfer_queue.controller import TransferQueueControllerHandle
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("Ray is installed: remote() makes an actor")
+    handle = TransferQueueController.remote(storage_units=1)
+    try:
+        assert isinstance(handle, TransferQueueControllerHandle)
+        assert pid_alive(handle.pid)
+        info = process_zmq_server_info(handle)
+        assert info.ip == "127.0.0.1"
+        assert pickle.loads(pickle.dumps(info)) == info
+        client = TransferQueueClient(client_id="c", controller_info=info)
+        client.initialize_storage_manager(manager_type="SimpleStorageManager", config={})
+        part = unique("p")
+        client.put(data={"x": torch.arange(3)}, partition_id=part)
+        meta = client.get_meta(data_fields=["x"], batch_size=3, partition_id=part, task_name="t")
+        assert torch.equal(client.get_data(meta)["x"], torch.arange(3))
+    finally:
+        stop_controller(handle)
+    assert not pid_alive(handle.pid)

@@ -67,12 +67,26 @@ def _tq_binary() -> str:
     return path
 
 
+def _default_host() -> str:
+    """127.0.0.1, or this node's address inside a Ray cluster (an actor on
+    one node serves clients on the others)."""
+    try:
+        import ray  # type: ignore
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:  # no Ray, or it cannot tell
+        pass
+    return "127.0.0.1"
+
+
 class TransferQueueControllerHandle:
     """A controller running in a local child process; stopped with stop(),
     when garbage-collected, or at interpreter exit."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, storage_units: int = 2,
+    def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
                  unit_capacity_mb: int = 8192):
+        host = host or _default_host()
         cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
                "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -119,15 +133,14 @@ class TransferQueueController:
 
     @staticmethod
     def remote(**kwargs):
+        """A Ray actor where Ray is installed (Ray starts a local cluster if
+        none is running, as for the seed's own ``@ray.remote`` controller);
+        else a controller process on this host."""
         try:
             import ray  # type: ignore
-
-            if ray.is_initialized():
-                actor_cls = ray.remote(TransferQueueControllerHandle)
-                return actor_cls.remote(**kwargs)
         except ImportError:
-            pass
-        return TransferQueueControllerHandle(**kwargs)
+            return TransferQueueControllerHandle(**kwargs)
+        return ray.remote(TransferQueueControllerHandle).remote(**kwargs)
 
 
 def process_zmq_server_info(controller) -> ZMQServerInfo:

@@ -4,23 +4,20 @@
 #pragma once
 
 #include <chrono>
-#include <string>
 #include <thread>
 
 #include "ds/kv_client.h"
 
 namespace tq::bench {
 
-// Seconds waited; negative when the worker cannot be asked or is not warm
-// within `timeout`.
-inline double WaitWorkerWarm(const std::string& host, int port,
+// Seconds waited, asking through `client` (initialised); negative when the
+// worker cannot be asked or is not warm within `timeout`.
+inline double WaitWorkerWarm(ds::KVClient& client,
                              std::chrono::seconds timeout = std::chrono::seconds(120)) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  ds::KVClient c(host, port);
-  if (!c.Init().ok()) return -1;
   for (const auto until = start + timeout; Clock::now() < until;) {
-    auto st = c.Stats();
+    auto st = client.Stats();
     if (!st.ok()) return -1;
     if (st->memory_populated) return std::chrono::duration<double>(Clock::now() - start).count();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

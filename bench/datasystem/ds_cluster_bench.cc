@@ -70,7 +70,7 @@ int RoleRead(const std::string& host, int port, const std::string& prefix, int c
   ds::KVClient c(host, port);
   if (auto st = c.Init(); !st.ok()) return std::printf("ERR %s\n", st.ToString().c_str()), 1;
   // A warm worker commits its memory in the background: measure after that.
-  tq::bench::WaitWorkerWarm(host, port, std::chrono::seconds(60));
+  tq::bench::WaitWorkerWarm(c, std::chrono::seconds(60));
   for (int i = 0; i < count; ++i) {
     auto t0 = Clock::now();
     auto got = c.GetBuffers({KeyName(prefix, i)});

@@ -53,9 +53,9 @@
 #include <vector>
 
 #include "common/netns.h"
-#include "common/worker_warm.h"
 #include "common/process.h"
 #include "common/subprocess.h"
+#include "common/worker_warm.h"
 #include "memcpy_reference.h"
 #include "tq/client.h"
 
@@ -604,7 +604,8 @@ int main(int argc, char** argv) {
     const int port = FreePort();
     std::string err = worker.Start("", "127.0.0.1", port, "", dir + "/same", populate);
     if (err.empty()) {
-      const double warm = tq::bench::WaitWorkerWarm("127.0.0.1", port);
+      ds::KVClient probe("127.0.0.1", port);
+      const double warm = probe.Init().ok() ? tq::bench::WaitWorkerWarm(probe) : -1;
       if (warm < 0) err = "the datasystem worker did not commit its shared memory within 120 s";
       else std::printf("datasystem worker's shared memory committed %.1f s after start\n", warm);
     }

@@ -5,6 +5,10 @@ Only change: `from tensordict import TensorDict` becomes
 and the config's port is the test worker's port instead of 31501.
 """
 
+import importlib.util
+import pickle
+
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -18,7 +22,9 @@ from transfer_queue import (
     process_zmq_server_info,
 )
 
-from conftest import stop_controller, unique
+from transfer_queue.controller import TransferQueueControllerHandle
+
+from conftest import pid_alive, stop_controller, unique
 
 
 # ---------------------------------------------------------------- seed code, as written
@@ -225,14 +231,6 @@ def test_controller_remote_without_ray_is_a_local_process_on_loopback():
     """Without Ray, TransferQueueController.remote() starts a controller
     process on 127.0.0.1 (with Ray it is an actor on the node's address);
     its server info pickles, and stop() ends the process."""
-    import importlib.util
-    import pickle
-
-    import pytest
-
-    from conftest import pid_alive
-    from transfer_queue.controller import TransferQueueControllerHandle
-
     if importlib.util.find_spec("ray") is not None:
         pytest.skip("Ray is installed: remote() makes an actor")
     handle = TransferQueueController.remote(storage_units=1)

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian package the project uses, then configures, builds and
-# installs it (tq and dscli land on PATH). Idempotent; run as root or with sudo.
+# Installs what the project needs and builds it; idempotent; run as root or
+# with sudo for apt-get:
+#   1. Debian packages: the C++ toolchain and libraries, and the services the
+#      tests and benchmarks start (etcd, redis, iperf3, iproute2).
+#   2. A virtual environment (.venv, or $VENV) with torch 2.13.0 (CPU) and the
+#      package itself, `pip install .[test,ray]`, which builds the extension
+#      and the tq / dscli / ds_worker programs with scikit-build-core.
+#   3. The CMake build tree build/ with the C++ tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +19,7 @@ PACKAGES=(
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev
   etcd-server etcd-client redis-server redis-tools iperf3 iproute2 procps
-  pybind11-dev python3-dev python3-pybind11 python3-numpy python3-torch
-  python3-omegaconf python3-pytest python3-venv python3-pip
+  python3-dev python3-venv
 )
 
 missing=()
@@ -32,8 +37,22 @@ for svc in redis-server etcd; do
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true; fi
 done
 
+# --- the virtual environment and the package ---------------------------------
+VENV="${VENV:-$PWD/.venv}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $PYTHON"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# torch first, pinned: 2.13.0 is the CPU build this kind of machine keeps on
+# disk; with it installed, the package's `torch>=2.13` adds nothing.
+"$VENV/bin/python" -c 'import torch' 2>/dev/null || "${PIP[@]}" install torch==2.13.0
+echo "setup: pip install .[test,ray] (builds the extension and programs)"
+"${PIP[@]}" install ".[test,ray]"
+
+# --- the C++ build tree (tests, benchmarks) ----------------------------------
 BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DPython_EXECUTABLE="$VENV/bin/python" >/dev/null
 cmake --build build -j"$(nproc)"
-$SUDO cmake --install build >/dev/null
-echo "setup: built and installed (tq, dscli on PATH)"
+echo "setup: built; the programs are in $VENV/bin (source $VENV/bin/activate)"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Sets up (packages, build, install) and runs every test: the C++ suites with
-# ctest, the same suites again under AddressSanitizer + UBSan, and the Python
-# suites with pytest (Debian's /usr/bin/python3).
+# Sets up (Debian packages, .venv with the package, the CMake build) and runs
+# every test: the C++ suites with ctest, the same suites again under
+# AddressSanitizer + UBSan, and the Python suites with the venv's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
+VENV="${VENV:-$PWD/.venv}"
 jobs="$(nproc)"
 status=0
 
@@ -19,12 +20,11 @@ cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
 
-if [ -d python/tests ]; then
-  echo "== pytest =="
-  rc=0
-  /usr/bin/python3 -m pytest -q python/tests || rc=$?
-  # pytest exits 5 when it collected no test: that is a failure here too.
-  [ "$rc" -eq 0 ] || status=1
-fi
+echo "== pytest =="
+rc=0
+# The installed package and its console scripts (tq, dscli, ray) come first.
+PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q python/tests || rc=$?
+# pytest exits 5 when it collected no test: that is a failure here too.
+[ "$rc" -eq 0 ] || status=1
 
 exit "$status"

@@ -1,16 +1,17 @@
 """Shared fixtures of the Python test suite.
 
-Works both from a fresh build tree and after `scripts/setup.sh` installed the
-packages and binaries system-wide:
+Runs against the package pip-installed into the venv (what scripts/test.sh
+does), or against a CMake build tree during development:
 
-    PATH=$PWD/build/bin:$PATH PYTHONPATH=$PWD/build/python /usr/bin/python3 -m pytest -q python/tests
-    /usr/bin/python3 -m pytest -q python/tests          # installed, or from a build tree
+    .venv/bin/python -m pytest -q python/tests                 # installed (TQDS_TEST_INSTALLED=1 forces it)
+    TQDS_BUILD_DIR=$PWD/build .venv/bin/python -m pytest -q python/tests
 
-When the repository holds a build (build/bin/tq, build/python/_tqds*.so) this
-file puts it first on PATH and sys.path, and the package sources
-(python/transfer_queue, python/datasystem) before the build's copies, which
-CMake refreshes only when the extension relinks. Set TQDS_TEST_INSTALLED=1 to
-test the installed packages and binaries only.
+With TQDS_BUILD_DIR (or a build/ holding build/python/_tqds*.so and
+build/bin/tq, unless TQDS_TEST_INSTALLED=1) this file puts that build first
+on PATH and sys.path, and the package sources (python/transfer_queue,
+python/datasystem) before the build's copies, which CMake refreshes only
+when the extension relinks. The directory of the running Python (the venv's
+bin/, with the `tq`, `dscli` and `ray` console scripts) is always on PATH.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("TQDS_BUILD_DIR", REPO / "build"))
 
+_VENV_BIN = str(Path(sys.executable).parent)
+if _VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
 if os.environ.get("TQDS_TEST_INSTALLED") != "1":
     if (BUILD / "bin" / "tq").exists():
         os.environ["PATH"] = f"{BUILD / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -45,8 +50,9 @@ try:
     import _tqds  # noqa: F401
 except ImportError as e:  # pragma: no cover
     raise pytest.UsageError(
-        f"cannot import the _tqds extension ({e}); build it (cmake --build build --target _tqds) "
-        "or install the packages (scripts/setup.sh), and run with /usr/bin/python3"
+        f"cannot import the _tqds extension ({e}); install the package into the venv "
+        "(scripts/setup.sh, or .venv/bin/pip install .) and run with .venv/bin/python, "
+        "or point TQDS_BUILD_DIR at a build tree configured for that Python"
     )
 
 for _tool in ("tq", "dscli"):

@@ -1,16 +1,19 @@
 """TransferQueueController.remote(), ZMQServerInfo and process_zmq_server_info,
 with the seed's names. Without Ray, remote() starts a local controller
-process (`tq controller`, with two embedded storage units); with Ray
-initialised, it starts the same controller inside a Ray actor."""
+process (`tq controller`, with two embedded storage units); where Ray is
+installed, it starts the same controller process inside a Ray actor, and the
+process lives exactly as long as the actor."""
 
 from __future__ import annotations
 
-import atexit
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import uuid
+import weakref
 
 from _tqds import UnavailableError
 
@@ -80,77 +83,162 @@ def _default_host() -> str:
     return "127.0.0.1"
 
 
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent(parent_pid: int):
+    """A preexec_fn: the child gets SIGKILL when the thread that started it
+    exits (so when its process exits, however it dies: a Ray actor's worker
+    is killed with SIGKILL, which runs no atexit handler). If the parent
+    died before prctl took effect, the child ends itself."""
+
+    def preexec():
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), int(signal.SIGKILL))
+
+    return preexec
+
+
+def _stop_process(proc: subprocess.Popen, lock: threading.Lock) -> None:
+    with lock:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
 class TransferQueueControllerHandle:
-    """A controller running in a local child process; stopped with stop(),
-    when garbage-collected, or at interpreter exit."""
+    """A controller running in a local child process. The process stops with
+    stop(), when the handle is garbage-collected, at interpreter exit, and,
+    when the handle was made on the main thread, also when this process is
+    killed (the child gets SIGKILL when its parent dies: PR_SET_PDEATHSIG).
+
+    Inside a Ray actor (``TransferQueueController.remote()``) that ties the
+    controller process to the actor: it ends when the actor ends (its last
+    handle goes, ``ray.kill``, the owner's exit, or the node's)."""
 
     def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
                  unit_capacity_mb: int = 8192):
         host = host or _default_host()
         cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
                "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        # PDEATHSIG fires when the *thread* that forked the child exits, so
+        # only a child of the main thread can be tied to the process.
+        tie = _prctl is not None and threading.current_thread() is threading.main_thread()
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                      preexec_fn=_die_with_parent(os.getpid()) if tie else None)
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop_process, self._proc, self._lock)
         line = self._proc.stdout.readline()  # the readiness line, or EOF if it failed
         if "listening on" not in line:
             code = self._proc.wait(timeout=10)
+            self._finalizer()
             raise UnavailableError(f"controller failed to start (exit {code}): {' '.join(cmd)}")
         address = line.strip().split("listening on ", 1)[1]
         self.storage_units = []
         for _ in range(storage_units):
             self.storage_units.append(self._proc.stdout.readline().strip().split("listening on ", 1)[1])
         self.info = ZMQServerInfo.from_address(address, id=f"TransferQueueController-{uuid.uuid4().hex[:8]}")
-        self._lock = threading.Lock()
-        atexit.register(self.stop)
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
+    def get_pid(self) -> int:
+        """The controller process's pid (a method, so that a Ray actor handle has it too)."""
+        return self._proc.pid
+
     def get_zmq_server_info(self) -> ZMQServerInfo:
         return self.info
 
-    def stop(self) -> None:
-        with self._lock:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            if self._proc.stdout:
-                self._proc.stdout.close()
+    def is_alive(self) -> bool:
+        return self._proc.poll() is None
 
-    def __del__(self):
-        try:
-            self.stop()
-        except Exception:
-            pass
+    def stop(self) -> None:
+        """Stops the controller process (SIGTERM, then SIGKILL after 10 s). Idempotent."""
+        self._finalizer()
 
 
 class TransferQueueController:
-    """The seed's entry point: ``TransferQueueController.remote()``."""
+    """The seed's entry point: ``TransferQueueController.remote()``, and
+    ``TransferQueueController.options(**ray_options).remote()`` as for a Ray
+    actor class."""
 
     @staticmethod
     def remote(**kwargs):
         """A Ray actor where Ray is installed (Ray starts a local cluster if
         none is running, as for the seed's own ``@ray.remote`` controller);
-        else a controller process on this host."""
+        else a controller process on this host. kwargs: host, port,
+        storage_units, unit_capacity_mb."""
+        return TransferQueueController.options().remote(**kwargs)
+
+    @staticmethod
+    def options(**ray_options) -> "_Options":
+        return _Options(ray_options)
+
+
+class _Options:
+    def __init__(self, ray_options: dict):
+        self._ray_options = ray_options
+
+    def remote(self, **kwargs):
         try:
             import ray  # type: ignore
         except ImportError:
+            if self._ray_options:
+                raise ImportError(f"Ray options {sorted(self._ray_options)} given, but Ray is not installed")
             return TransferQueueControllerHandle(**kwargs)
-        return ray.remote(TransferQueueControllerHandle).remote(**kwargs)
+        # The actor only waits on a child process: it holds no CPU once
+        # running (num_cpus=0 also lets it start on a node whose CPUs are
+        # taken), and stays on the caller's node unless told otherwise.
+        opts = {"num_cpus": 0, **self._ray_options}
+        return _actor_class(ray).options(**opts).remote(**kwargs)
 
 
-def process_zmq_server_info(controller) -> ZMQServerInfo:
-    """Server info of a controller handle (local or Ray actor)."""
+_ACTOR_CLASS = None
+_ACTOR_CLASS_LOCK = threading.Lock()
+
+
+def _actor_class(ray):
+    global _ACTOR_CLASS
+    with _ACTOR_CLASS_LOCK:
+        if _ACTOR_CLASS is None:
+            _ACTOR_CLASS = ray.remote(TransferQueueControllerHandle)
+        return _ACTOR_CLASS
+
+
+def _is_actor_handle(obj) -> bool:
+    try:
+        from ray.actor import ActorHandle  # type: ignore
+    except ImportError:
+        return False
+    return isinstance(obj, ActorHandle)
+
+
+def process_zmq_server_info(controller):
+    """Server info of a controller handle (local, or a Ray actor: then it
+    waits for the actor to start; an actor that failed to start raises Ray's
+    error with the cause). A dict of handles gives a dict of infos, as
+    upstream."""
+    if isinstance(controller, dict):
+        return {name: process_zmq_server_info(h) for name, h in controller.items()}
     if isinstance(controller, TransferQueueControllerHandle):
         return controller.info
-    if hasattr(controller, "get_zmq_server_info") and hasattr(controller.get_zmq_server_info, "remote"):
+    if isinstance(controller, ZMQServerInfo):
+        return controller
+    if _is_actor_handle(controller) or (hasattr(controller, "get_zmq_server_info")
+                                        and hasattr(controller.get_zmq_server_info, "remote")):
         import ray  # type: ignore
 
         return ray.get(controller.get_zmq_server_info.remote())
-    if isinstance(controller, ZMQServerInfo):
-        return controller
     raise TypeError(f"not a TransferQueueController handle: {type(controller).__name__}")

@@ -3,10 +3,16 @@
 Only change: `from tensordict import TensorDict` becomes
 `from transfer_queue import TensorDict` where tensordict is not installed,
 and the config's port is the test worker's port instead of 31501.
+
+Where Ray is installed, the Trainer's `TransferQueueController.remote()` is a
+Ray actor: these tests then run on the session's local Ray (test_ray.py's
+`local_ray_session`: 127.0.0.1 only, no dashboard), and one of them runs the
+Trainer itself as a Ray actor, as the seed says it can be.
 """
 
 import importlib.util
 import pickle
+import sys
 
 import pytest
 import torch
@@ -25,6 +31,31 @@ from transfer_queue import (
 from transfer_queue.controller import TransferQueueControllerHandle
 
 from conftest import pid_alive, stop_controller, unique
+from test_ray import as_tensor, kill_controller_actor, local_ray_session, ray, wait_until  # noqa: F401
+
+if ray is not None:
+    @pytest.fixture(autouse=True)
+    def _local_ray(local_ray_session):
+        """TransferQueueController.remote() makes Ray actors here: start Ray
+        first ourselves (loopback only), not by Ray's auto-init."""
+        yield
+
+
+def stop_tq_controller(handle) -> None:
+    """Stops a controller from remote(): a Ray actor (ray.kill; its
+    controller process ends with it) or a local handle."""
+    if ray is not None and isinstance(handle, ray.actor.ActorHandle):
+        kill_controller_actor(handle)
+    else:
+        stop_controller(handle)
+
+
+def as_list(x) -> list:
+    """A non-tensor field of get_data's output as a list (a list, a
+    tensordict NonTensorStack, a numpy array of objects)."""
+    if hasattr(x, "tolist") and not isinstance(x, (list, str)):
+        x = x.tolist()
+    return list(x)
 
 
 # ---------------------------------------------------------------- seed code, as written
@@ -87,7 +118,7 @@ def run_seed_flow(dict_conf, partition_id="train_0"):
         print("output: ", output)
         return trainer, data, meta, output
     finally:
-        stop_controller(trainer.tq_controller)
+        stop_tq_controller(trainer.tq_controller)
 
 
 def check_output(data, meta, output):
@@ -99,7 +130,7 @@ def check_output(data, meta, output):
     assert output["text"].dtype == torch.float32
     assert output["text"].shape == (2, 2)
     assert torch.equal(output["text"], data["text"])
-    assert list(output["prompt"]) == ["5", "6"]
+    assert as_list(output["prompt"]) == ["5", "6"]
 
 
 def test_seed_single_node_yuanrong(ds_worker):
@@ -134,7 +165,7 @@ def test_seed_single_node_yuanrong_read_twice_other_task(ds_worker):
                            task_name="generate_sequences", mode="poll")
         assert len(again) == 0
     finally:
-        stop_controller(trainer.tq_controller)
+        stop_tq_controller(trainer.tq_controller)
 
 
 def test_get_data_writable_gives_private_copies_and_storage_stays_intact(ds_worker):
@@ -156,7 +187,7 @@ def test_get_data_writable_gives_private_copies_and_storage_stays_intact(ds_work
         m2 = c.get_meta(data_fields=["text"], batch_size=2, partition_id="train_0", task_name="b")
         assert torch.equal(c.get_data(m2)["text"], data["text"])
     finally:
-        stop_controller(trainer.tq_controller)
+        stop_tq_controller(trainer.tq_controller)
 
 
 def test_in_place_ops_on_default_views_leave_the_stored_samples_intact(ds_worker):
@@ -189,7 +220,7 @@ def test_in_place_ops_on_default_views_leave_the_stored_samples_intact(ds_worker
         m3 = c.get_meta(data_fields=["obs"], batch_size=n, partition_id="train_0", task_name="c")
         assert torch.equal(c.get_data(m3)["obs"], obs)
     finally:
-        stop_controller(trainer.tq_controller)
+        stop_tq_controller(trainer.tq_controller)
 
 
 def test_seed_single_node_simple_storage():
@@ -224,15 +255,15 @@ def test_seed_merged_config_controller_info_reaches_a_client(ds_worker):
         assert isinstance(trainer.config.controller_info, type(trainer.tq_controller_info)), (
             "OmegaConf flattened ZMQServerInfo into a DictConfig")
     finally:
-        stop_controller(trainer.tq_controller)
+        stop_tq_controller(trainer.tq_controller)
 
 
-def test_controller_remote_without_ray_is_a_local_process_on_loopback():
+def test_controller_remote_without_ray_is_a_local_process_on_loopback(monkeypatch):
     """Without Ray, TransferQueueController.remote() starts a controller
     process on 127.0.0.1 (with Ray it is an actor on the node's address);
-    its server info pickles, and stop() ends the process."""
-    if importlib.util.find_spec("ray") is not None:
-        pytest.skip("Ray is installed: remote() makes an actor")
+    its server info pickles, and stop() ends the process. Where Ray is
+    installed, this hides it (`import ray` fails)."""
+    monkeypatch.setitem(sys.modules, "ray", None)
     handle = TransferQueueController.remote(storage_units=1)
     try:
         assert isinstance(handle, TransferQueueControllerHandle)
@@ -249,3 +280,119 @@ def test_controller_remote_without_ray_is_a_local_process_on_loopback():
     finally:
         stop_controller(handle)
     assert not pid_alive(handle.pid)
+    with pytest.raises(ImportError, match="Ray is not installed"):
+        TransferQueueController.options(num_cpus=1).remote()
+
+
+def test_local_controller_process_dies_with_its_python_process(tmp_path):
+    """A local controller started from the main thread dies with the Python
+    process that started it even when that process is SIGKILLed (no atexit):
+    the child is started with PR_SET_PDEATHSIG."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["ray"] = None  # a local controller even where Ray is installed
+        import transfer_queue as tq
+        h = tq.TransferQueueController.remote(storage_units=1, unit_capacity_mb=64)
+        print(h.pid, flush=True)
+        sys.stdin.readline()
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    pid = None
+    try:
+        pid = int(proc.stdout.readline())
+        assert pid_alive(pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: not pid_alive(pid), 10, f"controller {pid} ended with its SIGKILLed parent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if pid:
+            from conftest import kill_pid
+
+            kill_pid(pid)
+
+
+def test_local_controller_handle_dropped_stops_the_process(monkeypatch):
+    """As a Ray actor ends with its last handle, a local handle stops its
+    process when it is garbage-collected."""
+    import gc
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    handle = TransferQueueController.remote(storage_units=1, unit_capacity_mb=64)
+    pid = handle.pid
+    assert pid_alive(pid)
+    del handle
+    gc.collect()
+    assert not pid_alive(pid)
+
+
+@pytest.mark.skipif(ray is None, reason="Ray is not installed")
+def test_seed_single_node_trainer_as_ray_actor(ds_worker):
+    """"The class Trainer in the above code can also be used as a ray actor":
+    the seed's Trainer (as written) as a Ray actor, its config (an
+    allow_objects DictConfig) and data passed in, BatchMeta and the output
+    passed back; the Trainer's own controller actor ends with the Trainer."""
+
+    @ray.remote(num_cpus=0)
+    class TrainerActor(Trainer):
+        def put(self, data, partition_id):
+            return self.tq_client.put(data=data, partition_id=partition_id)
+
+        def get_meta(self, **kwargs):
+            return self.tq_client.get_meta(**kwargs)
+
+        def get_data(self, meta):
+            return self.tq_client.get_data(meta)
+
+        def controller_info(self):
+            return self.tq_controller_info
+
+        def controller_pid(self):
+            return ray.get(self.tq_controller.get_pid.remote())
+
+        def config_(self):
+            return self.config
+
+    dict_conf = OmegaConf.create(SEED_CONFIG, flags={"allow_objects": True})
+    dict_conf.port = ds_worker.port
+    # should import tensordict and torch
+    data = TensorDict({"text": torch.Tensor([[1, 2], [3, 4]]), "prompt": ["5", "6"]}, batch_size=[2])
+
+    trainer = TrainerActor.remote(dict_conf)
+    pid = None
+    try:
+        pid = ray.get(trainer.controller_pid.remote())
+        assert pid_alive(pid)
+        info = ray.get(trainer.controller_info.remote())
+        assert info.ip == "127.0.0.1"
+        conf = ray.get(trainer.config_.remote())
+        assert conf.controller_info == info and conf.port == ds_worker.port
+        ray.get(trainer.put.remote(data=data, partition_id="train_0"))
+        # get_meta before get_data
+        meta = ray.get(trainer.get_meta.remote(
+            data_fields=list(data.keys()),
+            batch_size=data.size(0),
+            partition_id="train_0",
+            task_name="generate_sequences",
+        ))
+        output = ray.get(trainer.get_data.remote(meta))
+        print("output: ", output)
+        check_output(data, meta, output)
+        # The driver reads the same samples through its own client, for another task.
+        mine = TransferQueueClient(client_id="driver", controller_info=info)
+        mine.initialize_storage_manager(manager_type=conf["manager_type"], config=conf)
+        m2 = mine.get_meta(data_fields=["text"], batch_size=2, partition_id="train_0", task_name="other")
+        assert torch.equal(as_tensor(mine.get_data(m2)["text"]), data["text"])
+    finally:
+        ray.kill(trainer)
+    if pid:
+        wait_until(lambda: not pid_alive(pid), 60, f"the Trainer's controller {pid} ended with the Trainer")

@@ -2,6 +2,8 @@
 // Blocking calls release the GIL; statuses become registered exceptions.
 #include <pybind11/stl.h>
 
+#include <cstring>
+
 #include "convert.h"
 #include "errors.h"
 #include "queue/protocol.h"
@@ -14,6 +16,7 @@ namespace tqds::py_binding {
 namespace {
 
 using tq::BatchMeta;
+using tq::Value;
 
 tq::MetaValue ToMetaValue(py::handle v, const std::string& key) {
   if (py::isinstance<py::bool_>(v)) return static_cast<int64_t>(v.cast<bool>());
@@ -88,7 +91,9 @@ struct PendingBatch {
 };
 
 // fields: [("dense", name, buffer, dtype, shape) | ("ragged", name, [buffer], dtype, [shape])
-//          | ("objects", name, [bytes], [kind])]
+//          | ("jagged", name, buffer, dtype, [shape]) | ("objects", name, [bytes], [kind])]
+// "jagged" is a ragged field whose samples lie back to back in one buffer (a
+// jagged nested tensor's values): each sample is a view of its slice.
 PendingBatch GatherBatch(size_t batch_size, const py::list& fields) {
   PendingBatch p;
   p.batch_size = batch_size;
@@ -115,6 +120,29 @@ PendingBatch GatherBatch(size_t batch_size, const py::list& fields) {
         }
         f.column.push_back(v.MoveValue());
       }
+    } else if (form == "jagged") {
+      Buffer all = p.FromPython(t[2]);
+      auto shapes = t[4].cast<py::list>();
+      tq::DType dt = ToDType(t[3]);
+      f.column.reserve(shapes.size());
+      size_t offset = 0;
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        tq::Shape shape = ToShape(shapes[i]);
+        auto numel = tq::NumElements(shape);
+        size_t nbytes = numel.ok() ? static_cast<size_t>(*numel) * tq::DTypeSize(dt) : 0;
+        if (!numel.ok() || nbytes > all.size() - offset) {
+          Throw(Status::Invalid("field '", f.name, "' sample ", i, ": shape ", tq::ShapeToString(shape),
+                                " runs past the end of its values (", all.size(), " bytes)"));
+        }
+        auto v = tq::Value::Tensor(dt, std::move(shape), all.Slice(offset, nbytes));
+        if (!v.ok()) Throw(v.status().WithContext("field '" + f.name + "' sample " + std::to_string(i)));
+        f.column.push_back(v.MoveValue());
+        offset += nbytes;
+      }
+      if (offset != all.size()) {
+        Throw(Status::Invalid("field '", f.name, "': the sample shapes cover ", offset, " of its ", all.size(),
+                              " value bytes"));
+      }
     } else if (form == "objects") {
       auto vals = t[2].cast<py::list>();
       auto kinds = t[3].cast<py::list>();
@@ -132,15 +160,49 @@ PendingBatch GatherBatch(size_t batch_size, const py::list& fields) {
   return p;
 }
 
-// Returns [(name, "dense", array, dtype) | (name, "ragged", [array], dtype)
+// The samples of a tensor column back to back in one buffer: a view when
+// they already lie so in one holder (a storage reply that packed them in
+// order), else one copy. Call without the GIL.
+tqds::Result<Buffer> Concatenate(const tq::Column& col) {
+  size_t total = 0;
+  bool adjacent = !col.empty() && col[0].data().holder() != nullptr;
+  for (size_t i = 0; i < col.size(); ++i) {
+    total += col[i].nbytes();
+    if (adjacent && i > 0) {
+      const Value& prev = col[i - 1];
+      adjacent = col[i].data().holder() == col[0].data().holder() &&
+                 col[i].data().data() == prev.data().data() + prev.nbytes();
+    }
+  }
+  if (adjacent) return Buffer::Wrap(col[0].data().data(), total, col[0].data().holder());
+  TQDS_ASSIGN_OR_RETURN(auto mb, tqds::MutableBuffer::Allocate(total));
+  uint8_t* out = mb.mutable_data();
+  for (const Value& v : col) {
+    if (v.nbytes() > 0) std::memcpy(out, v.data().data(), v.nbytes());
+    out += v.nbytes();
+  }
+  return std::move(mb).Freeze();
+}
+
+// Returns [(name, "dense", array, dtype)            uniform tensors, stacked
+//          | (name, "ragged", values, dtype, [shape])  one dtype, shapes differ:
+//                                                      every sample's elements in
+//                                                      one flat array, in order
+//          | (name, "tensors", [array], [dtype])     tensors of several dtypes
 //          | (name, "objects", [bytes], [kind])].
+// With read_only, arrays that view storage memory (not copies made here)
+// are read-only.
 py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
   py::list out;
   for (size_t f = 0; f < b.num_fields(); ++f) {
     const std::string& name = b.keys()[f];
     const tq::Column& col = b.column(f);
     bool all_tensors = !col.empty();
-    for (const auto& v : col) all_tensors = all_tensors && v.is_tensor();
+    bool one_dtype = true;
+    for (const auto& v : col) {
+      all_tensors = all_tensors && v.is_tensor();
+      one_dtype = one_dtype && v.dtype() == col[0].dtype();
+    }
     if (all_tensors && stack_uniform && b.IsUniform(name)) {
       tq::Result<tq::Value> stacked = Status::Internal("unset");
       {
@@ -152,10 +214,27 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
       bool view = v.data().holder() == col[0].data().holder();
       out.append(py::make_tuple(name, "dense", ArrayFromBuffer(v.data(), v.dtype(), v.shape(), view && read_only),
                                 tq::DTypeName(v.dtype())));
+    } else if (all_tensors && one_dtype) {
+      tq::Result<Buffer> values = Status::Internal("unset");
+      {
+        py::gil_scoped_release nogil;
+        values = Concatenate(col);
+      }
+      Buffer all = Unwrap(std::move(values));
+      bool view = all.holder() == col[0].data().holder();
+      tq::DType dt = col[0].dtype();
+      int64_t numel = static_cast<int64_t>(all.size() / tq::DTypeSize(dt));
+      py::list shapes;
+      for (const auto& v : col) shapes.append(py::tuple(py::cast(v.shape())));
+      out.append(py::make_tuple(name, "ragged", ArrayFromBuffer(all, dt, {numel}, view && read_only),
+                                tq::DTypeName(dt), shapes));
     } else if (all_tensors) {
-      py::list arrays;
-      for (const auto& v : col) arrays.append(ArrayFromBuffer(v.data(), v.dtype(), v.shape(), read_only));
-      out.append(py::make_tuple(name, "ragged", arrays, tq::DTypeName(col[0].dtype())));
+      py::list arrays, dtypes;
+      for (const auto& v : col) {
+        arrays.append(ArrayFromBuffer(v.data(), v.dtype(), v.shape(), read_only));
+        dtypes.append(tq::DTypeName(v.dtype()));
+      }
+      out.append(py::make_tuple(name, "tensors", arrays, dtypes));
     } else {
       py::list vals, kinds;
       for (const auto& v : col) {

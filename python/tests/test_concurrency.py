@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import transfer_queue as tq
-from transfer_queue import TensorDict
+from tensordict import TensorDict
 
 from conftest import unique
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import transfer_queue as tq
-from transfer_queue import BatchMeta, TensorDict
+from tensordict import TensorDict
+from transfer_queue import BatchMeta
 
 from conftest import make_client, stop_controller, unique
 
@@ -28,7 +29,7 @@ def sample_tensor(dtype, shape):
     return torch.randint(max(info.min, -1000), min(info.max, 1000), shape, generator=g).to(dtype)
 
 
-def roundtrip(client, data, fields=None, batch_size=None, task="t", nested=False):
+def roundtrip(client, data, fields=None, batch_size=None, task="t"):
     partition = unique("rt")
     if isinstance(data, dict):
         n = batch_size
@@ -40,7 +41,18 @@ def roundtrip(client, data, fields=None, batch_size=None, task="t", nested=False
         fields = fields or list(data.keys())
     meta = client.get_meta(data_fields=fields, batch_size=n, partition_id=partition, task_name=task)
     assert len(meta) == n
-    return client.get_data(meta, nested=nested) if nested else client.get_data(meta)
+    out = client.get_data(meta)
+    assert isinstance(out, TensorDict) and out.batch_size == torch.Size([n])
+    return out
+
+
+def assert_jagged(value, want):
+    """value is a jagged nested tensor whose samples equal the tensors in want."""
+    assert isinstance(value, torch.Tensor) and value.is_nested and value.layout is torch.jagged, value
+    parts = value.unbind()
+    assert len(parts) == len(want)
+    for got, w in zip(parts, want):
+        assert got.dtype == w.dtype and got.shape == w.shape and torch.equal(got, w)
 
 
 # ------------------------------------------------------------------ dtypes and shapes
@@ -58,9 +70,8 @@ def test_dtype_roundtrip(client, dtype):
 def test_dtype_roundtrip_ragged(client, dtype):
     xs = [sample_tensor(dtype, (n,)) for n in (1, 4, 2)]
     out = roundtrip(client, {"x": xs}, batch_size=3)
-    assert isinstance(out["x"], list) and len(out["x"]) == 3
-    for got, want in zip(out["x"], xs):
-        assert got.dtype == dtype and torch.equal(got, want)
+    assert out["x"].dtype == dtype
+    assert_jagged(out["x"], xs)
 
 
 def test_field_schema_records_dtype_and_per_sample_shape(client, partition):
@@ -98,31 +109,28 @@ def test_uniform_list_of_tensors_comes_back_dense(client):
 def test_ragged_field_list_of_tensors(client):
     xs = [torch.arange(3), torch.arange(5) * 2, torch.arange(1)]
     out = roundtrip(client, {"r": xs, "d": torch.ones(3, 2)}, batch_size=3)
-    assert isinstance(out["r"], list)
-    assert [t.shape[0] for t in out["r"]] == [3, 5, 1]
-    for got, want in zip(out["r"], xs):
-        assert torch.equal(got, want)
+    assert_jagged(out["r"], xs)
+    assert [t.shape[0] for t in out["r"].unbind()] == [3, 5, 1]
     assert isinstance(out["d"], torch.Tensor) and out["d"].shape == (3, 2)
 
 
 def test_ragged_2d_field(client):
     xs = [torch.randn(2, 3), torch.randn(4, 3)]
     out = roundtrip(client, {"r": xs}, batch_size=2)
-    for got, want in zip(out["r"], xs):
-        assert torch.equal(got, want)
+    assert_jagged(out["r"], xs)
+    assert out["r"].shape[2] == 3
 
 
-def test_ragged_field_as_nested_tensor(client):
+def test_ragged_field_is_a_usable_jagged_tensor(client):
+    """The jagged field works with what consumers do with one: offsets,
+    values, and ops over the ragged dimension."""
     xs = [torch.arange(3, dtype=torch.float32), torch.arange(5, dtype=torch.float32)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch: nested tensors are a prototype
-        out = roundtrip(client, {"r": xs}, batch_size=2, nested=True)
-        r = out["r"]
-        assert isinstance(r, torch.Tensor) and r.is_nested
-        parts = r.unbind()
-    assert len(parts) == 2
-    for got, want in zip(parts, xs):
-        assert torch.equal(got, want)
+    out = roundtrip(client, {"r": xs}, batch_size=2)
+    r = out["r"]
+    assert_jagged(r, xs)
+    assert r.offsets().tolist() == [0, 3, 8]
+    assert torch.equal(r.values(), torch.cat(xs))
+    assert torch.equal((r * 2).values(), torch.cat(xs) * 2)
 
 
 def test_nested_tensor_input_is_accepted(client):
@@ -133,8 +141,7 @@ def test_nested_tensor_input_is_accepted(client):
     partition = unique()
     client.put(data=TensorDict({"r": nt}, batch_size=[2]), partition_id=partition)
     out = client.get_data(client.get_meta(["r"], 2, partition, task_name="t"))
-    for got, want in zip(out["r"], xs):
-        assert torch.equal(got, want)
+    assert_jagged(out["r"], xs)
 
 
 def test_non_contiguous_tensor(client):
@@ -159,8 +166,7 @@ def test_tensors_are_read_in_place(client):
     assert torch.equal(out["w"], w.detach()) and not out["w"].requires_grad
     assert torch.equal(out["view"], view) and torch.equal(out["bf"], bf)
     assert out["empty"].shape == (3, 0)
-    for got, want in zip(out["rag"], rag):
-        assert torch.equal(got, want.detach())
+    assert_jagged(out["rag"], [t.detach() for t in rag])
 
 
 def test_numpy_arrays_accepted(client):
@@ -171,8 +177,7 @@ def test_numpy_arrays_accepted(client):
     assert out["a"].dtype == torch.int32 and torch.equal(out["a"], torch.from_numpy(a))
     assert torch.equal(out["f"], torch.from_numpy(f))
     out = roundtrip(client, {"r": rag}, batch_size=2)
-    for got, want in zip(out["r"], rag):
-        assert torch.equal(got, torch.from_numpy(want))
+    assert_jagged(out["r"], [torch.from_numpy(x) for x in rag])
 
 
 def test_plain_dict_input(client, partition):
@@ -247,8 +252,7 @@ def test_put_with_metadata_adds_fields(client, partition):
     assert sorted(tmeta.global_indexes) == sorted(meta.global_indexes)
     out = client.get_data(tmeta)
     assert torch.equal(out["prompt"], prompts)
-    for got, want in zip(out["response"], responses):
-        assert torch.equal(got, want)
+    assert_jagged(out["response"], responses)
     assert torch.allclose(out["score"], torch.tensor([0.1, 0.2, 0.3, 0.4]))
 
 

@@ -14,7 +14,7 @@ import torch
 
 import datasystem
 import transfer_queue as tq
-from transfer_queue import TensorDict
+from tensordict import TensorDict
 
 from conftest import kill_pid, make_client, stop_controller, unique, yuanrong_config, free_port
 
@@ -125,9 +125,13 @@ def test_put_of_unsupported_dtype(sclient, dtype):
         sclient.put(data=TensorDict({"a": torch.zeros(2, dtype=dtype)}, batch_size=[2]), partition_id="p")
 
 
-def test_put_of_numpy_object_array(sclient):
-    with pytest.raises(tq.DTypeError):
-        sclient.put(data={"a": np.array([1, "x"], dtype=object)}, partition_id="p")
+def test_put_of_numpy_object_array_with_an_unpicklable_element(sclient, partition):
+    """Object arrays store one pickled value per element (test_tensordict.py);
+    an element that cannot be pickled fails the whole put, naming the field."""
+    with pytest.raises(tq.DTypeError, match="'a' sample 1"):
+        sclient.put(data={"ok": torch.zeros(2), "a": np.array([1, lambda: 0], dtype=object)},
+                    partition_id=partition)
+    assert partition not in sclient.list_partitions()
 
 
 def test_put_of_sparse_tensor(sclient):
@@ -180,11 +184,14 @@ def test_mismatched_batch_sizes_in_dict(sclient):
         sclient.put(data={"a": torch.zeros(2), "b": ["x"]}, partition_id="p")
 
 
-def test_mismatched_batch_sizes_in_tensordict():
-    with pytest.raises(ValueError, match="'b'"):
-        TensorDict({"a": torch.zeros(2), "b": ["x", "y", "z"]}, batch_size=[2])
-    with pytest.raises(ValueError, match="'a'"):
+def test_tensordict_batch_size_must_cover_the_fields(sclient, partition):
+    """tensordict itself refuses fields longer than the batch; put reads the
+    batch size from the TensorDict, not from its first field."""
+    with pytest.raises(RuntimeError, match="'a'"):
         TensorDict({"a": torch.zeros(4)}, batch_size=[2])
+    td = TensorDict({"a": torch.zeros(4, 3)}, batch_size=[4, 3])
+    meta = sclient.put(data=td, partition_id=partition)
+    assert len(meta) == 4 and tuple(meta.field_schema["a"]["shape"]) == (3,)
 
 
 def test_put_with_metadata_of_other_size(sclient, partition):

@@ -1,6 +1,10 @@
 """TransferQueue: a C++ data plane for RL post-training, with the seed's Python API.
 
+    from tensordict import TensorDict
     from transfer_queue import TransferQueueClient, TransferQueueController, process_zmq_server_info
+
+put takes a tensordict.TensorDict (or a dict of tensors, arrays and lists);
+get_data returns one.
 """
 
 from _tqds import (  # noqa: F401  (re-exported exception types)
@@ -18,7 +22,6 @@ from _tqds import (  # noqa: F401  (re-exported exception types)
     UnavailableError,
 )
 
-from .batch import Batch, TensorDict  # noqa: F401
 from .client import TransferQueueClient  # noqa: F401
 from .controller import (  # noqa: F401
     TransferQueueController,
@@ -30,9 +33,7 @@ from .controller import (  # noqa: F401
 BatchMeta.__module__ = "transfer_queue"
 
 __all__ = [
-    "Batch",
     "BatchMeta",
-    "TensorDict",
     "TransferQueueClient",
     "TransferQueueController",
     "TransferQueueControllerHandle",

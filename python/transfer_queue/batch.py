@@ -1,21 +1,29 @@
-"""Batch: a TensorDict-like container, and the conversions between user data
-(TensorDict, dict of tensors/arrays/lists) and the C++ core's field tuples."""
+"""Conversions between user data and the C++ core's field tuples.
+
+put: a ``tensordict.TensorDict`` (dense tensors, jagged or strided nested
+tensors, NonTensorData / NonTensorStack leaves) or a plain dict of tensors,
+numpy arrays and lists -> field tuples. Every field is converted and checked
+before the core sees any of them, so a put that fails here writes nothing.
+
+get_data: the core's output -> a ``tensordict.TensorDict``: uniform tensor
+fields as dense tensors, ragged ones as jagged nested tensors (strided
+nested where the samples differ in more than one dimension), everything
+else (strings, bytes, other objects, tensors of different ranks or dtypes)
+as a NonTensorStack.
+"""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import warnings
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
+from tensordict import NonTensorData, NonTensorStack, TensorDict, TensorDictBase
 
 from _tqds import DTypeError, InvalidArgumentError
-
-try:  # tensordict is optional; Debian does not ship it
-    from tensordict import TensorDict as _RealTensorDict  # type: ignore
-except Exception:  # pragma: no cover - depends on the environment
-    _RealTensorDict = None
 
 KIND_BYTES, KIND_STRING, KIND_PICKLE = 1, 2, 3
 
@@ -32,196 +40,169 @@ _TORCH_TO_NAME = {
     torch.float64: "float64",
 }
 _NAME_TO_TORCH = {v: k for k, v in _TORCH_TO_NAME.items()}
+_SUPPORTED = ", ".join(_TORCH_TO_NAME.values())
+_NUMERIC_KINDS = "biuf"  # numpy kinds that become tensors (bool, int, uint, float)
 
 
-class Batch:
-    """A columnar batch: ``batch[name]`` is a tensor (dense field), a list of
-    tensors (ragged field) or a list of objects; ``batch.batch_size`` is a
-    ``torch.Size``. Accepts the same constructor as ``TensorDict``."""
+# --------------------------------------------------------------------------- put
 
-    def __init__(self, source: Mapping[str, Any] | None = None, batch_size: Any = None):
-        self._data: dict[str, Any] = dict(source or {})
-        if batch_size is None:
-            n = None
-            for v in self._data.values():
-                n = len(v)
-                break
-            batch_size = [n or 0]
-        elif isinstance(batch_size, int):
-            batch_size = [batch_size]
-        self.batch_size = torch.Size(list(batch_size))
-        for k, v in self._data.items():
-            if _length(v, f"field '{k}'") != self.batch_size[0]:
-                raise InvalidArgumentError(
-                    f"field '{k}' has {_length(v)} samples but batch_size is {self.batch_size[0]}"
-                )
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if _length(value) != self.batch_size[0]:
-            raise InvalidArgumentError(
-                f"field '{key}' has {_length(value)} samples but batch_size is {self.batch_size[0]}"
-            )
-        self._data[key] = value
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-    def __len__(self) -> int:
-        return int(self.batch_size[0]) if len(self.batch_size) else 0
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def keys(self):
-        return self._data.keys()
-
-    def items(self):
-        return self._data.items()
-
-    def values(self):
-        return self._data.values()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
-
-    def size(self, dim: int | None = None):
-        return self.batch_size if dim is None else self.batch_size[dim]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self._data)
-
-    def __repr__(self) -> str:
-        parts = []
-        for k, v in self._data.items():
-            if isinstance(v, torch.Tensor):
-                parts.append(f"    {k}: Tensor(shape={tuple(v.shape)}, dtype={v.dtype})")
-            elif v and isinstance(v[0], torch.Tensor):
-                parts.append(f"    {k}: [ragged {len(v)} x Tensor(dtype={v[0].dtype})]")
-            else:
-                parts.append(f"    {k}: {v!r}")
-        body = ",\n".join(parts)
-        return f"Batch(\n  fields={{\n{body}}},\n  batch_size={self.batch_size})"
-
-
-# Where tensordict is missing, ``TensorDict`` is our Batch (same constructor).
-TensorDict = _RealTensorDict if _RealTensorDict is not None else Batch
-
-
-def _length(v: Any, name: str = "") -> int:
-    if isinstance(v, (torch.Tensor, np.ndarray)):
-        if v.ndim == 0:
-            raise InvalidArgumentError("a field must have a batch dimension; got a 0-d value")
-        return int(v.size(0) if isinstance(v, torch.Tensor) else v.shape[0])  # nested tensors have no .shape
-    if isinstance(v, (list, tuple)):
-        return len(v)
-    raise DTypeError(
-        f"{name + ': ' if name else ''}unsupported value of type {type(v).__name__} "
-        "(expected a tensor, a numpy array or a list with one entry per sample)"
-    )
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    try:
-        return _TORCH_TO_NAME[t.dtype]
-    except KeyError:
-        raise DTypeError(f"unsupported tensor dtype {t.dtype}") from None
-
-
-def _as_cpu_tensor(v: Any) -> torch.Tensor:
-    """A contiguous CPU tensor with v's values; v itself when it already is
-    one. The C++ side reads its memory in place (data_ptr), so no detach()
-    or numpy view is needed: torch calls that give up the GIL (detach, view)
-    cost a GIL handoff per tensor, up to a switch interval each next to a
-    busy Python thread."""
+def _cpu_tensor(name: str, v: Any, where: str = "") -> torch.Tensor:
+    """A contiguous CPU tensor of a supported dtype with v's values (v itself
+    when it already is one), or DTypeError naming the field. The C++ side
+    reads its memory in place (data_ptr), so no detach() is needed."""
+    label = f"field '{name}'{where}"
     if isinstance(v, np.ndarray):
-        if v.dtype == object:
-            raise DTypeError("numpy object arrays are not tensors; pass a list")
-        v = torch.from_numpy(np.ascontiguousarray(v))
-    if v.device.type != "cpu":
-        v = v.cpu()  # device tensors are staged through host memory
+        if v.dtype.kind not in _NUMERIC_KINDS:
+            raise DTypeError(f"{label}: numpy dtype {v.dtype} is not a tensor dtype")
+        if not v.dtype.isnative:
+            v = v.astype(v.dtype.newbyteorder("="))  # torch reads native byte order only
+        try:
+            v = torch.from_numpy(np.ascontiguousarray(v))
+        except (TypeError, ValueError) as e:
+            raise DTypeError(f"{label}: numpy dtype {v.dtype} cannot become a tensor ({e})") from None
+    if v.is_nested:
+        raise DTypeError(f"{label}: a nested tensor cannot be one sample (pass it as the whole field)")
+    if v.dtype not in _TORCH_TO_NAME:
+        raise DTypeError(f"{label}: dtype {v.dtype} cannot be stored (supported: {_SUPPORTED})")
     if v.layout is not torch.strided:
-        raise DTypeError(f"unsupported tensor layout {v.layout} (convert it with .to_dense())")
+        raise DTypeError(f"{label}: tensor layout {v.layout} cannot be stored (convert it with .to_dense())")
+    if v.device.type != "cpu":
+        if v.device.type == "meta":
+            raise DTypeError(f"{label}: the tensor is on device 'meta', which holds no data to store")
+        try:  # device tensors are staged through host memory
+            v = v.cpu()
+        except Exception as e:
+            raise DTypeError(f"{label}: cannot copy the tensor from device '{v.device}' to the CPU ({e})") from None
     return v if v.is_contiguous() else v.contiguous()  # contiguous() copies, only where needed
 
 
-def _tensor_field(name: str, t: torch.Tensor, n: int):
-    if getattr(t, "is_nested", False):
-        return _list_field(name, list(t.unbind()), n)
-    t = _as_cpu_tensor(t)
-    if t.ndim == 0 or t.shape[0] != n:
-        raise InvalidArgumentError(
-            f"field '{name}' has leading dimension {tuple(t.shape)[:1]} but the batch size is {n}"
-        )
-    return ("dense", name, t, _dtype_name(t), tuple(t.shape))
+def _check_length(name: str, got: int, n: int) -> None:
+    if got != n:
+        raise InvalidArgumentError(f"field '{name}' has {got} samples but the batch size is {n}")
+
+
+def _dense_field(name: str, t: torch.Tensor, n: int):
+    t = _cpu_tensor(name, t)
+    if t.ndim == 0:
+        raise InvalidArgumentError(f"field '{name}' must have a batch dimension; got a 0-d tensor")
+    _check_length(name, t.shape[0], n)
+    return ("dense", name, t, _TORCH_TO_NAME[t.dtype], tuple(t.shape))
+
+
+def _nested_field(name: str, t: torch.Tensor, n: int):
+    _check_length(name, t.size(0), n)
+    if t.layout is torch.jagged and t._ragged_idx == 1 and t._lengths is None:
+        # The samples lie back to back in values(): one buffer, each sample
+        # a view of it on the C++ side (no per-sample tensors here).
+        values = _cpu_tensor(name, t.values())
+        lengths = t.offsets().diff().tolist()
+        rest = tuple(values.shape[1:])
+        return ("jagged", name, values, _TORCH_TO_NAME[values.dtype], [(k,) + rest for k in lengths])
+    return _list_field(name, list(t.unbind()), n)
 
 
 def _list_field(name: str, values: list, n: int):
-    if len(values) != n:
-        raise InvalidArgumentError(f"field '{name}' has {len(values)} samples but the batch size is {n}")
-    if values and all(isinstance(v, (torch.Tensor, np.ndarray)) and getattr(v, "dtype", None) != object
+    _check_length(name, len(values), n)
+    if values and all(isinstance(v, torch.Tensor) or (isinstance(v, np.ndarray) and v.dtype.kind in _NUMERIC_KINDS)
                       for v in values):
-        ts = [_as_cpu_tensor(v) for v in values]
-        names = {_dtype_name(t) for t in ts}
-        if len(names) != 1:
-            raise DTypeError(f"field '{name}' mixes dtypes {sorted(names)}")
-        return ("ragged", name, ts, names.pop(), [tuple(t.shape) for t in ts])
+        ts = [_cpu_tensor(name, v, f" sample {i}") for i, v in enumerate(values)]
+        dtypes = {t.dtype for t in ts}
+        if len(dtypes) != 1:
+            raise DTypeError(f"field '{name}' mixes dtypes {sorted(_TORCH_TO_NAME[d] for d in dtypes)}")
+        return ("ragged", name, ts, _TORCH_TO_NAME[ts[0].dtype], [tuple(t.shape) for t in ts])
     blobs, kinds = [], []
-    for v in values:
+    for i, v in enumerate(values):
         if isinstance(v, str):
             blobs.append(v.encode("utf-8"))
             kinds.append(KIND_STRING)
-        elif isinstance(v, (bytes, bytearray, memoryview)):
+        elif isinstance(v, (bytes, bytearray, memoryview)):  # np.bytes_ too
             blobs.append(bytes(v))
             kinds.append(KIND_BYTES)
         else:
-            blobs.append(pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL))
+            try:
+                blobs.append(pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL))
+            except Exception as e:
+                raise DTypeError(f"field '{name}' sample {i}: a {type(v).__name__} cannot be pickled ({e})") from None
             kinds.append(KIND_PICKLE)
     return ("objects", name, blobs, kinds)
 
 
-def _items_of(data: Any) -> tuple[int, Iterable[tuple[str, Any]]]:
-    if _RealTensorDict is not None and isinstance(data, _RealTensorDict):
-        n = int(data.batch_size[0]) if len(data.batch_size) else None
-        items = []
-        for k in data.keys():
-            v = data.get(k)
-            if not isinstance(v, torch.Tensor):  # NonTensorData / NonTensorStack
-                v = v.tolist() if hasattr(v, "tolist") else list(v)
-            items.append((k, v))
-        return n, items
-    if isinstance(data, Batch):
-        return len(data), list(data.items())
-    if isinstance(data, Mapping):
-        items = list(data.items())
-        n = _length(items[0][1], f"field '{items[0][0]}'") if items else 0
-        return n, items
-    raise DTypeError(
-        f"put expects a TensorDict, a Batch or a dict of tensors/lists, got {type(data).__name__}"
-    )
+def _array_field(name: str, a: np.ndarray, n: int):
+    if a.ndim == 0:
+        raise InvalidArgumentError(f"field '{name}' must have a batch dimension; got a 0-d array")
+    if a.dtype.kind in _NUMERIC_KINDS:
+        return _dense_field(name, _cpu_tensor(name, a), n)
+    if a.dtype.kind in "SUO":
+        # bytes (S), str (U) and object arrays: one value per element of the
+        # batch dimension: bytes, str or the object (a row array for 2-d
+        # and up, stored pickled).
+        _check_length(name, a.shape[0], n)
+        return _list_field(name, a.tolist() if a.ndim == 1 else list(a), n)
+    raise DTypeError(f"field '{name}': numpy dtype {a.dtype} cannot be stored "
+                     f"(supported: {_SUPPORTED}, bytes, str and object arrays)")
+
+
+def _field(name: Any, v: Any, n: int):
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"field names must be strings, got {name!r}")
+    if isinstance(v, torch.Tensor):
+        return _nested_field(name, v, n) if v.is_nested else _dense_field(name, v, n)
+    if isinstance(v, np.ndarray):
+        return _array_field(name, v, n)
+    if isinstance(v, NonTensorData):
+        data = v.data
+        # tensordict wraps a bytes / str / object array as one NonTensorData;
+        # its elements are the samples (as upstream TransferQueue stores them).
+        if isinstance(data, np.ndarray) and data.ndim >= 1 and data.shape[0] == n:
+            return _array_field(name, data, n)
+        return _list_field(name, [data] * n, n)  # one value for every sample
+    if isinstance(v, NonTensorStack):
+        return _list_field(name, v.tolist(), n)
+    if isinstance(v, TensorDictBase):
+        raise DTypeError(f"field '{name}' is a nested TensorDict; flatten it first (td.flatten_keys())")
+    if isinstance(v, (list, tuple)):
+        return _list_field(name, list(v), n)
+    raise DTypeError(f"field '{name}': unsupported value of type {type(v).__name__} "
+                     "(expected a tensor, a numpy array or a list with one entry per sample)")
+
+
+def _batch_length(name: Any, v: Any) -> int:
+    if isinstance(v, torch.Tensor):
+        if v.dim() == 0:
+            raise InvalidArgumentError(f"field '{name}' must have a batch dimension; got a 0-d tensor")
+        return v.size(0)
+    if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            raise InvalidArgumentError(f"field '{name}' must have a batch dimension; got a 0-d array")
+        return v.shape[0]
+    if isinstance(v, (list, tuple)):
+        return len(v)
+    raise DTypeError(f"field '{name}': unsupported value of type {type(v).__name__} "
+                     "(expected a tensor, a numpy array or a list with one entry per sample)")
 
 
 def to_fields(data: Any) -> tuple[int, list]:
-    """User data -> (batch_size, field tuples for the C++ core)."""
-    n, items = _items_of(data)
+    """User data -> (batch_size, field tuples for the C++ core). Raises
+    before returning when any field cannot be stored."""
+    if isinstance(data, TensorDictBase):
+        if not data.batch_size:
+            raise InvalidArgumentError("put: the TensorDict has no batch dimension; "
+                                       "create it with batch_size=[n]")
+        n = int(data.batch_size[0])
+        items = [(k, data.get(k)) for k in data.keys()]
+    elif isinstance(data, Mapping):
+        items = list(data.items())
+        n = _batch_length(*items[0]) if items else 0
+    else:
+        raise DTypeError(f"put expects a TensorDict or a dict of tensors / arrays / lists, got {type(data).__name__}")
     if not items:
         raise InvalidArgumentError("put: the data has no fields")
-    fields = []
-    for name, v in items:
-        if not isinstance(name, str):
-            raise InvalidArgumentError(f"field names must be strings, got {name!r}")
-        if isinstance(v, (torch.Tensor, np.ndarray)):
-            fields.append(_tensor_field(name, v if isinstance(v, torch.Tensor) else _as_cpu_tensor(v), n))
-        elif isinstance(v, (list, tuple)):
-            fields.append(_list_field(name, list(v), n))
-        else:
-            raise DTypeError(f"field '{name}': unsupported value of type {type(v).__name__}")
-    return n, fields
+    return n, [_field(name, v, n) for name, v in items]
 
 
-def _to_tensor(arr: np.ndarray, dtype: str, writable: bool = False) -> torch.Tensor:
+# --------------------------------------------------------------------------- get_data
+
+def _tensor(arr: np.ndarray, dtype: str, writable: bool) -> torch.Tensor:
     if writable and not arr.flags.writeable:
         arr = arr.copy()  # a private copy instead of a copy-on-write view of shared memory
     with warnings.catch_warnings():
@@ -234,29 +215,53 @@ def _to_tensor(arr: np.ndarray, dtype: str, writable: bool = False) -> torch.Ten
     return t
 
 
-def from_fields(items: list, batch_size: int, nested: bool = False, writable: bool = False) -> Any:
-    """C++ core output -> TensorDict (if installed) or Batch. With writable,
-    tensors that would view shared memory are private copies instead."""
-    out: dict[str, Any] = {}
-    for name, form, payload, extra in items:
-        if form == "dense":
-            out[name] = _to_tensor(payload, extra, writable)
-        elif form == "ragged":
-            ts = [_to_tensor(a, extra, writable) for a in payload]
-            out[name] = torch.nested.nested_tensor(ts) if nested else ts
+def _ragged(values: torch.Tensor, shapes: list) -> Any:
+    """A ragged field from all its elements in order and the sample shapes."""
+    first = shapes[0]
+    if first and all(len(s) == len(first) and s[1:] == first[1:] for s in shapes):
+        # Samples differ only in their first dimension: a jagged nested
+        # tensor whose values are `values` itself (no copy).
+        lengths = [s[0] for s in shapes]
+        offsets = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int64)
+        return torch.nested.nested_tensor_from_jagged(values.view(int(offsets[-1]), *first[1:]), offsets,
+                                                      min_seqlen=min(lengths), max_seqlen=max(lengths))
+    sizes = [int(np.prod(s)) for s in shapes]
+    parts = [p.view(s) for p, s in zip(torch.split(values, sizes), shapes)]
+    if all(len(s) == len(first) for s in shapes) and first:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch: nested tensors are a prototype
+            for layout in (torch.jagged, torch.strided):  # jagged where one dimension other than the first differs
+                try:
+                    return torch.nested.as_nested_tensor(parts, layout=layout)
+                except (RuntimeError, TypeError, ValueError):
+                    pass
+    return NonTensorStack(*parts)  # samples of different ranks
+
+
+def _objects(blobs: list, kinds: list) -> list:
+    vals = []
+    for blob, kind in zip(blobs, kinds):
+        if kind == KIND_STRING:
+            vals.append(blob.decode("utf-8"))
+        elif kind == KIND_PICKLE:
+            vals.append(pickle.loads(blob))
         else:
-            vals = []
-            for blob, kind in zip(payload, extra):
-                if kind == KIND_STRING:
-                    vals.append(blob.decode("utf-8"))
-                elif kind == KIND_PICKLE:
-                    vals.append(pickle.loads(blob))
-                else:
-                    vals.append(blob)
-            out[name] = vals
-    if _RealTensorDict is not None:
-        try:
-            return _RealTensorDict(out, batch_size=[batch_size])
-        except Exception:  # ragged lists that this tensordict cannot hold
-            pass
-    return Batch(out, batch_size=[batch_size])
+            vals.append(blob)
+    return vals
+
+
+def from_fields(items: list, batch_size: int, writable: bool = False) -> TensorDict:
+    """C++ core output -> TensorDict. With writable, tensors that would view
+    shared memory are private copies instead."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, form = item[0], item[1]
+        if form == "dense":
+            out[name] = _tensor(item[2], item[3], writable)
+        elif form == "ragged":
+            out[name] = _ragged(_tensor(item[2], item[3], writable), item[4])
+        elif form == "tensors":
+            out[name] = NonTensorStack(*[_tensor(a, d, writable) for a, d in zip(item[2], item[3])])
+        else:
+            out[name] = NonTensorStack(*_objects(item[2], item[3]))
+    return TensorDict(out, batch_size=[batch_size])

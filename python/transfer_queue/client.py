@@ -7,6 +7,8 @@ import functools
 import json
 from typing import Any
 
+from tensordict import TensorDict
+
 import _tqds
 from _tqds import BatchMeta, InvalidArgumentError
 
@@ -70,7 +72,16 @@ class TransferQueueClient:
 
     def put(self, data: Any, partition_id: str | None = None, metadata: BatchMeta | None = None) -> BatchMeta:
         """Writes `data` as new samples of `partition_id`, or as more fields of
-        the samples of `metadata`. Returns their BatchMeta."""
+        the samples of `metadata`. Returns their BatchMeta.
+
+        `data` is a ``tensordict.TensorDict`` (dense tensors, jagged or
+        strided nested tensors, NonTensorData / NonTensorStack leaves) or a
+        dict of tensors, numpy arrays and lists, one entry per sample. Tensor
+        dtypes: bool, uint8, int8, int16, int32, int64, float16, bfloat16,
+        float32, float64 (stored bit-exact). A numpy bytes / str / object
+        array stores one value per element. Every field is checked first: a
+        field that cannot be stored raises (naming the field and the
+        reason) and nothing of the put is written."""
         n, fields = to_fields(data)
         if metadata is not None:
             return self._client.put(n, fields, meta=metadata)
@@ -92,23 +103,30 @@ class TransferQueueClient:
         return self._client.get_meta(list(data_fields), int(batch_size), partition_id,
                                      task_name or "default", sampling_config, mode, float(timeout))
 
-    def get_data(self, metadata: BatchMeta, nested: bool = False, writable: bool = False) -> Any:
-        """The samples and fields of `metadata`: a TensorDict where tensordict
-        is installed, else a Batch. Uniform tensor fields are dense tensors;
-        ragged ones a list of tensors (a nested tensor with nested=True).
+    def get_data(self, metadata: BatchMeta, writable: bool = False) -> TensorDict:
+        """The samples and fields of `metadata` as a ``tensordict.TensorDict``
+        with batch_size [len(metadata)]: uniform tensor fields are dense
+        tensors; ragged ones (samples of different shapes) jagged nested
+        tensors (layout=torch.jagged; strided nested where the samples differ
+        in more than one dimension); strings, bytes and other objects (and
+        tensors of different ranks or dtypes) a NonTensorStack, which
+        ``td[name]`` reads as a list.
 
         Through the datasystem backend, tensors are zero-copy views of the
-        worker's shared memory. They are copy-on-write: an in-place operation
-        (``t.add_(1)``) works and changes only this process's pages, never the
-        stored sample; other live views of the same sample in this process
-        see the write, a later get_data sees the stored bytes. The first
-        write into each 2 MiB of shared memory copies those 2 MiB, which
-        costs about what ``writable=True`` (private copies up front) or
-        ``.clone()`` costs for the whole batch."""
+        worker's shared memory (a jagged field's values too, where its
+        samples lie back to back there). They are copy-on-write: an in-place
+        operation (``t.add_(1)``) works and changes only this process's
+        pages, never the stored sample; other live views of the same sample
+        in this process see the write, a later get_data sees the stored
+        bytes. The first write into each 2 MiB of shared memory copies those
+        2 MiB, which costs about what ``writable=True`` (private copies up
+        front) or ``.clone()`` costs for the whole batch."""
         if not isinstance(metadata, BatchMeta):
             raise InvalidArgumentError(f"get_data expects a BatchMeta, got {type(metadata).__name__}")
+        if len(metadata) == 0:
+            return TensorDict({}, batch_size=[0])  # as upstream: no samples, no fields
         items = self._client.get_data(metadata)
-        return from_fields(items, len(metadata), nested=nested, writable=writable)
+        return from_fields(items, len(metadata), writable=writable)
 
     def clear_partition(self, partition_id: str) -> None:
         self._client.clear_partition(partition_id)

@@ -10,7 +10,6 @@ Ray actor: these tests then run on the session's local Ray (test_ray.py's
 Trainer itself as a Ray actor, as the seed says it can be.
 """
 
-import importlib.util
 import pickle
 import sys
 

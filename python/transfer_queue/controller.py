@@ -198,10 +198,18 @@ class _Options:
             if self._ray_options:
                 raise ImportError(f"Ray options {sorted(self._ray_options)} given, but Ray is not installed")
             return TransferQueueControllerHandle(**kwargs)
-        # The actor only waits on a child process: it holds no CPU once
-        # running (num_cpus=0 also lets it start on a node whose CPUs are
-        # taken), and stays on the caller's node unless told otherwise.
+        # The actor only waits on a child process: it needs no CPU
+        # (num_cpus=0 also lets it start on a node whose CPUs are all taken),
+        # and it runs on the caller's node unless the options place it (Ray
+        # would put a zero-resource actor on any node, even with a soft
+        # affinity while the caller's node is still syncing its resources).
         opts = {"num_cpus": 0, **self._ray_options}
+        placed = {"scheduling_strategy", "resources", "num_gpus", "accelerator_type", "label_selector"}
+        if ray.is_initialized() and not placed & opts.keys():
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # type: ignore
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=False)
         return _actor_class(ray).options(**opts).remote(**kwargs)
 
 

@@ -5,7 +5,7 @@
 # wheel installs only component "python", so none of this lands in it).
 #
 # An outside project:
-#   find_package(tqds 0.1 CONFIG REQUIRED)      # CMAKE_PREFIX_PATH=P
+#   find_package(tqds 0.2 CONFIG REQUIRED)      # CMAKE_PREFIX_PATH=P
 #   target_link_libraries(app PRIVATE tqds::client)
 #
 # Targets (namespace tqds::; the same names exist as aliases in this build):

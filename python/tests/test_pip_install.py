@@ -121,6 +121,9 @@ def test_declared_dependencies(wheel):
     assert plain == {"torch", "tensordict", "numpy", "omegaconf"}, requires
     assert any(r.startswith("ray") and 'extra == "ray"' in r for r in requires), requires
     assert any(r.startswith("pytest") and 'extra == "test"' in r for r in requires), requires
+    # One version for both packages: CMakeLists.txt's project() is the source.
+    cmake_version = re.search(r"project\(tqds VERSION ([0-9.]+)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    assert f"\nVersion: {cmake_version}\n" in meta, meta[:300]
 
 
 def test_imports_come_from_the_venv(venv):

@@ -76,10 +76,17 @@ def start_local_ray() -> None:
     if ray is None:
         pytest.skip("Ray is not installed")
     _RAY["users"] += 1
-    if _RAY["temp_dir"] is not None:
+    if _RAY["temp_dir"] is not None or _RAY.get("foreign"):
         return
-    if ray.is_initialized():  # someone else's (e.g. an auto-init): not ours to configure
-        ray.shutdown()
+    if ray.is_initialized():
+        # Someone else's in this process (e.g. Ray's auto-init from a
+        # TransferQueueController.remote() elsewhere): use it as it is rather
+        # than end the actors living in it.
+        import warnings
+
+        warnings.warn("Ray was already initialised in the test process; the Ray tests use that instance")
+        _RAY["foreign"] = True
+        return
     env = {
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address 127.0.0.1, servers on loopback
@@ -118,8 +125,15 @@ def stop_local_ray() -> None:
         _shutdown_local_ray()
 
 
+def node_ip() -> str:
+    """The node address of the test process's Ray: 127.0.0.1 when the Ray is ours."""
+    return ray.util.get_node_ip_address()
+
+
 def _shutdown_local_ray() -> None:
     _RAY["users"] = 0
+    if _RAY.pop("foreign", False):
+        return
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     if "cluster_flag" in _RAY:
@@ -260,7 +274,7 @@ def test_controller_remote_is_a_ray_actor_on_the_node_address(local_ray_session)
         assert isinstance(handle, ray.actor.ActorHandle)
         info = process_zmq_server_info(handle)
         assert isinstance(info, ZMQServerInfo)
-        assert info.ip == ray.util.get_node_ip_address() == "127.0.0.1"
+        assert info.ip == node_ip()
         assert process_zmq_server_info({"ctl": handle}) == {"ctl": info}
         pid = controller_pid(handle)
         assert pid_alive(pid)
@@ -299,7 +313,7 @@ def test_controller_ends_with_the_actor_that_owns_it(local_ray_session):
     owner = ControllerOwner.remote()
     pid = ray.get(owner.controller_pid.remote())
     info = ray.get(owner.info_.remote())
-    assert pid_alive(pid) and info.ip == "127.0.0.1"
+    assert pid_alive(pid) and info.ip == node_ip()
     ray.kill(owner)  # Ray ends the actors an actor owns with it
     wait_until(lambda: not pid_alive(pid), 60, f"controller process {pid} ended with its owner")
 
@@ -309,7 +323,7 @@ def test_controller_options_place_the_actor(local_ray_session):
     handle = TransferQueueController.options(resources={node: 0.001}, name=unique("tqctl")).remote(
         storage_units=1, unit_capacity_mb=64)
     try:
-        assert process_zmq_server_info(handle).ip == "127.0.0.1"
+        assert process_zmq_server_info(handle).ip == node_ip()
     finally:
         kill_controller_actor(handle)
 
@@ -384,6 +398,6 @@ def test_a_failing_controller_start_surfaces_through_process_zmq_server_info(loc
     """An actor whose controller cannot start (an address Ray's node does not
     have) raises from process_zmq_server_info with the controller's reason,
     and leaves no process behind."""
-    handle = TransferQueueController.remote(host="192.0.2.254", storage_units=1, unit_capacity_mb=64)
+    handle = TransferQueueController.remote(host="198.51.100.254", storage_units=1, unit_capacity_mb=64)
     with pytest.raises(ray.exceptions.RayActorError, match="controller failed to start"):
         process_zmq_server_info(handle)

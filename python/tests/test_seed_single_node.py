@@ -30,7 +30,7 @@ from transfer_queue import (
 from transfer_queue.controller import TransferQueueControllerHandle
 
 from conftest import pid_alive, stop_controller, unique
-from test_ray import as_tensor, kill_controller_actor, local_ray_session, ray, wait_until  # noqa: F401
+from test_ray import as_tensor, kill_controller_actor, local_ray_session, node_ip, ray, wait_until  # noqa: F401
 
 if ray is not None:
     @pytest.fixture(autouse=True)
@@ -372,7 +372,7 @@ def test_seed_single_node_trainer_as_ray_actor(ds_worker):
         pid = ray.get(trainer.controller_pid.remote())
         assert pid_alive(pid)
         info = ray.get(trainer.controller_info.remote())
-        assert info.ip == "127.0.0.1"
+        assert info.ip == node_ip()
         conf = ray.get(trainer.config_.remote())
         assert conf.controller_info == info and conf.port == ds_worker.port
         ray.get(trainer.put.remote(data=data, partition_id="train_0"))

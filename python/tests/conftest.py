@@ -160,9 +160,23 @@ def yuanrong_config(worker: DsWorker) -> dict:
 
 
 def stop_controller(handle) -> None:
-    pid = handle.pid
+    """Stops a controller handle: a local one (TransferQueueControllerHandle)
+    or a Ray actor (TransferQueueController.remote() where Ray runs), and
+    kills its `tq controller` process by pid in case stop() did not."""
+    if isinstance(handle, tq.TransferQueueControllerHandle):
+        pid = handle.pid
+        with contextlib.suppress(Exception):
+            handle.stop()
+        kill_pid(pid)
+        return
+    import ray  # an actor handle
+
+    pid = None
     with contextlib.suppress(Exception):
-        handle.stop()
+        pid = ray.get(handle.get_pid.remote(), timeout=30)
+        ray.get(handle.stop.remote(), timeout=30)
+    with contextlib.suppress(Exception):
+        ray.kill(handle)
     kill_pid(pid)
 
 
@@ -190,8 +204,10 @@ def fresh_worker():
 
 @pytest.fixture(scope="session")
 def controller():
-    """One local controller process (`tq controller`, 2 embedded storage units)."""
-    handle = tq.TransferQueueController.remote()
+    """One local controller process (`tq controller`, 2 embedded storage
+    units); a local handle even where Ray is installed (the Ray path has its
+    own tests: test_ray.py, test_seed_single_node.py, test_multi_node.py)."""
+    handle = tq.TransferQueueControllerHandle()
     try:
         yield handle
     finally:
@@ -200,7 +216,7 @@ def controller():
 
 @pytest.fixture
 def own_controller():
-    handle = tq.TransferQueueController.remote()
+    handle = tq.TransferQueueControllerHandle()
     try:
         yield handle
     finally:

@@ -1,12 +1,14 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """py_bench: Python put + get_meta + get_data of TransferQueue's 288 MiB
-perftest shape (9 float32 torch tensors [1024, 8192]) against the same
-cycle through the C++ API, in one run, for the simple backend and the
-datasystem backend (YuanrongStorageManager) on this node.
+perftest shape (9 float32 torch tensors [1024, 8192] in a
+tensordict.TensorDict) against the same cycle through the C++ API, in one
+run, for the simple backend and the datasystem backend
+(YuanrongStorageManager) on this node.
 
-A program, not a test. Run with Debian's Python (it has torch and omegaconf):
+A program, not a test. Run with the project's venv (torch, tensordict,
+omegaconf):
 
-    /usr/bin/python3 bench/python/py_bench.py [--quick] [--reps N] [--json FILE]
+    .venv/bin/python bench/python/py_bench.py [--quick] [--reps N] [--json FILE]
 
 It finds `tq`, `dscli` and `tq_backend_bench` in build-b5/ or build/
 (bin/, tools/, bench/queue/), else on PATH; and the `transfer_queue`
@@ -14,12 +16,18 @@ package from this checkout with the extension of that build, else the
 installed one. Set TQ_BUILD_DIR to pick a build directory.
 
 Both sides use the same services, started here: a controller with two
-simple storage units (`TransferQueueController.remote()`, as the seed starts
-it; a local `tq controller` process) and a datasystem worker (`dscli start`, 2 GiB of shared
-memory) on 127.0.0.1; both are stopped at the end, also on failure. The C++
-side is `tq_backend_bench --cpp-cycle` (one in-process client, the same
-cycle). Each side runs a verified warm-up cycle first (not timed), then REPS
-timed cycles; each cycle clears its partition.
+simple storage units (the local `tq controller` process behind
+`TransferQueueController.remote()`) and a datasystem worker (`dscli start`,
+2 GiB of shared memory) on 127.0.0.1; both are stopped at the end, also on
+failure. The C++ side is `tq_backend_bench --cpp-cycle` (one in-process
+client, the same cycle). Per backend, ROUNDS rounds, each a block of each
+side, alternating which side goes first; each block runs a verified warm-up
+cycle (not timed), then REPS timed cycles; each cycle clears its partition.
+
+Python puts a real tensordict.TensorDict (built once, as the C++ side
+builds its batch once) and get_data returns one (dense float32 fields),
+checked on the warm-up cycle: the timed Python cycle includes reading the
+TensorDict's fields and building the returned TensorDict.
 
 Target: Python cycle time <= 1.15 x the C++ cycle time (medians). Python's
 get_data returns dense torch tensors; the C++ API returns per-sample views,
@@ -112,9 +120,11 @@ class Services:
         if r.returncode != 0:
             self.stop()
             sys.exit(f"py_bench: dscli start failed: {r.stdout}{r.stderr}")
-        # The controller as the seed starts it (a local process: no Ray here).
+        # The controller process that TransferQueueController.remote() runs
+        # (inside a Ray actor where Ray is installed), started directly: a
+        # local Ray cluster would only add its daemons' load to both sides.
         try:
-            self.ctl = tqm.TransferQueueController.remote(storage_units=2, unit_capacity_mb=4096)
+            self.ctl = tqm.TransferQueueControllerHandle(storage_units=2, unit_capacity_mb=4096)
         except Exception:
             self.stop()
             raise
@@ -144,6 +154,12 @@ class Services:
 
 def python_cycles(tqm, services, backend, reps):
     import torch
+    from tensordict import TensorDict
+
+    # The cycle itself runs no torch op; the warm-up's check does, and
+    # torch's intra-op threads spin a while after each op, taking a core
+    # from the timed cycles that follow on a small machine.
+    torch.set_num_threads(1)
 
     names = [f"field_{f}" for f in range(FIELDS)]
     # The same bytes as the C++ side: element i of field f is i ^ salt(f).
@@ -153,7 +169,7 @@ def python_cycles(tqm, services, backend, reps):
         salt = (0x9E3779B9 * (f + 1)) & 0xFFFFFFFF
         bits = (idx ^ salt).to(torch.int64) & 0xFFFFFFFF
         tensors[name] = bits.to(torch.int32).view(torch.float32).reshape(BATCH, SEQ).contiguous()
-    data = tqm.Batch(tensors, batch_size=[BATCH])
+    data = TensorDict(tensors, batch_size=[BATCH])
     client = tqm.TransferQueueClient(client_id="py-bench", controller_info=services.info)
     client.initialize_storage_manager(manager_type=services.config(backend)["manager_type"],
                                       config=services.config(backend))
@@ -168,6 +184,8 @@ def python_cycles(tqm, services, backend, reps):
         out = client.get_data(meta)
         t3 = time.perf_counter()
         if rep == 0:  # verify outside timing
+            if type(out) is not TensorDict or out.batch_size != torch.Size([BATCH]):
+                raise RuntimeError(f"{backend}: get_data returned {type(out).__name__} {getattr(out, 'batch_size', '')}")
             for name in names:
                 got = out[name]
                 if not isinstance(got, torch.Tensor) or tuple(got.shape) != (BATCH, SEQ) or got.dtype != torch.float32:
@@ -204,33 +222,43 @@ def cpp_cycles(bench, services, backend, reps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 timed cycles per side instead of 5")
-    ap.add_argument("--reps", type=int, default=0, help="timed cycles per side")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 2 timed cycles per side")
+    ap.add_argument("--reps", type=int, default=0, help="timed cycles per side in each round (default 3)")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per backend (default 4)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--backend", choices=["simple", "datasystem", "both"], default="both")
     args = ap.parse_args()
-    reps = args.reps or (2 if args.quick else 5)
+    reps = args.reps or (2 if args.quick else 3)
+    rounds = args.rounds or (2 if args.quick else 4)
 
     tq_bin, dscli, bench = find_program("tq"), find_program("dscli"), find_program("tq_backend_bench")
     os.environ.setdefault("TQ_BINARY", tq_bin)
     tqm = import_transfer_queue()
     backends = ["simple", "datasystem"] if args.backend == "both" else [args.backend]
-    print(f"load average (1 min) at start: {loadavg()}")
+    load_start = loadavg()
+    print(f"load average (1 min) at start: {load_start}")
     print(f"shape: {BATCH} x {FIELDS} fields x {SEQ} float32 = {BATCH * FIELDS * SEQ * 4 / 2**20:.0f} MiB; "
-          f"2 x {reps} timed cycles per side, A-B-B-A order (+1 verified warm-up each)")
+          f"{rounds} rounds x {reps} timed cycles per side, sides alternating first (+1 verified warm-up each)")
     services = Services(tqm, dscli)
     rows, failures = [], 0
     try:
         for backend in backends:
             try:
-                # A-B-B-A order, pooled: neither side always runs first
-                # (the machine is shared; load drifts during a run).
-                py, cpp = python_cycles(tqm, services, backend, reps), cpp_cycles(bench, services, backend, reps)
-                cpp2, py2 = cpp_cycles(bench, services, backend, reps), python_cycles(tqm, services, backend, reps)
-                for k in py:
-                    py[k] += py2[k]
-                for k in ("put", "get_meta", "get_data", "stack", "clear"):
-                    cpp[k] += cpp2[k]
+                # Rounds alternate which side runs first (A-B, B-A, ...), pooled:
+                # the machine is shared and load drifts during a run, so short
+                # interleaved blocks compare like with like.
+                py = {k: [] for k in ("put", "get_meta", "get_data", "clear")}
+                cpp = {k: [] for k in ("put", "get_meta", "get_data", "stack", "clear")}
+                for r in range(rounds):
+                    for side in (("py", "cpp") if r % 2 == 0 else ("cpp", "py")):
+                        if side == "py":
+                            got = python_cycles(tqm, services, backend, reps)
+                            for k in py:
+                                py[k] += got[k]
+                        else:
+                            got = cpp_cycles(bench, services, backend, reps)
+                            for k in cpp:
+                                cpp[k] += got[k]
             except Exception as e:  # report and go on with the other backend
                 print(f"{backend}: ERROR {e}")
                 failures += 1
@@ -264,7 +292,8 @@ def main():
     print(f"load average (1 min) at end: {loadavg()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"shape": [BATCH, FIELDS, SEQ], "reps": reps, "target": TARGET, "rows": rows}, f, indent=2)
+            json.dump({"shape": [BATCH, FIELDS, SEQ], "rounds": rounds, "reps": reps, "target": TARGET,
+                       "load_start": load_start, "load_end": loadavg(), "rows": rows}, f, indent=2)
     return 1 if failures else 0
 
 

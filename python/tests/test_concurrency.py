@@ -101,12 +101,14 @@ def test_put_takes_the_gil_back_once(client, partition):
     """put drops the tensors' Python buffers with the GIL held, after the
     transfer, instead of reacquiring the GIL once per buffer while a busy
     Python thread holds it (a wait of up to one switch interval each; here
-    there are 176 buffers, against about one interval for the whole put)."""
+    there are 177 buffers, against about one interval for the whole put)."""
     n = 16
     data = {f"d{i}": torch.full((n, 8), float(i)) for i in range(16)}  # dense: one buffer per field
     for i in range(5):
         data[f"r{i}"] = [torch.arange(k + 1) + i for k in range(n)]  # ragged: one buffer per sample
         data[f"o{i}"] = [f"s{i}.{k}" for k in range(n)]  # objects: one buffer per sample
+    data["j"] = torch.nested.nested_tensor([torch.arange(k + 1) for k in range(n)],
+                                           layout=torch.jagged)  # jagged: one buffer (its values)
     interval, spinning, stop = 0.05, threading.Event(), threading.Event()
 
     def busy():
@@ -130,7 +132,9 @@ def test_put_takes_the_gil_back_once(client, partition):
     assert dur < 10 * interval, f"put took {dur:.2f} s next to a busy thread: GIL reacquired per buffer?"
     out = client.get_data(client.get_meta(list(data), n, partition, task_name="t"))
     assert torch.equal(out["d3"], data["d3"]) and out["o2"] == data["o2"]
-    assert [t.tolist() for t in out["r4"]] == [t.tolist() for t in data["r4"]]
+    assert out["r4"].layout is torch.jagged
+    assert [t.tolist() for t in out["r4"].unbind()] == [t.tolist() for t in data["r4"]]
+    assert [t.tolist() for t in out["j"].unbind()] == [list(range(k + 1)) for k in range(n)]
 
 
 def test_two_threads_large_transfers_both_progress(client, make_another_client):

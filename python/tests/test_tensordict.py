@@ -18,7 +18,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tensordict import NonTensorData, NonTensorStack, TensorDict
+from tensordict import NonTensorData, NonTensorStack, TensorDict, TensorDictBase
 
 import transfer_queue as tq
 
@@ -52,7 +52,8 @@ def same_bits(a, b):
 def put_get(client, data, n=None, **get_kwargs):
     partition = unique("td")
     client.put(data=data, partition_id=partition)
-    n = n if n is not None else (data.batch_size[0] if isinstance(data, TensorDict) else len(next(iter(data.values()))))
+    if n is None:
+        n = data.batch_size[0] if isinstance(data, TensorDictBase) else len(next(iter(data.values())))
     fields = list(data.keys())
     meta = client.get_meta(data_fields=fields, batch_size=n, partition_id=partition, task_name="t")
     assert len(meta) == n
@@ -287,6 +288,20 @@ def test_put_non_tensor_stack_of_tensors(client):
     xs = [torch.zeros(2), torch.ones(3)]
     out = put_get(client, TensorDict({"s": NonTensorStack(*xs)}, batch_size=[2]))
     assert_jagged(out["s"], xs)
+
+
+def test_put_lazy_stack_of_samples(client):
+    """torch.stack / lazy_stack of per-sample TensorDicts whose tensors
+    differ in shape (what a rollout collecting samples one by one builds)."""
+    from tensordict import LazyStackedTensorDict
+
+    samples = [TensorDict({"resp": torch.arange(k), "tag": f"s{k}", "score": torch.tensor(k / 2)}, batch_size=[])
+               for k in (3, 1, 4)]
+    lz = LazyStackedTensorDict.lazy_stack(samples)
+    out = put_get(client, lz)
+    assert_jagged(out["resp"], [torch.arange(k) for k in (3, 1, 4)])
+    assert out["tag"] == ["s3", "s1", "s4"]
+    assert out["score"].tolist() == [1.5, 0.5, 2.0]
 
 
 def test_put_plain_dict_of_tensors_lists_and_arrays(client):

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from tensordict import NonTensorData, NonTensorStack, TensorDict, TensorDictBase
+from tensordict import LazyStackedTensorDict, NonTensorData, NonTensorStack, TensorDict, TensorDictBase
 
 from _tqds import DTypeError, InvalidArgumentError
 
@@ -181,6 +181,16 @@ def _batch_length(name: Any, v: Any) -> int:
                      "(expected a tensor, a numpy array or a list with one entry per sample)")
 
 
+def _leaf(td: TensorDictBase, key: str) -> Any:
+    try:
+        return td.get(key)
+    except RuntimeError:
+        # A lazy stack of samples whose tensors differ in shape: one per sample.
+        if isinstance(td, LazyStackedTensorDict) and td.stack_dim == 0:
+            return td.get(key, as_list=True)
+        raise
+
+
 def to_fields(data: Any) -> tuple[int, list]:
     """User data -> (batch_size, field tuples for the C++ core). Raises
     before returning when any field cannot be stored."""
@@ -189,7 +199,7 @@ def to_fields(data: Any) -> tuple[int, list]:
             raise InvalidArgumentError("put: the TensorDict has no batch dimension; "
                                        "create it with batch_size=[n]")
         n = int(data.batch_size[0])
-        items = [(k, data.get(k)) for k in data.keys()]
+        items = [(k, _leaf(data, k)) for k in data.keys()]
     elif isinstance(data, Mapping):
         items = list(data.items())
         n = _batch_length(*items[0]) if items else 0

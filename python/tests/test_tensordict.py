@@ -318,6 +318,18 @@ def test_put_plain_dict_of_tensors_lists_and_arrays(client):
     assert_jagged(out["ra"], [torch.from_numpy(a) for a in data["ra"]])
 
 
+def test_lists_of_python_numbers(client):
+    """A plain dict's list of Python numbers is stored value by value (exact:
+    0.1 stays the float64 0.1); a TensorDict has already made it a tensor
+    (tensordict's own conversion, float32 for floats)."""
+    out = put_get(client, {"f": [0.1, 2.5, -1.0], "i": [1, 2, 1 << 40]})
+    assert out["f"] == [0.1, 2.5, -1.0] and all(type(v) is float for v in out["f"])
+    assert out["i"] == [1, 2, 1 << 40]
+    out = put_get(client, TensorDict({"f": [0.1, 2.5, -1.0]}, batch_size=[3]))
+    assert isinstance(out["f"], torch.Tensor) and out["f"].dtype == torch.float32
+    assert torch.equal(out["f"], torch.tensor([0.1, 2.5, -1.0]))
+
+
 def test_numpy_bytes_and_str_arrays(client):
     """An S array's elements come back as bytes (numpy's own values: trailing
     NULs are not part of them), a U array's as str; upstream returns
@@ -426,6 +438,17 @@ def test_unstorable_field_in_tensordict_leaves_existing_samples_alone(client, pa
     assert produced.get("b", 0) == 0 and produced.get("c", 0) == 0
     assert len(client.get_meta(["a", "b"], 2, partition, task_name="t2", mode="poll")) == 0
     assert client.get_data(client.get_meta(["a"], 2, partition, task_name="t3"))["a"].tolist() == [0, 1]
+
+
+def test_dtype_conflicting_with_the_partition_writes_nothing(client, partition):
+    """A field's dtype is fixed by its first samples in a partition; a put
+    that brings another dtype fails whole (its other fields too)."""
+    client.put(data={"x": torch.zeros(2, 3)}, partition_id=partition)
+    with pytest.raises(tq.DTypeError, match="'x'"):
+        client.put(data={"y": torch.ones(2), "x": torch.zeros(2, 3, dtype=torch.int32)}, partition_id=partition)
+    status = client.get_production_status(partition)
+    assert status["num_samples"] == 2 and status["produced"].get("y", 0) == 0
+    assert len(client.get_meta(["x"], 10, partition, task_name="t", mode="force_fetch")) == 2
 
 
 def test_failed_put_writes_no_object_to_the_datasystem(ds_worker, controller):

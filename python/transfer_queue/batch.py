@@ -91,7 +91,7 @@ def _dense_field(name: str, t: torch.Tensor, n: int):
 
 def _nested_field(name: str, t: torch.Tensor, n: int):
     _check_length(name, t.size(0), n)
-    if t.layout is torch.jagged and t._ragged_idx == 1 and t._lengths is None:
+    if t.layout is torch.jagged and getattr(t, "_ragged_idx", 1) == 1 and getattr(t, "_lengths", None) is None:
         # The samples lie back to back in values(): one buffer, each sample
         # a view of it on the C++ side (no per-sample tensors here).
         values = _cpu_tensor(name, t.values())

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -153,6 +154,18 @@ class KVClient {
   // Batch copying read: nullopt for a missing key.
   Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys,
                                                        int32_t timeout_ms = 0);
+
+  // Batch read for callers that copy the values into memory of their own
+  // (MGet copies them into strings, the Python binding into bytes objects):
+  // calls `visit` once, on this thread, with a view of each value (nullopt
+  // for a missing key) that is valid only until `visit` returns, and returns
+  // its status (`visit` is not called when the request fails). Values up to
+  // inline_get_max are views of the worker's reply, larger ones of shared
+  // memory pinned until `visit` returns.
+  using ValueVisitor =
+      std::function<Status(const std::vector<std::optional<std::string_view>>& values)>;
+  Status MGetVisit(const std::vector<std::string>& keys, int32_t timeout_ms,
+                   const ValueVisitor& visit);
 
   // Zero-copy write, phase 1: allocates shared memory for each key (one
   // request; all or nothing on OutOfSpace). Keys must be distinct. With

@@ -1,6 +1,16 @@
 // Bindings of the datasystem client: datasystem.KVClient. Blocking calls
 // release the GIL; get_buffers returns read-only memoryviews of shared memory.
+//
+// Speed: a value crosses this layer with at most the one copy the C++ client
+// makes. set/mset read Python buffers in place; get/mget copy each value once,
+// from the worker's reply or its shared memory, straight into a new bytes
+// object (large copies without the GIL); a memoryview of get_buffers wraps a
+// small exporter object, and a WriteBuffer exports its own memory (no numpy
+// array per view).
 #include <pybind11/stl.h>
+
+#include <cstring>
+#include <optional>
 
 #include "convert.h"
 #include "ds/kv_client.h"
@@ -8,21 +18,423 @@
 
 namespace tqds::py_binding {
 
-namespace {
+// Arguments converted without pybind11's generic sequence casters (one
+// handle, refcount and caster per item): a list or tuple of str/bytes keys,
+// and of int sizes. Anything else goes through the generic casters.
+//
+// The key strings are assigned into strings kept from the previous call on
+// this thread (when it is not inside another call), so that a batch of keys
+// that do not fit std::string's inline buffer costs no allocation per key.
+struct KeyList {
+  KeyList() = default;
+  KeyList(KeyList&& o) noexcept : v(std::move(o.v)), pooled(o.pooled) { o.pooled = false; }
+  KeyList& operator=(KeyList&& o) noexcept {
+    if (this != &o) {
+      GiveBack();
+      v = std::move(o.v);
+      pooled = o.pooled;
+      o.pooled = false;
+    }
+    return *this;
+  }
+  ~KeyList() { GiveBack(); }
 
-// Python-side handle of a created, unsealed value.
-struct PyWriteBuffer {
-  ds::WriteBuffer buffer;
+  // Takes the thread's kept strings when no other call on this thread holds them.
+  void TakePooled() {
+    if (Busy()) return;
+    Busy() = true;
+    pooled = true;
+    v.swap(Pool());
+  }
+
+  std::vector<std::string> v;
+
+ private:
+  static constexpr size_t kKeepAtMost = 1 << 16;
+  static std::vector<std::string>& Pool() {
+    static thread_local std::vector<std::string> pool;
+    return pool;
+  }
+  static bool& Busy() {
+    static thread_local bool busy = false;
+    return busy;
+  }
+  void GiveBack() {
+    if (!pooled) return;
+    pooled = false;
+    if (v.size() <= kKeepAtMost) v.swap(Pool());
+    v = {};
+    Busy() = false;
+  }
+  bool pooled = false;
+};
+struct SizeList {
+  std::vector<uint64_t> v;
 };
 
-std::string_view BytesView(const py::handle& v, std::string& scratch) {
-  if (py::isinstance<py::str>(v)) {
-    scratch = v.cast<std::string>();
-    return scratch;
+}  // namespace tqds::py_binding
+
+namespace pybind11::detail {
+
+template <>
+struct type_caster<tqds::py_binding::KeyList> {
+  PYBIND11_TYPE_CASTER(tqds::py_binding::KeyList, const_name("list[str]"));
+  bool load(handle src, bool convert) {
+    PyObject* o = src.ptr();
+    if (!PyList_Check(o) && !PyTuple_Check(o)) {
+      make_caster<std::vector<std::string>> generic;
+      if (!generic.load(src, convert)) return false;
+      value.v = cast_op<std::vector<std::string>&&>(std::move(generic));
+      return true;
+    }
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+    PyObject** items = PySequence_Fast_ITEMS(o);
+    value.TakePooled();
+    value.v.resize(static_cast<size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* item = items[i];
+      std::string& key = value.v[static_cast<size_t>(i)];
+      if (PyUnicode_Check(item)) {
+        Py_ssize_t len = 0;
+        const char* p = PyUnicode_AsUTF8AndSize(item, &len);
+        if (p == nullptr) {
+          PyErr_Clear();
+          return false;
+        }
+        key.assign(p, static_cast<size_t>(len));
+      } else if (PyBytes_Check(item)) {
+        key.assign(PyBytes_AS_STRING(item), static_cast<size_t>(PyBytes_GET_SIZE(item)));
+      } else {
+        return false;
+      }
+    }
+    return true;
   }
-  py::buffer_info info = py::buffer(py::reinterpret_borrow<py::object>(v)).request();
-  return std::string_view(static_cast<const char*>(info.ptr), static_cast<size_t>(info.size * info.itemsize));
+};
+
+template <>
+struct type_caster<tqds::py_binding::SizeList> {
+  PYBIND11_TYPE_CASTER(tqds::py_binding::SizeList, const_name("list[int]"));
+  bool load(handle src, bool convert) {
+    PyObject* o = src.ptr();
+    if (!PyList_Check(o) && !PyTuple_Check(o)) {
+      make_caster<std::vector<uint64_t>> generic;
+      if (!generic.load(src, convert)) return false;
+      value.v = cast_op<std::vector<uint64_t>&&>(std::move(generic));
+      return true;
+    }
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+    PyObject** items = PySequence_Fast_ITEMS(o);
+    value.v.resize(static_cast<size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      if (!PyLong_CheckExact(items[i])) {  // bool, numpy ints, ...: the generic caster decides
+        make_caster<std::vector<uint64_t>> generic;
+        if (!generic.load(src, convert)) return false;
+        value.v = cast_op<std::vector<uint64_t>&&>(std::move(generic));
+        return true;
+      }
+      value.v[static_cast<size_t>(i)] = PyLong_AsUnsignedLongLong(items[i]);
+      if (PyErr_Occurred()) {  // negative or too large
+        PyErr_Clear();
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+}  // namespace pybind11::detail
+
+namespace tqds::py_binding {
+
+namespace {
+
+// Copies of at least this many bytes (in one call) run without the GIL.
+constexpr uint64_t kCopyWithoutGil = 1 << 20;
+
+std::string TypeNameOf(py::handle v) { return Py_TYPE(v.ptr())->tp_name; }
+
+// The bytes of a value to write, read in place: a str (its UTF-8, cached by
+// Python) or a C-contiguous buffer (bytes, bytearray, memoryview, numpy
+// array). Keeps the object alive and its buffer exported until destroyed.
+// Create and destroy with the GIL held; bytes() may be read without it.
+class ValueBytes {
+ public:
+  ValueBytes() = default;
+  ValueBytes(const ValueBytes&) = delete;
+  ValueBytes& operator=(const ValueBytes&) = delete;
+  ~ValueBytes() {
+    if (exported_) PyBuffer_Release(&view_);
+  }
+
+  void Acquire(py::handle v) {
+    if (PyUnicode_Check(v.ptr())) {
+      Py_ssize_t n = 0;
+      const char* p = PyUnicode_AsUTF8AndSize(v.ptr(), &n);
+      if (p == nullptr) throw py::error_already_set();
+      str_ = py::reinterpret_borrow<py::object>(v);
+      bytes_ = std::string_view(p, static_cast<size_t>(n));
+      return;
+    }
+    if (!PyObject_CheckBuffer(v.ptr())) {
+      Throw(Status::TypeError("a value must be bytes, str or a C-contiguous buffer (bytearray, "
+                              "memoryview, numpy array), got ", TypeNameOf(v)));
+    }
+    if (PyObject_GetBuffer(v.ptr(), &view_, PyBUF_C_CONTIGUOUS) != 0) throw py::error_already_set();
+    exported_ = true;
+    bytes_ = std::string_view(static_cast<const char*>(view_.buf), static_cast<size_t>(view_.len));
+  }
+  std::string_view bytes() const { return bytes_; }
+
+ private:
+  py::object str_;
+  Py_buffer view_{};
+  bool exported_ = false;
+  std::string_view bytes_;
+};
+
+// Pauses Python's cyclic garbage collector while a call makes many
+// container objects that cannot form cycles (a memoryview and its managed
+// buffer per key): with it running, 1000 views cost two or three young
+// collections, each walking every view made so far. Run with the GIL held,
+// calling no Python code.
+class GcPause {
+ public:
+  GcPause() : was_enabled_(PyGC_Disable() != 0) {}
+  ~GcPause() {
+    if (was_enabled_) PyGC_Enable();
+  }
+  GcPause(const GcPause&) = delete;
+  GcPause& operator=(const GcPause&) = delete;
+
+ private:
+  const bool was_enabled_;
+};
+
+// ------------------------------------------------------------ memoryviews
+
+// The object behind one memoryview of get_buffers: a Buffer, whose holder
+// keeps the call's pins in the worker (ds::KVClient ends them when the last
+// Buffer of the call goes). Cheaper to make than a numpy array per view.
+struct ViewObject {
+  PyObject_HEAD
+  Buffer buffer;  // constructed in place
+};
+
+int ViewGetBuffer(PyObject* self, Py_buffer* view, int flags) {
+  const Buffer& b = reinterpret_cast<ViewObject*>(self)->buffer;
+  static const uint8_t kEmpty = 0;  // a buffer needs a pointer even when empty
+  void* data = const_cast<uint8_t*>(b.size() > 0 ? b.data() : &kEmpty);
+  return PyBuffer_FillInfo(view, self, data, static_cast<Py_ssize_t>(b.size()), /*readonly=*/1, flags);
 }
+
+void ViewDealloc(PyObject* self) {
+  Buffer& b = reinterpret_cast<ViewObject*>(self)->buffer;
+  if (b.holder() && b.holder().use_count() == 1) {
+    // The last view of its call: ending the pins sends a message on the
+    // client's connection, which may be busy; wait for it without the GIL.
+    Buffer last = std::move(b);
+    Py_BEGIN_ALLOW_THREADS
+    last = Buffer();
+    Py_END_ALLOW_THREADS
+  }
+  b.~Buffer();
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);  // a heap type: every instance holds a reference
+}
+
+PyTypeObject* g_view_type = nullptr;  // made at import, kept for the process
+
+PyTypeObject* MakeViewType() {
+  static PyType_Slot slots[] = {
+      {Py_tp_dealloc, reinterpret_cast<void*>(ViewDealloc)},
+      {Py_bf_getbuffer, reinterpret_cast<void*>(ViewGetBuffer)},
+      {Py_tp_doc, const_cast<char*>("Read-only shared memory of one value, behind a get_buffers memoryview.")},
+      {0, nullptr}};
+  static PyType_Spec spec = {"datasystem.SharedMemoryView", sizeof(ViewObject), 0,
+                             Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, slots};
+  PyObject* t = PyType_FromSpec(&spec);
+  if (t == nullptr) throw py::error_already_set();
+  return reinterpret_cast<PyTypeObject*>(t);
+}
+
+// Read-only memoryviews of `bufs` (None for a missing key).
+py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
+  GcPause no_gc;  // two container objects per key
+  py::list out(bufs.size());
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    PyObject* v = Py_None;
+    if (bufs[i]) {
+      PyObject* obj = g_view_type->tp_alloc(g_view_type, 0);
+      if (obj == nullptr) throw py::error_already_set();
+      new (&reinterpret_cast<ViewObject*>(obj)->buffer) Buffer(std::move(*bufs[i]));
+      v = PyMemoryView_FromObject(obj);
+      Py_DECREF(obj);  // the memoryview holds it
+      if (v == nullptr) throw py::error_already_set();
+    } else {
+      Py_INCREF(v);
+    }
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), v);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------- WriteBuffer
+
+// datasystem.WriteBuffer: a plain CPython type rather than a pybind11 class,
+// because mcreate makes one per key and a fill loop calls write() once per
+// key: with 1000 small keys, pybind11's instance registry and argument
+// dispatch cost more than the C++ MCreate + fill + MSetBuffer itself.
+struct WriteBufferObject {
+  PyObject_HEAD
+  ds::WriteBuffer buffer;  // constructed in place
+  int writers;             // write() calls copying without the GIL (mset_buffer refuses then)
+};
+
+PyTypeObject* g_write_buffer_type = nullptr;
+
+// Runs fn() (returning a new reference) and turns C++ exceptions into Python ones.
+template <typename Fn>
+PyObject* Guard(Fn&& fn) noexcept {
+  try {
+    return fn();
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+ds::WriteBuffer& BufferOf(PyObject* self) { return reinterpret_cast<WriteBufferObject*>(self)->buffer; }
+
+void WriteBufferDealloc(PyObject* self) {
+  ds::WriteBuffer& b = BufferOf(self);
+  if (!b.sealed() && b.data() != nullptr) {
+    // Unsealed: destroying it sends an abort on the client's connection,
+    // which may be busy; wait for it without the GIL.
+    ds::WriteBuffer last = std::move(b);
+    Py_BEGIN_ALLOW_THREADS
+    last = ds::WriteBuffer();
+    Py_END_ALLOW_THREADS
+  }
+  b.~WriteBuffer();
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyObject* WriteBufferKey(PyObject* self, void*) {
+  const std::string& k = BufferOf(self).key();
+  return PyUnicode_DecodeUTF8(k.data(), static_cast<Py_ssize_t>(k.size()), "surrogateescape");
+}
+PyObject* WriteBufferSize(PyObject* self, void*) { return PyLong_FromSize_t(BufferOf(self).size()); }
+PyObject* WriteBufferSealed(PyObject* self, void*) { return PyBool_FromLong(BufferOf(self).sealed()); }
+
+// The buffer protocol: the writable shared memory, until sealed.
+int WriteBufferGetBuffer(PyObject* self, Py_buffer* view, int flags) {
+  ds::WriteBuffer& w = BufferOf(self);
+  if (w.sealed() || w.data() == nullptr) {
+    view->obj = nullptr;
+    try {
+      Throw(Status::Invalid("buffer of '", w.key(), "' is sealed"));
+    } catch (py::error_already_set& e) {
+      e.restore();
+    }
+    return -1;
+  }
+  return PyBuffer_FillInfo(view, self, w.data(), static_cast<Py_ssize_t>(w.size()), /*readonly=*/0, flags);
+}
+
+PyObject* WriteBufferMemoryView(PyObject* self, PyObject*) { return PyMemoryView_FromObject(self); }
+
+// write(data, offset=0)
+PyObject* WriteBufferWrite(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return Guard([&]() -> PyObject* {
+    PyObject* data = nargs > 0 ? args[0] : nullptr;
+    PyObject* offset_obj = nargs > 1 ? args[1] : nullptr;
+    if (nargs > 2) Throw(Status::TypeError("write() takes at most 2 arguments (", nargs, " given)"));
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; ++i) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, i);
+      PyObject** slot = nullptr;
+      if (PyUnicode_CompareWithASCIIString(name, "data") == 0) {
+        slot = &data;
+      } else if (PyUnicode_CompareWithASCIIString(name, "offset") == 0) {
+        slot = &offset_obj;
+      } else {
+        Throw(Status::TypeError("write() got an unexpected keyword argument '", PyUnicode_AsUTF8(name), "'"));
+      }
+      if (*slot != nullptr) Throw(Status::TypeError("write() got multiple values for argument '",
+                                                    PyUnicode_AsUTF8(name), "'"));
+      *slot = args[nargs + i];
+    }
+    if (data == nullptr) Throw(Status::TypeError("write() missing required argument 'data'"));
+    size_t offset = 0;
+    if (offset_obj != nullptr) {
+      offset = PyLong_AsSize_t(offset_obj);
+      if (offset == static_cast<size_t>(-1) && PyErr_Occurred()) throw py::error_already_set();
+    }
+    ds::WriteBuffer& w = BufferOf(self);
+    ValueBytes value;
+    value.Acquire(data);
+    auto v = value.bytes();
+    if (offset > w.size() || v.size() > w.size() - offset || w.data() == nullptr || w.sealed()) {
+      Throw(Status::Invalid("write of ", v.size(), " bytes at offset ", offset, " exceeds the ", w.size(),
+                            "-byte buffer of '", w.key(), "'", w.sealed() ? " (sealed)" : ""));
+    }
+    if (v.size() >= kCopyWithoutGil) {
+      int& writers = reinterpret_cast<WriteBufferObject*>(self)->writers;
+      ++writers;
+      Py_BEGIN_ALLOW_THREADS
+      std::memcpy(w.data() + offset, v.data(), v.size());
+      Py_END_ALLOW_THREADS
+      --writers;
+    } else if (!v.empty()) {
+      std::memcpy(w.data() + offset, v.data(), v.size());
+    }
+    Py_RETURN_NONE;
+  });
+}
+
+PyTypeObject* MakeWriteBufferType() {
+  static PyGetSetDef getset[] = {
+      {"key", WriteBufferKey, nullptr, "The key.", nullptr},
+      {"size", WriteBufferSize, nullptr, "Size in bytes.", nullptr},
+      {"sealed", WriteBufferSealed, nullptr, "Sealed (or refused) by mset_buffer.", nullptr},
+      {nullptr, nullptr, nullptr, nullptr, nullptr}};
+  static PyMethodDef methods[] = {
+      {"memoryview", WriteBufferMemoryView, METH_NOARGS,
+       "memoryview(self) -> memoryview\n\nA writable memoryview of the shared memory (valid until sealed)."},
+      {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferWrite)),
+       METH_FASTCALL | METH_KEYWORDS,
+       "write(self, data, offset=0)\n\nCopies data (bytes, str or a C-contiguous buffer) to offset."},
+      {nullptr, nullptr, 0, nullptr}};
+  static PyType_Slot slots[] = {
+      {Py_tp_dealloc, reinterpret_cast<void*>(WriteBufferDealloc)},
+      {Py_bf_getbuffer, reinterpret_cast<void*>(WriteBufferGetBuffer)},
+      {Py_tp_getset, getset},
+      {Py_tp_methods, methods},
+      {Py_tp_doc, const_cast<char*>("Writable shared memory of one created key (from KVClient.mcreate).")},
+      {0, nullptr}};
+  static PyType_Spec spec = {"datasystem.WriteBuffer", sizeof(WriteBufferObject), 0,
+                             Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                             slots};
+  PyObject* t = PyType_FromSpec(&spec);
+  if (t == nullptr) throw py::error_already_set();
+  return reinterpret_cast<PyTypeObject*>(t);
+}
+
+// A new WriteBuffer object owning `b`.
+PyObject* NewWriteBuffer(ds::WriteBuffer b) {
+  PyObject* obj = g_write_buffer_type->tp_alloc(g_write_buffer_type, 0);
+  if (obj == nullptr) throw py::error_already_set();
+  new (&BufferOf(obj)) ds::WriteBuffer(std::move(b));
+  return obj;
+}
+
+// ------------------------------------------------------------------ client
 
 // A KVClient that remembers its worker's address, so a broken connection
 // surfaces as UnavailableError naming the worker.
@@ -49,6 +461,54 @@ struct PyKVClient {
   }
 };
 
+// Reads `keys` into new bytes objects (null for a missing key): each value is
+// copied once, from the worker's reply or its shared memory, into a bytes
+// object made for it; a read of kCopyWithoutGil bytes or more copies without
+// the GIL. Called with the GIL held.
+std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>& keys,
+                                  int32_t timeout_ms) {
+  std::vector<py::object> out;  // assigned and destroyed with the GIL held
+  std::optional<py::error_already_set> py_error;
+  auto visit = [&](const std::vector<std::optional<std::string_view>>& values) -> Status {
+    uint64_t total = 0;
+    for (const auto& v : values) total += v ? v->size() : 0;
+    const bool copy_later = total >= kCopyWithoutGil;
+    try {
+      py::gil_scoped_acquire gil;
+      out.resize(values.size());
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (!values[i]) continue;
+        // Large values: allocated here, filled below without the GIL (no one
+        // else holds a reference to them yet).
+        PyObject* b = PyBytes_FromStringAndSize(copy_later ? nullptr : values[i]->data(),
+                                                static_cast<Py_ssize_t>(values[i]->size()));
+        if (b == nullptr) throw py::error_already_set();
+        out[i] = py::reinterpret_steal<py::object>(b);
+      }
+    } catch (py::error_already_set& e) {
+      py_error.emplace(std::move(e));
+      return Status::Internal("Python error");  // replaced by py_error below
+    } catch (const std::exception& e) {
+      return Status::Internal("reading into bytes: ", e.what());
+    }
+    if (copy_later) {
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (values[i] && !values[i]->empty()) {
+          std::memcpy(PyBytes_AS_STRING(out[i].ptr()), values[i]->data(), values[i]->size());
+        }
+      }
+    }
+    return Status::OK();
+  };
+  try {
+    c.Call([&](ds::KVClient& k) { return k.MGetVisit(keys, timeout_ms, visit); });
+  } catch (...) {
+    if (py_error) throw std::move(*py_error);
+    throw;
+  }
+  return out;
+}
+
 ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
   ds::SetParam p;
   p.evictable = evictable;
@@ -64,33 +524,11 @@ void InitDatasystem(py::module_& m) {
   // a zero-copy view would fault: make every view in this process
   // copy-on-write (the stored value never changes).
   ds::EnableCopyOnWriteViews();
-  py::class_<PyWriteBuffer, std::shared_ptr<PyWriteBuffer>>(m, "WriteBuffer",
-                                                            "Writable shared memory of one created key.")
-      .def_property_readonly("key", [](const PyWriteBuffer& w) { return w.buffer.key(); })
-      .def_property_readonly("size", [](const PyWriteBuffer& w) { return w.buffer.size(); })
-      .def_property_readonly("sealed", [](const PyWriteBuffer& w) { return w.buffer.sealed(); })
-      .def("memoryview",
-           [](std::shared_ptr<PyWriteBuffer> w) {
-             if (w->buffer.sealed() || w->buffer.data() == nullptr) {
-               Throw(Status::Invalid("buffer of '", w->buffer.key(), "' is sealed"));
-             }
-             // A writable numpy view whose base keeps this WriteBuffer alive.
-             py::array arr(py::dtype("uint8"), {static_cast<py::ssize_t>(w->buffer.size())}, w->buffer.data(),
-                           py::cast(w));
-             return py::memoryview(arr);
-           },
-           "A writable memoryview of the shared memory (valid until sealed).")
-      .def("write",
-           [](PyWriteBuffer& w, const py::object& data, size_t offset) {
-             std::string scratch;
-             auto v = BytesView(data, scratch);
-             if (offset + v.size() > w.buffer.size() || w.buffer.data() == nullptr) {
-               Throw(Status::Invalid("write of ", v.size(), " bytes at offset ", offset, " exceeds the ",
-                                     w.buffer.size(), "-byte buffer of '", w.buffer.key(), "'"));
-             }
-             std::memcpy(w.buffer.data() + offset, v.data(), v.size());
-           },
-           py::arg("data"), py::arg("offset") = 0);
+  if (g_view_type == nullptr) g_view_type = MakeViewType();
+
+  if (g_write_buffer_type == nullptr) g_write_buffer_type = MakeWriteBufferType();
+  Py_INCREF(g_write_buffer_type);
+  m.add_object("WriteBuffer", py::handle(reinterpret_cast<PyObject*>(g_write_buffer_type)));
 
   using KV = PyKVClient;
   py::class_<KV>(m, "KVClient", "Client of the datasystem worker at host:port.")
@@ -98,80 +536,107 @@ void InitDatasystem(py::module_& m) {
            py::arg("host"), py::arg("port"))
       .def("init", [](KV& c) { c.Call([&](ds::KVClient& k) { return k.Init(); }); })
       .def("set",
-           [](KV& c, const std::string& key, const py::object& value, bool evictable, uint32_t ttl,
+           [](KV& c, const std::string& key, py::handle value, bool evictable, uint32_t ttl,
               bool if_absent) {
-             std::string scratch;
-             auto v = BytesView(value, scratch);
-             c.Call([&](ds::KVClient& k) { return k.Set(key, v, Param(evictable, ttl, if_absent)); });
+             ValueBytes v;
+             v.Acquire(value);
+             c.Call([&](ds::KVClient& k) { return k.Set(key, v.bytes(), Param(evictable, ttl, if_absent)); });
            },
            py::arg("key"), py::arg("value"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0,
            py::arg("if_absent") = false)
       .def("get",
            [](KV& c, const std::string& key, int32_t timeout_ms) {
-             std::string v = c.Call([&](ds::KVClient& k) { return k.Get(key, timeout_ms); });
-             return py::bytes(v);
+             auto out = ReadBytes(c, {key}, timeout_ms);
+             if (!out[0]) {
+               // As ds::KVClient::Get says it.
+               if (timeout_ms > 0) Throw(Status::NotFound("key '", key, "' not found (waited ", timeout_ms, " ms)"));
+               Throw(Status::NotFound("key '", key, "' not found"));
+             }
+             return std::move(out[0]);
            },
            py::arg("key"), py::arg("timeout_ms") = 0)
       .def("mset",
-           [](KV& c, const std::vector<std::string>& keys, const py::list& values, bool evictable,
-              uint32_t ttl) {
+           [](KV& c, const KeyList& key_list, const py::list& values, bool evictable, uint32_t ttl) {
+             const auto& keys = key_list.v;
              if (keys.size() != values.size()) {
                Throw(Status::Invalid("mset: ", keys.size(), " keys but ", values.size(), " values"));
              }
-             std::vector<std::string> scratch(values.size());
-             std::vector<std::string_view> views;
-             for (size_t i = 0; i < values.size(); ++i) views.push_back(BytesView(values[i], scratch[i]));
+             std::vector<ValueBytes> held(values.size());
+             std::vector<std::string_view> views(values.size());
+             for (size_t i = 0; i < values.size(); ++i) {
+               held[i].Acquire(PyList_GET_ITEM(values.ptr(), static_cast<Py_ssize_t>(i)));
+               views[i] = held[i].bytes();
+             }
              c.Call([&](ds::KVClient& k) { return k.MSet(keys, views, Param(evictable, ttl, false)); });
            },
            py::arg("keys"), py::arg("values"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mget",
-           [](KV& c, const std::vector<std::string>& keys, int32_t timeout_ms) {
-             auto vals = c.Call([&](ds::KVClient& k) { return k.MGet(keys, timeout_ms); });
-             py::list out;
-             for (auto& v : vals) out.append(v ? py::object(py::bytes(*v)) : py::object(py::none()));
+           [](KV& c, const KeyList& keys, int32_t timeout_ms) {
+             auto vals = ReadBytes(c, keys.v, timeout_ms);
+             py::list out(vals.size());
+             for (size_t i = 0; i < vals.size(); ++i) {
+               PyObject* v = vals[i] ? vals[i].release().ptr() : (Py_INCREF(Py_None), Py_None);
+               PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), v);
+             }
              return out;
            },
            py::arg("keys"), py::arg("timeout_ms") = 0)
       .def("mcreate",
-           [](KV& c, const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
-              bool evictable, uint32_t ttl) {
-             auto bufs = c.Call([&](ds::KVClient& k) { return k.MCreate(keys, sizes, Param(evictable, ttl, false)); });
-             py::list out;
-             for (auto& b : bufs) {
-               auto w = std::make_shared<PyWriteBuffer>();
-               w->buffer = std::move(b);
-               out.append(py::cast(w));
+           [](KV& c, const KeyList& keys, const SizeList& sizes, bool evictable, uint32_t ttl) {
+             auto bufs = c.Call([&](ds::KVClient& k) { return k.MCreate(keys.v, sizes.v, Param(evictable, ttl, false)); });
+             py::list out(bufs.size());
+             for (size_t i = 0; i < bufs.size(); ++i) {
+               PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), NewWriteBuffer(std::move(bufs[i])));
              }
              return out;
            },
            py::arg("keys"), py::arg("sizes"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mset_buffer",
-           [](KV& c, const std::vector<std::shared_ptr<PyWriteBuffer>>& buffers) {
-             std::vector<ds::WriteBuffer> bufs;
-             for (auto& w : buffers) bufs.push_back(std::move(w->buffer));
-             try {
-               c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
-             } catch (...) {
-               for (size_t i = 0; i < buffers.size(); ++i) buffers[i]->buffer = std::move(bufs[i]);
-               throw;
+           [](KV& c, py::handle buffers) {
+             // Our own references: the sequence may change while the GIL is released.
+             py::object seq = py::reinterpret_steal<py::object>(
+                 PySequence_Fast(buffers.ptr(), "mset_buffer: buffers must be a sequence of WriteBuffer"));
+             if (!seq) throw py::error_already_set();
+             const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+             PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+             for (Py_ssize_t i = 0; i < n; ++i) {
+               if (Py_TYPE(items[i]) != g_write_buffer_type) {
+                 Throw(Status::TypeError("mset_buffer: item ", i, " is a ", Py_TYPE(items[i])->tp_name,
+                                         ", not a WriteBuffer from mcreate"));
+               }
+               if (reinterpret_cast<WriteBufferObject*>(items[i])->writers > 0) {
+                 Throw(Status::Invalid("mset_buffer: the buffer of '", BufferOf(items[i]).key(),
+                                       "' is being written by another thread"));
+               }
              }
-             for (size_t i = 0; i < buffers.size(); ++i) buffers[i]->buffer = std::move(bufs[i]);
+             std::vector<ds::WriteBuffer> bufs;
+             bufs.reserve(static_cast<size_t>(n));
+             for (Py_ssize_t i = 0; i < n; ++i) bufs.push_back(std::move(BufferOf(items[i])));
+             // Back into their objects, sealed or not, also on failure; in
+             // reverse, so that an object listed twice gets its buffer back
+             // (its second entry went in empty).
+             struct PutBack {
+               PyObject** items;
+               std::vector<ds::WriteBuffer>& bufs;
+               ~PutBack() {
+                 for (size_t i = bufs.size(); i-- > 0;) BufferOf(items[i]) = std::move(bufs[i]);
+               }
+             } put_back{items, bufs};
+             c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
            },
            py::arg("buffers"))
       .def("get_buffers",
-           [](KV& c, const std::vector<std::string>& keys, int32_t timeout_ms) {
-             auto bufs = c.Call([&](ds::KVClient& k) { return k.GetBuffers(keys, timeout_ms); });
-             py::list out;
-             for (auto& b : bufs) out.append(b ? MemoryViewFromBuffer(*b) : py::object(py::none()));
-             return out;
+           [](KV& c, const KeyList& keys, int32_t timeout_ms) {
+             auto bufs = c.Call([&](ds::KVClient& k) { return k.GetBuffers(keys.v, timeout_ms); });
+             return MemoryViews(bufs);
            },
            py::arg("keys"), py::arg("timeout_ms") = 0,
            "Zero-copy read-only memoryviews (None for a missing key).")
-      .def("delete", [](KV& c, const std::vector<std::string>& keys) {
-             return c.Call([&](ds::KVClient& k) { return k.Delete(keys); });
+      .def("delete", [](KV& c, const KeyList& keys) {
+             return c.Call([&](ds::KVClient& k) { return k.Delete(keys.v); });
            }, py::arg("keys"))
-      .def("exist", [](KV& c, const std::vector<std::string>& keys) {
-             return c.Call([&](ds::KVClient& k) { return k.Exist(keys); });
+      .def("exist", [](KV& c, const KeyList& keys) {
+             return c.Call([&](ds::KVClient& k) { return k.Exist(keys.v); });
            }, py::arg("keys"))
       .def("stats", [](KV& c) {
         auto s = c.Call([&](ds::KVClient& k) { return k.Stats(); });
@@ -182,6 +647,7 @@ void InitDatasystem(py::module_& m) {
         d["spilled_objects"] = s.spilled_objects;
         d["spill_used"] = s.spill_used;
         d["pid"] = s.pid;
+        d["memory_populated"] = s.memory_populated;
         return d;
       });
 }

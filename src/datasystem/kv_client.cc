@@ -291,14 +291,18 @@ Status KVClient::Set(std::string_view key, std::string_view value, const SetPara
 }
 
 Result<std::string> KVClient::Get(std::string_view key, int32_t timeout_ms) {
-  TQDS_ASSIGN_OR_RETURN(auto values, MGet({std::string(key)}, timeout_ms));
-  if (!values[0]) {
+  std::optional<std::string> value;
+  TQDS_RETURN_NOT_OK(MGetVisit({std::string(key)}, timeout_ms, [&](const auto& values) {
+    if (values[0]) value.emplace(*values[0]);
+    return Status::OK();
+  }));
+  if (!value) {
     if (timeout_ms > 0) {
       return Status::NotFound("key '", key, "' not found (waited ", timeout_ms, " ms)");
     }
     return Status::NotFound("key '", key, "' not found");
   }
-  return std::move(*values[0]);
+  return std::move(*value);
 }
 
 Status KVClient::MSet(const std::vector<std::string>& keys,
@@ -376,24 +380,42 @@ Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string
 }
 }  // namespace
 
-Result<std::vector<std::optional<std::string>>> KVClient::MGet(const std::vector<std::string>& keys,
-                                                               int32_t timeout_ms) {
+Status KVClient::MGetVisit(const std::vector<std::string>& keys, int32_t timeout_ms,
+                           const ValueVisitor& visit) {
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
   TQDS_ASSIGN_OR_RETURN(GetReply g, DoGet(*conn_, keys, timeout_ms, options_.inline_get_max));
-  std::vector<std::optional<std::string>> out(keys.size());
-  std::vector<uint64_t> release;
+  std::vector<std::optional<std::string_view>> values(keys.size());
+  // The shared-memory values stay pinned until visit() is done with them.
+  struct ReleaseAtExit {
+    internal::Connection& conn;
+    std::vector<uint64_t> offsets;
+    ~ReleaseAtExit() { conn.Release(offsets); }
+  } pinned{*conn_, {}};
   size_t p = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
     if (g.codes[i] != 0) continue;
     if (g.inline_[i]) {
-      out[i] = g.message.payloads()[p++].ToString();
+      values[i] = g.message.payloads()[p++].view();
     } else {
-      out[i] = std::string(reinterpret_cast<const char*>(conn_->rw() + g.offsets[i]), g.sizes[i]);
-      release.push_back(g.offsets[i]);
+      values[i] = std::string_view(reinterpret_cast<const char*>(conn_->rw() + g.offsets[i]),
+                                   g.sizes[i]);
+      pinned.offsets.push_back(g.offsets[i]);
     }
   }
-  conn_->Release(release);
+  return visit(values);
+}
+
+Result<std::vector<std::optional<std::string>>> KVClient::MGet(const std::vector<std::string>& keys,
+                                                               int32_t timeout_ms) {
+  std::vector<std::optional<std::string>> out;
+  TQDS_RETURN_NOT_OK(MGetVisit(keys, timeout_ms, [&](const auto& values) {
+    out.resize(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (values[i]) out[i].emplace(*values[i]);
+    }
+    return Status::OK();
+  }));
   return out;
 }
 

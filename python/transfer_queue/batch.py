@@ -213,13 +213,10 @@ def to_fields(data: Any) -> tuple[int, list]:
 # --------------------------------------------------------------------------- get_data
 
 def _tensor(arr: np.ndarray, dtype: str, writable: bool) -> torch.Tensor:
+    """Call with torch's non-writable-array UserWarning silenced (from_fields)."""
     if writable and not arr.flags.writeable:
         arr = arr.copy()  # a private copy instead of a copy-on-write view of shared memory
-    with warnings.catch_warnings():
-        # Views of shared memory are read-only to numpy, copy-on-write to
-        # torch (see ds::EnableCopyOnWriteViews); torch warns needlessly.
-        warnings.simplefilter("ignore", UserWarning)
-        t = torch.from_numpy(arr)
+    t = torch.from_numpy(arr)
     if dtype == "bfloat16":
         t = t.view(torch.bfloat16)
     return t
@@ -238,13 +235,11 @@ def _ragged(values: torch.Tensor, shapes: list) -> Any:
     sizes = [int(np.prod(s)) for s in shapes]
     parts = [p.view(s) for p, s in zip(torch.split(values, sizes), shapes)]
     if all(len(s) == len(first) for s in shapes) and first:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch: nested tensors are a prototype
-            for layout in (torch.jagged, torch.strided):  # jagged where one dimension other than the first differs
-                try:
-                    return torch.nested.as_nested_tensor(parts, layout=layout)
-                except (RuntimeError, TypeError, ValueError):
-                    pass
+        for layout in (torch.jagged, torch.strided):  # jagged where one dimension other than the first differs
+            try:
+                return torch.nested.as_nested_tensor(parts, layout=layout)
+            except (RuntimeError, TypeError, ValueError):
+                pass
     return NonTensorStack(*parts)  # samples of different ranks
 
 
@@ -264,14 +259,18 @@ def from_fields(items: list, batch_size: int, writable: bool = False) -> TensorD
     """C++ core output -> TensorDict. With writable, tensors that would view
     shared memory are private copies instead."""
     out: dict[str, Any] = {}
-    for item in items:
-        name, form = item[0], item[1]
-        if form == "dense":
-            out[name] = _tensor(item[2], item[3], writable)
-        elif form == "ragged":
-            out[name] = _ragged(_tensor(item[2], item[3], writable), item[4])
-        elif form == "tensors":
-            out[name] = NonTensorStack(*[_tensor(a, d, writable) for a, d in zip(item[2], item[3])])
-        else:
-            out[name] = NonTensorStack(*_objects(item[2], item[3]))
+    with warnings.catch_warnings():
+        # Views of shared memory are read-only to numpy, copy-on-write to
+        # torch (see ds::EnableCopyOnWriteViews); torch warns needlessly.
+        warnings.simplefilter("ignore", UserWarning)
+        for item in items:
+            name, form = item[0], item[1]
+            if form == "dense":
+                out[name] = _tensor(item[2], item[3], writable)
+            elif form == "ragged":
+                out[name] = _ragged(_tensor(item[2], item[3], writable), item[4])
+            elif form == "tensors":
+                out[name] = NonTensorStack(*[_tensor(a, d, writable) for a, d in zip(item[2], item[3])])
+            else:
+                out[name] = NonTensorStack(*_objects(item[2], item[3]))
     return TensorDict(out, batch_size=[batch_size])

@@ -154,6 +154,9 @@ FAULTHANDLER_CHILD = textwrap.dedent("""
     import numpy as np, torch
     from datasystem import KVClient
     port, mode = int(sys.argv[1]), sys.argv[2]
+    # The in-place add below runs on several intra-op threads: writes from
+    # threads without faulthandler's alternate stack meet it first too.
+    torch.set_num_threads(4)
     kv = KVClient("127.0.0.1", port)
     kv.init()
     kv.set("fh", np.arange(1 << 20, dtype=np.float32))

@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "common/logging.h"
@@ -134,6 +136,83 @@ bool RaisedInsideAHandler(const void* uctx) {
   return sp >= lo && sp - lo < ss.ss_size;
 }
 
+// The signal-return trampoline (glibc's __restore_rt) that the kernel puts
+// at the bottom of every signal frame of a handler installed through libc;
+// 0 where unknown. Read back from the kernel when ours is installed.
+std::atomic<uintptr_t> g_restorer{0};
+
+void RecordRestorer() {
+#if defined(__x86_64__)
+  struct KernelSigaction {  // the kernel's struct sigaction on x86_64
+    void* handler;
+    unsigned long flags;
+    void* restorer;
+    unsigned long mask;
+  } k{};
+  constexpr unsigned long kSaRestorer = 0x04000000;
+  if (::syscall(SYS_rt_sigaction, SIGSEGV, nullptr, &k, sizeof(k.mask)) == 0 && (k.flags & kSaRestorer) != 0) {
+    g_restorer.store(reinterpret_cast<uintptr_t>(k.restorer), std::memory_order_release);
+  }
+#endif
+}
+
+// Whether the page at addr is mapped (mincore fails with ENOMEM on an
+// unmapped page). Async-signal-safe.
+bool PageMapped(uintptr_t page_start, uintptr_t page) {
+  unsigned char resident = 0;
+  return ::mincore(reinterpret_cast<void*>(page_start), page, &resident) == 0;
+}
+
+bool InRegisteredMapping(uintptr_t addr) {
+  for (const Region& r : g_regions) {
+    const uintptr_t b = r.base.load(std::memory_order_acquire);
+    if (b != 0 && addr >= b && addr - b < r.size) return true;
+  }
+  return false;
+}
+
+// Whether the SIGSEGV this thread raised was raised from inside another
+// handler that got a write fault into one of our mappings first: Python's
+// faulthandler, enabled after a view was handed out, gets the fault, prints
+// its report, puts ours back and raises. On its alternate stack (the thread
+// that enabled it) that shows in the stack pointer; on any other thread (a
+// torch intra-op thread writing into a view) the kernel's signal frame of
+// that fault lies just above, on the same stack: its return address is the
+// restorer, followed by the fault's ucontext, which must show a write fault
+// into a registered mapping. The scan reads only mapped memory.
+bool RaisedInsideAHandlerAfterOurFault(const void* uctx) {
+  if (RaisedInsideAHandler(uctx)) return true;
+#if defined(__x86_64__)
+  const uintptr_t restorer = g_restorer.load(std::memory_order_acquire);
+  if (restorer == 0) return false;
+  const auto* uc = static_cast<const ucontext_t*>(uctx);
+  const auto sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]) & ~uintptr_t{7};
+  // The kernel's rt_sigframe: the return address, then its ucontext
+  // (glibc's up to uc_sigmask, then an 8-byte kernel sigset).
+  constexpr size_t kFrame = sizeof(uintptr_t) + offsetof(ucontext_t, uc_sigmask) + 8;
+  constexpr size_t kScan = 32 << 10;  // faulthandler's frames between the two are far smaller
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t mapped_to = sp & ~(page - 1);  // [sp, mapped_to) is known to be mapped
+  for (uintptr_t p = sp; p < sp + kScan; p += sizeof(uintptr_t)) {
+    while (p + kFrame > mapped_to) {
+      if (!PageMapped(mapped_to, page)) return false;
+      mapped_to += page;
+    }
+    if (*reinterpret_cast<const uintptr_t*>(p) != restorer) continue;
+    // The siginfo is filled in only for SA_SIGINFO handlers (faulthandler's
+    // is not), so the fault is read from the ucontext: a page fault (trap
+    // 14), a data write, at an address in one of our mappings.
+    const auto& g = reinterpret_cast<const ucontext_t*>(p + sizeof(uintptr_t))->uc_mcontext.gregs;
+    constexpr greg_t kPageFault = 14;
+    if (g[REG_TRAPNO] == kPageFault && (g[REG_ERR] & 0x2) != 0 && (g[REG_ERR] & 0x10) == 0 &&
+        InRegisteredMapping(static_cast<uintptr_t>(g[REG_CR2]))) {
+      return true;
+    }
+  }
+#endif
+  return false;
+}
+
 void OnSegv(int sig, siginfo_t* info, void* uctx) {
   const int saved_errno = errno;
   if (IsWrite(info, uctx) && Privatize(reinterpret_cast<uintptr_t>(info->si_addr))) {
@@ -153,7 +232,7 @@ void OnSegv(int sig, siginfo_t* info, void* uctx) {
     // re-raises). Return: a write into a view faults again, into this
     // handler, and any other fault comes back to be passed on. A SIGSEGV
     // raised from ordinary code is passed on as sent.
-    if (info->si_code == SI_TKILL && info->si_pid == ::getpid() && RaisedInsideAHandler(uctx)) {
+    if (info->si_code == SI_TKILL && info->si_pid == ::getpid() && RaisedInsideAHandlerAfterOurFault(uctx)) {
       errno = saved_errno;
       return;
     }
@@ -189,7 +268,9 @@ bool EnsureInstalled() {
   sa.sa_sigaction = OnSegv;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  return ::sigaction(SIGSEGV, &sa, nullptr) == 0;
+  if (::sigaction(SIGSEGV, &sa, nullptr) != 0) return false;
+  RecordRestorer();
+  return true;
 }
 
 // Registers a mapping with the fault handler (installing it on first use).

@@ -494,8 +494,8 @@ def test_clear_frees_datasystem_memory(ds_worker, controller, partition):
 def test_two_controllers_sharing_one_worker_do_not_collide(ds_worker):
     """Two jobs on one node share its datasystem worker; each may call its
     partition "train_0". Neither may read (or overwrite) the other's data."""
-    c1 = tq.TransferQueueController.remote()
-    c2 = tq.TransferQueueController.remote()
+    c1 = tq.TransferQueueControllerHandle()
+    c2 = tq.TransferQueueControllerHandle()
     try:
         a = make_client(c1, "yuanrong", ds_worker)
         b = make_client(c2, "yuanrong", ds_worker)

@@ -251,7 +251,7 @@ DEAD_CONTROLLER_CHILD = textwrap.dedent("""
     import torch
     import transfer_queue as tq
 
-    ctl = tq.TransferQueueController.remote()
+    ctl = tq.TransferQueueControllerHandle()
     print(json.dumps({"controller_pid": ctl.pid}), flush=True)
     client = tq.TransferQueueClient(client_id="c", controller_info=tq.process_zmq_server_info(ctl))
     client.initialize_storage_manager(manager_type="SimpleStorageManager", config={})

@@ -35,10 +35,7 @@ from transfer_queue import (
 
 from conftest import pid_alive, unique
 
-try:
-    from tensordict import TensorDict
-except ImportError:  # pragma: no cover
-    from transfer_queue import TensorDict
+from tensordict import TensorDict
 
 try:
     import ray

@@ -1,8 +1,6 @@
 """The seed's single-node demo, its Trainer class as written.
 
-Only change: `from tensordict import TensorDict` becomes
-`from transfer_queue import TensorDict` where tensordict is not installed,
-and the config's port is the test worker's port instead of 31501.
+Only change: the config's port is the test worker's port instead of 31501.
 
 Where Ray is installed, the Trainer's `TransferQueueController.remote()` is a
 Ray actor: these tests then run on the session's local Ray (test_ray.py's
@@ -17,10 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-try:
-    from tensordict import TensorDict
-except ImportError:
-    from transfer_queue import TensorDict
+from tensordict import TensorDict
 from transfer_queue import (
     TransferQueueClient,
     TransferQueueController,

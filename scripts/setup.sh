@@ -45,11 +45,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-# torch first, pinned: 2.13.0 is the CPU build this kind of machine keeps on
-# disk; with it installed, the package's `torch>=2.13` adds nothing.
-"$VENV/bin/python" -c 'import torch' 2>/dev/null || "${PIP[@]}" install torch==2.13.0
-echo "setup: pip install .[test,ray] (builds the extension and programs)"
-"${PIP[@]}" install ".[test,ray]"
+# torch pinned in the same resolve: 2.13.0 is the CPU build this kind of
+# machine keeps on disk; any other release a dependency might ask for is a
+# multi-GB CUDA build from PyPI.
+echo "setup: pip install torch==2.13.0 .[test,ray] (builds the extension and programs)"
+"${PIP[@]}" install torch==2.13.0 ".[test,ray]"
 
 # --- the C++ build tree (tests, benchmarks) ----------------------------------
 BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}"

@@ -289,7 +289,7 @@ py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
 struct WriteBufferObject {
   PyObject_HEAD
   ds::WriteBuffer buffer;  // constructed in place
-  int writers;             // write() calls copying without the GIL (mset_buffer refuses then)
+  int writers;             // write() calls copying without the GIL and mset_buffer calls in flight (each refuses the other)
 };
 
 PyTypeObject* g_write_buffer_type = nullptr;
@@ -388,11 +388,11 @@ PyObject* WriteBufferWrite(PyObject* self, PyObject* const* args, Py_ssize_t nar
       int& writers = reinterpret_cast<WriteBufferObject*>(self)->writers;
       ++writers;
       Py_BEGIN_ALLOW_THREADS
-      std::memcpy(w.data() + offset, v.data(), v.size());
+      std::memmove(w.data() + offset, v.data(), v.size());  // the source may be this very buffer
       Py_END_ALLOW_THREADS
       --writers;
     } else if (!v.empty()) {
-      std::memcpy(w.data() + offset, v.data(), v.size());
+      std::memmove(w.data() + offset, v.data(), v.size());
     }
     Py_RETURN_NONE;
   });
@@ -593,33 +593,48 @@ void InitDatasystem(py::module_& m) {
            py::arg("keys"), py::arg("sizes"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mset_buffer",
            [](KV& c, py::handle buffers) {
-             // Our own references: the sequence may change while the GIL is released.
-             py::object seq = py::reinterpret_steal<py::object>(
-                 PySequence_Fast(buffers.ptr(), "mset_buffer: buffers must be a sequence of WriteBuffer"));
-             if (!seq) throw py::error_already_set();
-             const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
-             PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+             // A list of our own: the caller's sequence may change while the
+             // GIL is released, and the objects must stay alive until their
+             // buffers are back in them.
+             py::object seq = py::reinterpret_steal<py::object>(PySequence_List(buffers.ptr()));
+             if (!seq) {
+               PyErr_Clear();
+               Throw(Status::TypeError("mset_buffer: buffers must be a sequence of WriteBuffer, got a ",
+                                       Py_TYPE(buffers.ptr())->tp_name));
+             }
+             const Py_ssize_t n = PyList_GET_SIZE(seq.ptr());
+             PyObject** items = reinterpret_cast<PyListObject*>(seq.ptr())->ob_item;
              for (Py_ssize_t i = 0; i < n; ++i) {
                if (Py_TYPE(items[i]) != g_write_buffer_type) {
                  Throw(Status::TypeError("mset_buffer: item ", i, " is a ", Py_TYPE(items[i])->tp_name,
                                          ", not a WriteBuffer from mcreate"));
                }
-               if (reinterpret_cast<WriteBufferObject*>(items[i])->writers > 0) {
-                 Throw(Status::Invalid("mset_buffer: the buffer of '", BufferOf(items[i]).key(),
-                                       "' is being written by another thread"));
+             }
+             // Each object is marked busy (as write() does) until its buffer
+             // is back: an object listed twice, or one another thread is
+             // writing or sealing, is refused before anything moves.
+             for (Py_ssize_t i = 0; i < n; ++i) {
+               int& writers = reinterpret_cast<WriteBufferObject*>(items[i])->writers;
+               if (writers > 0) {
+                 const std::string key = BufferOf(items[i]).key();
+                 for (Py_ssize_t j = 0; j < i; ++j) --reinterpret_cast<WriteBufferObject*>(items[j])->writers;
+                 Throw(Status::Invalid("mset_buffer: the buffer of '", key,
+                                       "' is listed twice, or being written or sealed by another thread"));
                }
+               ++writers;
              }
              std::vector<ds::WriteBuffer> bufs;
              bufs.reserve(static_cast<size_t>(n));
              for (Py_ssize_t i = 0; i < n; ++i) bufs.push_back(std::move(BufferOf(items[i])));
-             // Back into their objects, sealed or not, also on failure; in
-             // reverse, so that an object listed twice gets its buffer back
-             // (its second entry went in empty).
+             // Back into their objects, sealed or not, also on failure.
              struct PutBack {
                PyObject** items;
                std::vector<ds::WriteBuffer>& bufs;
                ~PutBack() {
-                 for (size_t i = bufs.size(); i-- > 0;) BufferOf(items[i]) = std::move(bufs[i]);
+                 for (size_t i = 0; i < bufs.size(); ++i) {
+                   BufferOf(items[i]) = std::move(bufs[i]);
+                   --reinterpret_cast<WriteBufferObject*>(items[i])->writers;
+                 }
                }
              } put_back{items, bufs};
              c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });

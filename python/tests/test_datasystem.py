@@ -114,6 +114,57 @@ def test_mcreate_write_mset_buffer_get_buffers(kv):
     assert kv.get(keys[1]) == bytes(views[1])
 
 
+def test_mset_buffer_refuses_a_buffer_listed_twice(kv):
+    k = unique("twice")
+    b, = kv.mcreate([k], [8])
+    b.write(b"ABCDEFGH")
+    with pytest.raises(tq.InvalidArgumentError, match=f"'{k}' is listed twice"):
+        kv.mset_buffer([b, b])
+    assert kv.exist([k]) == [False] and not b.sealed
+    kv.mset_buffer((x for x in [b]))  # any iterable
+    assert b.sealed and kv.get(k) == b"ABCDEFGH"
+    b2, = kv.mcreate([unique("twice")], [1])
+    with pytest.raises(TypeError, match="WriteBuffer"):
+        kv.mset_buffer([b2, b"not a buffer"])
+    assert not b2.sealed  # nothing moved
+    kv.mset_buffer([b2])
+
+
+def test_mset_buffer_survives_the_list_changing_under_it(kv):
+    """mset_buffer works on a copy of the list: another thread emptying or
+    refilling the caller's list while the call runs without the GIL never
+    puts a buffer into the wrong object (or a freed one)."""
+    stop = threading.Event()
+    lst: list = []
+
+    def meddle():
+        while not stop.is_set():
+            lst[:] = [object(), object()]
+            lst.clear()
+
+    t = threading.Thread(target=meddle)
+    t.start()
+    try:
+        for round_ in range(200):
+            keys = [unique("meddle") for _ in range(2)]
+            bufs = kv.mcreate(keys, [4096, 4096])
+            for i, b in enumerate(bufs):
+                b.write(bytes([round_ % 256, i]) * 2048)
+            lst[:] = bufs
+            try:
+                kv.mset_buffer(lst)
+            except TypeError:  # the other thread got there first: a list of other objects
+                pass
+            rest = [b for b in bufs if not b.sealed]  # or it emptied the list first
+            if rest:
+                kv.mset_buffer(rest)
+            assert all(b.sealed and b.key == k for b, k in zip(bufs, keys))
+            assert kv.get(keys[1]) == bytes([round_ % 256, 1]) * 2048
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_get_buffers_is_zero_copy(kv):
     """Two views of one key share memory, and a torch tensor can wrap one."""
     k = unique("zc")

@@ -93,11 +93,11 @@ def venv(wheel, tmp_path_factory) -> Venv:
         pytest.skip(f"cannot create a venv: {(r.stdout + r.stderr).strip()}")
     v = Venv(tmp / "venv")
     pip = [str(v.python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    # torch pinned first: 2.13.0 is the CPU build this machine keeps on disk.
-    for args in (["torch==2.13.0"], [str(wheel)]):
-        r = _run_group(pip + args, INSTALL_TIMEOUT_S, env=v.env, cwd=tmp)
-        if r.returncode != 0:
-            pytest.fail(f"pip install {' '.join(args)} exited {r.returncode}:\n{r.stdout[-6000:]}")
+    # torch pinned in the same resolve: 2.13.0 is the CPU build this machine keeps on disk.
+    args = ["torch==2.13.0", str(wheel)]
+    r = _run_group(pip + args, INSTALL_TIMEOUT_S, env=v.env, cwd=tmp)
+    if r.returncode != 0:
+        pytest.fail(f"pip install {' '.join(args)} exited {r.returncode}:\n{r.stdout[-6000:]}")
     return v
 
 

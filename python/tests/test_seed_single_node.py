@@ -390,3 +390,17 @@ def test_seed_single_node_trainer_as_ray_actor(ds_worker):
         ray.kill(trainer)
     if pid:
         wait_until(lambda: not pid_alive(pid), 60, f"the Trainer's controller {pid} ended with the Trainer")
+
+
+def test_local_handle_refuses_pickling_with_a_clear_error():
+    import pickle
+
+    import transfer_queue as tq
+
+    handle = tq.TransferQueueControllerHandle(storage_units=1, unit_capacity_mb=64)
+    try:
+        with pytest.raises(TypeError, match="process_zmq_server_info"):
+            pickle.dumps(handle)
+        assert pickle.loads(pickle.dumps(tq.process_zmq_server_info(handle))) == handle.info
+    finally:
+        stop_controller(handle)

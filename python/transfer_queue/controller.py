@@ -158,6 +158,11 @@ class TransferQueueControllerHandle:
         """The controller process's pid (a method, so that a Ray actor handle has it too)."""
         return self._proc.pid
 
+    def __reduce__(self):
+        raise TypeError("a local TransferQueueControllerHandle owns its process and cannot be pickled; hand "
+                        "process_zmq_server_info(handle) to other processes (or use the Ray actor from "
+                        "TransferQueueController.remote())")
+
     def get_zmq_server_info(self) -> ZMQServerInfo:
         return self.info
 

@@ -70,6 +70,22 @@ class Venv:
         return r
 
 
+def _requires(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(z.read(n).decode() for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    return [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+
+
+def _lower_bounds(wheel: Path) -> dict[str, str]:
+    """name -> X for each plain (not extra) dependency declared `name>=X`."""
+    bounds = {}
+    for r in _requires(wheel):
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9.]+)", r)
+        if m:
+            bounds[m.group(1).lower()] = m.group(2)
+    return bounds
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     if importlib.util.find_spec("build") is None:
@@ -93,8 +109,10 @@ def venv(wheel, tmp_path_factory) -> Venv:
         pytest.skip(f"cannot create a venv: {(r.stdout + r.stderr).strip()}")
     v = Venv(tmp / "venv")
     pip = [str(v.python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    # torch pinned in the same resolve: 2.13.0 is the CPU build this machine keeps on disk.
-    args = ["torch==2.13.0", str(wheel)]
+    # The declared lower bounds themselves (the main venv has the newest
+    # releases), so that every bound is a tested version; torch's is 2.13,
+    # the CPU build this machine keeps on disk, pinned in the same resolve.
+    args = [f"{name}=={low}" for name, low in _lower_bounds(wheel).items()] + [str(wheel)]
     r = _run_group(pip + args, INSTALL_TIMEOUT_S, env=v.env, cwd=tmp)
     if r.returncode != 0:
         pytest.fail(f"pip install {' '.join(args)} exited {r.returncode}:\n{r.stdout[-6000:]}")
@@ -116,14 +134,26 @@ def test_wheel_holds_the_packages_and_programs_only(wheel):
 def test_declared_dependencies(wheel):
     with zipfile.ZipFile(wheel) as z:
         meta = next(z.read(n).decode() for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-    requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    requires = _requires(wheel)
     plain = {re.split(r"[ <>=;\[]", r, maxsplit=1)[0].lower() for r in requires if "extra ==" not in r}
     assert plain == {"torch", "tensordict", "numpy", "omegaconf"}, requires
+    assert set(_lower_bounds(wheel)) == plain, requires  # each with a lower bound the venv below installs
     assert any(r.startswith("ray") and 'extra == "ray"' in r for r in requires), requires
     assert any(r.startswith("pytest") and 'extra == "test"' in r for r in requires), requires
     # One version for both packages: CMakeLists.txt's project() is the source.
     cmake_version = re.search(r"project\(tqds VERSION ([0-9.]+)", (REPO / "CMakeLists.txt").read_text()).group(1)
     assert f"\nVersion: {cmake_version}\n" in meta, meta[:300]
+
+
+def test_the_venv_runs_on_the_lowest_declared_versions(venv, wheel):
+    r = venv.run(str(venv.python), "-c",
+                 "import importlib.metadata as m, sys; "
+                 "print('\\n'.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))", *_lower_bounds(wheel))
+    got = dict(line.split() for line in r.stdout.splitlines())
+    for name, low in _lower_bounds(wheel).items():
+        have = [int(x) for x in got[name].split("+")[0].split(".")]
+        want = [int(x) for x in low.split(".")]
+        assert have[:len(want)] == want, (name, got[name], low)
 
 
 def test_imports_come_from_the_venv(venv):

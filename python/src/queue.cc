@@ -268,9 +268,47 @@ BatchMeta UnpickleMeta(const py::bytes& b) {
   return Unwrap(tq::internal::UnpackBatchMeta(h.get(), "BatchMeta"));
 }
 
+// A meta over the given samples whose fields are all recorded as not
+// produced: for Python code that assembles metas itself.
+BatchMeta BuildMeta(const std::vector<int64_t>& global_indexes, const std::vector<std::string>& partition_ids,
+                    const std::vector<uint64_t>& generations, const std::vector<std::string>& field_names,
+                    const py::object& custom) {
+  size_t n = global_indexes.size();
+  if (partition_ids.size() != n || generations.size() != n) {
+    Throw(Status::Invalid("BatchMeta.build: ", n, " global_indexes, ", partition_ids.size(), " partition_ids and ",
+                          generations.size(), " generations (the lengths must match)"));
+  }
+  for (size_t i = 0; i < field_names.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (field_names[i] == field_names[j]) {
+        Throw(Status::Invalid("BatchMeta.build: field '", field_names[i], "' is listed twice"));
+      }
+    }
+  }
+  py::list customs;
+  if (!custom.is_none()) {
+    customs = custom.cast<py::list>();
+    if (customs.size() != n) {
+      Throw(Status::Invalid("BatchMeta.build: ", customs.size(), " custom dicts for ", n, " samples"));
+    }
+  }
+  std::vector<tq::SampleMeta> samples(n);
+  for (size_t i = 0; i < n; ++i) {
+    samples[i].global_index = global_indexes[i];
+    samples[i].partition_id = partition_ids[i];
+    samples[i].generation = generations[i];
+    samples[i].fields.assign(field_names.size(), tq::FieldInfo{});
+    if (!custom.is_none()) samples[i].custom = ToCustom(customs[i].cast<py::dict>());
+  }
+  return BatchMeta(field_names, std::move(samples));
+}
+
 void InitMeta(py::module_& m) {
   py::class_<BatchMeta>(m, "BatchMeta", "Metadata of a set of samples (no payload bytes).")
       .def(py::init<>())
+      .def_static("build", &BuildMeta, py::arg("global_indexes"), py::arg("partition_ids"), py::arg("generations"),
+                  py::arg("field_names") = std::vector<std::string>{}, py::arg("custom") = py::none(),
+                  "A meta over these samples, every field recorded as not produced. Lengths must match.")
       .def("__len__", &BatchMeta::size)
       .def_property_readonly("size", &BatchMeta::size)
       .def_property_readonly("global_indexes", &BatchMeta::global_indexes)

@@ -18,18 +18,88 @@ namespace {
 using tq::BatchMeta;
 using tq::Value;
 
-tq::MetaValue ToMetaValue(py::handle v, const std::string& key) {
-  if (py::isinstance<py::bool_>(v)) return static_cast<int64_t>(v.cast<bool>());
-  if (py::isinstance<py::int_>(v)) return v.cast<int64_t>();
-  if (py::isinstance<py::float_>(v)) return v.cast<double>();
-  if (py::isinstance<py::str>(v)) return v.cast<std::string>();
-  // numpy / torch scalars
-  if (py::hasattr(v, "item")) return ToMetaValue(v.attr("item")(), key);
-  Throw(Status::TypeError("custom meta / sampling value '", key, "' must be int, float or str"));
+// Custom metadata: None, bool, int (int64 range), float, str, bytes, list
+// and dict with str keys (exact types, nested up to tq::kMaxMetaDepth)
+// cross the wire natively; a numpy scalar as its Python value (samplers read
+// numbers); any other object (tuples, arrays, subclasses, deeper nesting)
+// pickled, and unpickled on the way out. Pickle lives only here.
+py::bytes PickleValue(py::handle v, const std::string& key) {
+  try {
+    return py::module_::import("pickle").attr("dumps")(v, py::arg("protocol") = -1);
+  } catch (py::error_already_set& e) {
+    Throw(Status::TypeError("custom meta / sampling value '", key, "' of type ",
+                            std::string(py::str(py::type::of(v).attr("__qualname__"))),
+                            " is neither a plain value nor picklable: ", e.what()));
+  }
+}
+
+bool IsNumpyScalar(py::handle v) {
+  auto numpy = py::module_::import("sys").attr("modules").attr("get")("numpy");
+  return !numpy.is_none() && py::isinstance(v, numpy.attr("generic"));
+}
+
+tq::MetaValue ToMetaValue(py::handle v, const std::string& key, int depth = 0) {
+  PyObject* o = v.ptr();
+  if (o == Py_None) return tq::MetaValue();
+  if (PyBool_Check(o)) return o == Py_True;
+  if (PyLong_CheckExact(o)) {
+    int overflow = 0;
+    long long i = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) return static_cast<int64_t>(i);
+  } else if (PyFloat_CheckExact(o)) {
+    return PyFloat_AS_DOUBLE(o);
+  } else if (PyUnicode_CheckExact(o)) {
+    return v.cast<std::string>();
+  } else if (PyBytes_CheckExact(o)) {
+    return tq::MetaBytes{std::string(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o))};
+  } else if (PyList_CheckExact(o) && depth < tq::kMaxMetaDepth) {
+    tq::MetaList list;
+    list.reserve(PyList_GET_SIZE(o));
+    for (auto item : py::reinterpret_borrow<py::list>(v)) list.push_back(ToMetaValue(item, key, depth + 1));
+    return list;
+  } else if (PyDict_CheckExact(o) && depth < tq::kMaxMetaDepth) {
+    auto d = py::reinterpret_borrow<py::dict>(v);
+    bool str_keys = true;
+    for (auto [k, _] : d) str_keys = str_keys && PyUnicode_CheckExact(k.ptr());
+    if (str_keys) {
+      tq::MetaMap map;
+      map.reserve(d.size());
+      for (auto [k, item] : d) map.emplace_back(k.cast<std::string>(), ToMetaValue(item, key, depth + 1));
+      return map;
+    }
+  } else if (IsNumpyScalar(v)) {
+    return ToMetaValue(v.attr("item")(), key, depth);
+  }
+  return tq::MetaPickled{PickleValue(v, key)};
 }
 
 py::object FromMetaValue(const tq::MetaValue& v) {
-  return std::visit([](const auto& x) -> py::object { return py::cast(x); }, v);
+  struct Visitor {
+    py::object operator()(std::monostate) const { return py::none(); }
+    py::object operator()(bool b) const { return py::bool_(b); }
+    py::object operator()(int64_t i) const { return py::int_(i); }
+    py::object operator()(double d) const { return py::float_(d); }
+    py::object operator()(const std::string& s) const { return py::str(s); }
+    py::object operator()(const tq::MetaBytes& b) const { return py::bytes(b.data); }
+    py::object operator()(const tq::MetaPickled& p) const {
+      try {
+        return py::module_::import("pickle").attr("loads")(py::bytes(p.data));
+      } catch (py::error_already_set& e) {
+        Throw(Status::Invalid("a pickled custom meta value cannot be unpickled here: ", e.what()));
+      }
+    }
+    py::object operator()(const tq::MetaList& l) const {
+      py::list out(l.size());
+      for (size_t i = 0; i < l.size(); ++i) out[i] = FromMetaValue(l[i]);
+      return out;
+    }
+    py::object operator()(const tq::MetaMap& m) const {
+      py::dict out;
+      for (const auto& [k, item] : m) out[py::str(k)] = FromMetaValue(item);
+      return out;
+    }
+  };
+  return std::visit(Visitor{}, v);
 }
 
 tq::CustomMeta ToCustom(const py::dict& d) {

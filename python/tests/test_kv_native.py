@@ -2,10 +2,30 @@
 kv_clear), _tqds.BatchMeta.build and custom metadata of any Python type,
 against a real controller process."""
 
+import pickle
+
 import _tqds
+import numpy as np
 import pytest
+import torch
 
 import transfer_queue as tq
+
+from conftest import unique
+
+
+@pytest.fixture
+def native(controller):
+    """A _tqds.Client on the session controller (simple storage) and a fresh partition."""
+    c = _tqds.Client(unique("kvclient"), tq.process_zmq_server_info(controller).to_addr("request"))
+    c.initialize_storage_manager("SimpleStorageManager", "{}")
+    return c, unique("kv")
+
+
+def put_rows(c, partition, n, field="a"):
+    """Puts n int64 rows of `field` as new samples; returns their meta."""
+    arr = np.arange(n, dtype=np.int64)
+    return c.put(n, [("dense", field, arr, "int64", [n])], partition)
 
 
 # ------------------------------------------------------------------ BatchMeta.build
@@ -36,3 +56,89 @@ def test_build_defaults_and_empty():
 def test_build_rejects_mismatches(args):
     with pytest.raises(tq.InvalidArgumentError):
         _tqds.BatchMeta.build(*args)
+
+
+# ------------------------------------------------------------------ custom metadata of any type
+
+class Point:  # a user class: travels pickled
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+def any_type_tags():
+    return {
+        "none": None, "yes": True, "no": False, "n": -(2 ** 63), "big": 2 ** 70, "f": 1.0,
+        "s": "text", "b": b"\x00\xff", "list": [1, [None, True], {"k": 2.5}], "dict": {"a": {"b": []}},
+        "tuple": (1, "x"), "int_keys": {1: "one"}, "array": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "tensor": torch.tensor([1.5, 2.5]), "point": Point(1, 2), "np_int": np.int64(7),
+    }
+
+
+def assert_same_tags(got, want):
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        if isinstance(w, np.ndarray):
+            assert isinstance(g, np.ndarray) and g.dtype == w.dtype and np.array_equal(g, w), k
+        elif isinstance(w, torch.Tensor):
+            assert isinstance(g, torch.Tensor) and torch.equal(g, w), k
+        elif isinstance(w, np.generic):
+            assert g == w.item() and type(g) is type(w.item()), k  # numpy scalars arrive as numbers
+        else:
+            assert g == w and type(g) is type(w), (k, g, w)
+
+
+def test_local_custom_meta_keeps_types():
+    m = _tqds.BatchMeta.build([0], ["p"], [1])
+    m.set_custom_meta([any_type_tags()])
+    assert_same_tags(m.get_custom_meta()[0], any_type_tags())
+    again = pickle.loads(pickle.dumps(m))
+    assert_same_tags(again.get_custom_meta()[0], any_type_tags())
+    # dict order survives inside values
+    m.set_custom_meta([{"d": {"z": 1, "a": 2}}])
+    assert list(m.get_custom_meta()[0]["d"]) == ["z", "a"]
+
+
+def test_custom_meta_of_any_type_round_trips_through_the_controller(native):
+    c, p = native
+    meta = put_rows(c, p, 2)
+    tags = any_type_tags()
+    meta.set_custom_meta([tags, {"bool_only": True}])
+    c.set_custom_meta(meta)
+    got = c.get_custom_meta(p, meta.global_indexes).get_custom_meta()
+    assert_same_tags(got[0], tags)
+    assert got[1] == {"bool_only": True} and type(got[1]["bool_only"]) is bool
+
+
+def test_deep_nesting_falls_back_to_pickle(native):
+    c, p = native
+    meta = put_rows(c, p, 1)
+    deep = []
+    for _ in range(100):
+        deep = [deep]
+    cyclic = [1]
+    cyclic.append(cyclic)
+    meta.set_custom_meta([{"deep": deep, "cyclic": cyclic}])
+    c.set_custom_meta(meta)
+    got = c.get_custom_meta(p, meta.global_indexes).get_custom_meta()[0]
+    assert got["deep"] == deep
+    assert got["cyclic"][0] == 1 and got["cyclic"][1][0] == 1
+
+
+def test_unpicklable_tag_is_a_type_error():
+    m = _tqds.BatchMeta.build([0], ["p"], [1])
+    with pytest.raises(TypeError, match="'fn'"):
+        m.set_custom_meta([{"fn": lambda: 1}])
+
+
+def test_numbers_still_drive_the_seqlen_sampler(native):
+    c, p = native
+    meta = put_rows(c, p, 4)
+    meta.set_custom_meta([{"seq_len": np.int64(10 * (i + 1))} for i in range(4)])
+    c.set_custom_meta(meta)
+    cfg = {"sampler": "seqlen_balanced", "dp_size": 2, "dp_rank": 0}
+    got = c.get_meta(["a"], 2, p, "t", cfg, "poll")
+    assert len(got) == 2

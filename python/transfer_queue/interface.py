@@ -319,7 +319,7 @@ def _cmdline(pid: int) -> str:
 class _Rendezvous:
     """The per-user file that publishes a local session: ``<dir>/<name>.json``
     holding the owner's and the controller's pids (with start times) and the
-    config, guarded by an flock on ``<name>.lock`` (kept, never removed), so
+    config, guarded by an flock on ``<name>.lock`` (see locked()), so
     that checking for a session and starting one is one step. The directory
     is ``$TMPDIR/tq-<uid>``, mode 0700, and must belong to this user."""
 
@@ -339,13 +339,35 @@ class _Rendezvous:
 
     @contextlib.contextmanager
     def locked(self):
+        """Holds the session's lock. The lock file exists only while a
+        session is published or someone holds the lock: the holder removes
+        it when it leaves no session file, so a waiter that then gets the
+        lock on the removed file sees that its inode is no longer the path's
+        and tries again."""
         self._ensure_dir()
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        while True:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(self._lock_path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current == os.fstat(fd).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # releases the lock
+            try:
+                if not self.path.exists():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._lock_path)
+            finally:
+                os.close(fd)  # releases the lock
 
     def read_live(self) -> dict | None:
         """The published session if its owner and controller still run; a

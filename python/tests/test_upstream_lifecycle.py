@@ -250,6 +250,32 @@ def test_unknown_sampler_name_is_a_value_error_and_starts_nothing(session):
         tqi.get_client()
 
 
+def test_a_custom_python_sampler_is_refused_and_starts_nothing(session):
+    from transfer_queue.sampler import BaseSampler
+
+    class EveryOther(BaseSampler):
+        def sample(self, ready_indexes, batch_size, *args, **kwargs):
+            picked = ready_indexes[::2][:batch_size]
+            return picked, picked
+
+    for spec in (EveryOther, EveryOther()):
+        with pytest.raises(NotImplementedError, match="EveryOther"):
+            tqi.init({"controller": {"sampler": spec}})
+    assert not rendezvous_path().exists()
+
+
+def test_a_builtin_sampler_instance_becomes_the_controllers_default(session):
+    if not _tq_supports("--default-sampling"):
+        pytest.skip("this `tq` has no --default-sampling yet")
+    from transfer_queue.sampler import GRPOGroupNSampler
+
+    conf = tqi.init({"controller": {"sampler": GRPOGroupNSampler(n_samples_per_prompt=2)}})
+    assert isinstance(conf.controller.sampler, GRPOGroupNSampler)
+    cmdline = Path(f"/proc/{tqi._current_session().controller_pid}/cmdline").read_bytes().split(b"\0")
+    sampling = json.loads(cmdline[cmdline.index(b"--default-sampling") + 1])
+    assert sampling == {"sampler": "grpo_group_n", "n_samples_per_prompt": 2}
+
+
 @pytest.mark.parametrize("backend", ["MooncakeStore", "RayStore", "Nope"])
 def test_unsupported_backend_is_a_value_error(session, backend):
     with pytest.raises(ValueError, match=backend):

@@ -124,10 +124,6 @@ def _die_with_parent(parent_pid: int):
 # The policy the controller runs when a get_meta call names no sampler.
 _SEQUENTIAL = {"sampler": "sequential"}
 
-# Used until transfer_queue.sampler provides resolve_sampler: names only.
-_FALLBACK_SAMPLER_CONFIGS = {"SequentialSampler": _SEQUENTIAL}
-
-
 def resolve_sampling_config(sampler) -> dict | None:
     """The controller-wide sampling config for upstream's ``sampler`` setting
     (a built-in sampler's class name, its class, or an instance), or None for
@@ -136,17 +132,9 @@ def resolve_sampling_config(sampler) -> dict | None:
     only the built-in policies, in C++)."""
     if sampler is None:
         return None
-    try:
-        from .sampler import resolve_sampler  # type: ignore[attr-defined]
-    except ImportError:
-        resolve_sampler = None
-    if resolve_sampler is None:
-        name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", type(sampler).__name__)
-        if name not in _FALLBACK_SAMPLER_CONFIGS:
-            raise ValueError(f"Could not find sampler {name}")
-        config = dict(_FALLBACK_SAMPLER_CONFIGS[name])
-    else:
-        config = dict(resolve_sampler(sampler)._tq_sampling_config())
+    from .sampler import resolve_sampler  # lazy: the samplers are not needed to start a plain controller
+
+    config = dict(resolve_sampler(sampler)._tq_sampling_config())
     return None if config in ({}, _SEQUENTIAL) else config
 
 

@@ -21,7 +21,7 @@ import threading
 import uuid
 import weakref
 
-from _tqds import UnavailableError
+from _tqds import InvalidArgumentError, UnavailableError
 
 
 class ZMQServerInfo:
@@ -75,6 +75,32 @@ class ZMQServerInfo:
 
 # The one port of our controller under its own name and upstream's two.
 _CONTROLLER_PORT_NAMES = ("request", "request_handle_socket", "handshake_socket")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value < 0:
+        raise InvalidArgumentError(f"{name}={raw!r}: must not be negative")
+    return value
+
+
+def default_fetch_timeout() -> float:
+    """Seconds a fetch-mode get_meta with upstream's signature waits for
+    enough samples: max(TQ_CONTROLLER_GET_METADATA_TIMEOUT (default 1),
+    TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL (default 5)), which is about
+    when upstream's non-polling fetch gives up. Read on every call. (Here,
+    not in interface.py, so that client.py can import it without a cycle.)
+
+    Upstream's other TQ_* knobs (ZMQ sizing, storage RPC timeouts, logging,
+    metrics cadence) are accepted and ignored."""
+    return max(_env_seconds("TQ_CONTROLLER_GET_METADATA_TIMEOUT", 1.0),
+               _env_seconds("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", 5.0))
 
 
 def _tq_binary() -> str:

@@ -55,6 +55,7 @@ from .controller import (
     TransferQueueControllerHandle,
     ZMQServerInfo,
     _default_host,
+    default_fetch_timeout,
     process_zmq_server_info,
     resolve_sampling_config,
 )
@@ -105,33 +106,6 @@ def _package_version() -> str:
 
 
 __version__ = _package_version()
-
-
-# --------------------------------------------------------------------------- TQ_* variables
-
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidArgumentError(f"{name}={raw!r}: expected a number of seconds") from None
-    if value < 0:
-        raise InvalidArgumentError(f"{name}={raw!r}: must not be negative")
-    return value
-
-
-def default_fetch_timeout() -> float:
-    """Seconds a fetch-mode get_meta with upstream's signature waits for
-    enough samples: max(TQ_CONTROLLER_GET_METADATA_TIMEOUT (default 1),
-    TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL (default 5)), which is about
-    when upstream's non-polling fetch gives up. Read on every call.
-
-    Upstream's other TQ_* knobs (ZMQ sizing, storage RPC timeouts, logging,
-    metrics cadence) are accepted and ignored."""
-    return max(_env_seconds("TQ_CONTROLLER_GET_METADATA_TIMEOUT", 1.0),
-               _env_seconds("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", 5.0))
 
 
 # --------------------------------------------------------------------------- config

@@ -283,6 +283,12 @@ def test_unsupported_backend_is_a_value_error(session, backend):
     assert not rendezvous_path().exists()
 
 
+def test_simple_storage_needs_a_unit(session):
+    with pytest.raises(ValueError, match="num_data_storage_units"):
+        tqi.init({"backend": {"SimpleStorage": {"num_data_storage_units": 0}}})
+    assert not rendezvous_path().exists()
+
+
 def test_conf_of_a_wrong_type_is_a_type_error(session):
     with pytest.raises(TypeError):
         tqi.init(["controller"])

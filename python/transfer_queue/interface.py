@@ -508,9 +508,12 @@ def _start_storage(conf, unit_addresses) -> _DsWorker | None:
 
 
 def _controller_kwargs(conf) -> dict:
-    units = conf.backend.SimpleStorage.num_data_storage_units if conf.backend.storage_backend == "SimpleStorage" else 0
-    if not isinstance(units, int) or units < 0 or isinstance(units, bool):
-        raise InvalidArgumentError(f"backend.SimpleStorage.num_data_storage_units must be an int >= 0, got {units!r}")
+    units = 0  # Yuanrong: the datasystem worker holds the data
+    if conf.backend.storage_backend == "SimpleStorage":
+        units = conf.backend.SimpleStorage.num_data_storage_units
+        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+            raise InvalidArgumentError(
+                f"backend.SimpleStorage.num_data_storage_units must be an int >= 1, got {units!r}")
     return {"storage_units": units, "sampler": conf.controller.sampler,
             "polling_mode": bool(conf.controller.polling_mode)}
 

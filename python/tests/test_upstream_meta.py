@@ -588,3 +588,13 @@ def test_update_from_native_after_put(core, part):
     assert y["is_nested"] and y["per_sample_shapes"] == [(2,)] * 3 and y["kind"] == 0  # as upstream's add_fields
     with pytest.raises(ValueError):
         m2._update_from_native(native.select_samples([0]))
+
+
+def test_concat_of_native_and_user_built_metas(core, part):
+    native = put(core, {"a": torch.arange(2)}, part)
+    mine = BatchMeta([99], [part], custom_meta=[{"u": 1}])
+    joined = BatchMeta.concat([BatchMeta._from_native(native).select_fields([]), mine])
+    assert joined.global_indexes == native.global_indexes + [99]
+    assert joined.generations == native.generations + [0]  # 0: unknown, as built by the user
+    sent = joined._to_native()
+    assert sent.global_indexes == joined.global_indexes and sent.get_custom_meta() == [{}, {}, {"u": 1}]

@@ -357,7 +357,7 @@ def test_yuanrong_backend_starts_its_worker_and_close_stops_it(session):
         tqi.init()
         c = tqi.get_client()
         meta = c.get_meta(data_fields=["x"], batch_size=3, partition_id={part!r}, task_name="child")
-        x = c.get_data(meta, writable=True)["x"]
+        x = c.get_data(meta)["x"]
         tqi.close()
         print("RESULT " + json.dumps({{"x": x.tolist()}}))
     """)

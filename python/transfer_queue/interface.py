@@ -118,8 +118,8 @@ def _load_config(conf) -> Any:
     if conf is not None and not isinstance(conf, (dict, DictConfig)):
         raise TypeError(f"init(conf): expected a dict, a DictConfig or None, got {type(conf).__name__}")
     merged = OmegaConf.create({}, flags={"allow_objects": True})
-    defaults = OmegaConf.load(resources.files("transfer_queue").joinpath("config.yaml").open("r"))
-    merged = OmegaConf.merge(merged, defaults)
+    with resources.files("transfer_queue").joinpath("config.yaml").open("r", encoding="utf-8") as f:
+        merged = OmegaConf.merge(merged, OmegaConf.load(f))
     if conf:
         merged = OmegaConf.merge(merged, conf)
     return merged

@@ -16,6 +16,7 @@ namespace tqds::py_binding {
 namespace {
 
 using tq::BatchMeta;
+using tq::KvListing;
 using tq::Value;
 
 // Custom metadata: None, bool, int (int64 range), float, str, bytes, list
@@ -582,6 +583,43 @@ void InitClient(py::module_& m) {
              return Unwrap(std::move(r));
            },
            py::arg("partition_id"), py::arg("global_indexes"))
+      .def("kv_retrieve",
+           [](Client& c, const std::string& p, const std::vector<std::string>& keys, bool create) {
+             return CallWithoutGil([&] { return c.kv_retrieve(p, keys, create); });
+           },
+           py::arg("partition_id"), py::arg("keys"), py::arg("create") = false,
+           "The samples of `keys` in request order (fields: those all of them produced; custom meta: their "
+           "tags). create: missing keys get fresh samples; else they are left out.")
+      .def("kv_keys",
+           [](Client& c, const std::string& p, const std::vector<int64_t>& idx) {
+             auto keys = CallWithoutGil([&] { return c.kv_keys(p, idx); });
+             py::list out(keys.size());
+             for (size_t i = 0; i < keys.size(); ++i) {
+               out[i] = keys[i] ? py::object(py::str(*keys[i])) : py::object(py::none());
+             }
+             return out;
+           },
+           py::arg("partition_id"), py::arg("global_indexes"),
+           "The key of each index, or None (no key, or not in the partition). Unknown partition: NotFoundError.")
+      .def("kv_list",
+           [](Client& c, const std::optional<std::string>& p) {
+             KvListing listing = CallWithoutGil([&] { return c.kv_list(p); });
+             py::dict out;
+             for (const auto& part : listing) {
+               py::dict keys;
+               for (const auto& e : part.entries) keys[py::str(e.key)] = FromCustom(e.tags);
+               out[py::str(part.partition_id)] = keys;
+             }
+             return out;
+           },
+           py::arg("partition_id") = py::none(),
+           "{partition_id: {key: tags}} for one partition (unknown: {}) or every partition (None).")
+      .def("kv_clear",
+           [](Client& c, const std::string& p, const std::vector<std::string>& keys) {
+             CallWithoutGil([&] { return c.kv_clear(p, keys); });
+           },
+           py::arg("partition_id"), py::arg("keys"),
+           "Frees the samples of `keys`; missing keys or partition: nothing happens.")
       .def_property_readonly("client_id", &Client::client_id)
       .def_property_readonly("controller_address", &Client::controller_address);
 }

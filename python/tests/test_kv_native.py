@@ -142,3 +142,126 @@ def test_numbers_still_drive_the_seqlen_sampler(native):
     cfg = {"sampler": "seqlen_balanced", "dp_size": 2, "dp_rank": 0}
     got = c.get_meta(["a"], 2, p, "t", cfg, "poll")
     assert len(got) == 2
+
+
+# ------------------------------------------------------------------ KV bindings
+
+def test_kv_retrieve_create_put_and_read_back(native):
+    c, p = native
+    created = c.kv_retrieve(p, ["a", "b", "c"], True)
+    assert isinstance(created, _tqds.BatchMeta)
+    assert len(created) == 3 and created.field_names == [] and created.partition_ids == [p] * 3
+    c.put(3, [("dense", "x", np.array([10, 20, 30], dtype=np.int64), "int64", [3])], meta=created)
+    # Append a column to a subset of keys.
+    ab = c.kv_retrieve(p, ["b", "a"], True)
+    assert ab.global_indexes == [created.global_indexes[1], created.global_indexes[0]]
+    c.put(2, [("dense", "y", np.array([2, 1], dtype=np.int64), "int64", [2])], meta=ab)
+
+    got = c.kv_retrieve(p, ["c", "missing", "a"], False)
+    assert got.global_indexes == [created.global_indexes[2], created.global_indexes[0]]
+    assert got.field_names == ["x"]  # c has no y
+    (name, form, arr, dtype), = c.get_data(got)
+    assert (name, form) == ("x", "dense") and arr.tolist() == [30, 10]
+    both = c.kv_retrieve(p, ["a", "b"])
+    assert both.field_names == ["x", "y"]
+    assert [f[2].tolist() for f in c.get_data(both)] == [[10, 20], [1, 2]]
+    assert len(c.kv_retrieve(unique("nope"), ["a"], False)) == 0
+
+
+def test_kv_retrieve_rejects_bad_keys(native):
+    c, p = native
+    with pytest.raises(tq.InvalidArgumentError, match="listed twice"):
+        c.kv_retrieve(p, ["a", "a"], True)
+    with pytest.raises(tq.InvalidArgumentError):
+        c.kv_retrieve(p, [""], True)
+    with pytest.raises(tq.InvalidArgumentError):
+        c.kv_retrieve(p, ["k" * 300], True)
+    with pytest.raises(TypeError):
+        c.kv_retrieve(p, "abc", True)  # a str is not a list of keys
+    assert c.kv_list(p) == {}, "a rejected request creates nothing"
+
+
+def test_kv_keys(native):
+    c, p = native
+    keyed = c.kv_retrieve(p, ["a", "b"], True)
+    plain = put_rows(c, p, 1)
+    other = put_rows(c, unique("other"), 1)
+    idx = [keyed.global_indexes[1], plain.global_indexes[0], other.global_indexes[0], 10 ** 9,
+           keyed.global_indexes[0]]
+    assert c.kv_keys(p, idx) == ["b", None, None, None, "a"]
+    with pytest.raises(tq.NotFoundError):
+        c.kv_keys(unique("nope"), [0])
+
+
+def test_kv_list_shapes(native):
+    c, p = native
+    m = c.kv_retrieve(p, ["z", "a"], True)
+    m.set_custom_meta([{"score": 0.5, "ok": True}, {}])
+    c.set_custom_meta(m)  # tags set through the index API show up in kv_list
+    plain = unique("plain")
+    put_rows(c, plain, 1)
+    one = c.kv_list(p)
+    assert one == {p: {"z": {"score": 0.5, "ok": True}, "a": {}}}
+    assert list(one[p]) == ["z", "a"], "keys in insertion order"
+    everything = c.kv_list(None)
+    assert everything[p] == one[p] and everything[plain] == {}
+    assert c.kv_list() == everything
+    assert c.kv_list(unique("nope")) == {}
+
+
+def test_kv_clear(native):
+    c, p = native
+    m = c.kv_retrieve(p, ["a", "b"], True)
+    c.put(2, [("dense", "x", np.array([1, 2], dtype=np.int64), "int64", [2])], meta=m)
+    written = c.kv_retrieve(p, ["a", "b"])
+    assert written.field_names == ["x"]
+    c.kv_clear(p, ["a", "missing"])
+    assert list(c.kv_list(p)[p]) == ["b"]
+    assert c.kv_keys(p, m.global_indexes) == [None, "b"]
+    with pytest.raises(tq.NotFoundError):  # the old sample's data is gone
+        c.get_data(written.select_samples([0]))
+    assert c.get_data(written.select_samples([1]))[0][2].tolist() == [2]
+    c.kv_clear(p, ["a"])  # twice: a no-op
+    c.kv_clear(unique("nope"), ["a"])
+    c.kv_clear(p, ["b"])
+    assert c.kv_list(p) == {p: {}}, "the emptied partition stays"
+    assert p in c.list_partitions()
+    # Re-putting a cleared key allocates a fresh sample.
+    again = c.kv_retrieve(p, ["a"], True)
+    assert again.generations[0] not in m.generations and again.field_names == []
+
+
+def test_clear_in_a_then_allocate_in_b_never_returns_a_key(native):
+    c, _ = native
+    a, b = unique("A"), unique("B")
+    keys = [f"k{i}" for i in range(8)]
+    ma = c.kv_retrieve(a, keys, True)
+    c.put(8, [("dense", "x", np.arange(8, dtype=np.int64), "int64", [8])], meta=ma)
+    c.kv_clear(a, keys)
+    mb = put_rows(c, b, 64)  # reuses A's freed indexes (lowest first)
+    assert set(ma.global_indexes) <= set(mb.global_indexes)
+    assert c.kv_keys(b, mb.global_indexes) == [None] * 64
+    assert c.kv_keys(a, ma.global_indexes) == [None] * 8
+    assert c.kv_list(b) == {b: {}}
+
+
+def test_kv_calls_from_several_threads(native):
+    import threading
+    c, p = native
+    c.kv_retrieve(p, [f"k{i}" for i in range(100)], True)
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(20):
+                assert len(c.kv_retrieve(p, [f"k{i}", f"k{i + 50}"], False)) == 2
+                c.kv_list(p)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "common/wire/rpc.h"
+#include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 #include "tq/storage_unit.h"
 
@@ -246,9 +247,47 @@ class ControllerImpl : public TransferQueueController {
         r.Reply(std::move(rep));
         return Status::OK();
       }
+      case MsgType::kCtlKvRetrieve:
+      case MsgType::kCtlKvKeys:
+      case MsgType::kCtlKvList:
+      case MsgType::kCtlKvClear:
+        return DispatchKv(m, r);
       default:
         return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
     }
+  }
+
+  // The KV API: keys naming samples (see internal::ControllerState::Kv*).
+  Status DispatchKv(const Message& m, Responder& r) {
+    Message rep = Message::ReplyTo(m);
+    switch (m.type()) {
+      case MsgType::kCtlKvRetrieve: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvRetrieveRequest::Decode(m.body()));
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.KvRetrieve(req.partition_id, req.keys, req.create));
+        r.Reply(internal::MetaMessage(m.type(), meta));
+        return Status::OK();
+      }
+      case MsgType::kCtlKvKeys: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvKeysRequest::Decode(m.body()));
+        TQDS_ASSIGN_OR_RETURN(auto keys, state_.KvKeys(req.partition_id, req.global_indexes));
+        rep.set_body(internal::EncodeKvKeysReply(keys));
+        break;
+      }
+      case MsgType::kCtlKvList: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvListRequest::Decode(m.body()));
+        rep.set_body(internal::EncodeKvListReply(state_.KvList(req.partition_id)));
+        break;
+      }
+      case MsgType::kCtlKvClear: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvClearRequest::Decode(m.body()));
+        r.Reply(internal::SampleListMessage(m.type(), state_.BeginKvClear(req.partition_id, req.keys)));
+        return Status::OK();
+      }
+      default:
+        return Status::Internal("DispatchKv: not a KV message");
+    }
+    r.Reply(std::move(rep));
+    return Status::OK();
   }
 
   static Status NotReady(const internal::GetMetaRequest& req) {

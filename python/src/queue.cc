@@ -369,7 +369,7 @@ BatchMeta BuildMeta(const std::vector<int64_t>& global_indexes, const std::vecto
     samples[i].partition_id = partition_ids[i];
     samples[i].generation = generations[i];
     samples[i].fields.assign(field_names.size(), tq::FieldInfo{});
-    if (!custom.is_none()) samples[i].custom = ToCustom(customs[i].cast<py::dict>());
+    if (!custom.is_none() && !customs[i].is_none()) samples[i].custom = ToCustom(customs[i].cast<py::dict>());
   }
   return BatchMeta(field_names, std::move(samples));
 }
@@ -379,7 +379,8 @@ void InitMeta(py::module_& m) {
       .def(py::init<>())
       .def_static("build", &BuildMeta, py::arg("global_indexes"), py::arg("partition_ids"), py::arg("generations"),
                   py::arg("field_names") = std::vector<std::string>{}, py::arg("custom") = py::none(),
-                  "A meta over these samples, every field recorded as not produced. Lengths must match.")
+                  "A meta over these samples, every field recorded as not produced. Lengths must match; "
+                  "custom: one dict (or None) per sample.")
       .def("__len__", &BatchMeta::size)
       .def_property_readonly("size", &BatchMeta::size)
       .def_property_readonly("global_indexes", &BatchMeta::global_indexes)

@@ -45,6 +45,8 @@ def test_build_defaults_and_empty():
     m = _tqds.BatchMeta.build([3], ["p"], [1])
     assert m.field_names == [] and m.get_custom_meta() == [{}]
     assert len(_tqds.BatchMeta.build([], [], [])) == 0
+    assert _tqds.BatchMeta.build([1, 2], ["p", "p"], [1, 2], custom=[None, {"k": None}]).get_custom_meta() == [
+        {}, {"k": None}]
 
 
 @pytest.mark.parametrize("args", [

@@ -95,7 +95,7 @@ def kv_batch_put(keys: list, partition_id: str, fields: Any = None, tags: list |
         client.put(fields, meta)
     else:
         client.set_custom_meta(meta)
-    return KVBatchMeta(keys=list(keys), tags=meta.get_all_custom_meta(), partition_id=partition_id,
+    return KVBatchMeta(keys=list(keys), tags=meta.custom_meta, partition_id=partition_id,  # copied by KVBatchMeta
                        fields=list(meta.field_names), extra_info=dict(meta.extra_info or {}))
 
 

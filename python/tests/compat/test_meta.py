@@ -12,36 +12,35 @@ import torch
 from tensordict import TensorDict
 
 import transfer_queue as tq
-from transfer_queue import BatchMeta, KVBatchMeta
 
 
-def meta(n: int, pid: str = "p", start: int = 0, fields=("a",)) -> BatchMeta:
+def meta(n: int, pid: str = "p", start: int = 0, fields=("a",)) -> "tq.BatchMeta":
     """A produced meta of n samples, built the way the client builds one."""
-    m = BatchMeta(list(range(start, start + n)), [pid] * n)
+    m = tq.BatchMeta(list(range(start, start + n)), [pid] * n)
     if n:
         m.add_fields(TensorDict({f: torch.zeros(n, 2) for f in fields}, batch_size=n))
     return m
 
 
 def test_s19_constructor_defaults_and_checks():
-    m = BatchMeta([3, 4], ["p", "p"])
+    m = tq.BatchMeta([3, 4], ["p", "p"])
     assert m.size == 2 and len(m) == 2
     assert list(m.production_status) == [0, 0]
     assert not m.is_ready
     assert m.field_names == []
     assert m.custom_meta == [{}, {}]
     with pytest.raises(ValueError):
-        BatchMeta([1, 2], ["p"])
+        tq.BatchMeta([1, 2], ["p"])
     with pytest.raises(ValueError):
-        BatchMeta([1, 2], ["p", "p"], production_status=[1])
+        tq.BatchMeta([1, 2], ["p", "p"], production_status=[1])
     with pytest.raises(ValueError):
-        BatchMeta([1, 2], ["p", "p"], custom_meta=[{}])
-    empty = BatchMeta.empty()
+        tq.BatchMeta([1, 2], ["p", "p"], custom_meta=[{}])
+    empty = tq.BatchMeta.empty()
     assert empty.size == 0 and not empty.is_ready
 
 
 def test_s19_add_fields_schema():
-    m = BatchMeta([0, 1], ["p", "p"])
+    m = tq.BatchMeta([0, 1], ["p", "p"])
     out = m.add_fields(TensorDict({"b": torch.zeros(2, 3, dtype=torch.bfloat16), "a": torch.arange(2)}, batch_size=2))
     assert out is m
     assert m.field_names == ["a", "b"]
@@ -84,19 +83,19 @@ def test_s19_chunk():
 
 
 def test_s19_chunk_by_partition():
-    m = BatchMeta.concat([meta(2, "x"), meta(1, "y", start=2), meta(1, "x", start=3)])
+    m = tq.BatchMeta.concat([meta(2, "x"), meta(1, "y", start=2), meta(1, "x", start=3)])
     parts = m.chunk_by_partition()
     assert [p.partition_ids[0] for p in parts] == ["x", "y"]
     assert [p.global_indexes for p in parts] == [[0, 1, 3], [2]]
 
 
 def test_s19_concat():
-    c = BatchMeta.concat([meta(2), BatchMeta.empty(), meta(1, start=2)])
+    c = tq.BatchMeta.concat([meta(2), tq.BatchMeta.empty(), meta(1, start=2)])
     assert c.global_indexes == [0, 1, 2]
     assert c.is_ready
-    assert BatchMeta.concat([]).size == 0
+    assert tq.BatchMeta.concat([]).size == 0
     with pytest.raises(ValueError):
-        BatchMeta.concat([meta(1, fields=("a",)), meta(1, start=1, fields=("b",))])
+        tq.BatchMeta.concat([meta(1, fields=("a",)), meta(1, start=1, fields=("b",))])
 
 
 def test_s19_union():
@@ -109,7 +108,7 @@ def test_s19_union():
     assert u.get_all_custom_meta() == [{"x": 1, "y": 2}, {"z": 3}]
     with pytest.raises(ValueError):
         a.union(meta(2, start=5))
-    assert a.union(BatchMeta.empty()).global_indexes == a.global_indexes
+    assert a.union(tq.BatchMeta.empty()).global_indexes == a.global_indexes
 
 
 def test_s19_reorder():
@@ -163,12 +162,12 @@ def test_s19_pickling_and_through_ray(ray_session):
 
 
 def test_s20_kvbatchmeta():
-    k = KVBatchMeta(keys=["a", "b", "c"], tags=[{"i": 0}, {"i": 1}, {"i": 2}], partition_id="p", fields=["x"])
+    k = tq.KVBatchMeta(keys=["a", "b", "c"], tags=[{"i": 0}, {"i": 1}, {"i": 2}], partition_id="p", fields=["x"])
     assert k.size == 3 and len(k) == 3
     with pytest.raises(ValueError):
-        KVBatchMeta(keys=["a", "a"], tags=[{}, {}])
+        tq.KVBatchMeta(keys=["a", "a"], tags=[{}, {}])
     with pytest.raises(ValueError):
-        KVBatchMeta(keys=["a"], tags=[])
+        tq.KVBatchMeta(keys=["a"], tags=[])
     sub = k.select_keys(["c", "a"])
     assert sub.keys == ["c", "a"] and sub.tags == [{"i": 2}, {"i": 0}]
     with pytest.raises(RuntimeError):
@@ -177,10 +176,10 @@ def test_s20_kvbatchmeta():
         k.select_keys(["a", "a"])
     parts = k.chunk(2)
     assert [p.keys for p in parts] == [["a", "b"], ["c"]]
-    back = KVBatchMeta.concat(parts)
+    back = tq.KVBatchMeta.concat(parts)
     assert back.keys == ["a", "b", "c"] and back.partition_id == "p"
     with pytest.raises(ValueError):
-        KVBatchMeta.concat([k.select_keys(["a"]), KVBatchMeta(keys=["z"], tags=[{}], partition_id="other", fields=["x"])])
+        tq.KVBatchMeta.concat([k.select_keys(["a"]), tq.KVBatchMeta(keys=["z"], tags=[{}], partition_id="other", fields=["x"])])
     k.reorder([2, 1, 0])
     assert k.keys == ["c", "b", "a"]
     with pytest.raises(ValueError):

@@ -10,9 +10,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from .compat_samplers import CompatSampler
 from .conftest import make_conf, shared_tq, unique
-from transfer_queue import GRPOGroupNSampler, SeqlenBalancedSampler
+import transfer_queue as tq
 
 
 def put(client, n: int, pid: str):
@@ -21,24 +20,26 @@ def put(client, n: int, pid: str):
 
 @pytest.fixture
 def tq_grpo4(ray_session):
-    return shared_tq("grpo4", lambda: make_conf(sampler=GRPOGroupNSampler(n_samples_per_prompt=4)))
+    return shared_tq("grpo4", lambda: make_conf(sampler=tq.GRPOGroupNSampler(n_samples_per_prompt=4)))
 
 
 @pytest.fixture
 def tq_seqlen(ray_session):
-    return shared_tq("seqlen", lambda: make_conf(sampler=SeqlenBalancedSampler(n_samples_per_prompt=2, dp_size=2)))
+    return shared_tq("seqlen", lambda: make_conf(sampler=tq.SeqlenBalancedSampler(n_samples_per_prompt=2, dp_size=2)))
 
 
 @pytest.fixture
 def tq_custom(ray_session):
+    from .compat_samplers import CompatSampler
+
     return shared_tq("custom", lambda: make_conf(sampler=CompatSampler()))
 
 
 def test_s21_sampler_constructor_checks():
     with pytest.raises(ValueError):
-        GRPOGroupNSampler(n_samples_per_prompt=0)
+        tq.GRPOGroupNSampler(n_samples_per_prompt=0)
     with pytest.raises(ValueError):
-        SeqlenBalancedSampler(n_samples_per_prompt=1, dp_size=0)
+        tq.SeqlenBalancedSampler(n_samples_per_prompt=1, dp_size=0)
 
 
 def test_s21_grpo_takes_whole_groups(tq_grpo4):

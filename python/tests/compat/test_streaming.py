@@ -10,7 +10,7 @@ import torch
 from tensordict import TensorDict
 
 from .conftest import shared_conf, unique
-from transfer_queue import BatchMeta, StreamingDataLoader, StreamingDataset
+import transfer_queue as tq
 
 
 def put(client, values, pid):
@@ -22,7 +22,7 @@ def put(client, values, pid):
 def drain(loader):
     out = []
     for td, meta in loader:
-        assert isinstance(meta, BatchMeta)
+        assert isinstance(meta, tq.BatchMeta)
         assert td.batch_size[0] == meta.size
         x = td["x"]
         if x.is_nested:  # upstream packs even uniform fields as jagged
@@ -35,7 +35,7 @@ def dataset(pid, **kw):
     args = dict(config=shared_conf(), batch_size=4, micro_batch_size=2, data_fields=["x"], partition_id=pid,
                 task_name="train", dp_rank=0, should_check_consumption_status=True)
     args.update(kw)
-    return StreamingDataset(**args)
+    return tq.StreamingDataset(**args)
 
 
 def test_s22_dataset_argument_checks(tq_rank):
@@ -49,7 +49,7 @@ def test_s22_streaming_loader_micro_batches_reset_and_step(tq_rank):
     pid = unique("sd")
     value_of = put(c, [10, 11, 12, 13, 14, 15, 16, 17], pid)
     ds = dataset(pid)
-    loader = StreamingDataLoader(ds, num_workers=0)
+    loader = tq.StreamingDataLoader(ds, num_workers=0)
     first = drain(loader)
     assert [len(v) for v, _ in first] == [2, 2, 2, 2]
     for values, gidx in first:

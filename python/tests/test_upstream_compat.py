@@ -12,12 +12,15 @@ scripts/peer_venv.sh (skipped, with the reason, when that cannot be made,
 e.g. without network). Ours: this interpreter, with the package found the way
 conftest.py finds it (installed, or a build tree through TQDS_BUILD_DIR).
 TQ_COMPAT_TUTORIALS=0 skips the tutorials (about a minute each per side).
+Upstream's outcomes are cached per version of the scenario sources (see
+_upstream_key), so a rerun only runs ours.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -153,6 +156,15 @@ def _peer() -> Impl:
 
 # ----------------------------------------------------------------- running the scenarios
 
+def _summary(text: str) -> str:
+    """The first lines of a failure, plus its last error lines (the cause of
+    a wrapped error, e.g. why a Ray actor died, sits at the end)."""
+    lines = text.strip().splitlines()
+    head = lines[:4]
+    causes = [line for line in lines[4:] if line.startswith("E ") and "Error" in line][-3:]
+    return "\n".join(head + (["..."] + causes if causes else []))
+
+
 def _parse_junit(path: Path) -> dict[str, tuple[str, str]]:
     """{'module::function': (outcome, first lines of the message)}"""
     results = {}
@@ -164,8 +176,7 @@ def _parse_junit(path: Path) -> dict[str, tuple[str, str]]:
             el = case.find(tag)
             if el is not None:
                 outcome = "failed" if tag in ("failure", "error") else "skipped"
-                text = (el.get("message") or "") + "\n" + (el.text or "")
-                message = "\n".join(line for line in text.strip().splitlines()[:6])
+                message = _summary((el.get("message") or "") + "\n" + (el.text or ""))
                 if tag == "error" and key in results:  # a teardown error after a pass
                     outcome = "failed"
                 break
@@ -173,6 +184,24 @@ def _parse_junit(path: Path) -> dict[str, tuple[str, str]]:
             continue
         results[key] = (outcome, message)
     return results
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("TQ_COMPAT_CACHE") or Path(tempfile.gettempdir()) / f"tqds-compat-cache-{os.getuid()}")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _upstream_key(peer: Impl, *parts: str) -> str:
+    """Upstream's outcome depends only on the scenario sources and the peer
+    venv, so it is computed once per version of them (TQ_COMPAT_CACHE=<dir>
+    moves the cache; deleting it reruns upstream)."""
+    h = hashlib.sha256(peer.python.encode())
+    for path in sorted(COMPAT.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for p in parts:
+        h.update(p.encode())
+    return h.hexdigest()[:24]
 
 
 def _run_scenarios(impl: Impl, workdir: Path) -> tuple[dict, str]:
@@ -200,9 +229,14 @@ def scenario_results(implementations, tmp_path_factory):
     if "results" not in _CACHE:
         work = tmp_path_factory.mktemp("compat")
         peer, ours = implementations
-        up, up_out = _run_scenarios(peer, work)
-        if not up:
-            pytest.fail(f"the scenarios did not run under upstream:\n{up_out}")
+        cached = _cache_dir() / f"scenarios-{_upstream_key(peer)}.xml"
+        if cached.exists():
+            up, up_out = _parse_junit(cached), f"(upstream's outcomes from {cached})"
+        else:
+            up, up_out = _run_scenarios(peer, work)
+            if not up:
+                pytest.fail(f"the scenarios did not run under upstream:\n{up_out}")
+            shutil.copy(work / f"{peer.name}.xml", cached)
         our, our_out = _run_scenarios(ours, work)
         failed_up = sorted(k for k, (o, _) in up.items() if o != "passed")
         print(f"\ncompat scenarios: {sum(o == 'passed' for o, _ in up.values())} pass upstream; "
@@ -211,15 +245,26 @@ def scenario_results(implementations, tmp_path_factory):
     return _CACHE["results"]
 
 
+def _outcome(results: dict, scenario: str, missing: str) -> tuple[str, str]:
+    """A scenario's outcome; a parametrized one passes when every case passes."""
+    if scenario in results:
+        return results[scenario]
+    cases = [v for k, v in results.items() if k.startswith(scenario + "[")]
+    if not cases:
+        return "missing", missing
+    bad = [(o, m) for o, m in cases if o != "passed"]
+    return bad[0] if bad else ("passed", "")
+
+
 @pytest.mark.parametrize("scenario", _scenario_ids())
 def test_scenario_matches_upstream(scenario, scenario_results):
     up, our, our_out = scenario_results
-    up_outcome, up_msg = up.get(scenario, ("missing", ""))
+    up_outcome, up_msg = _outcome(up, scenario, "")
     if up_outcome != "passed":
         pytest.skip(f"not counted: {up_outcome} under upstream: {up_msg.splitlines()[0] if up_msg else ''}")
     if not our:
         pytest.fail(f"the scenarios did not run under ours:\n{our_out[-3000:]}", pytrace=False)
-    outcome, msg = our.get(scenario, ("missing", "not in ours' report"))
+    outcome, msg = _outcome(our, scenario, "not in ours' report (its module failed to import?)")
     if outcome != "passed":
         pytest.fail(f"{scenario} passes upstream but is {outcome} under ours:\n{msg}", pytrace=False)
 
@@ -249,7 +294,13 @@ def test_tutorial_matches_upstream(name, implementations, tmp_path):
     script = _tutorial_dir(peer) / f"{name}.py"
     if not script.exists():
         pytest.skip(f"{script} is not in the peer venv")
-    rc, out = _run_tutorial(peer, script, tmp_path)
+    cached = _cache_dir() / f"tutorial-{name}-{_upstream_key(peer, script.read_text())}.json"
+    if cached.exists():
+        rc, out = json.loads(cached.read_text())
+    else:
+        rc, out = _run_tutorial(peer, script, tmp_path)
+        if rc is not None:  # a timeout is not remembered
+            cached.write_text(json.dumps([rc, out[-2000:]]))
     if rc != 0:
         pytest.skip(f"not counted: fails under upstream (rc={rc}): {out.strip()[-500:]}")
     rc, out = _run_tutorial(ours, script, tmp_path)

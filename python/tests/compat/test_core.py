@@ -149,6 +149,18 @@ def test_s09_production_status_tuple(tq_default):
     assert c.get_production_status(["x"], unique()) == (None, None)
 
 
+def test_s09_production_status_columns_in_registration_order(tq_default):
+    c = tq_default
+    pid = unique()
+    first = c.put(td(2, x=torch.arange(2), w=torch.arange(2)), partition_id=pid)
+    c.put(td(2, y=torch.arange(2)), first)
+    second = c.put(td(2, x=torch.arange(2), w=torch.arange(2)), partition_id=pid)  # no y
+    gidx, status = c.get_production_status(["y", "w"], pid)
+    rows = [gidx.tolist().index(g) for g in second.global_indexes]
+    assert status[rows].tolist() == [[1, 0], [1, 0]]  # columns (w, y): the order the fields were registered
+    assert not c.check_production_status(["y"], pid)
+
+
 def test_s09_check_production_status(tq_default):
     c = tq_default
     pid = unique()
@@ -253,8 +265,45 @@ def test_s12_custom_meta_round_trip(tq_default):
     assert got.samples[0].custom_meta == by_index[got.global_indexes[0]]
 
 
+def test_s12_custom_meta_values_of_any_type(tq_default):
+    c = tq_default
+    pid = unique()
+    meta = c.put(td(2, a=torch.arange(2)), partition_id=pid)
+    values = [{"flag": True, "none": None, "lst": [1, 2.5, "x"], "nested": {"k": [1]}, "f": 0.25},
+              {"big": 2 ** 40, "neg": -3, "s": "ü"}]
+    meta.update_custom_meta(values)
+    c.set_custom_meta(meta)
+    got = c.get_meta(["a"], 2, pid, "force_fetch")
+    by_index = dict(zip(got.global_indexes, got.get_all_custom_meta()))
+    assert [by_index[g] for g in meta.global_indexes] == values
+
+
 def test_s12_custom_meta_length_mismatch_is_value_error(tq_default):
     pid = unique()
     meta = tq_default.put(td(2, a=torch.arange(2)), partition_id=pid)
     with pytest.raises(ValueError):
         meta.update_custom_meta([{"a": 1}])
+
+
+def test_lifecycle_put_status_consume_reset_clear_reuse(tq_default):
+    c = tq_default
+    pid = unique("life")
+    meta = c.put(td(4, a=torch.arange(4)), partition_id=pid)
+    assert c.check_production_status(["a"], pid)
+    assert not c.check_consumption_status("train", pid)
+    first = c.get_meta(["a"], 4, pid, task_name="train")
+    assert sorted(torch.as_tensor(c.get_data(first)["a"]).tolist()) == [0, 1, 2, 3]
+    assert c.check_consumption_status("train", pid)
+    assert c.reset_consumption(pid, "train") is True
+    again = c.get_meta(["a"], 4, pid, task_name="train")
+    assert sorted(again.global_indexes) == sorted(meta.global_indexes)
+    c.clear_partition(pid)
+    assert pid not in c.get_partition_list()
+    assert c.get_production_status(["a"], pid) == (None, None)
+    reused = c.put(td(2, a=torch.tensor([40, 41])), partition_id=pid)  # the same id, new samples
+    assert pid in c.get_partition_list()
+    got = c.get_meta(["a"], 2, pid, task_name="train")
+    assert sorted(got.global_indexes) == sorted(reused.global_indexes)
+    assert sorted(torch.as_tensor(c.get_data(got)["a"]).tolist()) == [40, 41]
+    gidx, _ = c.get_consumption_status("train", pid)
+    assert set(reused.global_indexes) <= set(gidx.tolist())

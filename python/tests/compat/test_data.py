@@ -92,6 +92,9 @@ def test_s18_uniform_dtypes_round_trip(tq_default):
         "u8": torch.tensor([[1, 2], [3, 4], [5, 6]], dtype=torch.uint8),
         "b": torch.tensor([True, False, True]),
         "f16": torch.randn(3, 1).half(),
+        "f64": torch.randn(3, 2, dtype=torch.float64),
+        "i8": torch.tensor([[-1], [0], [1]], dtype=torch.int8),
+        "i16": torch.tensor([[-300], [0], [300]], dtype=torch.int16),
     }
     meta = c.put(TensorDict(src, batch_size=3), partition_id=pid)
     assert meta.field_schema["bf16"]["dtype"] == torch.bfloat16

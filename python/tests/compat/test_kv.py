@@ -38,6 +38,15 @@ def test_s13_kv_put_dict_and_batch_put(tq_default):
     assert torch.equal(dense(out["y"]).reshape(3), torch.tensor([9, 3, 8]))
 
 
+def test_s13_kv_put_dict_with_strings(tq_default):
+    pid = unique("kv")
+    tq.kv_put("a", pid, fields={"text": "hello", "x": torch.tensor([1, 2])})
+    tq.kv_put("b", pid, fields={"text": "wörld", "x": torch.tensor([3, 4])})
+    out = tq.kv_batch_get(["b", "a"], pid)
+    assert list(out.get("text").tolist()) == ["wörld", "hello"]
+    assert torch.equal(dense(out["x"]), torch.tensor([[3, 4], [1, 2]]))
+
+
 def test_s13_kv_append_field_to_subset_and_select(tq_default):
     pid = unique("kv")
     tq.kv_batch_put(["a", "b", "c"], pid, fields=TensorDict({"x": torch.arange(3).reshape(3, 1)}, batch_size=3))

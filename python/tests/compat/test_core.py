@@ -273,7 +273,7 @@ def test_s12_custom_meta_values_of_any_type(tq_default):
               {"big": 2 ** 40, "neg": -3, "s": "ü"}]
     meta.update_custom_meta(values)
     c.set_custom_meta(meta)
-    got = c.get_meta(["a"], 2, pid, "force_fetch")
+    got = c.get_meta(["a"], 2, pid, task_name="t")
     by_index = dict(zip(got.global_indexes, got.get_all_custom_meta()))
     assert [by_index[g] for g in meta.global_indexes] == values
 

@@ -180,3 +180,22 @@ def test_s18_results_are_private_copies(tq_default):
         x.fill_(9.0)
     assert torch.equal(dense(second["x"]), torch.zeros(2, 3))
     assert torch.equal(dense(c.get_data(meta)["x"]), torch.zeros(2, 3))
+
+
+def test_s18_dtype_differs_between_puts_of_other_samples(tq_default):
+    """Upstream's tutorial 02 relies on this: a field written as float32 for
+    some samples and int64 for others is accepted; each sample keeps its own
+    dtype, every sample counts as produced."""
+    c = tq_default
+    pid = unique("dt")
+    tq.kv_put("f", pid, fields={"m": torch.ones(3)})
+    tq.kv_put("i", pid, fields={"m": torch.ones(3, dtype=torch.int64)})
+    assert dense(tq.kv_batch_get(["f"], pid)["m"]).dtype == torch.float32
+    assert dense(tq.kv_batch_get(["i"], pid)["m"]).dtype == torch.int64
+    both = tq.kv_batch_get(["f", "i"], pid)
+    assert dense(both["m"]).tolist() == [[1, 1, 1], [1, 1, 1]]
+    pid2 = unique("dt")
+    c.put(TensorDict({"m": torch.ones(2, 3)}, batch_size=2), partition_id=pid2)
+    c.put(TensorDict({"m": torch.ones(2, 3, dtype=torch.int64)}, batch_size=2), partition_id=pid2)
+    assert c.check_production_status(["m"], pid2)
+    assert c.get_meta(["m"], 4, pid2, task_name="t").size == 4

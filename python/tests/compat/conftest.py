@@ -9,7 +9,10 @@ not loaded under the peer venv:
     PY -m pytest -q --confcutdir python/tests/compat -p no:cacheprovider python/tests/compat
 
 python/tests/test_upstream_compat.py does that for both interpreters and
-compares the outcomes.
+compares the outcomes. Without that --confcutdir (e.g. our own suite walking
+python/tests) nothing here is collected and nothing touches the
+environment; the directory is a package so that its module names never
+clash with python/tests' own (conftest, test_data).
 
 Ray runs once per session, on loopback only, with more logical CPUs than
 the machine has: upstream's controller and each of its storage units ask

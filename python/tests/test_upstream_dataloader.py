@@ -7,6 +7,7 @@ polling mode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -348,22 +349,34 @@ def next_within(iterator, timeout: float = STEP_TIMEOUT_S):
     return box["value"]
 
 
-@pytest.fixture
-def session(monkeypatch):
-    """A tq.init session of its own (rank-aware sampler, polling mode, SimpleStorage), closed after the test."""
+@contextlib.contextmanager
+def tq_session(monkeypatch, backend: dict):
+    """A tq.init session of its own (rank-aware sampler, polling mode, the given backend block), closed after."""
     monkeypatch.setenv("TQDS_SESSION", unique("dl"))
     monkeypatch.setenv("TQ_STREAMING_DATASET_EMPTY_BATCH_SLEEP_INTERVAL", "0.05")
-    conf = tq.init({"controller": {"sampler": "RankAwareSampler", "polling_mode": True},
-                    "backend": {"storage_backend": "SimpleStorage",
-                                "SimpleStorage": {"num_data_storage_units": 1}}})
+    conf = tq.init({"controller": {"sampler": "RankAwareSampler", "polling_mode": True}, "backend": backend})
     from transfer_queue import interface
 
-    controller_pid = interface._SESSION.controller_pid
+    controller_pid = getattr(interface._SESSION, "controller_pid", None)
     try:
         yield conf
     finally:
         tq.close()
-        kill_pid(controller_pid)
+        kill_pid(controller_pid)  # a no-op when close() stopped it
+
+
+@pytest.fixture
+def session(monkeypatch):
+    with tq_session(monkeypatch, {"storage_backend": "SimpleStorage",
+                                  "SimpleStorage": {"num_data_storage_units": 1}}) as conf:
+        yield conf
+
+
+@pytest.fixture
+def yuanrong_session(monkeypatch, ds_worker):
+    with tq_session(monkeypatch, {"storage_backend": "Yuanrong",
+                                  "Yuanrong": {"auto_init": False, "worker_port": ds_worker.port}}) as conf:
+        yield conf
 
 
 def put_range(pid: str, lo: int, hi: int) -> dict[int, int]:
@@ -453,3 +466,12 @@ def test_a_worker_process_builds_its_own_client(session, context):
     assert [g[0][0] for g in got] == [[0, 1], [2, 3]]
     # the worker's buffer stays in the worker
     assert loader.get_buffer() == []
+
+
+def test_streaming_over_the_yuanrong_backend(yuanrong_session):
+    """The dataset's own client reaches Yuanrong storage from upstream's backend block (worker_port only)."""
+    gidx = put_range("train", 0, 4)
+    it = iter(StreamingDataLoader(stream(yuanrong_session, 0, check=True)))
+    assert seen([next_within(it), next_within(it)]) == [([0, 1], [gidx[0], gidx[1]]), ([2, 3], [gidx[2], gidx[3]])]
+    with pytest.raises(StopIteration):
+        next_within(it)

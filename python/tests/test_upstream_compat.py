@@ -192,15 +192,13 @@ def _cache_dir() -> Path:
     return d
 
 
-def _upstream_key(peer: Impl, *parts: str) -> str:
-    """Upstream's outcome depends only on the scenario sources and the peer
+def _upstream_key(peer: Impl, sources: list[Path]) -> str:
+    """Upstream's outcome depends only on the sources it runs and the peer
     venv, so it is computed once per version of them (TQ_COMPAT_CACHE=<dir>
     moves the cache; deleting it reruns upstream)."""
     h = hashlib.sha256(peer.python.encode())
-    for path in sorted(COMPAT.glob("*.py")):
+    for path in sources:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
-    for p in parts:
-        h.update(p.encode())
     return h.hexdigest()[:24]
 
 
@@ -229,7 +227,7 @@ def scenario_results(implementations, tmp_path_factory):
     if "results" not in _CACHE:
         work = tmp_path_factory.mktemp("compat")
         peer, ours = implementations
-        cached = _cache_dir() / f"scenarios-{_upstream_key(peer)}.xml"
+        cached = _cache_dir() / f"scenarios-{_upstream_key(peer, sorted(COMPAT.glob('*.py')))}.xml"
         if cached.exists():
             up, up_out = _parse_junit(cached), f"(upstream's outcomes from {cached})"
         else:
@@ -294,7 +292,7 @@ def test_tutorial_matches_upstream(name, implementations, tmp_path):
     script = _tutorial_dir(peer) / f"{name}.py"
     if not script.exists():
         pytest.skip(f"{script} is not in the peer venv")
-    cached = _cache_dir() / f"tutorial-{name}-{_upstream_key(peer, script.read_text())}.json"
+    cached = _cache_dir() / f"tutorial-{name}-{_upstream_key(peer, [script])}.json"
     if cached.exists():
         rc, out = json.loads(cached.read_text())
     else:

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,14 @@ class TransferQueueClient {
   Result<ProductionStatus> get_production_status(const std::string& partition_id);
   Result<ConsumptionStatus> get_consumption_status(const std::string& partition_id,
                                                    const std::string& task_name);
+  // Upstream-shaped per-sample status (see SampleStatusMatrix). std::nullopt
+  // when the partition is unknown, `fields` is empty or a requested field was
+  // never produced in the partition.
+  Result<std::optional<SampleStatusMatrix>> production_status(const std::string& partition_id,
+                                                              const std::vector<std::string>& fields);
+  // std::nullopt for an unknown partition; an unknown task gets zeros.
+  Result<std::optional<SampleStatusMatrix>> consumption_status(const std::string& partition_id,
+                                                               const std::string& task_name);
   // Forgets what `task_name` (or every task, when empty) consumed.
   Status reset_consumption(const std::string& partition_id, const std::string& task_name = "");
   Result<std::vector<std::string>> list_partitions();

@@ -150,7 +150,9 @@ class TransferQueueClient::Impl {
   Result<BatchMeta> GetMeta(internal::GetMetaRequest req, std::chrono::milliseconds timeout) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
     for (const auto& f : req.fields) TQDS_RETURN_NOT_OK(internal::ValidateName(f, "data field"));
-    if (req.mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(internal::ValidateName(req.task_name, "task_name"));
+    if (req.mode != FetchMode::kForceFetch && req.mode != FetchMode::kForceFetchAll) {
+      TQDS_RETURN_NOT_OK(internal::ValidateName(req.task_name, "task_name"));
+    }
     req.timeout_ms = req.mode == FetchMode::kFetch ? timeout.count() : 0;
     Message m(MsgType::kCtlGetMeta, 0);
     m.set_body(internal::EncodeGetMeta(req));
@@ -326,6 +328,36 @@ Result<ConsumptionStatus> TransferQueueClient::get_consumption_status(const std:
   TQDS_ASSIGN_OR_RETURN(st.num_samples, rd.Get<size_t>("num_samples"));
   TQDS_ASSIGN_OR_RETURN(st.consumed, rd.Get<size_t>("consumed"));
   return st;
+}
+
+Result<std::optional<SampleStatusMatrix>> TransferQueueClient::production_status(
+    const std::string& partition_id, const std::vector<std::string>& fields) {
+  Message m(MsgType::kCtlProductionStatus, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(2);
+    pk.pack("partition_id");
+    pk.pack(partition_id);
+    pk.pack("fields");
+    pk.pack(fields);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeSampleStatus(rep.body());
+}
+
+Result<std::optional<SampleStatusMatrix>> TransferQueueClient::consumption_status(
+    const std::string& partition_id, const std::string& task_name) {
+  Message m(MsgType::kCtlConsumptionStatus, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(3);
+    pk.pack("partition_id");
+    pk.pack(partition_id);
+    pk.pack("task_name");
+    pk.pack(task_name);
+    pk.pack("per_sample");
+    pk.pack(true);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeSampleStatus(rep.body());
 }
 
 Status TransferQueueClient::reset_consumption(const std::string& partition_id, const std::string& task_name) {

@@ -282,6 +282,21 @@ void InitMeta(py::module_& m) {
                                for (const auto& s : m.samples()) g.push_back(s.generation);
                                return g;
                              })
+      .def_property_readonly("production_status",
+                             [](const BatchMeta& m) {
+                               std::vector<int> out;
+                               out.reserve(m.size());
+                               for (const auto& s : m.samples()) {
+                                 bool all = !m.field_names().empty();
+                                 for (size_t f = 0; f < m.field_names().size(); ++f) {
+                                   all = all && f < s.fields.size() && s.fields[f].produced;
+                                 }
+                                 out.push_back(all ? 1 : 0);
+                               }
+                               return out;
+                             },
+                             "Per sample: 1 when every field of the meta is produced for it, else 0 "
+                             "(upstream's BatchMeta.production_status; 0 when the meta has no fields).")
       .def_property_readonly("field_schema",
                              [](const BatchMeta& m) {
                                py::dict d;

@@ -20,7 +20,8 @@ enum class FetchMode : uint8_t {
   // Upstream's force_fetch: every live sample of the partition in ascending
   // global index, produced or not (per-sample FieldInfo.produced says which
   // fields are), ignoring batch_size, task and consumption; marks nothing.
-  // The meta's fields are the requested ones the partition has registered.
+  // The meta's fields are the requested ones the partition has registered
+  // (none requested: none).
   // An unknown partition is NotFound.
   kForceFetchAll = 4,
 };
@@ -53,8 +54,11 @@ const char* FetchModeName(FetchMode mode);
 //                    without it weighs 1). batch_size is per rank: the first call per
 //                    (task, batch_index) selects batch_size * dp_size samples in whole
 //                    groups, splits them over dp_size ranks in equal counts with balanced
-//                    length sums and caches every rank's share until the partition is
-//                    cleared; each call returns its rank's share
+//                    length sums (whole groups when their count divides by dp_size) and
+//                    caches every rank's share until the partition is cleared; each call
+//                    returns its rank's share. Every share counts as consumed at once
+//                    (upstream marks only the caller's, so a later batch_index could
+//                    select a slower rank's pending share again)
 using SamplingConfig = std::map<std::string, MetaValue>;
 
 // A SamplingConfig from a JSON object of ints, floats, strings and bools

@@ -209,8 +209,8 @@ Result<std::optional<BatchMeta>> ControllerState::ForceFetchAll(const GetMetaReq
 }
 
 Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaRequest& req) {
+  if (req.mode == FetchMode::kForceFetchAll) return ForceFetchAll(req);  // any fields, even none
   if (req.fields.empty()) return Status::Invalid("get_meta needs at least one data field");
-  if (req.mode == FetchMode::kForceFetchAll) return ForceFetchAll(req);
   if (req.batch_size < 0) return Status::Invalid("batch_size must be >= 0, got ", req.batch_size);
   FetchMode mode = req.mode;
   if (mode == FetchMode::kFetch && defaults_.polling_mode) mode = FetchMode::kPollAll;

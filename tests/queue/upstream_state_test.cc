@@ -216,6 +216,9 @@ TEST_F(UpstreamStateTest, ForceFetchAllReturnsEveryLiveSampleAndMarksNothing) {
   EXPECT_EQ(Get(Req("t", 2, FetchMode::kPoll)).global_indexes(), (std::vector<int64_t>{2, 3}))
       << "nothing was consumed by the force fetch";
   EXPECT_STATUS(state_.TryGetMeta(Req("", 0, FetchMode::kForceFetchAll, {"a"}, {}, "nope")), kNotFound, "nope");
+  BatchMeta bare = Get(Req("", 0, FetchMode::kForceFetchAll, {}));
+  EXPECT_EQ(bare.size(), 4u) << "no fields asked: the samples alone";
+  EXPECT_TRUE(bare.field_names().empty());
 }
 
 // ------------------------------------------------------------ codec

@@ -247,9 +247,15 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
   return out;
 }
 
+// A sampling config dict; a key whose value is None counts as absent (as
+// upstream's samplers read them: kwargs.get("batch_index", None)).
 tq::SamplingConfig ToSampling(const py::object& o) {
   if (o.is_none()) return {};
-  return ToCustom(o.cast<py::dict>());
+  py::dict present;
+  for (auto [k, v] : o.cast<py::dict>()) {
+    if (!v.is_none()) present[k] = v;
+  }
+  return ToCustom(present);
 }
 
 py::bytes PickleMeta(const BatchMeta& m) {

@@ -233,6 +233,8 @@ def test_rank_aware_upstream_mode_caches_until_the_partition_is_cleared(client):
     assert client.get_meta(["x"], 2, p, "t", key, "poll_all").global_indexes == first.global_indexes
     with pytest.raises(_tqds.InvalidArgumentError, match="batch_index"):
         client.get_meta(["x"], 2, p, "t", {"sampler": "rank_aware", "dp_rank": 0}, "poll")
+    with pytest.raises(_tqds.InvalidArgumentError, match="batch_index"):  # None counts as absent
+        client.get_meta(["x"], 2, p, "t", {"sampler": "rank_aware", "dp_rank": 0, "batch_index": None}, "poll")
     with pytest.raises(_tqds.InvalidArgumentError, match="dp_rank must be >= 0"):
         client.get_meta(["x"], 2, p, "t", {"sampler": "rank_aware", "dp_rank": -1, "batch_index": 0}, "poll")
     client.clear_partition(p)

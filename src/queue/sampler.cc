@@ -280,27 +280,76 @@ std::optional<std::vector<size_t>> TakeIndexRuns(const Partition& p, const std::
   return out;
 }
 
+namespace {
+
+// One way of splitting some items into k bins, for the differencing method.
+struct Split {
+  struct Bin {
+    int64_t sum = 0;
+    std::vector<size_t> items;
+  };
+  std::vector<Bin> bins;  // heaviest first
+  int64_t spread() const { return bins.front().sum - bins.back().sum; }
+  void Order() {
+    std::stable_sort(bins.begin(), bins.end(), [](const Bin& a, const Bin& b) { return a.sum > b.sum; });
+  }
+};
+
+}  // namespace
+
+// Karmarkar-Karp's largest differencing method with equal bin sizes: the
+// items, sorted by length, are cut into rows of `bins` (one item per bin);
+// repeatedly the two splits with the largest spreads are combined, the
+// heaviest bin of one with the lightest of the other, until one is left.
+// When the count does not divide, zero-length placeholders fill the lightest
+// row; they all sit in one row, so no bin gets two of them and the real
+// counts differ by at most one.
 std::vector<std::vector<size_t>> BalanceByLength(const std::vector<int64_t>& lengths, size_t bins) {
   std::vector<std::vector<size_t>> out(bins);
-  if (bins == 0) return out;
-  std::vector<size_t> order(lengths.size());
+  if (bins == 0 || lengths.empty()) return out;
+  const size_t n = lengths.size();
+  const size_t padded = (n + bins - 1) / bins * bins;
+  auto weight = [&](size_t i) { return i < n ? lengths[i] : int64_t{0}; };
+  std::vector<size_t> order(padded);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
-  size_t cap = (lengths.size() + bins - 1) / bins;
-  size_t full_bins_allowed = lengths.size() % bins == 0 ? bins : lengths.size() % bins;
-  std::vector<int64_t> sums(bins, 0);
-  size_t bins_at_cap = 0;
-  for (size_t i : order) {
-    size_t best = bins;
-    for (size_t b = 0; b < bins; ++b) {
-      size_t limit = (bins_at_cap >= full_bins_allowed) ? cap - (lengths.size() % bins != 0) : cap;
-      if (out[b].size() >= limit) continue;
-      if (best == bins || sums[b] < sums[best]) best = b;
+  // Placeholders (index >= n) sort first, so they share the lightest row.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if ((a >= n) != (b >= n)) return a >= n;
+    return weight(a) < weight(b);
+  });
+  auto smaller_spread = [](const Split& a, const Split& b) { return a.spread() < b.spread(); };
+  std::vector<Split> heap;
+  heap.reserve(padded / bins);
+  for (size_t row = 0; row < padded; row += bins) {
+    Split s;
+    s.bins.resize(bins);
+    for (size_t j = 0; j < bins; ++j) {
+      s.bins[j].sum = weight(order[row + j]);
+      s.bins[j].items.push_back(order[row + j]);
     }
-    out[best].push_back(i);
-    sums[best] += lengths[i];
-    if (out[best].size() == cap) ++bins_at_cap;
+    s.Order();
+    heap.push_back(std::move(s));
+    std::push_heap(heap.begin(), heap.end(), smaller_spread);
+  }
+  while (heap.size() > 1) {
+    std::pop_heap(heap.begin(), heap.end(), smaller_spread);
+    Split a = std::move(heap.back());
+    heap.pop_back();
+    std::pop_heap(heap.begin(), heap.end(), smaller_spread);
+    Split& b = heap.back();
+    for (size_t j = 0; j < bins; ++j) {
+      Split::Bin& from = b.bins[bins - 1 - j];
+      a.bins[j].sum += from.sum;
+      a.bins[j].items.insert(a.bins[j].items.end(), from.items.begin(), from.items.end());
+    }
+    a.Order();
+    b = std::move(a);
+    std::push_heap(heap.begin(), heap.end(), smaller_spread);
+  }
+  for (size_t j = 0; j < bins; ++j) {
+    for (size_t i : heap.front().bins[j].items) {
+      if (i < n) out[j].push_back(i);
+    }
   }
   return out;
 }

@@ -60,7 +60,9 @@ std::string ConfigString(const SamplingConfig& config, const std::string& key,
                          const std::string& fallback);
 
 // Splits items (by length) into `bins` bins of equal count (±1) with nearly
-// equal length sums. Returns, per bin, the indexes into `lengths`.
+// equal length sums (Karmarkar-Karp's differencing method, as upstream's
+// seqlen balancing). Returns, per bin (heaviest first), the indexes into
+// `lengths`.
 std::vector<std::vector<size_t>> BalanceByLength(const std::vector<int64_t>& lengths, size_t bins);
 
 // The candidates of `view` in ascending global index (upstream's "ready").

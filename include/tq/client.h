@@ -18,6 +18,7 @@
 
 #include "tq/batch.h"
 #include "tq/batch_meta.h"
+#include "tq/kv.h"
 #include "tq/partition_status.h"
 #include "tq/sampling.h"
 #include "tq/storage.h"
@@ -79,6 +80,28 @@ class TransferQueueClient {
   // The samples' meta with every field and their custom maps.
   Result<BatchMeta> get_custom_meta(const std::string& partition_id,
                                     const std::vector<int64_t>& global_indexes);
+
+  // KV API: string keys naming samples of a partition (keys are names:
+  // non-empty, at most 256 bytes, no NUL). Keyed samples are ordinary
+  // samples: put(batch, meta) writes their fields, get_data reads them.
+  //
+  // The samples of `keys` in request order, with the fields that all of them
+  // have produced and their custom meta (tags). With `create`, each missing
+  // key (and a missing partition) gets a fresh, unproduced sample; without,
+  // missing keys are left out (unknown partition: an empty meta). A key
+  // listed twice is InvalidArgument.
+  Result<BatchMeta> kv_retrieve(const std::string& partition_id, const std::vector<std::string>& keys,
+                                bool create = false);
+  // The key of each index; nullopt for an index without one or not in the
+  // partition. Unknown partition: NotFound.
+  Result<std::vector<std::optional<std::string>>> kv_keys(const std::string& partition_id,
+                                                          const std::vector<int64_t>& global_indexes);
+  // Keys (creation order) and tags of one partition, or of every partition
+  // (nullopt; partitions without keys list no entries). Unknown: empty.
+  Result<KvListing> kv_list(const std::optional<std::string>& partition_id = std::nullopt);
+  // Frees the samples of `keys` like clear_samples; their keys vanish at
+  // once. Missing keys or partition: nothing happens. The partition stays.
+  Status kv_clear(const std::string& partition_id, const std::vector<std::string>& keys);
 
   std::future<Result<BatchMeta>> async_put(Batch batch, std::string partition_id);
   std::future<Result<BatchMeta>> async_get_meta(std::vector<std::string> data_fields, int64_t batch_size,

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -85,8 +86,40 @@ class Value {
   Buffer data_;
 };
 
-// Per-sample user metadata (e.g. a sequence length for balancing).
-using MetaValue = std::variant<int64_t, double, std::string>;
+// Per-sample user metadata (e.g. a sequence length for balancing) and
+// sampling parameters: a msgpack-shaped value. nil, bool, int64, float64,
+// text, bytes, lists and string-keyed maps cross the wire as themselves;
+// MetaPickled carries any other (Python) object as bytes that only a
+// binding interprets (C++ never unpickles). The Python binding maps None,
+// bool, int, float, str, bytes, list and dict natively and pickles the rest.
+struct MetaBytes {
+  std::string data;
+  bool operator==(const MetaBytes&) const = default;
+};
+struct MetaPickled {
+  std::string data;  // pickle bytes, opaque here
+  bool operator==(const MetaPickled&) const = default;
+};
+struct MetaValue;
+using MetaList = std::vector<MetaValue>;
+using MetaMap = std::vector<std::pair<std::string, MetaValue>>;  // insertion order kept
+
+// Deepest nesting of lists/maps a decoder accepts (the top-level map of a
+// CustomMeta is not counted); encoders must stay within it.
+inline constexpr int kMaxMetaDepth = 32;
+
+// A std::variant, so std::get_if<int64_t>(&v) and std::visit work as on the
+// plain variant. Default: nil (std::monostate).
+struct MetaValue
+    : std::variant<std::monostate, bool, int64_t, double, std::string, MetaBytes, MetaPickled, MetaList, MetaMap> {
+  using variant::variant;
+  using variant::operator=;
+  bool is_nil() const { return std::holds_alternative<std::monostate>(*this); }
+  bool operator==(const MetaValue& other) const {
+    return static_cast<const variant&>(*this) == static_cast<const variant&>(other);
+  }
+};
+
 using CustomMeta = std::map<std::string, MetaValue>;
 
 }  // namespace tq

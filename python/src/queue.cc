@@ -16,20 +16,91 @@ namespace tqds::py_binding {
 namespace {
 
 using tq::BatchMeta;
+using tq::KvListing;
 using tq::Value;
 
-tq::MetaValue ToMetaValue(py::handle v, const std::string& key) {
-  if (py::isinstance<py::bool_>(v)) return static_cast<int64_t>(v.cast<bool>());
-  if (py::isinstance<py::int_>(v)) return v.cast<int64_t>();
-  if (py::isinstance<py::float_>(v)) return v.cast<double>();
-  if (py::isinstance<py::str>(v)) return v.cast<std::string>();
-  // numpy / torch scalars
-  if (py::hasattr(v, "item")) return ToMetaValue(v.attr("item")(), key);
-  Throw(Status::TypeError("custom meta / sampling value '", key, "' must be int, float or str"));
+// Custom metadata: None, bool, int (int64 range), float, str, bytes, list
+// and dict with str keys (exact types, nested up to tq::kMaxMetaDepth)
+// cross the wire natively; a numpy scalar as its Python value (samplers read
+// numbers); any other object (tuples, arrays, subclasses, deeper nesting)
+// pickled, and unpickled on the way out. Pickle lives only here.
+py::bytes PickleValue(py::handle v, const std::string& key) {
+  try {
+    return py::module_::import("pickle").attr("dumps")(v, py::arg("protocol") = -1);
+  } catch (py::error_already_set& e) {
+    Throw(Status::TypeError("custom meta / sampling value '", key, "' of type ",
+                            std::string(py::str(py::type::of(v).attr("__qualname__"))),
+                            " is neither a plain value nor picklable: ", e.what()));
+  }
+}
+
+bool IsNumpyScalar(py::handle v) {
+  auto numpy = py::module_::import("sys").attr("modules").attr("get")("numpy");
+  return !numpy.is_none() && py::isinstance(v, numpy.attr("generic"));
+}
+
+tq::MetaValue ToMetaValue(py::handle v, const std::string& key, int depth = 0) {
+  PyObject* o = v.ptr();
+  if (o == Py_None) return tq::MetaValue();
+  if (PyBool_Check(o)) return o == Py_True;
+  if (PyLong_CheckExact(o)) {
+    int overflow = 0;
+    long long i = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) return static_cast<int64_t>(i);
+  } else if (PyFloat_CheckExact(o)) {
+    return PyFloat_AS_DOUBLE(o);
+  } else if (PyUnicode_CheckExact(o)) {
+    return v.cast<std::string>();
+  } else if (PyBytes_CheckExact(o)) {
+    return tq::MetaBytes{std::string(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o))};
+  } else if (PyList_CheckExact(o) && depth < tq::kMaxMetaDepth) {
+    tq::MetaList list;
+    list.reserve(PyList_GET_SIZE(o));
+    for (auto item : py::reinterpret_borrow<py::list>(v)) list.push_back(ToMetaValue(item, key, depth + 1));
+    return list;
+  } else if (PyDict_CheckExact(o) && depth < tq::kMaxMetaDepth) {
+    auto d = py::reinterpret_borrow<py::dict>(v);
+    bool str_keys = true;
+    for (auto [k, _] : d) str_keys = str_keys && PyUnicode_CheckExact(k.ptr());
+    if (str_keys) {
+      tq::MetaMap map;
+      map.reserve(d.size());
+      for (auto [k, item] : d) map.emplace_back(k.cast<std::string>(), ToMetaValue(item, key, depth + 1));
+      return map;
+    }
+  } else if (IsNumpyScalar(v)) {
+    return ToMetaValue(v.attr("item")(), key, depth);
+  }
+  return tq::MetaPickled{PickleValue(v, key)};
 }
 
 py::object FromMetaValue(const tq::MetaValue& v) {
-  return std::visit([](const auto& x) -> py::object { return py::cast(x); }, v);
+  struct Visitor {
+    py::object operator()(std::monostate) const { return py::none(); }
+    py::object operator()(bool b) const { return py::bool_(b); }
+    py::object operator()(int64_t i) const { return py::int_(i); }
+    py::object operator()(double d) const { return py::float_(d); }
+    py::object operator()(const std::string& s) const { return py::str(s); }
+    py::object operator()(const tq::MetaBytes& b) const { return py::bytes(b.data); }
+    py::object operator()(const tq::MetaPickled& p) const {
+      try {
+        return py::module_::import("pickle").attr("loads")(py::bytes(p.data));
+      } catch (py::error_already_set& e) {
+        Throw(Status::Invalid("a pickled custom meta value cannot be unpickled here: ", e.what()));
+      }
+    }
+    py::object operator()(const tq::MetaList& l) const {
+      py::list out(l.size());
+      for (size_t i = 0; i < l.size(); ++i) out[i] = FromMetaValue(l[i]);
+      return out;
+    }
+    py::object operator()(const tq::MetaMap& m) const {
+      py::dict out;
+      for (const auto& [k, item] : m) out[py::str(k)] = FromMetaValue(item);
+      return out;
+    }
+  };
+  return std::visit(Visitor{}, v);
 }
 
 tq::CustomMeta ToCustom(const py::dict& d) {
@@ -274,9 +345,48 @@ BatchMeta UnpickleMeta(const py::bytes& b) {
   return Unwrap(tq::internal::UnpackBatchMeta(h.get(), "BatchMeta"));
 }
 
+// A meta over the given samples whose fields are all recorded as not
+// produced: for Python code that assembles metas itself.
+BatchMeta BuildMeta(const std::vector<int64_t>& global_indexes, const std::vector<std::string>& partition_ids,
+                    const std::vector<uint64_t>& generations, const std::vector<std::string>& field_names,
+                    const py::object& custom) {
+  size_t n = global_indexes.size();
+  if (partition_ids.size() != n || generations.size() != n) {
+    Throw(Status::Invalid("BatchMeta.build: ", n, " global_indexes, ", partition_ids.size(), " partition_ids and ",
+                          generations.size(), " generations (the lengths must match)"));
+  }
+  for (size_t i = 0; i < field_names.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (field_names[i] == field_names[j]) {
+        Throw(Status::Invalid("BatchMeta.build: field '", field_names[i], "' is listed twice"));
+      }
+    }
+  }
+  py::list customs;
+  if (!custom.is_none()) {
+    customs = custom.cast<py::list>();
+    if (customs.size() != n) {
+      Throw(Status::Invalid("BatchMeta.build: ", customs.size(), " custom dicts for ", n, " samples"));
+    }
+  }
+  std::vector<tq::SampleMeta> samples(n);
+  for (size_t i = 0; i < n; ++i) {
+    samples[i].global_index = global_indexes[i];
+    samples[i].partition_id = partition_ids[i];
+    samples[i].generation = generations[i];
+    samples[i].fields.assign(field_names.size(), tq::FieldInfo{});
+    if (!custom.is_none() && !customs[i].is_none()) samples[i].custom = ToCustom(customs[i].cast<py::dict>());
+  }
+  return BatchMeta(field_names, std::move(samples));
+}
+
 void InitMeta(py::module_& m) {
   py::class_<BatchMeta>(m, "BatchMeta", "Metadata of a set of samples (no payload bytes).")
       .def(py::init<>())
+      .def_static("build", &BuildMeta, py::arg("global_indexes"), py::arg("partition_ids"), py::arg("generations"),
+                  py::arg("field_names") = std::vector<std::string>{}, py::arg("custom") = py::none(),
+                  "A meta over these samples, every field recorded as not produced. Lengths must match; "
+                  "custom: one dict (or None) per sample.")
       .def("__len__", &BatchMeta::size)
       .def_property_readonly("size", &BatchMeta::size)
       .def_property_readonly("global_indexes", &BatchMeta::global_indexes)
@@ -536,6 +646,43 @@ void InitClient(py::module_& m) {
              return Unwrap(std::move(r));
            },
            py::arg("partition_id"), py::arg("global_indexes"))
+      .def("kv_retrieve",
+           [](Client& c, const std::string& p, const std::vector<std::string>& keys, bool create) {
+             return CallWithoutGil([&] { return c.kv_retrieve(p, keys, create); });
+           },
+           py::arg("partition_id"), py::arg("keys"), py::arg("create") = false,
+           "The samples of `keys` in request order (fields: those all of them produced; custom meta: their "
+           "tags). create: missing keys get fresh samples; else they are left out.")
+      .def("kv_keys",
+           [](Client& c, const std::string& p, const std::vector<int64_t>& idx) {
+             auto keys = CallWithoutGil([&] { return c.kv_keys(p, idx); });
+             py::list out(keys.size());
+             for (size_t i = 0; i < keys.size(); ++i) {
+               out[i] = keys[i] ? py::object(py::str(*keys[i])) : py::object(py::none());
+             }
+             return out;
+           },
+           py::arg("partition_id"), py::arg("global_indexes"),
+           "The key of each index, or None (no key, or not in the partition). Unknown partition: NotFoundError.")
+      .def("kv_list",
+           [](Client& c, const std::optional<std::string>& p) {
+             KvListing listing = CallWithoutGil([&] { return c.kv_list(p); });
+             py::dict out;
+             for (const auto& part : listing) {
+               py::dict keys;
+               for (const auto& e : part.entries) keys[py::str(e.key)] = FromCustom(e.tags);
+               out[py::str(part.partition_id)] = keys;
+             }
+             return out;
+           },
+           py::arg("partition_id") = py::none(),
+           "{partition_id: {key: tags}} for one partition (unknown: {}) or every partition (None).")
+      .def("kv_clear",
+           [](Client& c, const std::string& p, const std::vector<std::string>& keys) {
+             CallWithoutGil([&] { return c.kv_clear(p, keys); });
+           },
+           py::arg("partition_id"), py::arg("keys"),
+           "Frees the samples of `keys`; missing keys or partition: nothing happens.")
       .def_property_readonly("client_id", &Client::client_id)
       .def_property_readonly("controller_address", &Client::controller_address);
 }

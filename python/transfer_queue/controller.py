@@ -2,11 +2,17 @@
 with the seed's names. Without Ray, remote() starts a local controller
 process (`tq controller`, with two embedded storage units); where Ray is
 installed, it starts the same controller process inside a Ray actor, and the
-process lives exactly as long as the actor."""
+process lives exactly as long as the actor.
+
+The constructor also takes upstream TransferQueue's ``sampler=`` (the
+controller-wide sampler: a built-in's name, class or instance) and
+``polling_mode=``, and the actor keeps the config that ``transfer_queue.init``
+publishes (``store_config`` / ``get_config``)."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -15,7 +21,7 @@ import threading
 import uuid
 import weakref
 
-from _tqds import UnavailableError
+from _tqds import InvalidArgumentError, UnavailableError
 
 
 class ZMQServerInfo:
@@ -52,12 +58,49 @@ class ZMQServerInfo:
     def address(self) -> str:
         return self.to_addr("request")
 
+    def to_dict(self) -> dict:
+        return {"role": self.role, "id": self.id, "ip": self.ip, "ports": dict(self.ports)}
+
     @staticmethod
     def from_address(address: str, role: str = "TransferQueueController", id: str | None = None) -> "ZMQServerInfo":
+        """Our controller serves every request on one port: ``ports`` names it
+        "request", and also "request_handle_socket" and "handshake_socket",
+        upstream's names for its two controller ports."""
         if not address.startswith("tcp://") or address.count(":") != 2:
             raise ValueError(f"expected an address like tcp://host:port, got {address!r}")
         host, port = address[len("tcp://"):].rsplit(":", 1)
-        return ZMQServerInfo(role=role, id=id or f"{role}-{port}", ip=host, ports={"request": int(port)})
+        return ZMQServerInfo(role=role, id=id or f"{role}-{port}", ip=host,
+                             ports={name: int(port) for name in _CONTROLLER_PORT_NAMES})
+
+
+# The one port of our controller under its own name and upstream's two.
+_CONTROLLER_PORT_NAMES = ("request", "request_handle_socket", "handshake_socket")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value < 0:
+        raise InvalidArgumentError(f"{name}={raw!r}: must not be negative")
+    return value
+
+
+def default_fetch_timeout() -> float:
+    """Seconds a fetch-mode get_meta with upstream's signature waits for
+    enough samples: max(TQ_CONTROLLER_GET_METADATA_TIMEOUT (default 1),
+    TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL (default 5)), which is about
+    when upstream's non-polling fetch gives up. Read on every call. (Here,
+    not in interface.py, so that client.py can import it without a cycle.)
+
+    Upstream's other TQ_* knobs (ZMQ sizing, storage RPC timeouts, logging,
+    metrics cadence) are accepted and ignored."""
+    return max(_env_seconds("TQ_CONTROLLER_GET_METADATA_TIMEOUT", 1.0),
+               _env_seconds("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", 5.0))
 
 
 def _tq_binary() -> str:
@@ -104,6 +147,23 @@ def _die_with_parent(parent_pid: int):
     return preexec
 
 
+# The policy the controller runs when a get_meta call names no sampler.
+_SEQUENTIAL = {"sampler": "sequential"}
+
+def resolve_sampling_config(sampler) -> dict | None:
+    """The controller-wide sampling config for upstream's ``sampler`` setting
+    (a built-in sampler's class name, its class, or an instance), or None for
+    the controller's default (sequential). An unknown name raises ValueError;
+    a custom Python sampler raises NotImplementedError (our controller runs
+    only the built-in policies, in C++)."""
+    if sampler is None:
+        return None
+    from .sampler import resolve_sampler  # lazy: the samplers are not needed to start a plain controller
+
+    config = dict(resolve_sampler(sampler)._tq_sampling_config())
+    return None if config in ({}, _SEQUENTIAL) else config
+
+
 def _stop_process(proc: subprocess.Popen, lock: threading.Lock) -> None:
     with lock:
         if proc.poll() is None:
@@ -128,10 +188,21 @@ class TransferQueueControllerHandle:
     handle goes, ``ray.kill``, the owner's exit, or the node's)."""
 
     def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
-                 unit_capacity_mb: int = 8192):
+                 unit_capacity_mb: int = 8192, sampler=None, polling_mode: bool = False):
+        """sampler: the controller-wide sampler (upstream's kwarg: a built-in
+        sampler's name, class or instance; None = sequential). polling_mode:
+        a fetch that finds too few samples returns an empty BatchMeta at once
+        instead of waiting. Both reach `tq controller` only when they differ
+        from its defaults."""
         host = host or _default_host()
         cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
                "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
+        sampling = resolve_sampling_config(sampler)
+        if sampling is not None:
+            cmd += ["--default-sampling", json.dumps(sampling)]
+        if polling_mode:
+            cmd += ["--polling-mode"]
+        self._config = None
         # PDEATHSIG fires when the *thread* that forked the child exits, so
         # only a child of the main thread can be tied to the process.
         tie = _prctl is not None and threading.current_thread() is threading.main_thread()
@@ -166,6 +237,18 @@ class TransferQueueControllerHandle:
     def get_zmq_server_info(self) -> ZMQServerInfo:
         return self.info
 
+    def get_storage_units(self) -> list:
+        """The embedded storage units' addresses ('tcp://host:port')."""
+        return list(self.storage_units)
+
+    def store_config(self, conf) -> None:
+        """Keeps the config transfer_queue.init() published (for attachers)."""
+        self._config = conf
+
+    def get_config(self):
+        """The config stored with store_config, or None before it."""
+        return self._config
+
     def is_alive(self) -> bool:
         return self._proc.poll() is None
 
@@ -184,7 +267,8 @@ class TransferQueueController:
         """A Ray actor where Ray is installed (Ray starts a local cluster if
         none is running, as for the seed's own ``@ray.remote`` controller);
         else a controller process on this host. kwargs: host, port,
-        storage_units, unit_capacity_mb."""
+        storage_units, unit_capacity_mb, and upstream's sampler and
+        polling_mode (see TransferQueueControllerHandle)."""
         return TransferQueueController.options().remote(**kwargs)
 
     @staticmethod

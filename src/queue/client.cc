@@ -7,6 +7,7 @@
 #include <shared_mutex>
 
 #include "common/wire/rpc.h"
+#include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 
 namespace tq {
@@ -386,6 +387,46 @@ Result<BatchMeta> TransferQueueClient::get_custom_meta(const std::string& partit
   }));
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
   return internal::MetaFromMessage(rep);
+}
+
+Result<BatchMeta> TransferQueueClient::kv_retrieve(const std::string& partition_id,
+                                                   const std::vector<std::string>& keys, bool create) {
+  internal::KvRetrieveRequest req{partition_id, keys, create};
+  TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+  TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_retrieve"));
+  Message m(MsgType::kCtlKvRetrieve, 0);
+  m.set_body(req.Encode());
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::MetaFromMessage(rep);
+}
+
+Result<std::vector<std::optional<std::string>>> TransferQueueClient::kv_keys(
+    const std::string& partition_id, const std::vector<int64_t>& global_indexes) {
+  TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+  Message m(MsgType::kCtlKvKeys, 0);
+  m.set_body(internal::KvKeysRequest{partition_id, global_indexes}.Encode());
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  TQDS_ASSIGN_OR_RETURN(auto keys, internal::DecodeKvKeysReply(rep.body()));
+  if (keys.size() != global_indexes.size()) {
+    return Status::Internal("controller returned ", keys.size(), " keys for ", global_indexes.size(), " indexes");
+  }
+  return keys;
+}
+
+Result<KvListing> TransferQueueClient::kv_list(const std::optional<std::string>& partition_id) {
+  if (partition_id) TQDS_RETURN_NOT_OK(internal::ValidateName(*partition_id, "partition_id"));
+  Message m(MsgType::kCtlKvList, 0);
+  m.set_body(internal::KvListRequest{partition_id}.Encode());
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeKvListReply(rep.body());
+}
+
+Status TransferQueueClient::kv_clear(const std::string& partition_id, const std::vector<std::string>& keys) {
+  TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+  TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_clear"));
+  Message m(MsgType::kCtlKvClear, 0);
+  m.set_body(internal::KvClearRequest{partition_id, keys}.Encode());
+  return impl_->Clear(std::move(m));
 }
 
 std::future<Result<BatchMeta>> TransferQueueClient::async_put(Batch batch, std::string partition_id) {

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "common/wire/rpc.h"
+#include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 #include "queue/sampler.h"
 #include "tq/storage_unit.h"
@@ -253,6 +254,11 @@ class ControllerImpl : public TransferQueueController {
         r.Reply(std::move(rep));
         return Status::OK();
       }
+      case MsgType::kCtlKvRetrieve:
+      case MsgType::kCtlKvKeys:
+      case MsgType::kCtlKvList:
+      case MsgType::kCtlKvClear:
+        return DispatchKv(m, r);
       default:
         return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
     }
@@ -283,6 +289,39 @@ class ControllerImpl : public TransferQueueController {
     }
     Message rep = Message::ReplyTo(m);
     rep.set_body(internal::EncodeSampleStatus(answer));
+    r.Reply(std::move(rep));
+    return Status::OK();
+  }
+
+  // The KV API: keys naming samples (see internal::ControllerState::Kv*).
+  Status DispatchKv(const Message& m, Responder& r) {
+    Message rep = Message::ReplyTo(m);
+    switch (m.type()) {
+      case MsgType::kCtlKvRetrieve: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvRetrieveRequest::Decode(m.body()));
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.KvRetrieve(req.partition_id, req.keys, req.create));
+        r.Reply(internal::MetaMessage(m.type(), meta));
+        return Status::OK();
+      }
+      case MsgType::kCtlKvKeys: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvKeysRequest::Decode(m.body()));
+        TQDS_ASSIGN_OR_RETURN(auto keys, state_.KvKeys(req.partition_id, req.global_indexes));
+        rep.set_body(internal::EncodeKvKeysReply(keys));
+        break;
+      }
+      case MsgType::kCtlKvList: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvListRequest::Decode(m.body()));
+        rep.set_body(internal::EncodeKvListReply(state_.KvList(req.partition_id)));
+        break;
+      }
+      case MsgType::kCtlKvClear: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvClearRequest::Decode(m.body()));
+        r.Reply(internal::SampleListMessage(m.type(), state_.BeginKvClear(req.partition_id, req.keys)));
+        return Status::OK();
+      }
+      default:
+        return Status::Internal("DispatchKv: not a KV message");
+    }
     r.Reply(std::move(rep));
     return Status::OK();
   }

@@ -251,6 +251,13 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
   return std::optional<BatchMeta>(MakeMeta(p, *picked, fids, req.fields));
 }
 
+void ControllerState::EraseKey(Partition& p, size_t pos) {
+  auto it = p.key_at.find(pos);
+  if (it == p.key_at.end()) return;
+  p.position_of_key.erase(it->second);
+  p.key_at.erase(it);
+}
+
 BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& positions) {
   // Only identities: storage deletes every field of the partition for each
   // sample (missing keys are fine), so no per-sample field records are needed.
@@ -261,6 +268,7 @@ BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& p
       r.clearing = true;
       --p.live_count;
     }
+    EraseKey(p, positions[i]);
     out[i].global_index = r.global_index;
     out[i].generation = r.generation;
     out[i].partition_id = p.name;
@@ -272,6 +280,11 @@ BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) 
   auto it = partitions_.find(partition_id);
   if (it == partitions_.end()) return BatchMeta();
   Partition& p = *it->second;
+  p.keep_when_empty = false;
+  if (p.position_of.empty()) {  // nothing to release later: drop it now
+    partitions_.erase(it);
+    return BatchMeta();
+  }
   std::vector<size_t> positions;
   for (size_t pos = 0; pos < p.samples.size(); ++pos) {
     if (p.samples[pos].live) positions.push_back(pos);
@@ -316,7 +329,7 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
   }
   // Drop partitions that have nothing left.
   for (auto it = partitions_.begin(); it != partitions_.end();) {
-    if (it->second->position_of.empty()) {
+    if (it->second->position_of.empty() && !it->second->keep_when_empty) {
       it = partitions_.erase(it);
     } else {
       ++it;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tq/batch_meta.h"
+#include "tq/kv.h"
 #include "tq/partition_status.h"
 #include "tq/sampling.h"
 
@@ -63,6 +64,14 @@ struct Partition {
   std::unordered_map<std::string, int> field_id;
   std::unordered_map<std::string, TaskState> tasks;
   size_t live_count = 0;  // live and not clearing
+  // KV API: the keys of keyed samples, both ways. key_at is ordered by
+  // position, i.e. by key creation (a key always gets a fresh sample). A
+  // key is erased when its sample's clear begins (phase 1).
+  std::unordered_map<std::string, size_t> position_of_key;
+  std::map<size_t, std::string> key_at;
+  // Keyed partitions stay (listed, empty) when their last sample is
+  // released; only clear_partition drops them.
+  bool keep_when_empty = false;
 
   int FieldId(const std::string& name) const {
     auto it = field_id.find(name);
@@ -128,6 +137,24 @@ class ControllerState {
   Result<BatchMeta> GetSamples(const std::string& partition_id,
                                const std::vector<int64_t>& indexes) const;
 
+  // KV API. The samples named by `keys`, in request order. Missing keys get
+  // fresh samples (and a missing partition is created) with `create`, else
+  // they are left out. The meta's fields are those every returned sample has
+  // produced (registration order); custom maps are the stored tags. A key
+  // listed twice is Invalid.
+  Result<BatchMeta> KvRetrieve(const std::string& partition_id, const std::vector<std::string>& keys,
+                               bool create);
+  // The key of each index (nullopt: no key, or not in the partition).
+  // Unknown partition: NotFound.
+  Result<std::vector<std::optional<std::string>>> KvKeys(const std::string& partition_id,
+                                                         const std::vector<int64_t>& indexes) const;
+  // Keys and tags of one partition (nullopt: of every partition). An unknown
+  // partition lists nothing.
+  KvListing KvList(const std::optional<std::string>& partition_id) const;
+  // Phase 1 of clearing the samples of `keys` (missing keys or partition: none).
+  // Their keys vanish at once; the partition stays, even when emptied.
+  BatchMeta BeginKvClear(const std::string& partition_id, const std::vector<std::string>& keys);
+
   size_t free_index_count() const { return free_indexes_.size(); }
   int64_t next_index() const { return next_index_; }
   const Partition* FindPartition(const std::string& id) const;
@@ -141,6 +168,7 @@ class ControllerState {
   SamplingConfig EffectiveSampling(const SamplingConfig& call) const;
   // Visible positions of `p` in ascending global index.
   static std::vector<size_t> VisibleByIndex(const Partition& p);
+  void EraseKey(Partition& p, size_t pos);
   int64_t TakeIndex();
   // Every sample's field matches the partition's kind/dtype for that field.
   Status CheckFieldTypes(const BatchMeta& meta) const;

@@ -119,15 +119,103 @@ Status ValidateName(const std::string& name, const char* what) {
   return Status::OK();
 }
 
+void PackMetaValue(Packer& pk, const MetaValue& value) {
+  struct Visitor {
+    Packer& pk;
+    void operator()(std::monostate) const { pk.pack_nil(); }
+    void operator()(bool b) const { b ? pk.pack_true() : pk.pack_false(); }
+    void operator()(int64_t i) const { pk.pack_int64(i); }
+    void operator()(double d) const { pk.PackFloat64(d); }  // stays a float, even 1.0
+    void operator()(const std::string& s) const { pk.pack(s); }
+    void operator()(const MetaBytes& b) const {
+      pk.pack_bin(static_cast<uint32_t>(b.data.size()));
+      pk.pack_bin_body(b.data.data(), static_cast<uint32_t>(b.data.size()));
+    }
+    void operator()(const MetaPickled& p) const {
+      pk.pack_ext(p.data.size(), kMetaPickledExt);
+      pk.pack_ext_body(p.data.data(), static_cast<uint32_t>(p.data.size()));
+    }
+    void operator()(const MetaList& l) const {
+      pk.pack_array(static_cast<uint32_t>(l.size()));
+      for (const auto& v : l) PackMetaValue(pk, v);
+    }
+    void operator()(const MetaMap& m) const {
+      pk.pack_map(static_cast<uint32_t>(m.size()));
+      for (const auto& [k, v] : m) {
+        pk.pack(k);
+        PackMetaValue(pk, v);
+      }
+    }
+  };
+  std::visit(Visitor{pk}, value);
+}
+
+namespace {
+// `depth`: lists/maps around `o` (the CustomMeta map itself not counted).
+Result<MetaValue> ReadMetaValue(const msgpack::object& o, int depth, const std::string& what) {
+  switch (o.type) {
+    case msgpack::type::NIL:
+      return MetaValue();
+    case msgpack::type::BOOLEAN:
+      return MetaValue(o.via.boolean);
+    case msgpack::type::POSITIVE_INTEGER:
+      if (o.via.u64 > static_cast<uint64_t>(INT64_MAX)) {
+        return Status::Invalid(what, ": integer ", o.via.u64, " is out of the int64 range");
+      }
+      return MetaValue(static_cast<int64_t>(o.via.u64));
+    case msgpack::type::NEGATIVE_INTEGER:
+      return MetaValue(o.via.i64);
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64:
+      return MetaValue(o.via.f64);
+    case msgpack::type::STR:
+      return MetaValue(std::string(o.via.str.ptr, o.via.str.size));
+    case msgpack::type::BIN:
+      return MetaValue(MetaBytes{std::string(o.via.bin.ptr, o.via.bin.size)});
+    case msgpack::type::EXT:
+      if (o.via.ext.type() != kMetaPickledExt) {
+        return Status::Invalid(what, ": unknown extension type ", int(o.via.ext.type()));
+      }
+      return MetaValue(MetaPickled{std::string(o.via.ext.data(), o.via.ext.size)});
+    case msgpack::type::ARRAY:
+    case msgpack::type::MAP:
+      break;
+    default:
+      return Status::Invalid(what, ": unsupported msgpack type");
+  }
+  if (depth >= kMaxMetaDepth) {
+    return Status::Invalid(what, ": lists/maps nested deeper than ", kMaxMetaDepth, " levels");
+  }
+  if (o.type == msgpack::type::ARRAY) {
+    MetaList list;
+    list.reserve(o.via.array.size);
+    for (uint32_t i = 0; i < o.via.array.size; ++i) {
+      TQDS_ASSIGN_OR_RETURN(MetaValue v, ReadMetaValue(o.via.array.ptr[i], depth + 1, what));
+      list.push_back(std::move(v));
+    }
+    return MetaValue(std::move(list));
+  }
+  MetaMap map;
+  map.reserve(o.via.map.size);
+  for (uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) return Status::Invalid(what, ": nested map keys must be strings");
+    TQDS_ASSIGN_OR_RETURN(MetaValue v, ReadMetaValue(kv.val, depth + 1, what));
+    map.emplace_back(std::string(kv.key.via.str.ptr, kv.key.via.str.size), std::move(v));
+  }
+  return MetaValue(std::move(map));
+}
+}  // namespace
+
+Result<MetaValue> UnpackMetaValue(const msgpack::object& obj, const std::string& what) {
+  return ReadMetaValue(obj, 0, what);
+}
+
 void PackCustomMeta(Packer& pk, const CustomMeta& custom) {
   pk.pack_map(static_cast<uint32_t>(custom.size()));
   for (const auto& [k, v] : custom) {
     pk.pack(k);
-    if (const auto* d = std::get_if<double>(&v)) {
-      pk.PackFloat64(*d);
-    } else {
-      std::visit([&](const auto& x) { pk.pack(x); }, v);
-    }
+    PackMetaValue(pk, v);
   }
 }
 
@@ -139,26 +227,7 @@ Result<CustomMeta> UnpackCustomMeta(const msgpack::object& o, const std::string&
     const auto& kv = o.via.map.ptr[i];
     if (kv.key.type != msgpack::type::STR) return Status::Invalid(what, ": keys must be strings");
     std::string key(kv.key.via.str.ptr, kv.key.via.str.size);
-    switch (kv.val.type) {
-      case msgpack::type::POSITIVE_INTEGER:
-        out[key] = static_cast<int64_t>(kv.val.via.u64);
-        break;
-      case msgpack::type::NEGATIVE_INTEGER:
-        out[key] = kv.val.via.i64;
-        break;
-      case msgpack::type::FLOAT32:
-      case msgpack::type::FLOAT64:
-        out[key] = kv.val.via.f64;
-        break;
-      case msgpack::type::STR:
-        out[key] = std::string(kv.val.via.str.ptr, kv.val.via.str.size);
-        break;
-      case msgpack::type::BOOLEAN:
-        out[key] = static_cast<int64_t>(kv.val.via.boolean);
-        break;
-      default:
-        return Status::Invalid(what, ": value of '", key, "' must be an integer, float or string");
-    }
+    TQDS_ASSIGN_OR_RETURN(out[key], ReadMetaValue(kv.val, 0, what + "['" + key + "']"));
   }
   return out;
 }

@@ -19,6 +19,13 @@ using Packer = tqds::wire::BodyPacker;
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 
+// Custom metadata values: nil, bool, int64, float64 (always float64), str,
+// bin (MetaBytes), ext type kMetaPickledExt (MetaPickled), arrays and
+// string-keyed maps, nested at most kMaxMetaDepth deep.
+inline constexpr int8_t kMetaPickledExt = 1;
+void PackMetaValue(Packer& pk, const MetaValue& value);
+Result<MetaValue> UnpackMetaValue(const msgpack::object& obj, const std::string& what);
+
 void PackCustomMeta(Packer& pk, const CustomMeta& custom);
 Result<CustomMeta> UnpackCustomMeta(const msgpack::object& obj, const std::string& what);
 

@@ -276,9 +276,15 @@ TEST(ProtocolTest, BadCustomMetaValues) {
   EXPECT_STATUS(DecodeBody(with_custom([](Packer& pk) {
                   pk.pack_map(1);
                   pk.pack("lens");
-                  pk.pack_array(0);
+                  pk.pack_ext(1, 7);  // not the pickled-object extension
+                  pk.pack_ext_body("x", 1);
                 })),
-                kInvalid, "value of 'lens'");
+                kInvalid, "custom['lens']: unknown extension type 7");
+  EXPECT_OK(DecodeBody(with_custom([](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("lens");
+    pk.pack_array(0);  // a list is a valid value
+  })));
 }
 
 TEST(ProtocolTest, GetMetaRoundTrip) {

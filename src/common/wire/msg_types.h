@@ -26,6 +26,10 @@ enum class MsgType : uint16_t {
   kCtlGetStorageInfo = 22,    // which storage manager/units a client should use
   kCtlPing = 23,
   kCtlReleaseIndexes = 24,    // phase 2 of a clear: storage is freed, drop the metadata
+  kCtlKvRetrieve = 25,        // samples of string keys (created on request)
+  kCtlKvKeys = 26,            // the keys of global indexes
+  kCtlKvList = 27,            // keys and tags per partition
+  kCtlKvClear = 28,           // phase 1 of a clear, by keys
 
   // TransferQueue simple storage unit (50-79)
   kUnitPut = 50,

@@ -1,0 +1,35 @@
+// The key-value view of partitions (the KV API): a partition may name some
+// of its samples by string keys; kv_list reports each key with its sample's
+// custom metadata ("tags"). Plain value types; no synchronisation needed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tq/types.h"
+
+namespace tq {
+
+// One key of a partition and its sample's custom metadata.
+struct KvEntry {
+  std::string key;
+  CustomMeta tags;
+  bool operator==(const KvEntry&) const = default;
+};
+
+// The keys of one partition, in the order they were created. A partition
+// without keys has no entries.
+struct KvPartition {
+  std::string partition_id;
+  std::vector<KvEntry> entries;
+  bool operator==(const KvPartition&) const = default;
+};
+
+// kv_list's answer: one KvPartition per listed partition, by partition id.
+using KvListing = std::vector<KvPartition>;
+
+// Bounds a controller enforces on a KV request (hostile input): keys per
+// request; each key is a name (non-empty, at most 256 bytes, no NUL).
+inline constexpr size_t kMaxKvKeysPerRequest = size_t{1} << 24;
+
+}  // namespace tq

@@ -1,0 +1,1 @@
+"""Helpers kept at upstream TransferQueue's import paths (transfer_queue.utils.*)."""

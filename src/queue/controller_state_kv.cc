@@ -1,0 +1,112 @@
+// ControllerState's KV API: string keys naming samples of a partition.
+#include <unordered_set>
+
+#include "queue/controller_state.h"
+
+namespace tq::internal {
+
+Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
+                                              const std::vector<std::string>& keys, bool create) {
+  if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
+  if (keys.size() > kMaxKvKeysPerRequest) {
+    return Status::Invalid("kv_retrieve: ", keys.size(), " keys in one request (at most ", kMaxKvKeysPerRequest, ")");
+  }
+  std::unordered_set<std::string_view> seen;
+  seen.reserve(keys.size());
+  for (const auto& k : keys) {
+    if (k.empty()) return Status::Invalid("kv_retrieve: keys must not be empty");
+    if (!seen.insert(k).second) return Status::Invalid("kv_retrieve: key '", k, "' is listed twice");
+  }
+  auto pit = partitions_.find(partition_id);
+  if (pit == partitions_.end() && !create) return BatchMeta();
+
+  size_t missing = 0;
+  if (pit != partitions_.end()) {
+    for (const auto& k : keys) missing += pit->second->position_of_key.count(k) == 0;
+  } else {
+    missing = keys.size();
+  }
+  if (create) {
+    // Fresh samples through the normal allocation path (creates the partition).
+    TQDS_RETURN_NOT_OK(Allocate(partition_id, missing).status());
+    pit = partitions_.find(partition_id);
+  }
+  Partition& p = *pit->second;
+  size_t next_new = p.samples.size() - (create ? missing : 0);
+  std::vector<size_t> positions;
+  positions.reserve(keys.size());
+  for (const auto& k : keys) {
+    auto it = p.position_of_key.find(k);
+    if (it != p.position_of_key.end()) {
+      positions.push_back(it->second);
+    } else if (create) {
+      p.position_of_key.emplace(k, next_new);
+      p.key_at.emplace(next_new, k);
+      positions.push_back(next_new++);
+    }
+  }
+  if (create) p.keep_when_empty = true;
+
+  // The fields every returned sample has produced, in registration order.
+  std::vector<int> fids;
+  std::vector<std::string> names;
+  for (size_t f = 0; f < p.field_names.size() && !positions.empty(); ++f) {
+    bool all = true;
+    for (size_t pos : positions) {
+      const auto& fields = p.samples[pos].fields;
+      all = all && f < fields.size() && fields[f].produced;
+    }
+    if (all) {
+      fids.push_back(static_cast<int>(f));
+      names.push_back(p.field_names[f]);
+    }
+  }
+  return MakeMeta(p, positions, fids, names);
+}
+
+Result<std::vector<std::optional<std::string>>> ControllerState::KvKeys(
+    const std::string& partition_id, const std::vector<int64_t>& indexes) const {
+  const Partition* p = FindPartition(partition_id);
+  if (p == nullptr) return Status::NotFound("partition '", partition_id, "' does not exist");
+  std::vector<std::optional<std::string>> out(indexes.size());
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    auto pit = p->position_of.find(indexes[i]);
+    if (pit == p->position_of.end()) continue;
+    auto kit = p->key_at.find(pit->second);
+    if (kit != p->key_at.end()) out[i] = kit->second;
+  }
+  return out;
+}
+
+KvListing ControllerState::KvList(const std::optional<std::string>& partition_id) const {
+  auto list_one = [](const Partition& p) {
+    KvPartition out{p.name, {}};
+    out.entries.reserve(p.key_at.size());
+    for (const auto& [pos, key] : p.key_at) out.entries.push_back({key, p.samples[pos].custom});
+    return out;
+  };
+  KvListing listing;
+  if (partition_id) {
+    if (const Partition* p = FindPartition(*partition_id)) listing.push_back(list_one(*p));
+    return listing;
+  }
+  listing.reserve(partitions_.size());
+  for (const auto& [name, p] : partitions_) listing.push_back(list_one(*p));
+  return listing;
+}
+
+BatchMeta ControllerState::BeginKvClear(const std::string& partition_id, const std::vector<std::string>& keys) {
+  auto it = partitions_.find(partition_id);
+  if (it == partitions_.end()) return BatchMeta();
+  Partition& p = *it->second;
+  p.keep_when_empty = true;
+  std::vector<size_t> positions;
+  std::unordered_set<size_t> seen;
+  for (const auto& k : keys) {
+    auto kit = p.position_of_key.find(k);
+    if (kit != p.position_of_key.end() && seen.insert(kit->second).second) positions.push_back(kit->second);
+  }
+  return BeginClear(p, positions);
+}
+
+}  // namespace tq::internal

@@ -1,0 +1,205 @@
+// msgpack codec for the KV controller messages.
+#include "queue/kv_protocol.h"
+
+namespace tq::internal {
+
+using tqds::wire::MapReader;
+using tqds::wire::PackBody;
+
+namespace {
+
+Result<std::string> PartitionOf(const MapReader& r) {
+  TQDS_ASSIGN_OR_RETURN(std::string p, r.Get<std::string>("partition_id"));
+  TQDS_RETURN_NOT_OK(ValidateName(p, "partition_id").WithContext(r.what()));
+  return p;
+}
+
+Result<std::vector<std::string>> KeysOf(const MapReader& r) {
+  const msgpack::object* o = r.Find("keys");
+  if (o == nullptr) return Status::Invalid(r.what(), ": missing field 'keys'");
+  if (o->type != msgpack::type::ARRAY) return Status::Invalid(r.what(), ": 'keys' must be an array of strings");
+  if (o->via.array.size > kMaxKvKeysPerRequest) {
+    return Status::Invalid(r.what(), ": ", o->via.array.size, " keys (at most ", kMaxKvKeysPerRequest, ")");
+  }
+  std::vector<std::string> keys;
+  keys.reserve(o->via.array.size);
+  for (uint32_t i = 0; i < o->via.array.size; ++i) {
+    const msgpack::object& k = o->via.array.ptr[i];
+    if (k.type != msgpack::type::STR) return Status::Invalid(r.what(), ": keys[", i, "] must be a string");
+    keys.emplace_back(k.via.str.ptr, k.via.str.size);
+  }
+  TQDS_RETURN_NOT_OK(ValidateKeys(keys, r.what().c_str()));
+  return keys;
+}
+
+void PackHeadAndKeys(Packer& pk, size_t entries, const std::string& partition_id,
+                     const std::vector<std::string>& keys) {
+  pk.pack_map(static_cast<uint32_t>(entries));
+  pk.pack("partition_id");
+  pk.pack(partition_id);
+  pk.pack("keys");
+  pk.pack(keys);
+}
+
+}  // namespace
+
+Status ValidateKeys(const std::vector<std::string>& keys, const char* what) {
+  if (keys.size() > kMaxKvKeysPerRequest) {
+    return Status::Invalid(what, ": ", keys.size(), " keys (at most ", kMaxKvKeysPerRequest, ")");
+  }
+  for (const auto& k : keys) {
+    Status st = ValidateName(k, "key");
+    if (!st.ok()) return st.WithContext(std::string(what) + " key '" + k.substr(0, 64) + "'");
+  }
+  return Status::OK();
+}
+
+std::string KvRetrieveRequest::Encode() const {
+  return PackBody([&](Packer& pk) {
+    PackHeadAndKeys(pk, 3, partition_id, keys);
+    pk.pack("create");
+    pk.pack(create);
+  });
+}
+
+Result<KvRetrieveRequest> KvRetrieveRequest::Decode(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvRetrieve"));
+  KvRetrieveRequest req;
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.keys, KeysOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.create, r.GetOr<bool>("create", false));
+  return req;
+}
+
+std::string KvKeysRequest::Encode() const {
+  return PackBody([&](Packer& pk) {
+    pk.pack_map(2);
+    pk.pack("partition_id");
+    pk.pack(partition_id);
+    pk.pack("global_indexes");
+    pk.pack(global_indexes);
+  });
+}
+
+Result<KvKeysRequest> KvKeysRequest::Decode(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvKeys"));
+  KvKeysRequest req;
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.global_indexes, r.Get<std::vector<int64_t>>("global_indexes"));
+  return req;
+}
+
+std::string EncodeKvKeysReply(const std::vector<std::optional<std::string>>& keys) {
+  return PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("keys");
+    pk.pack_array(static_cast<uint32_t>(keys.size()));
+    for (const auto& k : keys) {
+      if (k) {
+        pk.pack(*k);
+      } else {
+        pk.pack_nil();
+      }
+    }
+  });
+}
+
+Result<std::vector<std::optional<std::string>>> DecodeKvKeysReply(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvKeys reply"));
+  const msgpack::object* o = r.Find("keys");
+  if (o == nullptr || o->type != msgpack::type::ARRAY) {
+    return Status::Invalid("KvKeys reply: 'keys' must be an array");
+  }
+  std::vector<std::optional<std::string>> out(o->via.array.size);
+  for (uint32_t i = 0; i < o->via.array.size; ++i) {
+    const msgpack::object& k = o->via.array.ptr[i];
+    if (k.type == msgpack::type::STR) {
+      out[i].emplace(k.via.str.ptr, k.via.str.size);
+    } else if (k.type != msgpack::type::NIL) {
+      return Status::Invalid("KvKeys reply: keys[", i, "] must be a string or nil");
+    }
+  }
+  return out;
+}
+
+std::string KvListRequest::Encode() const {
+  return PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("partition_id");
+    if (partition_id) {
+      pk.pack(*partition_id);
+    } else {
+      pk.pack_nil();
+    }
+  });
+}
+
+Result<KvListRequest> KvListRequest::Decode(const msgpack::object& body) {
+  KvListRequest req;
+  if (body.type == msgpack::type::NIL) return req;
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvList"));
+  const msgpack::object* o = r.Find("partition_id");
+  if (o != nullptr && o->type != msgpack::type::NIL) {
+    TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  }
+  return req;
+}
+
+std::string EncodeKvListReply(const KvListing& listing) {
+  return PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("partitions");
+    pk.pack_array(static_cast<uint32_t>(listing.size()));
+    for (const auto& part : listing) {
+      pk.pack_array(2);
+      pk.pack(part.partition_id);
+      pk.pack_array(static_cast<uint32_t>(2 * part.entries.size()));
+      for (const auto& e : part.entries) {
+        pk.pack(e.key);
+        PackCustomMeta(pk, e.tags);
+      }
+    }
+  });
+}
+
+Result<KvListing> DecodeKvListReply(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvList reply"));
+  const msgpack::object* o = r.Find("partitions");
+  if (o == nullptr || o->type != msgpack::type::ARRAY) {
+    return Status::Invalid("KvList reply: 'partitions' must be an array");
+  }
+  KvListing listing(o->via.array.size);
+  for (uint32_t i = 0; i < o->via.array.size; ++i) {
+    const msgpack::object& part = o->via.array.ptr[i];
+    if (part.type != msgpack::type::ARRAY || part.via.array.size != 2 ||
+        part.via.array.ptr[0].type != msgpack::type::STR || part.via.array.ptr[1].type != msgpack::type::ARRAY ||
+        part.via.array.ptr[1].via.array.size % 2 != 0) {
+      return Status::Invalid("KvList reply: partitions[", i, "] must be [partition_id, [key, tags, ...]]");
+    }
+    const auto& pid = part.via.array.ptr[0].via.str;
+    listing[i].partition_id.assign(pid.ptr, pid.size);
+    const auto& flat = part.via.array.ptr[1].via.array;
+    listing[i].entries.resize(flat.size / 2);
+    for (uint32_t e = 0; e < flat.size / 2; ++e) {
+      const msgpack::object& key = flat.ptr[2 * e];
+      if (key.type != msgpack::type::STR) return Status::Invalid("KvList reply: keys must be strings");
+      listing[i].entries[e].key.assign(key.via.str.ptr, key.via.str.size);
+      TQDS_ASSIGN_OR_RETURN(listing[i].entries[e].tags, UnpackCustomMeta(flat.ptr[2 * e + 1], "KvList reply tags"));
+    }
+  }
+  return listing;
+}
+
+std::string KvClearRequest::Encode() const {
+  return PackBody([&](Packer& pk) { PackHeadAndKeys(pk, 2, partition_id, keys); });
+}
+
+Result<KvClearRequest> KvClearRequest::Decode(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvClear"));
+  KvClearRequest req;
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.keys, KeysOf(r));
+  return req;
+}
+
+}  // namespace tq::internal

@@ -1,0 +1,57 @@
+// Bodies of the KV controller messages (KvRetrieve, KvKeys, KvList, KvClear)
+// and their replies: each request struct encodes and decodes itself; decoders
+// treat input as hostile (names validated, key counts bounded). Layouts are
+// in docs/wire_format.md. Socket-free.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "queue/protocol.h"
+#include "tq/kv.h"
+
+namespace tq::internal {
+
+// {"partition_id": str, "keys": [str], "create": bool} -> BatchMeta.
+struct KvRetrieveRequest {
+  std::string partition_id;
+  std::vector<std::string> keys;
+  bool create = false;
+  std::string Encode() const;
+  static Result<KvRetrieveRequest> Decode(const msgpack::object& body);
+};
+
+// {"partition_id": str, "global_indexes": [int64]} -> {"keys": [str | nil]}.
+struct KvKeysRequest {
+  std::string partition_id;
+  std::vector<int64_t> global_indexes;
+  std::string Encode() const;
+  static Result<KvKeysRequest> Decode(const msgpack::object& body);
+};
+std::string EncodeKvKeysReply(const std::vector<std::optional<std::string>>& keys);
+Result<std::vector<std::optional<std::string>>> DecodeKvKeysReply(const msgpack::object& body);
+
+// {"partition_id": str | nil} -> {"partitions": [[partition_id, [key,
+// CustomMeta, key, CustomMeta, ...]], ...]}.
+struct KvListRequest {
+  std::optional<std::string> partition_id;
+  std::string Encode() const;
+  static Result<KvListRequest> Decode(const msgpack::object& body);
+};
+std::string EncodeKvListReply(const KvListing& listing);
+Result<KvListing> DecodeKvListReply(const msgpack::object& body);
+
+// {"partition_id": str, "keys": [str]} -> SampleList (phase 1 of a clear).
+struct KvClearRequest {
+  std::string partition_id;
+  std::vector<std::string> keys;
+  std::string Encode() const;
+  static Result<KvClearRequest> Decode(const msgpack::object& body);
+};
+
+// Checks a key list as every KV request must hold it: at most
+// kMaxKvKeysPerRequest keys, each a valid name.
+Status ValidateKeys(const std::vector<std::string>& keys, const char* what);
+
+}  // namespace tq::internal

@@ -1,0 +1,186 @@
+// The KV message bodies on bytes alone: round trips of every request and
+// reply, and malformed (hostile) bodies rejected with Invalid.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/test_util.h"
+#include "queue/kv_protocol.h"
+
+namespace tq::internal {
+namespace {
+
+using tqds::wire::Message;
+using tqds::wire::MsgType;
+
+// Sends `body` through a full header encode/decode and hands the decoded
+// body to `decode`.
+template <typename T>
+Result<T> Over(const std::string& body, const std::function<Result<T>(const msgpack::object&)>& decode) {
+  Message m(MsgType::kCtlKvRetrieve, 1);
+  m.set_body(body);
+  std::string bytes = m.EncodeHeader();
+  TQDS_ASSIGN_OR_RETURN(Message d, Message::DecodeHeader(bytes.data(), bytes.size()));
+  return decode(d.body());
+}
+
+Result<KvRetrieveRequest> Retrieve(const std::string& body) {
+  return Over<KvRetrieveRequest>(body, KvRetrieveRequest::Decode);
+}
+Result<KvClearRequest> Clear(const std::string& body) { return Over<KvClearRequest>(body, KvClearRequest::Decode); }
+std::string Body(const std::function<void(Packer&)>& fn) { return tqds::wire::PackBody(fn); }
+
+TEST(KvProtocolTest, RequestsRoundTrip) {
+  KvRetrieveRequest r{"part", {"k1", "k 2", std::string("\xff\x01", 2)}, true};
+  ASSERT_OK_AND_ASSIGN(auto r2, Retrieve(r.Encode()));
+  EXPECT_EQ(r2.partition_id, r.partition_id);
+  EXPECT_EQ(r2.keys, r.keys);
+  EXPECT_TRUE(r2.create);
+
+  KvKeysRequest k{"part", {0, -1, int64_t{1} << 40}};
+  ASSERT_OK_AND_ASSIGN(auto k2, Over<KvKeysRequest>(k.Encode(), KvKeysRequest::Decode));
+  EXPECT_EQ(k2.partition_id, "part");
+  EXPECT_EQ(k2.global_indexes, k.global_indexes);
+
+  for (const auto& pid : {std::optional<std::string>(), std::optional<std::string>("p")}) {
+    ASSERT_OK_AND_ASSIGN(auto l2, Over<KvListRequest>(KvListRequest{pid}.Encode(), KvListRequest::Decode));
+    EXPECT_EQ(l2.partition_id, pid);
+  }
+  // A nil body lists everything.
+  ASSERT_OK_AND_ASSIGN(auto all, KvListRequest::Decode(msgpack::object()));
+  EXPECT_FALSE(all.partition_id.has_value());
+
+  KvClearRequest c{"part", {"a", "b"}};
+  ASSERT_OK_AND_ASSIGN(auto c2, Clear(c.Encode()));
+  EXPECT_EQ(c2.partition_id, "part");
+  EXPECT_EQ(c2.keys, c.keys);
+}
+
+TEST(KvProtocolTest, RepliesRoundTrip) {
+  std::vector<std::optional<std::string>> keys = {"a", std::nullopt, "", "c"};
+  ASSERT_OK_AND_ASSIGN(auto k2, Over<std::vector<std::optional<std::string>>>(EncodeKvKeysReply(keys),
+                                                                               DecodeKvKeysReply));
+  EXPECT_EQ(k2, keys);
+
+  KvListing listing = {{"p", {{"z", {{"n", int64_t{1}}, {"l", MetaList{true, MetaValue()}}}}, {"a", {}}}},
+                       {"empty", {}}};
+  ASSERT_OK_AND_ASSIGN(auto l2, Over<KvListing>(EncodeKvListReply(listing), DecodeKvListReply));
+  EXPECT_EQ(l2, listing);
+  ASSERT_OK_AND_ASSIGN(auto none, Over<KvListing>(EncodeKvListReply({}), DecodeKvListReply));
+  EXPECT_TRUE(none.empty());
+}
+
+TEST(KvProtocolTest, MalformedRequestsAreInvalid) {
+  EXPECT_STATUS(KvRetrieveRequest::Decode(msgpack::object()), kInvalid, "body must be a map");
+  EXPECT_STATUS(Retrieve(Body([](Packer& pk) {
+                  pk.pack_map(1);
+                  pk.pack("keys");
+                  pk.pack_array(0);
+                })),
+                kInvalid, "partition_id");
+  EXPECT_STATUS(Retrieve(KvRetrieveRequest{"", {"a"}, false}.Encode()), kInvalid, "partition_id");
+  EXPECT_STATUS(Retrieve(KvRetrieveRequest{std::string(300, 'p'), {"a"}, false}.Encode()), kInvalid,
+                "longer than 256");
+  EXPECT_STATUS(Retrieve(KvRetrieveRequest{"p", {"ok", ""}, false}.Encode()), kInvalid, "must not be empty");
+  EXPECT_STATUS(Retrieve(KvRetrieveRequest{"p", {std::string(257, 'k')}, false}.Encode()), kInvalid,
+                "longer than 256");
+  EXPECT_STATUS(Retrieve(KvRetrieveRequest{"p", {std::string("a\0b", 3)}, false}.Encode()), kInvalid, "NUL");
+  EXPECT_STATUS(Retrieve(Body([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("keys");
+                  pk.pack_array(2);
+                  pk.pack("a");
+                  pk.pack(7);
+                })),
+                kInvalid, "keys[1] must be a string");
+  EXPECT_STATUS(Retrieve(Body([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("keys");
+                  pk.pack("a");
+                })),
+                kInvalid, "'keys' must be an array");
+  EXPECT_STATUS(Retrieve(Body([](Packer& pk) {
+                  pk.pack_map(3);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("keys");
+                  pk.pack_array(0);
+                  pk.pack("create");
+                  pk.pack("yes");
+                })),
+                kInvalid, "create");
+  // An array header claiming 2^30 keys in a tiny body never decodes.
+  EXPECT_FALSE(Retrieve(Body([](Packer& pk) {
+                 pk.pack_map(2);
+                 pk.pack("partition_id");
+                 pk.pack("p");
+                 pk.pack("keys");
+                 pk.pack_array(1u << 30);
+               })).ok());
+  EXPECT_STATUS(Clear(Body([](Packer& pk) {
+                  pk.pack_map(1);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                })),
+                kInvalid, "missing field 'keys'");
+  EXPECT_STATUS(Over<KvKeysRequest>(Body([](Packer& pk) {
+                                      pk.pack_map(2);
+                                      pk.pack("partition_id");
+                                      pk.pack("p");
+                                      pk.pack("global_indexes");
+                                      pk.pack_array(1);
+                                      pk.pack("x");
+                                    }),
+                                    KvKeysRequest::Decode),
+                kInvalid, "global_indexes");
+  EXPECT_STATUS(Over<KvListRequest>(Body([](Packer& pk) {
+                                      pk.pack_map(1);
+                                      pk.pack("partition_id");
+                                      pk.pack(3);
+                                    }),
+                                    KvListRequest::Decode),
+                kInvalid, "partition_id");
+}
+
+TEST(KvProtocolTest, MalformedRepliesAreInvalid) {
+  EXPECT_STATUS(Over<std::vector<std::optional<std::string>>>(Body([](Packer& pk) {
+                                                                pk.pack_map(1);
+                                                                pk.pack("keys");
+                                                                pk.pack_array(1);
+                                                                pk.pack(1);
+                                                              }),
+                                                              DecodeKvKeysReply),
+                kInvalid, "string or nil");
+  EXPECT_STATUS(Over<KvListing>(Body([](Packer& pk) {
+                                  pk.pack_map(1);
+                                  pk.pack("partitions");
+                                  pk.pack_array(1);
+                                  pk.pack_array(2);
+                                  pk.pack("p");
+                                  pk.pack_array(1);  // odd: a key without tags
+                                  pk.pack("k");
+                                }),
+                                DecodeKvListReply),
+                kInvalid, "partitions[0]");
+  EXPECT_STATUS(Over<KvListing>(Body([](Packer& pk) {
+                                  pk.pack_map(1);
+                                  pk.pack("partitions");
+                                  pk.pack_array(1);
+                                  pk.pack_array(2);
+                                  pk.pack("p");
+                                  pk.pack_array(2);
+                                  pk.pack("k");
+                                  pk.pack(5);  // tags must be a map
+                                }),
+                                DecodeKvListReply),
+                kInvalid, "must be a map");
+}
+
+}  // namespace
+}  // namespace tq::internal

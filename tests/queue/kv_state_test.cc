@@ -1,0 +1,238 @@
+// ControllerState's KV API without sockets: key creation and lookup, the
+// fields a keyed meta reports, key listing, and keys vanishing on every clear
+// path (so a reused index never resolves to an old key).
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/test_util.h"
+#include "queue/controller_state.h"
+
+namespace tq::internal {
+namespace {
+
+FieldInfo I64Field(int64_t len) {
+  FieldInfo f;
+  f.produced = true;
+  f.kind = FieldKind::kTensor;
+  f.dtype = DType::kInt64;
+  f.shape = {len};
+  f.nbytes = static_cast<uint64_t>(len) * 8;
+  return f;
+}
+
+class KvStateTest : public ::testing::Test {
+ protected:
+  BatchMeta Retrieve(const std::string& p, const std::vector<std::string>& keys, bool create) {
+    auto r = state_.KvRetrieve(p, keys, create);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : BatchMeta();
+  }
+  // Marks `fields` of the meta's samples produced (field i of length i + 1).
+  void Produce(const BatchMeta& meta, const std::vector<std::string>& fields, const CustomMeta& custom = {}) {
+    std::vector<SampleMeta> samples = meta.samples();
+    for (auto& s : samples) {
+      s.fields.clear();
+      for (size_t i = 0; i < fields.size(); ++i) s.fields.push_back(I64Field(static_cast<int64_t>(i) + 1));
+      s.custom = custom;
+    }
+    ASSERT_OK(state_.MarkProduced(BatchMeta(fields, samples)));
+  }
+  // Both phases of a clear, as the client runs them.
+  void Release(const BatchMeta& victims) { ASSERT_OK(state_.ReleaseSamples(victims)); }
+  std::vector<std::string> KeysOf(const std::string& p) {
+    std::vector<std::string> out;
+    for (const auto& part : state_.KvList(p)) {
+      for (const auto& e : part.entries) out.push_back(e.key);
+    }
+    return out;
+  }
+  std::optional<std::string> KeyOf(const std::string& p, int64_t index) {
+    auto r = state_.KvKeys(p, {index});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? (*r)[0] : std::nullopt;
+  }
+
+  ControllerState state_;
+};
+
+TEST_F(KvStateTest, CreateMakesFreshSamplesInRequestOrder) {
+  BatchMeta m = Retrieve("p", {"a", "b", "c"}, true);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_TRUE(m.field_names().empty());
+  EXPECT_NE(m.samples()[0].generation, m.samples()[1].generation);
+  EXPECT_EQ(m.partition_ids(), (std::vector<std::string>{"p", "p", "p"}));
+  // Found again, in the new request's order, without allocating.
+  int64_t next = state_.next_index();
+  BatchMeta again = Retrieve("p", {"c", "a"}, true);
+  EXPECT_EQ(state_.next_index(), next);
+  EXPECT_EQ(again.global_indexes(), (std::vector<int64_t>{m.global_indexes()[2], m.global_indexes()[0]}));
+  EXPECT_EQ(again.samples()[0].generation, m.samples()[2].generation);
+  // Known and new keys mixed: only the new one gets a sample.
+  BatchMeta mixed = Retrieve("p", {"b", "d"}, true);
+  EXPECT_EQ(mixed.samples()[0].global_index, m.samples()[1].global_index);
+  EXPECT_EQ(state_.next_index(), next + 1);
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b", "c", "d"}));
+  ASSERT_OK_AND_ASSIGN(auto st, state_.GetProductionStatus("p"));
+  EXPECT_EQ(st.num_samples, 4u) << "keyed samples are ordinary samples";
+}
+
+TEST_F(KvStateTest, WithoutCreateMissingKeysAreDropped) {
+  ASSERT_OK_AND_ASSIGN(BatchMeta none, state_.KvRetrieve("nope", {"a"}, false));
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(state_.FindPartition("nope"), nullptr) << "a lookup creates nothing";
+  BatchMeta m = Retrieve("p", {"a", "b"}, true);
+  int64_t next = state_.next_index();
+  BatchMeta got = Retrieve("p", {"x", "b", "y", "a"}, false);
+  EXPECT_EQ(got.global_indexes(), (std::vector<int64_t>{m.global_indexes()[1], m.global_indexes()[0]}));
+  EXPECT_EQ(state_.next_index(), next);
+  EXPECT_TRUE(Retrieve("p", {"zz"}, false).empty());
+}
+
+TEST_F(KvStateTest, BadKeysChangeNothing) {
+  EXPECT_STATUS(state_.KvRetrieve("p", {"a", "b", "a"}, true), kInvalid, "'a' is listed twice");
+  EXPECT_STATUS(state_.KvRetrieve("p", {""}, true), kInvalid, "must not be empty");
+  EXPECT_STATUS(state_.KvRetrieve("", {"a"}, true), kInvalid, "partition_id");
+  EXPECT_EQ(state_.FindPartition("p"), nullptr);
+  EXPECT_EQ(state_.next_index(), 0);
+}
+
+TEST_F(KvStateTest, MetaHasTheFieldsEverySampleProducedAndTheTags) {
+  BatchMeta ab = Retrieve("p", {"a", "b"}, true);
+  Produce(ab.SelectSamples({0}).MoveValue(), {"x", "y", "z"}, {{"tag", std::string("A")}});
+  Produce(ab.SelectSamples({1}).MoveValue(), {"z", "x"}, {{"flag", true}});
+  BatchMeta both = Retrieve("p", {"b", "a"}, false);
+  EXPECT_EQ(both.field_names(), (std::vector<std::string>{"x", "z"})) << "registration order";
+  // Per-sample records: b wrote x as its 2nd field (length 2), a as its 1st.
+  EXPECT_EQ(both.samples()[0].fields[0].shape, (Shape{2}));
+  EXPECT_EQ(both.samples()[1].fields[0].shape, (Shape{1}));
+  EXPECT_TRUE(both.samples()[0].fields[1].produced);
+  EXPECT_EQ(both.samples()[0].custom, (CustomMeta{{"flag", true}}));
+  EXPECT_EQ(both.samples()[1].custom, (CustomMeta{{"tag", std::string("A")}}));
+  EXPECT_EQ(Retrieve("p", {"a"}, false).field_names(), (std::vector<std::string>{"x", "y", "z"}));
+  // A fresh key has produced nothing, so nothing is common.
+  EXPECT_TRUE(Retrieve("p", {"a", "new"}, true).field_names().empty());
+}
+
+TEST_F(KvStateTest, KeysOfIndexes) {
+  BatchMeta keyed = Retrieve("p", {"a", "b"}, true);
+  ASSERT_OK_AND_ASSIGN(BatchMeta plain, state_.Allocate("p", 1));
+  ASSERT_OK_AND_ASSIGN(BatchMeta other, state_.Allocate("q", 1));
+  ASSERT_OK_AND_ASSIGN(auto keys, state_.KvKeys("p", {keyed.global_indexes()[1], plain.global_indexes()[0],
+                                                      other.global_indexes()[0], 12345, keyed.global_indexes()[0]}));
+  ASSERT_EQ(keys.size(), 5u);
+  EXPECT_EQ(keys[0], "b");
+  EXPECT_EQ(keys[1], std::nullopt) << "an index without a key";
+  EXPECT_EQ(keys[2], std::nullopt) << "another partition's index";
+  EXPECT_EQ(keys[3], std::nullopt);
+  EXPECT_EQ(keys[4], "a");
+  EXPECT_STATUS(state_.KvKeys("nope", {0}), kNotFound, "'nope'");
+}
+
+TEST_F(KvStateTest, ListShowsKeysInCreationOrderWithTags) {
+  BatchMeta m = Retrieve("p", {"z", "a"}, true);
+  Produce(m, {"x"}, {{"n", int64_t{1}}});
+  Retrieve("p", {"m"}, true);
+  ASSERT_OK(state_.Allocate("plain", 2));
+  KvListing one = state_.KvList(std::string("p"));
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].partition_id, "p");
+  ASSERT_EQ(one[0].entries.size(), 3u);
+  EXPECT_EQ(one[0].entries[0], (KvEntry{"z", {{"n", int64_t{1}}}}));
+  EXPECT_EQ(one[0].entries[1].key, "a");
+  EXPECT_EQ(one[0].entries[2], (KvEntry{"m", {}}));
+  KvListing all = state_.KvList(std::nullopt);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].partition_id, "p");
+  EXPECT_EQ(all[1], (KvPartition{"plain", {}})) << "a partition without keys lists as empty";
+  EXPECT_TRUE(state_.KvList(std::string("nope")).empty());
+}
+
+TEST_F(KvStateTest, ClearRemovesKeysAtOnceAndKeepsThePartition) {
+  BatchMeta m = Retrieve("p", {"a", "b"}, true);
+  Produce(m, {"x"});
+  BatchMeta victims = state_.BeginKvClear("p", {"a", "missing", "a"});
+  ASSERT_EQ(victims.size(), 1u) << "missing keys are skipped, duplicates cleared once";
+  EXPECT_EQ(victims.samples()[0].global_index, m.samples()[0].global_index);
+  EXPECT_EQ(victims.field_names(), (std::vector<std::string>{"x"})) << "storage frees every field";
+  // Phase 1 already hides the key.
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(Retrieve("p", {"a"}, false).empty());
+  EXPECT_EQ(KeyOf("p", m.samples()[0].global_index), std::nullopt);
+  Release(victims);
+  // Clearing again is a no-op.
+  EXPECT_TRUE(state_.BeginKvClear("p", {"a"}).empty());
+  EXPECT_TRUE(state_.BeginKvClear("nope", {"a"}).empty());
+  // Emptied, the partition stays listed.
+  Release(state_.BeginKvClear("p", {"b"}));
+  EXPECT_EQ(state_.ListPartitions(), (std::vector<std::string>{"p"}));
+  ASSERT_EQ(state_.KvList(std::nullopt).size(), 1u);
+  EXPECT_TRUE(state_.KvList(std::nullopt)[0].entries.empty());
+  ASSERT_OK_AND_ASSIGN(auto st, state_.GetProductionStatus("p"));
+  EXPECT_EQ(st.num_samples, 0u);
+  // Re-putting a cleared key makes a fresh sample.
+  BatchMeta again = Retrieve("p", {"a"}, true);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_GT(again.samples()[0].generation, m.samples()[1].generation);
+  EXPECT_TRUE(again.field_names().empty()) << "the old sample's fields are gone";
+}
+
+TEST_F(KvStateTest, ReusedIndexInAnotherPartitionNeverResolvesToTheOldKey) {
+  BatchMeta a = Retrieve("A", {"k"}, true);
+  int64_t index = a.samples()[0].global_index;
+  Release(state_.BeginKvClear("A", {"k"}));
+  ASSERT_OK_AND_ASSIGN(BatchMeta b, state_.Allocate("B", 1));
+  ASSERT_EQ(b.samples()[0].global_index, index) << "the index is reused";
+  EXPECT_EQ(KeyOf("B", index), std::nullopt);
+  EXPECT_EQ(KeyOf("A", index), std::nullopt);
+  // And a key created in B on the reused index is B's alone.
+  Release(state_.BeginClearSamples("B", {index}));
+  BatchMeta kb = Retrieve("B", {"k2"}, true);
+  ASSERT_EQ(kb.samples()[0].global_index, index);
+  EXPECT_EQ(KeyOf("B", index), "k2");
+  EXPECT_EQ(KeyOf("A", index), std::nullopt);
+}
+
+TEST_F(KvStateTest, EveryClearPathErasesKeys) {
+  BatchMeta m = Retrieve("p", {"a", "b", "c"}, true);
+  // By index.
+  BatchMeta by_index = state_.BeginClearSamples("p", {m.samples()[1].global_index});
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "c"}));
+  Release(by_index);
+  EXPECT_EQ(KeyOf("p", m.samples()[1].global_index), std::nullopt);
+  // The whole partition: keys vanish at once, the partition after release.
+  BatchMeta all = state_.BeginClearPartition("p");
+  EXPECT_EQ(all.size(), 2u);
+  EXPECT_TRUE(KeysOf("p").empty());
+  EXPECT_TRUE(Retrieve("p", {"a", "c"}, false).empty());
+  Release(all);
+  EXPECT_TRUE(state_.ListPartitions().empty()) << "clear_partition drops a keyed partition";
+}
+
+TEST_F(KvStateTest, ClearPartitionDropsAnEmptiedKeyedPartitionAtOnce) {
+  Release(state_.BeginKvClear("p", {}));  // unknown: nothing
+  Retrieve("p", {"a"}, true);
+  Release(state_.BeginKvClear("p", {"a"}));
+  ASSERT_EQ(state_.ListPartitions(), (std::vector<std::string>{"p"}));
+  // No sample left to release, so phase 1 drops it itself.
+  EXPECT_TRUE(state_.BeginClearPartition("p").empty());
+  EXPECT_TRUE(state_.ListPartitions().empty());
+}
+
+TEST_F(KvStateTest, KeyedSamplesServeGetMetaLikeAnyOther) {
+  BatchMeta m = Retrieve("p", {"a", "b"}, true);
+  Produce(m, {"x"});
+  GetMetaRequest req;
+  req.partition_id = "p";
+  req.task_name = "t";
+  req.fields = {"x"};
+  req.batch_size = 2;
+  ASSERT_OK_AND_ASSIGN(auto got, state_.TryGetMeta(req));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->global_indexes(), m.global_indexes());
+}
+
+}  // namespace
+}  // namespace tq::internal

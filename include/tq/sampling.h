@@ -62,7 +62,8 @@ const char* FetchModeName(FetchMode mode);
 using SamplingConfig = std::map<std::string, MetaValue>;
 
 // A SamplingConfig from a JSON object of ints, floats, strings and bools
-// (bool -> int), e.g. the `tq controller --default-sampling` flag.
+// (bool -> int; null: the key is left out), e.g. the `tq controller
+// --default-sampling` flag.
 Result<SamplingConfig> ParseSamplingConfigJson(const std::string& json);
 
 }  // namespace tq

@@ -174,9 +174,11 @@ BatchMeta ControllerState::MakeMeta(const Partition& p, const std::vector<size_t
 }
 
 SamplingConfig ControllerState::EffectiveSampling(const SamplingConfig& call) const {
-  if (defaults_.default_sampling.empty() || call.count("sampler")) return call;
+  if (defaults_.default_sampling.empty() || ConfigHas(call, "sampler")) return call;
   SamplingConfig out = defaults_.default_sampling;
-  for (const auto& [k, v] : call) out[k] = v;
+  for (const auto& [k, v] : call) {
+    if (!v.is_nil()) out[k] = v;  // a None leaves the default
+  }
   return out;
 }
 

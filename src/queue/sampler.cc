@@ -15,7 +15,17 @@ Result<int64_t> ConfigInt(const SamplingConfig& config, const std::string& key,
   }
   if (const auto* i = std::get_if<int64_t>(&it->second)) return *i;
   if (const auto* d = std::get_if<double>(&it->second)) return static_cast<int64_t>(*d);
+  if (const auto* b = std::get_if<bool>(&it->second)) return static_cast<int64_t>(*b);
+  if (it->second.is_nil()) {  // None: absent (upstream reads kwargs.get(key, None))
+    if (fallback) return *fallback;
+    return Status::Invalid("sampling_config needs '", key, "' (got None)");
+  }
   return Status::Invalid("sampling_config '", key, "' must be an integer");
+}
+
+bool ConfigHas(const SamplingConfig& config, const std::string& key) {
+  auto it = config.find(key);
+  return it != config.end() && !it->second.is_nil();
 }
 
 std::string ConfigString(const SamplingConfig& config, const std::string& key,
@@ -81,10 +91,10 @@ class GroupNSampler : public Sampler {
                            bool allow_partial) override {
     TQDS_ASSIGN_OR_RETURN(int64_t n, GroupSize(config, std::nullopt));
     std::string key;
-    if (config.count("dp_rank")) {
+    if (ConfigHas(config, "dp_rank")) {
       TQDS_ASSIGN_OR_RETURN(int64_t dp_rank, ConfigInt(config, "dp_rank"));
       std::string batch_index = "-";
-      if (config.count("batch_index")) {
+      if (ConfigHas(config, "batch_index")) {
         TQDS_ASSIGN_OR_RETURN(int64_t b, ConfigInt(config, "batch_index"));
         batch_index = std::to_string(b);
       }
@@ -129,11 +139,11 @@ class SharedSelection {
   // The step a caller is at: explicit batch_index, else its own call count.
   static Result<int64_t> Step(TaskState& task, const SamplingConfig& config,
                               const std::string& caller) {
-    if (config.count("batch_index")) return ConfigInt(config, "batch_index");
+    if (ConfigHas(config, "batch_index")) return ConfigInt(config, "batch_index");
     return task.call_counters[caller];
   }
   static void Advance(TaskState& task, const SamplingConfig& config, const std::string& caller) {
-    if (!config.count("batch_index")) ++task.call_counters[caller];
+    if (!ConfigHas(config, "batch_index")) ++task.call_counters[caller];
   }
 };
 
@@ -141,7 +151,7 @@ class RankAwareSampler : public Sampler {
  public:
   Result<Selection> Select(const CandidateView& view, size_t batch_size, const SamplingConfig& config,
                            bool allow_partial) override {
-    if (!config.count("ranks_per_group")) return SelectUpstream(view, batch_size, config, allow_partial);
+    if (!ConfigHas(config, "ranks_per_group")) return SelectUpstream(view, batch_size, config, allow_partial);
     TQDS_ASSIGN_OR_RETURN(int64_t dp_rank, ConfigInt(config, "dp_rank"));
     TQDS_ASSIGN_OR_RETURN(int64_t ranks, ConfigInt(config, "ranks_per_group", 1));
     TQDS_ASSIGN_OR_RETURN(int64_t rank, ConfigInt(config, "rank", 0));
@@ -362,7 +372,7 @@ Result<Sampler*> SamplerFor(const SamplingConfig& config) {
   std::string name = ConfigString(config, "sampler", "");
   if (name.empty()) {
     // Upstream passes n_samples_per_prompt alone to mean GRPO grouping.
-    name = config.count("n_samples_per_prompt") ? "grpo_group_n" : "sequential";
+    name = ConfigHas(config, "n_samples_per_prompt") ? "grpo_group_n" : "sequential";
   }
   if (name == "sequential") return static_cast<Sampler*>(&sequential);
   if (name == "grpo_group_n" || name == "grpo") return static_cast<Sampler*>(&group_n);

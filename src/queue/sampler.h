@@ -58,6 +58,8 @@ Result<int64_t> ConfigInt(const SamplingConfig& config, const std::string& key,
                           std::optional<int64_t> fallback = std::nullopt);
 std::string ConfigString(const SamplingConfig& config, const std::string& key,
                          const std::string& fallback);
+// True when `key` is present and not nil (a Python None counts as absent).
+bool ConfigHas(const SamplingConfig& config, const std::string& key);
 
 // Splits items (by length) into `bins` bins of equal count (±1) with nearly
 // equal length sums (Karmarkar-Karp's differencing method, as upstream's

@@ -36,7 +36,9 @@ Result<SamplingConfig> ParseSamplingConfigJson(const std::string& json) {
   if (!j.is_object()) return Status::Invalid("sampling config must be a JSON object, got ", j.type_name());
   SamplingConfig out;
   for (const auto& [key, v] : j.items()) {
-    if (v.is_boolean()) {
+    if (v.is_null()) {
+      continue;  // absent, as a None in a Python sampling_config
+    } else if (v.is_boolean()) {
       out[key] = static_cast<int64_t>(v.get<bool>());
     } else if (v.is_number_integer()) {
       out[key] = v.get<int64_t>();

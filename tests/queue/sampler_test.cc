@@ -485,6 +485,10 @@ TEST(SamplerConfigTest, ConfigIntAndString) {
   EXPECT_EQ(*ConfigInt(c, "missing", 9), 9);
   EXPECT_STATUS(ConfigInt(c, "missing"), kInvalid, "needs 'missing'");
   EXPECT_STATUS(ConfigInt(c, "s"), kInvalid, "'s' must be an integer");
+  SamplingConfig odd = {{"b", true}, {"nil", MetaValue{}}};
+  EXPECT_EQ(*ConfigInt(odd, "b"), 1);
+  EXPECT_EQ(*ConfigInt(odd, "nil", 7), 7) << "None reads as absent";
+  EXPECT_STATUS(ConfigInt(odd, "nil"), kInvalid, "needs 'nil'");
   EXPECT_EQ(ConfigString(c, "s", "f"), "x");
   EXPECT_EQ(ConfigString(c, "i", "f"), "f");
 }

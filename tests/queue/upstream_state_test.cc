@@ -191,6 +191,9 @@ TEST_F(UpstreamStateTest, DefaultSamplingAppliesWhenTheCallNamesNoSampler) {
   // The call's keys lie over the defaults ...
   SamplingConfig n1 = {{"n_samples_per_prompt", int64_t{1}}};
   EXPECT_EQ(Get(Req("u", 3, FetchMode::kFetch, {"a"}, n1)).global_indexes(), (std::vector<int64_t>{0, 1, 3}));
+  // (a None leaves the default) ...
+  SamplingConfig none = {{"n_samples_per_prompt", MetaValue{}}};
+  EXPECT_STATUS(state_.TryGetMeta(Req("w", 3, FetchMode::kFetch, {"a"}, none)), kInvalid, "not a multiple");
   // ... and a call that names its sampler ignores them.
   SamplingConfig seq = {{"sampler", std::string("sequential")}};
   EXPECT_EQ(Get(Req("v", 3, FetchMode::kFetch, {"a"}, seq)).global_indexes(), (std::vector<int64_t>{0, 1, 3}));
@@ -271,6 +274,8 @@ TEST(SamplingJsonTest, ParsesScalarsAndRejectsTheRest) {
   EXPECT_EQ(std::get<int64_t>(c.at("n_samples_per_prompt")), 4);
   EXPECT_EQ(std::get<double>(c.at("r")), 0.5);
   EXPECT_EQ(std::get<int64_t>(c.at("b")), 1);
+  ASSERT_OK_AND_ASSIGN(auto nulls, ParseSamplingConfigJson(R"({"dp_rank": null, "sampler": "rank_aware"})"));
+  EXPECT_EQ(nulls.count("dp_rank"), 0u) << "null: absent";
   EXPECT_STATUS(ParseSamplingConfigJson("[1]"), kInvalid, "must be a JSON object");
   EXPECT_STATUS(ParseSamplingConfigJson("{"), kInvalid, "not valid JSON");
   EXPECT_STATUS(ParseSamplingConfigJson(R"({"x": [1]})"), kInvalid, "'x' must be an int");

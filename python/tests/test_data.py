@@ -78,9 +78,9 @@ def test_field_schema_records_dtype_and_per_sample_shape(client, partition):
     meta = client.put(data=TensorDict({"x": torch.zeros(3, 7, dtype=torch.float16),
                                        "s": torch.arange(3)}, batch_size=[3]), partition_id=partition)
     schema = meta.field_schema
-    assert schema["x"]["dtype"] == "float16" and tuple(schema["x"]["shape"]) == (7,)
-    assert schema["s"]["dtype"] == "int64" and tuple(schema["s"]["shape"]) == ()  # 0-d kept, not (1,)
-    assert not schema["x"]["ragged"]
+    assert schema["x"]["dtype"] == torch.float16 and tuple(schema["x"]["shape"]) == (7,)
+    assert schema["s"]["dtype"] == torch.int64 and tuple(schema["s"]["shape"]) == (1,)  # upstream's record of a 1-D field
+    assert not schema["x"]["ragged"] and not schema["x"]["is_nested"]
 
 
 def test_scalar_per_sample_keeps_shape(client):
@@ -280,7 +280,7 @@ def test_batch_meta_pickles(client, partition):
     assert again.field_names == meta.field_names
     assert again.get_custom_meta() == meta.get_custom_meta()
     assert [type(d["f"]) for d in again.get_custom_meta()] == [float] * 4  # 0.0 and 1.0 stay floats
-    assert type(again).__module__ == "transfer_queue"
+    assert type(again) is tq.BatchMeta and type(again).__module__ == "transfer_queue.metadata"  # upstream's path
     out = client.get_data(again)  # an unpickled meta is as good as the original
     assert out["a"].tolist() == [0, 1, 2, 3] and out["s"] == list("wxyz")
 
@@ -316,10 +316,9 @@ def test_batch_meta_select_chunk_concat(client, partition):
     assert sum(len(c) for c in uneven) == 6
     assert client.get_data(BatchMeta.concat([chunks[2], chunks[0]]))["a"].tolist() == [4, 5, 0, 1]
 
-    with pytest.raises(tq.TQDSError):
+    with pytest.raises(ValueError):
         meta.select_samples([6])
-    with pytest.raises(tq.TQDSError):
-        meta.select_fields(["nope"])
+    assert meta.select_fields(["b", "nope"]).field_names == ["b"]  # unknown names are dropped, as upstream
 
 
 def test_custom_meta_set_and_get(client, partition):
@@ -359,12 +358,12 @@ def test_get_meta_fetch_poll_force_fetch(client, partition):
     f1 = client.get_meta(["a"], 5, partition, task_name="forcer", mode="force_fetch")
     f2 = client.get_meta(["a"], 5, partition, task_name="forcer", mode="force_fetch")
     assert len(f1) == 5 and f1.global_indexes == f2.global_indexes
-    assert client.get_consumption_status(partition, "forcer")["consumed"] == 0
+    assert client.get_consumption_status(partition_id=partition, task_name="forcer")["consumed"] == 0
 
     # fetch: exactly batch_size, consumed.
     f = client.get_meta(["a"], 5, partition, task_name="forcer", mode="fetch", timeout=5)
     assert sorted(f.global_indexes) == sorted(f1.global_indexes)
-    assert client.get_consumption_status(partition, "forcer")["consumed"] == 5
+    assert client.get_consumption_status(partition_id=partition, task_name="forcer")["consumed"] == 5
     with pytest.raises(tq.TimeoutError_):
         client.get_meta(["a"], 1, partition, task_name="forcer", mode="fetch", timeout=0.2)
 
@@ -390,7 +389,7 @@ def test_exactly_once_per_task_two_tasks(client, partition):
                 break
             seen += client.get_data(m)["a"].tolist()
         assert sorted(seen) == list(range(n)), task  # every sample, once
-        st = client.get_consumption_status(partition, task)
+        st = client.get_consumption_status(partition_id=partition, task_name=task)
         assert st["consumed"] == n and st["num_samples"] == n
 
 

@@ -315,7 +315,7 @@ def test_polling_mode_reaches_the_controller(session):
 def test_default_fetch_timeout_reads_tq_variables(monkeypatch):
     monkeypatch.delenv("TQ_CONTROLLER_GET_METADATA_TIMEOUT", raising=False)
     monkeypatch.delenv("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", raising=False)
-    assert tqi.default_fetch_timeout() == 5.0
+    assert tqi.default_fetch_timeout() == 60.0  # neither set: the seed's bound (answered as soon as samples arrive)
     monkeypatch.setenv("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", "1")
     assert tqi.default_fetch_timeout() == 1.0
     monkeypatch.setenv("TQ_CONTROLLER_GET_METADATA_TIMEOUT", "7")

@@ -91,16 +91,22 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def default_fetch_timeout() -> float:
-    """Seconds a fetch-mode get_meta with upstream's signature waits for
-    enough samples: max(TQ_CONTROLLER_GET_METADATA_TIMEOUT (default 1),
-    TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL (default 5)), which is about
-    when upstream's non-polling fetch gives up. Read on every call. (Here,
-    not in interface.py, so that client.py can import it without a cycle.)
+    """Seconds a fetch-mode get_meta waits for enough samples when the call
+    names no timeout. Upstream gives up after about
+    max(TQ_CONTROLLER_GET_METADATA_TIMEOUT (default 1),
+    TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL (default 5)) seconds; where
+    either variable is set, that is the wait here too. With neither set, a
+    fetch waits up to 60 s, as the seed's did: ours is answered the moment
+    the samples arrive, so a longer bound only matters to a job that is
+    stuck. Read on every call. (Here, not in interface.py, so that client.py
+    can import it without a cycle.)
 
     Upstream's other TQ_* knobs (ZMQ sizing, storage RPC timeouts, logging,
     metrics cadence) are accepted and ignored."""
-    return max(_env_seconds("TQ_CONTROLLER_GET_METADATA_TIMEOUT", 1.0),
-               _env_seconds("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", 5.0))
+    names = ("TQ_CONTROLLER_GET_METADATA_TIMEOUT", "TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL")
+    if all((os.environ.get(n) or "").strip() == "" for n in names):
+        return 60.0
+    return max(_env_seconds(names[0], 1.0), _env_seconds(names[1], 5.0))
 
 
 def _tq_binary() -> str:

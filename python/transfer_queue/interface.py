@@ -170,16 +170,18 @@ def _check_backend(conf) -> str:
     return name
 
 
-def _storage_manager_args(backend: str, backend_conf) -> tuple[str, dict]:
-    """Upstream's (backend name, backend block) as the seed client's
-    (manager_type, config). Delete once TransferQueueClient accepts
-    "SimpleStorage" / "Yuanrong" itself."""
-    if backend == "SimpleStorage":
-        return "SimpleStorageManager", {}  # the client asks the controller for its units
-    port = backend_conf.get("worker_port")
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise InvalidArgumentError(f"backend.Yuanrong.worker_port must be an int, got {port!r}")
-    return "YuanrongStorageManager", {"host": _default_host(), "port": port}
+def _storage_manager_args(backend: str, backend_conf) -> tuple[str, Any]:
+    """What the client's initialize_storage_manager takes: upstream's backend
+    name and block (the client maps them to ours); Yuanrong's host is this
+    node's address (inside a Ray cluster the worker listens there)."""
+    if backend == "Yuanrong":
+        from omegaconf import DictConfig, OmegaConf
+
+        block = dict(OmegaConf.to_container(backend_conf, resolve=True) if isinstance(backend_conf, DictConfig)
+                     else backend_conf or {})
+        block.setdefault("host", _default_host())
+        return backend, block
+    return backend, backend_conf
 
 
 def _make_client(conf) -> TransferQueueClient:

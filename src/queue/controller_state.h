@@ -8,7 +8,10 @@
 //   storage keys include (partition, index, generation), so no reader can
 //   see another partition's or an earlier sample's bytes;
 // - clearing is two-phase: Begin* hides samples and returns what storage must
-//   free; ReleaseSamples (after storage freed them) returns the indexes.
+//   free; ReleaseSamples (after storage freed them) returns the indexes;
+// - a KV key names exactly one live, visible sample of its partition; every
+//   Begin* clear erases the keys of the samples it hides (KV API:
+//   controller_state_kv.cc).
 #pragma once
 
 #include <deque>

@@ -44,6 +44,11 @@ class TransferQueueClient {
   // batch row i belongs to meta sample i.
   Result<BatchMeta> put(const Batch& batch, const BatchMeta& meta);
 
+  // Reserves `count` new samples of `partition_id` (created if needed), with
+  // nothing produced yet: upstream's get_meta(mode="insert"). Fill them with
+  // put(batch, meta).
+  Result<BatchMeta> allocate(const std::string& partition_id, int64_t count);
+
   // Selects samples whose `data_fields` are all produced (see FetchMode and
   // SamplingConfig). kFetch waits up to `timeout` for batch_size samples.
   Result<BatchMeta> get_meta(const std::vector<std::string>& data_fields, int64_t batch_size,

@@ -532,6 +532,18 @@ void InitClient(py::module_& m) {
              return Unwrap(std::move(r));
            },
            py::arg("batch_size"), py::arg("fields"), py::arg("partition_id") = "", py::arg("meta") = nullptr)
+      .def("allocate",
+           [](Client& c, const std::string& partition_id, int64_t count) {
+             tq::Result<BatchMeta> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.allocate(partition_id, count);
+             }
+             return Unwrap(std::move(r));
+           },
+           py::arg("partition_id"), py::arg("count"),
+           "Reserves `count` new samples of the partition (created if needed), nothing produced yet "
+           "(upstream's get_meta mode 'insert'); fill them with put(..., meta=).")
       .def("get_meta",
            [](Client& c, const std::vector<std::string>& fields, int64_t batch_size, const std::string& partition_id,
               const std::string& task_name, const py::object& sampling, const std::string& mode, double timeout_s) {

@@ -150,6 +150,18 @@ def test_force_fetch_all_returns_every_live_sample_and_marks_nothing(client):
         client.get_meta(["x"], 0, unique(), "", None, "force_fetch_all")
 
 
+def test_allocate_reserves_unproduced_samples(client):
+    p = unique()
+    reserved = client.allocate(p, 2)
+    assert len(reserved) == 2 and reserved.field_names == []
+    assert client.production_status(p, ["x"]) is None, "nothing produced yet"
+    put(client, p, "x", [7, 8], meta=reserved)
+    gidx, m = matrix(client.production_status(p, ["x"]), 1)
+    assert gidx == sorted(reserved.global_indexes) and m.tolist() == [[1], [1]]
+    with pytest.raises(_tqds.InvalidArgumentError):
+        client.allocate(p, 0)
+
+
 def test_unknown_mode_names_the_known_ones(client):
     with pytest.raises(_tqds.InvalidArgumentError, match="force_fetch_all"):
         client.get_meta(["x"], 1, unique(), "t", None, "insert")

@@ -117,20 +117,25 @@ class TransferQueueClient::Impl {
     return produced;
   }
 
-  Result<BatchMeta> Put(const Batch& batch, const std::string& partition_id) {
+  Result<BatchMeta> Allocate(const std::string& partition_id, int64_t count) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
-    TQDS_RETURN_NOT_OK(CheckBatch(batch));
-    TQDS_RETURN_NOT_OK(Storage().status());
     Message alloc(MsgType::kCtlAllocate, 0);
     alloc.set_body(PackBody([&](Packer& pk) {
       pk.pack_map(2);
       pk.pack("partition_id");
       pk.pack(partition_id);
       pk.pack("count");
-      pk.pack_int64(static_cast<int64_t>(batch.batch_size()));
+      pk.pack_int64(count);
     }));
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(alloc)));
-    TQDS_ASSIGN_OR_RETURN(BatchMeta targets, internal::MetaFromMessage(rep));
+    return internal::MetaFromMessage(rep);
+  }
+
+  Result<BatchMeta> Put(const Batch& batch, const std::string& partition_id) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    TQDS_RETURN_NOT_OK(CheckBatch(batch));
+    TQDS_RETURN_NOT_OK(Storage().status());
+    TQDS_ASSIGN_OR_RETURN(BatchMeta targets, Allocate(partition_id, static_cast<int64_t>(batch.batch_size())));
     if (targets.size() != batch.batch_size()) {
       return Status::Internal("controller allocated ", targets.size(), " samples for ", batch.batch_size());
     }
@@ -272,6 +277,10 @@ const std::string& TransferQueueClient::controller_address() const { return impl
 
 Status TransferQueueClient::initialize_storage_manager(const std::string& manager_type, const Config& config) {
   return impl_->InitStorage(manager_type, config);
+}
+
+Result<BatchMeta> TransferQueueClient::allocate(const std::string& partition_id, int64_t count) {
+  return impl_->Allocate(partition_id, count);
 }
 
 Result<BatchMeta> TransferQueueClient::put(const Batch& batch, const std::string& partition_id) {

@@ -132,6 +132,22 @@ TEST_F(UpstreamControllerTest, DefaultSamplingServesCallersThatPassOnlyRanks) {
                 "batch_index");
 }
 
+TEST_F(UpstreamControllerTest, AllocateThenPutIntoTheReservedSamples) {
+  Start({});
+  ASSERT_OK_AND_ASSIGN(BatchMeta reserved, client_->allocate("p", 3));
+  ASSERT_EQ(reserved.size(), 3u);
+  EXPECT_TRUE(reserved.field_names().empty());
+  ASSERT_OK_AND_ASSIGN(BatchMeta all, client_->get_meta({"x"}, 0, "p", "", {}, FetchMode::kForceFetchAll));
+  EXPECT_EQ(all.global_indexes(), reserved.global_indexes()) << "reserved samples are live, unproduced";
+  ASSERT_OK_AND_ASSIGN(BatchMeta none, client_->get_meta({"x"}, 1, "p", "t", {}, FetchMode::kPollAll));
+  EXPECT_TRUE(none.empty());
+  ASSERT_OK(client_->put(Ints("x", {4, 5, 6}), reserved));
+  ASSERT_OK_AND_ASSIGN(BatchMeta got, client_->get_meta({"x"}, 3, "p", "t", {}, FetchMode::kPollAll));
+  EXPECT_EQ(got.global_indexes(), reserved.global_indexes());
+  EXPECT_STATUS(client_->allocate("p", 0), kInvalid, "count");
+  EXPECT_STATUS(client_->allocate("", 1), kInvalid, "partition_id");
+}
+
 TEST(UpstreamControllerOptionsTest, UnknownDefaultSamplerIsRejected) {
   ControllerOptions o;
   o.default_sampling = {{"sampler", std::string("random")}};

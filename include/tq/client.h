@@ -44,6 +44,11 @@ class TransferQueueClient {
   // batch row i belongs to meta sample i.
   Result<BatchMeta> put(const Batch& batch, const BatchMeta& meta);
 
+  // Reserves `count` new samples of `partition_id` (created if needed), with
+  // nothing produced yet: upstream's get_meta(mode="insert"). Fill them with
+  // put(batch, meta).
+  Result<BatchMeta> allocate(const std::string& partition_id, int64_t count);
+
   // Selects samples whose `data_fields` are all produced (see FetchMode and
   // SamplingConfig). kFetch waits up to `timeout` for batch_size samples.
   Result<BatchMeta> get_meta(const std::vector<std::string>& data_fields, int64_t batch_size,
@@ -64,6 +69,14 @@ class TransferQueueClient {
   Result<ProductionStatus> get_production_status(const std::string& partition_id);
   Result<ConsumptionStatus> get_consumption_status(const std::string& partition_id,
                                                    const std::string& task_name);
+  // Upstream-shaped per-sample status (see SampleStatusMatrix). std::nullopt
+  // when the partition is unknown, `fields` is empty or a requested field was
+  // never produced in the partition.
+  Result<std::optional<SampleStatusMatrix>> production_status(const std::string& partition_id,
+                                                              const std::vector<std::string>& fields);
+  // std::nullopt for an unknown partition; an unknown task gets zeros.
+  Result<std::optional<SampleStatusMatrix>> consumption_status(const std::string& partition_id,
+                                                               const std::string& task_name);
   // Forgets what `task_name` (or every task, when empty) consumed.
   Status reset_consumption(const std::string& partition_id, const std::string& task_name = "");
   Result<std::vector<std::string>> list_partitions();

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tq/sampling.h"
 #include "tqds/status.h"
 
 namespace tq {
@@ -22,6 +23,16 @@ struct ControllerOptions {
   int embedded_storage_units = 0;
   // Capacity of each embedded unit.
   uint64_t storage_unit_capacity_bytes = uint64_t{8} << 30;
+  // Upstream TransferQueue's polling mode: a get_meta in mode "fetch" behaves
+  // like "poll_all" (an empty meta at once when too few samples are ready,
+  // instead of waiting). Default false: fetch waits up to its timeout.
+  bool polling_mode = false;
+  // Sampling used by a get_meta whose sampling_config names no "sampler":
+  // the call's keys are laid over these (the call wins), so a controller set
+  // up like upstream's `sampler=` argument serves callers that pass only
+  // dp_rank / batch_index. Empty (the default): the call's config alone.
+  // Validate() rejects an unknown sampler name.
+  SamplingConfig default_sampling;
   tqds::Status Validate() const;
 };
 

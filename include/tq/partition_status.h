@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace tq {
 
@@ -15,6 +16,17 @@ struct ProductionStatus {
 struct ConsumptionStatus {
   size_t num_samples = 0;  // live samples in the partition
   size_t consumed = 0;     // of those, consumed by the task
+};
+
+// Per-sample status in upstream TransferQueue's shape: one row per live
+// sample of the partition, in ascending global index, and `columns` bytes per
+// row (row-major), 1 = yes. Production: one column per requested field, in
+// the partition's field registration order. Consumption: one column, consumed
+// by the task.
+struct SampleStatusMatrix {
+  std::vector<int64_t> global_indexes;
+  std::vector<std::string> columns;  // field names (production); the task name (consumption)
+  std::vector<uint8_t> status;       // global_indexes.size() x columns.size()
 };
 
 }  // namespace tq

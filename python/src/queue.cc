@@ -318,9 +318,15 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
   return out;
 }
 
+// A sampling config dict; a key whose value is None counts as absent (as
+// upstream's samplers read them: kwargs.get("batch_index", None)).
 tq::SamplingConfig ToSampling(const py::object& o) {
   if (o.is_none()) return {};
-  return ToCustom(o.cast<py::dict>());
+  py::dict present;
+  for (auto [k, v] : o.cast<py::dict>()) {
+    if (!v.is_none()) present[k] = v;
+  }
+  return ToCustom(present);
 }
 
 py::bytes PickleMeta(const BatchMeta& m) {
@@ -392,6 +398,21 @@ void InitMeta(py::module_& m) {
                                for (const auto& s : m.samples()) g.push_back(s.generation);
                                return g;
                              })
+      .def_property_readonly("production_status",
+                             [](const BatchMeta& m) {
+                               std::vector<int> out;
+                               out.reserve(m.size());
+                               for (const auto& s : m.samples()) {
+                                 bool all = !m.field_names().empty();
+                                 for (size_t f = 0; f < m.field_names().size(); ++f) {
+                                   all = all && f < s.fields.size() && s.fields[f].produced;
+                                 }
+                                 out.push_back(all ? 1 : 0);
+                               }
+                               return out;
+                             },
+                             "Per sample: 1 when every field of the meta is produced for it, else 0 "
+                             "(upstream's BatchMeta.production_status; 0 when the meta has no fields).")
       .def_property_readonly("field_schema",
                              [](const BatchMeta& m) {
                                py::dict d;
@@ -444,18 +465,31 @@ void InitMeta(py::module_& m) {
 
 void InitController(py::module_& m) {
   py::class_<tq::TransferQueueController>(m, "Controller", "An in-process TransferQueue controller.")
-      .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb) {
+      .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb,
+                       bool polling_mode, const py::object& default_sampling) {
              tq::ControllerOptions o;
              o.address = address;
              o.embedded_storage_units = storage_units;
              o.storage_unit_capacity_bytes = unit_capacity_mb << 20;
+             o.polling_mode = polling_mode;
+             o.default_sampling = ToSampling(default_sampling);
              return Unwrap(tq::TransferQueueController::Start(o));
            }),
            py::arg("address") = "tcp://127.0.0.1:0", py::arg("storage_units") = 2,
-           py::arg("unit_capacity_mb") = 8192)
+           py::arg("unit_capacity_mb") = 8192, py::kw_only(), py::arg("polling_mode") = false,
+           py::arg("default_sampling") = py::none(),
+           "polling_mode: get_meta mode 'fetch' answers at once, like 'poll_all'. default_sampling: "
+           "a sampling config (dict) for calls whose sampling_config names no 'sampler'.")
       .def_property_readonly("address", &tq::TransferQueueController::address)
       .def_property_readonly("storage_units", &tq::TransferQueueController::storage_units)
       .def("stop", &tq::TransferQueueController::Stop, py::call_guard<py::gil_scoped_release>());
+}
+
+// None, or (global indexes, status bytes).
+py::object StatusMatrixToPython(const std::optional<tq::SampleStatusMatrix>& m) {
+  if (!m) return py::none();
+  return py::make_tuple(py::cast(m->global_indexes),
+                        py::bytes(reinterpret_cast<const char*>(m->status.data()), m->status.size()));
 }
 
 void InitClient(py::module_& m) {
@@ -498,6 +532,18 @@ void InitClient(py::module_& m) {
              return Unwrap(std::move(r));
            },
            py::arg("batch_size"), py::arg("fields"), py::arg("partition_id") = "", py::arg("meta") = nullptr)
+      .def("allocate",
+           [](Client& c, const std::string& partition_id, int64_t count) {
+             tq::Result<BatchMeta> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.allocate(partition_id, count);
+             }
+             return Unwrap(std::move(r));
+           },
+           py::arg("partition_id"), py::arg("count"),
+           "Reserves `count` new samples of the partition (created if needed), nothing produced yet "
+           "(upstream's get_meta mode 'insert'); fill them with put(..., meta=).")
       .def("get_meta",
            [](Client& c, const std::vector<std::string>& fields, int64_t batch_size, const std::string& partition_id,
               const std::string& task_name, const py::object& sampling, const std::string& mode, double timeout_s) {
@@ -512,7 +558,10 @@ void InitClient(py::module_& m) {
              return Unwrap(std::move(r));
            },
            py::arg("data_fields"), py::arg("batch_size"), py::arg("partition_id"), py::arg("task_name"),
-           py::arg("sampling_config") = py::none(), py::arg("mode") = "fetch", py::arg("timeout") = 60.0)
+           py::arg("sampling_config") = py::none(), py::arg("mode") = "fetch", py::arg("timeout") = 60.0,
+           "mode: fetch (wait up to timeout), poll (what is ready now, maybe fewer), poll_all (batch_size "
+           "or an empty meta at once), force_fetch (produced samples, marks nothing), force_fetch_all (every "
+           "live sample, produced or not; unknown partition: NotFoundError).")
       .def("get_data",
            [](Client& c, const BatchMeta& meta, bool stack_uniform) {
              tq::Result<tq::Batch> r = Status::Internal("unset");
@@ -557,6 +606,31 @@ void InitClient(py::module_& m) {
              return d;
            },
            py::arg("partition_id"), py::arg("task_name"))
+      .def("production_status",
+           [](Client& c, const std::string& p, const std::vector<std::string>& fields) -> py::object {
+             tq::Result<std::optional<tq::SampleStatusMatrix>> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.production_status(p, fields);
+             }
+             return StatusMatrixToPython(Unwrap(std::move(r)));
+           },
+           py::arg("partition_id"), py::arg("fields"),
+           "Upstream-shaped production status: None when the partition is unknown, fields is empty or a "
+           "field was never produced in it; else (sorted global indexes of the live samples, row-major "
+           "int8 matrix N x F as bytes, 1 = produced), columns in the partition's field registration order.")
+      .def("consumption_status",
+           [](Client& c, const std::string& p, const std::string& task) -> py::object {
+             tq::Result<std::optional<tq::SampleStatusMatrix>> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.consumption_status(p, task);
+             }
+             return StatusMatrixToPython(Unwrap(std::move(r)));
+           },
+           py::arg("partition_id"), py::arg("task_name"),
+           "Upstream-shaped consumption status: None when the partition is unknown; else (sorted global "
+           "indexes of the live samples, one byte per sample, 1 = consumed by the task).")
       .def("reset_consumption",
            [](Client& c, const std::string& p, const std::string& t) {
              CallWithoutGil([&] { return c.reset_consumption(p, t); });

@@ -513,25 +513,34 @@ def test_two_controllers_sharing_one_worker_do_not_collide(ds_worker):
 
 # ------------------------------------------------------------------ sampling
 
-def test_sampling_grpo_group_n(client, partition):
+def test_sampling_grpo_group_n(request, backend, own_controller, partition):
+    # Groups are runs of n consecutive GLOBAL INDEXES among the ready samples,
+    # scanned in ascending order (upstream's GRPOGroupNSampler). A controller
+    # of its own gives this partition indexes 0-5.
+    worker = request.getfixturevalue("ds_worker") if backend == "yuanrong" else None
+    client = make_client(own_controller, backend, worker)
     n = 2
     meta = client.put(data=TensorDict({"a": torch.arange(6)}, batch_size=[6]), partition_id=partition)
-    # "b" for samples 0, 1, 3, 4, 5: group (2, 3) is incomplete.
+    assert meta.global_indexes == [0, 1, 2, 3, 4, 5]
+    # "b" for samples 0, 1, 3, 4, 5: the runs of 2 are (0, 1) and (3, 4).
     client.put(data=TensorDict({"b": torch.tensor([0, 1, 3, 4, 5])}, batch_size=[5]),
                metadata=meta.select_samples([0, 1, 3, 4, 5]))
     cfg = {"sampler": "grpo_group_n", "n_samples_per_prompt": n}
     m = client.get_meta(["a", "b"], 4, partition, task_name="grpo", sampling_config=cfg, mode="poll")
-    got = client.get_data(m)["a"].tolist()
-    assert sorted(got) == [0, 1, 4, 5]  # whole groups only; 3 waits for 2
+    assert sorted(client.get_data(m)["a"].tolist()) == [0, 1, 3, 4]
     assert len(client.get_meta(["a", "b"], 2, partition, task_name="grpo", sampling_config=cfg,
-                               mode="poll")) == 0
-    # A sequential reader takes sample 3 alone.
+                               mode="poll")) == 0  # 5 alone is no run
+    # A sequential reader takes everything ready.
     seq = client.get_meta(["a", "b"], 5, partition, task_name="seq", mode="poll")
     assert sorted(client.get_data(seq)["a"].tolist()) == [0, 1, 3, 4, 5]
-    # Completing the group releases it.
+    # Producing sample 2 makes no run (3 is consumed); a new sample 6 makes (5, 6).
     client.put(data=TensorDict({"b": torch.tensor([2])}, batch_size=[1]), metadata=meta.select_samples([2]))
+    assert len(client.get_meta(["a", "b"], 2, partition, task_name="grpo", sampling_config=cfg,
+                               mode="poll")) == 0
+    client.put(data=TensorDict({"a": torch.tensor([6]), "b": torch.tensor([6])}, batch_size=[1]),
+               partition_id=partition)
     m = client.get_meta(["a", "b"], 2, partition, task_name="grpo", sampling_config=cfg, mode="fetch", timeout=5)
-    assert sorted(client.get_data(m)["a"].tolist()) == [2, 3]
+    assert sorted(client.get_data(m)["a"].tolist()) == [5, 6]
     with pytest.raises(tq.InvalidArgumentError, match="multiple"):
         client.get_meta(["a"], 3, partition, task_name="grpo2", sampling_config=cfg, mode="poll")
 

@@ -117,20 +117,25 @@ class TransferQueueClient::Impl {
     return produced;
   }
 
-  Result<BatchMeta> Put(const Batch& batch, const std::string& partition_id) {
+  Result<BatchMeta> Allocate(const std::string& partition_id, int64_t count) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
-    TQDS_RETURN_NOT_OK(CheckBatch(batch));
-    TQDS_RETURN_NOT_OK(Storage().status());
     Message alloc(MsgType::kCtlAllocate, 0);
     alloc.set_body(PackBody([&](Packer& pk) {
       pk.pack_map(2);
       pk.pack("partition_id");
       pk.pack(partition_id);
       pk.pack("count");
-      pk.pack_int64(static_cast<int64_t>(batch.batch_size()));
+      pk.pack_int64(count);
     }));
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(alloc)));
-    TQDS_ASSIGN_OR_RETURN(BatchMeta targets, internal::MetaFromMessage(rep));
+    return internal::MetaFromMessage(rep);
+  }
+
+  Result<BatchMeta> Put(const Batch& batch, const std::string& partition_id) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    TQDS_RETURN_NOT_OK(CheckBatch(batch));
+    TQDS_RETURN_NOT_OK(Storage().status());
+    TQDS_ASSIGN_OR_RETURN(BatchMeta targets, Allocate(partition_id, static_cast<int64_t>(batch.batch_size())));
     if (targets.size() != batch.batch_size()) {
       return Status::Internal("controller allocated ", targets.size(), " samples for ", batch.batch_size());
     }
@@ -151,7 +156,9 @@ class TransferQueueClient::Impl {
   Result<BatchMeta> GetMeta(internal::GetMetaRequest req, std::chrono::milliseconds timeout) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
     for (const auto& f : req.fields) TQDS_RETURN_NOT_OK(internal::ValidateName(f, "data field"));
-    if (req.mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(internal::ValidateName(req.task_name, "task_name"));
+    if (req.mode != FetchMode::kForceFetch && req.mode != FetchMode::kForceFetchAll) {
+      TQDS_RETURN_NOT_OK(internal::ValidateName(req.task_name, "task_name"));
+    }
     req.timeout_ms = req.mode == FetchMode::kFetch ? timeout.count() : 0;
     Message m(MsgType::kCtlGetMeta, 0);
     m.set_body(internal::EncodeGetMeta(req));
@@ -272,6 +279,10 @@ Status TransferQueueClient::initialize_storage_manager(const std::string& manage
   return impl_->InitStorage(manager_type, config);
 }
 
+Result<BatchMeta> TransferQueueClient::allocate(const std::string& partition_id, int64_t count) {
+  return impl_->Allocate(partition_id, count);
+}
+
 Result<BatchMeta> TransferQueueClient::put(const Batch& batch, const std::string& partition_id) {
   return impl_->Put(batch, partition_id);
 }
@@ -327,6 +338,36 @@ Result<ConsumptionStatus> TransferQueueClient::get_consumption_status(const std:
   TQDS_ASSIGN_OR_RETURN(st.num_samples, rd.Get<size_t>("num_samples"));
   TQDS_ASSIGN_OR_RETURN(st.consumed, rd.Get<size_t>("consumed"));
   return st;
+}
+
+Result<std::optional<SampleStatusMatrix>> TransferQueueClient::production_status(
+    const std::string& partition_id, const std::vector<std::string>& fields) {
+  Message m(MsgType::kCtlProductionStatus, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(2);
+    pk.pack("partition_id");
+    pk.pack(partition_id);
+    pk.pack("fields");
+    pk.pack(fields);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeSampleStatus(rep.body());
+}
+
+Result<std::optional<SampleStatusMatrix>> TransferQueueClient::consumption_status(
+    const std::string& partition_id, const std::string& task_name) {
+  Message m(MsgType::kCtlConsumptionStatus, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(3);
+    pk.pack("partition_id");
+    pk.pack(partition_id);
+    pk.pack("task_name");
+    pk.pack(task_name);
+    pk.pack("per_sample");
+    pk.pack(true);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeSampleStatus(rep.body());
 }
 
 Status TransferQueueClient::reset_consumption(const std::string& partition_id, const std::string& task_name) {

@@ -13,6 +13,7 @@
 #include "common/wire/rpc.h"
 #include "queue/kv_protocol.h"
 #include "queue/protocol.h"
+#include "queue/sampler.h"
 #include "tq/storage_unit.h"
 
 namespace tq {
@@ -35,6 +36,9 @@ Status ControllerOptions::Validate() const {
   if (embedded_storage_units > 0 && storage_unit_capacity_bytes == 0) {
     return Status::Invalid("storage_unit_capacity_bytes must be > 0");
   }
+  if (!default_sampling.empty()) {
+    TQDS_RETURN_NOT_OK(internal::SamplerFor(default_sampling).status().WithContext("default_sampling"));
+  }
   return Status::OK();
 }
 
@@ -51,6 +55,7 @@ class ControllerImpl : public TransferQueueController {
   ~ControllerImpl() override { Stop(); }
 
   Status Init(const ControllerOptions& o) {
+    state_.set_get_meta_defaults({o.polling_mode, o.default_sampling});
     TQDS_ASSIGN_OR_RETURN(
         server_, tqds::wire::RpcServer::Bind(
                      o.address, [this](Message&& m, Responder r) { Handle(std::move(m), std::move(r)); },
@@ -163,6 +168,7 @@ class ControllerImpl : public TransferQueueController {
         return Status::OK();
       }
       case MsgType::kCtlProductionStatus: {
+        if (IsPerSampleStatus(m)) return ReplySampleStatus(m, r);
         TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ProductionStatus"));
         TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(p));
         Message rep = Message::ReplyTo(m);
@@ -177,6 +183,7 @@ class ControllerImpl : public TransferQueueController {
         return Status::OK();
       }
       case MsgType::kCtlConsumptionStatus: {
+        if (IsPerSampleStatus(m)) return ReplySampleStatus(m, r);
         TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ConsumptionStatus"));
         TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
         TQDS_ASSIGN_OR_RETURN(std::string task, rd.Get<std::string>("task_name"));
@@ -255,6 +262,35 @@ class ControllerImpl : public TransferQueueController {
       default:
         return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
     }
+  }
+
+  // ProductionStatus with "fields" / ConsumptionStatus with "per_sample": true
+  // ask for upstream's per-sample shape instead of the summary.
+  static bool IsPerSampleStatus(const Message& m) {
+    auto rd = MapReader::Of(m.body(), "status request");
+    if (!rd.ok()) return false;
+    if (m.type() == MsgType::kCtlProductionStatus) return rd->Has("fields");
+    return rd->GetOr<bool>("per_sample", false).ValueOr(false);
+  }
+
+  Status ReplySampleStatus(const Message& m, Responder& r) {
+    bool production = m.type() == MsgType::kCtlProductionStatus;
+    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), production ? "ProductionStatus" : "ConsumptionStatus"));
+    TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
+    TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
+    std::optional<SampleStatusMatrix> answer;
+    if (production) {
+      TQDS_ASSIGN_OR_RETURN(auto fields, rd.Get<std::vector<std::string>>("fields"));
+      answer = state_.ProductionMatrix(p, fields);
+    } else {
+      TQDS_ASSIGN_OR_RETURN(std::string task, rd.Get<std::string>("task_name"));
+      TQDS_RETURN_NOT_OK(internal::ValidateName(task, "task_name"));
+      answer = state_.ConsumptionMatrix(p, task);
+    }
+    Message rep = Message::ReplyTo(m);
+    rep.set_body(internal::EncodeSampleStatus(answer));
+    r.Reply(std::move(rep));
+    return Status::OK();
   }
 
   // The KV API: keys naming samples (see internal::ControllerState::Kv*).

@@ -15,6 +15,19 @@ bool Partition::IsProduced(size_t pos, const std::vector<int>& fids) const {
   return true;
 }
 
+void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>& positions) {
+  if (task.consumed.size() < p.samples.size()) task.consumed.resize(p.samples.size(), 0);
+  for (size_t pos : positions) {
+    if (!task.consumed[pos]) {
+      task.consumed[pos] = 1;
+      ++task.consumed_count;
+    }
+  }
+  while (task.cursor < p.samples.size() && (task.consumed[task.cursor] || !p.samples[task.cursor].live)) {
+    ++task.cursor;
+  }
+}
+
 const Partition* ControllerState::FindPartition(const std::string& id) const {
   auto it = partitions_.find(id);
   return it == partitions_.end() ? nullptr : it->second.get();
@@ -160,23 +173,64 @@ BatchMeta ControllerState::MakeMeta(const Partition& p, const std::vector<size_t
   return BatchMeta(names, std::move(out));
 }
 
+SamplingConfig ControllerState::EffectiveSampling(const SamplingConfig& call) const {
+  if (defaults_.default_sampling.empty() || ConfigHas(call, "sampler")) return call;
+  SamplingConfig out = defaults_.default_sampling;
+  for (const auto& [k, v] : call) {
+    if (!v.is_nil()) out[k] = v;  // a None leaves the default
+  }
+  return out;
+}
+
+std::vector<size_t> ControllerState::VisibleByIndex(const Partition& p) {
+  std::vector<size_t> out;
+  out.reserve(p.live_count);
+  for (size_t pos = 0; pos < p.samples.size(); ++pos) {
+    if (p.IsVisible(pos)) out.push_back(pos);
+  }
+  auto by_index = [&](size_t a, size_t b) { return p.samples[a].global_index < p.samples[b].global_index; };
+  if (!std::is_sorted(out.begin(), out.end(), by_index)) std::sort(out.begin(), out.end(), by_index);
+  return out;
+}
+
+Result<std::optional<BatchMeta>> ControllerState::ForceFetchAll(const GetMetaRequest& req) const {
+  const Partition* p = FindPartition(req.partition_id);
+  if (p == nullptr) {
+    return Status::NotFound("get_meta (force_fetch_all): partition '", req.partition_id, "' does not exist");
+  }
+  std::vector<int> fids;
+  std::vector<std::string> names;
+  for (const auto& f : req.fields) {
+    int fid = p->FieldId(f);
+    if (fid >= 0 && std::find(names.begin(), names.end(), f) == names.end()) {
+      fids.push_back(fid);
+      names.push_back(f);
+    }
+  }
+  return std::optional<BatchMeta>(MakeMeta(*p, VisibleByIndex(*p), fids, names));
+}
+
 Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaRequest& req) {
+  if (req.mode == FetchMode::kForceFetchAll) return ForceFetchAll(req);  // any fields, even none
   if (req.fields.empty()) return Status::Invalid("get_meta needs at least one data field");
   if (req.batch_size < 0) return Status::Invalid("batch_size must be >= 0, got ", req.batch_size);
-  if (req.mode != FetchMode::kForceFetch && req.task_name.empty()) {
-    return Status::Invalid("get_meta in mode ", FetchModeName(req.mode), " needs a task_name");
+  FetchMode mode = req.mode;
+  if (mode == FetchMode::kFetch && defaults_.polling_mode) mode = FetchMode::kPollAll;
+  if (mode != FetchMode::kForceFetch && req.task_name.empty()) {
+    return Status::Invalid("get_meta in mode ", FetchModeName(mode), " needs a task_name");
   }
-  if (req.mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(SamplerFor(req.sampling).status());
+  const SamplingConfig sampling = EffectiveSampling(req.sampling);
+  if (mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(SamplerFor(sampling).status());
   auto pit = partitions_.find(req.partition_id);
   if (pit == partitions_.end()) {
-    if (req.mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<BatchMeta>();
+    if (mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<BatchMeta>();
     return std::optional<BatchMeta>(BatchMeta(req.fields, {}));
   }
   Partition& p = *pit->second;
   std::vector<int> fids;
   for (const auto& f : req.fields) fids.push_back(p.FieldId(f));
 
-  if (req.mode == FetchMode::kForceFetch) {
+  if (mode == FetchMode::kForceFetch) {
     std::vector<size_t> positions;
     for (size_t pos = 0; pos < p.samples.size(); ++pos) {
       if (req.batch_size > 0 && positions.size() >= static_cast<size_t>(req.batch_size)) break;
@@ -185,22 +239,17 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
     return std::optional<BatchMeta>(MakeMeta(p, positions, fids, req.fields));
   }
 
-  TQDS_ASSIGN_OR_RETURN(Sampler * sampler, SamplerFor(req.sampling));
+  TQDS_ASSIGN_OR_RETURN(Sampler * sampler, SamplerFor(sampling));
   TaskState& task = p.tasks[req.task_name];
   CandidateView view(p, task, fids);
   TQDS_ASSIGN_OR_RETURN(auto picked, sampler->Select(view, static_cast<size_t>(req.batch_size),
-                                                     req.sampling, req.mode == FetchMode::kPoll));
-  if (!picked) return std::optional<BatchMeta>();
-  if (task.consumed.size() < p.samples.size()) task.consumed.resize(p.samples.size(), 0);
-  for (size_t pos : *picked) {
-    if (!task.consumed[pos]) {
-      task.consumed[pos] = 1;
-      ++task.consumed_count;
-    }
+                                                     sampling, mode == FetchMode::kPoll));
+  if (!picked) {
+    // poll_all: all or nothing, and nothing is an empty answer, not a wait.
+    if (mode == FetchMode::kPollAll) return std::optional<BatchMeta>(BatchMeta(req.fields, {}));
+    return std::optional<BatchMeta>();
   }
-  while (task.cursor < p.samples.size() && (task.consumed[task.cursor] || !p.samples[task.cursor].live)) {
-    ++task.cursor;
-  }
+  MarkConsumed(p, task, *picked);
   return std::optional<BatchMeta>(MakeMeta(p, *picked, fids, req.fields));
 }
 
@@ -242,6 +291,7 @@ BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) 
   for (size_t pos = 0; pos < p.samples.size(); ++pos) {
     if (p.samples[pos].live) positions.push_back(pos);
   }
+  for (auto& [name, task] : p.tasks) task.sticky.clear();  // upstream: the sampler cache goes with the partition
   return BeginClear(p, positions);
 }
 
@@ -324,12 +374,63 @@ Result<ConsumptionStatus> ControllerState::GetConsumptionStatus(const std::strin
 Status ControllerState::ResetConsumption(const std::string& partition_id, const std::string& task_name) {
   auto it = partitions_.find(partition_id);
   if (it == partitions_.end()) return Status::NotFound("partition '", partition_id, "' does not exist");
+  // Consumption and group-mode selections go; upstream-mode sampler
+  // selections (sticky) stay until the partition is cleared, as upstream's.
+  auto reset = [](TaskState& t) {
+    TaskState fresh;
+    fresh.sticky = std::move(t.sticky);
+    t = std::move(fresh);
+  };
   if (task_name.empty()) {
-    it->second->tasks.clear();
-  } else {
-    it->second->tasks.erase(task_name);
+    for (auto& [name, task] : it->second->tasks) reset(task);
+  } else if (auto t = it->second->tasks.find(task_name); t != it->second->tasks.end()) {
+    reset(t->second);
   }
   return Status::OK();
+}
+
+std::optional<SampleStatusMatrix> ControllerState::ProductionMatrix(const std::string& partition_id,
+                                                                    const std::vector<std::string>& fields) const {
+  const Partition* p = FindPartition(partition_id);
+  if (p == nullptr || fields.empty()) return std::nullopt;
+  for (const auto& f : fields) {
+    if (p->FieldId(f) < 0) return std::nullopt;
+  }
+  SampleStatusMatrix m;
+  std::vector<int> fids;  // registration order, restricted to the requested fields
+  for (size_t fid = 0; fid < p->field_names.size(); ++fid) {
+    if (std::find(fields.begin(), fields.end(), p->field_names[fid]) != fields.end()) {
+      fids.push_back(static_cast<int>(fid));
+      m.columns.push_back(p->field_names[fid]);
+    }
+  }
+  std::vector<size_t> rows = VisibleByIndex(*p);
+  m.global_indexes.reserve(rows.size());
+  m.status.reserve(rows.size() * fids.size());
+  for (size_t pos : rows) {
+    m.global_indexes.push_back(p->samples[pos].global_index);
+    const auto& rec = p->samples[pos].fields;
+    for (int f : fids) m.status.push_back(static_cast<size_t>(f) < rec.size() && rec[f].produced ? 1 : 0);
+  }
+  return m;
+}
+
+std::optional<SampleStatusMatrix> ControllerState::ConsumptionMatrix(const std::string& partition_id,
+                                                                     const std::string& task_name) {
+  auto it = partitions_.find(partition_id);
+  if (it == partitions_.end()) return std::nullopt;
+  Partition& p = *it->second;
+  const TaskState& task = p.tasks[task_name];
+  SampleStatusMatrix m;
+  m.columns = {task_name};
+  std::vector<size_t> rows = VisibleByIndex(p);
+  m.global_indexes.reserve(rows.size());
+  m.status.reserve(rows.size());
+  for (size_t pos : rows) {
+    m.global_indexes.push_back(p.samples[pos].global_index);
+    m.status.push_back(pos < task.consumed.size() && task.consumed[pos] ? 1 : 0);
+  }
+  return m;
 }
 
 std::vector<std::string> ControllerState::ListPartitions() const {

@@ -50,8 +50,12 @@ struct TaskState {
   std::vector<uint8_t> consumed;  // by position
   size_t cursor = 0;              // every position before it is consumed or dead
   size_t consumed_count = 0;
-  std::map<std::string, CachedSelection> cache;       // shared selections (rank-aware, balanced)
+  std::map<std::string, CachedSelection> cache;       // shared selections (rank-aware group mode)
   std::map<std::string, int64_t> call_counters;       // per-rank call counts
+  // Upstream-mode sampler selections (positions) by sampler key, e.g. a
+  // rank-aware (dp_rank, batch_index). Kept across reset_consumption, dropped
+  // when the partition is cleared (upstream's sampler cache lifetime).
+  std::map<std::string, std::vector<size_t>> sticky;
 };
 
 struct Partition {
@@ -80,6 +84,9 @@ struct Partition {
   bool IsProduced(size_t pos, const std::vector<int>& fids) const;
 };
 
+// Marks `positions` consumed by `task` and advances its cursor.
+void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>& positions);
+
 struct GetMetaRequest {
   std::string partition_id;
   std::string task_name;
@@ -90,9 +97,17 @@ struct GetMetaRequest {
   SamplingConfig sampling;
 };
 
+// Controller-wide get_meta behaviour (from ControllerOptions).
+struct GetMetaDefaults {
+  bool polling_mode = false;        // mode fetch behaves like poll_all
+  SamplingConfig default_sampling;  // laid under a call's config that names no sampler
+};
 
 class ControllerState {
  public:
+  void set_get_meta_defaults(GetMetaDefaults d) { defaults_ = std::move(d); }
+  const GetMetaDefaults& get_meta_defaults() const { return defaults_; }
+
   // Reserves `count` fresh samples in `partition_id` (created on first use).
   Result<BatchMeta> Allocate(const std::string& partition_id, size_t count);
   // Records fields of samples as produced; every sample must be live with the
@@ -112,6 +127,14 @@ class ControllerState {
   Result<ConsumptionStatus> GetConsumptionStatus(const std::string& partition_id,
                                                  const std::string& task_name) const;
   Status ResetConsumption(const std::string& partition_id, const std::string& task_name);
+  // Upstream-shaped per-sample status. std::nullopt when the partition is
+  // unknown, `fields` is empty or a requested field was never produced in it.
+  std::optional<SampleStatusMatrix> ProductionMatrix(const std::string& partition_id,
+                                                     const std::vector<std::string>& fields) const;
+  // std::nullopt for an unknown partition; an unknown task gets zeros and
+  // from then on exists (as upstream's).
+  std::optional<SampleStatusMatrix> ConsumptionMatrix(const std::string& partition_id,
+                                                      const std::string& task_name);
   std::vector<std::string> ListPartitions() const;
   Status SetCustomMeta(const BatchMeta& meta);  // takes samples' custom maps
   Result<BatchMeta> GetSamples(const std::string& partition_id,
@@ -143,6 +166,11 @@ class ControllerState {
   BatchMeta MakeMeta(const Partition& p, const std::vector<size_t>& positions,
                      const std::vector<int>& fids, const std::vector<std::string>& names) const;
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
+  Result<std::optional<BatchMeta>> ForceFetchAll(const GetMetaRequest& req) const;
+  // The call's sampling config with the controller's default_sampling under it.
+  SamplingConfig EffectiveSampling(const SamplingConfig& call) const;
+  // Visible positions of `p` in ascending global index.
+  static std::vector<size_t> VisibleByIndex(const Partition& p);
   void EraseKey(Partition& p, size_t pos);
   int64_t TakeIndex();
   // Every sample's field matches the partition's kind/dtype for that field.
@@ -155,6 +183,7 @@ class ControllerState {
   std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> free_indexes_;
   int64_t next_index_ = 0;
   uint64_t next_generation_ = 1;
+  GetMetaDefaults defaults_;
 };
 
 }  // namespace tq::internal

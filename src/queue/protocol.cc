@@ -323,7 +323,9 @@ Result<GetMetaRequest> DecodeGetMeta(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(req.fields, r.Get<std::vector<std::string>>("fields"));
   TQDS_ASSIGN_OR_RETURN(req.batch_size, r.Get<int64_t>("batch_size"));
   TQDS_ASSIGN_OR_RETURN(uint8_t mode, r.GetOr<uint8_t>("mode", 0));
-  if (mode > 2) return Status::Invalid("GetMeta: unknown mode ", int(mode));
+  if (mode > static_cast<uint8_t>(FetchMode::kForceFetchAll)) {
+    return Status::Invalid("GetMeta: unknown mode ", int(mode));
+  }
   req.mode = static_cast<FetchMode>(mode);
   TQDS_ASSIGN_OR_RETURN(req.timeout_ms, r.GetOr<int64_t>("timeout_ms", 0));
   if (const msgpack::object* s = r.Find("sampling")) {
@@ -392,6 +394,47 @@ Result<BatchMeta> SampleListFromMessage(const Message& m) {
     samples[i].partition_id = partitions[p];
   }
   return BatchMeta(std::move(fields), std::move(samples));
+}
+
+std::string EncodeSampleStatus(const std::optional<SampleStatusMatrix>& m) {
+  return tqds::wire::PackBody([&](Packer& pk) {
+    if (!m) {
+      pk.pack_map(1);
+      pk.pack("found");
+      pk.pack(false);
+      return;
+    }
+    pk.pack_map(4);
+    pk.pack("found");
+    pk.pack(true);
+    pk.pack("global_indexes");
+    pk.pack(m->global_indexes);
+    pk.pack("columns");
+    pk.pack(m->columns);
+    pk.pack("status");
+    pk.pack_bin(static_cast<uint32_t>(m->status.size()));
+    pk.pack_bin_body(reinterpret_cast<const char*>(m->status.data()), static_cast<uint32_t>(m->status.size()));
+  });
+}
+
+Result<std::optional<SampleStatusMatrix>> DecodeSampleStatus(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "SampleStatus"));
+  TQDS_ASSIGN_OR_RETURN(bool found, r.Get<bool>("found"));
+  if (!found) return std::optional<SampleStatusMatrix>();
+  SampleStatusMatrix m;
+  TQDS_ASSIGN_OR_RETURN(m.global_indexes, r.Get<std::vector<int64_t>>("global_indexes"));
+  TQDS_ASSIGN_OR_RETURN(m.columns, r.Get<std::vector<std::string>>("columns"));
+  const msgpack::object* st = r.Find("status");
+  if (st == nullptr || st->type != msgpack::type::BIN) {
+    return Status::Invalid("SampleStatus: 'status' must be bytes");
+  }
+  m.status.assign(reinterpret_cast<const uint8_t*>(st->via.bin.ptr),
+                  reinterpret_cast<const uint8_t*>(st->via.bin.ptr) + st->via.bin.size);
+  if (m.status.size() != m.global_indexes.size() * m.columns.size()) {
+    return Status::Invalid("SampleStatus: ", m.status.size(), " status bytes for ", m.global_indexes.size(),
+                           " samples x ", m.columns.size(), " columns");
+  }
+  return std::optional<SampleStatusMatrix>(std::move(m));
 }
 
 std::string EncodeKeys(const std::vector<std::string>& keys) {

@@ -3,12 +3,14 @@
 // documented in docs/wire_format.md.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/wire/message.h"
 #include "queue/controller_state.h"
 #include "tq/batch_meta.h"
+#include "tq/partition_status.h"
 
 namespace tq::internal {
 
@@ -39,6 +41,13 @@ Result<BatchMeta> MetaFromMessage(const tqds::wire::Message& m);
 // where p indexes "partitions".
 tqds::wire::Message SampleListMessage(tqds::wire::MsgType type, const BatchMeta& meta);
 Result<BatchMeta> SampleListFromMessage(const tqds::wire::Message& m);
+
+// Per-sample status replies (ProductionStatus with "fields", ConsumptionStatus
+// with "per_sample"): {"found": false} when there is no answer (upstream's
+// None), else {"found": true, "global_indexes": [int64], "columns": [str],
+// "status": bin of rows x columns bytes}.
+std::string EncodeSampleStatus(const std::optional<SampleStatusMatrix>& m);
+Result<std::optional<SampleStatusMatrix>> DecodeSampleStatus(const msgpack::object& body);
 
 // Storage unit bodies: {"keys": [str...]} (+ one payload frame per key for a
 // put); get replies {"found": [bool...]} + one frame per key (empty if missing).

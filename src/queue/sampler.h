@@ -1,6 +1,8 @@
 // Samplers decide which ready samples a get_meta returns. One interface,
 // chosen by SamplingConfig["sampler"]; each is stateless except for what it
-// keeps in the task's TaskState (shared selections, call counters).
+// keeps in the task's TaskState (shared selections, call counters, and the
+// upstream-mode selections kept until the partition is cleared). Semantics
+// follow upstream TransferQueue 0.1.11's samplers (see include/tq/sampling.h).
 #pragma once
 
 #include <memory>
@@ -56,9 +58,23 @@ Result<int64_t> ConfigInt(const SamplingConfig& config, const std::string& key,
                           std::optional<int64_t> fallback = std::nullopt);
 std::string ConfigString(const SamplingConfig& config, const std::string& key,
                          const std::string& fallback);
+// True when `key` is present and not nil (a Python None counts as absent).
+bool ConfigHas(const SamplingConfig& config, const std::string& key);
 
 // Splits items (by length) into `bins` bins of equal count (±1) with nearly
-// equal length sums. Returns, per bin, the indexes into `lengths`.
+// equal length sums (Karmarkar-Karp's differencing method, as upstream's
+// seqlen balancing). Returns, per bin (heaviest first), the indexes into
+// `lengths`.
 std::vector<std::vector<size_t>> BalanceByLength(const std::vector<int64_t>& lengths, size_t bins);
+
+// The candidates of `view` in ascending global index (upstream's "ready").
+std::vector<size_t> ReadyByIndex(const CandidateView& view);
+
+// Upstream's GRPO group scan: walks `ready` (positions in ascending global
+// index) for runs of `n` consecutive global index values and takes the first
+// batch_size / n runs. Fewer: std::nullopt, or the runs found when
+// `allow_partial`.
+std::optional<std::vector<size_t>> TakeIndexRuns(const Partition& p, const std::vector<size_t>& ready,
+                                                 size_t batch_size, size_t n, bool allow_partial);
 
 }  // namespace tq::internal

@@ -1,5 +1,6 @@
-// Samplers through ControllerState: GRPO groups, rank-aware, seqlen-balanced,
-// BalanceByLength, and config errors.
+// Samplers through ControllerState: GRPO groups (runs of consecutive global
+// indexes, as upstream), rank-aware (group mode and upstream mode),
+// seqlen-balanced, BalanceByLength, and config errors.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,7 +28,8 @@ FieldInfo Produced() {
 class SamplerTest : public ::testing::Test {
  protected:
   // Allocates n samples; produces field "a" for those at the positions in
-  // `produce` (all when empty), with custom seq_len from `lengths`.
+  // `produce` (all when empty), with custom total_lengths (upstream's
+  // seqlen key) from `lengths`.
   BatchMeta Add(size_t n, std::vector<size_t> produce = {}, std::vector<int64_t> lengths = {}) {
     auto m = state_.Allocate("p", n);
     EXPECT_TRUE(m.ok());
@@ -39,7 +41,7 @@ class SamplerTest : public ::testing::Test {
     for (size_t i : produce) {
       SampleMeta s = m->samples()[i];
       s.fields = {Produced()};
-      if (!lengths.empty()) s.custom["seq_len"] = lengths[i];
+      if (!lengths.empty()) s.custom["total_lengths"] = lengths[i];
       samples.push_back(s);
     }
     EXPECT_OK(state_.MarkProduced(BatchMeta({"a"}, samples)));
@@ -83,12 +85,13 @@ TEST_F(SamplerTest, SequentialIsTheDefault) {
   EXPECT_EQ(Take(2, {{"sampler", std::string("sequential")}}), (std::vector<int64_t>{2, 3}));
 }
 
-TEST_F(SamplerTest, GrpoReturnsOnlyWholeGroups) {
-  // 12 samples = 3 groups of 4; group 1 is missing one sample (position 6).
+TEST_F(SamplerTest, GrpoReturnsOnlyRunsOfConsecutiveGlobalIndexes) {
+  // Index 6 is not ready: upstream's scan takes [0-3], breaks at 4,5,(6),
+  // and takes the next run of 4 consecutive indexes, [7-10].
   Add(12, {0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11});
   auto got = Take(8, Grpo(4));
-  EXPECT_EQ(got, (std::vector<int64_t>{0, 1, 2, 3, 8, 9, 10, 11})) << "the incomplete group must be skipped";
-  EXPECT_TRUE(Waits(4, Grpo(4))) << "group 1 is still incomplete";
+  EXPECT_EQ(got, (std::vector<int64_t>{0, 1, 2, 3, 7, 8, 9, 10})) << "runs of 4 consecutive indexes";
+  EXPECT_TRUE(Waits(4, Grpo(4))) << "4, 5 and 11 hold no run of 4";
   // Poll may return fewer samples, but still whole groups only: none here.
   EXPECT_TRUE(Take(4, Grpo(4), FetchMode::kPoll).empty());
 }
@@ -178,8 +181,8 @@ TEST_F(SamplerTest, RankAwareWithGroups) {
   Add(8, {0, 1, 3, 4, 5, 6, 7});
   SamplingConfig c = Rank(0, 0, 1);
   c["n_samples_per_prompt"] = int64_t{2};
-  // Group [2, 3] is incomplete: whole groups [0, 1] and [4, 5].
-  EXPECT_EQ(Take(4, c), (std::vector<int64_t>{0, 1, 4, 5}));
+  // Index 2 is not ready: runs of 2 consecutive indexes are [0, 1], [3, 4].
+  EXPECT_EQ(Take(4, c), (std::vector<int64_t>{0, 1, 3, 4}));
 }
 
 TEST_F(SamplerTest, RankAwareBadConfigs) {
@@ -231,19 +234,171 @@ TEST_F(SamplerTest, SeqlenBalancedWaitsForAllRanksWorth) {
 }
 
 TEST_F(SamplerTest, SeqlenBalancedBadConfigs) {
-  Add(4, {}, {1, 2, 3, 4});
+  BatchMeta m = Add(4, {}, {1, 2, 3, 4});
   EXPECT_STATUS(Try(2, Balanced(2, 2)), kInvalid, "dp_rank=2 dp_size=2");
   EXPECT_STATUS(Try(2, Balanced(0, 0)), kInvalid, "dp_size");
-  EXPECT_STATUS(Try(2, {{"sampler", std::string("seqlen_balanced")}, {"dp_rank", int64_t{0}}}), kInvalid,
-                "dp_size");
-  SamplingConfig other_key = Balanced(2, 0);
-  other_key["length_key"] = std::string("num_tokens");
-  EXPECT_STATUS(Try(1, other_key), kInvalid, "no custom meta 'num_tokens'");
+  EXPECT_STATUS(Try(2, Balanced(2, -1)), kInvalid, "dp_rank=-1");
+  SamplingConfig grouped = Balanced(2, 0);
+  grouped["n_samples_per_prompt"] = int64_t{3};
+  EXPECT_STATUS(Try(2, grouped), kInvalid, "not a multiple of n_samples_per_prompt 3");
+  std::vector<SampleMeta> texts = {m.samples()[0]};
+  texts[0].custom = {{"total_lengths", std::string("long")}};
+  ASSERT_OK(state_.SetCustomMeta(BatchMeta({}, texts)));
+  EXPECT_STATUS(Try(2, Balanced(2, 0)), kInvalid, "must be a number");
 }
 
-TEST_F(SamplerTest, SeqlenBalancedNeedsLengths) {
-  Add(4);  // no seq_len
-  EXPECT_STATUS(Try(2, Balanced(2, 0)), kInvalid, "seq_len");
+TEST_F(SamplerTest, SeqlenBalancedDefaultsAndWeightOneWithoutLengths) {
+  // No lengths at all: every sample weighs 1 (upstream); dp_size defaults to
+  // 1, dp_rank and batch_index to 0.
+  Add(8);
+  auto r0 = Take(2, Balanced(2, 0));
+  EXPECT_EQ(r0.size(), 2u);
+  EXPECT_EQ(Take(4, {{"sampler", std::string("seqlen_balanced")}}), r0)
+      << "no dp_size, dp_rank, batch_index: batch_index 0 of rank 0, cached";
+  SamplingConfig other_key = Balanced(2, 1);
+  other_key["length_key"] = std::string("num_tokens");  // absent: weight 1
+  other_key["batch_index"] = int64_t{1};
+  auto next = Take(2, other_key);
+  EXPECT_EQ(next.size(), 2u);
+  for (int64_t gi : next) EXPECT_GE(gi, 4) << "batch_index 1 selects from what batch 0 left";
+}
+
+// ------------------------------------------------ upstream semantics
+
+// Gives partition "p" samples whose global indexes are NOT in allocation
+// order: indexes 4-7 first, then (reused from partition "q") 0-3.
+void AllocateOutOfOrder(ControllerState& state) {
+  auto q = state.Allocate("q", 4);
+  ASSERT_OK(q.status());
+  auto first = state.Allocate("p", 4);
+  ASSERT_OK(first.status());
+  BatchMeta gone = state.BeginClearPartition("q");
+  ASSERT_OK(state.ReleaseSamples(gone));
+  auto second = state.Allocate("p", 4);
+  ASSERT_OK(second.status());
+  ASSERT_EQ(second->global_indexes(), (std::vector<int64_t>{0, 1, 2, 3}));
+  std::vector<SampleMeta> all = first->samples();
+  all.insert(all.end(), second->samples().begin(), second->samples().end());
+  for (auto& s : all) s.fields = {Produced()};
+  ASSERT_OK(state.MarkProduced(BatchMeta({"a"}, all)));
+}
+
+TEST_F(SamplerTest, GrpoScansInGlobalIndexOrderNotAllocationOrder) {
+  AllocateOutOfOrder(state_);
+  EXPECT_EQ(Take(4, Grpo(4)), (std::vector<int64_t>{0, 1, 2, 3}))
+      << "upstream sorts the ready indexes before looking for runs";
+  EXPECT_EQ(Take(4, Grpo(4)), (std::vector<int64_t>{4, 5, 6, 7}));
+}
+
+TEST_F(SamplerTest, GrpoRunsMaySpanPromptBoundaries) {
+  // Upstream does not align groups to multiples of n: [1, 2] is a run.
+  Add(6, {1, 2, 4, 5});
+  EXPECT_EQ(Take(4, Grpo(2)), (std::vector<int64_t>{1, 2, 4, 5}));
+}
+
+TEST_F(SamplerTest, GrpoWithDpRankIsCachedPerBatchIndex) {
+  Add(8);
+  SamplingConfig c = Grpo(2);
+  c["dp_rank"] = int64_t{0};
+  c["batch_index"] = int64_t{0};
+  auto first = Take(4, c);
+  EXPECT_EQ(first, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(Take(4, c), first) << "same (dp_rank, batch_index): the cached selection";
+  c["batch_index"] = int64_t{1};
+  EXPECT_EQ(Take(4, c), (std::vector<int64_t>{4, 5, 6, 7}));
+}
+
+SamplingConfig Upstream(int64_t dp_rank, int64_t batch_index) {
+  return {{"sampler", std::string("rank_aware")}, {"dp_rank", dp_rank}, {"batch_index", batch_index}};
+}
+
+TEST_F(SamplerTest, RankAwareUpstreamCachesPerDpRankAndBatchIndex) {
+  BatchMeta m = Add(6, {0, 1, 2, 3, 4});
+  auto a = Take(2, Upstream(0, 0));
+  EXPECT_EQ(a, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(Take(2, Upstream(0, 0)), a) << "a second rank of dp group 0 gets the same samples";
+  EXPECT_EQ(Take(2, Upstream(1, 0)), (std::vector<int64_t>{2, 3})) << "another dp group gets others";
+  EXPECT_EQ(Take(2, Upstream(0, 1), FetchMode::kPoll), (std::vector<int64_t>{4})) << "poll: what is ready";
+  // Too few for a fetch: nothing, and nothing cached for (0, 2).
+  EXPECT_TRUE(Waits(2, Upstream(0, 2)));
+  std::vector<SampleMeta> last = {m.samples()[5]};
+  last[0].fields = {Produced()};
+  ASSERT_OK(state_.MarkProduced(BatchMeta({"a"}, last)));
+  EXPECT_EQ(Take(1, Upstream(0, 2)), (std::vector<int64_t>{5}));
+  // Nothing is ready now, yet the cached keys still answer.
+  EXPECT_EQ(Take(2, Upstream(1, 0)), (std::vector<int64_t>{2, 3}));
+}
+
+TEST_F(SamplerTest, RankAwareUpstreamCacheOutlivesResetButNotAClear) {
+  Add(4);
+  auto a = Take(2, Upstream(0, 0));
+  ASSERT_OK(state_.ResetConsumption("p", ""));
+  EXPECT_EQ(Take(2, Upstream(0, 0)), a) << "upstream keeps its sampler cache across reset_consumption";
+  BatchMeta gone = state_.BeginClearPartition("p");
+  // New samples arrive before the clear finishes: the partition lives on,
+  // but its sampler cache went with the clear.
+  Add(4);
+  ASSERT_OK(state_.ReleaseSamples(gone));
+  auto fresh = Take(2, Upstream(0, 0));
+  EXPECT_EQ(fresh.size(), 2u);
+  std::set<int64_t> now;
+  for (int64_t gi : Take(0, {}, FetchMode::kForceFetch)) now.insert(gi);
+  for (int64_t gi : fresh) EXPECT_TRUE(now.count(gi)) << "sample " << gi << " is from before the clear";
+}
+
+TEST_F(SamplerTest, RankAwareUpstreamBadConfigs) {
+  Add(4);
+  EXPECT_STATUS(Try(2, {{"sampler", std::string("rank_aware")}, {"dp_rank", int64_t{0}}}), kInvalid,
+                "batch_index");
+  EXPECT_STATUS(Try(2, {{"sampler", std::string("rank_aware")}, {"batch_index", int64_t{0}}}), kInvalid,
+                "dp_rank");
+  EXPECT_STATUS(Try(2, Upstream(-1, 0)), kInvalid, "dp_rank must be >= 0");
+}
+
+TEST_F(SamplerTest, SeqlenBalancedSplitsWholeGroupsAndCachesEveryRank) {
+  // 4 groups of 2 (n_samples_per_prompt): group sums 2, 4, 100, 102.
+  Add(8, {}, {1, 1, 2, 2, 50, 50, 51, 51});
+  auto cfg = [](int64_t rank, int64_t batch_index) {
+    SamplingConfig c = Balanced(2, rank);
+    c["n_samples_per_prompt"] = int64_t{2};
+    c["batch_index"] = batch_index;
+    return c;
+  };
+  auto r1 = Take(4, cfg(1, 0));  // any rank may come first
+  auto r0 = Take(4, cfg(0, 0));
+  ASSERT_EQ(r0.size(), 4u);
+  ASSERT_EQ(r1.size(), 4u);
+  auto sum = [](const std::vector<int64_t>& v) {
+    const int64_t len[] = {1, 1, 2, 2, 50, 50, 51, 51};
+    int64_t t = 0;
+    for (int64_t gi : v) t += len[gi];
+    return t;
+  };
+  EXPECT_EQ(sum(r0), 104);
+  EXPECT_EQ(sum(r1), 104) << "balanced: one small and one large group each";
+  for (const auto& share : {r0, r1}) {
+    for (size_t i = 0; i < share.size(); i += 2) {
+      EXPECT_EQ(share[i] % 2, 0);
+      EXPECT_EQ(share[i + 1], share[i] + 1) << "groups stay whole";
+    }
+    EXPECT_TRUE(std::is_sorted(share.begin(), share.end()));
+  }
+  EXPECT_EQ(Take(4, cfg(0, 0)), r0) << "cached until the partition is cleared";
+  EXPECT_TRUE(Waits(4, cfg(0, 1))) << "batch_index 1 needs 8 more samples";
+}
+
+TEST_F(SamplerTest, SeqlenBalancedSplitsSamplesWhenGroupsDoNotDivide) {
+  Add(6, {}, {10, 1, 1, 10, 1, 1});
+  SamplingConfig c = Balanced(2, 0);
+  c["n_samples_per_prompt"] = int64_t{2};  // 3 groups over 2 ranks
+  auto r0 = Take(3, c);
+  c["dp_rank"] = int64_t{1};
+  auto r1 = Take(3, c);
+  EXPECT_EQ(r0.size(), 3u);
+  EXPECT_EQ(r1.size(), 3u);
+  std::set<int64_t> all(r0.begin(), r0.end());
+  all.insert(r1.begin(), r1.end());
+  EXPECT_EQ(all.size(), 6u);
 }
 
 TEST_F(SamplerTest, UnknownSamplerNamesTheKnownOnes) {
@@ -291,6 +446,29 @@ TEST(BalanceByLengthTest, EqualCountsAndNearEqualSums) {
   }
 }
 
+TEST(TakeIndexRunsTest, MatchesUpstreamScan) {
+  // Upstream's docstring example: n = 3, ready [0, 1, 3, 4, 5, 6, 7, 9, 10, 11].
+  Partition p;
+  std::vector<size_t> ready;
+  for (int64_t gi : {0, 1, 3, 4, 5, 6, 7, 9, 10, 11}) {
+    SampleRecord r;
+    r.global_index = gi;
+    ready.push_back(p.samples.size());
+    p.samples.push_back(r);
+  }
+  auto idx = [&](const std::optional<std::vector<size_t>>& sel) {
+    std::vector<int64_t> out;
+    for (size_t pos : *sel) out.push_back(p.samples[pos].global_index);
+    return out;
+  };
+  auto two = TakeIndexRuns(p, ready, 6, 3, false);
+  ASSERT_TRUE(two.has_value());
+  EXPECT_EQ(idx(two), (std::vector<int64_t>{3, 4, 5, 9, 10, 11}));
+  EXPECT_FALSE(TakeIndexRuns(p, ready, 9, 3, false).has_value()) << "only 2 runs of 3";
+  EXPECT_EQ(idx(TakeIndexRuns(p, ready, 9, 3, true)).size(), 6u);
+  EXPECT_EQ(idx(TakeIndexRuns(p, ready, 4, 2, false)), (std::vector<int64_t>{0, 1, 3, 4}));
+}
+
 TEST(BalanceByLengthTest, EdgeCases) {
   EXPECT_TRUE(BalanceByLength({1, 2}, 0).empty());
   auto empty = BalanceByLength({}, 3);
@@ -307,6 +485,10 @@ TEST(SamplerConfigTest, ConfigIntAndString) {
   EXPECT_EQ(*ConfigInt(c, "missing", 9), 9);
   EXPECT_STATUS(ConfigInt(c, "missing"), kInvalid, "needs 'missing'");
   EXPECT_STATUS(ConfigInt(c, "s"), kInvalid, "'s' must be an integer");
+  SamplingConfig odd = {{"b", true}, {"nil", MetaValue{}}};
+  EXPECT_EQ(*ConfigInt(odd, "b"), 1);
+  EXPECT_EQ(*ConfigInt(odd, "nil", 7), 7) << "None reads as absent";
+  EXPECT_STATUS(ConfigInt(odd, "nil"), kInvalid, "needs 'nil'");
   EXPECT_EQ(ConfigString(c, "s", "f"), "x");
   EXPECT_EQ(ConfigString(c, "i", "f"), "f");
 }

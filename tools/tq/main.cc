@@ -63,6 +63,14 @@ int main(int argc, char** argv) {
   ctl->add_option("--storage-units", units, "simple storage units to embed")->capture_default_str();
   ctl->add_option("--unit-capacity-mb", capacity_mb, "capacity of each embedded unit")
       ->capture_default_str();
+  bool polling_mode = false;
+  std::string default_sampling;
+  ctl->add_flag("--polling-mode", polling_mode,
+                "get_meta mode fetch answers at once (empty when too few samples are ready), "
+                "as upstream TransferQueue's polling_mode");
+  ctl->add_option("--default-sampling", default_sampling,
+                  "sampling config (JSON object) for get_meta calls whose sampling_config names "
+                  "no sampler, e.g. '{\"sampler\": \"grpo_group_n\", \"n_samples_per_prompt\": 4}'");
 
   std::string controller;
   auto* su = app.add_subcommand("storage-unit", "run a simple storage unit");
@@ -90,6 +98,12 @@ int main(int argc, char** argv) {
     o.address = Endpoint(host, port);
     o.embedded_storage_units = units;
     o.storage_unit_capacity_bytes = capacity_mb << 20;
+    o.polling_mode = polling_mode;
+    if (!default_sampling.empty()) {
+      auto cfg = tq::ParseSamplingConfigJson(default_sampling);
+      if (!cfg.ok()) return Fail(cfg.status().WithContext("--default-sampling"));
+      o.default_sampling = cfg.MoveValue();
+    }
     auto c = tq::TransferQueueController::Start(o);
     if (!c.ok()) return Fail(c.status());
     std::printf("tq controller listening on %s\n", (*c)->address().c_str());

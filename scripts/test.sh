@@ -10,6 +10,14 @@ VENV="${VENV:-$PWD/.venv}"
 jobs="$(nproc)"
 status=0
 
+# Upstream TransferQueue's side of the compatibility check (its own venv,
+# .peer-venv, from PyPI; then its run of the scenarios and tutorials, cached)
+# goes on in the background while the C++ suites run; pytest then runs ours.
+prime_log="$(mktemp)"
+"$VENV/bin/python" python/tests/test_upstream_compat.py --prime-upstream >"$prime_log" 2>&1 &
+prime_pid=$!
+trap 'kill "$prime_pid" 2>/dev/null || true' EXIT
+
 echo "== ctest (RelWithDebInfo) =="
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300 || status=1
 
@@ -19,6 +27,10 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON \
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
+
+echo "== upstream's side of the compatibility check =="
+wait "$prime_pid" || true
+cat "$prime_log"
 
 echo "== pytest =="
 rc=0

@@ -64,6 +64,10 @@ class BatchMeta {
   // Concatenates metas; field lists are merged (a field missing in one
   // meta is recorded as not produced for its samples).
   static BatchMeta Concat(const std::vector<BatchMeta>& metas);
+  // The fields of both metas of the same samples (same partition, index and
+  // generation, in the same order): a's fields, then b's new ones; b's
+  // records win for a field both hold. Other samples: InvalidArgument.
+  static Result<BatchMeta> Union(const BatchMeta& a, const BatchMeta& b);
 
   bool operator==(const BatchMeta&) const = default;
 

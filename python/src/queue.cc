@@ -307,9 +307,16 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
       }
       out.append(py::make_tuple(name, "tensors", arrays, dtypes));
     } else {
+      // Objects, or a field whose samples were written as tensors by one put
+      // and as objects by another: each value by its own kind.
       py::list vals, kinds;
       for (const auto& v : col) {
-        vals.append(py::bytes(reinterpret_cast<const char*>(v.data().data()), v.nbytes()));
+        if (v.is_tensor()) {
+          vals.append(py::make_tuple(ArrayFromBuffer(v.data(), v.dtype(), v.shape(), read_only),
+                                     tq::DTypeName(v.dtype())));
+        } else {
+          vals.append(py::bytes(reinterpret_cast<const char*>(v.data().data()), v.nbytes()));
+        }
         kinds.append(static_cast<int>(v.kind()));
       }
       out.append(py::make_tuple(name, "objects", vals, kinds));
@@ -387,6 +394,24 @@ void InitMeta(py::module_& m) {
                   py::arg("field_names") = std::vector<std::string>{}, py::arg("custom") = py::none(),
                   "A meta over these samples, every field recorded as not produced. Lengths must match; "
                   "custom: one dict (or None) per sample.")
+      .def_static("union", [](const BatchMeta& a, const BatchMeta& b) { return Unwrap(BatchMeta::Union(a, b)); },
+                  py::arg("a"), py::arg("b"),
+                  "The fields of both metas of the same samples (b's records win for a field both hold).")
+      .def("field_shapes",
+           [](const BatchMeta& m, const std::string& name) {
+             int f = m.FieldIndex(name);
+             if (f < 0) Throw(Status::NotFound("field '", name, "' is not in this BatchMeta"));
+             py::list out;
+             for (const auto& s : m.samples()) {
+               if (static_cast<size_t>(f) < s.fields.size() && s.fields[f].produced) {
+                 out.append(py::tuple(py::cast(s.fields[f].shape)));
+               } else {
+                 out.append(py::none());
+               }
+             }
+             return out;
+           },
+           py::arg("name"), "Each sample's shape of the field (None where it is not produced).")
       .def("__len__", &BatchMeta::size)
       .def_property_readonly("size", &BatchMeta::size)
       .def_property_readonly("global_indexes", &BatchMeta::global_indexes)

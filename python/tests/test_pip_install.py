@@ -194,7 +194,7 @@ PUT_GET = textwrap.dedent("""
         c = tq.TransferQueueClient(f"pip-{backend}", info)
         c.initialize_storage_manager(backend, cfg)
         c.put(TensorDict({"x": x, "s": ["a", "b", "c", "d"]}, batch_size=[4]), partition_id=backend)
-        out = c.get_data(c.get_meta(["x", "s"], 4, backend, "t"))
+        out = c.get_data(c.get_meta(["x", "s"], 4, backend, task_name="t"))
         assert isinstance(out, TensorDict), type(out)
         assert torch.equal(out["x"], x) and list(out["s"]) == ["a", "b", "c", "d"], backend
         c.clear_partition(backend)

@@ -304,3 +304,43 @@ def test_tutorial_matches_upstream(name, implementations, tmp_path):
     rc, out = _run_tutorial(ours, script, tmp_path)
     if rc != 0:
         pytest.fail(f"{name} passes upstream but fails under ours (rc={rc}):\n{out.strip()[-3000:]}", pytrace=False)
+
+
+# ----------------------------------------------------------------- priming the cache
+
+def prime_upstream() -> int:
+    """Runs upstream's side alone (the scenarios and the tutorials) into the
+    cache, so that the test run that follows runs only ours. scripts/test.sh
+    starts this in the background while the C++ suites run:
+
+        python python/tests/test_upstream_compat.py --prime-upstream
+    """
+    try:
+        peer = _peer()
+    except BaseException as e:  # pytest.skip outside pytest: no peer venv
+        print(f"prime-upstream: no upstream venv ({e})")
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="tqds-compat-prime-"))
+    try:
+        cached = _cache_dir() / f"scenarios-{_upstream_key(peer, sorted(COMPAT.glob('*.py')))}.xml"
+        if not cached.exists():
+            up, out = _run_scenarios(peer, work)
+            if up:
+                shutil.copy(work / f"{peer.name}.xml", cached)
+            print(f"prime-upstream: scenarios: {sum(o == 'passed' for o, _ in up.values())} of {len(up)} pass")
+        if os.environ.get("TQ_COMPAT_TUTORIALS") != "0":
+            for name in TUTORIALS:
+                script = _tutorial_dir(peer) / f"{name}.py"
+                cached = _cache_dir() / f"tutorial-{name}-{_upstream_key(peer, [script])}.json"
+                if script.exists() and not cached.exists():
+                    rc, out = _run_tutorial(peer, script, work)
+                    if rc is not None:
+                        cached.write_text(json.dumps([rc, out[-2000:]]))
+                    print(f"prime-upstream: tutorial {name}: rc={rc}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--prime-upstream"]:
+    sys.exit(prime_upstream())

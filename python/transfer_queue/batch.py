@@ -25,7 +25,7 @@ from tensordict import LazyStackedTensorDict, NonTensorData, NonTensorStack, Ten
 
 from _tqds import DTypeError, InvalidArgumentError
 
-KIND_BYTES, KIND_STRING, KIND_PICKLE = 1, 2, 3
+KIND_TENSOR, KIND_BYTES, KIND_STRING, KIND_PICKLE = 0, 1, 2, 3
 
 _TORCH_TO_NAME = {
     torch.bool: "bool",
@@ -243,10 +243,12 @@ def _ragged(values: torch.Tensor, shapes: list) -> Any:
     return NonTensorStack(*parts)  # samples of different ranks
 
 
-def _objects(blobs: list, kinds: list) -> list:
+def _objects(blobs: list, kinds: list, writable: bool = False) -> list:
     vals = []
     for blob, kind in zip(blobs, kinds):
-        if kind == KIND_STRING:
+        if kind == KIND_TENSOR:  # (array, dtype name): a tensor sample among objects
+            vals.append(_tensor(blob[0], blob[1], writable))
+        elif kind == KIND_STRING:
             vals.append(blob.decode("utf-8"))
         elif kind == KIND_PICKLE:
             vals.append(pickle.loads(blob))
@@ -272,5 +274,5 @@ def from_fields(items: list, batch_size: int, writable: bool = False) -> TensorD
             elif form == "tensors":
                 out[name] = NonTensorStack(*[_tensor(a, d, writable) for a, d in zip(item[2], item[3])])
             else:
-                out[name] = NonTensorStack(*_objects(item[2], item[3]))
+                out[name] = NonTensorStack(*_objects(item[2], item[3], writable))
     return TensorDict(out, batch_size=[batch_size])

@@ -157,12 +157,33 @@ def _local_host_serving(port: int) -> str:
     return "127.0.0.1"
 
 
-def _native_meta(meta: Any, what: str = "metadata") -> _tqds.BatchMeta:
+def _native_meta(meta: Any, what: str = "metadata", client: Any = None) -> _tqds.BatchMeta:
     if isinstance(meta, BatchMeta):
+        if client is not None and meta._native is None and len(meta) and not any(meta.generations):
+            _resolve_generations(client, meta)
         return meta._to_native()
     if isinstance(meta, _tqds.BatchMeta):
         return meta
     raise ArgumentTypeError(f"{what} must be a BatchMeta, got {type(meta).__name__}")
+
+
+def _resolve_generations(client: Any, meta: BatchMeta) -> None:
+    """A BatchMeta built by the caller from lists names samples by partition
+    and global index only; the storage keys also need each sample's
+    allocation generation, which the controller tells."""
+    gens = [0] * len(meta)
+    by_partition: dict = {}
+    for i, (pid, gi) in enumerate(zip(meta.partition_ids, meta.global_indexes)):
+        by_partition.setdefault(pid, []).append(i)
+    for pid, positions in by_partition.items():
+        found = client.get_custom_meta(pid, [meta.global_indexes[i] for i in positions])
+        live = dict(zip(found.global_indexes, found.generations))
+        for i in positions:
+            g = live.get(meta.global_indexes[i])
+            if g is None:
+                raise NotFoundError(f"sample {meta.global_indexes[i]} of partition '{pid}' does not exist")
+            gens[i] = g
+    meta._gens = gens
 
 
 def _check_keys(keys: Any, allow_str: bool = True) -> list:
@@ -261,7 +282,7 @@ class _ClientCore:
             data = data_parser(data)
         n, fields = to_fields(data)
         if metadata is not None:
-            native = _native_meta(metadata)
+            native = _native_meta(metadata, client=self._client)
             if len(native) == 0:
                 raise InvalidArgumentError("put: metadata has no samples")
             out = self._client.put(n, fields, meta=native)
@@ -297,6 +318,8 @@ class _ClientCore:
         sampling_config = _plain(sampling_config)
         if sampling_config is not None and not isinstance(sampling_config, dict):
             raise ArgumentTypeError(f"sampling_config must be a dict, got {type(sampling_config).__name__}")
+        if mode == "fetch" and not task_name:
+            raise InvalidArgumentError("get_meta: mode 'fetch' needs a task_name (whose consumption it records)")
         if timeout is None:
             timeout = default_fetch_timeout()
         native = self._client.get_meta(list(data_fields), int(batch_size), partition_id, task_name or "default",
@@ -315,7 +338,7 @@ class _ClientCore:
         views of the worker's shared memory: an in-place operation changes
         only this process's pages, never the stored sample.
         ``writable=True`` returns private copies up front."""
-        native = _native_meta(metadata)
+        native = _native_meta(metadata, client=self._client)
         if len(native) == 0 or not native.field_names:
             return TensorDict({}, batch_size=[0] if len(native) == 0 else [len(native)])
         try:
@@ -329,7 +352,7 @@ class _ClientCore:
         self._client.clear_partition(partition_id)
 
     def clear_samples(self, metadata: Any) -> None:
-        self._client.clear_samples(_native_meta(metadata))
+        self._client.clear_samples(_native_meta(metadata, client=self._client))
 
     # ------------------------------------------------------------ status
     def get_production_status(self, data_fields: Any = None, partition_id: str | None = None):
@@ -347,7 +370,8 @@ class _ClientCore:
             data_fields = [data_fields]
         if not data_fields:
             return None, None
-        return _status_tensors(self._client.production_status(partition_id, list(data_fields)), None)
+        raw = self._client.production_status(partition_id, list(data_fields))
+        return _status_tensors(raw, None if raw is None else len(raw[1]) // max(1, len(raw[0])))
 
     def get_consumption_status(self, task_name: str, partition_id: str) -> ConsumptionStatus:
         """``(global_indexes int64 [N] sorted, consumed int8 [N])`` for the
@@ -364,7 +388,10 @@ class _ClientCore:
         return st is not None and st.numel() > 0 and bool((st == 1).all())
 
     def reset_consumption(self, partition_id: str, task_name: str | None = None) -> bool:
-        self._client.reset_consumption(partition_id, task_name or "")
+        try:
+            self._client.reset_consumption(partition_id, task_name or "")
+        except NotFoundError:
+            pass  # as upstream: nothing to reset is no failure
         return True
 
     def get_partition_list(self) -> list:
@@ -377,7 +404,7 @@ class _ClientCore:
     def set_custom_meta(self, metadata: Any) -> None:
         if len(metadata) == 0:
             return
-        self._client.set_custom_meta(_native_meta(metadata))
+        self._client.set_custom_meta(_native_meta(metadata, client=self._client))
 
     def get_custom_meta(self, partition_id: str, global_indexes) -> BatchMeta:
         return BatchMeta._from_native(self._client.get_custom_meta(partition_id, list(global_indexes)))

@@ -117,4 +117,35 @@ BatchMeta BatchMeta::Concat(const std::vector<BatchMeta>& metas) {
   return BatchMeta(std::move(names), std::move(out));
 }
 
+Result<BatchMeta> BatchMeta::Union(const BatchMeta& a, const BatchMeta& b) {
+  if (a.size() != b.size()) {
+    return Status::Invalid("union of BatchMetas of ", a.size(), " and ", b.size(), " samples");
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    const SampleMeta& x = a.samples_[i];
+    const SampleMeta& y = b.samples_[i];
+    if (x.global_index != y.global_index || x.generation != y.generation || x.partition_id != y.partition_id) {
+      return Status::Invalid("union of BatchMetas of other samples: position ", i, " holds sample ", x.global_index,
+                             " of '", x.partition_id, "' and sample ", y.global_index, " of '", y.partition_id, "'");
+    }
+  }
+  std::vector<std::string> names = a.field_names_;
+  std::vector<int> from_b(b.field_names_.size());
+  for (size_t f = 0; f < b.field_names_.size(); ++f) {
+    int i = a.FieldIndex(b.field_names_[f]);
+    if (i < 0) {
+      i = static_cast<int>(names.size());
+      names.push_back(b.field_names_[f]);
+    }
+    from_b[f] = i;
+  }
+  std::vector<SampleMeta> out = a.samples_;
+  for (size_t s = 0; s < out.size(); ++s) {
+    out[s].fields.resize(names.size());
+    const auto& bf = b.samples_[s].fields;
+    for (size_t f = 0; f < bf.size() && f < from_b.size(); ++f) out[s].fields[from_b[f]] = bf[f];
+  }
+  return BatchMeta(std::move(names), std::move(out));
+}
+
 }  // namespace tq

@@ -58,6 +58,7 @@ Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, siz
   if (!slot) {
     slot = std::make_unique<Partition>();
     slot->name = partition_id;
+    slot->created = next_partition_++;
   }
   Partition& p = *slot;
   std::vector<SampleMeta> out;
@@ -78,42 +79,6 @@ Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, siz
   return BatchMeta({}, std::move(out));
 }
 
-namespace {
-std::string TypeDescription(const FieldInfo& f) {
-  if (f.kind == FieldKind::kTensor) return std::string(DTypeName(f.dtype)) + " tensors";
-  return "objects (bytes, strings or pickled values)";
-}
-bool SameType(const FieldInfo& a, const FieldInfo& b) {
-  bool ta = a.kind == FieldKind::kTensor, tb = b.kind == FieldKind::kTensor;
-  return ta == tb && (!ta || a.dtype == b.dtype);
-}
-}  // namespace
-
-Status ControllerState::CheckFieldTypes(const BatchMeta& meta) const {
-  if (meta.empty()) return Status::OK();
-  for (size_t f = 0; f < meta.field_names().size(); ++f) {
-    const std::string& name = meta.field_names()[f];
-    const FieldInfo& first = meta.samples()[0].fields[f];
-    const Partition* p = nullptr;
-    const std::string* looked_up = nullptr;
-    int fid = -1;
-    for (const auto& s : meta.samples()) {
-      if (looked_up == nullptr || *looked_up != s.partition_id) {
-        looked_up = &s.partition_id;
-        p = FindPartition(s.partition_id);
-        fid = p ? p->FieldId(name) : -1;
-      }
-      const FieldInfo& expect = fid >= 0 ? p->field_types[fid] : first;
-      if (!SameType(s.fields[f], expect)) {
-        return Status::TypeError("field '", name, "' of partition '", s.partition_id, "' holds ",
-                                 TypeDescription(expect), "; sample ", s.global_index, " brings ",
-                                 TypeDescription(s.fields[f]));
-      }
-    }
-  }
-  return Status::OK();
-}
-
 Status ControllerState::MarkProduced(const BatchMeta& meta) {
   // Validate everything first so a bad request changes nothing.
   for (const auto& s : meta.samples()) {
@@ -130,7 +95,8 @@ Status ControllerState::MarkProduced(const BatchMeta& meta) {
                              " field records for ", meta.field_names().size(), " fields");
     }
   }
-  TQDS_RETURN_NOT_OK(CheckFieldTypes(meta));
+  // No type check across puts: as upstream, each sample keeps the dtype it was
+  // written with (a field may hold float32 for some samples, int64 for others).
   for (const auto& s : meta.samples()) {
     Partition& p = *partitions_[s.partition_id];
     SampleRecord& r = p.samples[p.position_of[s.global_index]];
@@ -433,9 +399,17 @@ std::optional<SampleStatusMatrix> ControllerState::ConsumptionMatrix(const std::
   return m;
 }
 
+std::vector<const Partition*> ControllerState::InCreationOrder() const {
+  std::vector<const Partition*> out;
+  out.reserve(partitions_.size());
+  for (const auto& [name, p] : partitions_) out.push_back(p.get());
+  std::sort(out.begin(), out.end(), [](const Partition* a, const Partition* b) { return a->created < b->created; });
+  return out;
+}
+
 std::vector<std::string> ControllerState::ListPartitions() const {
   std::vector<std::string> out;
-  for (const auto& [name, p] : partitions_) out.push_back(name);
+  for (const Partition* p : InCreationOrder()) out.push_back(p->name);
   return out;
 }
 

@@ -63,7 +63,7 @@ struct Partition {
   std::vector<SampleRecord> samples;  // by position (allocation order)
   std::unordered_map<int64_t, size_t> position_of;  // live + clearing samples
   std::vector<std::string> field_names;
-  std::vector<FieldInfo> field_types;  // by field id: kind and dtype every sample must match
+  std::vector<FieldInfo> field_types;  // by field id: the first samples' kind and dtype (later ones may differ)
   std::unordered_map<std::string, int> field_id;
   std::unordered_map<std::string, TaskState> tasks;
   size_t live_count = 0;  // live and not clearing
@@ -72,9 +72,10 @@ struct Partition {
   // key is erased when its sample's clear begins (phase 1).
   std::unordered_map<std::string, size_t> position_of_key;
   std::map<size_t, std::string> key_at;
-  // Keyed partitions stay (listed, empty) when their last sample is
-  // released; only clear_partition drops them.
-  bool keep_when_empty = false;
+  // A partition stays (listed, empty) when its last sample is released, as
+  // upstream's does; only clear_partition drops it.
+  bool keep_when_empty = true;
+  uint64_t created = 0;  // creation order: partitions are listed in it
 
   int FieldId(const std::string& name) const {
     auto it = field_id.find(name);
@@ -173,8 +174,8 @@ class ControllerState {
   static std::vector<size_t> VisibleByIndex(const Partition& p);
   void EraseKey(Partition& p, size_t pos);
   int64_t TakeIndex();
-  // Every sample's field matches the partition's kind/dtype for that field.
-  Status CheckFieldTypes(const BatchMeta& meta) const;
+  // Every partition, oldest first.
+  std::vector<const Partition*> InCreationOrder() const;
   // The live, visible sample `s` names (same generation), or null.
   SampleRecord* FindVisible(const SampleMeta& s);
 
@@ -183,6 +184,7 @@ class ControllerState {
   std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> free_indexes_;
   int64_t next_index_ = 0;
   uint64_t next_generation_ = 1;
+  uint64_t next_partition_ = 0;
   GetMetaDefaults defaults_;
 };
 

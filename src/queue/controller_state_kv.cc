@@ -91,7 +91,7 @@ KvListing ControllerState::KvList(const std::optional<std::string>& partition_id
     return listing;
   }
   listing.reserve(partitions_.size());
-  for (const auto& [name, p] : partitions_) listing.push_back(list_one(*p));
+  for (const Partition* p : InCreationOrder()) listing.push_back(list_one(*p));
   return listing;
 }
 

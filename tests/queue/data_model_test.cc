@@ -388,5 +388,32 @@ TEST(BatchMetaTest, ConcatMergesFieldListsMarkingMissingAsUnproduced) {
   EXPECT_TRUE(BatchMeta::Concat({}).empty());
 }
 
+
+TEST(BatchMetaTest, UnionJoinsFieldsOfTheSameSamples) {
+  BatchMeta a = MakeMeta(3);  // fields a, b
+  ASSERT_OK_AND_ASSIGN(BatchMeta only_b, a.SelectFields({"b"}));
+  std::vector<SampleMeta> cs = a.samples();
+  for (auto& s : cs) {
+    FieldInfo fi;
+    fi.produced = true;
+    fi.kind = FieldKind::kTensor;
+    fi.dtype = DType::kInt64;
+    fi.shape = {7};
+    fi.nbytes = 56;
+    s.fields = {fi, fi};
+  }
+  BatchMeta c({"b", "c"}, cs);
+  ASSERT_OK_AND_ASSIGN(BatchMeta u, BatchMeta::Union(only_b, c));
+  EXPECT_EQ(u.field_names(), (std::vector<std::string>{"b", "c"}));
+  EXPECT_EQ(u.samples()[1].fields[0].shape, (Shape{7}));  // b's record wins
+  ASSERT_OK_AND_ASSIGN(BatchMeta u2, BatchMeta::Union(a, c));
+  EXPECT_EQ(u2.field_names(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(u2.samples()[0].fields[0], a.samples()[0].fields[0]);  // a kept where c has nothing
+  ASSERT_OK_AND_ASSIGN(BatchMeta sel, a.SelectSamples({0, 1}));
+  EXPECT_STATUS(BatchMeta::Union(a, sel), kInvalid, "3 and 2");
+  ASSERT_OK_AND_ASSIGN(BatchMeta swapped, a.SelectSamples({1, 0, 2}));
+  EXPECT_STATUS(BatchMeta::Union(a, swapped), kInvalid, "other samples");
+}
+
 }  // namespace
 }  // namespace tq

@@ -1,16 +1,34 @@
 // ZMQ send/receive of Messages.
 #include "common/wire/transport.h"
 
+#include <unistd.h>
+
+#include <atomic>
+
 namespace tqds::wire {
 
 zmq::context_t& Context() {
-  static zmq::context_t* ctx = [] {
-    auto* c = new zmq::context_t(2);
-    c->set(zmq::ctxopt::max_sockets, 65535);
-    return c;
-  }();  // leaked on purpose: sockets in static objects may outlive main
-  return *ctx;
-}
+  // One context per process. A child forked after its parent used ZMQ
+  // inherits the context without its I/O threads (every call would time
+  // out), so a process whose pid differs from the context's owner makes its
+  // own; the inherited one is leaked, never touched. No lock: a lock held by
+  // another thread at fork() would stay locked in the child.
+  struct Owned {
+    zmq::context_t* ctx;
+    pid_t pid;
+  };
+  static std::atomic<Owned*> current{nullptr};
+  const pid_t me = getpid();
+  Owned* cur = current.load(std::memory_order_acquire);
+  if (cur != nullptr && cur->pid == me) return *cur->ctx;
+  auto* mine = new Owned{new zmq::context_t(2), me};
+  mine->ctx->set(zmq::ctxopt::max_sockets, 65535);
+  if (current.compare_exchange_strong(cur, mine, std::memory_order_acq_rel)) return *mine->ctx;
+  // Another thread of this process made one first: use it.
+  delete mine->ctx;
+  delete mine;
+  return *cur->ctx;
+}  // contexts are leaked on purpose: sockets in static objects may outlive main
 
 namespace {
 void ReleaseHolder(void* /*data*/, void* hint) {

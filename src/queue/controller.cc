@@ -37,7 +37,8 @@ Status ControllerOptions::Validate() const {
     return Status::Invalid("storage_unit_capacity_bytes must be > 0");
   }
   if (custom_sampler && !default_sampling.empty()) {
-    return Status::Invalid("default_sampling and custom_sampler are exclusive (the custom sampler serves every call)");
+    return Status::Invalid(
+        "default_sampling and custom_sampler are exclusive (the custom sampler serves every call)");
   }
   if (!default_sampling.empty()) {
     TQDS_RETURN_NOT_OK(internal::SamplerFor(default_sampling).status().WithContext("default_sampling"));

@@ -65,7 +65,8 @@ class CustomSamplerTest : public ::testing::Test {
     }
     ASSERT_OK(state_.MarkProduced(BatchMeta({"a"}, samples)));
   }
-  Result<std::optional<BatchMeta>> Try(int64_t batch, SamplingConfig cfg = {}, FetchMode mode = FetchMode::kFetch) {
+  Result<std::optional<BatchMeta>> Try(int64_t batch, SamplingConfig cfg = {},
+                                       FetchMode mode = FetchMode::kFetch) {
     GetMetaRequest r;
     r.partition_id = "p";
     r.task_name = "t";
@@ -92,8 +93,11 @@ using Choice = CustomSampler::Choice;
 
 TEST_F(CustomSamplerTest, GetsReadyIndexesAndConfigAndMarksOnlyConsumed) {
   Add(5, {0, 1, 3, 4});
-  sampler_->answer = [](const CustomSampler::Call& c) { return Result<Choice>(Choice{{c.ready[2], c.ready[0]}, {c.ready[2]}}); };
-  ASSERT_OK_AND_ASSIGN(auto got, Try(2, {{"weights", MetaPickled{"\x80"}}, {"sampler", std::string("mine")}}));
+  sampler_->answer = [](const CustomSampler::Call& c) {
+    return Result<Choice>(Choice{{c.ready[2], c.ready[0]}, {c.ready[2]}});
+  };
+  SamplingConfig cfg{{"weights", MetaPickled{"\x80"}}, {"sampler", std::string("mine")}};
+  ASSERT_OK_AND_ASSIGN(auto got, Try(2, cfg));
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->global_indexes(), (std::vector<int64_t>{3, 0}));
   EXPECT_EQ(sampler_->ready_seen.back(), (std::vector<int64_t>{0, 1, 3, 4}));
@@ -113,7 +117,9 @@ TEST_F(CustomSamplerTest, WithReplacementConsumesNothing) {
 
 TEST_F(CustomSamplerTest, FetchWaitsWithoutCallingTheSamplerWhenTooFewAreReady) {
   Add(2);
-  sampler_->answer = [](const CustomSampler::Call&) { return Result<Choice>(Status::Internal("not called")); };
+  sampler_->answer = [](const CustomSampler::Call&) {
+    return Result<Choice>(Status::Internal("not called"));
+  };
   ASSERT_OK_AND_ASSIGN(auto got, Try(3));
   EXPECT_FALSE(got.has_value()) << "fetch waits";
   EXPECT_TRUE(sampler_->ready_seen.empty());
@@ -140,7 +146,9 @@ TEST_F(CustomSamplerTest, CustomMetaIsReadableDuringTheCall) {
 
 TEST_F(CustomSamplerTest, ErrorsAndBadAnswersFailTheCall) {
   Add(2);
-  sampler_->answer = [](const CustomSampler::Call&) { return Result<Choice>(Status::Invalid("sampler X raised")); };
+  sampler_->answer = [](const CustomSampler::Call&) {
+    return Result<Choice>(Status::Invalid("sampler X raised"));
+  };
   ASSERT_STATUS(Try(1), kInvalid, "sampler X raised");
   sampler_->answer = [](const CustomSampler::Call&) { return Result<Choice>(Choice{{42}, {}}); };
   ASSERT_STATUS(Try(1), kInvalid, "42 is not a live sample");

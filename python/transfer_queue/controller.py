@@ -291,7 +291,9 @@ class TransferQueueControllerHandle:
         if "listening on" not in line:
             code = self._proc.wait(timeout=10)
             self._finalizer()
-            raise UnavailableError(f"controller failed to start (exit {code}): {' '.join(cmd)}")
+            hint = "" if custom is None else (f" (it runs sampler {type(custom).__qualname__}; the controller "
+                                              "process's error, e.g. unpickling it, is on stderr above)")
+            raise UnavailableError(f"controller failed to start (exit {code}): {' '.join(cmd)}{hint}")
         address = line.strip().split("listening on ", 1)[1]
         self.storage_units = []
         for _ in range(storage_units):

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 import weakref
@@ -211,8 +212,6 @@ def _host_command(host: str, port: int, storage_units: int, unit_capacity_mb: in
     environment: this interpreter, with this process's import path, so the
     child imports the same transfer_queue and _tqds, and the sampler's
     module where the sampler was pickled by reference."""
-    import sys
-
     cmd = [sys.executable, "-m", "transfer_queue._controller_host", "--host", host, "--port", str(port),
            "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
     if polling_mode:

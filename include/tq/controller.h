@@ -5,6 +5,8 @@
 // never delays other requests. Embeddable (Start) or run as `tq controller`.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +15,40 @@
 #include "tqds/status.h"
 
 namespace tq {
+
+// A sampler supplied by the program that embeds the controller (the Python
+// binding wraps a transfer_queue.sampler.BaseSampler in one). It replaces the
+// built-in samplers for every fetch/poll get_meta, as upstream's controller
+// calls its one sampler object. Called only on the controller's server thread,
+// one call at a time, so an implementation needs no locking of its own; it
+// must not call back into this controller (that thread is the one waiting).
+class CustomSampler {
+ public:
+  struct Call {
+    std::string partition_id;
+    // Ascending global indexes whose requested fields are produced and which
+    // the calling task has not consumed. Never fewer than batch_size, except
+    // in mode "poll" (then batch_size is lowered to ready.size(), never 0).
+    std::vector<int64_t> ready;
+    size_t batch_size = 0;
+    // The call's sampling_config (every key, none interpreted).
+    const SamplingConfig* config = nullptr;
+    // The custom meta of those of `indexes` that are live in the partition
+    // and have some set (upstream's partition.get_custom_meta). Valid only
+    // during Sample.
+    std::function<std::map<int64_t, CustomMeta>(const std::vector<int64_t>& indexes)> custom_meta;
+  };
+  struct Choice {
+    std::vector<int64_t> sampled;   // returned in this order (repeats allowed)
+    std::vector<int64_t> consumed;  // marked consumed for the task (may be empty: with replacement)
+  };
+  virtual ~CustomSampler() = default;
+  // Every returned index must be a live sample of the partition, else the
+  // get_meta fails with Invalid; an error status fails the get_meta with it.
+  virtual Result<Choice> Sample(const Call& call) = 0;
+  // The partition is being cleared: forget what was cached for it.
+  virtual void ClearCache(const std::string& partition_id) = 0;
+};
 
 struct ControllerOptions {
   // ZMQ endpoint to bind; port 0 picks a free one. "inproc://NAME" serves
@@ -33,6 +69,10 @@ struct ControllerOptions {
   // dp_rank / batch_index. Empty (the default): the call's config alone.
   // Validate() rejects an unknown sampler name.
   SamplingConfig default_sampling;
+  // A sampler of the embedding program used instead of the built-ins (and
+  // of default_sampling, which must then be empty). Null (the default): the
+  // built-in samplers. Shared: the controller keeps it alive until it stops.
+  std::shared_ptr<CustomSampler> custom_sampler;
   tqds::Status Validate() const;
 };
 

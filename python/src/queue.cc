@@ -488,23 +488,141 @@ void InitMeta(py::module_& m) {
                       [](const py::bytes& b) { return UnpickleMeta(b); }));
 }
 
+// What a Python sampler gets as `partition=`: upstream's DataPartitionStatus
+// as far as samplers use it (partition_id, get_custom_meta). It reads the
+// controller's state, so it works only during the sampler call.
+class SamplerPartition {
+ public:
+  SamplerPartition(std::string partition_id, const tq::CustomSampler::Call* call)
+      : partition_id_(std::move(partition_id)), call_(call) {}
+  const std::string& partition_id() const { return partition_id_; }
+  // {global_index: custom meta dict} for the indexes that have some.
+  py::dict GetCustomMeta(const std::vector<int64_t>& indexes) const {
+    if (call_ == nullptr) {
+      Throw(Status::Invalid("partition '", partition_id_,
+                            "': a sampler's partition object works only during that sampler call"));
+    }
+    py::dict out;
+    for (const auto& [gi, custom] : call_->custom_meta(indexes)) out[py::int_(gi)] = FromCustom(custom);
+    return out;
+  }
+  void Expire() { call_ = nullptr; }
+
+ private:
+  std::string partition_id_;
+  const tq::CustomSampler::Call* call_;  // borrowed; null once the call returned
+};
+
+// A transfer_queue.sampler.BaseSampler (any callable with its signature)
+// as the controller's CustomSampler: called on the controller thread with the
+// GIL taken; a Python exception becomes an Invalid status naming the sampler.
+class PySampler : public tq::CustomSampler {
+ public:
+  explicit PySampler(py::object sampler)
+      : sampler_(std::move(sampler)), name_(py::str(py::type::of(sampler_).attr("__qualname__"))) {}
+  ~PySampler() override {
+    if (!Py_IsInitialized()) {
+      sampler_.release();  // the interpreter is gone: nothing left to free it with
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    sampler_ = py::object();
+  }
+
+  tq::Result<Choice> Sample(const Call& call) override {
+    py::gil_scoped_acquire gil;
+    auto* part = new SamplerPartition(call.partition_id, &call);
+    py::object part_obj = py::cast(part, py::return_value_policy::take_ownership);
+    tq::Result<Choice> out = Status::Internal("unset");
+    try {
+      py::dict kwargs = FromCustom(*call.config);
+      kwargs["partition"] = part_obj;
+      out = ParseChoice(sampler_(py::cast(call.ready), call.batch_size, **kwargs));
+    } catch (py::error_already_set& e) {
+      out = Status::Invalid("sampler ", name_, " raised ", e.what());
+    } catch (const std::exception& e) {
+      out = Status::Invalid("sampler ", name_, " failed: ", e.what());
+    }
+    part->Expire();
+    return out;
+  }
+
+  void ClearCache(const std::string& partition_id) override {
+    py::gil_scoped_acquire gil;
+    try {
+      if (py::hasattr(sampler_, "clear_cache")) sampler_.attr("clear_cache")(partition_id);
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable(sampler_.attr("clear_cache"));  // a clear must not fail over a sampler's cache
+    }
+  }
+
+ private:
+  // (sampled, consumed): two iterables of integers (numpy ones too).
+  tq::Result<Choice> ParseChoice(const py::object& r) const {
+    if (!py::isinstance<py::sequence>(r) || py::len(r) != 2) {
+      return Status::Invalid("sampler ", name_, " must return (sampled, consumed), got ",
+                             std::string(py::str(py::type::of(r).attr("__qualname__"))));
+    }
+    auto indexes = [](py::handle seq) {
+      std::vector<int64_t> v;
+      auto index = py::module_::import("operator").attr("index");
+      for (auto item : py::iter(seq)) v.push_back(index(item).cast<int64_t>());
+      return v;
+    };
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(r);
+    return Choice{indexes(seq[0]), indexes(seq[1])};
+  }
+
+  py::object sampler_;
+  std::string name_;
+};
+
+// Deletes a controller with the GIL released: stopping joins the server
+// thread, which may be waiting for the GIL to call a Python sampler.
+struct DeleteWithoutGil {
+  void operator()(tq::TransferQueueController* c) const {
+    if (PyGILState_Check()) {
+      py::gil_scoped_release nogil;
+      delete c;
+    } else {
+      delete c;
+    }
+  }
+};
+
 void InitController(py::module_& m) {
-  py::class_<tq::TransferQueueController>(m, "Controller", "An in-process TransferQueue controller.")
+  py::class_<SamplerPartition>(m, "_SamplerPartition",
+                               "The `partition=` a custom sampler gets (valid during its call only).")
+      .def_property_readonly("partition_id", &SamplerPartition::partition_id)
+      .def("get_custom_meta", &SamplerPartition::GetCustomMeta, py::arg("global_indexes"),
+           "{global_index: custom meta dict} of those indexes that have custom meta.");
+  using Holder = std::unique_ptr<tq::TransferQueueController, DeleteWithoutGil>;
+  py::class_<tq::TransferQueueController, Holder>(m, "Controller", "An in-process TransferQueue controller.")
       .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb,
-                       bool polling_mode, const py::object& default_sampling) {
+                       bool polling_mode, const py::object& default_sampling, const py::object& sampler) {
              tq::ControllerOptions o;
              o.address = address;
              o.embedded_storage_units = storage_units;
              o.storage_unit_capacity_bytes = unit_capacity_mb << 20;
              o.polling_mode = polling_mode;
              o.default_sampling = ToSampling(default_sampling);
-             return Unwrap(tq::TransferQueueController::Start(o));
+             if (!sampler.is_none()) {
+               if (!PyCallable_Check(sampler.ptr())) {
+                 Throw(Status::Invalid("sampler must be callable (a BaseSampler instance), got ",
+                                       std::string(py::str(py::type::of(sampler).attr("__qualname__")))));
+               }
+               o.custom_sampler = std::make_shared<PySampler>(sampler);
+             }
+             return Holder(Unwrap(tq::TransferQueueController::Start(o)).release());
            }),
            py::arg("address") = "tcp://127.0.0.1:0", py::arg("storage_units") = 2,
            py::arg("unit_capacity_mb") = 8192, py::kw_only(), py::arg("polling_mode") = false,
-           py::arg("default_sampling") = py::none(),
+           py::arg("default_sampling") = py::none(), py::arg("sampler") = py::none(),
            "polling_mode: get_meta mode 'fetch' answers at once, like 'poll_all'. default_sampling: "
-           "a sampling config (dict) for calls whose sampling_config names no 'sampler'.")
+           "a sampling config (dict) for calls whose sampling_config names no 'sampler'. sampler: a "
+           "Python sampler (a transfer_queue.sampler.BaseSampler instance) that picks the samples of "
+           "every fetch/poll, called as sampler(ready_indexes, batch_size, partition=..., "
+           "**sampling_config) on the controller's thread (it must not call this controller).")
       .def_property_readonly("address", &tq::TransferQueueController::address)
       .def_property_readonly("storage_units", &tq::TransferQueueController::storage_units)
       .def("stop", &tq::TransferQueueController::Stop, py::call_guard<py::gil_scoped_release>());

@@ -250,20 +250,6 @@ def test_unknown_sampler_name_is_a_value_error_and_starts_nothing(session):
         tqi.get_client()
 
 
-def test_a_custom_python_sampler_is_refused_and_starts_nothing(session):
-    from transfer_queue.sampler import BaseSampler
-
-    class EveryOther(BaseSampler):
-        def sample(self, ready_indexes, batch_size, *args, **kwargs):
-            picked = ready_indexes[::2][:batch_size]
-            return picked, picked
-
-    for spec in (EveryOther, EveryOther()):
-        with pytest.raises(NotImplementedError, match="EveryOther"):
-            tqi.init({"controller": {"sampler": spec}})
-    assert not rendezvous_path().exists()
-
-
 def test_a_builtin_sampler_instance_becomes_the_controllers_default(session):
     if not _tq_supports("--default-sampling"):
         pytest.skip("this `tq` has no --default-sampling yet")

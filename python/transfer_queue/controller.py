@@ -5,7 +5,8 @@ installed, it starts the same controller process inside a Ray actor, and the
 process lives exactly as long as the actor.
 
 The constructor also takes upstream TransferQueue's ``sampler=`` (the
-controller-wide sampler: a built-in's name, class or instance) and
+controller-wide sampler: a built-in's name, class or instance, or a custom
+Python sampler, which then runs in a Python controller process) and
 ``polling_mode=``, and the actor keeps the config that ``transfer_queue.init``
 publishes (``store_config`` / ``get_config``)."""
 
@@ -17,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 import weakref
@@ -159,15 +161,66 @@ _SEQUENTIAL = {"sampler": "sequential"}
 def resolve_sampling_config(sampler) -> dict | None:
     """The controller-wide sampling config for upstream's ``sampler`` setting
     (a built-in sampler's class name, its class, or an instance), or None for
-    the controller's default (sequential). An unknown name raises ValueError;
-    a custom Python sampler raises NotImplementedError (our controller runs
-    only the built-in policies, in C++)."""
-    if sampler is None:
+    the controller's default (sequential) and for a custom Python sampler
+    (see custom_sampler: that one runs in the controller process itself). An
+    unknown name raises ValueError."""
+    if sampler is None or custom_sampler(sampler) is not None:
         return None
     from .sampler import resolve_sampler  # lazy: the samplers are not needed to start a plain controller
 
     config = dict(resolve_sampler(sampler)._tq_sampling_config())
     return None if config in ({}, _SEQUENTIAL) else config
+
+
+def custom_sampler(sampler):
+    """The sampler instance when upstream's ``sampler`` setting names a
+    Python sampler our C++ samplers cannot run (a BaseSampler subclass of the
+    user's, or a built-in whose ``sample`` is overridden; a class is
+    instantiated), else None. An unknown name raises ValueError."""
+    if sampler is None:
+        return None
+    from .sampler import resolve_sampler
+
+    instance = resolve_sampler(sampler)
+    try:
+        instance._tq_sampling_config()
+    except NotImplementedError:
+        return instance
+    return None
+
+
+def _pickle_sampler(sampler) -> bytes:
+    """The sampler pickled for the controller host process: with cloudpickle
+    (a tensordict and Ray dependency) where importable, so that a class of
+    ``__main__`` or one defined in a function travels by value."""
+    try:
+        import cloudpickle as dumper  # type: ignore
+    except ImportError:
+        try:
+            from ray import cloudpickle as dumper  # type: ignore
+        except ImportError:
+            import pickle as dumper
+    try:
+        return dumper.dumps(sampler)
+    except Exception as e:
+        raise TypeError(f"sampler {type(sampler).__qualname__} cannot be pickled for the controller process: "
+                        f"{e}") from e
+
+
+def _host_command(host: str, port: int, storage_units: int, unit_capacity_mb: int, polling_mode: bool):
+    """The controller host program (transfer_queue._controller_host) and its
+    environment: this interpreter, with this process's import path, so the
+    child imports the same transfer_queue and _tqds, and the sampler's
+    module where the sampler was pickled by reference."""
+    cmd = [sys.executable, "-m", "transfer_queue._controller_host", "--host", host, "--port", str(port),
+           "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
+    if polling_mode:
+        cmd.append("--polling-mode")
+    env = dict(os.environ)
+    paths = [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p]))
+    return cmd, env
 
 
 def _stop_process(proc: subprocess.Popen, lock: threading.Lock) -> None:
@@ -196,31 +249,50 @@ class TransferQueueControllerHandle:
     def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
                  unit_capacity_mb: int = 8192, sampler=None, polling_mode: bool = False):
         """sampler: the controller-wide sampler (upstream's kwarg: a built-in
-        sampler's name, class or instance; None = sequential). polling_mode:
+        sampler's name, class or instance; None = sequential; any other
+        BaseSampler class or instance runs in a Python controller process,
+        transfer_queue._controller_host, which gets it pickled). polling_mode:
         a fetch that finds too few samples returns an empty BatchMeta at once
         instead of waiting. Both reach `tq controller` only when they differ
         from its defaults."""
         host = host or _default_host()
-        cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
-               "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
-        sampling = resolve_sampling_config(sampler)
-        if sampling is not None:
-            cmd += ["--default-sampling", json.dumps(sampling)]
-        if polling_mode:
-            cmd += ["--polling-mode"]
+        custom = custom_sampler(sampler)
+        env = payload = None
+        if custom is not None:
+            # A Python sampler runs in a Python controller process (the same
+            # C++ controller, embedded through _tqds, calling the sampler).
+            payload = _pickle_sampler(custom)
+            cmd, env = _host_command(host, port, storage_units, unit_capacity_mb, polling_mode)
+        else:
+            cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
+                   "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
+            sampling = resolve_sampling_config(sampler)
+            if sampling is not None:
+                cmd += ["--default-sampling", json.dumps(sampling)]
+            if polling_mode:
+                cmd += ["--polling-mode"]
         self._config = None
         # PDEATHSIG fires when the *thread* that forked the child exits, so
         # only a child of the main thread can be tied to the process.
         tie = _prctl is not None and threading.current_thread() is threading.main_thread()
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
+                                      stdin=subprocess.PIPE if payload is not None else None,
                                       preexec_fn=_die_with_parent(os.getpid()) if tie else None)
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop_process, self._proc, self._lock)
+        if payload is not None:
+            try:
+                self._proc.stdin.buffer.write(payload)
+                self._proc.stdin.close()
+            except BrokenPipeError:  # the child died first; the readiness check below says so
+                pass
         line = self._proc.stdout.readline()  # the readiness line, or EOF if it failed
         if "listening on" not in line:
             code = self._proc.wait(timeout=10)
             self._finalizer()
-            raise UnavailableError(f"controller failed to start (exit {code}): {' '.join(cmd)}")
+            hint = "" if custom is None else (f" (it runs sampler {type(custom).__qualname__}; the controller "
+                                              "process's error, e.g. unpickling it, is on stderr above)")
+            raise UnavailableError(f"controller failed to start (exit {code}): {' '.join(cmd)}{hint}")
         address = line.strip().split("listening on ", 1)[1]
         self.storage_units = []
         for _ in range(storage_units):

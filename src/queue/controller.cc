@@ -36,6 +36,10 @@ Status ControllerOptions::Validate() const {
   if (embedded_storage_units > 0 && storage_unit_capacity_bytes == 0) {
     return Status::Invalid("storage_unit_capacity_bytes must be > 0");
   }
+  if (custom_sampler && !default_sampling.empty()) {
+    return Status::Invalid(
+        "default_sampling and custom_sampler are exclusive (the custom sampler serves every call)");
+  }
   if (!default_sampling.empty()) {
     TQDS_RETURN_NOT_OK(internal::SamplerFor(default_sampling).status().WithContext("default_sampling"));
   }
@@ -56,6 +60,7 @@ class ControllerImpl : public TransferQueueController {
 
   Status Init(const ControllerOptions& o) {
     state_.set_get_meta_defaults({o.polling_mode, o.default_sampling});
+    if (o.custom_sampler) state_.set_custom_sampler(internal::MakeCustomSamplerAdapter(o.custom_sampler));
     TQDS_ASSIGN_OR_RETURN(
         server_, tqds::wire::RpcServer::Bind(
                      o.address, [this](Message&& m, Responder r) { Handle(std::move(m), std::move(r)); },

@@ -186,7 +186,8 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
     return Status::Invalid("get_meta in mode ", FetchModeName(mode), " needs a task_name");
   }
   const SamplingConfig sampling = EffectiveSampling(req.sampling);
-  if (mode != FetchMode::kForceFetch) TQDS_RETURN_NOT_OK(SamplerFor(sampling).status());
+  Sampler* custom = custom_sampler_.get();
+  if (mode != FetchMode::kForceFetch && custom == nullptr) TQDS_RETURN_NOT_OK(SamplerFor(sampling).status());
   auto pit = partitions_.find(req.partition_id);
   if (pit == partitions_.end()) {
     if (mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<BatchMeta>();
@@ -205,7 +206,10 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
     return std::optional<BatchMeta>(MakeMeta(p, positions, fids, req.fields));
   }
 
-  TQDS_ASSIGN_OR_RETURN(Sampler * sampler, SamplerFor(sampling));
+  Sampler* sampler = custom;
+  if (sampler == nullptr) {
+    TQDS_ASSIGN_OR_RETURN(sampler, SamplerFor(sampling));
+  }
   TaskState& task = p.tasks[req.task_name];
   CandidateView view(p, task, fids);
   TQDS_ASSIGN_OR_RETURN(auto picked, sampler->Select(view, static_cast<size_t>(req.batch_size),
@@ -215,7 +219,7 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
     if (mode == FetchMode::kPollAll) return std::optional<BatchMeta>(BatchMeta(req.fields, {}));
     return std::optional<BatchMeta>();
   }
-  MarkConsumed(p, task, *picked);
+  if (!sampler->MarksConsumed()) MarkConsumed(p, task, *picked);
   return std::optional<BatchMeta>(MakeMeta(p, *picked, fids, req.fields));
 }
 
@@ -249,6 +253,7 @@ BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) 
   if (it == partitions_.end()) return BatchMeta();
   Partition& p = *it->second;
   p.keep_when_empty = false;
+  if (custom_sampler_) custom_sampler_->ForgetPartition(partition_id);  // upstream's sampler.clear_cache
   if (p.position_of.empty()) {  // nothing to release later: drop it now
     partitions_.erase(it);
     return BatchMeta();

@@ -31,6 +31,8 @@
 
 namespace tq::internal {
 
+class Sampler;  // queue/sampler.h
+
 struct SampleRecord {
   int64_t global_index = -1;
   uint64_t generation = 0;
@@ -108,6 +110,9 @@ class ControllerState {
  public:
   void set_get_meta_defaults(GetMetaDefaults d) { defaults_ = std::move(d); }
   const GetMetaDefaults& get_meta_defaults() const { return defaults_; }
+  // A sampler used for every fetch/poll instead of the built-ins (an
+  // embedding program's: MakeCustomSamplerAdapter); null: the built-ins.
+  void set_custom_sampler(std::shared_ptr<Sampler> s) { custom_sampler_ = std::move(s); }
 
   // Reserves `count` fresh samples in `partition_id` (created on first use).
   Result<BatchMeta> Allocate(const std::string& partition_id, size_t count);
@@ -186,6 +191,7 @@ class ControllerState {
   uint64_t next_generation_ = 1;
   uint64_t next_partition_ = 0;
   GetMetaDefaults defaults_;
+  std::shared_ptr<Sampler> custom_sampler_;
 };
 
 }  // namespace tq::internal

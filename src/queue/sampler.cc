@@ -2,6 +2,7 @@
 #include "queue/sampler.h"
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 namespace tq::internal {
@@ -362,6 +363,77 @@ std::vector<std::vector<size_t>> BalanceByLength(const std::vector<int64_t>& len
     }
   }
   return out;
+}
+
+namespace {
+
+// Adapts an embedding program's CustomSampler: global indexes in and out,
+// each checked against the partition; marks only what it reports consumed.
+class CustomSamplerAdapter : public Sampler {
+ public:
+  explicit CustomSamplerAdapter(std::shared_ptr<CustomSampler> custom) : custom_(std::move(custom)) {}
+
+  Result<Selection> Select(const CandidateView& view, size_t batch_size, const SamplingConfig& config,
+                           bool allow_partial) override {
+    const Partition& p = view.partition();
+    std::vector<size_t> ready = ReadyByIndex(view);
+    if (ready.size() < batch_size) {
+      if (!allow_partial) return Selection();  // upstream waits until batch_size are ready
+      batch_size = ready.size();
+    }
+    if (batch_size == 0) return Selection(std::vector<size_t>{});
+    CustomSampler::Call call;
+    call.partition_id = p.name;
+    call.ready.reserve(ready.size());
+    for (size_t pos : ready) call.ready.push_back(p.samples[pos].global_index);
+    call.batch_size = batch_size;
+    call.config = &config;
+    call.custom_meta = [&p](const std::vector<int64_t>& indexes) {
+      std::map<int64_t, CustomMeta> out;
+      for (int64_t gi : indexes) {
+        auto it = p.position_of.find(gi);
+        if (it != p.position_of.end() && p.IsVisible(it->second) && !p.samples[it->second].custom.empty()) {
+          out[gi] = p.samples[it->second].custom;
+        }
+      }
+      return out;
+    };
+    TQDS_ASSIGN_OR_RETURN(CustomSampler::Choice choice, custom_->Sample(call));
+    if (choice.sampled.empty()) {
+      return Status::Invalid("the sampler returned no samples for batch_size ", batch_size, " from ",
+                             ready.size(), " ready in partition '", p.name, "'");
+    }
+    TQDS_ASSIGN_OR_RETURN(std::vector<size_t> sampled, Positions(p, choice.sampled, "sampled"));
+    TQDS_ASSIGN_OR_RETURN(std::vector<size_t> consumed, Positions(p, choice.consumed, "consumed"));
+    MarkConsumed(p, view.task(), consumed);
+    return Selection(std::move(sampled));
+  }
+  bool MarksConsumed() const override { return true; }
+  void ForgetPartition(const std::string& partition_id) override { custom_->ClearCache(partition_id); }
+
+ private:
+  static Result<std::vector<size_t>> Positions(const Partition& p, const std::vector<int64_t>& indexes,
+                                               const char* what) {
+    std::vector<size_t> out;
+    out.reserve(indexes.size());
+    for (int64_t gi : indexes) {
+      auto it = p.position_of.find(gi);
+      if (it == p.position_of.end() || !p.IsVisible(it->second)) {
+        return Status::Invalid("the sampler's ", what, " index ", gi, " is not a live sample of partition '",
+                               p.name, "'");
+      }
+      out.push_back(it->second);
+    }
+    return out;
+  }
+
+  std::shared_ptr<CustomSampler> custom_;
+};
+
+}  // namespace
+
+std::shared_ptr<Sampler> MakeCustomSamplerAdapter(std::shared_ptr<CustomSampler> custom) {
+  return std::make_shared<CustomSamplerAdapter>(std::move(custom));
 }
 
 Result<Sampler*> SamplerFor(const SamplingConfig& config) {

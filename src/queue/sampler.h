@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "queue/controller_state.h"
+#include "tq/controller.h"
 
 namespace tq::internal {
 
@@ -48,7 +49,17 @@ class Sampler {
                                                             size_t batch_size,
                                                             const SamplingConfig& config,
                                                             bool allow_partial) = 0;
+  // True when Select marks consumption itself (then its caller must not mark
+  // the returned positions).
+  virtual bool MarksConsumed() const { return false; }
+  // The partition is being cleared; forget what was cached for it.
+  virtual void ForgetPartition(const std::string& /*partition_id*/) {}
 };
+
+// A Sampler over an embedding program's CustomSampler (tq/controller.h):
+// hands it the ready global indexes, checks what it returns, and marks only
+// the indexes it reports consumed.
+std::shared_ptr<Sampler> MakeCustomSamplerAdapter(std::shared_ptr<CustomSampler> custom);
 
 // Returns the sampler named by config["sampler"] (default sequential).
 Result<Sampler*> SamplerFor(const SamplingConfig& config);

@@ -173,3 +173,50 @@ def test_before_init_is_a_runtime_error(tmp_path, monkeypatch):
         tq.save_checkpoint(tmp_path / "ck")
     with pytest.raises(RuntimeError, match="init"):
         tq.load_checkpoint(tmp_path / "ck")
+
+
+class _SnapshotFrom:
+    """A native client whose snapshot_controller answers `snapshot` (as if
+    the snapshot had been taken before whatever happened since)."""
+
+    def __init__(self, native, snapshot: bytes):
+        self._native, self._snapshot = native, snapshot
+
+    def snapshot_controller(self):
+        return self._snapshot
+
+    def __getattr__(self, name):
+        return getattr(self._native, name)
+
+
+def test_samples_made_between_snapshot_and_data_read_are_left_out(client, tmp_path, monkeypatch):
+    p = unique("p")
+    first = client.put(TensorDict({"x": torch.arange(2)}, batch_size=[2]), partition_id=p)
+    early = client._client.snapshot_controller()
+    client.put(TensorDict({"x": torch.arange(5, 6)}, batch_size=[1]), partition_id=p)
+    q = unique("q")
+    client.put(TensorDict({"x": torch.arange(3)}, batch_size=[3]), partition_id=q)
+    monkeypatch.setattr(client, "_client", _SnapshotFrom(client._client, early))
+    tq.save_checkpoint(tmp_path / "ck")
+    monkeypatch.undo()
+    tq.load_checkpoint(tmp_path / "ck")
+    assert client.get_partition_list() == [p]
+    got = client.get_meta(["x"], 0, p, mode="force_fetch")
+    assert list(got.global_indexes) == list(first.global_indexes)
+    assert client.get_data(got)["x"].tolist() == [0, 1]
+
+
+def test_metadata_only_checkpoint(client, tmp_path):
+    p = unique("p")
+    client.put(TensorDict({"x": torch.arange(4)}, batch_size=[4]), partition_id=p)
+    client.get_meta(["x"], 1, p, task_name="t")
+    tq.save_checkpoint(tmp_path / "ck", include_storage=False)
+    info = json.loads((tmp_path / "ck" / "metadata.json").read_text())
+    if interface._SESSION.conf.backend.storage_backend == "SimpleStorage":
+        assert info["storage_saved"] is True  # in memory only: forced on, as upstream
+        return
+    assert info["storage_saved"] is False and not (tmp_path / "ck" / "data").exists()
+    client.get_meta(["x"], 2, p, task_name="t")
+    tq.load_checkpoint(tmp_path / "ck")  # the data stayed in the datasystem
+    rest = client.get_meta(["x"], 3, p, task_name="t")
+    assert sorted(client.get_data(rest)["x"].tolist()) == [1, 2, 3]

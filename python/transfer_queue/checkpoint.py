@@ -10,7 +10,8 @@ Layout of a checkpoint directory:
   free-index pool.
 * ``data/<n>.pt`` (when the storage was saved): for partition number ``n``
   (the order of ``partitions.json``), a ``torch.save`` of a list of
-  ``{"field": name, "global_indexes": [...], "data": TensorDict}``, one entry
+  ``{"field": name, "global_indexes": [...], "generations": [...], "data":
+  TensorDict}``, one entry
   per field, holding that field of every visible sample that produced it.
 * ``partitions.json``: the partition names, in the order of the data files.
 * ``metadata.json``: ``{"format", "version", "time", "storage_saved",
@@ -33,11 +34,14 @@ only checkpoints you trust, as with upstream's.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "tqds-checkpoint"
 VERSION = 1
@@ -70,7 +74,8 @@ def _save_partition_data(client: Any, partition: str) -> list:
         if len(meta) == 0:
             continue
         td = client.get_data(meta, writable=True)
-        entries.append({"field": field, "global_indexes": list(meta.global_indexes), "data": td})
+        entries.append({"field": field, "global_indexes": list(meta.global_indexes),
+                        "generations": list(meta.generations), "data": td})
     return entries
 
 
@@ -192,12 +197,38 @@ def load(client: Any, checkpoint_dir: Any) -> dict:
         for partition in native.list_partitions():
             native.clear_partition(partition)
     native.restore_controller(snapshot)
+    restored = set(native.list_partitions())
     for partition, entries in data:
+        if partition not in restored:
+            continue  # made between the snapshot and the data read: not in the checkpoint
         for entry in entries:
-            meta = _visible_meta(native, partition, entry["field"])
-            if list(meta.global_indexes) != list(entry["global_indexes"]):
-                raise RuntimeError(
-                    f"checkpoint {checkpoint_dir}: field {entry['field']!r} of partition {partition!r} was saved "
-                    f"for samples {entry['global_indexes']} but the restored state has {list(meta.global_indexes)}")
-            client.put(entry["data"], metadata=meta)
+            _put_back(client, partition, entry)
     return info
+
+
+def _put_back(client: Any, partition: str, entry: dict) -> None:
+    """Writes one saved field into the restored samples that produced it.
+    Samples are matched by (global index, generation): a producer running
+    during the save can make the data read after the snapshot hold samples
+    the snapshot lacks (left out here) or lack ones it has (warned)."""
+    from .metadata import BatchMeta
+
+    field = entry["field"]
+    meta = BatchMeta._from_native(_visible_meta(client._client, partition, field))
+    saved = list(zip(entry["global_indexes"], entry.get("generations") or [None] * len(entry["global_indexes"])))
+    if [(i, g) for i, g in zip(meta.global_indexes, meta.generations)] == saved:
+        client.put(entry["data"], metadata=meta)
+        return
+    row_of = {key: row for row, key in enumerate(saved)}
+    positions, rows = [], []
+    for pos, (i, g) in enumerate(zip(meta.global_indexes, meta.generations)):
+        row = row_of.get((i, g))
+        if row is not None:
+            positions.append(pos)
+            rows.append(row)
+    missing = len(meta) - len(positions)
+    if missing:
+        logger.warning("load_checkpoint: field %r of %d sample(s) of partition %r was produced after the "
+                       "snapshot's data was read; it is not in the checkpoint", field, missing, partition)
+    if rows:
+        client.put(entry["data"][rows], metadata=meta.select_samples(positions))

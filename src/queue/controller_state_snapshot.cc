@@ -289,7 +289,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   const size_t size = bytes.size();
   const size_t max_container = std::min<size_t>(size_t{1} << 28, size);
   msgpack::unpack_limit limit(max_container, std::min<size_t>(size_t{1} << 28, size / 2), size, size, size,
-                              kMaxMetaDepth + 8);
+                              kMaxMetaDepth + 16);  // the document nests custom meta 6 deep
   msgpack::zone zone;
   msgpack::object root;
   try {

@@ -134,6 +134,19 @@ TEST_F(SnapshotTest, FreeIndexesAreReusedAfterRestore) {
   EXPECT_EQ(fresh.global_indexes(), std::vector<int64_t>{2});
 }
 
+TEST_F(SnapshotTest, DeepestCustomMetaSurvives) {
+  MetaValue deep = MetaValue(int64_t{1});
+  for (int d = 0; d < kMaxMetaDepth; ++d) deep = MetaValue(MetaList{deep});
+  ASSERT_OK_AND_ASSIGN(BatchMeta m, state_.GetSamples("p", {0}));
+  std::vector<SampleMeta> samples = m.samples();
+  samples[0].custom["deep"] = deep;
+  ASSERT_OK(state_.SetCustomMeta(BatchMeta(m.field_names(), samples)));
+  ControllerState other;
+  ASSERT_OK(other.Restore(state_.Snapshot()));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, other.GetSamples("p", {0}));
+  EXPECT_EQ(back.samples()[0].custom.at("deep"), deep);
+}
+
 TEST_F(SnapshotTest, DryRunChangesNothing) {
   ControllerState empty;
   std::string bytes = state_.Snapshot();

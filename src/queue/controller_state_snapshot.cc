@@ -158,102 +158,128 @@ struct Taken {
   std::unordered_set<uint64_t> generations;
 };
 
-Result<std::unique_ptr<Partition>> ReadPartition(const msgpack::object& o, int64_t next_index,
-                                                 uint64_t next_generation, Taken& taken) {
-  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(o, "snapshot partition"));
-  auto p = std::make_unique<Partition>();
-  TQDS_ASSIGN_OR_RETURN(p->name, rd.Get<std::string>("name"));
-  TQDS_RETURN_NOT_OK(ValidateName(p->name, "snapshot partition name"));
-  const std::string what = "snapshot partition '" + p->name + "'";
-  TQDS_ASSIGN_OR_RETURN(p->keep_when_empty, rd.Get<bool>("keep_when_empty"));
-  TQDS_ASSIGN_OR_RETURN(p->field_names, rd.Get<std::vector<std::string>>("field_names"));
-  for (size_t f = 0; f < p->field_names.size(); ++f) {
-    TQDS_RETURN_NOT_OK(ValidateName(p->field_names[f], "snapshot field name"));
-    if (!p->field_id.emplace(p->field_names[f], static_cast<int>(f)).second) {
-      return Status::Invalid(what, ": field '", p->field_names[f], "' is listed twice");
-    }
-  }
-  const msgpack::object* types = rd.Find("field_types");
-  if (types == nullptr) return Status::Invalid(what, ": missing field 'field_types'");
-  TQDS_ASSIGN_OR_RETURN(auto ta, ArrayOf(*types, what + ".field_types", static_cast<int>(p->field_names.size())));
-  for (uint32_t f = 0; f < ta->size; ++f) {
-    TQDS_ASSIGN_OR_RETURN(auto fi, UnpackFieldInfoRecord(ta->ptr[f], what + ".field_types"));
-    p->field_types.push_back(std::move(fi));
-  }
+// Bounds every sample must respect (the document's counters).
+struct Bounds {
+  int64_t next_index = 0;
+  uint64_t next_generation = 1;
+};
 
-  const msgpack::object* samples = rd.Find("samples");
-  if (samples == nullptr) return Status::Invalid(what, ": missing field 'samples'");
-  TQDS_ASSIGN_OR_RETURN(auto sa, ArrayOf(*samples, what + ".samples"));
-  p->samples.reserve(sa->size);
+Result<const msgpack::object*> Required(const MapReader& rd, const char* key) {
+  const msgpack::object* o = rd.Find(key);
+  if (o == nullptr) return Status::Invalid(rd.what(), ": missing field '", key, "'");
+  return o;
+}
+
+Status ReadFields(const MapReader& rd, Partition& p) {
+  TQDS_ASSIGN_OR_RETURN(p.field_names, rd.Get<std::vector<std::string>>("field_names"));
+  for (size_t f = 0; f < p.field_names.size(); ++f) {
+    TQDS_RETURN_NOT_OK(ValidateName(p.field_names[f], "snapshot field name"));
+    if (!p.field_id.emplace(p.field_names[f], static_cast<int>(f)).second) {
+      return Status::Invalid(rd.what(), ": field '", p.field_names[f], "' is listed twice");
+    }
+  }
+  TQDS_ASSIGN_OR_RETURN(auto types, Required(rd, "field_types"));
+  TQDS_ASSIGN_OR_RETURN(auto ta, ArrayOf(*types, rd.what() + ".field_types", static_cast<int>(p.field_names.size())));
+  for (uint32_t f = 0; f < ta->size; ++f) {
+    TQDS_ASSIGN_OR_RETURN(auto fi, UnpackFieldInfoRecord(ta->ptr[f], rd.what() + ".field_types"));
+    p.field_types.push_back(std::move(fi));
+  }
+  return Status::OK();
+}
+
+Result<SampleRecord> ReadSample(const msgpack::object& o, const Partition& p, const Bounds& b,
+                                const std::string& sw) {
+  TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(o, sw, 6));
+  SampleRecord r;
+  TQDS_ASSIGN_OR_RETURN(r.global_index, ValueOf<int64_t>(a->ptr[0], sw + " global_index"));
+  TQDS_ASSIGN_OR_RETURN(r.generation, ValueOf<uint64_t>(a->ptr[1], sw + " generation"));
+  TQDS_ASSIGN_OR_RETURN(r.live, ValueOf<bool>(a->ptr[2], sw + " live"));
+  TQDS_ASSIGN_OR_RETURN(r.clearing, ValueOf<bool>(a->ptr[3], sw + " clearing"));
+  if (r.global_index < 0 || r.global_index >= b.next_index) {
+    return Status::Invalid(sw, ": global_index ", r.global_index, " is outside [0, ", b.next_index, ")");
+  }
+  if (r.generation == 0 || r.generation >= b.next_generation) {
+    return Status::Invalid(sw, ": generation ", r.generation, " is outside [1, ", b.next_generation, ")");
+  }
+  if (r.clearing && !r.live) return Status::Invalid(sw, ": a released sample cannot be clearing");
+  TQDS_ASSIGN_OR_RETURN(auto fa, ArrayOf(a->ptr[4], sw + " fields"));
+  if (fa->size > p.field_names.size()) {
+    return Status::Invalid(sw, ": ", fa->size, " field records for ", p.field_names.size(), " fields");
+  }
+  for (uint32_t f = 0; f < fa->size; ++f) {
+    TQDS_ASSIGN_OR_RETURN(auto fi, UnpackFieldInfoRecord(fa->ptr[f], sw + " field '" + p.field_names[f] + "'"));
+    r.fields.push_back(std::move(fi));
+  }
+  TQDS_ASSIGN_OR_RETURN(r.custom, UnpackCustomMeta(a->ptr[5], sw + " custom"));
+  return r;
+}
+
+Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& taken) {
+  TQDS_ASSIGN_OR_RETURN(auto samples, Required(rd, "samples"));
+  TQDS_ASSIGN_OR_RETURN(auto sa, ArrayOf(*samples, rd.what() + ".samples"));
+  p.samples.reserve(sa->size);
   for (uint32_t i = 0; i < sa->size; ++i) {
-    const std::string sw = what + " sample #" + std::to_string(i);
-    TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(sa->ptr[i], sw, 6));
-    SampleRecord r;
-    TQDS_ASSIGN_OR_RETURN(r.global_index, ValueOf<int64_t>(a->ptr[0], sw + " global_index"));
-    TQDS_ASSIGN_OR_RETURN(r.generation, ValueOf<uint64_t>(a->ptr[1], sw + " generation"));
-    TQDS_ASSIGN_OR_RETURN(r.live, ValueOf<bool>(a->ptr[2], sw + " live"));
-    TQDS_ASSIGN_OR_RETURN(r.clearing, ValueOf<bool>(a->ptr[3], sw + " clearing"));
-    if (r.global_index < 0 || r.global_index >= next_index) {
-      return Status::Invalid(sw, ": global_index ", r.global_index, " is outside [0, ", next_index, ")");
-    }
-    if (r.generation == 0 || r.generation >= next_generation) {
-      return Status::Invalid(sw, ": generation ", r.generation, " is outside [1, ", next_generation, ")");
-    }
+    const std::string sw = rd.what() + " sample #" + std::to_string(i);
+    TQDS_ASSIGN_OR_RETURN(SampleRecord r, ReadSample(sa->ptr[i], p, b, sw));
     if (!taken.generations.insert(r.generation).second) {
       return Status::Invalid(sw, ": generation ", r.generation, " is used twice");
     }
-    if (r.clearing && !r.live) return Status::Invalid(sw, ": a released sample cannot be clearing");
-    TQDS_ASSIGN_OR_RETURN(auto fa, ArrayOf(a->ptr[4], sw + " fields"));
-    if (fa->size > p->field_names.size()) {
-      return Status::Invalid(sw, ": ", fa->size, " field records for ", p->field_names.size(), " fields");
-    }
-    for (uint32_t f = 0; f < fa->size; ++f) {
-      TQDS_ASSIGN_OR_RETURN(auto fi, UnpackFieldInfoRecord(fa->ptr[f], sw + " field '" + p->field_names[f] + "'"));
-      r.fields.push_back(std::move(fi));
-    }
-    TQDS_ASSIGN_OR_RETURN(r.custom, UnpackCustomMeta(a->ptr[5], sw + " custom"));
     if (r.live) {
       if (!taken.indexes.insert(r.global_index).second) {
         return Status::Invalid(sw, ": global_index ", r.global_index, " is in use twice (or also free)");
       }
-      p->position_of[r.global_index] = p->samples.size();
-      if (!r.clearing) ++p->live_count;
+      p.position_of[r.global_index] = p.samples.size();
+      if (!r.clearing) ++p.live_count;
     }
-    p->samples.push_back(std::move(r));
+    p.samples.push_back(std::move(r));
   }
-  const size_t n = p->samples.size();
+  return Status::OK();
+}
 
-  const msgpack::object* keys = rd.Find("keys");
-  if (keys == nullptr) return Status::Invalid(what, ": missing field 'keys'");
-  TQDS_ASSIGN_OR_RETURN(auto ka, ArrayOf(*keys, what + ".keys"));
+Status ReadKeys(const MapReader& rd, Partition& p) {
+  TQDS_ASSIGN_OR_RETURN(auto keys, Required(rd, "keys"));
+  TQDS_ASSIGN_OR_RETURN(auto ka, ArrayOf(*keys, rd.what() + ".keys"));
   for (uint32_t i = 0; i < ka->size; ++i) {
-    TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(ka->ptr[i], what + ".keys entry", 2));
-    TQDS_ASSIGN_OR_RETURN(uint64_t pos, ValueOf<uint64_t>(a->ptr[0], what + ".keys position"));
-    TQDS_ASSIGN_OR_RETURN(std::string key, ValueOf<std::string>(a->ptr[1], what + ".keys key"));
+    TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(ka->ptr[i], rd.what() + ".keys entry", 2));
+    TQDS_ASSIGN_OR_RETURN(uint64_t pos, ValueOf<uint64_t>(a->ptr[0], rd.what() + ".keys position"));
+    TQDS_ASSIGN_OR_RETURN(std::string key, ValueOf<std::string>(a->ptr[1], rd.what() + ".keys key"));
     TQDS_RETURN_NOT_OK(ValidateName(key, "snapshot key"));
-    TQDS_RETURN_NOT_OK(CheckPosition(pos, n, what + ".keys"));
-    if (!p->IsVisible(pos)) return Status::Invalid(what, ": key '", key, "' names a sample that is not live");
-    if (!p->position_of_key.emplace(key, pos).second || !p->key_at.emplace(pos, key).second) {
-      return Status::Invalid(what, ": key '", key, "' or its sample is listed twice");
+    TQDS_RETURN_NOT_OK(CheckPosition(pos, p.samples.size(), rd.what() + ".keys"));
+    if (!p.IsVisible(pos)) return Status::Invalid(rd.what(), ": key '", key, "' names a sample that is not live");
+    if (!p.position_of_key.emplace(key, pos).second || !p.key_at.emplace(pos, key).second) {
+      return Status::Invalid(rd.what(), ": key '", key, "' or its sample is listed twice");
     }
   }
+  return Status::OK();
+}
 
-  const msgpack::object* tasks = rd.Find("tasks");
-  if (tasks == nullptr) return Status::Invalid(what, ": missing field 'tasks'");
-  TQDS_ASSIGN_OR_RETURN(auto tka, ArrayOf(*tasks, what + ".tasks"));
-  for (uint32_t i = 0; i < tka->size; ++i) {
-    const msgpack::object* name_obj = nullptr;
-    if (tka->ptr[i].type == msgpack::type::MAP) {
-      TQDS_ASSIGN_OR_RETURN(auto trd, MapReader::Of(tka->ptr[i], what + " task"));
-      name_obj = trd.Find("name");
-    }
-    if (name_obj == nullptr) return Status::Invalid(what, ": a task has no name");
-    TQDS_ASSIGN_OR_RETURN(std::string name, ValueOf<std::string>(*name_obj, what + " task name"));
-    TQDS_ASSIGN_OR_RETURN(TaskState t, ReadTask(tka->ptr[i], n, what + " task '" + name + "'"));
-    if (!p->tasks.emplace(name, std::move(t)).second) {
-      return Status::Invalid(what, ": task '", name, "' is listed twice");
+Status ReadTasks(const MapReader& rd, Partition& p) {
+  TQDS_ASSIGN_OR_RETURN(auto tasks, Required(rd, "tasks"));
+  TQDS_ASSIGN_OR_RETURN(auto ta, ArrayOf(*tasks, rd.what() + ".tasks"));
+  for (uint32_t i = 0; i < ta->size; ++i) {
+    TQDS_ASSIGN_OR_RETURN(auto trd, MapReader::Of(ta->ptr[i], rd.what() + " task"));
+    TQDS_ASSIGN_OR_RETURN(std::string name, trd.Get<std::string>("name"));
+    TQDS_ASSIGN_OR_RETURN(TaskState t, ReadTask(ta->ptr[i], p.samples.size(), rd.what() + " task '" + name + "'"));
+    if (!p.tasks.emplace(name, std::move(t)).second) {
+      return Status::Invalid(rd.what(), ": task '", name, "' is listed twice");
     }
   }
+  return Status::OK();
+}
+
+Result<std::unique_ptr<Partition>> ReadPartition(const msgpack::object& o, const Bounds& b, Taken& taken) {
+  auto p = std::make_unique<Partition>();
+  {
+    TQDS_ASSIGN_OR_RETURN(auto named, MapReader::Of(o, "snapshot partition"));
+    TQDS_ASSIGN_OR_RETURN(p->name, named.Get<std::string>("name"));
+    TQDS_RETURN_NOT_OK(ValidateName(p->name, "snapshot partition name"));
+  }
+  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(o, "snapshot partition '" + p->name + "'"));
+  TQDS_ASSIGN_OR_RETURN(p->keep_when_empty, rd.Get<bool>("keep_when_empty"));
+  TQDS_RETURN_NOT_OK(ReadFields(rd, *p));
+  TQDS_RETURN_NOT_OK(ReadSamples(rd, *p, b, taken));
+  TQDS_RETURN_NOT_OK(ReadKeys(rd, *p));
+  TQDS_RETURN_NOT_OK(ReadTasks(rd, *p));
   return p;
 }
 
@@ -328,7 +354,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   TQDS_ASSIGN_OR_RETURN(auto pa, ArrayOf(*parts, "controller snapshot partitions"));
   std::map<std::string, std::unique_ptr<Partition>> partitions;
   for (uint32_t i = 0; i < pa->size; ++i) {
-    TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], next_index, next_generation, taken));
+    TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation}, taken));
     std::string name = p->name;
     if (!partitions.emplace(name, std::move(p)).second) {
       return Status::Invalid("controller snapshot: partition '", name, "' is listed twice");

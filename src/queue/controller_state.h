@@ -168,7 +168,9 @@ class ControllerState {
   // Replaces the whole state by a Snapshot's. The bytes are hostile: every
   // count, index and position is checked and any inconsistency is Invalid,
   // with the state unchanged. `dry_run` only checks. The generation counter
-  // never goes back (max of both), so generations stay unique.
+  // never goes back (max of both), so generations stay unique. Samples that
+  // were being cleared come back released (their indexes free), since the
+  // clear that began may never be finished against the restored state.
   Status Restore(std::string_view bytes, bool dry_run = false);
 
   size_t free_index_count() const { return free_indexes_.size(); }

@@ -156,6 +156,7 @@ Result<TaskState> ReadTask(const msgpack::object& o, size_t n, const std::string
 struct Taken {
   std::unordered_set<int64_t> indexes;  // live and clearing samples, and the free pool
   std::unordered_set<uint64_t> generations;
+  std::vector<int64_t> released;  // indexes of samples that were clearing: free after the restore
 };
 
 // Bounds every sample must respect (the document's counters).
@@ -228,8 +229,17 @@ Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& ta
       if (!taken.indexes.insert(r.global_index).second) {
         return Status::Invalid(sw, ": global_index ", r.global_index, " is in use twice (or also free)");
       }
+    }
+    if (r.clearing) {
+      // A clear was under way: its data is going, and whoever began it may
+      // never finish it against the restored state. Restore it released.
+      r.live = r.clearing = false;
+      r.fields.clear();
+      r.custom.clear();
+      taken.released.push_back(r.global_index);
+    } else if (r.live) {
       p.position_of[r.global_index] = p.samples.size();
-      if (!r.clearing) ++p.live_count;
+      ++p.live_count;
     }
     p.samples.push_back(std::move(r));
   }
@@ -356,11 +366,14 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   for (uint32_t i = 0; i < pa->size; ++i) {
     TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation}, taken));
     std::string name = p->name;
+    bool drop = p->position_of.empty() && !p->keep_when_empty;  // emptied by released clears, as ReleaseSamples
     if (!partitions.emplace(name, std::move(p)).second) {
       return Status::Invalid("controller snapshot: partition '", name, "' is listed twice");
     }
+    if (drop) partitions.erase(name);
   }
   if (dry_run) return Status::OK();
+  free.insert(free.end(), taken.released.begin(), taken.released.end());
 
   partitions_ = std::move(partitions);
   decltype(free_indexes_) heap(std::greater<int64_t>(), std::move(free));

@@ -147,6 +147,25 @@ TEST_F(SnapshotTest, DeepestCustomMetaSurvives) {
   EXPECT_EQ(back.samples()[0].custom.at("deep"), deep);
 }
 
+TEST_F(SnapshotTest, SamplesBeingClearedComeBackReleased) {
+  BatchMeta hidden = state_.BeginClearSamples("p", {2});
+  ASSERT_EQ(hidden.size(), 1u);
+  ControllerState other;
+  ASSERT_OK(other.Restore(state_.Snapshot()));
+  EXPECT_EQ(other.free_index_count(), 1u);
+  ASSERT_OK_AND_ASSIGN(auto all, other.TryGetMeta(Fetch("p", "", 0, FetchMode::kForceFetchAll)));
+  EXPECT_EQ(all->global_indexes(), (std::vector<int64_t>{0, 3}));
+  ASSERT_OK(other.ReleaseSamples(hidden));  // the clear finishing late changes nothing
+  EXPECT_EQ(other.free_index_count(), 1u);
+  ASSERT_OK_AND_ASSIGN(BatchMeta fresh, other.Allocate("p", 1));
+  EXPECT_EQ(fresh.global_indexes(), std::vector<int64_t>{2});
+  // A partition whose samples were all being cleared is dropped.
+  state_.BeginClearPartition("p");
+  ControllerState third;
+  ASSERT_OK(third.Restore(state_.Snapshot()));
+  EXPECT_EQ(third.ListPartitions(), std::vector<std::string>{"kv"});
+}
+
 TEST_F(SnapshotTest, DryRunChangesNothing) {
   ControllerState empty;
   std::string bytes = state_.Snapshot();

@@ -108,6 +108,16 @@ class TransferQueueClient {
   // once. Missing keys or partition: nothing happens. The partition stays.
   Status kv_clear(const std::string& partition_id, const std::vector<std::string>& keys);
 
+  // Checkpoint of the controller's metadata (not the stored data): every
+  // partition, sample (index, generation, fields, custom meta), key and
+  // task's consumption, as opaque bytes. restore_controller replaces the
+  // controller's whole state by them (with `dry_run` it only checks them);
+  // malformed bytes are InvalidArgument and change nothing, as does a
+  // restore while some get_meta waits for data. Storage is untouched: the
+  // caller frees the old samples' data first and writes the restored ones'.
+  Result<std::string> snapshot_controller();
+  Status restore_controller(const std::string& snapshot, bool dry_run = false);
+
   std::future<Result<BatchMeta>> async_put(Batch batch, std::string partition_id);
   std::future<Result<BatchMeta>> async_get_meta(std::vector<std::string> data_fields, int64_t batch_size,
                                                 std::string partition_id, std::string task_name,

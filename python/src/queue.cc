@@ -779,6 +779,24 @@ void InitClient(py::module_& m) {
              CallWithoutGil([&] { return c.reset_consumption(p, t); });
            },
            py::arg("partition_id"), py::arg("task_name") = "")
+      .def("snapshot_controller",
+           [](Client& c) {
+             tq::Result<std::string> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.snapshot_controller();
+             }
+             return py::bytes(Unwrap(std::move(r)));
+           },
+           "The controller's whole metadata state as opaque bytes (checkpoint save).")
+      .def("restore_controller",
+           [](Client& c, const py::bytes& snapshot, bool dry_run) {
+             std::string bytes = snapshot;
+             CallWithoutGil([&] { return c.restore_controller(bytes, dry_run); });
+           },
+           py::arg("snapshot"), py::arg("dry_run") = false,
+           "Replaces the controller's whole metadata state by a snapshot_controller() result; "
+           "dry_run only checks it. Malformed bytes raise and change nothing.")
       .def("list_partitions",
            [](Client& c) {
              tq::Result<std::vector<std::string>> r = Status::Internal("unset");

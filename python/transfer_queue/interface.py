@@ -658,11 +658,46 @@ def get_metrics_endpoint() -> str | None:
     return None
 
 
+def _checkpoint_session(what: str) -> _Session:
+    s = _current_session()
+    if s is None:
+        raise RuntimeError(f"{what}: TransferQueue is not initialized; call transfer_queue.init() first")
+    return s
+
+
 def save_checkpoint(checkpoint_dir, *, include_storage: bool = True, metadata: dict | None = None) -> None:
-    """Upstream's checkpoint of the controller and storage. Not implemented."""
-    raise NotImplementedError("save_checkpoint is not implemented by this package (transfer-queue-cpp)")
+    """Saves the controller's whole metadata state and (``include_storage``)
+    the data of every produced sample into ``checkpoint_dir`` (created; an
+    existing checkpoint there is replaced atomically). ``metadata`` (a dict
+    of JSON values) goes into metadata.json. With SimpleStorage the data
+    lives only in the controller's memory, so, as upstream, include_storage
+    is forced on. Layout: transfer_queue/checkpoint.py.
+
+    Raises RuntimeError before init(), OSError when a file cannot be
+    written."""
+    from . import checkpoint
+
+    with _LOCK:
+        s = _checkpoint_session("save_checkpoint")
+    if not include_storage and s.conf.backend.storage_backend == "SimpleStorage":
+        logger.warning("save_checkpoint: include_storage=False has no effect with SimpleStorage "
+                       "(its data is in memory only); saving the storage too")
+        include_storage = True
+    checkpoint.save(s.client, checkpoint_dir, include_storage=include_storage, metadata=metadata)
 
 
 def load_checkpoint(checkpoint_dir) -> None:
-    """Upstream's restore of save_checkpoint. Not implemented."""
-    raise NotImplementedError("load_checkpoint is not implemented by this package (transfer-queue-cpp)")
+    """Replaces the controller's state by a save_checkpoint's: the same
+    partitions, samples (global indexes and generations), fields, custom
+    meta, keys and consumption. When the checkpoint holds the storage, the
+    current partitions' data is freed and the saved data is written back;
+    without it only the metadata is restored (the data must still be in
+    the storage). The snapshot is checked before anything changes.
+
+    Raises RuntimeError before init() or for a corrupt or foreign checkpoint
+    (nothing changed), FileNotFoundError for a missing directory or file."""
+    from . import checkpoint
+
+    with _LOCK:
+        s = _checkpoint_session("load_checkpoint")
+    checkpoint.load(s.client, checkpoint_dir)

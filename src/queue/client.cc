@@ -463,6 +463,25 @@ std::future<Result<Batch>> TransferQueueClient::async_get_data(BatchMeta meta) {
   return std::async(std::launch::async, [impl = impl_, meta = std::move(meta)] { return impl->GetData(meta); });
 }
 
+Result<std::string> TransferQueueClient::snapshot_controller() {
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(Message(MsgType::kCtlSnapshot, 0)));
+  if (rep.payloads().size() != 1) {
+    return Status::Invalid("Snapshot reply: expected 1 payload frame, got ", rep.payloads().size());
+  }
+  return rep.payloads()[0].ToString();
+}
+
+Status TransferQueueClient::restore_controller(const std::string& snapshot, bool dry_run) {
+  Message m(MsgType::kCtlRestore, 0);
+  m.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("dry_run");
+    pk.pack(dry_run);
+  }));
+  m.payloads().push_back(tqds::Buffer::Borrow(snapshot.data(), snapshot.size()));
+  return impl_->Call(std::move(m)).status();
+}
+
 std::future<Status> TransferQueueClient::async_clear_partition(std::string partition_id) {
   return std::async(std::launch::async,
                     [impl = impl_, p = std::move(partition_id)] { return impl->ClearPartition(p); });

@@ -259,6 +259,9 @@ class ControllerImpl : public TransferQueueController {
         r.Reply(std::move(rep));
         return Status::OK();
       }
+      case MsgType::kCtlSnapshot:
+      case MsgType::kCtlRestore:
+        return DispatchCheckpoint(m, r);
       case MsgType::kCtlKvRetrieve:
       case MsgType::kCtlKvKeys:
       case MsgType::kCtlKvList:
@@ -327,6 +330,30 @@ class ControllerImpl : public TransferQueueController {
       default:
         return Status::Internal("DispatchKv: not a KV message");
     }
+    r.Reply(std::move(rep));
+    return Status::OK();
+  }
+
+  // Checkpoint: Snapshot replies with the state's bytes as payload frame 0;
+  // Restore ({"dry_run": bool} + the bytes as frame 0) replaces the state,
+  // refused while fetches are parked (they would see another state).
+  Status DispatchCheckpoint(const Message& m, Responder& r) {
+    Message rep = Message::ReplyTo(m);
+    if (m.type() == MsgType::kCtlSnapshot) {
+      rep.payloads().push_back(tqds::Buffer::FromString(state_.Snapshot()));
+      r.Reply(std::move(rep));
+      return Status::OK();
+    }
+    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "Restore"));
+    TQDS_ASSIGN_OR_RETURN(bool dry_run, rd.GetOr<bool>("dry_run", false));
+    if (m.payloads().size() != 1) {
+      return Status::Invalid("Restore: expected the snapshot as 1 payload frame, got ", m.payloads().size());
+    }
+    if (!waiters_.empty()) {
+      return Status::Invalid("Restore: ", waiters_.size(),
+                             " get_meta calls are waiting for data; restore a checkpoint when no consumer waits");
+    }
+    TQDS_RETURN_NOT_OK(state_.Restore(m.payloads()[0].view(), dry_run));
     r.Reply(std::move(rep));
     return Status::OK();
   }

@@ -21,6 +21,7 @@
 #include <queue>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -163,6 +164,20 @@ class ControllerState {
   // Phase 1 of clearing the samples of `keys` (missing keys or partition: none).
   // Their keys vanish at once; the partition stays, even when emptied.
   BatchMeta BeginKvClear(const std::string& partition_id, const std::vector<std::string>& keys);
+
+  // Checkpoint (controller_state_snapshot.cc; layout in docs/wire_format.md).
+  // The whole metadata state (partitions, samples with index, generation,
+  // fields and custom meta, keys, per-task consumption, the index pool) as
+  // one msgpack document. The controller-wide get_meta defaults are not part
+  // of it.
+  std::string Snapshot() const;
+  // Replaces the whole state by a Snapshot's. The bytes are hostile: every
+  // count, index and position is checked and any inconsistency is Invalid,
+  // with the state unchanged. `dry_run` only checks. The generation counter
+  // never goes back (max of both), so generations stay unique. Samples that
+  // were being cleared come back released (their indexes free), since the
+  // clear that began may never be finished against the restored state.
+  Status Restore(std::string_view bytes, bool dry_run = false);
 
   size_t free_index_count() const { return free_indexes_.size(); }
   int64_t next_index() const { return next_index_; }

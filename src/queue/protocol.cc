@@ -112,6 +112,12 @@ const char* ReadFieldInfo(const msgpack::object& o, FieldInfo* f) {
 
 }  // namespace
 
+void PackFieldInfoRecord(Packer& pk, const FieldInfo& f) { PackFieldInfo(pk, f); }
+
+Result<FieldInfo> UnpackFieldInfoRecord(const msgpack::object& o, const std::string& what) {
+  return UnpackFieldInfo(o, what);
+}
+
 Status ValidateName(const std::string& name, const char* what) {
   if (name.empty()) return Status::Invalid(what, " must not be empty");
   if (name.size() > 256) return Status::Invalid(what, " is longer than 256 bytes");

@@ -54,6 +54,11 @@ Result<std::optional<SampleStatusMatrix>> DecodeSampleStatus(const msgpack::obje
 std::string EncodeKeys(const std::vector<std::string>& keys);
 Result<std::vector<std::string>> DecodeKeys(const msgpack::object& body, const std::string& what);
 
+// One FieldInfo as [produced, kind, dtype, shape, nbytes] (the record inside
+// PackBatchMeta), for other documents such as the controller snapshot.
+void PackFieldInfoRecord(Packer& pk, const FieldInfo& f);
+Result<FieldInfo> UnpackFieldInfoRecord(const msgpack::object& o, const std::string& what);
+
 // Validates a name (partition, field, task): non-empty, <= 256 bytes, no NUL.
 Status ValidateName(const std::string& name, const char* what);
 

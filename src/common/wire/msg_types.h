@@ -30,6 +30,8 @@ enum class MsgType : uint16_t {
   kCtlKvKeys = 26,            // the keys of global indexes
   kCtlKvList = 27,            // keys and tags per partition
   kCtlKvClear = 28,           // phase 1 of a clear, by keys
+  kCtlSnapshot = 29,          // the whole metadata state (checkpoint save), as payload frame 0
+  kCtlRestore = 30,           // replace the whole metadata state by a snapshot (checkpoint load)
 
   // TransferQueue simple storage unit (50-79)
   kUnitPut = 50,

@@ -449,9 +449,12 @@ def test_dtype_may_differ_between_puts_of_a_field(client, partition):
     assert client.check_production_status(["x"], partition)
     meta = client.get_meta(["x"], 4, partition, task_name="t")
     out = client.get_data(meta)["x"]
-    got = [torch.as_tensor(v) for v in (out if isinstance(out, list) else out.unbind(0))]
-    assert [v.dtype for v in got] == [torch.float32] * 2 + [torch.int32] * 2
-    assert [v.tolist() for v in got] == [[0.0] * 3] * 2 + [[1] * 3] * 2
+    # Read together they come back as one tensor in the promoted dtype (upstream's torch.stack)...
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32, out
+    assert out.tolist() == [[0.0] * 3] * 2 + [[1.0] * 3] * 2
+    # ...and each alone in its own dtype.
+    late = client.get_data(meta.select_samples([2, 3]))["x"]
+    assert late.dtype == torch.int32 and late.tolist() == [[1] * 3] * 2
 
 
 def test_failed_put_writes_no_object_to_the_datasystem(ds_worker, controller):

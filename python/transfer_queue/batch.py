@@ -271,8 +271,12 @@ def from_fields(items: list, batch_size: int, writable: bool = False) -> TensorD
                 out[name] = _tensor(item[2], item[3], writable)
             elif form == "ragged":
                 out[name] = _ragged(_tensor(item[2], item[3], writable), item[4])
-            elif form == "tensors":
-                out[name] = NonTensorStack(*[_tensor(a, d, writable) for a, d in zip(item[2], item[3])])
+            elif form == "tensors":  # samples written with different dtypes (by different puts)
+                ts = [_tensor(a, d, writable) for a, d in zip(item[2], item[3])]
+                if all(t.shape == ts[0].shape for t in ts):
+                    out[name] = torch.stack(ts)  # one tensor in the promoted dtype, as upstream returns it
+                else:
+                    out[name] = NonTensorStack(*ts)
             else:
                 out[name] = NonTensorStack(*_objects(item[2], item[3], writable))
     return TensorDict(out, batch_size=[batch_size])

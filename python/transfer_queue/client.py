@@ -371,7 +371,8 @@ class _ClientCore:
         if not data_fields:
             return None, None
         raw = self._client.production_status(partition_id, list(data_fields))
-        return _status_tensors(raw, None if raw is None else len(raw[1]) // max(1, len(raw[0])))
+        columns = len(raw[1]) // len(raw[0]) if raw is not None and raw[0] else len(dict.fromkeys(data_fields))
+        return _status_tensors(raw, columns)
 
     def get_consumption_status(self, task_name: str, partition_id: str) -> ConsumptionStatus:
         """``(global_indexes int64 [N] sorted, consumed int8 [N])`` for the

@@ -315,7 +315,7 @@ std::string ControllerState::Snapshot() const {
     pk.pack(free);
     pk.pack("partitions");
     pk.pack_array(static_cast<uint32_t>(partitions_.size()));
-    for (const auto& [name, p] : partitions_) PackPartition(pk, *p);
+    for (const Partition* p : InCreationOrder()) PackPartition(pk, *p);  // the list keeps the order
   });
 }
 
@@ -366,6 +366,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   for (uint32_t i = 0; i < pa->size; ++i) {
     TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation}, taken));
     std::string name = p->name;
+    p->created = i;  // listed oldest first
     bool drop = p->position_of.empty() && !p->keep_when_empty;  // emptied by released clears, as ReleaseSamples
     if (!partitions.emplace(name, std::move(p)).second) {
       return Status::Invalid("controller snapshot: partition '", name, "' is listed twice");
@@ -376,6 +377,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   free.insert(free.end(), taken.released.begin(), taken.released.end());
 
   partitions_ = std::move(partitions);
+  next_partition_ = pa->size;
   decltype(free_indexes_) heap(std::greater<int64_t>(), std::move(free));
   free_indexes_ = std::move(heap);
   next_index_ = next_index;

@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from py_bench import BATCH, FIELDS, SEQ, find_program, import_transfer_queue, loadavg, median  # noqa: E402
-from py_bench import Services as _Services  # noqa: E402
+from py_bench import Services  # noqa: E402
 
 TARGET = 1.1
 
@@ -135,23 +135,6 @@ def conf_for(backend, services):
                         "Yuanrong": {"auto_init": False, "worker_port": services.port}}}
 
 
-class WorkerOnly(_Services):
-    """py_bench's services without their controller: init() starts ours."""
-
-    def __init__(self, tqm, dscli):
-        real = tqm.TransferQueueControllerHandle
-        tqm.TransferQueueControllerHandle = lambda **kw: _NoController()
-        try:
-            super().__init__(tqm, dscli)
-        finally:
-            tqm.TransferQueueControllerHandle = real
-
-
-class _NoController:
-    def stop(self):
-        pass
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 timed cycles per path")
@@ -176,7 +159,7 @@ def main():
     print(f"shape: {BATCH} x {FIELDS} fields x {SEQ} float32 = {BATCH * FIELDS * SEQ * 4 / 2**20:.0f} MiB; "
           f"{rounds} rounds x {reps} timed cycles per path, paths alternating first (+1 verified warm-up each)")
     mc = memcpy_s(tensors)
-    services = WorkerOnly(tq, dscli) if "datasystem" in backends else None
+    services = Services(tq, dscli, controller=False) if "datasystem" in backends else None
     rows, failures = [], 0
     try:
         for backend in backends:

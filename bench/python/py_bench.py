@@ -103,7 +103,7 @@ def median(v):
 class Services:
     """A datasystem worker and a controller with 2 simple units, on 127.0.0.1."""
 
-    def __init__(self, tqm, dscli):
+    def __init__(self, tqm, dscli, controller=True):
         self.dscli = dscli
         self.dir = tempfile.mkdtemp(prefix="tqpyb_")
         self.port = free_port()
@@ -120,6 +120,8 @@ class Services:
         if r.returncode != 0:
             self.stop()
             sys.exit(f"py_bench: dscli start failed: {r.stdout}{r.stderr}")
+        if not controller:  # the caller starts its own (kv_bench: transfer_queue.init)
+            return
         # The controller process that TransferQueueController.remote() runs
         # (inside a Ray actor where Ray is installed), started directly: a
         # local Ray cluster would only add its daemons' load to both sides.

@@ -287,7 +287,7 @@ class _ClientCore:
                 raise InvalidArgumentError("put: metadata has no samples")
             out = self._client.put(n, fields, meta=native)
             if isinstance(metadata, BatchMeta):
-                if any(metadata.custom_meta):
+                if metadata._custom is not None and any(metadata._custom):  # read (so maybe changed) here
                     self._client.set_custom_meta(metadata._to_native())
                 metadata._update_from_native(out)
                 return metadata

@@ -259,3 +259,24 @@ def make_another_client(request, backend, controller):
 @pytest.fixture
 def partition():
     return unique("part")
+
+
+@pytest.fixture
+def local_tq_session(monkeypatch):
+    """A fresh tq.init() session name, Ray forced off for init(), and at the
+    end close() plus a kill of any controller left over (the fixture's value
+    is a list where a test adds more pids to kill)."""
+    import transfer_queue.interface as tqi
+
+    monkeypatch.setenv(tqi.SESSION_ENV, unique("tqs"))
+    monkeypatch.setattr(tqi, "_running_ray", lambda: None)
+    pids: list[int] = []
+    try:
+        yield pids
+    finally:
+        s = tqi._current_session()
+        if s is not None and s.controller_pid:
+            pids.append(s.controller_pid)
+        tqi.close()
+        for pid in pids:
+            kill_pid(pid)

@@ -19,23 +19,12 @@ from tensordict import TensorDict
 import transfer_queue.interface as tqi
 from transfer_queue.sampler import BaseSampler
 
-from conftest import kill_pid, pid_alive, unique
+from conftest import pid_alive, unique
 
 
 @pytest.fixture
-def session(monkeypatch):
-    monkeypatch.setenv(tqi.SESSION_ENV, unique("tqcs"))
-    monkeypatch.setattr(tqi, "_running_ray", lambda: None)
-    pids: list[int] = []
-    try:
-        yield pids
-    finally:
-        s = tqi._current_session()
-        if s is not None and s.controller_pid:
-            pids.append(s.controller_pid)
-        tqi.close()
-        for pid in pids:
-            kill_pid(pid)
+def session(local_tq_session):
+    return local_tq_session  # conftest.py: own session name, no Ray, everything stopped after
 
 
 def put_rows(client, partition: str, n: int):

@@ -366,7 +366,7 @@ def test_handles_meta_and_configs_cross_ray_both_ways(local_ray_session):
         # BatchMeta actor -> driver: the peer puts and returns the put's meta
         put_meta = ray.get(peer.put.remote(TensorDict({"x": x}, batch_size=[4]), part))
         assert isinstance(put_meta, tq.BatchMeta) and put_meta.global_indexes == [0, 1, 2, 3]
-        assert ray.get(peer.type_name.remote(put_meta)) == "transfer_queue.BatchMeta"
+        assert ray.get(peer.type_name.remote(put_meta)) == "transfer_queue.metadata.BatchMeta"
         assert ray.get(peer.echo.remote(put_meta)) == put_meta
         assert ray.get(ray.put(put_meta)) == put_meta
         # BatchMeta actor -> driver: get_meta there, get_data here

@@ -40,22 +40,8 @@ CHILD_TIMEOUT = 120
 # --------------------------------------------------------------------------- helpers
 
 @pytest.fixture
-def session(monkeypatch):
-    """A fresh local session name, Ray forced off for init(), and close() plus
-    a kill of any controller left over at the end."""
-    name = unique("tqs")
-    monkeypatch.setenv(tqi.SESSION_ENV, name)
-    monkeypatch.setattr(tqi, "_running_ray", lambda: None)
-    pids: list[int] = []
-    try:
-        yield pids
-    finally:
-        s = tqi._current_session()
-        if s is not None and s.controller_pid:
-            pids.append(s.controller_pid)
-        tqi.close()
-        for pid in pids:
-            kill_pid(pid)
+def session(local_tq_session):
+    return local_tq_session  # conftest.py: own session name, no Ray, everything stopped after
 
 
 def child_env() -> dict:

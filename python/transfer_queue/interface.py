@@ -457,9 +457,13 @@ def init(conf=None):
     is not started: the controller is a child process of this one and other
     local processes find it through a rendezvous file (module docstring).
 
+    ``controller.sampler``: a built-in sampler (name, class or instance)
+    runs inside the C++ controller; a custom ``BaseSampler`` subclass (class
+    or instance) makes the controller a Python host process
+    (``transfer_queue._controller_host``) that calls it on every fetch.
+
     Raises ValueError for an unknown sampler name or storage backend
-    (MooncakeStore and RayStore are not supported by this package),
-    NotImplementedError for a custom Python sampler."""
+    (MooncakeStore and RayStore are not supported by this package)."""
     global _SESSION
     with _LOCK:
         s = _current_session()

@@ -82,24 +82,6 @@ void PackPartition(Packer& pk, const Partition& p) {
   for (const auto& [name, t] : tasks) PackTask(pk, name, *t);
 }
 
-Result<const msgpack::object_array*> ArrayOf(const msgpack::object& o, const std::string& what,
-                                             int expected = -1) {
-  if (o.type != msgpack::type::ARRAY) return Status::Invalid(what, " must be an array");
-  if (expected >= 0 && o.via.array.size != static_cast<uint32_t>(expected)) {
-    return Status::Invalid(what, " must have ", expected, " elements, got ", o.via.array.size);
-  }
-  return &o.via.array;
-}
-
-template <typename T>
-Result<T> ValueOf(const msgpack::object& o, const std::string& what) {
-  try {
-    return o.as<T>();
-  } catch (const std::exception&) {
-    return Status::Invalid(what, " has the wrong type");
-  }
-}
-
 Status CheckPosition(size_t pos, size_t n, const std::string& what) {
   if (pos >= n) return Status::Invalid(what, ": position ", pos, " is past the ", n, " samples");
   return Status::OK();
@@ -138,12 +120,12 @@ Result<TaskState> ReadTask(const msgpack::object& o, size_t n, const std::string
   if (cache == nullptr || cache->type != msgpack::type::MAP) return Status::Invalid(what, ": 'cache' must be a map");
   for (uint32_t i = 0; i < cache->via.map.size; ++i) {
     const auto& kv = cache->via.map.ptr[i];
-    TQDS_ASSIGN_OR_RETURN(std::string key, ValueOf<std::string>(kv.key, what + ".cache key"));
-    TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(kv.val, what + ".cache", 3));
+    TQDS_ASSIGN_OR_RETURN(std::string key, As<std::string>(kv.key, what + ".cache key"));
+    TQDS_ASSIGN_OR_RETURN(auto a, AsArray(kv.val, what + ".cache", 3));
     CachedSelection c;
-    TQDS_ASSIGN_OR_RETURN(c.per_rank, (ValueOf<std::vector<std::vector<size_t>>>(a->ptr[0], what + ".cache")));
-    TQDS_ASSIGN_OR_RETURN(c.served, ValueOf<uint64_t>(a->ptr[1], what + ".cache.served"));
-    TQDS_ASSIGN_OR_RETURN(c.expected, ValueOf<uint64_t>(a->ptr[2], what + ".cache.expected"));
+    TQDS_ASSIGN_OR_RETURN(c.per_rank, (As<std::vector<std::vector<size_t>>>(a->ptr[0], what + ".cache")));
+    TQDS_ASSIGN_OR_RETURN(c.served, As<uint64_t>(a->ptr[1], what + ".cache.served"));
+    TQDS_ASSIGN_OR_RETURN(c.expected, As<uint64_t>(a->ptr[2], what + ".cache.expected"));
     for (const auto& rank : c.per_rank) {
       for (size_t pos : rank) TQDS_RETURN_NOT_OK(CheckPosition(pos, n, what + ".cache"));
     }
@@ -180,7 +162,7 @@ Status ReadFields(const MapReader& rd, Partition& p) {
     }
   }
   TQDS_ASSIGN_OR_RETURN(auto types, Required(rd, "field_types"));
-  TQDS_ASSIGN_OR_RETURN(auto ta, ArrayOf(*types, rd.what() + ".field_types", static_cast<int>(p.field_names.size())));
+  TQDS_ASSIGN_OR_RETURN(auto ta, AsArray(*types, rd.what() + ".field_types", static_cast<int>(p.field_names.size())));
   for (uint32_t f = 0; f < ta->size; ++f) {
     TQDS_ASSIGN_OR_RETURN(auto fi, UnpackFieldInfoRecord(ta->ptr[f], rd.what() + ".field_types"));
     p.field_types.push_back(std::move(fi));
@@ -190,12 +172,12 @@ Status ReadFields(const MapReader& rd, Partition& p) {
 
 Result<SampleRecord> ReadSample(const msgpack::object& o, const Partition& p, const Bounds& b,
                                 const std::string& sw) {
-  TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(o, sw, 6));
+  TQDS_ASSIGN_OR_RETURN(auto a, AsArray(o, sw, 6));
   SampleRecord r;
-  TQDS_ASSIGN_OR_RETURN(r.global_index, ValueOf<int64_t>(a->ptr[0], sw + " global_index"));
-  TQDS_ASSIGN_OR_RETURN(r.generation, ValueOf<uint64_t>(a->ptr[1], sw + " generation"));
-  TQDS_ASSIGN_OR_RETURN(r.live, ValueOf<bool>(a->ptr[2], sw + " live"));
-  TQDS_ASSIGN_OR_RETURN(r.clearing, ValueOf<bool>(a->ptr[3], sw + " clearing"));
+  TQDS_ASSIGN_OR_RETURN(r.global_index, As<int64_t>(a->ptr[0], sw + " global_index"));
+  TQDS_ASSIGN_OR_RETURN(r.generation, As<uint64_t>(a->ptr[1], sw + " generation"));
+  TQDS_ASSIGN_OR_RETURN(r.live, As<bool>(a->ptr[2], sw + " live"));
+  TQDS_ASSIGN_OR_RETURN(r.clearing, As<bool>(a->ptr[3], sw + " clearing"));
   if (r.global_index < 0 || r.global_index >= b.next_index) {
     return Status::Invalid(sw, ": global_index ", r.global_index, " is outside [0, ", b.next_index, ")");
   }
@@ -203,7 +185,7 @@ Result<SampleRecord> ReadSample(const msgpack::object& o, const Partition& p, co
     return Status::Invalid(sw, ": generation ", r.generation, " is outside [1, ", b.next_generation, ")");
   }
   if (r.clearing && !r.live) return Status::Invalid(sw, ": a released sample cannot be clearing");
-  TQDS_ASSIGN_OR_RETURN(auto fa, ArrayOf(a->ptr[4], sw + " fields"));
+  TQDS_ASSIGN_OR_RETURN(auto fa, AsArray(a->ptr[4], sw + " fields"));
   if (fa->size > p.field_names.size()) {
     return Status::Invalid(sw, ": ", fa->size, " field records for ", p.field_names.size(), " fields");
   }
@@ -217,7 +199,7 @@ Result<SampleRecord> ReadSample(const msgpack::object& o, const Partition& p, co
 
 Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& taken) {
   TQDS_ASSIGN_OR_RETURN(auto samples, Required(rd, "samples"));
-  TQDS_ASSIGN_OR_RETURN(auto sa, ArrayOf(*samples, rd.what() + ".samples"));
+  TQDS_ASSIGN_OR_RETURN(auto sa, AsArray(*samples, rd.what() + ".samples"));
   p.samples.reserve(sa->size);
   for (uint32_t i = 0; i < sa->size; ++i) {
     const std::string sw = rd.what() + " sample #" + std::to_string(i);
@@ -248,11 +230,11 @@ Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& ta
 
 Status ReadKeys(const MapReader& rd, Partition& p) {
   TQDS_ASSIGN_OR_RETURN(auto keys, Required(rd, "keys"));
-  TQDS_ASSIGN_OR_RETURN(auto ka, ArrayOf(*keys, rd.what() + ".keys"));
+  TQDS_ASSIGN_OR_RETURN(auto ka, AsArray(*keys, rd.what() + ".keys"));
   for (uint32_t i = 0; i < ka->size; ++i) {
-    TQDS_ASSIGN_OR_RETURN(auto a, ArrayOf(ka->ptr[i], rd.what() + ".keys entry", 2));
-    TQDS_ASSIGN_OR_RETURN(uint64_t pos, ValueOf<uint64_t>(a->ptr[0], rd.what() + ".keys position"));
-    TQDS_ASSIGN_OR_RETURN(std::string key, ValueOf<std::string>(a->ptr[1], rd.what() + ".keys key"));
+    TQDS_ASSIGN_OR_RETURN(auto a, AsArray(ka->ptr[i], rd.what() + ".keys entry", 2));
+    TQDS_ASSIGN_OR_RETURN(uint64_t pos, As<uint64_t>(a->ptr[0], rd.what() + ".keys position"));
+    TQDS_ASSIGN_OR_RETURN(std::string key, As<std::string>(a->ptr[1], rd.what() + ".keys key"));
     TQDS_RETURN_NOT_OK(ValidateName(key, "snapshot key"));
     TQDS_RETURN_NOT_OK(CheckPosition(pos, p.samples.size(), rd.what() + ".keys"));
     if (!p.IsVisible(pos)) return Status::Invalid(rd.what(), ": key '", key, "' names a sample that is not live");
@@ -265,7 +247,7 @@ Status ReadKeys(const MapReader& rd, Partition& p) {
 
 Status ReadTasks(const MapReader& rd, Partition& p) {
   TQDS_ASSIGN_OR_RETURN(auto tasks, Required(rd, "tasks"));
-  TQDS_ASSIGN_OR_RETURN(auto ta, ArrayOf(*tasks, rd.what() + ".tasks"));
+  TQDS_ASSIGN_OR_RETURN(auto ta, AsArray(*tasks, rd.what() + ".tasks"));
   for (uint32_t i = 0; i < ta->size; ++i) {
     TQDS_ASSIGN_OR_RETURN(auto trd, MapReader::Of(ta->ptr[i], rd.what() + " task"));
     TQDS_ASSIGN_OR_RETURN(std::string name, trd.Get<std::string>("name"));
@@ -361,7 +343,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   }
   const msgpack::object* parts = rd.Find("partitions");
   if (parts == nullptr) return Status::Invalid("controller snapshot: missing field 'partitions'");
-  TQDS_ASSIGN_OR_RETURN(auto pa, ArrayOf(*parts, "controller snapshot partitions"));
+  TQDS_ASSIGN_OR_RETURN(auto pa, AsArray(*parts, "controller snapshot partitions"));
   std::map<std::string, std::unique_ptr<Partition>> partitions;
   for (uint32_t i = 0; i < pa->size; ++i) {
     TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation}, taken));

@@ -11,24 +11,6 @@ using tqds::wire::MsgType;
 
 namespace {
 
-Result<const msgpack::object_array*> AsArray(const msgpack::object& o, const std::string& what,
-                                             int expected = -1) {
-  if (o.type != msgpack::type::ARRAY) return Status::Invalid(what, " must be an array");
-  if (expected >= 0 && o.via.array.size != static_cast<uint32_t>(expected)) {
-    return Status::Invalid(what, " must have ", expected, " elements, got ", o.via.array.size);
-  }
-  return &o.via.array;
-}
-
-template <typename T>
-Result<T> As(const msgpack::object& o, const std::string& what) {
-  try {
-    return o.as<T>();
-  } catch (const std::exception&) {
-    return Status::Invalid(what, " has the wrong type");
-  }
-}
-
 void PackFieldInfo(Packer& pk, const FieldInfo& f) {
   pk.pack_array(5);
   pk.pack(f.produced);

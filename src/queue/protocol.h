@@ -16,6 +16,26 @@ namespace tq::internal {
 
 using Packer = tqds::wire::BodyPacker;
 
+// Checked msgpack reads: an array (of `expected` elements, when given) and
+// a value of type T; a mismatch is an Invalid status naming `what`.
+inline Result<const msgpack::object_array*> AsArray(const msgpack::object& o, const std::string& what,
+                                             int expected = -1) {
+  if (o.type != msgpack::type::ARRAY) return Status::Invalid(what, " must be an array");
+  if (expected >= 0 && o.via.array.size != static_cast<uint32_t>(expected)) {
+    return Status::Invalid(what, " must have ", expected, " elements, got ", o.via.array.size);
+  }
+  return &o.via.array;
+}
+
+template <typename T>
+Result<T> As(const msgpack::object& o, const std::string& what) {
+  try {
+    return o.as<T>();
+  } catch (const std::exception&) {
+    return Status::Invalid(what, " has the wrong type");
+  }
+}
+
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 

@@ -11,19 +11,10 @@
 
 #include "common/test_util.h"
 #include "queue/controller_state.h"
+#include "queue/field_info_util.h"
 
 namespace tq::internal {
 namespace {
-
-FieldInfo I64Field(int64_t len) {
-  FieldInfo f;
-  f.produced = true;
-  f.kind = FieldKind::kTensor;
-  f.dtype = DType::kInt64;
-  f.shape = {len};
-  f.nbytes = static_cast<uint64_t>(len) * 8;
-  return f;
-}
 
 class ControllerStateTest : public ::testing::Test {
  protected:

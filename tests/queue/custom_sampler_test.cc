@@ -13,6 +13,7 @@
 #include "queue/controller_state.h"
 #include "queue/sampler.h"
 #include "tq/controller.h"
+#include "queue/field_info_util.h"
 
 namespace tq::internal {
 namespace {
@@ -32,14 +33,6 @@ class FakeSampler : public CustomSampler {
   }
   void ClearCache(const std::string& partition_id) override { cleared.push_back(partition_id); }
 };
-
-FieldInfo Produced() {
-  FieldInfo f;
-  f.produced = true;
-  f.kind = FieldKind::kObject;
-  f.nbytes = 1;
-  return f;
-}
 
 class CustomSamplerTest : public ::testing::Test {
  protected:

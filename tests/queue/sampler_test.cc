@@ -13,17 +13,10 @@
 #include "common/test_util.h"
 #include "queue/controller_state.h"
 #include "queue/sampler.h"
+#include "queue/field_info_util.h"
 
 namespace tq::internal {
 namespace {
-
-FieldInfo Produced() {
-  FieldInfo f;
-  f.produced = true;
-  f.kind = FieldKind::kObject;
-  f.nbytes = 1;
-  return f;
-}
 
 class SamplerTest : public ::testing::Test {
  protected:

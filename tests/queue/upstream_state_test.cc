@@ -10,17 +10,10 @@
 #include "common/test_util.h"
 #include "queue/controller_state.h"
 #include "queue/protocol.h"
+#include "queue/field_info_util.h"
 
 namespace tq::internal {
 namespace {
-
-FieldInfo Produced() {
-  FieldInfo f;
-  f.produced = true;
-  f.kind = FieldKind::kObject;
-  f.nbytes = 1;
-  return f;
-}
 
 class UpstreamStateTest : public ::testing::Test {
  protected:

@@ -33,24 +33,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from py_bench import BATCH, FIELDS, SEQ, find_program, import_transfer_queue, loadavg, median  # noqa: E402
+from py_bench import BATCH, FIELDS, SEQ, find_program, import_transfer_queue, loadavg, median, perftest_data  # noqa: E402,E501
 from py_bench import Services  # noqa: E402
 
 TARGET = 1.1
-
-
-def make_data():
-    import torch
-    from tensordict import TensorDict
-
-    names = [f"field_{f}" for f in range(FIELDS)]
-    idx = torch.arange(BATCH * SEQ, dtype=torch.int64)
-    tensors = {}
-    for f, name in enumerate(names):
-        salt = (0x9E3779B9 * (f + 1)) & 0xFFFFFFFF
-        bits = (idx ^ salt).to(torch.int64) & 0xFFFFFFFF
-        tensors[name] = bits.to(torch.int32).view(torch.float32).reshape(BATCH, SEQ).contiguous()
-    return names, tensors, TensorDict(tensors, batch_size=[BATCH])
 
 
 def verify(out, names, tensors, what):
@@ -152,7 +138,7 @@ def main():
     import torch
 
     torch.set_num_threads(1)
-    names, tensors, data = make_data()
+    names, tensors, data = perftest_data()
     backends = ["simple", "datasystem"] if args.backend == "both" else [args.backend]
     load_start = loadavg()
     print(f"load average (1 min) at start: {load_start}")

@@ -154,6 +154,22 @@ class Services:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def perftest_data():
+    """(field names, {name: tensor}, TensorDict) of the perftest shape, with the
+    same bytes as the C++ side: element i of field f is i ^ salt(f)."""
+    import torch
+    from tensordict import TensorDict
+
+    names = [f"field_{f}" for f in range(FIELDS)]
+    idx = torch.arange(BATCH * SEQ, dtype=torch.int64)
+    tensors = {}
+    for f, name in enumerate(names):
+        salt = (0x9E3779B9 * (f + 1)) & 0xFFFFFFFF
+        bits = (idx ^ salt).to(torch.int64) & 0xFFFFFFFF
+        tensors[name] = bits.to(torch.int32).view(torch.float32).reshape(BATCH, SEQ).contiguous()
+    return names, tensors, TensorDict(tensors, batch_size=[BATCH])
+
+
 def python_cycles(tqm, services, backend, reps):
     import torch
     from tensordict import TensorDict
@@ -163,15 +179,7 @@ def python_cycles(tqm, services, backend, reps):
     # from the timed cycles that follow on a small machine.
     torch.set_num_threads(1)
 
-    names = [f"field_{f}" for f in range(FIELDS)]
-    # The same bytes as the C++ side: element i of field f is i ^ salt(f).
-    idx = torch.arange(BATCH * SEQ, dtype=torch.int64)
-    tensors = {}
-    for f, name in enumerate(names):
-        salt = (0x9E3779B9 * (f + 1)) & 0xFFFFFFFF
-        bits = (idx ^ salt).to(torch.int64) & 0xFFFFFFFF
-        tensors[name] = bits.to(torch.int32).view(torch.float32).reshape(BATCH, SEQ).contiguous()
-    data = TensorDict(tensors, batch_size=[BATCH])
+    names, tensors, data = perftest_data()
     client = tqm.TransferQueueClient(client_id="py-bench", controller_info=services.info)
     client.initialize_storage_manager(manager_type=services.config(backend)["manager_type"],
                                       config=services.config(backend))

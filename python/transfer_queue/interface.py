@@ -49,7 +49,7 @@ from typing import Any
 
 from _tqds import InvalidArgumentError, UnavailableError
 
-from .client import TransferQueueClient
+from .client import _UNSUPPORTED_BACKENDS, TransferQueueClient
 from .controller import (
     TransferQueueController,
     TransferQueueControllerHandle,
@@ -154,7 +154,6 @@ def _conf_from_json(data: Any) -> Any:
 
 # --------------------------------------------------------------------------- storage
 
-_UNSUPPORTED_BACKENDS = ("MooncakeStore", "RayStore")
 
 
 def _check_backend(conf) -> str:

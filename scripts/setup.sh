@@ -6,7 +6,7 @@
 #   2. A virtual environment (.venv, or $VENV) with torch 2.13.0 (CPU) and the
 #      package itself, `pip install .[test,ray]`, which builds the extension
 #      and the tq / dscli / ds_worker programs with scikit-build-core.
-#   3. The CMake build tree build/ with the C++ tests and benchmarks.
+#   3. The same CMake build tree, build/, with the C++ tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev libfmt-dev libcli11-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev
+  libcurl4-openssl-dev libcpp-httplib-dev
   etcd-server etcd-client redis-server redis-tools iperf3 iproute2 procps curl
   python3-dev python3-venv
 )
@@ -45,14 +45,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# One build tree for everything: pip builds the package in build/ with the
+# tests and benchmarks on (scripts/pip-dev-args; no build isolation, so the
+# tree keeps pointing at this venv's pybind11), and cmake then builds the rest
+# of that same tree, instead of compiling the libraries twice.
+"${PIP[@]}" install "scikit-build-core>=0.10" "pybind11>=2.12"
+mapfile -t DEV_ARGS < scripts/pip-dev-args
 # torch pinned in the same resolve: 2.13.0 is the CPU build this kind of
 # machine keeps on disk; any other release a dependency might ask for is a
 # multi-GB CUDA build from PyPI.
-echo "setup: pip install torch==2.13.0 .[test,ray] (builds the extension and programs)"
-"${PIP[@]}" install torch==2.13.0 ".[test,ray]"
+echo "setup: pip install torch==2.13.0 .[test,ray] (builds the extension and programs in build/)"
+"${PIP[@]}" install "${DEV_ARGS[@]}" torch==2.13.0 ".[test,ray]"
 
-# --- the C++ build tree (tests, benchmarks) ----------------------------------
-BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DPython_EXECUTABLE="$VENV/bin/python" >/dev/null
+# --- the rest of the C++ build tree (tests, benchmarks) ----------------------
 cmake --build build -j"$(nproc)"
 echo "setup: built; the programs are in $VENV/bin (source $VENV/bin/activate)"

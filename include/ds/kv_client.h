@@ -119,6 +119,13 @@ class WriteBuffer {
   std::shared_ptr<internal::Connection> conn_;
 };
 
+// One range of a partial read (KVClient::Read).
+struct ReadRange {
+  std::string key;
+  uint64_t offset = 0;  // must be below the value's size
+  uint64_t size = 0;    // 0: to the end; a range past the end stops at the end
+};
+
 // Counters of the worker (for tests, tools and benchmarks).
 struct WorkerStats {
   uint64_t capacity = 0, used = 0, pinned_blocks = 0, pending_creates = 0;
@@ -151,6 +158,12 @@ class KVClient {
   // (the other keys are written).
   Status MSet(const std::vector<std::string>& keys, const std::vector<std::string_view>& values,
               const SetParam& param = {});
+  // As MSet, with the outcome of each key (OK, AlreadyExists with if_absent,
+  // ...): the batch is written as far as it can be. The call itself fails
+  // only on a bad argument, OutOfSpace or a broken connection.
+  Result<std::vector<Status>> MSetEach(const std::vector<std::string>& keys,
+                                       const std::vector<std::string_view>& values,
+                                       const SetParam& param = {});
   // Batch copying read: nullopt for a missing key.
   Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys,
                                                        int32_t timeout_ms = 0);
@@ -184,17 +197,42 @@ class KVClient {
   Result<std::vector<std::optional<Buffer>>> GetBuffers(const std::vector<std::string>& keys,
                                                         int32_t timeout_ms = 0);
 
+  // Zero-copy partial read: a read-only view of each range (the same
+  // lifetime rules as GetBuffers), nullopt for a missing key. Invalid (its
+  // message starting "out of range") when a range starts at or past the end
+  // of its value.
+  Result<std::vector<std::optional<Buffer>>> Read(const std::vector<ReadRange>& ranges,
+                                                  int32_t timeout_ms = 0);
+
   // Deletes keys; missing keys are fine. Returns how many existed.
   Result<size_t> Delete(const std::vector<std::string>& keys);
   Result<std::vector<bool>> Exist(const std::vector<std::string>& keys);
+  // Gives each existing key `ttl_seconds` more to live, from now (0 keeps
+  // its expiry as it is). Per key: whether it existed. Only the copies held
+  // by this client's worker are reached.
+  Result<std::vector<bool>> Expire(const std::vector<std::string>& keys, uint32_t ttl_seconds);
+  // OK when the worker answers a request; Unavailable/IOError otherwise.
+  Status HealthCheck();
+  // A new key unique across workers and time: "<prefix>;<worker id>", with a
+  // random UUID (version 4) as the prefix when none is given.
+  Result<std::string> GenerateKey(std::string_view prefix = {});
   Result<WorkerStats> Stats();
 
  private:
   Status Ready() const;
+  // The per-key codes of a batch write (Set with it; MSet and MSetEach
+  // phrase them).
+  Result<std::vector<tqds::StatusCode>> PutCodes(const std::vector<std::string>& keys,
+                                                 const std::vector<std::string_view>& values,
+                                                 const SetParam& param);
+  // Seals created buffers; the code of each (`buffers` order): AlreadyExists
+  // for one refused at create, OK for one sealed earlier.
+  Result<std::vector<tqds::StatusCode>> SealCodes(std::vector<WriteBuffer>& buffers);
   const std::string host_;
   const int port_;
   const ClientOptions options_;
   std::shared_ptr<internal::Connection> conn_;  // set once by Init
+  uint64_t worker_instance_ = 0;                 // set once by Init
 };
 
 }  // namespace ds

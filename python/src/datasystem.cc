@@ -7,191 +7,18 @@
 // object (large copies without the GIL); a memoryview of get_buffers wraps a
 // small exporter object, and a WriteBuffer exports its own memory (no numpy
 // array per view).
-#include <pybind11/stl.h>
-
 #include <cstring>
 #include <optional>
 
 #include "convert.h"
-#include "ds/kv_client.h"
-#include "errors.h"
+#include "ds_binding.h"
 
 namespace tqds::py_binding {
-
-// Arguments converted without pybind11's generic sequence casters (one
-// handle, refcount and caster per item): a list or tuple of str/bytes keys,
-// and of int sizes. Anything else goes through the generic casters.
-//
-// The key strings are assigned into strings kept from the previous call on
-// this thread (when it is not inside another call), so that a batch of keys
-// that do not fit std::string's inline buffer costs no allocation per key.
-struct KeyList {
-  KeyList() = default;
-  KeyList(KeyList&& o) noexcept : v(std::move(o.v)), pooled(o.pooled) { o.pooled = false; }
-  KeyList& operator=(KeyList&& o) noexcept {
-    if (this != &o) {
-      GiveBack();
-      v = std::move(o.v);
-      pooled = o.pooled;
-      o.pooled = false;
-    }
-    return *this;
-  }
-  ~KeyList() { GiveBack(); }
-
-  // Takes the thread's kept strings when no other call on this thread holds them.
-  void TakePooled() {
-    if (Busy()) return;
-    Busy() = true;
-    pooled = true;
-    v.swap(Pool());
-  }
-
-  std::vector<std::string> v;
-
- private:
-  static constexpr size_t kKeepAtMost = 1 << 16;
-  static std::vector<std::string>& Pool() {
-    static thread_local std::vector<std::string> pool;
-    return pool;
-  }
-  static bool& Busy() {
-    static thread_local bool busy = false;
-    return busy;
-  }
-  void GiveBack() {
-    if (!pooled) return;
-    pooled = false;
-    if (v.size() <= kKeepAtMost) v.swap(Pool());
-    v = {};
-    Busy() = false;
-  }
-  bool pooled = false;
-};
-struct SizeList {
-  std::vector<uint64_t> v;
-};
-
-}  // namespace tqds::py_binding
-
-namespace pybind11::detail {
-
-template <>
-struct type_caster<tqds::py_binding::KeyList> {
-  PYBIND11_TYPE_CASTER(tqds::py_binding::KeyList, const_name("list[str]"));
-  bool load(handle src, bool convert) {
-    PyObject* o = src.ptr();
-    if (!PyList_Check(o) && !PyTuple_Check(o)) {
-      make_caster<std::vector<std::string>> generic;
-      if (!generic.load(src, convert)) return false;
-      value.v = cast_op<std::vector<std::string>&&>(std::move(generic));
-      return true;
-    }
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-    PyObject** items = PySequence_Fast_ITEMS(o);
-    value.TakePooled();
-    value.v.resize(static_cast<size_t>(n));
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      PyObject* item = items[i];
-      std::string& key = value.v[static_cast<size_t>(i)];
-      if (PyUnicode_Check(item)) {
-        Py_ssize_t len = 0;
-        const char* p = PyUnicode_AsUTF8AndSize(item, &len);
-        if (p == nullptr) {
-          PyErr_Clear();
-          return false;
-        }
-        key.assign(p, static_cast<size_t>(len));
-      } else if (PyBytes_Check(item)) {
-        key.assign(PyBytes_AS_STRING(item), static_cast<size_t>(PyBytes_GET_SIZE(item)));
-      } else {
-        return false;
-      }
-    }
-    return true;
-  }
-};
-
-template <>
-struct type_caster<tqds::py_binding::SizeList> {
-  PYBIND11_TYPE_CASTER(tqds::py_binding::SizeList, const_name("list[int]"));
-  bool load(handle src, bool convert) {
-    PyObject* o = src.ptr();
-    if (!PyList_Check(o) && !PyTuple_Check(o)) {
-      make_caster<std::vector<uint64_t>> generic;
-      if (!generic.load(src, convert)) return false;
-      value.v = cast_op<std::vector<uint64_t>&&>(std::move(generic));
-      return true;
-    }
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-    PyObject** items = PySequence_Fast_ITEMS(o);
-    value.v.resize(static_cast<size_t>(n));
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      if (!PyLong_CheckExact(items[i])) {  // bool, numpy ints, ...: the generic caster decides
-        make_caster<std::vector<uint64_t>> generic;
-        if (!generic.load(src, convert)) return false;
-        value.v = cast_op<std::vector<uint64_t>&&>(std::move(generic));
-        return true;
-      }
-      value.v[static_cast<size_t>(i)] = PyLong_AsUnsignedLongLong(items[i]);
-      if (PyErr_Occurred()) {  // negative or too large
-        PyErr_Clear();
-        return false;
-      }
-    }
-    return true;
-  }
-};
-
-}  // namespace pybind11::detail
-
-namespace tqds::py_binding {
-
-namespace {
 
 // Copies of at least this many bytes (in one call) run without the GIL.
 constexpr uint64_t kCopyWithoutGil = 1 << 20;
 
 std::string TypeNameOf(py::handle v) { return Py_TYPE(v.ptr())->tp_name; }
-
-// The bytes of a value to write, read in place: a str (its UTF-8, cached by
-// Python) or a C-contiguous buffer (bytes, bytearray, memoryview, numpy
-// array). Keeps the object alive and its buffer exported until destroyed.
-// Create and destroy with the GIL held; bytes() may be read without it.
-class ValueBytes {
- public:
-  ValueBytes() = default;
-  ValueBytes(const ValueBytes&) = delete;
-  ValueBytes& operator=(const ValueBytes&) = delete;
-  ~ValueBytes() {
-    if (exported_) PyBuffer_Release(&view_);
-  }
-
-  void Acquire(py::handle v) {
-    if (PyUnicode_Check(v.ptr())) {
-      Py_ssize_t n = 0;
-      const char* p = PyUnicode_AsUTF8AndSize(v.ptr(), &n);
-      if (p == nullptr) throw py::error_already_set();
-      str_ = py::reinterpret_borrow<py::object>(v);
-      bytes_ = std::string_view(p, static_cast<size_t>(n));
-      return;
-    }
-    if (!PyObject_CheckBuffer(v.ptr())) {
-      Throw(Status::TypeError("a value must be bytes, str or a C-contiguous buffer (bytearray, "
-                              "memoryview, numpy array), got ", TypeNameOf(v)));
-    }
-    if (PyObject_GetBuffer(v.ptr(), &view_, PyBUF_C_CONTIGUOUS) != 0) throw py::error_already_set();
-    exported_ = true;
-    bytes_ = std::string_view(static_cast<const char*>(view_.buf), static_cast<size_t>(view_.len));
-  }
-  std::string_view bytes() const { return bytes_; }
-
- private:
-  py::object str_;
-  Py_buffer view_{};
-  bool exported_ = false;
-  std::string_view bytes_;
-};
 
 // Pauses Python's cyclic garbage collector while a call makes many
 // container objects that cannot form cycles (a memoryview and its managed
@@ -246,10 +73,18 @@ void ViewDealloc(PyObject* self) {
 
 PyTypeObject* g_view_type = nullptr;  // made at import, kept for the process
 
+PyObject* ViewGetSize(PyObject* self, PyObject*) {
+  return PyLong_FromSize_t(reinterpret_cast<ViewObject*>(self)->buffer.size());
+}
+
 PyTypeObject* MakeViewType() {
+  static PyMethodDef methods[] = {
+      {"GetSize", ViewGetSize, METH_NOARGS, "GetSize(self) -> int\n\nSize of the value in bytes."},
+      {nullptr, nullptr, 0, nullptr}};
   static PyType_Slot slots[] = {
       {Py_tp_dealloc, reinterpret_cast<void*>(ViewDealloc)},
       {Py_bf_getbuffer, reinterpret_cast<void*>(ViewGetBuffer)},
+      {Py_tp_methods, methods},
       {Py_tp_doc, const_cast<char*>("Read-only shared memory of one value, behind a get_buffers memoryview.")},
       {0, nullptr}};
   static PyType_Spec spec = {"datasystem.SharedMemoryView", sizeof(ViewObject), 0,
@@ -259,9 +94,12 @@ PyTypeObject* MakeViewType() {
   return reinterpret_cast<PyTypeObject*>(t);
 }
 
-// Read-only memoryviews of `bufs` (None for a missing key).
-py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
-  GcPause no_gc;  // two container objects per key
+namespace {
+// `bufs` as a list, each value made by wrap() from its view object (a new
+// reference, or null with a Python error set); None for a missing key.
+template <typename Wrap>
+py::list ViewList(std::vector<std::optional<Buffer>>& bufs, Wrap&& wrap) {
+  GcPause no_gc;  // up to two container objects per key
   py::list out(bufs.size());
   for (size_t i = 0; i < bufs.size(); ++i) {
     PyObject* v = Py_None;
@@ -269,8 +107,7 @@ py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
       PyObject* obj = g_view_type->tp_alloc(g_view_type, 0);
       if (obj == nullptr) throw py::error_already_set();
       new (&reinterpret_cast<ViewObject*>(obj)->buffer) Buffer(std::move(*bufs[i]));
-      v = PyMemoryView_FromObject(obj);
-      Py_DECREF(obj);  // the memoryview holds it
+      v = wrap(obj);
       if (v == nullptr) throw py::error_already_set();
     } else {
       Py_INCREF(v);
@@ -278,6 +115,19 @@ py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
     PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), v);
   }
   return out;
+}
+}  // namespace
+
+py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
+  return ViewList(bufs, [](PyObject* obj) {
+    PyObject* v = PyMemoryView_FromObject(obj);
+    Py_DECREF(obj);  // the memoryview holds it
+    return v;
+  });
+}
+
+py::list SharedMemoryObjects(std::vector<std::optional<Buffer>>& bufs) {
+  return ViewList(bufs, [](PyObject* obj) { return obj; });
 }
 
 // ------------------------------------------------------------- WriteBuffer
@@ -330,6 +180,7 @@ PyObject* WriteBufferKey(PyObject* self, void*) {
   return PyUnicode_DecodeUTF8(k.data(), static_cast<Py_ssize_t>(k.size()), "surrogateescape");
 }
 PyObject* WriteBufferSize(PyObject* self, void*) { return PyLong_FromSize_t(BufferOf(self).size()); }
+PyObject* WriteBufferGetSize(PyObject* self, PyObject*) { return PyLong_FromSize_t(BufferOf(self).size()); }
 PyObject* WriteBufferSealed(PyObject* self, void*) { return PyBool_FromLong(BufferOf(self).sealed()); }
 
 // The buffer protocol: the writable shared memory, until sealed.
@@ -348,6 +199,28 @@ int WriteBufferGetBuffer(PyObject* self, Py_buffer* view, int flags) {
 }
 
 PyObject* WriteBufferMemoryView(PyObject* self, PyObject*) { return PyMemoryView_FromObject(self); }
+
+// ImmutableData(with_latch=False, timeout_sec=60): a read-only memoryview.
+// The arguments are accepted for openYuanrong's signature; a created value
+// has one writer and no latch to take.
+PyObject* WriteBufferImmutableData(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                                   PyObject* kwnames) {
+  return Guard([&]() -> PyObject* {
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 2) Throw(Status::TypeError("ImmutableData() takes at most 2 arguments"));
+    for (Py_ssize_t i = 0; i < nkw; ++i) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, i);
+      if (PyUnicode_CompareWithASCIIString(name, "with_latch") != 0 &&
+          PyUnicode_CompareWithASCIIString(name, "timeout_sec") != 0) {
+        Throw(Status::TypeError("ImmutableData() got an unexpected keyword argument '",
+                                PyUnicode_AsUTF8(name), "'"));
+      }
+    }
+    py::object mv = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(self));
+    if (!mv) throw py::error_already_set();
+    return mv.attr("toreadonly")().release().ptr();
+  });
+}
 
 // write(data, offset=0)
 PyObject* WriteBufferWrite(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
@@ -410,6 +283,15 @@ PyTypeObject* MakeWriteBufferType() {
       {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferWrite)),
        METH_FASTCALL | METH_KEYWORDS,
        "write(self, data, offset=0)\n\nCopies data (bytes, str or a C-contiguous buffer) to offset."},
+      // openYuanrong's names (yr.datasystem): the same memory.
+      {"MutableData", WriteBufferMemoryView, METH_NOARGS,
+       "MutableData(self) -> memoryview\n\nA writable memoryview of the shared memory (valid until sealed)."},
+      {"ImmutableData",
+       reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferImmutableData)),
+       METH_FASTCALL | METH_KEYWORDS,
+       "ImmutableData(self, with_latch=False, timeout_sec=60) -> memoryview\n\n"
+       "A read-only memoryview of the shared memory (valid until sealed)."},
+      {"GetSize", WriteBufferGetSize, METH_NOARGS, "GetSize(self) -> int\n\nSize in bytes."},
       {nullptr, nullptr, 0, nullptr}};
   static PyType_Slot slots[] = {
       {Py_tp_dealloc, reinterpret_cast<void*>(WriteBufferDealloc)},
@@ -436,37 +318,12 @@ PyObject* NewWriteBuffer(ds::WriteBuffer b) {
 
 // ------------------------------------------------------------------ client
 
-// A KVClient that remembers its worker's address, so a broken connection
-// surfaces as UnavailableError naming the worker.
-struct PyKVClient {
-  PyKVClient(const std::string& host, int port)
-      : address(host + ":" + std::to_string(port)), client(host, port) {}
-  std::string address;
-  ds::KVClient client;
-
-  template <typename Fn>
-  auto Call(Fn&& fn) {
-    return CallWithoutGil([&] { return Explain(fn(client)); });
-  }
-
- private:
-  Status Explain(Status st) const {
-    if (st.ok() || !st.IsIOError()) return st;
-    return Status::Unavailable("datasystem worker at ", address, " is not reachable (", st.message(), ")");
-  }
-  template <typename T>
-  Result<T> Explain(Result<T> r) const {
-    if (r.ok()) return r;
-    return Explain(r.status());
-  }
-};
-
 // Reads `keys` into new bytes objects (null for a missing key): each value is
 // copied once, from the worker's reply or its shared memory, into a bytes
 // object made for it; a read of kCopyWithoutGil bytes or more copies without
 // the GIL. Called with the GIL held.
 std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>& keys,
-                                  int32_t timeout_ms) {
+                                  int32_t timeout_ms, RaiseFn raise) {
   std::vector<py::object> out;  // assigned and destroyed with the GIL held
   std::optional<py::error_already_set> py_error;
   auto visit = [&](const std::vector<std::optional<std::string_view>>& values) -> Status {
@@ -500,12 +357,13 @@ std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>&
     }
     return Status::OK();
   };
-  try {
-    c.Call([&](ds::KVClient& k) { return k.MGetVisit(keys, timeout_ms, visit); });
-  } catch (...) {
-    if (py_error) throw std::move(*py_error);
-    throw;
+  Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = c.Explain(c.client.MGetVisit(keys, timeout_ms, visit));
   }
+  if (py_error) throw std::move(*py_error);
+  if (!st.ok()) (raise != nullptr ? raise : &Throw)(st);
   return out;
 }
 
@@ -517,7 +375,52 @@ ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
   return p;
 }
 
-}  // namespace
+void SealWriteBuffers(PyKVClient& c, py::handle buffers, const char* what, const SealFn& seal) {
+  // A list of our own: the caller's sequence may change while the GIL is
+  // released, and the objects must stay alive until their buffers are back.
+  py::object seq = py::reinterpret_steal<py::object>(PySequence_List(buffers.ptr()));
+  if (!seq) {
+    PyErr_Clear();
+    Throw(Status::TypeError(what, ": buffers must be a sequence of WriteBuffer, got a ",
+                            Py_TYPE(buffers.ptr())->tp_name));
+  }
+  const Py_ssize_t n = PyList_GET_SIZE(seq.ptr());
+  PyObject** items = reinterpret_cast<PyListObject*>(seq.ptr())->ob_item;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (Py_TYPE(items[i]) != g_write_buffer_type) {
+      Throw(Status::TypeError(what, ": item ", i, " is a ", Py_TYPE(items[i])->tp_name,
+                              ", not a WriteBuffer from mcreate"));
+    }
+  }
+  // Each object is marked busy (as write() does) until its buffer is back:
+  // an object listed twice, or one another thread is writing or sealing, is
+  // refused before anything moves.
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    int& writers = reinterpret_cast<WriteBufferObject*>(items[i])->writers;
+    if (writers > 0) {
+      const std::string key = BufferOf(items[i]).key();
+      for (Py_ssize_t j = 0; j < i; ++j) --reinterpret_cast<WriteBufferObject*>(items[j])->writers;
+      Throw(Status::Invalid(what, ": the buffer of '", key,
+                            "' is listed twice, or being written or sealed by another thread"));
+    }
+    ++writers;
+  }
+  std::vector<ds::WriteBuffer> bufs;
+  bufs.reserve(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) bufs.push_back(std::move(BufferOf(items[i])));
+  // Back into their objects, sealed or not, also on failure.
+  struct PutBack {
+    PyObject** items;
+    std::vector<ds::WriteBuffer>& bufs;
+    ~PutBack() {
+      for (size_t i = 0; i < bufs.size(); ++i) {
+        BufferOf(items[i]) = std::move(bufs[i]);
+        --reinterpret_cast<WriteBufferObject*>(items[i])->writers;
+      }
+    }
+  } put_back{items, bufs};
+  seal(bufs);
+}
 
 void InitDatasystem(py::module_& m) {
   // torch cannot mark a tensor read-only, so an in-place op on a tensor over
@@ -593,51 +496,9 @@ void InitDatasystem(py::module_& m) {
            py::arg("keys"), py::arg("sizes"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mset_buffer",
            [](KV& c, py::handle buffers) {
-             // A list of our own: the caller's sequence may change while the
-             // GIL is released, and the objects must stay alive until their
-             // buffers are back in them.
-             py::object seq = py::reinterpret_steal<py::object>(PySequence_List(buffers.ptr()));
-             if (!seq) {
-               PyErr_Clear();
-               Throw(Status::TypeError("mset_buffer: buffers must be a sequence of WriteBuffer, got a ",
-                                       Py_TYPE(buffers.ptr())->tp_name));
-             }
-             const Py_ssize_t n = PyList_GET_SIZE(seq.ptr());
-             PyObject** items = reinterpret_cast<PyListObject*>(seq.ptr())->ob_item;
-             for (Py_ssize_t i = 0; i < n; ++i) {
-               if (Py_TYPE(items[i]) != g_write_buffer_type) {
-                 Throw(Status::TypeError("mset_buffer: item ", i, " is a ", Py_TYPE(items[i])->tp_name,
-                                         ", not a WriteBuffer from mcreate"));
-               }
-             }
-             // Each object is marked busy (as write() does) until its buffer
-             // is back: an object listed twice, or one another thread is
-             // writing or sealing, is refused before anything moves.
-             for (Py_ssize_t i = 0; i < n; ++i) {
-               int& writers = reinterpret_cast<WriteBufferObject*>(items[i])->writers;
-               if (writers > 0) {
-                 const std::string key = BufferOf(items[i]).key();
-                 for (Py_ssize_t j = 0; j < i; ++j) --reinterpret_cast<WriteBufferObject*>(items[j])->writers;
-                 Throw(Status::Invalid("mset_buffer: the buffer of '", key,
-                                       "' is listed twice, or being written or sealed by another thread"));
-               }
-               ++writers;
-             }
-             std::vector<ds::WriteBuffer> bufs;
-             bufs.reserve(static_cast<size_t>(n));
-             for (Py_ssize_t i = 0; i < n; ++i) bufs.push_back(std::move(BufferOf(items[i])));
-             // Back into their objects, sealed or not, also on failure.
-             struct PutBack {
-               PyObject** items;
-               std::vector<ds::WriteBuffer>& bufs;
-               ~PutBack() {
-                 for (size_t i = 0; i < bufs.size(); ++i) {
-                   BufferOf(items[i]) = std::move(bufs[i]);
-                   --reinterpret_cast<WriteBufferObject*>(items[i])->writers;
-                 }
-               }
-             } put_back{items, bufs};
-             c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
+             SealWriteBuffers(c, buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
+               c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
+             });
            },
            py::arg("buffers"))
       .def("get_buffers",
@@ -665,6 +526,7 @@ void InitDatasystem(py::module_& m) {
         d["memory_populated"] = s.memory_populated;
         return d;
       });
+  InitYrDatasystem(m);
 }
 
 }  // namespace tqds::py_binding

@@ -8,9 +8,11 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <random>
 
 #include "common/logging.h"
 #include "common/wire/rpc.h"
@@ -282,6 +284,7 @@ Status KVClient::Init() {
   }
   ::close(arena_fd);
   conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw), std::move(*views));
+  worker_instance_ = instance;
   spdlog::debug("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
   return Status::OK();
 }
@@ -305,8 +308,9 @@ Result<std::string> KVClient::Get(std::string_view key, int32_t timeout_ms) {
   return std::move(*value);
 }
 
-Status KVClient::MSet(const std::vector<std::string>& keys,
-                      const std::vector<std::string_view>& values, const SetParam& param) {
+Result<std::vector<StatusCode>> KVClient::PutCodes(const std::vector<std::string>& keys,
+                                                   const std::vector<std::string_view>& values,
+                                                   const SetParam& param) {
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
   if (keys.size() != values.size()) {
@@ -317,13 +321,20 @@ Status KVClient::MSet(const std::vector<std::string>& keys,
   if (total > options_.inline_set_max) {  // create, copy once into shared memory, seal
     std::vector<uint64_t> sizes(values.size());
     for (size_t i = 0; i < values.size(); ++i) sizes[i] = values[i].size();
-    TQDS_ASSIGN_OR_RETURN(auto buffers, MCreate(keys, sizes, param));
-    Status first;
+    auto created = MCreate(keys, sizes, param);
+    if (!created.ok()) {
+      // A batch of one reports its refusal as the call's error.
+      if (keys.size() == 1 && created.status().IsAlreadyExists()) {
+        return std::vector<StatusCode>{StatusCode::kAlreadyExists};
+      }
+      return created.status();
+    }
+    std::vector<WriteBuffer>& buffers = *created;
     for (size_t i = 0; i < buffers.size(); ++i) {
-      if (buffers[i].data() == nullptr) continue;  // per-key failure, already reported below
+      if (buffers[i].data() == nullptr) continue;  // refused at create: AlreadyExists below
       if (!values[i].empty()) std::memcpy(buffers[i].data(), values[i].data(), values[i].size());
     }
-    return MSetBuffer(buffers);
+    return SealCodes(buffers);
   }
   Message req(MsgType::kDsPut, 0);
   req.set_body(PackBody([&](Packer& pk) {
@@ -336,10 +347,27 @@ Status KVClient::MSet(const std::vector<std::string>& keys,
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Put reply"));
   TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, keys.size()));
-  for (size_t i = 0; i < keys.size(); ++i) {
-    TQDS_RETURN_NOT_OK(KeyError(static_cast<StatusCode>(codes[i]), keys[i], "Set"));
+  std::vector<StatusCode> out(codes.size());
+  for (size_t i = 0; i < codes.size(); ++i) out[i] = static_cast<StatusCode>(codes[i]);
+  return out;
+}
+
+Status KVClient::MSet(const std::vector<std::string>& keys,
+                      const std::vector<std::string_view>& values, const SetParam& param) {
+  TQDS_ASSIGN_OR_RETURN(auto codes, PutCodes(keys, values, param));
+  for (size_t i = 0; i < codes.size(); ++i) {
+    TQDS_RETURN_NOT_OK(KeyError(codes[i], keys[i], "Set"));
   }
   return Status::OK();
+}
+
+Result<std::vector<Status>> KVClient::MSetEach(const std::vector<std::string>& keys,
+                                               const std::vector<std::string_view>& values,
+                                               const SetParam& param) {
+  TQDS_ASSIGN_OR_RETURN(auto codes, PutCodes(keys, values, param));
+  std::vector<Status> out(codes.size());
+  for (size_t i = 0; i < codes.size(); ++i) out[i] = KeyError(codes[i], keys[i], "Set");
+  return out;
 }
 
 namespace {
@@ -458,11 +486,11 @@ Result<std::vector<WriteBuffer>> KVClient::MCreate(const std::vector<std::string
   return out;
 }
 
-Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
+Result<std::vector<StatusCode>> KVClient::SealCodes(std::vector<WriteBuffer>& buffers) {
   TQDS_RETURN_NOT_OK(Ready());
+  std::vector<StatusCode> codes(buffers.size(), StatusCode::kOk);
   std::vector<size_t> idx;
   idx.reserve(buffers.size());
-  Status first;
   for (size_t i = 0; i < buffers.size(); ++i) {
     if (buffers[i].conn_ != nullptr && !buffers[i].sealed_) {
       if (buffers[i].conn_ != conn_) {
@@ -470,11 +498,11 @@ Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
                                "' was created by another KVClient; seal it with that client");
       }
       idx.push_back(i);
-    } else if (buffers[i].data_ == nullptr && first.ok()) {
-      first = Status::AlreadyExists("key '", buffers[i].key_, "' already exists");
+    } else if (buffers[i].data_ == nullptr) {
+      codes[i] = StatusCode::kAlreadyExists;  // refused at create
     }
   }
-  if (idx.empty()) return first;
+  if (idx.empty()) return codes;
   Message req(MsgType::kDsSeal, 0);
   req.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);
@@ -484,13 +512,20 @@ Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
   }));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Seal reply"));
-  TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, idx.size()));
+  TQDS_ASSIGN_OR_RETURN(auto sealed, Codes(r, idx.size()));
   for (size_t j = 0; j < idx.size(); ++j) {
-    WriteBuffer& b = buffers[idx[j]];
-    b.sealed_ = true;  // sealed, or refused and freed by the worker
-    if (first.ok()) first = KeyError(static_cast<StatusCode>(codes[j]), b.key_, "Seal");
+    buffers[idx[j]].sealed_ = true;  // sealed, or refused and freed by the worker
+    codes[idx[j]] = static_cast<StatusCode>(sealed[j]);
   }
-  return first;
+  return codes;
+}
+
+Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
+  TQDS_ASSIGN_OR_RETURN(auto codes, SealCodes(buffers));
+  for (size_t i = 0; i < codes.size(); ++i) {
+    TQDS_RETURN_NOT_OK(KeyError(codes[i], buffers[i].key_, "Seal"));
+  }
+  return Status::OK();
 }
 
 Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
@@ -554,6 +589,80 @@ Result<std::vector<bool>> KVClient::Exist(const std::vector<std::string>& keys) 
   TQDS_ASSIGN_OR_RETURN(auto exist, r.Get<std::vector<bool>>(proto::kExist));
   if (exist.size() != keys.size()) return Status::Internal("Exist reply: wrong length");
   return exist;
+}
+
+Result<std::vector<std::optional<Buffer>>> KVClient::Read(const std::vector<ReadRange>& ranges,
+                                                          int32_t timeout_ms) {
+  std::vector<std::string> keys;
+  keys.reserve(ranges.size());
+  for (const auto& r : ranges) keys.push_back(r.key);
+  // A view of the whole value, then a slice: the bytes outside the range are
+  // never copied (a local read costs no more than its range).
+  TQDS_ASSIGN_OR_RETURN(auto whole, GetBuffers(keys, timeout_ms));
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (!whole[i]) continue;
+    const uint64_t size = whole[i]->size();
+    const ReadRange& r = ranges[i];
+    if (r.offset >= size) {
+      return Status::Invalid("out of range: read offset ", r.offset, " of key '", r.key,
+                             "' is not in [0, ", size, ")");
+    }
+    const uint64_t left = size - r.offset;
+    const uint64_t n = (r.size == 0 || r.size > left) ? left : r.size;
+    whole[i] = whole[i]->Slice(r.offset, n);
+  }
+  return whole;
+}
+
+Result<std::vector<bool>> KVClient::Expire(const std::vector<std::string>& keys,
+                                           uint32_t ttl_seconds) {
+  TQDS_RETURN_NOT_OK(Ready());
+  TQDS_RETURN_NOT_OK(CheckKeys(keys));
+  Message req(MsgType::kDsExpire, 0);
+  req.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(2);
+    PackKeys(pk, keys);
+    pk.pack(proto::kTtlMs);
+    pk.pack(uint64_t{ttl_seconds} * 1000);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Expire reply"));
+  TQDS_ASSIGN_OR_RETURN(auto exist, r.Get<std::vector<bool>>(proto::kExist));
+  if (exist.size() != keys.size()) return Status::Internal("Expire reply: wrong length");
+  return exist;
+}
+
+Status KVClient::HealthCheck() { return Stats().status(); }
+
+Result<std::string> KVClient::GenerateKey(std::string_view prefix) {
+  TQDS_RETURN_NOT_OK(Ready());
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char worker[17];
+  std::snprintf(worker, sizeof(worker), "%016llx", static_cast<unsigned long long>(worker_instance_));
+  std::string key;
+  if (prefix.empty()) {
+    // A version 4 UUID: 122 random bits.
+    uint64_t hi = rng(), lo = rng();
+    hi = (hi & ~0xF000ull) | 0x4000ull;
+    lo = (lo & ~(0xC000ull << 48)) | (0x8000ull << 48);
+    char uuid[37];
+    std::snprintf(uuid, sizeof(uuid), "%08llx-%04llx-%04llx-%04llx-%012llx",
+                  static_cast<unsigned long long>(hi >> 32),
+                  static_cast<unsigned long long>((hi >> 16) & 0xFFFF),
+                  static_cast<unsigned long long>(hi & 0xFFFF),
+                  static_cast<unsigned long long>(lo >> 48),
+                  static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFull));
+    key = uuid;
+  } else {
+    key = std::string(prefix);
+  }
+  key += ';';
+  key += worker;
+  if (key.size() > proto::kMaxKeyBytes) {
+    return Status::Invalid("GenerateKey: prefix of ", prefix.size(), " bytes makes a key longer than ",
+                           proto::kMaxKeyBytes, " bytes");
+  }
+  return key;
 }
 
 Result<WorkerStats> KVClient::Stats() {

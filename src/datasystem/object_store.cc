@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 namespace ds {
@@ -382,6 +384,24 @@ std::vector<bool> ObjectStore::Exist(const std::vector<std::string>& keys) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = NowMs();
   for (size_t i = 0; i < keys.size(); ++i) out[i] = FindLive(keys[i], now) != table_.end();
+  return out;
+}
+
+std::vector<bool> ObjectStore::Expire(const std::vector<std::string>& keys, uint64_t ttl_ms) {
+  std::vector<bool> out(keys.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = FindLive(keys[i], now);
+    if (it == table_.end()) continue;
+    out[i] = true;
+    if (ttl_ms == 0) continue;
+    Object& o = it->second;
+    // The entry of an earlier expiry stays queued; ExpireDue skips it
+    // (its time no longer matches the object's).
+    o.expire_at_ms = now + static_cast<int64_t>(std::min<uint64_t>(ttl_ms, INT64_MAX / 2));
+    expiry_.emplace(o.expire_at_ms, o.id);
+  }
   return out;
 }
 

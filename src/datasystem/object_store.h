@@ -128,6 +128,10 @@ class ObjectStore {
   // a drop of an outdated copy never removes a newer write. Returns how many.
   size_t DeleteVersions(const std::vector<std::string>& keys, const std::vector<uint64_t>& versions);
   std::vector<bool> Exist(const std::vector<std::string>& keys);
+  // Gives the keys that exist `ttl_ms` more to live, from now, replacing any
+  // earlier time to live; ttl_ms 0 leaves each key's expiry as it is (as
+  // openYuanrong's Expire does). Per key: whether it exists.
+  std::vector<bool> Expire(const std::vector<std::string>& keys, uint64_t ttl_ms);
   // Size and version of each key (NotFound when absent); takes no pin.
   std::vector<ObjectInfo> Describe(const std::vector<std::string>& keys);
   // Every live object written on this worker (not a cached copy), for the

@@ -16,7 +16,7 @@ inline constexpr uint64_t kDefaultInlineMax = 64 * 1024;
 inline constexpr const char* kKeys = "keys";          // [str]
 inline constexpr const char* kSizes = "sizes";        // [u64]      Create
 inline constexpr const char* kEvictable = "evictable";  // bool     Create/Put
-inline constexpr const char* kTtlMs = "ttl_ms";       // u64        Create/Put
+inline constexpr const char* kTtlMs = "ttl_ms";       // u64        Create/Put/Expire
 inline constexpr const char* kIfAbsent = "nx";        // bool       Create/Put
 inline constexpr const char* kWaitMs = "wait_ms";     // u64        Get
 inline constexpr const char* kInlineMax = "inline_max";  // u64     Get (Unix socket)
@@ -25,7 +25,7 @@ inline constexpr const char* kOffsets = "offsets";    // [u64]      Release; Cre
 // Reply fields.
 inline constexpr const char* kCodes = "codes";        // [u8] per-key StatusCode
 inline constexpr const char* kInline = "inline";      // [bool]     Get: value is the next payload
-inline constexpr const char* kExist = "exist";        // [bool]
+inline constexpr const char* kExist = "exist";        // [bool]     Exist/Expire replies
 inline constexpr const char* kDeleted = "deleted";    // u64
 inline constexpr const char* kArenaSize = "arena_size";
 inline constexpr const char* kInstance = "instance";  // u64 random id of the worker process

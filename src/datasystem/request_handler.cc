@@ -70,6 +70,7 @@ const char* Name(MsgType t) {
     case MsgType::kDsMetaLookup: return "MetaLookup";
     case MsgType::kDsMetaRemove: return "MetaRemove";
     case MsgType::kDsDropCopies: return "DropCopies";
+    case MsgType::kDsExpire: return "Expire";
     default: return "Unknown";
   }
 }
@@ -136,6 +137,7 @@ Result<Message> RequestHandler::Dispatch(const Message& request, Session& sessio
       }
       return context_.cluster->HandlePeer(request);
     case MsgType::kDsExist: return Exist(request, local);
+    case MsgType::kDsExpire: return Expire(request);
     case MsgType::kDsStats: return Stats(request);
     case MsgType::kDsShutdown: {
       Message reply = Message::ReplyTo(request);
@@ -386,6 +388,25 @@ Result<Message> RequestHandler::Exist(const Message& request, bool local) {
       for (size_t j = 0; j < idx.size(); ++j) exist[idx[j]] = remote[j];
     }
   }
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack(proto::kExist);
+    pk.pack_array(static_cast<uint32_t>(exist.size()));
+    for (bool e : exist) {
+      if (e) pk.pack_true(); else pk.pack_false();
+    }
+  }));
+  return reply;
+}
+
+Result<Message> RequestHandler::Expire(const Message& request) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Expire"));
+  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+  TQDS_ASSIGN_OR_RETURN(uint64_t ttl_ms, r.Get<uint64_t>(proto::kTtlMs));
+  // Only this worker's copies: in a cluster, a key written on another
+  // worker is reported missing here (its expiry lives with its bytes).
+  auto exist = store_.Expire(keys, ttl_ms);
   Message reply = Message::ReplyTo(request);
   reply.set_body(PackBody([&](Packer& pk) {
     pk.pack_map(1);

@@ -59,6 +59,8 @@ class RequestHandler {
   Status FetchMissing(Session& session, const std::vector<std::string>& keys,
                       std::vector<Located>& found, std::chrono::milliseconds wait);
   Result<Message> Exist(const Message& request, bool local);
+  // Sets the time to live of this worker's copies of the keys.
+  Result<Message> Expire(const Message& request);
   Result<Message> Stats(const Message& request);
 
   ObjectStore& store_;

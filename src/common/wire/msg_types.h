@@ -59,6 +59,7 @@ enum class MsgType : uint16_t {
   kDsMetaLookup = 112,   // worker -> key owner: locations of keys (live replicas or the lost holder)
   kDsMetaRemove = 113,   // worker -> key owner: forget keys; reply lists every holder
   kDsDropCopies = 114,   // worker -> holder: delete local copies (no further fan-out)
+  kDsExpire = 115,       // set the time to live of existing keys (this worker's copies)
   kDsLast = 199,
 };
 

@@ -1,0 +1,399 @@
+// _tqds.YrKVClient: the native core of yr.datasystem.KVClient, the client
+// API of openYuanrong datasystem's Python package (python/yr/datasystem/
+// kv_client.py checks argument types and fills in defaults, then calls this).
+//
+// It follows that API where ours (datasystem.KVClient) differs: keys of 1 to
+// 255 characters from [a-zA-Z0-9-_!@#%^*()+=:;], empty values refused, batch
+// writes and expire report the keys that failed instead of raising, a read
+// of several keys raises only when none is found, and every failure is a
+// plain RuntimeError whose text starts with "code: [<openYuanrong's code
+// name>], msg: [...]" (TypeError for a value of the wrong type). Blocking
+// calls release the GIL; values move with the same copies as in
+// datasystem.cc (whose objects, casters and readers this file shares).
+#include <array>
+#include <string>
+#include <tuple>
+#include <unordered_set>
+
+#include "ds_binding.h"
+
+namespace tqds::py_binding {
+namespace {
+
+constexpr size_t kYrMaxKeyBytes = 255;
+
+// openYuanrong's name of each failure, as its messages start.
+const char* CodeLabel(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kInvalid:
+      return st.message().rfind("out of range", 0) == 0 ? "Out of range" : "Invalid parameter";
+    case StatusCode::kNotFound: return "Key not found";
+    case StatusCode::kAlreadyExists: return "Object already exist error";
+    case StatusCode::kOutOfSpace: return "Out of memory";
+    case StatusCode::kTimeout: return "RPC deadline exceeded";
+    case StatusCode::kIOError:
+    case StatusCode::kUnavailable: return "RPC unavailable";
+    default: return "Runtime error";
+  }
+}
+
+std::string Formatted(const char* label, const std::string& message) {
+  return std::string("code: [") + label + "], msg: [" + message + "]";
+}
+
+[[noreturn]] void RaiseYr(const Status& st) {
+  if (st.code() == StatusCode::kTypeError) {
+    PyErr_SetString(PyExc_TypeError, st.message().c_str());
+  } else {
+    PyErr_SetString(PyExc_RuntimeError, Formatted(CodeLabel(st), st.message()).c_str());
+  }
+  throw py::error_already_set();
+}
+
+// Runs fn(), raising a TypeError of ours (DTypeError, a TypeError subclass)
+// as a plain TypeError, as openYuanrong raises it.
+template <typename Fn>
+void PlainTypeErrors(Fn&& fn) {
+  try {
+    fn();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;
+    const std::string message = py::str(e.value());
+    PyErr_SetString(PyExc_TypeError, message.c_str());
+    throw py::error_already_set();
+  }
+}
+
+[[noreturn]] void RaiseNotReady() {
+  PyErr_SetString(PyExc_RuntimeError,
+                  Formatted("Not ready", "the client is not initialised: call init() first").c_str());
+  throw py::error_already_set();
+}
+
+// Which bytes a key may hold.
+const std::array<bool, 256>& KeyChars() {
+  static const std::array<bool, 256> table = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+    for (unsigned char c : std::string("-_!@#%^*()+=:;")) t[c] = true;
+    return t;
+  }();
+  return table;
+}
+
+Status CheckKey(const std::string& key) {
+  if (key.empty()) return Status::Invalid("a key is empty: keys have 1 to ", kYrMaxKeyBytes, " characters");
+  bool ok = key.size() <= kYrMaxKeyBytes;
+  const auto& chars = KeyChars();
+  for (size_t i = 0; ok && i < key.size(); ++i) ok = chars[static_cast<unsigned char>(key[i])];
+  if (ok) return Status::OK();
+  const std::string shown = key.size() > 64 ? key.substr(0, 64) + "..." : key;
+  return Status::Invalid("key '", shown, "' (", key.size(),
+                         " bytes) is not valid: keys have 1 to ", kYrMaxKeyBytes,
+                         " characters, each a letter, a digit or one of - _ ! @ # % ^ * ( ) + = : ;");
+}
+
+void CheckKeys(const std::vector<std::string>& keys) {
+  if (keys.empty()) RaiseYr(Status::Invalid("the list of keys is empty"));
+  for (const auto& k : keys) {
+    Status st = CheckKey(k);
+    if (!st.ok()) RaiseYr(st);
+  }
+}
+
+struct YrClient {
+  YrClient(const std::string& host, int port, ds::ClientOptions options)
+      : kv(host, port, options) {}
+  PyKVClient kv;
+  bool ready = false;  // Init succeeded (set and read with the GIL held)
+
+  void CheckReady() const {
+    if (!ready) RaiseNotReady();
+  }
+  // Runs fn(client) without the GIL; raises its error as openYuanrong does.
+  template <typename Fn>
+  auto Run(Fn&& fn) {
+    using R = decltype(fn(kv.client));
+    if constexpr (std::is_same_v<R, Status>) {
+      Status st;
+      {
+        py::gil_scoped_release nogil;
+        st = kv.Explain(fn(kv.client));
+      }
+      if (!st.ok()) RaiseYr(st);
+    } else {
+      std::optional<R> r;
+      {
+        py::gil_scoped_release nogil;
+        r.emplace(kv.Explain(fn(kv.client)));
+      }
+      if (!r->ok()) RaiseYr(r->status());
+      return r->MoveValue();
+    }
+  }
+};
+
+ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
+  ds::SetParam p;
+  p.evictable = evictable;
+  p.ttl_seconds = ttl;
+  p.if_absent = if_absent;
+  return p;
+}
+
+py::str Str(const std::string& s) {
+  return py::reinterpret_steal<py::str>(
+      PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape"));
+}
+
+// Raises NotFound when no key of a read was found (a partial read returns None
+// for the missing ones).
+template <typename Values>
+void RaiseIfNoneFound(const Values& values) {
+  for (const auto& v : values) {
+    if (v) return;
+  }
+  RaiseYr(Status::NotFound("none of the ", values.size(), " keys was found"));
+}
+
+// mset: writes what it can, returns the keys that failed.
+py::list MSet(YrClient& c, const KeyList& key_list, const py::list& values, bool evictable,
+              uint32_t ttl, bool nx) {
+  c.CheckReady();
+  const auto& keys = key_list.v;
+  if (keys.empty()) RaiseYr(Status::Invalid("the list of keys is empty"));
+  if (keys.size() != values.size()) {
+    RaiseYr(Status::Invalid("mset: ", keys.size(), " keys but ", values.size(), " values"));
+  }
+  const size_t n = keys.size();
+  // A bad key, an empty value or a repeated key (the first one is written)
+  // fails that key only.
+  std::vector<Status> outcome(n);
+  std::vector<ValueBytes> held(n);
+  std::vector<std::string> good_keys;
+  std::vector<std::string_view> good_values;
+  std::vector<size_t> good_index;
+  good_keys.reserve(n);
+  good_values.reserve(n);
+  good_index.reserve(n);
+  std::unordered_set<std::string_view> seen;
+  if (n > 1) seen.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    PlainTypeErrors([&] { held[i].Acquire(PyList_GET_ITEM(values.ptr(), static_cast<Py_ssize_t>(i))); });
+    outcome[i] = CheckKey(keys[i]);
+    if (!outcome[i].ok()) continue;
+    if (held[i].bytes().empty()) {
+      outcome[i] = Status::Invalid("the value of key '", keys[i], "' is empty: values have at least 1 byte");
+      continue;
+    }
+    if (n > 1 && !seen.insert(keys[i]).second) {
+      outcome[i] = Status::Invalid("key '", keys[i], "' appears twice in one mset");
+      continue;
+    }
+    good_keys.push_back(keys[i]);
+    good_values.push_back(held[i].bytes());
+    good_index.push_back(i);
+  }
+  if (!good_keys.empty()) {
+    auto each = c.Run([&](ds::KVClient& k) {
+      return k.MSetEach(good_keys, good_values, Param(evictable, ttl, nx));
+    });
+    for (size_t j = 0; j < each.size(); ++j) outcome[good_index[j]] = std::move(each[j]);
+  }
+  py::list failed;
+  const Status* first = nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    if (outcome[i].ok()) continue;
+    if (first == nullptr) first = &outcome[i];
+    failed.append(Str(keys[i]));
+  }
+  if (first != nullptr && static_cast<size_t>(py::len(failed)) == n) RaiseYr(*first);
+  return failed;
+}
+
+py::list MCreate(YrClient& c, const KeyList& keys, const SizeList& sizes, bool evictable, uint32_t ttl) {
+  c.CheckReady();
+  CheckKeys(keys.v);
+  if (keys.v.size() != sizes.v.size()) {
+    RaiseYr(Status::Invalid("mcreate: ", keys.v.size(), " keys but ", sizes.v.size(), " sizes"));
+  }
+  for (size_t i = 0; i < sizes.v.size(); ++i) {
+    if (sizes.v[i] == 0) {
+      RaiseYr(Status::Invalid("mcreate: the size of key '", keys.v[i], "' is 0: values have at least 1 byte"));
+    }
+  }
+  if (keys.v.size() > 1) {
+    std::unordered_set<std::string_view> seen(keys.v.begin(), keys.v.end());
+    if (seen.size() != keys.v.size()) {
+      for (size_t i = 0; i < keys.v.size(); ++i) {
+        for (size_t j = 0; j < i; ++j) {
+          if (keys.v[i] == keys.v[j]) {
+            RaiseYr(Status::Invalid("mcreate: key '", keys.v[i], "' appears twice"));
+          }
+        }
+      }
+    }
+  }
+  auto bufs = c.Run([&](ds::KVClient& k) { return k.MCreate(keys.v, sizes.v, Param(evictable, ttl, false)); });
+  py::list out(bufs.size());
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), NewWriteBuffer(std::move(bufs[i])));
+  }
+  return out;
+}
+
+py::list Read(YrClient& c, const std::vector<std::tuple<std::string, uint64_t, uint64_t>>& params) {
+  c.CheckReady();
+  if (params.empty()) RaiseYr(Status::Invalid("the list of read parameters is empty"));
+  std::vector<ds::ReadRange> ranges(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [key, offset, size] = params[i];
+    Status st = CheckKey(key);
+    if (!st.ok()) RaiseYr(st);
+    ranges[i] = ds::ReadRange{key, offset, size};
+  }
+  auto bufs = c.Run([&](ds::KVClient& k) { return k.Read(ranges); });
+  RaiseIfNoneFound(bufs);
+  return SharedMemoryObjects(bufs);
+}
+
+}  // namespace
+
+void InitYrDatasystem(py::module_& m) {
+  py::class_<YrClient>(m, "YrKVClient",
+                       "Native core of yr.datasystem.KVClient (use that class; it checks argument types).")
+      .def(py::init([](const std::string& host, int port, int connect_timeout_ms) {
+             ds::ClientOptions o;
+             if (connect_timeout_ms > 0) o.connect_timeout_ms = connect_timeout_ms;
+             return std::make_unique<YrClient>(host, port, o);
+           }),
+           py::arg("host"), py::arg("port"), py::arg("connect_timeout_ms"))
+      .def("init",
+           [](YrClient& c) {
+             c.Run([](ds::KVClient& k) { return k.Init(); });
+             c.ready = true;
+           })
+      .def("set",
+           [](YrClient& c, const std::string& key, py::handle value, bool evictable, uint32_t ttl) {
+             c.CheckReady();
+             Status st = CheckKey(key);
+             if (!st.ok()) RaiseYr(st);
+             ValueBytes v;
+             PlainTypeErrors([&] { v.Acquire(value); });
+             if (v.bytes().empty()) RaiseYr(Status::Invalid("the value is empty: values have at least 1 byte"));
+             c.Run([&](ds::KVClient& k) { return k.Set(key, v.bytes(), Param(evictable, ttl, false)); });
+           },
+           py::arg("key"), py::arg("value"), py::arg("evictable"), py::arg("ttl_second"))
+      .def("set_value",
+           [](YrClient& c, py::handle value, bool evictable, uint32_t ttl) -> py::str {
+             c.CheckReady();
+             ValueBytes v;
+             PlainTypeErrors([&] { v.Acquire(value); });
+             if (v.bytes().empty()) return py::str("");  // as openYuanrong: no key for no value
+             return Str(c.Run([&](ds::KVClient& k) -> Result<std::string> {
+               TQDS_ASSIGN_OR_RETURN(auto key, k.GenerateKey());
+               TQDS_RETURN_NOT_OK(k.Set(key, v.bytes(), Param(evictable, ttl, false)));
+               return key;
+             }));
+           },
+           py::arg("value"), py::arg("evictable"), py::arg("ttl_second"))
+      .def("mset", &MSet, py::arg("keys"), py::arg("values"), py::arg("evictable"), py::arg("ttl_second"),
+           py::arg("nx"))
+      .def("get",
+           [](YrClient& c, const KeyList& keys, int32_t timeout_ms) {
+             c.CheckReady();
+             CheckKeys(keys.v);
+             auto vals = ReadBytes(c.kv, keys.v, timeout_ms, &RaiseYr);
+             RaiseIfNoneFound(vals);
+             py::list out(vals.size());
+             for (size_t i = 0; i < vals.size(); ++i) {
+               PyObject* v = vals[i] ? vals[i].release().ptr() : (Py_INCREF(Py_None), Py_None);
+               PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), v);
+             }
+             return out;
+           },
+           py::arg("keys"), py::arg("timeout_ms"))
+      .def("mcreate", &MCreate, py::arg("keys"), py::arg("sizes"), py::arg("evictable"), py::arg("ttl_second"))
+      .def("mset_buffer",
+           [](YrClient& c, const py::list& buffers) {
+             c.CheckReady();
+             if (py::len(buffers) == 0) RaiseYr(Status::Invalid("the list of buffers is empty"));
+             PlainTypeErrors([&] {
+               SealWriteBuffers(c.kv, buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
+                 c.Run([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
+               });
+             });
+           },
+           py::arg("buffers"))
+      .def("get_buffers",
+           [](YrClient& c, const KeyList& keys, int32_t timeout_ms) {
+             c.CheckReady();
+             CheckKeys(keys.v);
+             auto bufs = c.Run([&](ds::KVClient& k) { return k.GetBuffers(keys.v, timeout_ms); });
+             RaiseIfNoneFound(bufs);
+             return SharedMemoryObjects(bufs);
+           },
+           py::arg("keys"), py::arg("timeout_ms"))
+      .def("read", &Read, py::arg("ranges"))
+      .def("delete",
+           [](YrClient& c, const KeyList& keys) {
+             c.CheckReady();
+             CheckKeys(keys.v);
+             c.Run([&](ds::KVClient& k) { return k.Delete(keys.v); });
+             return py::list();  // a missing key is deleted already: nothing fails
+           },
+           py::arg("keys"))
+      .def("exist",
+           [](YrClient& c, const KeyList& keys) {
+             c.CheckReady();
+             CheckKeys(keys.v);
+             return c.Run([&](ds::KVClient& k) { return k.Exist(keys.v); });
+           },
+           py::arg("keys"))
+      .def("expire",
+           [](YrClient& c, const KeyList& keys, uint32_t ttl) {
+             c.CheckReady();
+             CheckKeys(keys.v);
+             auto exist = c.Run([&](ds::KVClient& k) { return k.Expire(keys.v, ttl); });
+             py::list failed;
+             for (size_t i = 0; i < exist.size(); ++i) {
+               if (!exist[i]) failed.append(Str(keys.v[i]));
+             }
+             if (static_cast<size_t>(py::len(failed)) == keys.v.size()) {
+               RaiseYr(Status::NotFound("expire: none of the ", keys.v.size(), " keys exists"));
+             }
+             return failed;
+           },
+           py::arg("keys"), py::arg("ttl_second"))
+      .def("generate_key",
+           [](YrClient& c, const std::string& prefix) {
+             c.CheckReady();
+             if (!prefix.empty()) {
+               Status st = CheckKey(prefix);
+               if (!st.ok()) RaiseYr(st);
+             }
+             auto key = c.Run([&](ds::KVClient& k) { return k.GenerateKey(prefix); });
+             if (key.size() > kYrMaxKeyBytes) {
+               RaiseYr(Status::Invalid("generate_key: prefix of ", prefix.size(),
+                                       " characters makes a key longer than ", kYrMaxKeyBytes));
+             }
+             return Str(key);
+           },
+           py::arg("prefix"))
+      .def("health_check",
+           [](YrClient& c) {
+             // (ok, text) for a Status object; never raises for an unhealthy worker.
+             if (!c.ready) return py::make_tuple(false, Formatted("Not ready", "the client is not initialised"));
+             Status st;
+             {
+               py::gil_scoped_release nogil;
+               st = c.kv.Explain(c.kv.client.HealthCheck());
+             }
+             if (st.ok()) return py::make_tuple(true, Formatted("OK", ""));
+             return py::make_tuple(false, Formatted(CodeLabel(st), st.message()));
+           });
+}
+
+}  // namespace tqds::py_binding

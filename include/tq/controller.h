@@ -63,6 +63,13 @@ struct ControllerOptions {
   // like "poll_all" (an empty meta at once when too few samples are ready,
   // instead of waiting). Default false: fetch waits up to its timeout.
   bool polling_mode = false;
+  // Indexes each new partition reserves at creation (upstream's
+  // TQ_PRE_ALLOC_SAMPLE_NUM): its status views list them, not yet produced
+  // or consumed, until allocations take them (smallest first), so a
+  // consumer knows the expected size before the producers have written.
+  // Default 1, which the first allocation always takes (no visible
+  // effect); 0 reserves nothing. At most 2^24.
+  int64_t pre_alloc_samples = 1;
   // Sampling used by a get_meta whose sampling_config names no "sampler":
   // the call's keys are laid over these (the call wins), so a controller set
   // up like upstream's `sampler=` argument serves callers that pass only

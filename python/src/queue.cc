@@ -599,12 +599,14 @@ void InitController(py::module_& m) {
   using Holder = std::unique_ptr<tq::TransferQueueController, DeleteWithoutGil>;
   py::class_<tq::TransferQueueController, Holder>(m, "Controller", "An in-process TransferQueue controller.")
       .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb,
-                       bool polling_mode, const py::object& default_sampling, const py::object& sampler) {
+                       bool polling_mode, const py::object& default_sampling, const py::object& sampler,
+                       int64_t pre_alloc_samples) {
              tq::ControllerOptions o;
              o.address = address;
              o.embedded_storage_units = storage_units;
              o.storage_unit_capacity_bytes = unit_capacity_mb << 20;
              o.polling_mode = polling_mode;
+             o.pre_alloc_samples = pre_alloc_samples;
              o.default_sampling = ToSampling(default_sampling);
              if (!sampler.is_none()) {
                if (!PyCallable_Check(sampler.ptr())) {
@@ -618,7 +620,9 @@ void InitController(py::module_& m) {
            py::arg("address") = "tcp://127.0.0.1:0", py::arg("storage_units") = 2,
            py::arg("unit_capacity_mb") = 8192, py::kw_only(), py::arg("polling_mode") = false,
            py::arg("default_sampling") = py::none(), py::arg("sampler") = py::none(),
-           "polling_mode: get_meta mode 'fetch' answers at once, like 'poll_all'. default_sampling: "
+           py::arg("pre_alloc_samples") = 1,
+           "polling_mode: get_meta mode 'fetch' answers at once, like 'poll_all'. pre_alloc_samples: "
+           "indexes each new partition reserves (upstream's TQ_PRE_ALLOC_SAMPLE_NUM). default_sampling: "
            "a sampling config (dict) for calls whose sampling_config names no 'sampler'. sampler: a "
            "Python sampler (a transfer_queue.sampler.BaseSampler instance) that picks the samples of "
            "every fetch/poll, called as sampler(ready_indexes, batch_size, partition=..., "

@@ -165,18 +165,43 @@ def test_mset_buffer_survives_the_list_changing_under_it(kv):
         t.join()
 
 
+def _address(view) -> int:
+    return np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0]
+
+
 def test_get_buffers_is_zero_copy(kv):
-    """Two views of one key share memory, and a torch tensor can wrap one."""
+    """Reads one after another map the same shared memory, and a torch
+    tensor can wrap one."""
     k = unique("zc")
     data = torch.arange(1024, dtype=torch.float32)
     kv.set(k, data.numpy())
     a, = kv.get_buffers([k])
+    pa = _address(a)
+    del a
     b, = kv.get_buffers([k])
-    pa = np.frombuffer(a, dtype=np.uint8).__array_interface__["data"][0]
-    pb = np.frombuffer(b, dtype=np.uint8).__array_interface__["data"][0]
-    assert pa == pb, "two get_buffers of one key should map the same shared memory"
-    t = torch.frombuffer(bytearray(a), dtype=torch.float32)
+    assert _address(b) == pa, "a read after the last one ended should map the same shared memory"
+    t = torch.frombuffer(bytearray(b), dtype=torch.float32)
     assert torch.equal(t, data)
+
+
+def test_live_results_of_one_key_are_independent(kv):
+    """A key read again while an earlier result lives comes back as a copy:
+    a write into one result never shows in the other, nor in the stored value."""
+    k = unique("indep")
+    data = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB: two chunks
+    kv.set(k, data.numpy())
+    a, = kv.get_buffers([k])
+    b, c = kv.get_buffers([k, k])  # the same key twice in one call too
+    assert len({_address(a), _address(b), _address(c)}) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable"
+        ta, tb, tc = (torch.frombuffer(v, dtype=torch.float32) for v in (a, b, c))
+    ta.add_(1)
+    tb.mul_(2)
+    assert torch.equal(ta, data + 1)
+    assert torch.equal(tb, data * 2)
+    assert torch.equal(tc, data)
+    assert kv.get(k) == data.numpy().tobytes()
 
 
 def test_torch_writes_into_a_view_never_reach_the_stored_value(kv, ds_worker):

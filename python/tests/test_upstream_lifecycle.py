@@ -284,6 +284,54 @@ def test_polling_mode_reaches_the_controller(session):
     assert len(meta) == 0  # too few ready: an empty answer at once, not a wait
 
 
+@pytest.mark.parametrize("custom_sampler", [False, True], ids=["builtin", "python_sampler"])
+def test_pre_alloc_sample_num_reserves_rows_until_producers_fill_them(session, monkeypatch, custom_sampler):
+    """TQ_PRE_ALLOC_SAMPLE_NUM, read by the controller that init() starts:
+    a new partition's status lists that many rows before anything is
+    produced, consumption is not complete until they are all produced and
+    consumed, and puts take those indexes first."""
+    from transfer_queue.sampler import BaseSampler
+
+    class InOrder(BaseSampler):  # a Python sampler: the controller runs in the Python host
+        def sample(self, ready_indexes, batch_size, *args, **kwargs):
+            return ready_indexes[:batch_size], ready_indexes[:batch_size]
+
+    monkeypatch.setenv("TQ_PRE_ALLOC_SAMPLE_NUM", "6")
+    tqi.init({"controller": {"sampler": InOrder() if custom_sampler else "SequentialSampler"}})
+    session.append(tqi._current_session().controller_pid)
+    client = tqi.get_client()
+    part = unique("p")
+    first = put_rows(client, part, n=2)
+    base = min(first.global_indexes)
+    assert sorted(first.global_indexes) == [base, base + 1]
+    gidx, consumed = client.get_consumption_status("t", part)
+    assert gidx.tolist() == list(range(base, base + 6)), "the reserved rows are listed before they are produced"
+    assert consumed.tolist() == [0] * 6
+    gidx, produced = client.get_production_status(["x"], part)
+    assert produced[:, 0].tolist() == [1, 1, 0, 0, 0, 0]
+    meta = client.get_meta(data_fields=["x"], batch_size=2, partition_id=part, task_name="t", mode="fetch")
+    assert sorted(meta.global_indexes) == [base, base + 1]
+    assert not client.check_consumption_status("t", part), "4 reserved rows are still to come"
+    assert not client.check_production_status(["x"], part)
+    rest = put_rows(client, part, n=5, start=10)
+    assert sorted(rest.global_indexes)[:4] == list(range(base + 2, base + 6)), "puts take the reserved indexes first"
+    meta = client.get_meta(data_fields=["x"], batch_size=5, partition_id=part, task_name="t", mode="fetch")
+    assert len(meta) == 5
+    assert client.check_consumption_status("t", part)
+    assert client.check_production_status(["x"], part)
+    # Clearing gives the indexes back; a new partition reserves again.
+    client.clear_partition(part)
+    other = unique("p")
+    put_rows(client, other, n=1)
+    assert len(client.get_consumption_status("t", other)[0]) == 6
+
+
+def test_bad_pre_alloc_sample_num_fails_init_naming_it(session, monkeypatch):
+    monkeypatch.setenv("TQ_PRE_ALLOC_SAMPLE_NUM", "lots")
+    with pytest.raises(ValueError, match="TQ_PRE_ALLOC_SAMPLE_NUM"):
+        tqi.init()
+
+
 def test_default_fetch_timeout_reads_tq_variables(monkeypatch):
     monkeypatch.delenv("TQ_CONTROLLER_GET_METADATA_TIMEOUT", raising=False)
     monkeypatch.delenv("TQ_CONTROLLER_GET_METADATA_CHECK_INTERVAL", raising=False)

@@ -38,8 +38,11 @@ def main(argv=None) -> int:
 
     import _tqds
 
+    from transfer_queue.controller import pre_alloc_sample_num
+
     controller = _tqds.Controller(f"tcp://{args.host}:{args.port}", args.storage_units, args.unit_capacity_mb,
-                                  polling_mode=args.polling_mode, sampler=sampler)
+                                  polling_mode=args.polling_mode, sampler=sampler,
+                                  pre_alloc_samples=pre_alloc_sample_num())
     try:
         print(f"tq controller listening on {controller.address}")
         for unit in controller.storage_units:

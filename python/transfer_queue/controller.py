@@ -111,6 +111,20 @@ def default_fetch_timeout() -> float:
     return max(_env_seconds(names[0], 1.0), _env_seconds(names[1], 5.0))
 
 
+def pre_alloc_sample_num() -> int:
+    """Upstream's TQ_PRE_ALLOC_SAMPLE_NUM: the indexes each new partition
+    reserves (default 1). The controller process reads the variable itself;
+    this checks it first, so a bad value fails init() with its name."""
+    raw = (os.environ.get("TQ_PRE_ALLOC_SAMPLE_NUM") or "").strip() or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"TQ_PRE_ALLOC_SAMPLE_NUM={raw!r} is not a whole number") from None
+    if not 0 <= n <= 1 << 24:
+        raise ValueError(f"TQ_PRE_ALLOC_SAMPLE_NUM={n} is outside [0, 2^24]")
+    return n
+
+
 def _tq_binary() -> str:
     """$TQ_BINARY, else the `tq` a pip install bundles (built with this very
     extension, so it wins over an older one on PATH), else `tq` on PATH."""
@@ -256,6 +270,7 @@ class TransferQueueControllerHandle:
         instead of waiting. Both reach `tq controller` only when they differ
         from its defaults."""
         host = host or _default_host()
+        pre_alloc_sample_num()  # a bad TQ_PRE_ALLOC_SAMPLE_NUM: ValueError naming it
         custom = custom_sampler(sampler)
         env = payload = None
         if custom is not None:

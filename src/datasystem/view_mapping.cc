@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <iterator>
 #include <cstring>
 
 #include "common/logging.h"
@@ -347,6 +348,12 @@ std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t i = 0; i < offsets.size(); ++i) {
     if (sizes[i] == 0) continue;  // nothing to see, nothing counted
+    // Bytes that a live view already shows are copied: two results must not
+    // share pages, or a write into one would show in the other.
+    if (OverlapsLiveLocked(offsets[i], sizes[i])) {
+      viewable[i] = false;
+      continue;
+    }
     const uint64_t c0 = FirstChunk(offsets[i]), c1 = LastChunk(offsets[i], sizes[i]);
     bool shared = true;
     for (uint64_t c = c0; c <= c1; ++c) {
@@ -358,8 +365,17 @@ std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
       continue;
     }
     for (uint64_t c = c0; c <= c1; ++c) ++views_[c];
+    live_.emplace(offsets[i], offsets[i] + sizes[i]);
   }
   return viewable;
+}
+
+bool ViewMapping::OverlapsLiveLocked(uint64_t off, uint64_t n) const {
+  // live_ holds disjoint ranges: the one starting last at or before off, and
+  // those starting inside [off, off + n), are the only candidates.
+  auto it = live_.upper_bound(off);
+  if (it != live_.begin() && std::prev(it)->second > off) return true;
+  return it != live_.end() && it->first < off + n;
 }
 
 void ViewMapping::Unview(const std::vector<uint64_t>& offsets, const std::vector<uint64_t>& sizes) {
@@ -367,6 +383,7 @@ void ViewMapping::Unview(const std::vector<uint64_t>& offsets, const std::vector
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t i = 0; i < offsets.size(); ++i) {
     if (sizes[i] == 0) continue;
+    live_.erase(offsets[i]);
     const uint64_t c1 = LastChunk(offsets[i], sizes[i]);
     for (uint64_t c = FirstChunk(offsets[i]); c <= c1; ++c) {
       if (--views_[c] == 0 && state_[c].load(std::memory_order_acquire) == kPrivate)

@@ -16,10 +16,11 @@
 //     may hold writes or bytes older than the object now stored there);
 //   - when the last view of a private chunk goes, the chunk is mapped shared
 //     again, so views are zero-copy again.
-// Within one process, live views of the same stored object share their
-// pages, so a write through one shows through the others (as with numpy
-// views of one array); a view handed out after the write sees the stored
-// bytes.
+//   - live views never overlap: a range that a live view of this process
+//     already shows (the same object read again while the first result
+//     lives) is copied, so a write through one result never shows in
+//     another; a view handed out after the last one ended sees the stored
+//     bytes.
 //
 // Faults outside every copy-on-write mapping, and reads, go to the handler
 // that was installed before ours (by default the process dies as it would
@@ -44,6 +45,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -88,6 +90,8 @@ class ViewMapping {
   }
   // Maps chunk c shared and read-only again. Requires mu_ and no live view.
   void RestoreLocked(uint64_t c);
+  // Whether [off, off + n) overlaps a live view. Requires mu_.
+  bool OverlapsLiveLocked(uint64_t off, uint64_t n) const;
 
   // Constant after construction.
   uint8_t* const base_;
@@ -99,6 +103,7 @@ class ViewMapping {
 
   mutable std::mutex mu_;
   std::vector<uint32_t> views_;  // guarded by mu_: live views touching each chunk
+  std::map<uint64_t, uint64_t> live_;  // guarded by mu_: live views, offset -> end (disjoint)
 };
 
 }  // namespace ds::internal

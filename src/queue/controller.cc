@@ -36,6 +36,9 @@ Status ControllerOptions::Validate() const {
   if (embedded_storage_units > 0 && storage_unit_capacity_bytes == 0) {
     return Status::Invalid("storage_unit_capacity_bytes must be > 0");
   }
+  if (pre_alloc_samples < 0 || pre_alloc_samples > (int64_t{1} << 24)) {
+    return Status::Invalid("pre_alloc_samples must be in [0, 2^24], got ", pre_alloc_samples);
+  }
   if (custom_sampler && !default_sampling.empty()) {
     return Status::Invalid(
         "default_sampling and custom_sampler are exclusive (the custom sampler serves every call)");
@@ -60,6 +63,7 @@ class ControllerImpl : public TransferQueueController {
 
   Status Init(const ControllerOptions& o) {
     state_.set_get_meta_defaults({o.polling_mode, o.default_sampling});
+    state_.set_pre_alloc_samples(static_cast<size_t>(o.pre_alloc_samples));
     if (o.custom_sampler) state_.set_custom_sampler(internal::MakeCustomSamplerAdapter(o.custom_sampler));
     TQDS_ASSIGN_OR_RETURN(
         server_, tqds::wire::RpcServer::Bind(

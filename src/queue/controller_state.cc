@@ -2,10 +2,17 @@
 #include "queue/controller_state.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "queue/sampler.h"
 
 namespace tq::internal {
+namespace {
+
+// StatusRows' position of a reserved index (no sample yet).
+constexpr size_t kReservedRow = std::numeric_limits<size_t>::max();
+
+}  // namespace
 
 bool Partition::IsProduced(size_t pos, const std::vector<int>& fids) const {
   const auto& fields = samples[pos].fields;
@@ -52,20 +59,30 @@ int64_t ControllerState::TakeIndex() {
   return next_index_++;
 }
 
-Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, size_t count) {
-  if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
+Partition& ControllerState::GetOrCreate(const std::string& partition_id) {
   auto& slot = partitions_[partition_id];
   if (!slot) {
     slot = std::make_unique<Partition>();
     slot->name = partition_id;
     slot->created = next_partition_++;
+    for (size_t i = 0; i < pre_alloc_samples_; ++i) slot->reserved.insert(TakeIndex());
   }
-  Partition& p = *slot;
+  return *slot;
+}
+
+Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, size_t count) {
+  if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
+  Partition& p = GetOrCreate(partition_id);
   std::vector<SampleMeta> out;
   out.reserve(count);
   for (size_t i = 0; i < count; ++i) {
     SampleRecord r;
-    r.global_index = TakeIndex();
+    if (!p.reserved.empty()) {
+      r.global_index = *p.reserved.begin();
+      p.reserved.erase(p.reserved.begin());
+    } else {
+      r.global_index = TakeIndex();
+    }
     r.generation = next_generation_++;
     p.position_of[r.global_index] = p.samples.size();
     SampleMeta m;
@@ -254,6 +271,8 @@ BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) 
   Partition& p = *it->second;
   p.keep_when_empty = false;
   if (custom_sampler_) custom_sampler_->ForgetPartition(partition_id);  // upstream's sampler.clear_cache
+  for (int64_t gi : p.reserved) free_indexes_.push(gi);  // they hold nothing in storage
+  p.reserved.clear();
   if (p.position_of.empty()) {  // nothing to release later: drop it now
     partitions_.erase(it);
     return BatchMeta();
@@ -375,11 +394,15 @@ std::optional<SampleStatusMatrix> ControllerState::ProductionMatrix(const std::s
       m.columns.push_back(p->field_names[fid]);
     }
   }
-  std::vector<size_t> rows = VisibleByIndex(*p);
+  const auto rows = StatusRows(*p);
   m.global_indexes.reserve(rows.size());
   m.status.reserve(rows.size() * fids.size());
-  for (size_t pos : rows) {
-    m.global_indexes.push_back(p->samples[pos].global_index);
+  for (const auto& [gi, pos] : rows) {
+    m.global_indexes.push_back(gi);
+    if (pos == kReservedRow) {
+      m.status.insert(m.status.end(), fids.size(), 0);
+      continue;
+    }
     const auto& rec = p->samples[pos].fields;
     for (int f : fids) m.status.push_back(static_cast<size_t>(f) < rec.size() && rec[f].produced ? 1 : 0);
   }
@@ -394,14 +417,24 @@ std::optional<SampleStatusMatrix> ControllerState::ConsumptionMatrix(const std::
   const TaskState& task = p.tasks[task_name];
   SampleStatusMatrix m;
   m.columns = {task_name};
-  std::vector<size_t> rows = VisibleByIndex(p);
+  const auto rows = StatusRows(p);
   m.global_indexes.reserve(rows.size());
   m.status.reserve(rows.size());
-  for (size_t pos : rows) {
-    m.global_indexes.push_back(p.samples[pos].global_index);
-    m.status.push_back(pos < task.consumed.size() && task.consumed[pos] ? 1 : 0);
+  for (const auto& [gi, pos] : rows) {
+    m.global_indexes.push_back(gi);
+    m.status.push_back(pos != kReservedRow && pos < task.consumed.size() && task.consumed[pos] ? 1 : 0);
   }
   return m;
+}
+
+std::vector<std::pair<int64_t, size_t>> ControllerState::StatusRows(const Partition& p) {
+  std::vector<std::pair<int64_t, size_t>> rows;
+  const std::vector<size_t> visible = VisibleByIndex(p);
+  rows.reserve(visible.size() + p.reserved.size());
+  for (size_t pos : visible) rows.emplace_back(p.samples[pos].global_index, pos);
+  for (int64_t gi : p.reserved) rows.emplace_back(gi, kReservedRow);
+  std::sort(rows.begin(), rows.end());
+  return rows;
 }
 
 std::vector<const Partition*> ControllerState::InCreationOrder() const {

@@ -75,6 +75,11 @@ struct Partition {
   // key is erased when its sample's clear begins (phase 1).
   std::unordered_map<std::string, size_t> position_of_key;
   std::map<size_t, std::string> key_at;
+  // Indexes reserved when the partition was created (upstream's
+  // TQ_PRE_ALLOC_SAMPLE_NUM) that no sample holds yet: allocations take them
+  // first, smallest first; the status matrices show them as rows not yet
+  // produced or consumed, so a consumer sees the expected size early.
+  std::set<int64_t> reserved;
   // A partition stays (listed, empty) when its last sample is released, as
   // upstream's does; only clear_partition drops it.
   bool keep_when_empty = true;
@@ -115,6 +120,9 @@ class ControllerState {
   // embedding program's: MakeCustomSamplerAdapter); null: the built-ins.
   void set_custom_sampler(std::shared_ptr<Sampler> s) { custom_sampler_ = std::move(s); }
 
+  // Indexes a new partition reserves (upstream's TQ_PRE_ALLOC_SAMPLE_NUM;
+  // default 1, which the first allocation always takes).
+  void set_pre_alloc_samples(size_t n) { pre_alloc_samples_ = n; }
   // Reserves `count` fresh samples in `partition_id` (created on first use).
   Result<BatchMeta> Allocate(const std::string& partition_id, size_t count);
   // Records fields of samples as produced; every sample must be live with the
@@ -194,6 +202,11 @@ class ControllerState {
   static std::vector<size_t> VisibleByIndex(const Partition& p);
   void EraseKey(Partition& p, size_t pos);
   int64_t TakeIndex();
+  // The partition, created (with its reserved indexes) when missing.
+  Partition& GetOrCreate(const std::string& partition_id);
+  // Rows of the status matrices: visible samples and reserved indexes, by
+  // ascending global index; a reserved row has position npos.
+  static std::vector<std::pair<int64_t, size_t>> StatusRows(const Partition& p);
   // Every partition, oldest first.
   std::vector<const Partition*> InCreationOrder() const;
   // The live, visible sample `s` names (same generation), or null.
@@ -206,6 +219,7 @@ class ControllerState {
   uint64_t next_generation_ = 1;
   uint64_t next_partition_ = 0;
   GetMetaDefaults defaults_;
+  size_t pre_alloc_samples_ = 1;
   std::shared_ptr<Sampler> custom_sampler_;
 };
 

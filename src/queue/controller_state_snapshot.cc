@@ -45,7 +45,7 @@ void PackTask(Packer& pk, const std::string& name, const TaskState& t) {
 }
 
 void PackPartition(Packer& pk, const Partition& p) {
-  pk.pack_map(7);
+  pk.pack_map(8);
   pk.pack("name");
   pk.pack(p.name);
   pk.pack("keep_when_empty");
@@ -74,6 +74,8 @@ void PackPartition(Packer& pk, const Partition& p) {
     pk.pack_uint64(pos);
     pk.pack(key);
   }
+  pk.pack("reserved");
+  pk.pack(std::vector<int64_t>(p.reserved.begin(), p.reserved.end()));
   pk.pack("tasks");
   // Sorted by name, so equal states give equal bytes.
   std::map<std::string, const TaskState*> tasks;
@@ -259,6 +261,22 @@ Status ReadTasks(const MapReader& rd, Partition& p) {
   return Status::OK();
 }
 
+// Reserved indexes (absent in snapshots written before they existed).
+Status ReadReserved(const MapReader& rd, Partition& p, const Bounds& b, Taken& taken) {
+  if (rd.Find("reserved") == nullptr) return Status::OK();
+  TQDS_ASSIGN_OR_RETURN(auto reserved, rd.Get<std::vector<int64_t>>("reserved"));
+  for (int64_t gi : reserved) {
+    if (gi < 0 || gi >= b.next_index) {
+      return Status::Invalid(rd.what(), ": reserved index ", gi, " is outside [0, ", b.next_index, ")");
+    }
+    if (!taken.indexes.insert(gi).second) {
+      return Status::Invalid(rd.what(), ": reserved index ", gi, " is held twice");
+    }
+    p.reserved.insert(gi);
+  }
+  return Status::OK();
+}
+
 Result<std::unique_ptr<Partition>> ReadPartition(const msgpack::object& o, const Bounds& b, Taken& taken) {
   auto p = std::make_unique<Partition>();
   {
@@ -272,6 +290,7 @@ Result<std::unique_ptr<Partition>> ReadPartition(const msgpack::object& o, const
   TQDS_RETURN_NOT_OK(ReadSamples(rd, *p, b, taken));
   TQDS_RETURN_NOT_OK(ReadKeys(rd, *p));
   TQDS_RETURN_NOT_OK(ReadTasks(rd, *p));
+  TQDS_RETURN_NOT_OK(ReadReserved(rd, *p, b, taken));
   return p;
 }
 
@@ -349,7 +368,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
     TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation}, taken));
     std::string name = p->name;
     p->created = i;  // listed oldest first
-    bool drop = p->position_of.empty() && !p->keep_when_empty;  // emptied by released clears, as ReleaseSamples
+    bool drop = p->position_of.empty() && p->reserved.empty() && !p->keep_when_empty;  // emptied by released clears, as ReleaseSamples
     if (!partitions.emplace(name, std::move(p)).second) {
       return Status::Invalid("controller snapshot: partition '", name, "' is listed twice");
     }

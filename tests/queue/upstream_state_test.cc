@@ -219,6 +219,52 @@ TEST_F(UpstreamStateTest, ForceFetchAllReturnsEveryLiveSampleAndMarksNothing) {
 
 // ------------------------------------------------------------ codec
 
+// ------------------------------------------------------------ pre-allocation
+
+TEST_F(UpstreamStateTest, PreAllocatedIndexesAreRowsUntilAllocationsTakeThem) {
+  state_.set_pre_alloc_samples(4);
+  BatchMeta a = Alloc("p", 1);
+  EXPECT_EQ(a.global_indexes(), std::vector<int64_t>{0});
+  // Another partition reserves its own four after p's.
+  EXPECT_EQ(Alloc("q", 1).global_indexes(), std::vector<int64_t>{4});
+  Produce(a, {"a"});
+  auto prod = state_.ProductionMatrix("p", {"a"});
+  ASSERT_TRUE(prod.has_value());
+  EXPECT_EQ(prod->global_indexes, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(prod->status, (std::vector<uint8_t>{1, 0, 0, 0}));
+  EXPECT_EQ(Get(Req("t", 1, FetchMode::kFetch)).global_indexes(), std::vector<int64_t>{0});
+  EXPECT_EQ(Consumed("t"), (std::vector<uint8_t>{1, 0, 0, 0}));
+  // The next allocation takes the reserved 1..3 first, then fresh indexes.
+  BatchMeta b = Alloc("p", 5);
+  EXPECT_EQ(b.global_indexes(), (std::vector<int64_t>{1, 2, 3, 8, 9}));
+  // The seed's summary counts samples only.
+  ASSERT_OK_AND_ASSIGN(auto st, state_.GetConsumptionStatus("q", "t"));
+  EXPECT_EQ(st.num_samples, 1u);
+  // Clearing a partition frees its reservation at once.
+  const size_t free_before = state_.free_index_count();
+  (void)state_.BeginClearPartition("q");
+  EXPECT_EQ(state_.free_index_count(), free_before + 3);
+}
+
+TEST_F(UpstreamStateTest, ZeroPreAllocationReservesNothing) {
+  state_.set_pre_alloc_samples(0);
+  EXPECT_EQ(Alloc("p", 2).global_indexes(), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(Alloc("q", 1).global_indexes(), std::vector<int64_t>{2});
+  EXPECT_EQ(Consumed("t").size(), 2u);
+}
+
+TEST_F(UpstreamStateTest, ReservedIndexesSurviveASnapshot) {
+  state_.set_pre_alloc_samples(3);
+  Alloc("p", 1);
+  ControllerState other;
+  ASSERT_OK(other.Restore(state_.Snapshot()));
+  auto m = other.ConsumptionMatrix("p", "t");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->global_indexes, (std::vector<int64_t>{0, 1, 2}));
+  ASSERT_OK_AND_ASSIGN(BatchMeta more, other.Allocate("p", 2));
+  EXPECT_EQ(more.global_indexes(), (std::vector<int64_t>{1, 2}));
+}
+
 TEST(SampleStatusCodecTest, RoundTripAndHostileInput) {
   SampleStatusMatrix m;
   m.global_indexes = {3, 7};

@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -68,6 +69,12 @@ int main(int argc, char** argv) {
   ctl->add_flag("--polling-mode", polling_mode,
                 "get_meta mode fetch answers at once (empty when too few samples are ready), "
                 "as upstream TransferQueue's polling_mode");
+  int64_t pre_alloc = 1;
+  CLI::Option* pre_alloc_opt =
+      ctl->add_option("--pre-alloc-samples", pre_alloc,
+                      "indexes each new partition reserves, shown as not yet produced in its "
+                      "status (upstream's TQ_PRE_ALLOC_SAMPLE_NUM; default: that variable, else 1)")
+      ->capture_default_str();
   ctl->add_option("--default-sampling", default_sampling,
                   "sampling config (JSON object) for get_meta calls whose sampling_config names "
                   "no sampler, e.g. '{\"sampler\": \"grpo_group_n\", \"n_samples_per_prompt\": 4}'");
@@ -99,6 +106,17 @@ int main(int argc, char** argv) {
     o.embedded_storage_units = units;
     o.storage_unit_capacity_bytes = capacity_mb << 20;
     o.polling_mode = polling_mode;
+    o.pre_alloc_samples = pre_alloc;
+    const char* env = std::getenv("TQ_PRE_ALLOC_SAMPLE_NUM");
+    if (pre_alloc_opt->count() == 0 && env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      errno = 0;
+      const long long n = std::strtoll(env, &end, 10);
+      if (errno != 0 || *end != '\0') {
+        return Fail(tqds::Status::Invalid("TQ_PRE_ALLOC_SAMPLE_NUM='", env, "' is not a whole number"));
+      }
+      o.pre_alloc_samples = n;
+    }
     if (!default_sampling.empty()) {
       auto cfg = tq::ParseSamplingConfigJson(default_sampling);
       if (!cfg.ok()) return Fail(cfg.status().WithContext("--default-sampling"));

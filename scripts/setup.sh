@@ -5,7 +5,7 @@
 #      tests and benchmarks start (etcd, redis, iperf3, iproute2).
 #   2. A virtual environment (.venv, or $VENV) with torch 2.13.0 (CPU) and the
 #      package itself, `pip install .[test,ray]`, which builds the extension
-#      and the tq / dscli / ds_worker programs with scikit-build-core.
+#      and the tq / dscli / datasystem_worker programs with scikit-build-core.
 #   3. The same CMake build tree, build/, with the C++ tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
   int rc = 0;
   Worker wa{}, wb{};
   do {
-    // Worker A (waits for etcd: ds_worker refuses to start without it).
+    // Worker A (waits for etcd: datasystem_worker refuses to start without it).
     bool started = false;
     for (int i = 0; i < 100 && !started; ++i) {
       started = StartWorker(net.a(), kIpA, 31501, etcd, 4, dir, false, &wa, /*quiet=*/i < 99);

@@ -91,7 +91,7 @@ def find_build(arg):
         if d and os.path.exists(os.path.join(d, "bench", "datasystem", "ds_kv_ops_bench")):
             return os.path.abspath(d)
     sys.exit("ds_py_bench: no build with bench/datasystem/ds_kv_ops_bench found (build the targets "
-             "_tqds dscli ds_worker ds_kv_ops_bench, and pass --build-dir)")
+             "_tqds dscli datasystem_worker ds_kv_ops_bench, and pass --build-dir)")
 
 
 def import_datasystem(build):
@@ -116,9 +116,10 @@ class Worker:
         self.pid = None
         self.port = free_port()
         r = subprocess.run([dscli, "start", "-w", "--worker_address", f"127.0.0.1:{self.port}",
-                            "--unix_socket_dir", self.dir, "--shared_memory_size_mb", "2048"],
+                            "--unix_socket_dir", self.dir, "--shared_memory_size_mb", "2048",
+                            "--shared_memory_populate", "true"],
                            capture_output=True, text=True, timeout=60)
-        m = re.search(r"\(pid (\d+)", r.stdout)
+        m = re.search(r"PID: (\d+)", r.stdout)
         if m:
             self.pid = int(m.group(1))
         if r.returncode != 0 or not m:

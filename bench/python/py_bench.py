@@ -112,8 +112,9 @@ class Services:
         self.controller = None
         self.ctl = None
         r = subprocess.run([dscli, "start", "-w", "--worker_address", self.worker, "--unix_socket_dir", self.dir,
-                            "--shared_memory_size_mb", "2048"], capture_output=True, text=True, timeout=60)
-        pidfile = os.path.join(self.dir, f"ds_worker_{self.port}.pid")
+                            "--shared_memory_size_mb", "2048", "--shared_memory_populate", "true"],
+                           capture_output=True, text=True, timeout=60)
+        pidfile = os.path.join(self.dir, f"datasystem_worker_127.0.0.1_{self.port}.pid")
         if os.path.exists(pidfile):
             with open(pidfile) as f:
                 self.worker_pid = int(f.read().split()[0])

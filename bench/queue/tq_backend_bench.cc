@@ -403,7 +403,7 @@ class DsWorker {
       if (r.code == 0) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     } while (Clock::now() < deadline);
-    std::ifstream(dir + "/ds_worker_" + std::to_string(port) + ".pid") >> pid_;
+    std::ifstream(dir + "/datasystem_worker_" + ip + "_" + std::to_string(port) + ".pid") >> pid_;
     return r.code == 0 ? "" : "dscli start " + address_ + ": " + r.output;
   }
   void Stop() {

@@ -126,7 +126,7 @@ class DsWorker:
                 cmd += ["--etcd_address", etcd_address]
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=DSCLI_START_TIMEOUT)
             last = r.stdout + r.stderr
-            m = re.search(r"\(pid (\d+)", r.stdout)
+            m = re.search(r"PID: (\d+)", r.stdout)
             if r.returncode == 0 and m:
                 self.pid = int(m.group(1))
                 return

@@ -500,7 +500,7 @@ def test_seed_multi_node_on_ray(netns_pair, two_workers, ray_cluster, tmp_path):
     print("\n".join(f"--- listening in {ns}:\n{text}" for ns, text in listening.items()))
     for ns, ip in ((pair.a, HEAD_NODE_IP), (pair.b, WORKER_NODE_IP)):
         for line in listening[ns].splitlines():
-            if '"etcd"' in line or '"ds_worker"' in line:
+            if '"etcd"' in line or '"datasystem_work' in line:
                 assert f" {ip}:" in line, f"etcd / the datasystem worker should bind {ip} only: {line}"
 
     (tmp_path / "driver.py").write_text(driver_source())

@@ -121,7 +121,7 @@ def venv(wheel, tmp_path_factory) -> Venv:
 
 def test_wheel_holds_the_packages_and_programs_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for prog in ("tq", "dscli", "ds_worker"):
+    for prog in ("tq", "dscli", "datasystem_worker"):
         assert f"datasystem/_bin/{prog}" in names, names
     assert any(re.fullmatch(r"_tqds\.cpython-.*\.so", n) for n in names), names
     assert "transfer_queue/__init__.py" in names and "datasystem/__init__.py" in names
@@ -219,7 +219,7 @@ def test_worker_and_put_get(venv, tmp_path):
         assert m, r.stdout
         worker_pid = int(m.group(1))
         exe = Path(os.readlink(f"/proc/{worker_pid}/exe"))
-        assert exe.is_relative_to(venv.root.resolve()), exe  # the bundled ds_worker
+        assert exe.is_relative_to(venv.root.resolve()), exe  # the bundled datasystem_worker
         r = venv.run(str(venv.python), "-c", PUT_GET, str(pid_file), str(port), timeout=120, check=False)
         if pid_file.exists():
             controller_pid = int(pid_file.read_text())

@@ -234,7 +234,7 @@ class _DsWorker:
         except BaseException:
             shutil.rmtree(socket_dir, ignore_errors=True)
             raise
-        m = re.search(r"\(pid (\d+)", r.stdout)
+        m = re.search(r"PID: (\d+)", r.stdout)
         if r.returncode != 0 or not m:
             shutil.rmtree(socket_dir, ignore_errors=True)
             raise UnavailableError(
@@ -249,7 +249,7 @@ class _DsWorker:
                            capture_output=True, text=True, timeout=30)
         except Exception as e:
             logger.warning("dscli stop %s failed: %s", self.address, e)
-        if _pid_alive(self.pid) and _cmdline(self.pid).find("ds_worker") >= 0:
+        if _pid_alive(self.pid) and _cmdline(self.pid).find("datasystem_worker") >= 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, 9)
         shutil.rmtree(self.socket_dir, ignore_errors=True)

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <random>
 
+#include "datasystem/metastore_hook.h"
 #include "datasystem/protocol.h"
 
 namespace ds {
@@ -49,10 +50,10 @@ Result<std::unique_ptr<Worker>> Worker::Start(const WorkerOptions& options) {
 
 Status Worker::LockPidFile() {
   std::error_code ec;
-  std::filesystem::create_directories(options_.unix_socket_dir, ec);
+  std::filesystem::create_directories(options_.unix_domain_socket_dir, ec);
   if (ec) {
-    return Status::IOError("cannot create --unix_socket_dir ", options_.unix_socket_dir, ": ",
-                           ec.message());
+    return Status::IOError("cannot create --unix_domain_socket_dir ",
+                           options_.unix_domain_socket_dir, ": ", ec.message());
   }
   const std::string path = options_.pid_path();
   pid_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -77,36 +78,53 @@ Status Worker::LockPidFile() {
 }
 
 Status Worker::Init() {
-  if (!options_.etcd_address.empty()) TQDS_RETURN_NOT_OK(ProbeEtcd(options_.etcd_address, 3000));
+  // The pid file (named by the full address) first: a second start of the
+  // same worker fails here without touching the running one's services.
   TQDS_RETURN_NOT_OK(LockPidFile());
+  if (options_.start_metastore_service) {
+    TQDS_RETURN_NOT_OK(StartMetastore(options_));
+    metastore_started_ = true;
+  }
+  const std::string coordination = options_.coordination_address();
+  if (!coordination.empty()) TQDS_RETURN_NOT_OK(ProbeEtcd(coordination, 3000));
   const HostPort hp = options_.address();
 
   TQDS_ASSIGN_OR_RETURN(arena_, SharedArena::Create(options_.shared_memory_size_mb << 20,
-                                                    options_.populate_memory));
-  TQDS_ASSIGN_OR_RETURN(SpillStore spill, SpillStore::Open(options_.spill_path(),
-                                                           options_.spill_size_limit_mb << 20));
+                                                    options_.shared_memory_populate));
+  const uint64_t spill_limit = options_.EffectiveSpillLimit();
+  if (!options_.spill_directory.empty() && spill_limit == 0) {
+    return Status::IOError("cannot measure the file system of --spill_directory ",
+                           options_.spill_directory, "; pass --spill_size_limit BYTES");
+  }
+  TQDS_ASSIGN_OR_RETURN(SpillStore spill, SpillStore::Open(options_.spill_path(), spill_limit));
   StoreOptions so;
   so.name = options_.worker_address;
-  so.high_watermark = options_.high_watermark;
+  so.high_watermark = options_.eviction_high_watermark_ratio;
   store_ = std::make_unique<ObjectStore>(so, arena_->base(),
                                          std::make_unique<BestFitAllocator>(arena_->size()),
                                          std::make_unique<LruPolicy>(), std::move(spill));
   TQDS_ASSIGN_OR_RETURN(std::string ip, ResolveIpv4(hp.host));
+  HostPort bind = hp;
+  std::string bind_ip = ip;
+  if (!options_.bind_address.empty()) {
+    bind = *HostPort::Parse(options_.bind_address, "--bind_address");
+    TQDS_ASSIGN_OR_RETURN(bind_ip, ResolveIpv4(bind.host));
+  }
   auto tcp = tqds::wire::RpcServer::Bind(
-      "tcp://" + ip + ":" + std::to_string(hp.port),
+      "tcp://" + bind_ip + ":" + std::to_string(bind.port),
       [this](Message&& m, tqds::wire::Responder r) { OnTcpRequest(std::move(m), std::move(r)); },
       [this](Clock::time_point now) { return Tick(now); });
   if (!tcp.ok()) {
-    return Status::IOError("cannot listen on ", options_.worker_address, ": port ", hp.port,
+    return Status::IOError("cannot listen on ", bind.ToString(), ": port ", bind.port,
                            " is already in use by another process (or the address is not local): ",
                            tcp.status().message());
   }
   tcp_ = std::move(tcp).value();
-  if (!options_.etcd_address.empty()) {
+  if (!coordination.empty()) {
     ClusterOptions co;
     co.self = options_.worker_address;
     co.self_ip = ip;
-    co.etcd_address = options_.etcd_address;
+    co.etcd_address = coordination;
     co.node_timeout = std::chrono::seconds(options_.node_timeout_s);
     co.data_port = options_.data_port;
     co.pull.connections = options_.pull_connections;
@@ -171,6 +189,7 @@ void Worker::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (cluster_) cluster_->Stop();  // leave the ring first
+  if (metastore_started_) StopMetastore();
   if (store_) store_->Shutdown();
   if (local_) local_->Stop();
   if (tcp_) tcp_->Stop();

@@ -1,7 +1,9 @@
 // Worker: wires one datasystem worker together (arena, allocator, eviction
 // policy, spill tier, object store, request handler, Unix-socket server, TCP
-// server, and with --etcd_address the ClusterNode) and owns the pid file. It
-// holds no logic of its own.
+// server, with a coordination address (--etcd_address, else
+// --metastore_address) the ClusterNode, and with --start_metastore_service the
+// metastore, metastore_hook.h) and owns the pid file, named by the worker's
+// full address. It holds no logic of its own.
 //
 // Threads: the TCP (ZMQ) server thread (also runs TTL expiry and retries
 // waiting TCP Gets), the Unix accept thread, one thread per local client.
@@ -60,6 +62,7 @@ class Worker {
   std::deque<Deferred> deferred_;
   tqds::wire::Clock::time_point next_expiry_{};
   bool stopped_ = false;
+  bool metastore_started_ = false;  // StartMetastore succeeded: StopMetastore on Stop
 };
 
 }  // namespace ds

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 namespace ds {
 
@@ -35,52 +36,105 @@ Result<HostPort> HostPort::Parse(const std::string& text, const char* flag) {
 }
 
 Status WorkerOptions::Validate() const {
-  if (worker_address.empty()) return Status::Invalid("--worker_address is required");
+  if (worker_address.empty()) return Status::Invalid("--worker_address must not be empty");
   TQDS_RETURN_NOT_OK(HostPort::Parse(worker_address, "--worker_address").status());
+  if (!bind_address.empty()) {
+    TQDS_RETURN_NOT_OK(HostPort::Parse(bind_address, "--bind_address").status());
+  }
   if (!etcd_address.empty()) {
-    TQDS_RETURN_NOT_OK(HostPort::Parse(etcd_address, "--etcd_address").status());
+    size_t start = 0;
+    while (true) {
+      size_t comma = etcd_address.find(',', start);
+      TQDS_RETURN_NOT_OK(
+          HostPort::Parse(etcd_address.substr(start, comma - start), "--etcd_address").status());
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  if (!metastore_address.empty()) {
+    TQDS_RETURN_NOT_OK(HostPort::Parse(metastore_address, "--metastore_address").status());
+  }
+  if (start_metastore_service && metastore_address.empty()) {
+    return Status::Invalid("--start_metastore_service true needs --metastore_address HOST:PORT "
+                           "(where the service listens)");
   }
   if (shared_memory_size_mb < 1 || shared_memory_size_mb > (1u << 22)) {
     return Status::Invalid("--shared_memory_size_mb must be between 1 and 4194304, got ",
                            shared_memory_size_mb);
   }
-  if (!spill_directory.empty() && spill_size_limit_mb == 0) {
-    return Status::Invalid("--spill_size_limit_mb must be positive when --spill_directory is set");
+  if (unix_domain_socket_dir.empty()) {
+    return Status::Invalid("--unix_domain_socket_dir must not be empty");
   }
-  if (unix_socket_dir.empty()) return Status::Invalid("--unix_socket_dir must not be empty");
   if (socket_path().size() > 100) {
-    return Status::Invalid("--unix_socket_dir '", unix_socket_dir,
-                           "' is too long for a Unix socket path (keep it under ~80 bytes)");
+    return Status::Invalid("--unix_domain_socket_dir '", unix_domain_socket_dir,
+                           "' is too long for a Unix socket path (keep it under ~60 bytes)");
+  }
+  if (min_log_level < 0 || min_log_level > 3) {
+    return Status::Invalid("--minloglevel must be between 0 and 3, got ", min_log_level);
   }
   if (node_timeout_s < 1 || node_timeout_s > 3600) {
     return Status::Invalid("--node_timeout_s must be between 1 and 3600, got ", node_timeout_s);
   }
   if (pull_connections < 1 || pull_connections > 64) {
-    return Status::Invalid("--pull_connections must be between 1 and 64, got ", pull_connections);
+    return Status::Invalid("--oc_worker_worker_pool_size must be between 1 and 64, got ",
+                           pull_connections);
   }
   if (data_port < 0 || data_port > 65535) {
-    return Status::Invalid("--data_port must be between 0 and 65535, got ", data_port);
+    return Status::Invalid("--oc_worker_worker_direct_port must be between 0 and 65535, got ",
+                           data_port);
   }
-  if (!(high_watermark > 0.0 && high_watermark <= 1.0)) {
-    return Status::Invalid("high watermark must be in (0, 1], got ", high_watermark);
+  if (!(eviction_high_watermark_ratio > 0.0 && eviction_high_watermark_ratio <= 1.0)) {
+    return Status::Invalid("--eviction_high_watermark_ratio must be in (0, 1], got ",
+                           eviction_high_watermark_ratio);
+  }
+  if (!(eviction_low_watermark_ratio > 0.0 &&
+        eviction_low_watermark_ratio <= eviction_high_watermark_ratio)) {
+    return Status::Invalid("--eviction_low_watermark_ratio must be in (0, ",
+                           eviction_high_watermark_ratio, "] (the high watermark), got ",
+                           eviction_low_watermark_ratio);
   }
   return Status::OK();
 }
 
 HostPort WorkerOptions::address() const { return *HostPort::Parse(worker_address, "address"); }
 
-std::string WorkerOptions::socket_path() const {
+std::string WorkerOptions::coordination_address() const {
+  if (!etcd_address.empty()) return etcd_address.substr(0, etcd_address.find(','));
+  return metastore_address;
+}
+
+std::string WorkerOptions::identity() const {
   auto hp = HostPort::Parse(worker_address, "address");
-  return unix_socket_dir + "/ds_worker_" + std::to_string(hp.ok() ? hp->port : 0) + ".sock";
+  if (!hp.ok()) return "invalid";
+  std::string host = hp->host;
+  for (char& c : host) {
+    if (c == '/' || c == '[' || c == ']') c = '_';  // keep it one path component
+  }
+  return host + "_" + std::to_string(hp->port);
+}
+
+std::string WorkerOptions::socket_path() const {
+  return unix_domain_socket_dir + "/datasystem_worker_" + identity() + ".sock";
 }
 
 std::string WorkerOptions::pid_path() const {
-  return unix_socket_dir + "/ds_worker_" + std::to_string(address().port) + ".pid";
+  return unix_domain_socket_dir + "/datasystem_worker_" + identity() + ".pid";
 }
 
 std::string WorkerOptions::spill_path() const {
   if (spill_directory.empty()) return "";
-  return spill_directory + "/ds_worker_" + std::to_string(address().port);
+  return spill_directory + "/datasystem_worker_" + identity();
+}
+
+uint64_t WorkerOptions::EffectiveSpillLimit() const {
+  if (spill_size_limit != 0 || spill_directory.empty()) return spill_size_limit;
+  // The directory may not exist yet: measure its nearest existing ancestor.
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::absolute(spill_directory, ec);
+  while (dir.has_relative_path() && !std::filesystem::exists(dir, ec)) dir = dir.parent_path();
+  const auto space = std::filesystem::space(dir, ec);
+  if (ec) return 0;
+  return static_cast<uint64_t>(static_cast<long double>(space.capacity) * 0.95L);
 }
 
 Status ProbeEtcd(const std::string& address, int timeout_ms) {

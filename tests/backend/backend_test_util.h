@@ -33,7 +33,7 @@ class DsWorker {
       ok_ = code.ok() && *code == 0;
     }
     // The worker's pid, to kill it if a graceful stop fails.
-    std::ifstream pidfile(dir_ + "/ds_worker_" + std::to_string(port_) + ".pid");
+    std::ifstream pidfile(dir_ + "/datasystem_worker_127.0.0.1_" + std::to_string(port_) + ".pid");
     pidfile >> pid_;
   }
   ~DsWorker() {

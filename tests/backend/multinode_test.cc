@@ -168,7 +168,7 @@ class NsWorker {
       if (r.code == 0) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     } while (Clock::now() < deadline);
-    std::ifstream(dir_ + "/ds_worker_" + std::to_string(kWorkerPort) + ".pid") >> pid_;
+    std::ifstream(dir_ + "/datasystem_worker_" + ip_ + "_" + std::to_string(kWorkerPort) + ".pid") >> pid_;
     return r.code == 0 ? "" : "dscli start " + address() + " failed: " + r.output;
   }
   void Stop() {

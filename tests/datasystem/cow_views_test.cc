@@ -1,5 +1,5 @@
 // Copy-on-write views (ClientOptions::copy_on_write_views) against a real
-// ds_worker: a write through a view never changes the stored value, later
+// datasystem_worker: a write through a view never changes the stored value, later
 // views never show written or stale pages, concurrent writers into one chunk
 // all keep their writes, and faults elsewhere still kill the process.
 #include <gtest/gtest.h>

@@ -18,7 +18,8 @@ using testing::RunProgram;
 // A worker started through dscli; stopped (or killed by pid) at the end.
 class DscliWorker {
  public:
-  explicit DscliWorker(int port = testing::FreePort()) : port_(port) {}
+  explicit DscliWorker(int port = testing::FreePort(), std::string host = "127.0.0.1")
+      : port_(port), host_(std::move(host)) {}
   ~DscliWorker() {
     if (pid_ > 0) {
       RunProgram({DSCLI_BIN, "stop", "--worker_address", address()});
@@ -31,8 +32,8 @@ class DscliWorker {
                                      "32"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto r = RunProgram(argv);
-    auto pos = r.output.find("(pid ");
-    if (r.code == 0 && pos != std::string::npos) pid_ = std::atoi(r.output.c_str() + pos + 5);
+    auto pos = r.output.find("success, PID: ");
+    if (r.code == 0 && pos != std::string::npos) pid_ = std::atoi(r.output.c_str() + pos + 14);
     return r;
   }
   testing::RunResult Stop() {
@@ -40,7 +41,11 @@ class DscliWorker {
     if (r.code == 0) pid_ = -1;
     return r;
   }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return host_ + ":" + std::to_string(port_); }
+  // The worker's socket / pid file, named by its full address.
+  std::string file(const char* ext) const {
+    return dir_.path() + "/datasystem_worker_" + host_ + "_" + std::to_string(port_) + ext;
+  }
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
   void Forget() { pid_ = -1; }
@@ -48,6 +53,7 @@ class DscliWorker {
 
  private:
   int port_;
+  std::string host_;
   testing::TempDir dir_;
   pid_t pid_ = -1;
 };
@@ -79,10 +85,15 @@ TEST(Dscli, StartServeStatusStop) {
   pid_t pid = w.pid();
   auto s = w.Stop();
   EXPECT_EQ(s.code, 0) << s.output;
-  EXPECT_NE(s.output.find("stopped"), std::string::npos);
+  EXPECT_NE(s.output.find("[  OK  ] Stop worker service @ " + w.address() + " normally, PID: " +
+                          std::to_string(pid)),
+            std::string::npos)
+      << s.output;
   EXPECT_TRUE(testing::WaitExit(pid, 0));
-  EXPECT_FALSE(std::filesystem::exists(w.dir() + "/ds_worker_" + std::to_string(w.port()) + ".sock"));
+  EXPECT_FALSE(std::filesystem::exists(w.file(".sock")));
+  // As the real dscli: stopping a worker that is not running fails.
   auto again = w.Stop();
+  EXPECT_NE(again.code, 0);
   EXPECT_NE(again.output.find("no datasystem worker is running"), std::string::npos);
 }
 
@@ -103,8 +114,8 @@ TEST(Dscli, StartsOverACrashedWorkersLeftovers) {
   pid_t pid = w.pid();
   ::kill(pid, SIGKILL);
   ASSERT_TRUE(testing::WaitExit(pid, 5000));
-  std::string sock = w.dir() + "/ds_worker_" + std::to_string(w.port()) + ".sock";
-  std::string pidfile = w.dir() + "/ds_worker_" + std::to_string(w.port()) + ".pid";
+  std::string sock = w.file(".sock");
+  std::string pidfile = w.file(".pid");
   ASSERT_TRUE(std::filesystem::exists(sock));  // the crash left them behind
   ASSERT_TRUE(std::filesystem::exists(pidfile));
   w.Forget();
@@ -126,7 +137,9 @@ TEST(Dscli, BadFlagsFailClearly) {
       {{"start", "-w", "--worker_address", "127.0.0.1:1234", "--shared_memory_size_mb", "0"},
        "shared_memory_size_mb"},
       {{"start", "-w", "--worker_address", "127.0.0.1:1234", "--bogus"}, "bogus"},
-      {{"start", "-w"}, "worker_address"},
+      {{"start", "-w", "--worker_address"}, "worker_address is missing a value"},
+      {{"start", "-w", "--worker_address", "127.0.0.1:1234", "--unix_socket_dir"}, "missing a value"},
+      {{"start"}, "-w"},
       {{"start", "--worker_address", "127.0.0.1:1234"}, "-w"},
       {{"start", "-w", "--worker_address", "127.0.0.1:1234", "--etcd_address", "x"}, "etcd_address"},
       {{"frobnicate"}, "subcommand"},

@@ -1,4 +1,4 @@
-// KVClient against a real ds_worker process: every call, many processes at
+// KVClient against a real datasystem_worker process: every call, many processes at
 // once, a client killed while holding buffers, spill and reload, out of
 // space, and hostile input on both of the worker's sockets.
 #include <gtest/gtest.h>

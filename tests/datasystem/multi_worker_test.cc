@@ -1,4 +1,4 @@
-// Cluster tests on loopback: a real etcd and several real ds_worker
+// Cluster tests on loopback: a real etcd and several real datasystem_worker
 // processes on 127.0.0.1 (different ports and socket directories), clients in
 // this process. Cross-worker gets, overwrite and delete of every copy, a
 // killed worker (fast, named errors), a restarted worker, an etcd outage.

@@ -62,7 +62,7 @@ inline pid_t Spawn(const std::vector<std::string>& argv, int* out_fd) {
   return child.pid;
 }
 
-// A ds_worker child process started with a readiness pipe.
+// A datasystem_worker child process started with a readiness pipe.
 struct WorkerConfig {
   uint64_t shm_mb = 64;
   std::string spill_dir;
@@ -115,7 +115,7 @@ class WorkerProcess {
   std::string address() const { return config_.host + ":" + std::to_string(port_); }
   const std::string& host() const { return config_.host; }
   std::string socket_path() const {
-    return dir_.path() + "/ds_worker_" + std::to_string(port_) + ".sock";
+    return dir_.path() + "/datasystem_worker_" + config_.host + "_" + std::to_string(port_) + ".sock";
   }
   const std::string& dir() const { return dir_.path(); }
 

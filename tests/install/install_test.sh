@@ -2,7 +2,7 @@
 # The installed C++ package end to end: `cmake --install` this build into a
 # temporary prefix, configure and build tests/install/consumer against it
 # with find_package(tqds), and run the program against a `tq controller` and
-# a `ds_worker` started from the prefix's bin/. Every process it starts is
+# a `datasystem_worker` started from the prefix's bin/. Every process it starts is
 # killed by pid on exit, failure included; everything listens on 127.0.0.1.
 # Run by ctest (tests/install/CMakeLists.txt passes the arguments):
 #   install_test.sh --build-dir B --config C --consumer DIR --cmake CMAKE
@@ -123,16 +123,16 @@ CONTROLLER=$(grep -oE 'tcp://127\.0\.0\.1:[0-9]+' <<<"$line")
 echo "controller at $CONTROLLER"
 consumer_args=(--controller "$CONTROLLER")
 
-if [[ -x "$PREFIX/bin/ds_worker" ]]; then
-  step "start ds_worker"
+if [[ -x "$PREFIX/bin/datasystem_worker" ]]; then
+  step "start datasystem_worker"
   mkdir -p "$WORK/ds"
   WORKER=""
   # The worker needs a concrete port: try a few unprivileged ones below the
   # ephemeral range, each fresh from $RANDOM.
   for attempt in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 12000))
-    log="$WORK/ds_worker.$attempt.log"
-    "$PREFIX/bin/ds_worker" --worker_address "127.0.0.1:$port" --shared_memory_size_mb 64 \
+    log="$WORK/datasystem_worker.$attempt.log"
+    "$PREFIX/bin/datasystem_worker" --worker_address "127.0.0.1:$port" --shared_memory_size_mb 64 \
       --unix_socket_dir "$WORK/ds" --log_dir "$WORK/ds" --no_populate_memory >"$log" 2>&1 &
     PIDS+=($!)
     if wait_for_line "$log" '^READY [0-9]+' 30 "${PIDS[-1]}" >/dev/null; then
@@ -141,13 +141,13 @@ if [[ -x "$PREFIX/bin/ds_worker" ]]; then
     fi
     stop_pid "${PIDS[-1]}"
     unset 'PIDS[-1]'
-    echo "ds_worker on port $port did not start: $(tail -n 1 "$log")"
+    echo "datasystem_worker on port $port did not start: $(tail -n 1 "$log")"
   done
-  [[ -n "$WORKER" ]] || fail "ds_worker did not start"
-  echo "ds_worker at $WORKER"
+  [[ -n "$WORKER" ]] || fail "datasystem_worker did not start"
+  echo "datasystem_worker at $WORKER"
   consumer_args+=(--worker "$WORKER")
 else
-  echo "(no ds_worker installed: the datasystem part is skipped)"
+  echo "(no datasystem_worker installed: the datasystem part is skipped)"
 fi
 
 step "run the consumer"

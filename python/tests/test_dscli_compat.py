@@ -1,0 +1,183 @@
+"""`dscli` as a drop-in for openYuanrong datasystem's, driven the way its users
+drive it: upstream TransferQueue 0.1.11's Yuanrong bootstrap command line
+(worker and head nodes, metastore mode), the seed's multi-node commands with
+two nodes on one machine (127.0.0.1 and 127.0.0.2, one port), and the real
+dscli's output lines. Real processes on loopback; every process started here
+is killed by pid at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from conftest import free_port, kill_pid
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def run(cmd: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
+    # As upstream TransferQueue runs it: stdout and stderr together, text.
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def ok_pid(out: str, address: str) -> int | None:
+    m = re.search(r"\[  OK  \] Start worker service @ " + re.escape(address) + r" success, PID: (\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+@pytest.fixture
+def socket_dir():
+    d = tempfile.mkdtemp(prefix="tqds_compat_")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def workers():
+    """Pids of the workers a test started; killed at the end whatever happened."""
+    started: list[tuple[str, int]] = []
+    yield started
+    for address, pid in started:
+        subprocess.run(["dscli", "stop", "--worker_address", address, "--timeout_s", "10"],
+                       capture_output=True, timeout=30)
+        kill_pid(pid)
+
+
+@pytest.fixture
+def etcd():
+    """A real etcd on free loopback ports; yields its client address."""
+    if not os.access(ETCD, os.X_OK):
+        pytest.skip("etcd is not installed")
+    d = tempfile.mkdtemp(prefix="tqds_compat_etcd_")
+    client, peer = free_port(), free_port()
+    curl, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    proc = subprocess.Popen([ETCD, "--name", "t", "--data-dir", f"{d}/data", "--listen-client-urls", curl,
+                             "--advertise-client-urls", curl, "--listen-peer-urls", purl,
+                             "--initial-advertise-peer-urls", purl, "--initial-cluster", f"t={purl}",
+                             "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # readiness: etcd answers /version
+            try:
+                with urllib.request.urlopen(f"{curl}/version", timeout=1) as r:
+                    if b"etcdserver" in r.read():
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield f"127.0.0.1:{client}"
+    finally:
+        kill_pid(proc.pid)
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bootstrap_command(worker_address: str, metastore_address: str, is_head: bool, worker_args: str) -> list[str]:
+    """The command line upstream TransferQueue 0.1.11 builds in
+    transfer_queue/storage/bootstrap/yuanrong_bootstrap.py (same order)."""
+    cmd = ["dscli", "start", "-w", "--worker_address", worker_address]
+    cmd.extend(["--metastore_address", metastore_address])
+    if is_head:
+        cmd.extend(["--start_metastore_service", "true"])
+    cmd.extend(["--arena_per_tenant", "1", "--enable_worker_worker_batch_get", "true"])
+    if worker_args:
+        cmd.extend(worker_args.split())
+    return cmd
+
+
+def test_transfer_queue_0_1_11_worker_node(etcd, workers, socket_dir):
+    # A worker node: the head's metastore is a real etcd here (same API). The
+    # worker_args are upstream's default plus its NPU recommendations.
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    args = (f"--shared_memory_size_mb 8192 --enable_huge_tlb true --remote_h2d_device_ids 0,1,2,3 "
+            f"--unix_domain_socket_dir {socket_dir}")
+    r = run(bootstrap_command(address, etcd, False, args))
+    pid = ok_pid(r.stdout, address)
+    if pid:
+        workers.append((address, pid))
+    assert r.returncode == 0 and "[  OK  ]" in r.stdout, r.stdout
+    assert "no effect" in r.stdout  # arena_per_tenant, batch get, huge TLB, RH2D: reported once
+    assert r.stdout.count("--arena_per_tenant=1") == 1
+
+    from datasystem import KVClient
+    kv = KVClient("127.0.0.1", port)
+    kv.init()
+    kv.set("compat/k", b"v")
+    assert kv.get("compat/k") == b"v"
+
+    # upstream's stop_datasystem_worker
+    s = subprocess.run(["dscli", "stop", "--worker_address", address], timeout=90, capture_output=True)
+    assert s.returncode == 0, s.stdout + s.stderr
+    assert f"[  OK  ] Stop worker service @ {address} normally, PID: {pid}".encode() in s.stdout
+
+
+def test_transfer_queue_0_1_11_head_node(workers, socket_dir):
+    # The head node asks for the metastore service. Until the service is wired
+    # in (src/datasystem/metastore_hook.h), the worker refuses with a reason.
+    port, ms_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    r = run(bootstrap_command(address, f"127.0.0.1:{ms_port}", True,
+                              f"--shared_memory_size_mb 256 --unix_domain_socket_dir {socket_dir}"))
+    pid = ok_pid(r.stdout, address)
+    if pid:
+        workers.append((address, pid))
+    if r.returncode != 0:
+        assert f"[  FAILED  ] Start worker service @ {address} failed:" in r.stdout, r.stdout
+        assert "metastore" in r.stdout
+        pytest.xfail("the metastore service is not wired into the worker yet")
+    assert "[  OK  ]" in r.stdout
+
+
+def test_seed_multi_node_commands_on_one_machine(etcd, workers, socket_dir):
+    # The seed's Appendix B with the two nodes as two loopback addresses and
+    # one port, sharing one file system: each starts, serves, and reads what
+    # the other wrote; stopping one leaves the other running.
+    port = free_port()
+    head, node = f"127.0.0.1:{port}", f"127.0.0.2:{port}"
+    for address in (head, node):
+        r = run(["dscli", "start", "-w", "--worker_address", address, "--etcd_address", etcd,
+                 "--unix_domain_socket_dir", socket_dir, "--shared_memory_size_mb", "256"])
+        pid = ok_pid(r.stdout, address)
+        if pid:
+            workers.append((address, pid))
+        assert r.returncode == 0 and pid, r.stdout
+
+    from datasystem import KVClient
+    a, b = KVClient("127.0.0.1", port), KVClient("127.0.0.2", port)
+    a.init()
+    b.init()
+    a.set("seed/x", b"written on the head node")
+    assert b.get("seed/x") == b"written on the head node"
+
+    s = run(["dscli", "stop", "--worker_address", node])
+    assert s.returncode == 0 and f"[  OK  ] Stop worker service @ {node} normally" in s.stdout, s.stdout
+    assert a.get("seed/x") == b"written on the head node"
+    again = run(["dscli", "stop", "--worker_address", node])
+    assert again.returncode == 1 and "Stop failed" in again.stdout
+
+
+def test_real_dscli_spellings(workers, socket_dir):
+    # The real dscli's option forms: -t before -w, stop -w ADDR, --version.
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    r = run(["dscli", "start", "-t", "30", "-w", f"--worker_address={address}",
+             f"--unix_domain_socket_dir={socket_dir}", "--shared_memory_size_mb=64"])
+    pid = ok_pid(r.stdout, address)
+    if pid:
+        workers.append((address, pid))
+    assert r.returncode == 0 and pid, r.stdout
+    assert f"Starting worker service with PID: {pid}" in r.stdout
+    s = run(["dscli", "stop", "-w", address])
+    assert s.returncode == 0 and f"PID: {pid}" in s.stdout, s.stdout
+    v = run(["dscli", "--version"])
+    assert v.returncode == 0 and v.stdout.startswith("dscli ")

@@ -195,6 +195,21 @@ def test_output_is_writable_copy_or_safe(client):
     assert torch.equal(out["x"], torch.full((2, 3), 2.0))
 
 
+def test_two_live_results_of_one_sample_are_independent(client, partition):
+    """Upstream: a result is independent of storage and of another reader's
+    result. Two get_data of the same samples in one process, both alive:
+    writing into one changes neither the other nor what a third read sees."""
+    data = torch.arange(4 * 4096, dtype=torch.float32).reshape(4, 4096)  # 64 KiB per sample
+    meta = client.put(data=TensorDict({"x": data}, batch_size=[4]), partition_id=partition)
+    first = client.get_data(meta)["x"]
+    second = client.get_data(meta)["x"]
+    first.mul_(-1)
+    second[0].fill_(7)
+    assert torch.equal(first, -data)
+    assert torch.equal(second[1:], data[1:]) and bool((second[0] == 7).all())
+    assert torch.equal(client.get_data(meta)["x"], data)
+
+
 # ------------------------------------------------------------------ object fields
 
 def test_strings_bytes_and_objects(client):

@@ -9,7 +9,10 @@ A program, not a test:
 
 Ops: set (one call per key), get (one call per key), mset, mget,
 mcreate + fill + mset_buffer (filled with WriteBuffer.write, and on a second
-Python row through WriteBuffer.memoryview()), get_buffers. Shapes: 1000 keys
+Python row through WriteBuffer.memoryview()), get_buffers; then the same
+ops in openYuanrong's call styles through yr.datasystem.KVClient (rows
+"yr ...": get([key]) per key, get(keys), mcreate filled through
+MutableData(), ...), each against the same C++ op. Shapes: 1000 keys
 of 4 KiB ("small") and one key of 64 MiB ("large"). The C++ side is
 `ds_kv_ops_bench --serve` (bench/datasystem/), one warm client in its own
 process, driven line by line so that the two sides alternate op by op:
@@ -67,6 +70,13 @@ ROWS = [
     ("mcreate+write+mset_buffer", "mcreate", "mcreate_write"),
     ("mcreate+memoryview+mset_buffer", "mcreate", "mcreate_memoryview"),
     ("get_buffers", "get_buffers", "get_buffers"),
+    # The same ops in openYuanrong's call styles (yr.datasystem.KVClient).
+    ("yr set", "set", "yr_set"),
+    ("yr get([key])", "get", "yr_get"),
+    ("yr mset", "mset", "yr_mset"),
+    ("yr get(keys)", "mget", "yr_mget"),
+    ("yr mcreate+MutableData+mset_buffer", "mcreate", "yr_mcreate"),
+    ("yr get_buffers", "get_buffers", "yr_get_buffers"),
 ]
 
 
@@ -98,6 +108,7 @@ def import_datasystem(build):
     # This checkout's package sources and the build's extension first.
     sys.path[:0] = [os.path.join(REPO, "python"), os.path.join(build, "python")]
     import datasystem
+    import yr.datasystem  # noqa: F401  (checked here: the yr rows need it)
 
     return datasystem
 
@@ -181,8 +192,12 @@ class PySide:
     def __init__(self, datasystem, port):
         import numpy as np
 
+        from yr.datasystem import KVClient as YrKVClient
+
         self.kv = datasystem.KVClient("127.0.0.1", port)
         self.kv.init()
+        self.yr = YrKVClient("127.0.0.1", port)
+        self.yr.init()
         rng = np.random.default_rng(42)
         self.shapes = {}
         for name, (n, size) in SHAPES.items():
@@ -200,7 +215,10 @@ class PySide:
     def run(self, op, shape, reps):
         kv = self.kv
         keys, values, sizes = self.shapes[shape]
+        if op.startswith("yr_"):  # openYuanrong's key rules: no '/'
+            keys = [k.replace("/", "_") for k in keys]
         pairs = list(zip(keys, values))
+        yr = self.yr
 
         def delete():
             kv.delete(keys)
@@ -208,7 +226,7 @@ class PySide:
         def ensure():
             kv.mset(keys, values)
 
-        prep_each_rep = op not in ("get", "mget", "get_buffers")  # reads: keys written once
+        prep_each_rep = op not in ("get", "mget", "get_buffers", "yr_get", "yr_mget", "yr_get_buffers")
         if op == "set":
             prep = delete
 
@@ -252,6 +270,41 @@ class PySide:
 
             def body():
                 kv.get_buffers(keys)
+        elif op == "yr_set":
+            prep = delete
+
+            def body():
+                for k, v in pairs:
+                    yr.set(k, v)
+        elif op == "yr_get":
+            prep = ensure
+
+            def body():
+                for k in keys:
+                    yr.get([k])
+        elif op == "yr_mset":
+            prep = delete
+
+            def body():
+                yr.mset(keys, values)
+        elif op == "yr_mget":
+            prep = ensure
+
+            def body():
+                yr.get(keys)
+        elif op == "yr_mcreate":
+            prep = delete
+
+            def body():
+                bufs = yr.mcreate(keys, sizes)
+                for b, v in zip(bufs, values):
+                    b.MutableData()[:] = v
+                yr.mset_buffer(bufs)
+        elif op == "yr_get_buffers":
+            prep = ensure
+
+            def body():
+                yr.get_buffers(keys)
         else:
             raise ValueError(op)
         times, faults = [], 0
@@ -270,7 +323,9 @@ class PySide:
 
     def verify(self, op, keys, values):
         """What was written or read is right (untimed)."""
-        if op in ("get", "mget", "set"):
+        if op.startswith("yr_"):
+            got = self.yr.get(keys)
+        elif op in ("get", "mget", "set"):
             got = [self.kv.get(k) for k in keys] if op != "mget" else self.kv.mget(keys)
         else:
             got = [bytes(v) for v in self.kv.get_buffers(keys)]
@@ -339,11 +394,10 @@ def main():
                             row_reps[(row, shape)] = max(args.reps, min(2000, int(0.2 / med)))
             print(f"round {rnd + 1}/{args.rounds} done (load {os.getloadavg()[0]:.1f})", file=sys.stderr,
                   flush=True)
-        # Both mcreate rows compare with the same C++ MCreate + memcpy +
+        # Every mcreate row compares with the same C++ MCreate + memcpy +
         # MSetBuffer (run with the write row, or here if that row is not).
-        for shape in shapes:
-            a = results.get(("mcreate+memoryview+mset_buffer", shape))
-            if a is None:
+        for (row, shape), a in results.items():
+            if next(r for r in rows if r[0] == row)[1:] == ("mcreate", "mcreate_write") or a["cpp"]:
                 continue
             b = results.get(("mcreate+write+mset_buffer", shape))
             if b is None:

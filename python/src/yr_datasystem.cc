@@ -158,7 +158,9 @@ void RaiseIfNoneFound(const Values& values) {
   RaiseYr(Status::NotFound("none of the ", values.size(), " keys was found"));
 }
 
-// mset: writes what it can, returns the keys that failed.
+// mset: writes what it can, returns the keys that failed. A bad key, an
+// empty value or a repeated key (the first one is written) fails that key
+// only; the call raises when no key was written.
 py::list MSet(YrClient& c, const KeyList& key_list, const py::list& values, bool evictable,
               uint32_t ttl, bool nx) {
   c.CheckReady();
@@ -168,39 +170,56 @@ py::list MSet(YrClient& c, const KeyList& key_list, const py::list& values, bool
     RaiseYr(Status::Invalid("mset: ", keys.size(), " keys but ", values.size(), " values"));
   }
   const size_t n = keys.size();
-  // A bad key, an empty value or a repeated key (the first one is written)
-  // fails that key only.
-  std::vector<Status> outcome(n);
   std::vector<ValueBytes> held(n);
-  std::vector<std::string> good_keys;
-  std::vector<std::string_view> good_values;
-  std::vector<size_t> good_index;
-  good_keys.reserve(n);
-  good_values.reserve(n);
-  good_index.reserve(n);
-  std::unordered_set<std::string_view> seen;
-  if (n > 1) seen.reserve(n);
+  std::vector<std::string_view> views(n);
+  std::vector<Status> outcome(n);
+  bool all_valid = true;
   for (size_t i = 0; i < n; ++i) {
     PlainTypeErrors([&] { held[i].Acquire(PyList_GET_ITEM(values.ptr(), static_cast<Py_ssize_t>(i))); });
+    views[i] = held[i].bytes();
     outcome[i] = CheckKey(keys[i]);
-    if (!outcome[i].ok()) continue;
-    if (held[i].bytes().empty()) {
+    if (outcome[i].ok() && views[i].empty()) {
       outcome[i] = Status::Invalid("the value of key '", keys[i], "' is empty: values have at least 1 byte");
-      continue;
     }
-    if (n > 1 && !seen.insert(keys[i]).second) {
-      outcome[i] = Status::Invalid("key '", keys[i], "' appears twice in one mset");
-      continue;
-    }
-    good_keys.push_back(keys[i]);
-    good_values.push_back(held[i].bytes());
-    good_index.push_back(i);
+    all_valid = all_valid && outcome[i].ok();
   }
-  if (!good_keys.empty()) {
-    auto each = c.Run([&](ds::KVClient& k) {
-      return k.MSetEach(good_keys, good_values, Param(evictable, ttl, nx));
-    });
-    for (size_t j = 0; j < each.size(); ++j) outcome[good_index[j]] = std::move(each[j]);
+  const ds::SetParam param = Param(evictable, ttl, nx);
+  // The common case, every key valid and distinct, is one call with the
+  // caller's keys; the worker refuses a repeated key (the whole request),
+  // and only then are the keys sorted out here.
+  bool written = false;
+  if (all_valid) {
+    std::optional<Result<std::vector<Status>>> each;
+    {
+      py::gil_scoped_release nogil;
+      each.emplace(c.kv.client.MSetEach(keys, views, param));
+    }
+    if (each->ok()) {
+      outcome = std::move(*each).MoveValue();
+      written = true;
+    } else if (!each->status().IsInvalid()) {
+      RaiseYr(c.kv.Explain(each->status()));
+    }
+  }
+  if (!written) {
+    std::vector<std::string> good_keys;
+    std::vector<std::string_view> good_values;
+    std::vector<size_t> good_index;
+    std::unordered_set<std::string_view> seen(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!outcome[i].ok()) continue;
+      if (!seen.insert(keys[i]).second) {
+        outcome[i] = Status::Invalid("key '", keys[i], "' appears twice in one mset");
+        continue;
+      }
+      good_keys.push_back(keys[i]);
+      good_values.push_back(views[i]);
+      good_index.push_back(i);
+    }
+    if (!good_keys.empty()) {
+      auto each = c.Run([&](ds::KVClient& k) { return k.MSetEach(good_keys, good_values, param); });
+      for (size_t j = 0; j < each.size(); ++j) outcome[good_index[j]] = std::move(each[j]);
+    }
   }
   py::list failed;
   const Status* first = nullptr;
@@ -224,18 +243,7 @@ py::list MCreate(YrClient& c, const KeyList& keys, const SizeList& sizes, bool e
       RaiseYr(Status::Invalid("mcreate: the size of key '", keys.v[i], "' is 0: values have at least 1 byte"));
     }
   }
-  if (keys.v.size() > 1) {
-    std::unordered_set<std::string_view> seen(keys.v.begin(), keys.v.end());
-    if (seen.size() != keys.v.size()) {
-      for (size_t i = 0; i < keys.v.size(); ++i) {
-        for (size_t j = 0; j < i; ++j) {
-          if (keys.v[i] == keys.v[j]) {
-            RaiseYr(Status::Invalid("mcreate: key '", keys.v[i], "' appears twice"));
-          }
-        }
-      }
-    }
-  }
+  // A key given twice is refused by the worker (the whole call), naming it.
   auto bufs = c.Run([&](ds::KVClient& k) { return k.MCreate(keys.v, sizes.v, Param(evictable, ttl, false)); });
   py::list out(bufs.size());
   for (size_t i = 0; i < bufs.size(); ++i) {

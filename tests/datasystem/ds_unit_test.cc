@@ -226,6 +226,33 @@ TEST(ObjectStore, IfAbsentAndTtl) {
   EXPECT_EQ(f.store->Stats().objects, 1u);
 }
 
+TEST(ObjectStore, ExpireSetsReplacesOrKeepsTheTimeToLive) {
+  StoreFixture f(1 << 20);
+  Session s;
+  ASSERT_TRUE(f.Put(s, "a", "1").ok());
+  ASSERT_TRUE(f.Put(s, "b", "2").ok());
+  WriteOptions ttl;
+  ttl.ttl_ms = 1000;
+  const auto put_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(f.Put(s, "short", "3", ttl).ok());
+  // 0 keeps each expiry as it is; a missing key is reported.
+  EXPECT_EQ(f.store->Expire({"a", "missing"}, 0), (std::vector<bool>{true, false}));
+  // A later expiry replaces an earlier one, in both directions.
+  EXPECT_EQ(f.store->Expire({"short"}, 3600 * 1000), (std::vector<bool>{true}));
+  EXPECT_EQ(f.store->Expire({"a"}, 1), (std::vector<bool>{true}));
+  EXPECT_TRUE(testing::Eventually([&] { return !f.store->Exist({"a"})[0]; }));
+  // Past short's first expiry (a time to let pass, nothing to poll for): its
+  // queued entry is stale, and ExpireDue skips it.
+  std::this_thread::sleep_until(put_at + std::chrono::milliseconds(1100));
+  f.store->ExpireDue();
+  EXPECT_EQ(f.store->Exist({"a", "b", "short"}), (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(f.store->Stats().objects, 2u);
+  // A huge TTL does not overflow the clock.
+  EXPECT_EQ(f.store->Expire({"b"}, UINT64_MAX), (std::vector<bool>{true}));
+  f.store->ExpireDue();
+  EXPECT_TRUE(f.store->Exist({"b"})[0]);
+}
+
 TEST(ObjectStore, SpillsColdObjectsAndReloadsThemIdentically) {
   testing::TempDir dir;
   StoreFixture f(1 << 20, dir.path(), 8 << 20);

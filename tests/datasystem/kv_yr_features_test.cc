@@ -1,0 +1,115 @@
+// The client calls behind yr.datasystem (openYuanrong's Python API) against a
+// real worker: per-key outcomes of a batch write, zero-copy partial reads,
+// Expire, HealthCheck and GenerateKey.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "ds/kv_client.h"
+#include "test_util.h"
+
+namespace ds {
+namespace {
+
+using testing::WorkerProcess;
+
+class KVYrFeaturesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    worker_ = std::make_unique<WorkerProcess>(WorkerProcess::Config{});
+    ASSERT_EQ(worker_->Start(), "");
+    client_ = std::make_unique<KVClient>("127.0.0.1", worker_->port());
+    Status st = client_->Init();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  std::unique_ptr<WorkerProcess> worker_;
+  std::unique_ptr<KVClient> client_;
+};
+
+TEST_F(KVYrFeaturesTest, MSetEachReportsEveryKeyInlineAndThroughSharedMemory) {
+  ASSERT_TRUE(client_->Set("a", "old").ok());
+  SetParam nx;
+  nx.if_absent = true;
+  for (size_t size : {size_t{3}, size_t{200 << 10}}) {  // inline, then create + seal
+    const std::string value(size, 'v');
+    const std::string fresh = "fresh" + std::to_string(size);
+    auto each = client_->MSetEach({"a", fresh}, {value, value}, nx);
+    ASSERT_TRUE(each.ok()) << each.status().ToString();
+    ASSERT_EQ(each->size(), 2u);
+    EXPECT_TRUE((*each)[0].IsAlreadyExists()) << (*each)[0].ToString();
+    EXPECT_NE((*each)[0].message().find("'a'"), std::string::npos);
+    EXPECT_TRUE((*each)[1].ok());
+    EXPECT_EQ(*client_->Get("a"), "old");
+    EXPECT_EQ(*client_->Get(fresh), value);
+  }
+  // A batch of one existing key: its outcome, not a failed call.
+  auto one = client_->MSetEach({"a"}, {std::string(200 << 10, 'x')}, nx);
+  ASSERT_TRUE(one.ok());
+  EXPECT_TRUE((*one)[0].IsAlreadyExists());
+  EXPECT_TRUE(client_->MSetEach({"a"}, {"1", "2"}).status().IsInvalid());
+}
+
+TEST_F(KVYrFeaturesTest, ReadReturnsRangesAsViews) {
+  ASSERT_TRUE(client_->Set("w", "world").ok());
+  auto got = client_->Read({{"w", 1, 3}, {"w", 0, 100}, {"w", 4, 0}, {"missing", 0, 1}});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)[0]->view(), "orl");
+  EXPECT_EQ((*got)[1]->view(), "world");
+  EXPECT_EQ((*got)[2]->view(), "d");
+  EXPECT_FALSE((*got)[3].has_value());
+  for (uint64_t offset : {uint64_t{5}, uint64_t{6}, UINT64_MAX}) {
+    auto bad = client_->Read({{"w", offset, 1}});
+    EXPECT_TRUE(bad.status().IsInvalid());
+    EXPECT_EQ(bad.status().message().rfind("out of range", 0), 0u) << bad.status().message();
+  }
+  // A range past the end of a value stops at its end, even when offset + size wraps.
+  auto wrap = client_->Read({{"w", 2, UINT64_MAX}});
+  ASSERT_TRUE(wrap.ok());
+  EXPECT_EQ((*wrap)[0]->view(), "rld");
+}
+
+TEST_F(KVYrFeaturesTest, ExpireSetsAndReplacesTheTimeToLive) {
+  ASSERT_TRUE(client_->MSet({"e1", "e2", "keep"}, {"1", "2", "3"}).ok());
+  auto exist = client_->Expire({"e1", "missing", "keep"}, 0);
+  ASSERT_TRUE(exist.ok()) << exist.status().ToString();
+  EXPECT_EQ(*exist, (std::vector<bool>{true, false, true}));
+  ASSERT_TRUE(client_->Expire({"e1"}, 1).ok());
+  EXPECT_TRUE(testing::Eventually([&] { return !(*client_->Exist({"e1"}))[0]; }));
+  EXPECT_TRUE((*client_->Exist({"e2", "keep"}))[0]);
+  // A longer TTL given later wins over the one set at write time.
+  SetParam ttl;
+  ttl.ttl_seconds = 1;
+  ASSERT_TRUE(client_->Set("t", "v", ttl).ok());
+  ASSERT_TRUE(client_->Expire({"t"}, 3600).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));  // past the first TTL: nothing to poll
+  EXPECT_TRUE((*client_->Exist({"t"}))[0]);
+}
+
+TEST_F(KVYrFeaturesTest, HealthCheckAndGenerateKey) {
+  EXPECT_TRUE(client_->HealthCheck().ok());
+  std::set<std::string> keys;
+  std::string worker_id;
+  for (int i = 0; i < 100; ++i) {
+    auto k = client_->GenerateKey();
+    ASSERT_TRUE(k.ok());
+    auto semi = k->find(';');
+    ASSERT_EQ(semi, 36u) << *k;  // a UUID, then the worker's id
+    EXPECT_EQ((*k)[14], '4');    // version 4
+    if (worker_id.empty()) worker_id = k->substr(semi + 1);
+    EXPECT_EQ(k->substr(semi + 1), worker_id);
+    keys.insert(*k);
+  }
+  EXPECT_EQ(keys.size(), 100u);
+  EXPECT_EQ(*client_->GenerateKey("pre"), "pre;" + worker_id);
+  EXPECT_TRUE(client_->GenerateKey(std::string(2000, 'p')).status().IsInvalid());
+  KVClient not_ready("127.0.0.1", worker_->port());
+  EXPECT_FALSE(not_ready.HealthCheck().ok());
+  worker_->Stop();
+  EXPECT_FALSE(client_->HealthCheck().ok());
+}
+
+}  // namespace
+}  // namespace ds

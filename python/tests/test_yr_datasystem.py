@@ -301,3 +301,23 @@ def test_threads_share_one_client(kv, p):
     for t in threads:
         t.join(60)
     assert not errors
+
+
+def test_upstream_transferqueue_storage_client_runs_unchanged(ds_worker):
+    """Upstream TransferQueue 0.1.11's own Yuanrong storage client, its code
+    as published, against our worker (skips unless it is installed in
+    .yr-venv/upstream-tq; see yr_upstream_tq_client.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import BUILD, REPO
+
+    upstream = Path(os.environ.get("TQDS_UPSTREAM_TQ", REPO / ".yr-venv" / "upstream-tq"))
+    if not (upstream / "transfer_queue" / "storage" / "clients" / "yuanrong_client.py").exists():
+        pytest.skip(f"upstream TransferQueue 0.1.11 is not in {upstream}: pip install --no-deps --target "
+                    f"{upstream} TransferQueue==0.1.11 msgspec pyzmq")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "python"), str(BUILD / "python")]))
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("yr_upstream_tq_client.py")), str(upstream),
+                        str(ds_worker.port)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-4000:]

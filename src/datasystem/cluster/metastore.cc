@@ -228,6 +228,14 @@ void Metastore::Server::InstallRoutes() {
   http_.Post("/v3/watch", [this](const httplib::Request& req, httplib::Response& res) {
     HandleWatch(req, res);
   });
+  // etcd's plain HTTP probes (the worker checks GET /version before joining).
+  http_.Get("/version", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(Dump(json{{"etcdserver", kVersion}, {"etcdcluster", "3.4.0"}}),
+                    "application/json");
+  });
+  http_.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(Dump(json{{"health", "true"}}), "application/json");
+  });
   httplib::Server::HandlerWithResponse on_error = [this](const httplib::Request& req,
                                                          httplib::Response& res) {
     return OnError(req, res);
@@ -337,9 +345,11 @@ Result<int> Metastore::Server::Start() {
   http_.set_write_timeout(5, 0);
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which would
   // let a second metastore bind the same port and split the clients.
-  http_.set_socket_options([](socket_t sock) {
+  socket_t listen_fd = INVALID_SOCKET;
+  http_.set_socket_options([&listen_fd](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd = sock;
   });
   const std::string where = options_.host + ":" + std::to_string(options_.port);
   int port = options_.port;
@@ -356,6 +366,10 @@ Result<int> Metastore::Server::Start() {
                                err != 0 ? std::strerror(err) : "bind failed",
                                " (is another metastore or etcd on that port?)");
   }
+  // cpp-httplib listens with a backlog of 5: a burst of connects (workers
+  // starting together) overflows it, and the dropped SYNs come back after
+  // 1 s, past the clients' connect timeout. Listening again raises it.
+  if (listen_fd != INVALID_SOCKET) ::listen(listen_fd, SOMAXCONN);
   listener_ = std::thread([this] {
     // Writes to a watcher that hung up must fail with EPIPE, not kill the
     // process with SIGPIPE: block it on the listener, whose pool threads

@@ -51,6 +51,12 @@ Result<bool> ParseBool(std::string_view name, std::string_view v) {
 
 bool IsBoolLiteral(std::string_view v) { return ParseBool("", v).ok(); }
 
+Status UnknownFlag(std::string_view name) {
+  return Status::Invalid("unknown worker flag --", name,
+                         ": it is no flag of openYuanrong datasystem's worker nor of this one "
+                         "(the list: dscli start -h, or docs/dscli_flags.md)");
+}
+
 Result<int64_t> ParseInt(std::string_view name, std::string_view v, int64_t lo, int64_t hi) {
   const std::string s(v);
   errno = 0;
@@ -204,9 +210,7 @@ const FlagSpec* FindWorkerFlag(std::string_view name) {
 Status SetWorkerFlag(WorkerFlags& flags, std::string_view name, std::string_view value) {
   const FlagSpec* f = FindWorkerFlag(name);
   if (f == nullptr) {
-    return Status::Invalid("unknown worker flag --", name,
-                           ": it is no flag of openYuanrong datasystem's worker nor of this one "
-                           "(the list: dscli start -h, or docs/dscli_flags.md)");
+    return UnknownFlag(name);
   }
   TQDS_ASSIGN_OR_RETURN(std::string norm, Normalize(*f, value));
   const bool applied = Apply(flags.options, f->name, norm);
@@ -253,9 +257,7 @@ Result<WorkerFlags> ParseWorkerFlags(const std::vector<std::string>& args,
       }
     }
     if (f == nullptr && !is_extra) {
-      return Status::Invalid("unknown worker flag --", name,
-                             ": it is no flag of openYuanrong datasystem's worker nor of this one "
-                             "(the list: dscli start -h, or docs/dscli_flags.md)");
+      return UnknownFlag(name);
     }
     if (!value) {
       if (f != nullptr && f->kind == FlagKind::kBool) {

@@ -58,13 +58,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const auto& a : args) {
     if (a == "-h" || a == "--help" || a == "-help") {
-      std::printf("datasystem_worker: the datasystem worker (normally started by `dscli start -w`)\n"
+      std::printf("datasystem_worker: the datasystem worker (normally started by "
+                  "`dscli start -w`)\n"
                   "usage: datasystem_worker --worker_address HOST:PORT [flags]\n%s",
                   ds::WorkerFlagsHelp().c_str());
       return 0;
     }
     if (a == "--version" || a == "-version") {
-      std::printf("datasystem_worker %s (flags of openYuanrong datasystem 0.8/0.9)\n", TQDS_VERSION);
+      std::printf("datasystem_worker %s (flags of openYuanrong datasystem 0.8/0.9)\n",
+                  TQDS_VERSION);
       return 0;
     }
   }
@@ -89,8 +91,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  const std::string log_name =
-      options.log_filename.empty() ? "datasystem_worker_" + options.identity() : options.log_filename;
+  const std::string log_name = options.log_filename.empty()
+                                   ? "datasystem_worker_" + options.identity()
+                                   : options.log_filename;
   tqds::InitLogging(log_name, options.log_dir, LogLevel(options));
   for (const auto& ne : parsed->no_effect) {
     spdlog::warn("--{} has no effect in this build (see docs/dscli_flags.md)", ne);

@@ -153,8 +153,9 @@ TEST(WorkerFlags, NoEffectOnlyWhenTheValueDiffersFromTheDefault) {
   auto r = Parse({"--arena_per_tenant", "16", "--enable_rdma", "0", "--arena_per_tenant", "1",
                   "--enable_worker_worker_batch_get", "true"});
   ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->no_effect,
-            (std::vector<std::string>{"arena_per_tenant=1", "enable_worker_worker_batch_get=true"}));
+  const std::vector<std::string> expected = {"arena_per_tenant=1",
+                                             "enable_worker_worker_batch_get=true"};
+  EXPECT_EQ(r->no_effect, expected);
 }
 
 TEST(WorkerFlags, RefusesWhatNeitherWorkerKnowsAndBadValues) {

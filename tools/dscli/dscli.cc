@@ -118,7 +118,8 @@ bool OnPath(const std::string& prog) {
   size_t start = 0;
   while (start <= p.size()) {
     size_t colon = p.find(':', start);
-    std::string dir = p.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    const size_t len = colon == std::string::npos ? std::string::npos : colon - start;
+    std::string dir = p.substr(start, len);
     if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
     if (colon == std::string::npos) break;
     start = colon + 1;

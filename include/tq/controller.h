@@ -48,6 +48,15 @@ class CustomSampler {
   virtual Result<Choice> Sample(const Call& call) = 0;
   // The partition is being cleared: forget what was cached for it.
   virtual void ClearCache(const std::string& partition_id) = 0;
+  // Upstream's has_cached_result: whether this sampler holds an answer for
+  // (partition, task, the config's dp_rank / batch_index). In polling mode
+  // (and mode poll_all), a get_meta that finds too few samples ready still
+  // calls Sample when this is true, with the ready ones and the full
+  // batch_size, instead of answering empty. Default: false.
+  virtual bool HasCachedResult(const std::string& /*partition_id*/, const std::string& /*task_name*/,
+                               const SamplingConfig& /*config*/) {
+    return false;
+  }
 };
 
 struct ControllerOptions {

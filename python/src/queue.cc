@@ -547,6 +547,18 @@ class PySampler : public tq::CustomSampler {
     return out;
   }
 
+  bool HasCachedResult(const std::string& partition_id, const std::string& task_name,
+                       const tq::SamplingConfig& config) override {
+    py::gil_scoped_acquire gil;
+    try {
+      if (!py::hasattr(sampler_, "has_cached_result")) return false;
+      return py::bool_(sampler_.attr("has_cached_result")(partition_id, task_name, FromCustom(config)));
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable(sampler_.attr("has_cached_result"));  // no cached answer, the call goes on
+      return false;
+    }
+  }
+
   void ClearCache(const std::string& partition_id) override {
     py::gil_scoped_acquire gil;
     try {

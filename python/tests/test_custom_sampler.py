@@ -157,6 +157,49 @@ def test_clear_partition_clears_the_samplers_cache(session, tmp_path):
     assert log.read_text().split() == [part]
 
 
+class CachedPerRank(BaseSampler):
+    """Caches what each (dp_rank, batch_index) got, so every rank of a step
+    gets the same samples (module level: pickled by reference)."""
+
+    def sample(self, ready_indexes, batch_size, *args, dp_rank=0, batch_index=0, task_name="",
+               partition_id="", **kwargs):
+        per_rank = self._states.setdefault(partition_id, {}).setdefault(task_name, {})
+        for rank_cache in per_rank.values():
+            if batch_index in rank_cache:
+                picked = rank_cache[batch_index]
+                per_rank.setdefault(dp_rank, {})[batch_index] = picked
+                return picked, []
+        if len(ready_indexes) < batch_size:
+            return [], []
+        picked = ready_indexes[:batch_size]
+        per_rank.setdefault(dp_rank, {})[batch_index] = picked
+        return picked, picked
+
+
+def test_polling_mode_asks_a_sampler_with_a_cached_result(session):
+    """Upstream: in polling mode, a fetch that finds too few samples ready
+    still calls the sampler when its has_cached_result says it holds the
+    answer (a rank repeating a step), instead of answering empty."""
+    tqi.init({"controller": {"sampler": CachedPerRank(), "polling_mode": True}})
+    session.append(tqi._current_session().controller_pid)
+    client = tqi.get_client()
+    part = unique("p")
+    put_rows(client, part, 2)
+
+    def fetch(rank, step):
+        cfg = {"dp_rank": rank, "batch_index": step, "task_name": "t", "partition_id": part}
+        return client.get_meta(data_fields=["x"], batch_size=2, partition_id=part, task_name="t",
+                               mode="fetch", sampling_config=cfg)
+
+    first = fetch(0, 0)
+    assert sorted(first.global_indexes) == [0, 1]  # consumed: nothing is ready any more
+    assert sorted(fetch(0, 0).global_indexes) == [0, 1], "rank 0 repeats step 0: its cached answer"
+    assert len(fetch(0, 1)) == 0, "a new step with too few ready: empty at once (polling)"
+    # Rank 1 has no entry of its own for step 0, so has_cached_result is False
+    # for it (upstream's check is per rank): empty, as upstream answers.
+    assert len(fetch(1, 0)) == 0
+
+
 def test_close_stops_the_controller_host_process(session):
     _, client, pid = start(EveryOther())
     session.append(pid)

@@ -229,6 +229,11 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
   }
   TaskState& task = p.tasks[req.task_name];
   CandidateView view(p, task, fids);
+  // Polling (mode poll_all, or fetch in polling mode): a custom sampler that
+  // holds an answer for this call gives it even when too few are ready.
+  if (custom != nullptr && mode == FetchMode::kPollAll) {
+    view.set_ask_cached(custom->HasCachedResult(p.name, req.task_name, sampling));
+  }
   TQDS_ASSIGN_OR_RETURN(auto picked, sampler->Select(view, static_cast<size_t>(req.batch_size),
                                                      sampling, mode == FetchMode::kPoll));
   if (!picked) {

@@ -377,7 +377,7 @@ class CustomSamplerAdapter : public Sampler {
                            bool allow_partial) override {
     const Partition& p = view.partition();
     std::vector<size_t> ready = ReadyByIndex(view);
-    if (ready.size() < batch_size) {
+    if (ready.size() < batch_size && !view.ask_cached()) {
       if (!allow_partial) return Selection();  // upstream waits until batch_size are ready
       batch_size = ready.size();
     }
@@ -399,6 +399,7 @@ class CustomSamplerAdapter : public Sampler {
       return out;
     };
     TQDS_ASSIGN_OR_RETURN(CustomSampler::Choice choice, custom_->Sample(call));
+    if (choice.sampled.empty() && view.ask_cached()) return Selection();  // polling: an empty answer
     if (choice.sampled.empty()) {
       return Status::Invalid("the sampler returned no samples for batch_size ", batch_size, " from ",
                              ready.size(), " ready in partition '", p.name, "'");
@@ -410,6 +411,10 @@ class CustomSamplerAdapter : public Sampler {
   }
   bool MarksConsumed() const override { return true; }
   void ForgetPartition(const std::string& partition_id) override { custom_->ClearCache(partition_id); }
+  bool HasCachedResult(const std::string& partition_id, const std::string& task_name,
+                       const SamplingConfig& config) override {
+    return custom_->HasCachedResult(partition_id, task_name, config);
+  }
 
  private:
   static Result<std::vector<size_t>> Positions(const Partition& p, const std::vector<int64_t>& indexes,

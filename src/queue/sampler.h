@@ -33,11 +33,16 @@ class CandidateView {
   }
   const Partition& partition() const { return p_; }
   TaskState& task() const { return task_; }
+  // Set when the sampler said it has a cached answer for this call
+  // (Sampler::HasCachedResult): it is then asked even with too few ready.
+  bool ask_cached() const { return ask_cached_; }
+  void set_ask_cached(bool v) { ask_cached_ = v; }
 
  private:
   const Partition& p_;
   TaskState& task_;
   std::vector<int> fids_;
+  bool ask_cached_ = false;
 };
 
 class Sampler {
@@ -54,6 +59,13 @@ class Sampler {
   virtual bool MarksConsumed() const { return false; }
   // The partition is being cleared; forget what was cached for it.
   virtual void ForgetPartition(const std::string& /*partition_id*/) {}
+  // Whether the sampler holds an answer for this call already (upstream's
+  // has_cached_result; only custom samplers say so, built-ins keep theirs
+  // in TaskState::sticky).
+  virtual bool HasCachedResult(const std::string& /*partition_id*/, const std::string& /*task_name*/,
+                               const SamplingConfig& /*config*/) {
+    return false;
+  }
 };
 
 // A Sampler over an embedding program's CustomSampler (tq/controller.h):

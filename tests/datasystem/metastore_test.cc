@@ -586,7 +586,7 @@ TEST_F(MetastoreTest, StopEndsOpenWatchesPromptlyAndClientsSeeTheAddress) {
   store_->Stop();
   double took = SecondsSince(t0);
   std::printf("[ measure  ] Stop() with 3 open watches and idle connections: %.3f s\n", took);
-  EXPECT_LT(took, 3.0);  // the 2 s keep-alive bound on idle connections, plus margin
+  EXPECT_LT(took, 2.0);  // the 1 s idle-connection bound, plus margin
   // Every watch reports the break, naming the address.
   for (auto& r : recs) {
     ASSERT_TRUE(r->WaitFor([&] { return r->states.size() >= 2; }));
@@ -600,6 +600,27 @@ TEST_F(MetastoreTest, StopEndsOpenWatchesPromptlyAndClientsSeeTheAddress) {
   EXPECT_STATUS(client_->GrantLease(2), kUnavailable, address);
   EXPECT_LT(SecondsSince(t0), 1.0);
   watches.clear();  // cancel is prompt while the metastore is away
+}
+
+TEST_F(MetastoreTest, WatchesBeyondTheCapAreRefused) {
+  MetastoreOptions o;
+  o.max_watches = 1;
+  o.server_threads = 4;
+  ASSERT_OK_AND_ASSIGN(auto small, Metastore::Start(o));
+  EtcdOptions eo;
+  eo.address = small->address();
+  ASSERT_OK_AND_ASSIGN(auto c, EtcdClient::Create(eo));
+  Recorder rec;
+  ASSERT_OK_AND_ASSIGN(auto w, c->Watch("/x/", true, 0, rec.Callbacks()));
+  ASSERT_TRUE(rec.WaitFor([&] { return !rec.states.empty(); }));
+  EXPECT_EQ(small->watches(), 1u);
+  httplib::Client http("127.0.0.1", small->port());
+  auto res = http.Post("/v3/watch", R"({"create_request":{"key":"eA=="}})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 429);
+  EXPECT_NE(res->body.find("max_watches"), std::string::npos) << res->body;
+  ASSERT_OK(c->Put("/x/a", "1"));  // unary calls still served
+  ASSERT_TRUE(rec.WaitFor([&] { return !rec.events.empty(); }));
 }
 
 TEST_F(MetastoreTest, SecondMetastoreOnTheSamePortFails) {

@@ -100,6 +100,9 @@ Status MetastoreOptions::Validate() const {
   }
   if (progress_interval.count() <= 0) return Status::Invalid("metastore progress_interval must be > 0");
   if (max_events_per_message == 0) return Status::Invalid("metastore max_events_per_message must be > 0");
+  if (idle_connection_timeout.count() < 1) {
+    return Status::Invalid("metastore idle_connection_timeout must be >= 1 s");
+  }
   if (lease_check_interval.count() <= 0) {
     return Status::Invalid("metastore lease_check_interval must be > 0");
   }
@@ -340,7 +343,7 @@ Result<int> Metastore::Server::Start() {
   http_.set_payload_max_length(options_.max_request_bytes);
   http_.set_tcp_nodelay(true);
   http_.set_keep_alive_max_count(1000);
-  http_.set_keep_alive_timeout(2);  // also bounds how long Stop() waits for idle connections
+  http_.set_keep_alive_timeout(options_.idle_connection_timeout.count());
   http_.set_read_timeout(5, 0);
   http_.set_write_timeout(5, 0);
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which would

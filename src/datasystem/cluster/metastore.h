@@ -3,7 +3,8 @@
 // --start_metastore_service). It serves the subset of etcd's v3 JSON gateway
 // that EtcdClient and Membership use (/v3/maintenance/status, /v3/kv/{range,
 // put,deleterange,txn,compaction}, /v3/lease/{grant,keepalive,revoke,
-// timetolive}, streaming /v3/watch) with etcd's JSON, over HTTP/1.1 on
+// timetolive}, streaming /v3/watch; GET /version and /health) with etcd's
+// JSON, over HTTP/1.1 on
 // cpp-httplib; point EtcdOptions::address at address() and those clients
 // work unchanged. State lives in memory only: a stopped or crashed
 // metastore loses every key and lease (docs/metastore.md says what clients
@@ -41,17 +42,24 @@ struct MetastoreOptions {
   // large" without being read. Default 2 MiB (etcd's limit is 1.5 MiB of
   // protobuf; base64 and JSON add about a third).
   size_t max_request_bytes = size_t{2} << 20;
-  // Threads serving connections (each keep-alive connection and each watch
-  // holds one while open). Default 128.
-  size_t server_threads = 128;
-  // Concurrent watch streams; more get 429/ResourceExhausted. Default 96
-  // (three quarters of server_threads), enough for ~90 workers.
-  size_t max_watches = 96;
+  // Threads serving connections: each open connection (a client's
+  // keep-alive connection, a watch) holds one; connections beyond wait for
+  // a free thread. A worker holds about three (its watch, its registry and
+  // keep-alive clients). Default 256: about 80 workers; raise it for more.
+  size_t server_threads = 256;
+  // Concurrent watch streams; more get 429 (ResourceExhausted) at once.
+  // Must be below server_threads so unary calls keep threads. Default 192.
+  size_t max_watches = 192;
   // An idle watch stream gets an etcd progress notification this often;
   // it doubles as the probe that notices a vanished watcher. Default 1 s.
   std::chrono::milliseconds progress_interval{1000};
   // Events sent in one watch message (whole revisions). Default 1000.
   size_t max_events_per_message = 1000;
+  // An idle keep-alive connection is closed after this long (whole
+  // seconds). It also bounds how long Stop() waits for idle connections
+  // (cpp-httplib checks for shutdown only between waits). Default 1 s;
+  // clients reconnect transparently.
+  std::chrono::seconds idle_connection_timeout{1};
   // How often leases are checked for expiry (etcd sweeps every 500 ms).
   // Default 100 ms.
   std::chrono::milliseconds lease_check_interval{100};

@@ -65,6 +65,10 @@ struct SetParam {
 struct ClientOptions {
   // Deadline for Init's TCP handshake. Default 5000 ms.
   int connect_timeout_ms = 5000;
+  // Deadline for each reply (plus the wait a Get asks for). A request that
+  // runs past it fails with Timeout and gives up the connection: every later
+  // call fails with Unavailable (make a new client). Default 0: no deadline.
+  int request_timeout_ms = 0;
   // Values up to this size are returned inline by Get/MGet (one message);
   // larger ones are copied out of shared memory. Default 64 KiB.
   uint64_t inline_get_max = 64 * 1024;

@@ -203,7 +203,7 @@ PyObject* WriteBufferMemoryView(PyObject* self, PyObject*) { return PyMemoryView
 // ImmutableData(with_latch=False, timeout_sec=60): a read-only memoryview.
 // The arguments are accepted for openYuanrong's signature; a created value
 // has one writer and no latch to take.
-PyObject* WriteBufferImmutableData(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+PyObject* WriteBufferImmutableData(PyObject* self, PyObject* const* /*args*/, Py_ssize_t nargs,
                                    PyObject* kwnames) {
   return Guard([&]() -> PyObject* {
     const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
@@ -375,7 +375,7 @@ ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
   return p;
 }
 
-void SealWriteBuffers(PyKVClient& c, py::handle buffers, const char* what, const SealFn& seal) {
+void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal) {
   // A list of our own: the caller's sequence may change while the GIL is
   // released, and the objects must stay alive until their buffers are back.
   py::object seq = py::reinterpret_steal<py::object>(PySequence_List(buffers.ptr()));
@@ -496,7 +496,7 @@ void InitDatasystem(py::module_& m) {
            py::arg("keys"), py::arg("sizes"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mset_buffer",
            [](KV& c, py::handle buffers) {
-             SealWriteBuffers(c, buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
+             SealWriteBuffers(buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
                c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
              });
            },

@@ -235,7 +235,7 @@ std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>&
 // GIL itself and may raise): each object is marked busy while its buffer is
 // out, and gets it back, sealed or not, also when `seal` raises.
 using SealFn = std::function<void(std::vector<ds::WriteBuffer>&)>;
-void SealWriteBuffers(PyKVClient& c, py::handle buffers, const char* what, const SealFn& seal);
+void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal);
 
 // Adds _tqds.YrKVClient, the core of yr.datasystem.KVClient (yr_datasystem.cc).
 void InitYrDatasystem(py::module_& m);

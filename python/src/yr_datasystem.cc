@@ -10,6 +10,7 @@
 // name>], msg: [...]" (TypeError for a value of the wrong type). Blocking
 // calls release the GIL; values move with the same copies as in
 // datasystem.cc (whose objects, casters and readers this file shares).
+#include <algorithm>
 #include <array>
 #include <string>
 #include <tuple>
@@ -272,12 +273,13 @@ py::list Read(YrClient& c, const std::vector<std::tuple<std::string, uint64_t, u
 void InitYrDatasystem(py::module_& m) {
   py::class_<YrClient>(m, "YrKVClient",
                        "Native core of yr.datasystem.KVClient (use that class; it checks argument types).")
-      .def(py::init([](const std::string& host, int port, int connect_timeout_ms) {
+      .def(py::init([](const std::string& host, int port, int connect_timeout_ms, int request_timeout_ms) {
              ds::ClientOptions o;
              if (connect_timeout_ms > 0) o.connect_timeout_ms = connect_timeout_ms;
+             o.request_timeout_ms = std::max(request_timeout_ms, 0);
              return std::make_unique<YrClient>(host, port, o);
            }),
-           py::arg("host"), py::arg("port"), py::arg("connect_timeout_ms"))
+           py::arg("host"), py::arg("port"), py::arg("connect_timeout_ms"), py::arg("request_timeout_ms"))
       .def("init",
            [](YrClient& c) {
              c.Run([](ds::KVClient& k) { return k.Init(); });
@@ -329,7 +331,7 @@ void InitYrDatasystem(py::module_& m) {
              c.CheckReady();
              if (py::len(buffers) == 0) RaiseYr(Status::Invalid("the list of buffers is empty"));
              PlainTypeErrors([&] {
-               SealWriteBuffers(c.kv, buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
+               SealWriteBuffers(buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
                  c.Run([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
                });
              });

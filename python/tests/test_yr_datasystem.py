@@ -321,3 +321,27 @@ def test_upstream_transferqueue_storage_client_runs_unchanged(ds_worker):
     r = subprocess.run([sys.executable, str(Path(__file__).with_name("yr_upstream_tq_client.py")), str(upstream),
                         str(ds_worker.port)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_request_timeout(fresh_worker, p):
+    """req_timeout_ms: a worker that answers nothing (stopped) fails the
+    request in time; the client then gives up its connection."""
+    import signal
+
+    c = KVClient(fresh_worker.host, fresh_worker.port, req_timeout_ms=300)
+    c.init()
+    c.set(p + "k", b"v")
+    assert c.get([p + "k", p + "later"], sub_timeout_ms=600) == [b"v", None]  # a get may wait longer
+    os.kill(fresh_worker.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"^code: \[RPC deadline exceeded\]"):
+            c.exist([p + "k"])
+        assert 0.25 < time.monotonic() - t0 < 5
+    finally:
+        os.kill(fresh_worker.pid, signal.SIGCONT)
+    with pytest.raises(RuntimeError, match=r"^code: \[RPC unavailable\].*new client"):
+        c.get([p + "k"])
+    d = KVClient(fresh_worker.host, fresh_worker.port)
+    d.init()
+    assert d.get([p + "k"]) == [b"v"]

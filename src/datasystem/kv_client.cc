@@ -1,13 +1,17 @@
 // KVClient over the worker's Unix socket and shared-memory arena.
 #include "ds/kv_client.h"
 
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,16 +42,31 @@ namespace internal {
 // (Release, Abort) take the same lock.
 class Connection {
  public:
-  Connection(int fd, uint8_t* rw, std::unique_ptr<ViewMapping> views)
-      : fd_(fd), rw_(rw), size_(views->size()), views_(std::move(views)) {}
+  Connection(int fd, uint8_t* rw, std::unique_ptr<ViewMapping> views, int request_timeout_ms)
+      : fd_(fd),
+        rw_(rw),
+        size_(views->size()),
+        views_(std::move(views)),
+        request_timeout_ms_(request_timeout_ms) {}
   ~Connection() {
     ::munmap(rw_, size_);
     ::close(fd_);
   }
-  Result<Message> Call(Message request) {
+  // One request and its reply. With a request timeout, a reply that does
+  // not come within it (plus `wait_ms`, the time the worker may wait on
+  // purpose) abandons the connection: its late reply could not be told
+  // apart, so every later call fails at once.
+  Result<Message> Call(Message request, uint64_t wait_ms = 0) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (abandoned_) {
+      return Status::Unavailable("this client gave up on its connection after a request timed out; "
+                                 "make a new client");
+    }
     request.set_request_id(++next_id_);
     TQDS_RETURN_NOT_OK(WriteFrame(fd_, request));
+    if (request_timeout_ms_ > 0) {
+      TQDS_RETURN_NOT_OK(AwaitReply(static_cast<uint64_t>(request_timeout_ms_) + wait_ms));
+    }
     TQDS_ASSIGN_OR_RETURN(Message reply, ReadFrame(fd_));
     if (!reply.status().ok()) return reply.status();
     if (reply.request_id() != request.request_id()) {
@@ -91,8 +110,29 @@ class Connection {
   uint8_t* const rw_;
   const uint64_t size_;
   const std::unique_ptr<ViewMapping> views_;
+  const int request_timeout_ms_;  // 0: wait for every reply
   std::mutex mu_;
-  uint64_t next_id_ = 0;  // guarded by mu_
+  uint64_t next_id_ = 0;    // guarded by mu_
+  bool abandoned_ = false;  // guarded by mu_
+
+  // Waits for the first byte of a reply (called with mu_ held).
+  Status AwaitReply(uint64_t timeout_ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (true) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
+      pollfd p{fd_, POLLIN, 0};
+      const int r = ::poll(&p, 1, static_cast<int>(std::clamp<int64_t>(left, 0, INT_MAX)));
+      if (r > 0) return Status::OK();
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return Status::IOError("waiting for the worker's reply: ", std::strerror(errno));
+      abandoned_ = true;
+      ::shutdown(fd_, SHUT_RDWR);  // the worker drops what this connection held
+      return Status::Timeout("the worker did not answer within ", timeout_ms,
+                             " ms; this client's connection is closed (make a new client)");
+    }
+  }
 };
 
 }  // namespace internal
@@ -203,6 +243,7 @@ void EnableCopyOnWriteViews() { g_copy_on_write_views.store(true); }
 
 Status ClientOptions::Validate() const {
   if (connect_timeout_ms <= 0) return Status::Invalid("connect_timeout_ms must be positive");
+  if (request_timeout_ms < 0) return Status::Invalid("request_timeout_ms must be 0 (none) or positive");
   return Status::OK();
 }
 
@@ -283,7 +324,8 @@ Status KVClient::Init() {
     return fail(views.status());
   }
   ::close(arena_fd);
-  conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw), std::move(*views));
+  conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw), std::move(*views),
+                                                options_.request_timeout_ms);
   worker_instance_ = instance;
   spdlog::debug("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
   return Status::OK();
@@ -383,7 +425,7 @@ Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string
     pk.pack(inline_max);
   }));
   GetReply out;
-  TQDS_ASSIGN_OR_RETURN(out.message, conn.Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(out.message, conn.Call(std::move(req), static_cast<uint64_t>(std::max(timeout_ms, 0))));
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(out.message.body(), "Get reply"));
   TQDS_ASSIGN_OR_RETURN(out.codes, Codes(r, keys.size()));
   TQDS_ASSIGN_OR_RETURN(out.sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));

@@ -2,6 +2,7 @@
 // real worker: per-key outcomes of a batch write, zero-copy partial reads,
 // Expire, HealthCheck and GenerateKey.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <set>
@@ -109,6 +110,31 @@ TEST_F(KVYrFeaturesTest, HealthCheckAndGenerateKey) {
   EXPECT_FALSE(not_ready.HealthCheck().ok());
   worker_->Stop();
   EXPECT_FALSE(client_->HealthCheck().ok());
+}
+
+TEST_F(KVYrFeaturesTest, RequestTimeoutGivesUpTheConnection) {
+  ClientOptions options;
+  options.request_timeout_ms = 300;
+  KVClient client("127.0.0.1", worker_->port(), options);
+  ASSERT_TRUE(client.Init().ok());
+  ASSERT_TRUE(client.Set("k", "v").ok());
+  // A Get may wait longer than the request timeout when it asks to.
+  auto waited = client.MGet({"later"}, 600);
+  ASSERT_TRUE(waited.ok()) << waited.status().ToString();
+  EXPECT_FALSE((*waited)[0].has_value());
+  // A stopped worker answers nothing: Timeout, then Unavailable at once.
+  ASSERT_EQ(::kill(worker_->pid(), SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = client.Exist({"k"}).status();
+  const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - t0).count();
+  ::kill(worker_->pid(), SIGCONT);
+  EXPECT_TRUE(st.IsTimeout()) << st.ToString();
+  EXPECT_GE(waited_ms, 250);
+  EXPECT_LT(waited_ms, 5000);
+  EXPECT_TRUE(client.Get("k").status().IsUnavailable());
+  // The worker itself is fine, and so is the other client.
+  EXPECT_EQ(*client_->Get("k"), "v");
 }
 
 }  // namespace

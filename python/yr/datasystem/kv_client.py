@@ -157,8 +157,10 @@ class KVClient:
             from the environment variable DATASYSTEM_HOST (DATASYSTEM_PORT).
         connect_timeout_ms: how long init() waits for the worker (default
             60 s; 0 means the default).
-        req_timeout_ms: accepted for compatibility; requests are not cut
-            short (a request to a live worker always completes).
+        req_timeout_ms: how long a request waits for the worker's reply
+            (plus the wait a get asks for); 0 or less: connect_timeout_ms.
+            A request past it raises RuntimeError (RPC deadline exceeded)
+            and the client gives up its connection (make a new client).
         token, client_public_key, client_private_key, server_public_key,
         access_key, secret_key, tenant_id: authentication and tenancy, which
             this worker does not have: a non-empty value is refused.
@@ -206,8 +208,14 @@ class KVClient:
             raise RuntimeError(f"code: [Invalid parameter], msg: [port {port} is not between 0 and 65535]")
         self._host = host
         self._port = port
-        self._req_timeout_ms = req_timeout_ms
-        self._client = _Native(host, port, connect_timeout_ms)
+        if type(req_timeout_ms) is not int:
+            raise TypeError(f"The input of req_timeout_ms has invalid type, valid type: [{int}]")
+        if req_timeout_ms > _INT32_MAX:
+            raise RuntimeError(f"Invalid req_timeout_ms size {req_timeout_ms} is set, which should be at "
+                               f"most {_INT32_MAX}")
+        connect_timeout_ms = connect_timeout_ms or 60000
+        self._client = _Native(host, port, connect_timeout_ms,
+                               req_timeout_ms if req_timeout_ms > 0 else connect_timeout_ms)
 
     def init(self) -> None:
         """Connects to the worker (RuntimeError when it does not answer)."""

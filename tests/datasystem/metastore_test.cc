@@ -561,6 +561,28 @@ TEST_F(MetastoreTest, MalformedRequestsGet400AndTheServerCarriesOn) {
     }
     ::close(fd);
   }
+  // Bodies cpp-httplib would read without a bound: chunked, or no length.
+  for (const std::string& head :
+       {std::string("POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5\r\n{\"a\":\r\n"),
+        std::string("POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n\r\n{\"key\":")}) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(store_->port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ASSERT_GT(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string answer;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) answer.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0u) << answer;
+    EXPECT_NE(answer.find("needs a Content-Length"), std::string::npos) << answer;
+  }
   // Still serving.
   ASSERT_OK(client_->Put("/after", "ok"));
   ASSERT_OK_AND_ASSIGN(auto kv, client_->Get("/after"));

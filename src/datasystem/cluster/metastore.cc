@@ -239,6 +239,22 @@ void Metastore::Server::InstallRoutes() {
   http_.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(Dump(json{{"health", "true"}}), "application/json");
   });
+  // Before any body is read: cpp-httplib caps only bodies with a
+  // Content-Length; a chunked body, or one without a length (read until the
+  // peer closes), would be read without a bound. Our clients always send
+  // a Content-Length.
+  httplib::Server::HandlerWithResponse pre_routing = [](const httplib::Request& req,
+                                                        httplib::Response& res) {
+    if (req.method != "POST" || (!req.has_header("Transfer-Encoding") &&
+                                    req.has_header("Content-Length"))) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    ReplyError(res, Status::Invalid("metastore: a request body needs a Content-Length "
+                                    "(chunked or unbounded bodies are refused)"));
+    res.set_header("Connection", "close");
+    return httplib::Server::HandlerResponse::Handled;
+  };
+  http_.set_pre_routing_handler(pre_routing);
   httplib::Server::HandlerWithResponse on_error = [this](const httplib::Request& req,
                                                          httplib::Response& res) {
     return OnError(req, res);

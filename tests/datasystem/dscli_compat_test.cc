@@ -276,6 +276,26 @@ TEST(DscliCompat, SamePortOnTwoAddresses) {
   EXPECT_EQ(wb->Stop().code, 0);
 }
 
+// A worker whose --worker_address is spelled otherwise (or that runs in
+// another pid namespace) is not found among the processes: dscli stop asks
+// it over TCP.
+TEST(DscliCompat, StopReachesAWorkerOverTcp) {
+  testing::TempDir dir;
+  const int port = testing::FreePort();
+  Started w("localhost:" + std::to_string(port),
+            {"-w", "--worker_address", "localhost:" + std::to_string(port),
+             "--unix_domain_socket_dir", dir.path(), "--shared_memory_size_mb", "32"});
+  ASSERT_GT(w.pid(), 0) << w.result().output;
+  const std::string addr = Address("127.0.0.1", port);
+  auto s = RunProgram({DSCLI_BIN, "stop", "--worker_address", addr});
+  EXPECT_EQ(s.code, 0) << s.output;
+  EXPECT_NE(s.output.find("[  OK  ] Stop worker service @ " + addr + " normally, PID: " +
+                          std::to_string(w.pid())),
+            std::string::npos)
+      << s.output;
+  EXPECT_TRUE(testing::WaitExit(w.pid(), 5000));
+}
+
 TEST(DscliCompat, StartTimeoutKillsTheWorker) {
   testing::TempDir dir;
   // A "worker" that never becomes ready.

@@ -296,6 +296,23 @@ TEST(DscliCompat, StopReachesAWorkerOverTcp) {
   EXPECT_TRUE(testing::WaitExit(w.pid(), 5000));
 }
 
+// A worker that does not exit on SIGTERM within the timeout is killed.
+TEST(DscliCompat, StopForcesAfterTheTimeout) {
+  testing::TempDir dir;
+  const std::string addr = Address("127.0.0.1", testing::FreePort());
+  Started w(addr, {"-w", "--worker_address", addr, "--unix_domain_socket_dir", dir.path(),
+                   "--shared_memory_size_mb", "32"});
+  ASSERT_GT(w.pid(), 0) << w.result().output;
+  ASSERT_EQ(::kill(w.pid(), SIGSTOP), 0);  // SIGTERM stays pending
+  auto s = RunProgram({DSCLI_BIN, "stop", "--worker_address", addr, "--timeout_s", "1"});
+  EXPECT_EQ(s.code, 0) << s.output;
+  EXPECT_NE(s.output.find("[  OK  ] Force stop worker service @ " + addr + ", PID: " +
+                          std::to_string(w.pid())),
+            std::string::npos)
+      << s.output;
+  EXPECT_TRUE(testing::WaitExit(w.pid(), 5000));
+}
+
 TEST(DscliCompat, StartTimeoutKillsTheWorker) {
   testing::TempDir dir;
   // A "worker" that never becomes ready.

@@ -121,21 +121,26 @@ def test_transfer_queue_0_1_11_worker_node(etcd, workers, socket_dir):
     assert f"[  OK  ] Stop worker service @ {address} normally, PID: {pid}".encode() in s.stdout
 
 
-def test_transfer_queue_0_1_11_head_node(workers, socket_dir):
-    # The head node asks for the metastore service. Until the service is wired
-    # in (src/datasystem/metastore_hook.h), the worker refuses with a reason.
-    port, ms_port = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-    r = run(bootstrap_command(address, f"127.0.0.1:{ms_port}", True,
-                              f"--shared_memory_size_mb 256 --unix_domain_socket_dir {socket_dir}"))
-    pid = ok_pid(r.stdout, address)
-    if pid:
-        workers.append((address, pid))
-    if r.returncode != 0:
-        assert f"[  FAILED  ] Start worker service @ {address} failed:" in r.stdout, r.stdout
-        assert "metastore" in r.stdout
-        pytest.xfail("the metastore service is not wired into the worker yet")
-    assert "[  OK  ]" in r.stdout
+def test_transfer_queue_0_1_11_head_and_worker_nodes(workers, socket_dir):
+    # Metastore mode without etcd, as upstream deploys it: the head node starts
+    # the metastore service, then a worker node joins through it.
+    head_port, node_port, ms_port = free_port(), free_port(), free_port()
+    metastore = f"127.0.0.1:{ms_port}"
+    for port, is_head in ((head_port, True), (node_port, False)):
+        address = f"127.0.0.1:{port}"
+        r = run(bootstrap_command(address, metastore, is_head,
+                                  f"--shared_memory_size_mb 256 --unix_domain_socket_dir {socket_dir}"))
+        pid = ok_pid(r.stdout, address)
+        if pid:
+            workers.append((address, pid))
+        assert r.returncode == 0 and "[  OK  ]" in r.stdout, r.stdout
+
+    from datasystem import KVClient
+    head, node = KVClient("127.0.0.1", head_port), KVClient("127.0.0.1", node_port)
+    head.init()
+    node.init()
+    head.set("tq/meta", b"from the head")
+    assert node.get("tq/meta") == b"from the head"
 
 
 def test_seed_multi_node_commands_on_one_machine(etcd, workers, socket_dir):

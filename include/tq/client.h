@@ -25,6 +25,15 @@
 
 namespace tq {
 
+// The longest a get_meta waits: 30 days. A longer timeout (including
+// std::chrono::milliseconds::max()) waits this long, so no deadline overflows.
+inline constexpr std::chrono::milliseconds kMaxGetMetaTimeout = std::chrono::hours(24 * 30);
+
+// A timeout in seconds (a binding's or CLI's float) as milliseconds, rounded
+// up to whole ms: NaN or a negative value is InvalidArgument naming `what`;
+// +inf and anything above kMaxGetMetaTimeout become kMaxGetMetaTimeout.
+Result<std::chrono::milliseconds> TimeoutFromSeconds(double seconds, const char* what = "timeout");
+
 class TransferQueueClient {
  public:
   // Connects to the controller at `controller_address` ("tcp://host:port").
@@ -50,7 +59,9 @@ class TransferQueueClient {
   Result<BatchMeta> allocate(const std::string& partition_id, int64_t count);
 
   // Selects samples whose `data_fields` are all produced (see FetchMode and
-  // SamplingConfig). kFetch waits up to `timeout` for batch_size samples.
+  // SamplingConfig). kFetch waits up to `timeout` for batch_size samples
+  // (a negative timeout is InvalidArgument; one above kMaxGetMetaTimeout
+  // waits kMaxGetMetaTimeout).
   Result<BatchMeta> get_meta(const std::vector<std::string>& data_fields, int64_t batch_size,
                              const std::string& partition_id, const std::string& task_name,
                              const SamplingConfig& sampling_config = {},

@@ -79,6 +79,32 @@ struct ControllerOptions {
   // Default 1, which the first allocation always takes (no visible
   // effect); 0 reserves nothing. At most 2^24.
   int64_t pre_alloc_samples = 1;
+  // Allocation limits, so that no request makes the single-threaded
+  // controller do unbounded work or commit unbounded memory (a sample costs
+  // about 1 us and 150 bytes of metadata). "Holds" counts live samples,
+  // samples being cleared and reserved indexes.
+  // Most samples one allocate (or kv_retrieve with create) may create; a
+  // larger request is InvalidArgument. Default 2^20 (about 1 s of work).
+  int64_t max_allocate_per_request = int64_t{1} << 20;
+  // Most samples one partition may hold; an allocation beyond it is
+  // OutOfSpace naming the partition. Default 2^22. Must be >= pre_alloc_samples.
+  int64_t max_samples_per_partition = int64_t{1} << 22;
+  // Most samples all partitions together may hold (OutOfSpace beyond).
+  // Default 2^24 (about 2.5 GiB of metadata).
+  int64_t max_samples_total = int64_t{1} << 24;
+  // Storage units that register themselves (`tq storage-unit --controller`)
+  // are listed to clients only after the controller reached them (a
+  // UnitStats answered within storage_unit_verify_timeout_ms), then pinged
+  // every storage_unit_ping_interval_ms; one that leaves a ping unanswered
+  // for storage_unit_liveness_timeout_ms is dropped from the list. A unit
+  // that answers, however slowly, within that time is kept (it may hold
+  // data), so the default is generous. Embedded units are never dropped.
+  int64_t storage_unit_ping_interval_ms = 1000;
+  int64_t storage_unit_liveness_timeout_ms = 30000;
+  int64_t storage_unit_verify_timeout_ms = 5000;
+  // Most registered storage units (embedded ones included); more
+  // registrations are refused. Default 256.
+  int64_t max_storage_units = 256;
   // Sampling used by a get_meta whose sampling_config names no "sampler":
   // the call's keys are laid over these (the call wins), so a controller set
   // up like upstream's `sampler=` argument serves callers that pass only
@@ -98,7 +124,8 @@ class TransferQueueController {
   virtual ~TransferQueueController() = default;
   // The endpoint clients connect to, e.g. "tcp://127.0.0.1:40123".
   virtual const std::string& address() const = 0;
-  // Endpoints of the embedded storage units.
+  // Endpoints of the storage units clients are told: the embedded ones and
+  // the registered ones that answer.
   virtual std::vector<std::string> storage_units() const = 0;
   virtual void Stop() = 0;
 };

@@ -708,16 +708,18 @@ void InitClient(py::module_& m) {
               const std::string& task_name, const py::object& sampling, const std::string& mode, double timeout_s) {
              auto cfg = ToSampling(sampling);
              auto fm = Unwrap(tq::ParseFetchMode(mode));
+             // nan: InvalidArgumentError; inf or huge: tq::kMaxGetMetaTimeout.
+             const auto timeout = Unwrap(tq::TimeoutFromSeconds(timeout_s, "get_meta timeout"));
              tq::Result<BatchMeta> r = Status::Internal("unset");
              {
                py::gil_scoped_release nogil;
-               r = c.get_meta(fields, batch_size, partition_id, task_name, cfg, fm,
-                              std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+               r = c.get_meta(fields, batch_size, partition_id, task_name, cfg, fm, timeout);
              }
              return Unwrap(std::move(r));
            },
            py::arg("data_fields"), py::arg("batch_size"), py::arg("partition_id"), py::arg("task_name"),
            py::arg("sampling_config") = py::none(), py::arg("mode") = "fetch", py::arg("timeout") = 60.0,
+           "timeout: seconds (nan or negative: InvalidArgumentError; inf or above 30 days: 30 days). "
            "mode: fetch (wait up to timeout), poll (what is ready now, maybe fewer), poll_all (batch_size "
            "or an empty meta at once), force_fetch (produced samples, marks nothing), force_fetch_all (every "
            "live sample, produced or not; unknown partition: NotFoundError).")

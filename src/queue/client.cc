@@ -2,7 +2,9 @@
 // connection and a storage manager.
 #include "tq/client.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <shared_mutex>
 
@@ -30,6 +32,16 @@ std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id) {
   return keys;
 }
 }  // namespace
+
+Result<std::chrono::milliseconds> TimeoutFromSeconds(double seconds, const char* what) {
+  if (std::isnan(seconds)) return Status::Invalid(what, " must be a number of seconds, got nan");
+  if (seconds < 0) return Status::Invalid(what, " must be >= 0 seconds, got ", seconds);
+  // Compared in double before any conversion, so inf and 1e300 never reach
+  // an integer cast (which would be undefined and used to give INT64_MIN).
+  const double max_s = std::chrono::duration<double>(kMaxGetMetaTimeout).count();
+  if (seconds >= max_s) return kMaxGetMetaTimeout;
+  return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(seconds * 1000.0)));
+}
 
 class TransferQueueClient::Impl {
  public:
@@ -159,6 +171,10 @@ class TransferQueueClient::Impl {
     if (req.mode != FetchMode::kForceFetch && req.mode != FetchMode::kForceFetchAll) {
       TQDS_RETURN_NOT_OK(internal::ValidateName(req.task_name, "task_name"));
     }
+    if (timeout.count() < 0) {
+      return Status::Invalid("get_meta: timeout must be >= 0 ms, got ", timeout.count(), " ms");
+    }
+    timeout = std::min(timeout, kMaxGetMetaTimeout);  // so that timeout + kControlTimeout cannot wrap
     req.timeout_ms = req.mode == FetchMode::kFetch ? timeout.count() : 0;
     Message m(MsgType::kCtlGetMeta, 0);
     m.set_body(internal::EncodeGetMeta(req));

@@ -14,6 +14,7 @@
 #include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 #include "queue/sampler.h"
+#include "queue/unit_registry.h"
 #include "tq/storage_unit.h"
 
 namespace tq {
@@ -39,6 +40,38 @@ Status ControllerOptions::Validate() const {
   if (pre_alloc_samples < 0 || pre_alloc_samples > (int64_t{1} << 24)) {
     return Status::Invalid("pre_alloc_samples must be in [0, 2^24], got ", pre_alloc_samples);
   }
+  constexpr int64_t kMaxLimit = int64_t{1} << 40;
+  if (max_allocate_per_request < 1 || max_allocate_per_request > kMaxLimit) {
+    return Status::Invalid("max_allocate_per_request must be in [1, 2^40], got ", max_allocate_per_request);
+  }
+  if (max_samples_per_partition < 1 || max_samples_per_partition > kMaxLimit) {
+    return Status::Invalid("max_samples_per_partition must be in [1, 2^40], got ", max_samples_per_partition);
+  }
+  if (max_samples_total < max_samples_per_partition || max_samples_total > kMaxLimit) {
+    return Status::Invalid("max_samples_total must be in [max_samples_per_partition (", max_samples_per_partition,
+                           "), 2^40], got ", max_samples_total);
+  }
+  if (pre_alloc_samples > max_samples_per_partition) {
+    return Status::Invalid("pre_alloc_samples (", pre_alloc_samples, ") must not exceed max_samples_per_partition (",
+                           max_samples_per_partition, ")");
+  }
+  constexpr int64_t kHourMs = 3600 * 1000;
+  if (storage_unit_ping_interval_ms < 1 || storage_unit_ping_interval_ms > kHourMs) {
+    return Status::Invalid("storage_unit_ping_interval_ms must be in [1, 3600000], got ",
+                           storage_unit_ping_interval_ms);
+  }
+  if (storage_unit_liveness_timeout_ms < 1 || storage_unit_liveness_timeout_ms > kHourMs) {
+    return Status::Invalid("storage_unit_liveness_timeout_ms must be in [1, 3600000], got ",
+                           storage_unit_liveness_timeout_ms);
+  }
+  if (storage_unit_verify_timeout_ms < 1 || storage_unit_verify_timeout_ms > kHourMs) {
+    return Status::Invalid("storage_unit_verify_timeout_ms must be in [1, 3600000], got ",
+                           storage_unit_verify_timeout_ms);
+  }
+  if (max_storage_units < std::max(1, embedded_storage_units) || max_storage_units > 65536) {
+    return Status::Invalid("max_storage_units must be in [max(1, embedded_storage_units), 65536], got ",
+                           max_storage_units);
+  }
   if (custom_sampler && !default_sampling.empty()) {
     return Status::Invalid(
         "default_sampling and custom_sampler are exclusive (the custom sampler serves every call)");
@@ -62,8 +95,17 @@ class ControllerImpl : public TransferQueueController {
   ~ControllerImpl() override { Stop(); }
 
   Status Init(const ControllerOptions& o) {
+    internal::UnitRegistry::Options ro;
+    ro.ping_interval = std::chrono::milliseconds(o.storage_unit_ping_interval_ms);
+    ro.liveness_timeout = std::chrono::milliseconds(o.storage_unit_liveness_timeout_ms);
+    ro.verify_timeout = std::chrono::milliseconds(o.storage_unit_verify_timeout_ms);
+    ro.max_units = static_cast<size_t>(o.max_storage_units);
+    registry_ = std::make_unique<internal::UnitRegistry>(ro);
     state_.set_get_meta_defaults({o.polling_mode, o.default_sampling});
     state_.set_pre_alloc_samples(static_cast<size_t>(o.pre_alloc_samples));
+    state_.set_allocation_limits({static_cast<size_t>(o.max_allocate_per_request),
+                                  static_cast<size_t>(o.max_samples_per_partition),
+                                  static_cast<size_t>(o.max_samples_total)});
     if (o.custom_sampler) state_.set_custom_sampler(internal::MakeCustomSamplerAdapter(o.custom_sampler));
     TQDS_ASSIGN_OR_RETURN(
         server_, tqds::wire::RpcServer::Bind(
@@ -82,7 +124,7 @@ class ControllerImpl : public TransferQueueController {
         uo.address = "tcp://" + host + ":0";
       }
       TQDS_ASSIGN_OR_RETURN(auto unit, SimpleStorageUnit::Start(uo));
-      units_.push_back(unit->address());
+      registry_->AddPermanent(unit->address());
       embedded_.push_back(std::move(unit));
     }
     server_->Start();
@@ -90,12 +132,10 @@ class ControllerImpl : public TransferQueueController {
   }
 
   const std::string& address() const override { return server_->endpoint(); }
-  std::vector<std::string> storage_units() const override {
-    std::lock_guard<std::mutex> lock(units_mu_);
-    return units_;
-  }
+  std::vector<std::string> storage_units() const override { return registry_->Units(); }
   void Stop() override {
     if (server_) server_->Stop();
+    if (registry_) registry_->Stop();
     for (auto& u : embedded_) u->Stop();
   }
 
@@ -130,9 +170,9 @@ class ControllerImpl : public TransferQueueController {
         TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
         TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
         TQDS_ASSIGN_OR_RETURN(int64_t count, rd.Get<int64_t>("count"));
-        if (count <= 0 || count > (int64_t{1} << 24)) {
-          return Status::Invalid("Allocate: count must be in [1, 16777216], got ", count);
-        }
+        if (count <= 0) return Status::Invalid("Allocate: count must be >= 1, got ", count);
+        // The state checks count against the allocation limits before
+        // committing any memory.
         TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(p, static_cast<size_t>(count)));
         r.Reply(internal::MetaMessage(m.type(), meta));
         return Status::OK();
@@ -245,11 +285,13 @@ class ControllerImpl : public TransferQueueController {
       case MsgType::kCtlRegisterStorage: {
         TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "RegisterStorage"));
         TQDS_ASSIGN_OR_RETURN(std::string ep, rd.Get<std::string>("endpoint"));
-        {
-          std::lock_guard<std::mutex> lock(units_mu_);
-          if (std::find(units_.begin(), units_.end(), ep) == units_.end()) units_.push_back(ep);
-        }
-        r.Reply(Message::ReplyTo(m));
+        // Answered once the registry reached the unit (or refused it), from
+        // Tick on this thread; the wait never delays other requests.
+        ++registrations_waiting_;
+        registry_->Register(std::move(ep), [this, r, reply = Message::ReplyTo(m)](Status st) mutable {
+          std::lock_guard<std::mutex> lock(registered_mu_);
+          registered_.push_back({std::move(r), std::move(reply), std::move(st)});
+        });
         return Status::OK();
       }
       case MsgType::kCtlGetStorageInfo: {
@@ -388,8 +430,27 @@ class ControllerImpl : public TransferQueueController {
     }
   }
 
+  // Answers the RegisterStorage requests the registry has decided.
+  void ReplyRegistrations() {
+    std::vector<Registered> done;
+    {
+      std::lock_guard<std::mutex> lock(registered_mu_);
+      done.swap(registered_);
+    }
+    for (auto& d : done) {
+      if (d.status.ok()) {
+        d.responder.Reply(std::move(d.reply));
+      } else {
+        d.responder.ReplyError(d.status);
+      }
+      --registrations_waiting_;
+    }
+  }
+
   std::chrono::milliseconds Tick(Clock::time_point now) {
-    auto next = std::chrono::milliseconds(200);
+    ReplyRegistrations();
+    // While a registration waits, look again soon (its unit waits for it).
+    auto next = std::chrono::milliseconds(registrations_waiting_ > 0 ? 2 : 200);
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->deadline <= now) {
         it->responder.ReplyError(NotReady(it->request));
@@ -410,8 +471,17 @@ class ControllerImpl : public TransferQueueController {
   // Touched only on the server thread (after Start).
   internal::ControllerState state_;
   std::list<Waiter> waiters_;
-  mutable std::mutex units_mu_;
-  std::vector<std::string> units_;  // guarded by units_mu_
+  size_t registrations_waiting_ = 0;  // RegisterStorage requests not yet answered
+  // Decided registrations, handed from the registry's thread to this one.
+  struct Registered {
+    Responder responder;
+    Message reply;
+    Status status;
+  };
+  std::mutex registered_mu_;
+  std::vector<Registered> registered_;  // guarded by registered_mu_
+  // Thread-safe; stopped (its thread joined) before the members above go.
+  std::unique_ptr<internal::UnitRegistry> registry_;
 };
 
 }  // namespace

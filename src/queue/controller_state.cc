@@ -70,8 +70,36 @@ Partition& ControllerState::GetOrCreate(const std::string& partition_id) {
   return *slot;
 }
 
+Status ControllerState::CheckAllocation(const std::string& partition_id, const Partition* p,
+                                        size_t count) const {
+  if (count > limits_.per_request) {
+    return Status::Invalid("allocate: ", count, " samples in one request for partition '", partition_id,
+                           "' (at most ", limits_.per_request,
+                           ", ControllerOptions::max_allocate_per_request); allocate in smaller batches");
+  }
+  // Samples this request adds to what the partition holds: reserved indexes
+  // are taken first, a new partition reserves pre_alloc_samples_.
+  const size_t held = p == nullptr ? 0 : p->position_of.size() + p->reserved.size();
+  const size_t reserved = p == nullptr ? pre_alloc_samples_ : p->reserved.size();
+  const size_t added = p == nullptr ? std::max(count, reserved) : (count > reserved ? count - reserved : 0);
+  // Written as subtractions from the limits, so nothing can wrap.
+  if (held > limits_.per_partition || added > limits_.per_partition - held) {
+    return Status::OutOfSpace("allocate: partition '", partition_id, "' holds ", held, " samples and ", count,
+                              " more would pass its limit of ", limits_.per_partition,
+                              " (ControllerOptions::max_samples_per_partition); clear samples first");
+  }
+  const size_t total = held_samples();
+  if (total > limits_.total || added > limits_.total - total) {
+    return Status::OutOfSpace("allocate: the controller holds ", total, " samples and ", count,
+                              " more for partition '", partition_id, "' would pass its limit of ", limits_.total,
+                              " (ControllerOptions::max_samples_total); clear partitions first");
+  }
+  return Status::OK();
+}
+
 Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, size_t count) {
   if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
+  TQDS_RETURN_NOT_OK(CheckAllocation(partition_id, FindPartition(partition_id), count));
   Partition& p = GetOrCreate(partition_id);
   std::vector<SampleMeta> out;
   out.reserve(count);

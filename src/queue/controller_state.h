@@ -106,6 +106,15 @@ struct GetMetaRequest {
   SamplingConfig sampling;
 };
 
+// Bounds on allocation (from ControllerOptions), so that no request can make
+// the controller do unbounded work or commit unbounded memory. A sample
+// "held" is live, being cleared, or a reserved index.
+struct AllocationLimits {
+  size_t per_request = size_t{1} << 20;     // samples one Allocate / KvRetrieve may create
+  size_t per_partition = size_t{1} << 22;   // samples one partition may hold
+  size_t total = size_t{1} << 24;           // samples all partitions together may hold
+};
+
 // Controller-wide get_meta behaviour (from ControllerOptions).
 struct GetMetaDefaults {
   bool polling_mode = false;        // mode fetch behaves like poll_all
@@ -123,8 +132,13 @@ class ControllerState {
   // Indexes a new partition reserves (upstream's TQ_PRE_ALLOC_SAMPLE_NUM;
   // default 1, which the first allocation always takes).
   void set_pre_alloc_samples(size_t n) { pre_alloc_samples_ = n; }
+  void set_allocation_limits(AllocationLimits l) { limits_ = l; }
   // Reserves `count` fresh samples in `partition_id` (created on first use).
+  // Beyond the allocation limits: InvalidArgument (per request) or
+  // OutOfSpace (partition, total) naming the limit, with nothing changed.
   Result<BatchMeta> Allocate(const std::string& partition_id, size_t count);
+  // Samples held by all partitions (indexes in use, reserved included).
+  size_t held_samples() const { return static_cast<size_t>(next_index_) - free_indexes_.size(); }
   // Records fields of samples as produced; every sample must be live with the
   // same generation. Returns the names of partitions that changed.
   Status MarkProduced(const BatchMeta& meta);
@@ -202,6 +216,9 @@ class ControllerState {
   static std::vector<size_t> VisibleByIndex(const Partition& p);
   void EraseKey(Partition& p, size_t pos);
   int64_t TakeIndex();
+  // Whether `count` more samples fit in `partition_id` (null: not created
+  // yet) and in the controller under limits_; checked before any change.
+  Status CheckAllocation(const std::string& partition_id, const Partition* p, size_t count) const;
   // The partition, created (with its reserved indexes) when missing.
   Partition& GetOrCreate(const std::string& partition_id);
   // Rows of the status matrices: visible samples and reserved indexes, by
@@ -220,6 +237,7 @@ class ControllerState {
   uint64_t next_partition_ = 0;
   GetMetaDefaults defaults_;
   size_t pre_alloc_samples_ = 1;
+  AllocationLimits limits_;
   std::shared_ptr<Sampler> custom_sampler_;
 };
 

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "tq/client.h"
+
 namespace tq::internal {
 
 using tqds::wire::MapReader;
@@ -316,6 +318,9 @@ Result<GetMetaRequest> DecodeGetMeta(const msgpack::object& body) {
   }
   req.mode = static_cast<FetchMode>(mode);
   TQDS_ASSIGN_OR_RETURN(req.timeout_ms, r.GetOr<int64_t>("timeout_ms", 0));
+  // Hostile or huge values: no wait below 0, at most kMaxGetMetaTimeout, so
+  // the controller's deadline (now + timeout) cannot overflow.
+  req.timeout_ms = std::clamp<int64_t>(req.timeout_ms, 0, kMaxGetMetaTimeout.count());
   if (const msgpack::object* s = r.Find("sampling")) {
     TQDS_ASSIGN_OR_RETURN(req.sampling, UnpackCustomMeta(*s, "GetMeta.sampling"));
   }

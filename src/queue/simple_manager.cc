@@ -5,6 +5,8 @@
 
 #include <sys/stat.h>
 
+#include <spdlog/spdlog.h>
+
 #include <future>
 
 #include "common/wire/rpc.h"
@@ -20,6 +22,7 @@ namespace simple = internal::simple;
 namespace {
 
 constexpr auto kUnitTimeout = std::chrono::seconds(60);
+constexpr auto kPingTimeout = std::chrono::seconds(10);
 constexpr auto kProbeTimeout = std::chrono::seconds(2);
 
 struct UnitInfo {
@@ -60,7 +63,8 @@ class SimpleStorageManager : public StorageManager {
       if (!ctx.config["prefer_ipc"].is_boolean()) return Status::Invalid("SimpleStorageManager: 'prefer_ipc' must be a bool");
       prefer_ipc = ctx.config["prefer_ipc"].get<bool>();
     }
-    if (ctx.config.is_object() && ctx.config.contains("storage_units")) {
+    const bool configured = ctx.config.is_object() && ctx.config.contains("storage_units");
+    if (configured) {
       const auto& u = ctx.config["storage_units"];
       if (!u.is_array()) return Status::Invalid("SimpleStorageManager: 'storage_units' must be a list of endpoints");
       for (const auto& e : u) {
@@ -82,19 +86,53 @@ class SimpleStorageManager : public StorageManager {
           "SimpleStorageManager: no storage units (start the controller with embedded units, "
           "start `tq storage-unit --controller ...`, or list 'storage_units' in the config)");
     }
+    TQDS_ASSIGN_OR_RETURN(auto reached, Reach(units, /*skip_silent=*/!configured));
     auto m = std::make_unique<SimpleStorageManager>();
-    for (const auto& ep : units) {
-      TQDS_ASSIGN_OR_RETURN(auto c, RpcClient::Connect(ep));
-      // Fail at initialisation, not at the first put, when a unit is down.
-      auto ping = c->CallSync(Message(MsgType::kCtlPing, 0), std::chrono::seconds(10));
-      if (!ping.ok()) return ping.status().WithContext("SimpleStorageManager: storage unit " + ep);
+    for (auto& [ep, c] : reached) {
       if (prefer_ipc && ep.rfind("tcp://", 0) == 0) {
         if (auto ipc = SameHostIpc(*c)) c = std::move(ipc);
       }
       m->names_.push_back(ep);
+      m->hashes_.push_back(HashName(ep));
       m->units_.push_back(std::move(c));
     }
     return std::unique_ptr<StorageManager>(std::move(m));
+  }
+
+  // Connects to and pings every unit at once. Fails at initialisation, not
+  // at the first put, when a unit the config lists is down; a unit the
+  // controller reported that does not answer (`skip_silent`: it may have
+  // died since it registered, and the controller drops it soon) is skipped
+  // with a warning naming it, unless none answers.
+  static Result<std::vector<std::pair<std::string, std::unique_ptr<RpcClient>>>> Reach(
+      const std::vector<std::string>& units, bool skip_silent) {
+    std::vector<std::unique_ptr<RpcClient>> clients;
+    std::vector<std::future<Result<Message>>> pings;
+    for (const auto& ep : units) {
+      TQDS_ASSIGN_OR_RETURN(auto c, RpcClient::Connect(ep));
+      pings.push_back(c->Call(Message(MsgType::kCtlPing, 0), kPingTimeout));
+      clients.push_back(std::move(c));
+    }
+    std::vector<std::pair<std::string, std::unique_ptr<RpcClient>>> out;
+    std::string skipped;
+    for (size_t i = 0; i < units.size(); ++i) {
+      auto ping = pings[i].get();
+      if (ping.ok()) {
+        out.emplace_back(units[i], std::move(clients[i]));
+        continue;
+      }
+      if (!skip_silent) return ping.status().WithContext("SimpleStorageManager: storage unit " + units[i]);
+      spdlog::warn(
+          "SimpleStorageManager: skipping storage unit {} (registered with the controller but it does not "
+          "answer: {}); its share of new samples goes to the other units",
+          units[i], ping.status().ToString());
+      skipped += (skipped.empty() ? "" : ", ") + units[i];
+    }
+    if (out.empty()) {
+      return Status::Unavailable("SimpleStorageManager: none of the storage units the controller lists answers (",
+                                 skipped, ")");
+    }
+    return out;
   }
 
   std::string name() const override { return "SimpleStorageManager"; }
@@ -196,8 +234,21 @@ class SimpleStorageManager : public StorageManager {
     size_t num_keys = 0;
   };
 
-  size_t UnitOf(const SampleKey& s) const {
-    return static_cast<size_t>((static_cast<uint64_t>(s.global_index) / kSimpleRouteBlock) % units_.size());
+  // Rendezvous hashing of the sample's block over the units' endpoints: the
+  // unit with the highest score wins (ties: the smaller endpoint). Unlike
+  // block % units, losing or skipping a unit moves only that unit's blocks,
+  // and the order in which units are listed does not matter.
+  size_t UnitOf(uint64_t block) const {
+    size_t best = 0;
+    uint64_t best_score = 0;
+    for (size_t u = 0; u < units_.size(); ++u) {
+      const uint64_t score = RouteScore(hashes_[u], block);
+      if (u == 0 || score > best_score || (score == best_score && names_[u] < names_[best])) {
+        best = u;
+        best_score = score;
+      }
+    }
+    return best;
   }
 
   std::vector<Plan> PlanKeys(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields) const {
@@ -207,8 +258,15 @@ class SimpleStorageManager : public StorageManager {
     std::vector<const SampleKey*> spaces;
     std::vector<std::vector<int>> group_of(units_.size());  // [unit][space] -> group, -1 none
     size_t space = 0;
+    uint64_t last_block = UINT64_MAX;
+    size_t last_unit = 0;
     for (size_t s = 0; s < samples.size(); ++s) {
       const SampleKey& k = samples[s];
+      const uint64_t block = static_cast<uint64_t>(k.global_index) / kSimpleRouteBlock;
+      if (block != last_block) {  // consecutive samples mostly share a block
+        last_block = block;
+        last_unit = UnitOf(block);
+      }
       if (spaces.empty() || spaces[space]->controller_id != k.controller_id ||
           spaces[space]->partition_id != k.partition_id) {
         space = 0;
@@ -218,7 +276,7 @@ class SimpleStorageManager : public StorageManager {
         }
         if (space == spaces.size()) spaces.push_back(&k);
       }
-      const size_t u = UnitOf(k);
+      const size_t u = last_unit;
       Plan& plan = plans[u];
       if (group_of[u].size() <= space) group_of[u].resize(space + 1, -1);
       int& g = group_of[u][space];
@@ -263,6 +321,7 @@ class SimpleStorageManager : public StorageManager {
 
   // Constant after Create(); RpcClient is thread-safe.
   std::vector<std::string> names_;  // the units' registered endpoints (for messages)
+  std::vector<uint64_t> hashes_;    // HashName of names_ (routing)
   std::vector<std::unique_ptr<RpcClient>> units_;  // ipc for same-host units, else as registered
 };
 

@@ -92,7 +92,13 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
   const std::string& address() const override { return server_->endpoint(); }
   void Stop() override {
-    if (ipc_server_) ipc_server_->Stop();
+    if (ipc_server_) {
+      ipc_server_->Stop();
+      // ZMQ may leave the socket file behind (its listener closes late or
+      // not at all before exit); nobody else can own this pid-named path.
+      const std::string& ep = ipc_server_->endpoint();
+      if (ep.rfind("ipc://", 0) == 0) ::unlink(ep.c_str() + 6);
+    }
     if (server_) server_->Stop();
   }
 

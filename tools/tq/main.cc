@@ -79,6 +79,22 @@ int main(int argc, char** argv) {
                   "sampling config (JSON object) for get_meta calls whose sampling_config names "
                   "no sampler, e.g. '{\"sampler\": \"grpo_group_n\", \"n_samples_per_prompt\": 4}'");
 
+  tq::ControllerOptions limits;  // defaults shown in --help
+  ctl->add_option("--max-allocate-per-request", limits.max_allocate_per_request,
+                  "most samples one allocate may create")
+      ->capture_default_str();
+  ctl->add_option("--max-samples-per-partition", limits.max_samples_per_partition,
+                  "most samples (live, being cleared or reserved) one partition may hold")
+      ->capture_default_str();
+  ctl->add_option("--max-samples-total", limits.max_samples_total, "most samples all partitions may hold")
+      ->capture_default_str();
+  ctl->add_option("--unit-ping-interval-ms", limits.storage_unit_ping_interval_ms,
+                  "how often registered storage units are pinged")
+      ->capture_default_str();
+  ctl->add_option("--unit-liveness-timeout-ms", limits.storage_unit_liveness_timeout_ms,
+                  "a registered storage unit that leaves a ping unanswered this long is dropped")
+      ->capture_default_str();
+
   std::string controller;
   auto* su = app.add_subcommand("storage-unit", "run a simple storage unit");
   su->add_option("--host", host, "address to bind")->capture_default_str();
@@ -101,7 +117,7 @@ int main(int argc, char** argv) {
 
   if (*ctl || *su) KeepFreedMemory();
   if (*ctl) {
-    tq::ControllerOptions o;
+    tq::ControllerOptions o = limits;
     o.address = Endpoint(host, port);
     o.embedded_storage_units = units;
     o.storage_unit_capacity_bytes = capacity_mb << 20;

@@ -16,7 +16,12 @@ status=0
 prime_log="$(mktemp)"
 "$VENV/bin/python" python/tests/test_upstream_compat.py --prime-upstream >"$prime_log" 2>&1 &
 prime_pid=$!
-trap 'kill "$prime_pid" 2>/dev/null || true' EXIT
+# openYuanrong datasystem's own wheel (.yr-venv), for the differential tests
+# of yr.datasystem, also from PyPI, also in the background.
+yr_log="$(mktemp)"
+bash scripts/yr_venv.sh >"$yr_log" 2>&1 &
+yr_pid=$!
+trap 'kill "$prime_pid" "$yr_pid" 2>/dev/null || true' EXIT
 
 echo "== ctest (RelWithDebInfo) =="
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300 || status=1
@@ -31,6 +36,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 echo "== upstream's side of the compatibility check =="
 wait "$prime_pid" || true
 cat "$prime_log"
+wait "$yr_pid" || true
+cat "$yr_log"
 
 echo "== pytest =="
 rc=0

@@ -261,21 +261,29 @@ def node_env() -> dict:
 
 
 class RayCluster:
-    def __init__(self, pair: NetnsPair, keep_pids: set[int]):
+    """Ray nodes started with `ray start` in the namespaces; stop() stops
+    every process in them but `keep_pids`, by pid. `ray` and `env` default to
+    this venv's `ray` and node_env(); test_upstream_yuanrong.py passes the
+    peer venv's."""
+
+    def __init__(self, pair: NetnsPair, keep_pids: set[int], ray: str | None = None, env: dict | None = None,
+                 num_cpus: int = 1):
         self.pair = pair
         self.keep = keep_pids  # etcd and the datasystem workers: their fixtures stop them
         self.temp_dirs = []
         self.logs = {}
-        self.env = node_env()
+        self.env = env if env is not None else node_env()
+        self.ray = ray or ray_executable()
+        self.num_cpus = num_cpus
 
     def start_node(self, ns: str, ip: str, head: bool) -> float:
         temp_dir = tempfile.mkdtemp(prefix="tqray_", dir="/tmp")  # short: Ray's unix sockets live under it
         self.temp_dirs.append(temp_dir)
-        cmd = self.pair.exec(ns) + [ray_executable(), "start"]
+        cmd = self.pair.exec(ns) + [self.ray, "start"]
         cmd += ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if head else \
             [f"--address={HEAD_NODE_IP}:{RAY_PORT}"]
         cmd += [f"--node-ip-address={ip}", "--resources=" + json.dumps({f"node:{ip}": 1}),
-                "--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}",
+                f"--num-cpus={self.num_cpus}", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}",
                 "--disable-usage-stats", f"--temp-dir={temp_dir}"]
         t0 = time.monotonic()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=RAY_START_TIMEOUT, env=self.env)

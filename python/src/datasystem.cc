@@ -140,6 +140,7 @@ struct WriteBufferObject {
   PyObject_HEAD
   ds::WriteBuffer buffer;  // constructed in place
   int writers;             // write() calls copying without the GIL and mset_buffer calls in flight (each refuses the other)
+  Py_ssize_t exports;      // live buffer exports (memoryviews, numpy arrays, ...): sealing refuses while > 0
 };
 
 PyTypeObject* g_write_buffer_type = nullptr;
@@ -195,7 +196,17 @@ int WriteBufferGetBuffer(PyObject* self, Py_buffer* view, int flags) {
     }
     return -1;
   }
-  return PyBuffer_FillInfo(view, self, w.data(), static_cast<Py_ssize_t>(w.size()), /*readonly=*/0, flags);
+  if (PyBuffer_FillInfo(view, self, w.data(), static_cast<Py_ssize_t>(w.size()), /*readonly=*/0, flags) != 0) {
+    return -1;
+  }
+  ++reinterpret_cast<WriteBufferObject*>(self)->exports;
+  return 0;
+}
+
+// Counts exports down. A sealed value must be immutable, so sealing refuses
+// while any export lives (as bytearray refuses to resize).
+void WriteBufferReleaseBuffer(PyObject* self, Py_buffer* /*view*/) {
+  --reinterpret_cast<WriteBufferObject*>(self)->exports;
 }
 
 PyObject* WriteBufferMemoryView(PyObject* self, PyObject*) { return PyMemoryView_FromObject(self); }
@@ -296,6 +307,7 @@ PyTypeObject* MakeWriteBufferType() {
   static PyType_Slot slots[] = {
       {Py_tp_dealloc, reinterpret_cast<void*>(WriteBufferDealloc)},
       {Py_bf_getbuffer, reinterpret_cast<void*>(WriteBufferGetBuffer)},
+      {Py_bf_releasebuffer, reinterpret_cast<void*>(WriteBufferReleaseBuffer)},
       {Py_tp_getset, getset},
       {Py_tp_methods, methods},
       {Py_tp_doc, const_cast<char*>("Writable shared memory of one created key (from KVClient.mcreate).")},
@@ -394,16 +406,28 @@ void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal) 
   }
   // Each object is marked busy (as write() does) until its buffer is back:
   // an object listed twice, or one another thread is writing or sealing, is
-  // refused before anything moves.
+  // refused before anything moves. So is one whose memory is still exported
+  // (a memoryview from MutableData() or memoryview(), a numpy array): its
+  // holder could change the value after the seal.
   for (Py_ssize_t i = 0; i < n; ++i) {
-    int& writers = reinterpret_cast<WriteBufferObject*>(items[i])->writers;
-    if (writers > 0) {
-      const std::string key = BufferOf(items[i]).key();
+    auto* obj = reinterpret_cast<WriteBufferObject*>(items[i]);
+    const bool exported = obj->exports > 0 && !obj->buffer.sealed();
+    if (obj->writers > 0 || exported) {
+      const std::string key = obj->buffer.key();
+      const Py_ssize_t exports = obj->exports;
       for (Py_ssize_t j = 0; j < i; ++j) --reinterpret_cast<WriteBufferObject*>(items[j])->writers;
+      if (exported) {
+        const std::string message =
+            std::string(what) + ": cannot seal the buffer of '" + key + "': " + std::to_string(exports) +
+            " export(s) of its memory (memoryview, MutableData(), numpy array, ...) are still alive and could "
+            "change the value after the seal; release them first (del the view or call its release())";
+        PyErr_SetString(PyExc_BufferError, message.c_str());
+        throw py::error_already_set();
+      }
       Throw(Status::Invalid(what, ": the buffer of '", key,
                             "' is listed twice, or being written or sealed by another thread"));
     }
-    ++writers;
+    ++obj->writers;
   }
   std::vector<ds::WriteBuffer> bufs;
   bufs.reserve(static_cast<size_t>(n));

@@ -148,7 +148,8 @@ std::string ErrnoText(int e) { return e == EAGAIN ? "timed out" : std::strerror(
 // ------------------------------------------------------------------ server
 
 Result<std::unique_ptr<DataServer>> DataServer::Start(const std::string& ip, int port,
-                                                      std::string name, ObjectStore& store) {
+                                                      std::string name, ObjectStore& store,
+                                                      DataServerOptions options) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::IOError("data server socket: ", std::strerror(errno));
   int one = 1;
@@ -169,7 +170,8 @@ Result<std::unique_ptr<DataServer>> DataServer::Start(const std::string& ip, int
   socklen_t len = sizeof(a);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   std::unique_ptr<DataServer> s(
-      new DataServer(fd, ip + ":" + std::to_string(ntohs(a.sin_port)), std::move(name), store));
+      new DataServer(fd, ip + ":" + std::to_string(ntohs(a.sin_port)), std::move(name), store,
+                     options));
   s->wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
   s->accept_thread_ = std::thread([p = s.get()] { p->AcceptLoop(); });
   return s;
@@ -187,12 +189,44 @@ void DataServer::AcceptLoop() {
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     std::lock_guard<std::mutex> lock(mu_);
     ReapLocked(false);
+    if (conns_.size() >= options_.max_connections) {
+      Refuse(fd);
+      continue;
+    }
+    timeval rcv{options_.idle_timeout_ms / 1000, (options_.idle_timeout_ms % 1000) * 1000};
+    timeval snd{options_.send_timeout_ms / 1000, (options_.send_timeout_ms % 1000) * 1000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
     auto c = std::make_unique<Conn>();
     c->fd = fd;
     Conn* raw = c.get();
     conns_.push_back(std::move(c));
     raw->thread = std::thread([this, raw] { Serve(raw); });
   }
+}
+
+void DataServer::Refuse(int fd) {
+  const auto now = std::chrono::steady_clock::now();
+  ++refused_;
+  if (now - last_refusal_log_ > std::chrono::seconds(10)) {
+    spdlog::warn("worker {} refuses data connections on {}: {} are open (the limit); {} refused "
+                 "since the last message",
+                 name_, endpoint_, conns_.size(), refused_);
+    last_refusal_log_ = now;
+    refused_ = 0;
+  }
+  const std::string msg = "worker " + name_ + " refuses this data connection: " +
+                          std::to_string(options_.max_connections) +
+                          " are open (its limit)";
+  ReplyHeader r{};
+  r.code = static_cast<uint8_t>(StatusCode::kUnavailable);
+  r.msg_len = static_cast<uint32_t>(msg.size());
+  timeval tv{0, 100000};  // a peer that never reads must not block the accept thread
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  std::vector<iovec> iov = {{&r, sizeof(r)}, {const_cast<char*>(msg.data()), msg.size()}};
+  (void)WriteAllV(fd, iov);
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
 }
 
 void DataServer::Serve(Conn* conn) {
@@ -237,6 +271,11 @@ void DataServer::Serve(Conn* conn) {
       }
       ssize_t r = ::recv(conn->fd, in.data() + end, in.size() - end, 0);
       if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        SPDLOG_DEBUG("closing a data connection idle for {} ms", options_.idle_timeout_ms);
+        alive = false;
+        break;
+      }
       if (r <= 0) {
         alive = false;
         break;

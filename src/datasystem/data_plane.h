@@ -15,7 +15,12 @@
 //
 // DataServer: one accept thread, one thread per connection (blocking
 // read-pin-send-release loop; the pin keeps the block from being reused
-// while its bytes are on the wire). PullClient: pools idle connections per
+// while its bytes are on the wire), at most DataServerOptions::
+// max_connections of them: one more gets an Unavailable reply saying so and
+// is closed. A connection idle for idle_timeout_ms, or whose peer stops
+// reading, is closed (PullClient drops pooled connections its peer closed).
+// Requests are parsed from a fixed 256 KiB buffer: nothing is allocated
+// for a length a peer declares. PullClient: pools idle connections per
 // peer; a pull splits large objects into chunks spread over several
 // connections, each driven by its own thread.
 //
@@ -23,6 +28,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -38,12 +44,22 @@ namespace ds {
 
 inline constexpr uint32_t kPullMagic = 0x31504344;
 
+struct DataServerOptions {
+  // Connections served at once (one thread each). Default 256.
+  size_t max_connections = 256;
+  // A connection with no request for this long is closed. Default 120 s.
+  int idle_timeout_ms = 120000;
+  // A reply the peer does not take within this long closes it. Default 30 s.
+  int send_timeout_ms = 30000;
+};
+
 class DataServer {
  public:
   // Listens on `ip`:`port` (0: an ephemeral port). `name` (the worker's
   // address) appears in error messages.
   static Result<std::unique_ptr<DataServer>> Start(const std::string& ip, int port,
-                                                   std::string name, ObjectStore& store);
+                                                   std::string name, ObjectStore& store,
+                                                   DataServerOptions options = {});
   ~DataServer();
   void Stop();
   // "ip:port" this server listens on.
@@ -55,10 +71,13 @@ class DataServer {
     std::thread thread;
     std::atomic<bool> done{false};
   };
-  DataServer(int listen_fd, std::string endpoint, std::string name, ObjectStore& store)
+  DataServer(int listen_fd, std::string endpoint, std::string name, ObjectStore& store,
+             DataServerOptions options)
       : listen_fd_(listen_fd), endpoint_(std::move(endpoint)), name_(std::move(name)),
-        store_(store) {}
+        store_(store), options_(options) {}
   void AcceptLoop();
+  // Tells a connection over the cap why, and closes it (accept thread, mu_ held).
+  void Refuse(int fd);
   void Serve(Conn* conn);
   void ReapLocked(bool all);
 
@@ -67,7 +86,11 @@ class DataServer {
   const std::string endpoint_;
   const std::string name_;
   ObjectStore& store_;
+  const DataServerOptions options_;
   int wake_fd_ = -1;
+  // Accept thread only.
+  uint64_t refused_ = 0;
+  std::chrono::steady_clock::time_point last_refusal_log_{};
 
   std::thread accept_thread_;
   std::atomic<bool> stopping_{false};

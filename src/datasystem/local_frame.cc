@@ -1,13 +1,16 @@
 // Unix-socket framing with optional descriptor passing.
 #include "datasystem/local_frame.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace ds {
@@ -92,7 +95,87 @@ Status RecvAll(int fd, void* p, size_t n, size_t* got, int* received_fd) {
   return Status::OK();
 }
 
+// Bytes taken from a ByteBudget, given back on destruction.
+class Charge {
+ public:
+  explicit Charge(ByteBudget* budget) : budget_(budget) {}
+  Charge(const Charge&) = delete;
+  Charge& operator=(const Charge&) = delete;
+  ~Charge() {
+    if (budget_ != nullptr && bytes_ > 0) budget_->Release(bytes_);
+  }
+  Status Add(uint64_t n) {
+    if (budget_ == nullptr) return Status::OK();
+    if (!budget_->TryCharge(n)) {
+      return Status::Invalid("frame refused: the worker already buffers ", budget_->used(),
+                             " bytes of incoming frames (limit ", budget_->limit(), ")");
+    }
+    bytes_ += n;
+    return Status::OK();
+  }
+
+ private:
+  ByteBudget* const budget_;
+  uint64_t bytes_ = 0;
+};
+
+// A heap buffer that grows with the bytes received into it (never to a
+// declared size before those bytes are here), charging what it holds.
+class Growing {
+ public:
+  explicit Growing(ByteBudget* budget) : charge_(budget) {}
+  Growing(const Growing&) = delete;
+  Growing& operator=(const Growing&) = delete;
+  ~Growing() { std::free(data_); }
+  uint8_t* data() { return data_; }
+  size_t size() const { return size_; }
+
+  // Appends exactly n bytes read from fd.
+  Status Recv(int fd, size_t n, int stall_timeout_ms) {
+    constexpr size_t kFirst = 64 << 10;
+    const size_t target = size_ + n;
+    while (size_ < target) {
+      if (size_ == cap_) {
+        const size_t cap = std::min(target, std::max(kFirst, cap_ * 2));
+        TQDS_RETURN_NOT_OK(charge_.Add(cap - cap_));
+        auto* p = static_cast<uint8_t*>(std::realloc(data_, cap));  // large: mremap, no copy
+        if (p == nullptr) return Status::OutOfSpace("cannot buffer ", cap, " bytes of a frame");
+        data_ = p;
+        cap_ = cap;
+      }
+      if (stall_timeout_ms >= 0) {
+        pollfd pfd{fd, POLLIN, 0};
+        int rc = ::poll(&pfd, 1, stall_timeout_ms);
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc == 0) {
+          return Status::IOError("frame stalled: no byte for ", stall_timeout_ms, " ms");
+        }
+      }
+      ssize_t r = ::read(fd, data_ + size_, std::min(cap_, target) - size_);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return Status::IOError("local socket receive failed: ", std::strerror(errno));
+      if (r == 0) return Status::IOError("truncated frame");
+      size_ += static_cast<size_t>(r);
+    }
+    return Status::OK();
+  }
+
+ private:
+  Charge charge_;
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  size_t cap_ = 0;
+};
+
 }  // namespace
+
+bool ByteBudget::TryCharge(uint64_t n) {
+  uint64_t cur = used_.load(std::memory_order_relaxed);
+  do {
+    if (n > limit_ || cur > limit_ - n) return false;
+  } while (!used_.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+  return true;
+}
 
 Status WriteFrame(int fd, const tqds::wire::Message& message, int pass_fd) {
   std::string header = message.EncodeHeader();
@@ -130,31 +213,29 @@ tqds::Result<tqds::wire::Message> ReadFrame(int fd, int* received_fd, const Fram
   if (prefix.payload_count > limits.max_payloads) {
     return Status::Invalid("malformed frame: ", prefix.payload_count, " payloads exceed the limit");
   }
-  std::vector<uint64_t> lens(prefix.payload_count);
-  std::string header(prefix.header_len, '\0');
-  auto truncated = [](const Status& s) {
-    return s.IsUnavailable() ? Status::IOError("truncated frame") : s;
-  };
-  if (!lens.empty()) {
-    st = RecvAll(fd, lens.data(), lens.size() * sizeof(uint64_t), &got, nullptr);
-    if (!st.ok()) return truncated(st);
+  const uint64_t lens_bytes = uint64_t{prefix.payload_count} * sizeof(uint64_t);
+  Growing lens_in(limits.budget);
+  if (lens_bytes > 0) {
+    TQDS_RETURN_NOT_OK(lens_in.Recv(fd, lens_bytes, limits.stall_timeout_ms));
   }
+  std::vector<uint64_t> lens(prefix.payload_count);
+  if (lens_bytes > 0) std::memcpy(lens.data(), lens_in.data(), lens_bytes);
   uint64_t total = 0;
   for (uint64_t l : lens) {
     if (l > limits.max_payload_bytes || total + l > limits.max_payload_bytes) {
-      return Status::Invalid("malformed frame: payloads exceed ", limits.max_payload_bytes,
-                             " bytes");
+      return Status::Invalid("malformed frame: payloads exceed the limit of ",
+                             limits.max_payload_bytes, " bytes per frame");
     }
     total += l;
   }
-  st = RecvAll(fd, header.data(), header.size(), &got, nullptr);
-  if (!st.ok()) return truncated(st);
+  Growing header(limits.budget);
+  TQDS_RETURN_NOT_OK(header.Recv(fd, prefix.header_len, limits.stall_timeout_ms));
   tqds::Buffer body;
   if (total > 0) {
-    TQDS_ASSIGN_OR_RETURN(auto mb, tqds::MutableBuffer::Allocate(total));
-    st = RecvAll(fd, mb.mutable_data(), total, &got, nullptr);
-    if (!st.ok()) return truncated(st);
-    body = std::move(mb).Freeze();
+    auto in = std::make_shared<Growing>(limits.budget);
+    TQDS_RETURN_NOT_OK(in->Recv(fd, total, limits.stall_timeout_ms));
+    const uint8_t* p = in->data();
+    body = tqds::Buffer::Wrap(p, total, std::move(in));
   }
   // A bad header is returned as a Message of type kInvalid carrying the error:
   // the frame was consumed, so the stream stays in sync and the peer can reply.

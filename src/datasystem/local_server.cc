@@ -8,9 +8,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
-
-#include "datasystem/local_frame.h"
 
 namespace ds {
 namespace {
@@ -30,7 +29,8 @@ Result<sockaddr_un> MakeAddr(const std::string& path) {
 
 Result<std::unique_ptr<LocalServer>> LocalServer::Start(const std::string& path, int arena_fd,
                                                         RequestHandler& handler,
-                                                        ObjectStore& store) {
+                                                        ObjectStore& store,
+                                                        LocalServerOptions options) {
   TQDS_ASSIGN_OR_RETURN(sockaddr_un addr, MakeAddr(path));
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0) {
@@ -51,7 +51,7 @@ Result<std::unique_ptr<LocalServer>> LocalServer::Start(const std::string& path,
     ::close(fd);
     return Status::IOError("cannot listen on unix socket ", path, ": ", std::strerror(e));
   }
-  std::unique_ptr<LocalServer> s(new LocalServer(path, fd, arena_fd, handler, store));
+  std::unique_ptr<LocalServer> s(new LocalServer(path, fd, arena_fd, handler, store, options));
   s->accept_thread_ = std::thread([raw = s.get()] { raw->AcceptLoop(); });
   return s;
 }
@@ -102,6 +102,10 @@ void LocalServer::AcceptLoop() {
       ::close(fd);
       return;
     }
+    if (conns_.size() >= options_.max_connections) {
+      Refuse(fd);
+      continue;
+    }
     auto conn = std::make_unique<Conn>();
     conn->fd = fd;
     Conn* raw = conn.get();
@@ -110,10 +114,36 @@ void LocalServer::AcceptLoop() {
   }
 }
 
+void LocalServer::Refuse(int fd) {
+  // Rate-limited: a flood of connections must not flood the log too.
+  const auto now = std::chrono::steady_clock::now();
+  ++refused_;
+  if (now - last_refusal_log_ > std::chrono::seconds(10)) {
+    spdlog::warn("refusing local connections on {}: {} clients are connected (the limit); {} "
+                 "refused since the last message",
+                 path_, conns_.size(), refused_);
+    last_refusal_log_ = now;
+    refused_ = 0;
+  }
+  Message m(tqds::wire::MsgType::kError, 0);
+  m.set_status(Status::Unavailable("the datasystem worker refuses this connection: ",
+                                   options_.max_connections,
+                                   " local client connections are open (its limit); close "
+                                   "idle clients and retry"));
+  timeval tv{0, 100000};  // a peer that never reads must not block the accept thread
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  (void)WriteFrame(fd, m);
+  ::close(fd);
+}
+
 void LocalServer::Serve(Conn* conn) {
   Session session;
+  FrameLimits limits;
+  limits.max_payload_bytes = options_.max_frame_bytes;
+  limits.budget = &budget_;
+  limits.stall_timeout_ms = options_.frame_stall_timeout_ms;
   while (true) {
-    auto request = ReadFrame(conn->fd);
+    auto request = ReadFrame(conn->fd, nullptr, limits);
     if (!request.ok()) {
       if (request.status().IsInvalid()) {  // framing broken: say why, then hang up
         spdlog::warn("closing local client: {}", request.status().ToString());

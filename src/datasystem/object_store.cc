@@ -75,10 +75,8 @@ void ObjectStore::Pin(Session& s, uint64_t offset) {
 Status ObjectStore::OutOfSpaceError(uint64_t size) const {
   uint64_t pinned = 0;
   for (const auto& [off, pin] : pins_) (void)off, pinned += pin.refs > 0 ? 1 : 0;
-  std::string spill = spill_.enabled()
-                          ? "spill directory " + spill_.dir() + " holds " + Mib(spill_.used()) +
-                                " of its " + Mib(spill_.limit()) + " limit"
-                          : std::string("no spill directory is configured");
+  std::string spill = spill_.enabled() ? spill_.Describe()
+                                       : std::string("no spill directory is configured");
   return Status::OutOfSpace(
       "worker ", options_.name, " is out of space for an object of ", size,
       " bytes: shared memory holds ", Mib(allocator_->used()), " of ", Mib(capacity_), " (",
@@ -108,7 +106,8 @@ bool ObjectStore::SpillOne() {
   }
   Status st = spill_.Write(o.id, e->first, o.version, base_ + o.offset, o.size);
   if (!st.ok()) {
-    spdlog::error("spill of '{}' failed: {}", e->first, st.ToString());
+    // A full disk is logged by the spill store, at most once per 10 s.
+    if (!st.IsOutOfSpace()) spdlog::error("spill of '{}' failed: {}", e->first, st.ToString());
     return false;
   }
   ++spills_;

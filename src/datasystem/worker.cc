@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +17,7 @@
 
 #include "datasystem/metastore_hook.h"
 #include "datasystem/protocol.h"
+#include "datasystem/safe_dir.h"
 
 namespace ds {
 namespace {
@@ -33,6 +35,23 @@ Result<std::string> ResolveIpv4(const std::string& host) {
   ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof(buf));
   ::freeaddrinfo(res);
   return std::string(buf);
+}
+
+// No value is larger than the arena, so no frame needs to be much larger:
+// what a peer declares beyond that is refused before anything is allocated.
+uint64_t MaxFrameBytes(uint64_t arena_size) { return std::max<uint64_t>(arena_size, 64ull << 20); }
+
+tqds::wire::RpcServerOptions TcpServerOptions(uint64_t arena_size) {
+  tqds::wire::RpcServerOptions o;
+  o.max_frame_bytes = static_cast<int64_t>(MaxFrameBytes(arena_size));
+  return o;
+}
+
+LocalServerOptions LocalOptions(uint64_t arena_size) {
+  LocalServerOptions o;
+  o.max_frame_bytes = MaxFrameBytes(arena_size);
+  o.max_inflight_bytes = std::max<uint64_t>(1ull << 30, 2 * arena_size);
+  return o;
 }
 
 }  // namespace
@@ -55,6 +74,9 @@ Status Worker::LockPidFile() {
     return Status::IOError("cannot create --unix_domain_socket_dir ",
                            options_.unix_domain_socket_dir, ": ", ec.message());
   }
+  // Another user who owns the directory, or may write to it without the
+  // sticky bit, could replace the socket or pid file and intercept clients.
+  TQDS_RETURN_NOT_OK(CheckSharedDir(options_.unix_domain_socket_dir, "--unix_domain_socket_dir"));
   const std::string path = options_.pid_path();
   pid_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (pid_fd_ < 0) return Status::IOError("cannot open pid file ", path, ": ", std::strerror(errno));
@@ -113,7 +135,7 @@ Status Worker::Init() {
   auto tcp = tqds::wire::RpcServer::Bind(
       "tcp://" + bind_ip + ":" + std::to_string(bind.port),
       [this](Message&& m, tqds::wire::Responder r) { OnTcpRequest(std::move(m), std::move(r)); },
-      [this](Clock::time_point now) { return Tick(now); });
+      [this](Clock::time_point now) { return Tick(now); }, TcpServerOptions(arena_->size()));
   if (!tcp.ok()) {
     return Status::IOError("cannot listen on ", bind.ToString(), ": port ", bind.port,
                            " is already in use by another process (or the address is not local): ",
@@ -142,7 +164,7 @@ Status Worker::Init() {
   ctx.cluster = cluster_.get();
   handler_ = std::make_unique<RequestHandler>(*store_, ctx);
   TQDS_ASSIGN_OR_RETURN(local_, LocalServer::Start(options_.socket_path(), arena_->fd(), *handler_,
-                                                   *store_));
+                                                   *store_, LocalOptions(arena_->size())));
   tcp_->Start();
   spdlog::info("datasystem worker {} ready: pid {}, shared memory {} MiB, socket {}, spill '{}'",
                options_.worker_address, ctx.pid, options_.shared_memory_size_mb,

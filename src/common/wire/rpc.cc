@@ -241,7 +241,7 @@ RpcServer::RpcServer(zmq::socket_t socket, std::string endpoint, Handler handler
 }
 
 Result<std::unique_ptr<RpcServer>> RpcServer::Bind(const std::string& endpoint, Handler handler,
-                                                   Tick tick) {
+                                                   Tick tick, RpcServerOptions options) {
   std::string ep = endpoint;
   if (ep.rfind("tcp://", 0) == 0 && ep.size() > 2 && ep.substr(ep.size() - 2) == ":0") {
     ep = ep.substr(0, ep.size() - 1) + "*";
@@ -251,6 +251,7 @@ Result<std::unique_ptr<RpcServer>> RpcServer::Bind(const std::string& endpoint, 
   sock.set(zmq::sockopt::sndhwm, 0);
   sock.set(zmq::sockopt::rcvhwm, 0);
   sock.set(zmq::sockopt::router_mandatory, 1);
+  if (options.max_frame_bytes >= 0) sock.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);
   try {
     sock.bind(ep);
   } catch (const zmq::error_t& e) {

@@ -87,6 +87,13 @@ class Responder {
   uint64_t request_id_ = 0;
 };
 
+struct RpcServerOptions {
+  // Largest frame (header or one payload) a peer may send; a peer whose
+  // frame declares more is disconnected by ZMQ before anything is
+  // allocated for it. -1 (default): no limit beyond WireLimits.
+  int64_t max_frame_bytes = -1;
+};
+
 class RpcServer {
  public:
   using Handler = std::function<void(Message&& request, Responder responder)>;
@@ -97,7 +104,8 @@ class RpcServer {
   // Binds `endpoint`; "tcp://127.0.0.1:0" picks a free port. Fails with a
   // clear IOError when the address is taken.
   static Result<std::unique_ptr<RpcServer>> Bind(const std::string& endpoint, Handler handler,
-                                                 Tick tick = nullptr);
+                                                 Tick tick = nullptr,
+                                                 RpcServerOptions options = {});
   ~RpcServer();
 
   // The endpoint actually bound (with the real port).

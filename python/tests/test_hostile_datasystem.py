@@ -1,0 +1,273 @@
+"""Hostile input against the datasystem worker and its Python bindings
+(issue 15): a sealed value stays immutable, declared frame sizes commit no
+memory before the bytes arrive, and a frame over the limit closes only its
+own connection. Real workers started with dscli, real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from datasystem import KVClient
+from yr.datasystem import KVClient as YrKVClient
+
+from conftest import DsWorker, unique
+
+
+@pytest.fixture(params=["datasystem", "yr"])
+def client(request, ds_worker):
+    if request.param == "datasystem":
+        c = KVClient(ds_worker.host, ds_worker.port)
+        c.init()
+        return c
+    c = YrKVClient(ds_worker.host, ds_worker.port)
+    c.init()
+    return c
+
+
+def key(prefix: str = "h") -> str:
+    return unique(prefix).replace("-", "_")
+
+
+def mcreate(c, keys, sizes):
+    return c.mcreate(keys, sizes)
+
+
+def read(c, k) -> bytes:
+    (v,) = c.get_buffers([k]) if isinstance(c, KVClient) else c.get_buffers([k], 0)
+    return bytes(memoryview(v))
+
+
+# ------------------------------------------------------------- finding 2: seal
+
+@pytest.mark.parametrize("export", ["MutableData", "memoryview", "builtin", "numpy", "slice"])
+def test_seal_refuses_while_an_export_lives(client, export):
+    """A view kept from before the seal could change the stored value: the
+    seal is refused, naming the key, until the view is released; then the
+    seal goes through and the value is what was written."""
+    k = key()
+    (b,) = mcreate(client, [k], [4])
+    make = {"MutableData": lambda: b.MutableData(), "memoryview": lambda: b.memoryview(),
+            "builtin": lambda: memoryview(b), "numpy": lambda: np.frombuffer(b, dtype=np.uint8),
+            "slice": lambda: memoryview(b)[1:3]}[export]
+    view = make()
+    view[0] = ord("a")
+    with pytest.raises(BufferError, match=rf"'{k}'.*still alive"):
+        client.mset_buffer([b])
+    assert not b.sealed
+    b.write(b"bcd", 1)  # still writable: nothing moved
+    if isinstance(view, memoryview):
+        view.release()
+    del view
+    client.mset_buffer([b])
+    assert b.sealed
+    assert read(client, k) == (b"abcd" if export != "slice" else b"\x00bcd")
+
+
+def test_readonly_export_also_blocks_the_seal(client):
+    k = key()
+    (b,) = mcreate(client, [k], [2])
+    b.write(b"ok")
+    ro = b.ImmutableData()
+    with pytest.raises(BufferError, match=k):
+        client.mset_buffer([b])
+    del ro
+    client.mset_buffer([b])
+    assert read(client, k) == b"ok"
+
+
+def test_one_exported_buffer_refuses_the_whole_batch(client):
+    """Nothing of the batch is sealed when one buffer is still exported, and
+    every buffer stays usable."""
+    k1, k2 = key(), key()
+    b1, b2 = mcreate(client, [k1, k2], [1, 1])
+    b1.write(b"x")
+    b2.write(b"y")
+    mv = b2.MutableData()
+    with pytest.raises(BufferError, match=k2):
+        client.mset_buffer([b1, b2])
+    assert not b1.sealed and not b2.sealed
+    mv.release()
+    client.mset_buffer([b1, b2])
+    assert read(client, k1) == b"x" and read(client, k2) == b"y"
+
+
+def test_after_the_seal_nothing_writes(client):
+    """write(), MutableData(), memoryview() and the buffer protocol all refuse
+    once sealed; the stored bytes are unchanged."""
+    k = key()
+    (b,) = mcreate(client, [k], [3])
+    b.MutableData()[:] = b"abc"  # a temporary view: released at once
+    client.mset_buffer([b])
+    with pytest.raises(Exception, match="sealed"):
+        b.write(b"z")
+    for f in (b.MutableData, b.memoryview, lambda: memoryview(b), lambda: np.frombuffer(b, dtype=np.uint8),
+              b.ImmutableData):
+        with pytest.raises(Exception, match="sealed"):
+            f()
+    client.mset_buffer([b])  # sealed already: nothing to do
+    assert read(client, k) == b"abc"
+
+
+def test_export_count_survives_many_views(client):
+    """Exports are counted, not flagged: two views, one released, still refuses."""
+    k = key()
+    (b,) = mcreate(client, [k], [1])
+    v1, v2 = b.MutableData(), memoryview(b)
+    v1.release()
+    with pytest.raises(BufferError, match="1 export"):
+        client.mset_buffer([b])
+    v2.release()
+    client.mset_buffer([b])
+
+
+def test_upstream_style_fill_still_seals(client):
+    """TransferQueue 0.1.11's pattern: views made in a helper, packed
+    through memoryview(view), dropped before mset_buffer."""
+    keys = [key() for _ in range(3)]
+    payloads = [b"one", b"two!", b"three"]
+    buffers = []
+
+    def alloc(sizes):
+        bufs = mcreate(client, keys, sizes)
+        buffers.extend(bufs)
+        return [buf.MutableData() for buf in bufs]
+
+    def encode_into(objs, alloc_fn):
+        views = alloc_fn([len(o) for o in objs])
+        for v, o in zip(views, objs):
+            mv = memoryview(v)
+            mv[: len(o)] = o
+        return views, [len(o) for o in objs]
+
+    encode_into(payloads, alloc)
+    client.mset_buffer(buffers)
+    assert [read(client, k) for k in keys] == payloads
+
+
+# -------------------------------------------- finding 7: declared frame sizes
+
+def local_socket(w: DsWorker) -> str:
+    return os.path.join(w.socket_dir, f"datasystem_worker_{w.host}_{w.port}.sock")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+MAGIC = 0x314C5344
+
+
+def frame_prefix(header_len: int, payload_lens: list[int]) -> bytes:
+    return struct.pack("<IIII", MAGIC, header_len, len(payload_lens), 0) + b"".join(
+        struct.pack("<Q", n) for n in payload_lens)
+
+
+def wait_until(pred, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def worker():
+    w = DsWorker(shared_memory_mb=64)
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def test_declared_sizes_commit_no_memory(worker):
+    """Frames within the limits whose bytes never come (a 64 MiB header; a
+    short header then a 60 MiB payload; a 4 GiB payload, over the limit):
+    the worker's memory does not grow with what they declare, its TCP port
+    answers at once, and other clients are unaffected."""
+    base = rss_bytes(worker.pid)
+    socks = []
+    try:
+        frames = [frame_prefix(64 << 20, []) + b"\x95" * 64] * 2 + \
+                 [frame_prefix(8, [60 << 20]) + b"\x00" * 8] * 3 + [frame_prefix(64, [4 << 30])]
+        for f in frames:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(local_socket(worker))
+            s.sendall(f)
+            socks.append(s)
+        kv = KVClient(worker.host, worker.port)
+        t0 = time.monotonic()
+        kv.init()
+        kv.set("after", b"v")
+        assert kv.get("after") == b"v"
+        assert time.monotonic() - t0 < 5
+        grown = rss_bytes(worker.pid) - base
+        assert grown < 32 << 20, f"the worker grew by {grown >> 20} MiB for bytes that never came"
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_frame_over_the_limit_closes_only_its_connection(worker):
+    """A frame declaring more than the worker can ever store (1 GiB on a
+    64 MiB worker) is refused at its prefix: that connection gets an error
+    frame naming the limit and is closed; a client connected before keeps
+    working."""
+    kv = KVClient(worker.host, worker.port)
+    kv.init()
+    kv.set("before", b"1")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(local_socket(worker))
+    s.settimeout(10)
+    s.sendall(frame_prefix(16, [1 << 30]))
+    reply = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    s.close()
+    assert b"bytes per frame" in reply, reply
+    assert kv.get("before") == b"1"
+
+
+def test_idle_local_connections_do_not_stall_the_worker(worker):
+    """Many idle connections on the local socket: the worker refuses those
+    over its cap (a clear error frame, connection closed) instead of growing
+    a thread per connection without bound."""
+    base_threads = thread_count(worker.pid)
+    socks = []
+    try:
+        refused = 0
+        for _ in range(1100):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(local_socket(worker))
+            socks.append(s)
+        assert wait_until(lambda: thread_count(worker.pid) < base_threads + 1100)
+        for s in socks[-50:]:
+            s.settimeout(10)
+            data = s.recv(4096)
+            refused += b"connections" in data
+        assert refused == 50
+        assert thread_count(worker.pid) <= base_threads + 1030
+    finally:
+        for s in socks:
+            s.close()
+    kv = KVClient(worker.host, worker.port)
+    kv.init()
+    kv.set("k", b"v")

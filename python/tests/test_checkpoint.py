@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -17,7 +23,8 @@ from tensordict import TensorDict
 import transfer_queue as tq
 from transfer_queue import interface
 
-from conftest import kill_pid, unique
+from conftest import REPO, kill_pid, unique
+from test_ray import _worker_pythonpath
 
 
 @contextlib.contextmanager
@@ -220,3 +227,59 @@ def test_metadata_only_checkpoint(client, tmp_path):
     tq.load_checkpoint(tmp_path / "ck")  # the data stayed in the datasystem
     rest = client.get_meta(["x"], 3, p, task_name="t")
     assert sorted(client.get_data(rest)["x"].tolist()) == [1, 2, 3]
+
+
+SAVER = textwrap.dedent("""
+    import sys
+    import transfer_queue as tq
+    tq.init()  # attaches to the test's session ($TQDS_SESSION)
+    print("READY", flush=True)
+    n = 0
+    while True:
+        tq.save_checkpoint(sys.argv[1], metadata={"n": n})
+        n += 1
+        print("SAVED", n, flush=True)
+""")
+
+
+def test_a_save_killed_at_any_point_leaves_a_whole_checkpoint(monkeypatch, tmp_path):
+    """A process saving in a loop is killed with SIGKILL at random points
+    (inside torch.save, between the renames, ...); after each kill the
+    checkpoint loads whole and restores the data as saved. (The files are
+    written alike for both backends: SimpleStorage only.)"""
+    with tq_session(monkeypatch, {"storage_backend": "SimpleStorage",
+                                  "SimpleStorage": {"num_data_storage_units": 1}}) as client:
+        _kill_saves(client, tmp_path, rounds=5)
+
+
+def _kill_saves(client, tmp_path, rounds: int):
+    p = unique("p")
+    data = torch.arange(4096, dtype=torch.float32).reshape(64, 64)
+    client.put(TensorDict({"x": data, "s": [f"s{i}" for i in range(64)]}, batch_size=[64]), partition_id=p)
+    ck = tmp_path / "ck"
+    tq.save_checkpoint(ck, metadata={"n": -1})
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (_worker_pythonpath(), env.get("PYTHONPATH", "")) if x)
+    rng = random.Random(1234)
+    seen = set()
+    for _ in range(rounds):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(ck)], stdout=subprocess.PIPE, text=True,
+                                env=env, cwd=str(REPO))
+        try:
+            assert proc.stdout.readline().strip() == "READY"
+            # Let it complete a few saves, then kill it somewhere inside one.
+            for _ in range(rng.randint(1, 3)):
+                assert proc.stdout.readline().startswith("SAVED")
+            time_in = rng.uniform(0.0, 0.15)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=time_in)  # a random point of the next save
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)  # kill -9: no handler runs
+            proc.wait()
+        tq.load_checkpoint(ck)
+        seen.add(json.loads((ck / "metadata.json").read_text())["user_metadata"]["n"])
+        got = client.get_data(client.get_meta(["x", "s"], 0, p, mode="force_fetch"))
+        assert torch.equal(dense(got["x"]), data)
+        assert list(got["s"]) == [f"s{i}" for i in range(64)]
+    assert seen != {-1}, "the saver never completed a save"

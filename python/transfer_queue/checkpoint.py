@@ -86,6 +86,15 @@ def _write_json(path: Path, value: Any) -> None:
         os.fsync(f.fileno())
 
 
+def _fsync_dir(path: Path) -> None:
+    """Makes the entries of directory ``path`` (renames, new files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save(client: Any, checkpoint_dir: Any, *, include_storage: bool, metadata: dict | None) -> None:
     import torch
 
@@ -110,7 +119,11 @@ def save(client: Any, checkpoint_dir: Any, *, include_storage: bool, metadata: d
         if include_storage:
             (tmp_dir / DATA_DIR).mkdir()
             for n, partition in enumerate(partitions):
-                torch.save(_save_partition_data(client, partition), tmp_dir / DATA_DIR / f"{n}.pt")
+                path = tmp_dir / DATA_DIR / f"{n}.pt"
+                torch.save(_save_partition_data(client, partition), path)
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+            _fsync_dir(tmp_dir / DATA_DIR)
         _write_json(tmp_dir / PARTITIONS_FILE, partitions)
         _write_json(tmp_dir / METADATA_FILE, {
             "format": FORMAT,
@@ -119,11 +132,15 @@ def save(client: Any, checkpoint_dir: Any, *, include_storage: bool, metadata: d
             "storage_saved": bool(include_storage),
             "user_metadata": metadata or {},
         })
+        _fsync_dir(tmp_dir)
+        # From here a crash leaves <dir> (old or new, whole) or, between the
+        # two renames, only <dir>.old, which a load takes as the checkpoint.
         if checkpoint_dir.exists():
             if old_dir.exists():
                 shutil.rmtree(old_dir)
             checkpoint_dir.rename(old_dir)
         tmp_dir.rename(checkpoint_dir)
+        _fsync_dir(checkpoint_dir.parent)
         if old_dir.exists():
             shutil.rmtree(old_dir)
     except BaseException:

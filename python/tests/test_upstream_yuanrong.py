@@ -193,6 +193,16 @@ class Driver:
         self.log.close()
 
 
+def assert_stopped_cleanly(socket_dir: Path, address: str) -> None:
+    """The worker at `address` ended through SIGTERM (upstream's `dscli stop`),
+    as its log says, not killed with its Ray actor."""
+    host, port = address.rsplit(":", 1)
+    log = socket_dir / "logs" / f"datasystem_worker_{host}_{port}.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    assert "stopping on signal 15" in text and f"datasystem worker {address} stopped" in text, \
+        f"{log} does not show a clean stop:\n{text[-2000:]}"
+
+
 def check_result(result: dict, ours: dict) -> None:
     # Upstream's storage client imported our yr.datasystem and _tqds.
     assert result["modules"] == {"yr.datasystem": ours["yr"], "_tqds": ours["_tqds"]}, result["modules"]
@@ -239,6 +249,7 @@ def test_same_node(peer, ours):
         assert driver.proc.returncode == 0, driver.stderr()[-3000:]
         # tq.close() stopped the worker through `dscli stop`; ray.shutdown() its local Ray.
         assert not wait_gone(workers, GONE_TIMEOUT), f"datasystem_worker {workers} outlived tq.close()"
+        assert_stopped_cleanly(socket_dir, address)
         left = wait_gone(set(ray_pids) | set(pids_mentioning(str(ray_dir))), GONE_TIMEOUT)
         assert not left, f"Ray processes outlived ray.shutdown(): {[(p, cmdline(p)[:2]) for p in left]}"
         print(f"same node: ray.init {up['ray_s']} s, tq.init {up['init_s']} s, put/list/get "
@@ -313,13 +324,22 @@ def test_two_namespaces(peer, ours, netns_pair, tmp_path):
         assert result["writer"]["node_ip"] == WORKER_NODE_IP and result["writer"]["ds_host"] == WORKER_NODE_IP, \
             result["writer"]
         assert result["writer"]["modules"] == result["modules"], result["writer"]
-        print(f"head worker after the get:\n{result['head_worker_status']}")
+        # Before the get, the 20 values (4 keys x 5 fields) were on B's worker
+        # only; the get in A succeeded, so they came from B's worker.
+        before, after = result["status_before_get"], result["status_after_get"]
+        assert before[HEAD_NODE_IP].get("objects") == 0, before
+        assert before[WORKER_NODE_IP].get("objects", 0) >= 20, before
+        print(f"objects held: before the get A {before[HEAD_NODE_IP]['objects']} B "
+              f"{before[WORKER_NODE_IP]['objects']}; after it A {after[HEAD_NODE_IP].get('objects')} "
+              f"(cached copies) B {after[WORKER_NODE_IP].get('objects')}")
 
         driver.go_on()
         closed = driver.expect("CLOSED", CLOSE_TIMEOUT, worker_logs(socket_dir))
         driver.proc.wait(60)
         assert driver.proc.returncode == 0, driver.stderr()[-3000:]
         assert not wait_gone(in_a + in_b, GONE_TIMEOUT), f"datasystem workers {in_a + in_b} outlived tq.close()"
+        assert_stopped_cleanly(socket_dir, head)
+        assert_stopped_cleanly(socket_dir, node)
         print(f"two namespaces: ray start head {t_head:.1f} s, node {t_node:.1f} s, ray.init {up['ray_s']} s, "
               f"tq.init {up['init_s']} s, put (B) + list + get (A) {result['put_get_s']} s, "
               f"tq.close {closed['close_s']} s, total {time.monotonic() - t0:.1f} s")

@@ -94,6 +94,17 @@ def compare(want, got):
     return out
 
 
+def worker_status(ip):
+    """`dscli status` of the worker at ip: {counter: value} (ours; over TCP)."""
+    r = subprocess.run(["dscli", "status", "--worker_address", f"{ip}:{P['worker_port']}"],
+                       capture_output=True, text=True, timeout=30)
+    counters = {}
+    for line in r.stdout.splitlines()[1:]:
+        name, _, value = line.strip().partition(" ")
+        counters[name] = int(value) if value.strip().isdigit() else value.strip()
+    return counters if r.returncode == 0 else {"error": r.stdout + r.stderr}
+
+
 def conf():
     return {"backend": {"storage_backend": "Yuanrong",
                         "Yuanrong": {"auto_init": True, "worker_port": P["worker_port"],
@@ -164,13 +175,13 @@ def main():
         result["writer"] = ray.get(writer.put.remote(keys))
     listed = tq.kv_list(partition_id=PARTITION)
     result["listed"] = sorted(listed.get(PARTITION, {}))
+    if MODE == "cross":  # where the bytes are before the get: each worker's counters
+        result["status_before_get"] = {ip: worker_status(ip) for ip in P["node_ips"]}
     got = tq.kv_batch_get(keys=keys, partition_id=PARTITION)
     result["put_get_s"] = round(time.monotonic() - t2, 2)
     result["fields"] = compare(want, got)
-    if MODE == "cross":  # the head worker's counters, after the bytes crossed
-        r = subprocess.run(["dscli", "status", "--worker_address", f"{P['node_ips'][0]}:{P['worker_port']}"],
-                           capture_output=True, text=True, timeout=30)
-        result["head_worker_status"] = r.stdout + r.stderr
+    if MODE == "cross":
+        result["status_after_get"] = {ip: worker_status(ip) for ip in P["node_ips"]}
 
     tq.kv_clear(keys=keys, partition_id=PARTITION)
     result["listed_after_clear"] = sorted(tq.kv_list(partition_id=PARTITION).get(PARTITION, {}))

@@ -75,7 +75,10 @@ SHM_MB = 256
 @pytest.fixture(scope="module")
 def peer():
     """The peer venv's python (skips with the reason if it cannot be had)."""
-    impl = _peer()
+    given = os.environ.get("TQ_PEER_VENV")
+    if given and not os.access(Path(given) / "bin" / "python", os.X_OK):
+        pytest.skip(f"TQ_PEER_VENV={given} has no bin/python")
+    impl = _peer()  # makes <repo>/.peer-venv (scripts/peer_venv.sh) or skips with the reason
     if not Path(impl.python).parent.joinpath("ray").exists():
         pytest.skip(f"{impl.python} has no `ray` command beside it")
     return Path(impl.python)

@@ -37,8 +37,8 @@ using Packer = msgpack::packer<msgpack::sbuffer>;
 namespace internal {
 
 // One Unix-socket connection and the arena mappings: `rw_` (shared, for
-// writes and copies) and `views_` (read-only views, optionally
-// copy-on-write). Requests are serialised by `mu_`; one-way messages
+// writes and copies) and `views_` (GetBuffers' views: read-only and shared,
+// or private and writable). Requests are serialised by `mu_`; one-way messages
 // (Release, Abort) take the same lock.
 class Connection {
  public:
@@ -139,17 +139,25 @@ class Connection {
 
 namespace {
 
-// Keeps the pins of one GetBuffers call; ends its views and releases the
-// pins when the last view dies.
+// Keeps the pins of one GetBuffers call; ends its views, unmaps its alone
+// mappings and releases the pins when the last result dies.
 struct ReadPins {
   std::shared_ptr<internal::Connection> conn;
   std::vector<uint64_t> offsets;                   // every object pinned by the call
   std::vector<uint64_t> view_offsets, view_sizes;  // the ranges handed out as views
+  std::vector<internal::AloneMapping> alone;       // objects mapped at an address of their own
   ~ReadPins() {
     conn->views().Unview(view_offsets, view_sizes);
+    alone.clear();
     conn->Release(offsets);
   }
 };
+
+// A private result that cannot be a view of the client's mapping (another
+// live result shows the object) is copied below this size and mapped alone
+// from it: a copy costs less than the page faults of a fresh mapping for
+// small objects, far more for large ones (docs/datasystem.md, views).
+constexpr uint64_t kMapAloneMin = 1 << 20;
 
 std::atomic<bool> g_copy_on_write_views{false};
 
@@ -584,9 +592,11 @@ Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
     pins->offsets.push_back(g.offsets[i]);
     sizes.push_back(g.sizes[i]);
   }
-  // A range over copy-on-write pages that a live view has made private is
-  // copied from the shared mapping instead (see ViewMapping).
-  const std::vector<bool> viewable = conn_->views().View(pins->offsets, sizes);
+  // An object that a live result already shows, or whose end page a
+  // neighbour's live view has written, is not viewable (see ViewMapping):
+  // it is copied from the shared mapping or mapped alone.
+  internal::ViewMapping& views = conn_->views();
+  const std::vector<bool> viewable = views.View(pins->offsets, sizes);
   // Every counted view is recorded before anything can throw (a copy), so
   // the pins always end them.
   for (size_t j = 0; j < viewable.size(); ++j) {
@@ -597,9 +607,20 @@ Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
   std::shared_ptr<const void> holder = pins;
   for (size_t i = 0, j = 0; i < keys.size(); ++i) {
     if (g.codes[i] != 0) continue;
-    const uint64_t off = g.offsets[i];
-    out[i] = viewable[j++] ? Buffer::Wrap(conn_->views().base() + off, g.sizes[i], holder)
-                           : Buffer::Copy(conn_->rw() + off, g.sizes[i]);
+    const uint64_t off = g.offsets[i], n = g.sizes[i];
+    if (viewable[j++]) {
+      out[i] = Buffer::Wrap(views.base() + off, n, holder);
+      continue;
+    }
+    if (n >= kMapAloneMin) {
+      auto alone = views.MapAlone(off, n);
+      if (alone.ok()) {
+        out[i] = Buffer::Wrap(alone->data(), n, holder);
+        pins->alone.push_back(std::move(*alone));
+        continue;
+      }
+    }
+    out[i] = Buffer::Copy(conn_->rw() + off, n);
   }
   return out;
 }

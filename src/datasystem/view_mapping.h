@@ -1,109 +1,125 @@
-// ViewMapping: the client's read-only mapping of a worker's arena, through
-// which GetBuffers hands out zero-copy views, optionally made copy-on-write.
+// ViewMapping: the client's mapping of a worker's arena through which
+// GetBuffers hands out zero-copy views, optionally writable and private.
 //
-// Without copy-on-write, a write through a view faults (SIGSEGV): the views
-// are PROT_READ. With it, a process-wide SIGSEGV handler turns a write fault
-// inside the mapping into a private copy of the surrounding chunk (kChunk
-// bytes, remapped MAP_PRIVATE and copied at once), and the write goes
-// ahead. The worker's memory and every other
-// process keep the stored bytes.
+// Read-only mode (the default of ClientOptions): one MAP_SHARED, PROT_READ
+// mapping; a write through a view faults (SIGSEGV); nothing is counted.
 //
-// Bookkeeping that keeps later views correct:
-//   - every chunk counts the live views that touch it (View/Unview);
-//   - a view is handed out only over chunks that are still shared; over a
-//     chunk made private while other views touch it, View answers false and
-//     the caller copies from the shared mapping instead (the private pages
-//     may hold writes or bytes older than the object now stored there);
-//   - when the last view of a private chunk goes, the chunk is mapped shared
-//     again, so views are zero-copy again.
-//   - live views never overlap: a range that a live view of this process
-//     already shows (the same object read again while the first result
-//     lives) is copied, so a write through one result never shows in
-//     another; a view handed out after the last one ended sees the stored
-//     bytes.
+// Private mode (copy-on-write views): one persistent MAP_PRIVATE,
+// PROT_READ|PROT_WRITE mapping of the arena. Reads map the worker's pages
+// (once; they stay mapped for later calls, as in read-only mode). A write
+// through a view is the kernel's copy-on-write: the written 4 KiB page
+// becomes an anonymous page of this mapping, and the worker's memory, other
+// processes and other mappings keep the stored bytes. No signal handler is
+// involved.
 //
-// Faults outside every copy-on-write mapping, and reads, go to the handler
-// that was installed before ours (by default the process dies as it would
-// have). A handler installed over ours later (Python's faulthandler.enable())
-// is put behind ours again at the next View, and gets every fault that is
-// not ours. Until then it sees writes into views first; Python's
-// faulthandler then prints a traceback, puts ours back and re-raises from
-// inside its handler, and ours lets the write fault again and makes its
-// copy (a SIGSEGV raised from ordinary code is passed on as sent). After a
-// fault has been passed on, a re-raised SIGSEGV, or the same fault coming
-// back, takes the default action (no loop between handlers that call each
-// other or return from a fault).
+// Bookkeeping that keeps later views correct (all under mu_):
+//   - every page counts the live views that touch it;
+//   - live views never overlap: an object that already has a live view here
+//     (the same key read again while an earlier result lives, or twice in
+//     one call) is not viewable; the caller copies it or maps it alone
+//     (MapAlone), so a write through one result never shows in another;
+//   - a page that no live view touches is never private: when the last view
+//     of a page ends (Unview), the pages of the ended views are scanned
+//     (PAGEMAP_SCAN: present, not a file page) and the private ones dropped
+//     (MADV_DONTNEED), so the next read maps the stored bytes again;
+//   - a new view's first or last page may be shared with a live view of a
+//     neighbouring object, which may have written it; such a page is
+//     scanned, and if private the object is not viewable (the private page
+//     may hold bytes of an object since freed and replaced).
+// Without PAGEMAP_SCAN (Linux < 6.7) every page that loses its last view is
+// dropped, and a shared boundary page counts as private.
 //
-// Where the fault context does not tell writes from other accesses
-// (anything but x86-64), every access fault inside the mapping counts as a
-// write.
-//
-// Thread safety: View/Unview may be called from any thread; the fault
-// handler runs on the writing thread and takes no locks. Lock order: mu_ is
-// a leaf.
+// Thread safety: every method may be called from any thread. Lock order:
+// mu_ is a leaf; it is held across the scan and the madvise of Unview (a
+// concurrent View must not count a page that is being dropped).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "tqds/status.h"
 
 namespace ds::internal {
 
+// A private mapping of one object's pages at an address of its own (MapAlone).
+// Move-only; unmaps on destruction.
+class AloneMapping {
+ public:
+  AloneMapping() = default;
+  AloneMapping(void* addr, uint64_t length, const uint8_t* data)
+      : addr_(addr), length_(length), data_(data) {}
+  AloneMapping(AloneMapping&& o) noexcept { *this = std::move(o); }
+  AloneMapping& operator=(AloneMapping&& o) noexcept;
+  AloneMapping(const AloneMapping&) = delete;
+  AloneMapping& operator=(const AloneMapping&) = delete;
+  ~AloneMapping();
+  // The object's first byte.
+  const uint8_t* data() const { return data_; }
+
+ private:
+  void* addr_ = nullptr;
+  uint64_t length_ = 0;
+  const uint8_t* data_ = nullptr;
+};
+
 class ViewMapping {
  public:
-  // The unit that a write makes private.
-  static constexpr uint64_t kChunk = 2ull << 20;
+  static constexpr uint64_t kPage = 4096;
 
-  // Maps `size` bytes of the arena `fd` read-only. With copy_on_write the
-  // mapping keeps its own duplicate of fd and is registered with the fault
-  // handler (installed on first use).
-  static tqds::Result<std::unique_ptr<ViewMapping>> Map(int fd, uint64_t size, bool copy_on_write);
+  // Maps `size` bytes of the arena `fd` (which the caller keeps): read-only
+  // and shared, or private and writable. The mapping keeps its own
+  // duplicate of fd. When the private mapping cannot be made (strict
+  // overcommit refusing MAP_PRIVATE of the whole arena), Map succeeds and
+  // no range is ever viewable: results are copies or alone mappings.
+  static tqds::Result<std::unique_ptr<ViewMapping>> Map(int fd, uint64_t size, bool writable);
   ~ViewMapping();
   ViewMapping(const ViewMapping&) = delete;
   ViewMapping& operator=(const ViewMapping&) = delete;
 
   const uint8_t* base() const { return base_; }
   uint64_t size() const { return size_; }
-  bool copy_on_write() const { return slot_ >= 0; }
+  bool writable() const { return writable_; }
 
-  // For each range i: true when [offsets[i], +sizes[i]) may be viewed at
-  // base()+offset (counted until Unview with the same ranges), false when
-  // the caller must copy the bytes from a shared mapping instead. Without
-  // copy-on-write every range is viewable and nothing is counted.
+  // For each object i ([offsets[i], +sizes[i])): true when it may be viewed
+  // at base()+offset (counted until Unview with the same ranges), false when
+  // the caller must copy it or map it alone. In read-only mode every range
+  // is viewable and nothing is counted.
   std::vector<bool> View(const std::vector<uint64_t>& offsets, const std::vector<uint64_t>& sizes);
-  // Ends the views that View answered true for.
+  // Ends the views that View answered true for, and drops the pages they
+  // made private that no live view touches any more.
   void Unview(const std::vector<uint64_t>& offsets, const std::vector<uint64_t>& sizes);
 
-  // How many chunks are private now (tests and stats).
-  size_t PrivateChunks() const;
+  // Maps the pages holding [offset, +size) privately and writably at a
+  // fresh address (for an object View refused).
+  tqds::Result<AloneMapping> MapAlone(uint64_t offset, uint64_t size) const;
+
+  // Pages dropped by Unview so far (tests and stats).
+  uint64_t DroppedPages() const;
 
  private:
-  ViewMapping(uint8_t* base, uint64_t size, int fd, int slot);
-  uint64_t FirstChunk(uint64_t off) const { return off / kChunk; }
-  uint64_t LastChunk(uint64_t off, uint64_t n) const {
-    return (n == 0 ? off : off + n - 1) / kChunk;
-  }
-  // Maps chunk c shared and read-only again. Requires mu_ and no live view.
-  void RestoreLocked(uint64_t c);
-  // Whether [off, off + n) overlaps a live view. Requires mu_.
-  bool OverlapsLiveLocked(uint64_t off, uint64_t n) const;
+  ViewMapping(uint8_t* base, uint64_t size, int fd, bool writable, uint32_t* counts, int pagemap);
+  uint64_t Pages() const { return (size_ + kPage - 1) / kPage; }
+  // Whether page p of the mapping is private (written). Requires mu_.
+  bool PrivateLocked(uint64_t p) const;
+  // Drops the private pages among [first, last] that no live view touches.
+  // Requires mu_.
+  void DropLocked(uint64_t first, uint64_t last);
 
   // Constant after construction.
-  uint8_t* const base_;
+  uint8_t* const base_;   // nullptr: private mode without a mapping (copies only)
   const uint64_t size_;
-  const int fd_;    // our duplicate of the arena descriptor (-1 without copy-on-write)
-  const int slot_;  // fault-handler registration (-1 without copy-on-write)
-  // Per chunk, written by the fault handler too: see kShared etc. in the .cc.
-  std::unique_ptr<std::atomic<uint8_t>[]> state_;
+  const int fd_;          // our duplicate of the arena descriptor
+  const bool writable_;
+  uint32_t* const counts_;  // private mode: live views per page (anonymous mapping)
+  const int pagemap_;       // /proc/self/pagemap for PAGEMAP_SCAN, -1 without
 
   mutable std::mutex mu_;
-  std::vector<uint32_t> views_;  // guarded by mu_: live views touching each chunk
-  std::map<uint64_t, uint64_t> live_;  // guarded by mu_: live views, offset -> end (disjoint)
+  std::unordered_map<uint64_t, uint32_t> live_;  // guarded by mu_: offset -> live views
+  bool scan_works_ = true;                       // guarded by mu_
+  uint64_t dropped_pages_ = 0;                   // guarded by mu_
 };
 
 }  // namespace ds::internal

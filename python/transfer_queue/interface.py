@@ -223,11 +223,11 @@ class _DsWorker:
     socket_dir: str
 
     @staticmethod
-    def start(host: str, port: int, worker_args: str, env_vars) -> "_DsWorker":
+    def start(host: str, port: int, worker_args: str, env_vars, extra: tuple = ()) -> "_DsWorker":
         socket_dir = tempfile.mkdtemp(prefix="tq-ds-")
         address = f"{host}:{port}"
         cmd = [_program("dscli"), "start", "-w", "--worker_address", address, "--unix_socket_dir", socket_dir,
-               *shlex.split(worker_args or "")]
+               *extra, *shlex.split(worker_args or "")]
         env = {**os.environ, **{str(k): str(v) for k, v in dict(env_vars or {}).items()}}
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=_DSCLI_TIMEOUT_S, env=env)
@@ -253,6 +253,76 @@ class _DsWorker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, 9)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class _NodeWorker:
+    """Ray actor (one per node): starts and stops that node's datasystem
+    worker through `dscli`, as upstream's YuanrongWorkerActor does."""
+
+    def __init__(self):
+        self.worker: _DsWorker | None = None
+
+    def node_ip(self) -> str:
+        return _default_host()
+
+    def start(self, port: int, metastore: str, is_head: bool, worker_args: str, env_vars) -> str:
+        extra = ["--metastore_address", metastore] + (["--start_metastore_service", "true"] if is_head else [])
+        self.worker = _DsWorker.start(_default_host(), port, worker_args, env_vars, tuple(extra))
+        return self.worker.address
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+
+class _ClusterWorkers:
+    """The datasystem workers of a multi-node Ray cluster: one per alive node,
+    each started by a _NodeWorker actor pinned to it (node affinity); the
+    driver's node is the head and serves the metastore at its address and
+    ``metastore_port``, and every other worker joins through it (no etcd),
+    as upstream's bootstrap deploys them."""
+
+    def __init__(self, ray, actors: list, addresses: list[str]):
+        self.ray, self.actors, self.addresses = ray, actors, addresses
+
+    @staticmethod
+    def start(ray, yr) -> "_ClusterWorkers":
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        head_ip = ray.util.get_node_ip_address()
+        ips = sorted({n["NodeManagerAddress"] for n in nodes}, key=lambda ip: (ip != head_ip, ip))
+        if head_ip not in ips:
+            raise UnavailableError(f"backend Yuanrong (auto_init): this node ({head_ip}) is not among Ray's "
+                                   f"alive nodes {ips}")
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        node_id = {n["NodeManagerAddress"]: n["NodeID"] for n in nodes}
+        actor_class = ray.remote(num_cpus=0)(_NodeWorker)
+        actors: list = []
+        started: list = []
+        try:
+            actors = [actor_class.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node_id[ip], soft=False)).remote() for ip in ips]
+            got = ray.get([a.node_ip.remote() for a in actors], timeout=_DSCLI_TIMEOUT_S)
+            if got != ips:
+                raise UnavailableError(f"backend Yuanrong (auto_init): worker actors landed on {got}, not {ips}")
+            metastore = f"{head_ip}:{int(yr.get('metastore_port', 2379))}"
+            args = (int(yr.worker_port), metastore)
+            extra = (yr.get("worker_args", ""), dict(yr.get("ucx_env_vars") or {}))
+            started.append(ray.get(actors[0].start.remote(*args, True, *extra), timeout=_DSCLI_TIMEOUT_S + 30))
+            started += ray.get([a.start.remote(*args, False, *extra) for a in actors[1:]],
+                               timeout=_DSCLI_TIMEOUT_S + 30)
+        except BaseException:
+            _ClusterWorkers(ray, actors, started).stop()
+            raise
+        return _ClusterWorkers(ray, actors, started)
+
+    def stop(self) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self.ray.get(actor.stop.remote(), timeout=60)
+            _kill_actor(self.ray, actor)
+        self.actors = []
 
 
 # --------------------------------------------------------------------------- processes
@@ -401,7 +471,7 @@ class _Session:
     owner: bool
     controller: Any = None  # local handle or Ray actor handle
     controller_pid: int | None = None
-    ds_worker: _DsWorker | None = None
+    ds_worker: Any = None  # _DsWorker or _ClusterWorkers: what close() stops
     rendezvous: _Rendezvous | None = None
 
 
@@ -499,8 +569,10 @@ def _storage_unit_infos(addresses) -> dict:
     return infos
 
 
-def _start_storage(conf, unit_addresses) -> _DsWorker | None:
-    """Fills the backend block of conf; starts the Yuanrong worker if asked."""
+def _start_storage(conf, unit_addresses, ray=None):
+    """Fills the backend block of conf; starts the Yuanrong worker(s) if asked:
+    in a Ray cluster of several nodes one per node (_ClusterWorkers), else
+    one on this node."""
     backend = conf.backend.storage_backend
     if backend == "SimpleStorage":
         conf.backend.SimpleStorage.zmq_info = _storage_unit_infos(unit_addresses)
@@ -509,6 +581,8 @@ def _start_storage(conf, unit_addresses) -> _DsWorker | None:
     _storage_manager_args(backend, yr)  # validates worker_port
     if not yr.get("auto_init", True):
         return None
+    if ray is not None and len({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}) > 1:
+        return _ClusterWorkers.start(ray, yr)
     return _DsWorker.start(_default_host(), int(yr.worker_port), yr.get("worker_args", ""), yr.get("ucx_env_vars"))
 
 
@@ -540,7 +614,7 @@ def _init_ray(ray, conf) -> _Session:
     client = None
     try:
         merged.controller.zmq_info = process_zmq_server_info(actor)
-        worker = _start_storage(merged, ray.get(actor.get_storage_units.remote()))
+        worker = _start_storage(merged, ray.get(actor.get_storage_units.remote()), ray)
         ray.get(actor.store_config.remote(merged))
         client = _make_client(merged)
         controller_pid = ray.get(actor.get_pid.remote())

@@ -188,7 +188,7 @@ def test_live_results_of_one_key_are_independent(kv):
     """A key read again while an earlier result lives comes back as a copy:
     a write into one result never shows in the other, nor in the stored value."""
     k = unique("indep")
-    data = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB: two chunks
+    data = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB: later results mapped alone
     kv.set(k, data.numpy())
     a, = kv.get_buffers([k])
     b, c = kv.get_buffers([k, k])  # the same key twice in one call too
@@ -206,7 +206,9 @@ def test_live_results_of_one_key_are_independent(kv):
 
 def test_torch_writes_into_a_view_never_reach_the_stored_value(kv, ds_worker):
     """numpy refuses to write a view; a torch tensor over one writes a
-    private copy of the pages (copy-on-write), not the worker's memory."""
+    private copy of the pages (the kernel's copy-on-write of the client's
+    MAP_PRIVATE mapping), not the worker's memory; a later result over the
+    same pages shows the stored bytes."""
     k = unique("cow")
     data = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB
     kv.set(k, data.numpy())
@@ -223,23 +225,30 @@ def test_torch_writes_into_a_view_never_reach_the_stored_value(kv, ds_worker):
     assert other.get(k) == data.numpy().tobytes()
     w, = kv.get_buffers([k])
     assert bytes(w) == data.numpy().tobytes()
+    where = _address(v)
+    del t, v, w
+    x, = kv.get_buffers([k])  # the written pages were dropped with the result
+    assert _address(x) == where
+    assert bytes(x) == data.numpy().tobytes()
 
 
 FAULTHANDLER_CHILD = textwrap.dedent("""
-    import ctypes, faulthandler, sys, warnings
+    import ctypes, faulthandler, signal, sys, warnings
     import numpy as np, torch
     from datasystem import KVClient
     port, mode = int(sys.argv[1]), sys.argv[2]
-    # The in-place add below runs on several intra-op threads: writes from
-    # threads without faulthandler's alternate stack meet it first too.
+    if mode != "after_get":
+        faulthandler.enable()
+    # The in-place add below runs on several intra-op threads.
     torch.set_num_threads(4)
     kv = KVClient("127.0.0.1", port)
     kv.init()
     kv.set("fh", np.arange(1 << 20, dtype=np.float32))
     v, = kv.get_buffers(["fh"])
-    faulthandler.enable()  # installs its SIGSEGV handler over the copy-on-write one
-    if mode != "window":
-        v, = kv.get_buffers(["fh"])  # puts the copy-on-write handler back in front
+    if mode == "after_get":
+        faulthandler.enable()
+    # The library installs no SIGSEGV handler: faulthandler's is the one.
+    assert signal.getsignal(signal.SIGSEGV) == signal.SIG_DFL
     warnings.simplefilter("ignore")
     t = torch.frombuffer(v, dtype=torch.float32)
     t.add_(1)
@@ -248,17 +257,16 @@ FAULTHANDLER_CHILD = textwrap.dedent("""
     if mode == "crash":
         ctypes.string_at(0)  # a real fault: faulthandler reports it, the process dies
     if mode == "raise":
-        import signal
-        signal.raise_signal(signal.SIGSEGV)  # sent, not a fault: passed on, the process dies
+        signal.raise_signal(signal.SIGSEGV)  # sent, not a fault: the process dies
 """)
 
 
-@pytest.mark.parametrize("mode", ["after_get", "window", "crash", "raise"])
-def test_copy_on_write_views_live_with_faulthandler(ds_worker, tmp_path, mode):
-    """faulthandler enabled after the client started does not turn writes
-    into views into crashes, and real faults and a SIGSEGV the process
-    raises itself still kill it (with faulthandler's traceback, without a
-    loop between the two handlers)."""
+@pytest.mark.parametrize("mode", ["before_init", "after_get", "crash", "raise"])
+def test_writes_into_views_with_faulthandler(ds_worker, tmp_path, mode):
+    """Writes into views are the kernel's copy-on-write, not a fault: with
+    Python's faulthandler enabled (before the client starts or after a get)
+    they go ahead silently, and a real fault or a SIGSEGV the process raises
+    itself still kills it, with faulthandler's one report."""
     script = tmp_path / "child.py"
     script.write_text(FAULTHANDLER_CHILD)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -271,9 +279,7 @@ def test_copy_on_write_views_live_with_faulthandler(ds_worker, tmp_path, mode):
         assert r.stderr.count("Fatal Python error") == 1, r.stderr
     else:
         assert r.returncode == 0, r.stderr
-        # Only a write between faulthandler.enable() and the next get meets
-        # faulthandler first: it prints its report, then the write goes on.
-        assert ("Fatal Python error" in r.stderr) == (mode == "window"), r.stderr
+        assert "Fatal Python error" not in r.stderr, r.stderr
 
 
 def test_view_outlives_delete(kv):

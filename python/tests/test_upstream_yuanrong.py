@@ -84,6 +84,24 @@ def peer():
     return Path(impl.python)
 
 
+def our_tool_dir(datasystem_pkg: Path) -> Path:
+    """The directory of our dscli binary with datasystem_worker beside it (dscli
+    runs the worker beside itself): the build tree's bin/ (the dscli on PATH),
+    or, for a pip install, the package's _bin/ (the dscli on PATH is then a
+    console script)."""
+    candidates = []
+    if found := shutil.which("dscli"):
+        candidates.append(Path(os.path.realpath(found)).parent)
+    candidates.append(datasystem_pkg / "_bin")
+    for d in candidates:
+        if all((d / t).is_file() and os.access(d / t, os.X_OK) for t in ("dscli", "datasystem_worker")):
+            with open(d / "dscli", "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    return d.resolve()
+    pytest.fail(f"no dscli binary with datasystem_worker beside it in {[str(d) for d in candidates]} "
+                "(cmake --build build --target dscli datasystem_worker, or reinstall the package)")
+
+
 @pytest.fixture
 def ours():
     """(bin dir, python dir): links to our tools and our Python modules only."""
@@ -95,11 +113,9 @@ def ours():
     bin_dir, py_dir = root / "bin", root / "py"
     bin_dir.mkdir()
     py_dir.mkdir()
+    tools = our_tool_dir(Path(datasystem.__file__).resolve().parent)
     for tool in ("dscli", "datasystem_worker"):
-        found = shutil.which(tool)
-        if found is None:
-            pytest.fail(f"`{tool}` is not on PATH (build it: cmake --build build --target {tool})")
-        (bin_dir / tool).symlink_to(os.path.realpath(found))
+        (bin_dir / tool).symlink_to(tools / tool)
     modules = {"yr": Path(yr.datasystem.__file__).resolve().parents[1],
                "datasystem": Path(datasystem.__file__).resolve().parent,
                Path(_tqds.__file__).name: Path(_tqds.__file__).resolve()}

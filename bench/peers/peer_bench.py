@@ -164,6 +164,14 @@ class Namespaces:
     def exec(self, ns):
         return ["ip", "netns", "exec", ns]
 
+    def veth_bytes(self):
+        """Bytes A sent plus bytes A received on its veth end so far (0 on 'same')."""
+        if not self.cross:
+            return 0
+        r = run("ip", "-n", self.a, "-s", "-j", "link", "show", "dev", self.va, check=False)
+        st = json.loads(r.stdout)[0]["stats64"]
+        return st["rx"]["bytes"] + st["tx"]["bytes"]
+
     def pids(self):
         out = []
         for ns in self.created:
@@ -265,6 +273,7 @@ class SystemRun:
         self.env = venv_env(self.venv, extra)
         self.procs = []
         self.ds_workers = []
+        self.ray_dirs = []
 
     def start(self):
         ns = self.ns
@@ -308,8 +317,8 @@ class SystemRun:
 
     def _ray_node(self, n, ip, head):
         cmd = self.ns.exec(n) + [os.path.join(self.venv, "bin", "ray"), "start", f"--node-ip-address={ip}",
-                                 "--num-cpus=2", f"--object-store-memory={OBJECT_STORE}", "--disable-usage-stats",
-                                 f"--temp-dir={self.work}/ray-{ip}"]
+                                 "--num-cpus=8", f"--object-store-memory={OBJECT_STORE}", "--disable-usage-stats",
+                                 f"--temp-dir={self._short_dir()}"]
         cmd += ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if head else \
             [f"--address={self.ns.ip_a}:{RAY_PORT}"]
         r = run(*cmd, check=False, timeout=180, env=self.env)
@@ -317,10 +326,24 @@ class SystemRun:
             msg = [x for x in (r.stdout + r.stderr).strip().splitlines() if x.strip()]
             raise StepError(f"ray start: {msg[-1] if msg else r.returncode}")
 
+    def _short_dir(self):
+        # Ray's socket paths must stay under 107 bytes: a short directory of
+        # its own in /tmp, removed in stop().
+        d = tempfile.mkdtemp(prefix="pbr", dir="/tmp")
+        os.chmod(d, 0o755)
+        self.ray_dirs.append(d)
+        return d
+
     def conf(self):
         s = self.system
         if s in ("ours-simple", "upstream-simple"):
-            return {"backend": {"storage_backend": "SimpleStorage", "SimpleStorage": {"num_data_storage_units": 2}}}
+            block = {"num_data_storage_units": 2}
+            if s == "ours-simple" and self.ns.cross:
+                # Our client reaches a unit on the same host through its Unix
+                # socket; the namespaces share one filesystem, so without this
+                # the reader in B would read A's units without the veth.
+                block["prefer_ipc"] = False
+            return {"backend": {"storage_backend": "SimpleStorage", "SimpleStorage": block}}
         if s == "ours-ds":
             return {"backend": {"storage_backend": "Yuanrong", "Yuanrong": {"auto_init": False,
                                                                            "worker_port": DS_PORT}}}
@@ -340,10 +363,10 @@ class SystemRun:
         common = ["--system", self.system, "--conf", json.dumps(self.conf()), "--reader-ip", ns.ip_b]
         if self.use_ray:
             common += ["--ray-address", f"{ns.ip_a}:{RAY_PORT}"]
-        w = RoleProc(ns.exec(ns.a), self.python, common + ["--role", "writer"], self.env,
+        w = RoleProc(ns.exec(ns.a), self.python, common + ["--role", "writer", "--node-ip", ns.ip_a], self.env,
                      os.path.join(self.work, "writer.log"))
         self.procs.append(w)
-        r = RoleProc(ns.exec(ns.b), self.python, common + ["--role", "reader"], self.env,
+        r = RoleProc(ns.exec(ns.b), self.python, common + ["--role", "reader", "--node-ip", ns.ip_b], self.env,
                      os.path.join(self.work, "reader.log"))
         self.procs.append(r)
         return w, r
@@ -355,6 +378,10 @@ class SystemRun:
         for n, ip in self.ds_workers:  # a clean stop first; the namespace teardown kills what is left
             run(*self.ns.exec(n), os.path.join(self.venv, "bin", "dscli"), "stop", "--worker_address",
                 f"{ip}:{DS_PORT}", check=False, timeout=30, env=self.env)
+
+    def remove_dirs(self):  # after the namespaces' processes have ended
+        for d in self.ray_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def median(v):
@@ -376,7 +403,7 @@ def bench_system(system, scenario, shapes, reps, work, sleep):
         reader.call({"op": "init"}, timeout=240)
         log(f"{scenario} {system}: services and init {time.perf_counter() - t0:.1f} s")
         for shape in shapes:
-            cells[shape] = one_shape(writer, reader, shape, reps, sleep, f"{scenario} {system}")
+            cells[shape] = one_shape(writer, reader, shape, reps, sleep, f"{scenario} {system}", ns)
             if "error" in cells[shape] and cells[shape].get("fatal"):
                 for s in shapes[shapes.index(shape) + 1:]:
                     cells[s] = {"error": f"not run: {cells[shape]['error']}"}
@@ -393,25 +420,31 @@ def bench_system(system, scenario, shapes, reps, work, sleep):
         if sysrun is not None:
             sysrun.stop()
         ns.down()
+        if sysrun is not None:
+            sysrun.remove_dirs()
     return cells
 
 
-def one_shape(writer, reader, shape, reps, sleep, what):
+def one_shape(writer, reader, shape, reps, sleep, what, ns):
     gib = shape_gib(shape)
     batch = SHAPES[shape][0]
-    cell = {"gib": gib, "put": [], "get": [], "list": [], "clear": []}
+    cell = {"gib": gib, "put": [], "get": [], "list": [], "clear": [], "veth_put": [], "veth_get": []}
     try:
         writer.call({"op": "make", "shape": shape})
         for it in range(reps + 1):
             part = f"{shape}_{it}"
             verify = it == 0
+            b0 = ns.veth_bytes()
             a = writer.call({"op": "put", "part": part, "shape": shape})
+            b1 = ns.veth_bytes()
             time.sleep(sleep)
             n = reader.call({"op": "list", "part": part, "shape": shape})
             if n["n"] != batch:
                 raise StepError(f"kv_list saw {n['n']} keys, not {batch}")
             time.sleep(sleep)
+            b2 = ns.veth_bytes()
             g = reader.call({"op": "get", "part": part, "shape": shape, "keep": verify})
+            b3 = ns.veth_bytes()
             if verify:
                 want = writer.call({"op": "digest"})["digest"]
                 got = reader.call({"op": "digest"})["digest"]
@@ -425,6 +458,8 @@ def one_shape(writer, reader, shape, reps, sleep, what):
                 cell["get"].append(g["dt"])
                 cell["list"].append(n["dt"])
                 cell["clear"].append(c["dt"])
+                cell["veth_put"].append(b1 - b0)
+                cell["veth_get"].append(b3 - b2)
     except StepError as e:
         log(f"{what} {shape}: ERROR {e} {e.detail[:600]}")
         return {"gib": gib, "error": str(e)}
@@ -433,8 +468,11 @@ def one_shape(writer, reader, shape, reps, sleep, what):
         return {"gib": gib, "error": f"{type(e).__name__}: {e}", "fatal": True}
     put, get = median(cell["put"]), median(cell["get"])
     cell.update(put_s=put, get_s=get, gbps=16 * gib / (put + get), put_gbps=8 * gib / put, get_gbps=8 * gib / get)
+    crossed = (median(cell["veth_put"]) + median(cell["veth_get"])) / (gib * 2**30)
+    cell["veth_ratio"] = crossed
     log(f"{what} {shape}: put {put * 1e3:.1f} ms get {get * 1e3:.1f} ms -> {cell['gbps']:.2f} Gbps"
-        f"{'' if cell.get('verified') else '  BYTES DIFFER ' + str(cell.get('digest_mismatch'))}")
+        + (f", {crossed:.2f} x the shape's bytes crossed the veth" if ns.cross else "")
+        + f"{'' if cell.get('verified') else '  BYTES DIFFER ' + str(cell.get('digest_mismatch'))}")
     return cell
 
 
@@ -470,13 +508,14 @@ def iperf3_ref(work, seconds=5):
         ns.up()
         srv = subprocess.Popen(ns.exec(ns.b) + ["iperf3", "-s", "-B", IP_B, "-1"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            r = run(*ns.exec(ns.a), "iperf3", "-c", IP_B, "-t", str(seconds), "-J", check=False, timeout=seconds + 30)
-            if r.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)  # the server is not listening yet
-        srv.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while f"{IP_B}:5201" not in run(*ns.exec(ns.b), "ss", "-ltn", check=False).stdout:
+            if time.monotonic() > deadline:
+                return {"error": "iperf3 -s did not listen within 15 s"}
+            time.sleep(0.1)
+        r = run(*ns.exec(ns.a), "iperf3", "-c", IP_B, "-t", str(seconds), "-J", check=False, timeout=seconds + 30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            srv.wait(timeout=10)
         j = json.loads(r.stdout)
         if "error" in j:
             return {"error": j["error"]}

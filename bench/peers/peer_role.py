@@ -144,8 +144,10 @@ class Role:
         if self.a.ray_address:
             import ray
 
+            # _node_ip_address: the namespaces share one hostname and have no
+            # route out, so Ray's own guess names the head's address in both.
             ray.init(address=self.a.ray_address, namespace="peer_bench", log_to_driver=False,
-                     logging_level="WARNING")
+                     logging_level="WARNING", _node_ip_address=self.a.node_ip)
         if self.a.system == "ray":
             return self._init_ray_store()
         import transfer_queue as tq
@@ -265,6 +267,7 @@ def main():
     ap.add_argument("--conf", default="", help="tq.init config, JSON")
     ap.add_argument("--ray-address", default="")
     ap.add_argument("--reader-ip", default="127.0.0.1", help="the Ray baseline's actor goes to this node")
+    ap.add_argument("--node-ip", default="127.0.0.1", help="this process's Ray node address")
     args = ap.parse_args()
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

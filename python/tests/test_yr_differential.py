@@ -102,7 +102,7 @@ def real_worker(tmp_path_factory):
              f"--etcd_address=127.0.0.1:{etcd_port}", "--shared_memory_size_mb=512",
              f"--log_dir={tmp / 'log'}", f"--unix_domain_socket_dir={tmp / 'uds'}",
              f"--rocksdb_store_dir={tmp / 'rocksdb'}"],
-            stdout=out, stderr=subprocess.STDOUT, env=env))
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp))  # it writes ./datasystem/probe
         if not _wait_port(worker_port, procs[1], REAL_WORKER_START_S):
             printed = (tmp / "worker.out").read_text()[-1500:]
             logs = ""

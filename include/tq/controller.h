@@ -59,6 +59,10 @@ class CustomSampler {
   }
 };
 
+// ControllerOptions::max_allocate_per_request's default, and the slice
+// size of TransferQueueClient's allocations.
+inline constexpr int64_t kDefaultMaxAllocatePerRequest = int64_t{1} << 16;
+
 struct ControllerOptions {
   // ZMQ endpoint to bind; port 0 picks a free one. "inproc://NAME" serves
   // clients of this process only (embedded units then use inproc too).
@@ -83,9 +87,11 @@ struct ControllerOptions {
   // controller do unbounded work or commit unbounded memory (a sample costs
   // about 1 us and 150 bytes of metadata). "Holds" counts live samples,
   // samples being cleared and reserved indexes.
-  // Most samples one allocate (or kv_retrieve with create) may create; a
-  // larger request is InvalidArgument. Default 2^20 (about 1 s of work).
-  int64_t max_allocate_per_request = int64_t{1} << 20;
+  // Most samples one Allocate request (or kv_retrieve with create) may
+  // create; a larger request is InvalidArgument. Default 2^16 (tens of ms
+  // of work; TransferQueueClient slices bigger allocations and puts into
+  // requests of this size, so other requests are served in between).
+  int64_t max_allocate_per_request = kDefaultMaxAllocatePerRequest;
   // Most samples one partition may hold; an allocation beyond it is
   // OutOfSpace naming the partition. Default 2^22. Must be >= pre_alloc_samples.
   int64_t max_samples_per_partition = int64_t{1} << 22;

@@ -11,6 +11,7 @@
 #include "common/wire/rpc.h"
 #include "queue/kv_protocol.h"
 #include "queue/protocol.h"
+#include "tq/controller.h"
 
 namespace tq {
 
@@ -22,6 +23,7 @@ using internal::Packer;
 
 namespace {
 constexpr auto kControlTimeout = std::chrono::seconds(30);
+constexpr int64_t kAllocateSlice = kDefaultMaxAllocatePerRequest;
 
 std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id) {
   std::vector<SampleKey> keys;
@@ -129,8 +131,30 @@ class TransferQueueClient::Impl {
     return produced;
   }
 
+  // Sliced into requests of at most kAllocateSlice samples (the controller's
+  // default max_allocate_per_request), so that a big put never holds the
+  // controller's single thread for long; when a slice fails, the samples of
+  // the earlier ones are cleared again.
   Result<BatchMeta> Allocate(const std::string& partition_id, int64_t count) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    if (count <= kAllocateSlice) return AllocateOnce(partition_id, count);
+    std::vector<SampleMeta> all;
+    all.reserve(static_cast<size_t>(std::min<int64_t>(count, int64_t{1} << 22)));
+    for (int64_t done = 0; done < count;) {
+      const int64_t n = std::min(kAllocateSlice, count - done);
+      auto slice = AllocateOnce(partition_id, n);
+      if (!slice.ok()) {
+        if (!all.empty()) (void)ClearSamples(partition_id, BatchMeta({}, std::move(all)).global_indexes());
+        return slice.status().WithContext("allocating " + std::to_string(count) + " samples in slices of " +
+                                          std::to_string(kAllocateSlice) + ", after " + std::to_string(done));
+      }
+      for (const auto& sm : slice->samples()) all.push_back(sm);
+      done += n;
+    }
+    return BatchMeta({}, std::move(all));
+  }
+
+  Result<BatchMeta> AllocateOnce(const std::string& partition_id, int64_t count) {
     Message alloc(MsgType::kCtlAllocate, 0);
     alloc.set_body(PackBody([&](Packer& pk) {
       pk.pack_map(2);

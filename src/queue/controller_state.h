@@ -110,7 +110,7 @@ struct GetMetaRequest {
 // the controller do unbounded work or commit unbounded memory. A sample
 // "held" is live, being cleared, or a reserved index.
 struct AllocationLimits {
-  size_t per_request = size_t{1} << 20;     // samples one Allocate / KvRetrieve may create
+  size_t per_request = size_t{1} << 16;     // samples one Allocate / KvRetrieve may create
   size_t per_partition = size_t{1} << 22;   // samples one partition may hold
   size_t total = size_t{1} << 24;           // samples all partitions together may hold
 };

@@ -42,7 +42,7 @@ UnitRegistry::~UnitRegistry() { Stop(); }
 
 void UnitRegistry::AddPermanent(std::string endpoint) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!ListedLocked(endpoint)) units_.push_back(Unit{std::move(endpoint), nullptr, {}, {}});
+  if (!ListedLocked(endpoint)) units_.push_back(Unit{std::move(endpoint), nullptr, {}, {}, {}});
 }
 
 bool UnitRegistry::ListedLocked(const std::string& endpoint) const {
@@ -106,7 +106,7 @@ void UnitRegistry::VerifyLocked(std::vector<std::pair<Done, Status>>& done,
     if (rep.ok()) {
       if (!ListedLocked(it->endpoint)) {
         spdlog::info("controller: storage unit {} registered", it->endpoint);
-        units_.push_back(Unit{it->endpoint, std::move(it->client), {}, Clock::now()});
+        units_.push_back(Unit{it->endpoint, std::move(it->client), {}, Clock::now(), Clock::now()});
       }
       done.emplace_back(std::move(it->done), Status::OK());
     } else {
@@ -129,8 +129,12 @@ void UnitRegistry::PingLocked(Clock::time_point now, std::vector<std::unique_ptr
     }
     if (Ready(u.ping)) {
       auto rep = u.ping.get();
-      if (!rep.ok()) {
-        spdlog::warn("controller: dropping storage unit {}: no answer to a ping within {} ms ({})", u.endpoint,
+      if (rep.ok()) {
+        u.last_answer = now;
+      } else if (now - u.last_answer >= options_.liveness_timeout) {
+        // A refused connection fails a Ping at once: only a silence as long
+        // as the liveness timeout drops the unit.
+        spdlog::warn("controller: dropping storage unit {}: it answered no ping for {} ms ({})", u.endpoint,
                      options_.liveness_timeout.count(), rep.status().ToString());
         closed.push_back(std::move(u.client));
         it = units_.erase(it);

@@ -5,8 +5,9 @@
 //   must answer a UnitStats within verify_timeout, so an endpoint where no
 //   storage unit answers is refused and never listed.
 // - Every ping_interval, each registered unit gets a Ping (one in flight at a
-//   time); a unit whose Ping finds no answer within liveness_timeout is
-//   dropped (logged, naming it). A unit that answers, however slowly, within
+//   time); a unit that has answered no Ping for liveness_timeout (a Ping
+//   timed out, or failed and none answered since) is dropped (logged,
+//   naming it). A unit that answers, however slowly, within
 //   liveness_timeout is never dropped, so a busy unit holding data stays.
 // - Units added with AddPermanent (the controller's embedded units, in its
 //   own process) are never pinged or dropped.
@@ -62,6 +63,7 @@ class UnitRegistry {
     std::unique_ptr<tqds::wire::RpcClient> client;  // null for permanent units
     std::future<tqds::Result<tqds::wire::Message>> ping;  // the one in flight, if valid
     std::chrono::steady_clock::time_point ping_sent;
+    std::chrono::steady_clock::time_point last_answer;  // or when listed
   };
   struct Pending {
     std::string endpoint;

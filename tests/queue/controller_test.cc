@@ -290,7 +290,7 @@ TEST_F(ControllerTest, MalformedRequestsGetErrorsAndControllerKeepsServing) {
     pk.pack("count");
     pk.pack_int64(int64_t{1} << 40);
   }));
-  EXPECT_STATUS(Raw(std::move(huge)), kInvalid, "count must be in");
+  EXPECT_STATUS(Raw(std::move(huge)), kInvalid, "max_allocate_per_request");
   // A produced notification with a corrupt meta.
   Message notify(MsgType::kCtlNotifyProduced, 0);
   notify.set_body(tqds::wire::PackBody([](Packer& pk) {

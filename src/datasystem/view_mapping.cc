@@ -4,7 +4,9 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <linux/userfaultfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,15 +30,22 @@ struct PmScanArg {
   uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
 };
 constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kPageIsWritten = 1u << 1;
 constexpr uint64_t kPageIsFile = 1u << 2;
 constexpr uint64_t kPageIsPresent = 1u << 3;
 constexpr uint64_t kPageIsSwapped = 1u << 4;
+// userfaultfd features (Linux 6.7), for older headers.
+constexpr uint64_t kUffdFeatureWpUnpopulated = 1ull << 14;
+constexpr uint64_t kUffdFeatureWpAsync = 1ull << 15;
 
 // Calls `found(first_page, end_page)` (relative to base) for each run of
-// private pages (present or swapped, not a file page) in pages [first, last].
-// False when the kernel has no PAGEMAP_SCAN.
+// private pages in pages [first, last]: with `written`, pages written since
+// they were write-protected (uffd-wp), else pages that are present or
+// swapped and not a file page. False when the scan failed (no
+// PAGEMAP_SCAN: Linux < 6.7).
 template <typename F>
-bool ScanPrivate(int pagemap, const uint8_t* base, uint64_t first, uint64_t last, F&& found) {
+bool ScanPrivate(int pagemap, bool written, const uint8_t* base, uint64_t first, uint64_t last,
+                 F&& found) {
   if (pagemap < 0) return false;
   PageRegion vec[64];
   PmScanArg a{};
@@ -45,10 +54,15 @@ bool ScanPrivate(int pagemap, const uint8_t* base, uint64_t first, uint64_t last
   a.end = reinterpret_cast<uint64_t>(base) + (last + 1) * ViewMapping::kPage;
   a.vec = reinterpret_cast<uint64_t>(vec);
   a.vec_len = std::size(vec);
-  a.category_inverted = kPageIsFile;
-  a.category_mask = kPageIsFile;
-  a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
-  a.return_mask = kPageIsPresent | kPageIsSwapped;
+  if (written) {  // the uffd-wp bit only: no page lookups, ~1 ns a page
+    a.category_mask = kPageIsWritten;
+    a.return_mask = kPageIsWritten;
+  } else {  // a lookup of each present page (~50 ns)
+    a.category_inverted = kPageIsFile;
+    a.category_mask = kPageIsFile;
+    a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+    a.return_mask = kPageIsPresent | kPageIsSwapped;
+  }
   while (a.start < a.end) {
     const int n = ::ioctl(pagemap, kPagemapScan, &a);
     if (n < 0) {
@@ -88,7 +102,8 @@ AloneMapping::~AloneMapping() {
 
 // ------------------------------------------------------------- ViewMapping
 
-tqds::Result<std::unique_ptr<ViewMapping>> ViewMapping::Map(int fd, uint64_t size, bool writable) {
+tqds::Result<std::unique_ptr<ViewMapping>> ViewMapping::Map(int fd, uint64_t size, bool writable,
+                                                            Tracking best) {
   const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0) return Status::IOError("dup of the arena descriptor: ", std::strerror(errno));
   if (!writable) {
@@ -117,8 +132,36 @@ tqds::Result<std::unique_ptr<ViewMapping>> ViewMapping::Map(int fd, uint64_t siz
     p = nullptr;
   }
   const int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  return std::unique_ptr<ViewMapping>(new ViewMapping(static_cast<uint8_t*>(p), size, own, true,
-                                                      static_cast<uint32_t*>(counts), pagemap));
+  auto m = std::unique_ptr<ViewMapping>(new ViewMapping(static_cast<uint8_t*>(p), size, own, true,
+                                                        static_cast<uint32_t*>(counts), pagemap));
+  if (p != nullptr && pagemap >= 0 && best == Tracking::kWriteProtect) {
+    m->uffd_ = OpenWriteProtect(p, size);
+  }
+  if (best == Tracking::kNone) m->scan_works_ = false;
+  m->armed_.assign(m->uffd_ >= 0 ? (m->Pages() + kArmPages - 1) / kArmPages : 0, 0);
+  return m;
+}
+
+int ViewMapping::OpenWriteProtect(void* base, uint64_t size) {
+  // Asynchronous write protection: a write into a protected page is resolved
+  // by the kernel at once (no message, no signal) and clears the page's
+  // protection, which PAGEMAP_SCAN reports as PAGE_IS_WRITTEN.
+  const int uffd = static_cast<int>(
+      ::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+  if (uffd < 0) return -1;
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = kUffdFeatureWpAsync | kUffdFeatureWpUnpopulated | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+  uffdio_register reg{};
+  reg.range.start = reinterpret_cast<uint64_t>(base);
+  reg.range.len = size;
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  if (::ioctl(uffd, UFFDIO_API, &api) != 0 || (api.features & kUffdFeatureWpAsync) == 0 ||
+      ::ioctl(uffd, UFFDIO_REGISTER, &reg) != 0) {
+    ::close(uffd);
+    return -1;
+  }
+  return uffd;
 }
 
 ViewMapping::ViewMapping(uint8_t* base, uint64_t size, int fd, bool writable, uint32_t* counts,
@@ -128,6 +171,7 @@ ViewMapping::ViewMapping(uint8_t* base, uint64_t size, int fd, bool writable, ui
 ViewMapping::~ViewMapping() {
   if (base_ != nullptr) ::munmap(base_, size_);
   if (counts_ != nullptr) ::munmap(counts_, Pages() * sizeof(uint32_t));
+  if (uffd_ >= 0) ::close(uffd_);
   if (pagemap_ >= 0) ::close(pagemap_);
   ::close(fd_);
 }
@@ -135,7 +179,8 @@ ViewMapping::~ViewMapping() {
 bool ViewMapping::PrivateLocked(uint64_t p) const {
   if (!scan_works_) return true;
   bool found = false;
-  const bool ok = ScanPrivate(pagemap_, base_, p, p, [&](uint64_t, uint64_t) { found = true; });
+  const bool ok =
+      ScanPrivate(pagemap_, uffd_ >= 0, base_, p, p, [&](uint64_t, uint64_t) { found = true; });
   return !ok || found;
 }
 
@@ -149,13 +194,28 @@ void ViewMapping::DropLocked(uint64_t first, uint64_t last) {
       if (p > run) {
         ::madvise(base_ + run * kPage, (p - run) * kPage, MADV_DONTNEED);
         dropped_pages_ += p - run;
+        if (uffd_ >= 0) ArmLocked(run, p);  // the dropped pages' protection
       }
     }
   };
-  if (scan_works_ && ScanPrivate(pagemap_, base_, first, last, drop)) return;
+  if (scan_works_ && ScanPrivate(pagemap_, uffd_ >= 0, base_, first, last, drop)) return;
   // No PAGEMAP_SCAN: drop every page that lost its last view.
   scan_works_ = false;
   drop(first, last + 1);
+}
+
+void ViewMapping::ArmLocked(uint64_t begin, uint64_t end) {
+  uffdio_writeprotect wp{};
+  wp.range.start = reinterpret_cast<uint64_t>(base_) + begin * kPage;
+  wp.range.len = std::min(end * kPage, size_) - begin * kPage;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  if (::ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) {
+    // Written pages are still found, by the slower scan for non-file pages.
+    spdlog::warn("write-protecting views failed ({}); finding written pages the slow way",
+                 std::strerror(errno));
+    ::close(uffd_);
+    uffd_ = -1;
+  }
 }
 
 std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
@@ -181,6 +241,11 @@ std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
       continue;
     }
     it->second = 1;
+    for (uint64_t c = first / kArmPages; uffd_ >= 0 && c <= last / kArmPages; ++c) {
+      if (armed_[c]) continue;
+      ArmLocked(c * kArmPages, (c + 1) * kArmPages);  // before any view of it exists
+      armed_[c] = 1;
+    }
     for (uint64_t p = first; p <= last; ++p) ++counts_[p];
   }
   return out;
@@ -229,6 +294,12 @@ tqds::Result<AloneMapping> ViewMapping::MapAlone(uint64_t offset, uint64_t size)
 uint64_t ViewMapping::DroppedPages() const {
   std::lock_guard<std::mutex> lock(mu_);
   return dropped_pages_;
+}
+
+ViewMapping::Tracking ViewMapping::tracking() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (uffd_ >= 0) return Tracking::kWriteProtect;
+  return scan_works_ && pagemap_ >= 0 ? Tracking::kFileScan : Tracking::kNone;
 }
 
 }  // namespace ds::internal

@@ -26,8 +26,15 @@
 //     neighbouring object, which may have written it; such a page is
 //     scanned, and if private the object is not viewable (the private page
 //     may hold bytes of an object since freed and replaced).
-// Without PAGEMAP_SCAN (Linux < 6.7) every page that loses its last view is
-// dropped, and a shared boundary page counts as private.
+// Finding written pages (Tracking): pages are write-protected with a
+// userfaultfd in asynchronous mode (2 MiB at a time, before the first view
+// over them) so that a write clears a page's protection without any
+// message or signal, and PAGEMAP_SCAN reports just the written pages. Where
+// userfaultfd is refused (a seccomp sandbox, vm.unprivileged_userfaultfd
+// without UFFD_USER_MODE_ONLY support), PAGEMAP_SCAN looks for non-file
+// pages instead (a page lookup each); without PAGEMAP_SCAN (Linux < 6.7)
+// every page that loses its last view is dropped, and a shared boundary
+// page counts as private.
 //
 // Thread safety: every method may be called from any thread. Lock order:
 // mu_ is a leaf; it is held across the scan and the madvise of Unview (a
@@ -69,12 +76,22 @@ class ViewMapping {
  public:
   static constexpr uint64_t kPage = 4096;
 
+  // How Unview finds the pages that views wrote, best first.
+  enum class Tracking {
+    kWriteProtect,  // userfaultfd async write-protect + PAGEMAP_SCAN (Linux 6.7): ~1 ns a page
+    kFileScan,      // PAGEMAP_SCAN for non-file pages (Linux 6.7): ~50 ns a present page
+    kNone,          // drop every page that loses its last view (re-read costs a fault)
+  };
+
   // Maps `size` bytes of the arena `fd` (which the caller keeps): read-only
   // and shared, or private and writable. The mapping keeps its own
   // duplicate of fd. When the private mapping cannot be made (strict
   // overcommit refusing MAP_PRIVATE of the whole arena), Map succeeds and
   // no range is ever viewable: results are copies or alone mappings.
-  static tqds::Result<std::unique_ptr<ViewMapping>> Map(int fd, uint64_t size, bool writable);
+  // `best` caps the tracking (tests use it); the mapping falls back to the
+  // next one where the kernel or a sandbox refuses it.
+  static tqds::Result<std::unique_ptr<ViewMapping>> Map(int fd, uint64_t size, bool writable,
+                                                        Tracking best = Tracking::kWriteProtect);
   ~ViewMapping();
   ViewMapping(const ViewMapping&) = delete;
   ViewMapping& operator=(const ViewMapping&) = delete;
@@ -96,8 +113,9 @@ class ViewMapping {
   // fresh address (for an object View refused).
   tqds::Result<AloneMapping> MapAlone(uint64_t offset, uint64_t size) const;
 
-  // Pages dropped by Unview so far (tests and stats).
+  // Pages dropped by Unview so far, and the tracking in use (tests, stats).
   uint64_t DroppedPages() const;
+  Tracking tracking() const;
 
  private:
   ViewMapping(uint8_t* base, uint64_t size, int fd, bool writable, uint32_t* counts, int pagemap);
@@ -107,6 +125,13 @@ class ViewMapping {
   // Drops the private pages among [first, last] that no live view touches.
   // Requires mu_.
   void DropLocked(uint64_t first, uint64_t last);
+  // Write-protects pages [begin, end) (uffd-wp); on failure falls back to
+  // the scan for non-file pages. Requires mu_.
+  void ArmLocked(uint64_t begin, uint64_t end);
+  // A userfaultfd in asynchronous write-protect mode registered over
+  // [base, +size), or -1 where the kernel or a sandbox refuses one.
+  static int OpenWriteProtect(void* base, uint64_t size);
+  static constexpr uint64_t kArmPages = 512;  // write-protected 2 MiB at a time
 
   // Constant after construction.
   uint8_t* const base_;   // nullptr: private mode without a mapping (copies only)
@@ -118,6 +143,8 @@ class ViewMapping {
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, uint32_t> live_;  // guarded by mu_: offset -> live views
+  int uffd_ = -1;                                // guarded by mu_ (set once by Map)
+  std::vector<uint8_t> armed_;                   // guarded by mu_: write-protected 2 MiB units
   bool scan_works_ = true;                       // guarded by mu_
   uint64_t dropped_pages_ = 0;                   // guarded by mu_
 };

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "datasystem/view_mapping.h"
 #include "ds/kv_client.h"
 #include "test_util.h"
 
@@ -307,6 +309,107 @@ TEST_F(CowViewsTest, ALargeObjectReadTwiceIsMappedTwice) {
   EXPECT_EQ(y.view(), std::string(value.size(), '\x5A'));
   EXPECT_EQ(*plain_->Get("big"), value);
 }
+
+// ViewMapping alone, over a memfd (no worker), with each way of finding
+// written pages.
+using internal::ViewMapping;
+
+class ViewMappingTest : public ::testing::TestWithParam<ViewMapping::Tracking> {
+ protected:
+  static constexpr uint64_t kSize = 64 << 20;
+  void SetUp() override {
+    fd_ = static_cast<int>(::syscall(SYS_memfd_create, "view_mapping_test", 0));
+    ASSERT_GE(fd_, 0);
+    ASSERT_EQ(::ftruncate(fd_, kSize), 0);
+    shared_ = static_cast<uint8_t*>(
+        ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0));
+    ASSERT_NE(shared_, MAP_FAILED);
+    for (uint64_t i = 0; i < kSize; i += 8) shared_[i] = static_cast<uint8_t>(i >> 12);
+    auto m = ViewMapping::Map(fd_, kSize, true, GetParam());
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    views_ = std::move(*m);
+    if (views_->tracking() != GetParam()) GTEST_SKIP() << "this kernel refuses that tracking";
+  }
+  void TearDown() override {
+    views_.reset();
+    if (shared_ != nullptr && shared_ != MAP_FAILED) ::munmap(shared_, kSize);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  uint8_t* At(uint64_t off) { return const_cast<uint8_t*>(views_->base()) + off; }
+
+  int fd_ = -1;
+  uint8_t* shared_ = nullptr;
+  std::unique_ptr<ViewMapping> views_;
+};
+
+TEST_P(ViewMappingTest, AWrittenPageIsDroppedWithItsLastView) {
+  const std::vector<uint64_t> off = {3 * kPage}, size = {5 * kPage};
+  ASSERT_EQ(views_->View(off, size), std::vector<bool>{true});
+  EXPECT_EQ(*At(3 * kPage), shared_[3 * kPage]);
+  *At(4 * kPage + 8) = 0xEE;  // the kernel's copy-on-write
+  EXPECT_EQ(*At(4 * kPage + 8), 0xEE);
+  EXPECT_NE(shared_[4 * kPage + 8], 0xEE);
+  views_->Unview(off, size);
+  EXPECT_GE(views_->DroppedPages(), 1u);
+  ASSERT_EQ(views_->View(off, size), std::vector<bool>{true});
+  EXPECT_EQ(*At(4 * kPage + 8), shared_[4 * kPage + 8]);
+  views_->Unview(off, size);
+}
+
+TEST_P(ViewMappingTest, UnwrittenViewsDropNothingWhereWritesAreTracked) {
+  const std::vector<uint64_t> off = {0, 40 << 20}, size = {1 << 20, 3 << 20};
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(views_->View(off, size), (std::vector<bool>{true, true}));
+    volatile uint8_t sum = 0;
+    for (uint64_t i = 0; i < size[1]; i += kPage) sum = sum + *At(off[1] + i);
+    views_->Unview(off, size);
+  }
+  if (GetParam() == ViewMapping::Tracking::kNone) {
+    EXPECT_GT(views_->DroppedPages(), 0u);
+  } else {
+    EXPECT_EQ(views_->DroppedPages(), 0u);
+  }
+}
+
+TEST_P(ViewMappingTest, AnObjectWithALiveViewIsNotViewableAgain) {
+  const std::vector<uint64_t> off = {kPage, kPage}, size = {100, 100};
+  EXPECT_EQ(views_->View(off, size), (std::vector<bool>{true, false}));
+  EXPECT_EQ(views_->View({kPage}, {100}), std::vector<bool>{false});
+  views_->Unview({kPage}, {100});
+  EXPECT_EQ(views_->View({kPage}, {100}), std::vector<bool>{true});
+  views_->Unview({kPage}, {100});
+}
+
+TEST_P(ViewMappingTest, APageANeighbourWroteIsNotViewable) {
+  // a = [0, kPage + 100) and b = [kPage + 100, 2 kPage) share page 1.
+  ASSERT_EQ(views_->View({0}, {kPage + 100}), std::vector<bool>{true});
+  // Not written yet: viewable, except without tracking (a shared end page
+  // then counts as written).
+  const bool tracked = GetParam() != ViewMapping::Tracking::kNone;
+  EXPECT_EQ(views_->View({kPage + 100}, {kPage - 100}), std::vector<bool>{tracked});
+  if (tracked) views_->Unview({kPage + 100}, {kPage - 100});
+  *At(kPage + 50) = 1;  // a writes its own bytes of page 1
+  EXPECT_EQ(views_->View({kPage + 100}, {kPage - 100}), std::vector<bool>{false});
+  views_->Unview({0}, {kPage + 100});  // page 1 has no view left: dropped
+  EXPECT_EQ(views_->View({kPage + 100}, {kPage - 100}), std::vector<bool>{true});
+  EXPECT_EQ(*At(kPage + 50), shared_[kPage + 50]);
+  views_->Unview({kPage + 100}, {kPage - 100});
+}
+
+INSTANTIATE_TEST_SUITE_P(Tracking, ViewMappingTest,
+                         ::testing::Values(ViewMapping::Tracking::kWriteProtect,
+                                           ViewMapping::Tracking::kFileScan,
+                                           ViewMapping::Tracking::kNone),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case ViewMapping::Tracking::kWriteProtect:
+                               return std::string("WriteProtect");
+                             case ViewMapping::Tracking::kFileScan:
+                               return std::string("FileScan");
+                             default:
+                               return std::string("None");
+                           }
+                         });
 
 }  // namespace
 }  // namespace ds

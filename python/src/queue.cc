@@ -612,8 +612,12 @@ void InitController(py::module_& m) {
   py::class_<tq::TransferQueueController, Holder>(m, "Controller", "An in-process TransferQueue controller.")
       .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb,
                        bool polling_mode, const py::object& default_sampling, const py::object& sampler,
-                       int64_t pre_alloc_samples) {
+                       int64_t pre_alloc_samples, int64_t max_allocate_per_request, int64_t max_samples_per_partition,
+                       int64_t max_samples_total) {
              tq::ControllerOptions o;
+             o.max_allocate_per_request = max_allocate_per_request;
+             o.max_samples_per_partition = max_samples_per_partition;
+             o.max_samples_total = max_samples_total;
              o.address = address;
              o.embedded_storage_units = storage_units;
              o.storage_unit_capacity_bytes = unit_capacity_mb << 20;
@@ -633,12 +637,18 @@ void InitController(py::module_& m) {
            py::arg("unit_capacity_mb") = 8192, py::kw_only(), py::arg("polling_mode") = false,
            py::arg("default_sampling") = py::none(), py::arg("sampler") = py::none(),
            py::arg("pre_alloc_samples") = 1,
+           py::arg("max_allocate_per_request") = tq::ControllerOptions{}.max_allocate_per_request,
+           py::arg("max_samples_per_partition") = tq::ControllerOptions{}.max_samples_per_partition,
+           py::arg("max_samples_total") = tq::ControllerOptions{}.max_samples_total,
            "polling_mode: get_meta mode 'fetch' answers at once, like 'poll_all'. pre_alloc_samples: "
            "indexes each new partition reserves (upstream's TQ_PRE_ALLOC_SAMPLE_NUM). default_sampling: "
            "a sampling config (dict) for calls whose sampling_config names no 'sampler'. sampler: a "
            "Python sampler (a transfer_queue.sampler.BaseSampler instance) that picks the samples of "
            "every fetch/poll, called as sampler(ready_indexes, batch_size, partition=..., "
-           "**sampling_config) on the controller's thread (it must not call this controller).")
+           "**sampling_config) on the controller's thread (it must not call this controller). "
+           "max_allocate_per_request / max_samples_per_partition / max_samples_total: allocation limits "
+           "(a larger allocate is InvalidArgumentError, one past a partition's or the total limit an "
+           "out-of-space error naming the limit).")
       .def_property_readonly("address", &tq::TransferQueueController::address)
       .def_property_readonly("storage_units", &tq::TransferQueueController::storage_units)
       .def("stop", &tq::TransferQueueController::Stop, py::call_guard<py::gil_scoped_release>());

@@ -195,11 +195,12 @@ class Namespaces:
 class RoleProc:
     """One peer_role.py process; call() sends a request and waits for the answer."""
 
-    def __init__(self, nsx, python, args, env, logpath):
+    def __init__(self, nsx, python, args, env, logpath, cwd):
         self.log = open(logpath, "w")
+        os.makedirs(cwd, exist_ok=True)
         self.p = subprocess.Popen(nsx + [python, "-u", os.path.join(HERE, "peer_role.py")] + args,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env,
-                                  text=True, bufsize=1)
+                                  text=True, bufsize=1, cwd=cwd)
         self.logpath = logpath
 
     def call(self, msg, timeout=CALL_TIMEOUT):
@@ -321,7 +322,12 @@ class SystemRun:
                                  f"--temp-dir={self._short_dir()}"]
         cmd += ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if head else \
             [f"--address={self.ns.ip_a}:{RAY_PORT}"]
-        r = run(*cmd, check=False, timeout=180, env=self.env)
+        # Each node its own working directory, as on two machines: Ray's
+        # workers inherit it, and openYuanrong's dscli puts its logs, RocksDB
+        # and sockets in ./datasystem of the directory it is started from.
+        cwd = os.path.join(self.work, f"node-{ip}")
+        os.makedirs(cwd, exist_ok=True)
+        r = run(*cmd, check=False, timeout=180, env=self.env, cwd=cwd)
         if r.returncode != 0:
             msg = [x for x in (r.stdout + r.stderr).strip().splitlines() if x.strip()]
             raise StepError(f"ray start: {msg[-1] if msg else r.returncode}")
@@ -364,10 +370,10 @@ class SystemRun:
         if self.use_ray:
             common += ["--ray-address", f"{ns.ip_a}:{RAY_PORT}"]
         w = RoleProc(ns.exec(ns.a), self.python, common + ["--role", "writer", "--node-ip", ns.ip_a], self.env,
-                     os.path.join(self.work, "writer.log"))
+                     os.path.join(self.work, "writer.log"), os.path.join(self.work, f"node-{ns.ip_a}"))
         self.procs.append(w)
         r = RoleProc(ns.exec(ns.b), self.python, common + ["--role", "reader", "--node-ip", ns.ip_b], self.env,
-                     os.path.join(self.work, "reader.log"))
+                     os.path.join(self.work, "reader.log"), os.path.join(self.work, f"node-{ns.ip_b}"))
         self.procs.append(r)
         return w, r
 

@@ -20,7 +20,11 @@
 #    replaced by the same release's non-CUDA wheel,
 #    mooncake-transfer-engine-non-cuda (TCP transport). Both wheels link
 #    libibverbs/librdmacm even for TCP: Debian's libibverbs1 and librdmacm1.
-# 4. matplotlib, only for the chart.
+# 4. netifaces: upstream's Yuanrong bootstrap (utils/yuanrong_utils.py) imports
+#    it to find this node's addresses but does not declare it; without it a
+#    node knows only 127.0.0.1 and a cluster of two nodes cannot start
+#    ("Cannot determine local node IP").
+# 5. matplotlib, only for the chart.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,6 +35,7 @@ TQ="TransferQueue[yuanrong,mooncake]==0.1.11"
 RAY="ray[default]==2.60.0"
 MOONCAKE="mooncake-transfer-engine-non-cuda==0.3.13.post1"
 MPL="matplotlib==3.10.8"
+NETIFACES="netifaces==0.11.0"
 OUT=bench/peers
 REPORT="$OUT/peer-venv-install.txt"
 LOG="$(mktemp -d)"
@@ -64,6 +69,7 @@ fi
 step mooncake-import "$DIR/bin/python" -c 'import mooncake.store'
 step yuanrong-import "$DIR/bin/python" -c 'import yr.datasystem'
 step transferqueue-import "$DIR/bin/python" -c 'import transfer_queue, ray, tensordict'
+step netifaces "${PIP[@]}" install "$NETIFACES"
 step matplotlib "${PIP[@]}" install "$MPL"
 "${PIP[@]}" freeze > "$OUT/peer-venv-freeze.txt" 2>/dev/null
 rm -rf "$LOG"

@@ -11,8 +11,10 @@
 //   - GetBuffers returns read-only views of the arena (zero copy); Get/MGet
 //     copy. A write through a view faults (SIGSEGV) unless the client was
 //     initialised with copy-on-write views (ClientOptions or
-//     EnableCopyOnWriteViews): then the write lands in a private copy of the
-//     pages it touches, and the stored value never changes.
+//     EnableCopyOnWriteViews): then views come from a private mapping of the
+//     arena and the kernel copies each page a write touches, so the stored
+//     value, other processes and every other result keep their bytes. The
+//     library installs no signal handler.
 // Every batch call is one request to the worker, whatever the batch size.
 //
 // Thread safety: a KVClient is safe to use from several threads; requests
@@ -78,22 +80,30 @@ struct ClientOptions {
   uint64_t inline_set_max = 64 * 1024;
   // Pre-fault the whole mapping at Init (faster first writes, slower Init).
   bool populate_mapping = false;
-  // Make the views of GetBuffers copy-on-write: a write through one (say, an
-  // in-place op on a tensor over it) no longer faults but makes the 2 MiB
-  // chunk around it private to this process, and the stored value and other
-  // processes keep the stored bytes. Live views of the same object in this
-  // process share the written pages; views handed out after the write see
-  // the stored bytes (copied, while the written chunk has live views).
-  // Installs a process-wide SIGSEGV handler that passes every other fault
-  // to the handler installed before it. Costs a lock and a counter per
-  // chunk per GetBuffers. Default false: views are plain read-only memory.
+  // Make the results of GetBuffers writable and private: views come from a
+  // MAP_PRIVATE mapping of the arena, so a write through one (say, an
+  // in-place op on a tensor over it) is the kernel's copy-on-write of the
+  // 4 KiB pages it touches; the stored value, other processes and every
+  // other result keep the stored bytes. Results stay zero-copy except an
+  // object that another live result of this client already shows (read
+  // again, or twice in one call): that one is copied (under 1 MiB) or
+  // mapped privately at an address of its own. When the last result of a
+  // call dies, the pages it wrote are dropped, so later results map the
+  // stored bytes again. No signal handler is installed. Costs per
+  // GetBuffers: a lock, a counter per page of each result and a scan of
+  // its pages' write bits at release (about 1 ns a page with userfaultfd
+  // write protection, else ~50 ns; see docs/datasystem.md); each page a
+  // write touches costs a page fault and a 4 KiB copy, and again a fault at
+  // its next read after release. Default false: views are plain read-only
+  // shared memory.
   bool copy_on_write_views = false;
   Status Validate() const;
 };
 
 // Makes every client initialised after this call use copy-on-write views,
 // whatever its options say (the Python package calls it at import, because
-// torch tensors cannot be marked read-only). Thread-safe.
+// torch tensors cannot be marked read-only). Process-wide only in that it
+// sets this default; it installs nothing. Thread-safe.
 void EnableCopyOnWriteViews();
 
 // Writable shared memory for one created, unsealed key (from MCreate).
@@ -196,8 +206,10 @@ class KVClient {
   // visible. The first per-key error is returned (e.g. AlreadyExists).
   Status MSetBuffer(std::vector<WriteBuffer>& buffers);
 
-  // Zero-copy read: read-only views into shared memory, one per key, an
-  // empty optional for a missing key. Waits up to `timeout_ms` for missing keys.
+  // Zero-copy read: views into shared memory, one per key, an empty
+  // optional for a missing key. Waits up to `timeout_ms` for missing keys.
+  // Read-only views, or with copy_on_write_views writable private results
+  // (see there). Each result keeps its object pinned until it dies.
   Result<std::vector<std::optional<Buffer>>> GetBuffers(const std::vector<std::string>& keys,
                                                         int32_t timeout_ms = 0);
 

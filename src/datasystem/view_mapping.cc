@@ -246,16 +246,18 @@ std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
       ArmLocked(c * kArmPages, (c + 1) * kArmPages);  // before any view of it exists
       armed_[c] = 1;
     }
-    for (uint64_t p = first; p <= last; ++p) ++counts_[p];
+    // Only the end pages can be shared with another live view; interior
+    // pages keep a count of 0 (no other view can touch them).
+    ++counts_[first];
+    if (last != first) ++counts_[last];
   }
   return out;
 }
 
 void ViewMapping::Unview(const std::vector<uint64_t>& offsets, const std::vector<uint64_t>& sizes) {
   if (!writable_ || base_ == nullptr || offsets.empty()) return;
-  // The ended ranges in address order, merged into runs of nearby pages:
+  // The ended ranges in address order, merged into runs of touching pages:
   // one scan per run (a batch of adjacent objects is one scan).
-  constexpr uint64_t kGapPages = 16;
   std::vector<std::pair<uint64_t, uint64_t>> pages;  // [first, last] per view
   pages.reserve(offsets.size());
   for (size_t i = 0; i < offsets.size(); ++i) {
@@ -270,12 +272,17 @@ void ViewMapping::Unview(const std::vector<uint64_t>& offsets, const std::vector
     if (it != live_.end() && --it->second == 0) live_.erase(it);
   }
   for (const auto& [first, last] : pages) {
-    for (uint64_t p = first; p <= last; ++p) --counts_[p];
+    --counts_[first];
+    if (last != first) --counts_[last];
   }
+  // Runs of ended views whose pages touch: every page of a run belongs to an
+  // ended view, so a page with a count of 0 has no live view (an interior
+  // page never has one). A gap between views is never scanned: it may hold
+  // interior pages of live views, which carry no count.
   for (size_t i = 0; i < pages.size();) {
     const uint64_t first = pages[i].first;
     uint64_t last = pages[i].second;
-    for (++i; i < pages.size() && pages[i].first <= last + kGapPages; ++i) {
+    for (++i; i < pages.size() && pages[i].first <= last + 1; ++i) {
       last = std::max(last, pages[i].second);
     }
     DropLocked(first, last);

@@ -13,7 +13,9 @@
 // involved.
 //
 // Bookkeeping that keeps later views correct (all under mu_):
-//   - every page counts the live views that touch it;
+//   - the first and last page of each live view count the live views that
+//     touch them (an interior page belongs to one object, hence to at most
+//     one live view here, and keeps a count of 0);
 //   - live views never overlap: an object that already has a live view here
 //     (the same key read again while an earlier result lives, or twice in
 //     one call) is not viewable; the caller copies it or maps it alone
@@ -138,7 +140,7 @@ class ViewMapping {
   const uint64_t size_;
   const int fd_;          // our duplicate of the arena descriptor
   const bool writable_;
-  uint32_t* const counts_;  // private mode: live views per page (anonymous mapping)
+  uint32_t* const counts_;  // private mode: live views per end page (anonymous mapping)
   const int pagemap_;       // /proc/self/pagemap for PAGEMAP_SCAN, -1 without
 
   mutable std::mutex mu_;

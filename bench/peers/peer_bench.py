@@ -633,7 +633,7 @@ for scen in r["scenarios"]:
     for shape in r["shapes"]:
         labels.append(f"{shape}\n{scen}")
         groups.append(r["rows"][scen][shape])
-fig, ax = plt.subplots(figsize=(max(8, 1.7 * len(labels)), 4.8))
+fig, ax = plt.subplots(figsize=(max(8, 1.7 * len(labels)), 5.4))
 w = 0.8 / (len(systems) + 2)
 colors = plt.get_cmap("tab10").colors
 for i, s in enumerate(systems):
@@ -656,7 +656,7 @@ ax.set_xticklabels(labels, fontsize=8)
 ax.set_ylabel("Gbps = 16 x GiB / (put + get)")
 ax.set_yscale("log")
 ax.set_title(f"TransferQueue kv perftest, writer and reader processes ({r['date']}, 2 cores)")
-ax.legend(fontsize=7, ncol=4)
+ax.legend(fontsize=7, ncol=8, loc="upper center", bbox_to_anchor=(0.5, -0.13))
 ax.grid(axis="y", alpha=0.3)
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=110)
@@ -676,7 +676,7 @@ fig.savefig(sys.argv[2], dpi=110)
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 timed iteration, shapes small, complex, many_small")
-    ap.add_argument("--reps", type=int, default=0, help="timed iterations per shape (default 3; --quick 1)")
+    ap.add_argument("--reps", type=int, default=0, help="timed iterations per shape (default 2; --quick 1)")
     ap.add_argument("--scenarios", default="same,cross")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--shapes", default="")
@@ -687,7 +687,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("peer_bench: needs root for ip netns")
-    reps = args.reps or (1 if args.quick else 3)
+    reps = args.reps or (1 if args.quick else 2)
     shapes = args.shapes.split(",") if args.shapes else (
         ["small", "complex", "many_small"] if args.quick else ["small", "medium", "complex", "many_small"])
     systems = args.systems.split(",")

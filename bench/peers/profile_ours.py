@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""profile_ours: ours on the datasystem backend, one process, one shape of
+peer_bench, put / get / clear in a loop, for a profiler to watch (the
+peer_bench targets that ours misses are found with this).
+
+    .venv/bin/python bench/peers/profile_ours.py [--shape many_small] [--iters 20] [--pidfile F]
+
+It starts its own datasystem worker (dscli start, 127.0.0.1, a free port,
+3 GiB of shared memory) and stops it at the end, also on failure; --pidfile
+writes "<this pid> <worker pid>" once both are up, and the loop waits
+--delay seconds after that, so that a profiler can attach to both:
+
+    .venv/bin/python bench/peers/profile_ours.py --pidfile /tmp/p --delay 3 &
+    sleep 8; read C W < /tmp/p
+    perf record -F 499 -g -p $C -o client.data -- sleep 10 &
+    perf record -F 499 -g -p $W -o worker.data -- sleep 10
+
+Prints the median put, get and clear times and the per-key cost.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_role import SHAPES, make_data, shape_gib  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", default="many_small", choices=sorted(SHAPES))
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--pidfile")
+    ap.add_argument("--delay", type=float, default=0)
+    args = ap.parse_args()
+    venv_bin = os.path.dirname(sys.executable)
+    d = tempfile.mkdtemp(prefix="pbprof_")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([os.path.join(venv_bin, "dscli"), "start", "-w", "--worker_address", f"127.0.0.1:{port}",
+                        "--unix_socket_dir", d, "--shared_memory_size_mb", "3072"],
+                       capture_output=True, text=True, timeout=120)
+    m = re.search(r"PID: (\d+)", r.stdout)
+    if r.returncode != 0 or not m:
+        shutil.rmtree(d, ignore_errors=True)
+        sys.exit(f"dscli start failed: {r.stdout}{r.stderr}")
+    worker = int(m.group(1))
+    os.environ["TQDS_SESSION"] = f"pbprof-{os.getpid()}"
+    try:
+        import torch
+        import transfer_queue as tq
+
+        torch.set_num_threads(1)
+        tq.init({"backend": {"storage_backend": "Yuanrong", "Yuanrong": {"auto_init": False, "worker_port": port}}})
+        td = make_data(args.shape)
+        keys = [f"test_key_{i}" for i in range(td.batch_size[0])]
+        if args.pidfile:
+            with open(args.pidfile, "w") as f:
+                f.write(f"{os.getpid()} {worker}\n")
+            time.sleep(args.delay)
+        t = {"put": [], "get": [], "clear": []}
+        for it in range(args.iters):
+            part = f"p{it}"
+            t0 = time.perf_counter()
+            tq.kv_batch_put(keys=keys, partition_id=part, fields=td)
+            t1 = time.perf_counter()
+            out = tq.kv_batch_get(keys=keys, partition_id=part)
+            del out
+            t2 = time.perf_counter()
+            tq.kv_clear(keys=keys, partition_id=part)
+            t3 = time.perf_counter()
+            t["put"].append(t1 - t0)
+            t["get"].append(t2 - t1)
+            t["clear"].append(t3 - t2)
+        gib = shape_gib(args.shape)
+        put, get, clear = (statistics.median(t[k]) for k in ("put", "get", "clear"))
+        n = len(keys) * len(td.keys())
+        print(f"{args.shape}: {len(keys)} keys x {len(td.keys())} fields, {gib * 1024:.0f} MiB; medians: "
+              f"put {put * 1e3:.1f} ms, get {get * 1e3:.1f} ms, clear {clear * 1e3:.1f} ms; "
+              f"{16 * gib / (put + get):.2f} Gbps; per sample-field: put {put / n * 1e6:.2f} us, "
+              f"get {get / n * 1e6:.2f} us")
+        tq.close()
+    finally:
+        subprocess.run([os.path.join(venv_bin, "dscli"), "stop", "--worker_address", f"127.0.0.1:{port}"],
+                       capture_output=True, timeout=60)
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,6 +56,7 @@ def test_seal_refuses_while_an_export_lives(client, export):
     make = {"MutableData": lambda: b.MutableData(), "memoryview": lambda: b.memoryview(),
             "builtin": lambda: memoryview(b), "numpy": lambda: np.frombuffer(b, dtype=np.uint8),
             "slice": lambda: memoryview(b)[1:3]}[export]
+    b.write(b"\x00")
     view = make()
     view[0] = ord("a")
     with pytest.raises(BufferError, match=rf"'{k}'.*still alive"):

@@ -163,14 +163,37 @@ class NetnsPair:
         self.created = []
 
 
+@contextlib.contextmanager
+def fresh_netns_pair(default_route: bool = False):
+    """Two new namespaces joined by a veth pair (skips, with the reason,
+    without root, iproute2 or permission for `ip netns`), deleted at the end.
+    default_route: each also gets a default route through its veth (for code
+    that finds its address by a UDP connect; nothing leaves the veth)."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if shutil.which("ip") is None:
+        pytest.skip("`ip` (iproute2) is not installed")
+    pair = NetnsPair()
+    probe = subprocess.run(["ip", "netns", "add", pair.a], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no permission for `ip netns add`: {probe.stderr.strip()}")
+    run("ip", "netns", "del", pair.a)
+    try:
+        pair.up()
+        if default_route:
+            for ns, dev in ((pair.a, pair.va), (pair.b, pair.vb)):
+                run("ip", "-n", ns, "route", "add", "default", "dev", dev)
+        yield pair
+    finally:
+        pair.down()
+
+
 @pytest.fixture(scope="module")
 def netns_pair():
     ok, why = cluster_support()
     if not ok:
         pytest.skip(why)
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    for tool in ("ip", "etcd", "curl"):
+    for tool in ("etcd", "curl"):
         if shutil.which(tool) is None:
             pytest.skip(f"`{tool}` is not installed")
     try:
@@ -179,16 +202,8 @@ def netns_pair():
         pytest.skip("Ray is not installed")
     if ray_executable() is None:
         pytest.skip("the `ray` command is not beside this Python nor on PATH")
-    pair = NetnsPair()
-    probe = subprocess.run(["ip", "netns", "add", pair.a], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no permission for `ip netns add`: {probe.stderr.strip()}")
-    run("ip", "netns", "del", pair.a)
-    try:
-        pair.up()
+    with fresh_netns_pair() as pair:
         yield pair
-    finally:
-        pair.down()
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ skipped with the reason otherwise.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,7 +24,7 @@ import time
 import pytest
 
 from test_multi_node import HEAD_NODE_IP, RAY_PORT, WORKER_NODE_IP, LineReader, NetnsPair, RayCluster, cmdline, \
-    node_env, ray_executable
+    fresh_netns_pair, node_env, ray_executable
 
 WORKER_PORT, METASTORE_PORT = 31501, 2379
 TIMEOUT_S = 240
@@ -76,22 +74,10 @@ DRIVER = textwrap.dedent("""
 
 @pytest.fixture
 def netns_pair():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("`ip` (iproute2) is not installed")
     if ray_executable() is None:
         pytest.skip("the `ray` command is not beside this Python nor on PATH")
-    pair = NetnsPair()
-    probe = subprocess.run(["ip", "netns", "add", pair.a], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no permission for `ip netns add`: {probe.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", pair.a], capture_output=True)
-    try:
-        pair.up()
+    with fresh_netns_pair() as pair:
         yield pair
-    finally:
-        pair.down()
 
 
 def workers_in(pair: NetnsPair, ns: str) -> dict[int, list[str]]:

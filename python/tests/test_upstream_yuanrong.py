@@ -57,7 +57,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, pid_alive
-from test_multi_node import HEAD_NODE_IP, RAY_PORT, WORKER_NODE_IP, LineReader, NetnsPair, RayCluster, cmdline, \
+from test_multi_node import HEAD_NODE_IP, RAY_PORT, WORKER_NODE_IP, LineReader, RayCluster, cmdline, fresh_netns_pair, \
     stop_pids
 from test_upstream_compat import _peer
 
@@ -283,22 +283,10 @@ def test_same_node(peer, ours):
 
 @pytest.fixture
 def netns_pair():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("`ip` (iproute2) is not installed")
-    pair = NetnsPair()
-    probe = subprocess.run(["ip", "netns", "add", pair.a], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no permission for `ip netns add`: {probe.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", pair.a], capture_output=True)
-    try:
-        pair.up()
-        for ns, dev in ((pair.a, pair.va), (pair.b, pair.vb)):
-            subprocess.run(["ip", "-n", ns, "route", "add", "default", "dev", dev], check=True, capture_output=True)
+    # A default route in each: without netifaces, upstream's
+    # get_local_ip_addresses() finds the node's address by a UDP connect.
+    with fresh_netns_pair(default_route=True) as pair:
         yield pair
-    finally:
-        pair.down()
 
 
 def test_two_namespaces(peer, ours, netns_pair, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import struct
 import time
 
@@ -272,3 +273,47 @@ def test_idle_local_connections_do_not_stall_the_worker(worker):
     kv = KVClient(worker.host, worker.port)
     kv.init()
     kv.set("k", b"v")
+
+
+# ------------------------------------------------- the TCP port (ZMQ, ZMTP 3)
+
+def zmtp_connect(host: str, port: int) -> socket.socket:
+    """A raw ZMTP 3.0 DEALER peer through the NULL handshake."""
+    s = socket.create_connection((host, port), timeout=10)
+    greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+    s.sendall(greeting)
+    got = b""
+    while len(got) < 64:
+        chunk = s.recv(64 - len(got))
+        assert chunk, "the worker closed during the greeting"
+        got += chunk
+    prop = b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+    body = b"\x05READY" + prop
+    s.sendall(bytes([0x04, len(body)]) + body)
+    return s
+
+
+def test_tcp_frame_over_the_limit_drops_the_peer(worker):
+    """A ZMQ peer whose frame declares 4 GiB on a 64 MiB worker is dropped
+    at once (ZMQ_MAXMSGSIZE), before any of it is buffered; the port keeps
+    serving other clients."""
+    s = zmtp_connect(worker.host, worker.port)
+    try:
+        s.sendall(bytes([0x02]) + struct.pack(">Q", 4 << 30) + b"x" * 1024)  # one long, last frame
+        t0 = time.monotonic()
+        closed = False
+        try:
+            while time.monotonic() - t0 < 8:
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+        except (ConnectionResetError, socket.timeout):
+            closed = isinstance(sys.exc_info()[1], ConnectionResetError)
+        assert closed, "the worker kept a connection whose frame declares 4 GiB"
+    finally:
+        s.close()
+    kv = KVClient(worker.host, worker.port)
+    kv.init()
+    kv.set("k", b"v")
+    assert kv.get("k") == b"v"

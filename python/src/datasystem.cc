@@ -290,13 +290,15 @@ PyTypeObject* MakeWriteBufferType() {
       {nullptr, nullptr, nullptr, nullptr, nullptr}};
   static PyMethodDef methods[] = {
       {"memoryview", WriteBufferMemoryView, METH_NOARGS,
-       "memoryview(self) -> memoryview\n\nA writable memoryview of the shared memory (valid until sealed)."},
+       "memoryview(self) -> memoryview\n\nA writable memoryview of the shared memory. mset_buffer refuses "
+       "(BufferError) while it, or any other export of this buffer, is alive: release it first."},
       {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferWrite)),
        METH_FASTCALL | METH_KEYWORDS,
        "write(self, data, offset=0)\n\nCopies data (bytes, str or a C-contiguous buffer) to offset."},
       // openYuanrong's names (yr.datasystem): the same memory.
       {"MutableData", WriteBufferMemoryView, METH_NOARGS,
-       "MutableData(self) -> memoryview\n\nA writable memoryview of the shared memory (valid until sealed)."},
+       "MutableData(self) -> memoryview\n\nA writable memoryview of the shared memory. mset_buffer refuses "
+       "(BufferError) while it, or any other export of this buffer, is alive: release it first."},
       {"ImmutableData",
        reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferImmutableData)),
        METH_FASTCALL | METH_KEYWORDS,

@@ -97,9 +97,25 @@ def cases(c: KVClient, host: str, port: int):
         info = [type(mv).__name__, len(mv), mv.readonly]
         mv[:] = b"abcd"
         bufs[1].MutableData()[:] = b"xyz"
+        del mv  # a view alive at the seal is the next case
         c.mset_buffer(bufs)
         again = c.mset_buffer(bufs)  # sealed already: nothing to do
         return [sizes, info, again, c.get([k("b1"), k("b2")])]
+
+    def mset_buffer_live_view():
+        (b,) = c.mcreate([k("lv")], [2])
+        mv = b.MutableData()
+        mv[:] = b"ab"
+        try:
+            c.mset_buffer([b])
+            sealed = "sealed"
+        except Exception as e:  # noqa: BLE001 (the outcome compared)
+            sealed = type(e).__name__
+        try:
+            mv[:1] = b"z"  # after the seal: does the stored value change?
+        except Exception as e:  # noqa: BLE001
+            return [sealed, type(e).__name__]
+        return [sealed, c.get([k("lv")])]
 
     def buffers_views():
         bufs = c.get_buffers([k("b1"), k("nope"), k("s2")])
@@ -221,6 +237,7 @@ def cases(c: KVClient, host: str, port: int):
         ("ttl_negative", lambda: c.set(k("neg"), b"x", ttl_second=-1)),
         ("ttl_too_big", lambda: c.set(k("neg"), b"x", ttl_second=2 ** 32)),
         ("mcreate_fill_seal", mcreate_fill_seal),
+        ("mset_buffer_live_view", mset_buffer_live_view),
         ("mcreate_existing_key", lambda: len(c.mcreate([k("b1")], [3]))),
         ("mcreate_mismatch", lambda: c.mcreate([k("x1"), k("x2")], [3])),
         ("mcreate_empty", lambda: c.mcreate([], [])),

@@ -584,6 +584,37 @@ def table(result):
     return "\n".join(lines)
 
 
+def markdown(result):
+    """The table as Markdown (README, docs/peer_bench.md): Gbps per system,
+    the references, ours over the best peer."""
+    systems = result["systems"]
+    head = ["shape", "scenario"] + systems + ["memcpy", "iperf3", "ours-ds / best peer", "ours-simple / upstream-simple"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    notes = {}
+    for shape in result["shapes"]:
+        for scen in result["scenarios"]:
+            row = result["rows"][scen][shape]
+            cells = [shape, scen]
+            for s in systems:
+                c = row.get(s) or {"error": "not run"}
+                if "error" in c:
+                    k = notes.setdefault(c["error"], len(notes) + 1)
+                    cells.append(f"n/a [{k}]")
+                else:
+                    cells.append(fmt_cell(c))
+            cells.append(f"{result['memcpy'].get(shape, {}).get('gbps', float('nan')):.1f}")
+            cells.append(f"{result['iperf3']['gbps']:.1f}" if scen == "cross" and "gbps" in result["iperf3"] else "")
+            bp = best_peer(row)
+            ds = row.get("ours-ds", {}).get("gbps")
+            sim, up = row.get("ours-simple", {}).get("gbps"), row.get("upstream-simple", {}).get("gbps")
+            cells.append(f"{ds / bp[1]:.2f} x ({bp[0]})" if ds and bp else "-")
+            cells.append(f"{sim / up:.2f} x" if sim and up else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+    for err, k in notes.items():
+        lines.append(f"\n[{k}] {err}")
+    return "\n".join(lines)
+
+
 def targets(result):
     out = []
     rows = result["rows"]
@@ -684,7 +715,12 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--png", help="write the chart here")
     ap.add_argument("--keep-logs", action="store_true", help="keep the work directory with every process's log")
+    ap.add_argument("--markdown-from", metavar="JSON", help="print the Markdown table of an earlier run's JSON and exit")
     args = ap.parse_args()
+    if args.markdown_from:
+        with open(args.markdown_from) as f:
+            print(markdown(json.load(f)))
+        return
     if os.geteuid() != 0:
         sys.exit("peer_bench: needs root for ip netns")
     reps = args.reps or (1 if args.quick else 2)

@@ -204,12 +204,15 @@ def test_read_only_buffers(kv, p):
 def test_mcreate_buffer_methods(kv, p):
     (b,) = kv.mcreate([p + "m"], [5])
     assert b.GetSize() == 5 and b.size == 5
+    # A new block is not cleared (it may hold an earlier value's bytes), as
+    # openYuanrong's: write all of it.
     b.MutableData()[:2] = b"ab"
-    assert bytes(b.ImmutableData(False, 1)) == b"ab\x00\x00\x00"
+    b.MutableData()[2:] = b"cde"
+    assert bytes(b.ImmutableData(False, 1)) == b"abcde"
     assert b.ImmutableData().readonly
     kv.mset_buffer([b])
     kv.mset_buffer([b])  # sealed already: nothing to do
-    assert kv.get([p + "m"]) == [b"ab\x00\x00\x00"]
+    assert kv.get([p + "m"]) == [b"abcde"]
     with pytest.raises(Exception, match="sealed"):
         b.MutableData()  # the stored value never changes
     # A key written again through mcreate replaces the value.
@@ -337,6 +340,13 @@ def test_request_timeout(fresh_worker, p):
     assert c.get([p + "k", p + "later"], sub_timeout_ms=600) == [b"v", None]  # a get may wait longer
     os.kill(fresh_worker.pid, signal.SIGSTOP)
     try:
+        # Readiness: every thread of the worker has stopped (a thread still
+        # running could answer the next request).
+        deadline = time.monotonic() + 5
+        while any(open(f"/proc/{fresh_worker.pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] != "T"
+                  for t in os.listdir(f"/proc/{fresh_worker.pid}/task")):
+            assert time.monotonic() < deadline, "the worker's threads did not stop"
+            time.sleep(0.005)
         t0 = time.monotonic()
         with pytest.raises(RuntimeError, match=r"^code: \[RPC deadline exceeded\]"):
             c.exist([p + "k"])

@@ -11,7 +11,8 @@ A program, not a test. Make the peers' venv once, then run with any Python 3
     python3 bench/peers/peer_bench.py [--quick] [--json FILE] [--png FILE]
             [--scenarios same,cross] [--systems ...] [--shapes ...] [--reps N]
 
-Needs root (ip netns) and etcd, iperf3 on PATH.
+Needs root (ip netns) and etcd, iperf3, curl on PATH. Method, results and
+the reasons behind the set-up below: docs/peer_bench.md.
 
 Method (upstream's scripts/performance_test/perftest.py): a writer and a
 reader in two processes; per iteration the writer kv_batch_put()s the shape
@@ -28,7 +29,10 @@ iterations; the table shows medians.
 Scenarios: 'same' runs every process of a system in one network namespace
 with only its loopback; 'cross' puts the writer in namespace A (10.210.0.1)
 and the reader in B (10.210.0.2), joined by a veth pair, each namespace with
-its own Ray node and datasystem worker where the system uses them. All a
+its own Ray node and datasystem worker where the system uses them; the
+driver counts the bytes on A's veth during each put and get (veth_put,
+veth_get in the JSON), which shows that no system took a same-host shortcut
+(the namespaces share one filesystem and one /dev/shm). All a
 system's processes live in those namespaces, so the cleanup after each system
 (also on failure) ends every process in them by pid and deletes them.
 
@@ -259,8 +263,8 @@ class SystemRun:
     """The services of one system in one scenario: started by start(), all in
     the scenario's namespaces; the namespaces' teardown ends them."""
 
-    def __init__(self, system, ns, work, args):
-        self.system, self.ns, self.work, self.args = system, ns, work, args
+    def __init__(self, system, ns, work):
+        self.system, self.ns, self.work = system, ns, work
         self.ours = system.startswith("ours")
         self.venv = OURS_VENV if self.ours else PEER_VENV
         self.python = os.path.join(self.venv, "bin", "python")
@@ -401,7 +405,7 @@ def bench_system(system, scenario, shapes, reps, work, sleep):
     sysrun = None
     try:
         ns.up()
-        sysrun = SystemRun(system, ns, work, None)
+        sysrun = SystemRun(system, ns, work)
         t0 = time.perf_counter()
         sysrun.start()
         writer, reader = sysrun.roles()
@@ -588,7 +592,8 @@ def markdown(result):
     """The table as Markdown (README, docs/peer_bench.md): Gbps per system,
     the references, ours over the best peer."""
     systems = result["systems"]
-    head = ["shape", "scenario"] + systems + ["memcpy", "iperf3", "ours-ds / best peer", "ours-simple / upstream-simple"]
+    head = ["shape", "scenario"] + systems + ["memcpy", "iperf3", "ours-ds / best peer",
+                                              "ours-simple / upstream-simple"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     notes = {}
     for shape in result["shapes"]:
@@ -715,7 +720,8 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--png", help="write the chart here")
     ap.add_argument("--keep-logs", action="store_true", help="keep the work directory with every process's log")
-    ap.add_argument("--markdown-from", metavar="JSON", help="print the Markdown table of an earlier run's JSON and exit")
+    ap.add_argument("--markdown-from", metavar="JSON",
+                    help="print the Markdown table of an earlier run's JSON and exit")
     args = ap.parse_args()
     if args.markdown_from:
         with open(args.markdown_from) as f:

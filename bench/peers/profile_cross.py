@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""profile_cross: ours-ds across peer_bench's two namespaces, put / get /
+clear of one shape in a loop for 10 s, with `perf record -g` on the writer,
+the reader and both datasystem workers (perf data in /tmp/cross_<who>.data).
+
+    python3 bench/peers/profile_cross.py [SHAPE]      # as root; default complex
+    perf report -i /tmp/cross_reader.data --no-children --sort dso,symbol -g none --stdio
+
+Everything it starts lives in the namespaces and ends with them, also on
+failure.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer_bench as pb  # noqa: E402
+
+
+def main():
+    shape = sys.argv[1] if len(sys.argv) > 1 else "complex"
+    ns = pb.Namespaces("cross").up()
+    work = tempfile.mkdtemp(prefix="pcross_")
+    os.chmod(work, 0o777)
+    sr = pb.SystemRun("ours-ds", ns, work)
+    try:
+        sr.start()
+        w, r = sr.roles()
+        w.call({"op": "init"}, timeout=240)
+        r.call({"op": "init"}, timeout=240)
+        w.call({"op": "make", "shape": shape})
+        pids = {"writer": w.p.pid, "reader": r.p.pid}
+        for name, ip in (("wA", pb.IP_A), ("wB", pb.IP_B)):
+            out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
+            pids[name] = int(out.stdout.split()[0])
+        perfs = [subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", f"/tmp/cross_{n}.data",
+                                   "--", "sleep", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for n, pid in pids.items()]
+        time.sleep(1)
+        times, i, t_end = [], 0, time.time() + 10
+        while time.time() < t_end:
+            part = f"p{i}"
+            i += 1
+            a = w.call({"op": "put", "part": part, "shape": shape})["dt"]
+            g = r.call({"op": "get", "part": part, "shape": shape, "keep": False})["dt"]
+            w.call({"op": "clear", "part": part, "shape": shape})
+            times.append((a, g))
+        for p in perfs:
+            p.wait()
+        print(f"{shape}: {len(times)} iterations, put / get ms:",
+              " ".join(f"{a * 1e3:.0f}/{g * 1e3:.0f}" for a, g in times))
+    finally:
+        sr.stop()
+        ns.down()
+        sr.remove_dirs()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

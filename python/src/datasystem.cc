@@ -381,14 +381,6 @@ std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>&
   return out;
 }
 
-ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
-  ds::SetParam p;
-  p.evictable = evictable;
-  p.ttl_seconds = ttl;
-  p.if_absent = if_absent;
-  return p;
-}
-
 void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal) {
   // A list of our own: the caller's sequence may change while the GIL is
   // released, and the objects must stay alive until their buffers are back.

@@ -237,6 +237,15 @@ std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>&
 using SealFn = std::function<void(std::vector<ds::WriteBuffer>&)>;
 void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal);
 
+// The SetParam of a set / mset / mcreate call's keyword arguments.
+inline ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
+  ds::SetParam p;
+  p.evictable = evictable;
+  p.ttl_seconds = ttl;
+  p.if_absent = if_absent;
+  return p;
+}
+
 // Adds _tqds.YrKVClient, the core of yr.datasystem.KVClient (yr_datasystem.cc).
 void InitYrDatasystem(py::module_& m);
 

@@ -136,14 +136,6 @@ struct YrClient {
   }
 };
 
-ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {
-  ds::SetParam p;
-  p.evictable = evictable;
-  p.ttl_seconds = ttl;
-  p.if_absent = if_absent;
-  return p;
-}
-
 py::str Str(const std::string& s) {
   return py::reinterpret_steal<py::str>(
       PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape"));

@@ -75,6 +75,20 @@ const char* Name(MsgType t) {
   }
 }
 
+// {kExist: [bool per key]}: the reply of Exist and Expire.
+Message ExistReply(const Message& request, const std::vector<bool>& exist) {
+  Message reply = Message::ReplyTo(request);
+  reply.set_body(PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack(proto::kExist);
+    pk.pack_array(static_cast<uint32_t>(exist.size()));
+    for (bool e : exist) {
+      if (e) pk.pack_true(); else pk.pack_false();
+    }
+  }));
+  return reply;
+}
+
 }  // namespace
 
 std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& session) {
@@ -388,16 +402,7 @@ Result<Message> RequestHandler::Exist(const Message& request, bool local) {
       for (size_t j = 0; j < idx.size(); ++j) exist[idx[j]] = remote[j];
     }
   }
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack(proto::kExist);
-    pk.pack_array(static_cast<uint32_t>(exist.size()));
-    for (bool e : exist) {
-      if (e) pk.pack_true(); else pk.pack_false();
-    }
-  }));
-  return reply;
+  return ExistReply(request, exist);
 }
 
 Result<Message> RequestHandler::Expire(const Message& request) {
@@ -407,16 +412,7 @@ Result<Message> RequestHandler::Expire(const Message& request) {
   // Only this worker's copies: in a cluster, a key written on another
   // worker is reported missing here (its expiry lives with its bytes).
   auto exist = store_.Expire(keys, ttl_ms);
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack(proto::kExist);
-    pk.pack_array(static_cast<uint32_t>(exist.size()));
-    for (bool e : exist) {
-      if (e) pk.pack_true(); else pk.pack_false();
-    }
-  }));
-  return reply;
+  return ExistReply(request, exist);
 }
 
 Result<Message> RequestHandler::Stats(const Message& request) {

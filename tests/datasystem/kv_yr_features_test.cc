@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -112,6 +114,24 @@ TEST_F(KVYrFeaturesTest, HealthCheckAndGenerateKey) {
   EXPECT_FALSE(client_->HealthCheck().ok());
 }
 
+// Waits (up to 5 s) until every thread of `pid` is in state T (stopped).
+bool AllThreadsStopped(pid_t pid) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    for (const auto& t : std::filesystem::directory_iterator(tasks)) {
+      std::ifstream f(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      const size_t paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') all = false;
+    }
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
 TEST_F(KVYrFeaturesTest, RequestTimeoutGivesUpTheConnection) {
   ClientOptions options;
   options.request_timeout_ms = 300;
@@ -124,6 +144,7 @@ TEST_F(KVYrFeaturesTest, RequestTimeoutGivesUpTheConnection) {
   EXPECT_FALSE((*waited)[0].has_value());
   // A stopped worker answers nothing: Timeout, then Unavailable at once.
   ASSERT_EQ(::kill(worker_->pid(), SIGSTOP), 0);
+  ASSERT_TRUE(AllThreadsStopped(worker_->pid()));  // a running thread could still answer
   const auto t0 = std::chrono::steady_clock::now();
   Status st = client.Exist({"k"}).status();
   const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(

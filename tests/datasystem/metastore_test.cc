@@ -21,6 +21,7 @@
 #include "common/process.h"
 #include "common/subprocess.h"
 #include "common/test_util.h"
+#include "datasystem/cluster/etcd_test_util.h"
 #include "datasystem/cluster/etcd_client.h"
 #include "datasystem/cluster/etcd_codec.h"
 #include "datasystem/cluster/hash_ring.h"
@@ -315,37 +316,7 @@ class MetastoreTest : public ::testing::Test {
   std::unique_ptr<EtcdClient> client_;
 };
 
-struct Recorder {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<WatchEvent> events;
-  std::vector<RangeResult> resyncs;
-  std::vector<tqds::Status> states;
-
-  WatchCallbacks Callbacks() {
-    WatchCallbacks cb;
-    cb.on_events = [this](const std::vector<WatchEvent>& evs) {
-      std::lock_guard<std::mutex> l(mu);
-      events.insert(events.end(), evs.begin(), evs.end());
-      cv.notify_all();
-    };
-    cb.on_resync = [this](const RangeResult& r) {
-      std::lock_guard<std::mutex> l(mu);
-      resyncs.push_back(r);
-      cv.notify_all();
-    };
-    cb.on_stream_state = [this](const tqds::Status& s) {
-      std::lock_guard<std::mutex> l(mu);
-      states.push_back(s);
-      cv.notify_all();
-    };
-    return cb;
-  }
-  bool WaitFor(const std::function<bool()>& pred) {
-    std::unique_lock<std::mutex> l(mu);
-    return cv.wait_for(l, kWait, pred);
-  }
-};
+using Recorder = testing::WatchRecorder;
 
 TEST_F(MetastoreTest, KvPrefixAndTxnThroughEtcdClient) {
   ASSERT_OK_AND_ASSIGN(auto st, client_->GetServerStatus());

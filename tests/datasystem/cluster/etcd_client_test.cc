@@ -174,39 +174,7 @@ TEST_F(EtcdClientTest, UnreachableEtcdIsUnavailableFast) {
   EXPECT_STATUS(EtcdClient::Create(EtcdOptions{"nohost"}), kInvalid, "host:port");
 }
 
-// Collects watch callbacks for assertions on the test thread.
-struct Recorder {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<WatchEvent> events;
-  std::vector<RangeResult> resyncs;
-  std::vector<tqds::Status> states;
-
-  WatchCallbacks Callbacks() {
-    WatchCallbacks cb;
-    cb.on_events = [this](const std::vector<WatchEvent>& evs) {
-      std::lock_guard<std::mutex> l(mu);
-      events.insert(events.end(), evs.begin(), evs.end());
-      cv.notify_all();
-    };
-    cb.on_resync = [this](const RangeResult& r) {
-      std::lock_guard<std::mutex> l(mu);
-      resyncs.push_back(r);
-      cv.notify_all();
-    };
-    cb.on_stream_state = [this](const tqds::Status& s) {
-      std::lock_guard<std::mutex> l(mu);
-      states.push_back(s);
-      cv.notify_all();
-    };
-    return cb;
-  }
-  bool WaitFor(const std::function<bool()>& pred,
-               std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    std::unique_lock<std::mutex> l(mu);
-    return cv.wait_for(l, timeout, pred);
-  }
-};
+using Recorder = testing::WatchRecorder;
 
 TEST_F(EtcdWatchTest, SeesPutsAndDeletesInOrder) {
   ASSERT_OK_AND_ASSIGN(auto start, client_->GetPrefix(prefix_));

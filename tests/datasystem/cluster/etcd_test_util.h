@@ -9,6 +9,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <vector>
+#include <mutex>
+#include <functional>
+#include <condition_variable>
 #include <memory>
 #include <optional>
 #include <string>
@@ -113,6 +117,41 @@ class EtcdSuite : public ::testing::Test {
   inline static tqds::Status start_status_;
   std::unique_ptr<EtcdClient> client_;
   std::string prefix_;
+};
+
+// Collects watch callbacks for assertions on the test thread (the etcd
+// suites and the metastore's).
+struct WatchRecorder {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<WatchEvent> events;
+  std::vector<RangeResult> resyncs;
+  std::vector<tqds::Status> states;
+
+  WatchCallbacks Callbacks() {
+    WatchCallbacks cb;
+    cb.on_events = [this](const std::vector<WatchEvent>& evs) {
+      std::lock_guard<std::mutex> l(mu);
+      events.insert(events.end(), evs.begin(), evs.end());
+      cv.notify_all();
+    };
+    cb.on_resync = [this](const RangeResult& r) {
+      std::lock_guard<std::mutex> l(mu);
+      resyncs.push_back(r);
+      cv.notify_all();
+    };
+    cb.on_stream_state = [this](const tqds::Status& s) {
+      std::lock_guard<std::mutex> l(mu);
+      states.push_back(s);
+      cv.notify_all();
+    };
+    return cb;
+  }
+  bool WaitFor(const std::function<bool()>& pred,
+               std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::unique_lock<std::mutex> l(mu);
+    return cv.wait_for(l, timeout, pred);
+  }
 };
 
 }  // namespace ds::cluster::testing

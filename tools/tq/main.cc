@@ -1,6 +1,7 @@
 // tq: the TransferQueue command line. Subcommands: controller, storage-unit,
 // demo. Each only fills in an options struct and runs the component.
 #include <malloc.h>
+#include <pthread.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -17,12 +18,28 @@
 
 namespace {
 
-volatile std::sig_atomic_t g_stop = 0;
+// SIGINT and SIGTERM are blocked in the main thread before any service (and
+// its threads, which inherit the mask) starts, and taken by sigwait: one that
+// arrives while starting, or right after the readiness line, still stops the
+// services cleanly (a handler installed after the readiness line missed it).
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+void BlockStopSignals() {
+  const sigset_t set = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
 
 void WaitForSignal() {
-  std::signal(SIGINT, [](int) { g_stop = 1; });
-  std::signal(SIGTERM, [](int) { g_stop = 1; });
-  while (!g_stop) pause();
+  const sigset_t set = StopSignals();
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
 }
 
 std::string Endpoint(const std::string& host, int port) {
@@ -115,7 +132,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   tqds::InitLogging("tq", "", spdlog::level::info);
 
-  if (*ctl || *su) KeepFreedMemory();
+  if (*ctl || *su) {
+    KeepFreedMemory();
+    BlockStopSignals();
+  }
   if (*ctl) {
     tq::ControllerOptions o = limits;
     o.address = Endpoint(host, port);

@@ -87,6 +87,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def wait_until(pred, timeout_s=10.0) -> bool:
+    """Polls pred every 20 ms until it holds (True) or timeout_s passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def kill_pid(pid: int | None, timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds, one pid."""
     if not pid or not pid_alive(pid):

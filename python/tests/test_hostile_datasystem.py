@@ -18,7 +18,7 @@ import pytest
 from datasystem import KVClient
 from yr.datasystem import KVClient as YrKVClient
 
-from conftest import DsWorker, unique
+from conftest import DsWorker, unique, wait_until
 
 
 @pytest.fixture(params=["datasystem", "yr"])
@@ -177,15 +177,6 @@ MAGIC = 0x314C5344
 def frame_prefix(header_len: int, payload_lens: list[int]) -> bytes:
     return struct.pack("<IIII", MAGIC, header_len, len(payload_lens), 0) + b"".join(
         struct.pack("<Q", n) for n in payload_lens)
-
-
-def wait_until(pred, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

@@ -18,16 +18,7 @@ import datasystem
 from yr import datasystem as yr_ds
 from yr.datasystem import ExistenceOpt, KVClient, ReadParam, WriteMode
 
-from conftest import unique
-
-
-def wait_until(pred, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+from conftest import unique, wait_until
 
 
 @pytest.fixture

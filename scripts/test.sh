@@ -42,7 +42,7 @@ cat "$yr_log"
 echo "== pytest =="
 rc=0
 # The installed package and its console scripts (tq, dscli, ray) come first.
-PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q python/tests || rc=$?
+PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q -rs python/tests || rc=$?
 # pytest exits 5 when it collected no test: that is a failure here too.
 [ "$rc" -eq 0 ] || status=1
 

@@ -22,19 +22,6 @@ namespace {
 using tqds::Result;
 using tqds::Status;
 
-const char* KindName(FlagKind k) {
-  switch (k) {
-    case FlagKind::kBool: return "bool";
-    case FlagKind::kInt32: return "int32";
-    case FlagKind::kUint32: return "uint32";
-    case FlagKind::kInt64: return "int64";
-    case FlagKind::kUint64: return "uint64";
-    case FlagKind::kDouble: return "double";
-    case FlagKind::kString: return "string";
-  }
-  return "?";
-}
-
 std::string Lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -199,6 +186,19 @@ bool Apply(WorkerOptions& o, std::string_view name, const std::string& norm) {
 }
 
 }  // namespace
+
+const char* KindName(FlagKind k) {
+  switch (k) {
+    case FlagKind::kBool: return "bool";
+    case FlagKind::kInt32: return "int32";
+    case FlagKind::kUint32: return "uint32";
+    case FlagKind::kInt64: return "int64";
+    case FlagKind::kUint64: return "uint64";
+    case FlagKind::kDouble: return "double";
+    case FlagKind::kString: return "string";
+  }
+  return "?";
+}
 
 const FlagSpec* FindWorkerFlag(std::string_view name) {
   const auto& t = WorkerFlagTable();

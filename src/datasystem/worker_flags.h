@@ -19,6 +19,8 @@
 namespace ds {
 
 enum class FlagKind : uint8_t { kBool, kInt32, kUint32, kInt64, kUint64, kDouble, kString };
+// The gflags type name of a kind ("bool", "int32", ... "string").
+const char* KindName(FlagKind k);
 
 enum class FlagUse : uint8_t {
   kEffect,    // a real flag that changes this worker

@@ -17,19 +17,6 @@ namespace {
 using tqds::Result;
 using tqds::Status;
 
-const char* KindName(FlagKind k) {
-  switch (k) {
-    case FlagKind::kBool: return "bool";
-    case FlagKind::kInt32: return "int32";
-    case FlagKind::kUint32: return "uint32";
-    case FlagKind::kInt64: return "int64";
-    case FlagKind::kUint64: return "uint64";
-    case FlagKind::kDouble: return "double";
-    case FlagKind::kString: return "string";
-  }
-  return "?";
-}
-
 struct RealFlag {
   std::string name, type, default_value;
 };

@@ -283,8 +283,8 @@ class _ClusterWorkers:
     ``metastore_port``, and every other worker joins through it (no etcd),
     as upstream's bootstrap deploys them."""
 
-    def __init__(self, ray, actors: list, addresses: list[str]):
-        self.ray, self.actors, self.addresses = ray, actors, addresses
+    def __init__(self, ray, actors: list):
+        self.ray, self.actors = ray, actors
 
     @staticmethod
     def start(ray, yr) -> "_ClusterWorkers":
@@ -299,7 +299,6 @@ class _ClusterWorkers:
         node_id = {n["NodeManagerAddress"]: n["NodeID"] for n in nodes}
         actor_class = ray.remote(num_cpus=0)(_NodeWorker)
         actors: list = []
-        started: list = []
         try:
             actors = [actor_class.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                 node_id[ip], soft=False)).remote() for ip in ips]
@@ -309,13 +308,12 @@ class _ClusterWorkers:
             metastore = f"{head_ip}:{int(yr.get('metastore_port', 2379))}"
             args = (int(yr.worker_port), metastore)
             extra = (yr.get("worker_args", ""), dict(yr.get("ucx_env_vars") or {}))
-            started.append(ray.get(actors[0].start.remote(*args, True, *extra), timeout=_DSCLI_TIMEOUT_S + 30))
-            started += ray.get([a.start.remote(*args, False, *extra) for a in actors[1:]],
-                               timeout=_DSCLI_TIMEOUT_S + 30)
+            ray.get(actors[0].start.remote(*args, True, *extra), timeout=_DSCLI_TIMEOUT_S + 30)  # the metastore first
+            ray.get([a.start.remote(*args, False, *extra) for a in actors[1:]], timeout=_DSCLI_TIMEOUT_S + 30)
         except BaseException:
-            _ClusterWorkers(ray, actors, started).stop()
+            _ClusterWorkers(ray, actors).stop()
             raise
-        return _ClusterWorkers(ray, actors, started)
+        return _ClusterWorkers(ray, actors)
 
     def stop(self) -> None:
         for actor in self.actors:

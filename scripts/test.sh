@@ -28,7 +28,8 @@ ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300 || status=1
 
 echo "== ctest (AddressSanitizer + UBSan) =="
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON \
-  -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF >/dev/null
+  -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF \
+  -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
@@ -42,7 +43,11 @@ cat "$yr_log"
 echo "== pytest =="
 rc=0
 # The installed package and its console scripts (tq, dscli, ray) come first.
-PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q -rs python/tests || rc=$?
+# Two pytest-xdist workers, a module each at a time (--dist loadfile: a
+# module's fixtures are made once): most suites wait on processes they start
+# (Ray, workers, controllers) rather than compute.
+PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q -rs \
+  -n "${PYTEST_WORKERS:-2}" --dist loadfile python/tests || rc=$?
 # pytest exits 5 when it collected no test: that is a failure here too.
 [ "$rc" -eq 0 ] || status=1
 

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -228,8 +229,11 @@ def test_worker_and_put_get(venv, tmp_path):
     address = f"127.0.0.1:{port}"
     worker_pid = controller_pid = None
     pid_file = tmp_path / "controller.pid"
+    # The worker's socket path must stay short; pytest's tmp_path (under
+    # xdist, .../popen-gwN/...) may be too long for one.
+    socket_dir = tempfile.mkdtemp(prefix="tqpip_", dir="/tmp")
     try:
-        r = venv.run("dscli", "start", "-w", "--worker_address", address, "--unix_socket_dir", str(tmp_path),
+        r = venv.run("dscli", "start", "-w", "--worker_address", address, "--unix_socket_dir", socket_dir,
                      "--shared_memory_size_mb", "64")
         m = re.search(r"PID: (\d+)", r.stdout)
         assert m, r.stdout
@@ -245,3 +249,4 @@ def test_worker_and_put_get(venv, tmp_path):
     finally:
         kill_pid(controller_pid)
         kill_pid(worker_pid)
+        shutil.rmtree(socket_dir, ignore_errors=True)

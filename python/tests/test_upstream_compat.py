@@ -4,7 +4,9 @@ upstream itself (a "peer" venv with TransferQueue from PyPI) and under ours;
 every scenario that passes upstream must pass ours. A scenario that fails
 upstream is not counted (it would test a guess of upstream's behaviour), only
 reported. Upstream's tutorial scripts (shipped in its wheel as `tutorial/`)
-are held to the same rule, run unchanged with each interpreter.
+are held to the same rule, run unchanged with each interpreter, in
+test_upstream_tutorials.py (a module of its own, so that pytest-xdist runs
+the two halves side by side).
 
 The peer venv: $TQ_PEER_VENV if set (an existing venv with TransferQueue
 0.1.11, e.g. /work/peer-venv), else <repo>/.peer-venv made by
@@ -283,27 +285,6 @@ def _run_tutorial(impl: Impl, script: Path, workdir: Path):
     d.mkdir(parents=True, exist_ok=True)
     shutil.copy(script, d / script.name)
     return _run([impl.python, script.name], impl.env, d, TUTORIAL_TIMEOUT)
-
-
-@pytest.mark.skipif(os.environ.get("TQ_COMPAT_TUTORIALS") == "0", reason="TQ_COMPAT_TUTORIALS=0")
-@pytest.mark.parametrize("name", TUTORIALS)
-def test_tutorial_matches_upstream(name, implementations, tmp_path):
-    peer, ours = implementations
-    script = _tutorial_dir(peer) / f"{name}.py"
-    if not script.exists():
-        pytest.skip(f"{script} is not in the peer venv")
-    cached = _cache_dir() / f"tutorial-{name}-{_upstream_key(peer, [script])}.json"
-    if cached.exists():
-        rc, out = json.loads(cached.read_text())
-    else:
-        rc, out = _run_tutorial(peer, script, tmp_path)
-        if rc is not None:  # a timeout is not remembered
-            cached.write_text(json.dumps([rc, out[-2000:]]))
-    if rc != 0:
-        pytest.skip(f"not counted: fails under upstream (rc={rc}): {out.strip()[-500:]}")
-    rc, out = _run_tutorial(ours, script, tmp_path)
-    if rc != 0:
-        pytest.fail(f"{name} passes upstream but fails under ours (rc={rc}):\n{out.strip()[-3000:]}", pytrace=False)
 
 
 # ----------------------------------------------------------------- priming the cache

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <random>
 #include <set>
 #include <thread>
 
@@ -23,16 +22,10 @@
 namespace ds {
 namespace {
 
+using testing::RandomBytes;
 using testing::WorkerProcess;
 
 constexpr uint64_t kPage = 4096;
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
 
 // Writes through a view as a caller that ignores its constness would (a
 // torch tensor over it, say).

@@ -6,7 +6,6 @@
 #include <sys/un.h>
 
 #include <cstring>
-#include <random>
 #include <thread>
 
 #include "common/wire/rpc.h"
@@ -18,16 +17,10 @@
 namespace ds {
 namespace {
 
+using testing::RandomBytes;
 using testing::WorkerProcess;
 using tqds::wire::Message;
 using tqds::wire::MsgType;
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
 
 class KVClientTest : public ::testing::Test {
  protected:

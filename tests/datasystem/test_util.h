@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +31,14 @@ using tqds::testing::RunProgram;
 using tqds::testing::RunResult;
 using tqds::testing::TempDir;
 using tqds::testing::WaitExit;
+
+// n pseudo-random bytes, the same for the same seed.
+inline std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
 
 // Kills `pid` on destruction (SIGTERM, then SIGKILL after 5 s).
 class ProcessGuard {

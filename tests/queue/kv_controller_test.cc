@@ -20,7 +20,8 @@ using tqds::wire::Message;
 using tqds::wire::MsgType;
 using tqds::wire::RpcClient;
 
-Batch Ints(const std::string& field, const std::vector<int64_t>& v) {
+// One int64 scalar per sample.
+Batch ScalarInts(const std::string& field, const std::vector<int64_t>& v) {
   Batch b(v.size());
   Column col;
   for (int64_t x : v) col.push_back(Value::Tensor(DType::kInt64, {}, Buffer::Copy(&x, 8)).MoveValue());
@@ -83,10 +84,10 @@ class KvControllerTest : public ::testing::Test {
 TEST_F(KvControllerTest, PutGetListClearByKey) {
   ASSERT_OK_AND_ASSIGN(BatchMeta created, client_->kv_retrieve("p", {"a", "b", "c"}, true));
   ASSERT_EQ(created.size(), 3u);
-  ASSERT_OK(client_->put(Ints("x", {10, 20, 30}), created));
+  ASSERT_OK(client_->put(ScalarInts("x", {10, 20, 30}), created));
   // Append a column to a subset of keys (how upstream adds fields).
   ASSERT_OK_AND_ASSIGN(BatchMeta ab, client_->kv_retrieve("p", {"b", "a"}, true));
-  ASSERT_OK(client_->put(Ints("y", {2, 1}), ab));
+  ASSERT_OK(client_->put(ScalarInts("y", {2, 1}), ab));
 
   ASSERT_OK_AND_ASSIGN(BatchMeta got, client_->kv_retrieve("p", {"c", "a", "nope"}, false));
   EXPECT_EQ(got.field_names(), (std::vector<std::string>{"x"})) << "c has no y";
@@ -135,9 +136,9 @@ TEST_F(KvControllerTest, PutGetListClearByKey) {
 
 TEST_F(KvControllerTest, ReusedIndexInAnotherPartitionHasNoKey) {
   ASSERT_OK_AND_ASSIGN(BatchMeta a, client_->kv_retrieve("A", {"k"}, true));
-  ASSERT_OK(client_->put(Ints("x", {1}), a));
+  ASSERT_OK(client_->put(ScalarInts("x", {1}), a));
   ASSERT_OK(client_->kv_clear("A", {"k"}));
-  ASSERT_OK_AND_ASSIGN(BatchMeta b, client_->put(Ints("x", {2}), "B"));
+  ASSERT_OK_AND_ASSIGN(BatchMeta b, client_->put(ScalarInts("x", {2}), "B"));
   ASSERT_EQ(b.samples()[0].global_index, a.samples()[0].global_index);
   ASSERT_OK_AND_ASSIGN(auto keys, client_->kv_keys("B", b.global_indexes()));
   EXPECT_EQ(keys[0], std::nullopt);

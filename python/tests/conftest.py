@@ -290,3 +290,26 @@ def local_tq_session(monkeypatch):
         tqi.close()
         for pid in pids:
             kill_pid(pid)
+
+
+# Modules that take minutes (Ray clusters, upstream's suites, venvs, network
+# namespaces) are collected first: pytest-xdist (scripts/test.sh, --dist
+# loadfile) hands modules out in collection order, so a long one started
+# last would be the run's tail.
+SLOW_MODULES = (
+    "test_upstream_compat.py",
+    "test_upstream_tutorials.py",
+    "test_pip_install.py",
+    "test_upstream_yuanrong.py",
+    "test_upstream_lifecycle.py",
+    "test_multi_node_init.py",
+    "test_ray.py",
+    "test_checkpoint.py",
+    "test_seed_single_node.py",
+    "test_multi_node.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))  # stable: order kept within

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (Debian packages, .venv with the package, the CMake build) and runs
-# every test: the C++ suites with ctest, the same suites again under
-# AddressSanitizer + UBSan, and the Python suites with the venv's pytest.
+# every test: the C++ suites with ctest, the Python suites with the venv's
+# pytest, and the C++ suites again under AddressSanitizer + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -12,7 +12,7 @@ status=0
 
 # Upstream TransferQueue's side of the compatibility check (its own venv,
 # .peer-venv, from PyPI; then its run of the scenarios and tutorials, cached)
-# goes on in the background while the C++ suites run; pytest then runs ours.
+# goes on in the background while ctest runs; pytest then runs ours.
 prime_log="$(mktemp)"
 "$VENV/bin/python" python/tests/test_upstream_compat.py --prime-upstream >"$prime_log" 2>&1 &
 prime_pid=$!
@@ -21,20 +21,24 @@ prime_pid=$!
 yr_log="$(mktemp)"
 bash scripts/yr_venv.sh >"$yr_log" 2>&1 &
 yr_pid=$!
-trap 'kill "$prime_pid" "$yr_pid" 2>/dev/null || true' EXIT
+
+# The AddressSanitizer + UBSan tree compiles in the background at low
+# priority from here on: the suites below run first whenever they want the
+# CPU, and the compiler takes what they leave idle (waits on processes,
+# Ray, the network). Unity batches and line tables only (-g1): reports keep
+# file:line, and the tree compiles faster (CI has 2 cores).
+asan_log="$(mktemp)"
+(
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON \
+    -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF \
+    -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null &&
+    nice -n 15 cmake --build build-asan -j"$jobs"
+) >"$asan_log" 2>&1 &
+asan_pid=$!
+trap 'pkill -P "$asan_pid" 2>/dev/null; kill "$prime_pid" "$yr_pid" "$asan_pid" 2>/dev/null || true' EXIT
 
 echo "== ctest (RelWithDebInfo) =="
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300 || status=1
-
-echo "== ctest (AddressSanitizer + UBSan) =="
-# Line tables only (-g1): ASan's and UBSan's reports keep file:line, and the
-# tree compiles faster (CI has 2 cores).
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON \
-  -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF \
-  -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
-cmake --build build-asan -j"$jobs"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
 
 echo "== upstream's side of the compatibility check =="
 wait "$prime_pid" || true
@@ -52,5 +56,16 @@ PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q -rs
   -n "${PYTEST_WORKERS:-2}" --dist loadfile python/tests || rc=$?
 # pytest exits 5 when it collected no test: that is a failure here too.
 [ "$rc" -eq 0 ] || status=1
+
+echo "== ctest (AddressSanitizer + UBSan) =="
+if wait "$asan_pid"; then
+  tail -n 3 "$asan_log"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
+else
+  cat "$asan_log"
+  echo "the AddressSanitizer build failed"
+  status=1
+fi
 
 exit "$status"

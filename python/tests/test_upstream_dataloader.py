@@ -22,7 +22,6 @@ from transfer_queue.dataloader import StreamingDataLoader, StreamingDataset
 from transfer_queue.dataloader.streaming_dataset import chunk_batch_fn, default_fetch_batch_fn
 from transfer_queue.metadata import BatchMeta
 
-PEER_PYTHON = Path(os.environ.get("TQ_PEER_PYTHON", "/work/peer-venv/bin/python"))
 CONFIG = {"controller": {"zmq_info": None}, "backend": {"storage_backend": "SimpleStorage", "SimpleStorage": {}}}
 
 
@@ -324,7 +323,7 @@ def test_dataloader_takes_a_collate_fn():
 
 import transfer_queue as tq  # noqa: E402
 
-from conftest import kill_pid, unique  # noqa: E402
+from conftest import PEER_PYTHON, kill_pid, unique  # noqa: E402
 
 # No step of these tests should take long; a hang fails instead of blocking the suite.
 STEP_TIMEOUT_S = 60.0

@@ -1,8 +1,8 @@
 """transfer_queue.sampler: upstream's sampler classes, in-process and as controller configs.
 
 The in-process answers are checked against upstream TransferQueue 0.1.11 itself:
-one script of sampler calls runs here and, when /work/peer-venv (or
-$TQ_PEER_PYTHON) holds upstream, under upstream's interpreter; the outcomes
+one script of sampler calls runs here and, when the peer venv
+(conftest.PEER_PYTHON) holds upstream, under upstream's interpreter; the outcomes
 must be equal. The runner text below is ours; it only drives the classes.
 """
 
@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import PEER_PYTHON
 
 from transfer_queue.sampler import (
     BaseSampler,
@@ -26,7 +27,6 @@ from transfer_queue.sampler import (
 )
 from transfer_queue.sampler.seqlen_balanced_sampler import get_seqlen_balanced_partitions
 
-PEER_PYTHON = Path(os.environ.get("TQ_PEER_PYTHON", "/work/peer-venv/bin/python"))
 
 # Runs a list of cases against whichever `transfer_queue` the interpreter imports.
 # A case: {"ctor": [class name, kwargs], "ops": [...]}; each op is one of

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Upstream TransferQueue 0.1.11's interpreter for the suites that compare
 # with it in-process: $TQ_PEER_PYTHON, else the venv that scripts/test.sh
 # makes (.peer-venv, scripts/peer_venv.sh); its absence skips those tests.
-PEER_PYTHON = Path(os.environ.get("TQ_PEER_PYTHON") or REPO / ".peer-venv" / "bin" / "python")
+PEER_VENV = REPO / ".peer-venv"
+PEER_PYTHON = Path(os.environ.get("TQ_PEER_PYTHON") or PEER_VENV / "bin" / "python")
 BUILD = Path(os.environ.get("TQDS_BUILD_DIR", REPO / "build"))
 
 _VENV_BIN = str(Path(sys.executable).parent)

@@ -34,6 +34,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import PEER_VENV
 
 REPO = Path(__file__).resolve().parents[2]
 COMPAT = REPO / "python" / "tests" / "compat"
@@ -123,7 +124,7 @@ def _ours() -> Impl:
 
 def _peer() -> Impl:
     given = os.environ.get("TQ_PEER_VENV")
-    venv = Path(given) if given else REPO / ".peer-venv"
+    venv = Path(given) if given else PEER_VENV
     python = venv / "bin" / "python"
     if not given:
         try:

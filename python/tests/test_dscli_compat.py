@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, kill_pid
+from conftest import free_port, kill_pid, pid_alive
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -186,3 +186,34 @@ def test_real_dscli_spellings(workers, socket_dir):
     assert s.returncode == 0 and f"PID: {pid}" in s.stdout, s.stdout
     v = run(["dscli", "--version"])
     assert v.returncode == 0 and v.stdout.startswith("dscli ")
+
+
+def test_stop_acts_in_its_own_network_namespace(workers, socket_dir):
+    # One address in two network namespaces is two workers (two containers,
+    # two `ip netns` nodes on one host): `dscli stop` run in one namespace
+    # stops that namespace's worker and leaves the other serving.
+    from test_multi_node import fresh_netns_pair
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    with fresh_netns_pair() as pair:
+        pids = {}
+        for ns, sub in ((pair.a, "a"), (pair.b, "b")):
+            ns_dir = os.path.join(socket_dir, sub)  # short: the worker's socket lives there
+            os.mkdir(ns_dir)
+            r = run(pair.exec(ns) + ["dscli", "start", "-w", "--worker_address", address,
+                                     "--unix_domain_socket_dir", ns_dir, "--shared_memory_size_mb", "64"])
+            pids[ns] = ok_pid(r.stdout, address)
+            if pids[ns]:
+                workers.append((address, pids[ns]))  # stop by pid, whichever namespace
+            assert r.returncode == 0 and pids[ns], r.stdout
+
+        s = run(pair.exec(pair.a) + ["dscli", "stop", "--worker_address", address])
+        assert s.returncode == 0 and f"PID: {pids[pair.a]}" in s.stdout, s.stdout
+        assert not pid_alive(pids[pair.a]), f"the worker in {pair.a} outlived its dscli stop"
+        assert pid_alive(pids[pair.b]), f"dscli stop in {pair.a} stopped the worker in {pair.b}"
+        st = run(pair.exec(pair.b) + ["dscli", "status", "--worker_address", address])
+        assert st.returncode == 0, st.stdout
+        s = run(pair.exec(pair.b) + ["dscli", "stop", "--worker_address", address])
+        assert s.returncode == 0 and f"PID: {pids[pair.b]}" in s.stdout, s.stdout
+        assert not pid_alive(pids[pair.b])

@@ -212,6 +212,20 @@ class Driver:
         self.log.close()
 
 
+def close_context(driver: Driver, socket_dir: Path, ray_dirs=()) -> str:
+    """What tells why a worker outlived tq.close(): the lines about stopping
+    in the driver's output and in the Ray workers' logs (where the worker
+    actors log `dscli stop`'s result), and the datasystem workers' logs."""
+    texts = [driver.stderr()]
+    for d in ray_dirs:
+        for f in Path(d).glob("session_latest/logs/worker-*"):
+            with contextlib.suppress(OSError):
+                texts.append(f.read_text(errors="replace"))
+    lines = [ln for t in texts for ln in t.splitlines()
+             if any(w in ln.lower() for w in ("stop", "dscli", "datasystem worker"))]
+    return "--- lines about stopping:\n" + "\n".join(lines[-40:]) + "\n" + worker_logs(socket_dir)
+
+
 def assert_stopped_cleanly(socket_dir: Path, address: str) -> None:
     """The worker at `address` ended through SIGTERM (upstream's `dscli stop`),
     as its log says, not killed with its Ray actor."""
@@ -267,7 +281,8 @@ def test_same_node(peer, ours):
         driver.proc.wait(60)
         assert driver.proc.returncode == 0, driver.stderr()[-3000:]
         # tq.close() stopped the worker through `dscli stop`; ray.shutdown() its local Ray.
-        assert not wait_gone(workers, GONE_TIMEOUT), f"datasystem_worker {workers} outlived tq.close()"
+        assert not wait_gone(workers, GONE_TIMEOUT), \
+            f"datasystem_worker {workers} outlived tq.close()\n{close_context(driver, socket_dir, [ray_dir])}"
         assert_stopped_cleanly(socket_dir, address)
         left = wait_gone(set(ray_pids) | set(pids_mentioning(str(ray_dir))), GONE_TIMEOUT)
         assert not left, f"Ray processes outlived ray.shutdown(): {[(p, cmdline(p)[:2]) for p in left]}"
@@ -344,7 +359,9 @@ def test_two_namespaces(peer, ours, netns_pair, tmp_path):
         closed = driver.expect("CLOSED", CLOSE_TIMEOUT, worker_logs(socket_dir))
         driver.proc.wait(60)
         assert driver.proc.returncode == 0, driver.stderr()[-3000:]
-        assert not wait_gone(in_a + in_b, GONE_TIMEOUT), f"datasystem workers {in_a + in_b} outlived tq.close()"
+        assert not wait_gone(in_a + in_b, GONE_TIMEOUT), \
+            f"datasystem workers {in_a + in_b} outlived tq.close()\n" + \
+            close_context(driver, socket_dir, cluster.temp_dirs)
         assert_stopped_cleanly(socket_dir, head)
         assert_stopped_cleanly(socket_dir, node)
         print(f"two namespaces: ray start head {t_head:.1f} s, node {t_node:.1f} s, ray.init {up['ray_s']} s, "

@@ -41,8 +41,9 @@ std::vector<std::string> Cmdline(pid_t pid);
 // Value of --name (or -name; "=value" or the next argument) in a command
 // line whose first element is the program.
 std::optional<std::string> FlagIn(const std::vector<std::string>& args, const std::string& name);
-// datasystem_worker processes of this pid namespace whose --worker_address is
-// exactly `address` (as the real dscli finds its workers).
+// datasystem_worker processes of this pid and network namespace whose
+// --worker_address is exactly `address` (as the real dscli finds its
+// workers); one whose network namespace cannot be read is kept.
 std::vector<pid_t> FindWorkers(const std::string& address);
 // Waits up to `timeout` for `pid` to exit (pidfd); with pid 0 (a process of
 // another pid namespace) for `hp` to stop accepting connections. True when

@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "common/wire/rpc.h"
 #include "dscli_internal.h"
@@ -101,8 +103,21 @@ std::optional<std::string> FlagIn(const std::vector<std::string>& args, const st
   return std::nullopt;
 }
 
+namespace {
+// The network namespace of `pid` as (device, inode) of /proc/PID/ns/net, or
+// nullopt when it cannot be read (another user's process without root).
+std::optional<std::pair<dev_t, ino_t>> NetNamespace(const std::string& pid) {
+  struct stat st {};
+  if (::stat(("/proc/" + pid + "/ns/net").c_str(), &st) != 0) return std::nullopt;
+  return std::make_pair(st.st_dev, st.st_ino);
+}
+}  // namespace
+
 std::vector<pid_t> FindWorkers(const std::string& address) {
   std::vector<pid_t> pids;
+  // An address names a worker within one network namespace: the same
+  // host:port in another (a container, an `ip netns` node) is another worker.
+  const auto own_net = NetNamespace("self");
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = e.path().filename().string();
@@ -111,7 +126,10 @@ std::vector<pid_t> FindWorkers(const std::string& address) {
     if (pid == ::getpid()) continue;
     auto args = Cmdline(pid);
     if (args.empty() || std::filesystem::path(args[0]).filename() != "datasystem_worker") continue;
-    if (FlagIn(args, "worker_address") == address) pids.push_back(pid);
+    if (FlagIn(args, "worker_address") != address) continue;
+    const auto net = NetNamespace(name);
+    if (own_net && net && *net != *own_net) continue;
+    pids.push_back(pid);
   }
   return pids;
 }

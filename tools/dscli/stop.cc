@@ -1,6 +1,7 @@
 // dscli stop: finds the datasystem_worker serving one address (by its
-// --worker_address, as the real dscli does; over TCP for a worker of another
-// pid namespace), asks it to stop, waits, and kills it after the timeout.
+// --worker_address, as the real dscli does, in this network namespace; over
+// TCP for a worker of another pid namespace), asks it to stop, waits, and
+// kills it after the timeout.
 #include <signal.h>
 
 #include <algorithm>

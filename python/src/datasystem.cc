@@ -7,6 +7,8 @@
 // object (large copies without the GIL); a memoryview of get_buffers wraps a
 // small exporter object, and a WriteBuffer exports its own memory (no numpy
 // array per view).
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 
@@ -94,21 +96,110 @@ PyTypeObject* MakeViewType() {
   return reinterpret_cast<PyTypeObject*>(t);
 }
 
-namespace {
-// `bufs` as a list, each value made by wrap() from its view object (a new
-// reference, or null with a Python error set); None for a missing key.
-template <typename Wrap>
-py::list ViewList(std::vector<std::optional<Buffer>>& bufs, Wrap&& wrap) {
-  GcPause no_gc;  // up to two container objects per key
+// ------------------------------------------------------ get_buffers' views
+
+// The one object behind all memoryviews of one get_buffers call: it owns the
+// call's Buffers and exports, once, a read-only span from the lowest value
+// to the end of the highest; each key's memoryview shares that export
+// (one managed buffer for the call) and is narrowed to its value, so a key
+// costs one Python object instead of three. The pins of a call end when
+// its last Buffer goes, so holding the call's Buffers together ends them
+// when they ended before: with the call's last view.
+//
+// Nothing reads the span itself: it may cross memory between the values
+// that is not mapped, so a second export (memoryview(view.obj)) is refused.
+struct CallViewsObject {
+  PyObject_HEAD
+  std::vector<std::optional<Buffer>> buffers;  // the call's result, constructed in place
+  const uint8_t* lo;
+  size_t span;
+  bool exported;
+};
+
+PyTypeObject* g_call_views_type = nullptr;  // made at import, kept for the process
+
+int CallViewsGetBuffer(PyObject* self, Py_buffer* view, int flags) {
+  auto* o = reinterpret_cast<CallViewsObject*>(self);
+  if (o->exported) {
+    view->obj = nullptr;
+    PyErr_SetString(PyExc_BufferError,
+                    "the values of a get_buffers call are read through the memoryviews it returned");
+    return -1;
+  }
+  o->exported = true;
+  return PyBuffer_FillInfo(view, self, const_cast<uint8_t*>(o->lo), static_cast<Py_ssize_t>(o->span),
+                           /*readonly=*/1, flags);
+}
+
+void CallViewsDealloc(PyObject* self) {
+  auto* o = reinterpret_cast<CallViewsObject*>(self);
+  {
+    // Ending the pins sends a message on the client's connection, which may
+    // be busy: wait for it without the GIL.
+    std::vector<std::optional<Buffer>> last = std::move(o->buffers);
+    Py_BEGIN_ALLOW_THREADS
+    last.clear();
+    Py_END_ALLOW_THREADS
+  }
+  o->buffers.~vector();
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);  // a heap type: every instance holds a reference
+}
+
+PyTypeObject* MakeCallViewsType() {
+  static PyType_Slot slots[] = {
+      {Py_tp_dealloc, reinterpret_cast<void*>(CallViewsDealloc)},
+      {Py_bf_getbuffer, reinterpret_cast<void*>(CallViewsGetBuffer)},
+      {Py_tp_doc, const_cast<char*>("The shared memory behind the memoryviews of one get_buffers call.")},
+      {0, nullptr}};
+  static PyType_Spec spec = {"datasystem.SharedMemoryViews", sizeof(CallViewsObject), 0,
+                             Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, slots};
+  PyObject* t = PyType_FromSpec(&spec);
+  if (t == nullptr) throw py::error_already_set();
+  return reinterpret_cast<PyTypeObject*>(t);
+}
+
+py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
   py::list out(bufs.size());
-  for (size_t i = 0; i < bufs.size(); ++i) {
+  auto* calls = reinterpret_cast<CallViewsObject*>(g_call_views_type->tp_alloc(g_call_views_type, 0));
+  if (calls == nullptr) throw py::error_already_set();
+  new (&calls->buffers) std::vector<std::optional<Buffer>>();
+  py::object owner = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(calls));
+  static const uint8_t kEmpty = 0;  // an export needs a pointer even when every value is empty
+  auto address = [](const Buffer& b) {
+    return reinterpret_cast<uintptr_t>(b.size() > 0 ? b.data() : &kEmpty);
+  };
+  uintptr_t lo = UINTPTR_MAX, hi = 0;  // the values lie in [lo, hi)
+  bool any = false;
+  for (const auto& b : bufs) {
+    if (!b) continue;
+    any = true;
+    lo = std::min(lo, address(*b));
+    hi = std::max(hi, address(*b) + b->size());
+  }
+  calls->lo = any ? reinterpret_cast<const uint8_t*>(lo) : nullptr;
+  calls->span = any ? hi - lo : 0;
+  calls->exported = false;
+  py::object base;
+  if (any) {
+    base = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(owner.ptr()));
+    if (!base) throw py::error_already_set();
+  }
+  calls->buffers = std::move(bufs);
+  GcPause no_gc;  // a container object per key
+  for (size_t i = 0; i < calls->buffers.size(); ++i) {
     PyObject* v = Py_None;
-    if (bufs[i]) {
-      PyObject* obj = g_view_type->tp_alloc(g_view_type, 0);
-      if (obj == nullptr) throw py::error_already_set();
-      new (&reinterpret_cast<ViewObject*>(obj)->buffer) Buffer(std::move(*bufs[i]));
-      v = wrap(obj);
+    if (const auto& b = calls->buffers[i]) {
+      // A view of the call's export (its managed buffer, no new export),
+      // narrowed to this value as a slice of it would be: 1-D, bytes,
+      // contiguous, read-only (the flags the export gave it).
+      v = PyMemoryView_FromObject(base.ptr());
       if (v == nullptr) throw py::error_already_set();
+      Py_buffer& view = reinterpret_cast<PyMemoryViewObject*>(v)->view;
+      view.buf = reinterpret_cast<void*>(address(*b));
+      view.len = static_cast<Py_ssize_t>(b->size());
+      view.shape[0] = view.len;
     } else {
       Py_INCREF(v);
     }
@@ -116,18 +207,21 @@ py::list ViewList(std::vector<std::optional<Buffer>>& bufs, Wrap&& wrap) {
   }
   return out;
 }
-}  // namespace
-
-py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs) {
-  return ViewList(bufs, [](PyObject* obj) {
-    PyObject* v = PyMemoryView_FromObject(obj);
-    Py_DECREF(obj);  // the memoryview holds it
-    return v;
-  });
-}
 
 py::list SharedMemoryObjects(std::vector<std::optional<Buffer>>& bufs) {
-  return ViewList(bufs, [](PyObject* obj) { return obj; });
+  py::list out(bufs.size());
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    PyObject* v = Py_None;
+    if (bufs[i]) {
+      v = g_view_type->tp_alloc(g_view_type, 0);
+      if (v == nullptr) throw py::error_already_set();
+      new (&reinterpret_cast<ViewObject*>(v)->buffer) Buffer(std::move(*bufs[i]));
+    } else {
+      Py_INCREF(v);
+    }
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), v);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------- WriteBuffer
@@ -446,6 +540,7 @@ void InitDatasystem(py::module_& m) {
   // copy-on-write (the stored value never changes).
   ds::EnableCopyOnWriteViews();
   if (g_view_type == nullptr) g_view_type = MakeViewType();
+  if (g_call_views_type == nullptr) g_call_views_type = MakeCallViewsType();
 
   if (g_write_buffer_type == nullptr) g_write_buffer_type = MakeWriteBufferType();
   Py_INCREF(g_write_buffer_type);

@@ -1,5 +1,6 @@
 """datasystem.KVClient against a real worker started with dscli."""
 
+import gc
 import os
 import signal
 import subprocess
@@ -183,6 +184,37 @@ def test_get_buffers_is_zero_copy(kv):
     assert _address(b) == pa, "a read after the last one ended should map the same shared memory"
     t = torch.frombuffer(bytearray(b), dtype=torch.float32)
     assert torch.equal(t, data)
+
+
+def test_views_of_one_call_share_one_exporter(kv):
+    """A call's memoryviews are narrowed views of one export: each shows
+    exactly its value (empty ones too) to every consumer of the buffer
+    protocol, the others stay readable when some are dropped, and the
+    object behind them refuses a second export."""
+    keys = [unique("call") for _ in range(4)]
+    values = [b"", b"small value", bytes(range(256)) * 16384, b"\x00" * 7]  # 4 MiB in the middle
+    kv.mset(keys, values)
+    views = kv.get_buffers([keys[0], unique("missing"), *keys[1:]])
+    assert views[1] is None
+    views = [views[0], *views[2:]]
+    for v, want in zip(views, values):
+        assert (len(v), v.nbytes, v.readonly, v.format, v.shape) == (len(want), len(want), True, "B", (len(want),))
+        assert bytes(v) == v.tobytes() == want
+        assert hash(v) == hash(want)
+        assert np.frombuffer(v, dtype=np.uint8).tobytes() == want
+        assert bytes(memoryview(v)) == bytes(v.cast("B")) == want
+    assert bytes(views[2][-3:]) == values[2][-3:] and bytes(views[1][6:]) == b"value"
+    assert len({id(v.obj) for v in views}) == 1, "one object behind the views of a call"
+    with pytest.raises(BufferError, match="get_buffers"):
+        memoryview(views[0].obj)
+    last = views[2]
+    del views, v
+    gc.collect()
+    assert bytes(last) == values[2] and hash(last) == hash(values[2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable"
+        assert torch.equal(torch.frombuffer(last, dtype=torch.uint8),
+                           torch.frombuffer(bytearray(values[2]), dtype=torch.uint8))
 
 
 def test_live_results_of_one_key_are_independent(kv):

@@ -40,7 +40,12 @@ that both sides allocate under the same rules (see MALLOC_TUNABLES).
 
 The script starts its own datasystem worker (`dscli start -w`, 2 GiB of
 shared memory, a free loopback port, a temporary socket directory) and stops
-it by pid at the end, also on failure.
+it by pid at the end, also on failure. With two or more CPUs it pins the
+worker to the last one and itself (its client, and the C++ process it
+starts) to the others (--no-pin leaves placement to the scheduler): the two
+clients then see the same placement, where the scheduler otherwise put one
+beside the worker more often than the other and moved single sub-ms rows by
+1.2-1.5x between runs on the 2-core VM.
 """
 
 import argparse
@@ -90,6 +95,9 @@ def parse_args():
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--only", metavar="ROW,...", help="run only these rows (e.g. get_buffers,mget)")
     p.add_argument("--shapes", default="small,large", help="shapes to run (default small,large)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="leave placement to the scheduler (default: the worker on the last CPU, both clients "
+                        "on the others)")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc thresholds alone (default: both sides run with "
                         "GLIBC_TUNABLES=" + MALLOC_TUNABLES + " unless GLIBC_TUNABLES is set)")
@@ -122,14 +130,15 @@ def free_port():
 class Worker:
     """A datasystem worker started with `dscli start -w`, stopped by pid."""
 
-    def __init__(self, dscli):
+    def __init__(self, dscli, cpus=None):
         self.dir = tempfile.mkdtemp(prefix="ds_py_bench_")
         self.pid = None
         self.port = free_port()
         r = subprocess.run([dscli, "start", "-w", "--worker_address", f"127.0.0.1:{self.port}",
                             "--unix_socket_dir", self.dir, "--shared_memory_size_mb", "2048",
                             "--shared_memory_populate", "true"],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         m = re.search(r"PID: (\d+)", r.stdout)
         if m:
             self.pid = int(m.group(1))
@@ -360,7 +369,14 @@ def main():
     program = os.path.join(build, "bench", "datasystem", "ds_kv_ops_bench")
     # A SIGTERM stops the worker too (through the finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    worker = Worker(dscli)
+    # Pinned, the worker and the client under test never share a core, and
+    # both clients (never running at once) get the same placement: on a
+    # 2-core VM the scheduler otherwise moves single rows by 1.2-1.5x.
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = not args.no_pin and len(cpus) >= 2
+    worker = Worker(dscli, {cpus[-1]} if pin else None)
+    if pin:
+        os.sched_setaffinity(0, set(cpus[:-1]))  # this process, its client's threads and the C++ side
     cpp = None
     results = {}
     rows = [r for r in ROWS if not args.only or r[0] in args.only.split(",")]

@@ -234,7 +234,9 @@ struct WriteBufferObject {
   PyObject_HEAD
   ds::WriteBuffer buffer;  // constructed in place
   int writers;             // write() calls copying without the GIL and mset_buffer calls in flight (each refuses the other)
-  Py_ssize_t exports;      // live buffer exports (memoryviews, numpy arrays, ...): sealing refuses while > 0
+  Py_ssize_t exports;      // live buffer exports (memoryviews, numpy arrays, ...): sealing seals a copy while > 0
+  ds::SetParam param;      // what mcreate asked for, for a sealed copy
+  bool sealed_copy;        // a copy of `buffer` was sealed (its memory was exported): sealed for the caller
 };
 
 PyTypeObject* g_write_buffer_type = nullptr;
@@ -253,6 +255,11 @@ PyObject* Guard(Fn&& fn) noexcept {
 }
 
 ds::WriteBuffer& BufferOf(PyObject* self) { return reinterpret_cast<WriteBufferObject*>(self)->buffer; }
+// Sealed as the caller sees it: its own memory, or a copy of it.
+bool SealedOf(PyObject* self) {
+  auto* o = reinterpret_cast<WriteBufferObject*>(self);
+  return o->buffer.sealed() || o->sealed_copy;
+}
 
 void WriteBufferDealloc(PyObject* self) {
   ds::WriteBuffer& b = BufferOf(self);
@@ -276,12 +283,12 @@ PyObject* WriteBufferKey(PyObject* self, void*) {
 }
 PyObject* WriteBufferSize(PyObject* self, void*) { return PyLong_FromSize_t(BufferOf(self).size()); }
 PyObject* WriteBufferGetSize(PyObject* self, PyObject*) { return PyLong_FromSize_t(BufferOf(self).size()); }
-PyObject* WriteBufferSealed(PyObject* self, void*) { return PyBool_FromLong(BufferOf(self).sealed()); }
+PyObject* WriteBufferSealed(PyObject* self, void*) { return PyBool_FromLong(SealedOf(self)); }
 
 // The buffer protocol: the writable shared memory, until sealed.
 int WriteBufferGetBuffer(PyObject* self, Py_buffer* view, int flags) {
   ds::WriteBuffer& w = BufferOf(self);
-  if (w.sealed() || w.data() == nullptr) {
+  if (SealedOf(self) || w.data() == nullptr) {
     view->obj = nullptr;
     try {
       Throw(Status::Invalid("buffer of '", w.key(), "' is sealed"));
@@ -297,8 +304,8 @@ int WriteBufferGetBuffer(PyObject* self, Py_buffer* view, int flags) {
   return 0;
 }
 
-// Counts exports down. A sealed value must be immutable, so sealing refuses
-// while any export lives (as bytearray refuses to resize).
+// Counts exports down. A sealed value must be immutable, so sealing seals a
+// copy while any export lives (see SealWriteBuffers).
 void WriteBufferReleaseBuffer(PyObject* self, Py_buffer* /*view*/) {
   --reinterpret_cast<WriteBufferObject*>(self)->exports;
 }
@@ -358,9 +365,10 @@ PyObject* WriteBufferWrite(PyObject* self, PyObject* const* args, Py_ssize_t nar
     ValueBytes value;
     value.Acquire(data);
     auto v = value.bytes();
-    if (offset > w.size() || v.size() > w.size() - offset || w.data() == nullptr || w.sealed()) {
+    const bool sealed = SealedOf(self);
+    if (offset > w.size() || v.size() > w.size() - offset || w.data() == nullptr || sealed) {
       Throw(Status::Invalid("write of ", v.size(), " bytes at offset ", offset, " exceeds the ", w.size(),
-                            "-byte buffer of '", w.key(), "'", w.sealed() ? " (sealed)" : ""));
+                            "-byte buffer of '", w.key(), "'", sealed ? " (sealed)" : ""));
     }
     if (v.size() >= kCopyWithoutGil) {
       int& writers = reinterpret_cast<WriteBufferObject*>(self)->writers;
@@ -384,15 +392,17 @@ PyTypeObject* MakeWriteBufferType() {
       {nullptr, nullptr, nullptr, nullptr, nullptr}};
   static PyMethodDef methods[] = {
       {"memoryview", WriteBufferMemoryView, METH_NOARGS,
-       "memoryview(self) -> memoryview\n\nA writable memoryview of the shared memory. mset_buffer refuses "
-       "(BufferError) while it, or any other export of this buffer, is alive: release it first."},
+       "memoryview(self) -> memoryview\n\nA writable memoryview of the shared memory. mset_buffer seals a "
+       "copy while it, or any other export of this buffer, is alive: later writes through it never reach "
+       "the stored value."},
       {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferWrite)),
        METH_FASTCALL | METH_KEYWORDS,
        "write(self, data, offset=0)\n\nCopies data (bytes, str or a C-contiguous buffer) to offset."},
       // openYuanrong's names (yr.datasystem): the same memory.
       {"MutableData", WriteBufferMemoryView, METH_NOARGS,
-       "MutableData(self) -> memoryview\n\nA writable memoryview of the shared memory. mset_buffer refuses "
-       "(BufferError) while it, or any other export of this buffer, is alive: release it first."},
+       "MutableData(self) -> memoryview\n\nA writable memoryview of the shared memory. mset_buffer seals a "
+       "copy while it, or any other export of this buffer, is alive: later writes through it never reach "
+       "the stored value."},
       {"ImmutableData",
        reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(WriteBufferImmutableData)),
        METH_FASTCALL | METH_KEYWORDS,
@@ -416,11 +426,12 @@ PyTypeObject* MakeWriteBufferType() {
   return reinterpret_cast<PyTypeObject*>(t);
 }
 
-// A new WriteBuffer object owning `b`.
-PyObject* NewWriteBuffer(ds::WriteBuffer b) {
-  PyObject* obj = g_write_buffer_type->tp_alloc(g_write_buffer_type, 0);
+// A new WriteBuffer object owning `b`, created with `param`.
+PyObject* NewWriteBuffer(ds::WriteBuffer b, const ds::SetParam& param) {
+  PyObject* obj = g_write_buffer_type->tp_alloc(g_write_buffer_type, 0);  // zeroed
   if (obj == nullptr) throw py::error_already_set();
   new (&BufferOf(obj)) ds::WriteBuffer(std::move(b));
+  reinterpret_cast<WriteBufferObject*>(obj)->param = param;
   return obj;
 }
 
@@ -475,7 +486,7 @@ std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>&
   return out;
 }
 
-void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal) {
+void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal, const CreateFn& create) {
   // A list of our own: the caller's sequence may change while the GIL is
   // released, and the objects must stay alive until their buffers are back.
   py::object seq = py::reinterpret_steal<py::object>(PySequence_List(buffers.ptr()));
@@ -494,44 +505,65 @@ void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal) 
   }
   // Each object is marked busy (as write() does) until its buffer is back:
   // an object listed twice, or one another thread is writing or sealing, is
-  // refused before anything moves. So is one whose memory is still exported
-  // (a memoryview from MutableData() or memoryview(), a numpy array): its
-  // holder could change the value after the seal.
+  // refused before anything moves.
   for (Py_ssize_t i = 0; i < n; ++i) {
     auto* obj = reinterpret_cast<WriteBufferObject*>(items[i]);
-    const bool exported = obj->exports > 0 && !obj->buffer.sealed();
-    if (obj->writers > 0 || exported) {
+    if (obj->writers > 0) {
       const std::string key = obj->buffer.key();
-      const Py_ssize_t exports = obj->exports;
       for (Py_ssize_t j = 0; j < i; ++j) --reinterpret_cast<WriteBufferObject*>(items[j])->writers;
-      if (exported) {
-        const std::string message =
-            std::string(what) + ": cannot seal the buffer of '" + key + "': " + std::to_string(exports) +
-            " export(s) of its memory (memoryview, MutableData(), numpy array, ...) are still alive and could "
-            "change the value after the seal; release them first (del the view or call its release())";
-        PyErr_SetString(PyExc_BufferError, message.c_str());
-        throw py::error_already_set();
-      }
       Throw(Status::Invalid(what, ": the buffer of '", key,
                             "' is listed twice, or being written or sealed by another thread"));
     }
     ++obj->writers;
   }
-  std::vector<ds::WriteBuffer> bufs;
+  // What is sealed per object: its own buffer; or, while its memory is
+  // exported (a memoryview from MutableData() or memoryview(), a numpy
+  // array), a copy of it in a new buffer of the same key: the holder of an
+  // export may go on writing, and that must never change the stored value
+  // (openYuanrong keeps the two apart too). The exported buffer stays the
+  // object's, unsealed, and goes back to the worker with the object, which
+  // its exports keep alive. An object sealed by a copy has nothing to seal.
+  struct Entry {
+    PyObject* item;
+    bool copy;
+  };
+  std::vector<Entry> entries;
+  std::vector<ds::WriteBuffer> bufs;  // entries[j] is sealed through bufs[j]
+  entries.reserve(static_cast<size_t>(n));
   bufs.reserve(static_cast<size_t>(n));
-  for (Py_ssize_t i = 0; i < n; ++i) bufs.push_back(std::move(BufferOf(items[i])));
   // Back into their objects, sealed or not, also on failure.
   struct PutBack {
     PyObject** items;
+    Py_ssize_t n;
+    std::vector<Entry>& entries;
     std::vector<ds::WriteBuffer>& bufs;
     ~PutBack() {
-      for (size_t i = 0; i < bufs.size(); ++i) {
-        BufferOf(items[i]) = std::move(bufs[i]);
-        --reinterpret_cast<WriteBufferObject*>(items[i])->writers;
+      for (size_t j = 0; j < entries.size(); ++j) {
+        auto* obj = reinterpret_cast<WriteBufferObject*>(entries[j].item);
+        if (!entries[j].copy) {
+          obj->buffer = std::move(bufs[j]);
+        } else if (bufs[j].sealed()) {
+          obj->sealed_copy = true;  // a copy left unsealed goes back to the worker with `bufs`
+        }
       }
+      for (Py_ssize_t i = 0; i < n; ++i) --reinterpret_cast<WriteBufferObject*>(items[i])->writers;
     }
-  } put_back{items, bufs};
-  seal(bufs);
+  } put_back{items, n, entries, bufs};
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    auto* obj = reinterpret_cast<WriteBufferObject*>(items[i]);
+    if (obj->sealed_copy) continue;
+    if (obj->exports > 0 && !obj->buffer.sealed() && obj->buffer.data() != nullptr) {
+      ds::WriteBuffer copy = create(obj->buffer.key(), obj->buffer.size(), obj->param);
+      // With the GIL held: no Python code writes through an export meanwhile.
+      if (obj->buffer.size() > 0) std::memcpy(copy.data(), obj->buffer.data(), obj->buffer.size());
+      bufs.push_back(std::move(copy));
+      entries.push_back({items[i], true});
+    } else {
+      bufs.push_back(std::move(obj->buffer));
+      entries.push_back({items[i], false});
+    }
+  }
+  if (!bufs.empty()) seal(bufs);
 }
 
 void InitDatasystem(py::module_& m) {
@@ -602,16 +634,23 @@ void InitDatasystem(py::module_& m) {
              auto bufs = c.Call([&](ds::KVClient& k) { return k.MCreate(keys.v, sizes.v, Param(evictable, ttl, false)); });
              py::list out(bufs.size());
              for (size_t i = 0; i < bufs.size(); ++i) {
-               PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), NewWriteBuffer(std::move(bufs[i])));
+               PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i),
+                               NewWriteBuffer(std::move(bufs[i]), Param(evictable, ttl, false)));
              }
              return out;
            },
            py::arg("keys"), py::arg("sizes"), py::arg("evictable") = false, py::arg("ttl_seconds") = 0)
       .def("mset_buffer",
            [](KV& c, py::handle buffers) {
-             SealWriteBuffers(buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
-               c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
-             });
+             SealWriteBuffers(
+                 buffers, "mset_buffer",
+                 [&](std::vector<ds::WriteBuffer>& bufs) {
+                   c.Call([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
+                 },
+                 [&](const std::string& key, uint64_t size, const ds::SetParam& param) {
+                   auto one = c.Call([&](ds::KVClient& k) { return k.MCreate({key}, {size}, param); });
+                   return std::move(one.at(0));
+                 });
            },
            py::arg("buffers"))
       .def("get_buffers",
@@ -636,6 +675,8 @@ void InitDatasystem(py::module_& m) {
         d["spilled_objects"] = s.spilled_objects;
         d["spill_used"] = s.spill_used;
         d["pid"] = s.pid;
+        d["pending_creates"] = s.pending_creates;
+        d["pinned_blocks"] = s.pinned_blocks;
         d["memory_populated"] = s.memory_populated;
         return d;
       });

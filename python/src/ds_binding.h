@@ -212,8 +212,8 @@ struct PyKVClient {
   }
 };
 
-// A new datasystem.WriteBuffer object owning `b` (a new reference).
-PyObject* NewWriteBuffer(ds::WriteBuffer b);
+// A new datasystem.WriteBuffer object owning `b`, created with `param` (a new reference).
+PyObject* NewWriteBuffer(ds::WriteBuffer b, const ds::SetParam& param);
 
 // Read-only memoryviews of `bufs` (None for a missing key).
 py::list MemoryViews(std::vector<std::optional<Buffer>>& bufs);
@@ -233,9 +233,13 @@ std::vector<py::object> ReadBytes(PyKVClient& c, const std::vector<std::string>&
 // Seals the WriteBuffer objects of `buffers` (any sequence) by calling
 // `seal` with their buffers moved out (with the GIL held; it releases the
 // GIL itself and may raise): each object is marked busy while its buffer is
-// out, and gets it back, sealed or not, also when `seal` raises.
+// out, and gets it back, sealed or not, also when `seal` raises. An object
+// whose memory is still exported is sealed through a copy made by `create`
+// (see SealWriteBuffers in datasystem.cc).
 using SealFn = std::function<void(std::vector<ds::WriteBuffer>&)>;
-void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal);
+// A new pending write of one key (MCreate), raising as the module does.
+using CreateFn = std::function<ds::WriteBuffer(const std::string& key, uint64_t size, const ds::SetParam&)>;
+void SealWriteBuffers(py::handle buffers, const char* what, const SealFn& seal, const CreateFn& create);
 
 // The SetParam of a set / mset / mcreate call's keyword arguments.
 inline ds::SetParam Param(bool evictable, uint32_t ttl, bool if_absent) {

@@ -240,7 +240,8 @@ py::list MCreate(YrClient& c, const KeyList& keys, const SizeList& sizes, bool e
   auto bufs = c.Run([&](ds::KVClient& k) { return k.MCreate(keys.v, sizes.v, Param(evictable, ttl, false)); });
   py::list out(bufs.size());
   for (size_t i = 0; i < bufs.size(); ++i) {
-    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), NewWriteBuffer(std::move(bufs[i])));
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i),
+                    NewWriteBuffer(std::move(bufs[i]), Param(evictable, ttl, false)));
   }
   return out;
 }
@@ -323,9 +324,15 @@ void InitYrDatasystem(py::module_& m) {
              c.CheckReady();
              if (py::len(buffers) == 0) RaiseYr(Status::Invalid("the list of buffers is empty"));
              PlainTypeErrors([&] {
-               SealWriteBuffers(buffers, "mset_buffer", [&](std::vector<ds::WriteBuffer>& bufs) {
-                 c.Run([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
-               });
+               SealWriteBuffers(
+                   buffers, "mset_buffer",
+                   [&](std::vector<ds::WriteBuffer>& bufs) {
+                     c.Run([&](ds::KVClient& k) { return k.MSetBuffer(bufs); });
+                   },
+                   [&](const std::string& key, uint64_t size, const ds::SetParam& param) {
+                     auto one = c.Run([&](ds::KVClient& k) { return k.MCreate({key}, {size}, param); });
+                     return std::move(one.at(0));
+                   });
              });
            },
            py::arg("buffers"))

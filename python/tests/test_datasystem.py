@@ -95,7 +95,7 @@ def test_mcreate_write_mset_buffer_get_buffers(kv):
     payload = np.arange(sizes[2] // 4, dtype=np.float32)
     np.frombuffer(bufs[2].memoryview(), dtype=np.float32)[:] = payload  # fill in place
     bufs[2].write(b"\xff\xff", offset=sizes[2] - 2)
-    del mv  # a live view would refuse the seal (test_hostile_datasystem.py)
+    del mv  # a live view would make the seal store a copy (test_hostile_datasystem.py)
     kv.mset_buffer(bufs)
     assert all(b.sealed for b in bufs)
     assert kv.exist(keys) == [True, True, True]

@@ -40,10 +40,6 @@ KNOWN_DIFFERENCES = {
                           "(the invalid key is not reported); ours lists the invalid key as failed",
     "mcreate_dup": "0.8.1 creates two buffers for a key given twice; ours refuses the batch "
                    "(one of the two writes would be lost at seal)",
-    "mset_buffer_live_view": "0.8.1 seals a buffer whose MutableData() view is still alive (a later "
-                             "write through the view does not reach the stored value); ours refuses the "
-                             "seal with BufferError until the view is released, because our view is the "
-                             "stored value's own shared memory (issue 15), so the key stays unsealed",
 }
 
 

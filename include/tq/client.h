@@ -91,6 +91,9 @@ class TransferQueueClient {
   // Forgets what `task_name` (or every task, when empty) consumed.
   Status reset_consumption(const std::string& partition_id, const std::string& task_name = "");
   Result<std::vector<std::string>> list_partitions();
+  // Every partition in creation order with its production per field and
+  // consumption per task (what `tq status` prints).
+  Result<std::vector<PartitionSummary>> partition_summaries();
   // Stores each sample's `custom` map (merged into what is there).
   Status set_custom_meta(const BatchMeta& meta);
   // The samples' meta with every field and their custom maps.

@@ -18,6 +18,15 @@ struct ConsumptionStatus {
   size_t consumed = 0;     // of those, consumed by the task
 };
 
+// One partition at a glance (TransferQueueClient::partition_summaries, and
+// what `tq status` prints).
+struct PartitionSummary {
+  std::string partition_id;
+  size_t num_samples = 0;                  // live samples
+  std::map<std::string, size_t> produced;  // per field: live samples that have it
+  std::map<std::string, size_t> consumed;  // per task that has asked for samples: live samples it consumed
+};
+
 // Per-sample status in upstream TransferQueue's shape: one row per live
 // sample of the partition, in ascending global index, and `columns` bytes per
 // row (row-major), 1 = yes. Production: one column per requested field, in

@@ -420,6 +420,29 @@ Result<std::vector<std::string>> TransferQueueClient::list_partitions() {
   return rd.Get<std::vector<std::string>>("partitions");
 }
 
+Result<std::vector<PartitionSummary>> TransferQueueClient::partition_summaries() {
+  Message req(MsgType::kCtlListPartitions, 0);
+  req.set_body(PackBody([](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("detail");
+    pk.pack(true);
+  }));
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(req)));
+  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ListPartitions reply"));
+  TQDS_ASSIGN_OR_RETURN(auto names, rd.Get<std::vector<std::string>>("partitions"));
+  TQDS_ASSIGN_OR_RETURN(auto samples, rd.Get<std::vector<size_t>>("samples"));
+  TQDS_ASSIGN_OR_RETURN(auto produced, (rd.Get<std::vector<std::map<std::string, size_t>>>("produced")));
+  TQDS_ASSIGN_OR_RETURN(auto consumed, (rd.Get<std::vector<std::map<std::string, size_t>>>("consumed")));
+  if (samples.size() != names.size() || produced.size() != names.size() || consumed.size() != names.size()) {
+    return Status::Internal("ListPartitions reply: arrays of different lengths for ", names.size(), " partitions");
+  }
+  std::vector<PartitionSummary> out(names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    out[i] = {std::move(names[i]), samples[i], std::move(produced[i]), std::move(consumed[i])};
+  }
+  return out;
+}
+
 Status TransferQueueClient::set_custom_meta(const BatchMeta& meta) {
   return impl_->Call(internal::MetaMessage(MsgType::kCtlSetCustomMeta, meta)).status();
 }

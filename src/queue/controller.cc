@@ -258,13 +258,44 @@ class ControllerImpl : public TransferQueueController {
         return Status::OK();
       }
       case MsgType::kCtlListPartitions: {
-        auto list = state_.ListPartitions();
+        // {"detail": true} asks for each partition's production and
+        // consumption too (`tq status`); an empty body for the names only.
+        bool detail = false;
+        if (m.body().type != msgpack::type::NIL) {
+          TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ListPartitions"));
+          TQDS_ASSIGN_OR_RETURN(detail, rd.GetOr<bool>("detail", false));
+        }
         Message rep = Message::ReplyTo(m);
-        rep.set_body(PackBody([&](Packer& pk) {
-          pk.pack_map(1);
-          pk.pack("partitions");
-          pk.pack(list);
-        }));
+        if (!detail) {
+          auto list = state_.ListPartitions();
+          rep.set_body(PackBody([&](Packer& pk) {
+            pk.pack_map(1);
+            pk.pack("partitions");
+            pk.pack(list);
+          }));
+        } else {
+          auto summaries = state_.Summaries();
+          std::vector<std::string> names;
+          std::vector<uint64_t> samples;
+          std::vector<std::map<std::string, size_t>> produced, consumed;
+          for (auto& s : summaries) {
+            names.push_back(std::move(s.partition_id));
+            samples.push_back(s.num_samples);
+            produced.push_back(std::move(s.produced));
+            consumed.push_back(std::move(s.consumed));
+          }
+          rep.set_body(PackBody([&](Packer& pk) {
+            pk.pack_map(4);
+            pk.pack("partitions");
+            pk.pack(names);
+            pk.pack("samples");
+            pk.pack(samples);
+            pk.pack("produced");
+            pk.pack(produced);
+            pk.pack("consumed");
+            pk.pack(consumed);
+          }));
+        }
         r.Reply(std::move(rep));
         return Status::OK();
       }

@@ -484,6 +484,25 @@ std::vector<std::string> ControllerState::ListPartitions() const {
   return out;
 }
 
+std::vector<PartitionSummary> ControllerState::Summaries() const {
+  std::vector<PartitionSummary> out;
+  for (const Partition* p : InCreationOrder()) {
+    PartitionSummary s;
+    s.partition_id = p->name;
+    auto produced = GetProductionStatus(p->name);
+    if (produced.ok()) {
+      s.num_samples = produced->num_samples;
+      s.produced = std::move(produced->produced);
+    }
+    for (const auto& [task, state] : p->tasks) {
+      auto consumed = GetConsumptionStatus(p->name, task);
+      if (consumed.ok()) s.consumed[task] = consumed->consumed;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 Status ControllerState::SetCustomMeta(const BatchMeta& meta) {
   for (const auto& s : meta.samples()) {
     if (FindVisible(s) == nullptr) {

@@ -165,6 +165,9 @@ class ControllerState {
   std::optional<SampleStatusMatrix> ConsumptionMatrix(const std::string& partition_id,
                                                       const std::string& task_name);
   std::vector<std::string> ListPartitions() const;
+  // Every partition in creation order, with production per field and
+  // consumption per task (see PartitionSummary).
+  std::vector<PartitionSummary> Summaries() const;
   Status SetCustomMeta(const BatchMeta& meta);  // takes samples' custom maps
   Result<BatchMeta> GetSamples(const std::string& partition_id,
                                const std::vector<int64_t>& indexes) const;

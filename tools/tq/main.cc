@@ -1,5 +1,5 @@
 // tq: the TransferQueue command line. Subcommands: controller, storage-unit,
-// demo. Each only fills in an options struct and runs the component.
+// demo, status. Each only fills in an options struct and runs the component.
 #include <malloc.h>
 #include <pthread.h>
 
@@ -13,6 +13,7 @@
 
 #include "common/logging.h"
 #include "tools/tq/demo.h"
+#include "tools/tq/status.h"
 #include "tq/controller.h"
 #include "tq/storage_unit.h"
 
@@ -68,7 +69,7 @@ int Fail(const tqds::Status& st) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"tq: TransferQueue controller, storage unit and demo"};
+  CLI::App app{"tq: TransferQueue controller, storage unit, demo and status"};
   app.require_subcommand(1);
 
   std::string host = "127.0.0.1";
@@ -129,6 +130,12 @@ int main(int argc, char** argv) {
   dm->add_option("--worker-address", demo.worker_address,
                  "datasystem worker host:port for --backend yuanrong (started if absent)");
 
+  tq::tools::StatusOptions status;
+  auto* st = app.add_subcommand("status", "print the partitions of a live controller: samples, production "
+                                          "per field, consumption per task");
+  st->add_option("--controller", status.controller, "the controller (tcp://host:port)")->required();
+  st->add_flag("--json", status.json, "one JSON document instead of the table");
+
   CLI11_PARSE(app, argc, argv);
   tqds::InitLogging("tq", "", spdlog::level::info);
 
@@ -182,5 +189,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*dm) return tq::tools::RunDemo(demo);
+  if (*st) return tq::tools::RunStatus(status);
   return 0;
 }

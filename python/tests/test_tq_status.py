@@ -35,6 +35,7 @@ def test_status_shows_production_and_consumption(own_controller):
 
     r = tq_status("--controller", address)
     assert r.returncode == 0, r.stderr
+    print(r.stdout)
     lines = r.stdout.splitlines()
     assert lines[0] == f"controller {address}: 2 partitions"
     assert lines[1].split()[:2] == ["partition", "samples"]

@@ -35,6 +35,10 @@ class ClusterHooks {
   // Whether another worker holds a live copy of each key (local misses).
   virtual std::vector<bool> ExistRemote(const std::vector<std::string>& keys) = 0;
 
+  // Gives every copy of `keys` on other workers (the primary and cached
+  // copies) `ttl_ms` to live. Per key: whether another worker held one.
+  virtual std::vector<bool> ExpireRemote(const std::vector<std::string>& keys, uint64_t ttl_ms) = 0;
+
   // Deletes every other copy of `keys` and their owners' records. Per key:
   // whether a record existed. `wait` as for Published.
   virtual std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) = 0;

@@ -501,6 +501,47 @@ std::vector<bool> ClusterNode::ExistRemote(const std::vector<std::string>& keys)
   return out;
 }
 
+// ------------------------------------------------------------------ expire
+
+std::vector<bool> ClusterNode::ExpireRemote(const std::vector<std::string>& keys, uint64_t ttl_ms) {
+  std::vector<bool> out(keys.size(), false);
+  auto [live, ring] = Snapshot();
+  if (!ring || ring->empty() || keys.empty()) return out;
+  auto found = Locate(keys, *ring);
+  if (!found.ok()) return out;
+  // Every live copy, cached ones included: a cached copy never outlives its
+  // source, so a shorter time to live must reach it too.
+  std::map<std::string, std::vector<size_t>> by_holder;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if ((*found)[i].code != StatusCode::kOk) continue;
+    for (const auto& rep : (*found)[i].live) {
+      if (rep.holder != options_.self) by_holder[rep.holder].push_back(i);
+    }
+  }
+  std::vector<std::pair<std::vector<size_t>, Future>> calls;
+  for (auto& [holder, idx] : by_holder) {
+    Message m(MsgType::kDsExpire, 0);  // served by the holder's store alone (a worker's request)
+    m.set_body(PackBody([&](Packer& pk) {
+      pk.pack_map(2);
+      pk.pack(proto::kKeys);
+      pk.pack_array(static_cast<uint32_t>(idx.size()));
+      for (size_t i : idx) pk.pack(keys[i]);
+      pk.pack(proto::kTtlMs);
+      pk.pack_uint64(ttl_ms);
+    }));
+    calls.emplace_back(idx, Send(holder, std::move(m)));
+  }
+  for (auto& [idx, f] : calls) {
+    auto reply = f.get();
+    if (!reply.ok()) continue;
+    auto r = MapReader::Of(reply->body(), "Expire reply");
+    auto exist = r.ok() ? r->Get<std::vector<bool>>(proto::kExist) : r.status();
+    if (!exist.ok() || exist->size() != idx.size()) continue;
+    for (size_t j = 0; j < idx.size(); ++j) out[idx[j]] = out[idx[j]] || (*exist)[j];
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ delete
 
 std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys, bool wait) {

@@ -151,7 +151,7 @@ Result<Message> RequestHandler::Dispatch(const Message& request, Session& sessio
       }
       return context_.cluster->HandlePeer(request);
     case MsgType::kDsExist: return Exist(request, local);
-    case MsgType::kDsExpire: return Expire(request);
+    case MsgType::kDsExpire: return Expire(request, local);
     case MsgType::kDsStats: return Stats(request);
     case MsgType::kDsShutdown: {
       Message reply = Message::ReplyTo(request);
@@ -405,13 +405,17 @@ Result<Message> RequestHandler::Exist(const Message& request, bool local) {
   return ExistReply(request, exist);
 }
 
-Result<Message> RequestHandler::Expire(const Message& request) {
+Result<Message> RequestHandler::Expire(const Message& request, bool local) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Expire"));
   TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
   TQDS_ASSIGN_OR_RETURN(uint64_t ttl_ms, r.Get<uint64_t>(proto::kTtlMs));
-  // Only this worker's copies: in a cluster, a key written on another
-  // worker is reported missing here (its expiry lives with its bytes).
   auto exist = store_.Expire(keys, ttl_ms);
+  // A client's request (on the local socket) reaches every copy in the
+  // cluster; one over TCP (another worker's ExpireRemote) this store only.
+  if (local && context_.cluster != nullptr) {
+    auto elsewhere = context_.cluster->ExpireRemote(keys, ttl_ms);
+    for (size_t i = 0; i < keys.size(); ++i) exist[i] = exist[i] || elsewhere[i];
+  }
   return ExistReply(request, exist);
 }
 

@@ -60,7 +60,7 @@ class RequestHandler {
                       std::vector<Located>& found, std::chrono::milliseconds wait);
   Result<Message> Exist(const Message& request, bool local);
   // Sets the time to live of this worker's copies of the keys.
-  Result<Message> Expire(const Message& request);
+  Result<Message> Expire(const Message& request, bool local);
   Result<Message> Stats(const Message& request);
 
   ObjectStore& store_;

@@ -1,6 +1,6 @@
 // Cluster tests on loopback: a real etcd and several real datasystem_worker
 // processes on 127.0.0.1 (different ports and socket directories), clients in
-// this process. Cross-worker gets, overwrite and delete of every copy, a
+// this process. Cross-worker gets, overwrite, expire and delete of every copy, a
 // killed worker (fast, named errors), a restarted worker, an etcd outage.
 #include <gtest/gtest.h>
 
@@ -172,6 +172,24 @@ TEST_F(MultiWorker, CachedCopyExpiresWithItsSource) {
   EXPECT_LT(Clock::now() - written, std::chrono::milliseconds(2500));
   EXPECT_TRUE(a->Get("short-lived").status().IsNotFound());
   EXPECT_EQ(b->Get("long-lived").ValueOr(""), "w");  // no TTL: kept
+}
+
+TEST_F(MultiWorker, ExpireReachesEveryCopy) {
+  auto a = Client(0), b = Client(1), c = Client(2);
+  ASSERT_TRUE(a->Set("e", "v").ok());       // on a, no time to live
+  ASSERT_TRUE(a->Set("kept", "w").ok());
+  EXPECT_EQ(c->Get("e").ValueOr(""), "v");  // c caches a copy
+  // b holds no copy: its expire reaches a's value and c's cached copy (it
+  // used to reach b's store only and report the key missing).
+  auto found = b->Expire({"e", "nowhere"}, 1);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(*found, (std::vector<bool>{true, false}));
+  EXPECT_TRUE(testing::Eventually(
+      [&] { return a->Get("e").status().IsNotFound() && c->Get("e").status().IsNotFound(); },
+      std::chrono::seconds(5)))
+      << "a copy outlived the time to live that expire gave it";
+  EXPECT_TRUE(b->Get("e").status().IsNotFound());
+  EXPECT_EQ(b->Get("kept").ValueOr(""), "w");  // expire touched only its keys
 }
 
 TEST_F(MultiWorker, OverwriteAndDeleteReachEveryCopy) {

@@ -237,24 +237,31 @@ void ClusterNode::SendPublish(PublishMode mode,
     Later([this, mode, by_owner] { SendPublish(mode, by_owner, true); });
     return;
   }
-  std::vector<std::pair<std::string, Future>> calls;
+  struct Call {
+    std::string owner;
+    std::vector<std::string> keys;
+    Future reply;
+  };
+  std::vector<Call> calls;
   for (const auto& [owner, entries] : by_owner) {
     for (const auto& chunk : Chunks(entries)) {
-      calls.emplace_back(owner, Send(owner, PublishMessage(mode, chunk)));
+      std::vector<std::string> keys;
+      for (const auto& e : chunk) keys.push_back(e.key);
+      calls.push_back(Call{owner, std::move(keys), Send(owner, PublishMessage(mode, chunk))});
     }
   }
-  std::vector<StaleCopy> stale;
-  for (auto& [owner, f] : calls) {
-    auto reply = f.get();
-    if (!reply.ok()) {
-      spdlog::warn("cluster: publishing locations to owner {} failed: {}", owner,
-                   reply.status().ToString());
+  std::vector<PublishAnswer> answers;
+  for (auto& c : calls) {
+    auto reply = c.reply.get();
+    auto s = reply.ok() ? DecodeStale(*reply) : Result<std::vector<StaleCopy>>(reply.status());
+    if (!s.ok()) {
+      spdlog::warn("cluster: publishing locations to owner {} failed: {}", c.owner,
+                   s.status().ToString());
       continue;
     }
-    auto s = DecodeStale(*reply);
-    if (s.ok()) stale.insert(stale.end(), s->begin(), s->end());
+    answers.push_back(PublishAnswer{std::move(c.keys), std::move(s).value()});
   }
-  DropStale(stale, true);
+  DropStale(CopiesToDrop(mode, answers), true);
 }
 
 void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {

@@ -2,6 +2,8 @@
 #include "datasystem/owner_table.h"
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 
 namespace ds {
 
@@ -65,6 +67,28 @@ std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode,
     }
   }
   return stale;
+}
+
+std::vector<StaleCopy> CopiesToDrop(PublishMode mode, const std::vector<PublishAnswer>& answers) {
+  std::vector<StaleCopy> out;
+  if (mode != PublishMode::kCache) {
+    for (const auto& a : answers) out.insert(out.end(), a.stale.begin(), a.stale.end());
+    return out;
+  }
+  std::unordered_map<std::string, size_t> asked;  // key -> owners that answered for it
+  for (const auto& a : answers) {
+    for (const auto& k : a.keys) ++asked[k];
+  }
+  // (key, holder, version) -> owners that reported it stale
+  std::map<std::tuple<std::string, std::string, uint64_t>, size_t> reported;
+  for (const auto& a : answers) {
+    for (const auto& s : a.stale) ++reported[{s.key, s.holder, s.version}];
+  }
+  for (const auto& [copy, count] : reported) {
+    const auto& [key, holder, version] = copy;
+    if (count >= asked[key]) out.push_back(StaleCopy{key, holder, version});
+  }
+  return out;
 }
 
 std::vector<LookupResult> OwnerTable::Lookup(const std::vector<std::string>& keys,

@@ -42,6 +42,22 @@ struct StaleCopy {
   uint64_t version = 0;
 };
 
+// One owner's answer to a publish: the keys it was sent and the copies it
+// reported stale.
+struct PublishAnswer {
+  std::vector<std::string> keys;
+  std::vector<StaleCopy> stale;
+};
+
+// The stale copies to drop after publishing `mode` to each key's owners,
+// given the owners that answered. kCache: a copy only when every owner that
+// answered for its key reported it (a key deleted while it was pulled is
+// gone from all of them; an owner that has just joined the ring has no
+// record until the handoffs reach it, and its word alone must not drop a
+// good copy). Other modes: every reported copy.
+std::vector<StaleCopy> CopiesToDrop(proto::PublishMode mode,
+                                    const std::vector<PublishAnswer>& answers);
+
 struct LookupResult {
   tqds::StatusCode code = tqds::StatusCode::kNotFound;  // kOk, kNotFound, kUnavailable (lost)
   uint64_t size = 0;

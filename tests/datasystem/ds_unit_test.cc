@@ -394,6 +394,40 @@ TEST(OwnerTable, PrimaryReplacesOlderCopiesAndReportsThemStale) {
   EXPECT_EQ(l[0].live[0].holder, "c");
 }
 
+TEST(OwnerTable, CachedCopyIsDroppedOnlyWhenEveryAnsweringOwnerHasNoRecord) {
+  using proto::PublishMode;
+  // A key's owners are an established owner (it has the record) and a worker
+  // that has just joined the ring (the handoff has not reached it yet). A
+  // reader registers its freshly pulled copy with both.
+  OwnerTable established, joined;
+  established.Publish(PublishMode::kPrimary, {{"k", 10, Rep("w", 5)}});
+  const PublishEntry cache{"k", 10, Rep("r", 5)};
+  auto from_established = established.Publish(PublishMode::kCache, {cache});
+  auto from_joined = joined.Publish(PublishMode::kCache, {cache});
+  EXPECT_TRUE(from_established.empty());
+  ASSERT_EQ(from_joined.size(), 1u);  // "no record": on its own, a delete it cannot tell apart
+  auto drop = CopiesToDrop(PublishMode::kCache,
+                           {{{"k"}, from_established}, {{"k"}, from_joined}});
+  EXPECT_TRUE(drop.empty()) << "a good copy would be dropped and the read would miss";
+
+  // Deleted while it was pulled: neither owner has a record, the copy goes.
+  OwnerTable first, second;
+  drop = CopiesToDrop(PublishMode::kCache, {{{"k"}, first.Publish(PublishMode::kCache, {cache})},
+                                            {{"k"}, second.Publish(PublishMode::kCache, {cache})}});
+  ASSERT_EQ(drop.size(), 1u);
+  EXPECT_EQ(drop[0].holder, "r");
+  EXPECT_EQ(drop[0].version, 5u);
+  // One owner did not answer: the one that did decides.
+  drop = CopiesToDrop(PublishMode::kCache, {{{"k"}, first.Publish(PublishMode::kCache, {cache})}});
+  EXPECT_EQ(drop.size(), 1u);
+
+  // A primary: any owner's report of an older copy counts.
+  drop = CopiesToDrop(PublishMode::kPrimary,
+                      {{{"k"}, established.Publish(PublishMode::kPrimary, {{"k", 20, Rep("x", 9)}})},
+                       {{"k"}, {}}});
+  ASSERT_EQ(drop.size(), 2u);  // w's primary and r's cache
+}
+
 TEST(OwnerTable, WritesOnTwoWorkersAreOrderedByVersionNotArrival) {
   using proto::PublishMode;
   // Two owners get the announcements of a's write (version 10) and b's later

@@ -195,7 +195,8 @@ TEST_F(NetnsCluster, KillDuringReadsAndEtcdRestart) {
   ASSERT_EQ(Run(0, "write", "a_read", 20, 65536).output, "OK\n");   // read before the kill
   ASSERT_EQ(Run(0, "write", "a_only", 20, 65536).output, "OK\n");   // held only by A
   ASSERT_EQ(Run(2, "write", "c_keys", 20, 65536).output, "OK\n");
-  ASSERT_EQ(Parse(Run(1, "read", "a_read", 20, 65536).output).ok, 20);  // B caches a copy
+  auto cached = Parse(Run(1, "read", "a_read", 20, 65536).output);  // B caches a copy
+  ASSERT_EQ(cached.ok, 20) << cached.output;
 
   // kill -9 of A's worker while B reads C's keys and its cached copies.
   auto bg_c = ReadInBackground(1, "c_keys", 20, 65536, 3);
@@ -226,15 +227,20 @@ TEST_F(NetnsCluster, KillDuringReadsAndEtcdRestart) {
   auto during = Parse(Run(2, "read", "c_keys", 20, 65536, 1).output);
   EXPECT_EQ(during.wrong + during.err + during.miss, 0) << during.output;
   ASSERT_EQ(Run(1, "write", "b_during", 10, 4096).output, "OK\n");
-  EXPECT_EQ(Parse(Run(2, "read", "b_during", 10, 4096).output).ok, 10);
+  auto b_during = Parse(Run(2, "read", "b_during", 10, 4096).output);
+  EXPECT_EQ(b_during.ok, 10) << b_during.output;
   etcd_->Start();
   ASSERT_TRUE(WaitEtcd());
   // A restarted worker on A rejoins and reads/writes across nodes.
   ASSERT_EQ(workers_[0]->Start(workers_[0]->port()), "");
-  EXPECT_EQ(Parse(Run(0, "read", "c_keys", 20, 65536).output).ok, 20);
+  auto after = Parse(Run(0, "read", "c_keys", 20, 65536).output);
+  EXPECT_EQ(after.ok, 20) << after.output << workers_[0]->LogTail() << workers_[1]->LogTail()
+                          << workers_[2]->LogTail();
   ASSERT_EQ(Run(0, "write", "a_after", 10, 4096).output, "OK\n");
-  EXPECT_EQ(Parse(Run(2, "read", "a_after", 10, 4096).output).ok, 10);
-  EXPECT_EQ(Parse(Run(1, "read", "b_during", 10, 4096).output).ok, 10);
+  auto from_c = Parse(Run(2, "read", "a_after", 10, 4096).output);
+  EXPECT_EQ(from_c.ok, 10) << from_c.output;
+  auto from_b = Parse(Run(1, "read", "b_during", 10, 4096).output);
+  EXPECT_EQ(from_b.ok, 10) << from_b.output;
 }
 
 }  // namespace

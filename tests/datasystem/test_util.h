@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <random>
 #include <string>
 #include <thread>
@@ -105,8 +107,10 @@ class WorkerProcess {
                                std::to_string(config_.spill_mb)});
     }
     ::fcntl(p[0], F_SETFD, FD_CLOEXEC);  // p[1] stays open in the worker
+    // The log goes to a file in the worker's directory (LogTail), or to the
+    // test's stderr with DS_TEST_VERBOSE.
     int err = std::getenv("DS_TEST_VERBOSE") == nullptr
-                  ? ::open("/dev/null", O_WRONLY | O_CLOEXEC)
+                  ? ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)
                   : -1;
     guard_.Reset(tqds::testing::ForkExec(argv, {.err = err}));
     if (err >= 0) ::close(err);
@@ -127,6 +131,14 @@ class WorkerProcess {
     return dir_.path() + "/datasystem_worker_" + config_.host + "_" + std::to_string(port_) + ".sock";
   }
   const std::string& dir() const { return dir_.path(); }
+  std::string log_path() const { return dir_.path() + "/worker.log"; }
+  // The last `max_bytes` of the worker's log (all its runs), for a failure message.
+  std::string LogTail(size_t max_bytes = 4000) const {
+    std::ifstream in(log_path(), std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
+    return "--- log of the worker at " + address() + " ---\n" + text;
+  }
 
  private:
   Config config_;

@@ -148,6 +148,15 @@ struct WorkerStats {
   int pid = 0;
   // The background commit of the shared memory (--populate_memory) is done.
   bool memory_populated = true;
+  std::string worker;       // its --worker_address
+  uint64_t clients = 0;     // local clients connected now
+  // Its cluster: the etcd (or metastore) address it joined through and the
+  // other live workers it sees; both empty for a standalone worker.
+  std::string coordination;
+  std::vector<std::string> peers;
+  // Objects pulled from other workers (reads of keys held elsewhere), their
+  // bytes, and pulls that failed.
+  uint64_t pulls = 0, pulled_bytes = 0, pull_failures = 0;
 };
 
 class KVClient {

@@ -678,6 +678,14 @@ void InitDatasystem(py::module_& m) {
         d["pending_creates"] = s.pending_creates;
         d["pinned_blocks"] = s.pinned_blocks;
         d["memory_populated"] = s.memory_populated;
+        d["worker"] = s.worker;
+        d["clients"] = s.clients;
+        d["coordination"] = s.coordination;
+        d["peers"] = s.peers;
+        d["pulls"] = s.pulls;
+        d["pulled_bytes"] = s.pulled_bytes;
+        d["pull_failures"] = s.pull_failures;
+        d["evictions"] = s.evictions;
         return d;
       });
   InitYrDatasystem(m);

@@ -344,6 +344,10 @@ def test_stats_track_objects(kv, ds_worker):
     before = kv.stats()
     assert before["pid"] == ds_worker.pid
     assert before["capacity"] > 0
+    assert before["clients"] >= 1  # this client's connection
+    # A standalone worker: no cluster, nothing pulled from other workers.
+    assert (before["coordination"], before["peers"], before["pulls"]) == ("", [], 0)
+    assert before["worker"] == f"{ds_worker.host}:{ds_worker.port}"
     keys = [unique("s") for _ in range(4)]
     kv.mset(keys, [b"x" * 100_000] * 4)
     mid = kv.stats()

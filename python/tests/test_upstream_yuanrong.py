@@ -351,9 +351,11 @@ def test_two_namespaces(peer, ours, netns_pair, tmp_path):
         before, after = result["status_before_get"], result["status_after_get"]
         assert before[HEAD_NODE_IP].get("objects") == 0, before
         assert before[WORKER_NODE_IP].get("objects", 0) >= 20, before
+        assert after[HEAD_NODE_IP].get("pulls", 0) >= 1, after  # moved across the veth by A's worker
         print(f"objects held: before the get A {before[HEAD_NODE_IP]['objects']} B "
               f"{before[WORKER_NODE_IP]['objects']}; after it A {after[HEAD_NODE_IP].get('objects')} "
-              f"(cached copies) B {after[WORKER_NODE_IP].get('objects')}")
+              f"(cached copies) B {after[WORKER_NODE_IP].get('objects')}; A's worker pulled "
+              f"{after[HEAD_NODE_IP].get('pulls')} object(s), {after[HEAD_NODE_IP].get('pulled_bytes')} bytes")
 
         driver.go_on()
         closed = driver.expect("CLOSED", CLOSE_TIMEOUT, worker_logs(socket_dir))

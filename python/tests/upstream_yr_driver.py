@@ -95,14 +95,14 @@ def compare(want, got):
 
 
 def worker_status(ip):
-    """`dscli status` of the worker at ip: {counter: value} (ours; over TCP)."""
-    r = subprocess.run(["dscli", "status", "--worker_address", f"{ip}:{P['worker_port']}"],
+    """`dscli status --json` of the worker at ip: its own row ({counter: value}; ours, over TCP)."""
+    address = f"{ip}:{P['worker_port']}"
+    r = subprocess.run(["dscli", "status", "--worker_address", address, "--json"],
                        capture_output=True, text=True, timeout=30)
-    counters = {}
-    for line in r.stdout.splitlines()[1:]:
-        name, _, value = line.strip().partition(" ")
-        counters[name] = int(value) if value.strip().isdigit() else value.strip()
-    return counters if r.returncode == 0 else {"error": r.stdout + r.stderr}
+    if r.returncode != 0:
+        return {"error": r.stdout + r.stderr}
+    rows = [w for w in json.loads(r.stdout)["workers"] if w["worker"] == address]
+    return rows[0] if rows else {"error": r.stdout}
 
 
 def conf():

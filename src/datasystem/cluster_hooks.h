@@ -3,6 +3,7 @@
 // a standalone worker passes none.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,15 @@
 #include "tqds/status.h"
 
 namespace ds {
+
+// What a worker reports of its cluster (Stats, `dscli status`).
+struct ClusterStats {
+  std::string coordination;        // the etcd (or metastore) address
+  std::vector<std::string> peers;  // the other live workers, sorted
+  uint64_t pulls = 0;              // objects pulled from other workers
+  uint64_t pulled_bytes = 0;
+  uint64_t pull_failures = 0;      // pulls of an object that failed (each holder tried counts)
+};
 
 class ClusterHooks {
  public:
@@ -42,6 +52,9 @@ class ClusterHooks {
   // Deletes every other copy of `keys` and their owners' records. Per key:
   // whether a record existed. `wait` as for Published.
   virtual std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) = 0;
+
+  // The cluster as this worker sees it now. Never blocks.
+  virtual ClusterStats Stats() const = 0;
 
   // A cluster message from a peer (ids 111-114). Never blocks.
   virtual tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) = 0;

@@ -451,9 +451,12 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
         size_t i = idx[j];
         if (st[j].ok()) {
           done[i] = true;
+          pulls_.fetch_add(1, std::memory_order_relaxed);
+          pulled_bytes_.fetch_add(sizes[i], std::memory_order_relaxed);
           // A cached copy expires with its source, never later.
           if (items[j].ttl_ms != 0) store_.SetPendingTtl(session, slots[i].offset, items[j].ttl_ms);
         } else {
+          pull_failures_.fetch_add(1, std::memory_order_relaxed);
           if (errors[i].ok() || !st[j].IsNotFound()) errors[i] = st[j];
           ++next[i];
         }
@@ -496,6 +499,19 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
     SendPublish(PublishMode::kCache, by_owner, /*wait=*/true);
   }
   return failure;
+}
+
+ClusterStats ClusterNode::Stats() const {
+  ClusterStats s;
+  s.coordination = options_.etcd_address;
+  for (const auto& [address, incarnation] : Snapshot().first) {
+    if (address != options_.self) s.peers.push_back(address);
+  }
+  std::sort(s.peers.begin(), s.peers.end());
+  s.pulls = pulls_.load(std::memory_order_relaxed);
+  s.pulled_bytes = pulled_bytes_.load(std::memory_order_relaxed);
+  s.pull_failures = pull_failures_.load(std::memory_order_relaxed);
+  return s;
 }
 
 std::vector<bool> ClusterNode::ExistRemote(const std::vector<std::string>& keys) {

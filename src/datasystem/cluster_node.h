@@ -23,6 +23,7 @@
 // lock is held across an RPC or a socket call.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -82,6 +83,7 @@ class ClusterNode final : public ClusterHooks {
   std::vector<bool> ExpireRemote(const std::vector<std::string>& keys, uint64_t ttl_ms) override;
   std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) override;
   tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) override;
+  ClusterStats Stats() const override;
 
   const std::string& data_endpoint() const { return data_->endpoint(); }
 
@@ -129,6 +131,9 @@ class ClusterNode final : public ClusterHooks {
   std::map<std::string, std::shared_ptr<tqds::wire::RpcClient>> peers_;
   std::deque<std::function<void()>> tasks_;
   bool stopping_ = false;
+
+  // Pull counters (Stats).
+  std::atomic<uint64_t> pulls_{0}, pulled_bytes_{0}, pull_failures_{0};
 
   std::unique_ptr<cluster::Membership> membership_;
   std::thread announcer_;

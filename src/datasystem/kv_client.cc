@@ -22,6 +22,7 @@
 #include "common/wire/rpc.h"
 #include "datasystem/local_frame.h"
 #include "datasystem/protocol.h"
+#include "datasystem/stats_codec.h"
 #include "datasystem/view_mapping.h"
 
 namespace ds {
@@ -731,24 +732,7 @@ Result<std::string> KVClient::GenerateKey(std::string_view prefix) {
 Result<WorkerStats> KVClient::Stats() {
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(Message(MsgType::kDsStats, 0)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Stats reply"));
-  WorkerStats s;
-  auto u = [&](const char* k) { return r.GetOr<uint64_t>(k, 0).ValueOr(0); };
-  s.capacity = u("capacity");
-  s.used = u("used");
-  s.pinned_blocks = u("pinned_blocks");
-  s.pending_creates = u("pending_creates");
-  s.objects = u("objects");
-  s.resident_objects = u("resident_objects");
-  s.spilled_objects = u("spilled_objects");
-  s.spill_used = u("spill_used");
-  s.spill_limit = u("spill_limit");
-  s.spills = u("spills");
-  s.reloads = u("reloads");
-  s.evictions = u("evictions");
-  s.pid = static_cast<int>(u("pid"));
-  s.memory_populated = r.GetOr<bool>("memory_populated", true).ValueOr(true);
-  return s;
+  return DecodeWorkerStats(reply);
 }
 
 }  // namespace ds

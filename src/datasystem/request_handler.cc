@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "datasystem/protocol.h"
+#include "datasystem/stats_codec.h"
 
 namespace ds {
 namespace {
@@ -420,27 +421,34 @@ Result<Message> RequestHandler::Expire(const Message& request, bool local) {
 }
 
 Result<Message> RequestHandler::Stats(const Message& request) {
-  StoreStats s = store_.Stats();
+  StoreStats st = store_.Stats();
+  WorkerStats s;
+  s.worker = context_.worker;
+  s.memory_populated = context_.memory_populated ? context_.memory_populated() : true;
+  s.pid = context_.pid;
+  s.capacity = st.capacity;
+  s.used = st.used;
+  s.pinned_blocks = st.pinned_blocks;
+  s.pending_creates = st.pending_creates;
+  s.objects = st.objects;
+  s.resident_objects = st.resident_objects;
+  s.spilled_objects = st.spilled_objects;
+  s.spill_used = st.spill_used;
+  s.spill_limit = st.spill_limit;
+  s.spills = st.spills;
+  s.reloads = st.reloads;
+  s.evictions = st.evictions;
+  s.clients = context_.clients ? context_.clients() : 0;
+  if (context_.cluster != nullptr) {
+    ClusterStats c = context_.cluster->Stats();
+    s.coordination = std::move(c.coordination);
+    s.peers = std::move(c.peers);
+    s.pulls = c.pulls;
+    s.pulled_bytes = c.pulled_bytes;
+    s.pull_failures = c.pull_failures;
+  }
   Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(15);
-    pk.pack("worker"); pk.pack(context_.worker);
-    pk.pack("memory_populated");
-    pk.pack(context_.memory_populated ? context_.memory_populated() : true);
-    pk.pack("pid"); pk.pack(context_.pid);
-    pk.pack("capacity"); pk.pack(s.capacity);
-    pk.pack("used"); pk.pack(s.used);
-    pk.pack("pinned_blocks"); pk.pack(s.pinned_blocks);
-    pk.pack("pending_creates"); pk.pack(s.pending_creates);
-    pk.pack("objects"); pk.pack(s.objects);
-    pk.pack("resident_objects"); pk.pack(s.resident_objects);
-    pk.pack("spilled_objects"); pk.pack(s.spilled_objects);
-    pk.pack("spill_used"); pk.pack(s.spill_used);
-    pk.pack("spill_limit"); pk.pack(s.spill_limit);
-    pk.pack("spills"); pk.pack(s.spills);
-    pk.pack("reloads"); pk.pack(s.reloads);
-    pk.pack("evictions"); pk.pack(s.evictions);
-  }));
+  reply.set_body(EncodeWorkerStats(s));
   return reply;
 }
 

@@ -26,6 +26,8 @@ struct HandlerContext {
   std::function<bool()> memory_populated;
   int pid = 0;
   std::function<void()> request_shutdown;
+  // Local clients connected now (Stats); may be empty.
+  std::function<size_t()> clients;
   // The cluster this worker belongs to; null for a standalone worker.
   // Borrowed: outlives the handler.
   ClusterHooks* cluster = nullptr;

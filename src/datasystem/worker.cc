@@ -162,9 +162,14 @@ Status Worker::Init() {
   ctx.pid = ::getpid();
   ctx.request_shutdown = [] { RequestProcessStop(); };
   ctx.cluster = cluster_.get();
+  ctx.clients = [this] {
+    const LocalServer* l = local_view_.load(std::memory_order_acquire);
+    return l != nullptr ? l->connections() : 0;
+  };
   handler_ = std::make_unique<RequestHandler>(*store_, ctx);
   TQDS_ASSIGN_OR_RETURN(local_, LocalServer::Start(options_.socket_path(), arena_->fd(), *handler_,
                                                    *store_, LocalOptions(arena_->size())));
+  local_view_.store(local_.get(), std::memory_order_release);
   tcp_->Start();
   spdlog::info("datasystem worker {} ready: pid {}, shared memory {} MiB, socket {}, spill '{}'",
                options_.worker_address, ctx.pid, options_.shared_memory_size_mb,

@@ -10,6 +10,7 @@
 // Thread-safe: RequestStop() from any thread (also from a request handler).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -52,6 +53,8 @@ class Worker {
   std::unique_ptr<ClusterNode> cluster_;  // null for a standalone worker
   std::unique_ptr<RequestHandler> handler_;
   std::unique_ptr<LocalServer> local_;
+  // local_ once it serves, for the handler's Stats (read on server threads).
+  std::atomic<const LocalServer*> local_view_{nullptr};
   std::unique_ptr<tqds::wire::RpcServer> tcp_;
   // TCP Gets waiting for keys; touched only on the TCP server thread.
   struct Deferred {

@@ -79,7 +79,11 @@ TEST(Dscli, StartServeStatusStop) {
   ASSERT_TRUE(c.Set("k", "v").ok());
   auto st = RunProgram({DSCLI_BIN, "status", "--worker_address", w.address()});
   EXPECT_EQ(st.code, 0);
-  EXPECT_NE(st.output.find("objects"), std::string::npos);
+  // A one-row table: the worker, running, its pid, one object; no cluster.
+  EXPECT_NE(st.output.find("standalone"), std::string::npos) << st.output;
+  EXPECT_NE(st.output.find("objects"), std::string::npos) << st.output;
+  EXPECT_NE(st.output.find(w.address() + "  running  " + std::to_string(w.pid())), std::string::npos)
+      << st.output;
   auto list = RunProgram({DSCLI_BIN, "status", "--unix_socket_dir", w.dir()});
   EXPECT_NE(list.output.find("running"), std::string::npos) << list.output;
   pid_t pid = w.pid();

@@ -3,6 +3,7 @@
 // this process. Cross-worker gets, overwrite, expire and delete of every copy, a
 // killed worker (fast, named errors), a restarted worker, an etcd outage.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <memory>
@@ -277,6 +278,83 @@ TEST_F(MultiWorker, EtcdOutageKeepsServingAndRejoins) {
   ExpectValues(*d, Keys("during", 10), 4096);
   Write(*d, Keys("post", 10), 4096);
   ExpectValues(*a, Keys("post", 10), 4096);
+}
+
+// `dscli status --worker_address` of one worker: its JSON (null when the
+// output is not JSON, with the output in *text).
+nlohmann::json StatusJson(const std::string& address, std::string* text) {
+  auto r = testing::RunProgram({DSCLI_BIN, "status", "--worker_address", address, "--json"});
+  *text = r.output;
+  if (r.code != 0) return nullptr;
+  return nlohmann::json::parse(r.output, nullptr, /*allow_exceptions=*/false);
+}
+
+const nlohmann::json* Row(const nlohmann::json& doc, const std::string& worker) {
+  for (const auto& w : doc["workers"]) {
+    if (w["worker"] == worker) return &w;
+  }
+  return nullptr;
+}
+
+TEST_F(MultiWorker, DscliStatusShowsEveryWorkerOfTheCluster) {
+  auto a = Client(0), c = Client(2);
+  Write(*a, Keys("st", 4), 1 << 20);
+  ExpectValues(*c, Keys("st", 4), 1 << 20);  // four pulls into worker 2
+  std::string text;
+  nlohmann::json doc;
+  // Every worker sees the other two (views settle after the joins).
+  ASSERT_TRUE(testing::Eventually(
+      [&] {
+        doc = StatusJson(workers_[2]->address(), &text);
+        if (!doc.is_object() || doc["workers"].size() != 3) return false;
+        for (const auto& w : doc["workers"]) {
+          if (w["state"] != "running" || w["peers"].size() != 2) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(10)))
+      << text;
+  EXPECT_EQ(doc["coordination"], etcd_->address());
+  const auto* reader = Row(doc, workers_[2]->address());
+  const auto* writer = Row(doc, workers_[0]->address());
+  ASSERT_TRUE(reader != nullptr && writer != nullptr) << text;
+  EXPECT_EQ((*reader)["pid"], workers_[2]->pid());
+  EXPECT_EQ((*reader)["pulls"], 4);
+  EXPECT_EQ((*reader)["pulled_bytes"], 4 << 20);
+  EXPECT_EQ((*reader)["pull_failures"], 0);
+  EXPECT_GE((*reader)["clients"], 1);  // c
+  EXPECT_EQ((*writer)["pulls"], 0);
+  EXPECT_GE((*writer)["objects"], 4);
+  EXPECT_GE((*writer)["used"], 4 << 20);
+
+  // The table: a line per worker, read at a glance.
+  auto table = testing::RunProgram({DSCLI_BIN, "status", "--worker_address", workers_[0]->address()});
+  ASSERT_EQ(table.code, 0) << table.output;
+  EXPECT_NE(table.output.find("cluster through " + etcd_->address() + ": 3 workers, 3 answering"),
+            std::string::npos)
+      << table.output;
+  for (const auto& w : workers_) {
+    EXPECT_NE(table.output.find(w->address() + "  running"), std::string::npos) << table.output;
+  }
+  EXPECT_NE(table.output.find("4.0 MiB"), std::string::npos) << table.output;  // worker 2 pulled
+
+  // A worker killed with -9: a row that says it does not answer (until it
+  // leaves the view), never a failed status; then two workers.
+  workers_[1]->Crash();
+  doc = StatusJson(workers_[0]->address(), &text);
+  ASSERT_TRUE(doc.is_object()) << text;
+  if (const auto* dead = Row(doc, workers_[1]->address())) {
+    EXPECT_EQ((*dead)["state"], "no answer") << text;
+    EXPECT_NE((*dead)["error"].get<std::string>().find("no answer in"), std::string::npos) << text;
+  }
+  EXPECT_TRUE(testing::Eventually(
+      [&] {
+        doc = StatusJson(workers_[0]->address(), &text);
+        return doc.is_object() && doc["workers"].size() == 2 &&
+               Row(doc, workers_[1]->address()) == nullptr;
+      },
+      std::chrono::seconds(10)))
+      << text;
 }
 
 }  // namespace

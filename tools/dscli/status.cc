@@ -1,5 +1,5 @@
-// dscli status (ours: one worker's counters over TCP, or the workers with a
-// live pid file in a socket directory) and dscli generate_config (a
+// dscli status (ours: a table of a worker's cluster over TCP, or the workers
+// with a live pid file in a socket directory) and dscli generate_config (a
 // worker_config.json with every flag and its default here).
 #include <fcntl.h>
 #include <sys/file.h>
@@ -8,8 +8,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "common/text_table.h"
 #include "common/wire/message.h"
+#include "datasystem/stats_codec.h"
 #include "datasystem/worker_flags.h"
 #include "dscli_internal.h"
 
@@ -17,16 +20,118 @@ namespace dscli {
 
 using tqds::wire::MsgType;
 
+namespace {
+
+constexpr int kAskTimeoutMs = 2000;
+
+struct WorkerRow {
+  std::string address;
+  tqds::Result<ds::WorkerStats> stats;
+};
+
+// Stats of the worker at `address` over its TCP port.
+tqds::Result<ds::WorkerStats> AskStats(const std::string& address) {
+  TQDS_ASSIGN_OR_RETURN(auto hp, ds::HostPort::Parse(address, "worker address"));
+  auto reply = Ask(hp, MsgType::kDsStats, kAskTimeoutMs);
+  if (!reply.ok()) {
+    return tqds::Status::Unavailable("no answer in ", kAskTimeoutMs, " ms (", reply.status().message(), ")");
+  }
+  return ds::DecodeWorkerStats(*reply);
+}
+
+std::string Percent(uint64_t part, uint64_t whole) {
+  if (whole == 0) return "";
+  return "  " + std::to_string((part * 100 + whole / 2) / whole) + "%";
+}
+
+std::string Table(const std::vector<WorkerRow>& rows) {
+  tqds::TextTable t;
+  t.head = {"worker", "state", "pid", "clients", "objects", "spilled", "shared memory used",
+            "spill used", "evictions", "pulls", "pulled", "peers"};
+  t.right = {false, false, true, true, true, true, false, false, true, true, true, true};
+  for (const auto& r : rows) {
+    if (!r.stats.ok()) {
+      t.rows.push_back({r.address, r.stats.status().message()});
+      continue;
+    }
+    const ds::WorkerStats& s = *r.stats;
+    t.rows.push_back({r.address, "running", std::to_string(s.pid), std::to_string(s.clients),
+                      std::to_string(s.objects), std::to_string(s.spilled_objects),
+                      tqds::HumanBytes(s.used) + " / " + tqds::HumanBytes(s.capacity) + Percent(s.used, s.capacity),
+                      s.spill_limit == 0 ? "-" : tqds::HumanBytes(s.spill_used) + " / " + tqds::HumanBytes(s.spill_limit),
+                      std::to_string(s.evictions), std::to_string(s.pulls), tqds::HumanBytes(s.pulled_bytes),
+                      s.coordination.empty() ? "-" : std::to_string(s.peers.size())});
+  }
+  return t.Render();
+}
+
+nlohmann::json ToJson(const WorkerRow& r) {
+  if (!r.stats.ok()) return {{"worker", r.address}, {"state", "no answer"}, {"error", r.stats.status().message()}};
+  const ds::WorkerStats& s = *r.stats;
+  return {{"worker", r.address},          {"state", "running"},
+          {"pid", s.pid},                 {"clients", s.clients},
+          {"capacity", s.capacity},       {"used", s.used},
+          {"objects", s.objects},         {"resident_objects", s.resident_objects},
+          {"spilled_objects", s.spilled_objects}, {"spill_used", s.spill_used},
+          {"spill_limit", s.spill_limit}, {"spills", s.spills},
+          {"reloads", s.reloads},         {"evictions", s.evictions},
+          {"pinned_blocks", s.pinned_blocks}, {"pending_creates", s.pending_creates},
+          {"memory_populated", s.memory_populated}, {"coordination", s.coordination},
+          {"peers", s.peers},             {"pulls", s.pulls},
+          {"pulled_bytes", s.pulled_bytes}, {"pull_failures", s.pull_failures}};
+}
+
+// `dscli status -w H:P`: that worker, and every other worker of its cluster
+// as it sees them, one row each.
+int ClusterStatus(const std::string& address, bool json) {
+  auto hp = ds::HostPort::Parse(address, "--worker_address");
+  if (!hp.ok()) return Error(hp.status().message());
+  std::vector<WorkerRow> rows;
+  rows.push_back({address, AskStats(address)});
+  if (!rows[0].stats.ok()) {
+    return Error("no datasystem worker is running at " + address + ": " + rows[0].stats.status().message());
+  }
+  const ds::WorkerStats self = *rows[0].stats;
+  for (const auto& peer : self.peers) rows.push_back({peer, AskStats(peer)});
+  if (json) {
+    nlohmann::json doc = {{"worker", address}, {"coordination", self.coordination},
+                          {"workers", nlohmann::json::array()}};
+    for (const auto& r : rows) doc["workers"].push_back(ToJson(r));
+    std::printf("%s\n", doc.dump(2).c_str());
+    return 0;
+  }
+  std::printf("datasystem worker at %s: running\n", address.c_str());
+  if (self.coordination.empty()) {
+    std::printf("standalone (no etcd or metastore)\n");
+  } else {
+    size_t answering = 0;
+    for (const auto& r : rows) answering += r.stats.ok() ? 1 : 0;
+    std::printf("cluster through %s: %zu worker%s, %zu answering\n", self.coordination.c_str(), rows.size(),
+                rows.size() == 1 ? "" : "s", answering);
+  }
+  std::fputs(Table(rows).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
 int RunStatus(const std::vector<std::string>& argv) {
   std::string address, socket_dir = ds::WorkerOptions{}.unix_domain_socket_dir;
+  bool json = false;
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (a == "-h" || a == "--help") {
-      std::printf("usage: dscli status [--worker_address H:P] [--unix_domain_socket_dir DIR]\n"
-                  "  one worker's counters, or the workers with a pid file in DIR "
+      std::printf("usage: dscli status [--worker_address H:P [--json]] [--unix_domain_socket_dir DIR]\n"
+                  "  --worker_address: that worker and every worker of its cluster, one row each\n"
+                  "  (pid, clients, objects, shared memory, spill, evictions, cross-node pulls, peers);\n"
+                  "  --json: the same as JSON. Without it: the workers with a pid file in DIR "
                   "(default %s)\n",
                   socket_dir.c_str());
       return 0;
+    }
+    if (a == "--json") {
+      json = true;
+      continue;
     }
     if (i + 1 >= argv.size()) return Error("dscli status: " + a + " needs a value");
     if (a == "--worker_address" || a == "-w") {
@@ -37,28 +142,8 @@ int RunStatus(const std::vector<std::string>& argv) {
       return Error("dscli status: unknown option '" + a + "'");
     }
   }
-  if (!address.empty()) {
-    auto hp = ds::HostPort::Parse(address, "--worker_address");
-    if (!hp.ok()) return Error(hp.status().message());
-    auto stats = Ask(*hp, MsgType::kDsStats, 2000);
-    if (!stats.ok()) return Error("no datasystem worker is running at " + address);
-    const auto& body = stats->body();
-    std::printf("datasystem worker at %s: running\n", address.c_str());
-    if (body.type == msgpack::type::MAP) {
-      for (uint32_t i = 0; i < body.via.map.size; ++i) {
-        const auto& kv = body.via.map.ptr[i];
-        if (kv.key.type != msgpack::type::STR) continue;
-        std::string k(kv.key.via.str.ptr, kv.key.via.str.size);
-        if (kv.val.type == msgpack::type::POSITIVE_INTEGER) {
-          std::printf("  %-18s %llu\n", k.c_str(), static_cast<unsigned long long>(kv.val.via.u64));
-        } else if (kv.val.type == msgpack::type::STR) {
-          std::printf("  %-18s %.*s\n", k.c_str(), static_cast<int>(kv.val.via.str.size),
-                      kv.val.via.str.ptr);
-        }
-      }
-    }
-    return 0;
-  }
+  if (!address.empty()) return ClusterStatus(address, json);
+  if (json) return Error("dscli status: --json needs --worker_address");
   int running = 0;
   std::error_code ec;
   const std::string prefix = "datasystem_worker_";

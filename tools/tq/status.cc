@@ -3,12 +3,12 @@
 // how many each task has consumed.
 #include "tools/tq/status.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "common/text_table.h"
 #include "tq/client.h"
 
 namespace tq::tools {
@@ -29,30 +29,14 @@ void PrintTable(const std::string& controller, const std::vector<PartitionSummar
   std::printf("controller %s: %zu partition%s\n", controller.c_str(), partitions.size(),
               partitions.size() == 1 ? "" : "s");
   if (partitions.empty()) return;
-  const std::vector<std::string> head = {"partition", "samples", "produced (field n/samples)",
-                                         "consumed (task n/samples)"};
-  std::vector<std::vector<std::string>> rows;
+  tqds::TextTable t;
+  t.head = {"partition", "samples", "produced (field n/samples)", "consumed (task n/samples)"};
+  t.right = {false, true};
   for (const auto& p : partitions) {
-    rows.push_back({p.partition_id, std::to_string(p.num_samples), Counts(p.produced, p.num_samples),
-                    Counts(p.consumed, p.num_samples)});
+    t.rows.push_back({p.partition_id, std::to_string(p.num_samples), Counts(p.produced, p.num_samples),
+                      Counts(p.consumed, p.num_samples)});
   }
-  std::vector<size_t> width(head.size());
-  for (size_t c = 0; c < head.size(); ++c) {
-    width[c] = head[c].size();
-    for (const auto& r : rows) width[c] = std::max(width[c], r[c].size());
-  }
-  auto print = [&](const std::vector<std::string>& r) {
-    std::string line;
-    for (size_t c = 0; c < r.size(); ++c) {
-      std::string cell = r[c];
-      const std::string pad(width[c] - cell.size(), ' ');
-      cell = c == 1 ? pad + cell : cell + (c + 1 < r.size() ? pad : "");  // numbers right-aligned
-      line += (c == 0 ? "" : "  ") + cell;
-    }
-    std::printf("%s\n", line.c_str());
-  };
-  print(head);
-  for (const auto& r : rows) print(r);
+  std::fputs(t.Render().c_str(), stdout);
 }
 
 }  // namespace

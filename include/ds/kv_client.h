@@ -62,6 +62,9 @@ struct SetParam {
   uint32_t ttl_seconds = 0;
   // Set only if the key does not exist; otherwise AlreadyExists.
   bool if_absent = false;
+  // With if_absent: a batch's keys are written together or not at all (on
+  // the worker of this client; MSetTx sets it).
+  bool all_or_nothing = false;
 };
 
 struct ClientOptions {
@@ -127,6 +130,7 @@ class WriteBuffer {
  private:
   friend class KVClient;
   std::string key_;
+  tqds::StatusCode refused_ = tqds::StatusCode::kOk;  // why the worker refused it at create
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool sealed_ = false;
@@ -187,6 +191,14 @@ class KVClient {
   Result<std::vector<Status>> MSetEach(const std::vector<std::string>& keys,
                                        const std::vector<std::string_view>& values,
                                        const SetParam& param = {});
+  // All-or-nothing batch write of new keys (openYuanrong's MSetTx): 1 to
+  // kMaxTxKeys distinct keys, param.if_absent required. Either every key is
+  // written, or none is and AlreadyExists names a key that exists. Atomic on
+  // this client's worker: a key that lives only on another worker of the
+  // cluster is not seen (as for MSet's if_absent).
+  static constexpr size_t kMaxTxKeys = 8;
+  Status MSetTx(const std::vector<std::string>& keys, const std::vector<std::string_view>& values,
+                const SetParam& param);
   // Batch copying read: nullopt for a missing key.
   Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys,
                                                        int32_t timeout_ms = 0);

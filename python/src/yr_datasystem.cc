@@ -304,6 +304,28 @@ void InitYrDatasystem(py::module_& m) {
            py::arg("value"), py::arg("evictable"), py::arg("ttl_second"))
       .def("mset", &MSet, py::arg("keys"), py::arg("values"), py::arg("evictable"), py::arg("ttl_second"),
            py::arg("nx"))
+      .def("msettx",
+           [](YrClient& c, const KeyList& key_list, const py::list& values, bool evictable, uint32_t ttl,
+              bool nx) {
+             c.CheckReady();
+             const auto& keys = key_list.v;
+             if (keys.size() != values.size()) {
+               RaiseYr(Status::Invalid("msettx: ", keys.size(), " keys but ", values.size(), " values"));
+             }
+             std::vector<ValueBytes> held(keys.size());
+             std::vector<std::string_view> views(keys.size());
+             for (size_t i = 0; i < keys.size(); ++i) {
+               PlainTypeErrors(
+                   [&] { held[i].Acquire(PyList_GET_ITEM(values.ptr(), static_cast<Py_ssize_t>(i))); });
+               views[i] = held[i].bytes();
+               if (auto st = CheckKey(keys[i]); !st.ok()) RaiseYr(st);
+               if (views[i].empty()) {
+                 RaiseYr(Status::Invalid("the value of key '", keys[i], "' is empty: values have at least 1 byte"));
+               }
+             }
+             c.Run([&](ds::KVClient& k) { return k.MSetTx(keys, views, Param(evictable, ttl, nx)); });
+           },
+           py::arg("keys"), py::arg("values"), py::arg("evictable"), py::arg("ttl_second"), py::arg("nx"))
       .def("get",
            [](YrClient& c, const KeyList& keys, int32_t timeout_ms) {
              c.CheckReady();

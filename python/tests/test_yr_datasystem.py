@@ -349,3 +349,27 @@ def test_request_timeout(fresh_worker, p):
     d = KVClient(fresh_worker.host, fresh_worker.port)
     d.init()
     assert d.get([p + "k"]) == [b"v"]
+
+
+@pytest.mark.parametrize("size", [16, 200 * 1024])  # inline, and through shared memory
+def test_msettx_writes_every_key_or_none(kv, p, size):
+    v = b"t" * size
+    kv.msettx([p + "a", p + "b"], [v, v], existence_opt=ExistenceOpt.NX)
+    assert kv.get([p + "a", p + "b"]) == [v, v]
+    kv.set(p + "taken", b"old")
+    with pytest.raises(RuntimeError, match=r"^code: \[Object already exist error\].*none of the 3 keys.*" + p + "taken"):
+        kv.msettx([p + "c", p + "taken", p + "d"], [v, v, v], existence_opt=ExistenceOpt.NX)
+    assert kv.exist([p + "c", p + "taken", p + "d"]) == [False, True, False]
+    assert kv.get([p + "taken"]) == [b"old"]
+
+
+def test_msettx_arguments(kv, p):
+    with pytest.raises(RuntimeError, match=r"^code: \[Invalid parameter\].*ExistenceOpt.NX"):
+        kv.msettx([p + "x"], [b"x"])  # NONE is not served, as openYuanrong documents
+    with pytest.raises(RuntimeError, match=r"^code: \[Invalid parameter\].*1 to 8"):
+        kv.msettx([p + str(i) for i in range(9)], [b"x"] * 9, existence_opt=ExistenceOpt.NX)
+    with pytest.raises(RuntimeError, match=r"^code: \[Invalid parameter\]"):
+        kv.msettx([p + "bad key"], [b"x"], existence_opt=ExistenceOpt.NX)
+    with pytest.raises(TypeError):
+        kv.msettx(p + "x", [b"x"], existence_opt=ExistenceOpt.NX)
+    assert kv.exist([p + "x"]) == [False]

@@ -164,8 +164,16 @@ def cases(c: KVClient, host: str, port: int):
         d.init()
 
     def generated_key_shape(key):
+        # "<uuid>;<worker uuid>": both parts version 4 UUIDs
         head, sep, tail = key.partition(";")
-        return [bool(sep), bool(head), bool(tail)]
+        return [bool(sep), is_uuid4(head), is_uuid4(tail)]
+
+    def is_uuid4(text):
+        import uuid
+        try:
+            return uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
+        except ValueError:
+            return False
 
     return [
         ("set", lambda: c.set(k("s1"), b"hello")),
@@ -276,6 +284,16 @@ def cases(c: KVClient, host: str, port: int):
         ("kwargs", lambda: type(KVClient(host=host, port=port, connect_timeout_ms=1000,
                                          req_timeout_ms=500)).__name__),
         ("unreachable", unreachable),
+        ("msettx_new", lambda: c.msettx([k("tx1"), k("tx2")], [b"a", b"b"], existence_opt=ExistenceOpt.NX)),
+        ("msettx_new_read", lambda: c.get([k("tx1"), k("tx2")])),
+        ("msettx_existing", lambda: c.msettx([k("tx3"), k("tx1")], [b"c", b"d"], existence_opt=ExistenceOpt.NX)),
+        ("msettx_existing_read", lambda: [c.exist([k("tx3"), k("tx1")]), c.get([k("tx1")])]),
+        ("msettx_none", lambda: c.msettx([k("tx4")], [b"e"])),
+        ("msettx_none_read", lambda: c.exist([k("tx4")])),
+        ("msettx_nine", lambda: c.msettx([k(f"tx9_{i}") for i in range(9)], [b"n"] * 9,
+                                         existence_opt=ExistenceOpt.NX)),
+        ("msettx_eight", lambda: c.msettx([k(f"tx8_{i}") for i in range(8)], [b"n"] * 8,
+                                          existence_opt=ExistenceOpt.NX)),
         # Where the two differ on purpose (see KNOWN_DIFFERENCES in the test).
         ("mset_nx", lambda: c.mset([k("m1"), k("nx1")], [b"q", b"r"], existence_opt=ExistenceOpt.NX)),
         ("mset_nx_read", lambda: c.get([k("m1"), k("nx1")])),

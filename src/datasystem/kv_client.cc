@@ -171,11 +171,29 @@ Status KeyError(StatusCode code, const std::string& key, const char* op) {
     case StatusCode::kNotFound:
       return Status::NotFound(op, ": key '", key,
                               "' was not created by this client or was aborted");
+    case StatusCode::kCancelled:
+      return Status::Cancelled(op, ": key '", key,
+                               "' was not written: another key of its all-or-nothing batch exists");
     default:
       return Status(code, std::string(op) + " failed for key '" + key + "'");
   }
 }
 
+// The error of a batch write: the first key's that failed, except that an
+// existing key (AlreadyExists) is named before the keys of an all-or-nothing
+// batch that it kept out (Cancelled).
+Status BatchError(const std::vector<StatusCode>& codes, const std::vector<std::string>& keys,
+                  const char* op) {
+  Status first;
+  for (size_t i = 0; i < codes.size(); ++i) {
+    Status st = KeyError(codes[i], keys[i], op);
+    if (st.ok()) continue;
+    if (first.ok() || (first.code() == StatusCode::kCancelled && st.IsAlreadyExists())) first = std::move(st);
+  }
+  return first;
+}
+
+// Packs 4 map entries.
 void PackWriteParam(Packer& pk, const SetParam& p) {
   pk.pack(proto::kEvictable);
   pk.pack(p.evictable);
@@ -183,6 +201,8 @@ void PackWriteParam(Packer& pk, const SetParam& p) {
   pk.pack(uint64_t{p.ttl_seconds} * 1000);
   pk.pack(proto::kIfAbsent);
   pk.pack(p.if_absent);
+  pk.pack(proto::kAllOrNothing);
+  pk.pack(p.all_or_nothing);
 }
 
 template <typename Keys>
@@ -389,7 +409,7 @@ Result<std::vector<StatusCode>> KVClient::PutCodes(const std::vector<std::string
   }
   Message req(MsgType::kDsPut, 0);
   req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(4);
+    pk.pack_map(5);
     PackKeys(pk, keys);
     PackWriteParam(pk, param);
   }));
@@ -406,10 +426,30 @@ Result<std::vector<StatusCode>> KVClient::PutCodes(const std::vector<std::string
 Status KVClient::MSet(const std::vector<std::string>& keys,
                       const std::vector<std::string_view>& values, const SetParam& param) {
   TQDS_ASSIGN_OR_RETURN(auto codes, PutCodes(keys, values, param));
-  for (size_t i = 0; i < codes.size(); ++i) {
-    TQDS_RETURN_NOT_OK(KeyError(codes[i], keys[i], "Set"));
+  return BatchError(codes, keys, "Set");
+}
+
+Status KVClient::MSetTx(const std::vector<std::string>& keys,
+                        const std::vector<std::string_view>& values, const SetParam& param) {
+  if (keys.empty() || keys.size() > kMaxTxKeys) {
+    return Status::Invalid("MSetTx: ", keys.size(), " keys; a transaction writes 1 to ", kMaxTxKeys);
   }
-  return Status::OK();
+  if (!param.if_absent) {
+    return Status::Invalid("MSetTx: only new keys are written together: set if_absent (ExistenceOpt.NX)");
+  }
+  SetParam tx = param;
+  tx.all_or_nothing = true;
+  TQDS_ASSIGN_OR_RETURN(auto codes, PutCodes(keys, values, tx));
+  Status st = BatchError(codes, keys, "MSetTx");
+  if (st.IsAlreadyExists()) {
+    for (size_t j = 0; j < codes.size(); ++j) {
+      if (codes[j] == StatusCode::kOk) {  // cannot happen: the worker refuses them together
+        return Status::Internal("MSetTx: key '", keys[j], "' was written in a refused transaction");
+      }
+    }
+    return Status::AlreadyExists("MSetTx: none of the ", keys.size(), " keys was written: ", st.message());
+  }
+  return st;
 }
 
 Result<std::vector<Status>> KVClient::MSetEach(const std::vector<std::string>& keys,
@@ -508,7 +548,7 @@ Result<std::vector<WriteBuffer>> KVClient::MCreate(const std::vector<std::string
   }
   Message req(MsgType::kDsCreate, 0);
   req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(5);
+    pk.pack_map(6);
     PackKeys(pk, keys);
     pk.pack(proto::kSizes);
     pk.pack(sizes);
@@ -526,6 +566,7 @@ Result<std::vector<WriteBuffer>> KVClient::MCreate(const std::vector<std::string
     if (codes[i] != 0) {
       if (first.ok()) first = KeyError(static_cast<StatusCode>(codes[i]), keys[i], "Create");
       out[i].sealed_ = true;  // nothing to abort
+      out[i].refused_ = static_cast<StatusCode>(codes[i]);
       continue;
     }
     if (!conn_->InBounds(offsets[i], sizes[i])) return Status::Internal("Create: bad offset");
@@ -549,8 +590,8 @@ Result<std::vector<StatusCode>> KVClient::SealCodes(std::vector<WriteBuffer>& bu
                                "' was created by another KVClient; seal it with that client");
       }
       idx.push_back(i);
-    } else if (buffers[i].data_ == nullptr) {
-      codes[i] = StatusCode::kAlreadyExists;  // refused at create
+    } else if (buffers[i].data_ == nullptr) {  // refused at create
+      codes[i] = buffers[i].refused_ != StatusCode::kOk ? buffers[i].refused_ : StatusCode::kAlreadyExists;
     }
   }
   if (idx.empty()) return codes;
@@ -573,10 +614,10 @@ Result<std::vector<StatusCode>> KVClient::SealCodes(std::vector<WriteBuffer>& bu
 
 Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
   TQDS_ASSIGN_OR_RETURN(auto codes, SealCodes(buffers));
-  for (size_t i = 0; i < codes.size(); ++i) {
-    TQDS_RETURN_NOT_OK(KeyError(codes[i], buffers[i].key_, "Seal"));
-  }
-  return Status::OK();
+  std::vector<std::string> keys;
+  keys.reserve(buffers.size());
+  for (const auto& b : buffers) keys.push_back(b.key_);
+  return BatchError(codes, keys, "Seal");
 }
 
 Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
@@ -698,30 +739,39 @@ Result<std::vector<bool>> KVClient::Expire(const std::vector<std::string>& keys,
 
 Status KVClient::HealthCheck() { return Stats().status(); }
 
+namespace {
+
+// A version 4 UUID ("8-4-4-4-12" lowercase hex) from 128 bits.
+std::string Uuid4(uint64_t hi, uint64_t lo) {
+  hi = (hi & ~0xF000ull) | 0x4000ull;
+  lo = (lo & ~(0xC000ull << 48)) | (0x8000ull << 48);
+  char uuid[37];
+  std::snprintf(uuid, sizeof(uuid), "%08llx-%04llx-%04llx-%04llx-%012llx",
+                static_cast<unsigned long long>(hi >> 32),
+                static_cast<unsigned long long>((hi >> 16) & 0xFFFF),
+                static_cast<unsigned long long>(hi & 0xFFFF), static_cast<unsigned long long>(lo >> 48),
+                static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFull));
+  return uuid;
+}
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
 Result<std::string> KVClient::GenerateKey(std::string_view prefix) {
   TQDS_RETURN_NOT_OK(Ready());
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char worker[17];
-  std::snprintf(worker, sizeof(worker), "%016llx", static_cast<unsigned long long>(worker_instance_));
-  std::string key;
-  if (prefix.empty()) {
-    // A version 4 UUID: 122 random bits.
-    uint64_t hi = rng(), lo = rng();
-    hi = (hi & ~0xF000ull) | 0x4000ull;
-    lo = (lo & ~(0xC000ull << 48)) | (0x8000ull << 48);
-    char uuid[37];
-    std::snprintf(uuid, sizeof(uuid), "%08llx-%04llx-%04llx-%04llx-%012llx",
-                  static_cast<unsigned long long>(hi >> 32),
-                  static_cast<unsigned long long>((hi >> 16) & 0xFFFF),
-                  static_cast<unsigned long long>(hi & 0xFFFF),
-                  static_cast<unsigned long long>(lo >> 48),
-                  static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFull));
-    key = uuid;
-  } else {
-    key = std::string(prefix);
-  }
+  // "<prefix, or a random UUID>;<the worker's id as a UUID>", as openYuanrong
+  // datasystem forms them; the worker id comes from the worker process's
+  // random instance number (the same for every client of that worker).
+  std::string key = prefix.empty() ? Uuid4(rng(), rng()) : std::string(prefix);
   key += ';';
-  key += worker;
+  key += Uuid4(worker_instance_, SplitMix64(worker_instance_));
   if (key.size() > proto::kMaxKeyBytes) {
     return Status::Invalid("GenerateKey: prefix of ", prefix.size(), " bytes makes a key longer than ",
                            proto::kMaxKeyBytes, " bytes");

@@ -177,6 +177,16 @@ Result<std::vector<CreateSlot>> ObjectStore::Create(Session& session, std::vecto
   const int64_t now = NowMs();
   Status failure;
   size_t i = 0;
+  if (opts.all_or_nothing) {  // one existing key refuses them all, before anything is allocated
+    bool refused = false;
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const bool exists = FindLive(keys[k], now) != table_.end();
+      slots[k].code = exists ? StatusCode::kAlreadyExists : StatusCode::kCancelled;
+      refused = refused || exists;
+    }
+    if (refused) return slots;
+    for (auto& s : slots) s.code = StatusCode::kOk;
+  }
   for (; i < keys.size(); ++i) {
     if (opts.if_absent && FindLive(keys[i], now) != table_.end()) {
       slots[i].code = StatusCode::kAlreadyExists;
@@ -213,10 +223,29 @@ std::vector<StatusCode> ObjectStore::Seal(Session& session, const std::vector<ui
                                                 std::chrono::system_clock::now().time_since_epoch())
                                                 .count());
     table_.reserve(table_.size() + offsets.size());
+    // All-or-nothing writes (msettx): one key that exists by now refuses
+    // every all-or-nothing write of this seal, under the same lock.
+    bool refuse_all_or_nothing = false;
+    for (uint64_t offset : offsets) {
+      auto p = session.pending.find(offset);
+      if (p != session.pending.end() && p->second.opts.all_or_nothing &&
+          FindLive(p->second.key, now) != table_.end()) {
+        refuse_all_or_nothing = true;
+        break;
+      }
+    }
     for (size_t i = 0; i < offsets.size(); ++i) {
       auto p = session.pending.find(offsets[i]);
       if (p == session.pending.end()) {
         codes[i] = StatusCode::kNotFound;
+        continue;
+      }
+      if (refuse_all_or_nothing && p->second.opts.all_or_nothing) {
+        codes[i] = FindLive(p->second.key, now) != table_.end() ? StatusCode::kAlreadyExists
+                                                                : StatusCode::kCancelled;
+        allocator_->Free(p->first);
+        session.pending.erase(p);
+        --pending_creates_;
         continue;
       }
       const uint64_t offset = p->first;

@@ -37,6 +37,9 @@ struct WriteOptions {
   bool evictable = false;  // may be dropped (not spilled) under memory pressure
   uint64_t ttl_ms = 0;     // 0: never expires
   bool if_absent = false;  // fail with AlreadyExists when the key exists
+  // With if_absent: the batch's keys are written together or not at all
+  // (msettx). A key that exists fails every key of the Create, or of the Seal.
+  bool all_or_nothing = false;
   bool cached = false;     // a copy pulled from another worker (cluster): not this worker's
                            // own write, so never re-announced as the primary copy
 };
@@ -96,7 +99,9 @@ class ObjectStore {
 
   // Phase 1: allocates one block per key, owned by `session` (the keys are
   // moved into it). All or nothing on OutOfSpace (the error says what to do).
-  // Per-key AlreadyExists when opts.if_absent and the key exists. A key
+  // Per-key AlreadyExists when opts.if_absent and the key exists (with
+  // opts.all_or_nothing: nothing is allocated then, and the other keys are
+  // Cancelled; Seal refuses such a batch the same way). A key
   // created twice before a seal has two pending writes; the later seal wins.
   Result<std::vector<CreateSlot>> Create(Session& session, std::vector<std::string> keys,
                                          const std::vector<uint64_t>& sizes,

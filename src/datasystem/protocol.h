@@ -18,6 +18,7 @@ inline constexpr const char* kSizes = "sizes";        // [u64]      Create
 inline constexpr const char* kEvictable = "evictable";  // bool     Create/Put
 inline constexpr const char* kTtlMs = "ttl_ms";       // u64        Create/Put/Expire
 inline constexpr const char* kIfAbsent = "nx";        // bool       Create/Put
+inline constexpr const char* kAllOrNothing = "tx";    // bool       Create/Put: with nx, every key or none
 inline constexpr const char* kWaitMs = "wait_ms";     // u64        Get
 inline constexpr const char* kInlineMax = "inline_max";  // u64     Get (Unix socket)
 inline constexpr const char* kOffsets = "offsets";    // [u64]      Release; Create/Get replies

@@ -45,6 +45,10 @@ Result<WriteOptions> ReadWriteOptions(const MapReader& r) {
   TQDS_ASSIGN_OR_RETURN(o.evictable, r.GetOr<bool>(proto::kEvictable, false));
   TQDS_ASSIGN_OR_RETURN(o.ttl_ms, r.GetOr<uint64_t>(proto::kTtlMs, 0));
   TQDS_ASSIGN_OR_RETURN(o.if_absent, r.GetOr<bool>(proto::kIfAbsent, false));
+  TQDS_ASSIGN_OR_RETURN(o.all_or_nothing, r.GetOr<bool>(proto::kAllOrNothing, false));
+  if (o.all_or_nothing && !o.if_absent) {
+    return Status::Invalid("an all-or-nothing write needs if-absent (nx): only new keys are written together");
+  }
   return o;
 }
 

@@ -91,6 +91,63 @@ TEST_F(KVYrFeaturesTest, ExpireSetsAndReplacesTheTimeToLive) {
   EXPECT_TRUE((*client_->Exist({"t"}))[0]);
 }
 
+TEST_F(KVYrFeaturesTest, MSetTxWritesEveryKeyOrNone) {
+  SetParam nx;
+  nx.if_absent = true;
+  // Small values travel inline (Put), large ones through shared memory
+  // (Create + Seal): both all or nothing.
+  for (size_t size : {size_t{16}, size_t{200} << 10}) {
+    const std::string tag = std::to_string(size);
+    const std::string v(size, 'v');
+    ASSERT_TRUE(client_->MSetTx({"tx1_" + tag, "tx2_" + tag}, {v, v}, nx).ok());
+    EXPECT_EQ(*client_->Get("tx2_" + tag), v);
+    ASSERT_TRUE(client_->Set("taken_" + tag, "old").ok());
+    auto st = client_->MSetTx({"new1_" + tag, "taken_" + tag, "new2_" + tag}, {v, v, v}, nx);
+    EXPECT_TRUE(st.IsAlreadyExists()) << st.ToString();
+    EXPECT_NE(st.message().find("'taken_" + tag + "'"), std::string::npos) << st.ToString();
+    EXPECT_NE(st.message().find("none of the 3 keys"), std::string::npos) << st.ToString();
+    auto ex = client_->Exist({"new1_" + tag, "taken_" + tag, "new2_" + tag});
+    ASSERT_TRUE(ex.ok());
+    EXPECT_EQ(*ex, (std::vector<bool>{false, true, false})) << "a refused transaction wrote a key";
+    EXPECT_EQ(*client_->Get("taken_" + tag), "old");
+  }
+  // Bounds and the required if-absent.
+  std::vector<std::string> nine;
+  std::vector<std::string_view> vals;
+  for (int i = 0; i < 9; ++i) nine.push_back("nine" + std::to_string(i));
+  vals.assign(9, "x");
+  EXPECT_TRUE(client_->MSetTx(nine, vals, nx).IsInvalid());
+  EXPECT_TRUE(client_->MSetTx({}, {}, nx).IsInvalid());
+  EXPECT_TRUE(client_->MSetTx({"plain"}, {"x"}, SetParam{}).IsInvalid());
+  EXPECT_FALSE(*client_->Exist({"plain"}).ValueOr({true}).begin());
+}
+
+TEST_F(KVYrFeaturesTest, MSetTxLosesWholeWhenAKeyAppearsBeforeItsSeal) {
+  // A transaction created in shared memory; another client writes one of its
+  // keys before the seal: the seal refuses every key of the transaction.
+  SetParam tx;
+  tx.if_absent = true;
+  tx.all_or_nothing = true;
+  auto bufs = client_->MCreate({"race_a", "race_b"}, {4, 4}, tx);
+  ASSERT_TRUE(bufs.ok()) << bufs.status().ToString();
+  ASSERT_TRUE((*bufs)[0].Write("AAAA").ok());
+  ASSERT_TRUE((*bufs)[1].Write("BBBB").ok());
+  KVClient other("127.0.0.1", worker_->port());
+  ASSERT_TRUE(other.Init().ok());
+  ASSERT_TRUE(other.Set("race_b", "won!").ok());
+  auto sealed = client_->MSetBuffer(*bufs);
+  EXPECT_TRUE(sealed.IsAlreadyExists()) << sealed.ToString();
+  auto ex = client_->Exist({"race_a", "race_b"});
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ(*ex, (std::vector<bool>{false, true}));
+  EXPECT_EQ(*client_->Get("race_b"), "won!");
+  // Nothing is left pending or allocated by the refused transaction.
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->pending_creates, 0u);
+  EXPECT_EQ(stats->objects, 1u);
+}
+
 TEST_F(KVYrFeaturesTest, HealthCheckAndGenerateKey) {
   EXPECT_TRUE(client_->HealthCheck().ok());
   std::set<std::string> keys;
@@ -106,7 +163,15 @@ TEST_F(KVYrFeaturesTest, HealthCheckAndGenerateKey) {
     keys.insert(*k);
   }
   EXPECT_EQ(keys.size(), 100u);
+  // The worker's id is a version 4 UUID too, as openYuanrong's keys end.
+  ASSERT_EQ(worker_id.size(), 36u) << worker_id;
+  EXPECT_EQ(worker_id[14], '4') << worker_id;
+  for (size_t dash : {8u, 13u, 18u, 23u}) EXPECT_EQ(worker_id[dash], '-') << worker_id;
   EXPECT_EQ(*client_->GenerateKey("pre"), "pre;" + worker_id);
+  // Every client of the worker names it the same way.
+  KVClient other("127.0.0.1", worker_->port());
+  ASSERT_TRUE(other.Init().ok());
+  EXPECT_EQ(other.GenerateKey("x")->substr(2), worker_id);
   EXPECT_TRUE(client_->GenerateKey(std::string(2000, 'p')).status().IsInvalid());
   KVClient not_ready("127.0.0.1", worker_->port());
   EXPECT_FALSE(not_ready.HealthCheck().ok());

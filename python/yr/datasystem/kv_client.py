@@ -368,6 +368,14 @@ class KVClient:
 
     def msettx(self, keys, vals, write_mode=WriteMode.NONE_L2_CACHE, ttl_second=0,
                existence_opt=ExistenceOpt.NONE) -> None:
-        """Not served by this worker (all-or-nothing batches): raises."""
-        raise RuntimeError("code: [Invalid parameter], msg: [msettx (all-or-nothing writes) is not "
-                           "supported by this datasystem worker; use mset]")
+        """Writes 1 to 8 new keys together or not at all: with
+        ExistenceOpt.NX (the only option served), a key that exists raises
+        and none of the keys is written. Atomic on this client's worker."""
+        if type(keys) is not list:
+            raise TypeError(f"The input of keys has invalid type, valid type: [{list}]")
+        if type(vals) is not list:
+            raise TypeError(f"The input of vals has invalid type, valid type: [{list}]")
+        if type(existence_opt) is not ExistenceOpt:
+            raise TypeError(f"The input of existence_opt has invalid type, valid type: [{ExistenceOpt}]")
+        _check_ttl(ttl_second)
+        self._client.msettx(keys, vals, _evictable(write_mode), ttl_second, existence_opt is ExistenceOpt.NX)

@@ -153,6 +153,7 @@ struct WorkerStats {
   // The background commit of the shared memory (--populate_memory) is done.
   bool memory_populated = true;
   std::string worker;       // its --worker_address
+  std::string metrics;      // "ip:port" of its Prometheus endpoint; empty: none
   uint64_t clients = 0;     // local clients connected now
   // Its cluster: the etcd (or metastore) address it joined through and the
   // other live workers it sees; both empty for a standalone worker.

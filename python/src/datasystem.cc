@@ -679,6 +679,7 @@ void InitDatasystem(py::module_& m) {
         d["pinned_blocks"] = s.pinned_blocks;
         d["memory_populated"] = s.memory_populated;
         d["worker"] = s.worker;
+        d["metrics"] = s.metrics;
         d["clients"] = s.clients;
         d["coordination"] = s.coordination;
         d["peers"] = s.peers;

@@ -125,7 +125,8 @@ class DsWorker:
     `dscli stop` and, if that fails, kills it by pid."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, socket_dir: str | None = None,
-                 shared_memory_mb: int = 1024, netns: list[str] | None = None, etcd_address: str | None = None):
+                 shared_memory_mb: int = 1024, netns: list[str] | None = None, etcd_address: str | None = None,
+                 extra_args: list[str] | None = None):
         self.host = host
         self.netns = netns or []  # e.g. ["ip", "netns", "exec", "ns"]
         self._own_dir = socket_dir is None
@@ -139,6 +140,7 @@ class DsWorker:
                                 "--shared_memory_size_mb", str(shared_memory_mb)]
             if etcd_address:
                 cmd += ["--etcd_address", etcd_address]
+            cmd += extra_args or []
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=DSCLI_START_TIMEOUT)
             last = r.stdout + r.stderr
             m = re.search(r"PID: (\d+)", r.stdout)

@@ -424,10 +424,11 @@ Result<Message> RequestHandler::Expire(const Message& request, bool local) {
   return ExistReply(request, exist);
 }
 
-Result<Message> RequestHandler::Stats(const Message& request) {
+WorkerStats RequestHandler::CollectStats() const {
   StoreStats st = store_.Stats();
   WorkerStats s;
   s.worker = context_.worker;
+  s.metrics = context_.metrics;
   s.memory_populated = context_.memory_populated ? context_.memory_populated() : true;
   s.pid = context_.pid;
   s.capacity = st.capacity;
@@ -451,6 +452,11 @@ Result<Message> RequestHandler::Stats(const Message& request) {
     s.pulled_bytes = c.pulled_bytes;
     s.pull_failures = c.pull_failures;
   }
+  return s;
+}
+
+Result<Message> RequestHandler::Stats(const Message& request) {
+  const WorkerStats s = CollectStats();
   Message reply = Message::ReplyTo(request);
   reply.set_body(EncodeWorkerStats(s));
   return reply;

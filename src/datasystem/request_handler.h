@@ -12,6 +12,7 @@
 #include "common/wire/message.h"
 #include "datasystem/cluster_hooks.h"
 #include "datasystem/object_store.h"
+#include "ds/kv_client.h"
 
 namespace ds {
 
@@ -28,6 +29,8 @@ struct HandlerContext {
   std::function<void()> request_shutdown;
   // Local clients connected now (Stats); may be empty.
   std::function<size_t()> clients;
+  // "ip:port" of the worker's Prometheus endpoint; empty: none.
+  std::string metrics;
   // The cluster this worker belongs to; null for a standalone worker.
   // Borrowed: outlives the handler.
   ClusterHooks* cluster = nullptr;
@@ -48,6 +51,9 @@ class RequestHandler {
   Message HandleTcp(const Message& request, bool* retry);
 
   const HandlerContext& context() const { return context_; }
+  // What Stats replies: the store's counters, the clients, the cluster.
+  // Thread-safe.
+  WorkerStats CollectStats() const;
 
  private:
   Result<Message> Dispatch(const Message& request, Session& session, bool local, bool* retry);

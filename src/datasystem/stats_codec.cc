@@ -32,7 +32,7 @@ void ForEachCounter(Stats& s, Fn&& fn) {
   fn("pull_failures", s.pull_failures);
 }
 
-constexpr uint32_t kNonCounters = 5;  // worker, memory_populated, pid, coordination, peers
+constexpr uint32_t kNonCounters = 6;  // worker, memory_populated, pid, coordination, peers, metrics
 
 }  // namespace
 
@@ -51,6 +51,8 @@ std::string EncodeWorkerStats(const WorkerStats& s) {
     pk.pack(s.coordination);
     pk.pack("peers");
     pk.pack(s.peers);
+    pk.pack("metrics");
+    pk.pack(s.metrics);
     ForEachCounter(s, [&](const char* name, const uint64_t& v) {
       pk.pack(name);
       pk.pack(v);
@@ -76,6 +78,7 @@ Result<WorkerStats> DecodeWorkerStats(const tqds::wire::Message& reply) {
   TQDS_ASSIGN_OR_RETURN(s.pid, r.GetOr<int>("pid", 0));
   TQDS_ASSIGN_OR_RETURN(s.coordination, r.GetOr<std::string>("coordination", ""));
   TQDS_ASSIGN_OR_RETURN(s.peers, r.GetOr<std::vector<std::string>>("peers", {}));
+  TQDS_ASSIGN_OR_RETURN(s.metrics, r.GetOr<std::string>("metrics", ""));
   return s;
 }
 

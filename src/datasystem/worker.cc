@@ -16,6 +16,7 @@
 #include <random>
 
 #include "datasystem/metastore_hook.h"
+#include "datasystem/worker_metrics.h"
 #include "datasystem/protocol.h"
 #include "datasystem/safe_dir.h"
 
@@ -153,8 +154,17 @@ Status Worker::Init() {
     co.cache_max_keys = options_.cache_max_keys;
     TQDS_ASSIGN_OR_RETURN(cluster_, ClusterNode::Start(co, *store_));
   }
+  if (options_.metrics_port >= 0) {
+    TQDS_ASSIGN_OR_RETURN(metrics_, tqds::MetricsEndpoint::Start(bind_ip, options_.metrics_port, [this] {
+      const RequestHandler* h = handler_view_.load(std::memory_order_acquire);
+      return h != nullptr ? WorkerMetricFamilies(h->CollectStats()) : std::vector<prometheus::MetricFamily>{};
+    }));
+    spdlog::info("datasystem worker {}: Prometheus metrics at http://{}/metrics", options_.worker_address,
+                 metrics_->address());
+  }
   HandlerContext ctx;
   ctx.worker = options_.worker_address;
+  ctx.metrics = metrics_ ? metrics_->address() : "";
   ctx.socket_path = options_.socket_path();
   ctx.instance = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
   ctx.arena_size = arena_->size();
@@ -167,6 +177,7 @@ Status Worker::Init() {
     return l != nullptr ? l->connections() : 0;
   };
   handler_ = std::make_unique<RequestHandler>(*store_, ctx);
+  handler_view_.store(handler_.get(), std::memory_order_release);
   TQDS_ASSIGN_OR_RETURN(local_, LocalServer::Start(options_.socket_path(), arena_->fd(), *handler_,
                                                    *store_, LocalOptions(arena_->size())));
   local_view_.store(local_.get(), std::memory_order_release);
@@ -215,6 +226,8 @@ void Worker::RequestProcessStop() { ::kill(::getpid(), SIGTERM); }
 void Worker::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  handler_view_.store(nullptr, std::memory_order_release);
+  metrics_.reset();  // no scrape reads a stopping store
   if (cluster_) cluster_->Stop();  // leave the ring first
   if (metastore_started_) StopMetastore();
   if (store_) store_->Shutdown();

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 
+#include "common/metrics_endpoint.h"
 #include "common/wire/rpc.h"
 #include "datasystem/arena.h"
 #include "datasystem/cluster_node.h"
@@ -52,6 +53,9 @@ class Worker {
   std::unique_ptr<ObjectStore> store_;
   std::unique_ptr<ClusterNode> cluster_;  // null for a standalone worker
   std::unique_ptr<RequestHandler> handler_;
+  // handler_ once made, for metrics scrapes (on the exposer's HTTP thread).
+  std::atomic<const RequestHandler*> handler_view_{nullptr};
+  std::unique_ptr<tqds::MetricsEndpoint> metrics_;  // --metrics_port >= 0
   std::unique_ptr<LocalServer> local_;
   // local_ once it serves, for the handler's Stats (read on server threads).
   std::atomic<const LocalServer*> local_view_{nullptr};

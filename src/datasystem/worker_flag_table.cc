@@ -248,6 +248,8 @@ const std::vector<FlagSpec>& WorkerFlagTable() {
        "shared-memory allocator detail: one memfd arena with a best-fit allocator here", ""},
       {"metastore_address", FlagKind::kString, FlagUse::kEffect, "", "HOST:PORT", "0.8/0.9",
        "used as the coordination address (same etcd v3 JSON client) when etcd_address is empty", ""},
+      {"metrics_port", FlagKind::kInt32, FlagUse::kOwn, "-1", "", "",
+       "serve Prometheus metrics (GET /metrics) on the worker's host at this port (0: a free port; -1: none); dscli status shows the address", ""},
       {"minloglevel", FlagKind::kInt32, FlagUse::kEffect, "0", "", "0.8/0.9",
        "lowest level logged: 0 info, 1 warning, 2 error, 3 fatal", ""},
       {"monitor_config_file", FlagKind::kString, FlagUse::kNoEffect, "~/datasystem/config/datasystem.config", "path", "0.8/0.9",

@@ -161,6 +161,8 @@ bool Apply(WorkerOptions& o, std::string_view name, const std::string& norm) {
     o.data_port = static_cast<int>(i64());
   } else if (name == "oc_worker_worker_pool_size" || name == "pull_connections") {
     o.pull_connections = static_cast<uint32_t>(u64());
+  } else if (name == "metrics_port") {
+    o.metrics_port = static_cast<int>(i64());
   } else if (name == "cache_max_keys") {
     o.cache_max_keys = static_cast<uint32_t>(u64());
   } else if (name == "enable_data_replication") {
@@ -345,6 +347,7 @@ std::vector<std::string> WorkerArgv(const WorkerFlags& flags) {
   add("oc_worker_worker_direct_port", std::to_string(o.data_port));
   add("oc_worker_worker_pool_size", std::to_string(o.pull_connections));
   add("cache_max_keys", std::to_string(o.cache_max_keys));
+  add("metrics_port", std::to_string(o.metrics_port));
   if (!o.log_dir.empty()) add("log_dir", o.log_dir);
   if (!o.log_filename.empty()) add("log_filename", o.log_filename);
   add("minloglevel", std::to_string(o.min_log_level));

@@ -79,6 +79,9 @@ Status WorkerOptions::Validate() const {
     return Status::Invalid("--oc_worker_worker_pool_size must be between 1 and 64, got ",
                            pull_connections);
   }
+  if (metrics_port < -1 || metrics_port > 65535) {
+    return Status::Invalid("--metrics_port must be -1 (none), 0 (a free port) or a port, got ", metrics_port);
+  }
   if (data_port < 0 || data_port > 65535) {
     return Status::Invalid("--oc_worker_worker_direct_port must be between 0 and 65535, got ",
                            data_port);

@@ -89,6 +89,9 @@ struct WorkerOptions {
   // Cluster: TCP port of the worker-to-worker data plane
   // (--oc_worker_worker_direct_port); 0 (default): any free port.
   int data_port = 0;
+  // Prometheus metrics (GET /metrics) on the worker's host at this port; 0:
+  // a free port; -1 (default): none. The address is in Stats (dscli status).
+  int metrics_port = -1;
 
   tqds::Status Validate() const;
   HostPort address() const;  // precondition: Validate() passed

@@ -78,7 +78,8 @@ nlohmann::json ToJson(const WorkerRow& r) {
           {"pinned_blocks", s.pinned_blocks}, {"pending_creates", s.pending_creates},
           {"memory_populated", s.memory_populated}, {"coordination", s.coordination},
           {"peers", s.peers},             {"pulls", s.pulls},
-          {"pulled_bytes", s.pulled_bytes}, {"pull_failures", s.pull_failures}};
+          {"pulled_bytes", s.pulled_bytes}, {"pull_failures", s.pull_failures},
+          {"metrics", s.metrics}};
 }
 
 // `dscli status -w H:P`: that worker, and every other worker of its cluster
@@ -110,6 +111,11 @@ int ClusterStatus(const std::string& address, bool json) {
                 rows.size() == 1 ? "" : "s", answering);
   }
   std::fputs(Table(rows).c_str(), stdout);
+  for (const auto& r : rows) {
+    if (r.stats.ok() && !r.stats->metrics.empty()) {
+      std::printf("metrics of %s: http://%s/metrics\n", r.address.c_str(), r.stats->metrics.c_str());
+    }
+  }
   return 0;
 }
 

@@ -1,0 +1,93 @@
+"""Prometheus metrics of the datasystem worker (issue 16): a real worker
+started with --metrics_port, scraped over HTTP, the text parsed with the
+Prometheus client's own parser."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import DsWorker, unique
+from yr.datasystem import KVClient
+
+
+def scrape(address: str) -> dict:
+    """{(sample name, ((label, value), ...)): value} of one scrape, and the
+    family types as {family name: type}."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values, types = {}, {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        for s in family.samples:
+            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return {"values": values, "types": types}
+
+
+@pytest.fixture
+def metrics_worker():
+    w = DsWorker(shared_memory_mb=256, extra_args=["--metrics_port", "0"])
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def test_worker_metrics_follow_its_counters(metrics_worker):
+    import datasystem
+
+    w = metrics_worker
+    stats = datasystem.KVClient(w.host, w.port)
+    stats.init()
+    address = stats.stats()["metrics"]
+    assert address.startswith(w.host + ":"), address
+    label = (("worker", w.address),)
+    before = scrape(address)
+    v = before["values"]
+    assert before["types"]["ds_worker_shared_memory_used_bytes"] == "gauge"
+    assert before["types"]["ds_worker_pulls"] == "counter"  # exposed as ds_worker_pulls_total
+    assert v[("ds_worker_shared_memory_capacity_bytes", label)] == stats.stats()["capacity"]
+    assert v[("ds_worker_objects", label)] == 0
+    assert v[("ds_worker_pulls_total", label)] == 0
+    assert v[("ds_worker_cluster_peers", label)] == 0  # standalone
+
+    kv = KVClient(w.host, w.port)
+    kv.init()
+    p = unique("m") + "_"
+    kv.mset([p + str(i) for i in range(4)], [b"x" * 100_000] * 4)
+    after = scrape(address)["values"]
+    assert after[("ds_worker_objects", label)] == 4
+    assert after[("ds_worker_shared_memory_used_bytes", label)] >= 400_000
+    assert 0 < after[("ds_worker_shared_memory_utilization_ratio", label)] < 1
+    assert after[("ds_worker_clients", label)] >= 2  # stats and kv
+    kv.delete([p + str(i) for i in range(4)])
+    assert scrape(address)["values"][("ds_worker_objects", label)] == 0
+
+
+def test_dscli_status_shows_the_metrics_address(metrics_worker):
+    r = subprocess.run(["dscli", "status", "--worker_address", metrics_worker.address],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"metrics of {metrics_worker.address}: http://{metrics_worker.host}:" in r.stdout, r.stdout
+
+
+def test_no_metrics_unless_asked(ds_worker):
+    import datasystem
+
+    c = datasystem.KVClient(ds_worker.host, ds_worker.port)
+    c.init()
+    assert c.stats()["metrics"] == ""
+
+
+def test_a_taken_metrics_port_fails_the_start_naming_it():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError) as e:
+            DsWorker(shared_memory_mb=64, extra_args=["--metrics_port", str(port)])
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in str(e.value), str(e.value)

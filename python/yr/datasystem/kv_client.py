@@ -149,6 +149,17 @@ def _evictable(write_mode) -> bool:
 _VALUE_TYPES = (memoryview, bytes, bytearray, str)
 
 
+def _check_batch_write(keys, vals, ttl_second, existence_opt) -> None:
+    """The argument checks of mset and msettx, with openYuanrong's TypeErrors."""
+    if type(keys) is not list:
+        raise TypeError(f"The input of keys has invalid type, valid type: [{list}]")
+    if type(vals) is not list:
+        raise TypeError(f"The input of vals has invalid type, valid type: [{list}]")
+    if type(existence_opt) is not ExistenceOpt:
+        raise TypeError(f"The input of existence_opt has invalid type, valid type: [{ExistenceOpt}]")
+    _check_ttl(ttl_second)
+
+
 class KVClient:
     """Client of the datasystem worker at host:port on this host.
 
@@ -250,13 +261,7 @@ class KVClient:
         """Writes a batch in one request and returns the keys that were not
         written (with ExistenceOpt.NX: the keys that existed; also a bad key,
         an empty value, a key given twice). Raises when no key was written."""
-        if type(keys) is not list:
-            raise TypeError(f"The input of keys has invalid type, valid type: [{list}]")
-        if type(vals) is not list:
-            raise TypeError(f"The input of vals has invalid type, valid type: [{list}]")
-        if type(existence_opt) is not ExistenceOpt:
-            raise TypeError(f"The input of existence_opt has invalid type, valid type: [{ExistenceOpt}]")
-        _check_ttl(ttl_second)
+        _check_batch_write(keys, vals, ttl_second, existence_opt)
         return self._client.mset(keys, vals, _evictable(write_mode), ttl_second,
                                  existence_opt is ExistenceOpt.NX)
 
@@ -371,11 +376,5 @@ class KVClient:
         """Writes 1 to 8 new keys together or not at all: with
         ExistenceOpt.NX (the only option served), a key that exists raises
         and none of the keys is written. Atomic on this client's worker."""
-        if type(keys) is not list:
-            raise TypeError(f"The input of keys has invalid type, valid type: [{list}]")
-        if type(vals) is not list:
-            raise TypeError(f"The input of vals has invalid type, valid type: [{list}]")
-        if type(existence_opt) is not ExistenceOpt:
-            raise TypeError(f"The input of existence_opt has invalid type, valid type: [{ExistenceOpt}]")
-        _check_ttl(ttl_second)
+        _check_batch_write(keys, vals, ttl_second, existence_opt)
         self._client.msettx(keys, vals, _evictable(write_mode), ttl_second, existence_opt is ExistenceOpt.NX)

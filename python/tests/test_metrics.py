@@ -1,5 +1,6 @@
-"""Prometheus metrics of the datasystem worker (issue 16): a real worker
-started with --metrics_port, scraped over HTTP, the text parsed with the
+"""Prometheus metrics (issue 16) of the datasystem worker (--metrics_port)
+and of the controller (`tq controller --metrics-port`, upstream's tq_*
+names): real processes, scraped over HTTP, the text parsed with the
 Prometheus client's own parser."""
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DsWorker, unique
+import torch
+from tensordict import TensorDict
+
+import transfer_queue as tq
+from conftest import DsWorker, make_client, stop_controller, unique
+from _tqds import InvalidArgumentError
 from yr.datasystem import KVClient
 
 
@@ -91,3 +97,66 @@ def test_a_taken_metrics_port_fails_the_start_naming_it():
         with pytest.raises(RuntimeError) as e:
             DsWorker(shared_memory_mb=64, extra_args=["--metrics_port", str(port)])
         assert f"cannot serve metrics on 127.0.0.1:{port}" in str(e.value), str(e.value)
+
+
+def test_controller_metrics_with_upstreams_names():
+    handle = tq.TransferQueueControllerHandle(storage_units=1, metrics_port=0)
+    try:
+        endpoint = handle.get_metrics_endpoint()
+        assert endpoint and endpoint.rpartition(":")[2].isdigit(), endpoint
+        empty = scrape(endpoint)["values"]
+        assert empty[("tq_partitions_total", ())] == 0
+        assert empty[("tq_controller_up", ())] == 1
+
+        c = make_client(handle, "simple")
+        p = unique("train")
+        c.put(TensorDict({"prompt": torch.arange(8).reshape(8, 1)}, batch_size=[8]), partition_id=p)
+        first5 = c.get_meta(["prompt"], 5, p, task_name="rollout")
+        c.put(TensorDict({"response": torch.ones(5, 2)}, batch_size=[5]), metadata=first5)
+        got = scrape(endpoint)
+        v, types = got["values"], got["types"]
+        assert types["tq_partition_samples_total"] == "gauge"
+        assert v[("tq_partitions_total", ())] == 1
+        assert v[("tq_partition_samples_total", (("partition_id", p),))] == 8
+        assert v[("tq_partition_consumption_progress", (("partition_id", p), ("task_name", "rollout")))] == 5 / 8
+        # production: the least produced field (response, 5 of 8)
+        assert v[("tq_partition_production_progress", (("partition_id", p), ("task_name", "all")))] == 5 / 8
+        assert v[("tq_controller_uptime_seconds", ())] > 0
+        c.clear_partition(p)
+        assert scrape(endpoint)["values"][("tq_partitions_total", ())] == 0
+    finally:
+        stop_controller(handle)
+
+
+def test_controller_without_metrics_has_no_endpoint(own_controller):
+    assert own_controller.get_metrics_endpoint() is None
+
+
+def test_controller_metrics_need_the_cpp_controller():
+    from transfer_queue.sampler import BaseSampler
+
+    class Mine(BaseSampler):
+        def sample(self, *args, **kwargs):  # pragma: no cover (never called)
+            raise AssertionError
+
+    with pytest.raises(InvalidArgumentError, match="metrics_port"):
+        tq.TransferQueueControllerHandle(sampler=Mine(), metrics_port=0)
+
+
+def test_init_with_metrics_enabled_gives_the_endpoint(local_tq_session):
+    """upstream's calls: tq.init({"metrics": {"enabled": True}}), then
+    tq.get_metrics_endpoint() -> "host:port" of a live exporter."""
+    tq.init({"metrics": {"enabled": True, "port": 0}})
+    endpoint = tq.get_metrics_endpoint()
+    assert endpoint and endpoint.rpartition(":")[2].isdigit(), endpoint
+    p = unique("kv")
+    tq.kv_put(key="k1", partition_id=p, fields=TensorDict({"x": torch.ones(1, 2)}, batch_size=[1]))
+    v = scrape(endpoint)["values"]
+    assert v[("tq_partition_samples_total", (("partition_id", p),))] == 1
+    tq.close()
+    assert tq.get_metrics_endpoint() is None
+
+
+def test_init_refuses_a_bad_metrics_port(local_tq_session):
+    with pytest.raises(InvalidArgumentError, match="metrics.port"):
+        tq.init({"metrics": {"enabled": True, "port": "9090"}})

@@ -261,17 +261,24 @@ class TransferQueueControllerHandle:
     handle goes, ``ray.kill``, the owner's exit, or the node's)."""
 
     def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
-                 unit_capacity_mb: int = 8192, sampler=None, polling_mode: bool = False):
+                 unit_capacity_mb: int = 8192, sampler=None, polling_mode: bool = False,
+                 metrics_port: int | None = None):
         """sampler: the controller-wide sampler (upstream's kwarg: a built-in
         sampler's name, class or instance; None = sequential; any other
         BaseSampler class or instance runs in a Python controller process,
         transfer_queue._controller_host, which gets it pickled). polling_mode:
         a fetch that finds too few samples returns an empty BatchMeta at once
         instead of waiting. Both reach `tq controller` only when they differ
-        from its defaults."""
+        from its defaults. metrics_port: serve Prometheus metrics (upstream's
+        tq_* names) on host at this port (0: a free one);
+        get_metrics_endpoint() gives "host:port". Served by the C++
+        controller process, so not with a Python sampler."""
         host = host or _default_host()
         pre_alloc_sample_num()  # a bad TQ_PRE_ALLOC_SAMPLE_NUM: ValueError naming it
         custom = custom_sampler(sampler)
+        if metrics_port is not None and custom is not None:
+            raise InvalidArgumentError("metrics_port: the Prometheus endpoint is served by the C++ controller "
+                                       "process, which a Python sampler replaces; use a built-in sampler")
         env = payload = None
         if custom is not None:
             # A Python sampler runs in a Python controller process (the same
@@ -286,6 +293,8 @@ class TransferQueueControllerHandle:
                 cmd += ["--default-sampling", json.dumps(sampling)]
             if polling_mode:
                 cmd += ["--polling-mode"]
+            if metrics_port is not None:
+                cmd += ["--metrics-port", str(metrics_port)]
         self._config = None
         # PDEATHSIG fires when the *thread* that forked the child exits, so
         # only a child of the main thread can be tied to the process.
@@ -312,6 +321,13 @@ class TransferQueueControllerHandle:
         self.storage_units = []
         for _ in range(storage_units):
             self.storage_units.append(self._proc.stdout.readline().strip().split("listening on ", 1)[1])
+        self.metrics_endpoint = None
+        if metrics_port is not None:  # "tq controller metrics on http://HOST:PORT/metrics"
+            line = self._proc.stdout.readline().strip()
+            if "metrics on http://" not in line:
+                self._finalizer()
+                raise UnavailableError(f"controller did not start its metrics endpoint: {line!r}")
+            self.metrics_endpoint = line.split("http://", 1)[1].removesuffix("/metrics")
         self.info = ZMQServerInfo.from_address(address, id=f"TransferQueueController-{uuid.uuid4().hex[:8]}")
 
     @property
@@ -329,6 +345,10 @@ class TransferQueueControllerHandle:
 
     def get_zmq_server_info(self) -> ZMQServerInfo:
         return self.info
+
+    def get_metrics_endpoint(self) -> str | None:
+        """"host:port" of the Prometheus endpoint (metrics_port given), else None."""
+        return self.metrics_endpoint
 
     def get_storage_units(self) -> list:
         """The embedded storage units' addresses ('tcp://host:port')."""

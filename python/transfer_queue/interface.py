@@ -552,8 +552,9 @@ def _prepare(conf):
     merged = _load_config(conf)
     _check_backend(merged)
     resolve_sampling_config(merged.controller.sampler)  # unknown name -> ValueError
-    if merged.metrics.enabled:
-        logger.warning("metrics.enabled: this package has no Prometheus exporter; ignored")
+    port = merged.metrics.port
+    if merged.metrics.enabled and (not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535):
+        raise InvalidArgumentError(f"metrics.port must be an int from 0 (a free port) to 65535, got {port!r}")
     return merged
 
 
@@ -592,7 +593,8 @@ def _controller_kwargs(conf) -> dict:
             raise InvalidArgumentError(
                 f"backend.SimpleStorage.num_data_storage_units must be an int >= 1, got {units!r}")
     return {"storage_units": units, "sampler": conf.controller.sampler,
-            "polling_mode": bool(conf.controller.polling_mode)}
+            "polling_mode": bool(conf.controller.polling_mode),
+            "metrics_port": conf.metrics.port if conf.metrics.enabled else None}
 
 
 def _init_ray(ray, conf) -> _Session:
@@ -612,6 +614,7 @@ def _init_ray(ray, conf) -> _Session:
     client = None
     try:
         merged.controller.zmq_info = process_zmq_server_info(actor)
+        merged.metrics.endpoint = ray.get(actor.get_metrics_endpoint.remote())
         worker = _start_storage(merged, ray.get(actor.get_storage_units.remote()), ray)
         ray.get(actor.store_config.remote(merged))
         client = _make_client(merged)
@@ -665,6 +668,7 @@ def _init_local(conf) -> _Session:
         client = None
         try:
             merged.controller.zmq_info = handle.info
+            merged.metrics.endpoint = handle.get_metrics_endpoint()
             worker = _start_storage(merged, handle.storage_units)
             handle.store_config(merged)
             client = _make_client(merged)
@@ -728,9 +732,14 @@ def _register_atexit() -> None:
 
 
 def get_metrics_endpoint() -> str | None:
-    """Upstream's Prometheus endpoint ("host:port"). This package exports no
-    metrics: always None."""
-    return None
+    """The controller's Prometheus endpoint ("host:port", GET /metrics), as
+    upstream's: set when init() started the controller with
+    ``{"metrics": {"enabled": True, "port": 0}}``; None when metrics are off
+    or before init(). Processes that attached to the session see it too."""
+    s = _current_session()
+    if s is None:
+        return None
+    return s.conf.metrics.get("endpoint") or None
 
 
 def _checkpoint_session(what: str) -> _Session:

@@ -13,6 +13,7 @@
 
 #include "common/logging.h"
 #include "tools/tq/demo.h"
+#include "tools/tq/metrics.h"
 #include "tools/tq/status.h"
 #include "tq/controller.h"
 #include "tq/storage_unit.h"
@@ -97,6 +98,12 @@ int main(int argc, char** argv) {
                   "sampling config (JSON object) for get_meta calls whose sampling_config names "
                   "no sampler, e.g. '{\"sampler\": \"grpo_group_n\", \"n_samples_per_prompt\": 4}'");
 
+  int metrics_port = -1;
+  ctl->add_option("--metrics-port", metrics_port,
+                  "serve Prometheus metrics (GET /metrics, upstream's tq_* names) on --host at this port "
+                  "(0: a free port; -1: none)")
+      ->capture_default_str();
+
   tq::ControllerOptions limits;  // defaults shown in --help
   ctl->add_option("--max-allocate-per-request", limits.max_allocate_per_request,
                   "most samples one allocate may create")
@@ -170,8 +177,19 @@ int main(int argc, char** argv) {
     std::printf("tq controller listening on %s\n", (*c)->address().c_str());
     for (const auto& u : (*c)->storage_units())
       std::printf("tq storage unit listening on %s\n", u.c_str());
+    std::unique_ptr<tqds::MetricsEndpoint> metrics;
+    if (metrics_port >= 0) {
+      auto m = tq::tools::StartControllerMetrics(host, metrics_port, (*c)->address());
+      if (!m.ok()) {
+        (*c)->Stop();
+        return Fail(m.status());
+      }
+      metrics = m.MoveValue();
+      std::printf("tq controller metrics on http://%s/metrics\n", metrics->address().c_str());
+    }
     std::fflush(stdout);
     WaitForSignal();
+    metrics.reset();
     (*c)->Stop();
     return 0;
   }

@@ -11,27 +11,6 @@ using tqds::wire::MapReader;
 
 namespace {
 
-// Every unsigned counter, by its wire name (wire-stable).
-template <typename Stats, typename Fn>
-void ForEachCounter(Stats& s, Fn&& fn) {
-  fn("capacity", s.capacity);
-  fn("used", s.used);
-  fn("pinned_blocks", s.pinned_blocks);
-  fn("pending_creates", s.pending_creates);
-  fn("objects", s.objects);
-  fn("resident_objects", s.resident_objects);
-  fn("spilled_objects", s.spilled_objects);
-  fn("spill_used", s.spill_used);
-  fn("spill_limit", s.spill_limit);
-  fn("spills", s.spills);
-  fn("reloads", s.reloads);
-  fn("evictions", s.evictions);
-  fn("clients", s.clients);
-  fn("pulls", s.pulls);
-  fn("pulled_bytes", s.pulled_bytes);
-  fn("pull_failures", s.pull_failures);
-}
-
 constexpr uint32_t kNonCounters = 6;  // worker, memory_populated, pid, coordination, peers, metrics
 
 }  // namespace
@@ -39,7 +18,7 @@ constexpr uint32_t kNonCounters = 6;  // worker, memory_populated, pid, coordina
 std::string EncodeWorkerStats(const WorkerStats& s) {
   return tqds::wire::PackBody([&](tqds::wire::BodyPacker& pk) {
     uint32_t n = kNonCounters;
-    ForEachCounter(s, [&](const char*, const uint64_t&) { ++n; });
+    ForEachWorkerCounter(s, [&](const char*, const uint64_t&) { ++n; });
     pk.pack_map(n);
     pk.pack("worker");
     pk.pack(s.worker);
@@ -53,7 +32,7 @@ std::string EncodeWorkerStats(const WorkerStats& s) {
     pk.pack(s.peers);
     pk.pack("metrics");
     pk.pack(s.metrics);
-    ForEachCounter(s, [&](const char* name, const uint64_t& v) {
+    ForEachWorkerCounter(s, [&](const char* name, const uint64_t& v) {
       pk.pack(name);
       pk.pack(v);
     });
@@ -64,7 +43,7 @@ Result<WorkerStats> DecodeWorkerStats(const tqds::wire::Message& reply) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Stats reply"));
   WorkerStats s;
   tqds::Status bad;
-  ForEachCounter(s, [&](const char* name, uint64_t& v) {
+  ForEachWorkerCounter(s, [&](const char* name, uint64_t& v) {
     auto got = r.GetOr<uint64_t>(name, 0);
     if (got.ok()) {
       v = *got;

@@ -68,18 +68,12 @@ std::string Table(const std::vector<WorkerRow>& rows) {
 nlohmann::json ToJson(const WorkerRow& r) {
   if (!r.stats.ok()) return {{"worker", r.address}, {"state", "no answer"}, {"error", r.stats.status().message()}};
   const ds::WorkerStats& s = *r.stats;
-  return {{"worker", r.address},          {"state", "running"},
-          {"pid", s.pid},                 {"clients", s.clients},
-          {"capacity", s.capacity},       {"used", s.used},
-          {"objects", s.objects},         {"resident_objects", s.resident_objects},
-          {"spilled_objects", s.spilled_objects}, {"spill_used", s.spill_used},
-          {"spill_limit", s.spill_limit}, {"spills", s.spills},
-          {"reloads", s.reloads},         {"evictions", s.evictions},
-          {"pinned_blocks", s.pinned_blocks}, {"pending_creates", s.pending_creates},
-          {"memory_populated", s.memory_populated}, {"coordination", s.coordination},
-          {"peers", s.peers},             {"pulls", s.pulls},
-          {"pulled_bytes", s.pulled_bytes}, {"pull_failures", s.pull_failures},
-          {"metrics", s.metrics}};
+  nlohmann::json row = {{"worker", r.address},     {"state", "running"},
+                        {"pid", s.pid},            {"memory_populated", s.memory_populated},
+                        {"coordination", s.coordination}, {"peers", s.peers},
+                        {"metrics", s.metrics}};
+  ds::ForEachWorkerCounter(s, [&](const char* name, const uint64_t& v) { row[name] = v; });
+  return row;
 }
 
 // `dscli status -w H:P`: that worker, and every other worker of its cluster

@@ -121,7 +121,44 @@ struct ControllerOptions {
   // of default_sampling, which must then be empty). Null (the default): the
   // built-in samplers. Shared: the controller keeps it alive until it stops.
   std::shared_ptr<CustomSampler> custom_sampler;
+  // A directory where the controller keeps its state, so that a controller
+  // killed at any point (kill -9 included) and started again on the same
+  // directory and address resumes exactly: every get_meta that was answered
+  // stays consumed, none is answered twice, every finished put stays
+  // visible, and registered storage units are listed again. Clients
+  // (TransferQueueClient) resend their requests across the restart by
+  // themselves. Each change is journaled before its reply is sent; the
+  // journal is folded into a base file every state_rotate_bytes. Empty (the
+  // default): the state lives in memory only. Exclusive with
+  // custom_sampler. Start again with the same options: the replay applies
+  // them. Embedded storage units keep their data in this process, so it does
+  // not survive; run `tq storage-unit`s (or the datasystem) for that.
+  std::string state_dir;
+  // fdatasync each journal record: survives a host crash too, at the cost of
+  // a disk flush per change. Default false: a killed process loses nothing,
+  // a crashed host may lose the last changes (and their replies).
+  bool state_sync = false;
+  int64_t state_rotate_bytes = int64_t{64} << 20;
   tqds::Status Validate() const;
+};
+
+// Requests the controller served, per kind (upstream TransferQueue's
+// op_type names: GET_META, NOTIFY_DATA_UPDATE, CLEAR_META, ...), for its
+// Prometheus endpoint. Latency runs from receipt to reply, so a get_meta that
+// waited for data counts its wait.
+struct ControllerRequestStats {
+  // Upper bounds (seconds) of the latency buckets: upstream's.
+  static const std::vector<double>& LatencyBounds();
+  struct Op {
+    uint64_t requests = 0;
+    uint64_t errors = 0;   // answered with an error
+    uint64_t samples = 0;  // samples the answers carried (allocated, produced, handed out, cleared)
+    double seconds = 0;    // total latency
+    std::vector<uint64_t> latency;  // per bucket of LatencyBounds(), one more for above the last
+  };
+  std::map<std::string, Op> ops;
+  uint64_t index_allocated = 0;  // global indexes held (live, being cleared, reserved)
+  uint64_t index_reusable = 0;   // released indexes waiting for reuse
 };
 
 class TransferQueueController {
@@ -133,6 +170,8 @@ class TransferQueueController {
   // Endpoints of the storage units clients are told: the embedded ones and
   // the registered ones that answer.
   virtual std::vector<std::string> storage_units() const = 0;
+  // A copy of the request counters (thread-safe).
+  virtual ControllerRequestStats request_stats() const = 0;
   virtual void Stop() = 0;
 };
 

@@ -128,6 +128,50 @@ def test_controller_metrics_with_upstreams_names():
         stop_controller(handle)
 
 
+def test_controller_request_index_and_storage_metrics():
+    """Upstream's request families (by op_type), index gauges and per-unit
+    storage gauges follow what the controller did."""
+    handle = tq.TransferQueueControllerHandle(storage_units=1, unit_capacity_mb=256, metrics_port=0)
+    try:
+        endpoint = handle.get_metrics_endpoint()
+        unit = handle.get_storage_units()[0]
+        c = make_client(handle, "simple")
+        p = unique("req")
+        c.put(TensorDict({"x": torch.arange(16).reshape(8, 2)}, batch_size=[8]), partition_id=p)
+        assert len(c.get_meta(["x"], 5, p, task_name="t")) == 5
+        with pytest.raises(Exception):
+            c.get_meta(["x"], 4, p, task_name="t", timeout=0)  # 3 left: not ready, an error reply
+        got = scrape(endpoint)
+        v, types = got["values"], got["types"]
+        get_meta, notify = (("op_type", "GET_META"),), (("op_type", "NOTIFY_DATA_UPDATE"),)
+        assert types["tq_controller_request_duration_seconds"] == "histogram"
+        assert types["tq_controller_request"] == "counter"
+        assert v[("tq_controller_request_total", get_meta)] == 2
+        assert v[("tq_controller_request_errors_total", get_meta)] == 1
+        assert v[("tq_controller_request_samples_total", get_meta)] == 5
+        assert v[("tq_controller_request_samples_total", notify)] == 8
+        assert v[("tq_controller_request_duration_seconds_count", get_meta)] == 2
+        assert v[("tq_controller_request_duration_seconds_bucket", (("le", "+Inf"),) + get_meta)] == 2
+        assert v[("tq_controller_request_duration_seconds_sum", get_meta)] > 0
+        assert v[("tq_global_index_allocated_total", ())] == 8
+        assert v[("tq_global_index_reusable_total", ())] == 0
+        assert v[("tq_controller_memory_rss_bytes", ())] > 1 << 20
+        u = (("storage_unit_id", unit),)
+        assert v[("tq_storage_capacity_total", u)] == 256 << 20
+        assert v[("tq_storage_active_keys_total", u)] > 0
+        assert 0 < v[("tq_storage_utilization_ratio", u)] < 1
+        assert v[("tq_storage_memory_rss_bytes", u)] > 1 << 20
+
+        c.clear_partition(p)
+        v = scrape(endpoint)["values"]
+        assert v[("tq_global_index_allocated_total", ())] == 0
+        assert v[("tq_global_index_reusable_total", ())] == 8
+        assert v[("tq_controller_request_samples_total", (("op_type", "CLEAR_PARTITION"),))] == 8
+        assert v[("tq_storage_active_keys_total", u)] == 0
+    finally:
+        stop_controller(handle)
+
+
 def test_controller_without_metrics_has_no_endpoint(own_controller):
     assert own_controller.get_metrics_endpoint() is None
 

@@ -262,7 +262,7 @@ class TransferQueueControllerHandle:
 
     def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
                  unit_capacity_mb: int = 8192, sampler=None, polling_mode: bool = False,
-                 metrics_port: int | None = None):
+                 metrics_port: int | None = None, state_dir: str | None = None):
         """sampler: the controller-wide sampler (upstream's kwarg: a built-in
         sampler's name, class or instance; None = sequential; any other
         BaseSampler class or instance runs in a Python controller process,
@@ -272,13 +272,21 @@ class TransferQueueControllerHandle:
         from its defaults. metrics_port: serve Prometheus metrics (upstream's
         tq_* names) on host at this port (0: a free one);
         get_metrics_endpoint() gives "host:port". Served by the C++
-        controller process, so not with a Python sampler."""
+        controller process, so not with a Python sampler. state_dir: keep
+        the controller's state in this directory (`tq controller
+        --state-dir`): a controller killed in any way and started again on
+        the same directory and port resumes exactly, and clients resend
+        their requests by themselves (give a fixed port; not with a Python
+        sampler; embedded storage units lose their data with the process)."""
         host = host or _default_host()
         pre_alloc_sample_num()  # a bad TQ_PRE_ALLOC_SAMPLE_NUM: ValueError naming it
         custom = custom_sampler(sampler)
         if metrics_port is not None and custom is not None:
             raise InvalidArgumentError("metrics_port: the Prometheus endpoint is served by the C++ controller "
                                        "process, which a Python sampler replaces; use a built-in sampler")
+        if state_dir is not None and custom is not None:
+            raise InvalidArgumentError("state_dir: a restarted controller replays its requests, which only the "
+                                       "built-in samplers answer exactly as before; use a built-in sampler")
         env = payload = None
         if custom is not None:
             # A Python sampler runs in a Python controller process (the same
@@ -295,6 +303,8 @@ class TransferQueueControllerHandle:
                 cmd += ["--polling-mode"]
             if metrics_port is not None:
                 cmd += ["--metrics-port", str(metrics_port)]
+            if state_dir is not None:
+                cmd += ["--state-dir", os.fspath(state_dir)]
         self._config = None
         # PDEATHSIG fires when the *thread* that forked the child exits, so
         # only a child of the main thread can be tied to the process.

@@ -5,6 +5,7 @@
 #include <prometheus/exposer.h>
 
 #include <exception>
+#include <limits>
 #include <utility>
 
 namespace tqds {
@@ -67,6 +68,26 @@ void AddSample(prometheus::MetricFamily& family, double value, const MetricLabel
   } else {
     m.gauge.value = value;
   }
+  family.metric.push_back(std::move(m));
+}
+
+prometheus::MetricFamily HistogramFamily(const std::string& name, const std::string& help) {
+  return Family(name, help, prometheus::MetricType::Histogram);
+}
+
+void AddHistogram(prometheus::MetricFamily& family, const std::vector<double>& bounds,
+                  const std::vector<uint64_t>& counts, double sum, const MetricLabels& labels) {
+  prometheus::ClientMetric m;
+  for (const auto& [k, v] : labels) m.label.push_back({k, v});
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    cumulative += i < counts.size() ? counts[i] : 0;
+    m.histogram.bucket.push_back({cumulative, bounds[i]});
+  }
+  if (counts.size() > bounds.size()) cumulative += counts[bounds.size()];
+  m.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
+  m.histogram.sample_count = cumulative;
+  m.histogram.sample_sum = sum;
   family.metric.push_back(std::move(m));
 }
 

@@ -50,5 +50,11 @@ using MetricLabels = std::map<std::string, std::string>;
 prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help);
 prometheus::MetricFamily CounterFamily(const std::string& name, const std::string& help);
 void AddSample(prometheus::MetricFamily& family, double value, const MetricLabels& labels = {});
+// A histogram family; AddHistogram adds one label set: `counts[i]` samples
+// fell at or below `bounds[i]` and above the bound before (not cumulative),
+// counts[bounds.size()] above the last.
+prometheus::MetricFamily HistogramFamily(const std::string& name, const std::string& help);
+void AddHistogram(prometheus::MetricFamily& family, const std::vector<double>& bounds,
+                  const std::vector<uint64_t>& counts, double sum, const MetricLabels& labels = {});
 
 }  // namespace tqds

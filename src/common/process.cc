@@ -1,6 +1,8 @@
 // ChildProcess: fork/exec with an stdout pipe and pid ownership.
 #include "common/process.h"
 
+#include <cstdio>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -26,6 +28,17 @@ std::string SelfExecutable() {
   return buf;
 }
 
+uint64_t ResidentBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size = 0, resident = 0;
+  int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  if (n != 2) return 0;
+  long page = ::sysconf(_SC_PAGESIZE);
+  return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
+}
+
 int FreeLoopbackPort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 0;
@@ -43,7 +56,7 @@ int FreeLoopbackPort() {
 }
 
 ChildProcess::ChildProcess(ChildProcess&& o) noexcept
-    : pid_(o.pid_), out_fd_(o.out_fd_), pending_(std::move(o.pending_)) {
+    : pid_(o.pid_), out_fd_(o.out_fd_), pending_(std::move(o.pending_)), exited_(o.exited_) {
   o.pid_ = -1;
   o.out_fd_ = -1;
 }
@@ -55,6 +68,7 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
     pid_ = o.pid_;
     out_fd_ = o.out_fd_;
     pending_ = std::move(o.pending_);
+    exited_ = o.exited_;
     o.pid_ = -1;
     o.out_fd_ = -1;
   }
@@ -124,22 +138,31 @@ bool ChildProcess::running() {
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
     pid_ = -1;
+    exited_ = ExitCode(status);
     return false;
   }
   return true;
 }
 
+int ChildProcess::ExitCode(int wait_status) {
+  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return -1;
+}
+
 Result<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
-  if (pid_ <= 0) return Status::Invalid("no child running");
+  if (pid_ <= 0) {
+    if (exited_ >= 0) return exited_;  // reaped by running()
+    return Status::Invalid("no child running");
+  }
   auto deadline = Clock::now() + timeout;
   while (true) {
     int status;
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       pid_ = -1;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-      return -1;
+      exited_ = ExitCode(status);
+      return exited_;
     }
     if (Clock::now() >= deadline) return Status::Timeout("child ", pid_, " still running");
     ::usleep(2000);  // polling the OS for exit; there is no fd to wait on

@@ -30,6 +30,7 @@ class ChildProcess {
   Result<std::string> WaitForLine(const std::string& needle, std::chrono::milliseconds timeout);
 
   pid_t pid() const { return pid_; }
+  // Whether it still runs; an exit seen here is kept for Wait.
   bool running();
   // Sends `signal`; then waits up to `grace` for exit and SIGKILLs after it.
   // Returns the exit status as from waitpid (or -1 if not running).
@@ -38,13 +39,18 @@ class ChildProcess {
   Result<int> Wait(std::chrono::milliseconds timeout);
 
  private:
+  static int ExitCode(int wait_status);
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string pending_;
+  int exited_ = -1;  // the exit code running() reaped, or -1
 };
 
 // Absolute path of the running executable.
 std::string SelfExecutable();
+
+// This process's resident memory in bytes (/proc/self/statm), 0 if unknown.
+uint64_t ResidentBytes();
 
 // A free loopback TCP port (the kernel picks it; the socket is closed again,
 // so another process may take it first: fine for tests and demos).

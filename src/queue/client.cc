@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
+#include <random>
 #include <shared_mutex>
+#include <thread>
 
 #include "common/wire/rpc.h"
 #include "queue/kv_protocol.h"
@@ -58,11 +61,90 @@ class TransferQueueClient::Impl {
 
   Result<Message> Call(Message m, std::chrono::milliseconds timeout = kControlTimeout) {
     if (!ctl_) return connect_error_;
-    auto r = ctl_->CallSync(std::move(m), timeout);
-    if (!r.ok() && r.status().IsUnavailable()) {
-      return r.status().WithContext("controller");
-    }
+    // A durable controller is waited for (the call would be resent anyway);
+    // otherwise a dead one fails the call itself, at once.
+    if (durable_) TQDS_RETURN_NOT_OK(CheckSameController());
+    auto r = Send(std::move(m), timeout);
+    if (!r.ok() && r.status().IsUnavailable()) return r;
+    TQDS_RETURN_NOT_OK(CheckSameController());  // it answered: but is it the same one?
     return r;
+  }
+
+  // Connected anew since the controller was last seen: make sure it is the
+  // same one (a controller started again without its state has another id,
+  // and knows nothing of the samples this client used).
+  Status CheckSameController() {
+    if (controller_id_ == 0 || ctl_->connection_events() == verified_connections_) return Status::OK();
+    uint64_t seen = ctl_->connection_events();
+    // Not durable: it just answered, so a short wait suffices.
+    auto wait = durable_ ? ReconnectTimeout() : std::chrono::milliseconds(5000);
+    TQDS_RETURN_NOT_OK(AwaitController(std::chrono::steady_clock::now() + wait));
+    verified_connections_ = seen;
+    return Status::OK();
+  }
+
+  Result<Message> Send(Message m, std::chrono::milliseconds timeout) {
+    if (!durable_) {
+      auto r = ctl_->CallSync(std::move(m), timeout);
+      if (!r.ok() && r.status().IsUnavailable()) return r.status().WithContext("controller");
+      return r;
+    }
+    // The controller keeps its state (ControllerOptions::state_dir): a
+    // request whose connection was lost is resent, with the same id, until
+    // the controller (restarted or not) answers. It recognises a resend and
+    // gives the first answer again, so nothing is done twice.
+    m.set_request_id(tqds::wire::RpcClient::kCallerIdBit | (NextId() >> 1));
+    const auto give_up = std::chrono::steady_clock::now() + ReconnectTimeout();
+    while (true) {
+      auto r = ctl_->CallWithId(m, timeout).get();
+      if (r.ok() || !r.status().IsUnavailable()) return r;
+      if (std::chrono::steady_clock::now() >= give_up) {
+        return r.status().WithContext("controller (resent for " + std::to_string(ReconnectTimeout().count() / 1000) +
+                                      " s, TQ_CONTROLLER_RECONNECT_TIMEOUT_S)");
+      }
+      TQDS_RETURN_NOT_OK(AwaitController(give_up));
+    }
+  }
+
+  // Waits until the controller answers a ping again. One that answers with
+  // another id started without the state this client has been using.
+  Status AwaitController(std::chrono::steady_clock::time_point give_up) {
+    while (std::chrono::steady_clock::now() < give_up) {
+      auto sent = std::chrono::steady_clock::now();
+      auto ping = ctl_->CallSync(Message(MsgType::kCtlPing, 0), std::chrono::seconds(2));
+      if (ping.ok()) {
+        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(ping->body(), "Ping reply"));
+        TQDS_ASSIGN_OR_RETURN(uint64_t id, rd.Get<uint64_t>("controller_id"));
+        if (id != controller_id_) {
+          return Status::Invalid("controller at ", address_, " came back without the state this client used ",
+                                 "(controller id ", controller_id_.load(), " is now ", id,
+                                 "); start it again on the same state_dir");
+        }
+        return Status::OK();
+      }
+      if (!ping.status().IsUnavailable()) return ping.status();
+      // A refused connection fails at once: do not spin.
+      if (std::chrono::steady_clock::now() - sent < std::chrono::milliseconds(100)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    return Status::Unavailable("controller at ", address_, " did not come back within ",
+                               ReconnectTimeout().count() / 1000, " s (TQ_CONTROLLER_RECONNECT_TIMEOUT_S)");
+  }
+
+  static std::chrono::milliseconds ReconnectTimeout() {
+    static const std::chrono::milliseconds t = [] {
+      const char* env = std::getenv("TQ_CONTROLLER_RECONNECT_TIMEOUT_S");
+      double s = env != nullptr ? std::atof(env) : 60.0;
+      if (!(s > 0) || s > 86400) s = 60.0;
+      return std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
+    }();
+    return t;
+  }
+
+  uint64_t NextId() {
+    std::lock_guard<std::mutex> lock(rng_mu_);
+    return rng_();
   }
 
   Status InitStorage(const std::string& type, const Config& config) {
@@ -74,9 +156,12 @@ class TransferQueueClient::Impl {
     TQDS_ASSIGN_OR_RETURN(uint64_t id, rd.Get<uint64_t>("controller_id"));
     StorageContext ctx{config, address_, id_};
     TQDS_ASSIGN_OR_RETURN(auto mgr, CreateStorageManager(type, ctx));
+    TQDS_ASSIGN_OR_RETURN(bool durable, rd.GetOr<bool>("durable", false));
+    verified_connections_ = ctl_->connection_events();
     std::unique_lock<std::shared_mutex> lock(storage_mu_);
     storage_ = std::move(mgr);
     controller_id_ = id;
+    durable_ = durable;
     return Status::OK();
   }
 
@@ -306,6 +391,10 @@ class TransferQueueClient::Impl {
   std::shared_ptr<StorageManager> storage_;  // guarded by storage_mu_
   // Set with storage_ (read only after Storage() succeeded).
   std::atomic<uint64_t> controller_id_{0};
+  std::atomic<bool> durable_{false};  // the controller keeps its state: resend across restarts
+  std::atomic<uint64_t> verified_connections_{0};  // RpcClient::connection_events() when its id was last checked
+  std::mutex rng_mu_;
+  std::mt19937_64 rng_{(uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()};
 };
 
 TransferQueueClient::TransferQueueClient(std::string client_id, std::string controller_address)

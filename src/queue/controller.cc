@@ -5,12 +5,19 @@
 
 #include <spdlog/spdlog.h>
 
+#include <zlib.h>
+
 #include <algorithm>
+#include <atomic>
+#include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <random>
+#include <unordered_map>
 
 #include "common/wire/rpc.h"
+#include "queue/controller_journal.h"
 #include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 #include "queue/sampler.h"
@@ -79,16 +86,92 @@ Status ControllerOptions::Validate() const {
   if (!default_sampling.empty()) {
     TQDS_RETURN_NOT_OK(internal::SamplerFor(default_sampling).status().WithContext("default_sampling"));
   }
+  if (!state_dir.empty() && custom_sampler) {
+    return Status::Invalid("state_dir and custom_sampler are exclusive: a restarted controller replays its "
+                           "requests, and only the built-in samplers answer a replay exactly as they did");
+  }
+  if (state_rotate_bytes < (int64_t{1} << 16) || state_rotate_bytes > (int64_t{1} << 40)) {
+    return Status::Invalid("state_rotate_bytes must be in [2^16, 2^40], got ", state_rotate_bytes);
+  }
   return Status::OK();
+}
+
+const std::vector<double>& ControllerRequestStats::LatencyBounds() {
+  static const std::vector<double> bounds = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
+  return bounds;
 }
 
 namespace {
 
+// Upstream's op_type label of each request.
+const char* OpType(MsgType t) {
+  switch (t) {
+    case MsgType::kCtlGetMeta: return "GET_META";
+    case MsgType::kCtlAllocate: return "ALLOCATE";
+    case MsgType::kCtlNotifyProduced: return "NOTIFY_DATA_UPDATE";
+    case MsgType::kCtlSetCustomMeta: return "SET_CUSTOM_META";
+    case MsgType::kCtlGetCustomMeta: return "GET_PARTITION_META";
+    case MsgType::kCtlClearSamples: return "CLEAR_META";
+    case MsgType::kCtlClearPartition: return "CLEAR_PARTITION";
+    case MsgType::kCtlReleaseIndexes: return "RELEASE_INDEXES";
+    case MsgType::kCtlConsumptionStatus: return "GET_CONSUMPTION";
+    case MsgType::kCtlResetConsumption: return "RESET_CONSUMPTION";
+    case MsgType::kCtlProductionStatus: return "GET_PRODUCTION";
+    case MsgType::kCtlListPartitions: return "GET_LIST_PARTITIONS";
+    case MsgType::kCtlKvRetrieve: return "KV_RETRIEVE_META";
+    case MsgType::kCtlKvKeys: return "KV_RETRIEVE_KEYS";
+    case MsgType::kCtlKvList: return "KV_LIST";
+    case MsgType::kCtlKvClear: return "KV_CLEAR";
+    case MsgType::kCtlRegisterStorage: return "REGISTER_STORAGE";
+    case MsgType::kCtlGetStorageInfo: return "GET_STORAGE_INFO";
+    case MsgType::kCtlSnapshot: return "SNAPSHOT";
+    case MsgType::kCtlRestore: return "RESTORE";
+    case MsgType::kCtlPing: return "PING";
+    default: return "UNKNOWN";
+  }
+}
+
 struct Waiter {
   internal::GetMetaRequest request;
-  Responder responder;
+  Responder responder;  // for the answer (through the journal, when there is one)
   Clock::time_point deadline;
+  Message message;  // the request as received (journaled at each attempt)
+  Responder plain;  // for the timeout, which changes nothing and is not journaled
 };
+
+using tqds::wire::RpcClient;
+
+bool CallerKeyed(const Message& m) { return (m.request_id() & RpcClient::kCallerIdBit) != 0; }
+
+uint32_t HeaderCrc(const Message& m) {
+  auto v = m.raw_header().view();
+  return static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(v.data()), v.size()));
+}
+
+// Requests that change the state, and so are journaled (and replayed).
+bool Journaled(const Message& m) {
+  switch (m.type()) {
+    case MsgType::kCtlAllocate:
+    case MsgType::kCtlNotifyProduced:
+    case MsgType::kCtlGetMeta:
+    case MsgType::kCtlClearPartition:
+    case MsgType::kCtlClearSamples:
+    case MsgType::kCtlReleaseIndexes:
+    case MsgType::kCtlResetConsumption:
+    case MsgType::kCtlSetCustomMeta:
+    case MsgType::kCtlRegisterStorage:
+    case MsgType::kCtlRestore:
+    case MsgType::kCtlKvRetrieve:
+    case MsgType::kCtlKvClear:
+      return true;
+    case MsgType::kCtlConsumptionStatus: {  // the per-sample form creates the task
+      auto rd = MapReader::Of(m.body(), "ConsumptionStatus");
+      return rd.ok() && rd->GetOr<bool>("per_sample", false).ValueOr(false);
+    }
+    default:
+      return false;
+  }
+}
 
 class ControllerImpl : public TransferQueueController {
  public:
@@ -107,6 +190,9 @@ class ControllerImpl : public TransferQueueController {
                                   static_cast<size_t>(o.max_samples_per_partition),
                                   static_cast<size_t>(o.max_samples_total)});
     if (o.custom_sampler) state_.set_custom_sampler(internal::MakeCustomSamplerAdapter(o.custom_sampler));
+    // The state directory first: recovered before the port is served, so no
+    // request meets a half-restored state.
+    if (!o.state_dir.empty()) TQDS_RETURN_NOT_OK(OpenState(o));
     TQDS_ASSIGN_OR_RETURN(
         server_, tqds::wire::RpcServer::Bind(
                      o.address, [this](Message&& m, Responder r) { Handle(std::move(m), std::move(r)); },
@@ -125,6 +211,7 @@ class ControllerImpl : public TransferQueueController {
       }
       TQDS_ASSIGN_OR_RETURN(auto unit, SimpleStorageUnit::Start(uo));
       registry_->AddPermanent(unit->address());
+      embedded_endpoints_.push_back(unit->address());
       embedded_.push_back(std::move(unit));
     }
     server_->Start();
@@ -141,8 +228,324 @@ class ControllerImpl : public TransferQueueController {
 
  private:
   void Handle(Message&& m, Responder r) {
-    Status st = Dispatch(m, r);
-    if (!st.ok()) r.ReplyError(st);
+    reply_samples_ = 0;
+    if (journal_ && !Admit(m, r)) return;
+    r = Metered(m, std::move(r));
+    plain_ = r;
+    Responder d = journal_ && Journaled(m) ? Durable(m, r) : r;
+    Status st = Dispatch(m, d);
+    if (!st.ok()) d.ReplyError(st);
+    index_allocated_ = state_.held_samples();
+    index_reusable_ = state_.free_index_count();
+  }
+
+  // ---- request counters (request_stats) ----
+
+  // A responder that counts the reply, with its latency and the samples
+  // the handler noted (reply_samples_), under the request's op_type.
+  Responder Metered(const Message& m, Responder r) {
+    return Responder::Capture(m.type(), m.request_id(),
+                              [this, op = OpType(m.type()), start = Clock::now(), r](Message rep) mutable {
+                                Count(op, start, rep.status().ok());
+                                r.Reply(std::move(rep));
+                              });
+  }
+
+  void Count(const char* op, Clock::time_point start, bool ok) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const auto& bounds = ControllerRequestStats::LatencyBounds();
+    size_t bucket = std::lower_bound(bounds.begin(), bounds.end(), seconds) - bounds.begin();
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    auto& o = ops_[op];
+    if (o.latency.empty()) o.latency.assign(bounds.size() + 1, 0);
+    ++o.requests;
+    if (!ok) ++o.errors;
+    o.samples += ok ? reply_samples_ : 0;
+    o.seconds += seconds;
+    ++o.latency[bucket];
+    reply_samples_ = 0;
+  }
+
+  ControllerRequestStats request_stats() const override {
+    ControllerRequestStats out;
+    {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      out.ops = ops_;
+    }
+    out.index_allocated = index_allocated_;
+    out.index_reusable = index_reusable_;
+    return out;
+  }
+
+  // ---- the state directory (ControllerOptions::state_dir) ----
+  //
+  // Every request that changes the state is appended to the journal after
+  // it is applied and before its reply leaves (Durable), so a reply that a
+  // client saw is never forgotten; a kill before the append loses a change
+  // whose reply nobody saw, and the client's resend redoes it. Resends are
+  // recognised by their caller-chosen request id (RpcClient::kCallerIdBit):
+  // the replies of such requests are kept (replies_, rebuilt by the replay),
+  // so a resend gets the first answer instead of a second one (a get_meta
+  // never hands out a batch twice, an allocate never allocates twice).
+
+  struct CachedReply {
+    uint32_t crc = 0;      // of the request's header frame: a resend is byte-identical
+    Message reply;
+    bool durable = true;   // false: its journal append failed, not yet in a base
+    size_t bytes = 0;
+  };
+  static constexpr size_t kMaxCachedReplies = 1 << 16;
+  static constexpr size_t kMaxCachedReplyBytes = size_t{256} << 20;
+
+  // Whether `m` goes on to Dispatch; else it was answered here.
+  bool Admit(const Message& m, Responder& r) {
+    if (!journal_ok_) {
+      auto now = Clock::now();
+      if (now - last_repair_ >= std::chrono::seconds(1)) {
+        last_repair_ = now;
+        RotateState();
+      }
+    }
+    if (CallerKeyed(m)) {
+      auto it = replies_.find(m.request_id());
+      if (it != replies_.end() && it->second.crc == HeaderCrc(m)) {
+        if (it->second.durable) {
+          r.Reply(it->second.reply);
+        } else {
+          r.ReplyError(NotDurable());
+        }
+        return false;
+      }
+      // A resend of a get_meta that still waits: answer it there, once.
+      for (auto& w : waiters_) {
+        if (w.message.request_id() == m.request_id() && HeaderCrc(w.message) == HeaderCrc(m)) {
+          w.plain = r;
+          w.responder = Durable(m, r);
+          return false;
+        }
+      }
+    }
+    if (!journal_ok_ && Journaled(m)) {
+      r.ReplyError(NotDurable());
+      return false;
+    }
+    return true;
+  }
+
+  Status NotDurable() const {
+    return Status::Unavailable("controller: cannot write its state directory ", journal_->dir(), " (",
+                               journal_error_.message(), "); changes are refused until it can");
+  }
+
+  // A responder that journals `m`, then remembers and sends the reply.
+  Responder Durable(const Message& m, Responder r) {
+    return Responder::Capture(m.type(), m.request_id(), [this, req = m, r](Message rep) mutable {
+      Commit(req, std::move(rep), r);
+    });
+  }
+
+  void Commit(const Message& req, Message rep, Responder& r) {
+    // A refused restore or registration changed nothing.
+    bool changed = rep.status().ok() ||
+                   (req.type() != MsgType::kCtlRestore && req.type() != MsgType::kCtlRegisterStorage);
+    bool durable = true;
+    if (changed) durable = Append(req);
+    if (CallerKeyed(req)) Remember(req, rep, durable);
+    if (!durable) {
+      r.ReplyError(NotDurable());
+      return;
+    }
+    r.Reply(std::move(rep));
+    if (journal_->segment_bytes() >= rotate_bytes_) RotateState();
+  }
+
+  bool Append(const Message& req) {
+    if (!journal_ok_) return false;
+    Status st = journal_->Append(req);
+    if (st.ok()) return true;
+    journal_ok_ = false;
+    journal_error_ = st;
+    spdlog::error("controller: {}; refusing changes until the state directory takes writes again",
+                  st.ToString());
+    return false;
+  }
+
+  void Remember(const Message& req, const Message& rep, bool durable) {
+    CachedReply c{HeaderCrc(req), rep, durable, rep.body_bytes().size()};
+    for (const auto& p : rep.payloads()) c.bytes += p.size();
+    auto [it, inserted] = replies_.insert_or_assign(req.request_id(), std::move(c));
+    if (inserted) reply_order_.push_back(req.request_id());
+    reply_bytes_ += it->second.bytes;
+    while (!reply_order_.empty() &&
+           (replies_.size() > kMaxCachedReplies || reply_bytes_ > kMaxCachedReplyBytes)) {
+      auto old = replies_.find(reply_order_.front());
+      reply_order_.pop_front();
+      if (old == replies_.end()) continue;
+      reply_bytes_ -= old->second.bytes;
+      replies_.erase(old);
+    }
+  }
+
+  // Writes the whole state as the base and starts a new journal segment.
+  void RotateState() {
+    Status st = journal_->Rotate(BaseDocument());
+    if (!st.ok()) {
+      if (journal_ok_) spdlog::error("controller: {}", st.ToString());
+      journal_ok_ = false;
+      journal_error_ = st;
+      return;
+    }
+    if (!journal_ok_) spdlog::info("controller: the state directory {} takes writes again", journal_->dir());
+    journal_ok_ = true;
+    journal_error_ = Status::OK();
+    for (auto& [id, c] : replies_) c.durable = true;
+  }
+
+  static constexpr const char* kBaseFormat = "tqds-controller-state";
+  static constexpr uint64_t kBaseVersion = 1;
+
+  std::string BaseDocument() const {
+    std::vector<std::string> units;
+    for (const auto& u : registry_->Units()) {
+      if (std::find(embedded_endpoints_.begin(), embedded_endpoints_.end(), u) == embedded_endpoints_.end()) {
+        units.push_back(u);
+      }
+    }
+    std::string state = state_.Snapshot();
+    return PackBody([&](Packer& pk) {
+      pk.pack_map(6);
+      pk.pack("format");
+      pk.pack(kBaseFormat);
+      pk.pack("version");
+      pk.pack_uint64(kBaseVersion);
+      pk.pack("controller_id");
+      pk.pack_uint64(controller_id_);
+      pk.pack("state");
+      pk.pack_bin(static_cast<uint32_t>(state.size()));
+      pk.pack_bin_body(state.data(), static_cast<uint32_t>(state.size()));
+      pk.pack("units");
+      pk.pack(units);
+      pk.pack("replies");
+      pk.pack_array(static_cast<uint32_t>(reply_order_.size()));
+      for (uint64_t id : reply_order_) {
+        const CachedReply& c = replies_.at(id);
+        const std::string& body = c.reply.body_bytes();
+        pk.pack_array(7);
+        pk.pack_uint64(id);
+        pk.pack_uint32(c.crc);
+        pk.pack_uint16(static_cast<uint16_t>(c.reply.type()));
+        pk.pack_uint8(static_cast<uint8_t>(c.reply.status().code()));
+        pk.pack(c.reply.status().message());
+        pk.pack_bin(static_cast<uint32_t>(body.size()));
+        pk.pack_bin_body(body.data(), static_cast<uint32_t>(body.size()));
+        pk.pack_array(static_cast<uint32_t>(c.reply.payloads().size()));
+        for (const auto& p : c.reply.payloads()) {
+          pk.pack_bin(static_cast<uint32_t>(p.size()));
+          pk.pack_bin_body(reinterpret_cast<const char*>(p.data()), static_cast<uint32_t>(p.size()));
+        }
+      }
+    });
+  }
+
+  Status LoadBase(const std::string& doc, const std::string& where) {
+    msgpack::object_handle oh;
+    try {
+      oh = msgpack::unpack(doc.data(), doc.size());
+    } catch (const std::exception& e) {
+      return Status::Invalid(where, ": not valid msgpack (", e.what(), ")");
+    }
+    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(oh.get(), where));
+    TQDS_ASSIGN_OR_RETURN(std::string format, rd.Get<std::string>("format"));
+    TQDS_ASSIGN_OR_RETURN(uint64_t version, rd.Get<uint64_t>("version"));
+    if (format != kBaseFormat || version != kBaseVersion) {
+      return Status::Invalid(where, ": format '", format, "' version ", version, " (this build reads '",
+                             kBaseFormat, "' version ", kBaseVersion, ")");
+    }
+    TQDS_ASSIGN_OR_RETURN(controller_id_, rd.Get<uint64_t>("controller_id"));
+    const msgpack::object* state = rd.Find("state");
+    if (state == nullptr || state->type != msgpack::type::BIN) return Status::Invalid(where, ": 'state' must be bin");
+    TQDS_RETURN_NOT_OK(state_
+                           .Restore(std::string_view(state->via.bin.ptr, state->via.bin.size), false,
+                                    internal::ControllerState::RestoreMode::kExact)
+                           .WithContext(where));
+    TQDS_ASSIGN_OR_RETURN(auto units, rd.Get<std::vector<std::string>>("units"));
+    for (auto& u : units) registry_->AddRecovered(std::move(u));
+    const msgpack::object* replies = rd.Find("replies");
+    if (replies == nullptr) return Status::Invalid(where, ": missing 'replies'");
+    TQDS_ASSIGN_OR_RETURN(auto ra, internal::AsArray(*replies, where + " replies"));
+    for (uint32_t i = 0; i < ra->size; ++i) {
+      TQDS_ASSIGN_OR_RETURN(auto e, internal::AsArray(ra->ptr[i], where + " reply", 7));
+      TQDS_ASSIGN_OR_RETURN(uint64_t id, internal::As<uint64_t>(e->ptr[0], where + " reply id"));
+      TQDS_ASSIGN_OR_RETURN(uint32_t crc, internal::As<uint32_t>(e->ptr[1], where + " reply crc"));
+      TQDS_ASSIGN_OR_RETURN(uint16_t type, internal::As<uint16_t>(e->ptr[2], where + " reply type"));
+      TQDS_ASSIGN_OR_RETURN(uint8_t code, internal::As<uint8_t>(e->ptr[3], where + " reply status"));
+      TQDS_ASSIGN_OR_RETURN(std::string text, internal::As<std::string>(e->ptr[4], where + " reply message"));
+      if (e->ptr[5].type != msgpack::type::BIN) return Status::Invalid(where, ": a reply body must be bin");
+      if (code > static_cast<uint8_t>(tqds::StatusCode::kCancelled)) {
+        return Status::Invalid(where, ": reply status code ", int(code), " is unknown");
+      }
+      Message rep(static_cast<MsgType>(type), id);
+      if (code != 0) rep.set_status(Status(static_cast<tqds::StatusCode>(code), std::move(text)));
+      rep.set_body(std::string(e->ptr[5].via.bin.ptr, e->ptr[5].via.bin.size));
+      TQDS_ASSIGN_OR_RETURN(auto frames, internal::AsArray(e->ptr[6], where + " reply payloads"));
+      size_t bytes = rep.body_bytes().size();
+      for (uint32_t f = 0; f < frames->size; ++f) {
+        if (frames->ptr[f].type != msgpack::type::BIN) return Status::Invalid(where, ": a payload must be bin");
+        rep.payloads().push_back(tqds::Buffer::Copy(frames->ptr[f].via.bin.ptr, frames->ptr[f].via.bin.size));
+        bytes += frames->ptr[f].via.bin.size;
+      }
+      CachedReply c{crc, std::move(rep), true, bytes};
+      if (replies_.emplace(id, std::move(c)).second) {
+        reply_order_.push_back(id);
+        reply_bytes_ += bytes;
+      }
+    }
+    return Status::OK();
+  }
+
+  Status OpenState(const ControllerOptions& o) {
+    rotate_bytes_ = static_cast<uint64_t>(o.state_rotate_bytes);
+    internal::ControllerJournal::Recovered rec;
+    TQDS_ASSIGN_OR_RETURN(journal_, internal::ControllerJournal::Open(o.state_dir, o.state_sync, &rec));
+    if (rec.base) TQDS_RETURN_NOT_OK(LoadBase(*rec.base, "controller state " + o.state_dir + "/base"));
+    replaying_ = true;
+    size_t n = 0;
+    for (auto& m : rec.records) {
+      Replay(m);
+      ++n;
+    }
+    replaying_ = false;
+    // The recovered state becomes the base of a fresh segment (a cut-short
+    // record goes with the old one).
+    TQDS_RETURN_NOT_OK(journal_->Rotate(BaseDocument()));
+    journal_ok_ = true;
+    if (rec.base) {
+      spdlog::info("controller: resumed from {}: {} partition(s), {} journaled request(s) replayed{}", o.state_dir,
+                   state_.ListPartitions().size(), n,
+                   rec.dropped_tail_bytes > 0
+                       ? ", " + std::to_string(rec.dropped_tail_bytes) + " bytes of an unfinished record dropped"
+                       : std::string());
+    } else {
+      spdlog::info("controller: keeping its state in {}", o.state_dir);
+    }
+    return Status::OK();
+  }
+
+  // Applies a journaled request again, as it was applied live.
+  void Replay(const Message& m) {
+    if (m.type() == MsgType::kCtlRegisterStorage) {
+      auto rd = MapReader::Of(m.body(), "RegisterStorage");
+      if (rd.ok()) {
+        auto ep = rd->Get<std::string>("endpoint");
+        if (ep.ok()) registry_->AddRecovered(ep.MoveValue());
+      }
+      return;
+    }
+    Responder cap = Responder::Capture(m.type(), m.request_id(), [this, &m](Message rep) {
+      if (CallerKeyed(m)) Remember(m, rep, true);
+    });
+    Status st = Dispatch(m, cap);
+    if (!st.ok()) cap.ReplyError(st);
   }
 
   static Result<std::string> PartitionOf(const Message& m, const char* what) {
@@ -158,9 +561,11 @@ class ControllerImpl : public TransferQueueController {
       case MsgType::kCtlPing: {
         Message rep = Message::ReplyTo(m);
         rep.set_body(PackBody([&](Packer& pk) {
-          pk.pack_map(1);
+          pk.pack_map(2);
           pk.pack("controller_id");
           pk.pack_uint64(controller_id_);
+          pk.pack("durable");  // clients resend requests across a restart
+          pk.pack(journal_ != nullptr);
         }));
         r.Reply(std::move(rep));
         return Status::OK();
@@ -174,12 +579,14 @@ class ControllerImpl : public TransferQueueController {
         // The state checks count against the allocation limits before
         // committing any memory.
         TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(p, static_cast<size_t>(count)));
+        reply_samples_ = meta.size();
         r.Reply(internal::MetaMessage(m.type(), meta));
         return Status::OK();
       }
       case MsgType::kCtlNotifyProduced: {
         TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
         TQDS_RETURN_NOT_OK(state_.MarkProduced(meta));
+        reply_samples_ = meta.size();
         r.Reply(Message::ReplyTo(m));
         if (!meta.empty()) Wake(meta.samples()[0].partition_id);
         return Status::OK();
@@ -189,25 +596,36 @@ class ControllerImpl : public TransferQueueController {
         TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
         TQDS_ASSIGN_OR_RETURN(auto answer, state_.TryGetMeta(req));
         if (answer) {
+          reply_samples_ = answer->size();
           r.Reply(internal::MetaMessage(m.type(), *answer));
+        } else if (replaying_) {
+          // It waited live, and was journaled again when answered.
         } else if (req.timeout_ms <= 0) {
           r.ReplyError(NotReady(req));
         } else {
           auto deadline = Clock::now() + std::chrono::milliseconds(req.timeout_ms);
-          waiters_.push_back(Waiter{std::move(req), std::move(r), deadline});
+          // A sampler may note something even when it cannot answer yet, so
+          // each attempt is journaled, in the order it happened.
+          if (journal_) (void)Append(m);
+          Responder plain = journal_ ? plain_ : r;
+          waiters_.push_back(Waiter{std::move(req), std::move(r), deadline, m, std::move(plain)});
         }
         return Status::OK();
       }
       case MsgType::kCtlClearPartition: {
         TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ClearPartition"));
-        r.Reply(internal::SampleListMessage(m.type(), state_.BeginClearPartition(p)));
+        BatchMeta hidden = state_.BeginClearPartition(p);
+        reply_samples_ = hidden.size();
+        r.Reply(internal::SampleListMessage(m.type(), hidden));
         return Status::OK();
       }
       case MsgType::kCtlClearSamples: {
         TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ClearSamples"));
         TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
         TQDS_ASSIGN_OR_RETURN(auto idx, rd.Get<std::vector<int64_t>>("global_indexes"));
-        r.Reply(internal::SampleListMessage(m.type(), state_.BeginClearSamples(p, idx)));
+        BatchMeta hidden = state_.BeginClearSamples(p, idx);
+        reply_samples_ = hidden.size();
+        r.Reply(internal::SampleListMessage(m.type(), hidden));
         return Status::OK();
       }
       case MsgType::kCtlReleaseIndexes: {
@@ -385,6 +803,7 @@ class ControllerImpl : public TransferQueueController {
       case MsgType::kCtlKvRetrieve: {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvRetrieveRequest::Decode(m.body()));
         TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.KvRetrieve(req.partition_id, req.keys, req.create));
+        reply_samples_ = meta.size();
         r.Reply(internal::MetaMessage(m.type(), meta));
         return Status::OK();
       }
@@ -401,7 +820,9 @@ class ControllerImpl : public TransferQueueController {
       }
       case MsgType::kCtlKvClear: {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvClearRequest::Decode(m.body()));
-        r.Reply(internal::SampleListMessage(m.type(), state_.BeginKvClear(req.partition_id, req.keys)));
+        BatchMeta hidden = state_.BeginKvClear(req.partition_id, req.keys);
+        reply_samples_ = hidden.size();
+        r.Reply(internal::SampleListMessage(m.type(), hidden));
         return Status::OK();
       }
       default:
@@ -452,8 +873,10 @@ class ControllerImpl : public TransferQueueController {
       if (!answer.ok()) {
         it->responder.ReplyError(answer.status());
       } else if (*answer) {
+        reply_samples_ = (*answer)->size();
         it->responder.Reply(internal::MetaMessage(MsgType::kCtlGetMeta, **answer));
       } else {
+        if (journal_) (void)Append(it->message);  // an attempt, as in Dispatch
         ++it;
         continue;
       }
@@ -484,7 +907,7 @@ class ControllerImpl : public TransferQueueController {
     auto next = std::chrono::milliseconds(registrations_waiting_ > 0 ? 2 : 200);
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->deadline <= now) {
-        it->responder.ReplyError(NotReady(it->request));
+        it->plain.ReplyError(NotReady(it->request));  // changes nothing: not journaled
         it = waiters_.erase(it);
         continue;
       }
@@ -495,8 +918,27 @@ class ControllerImpl : public TransferQueueController {
     return next;
   }
 
-  // Random per controller start; part of every storage key.
-  const uint64_t controller_id_ = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+  // Request counters: written on the server thread, read by request_stats.
+  mutable std::mutex stats_mu_;
+  std::map<std::string, ControllerRequestStats::Op> ops_;  // guarded by stats_mu_
+  size_t reply_samples_ = 0;  // samples of the reply about to be sent (server thread)
+  std::atomic<uint64_t> index_allocated_{0};
+  std::atomic<uint64_t> index_reusable_{0};
+  // Random per controller start (kept in the state directory, when there
+  // is one); part of every storage key.
+  uint64_t controller_id_ = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+  // The state directory (server thread only after Init).
+  std::unique_ptr<internal::ControllerJournal> journal_;
+  bool journal_ok_ = true;
+  Status journal_error_;
+  Clock::time_point last_repair_;
+  uint64_t rotate_bytes_ = 0;
+  bool replaying_ = false;
+  std::unordered_map<uint64_t, CachedReply> replies_;
+  std::deque<uint64_t> reply_order_;  // oldest first
+  size_t reply_bytes_ = 0;
+  Responder plain_;  // the request being handled, as received
+  std::vector<std::string> embedded_endpoints_;
   std::unique_ptr<tqds::wire::RpcServer> server_;
   std::vector<std::unique_ptr<SimpleStorageUnit>> embedded_;
   // Touched only on the server thread (after Start).

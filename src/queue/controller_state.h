@@ -202,7 +202,10 @@ class ControllerState {
   // never goes back (max of both), so generations stay unique. Samples that
   // were being cleared come back released (their indexes free), since the
   // clear that began may never be finished against the restored state.
-  Status Restore(std::string_view bytes, bool dry_run = false);
+  // RestoreMode::kExact (the controller's own state directory, whose journal
+  // goes on to finish those clears) keeps them as they were.
+  enum class RestoreMode { kCheckpoint, kExact };
+  Status Restore(std::string_view bytes, bool dry_run = false, RestoreMode mode = RestoreMode::kCheckpoint);
 
   size_t free_index_count() const { return free_indexes_.size(); }
   int64_t next_index() const { return next_index_; }

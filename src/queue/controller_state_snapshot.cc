@@ -147,6 +147,7 @@ struct Taken {
 struct Bounds {
   int64_t next_index = 0;
   uint64_t next_generation = 1;
+  bool keep_clearing = false;  // RestoreMode::kExact
 };
 
 Result<const msgpack::object*> Required(const MapReader& rd, const char* key) {
@@ -214,7 +215,10 @@ Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& ta
         return Status::Invalid(sw, ": global_index ", r.global_index, " is in use twice (or also free)");
       }
     }
-    if (r.clearing) {
+    if (r.clearing && b.keep_clearing) {
+      // Exact: still hidden and held, until its clear is finished.
+      p.position_of[r.global_index] = p.samples.size();
+    } else if (r.clearing) {
       // A clear was under way: its data is going, and whoever began it may
       // never finish it against the restored state. Restore it released.
       r.live = r.clearing = false;
@@ -320,7 +324,7 @@ std::string ControllerState::Snapshot() const {
   });
 }
 
-Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
+Status ControllerState::Restore(std::string_view bytes, bool dry_run, RestoreMode mode) {
   if (bytes.empty()) return Status::Invalid("controller snapshot is empty");
   // Limits scale with the input: a tiny document cannot declare a huge array.
   const size_t size = bytes.size();
@@ -365,7 +369,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run) {
   TQDS_ASSIGN_OR_RETURN(auto pa, AsArray(*parts, "controller snapshot partitions"));
   std::map<std::string, std::unique_ptr<Partition>> partitions;
   for (uint32_t i = 0; i < pa->size; ++i) {
-    TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation}, taken));
+    TQDS_ASSIGN_OR_RETURN(auto p, ReadPartition(pa->ptr[i], Bounds{next_index, next_generation, mode == RestoreMode::kExact}, taken));
     std::string name = p->name;
     p->created = i;  // listed oldest first
     bool drop = p->position_of.empty() && p->reserved.empty() && !p->keep_when_empty;  // emptied by released clears, as ReleaseSamples

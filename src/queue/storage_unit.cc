@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <random>
 
+#include "common/process.h"
 #include "common/wire/rpc.h"
 #include "queue/protocol.h"
 #include "queue/simple_codec.h"
@@ -192,7 +193,9 @@ class StorageUnitImpl : public SimpleStorageUnit {
     auto st = store_->stats();
     Message reply = Message::ReplyTo(m);
     reply.set_body(tqds::wire::PackBody([&](auto& pk) {
-      pk.pack_map(5);
+      pk.pack_map(6);
+      pk.pack("rss_bytes");
+      pk.pack_uint64(tqds::ResidentBytes());
       pk.pack("keys");
       pk.pack_uint64(st.keys);
       pk.pack("bytes");

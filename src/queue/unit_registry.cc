@@ -45,6 +45,19 @@ void UnitRegistry::AddPermanent(std::string endpoint) {
   if (!ListedLocked(endpoint)) units_.push_back(Unit{std::move(endpoint), nullptr, {}, {}, {}});
 }
 
+void UnitRegistry::AddRecovered(std::string endpoint) {
+  if (!CheckEndpoint(endpoint).ok()) return;
+  auto client = RpcClient::Connect(endpoint);
+  if (!client.ok()) {
+    spdlog::warn("controller: not listing recovered storage unit {}: {}", endpoint, client.status().ToString());
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ListedLocked(endpoint) || units_.size() >= options_.max_units) return;
+  spdlog::info("controller: storage unit {} listed again (from the state directory)", endpoint);
+  units_.push_back(Unit{std::move(endpoint), client.MoveValue(), {}, Clock::now(), Clock::now()});
+}
+
 bool UnitRegistry::ListedLocked(const std::string& endpoint) const {
   return std::any_of(units_.begin(), units_.end(), [&](const Unit& u) { return u.endpoint == endpoint; });
 }

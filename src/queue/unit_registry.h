@@ -49,6 +49,10 @@ class UnitRegistry {
 
   // Lists `endpoint` for good (no pings).
   void AddPermanent(std::string endpoint);
+  // Lists `endpoint` at once, without verifying it, then pings it as a
+  // registered unit (dropped when silent): a unit the controller's state
+  // directory remembers, which likely still runs and holds data.
+  void AddRecovered(std::string endpoint);
   // Verifies `endpoint` and lists it; `done` gets OK then (at once when it
   // is listed already), or an error naming the endpoint and why.
   void Register(std::string endpoint, Done done);

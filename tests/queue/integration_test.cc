@@ -3,12 +3,16 @@
 // task "reward") over 50k samples. Each task must see every sample exactly
 // once, byte-identical.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -54,18 +58,18 @@ std::vector<std::string> ReadLines(const std::string& path) {
   return out;
 }
 
-TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
-  TempDir dir("tq-itest");
-  ASSERT_FALSE(dir.path().empty());
-  std::vector<ChildProcess> services;
-  ASSERT_OK_AND_ASSIGN(std::string ctl, StartService(services, {TQ_BINARY, "controller", "--port", "0"}));
-  std::vector<std::string> units;
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_OK_AND_ASSIGN(std::string unit, StartService(services, {TQ_BINARY, "storage-unit", "--port", "0",
-                                                                   "--controller", ctl, "--capacity-mb", "1024"}));
-    units.push_back(unit);
-  }
+struct PipelineShape {
+  int64_t samples = kSamples;
+  int64_t put_batch = kPutBatch;
+  int64_t consumer_batch = kConsumerBatch;
+};
 
+// Runs four producers and three consumers (two share task "train", one runs
+// "reward") against the controller at `ctl`, calls `meanwhile` while they run
+// (it returns when it is done with them), and checks that each task saw each
+// sample exactly once, byte-identical, and that the controller agrees.
+void RunPipeline(const std::string& ctl, const TempDir& dir, const PipelineShape& shape,
+                 const std::function<void(const std::function<bool()>& running)>& meanwhile = nullptr) {
   auto t0 = std::chrono::steady_clock::now();
   struct Worker {
     std::string name;
@@ -76,27 +80,35 @@ TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
   const std::vector<std::string> consumer_tasks = {"train", "train", "reward"};
   for (size_t i = 0; i < consumer_tasks.size(); ++i) {
     std::string out = dir.path() + "/consumer" + std::to_string(i) + "-" + consumer_tasks[i] + ".txt";
-    ASSERT_OK_AND_ASSIGN(ChildProcess p,
-                         ChildProcess::Spawn({TQ_INTEGRATION_WORKER, "consumer", ctl, kPartition, consumer_tasks[i],
-                                              std::to_string(kConsumerBatch), std::to_string(kSamples), out}));
+    ASSERT_OK_AND_ASSIGN(ChildProcess p, ChildProcess::Spawn({TQ_INTEGRATION_WORKER, "consumer", ctl, kPartition,
+                                                              consumer_tasks[i], std::to_string(shape.consumer_batch),
+                                                              std::to_string(shape.samples), out}));
     workers.push_back({"consumer " + std::to_string(i) + " (" + consumer_tasks[i] + ")", std::move(p), out});
   }
-  const int64_t per_producer = kSamples / kProducers;
+  const int64_t per_producer = shape.samples / kProducers;
   for (int i = 0; i < kProducers; ++i) {
     ASSERT_OK_AND_ASSIGN(ChildProcess p,
                          ChildProcess::Spawn({TQ_INTEGRATION_WORKER, "producer", ctl, kPartition,
                                               std::to_string(i * per_producer), std::to_string(per_producer),
-                                              std::to_string(kPutBatch)}));
+                                              std::to_string(shape.put_batch)}));
     workers.push_back({"producer " + std::to_string(i), std::move(p), ""});
   }
+  if (meanwhile) {
+    meanwhile([&] {
+      for (auto& w : workers) {
+        if (w.proc.running()) return true;
+      }
+      return false;
+    });
+  }
   for (auto& w : workers) {
-    auto code = w.proc.Wait(90s);
+    auto code = w.proc.Wait(120s);
     ASSERT_TRUE(code.ok()) << w.name << ": " << code.status().ToString();
     ASSERT_EQ(*code, 0) << w.name << " failed (its stderr is above)";
   }
   double secs = tqds::testing::SecondsSince(t0);
   std::printf("integration: %lld samples through %d producers and %zu consumers in %.2f s\n",
-              static_cast<long long>(kSamples), kProducers, consumer_tasks.size(), secs);
+              static_cast<long long>(shape.samples), kProducers, consumer_tasks.size(), secs);
 
   // Each task saw each sample exactly once, with the bytes its uid implies.
   std::map<std::string, std::vector<int>> seen;
@@ -106,11 +118,11 @@ TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
     auto lines = ReadLines(workers[i].out);
     per_consumer.push_back(lines.size());
     auto& s = seen[consumer_tasks[i]];
-    s.resize(kSamples, 0);
+    s.resize(shape.samples, 0);
     for (const auto& line : lines) {
       int64_t uid = std::atoll(line.c_str());
       ASSERT_GE(uid, 0) << line;
-      ASSERT_LT(uid, kSamples) << line;
+      ASSERT_LT(uid, shape.samples) << line;
       ++s[uid];
       if (line != itest::ExpectedLine(uid)) {
         if (corrupt[consumer_tasks[i]]++ < 5) ADD_FAILURE() << "corrupt sample: got '" << line << "' expected '" << itest::ExpectedLine(uid) << "'";
@@ -123,23 +135,31 @@ TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
       missing += c == 0;
       dup += c > 1;
     }
+    std::printf("integration: task %s: %lld lost, %lld duplicated\n", task.c_str(), static_cast<long long>(missing),
+                static_cast<long long>(dup));
     EXPECT_EQ(missing, 0) << "task " << task << " never saw " << missing << " samples";
     EXPECT_EQ(dup, 0) << "task " << task << " saw " << dup << " samples more than once";
     EXPECT_EQ(corrupt[task], 0) << "task " << task;
   }
-  EXPECT_EQ(per_consumer[0] + per_consumer[1], static_cast<size_t>(kSamples));
-  EXPECT_EQ(per_consumer[2], static_cast<size_t>(kSamples));
+  EXPECT_EQ(per_consumer[0] + per_consumer[1], static_cast<size_t>(shape.samples));
+  EXPECT_EQ(per_consumer[2], static_cast<size_t>(shape.samples));
 
-  // The controller agrees, and a clear empties both units.
+  // The controller agrees.
   TransferQueueClient c("checker", ctl);
   ASSERT_OK(c.initialize_storage_manager("SimpleStorageManager"));
   ASSERT_OK_AND_ASSIGN(auto ps, c.get_production_status(kPartition));
-  EXPECT_EQ(ps.num_samples, static_cast<size_t>(kSamples));
-  EXPECT_EQ(ps.produced["response"], static_cast<size_t>(kSamples));
+  EXPECT_EQ(ps.num_samples, static_cast<size_t>(shape.samples));
+  EXPECT_EQ(ps.produced["response"], static_cast<size_t>(shape.samples));
   for (const std::string task : {"train", "reward"}) {
     ASSERT_OK_AND_ASSIGN(auto cs, c.get_consumption_status(kPartition, task));
-    EXPECT_EQ(cs.consumed, static_cast<size_t>(kSamples)) << task;
+    EXPECT_EQ(cs.consumed, static_cast<size_t>(shape.samples)) << task;
   }
+}
+
+// A clear through `ctl` empties every unit.
+void ClearAndExpectUnitsEmpty(const std::string& ctl, const std::vector<std::string>& units) {
+  TransferQueueClient c("clearer", ctl);
+  ASSERT_OK(c.initialize_storage_manager("SimpleStorageManager"));
   ASSERT_OK(c.clear_partition(kPartition));
   for (const auto& u : units) {
     ASSERT_OK_AND_ASSIGN(auto rpc, tqds::wire::RpcClient::Connect(u));
@@ -148,8 +168,67 @@ TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
     ASSERT_OK_AND_ASSIGN(uint64_t keys, rd.Get<uint64_t>("keys"));
     EXPECT_EQ(keys, 0u) << u;
   }
+}
+
+TEST(IntegrationTest, MultiProcessPipelineDeliversEverySampleOncePerTask) {
+  TempDir dir("tq-itest");
+  ASSERT_FALSE(dir.path().empty());
+  std::vector<ChildProcess> services;
+  ASSERT_OK_AND_ASSIGN(std::string ctl, StartService(services, {TQ_BINARY, "controller", "--port", "0"}));
+  std::vector<std::string> units;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string unit, StartService(services, {TQ_BINARY, "storage-unit", "--port", "0",
+                                                                   "--controller", ctl, "--capacity-mb", "1024"}));
+    units.push_back(unit);
+  }
+  RunPipeline(ctl, dir, PipelineShape{});
+  ClearAndExpectUnitsEmpty(ctl, units);
   // Services stop cleanly on SIGTERM.
   for (auto& s : services) EXPECT_EQ(s.Stop(), 0);
+}
+
+// The same pipeline while its controller (with --state-dir) is killed with
+// SIGKILL at random moments and started again on the same directory and
+// port: the clients resend by themselves, and still no sample is lost or
+// seen twice by a task.
+TEST(IntegrationTest, ControllerKilledAtRandomResumesFromItsStateDirExactlyOnce) {
+  TempDir dir("tq-wal");
+  ASSERT_FALSE(dir.path().empty());
+  const int port = tqds::testing::FreePort();
+  const std::vector<std::string> ctl_argv = {TQ_BINARY, "controller", "--port", std::to_string(port),
+                                             "--state-dir", dir.path() + "/state"};
+  std::vector<ChildProcess> units_procs;
+  std::vector<ChildProcess> ctl_procs;  // the current one last
+  ASSERT_OK_AND_ASSIGN(std::string ctl, StartService(ctl_procs, ctl_argv));
+  std::vector<std::string> units;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string unit, StartService(units_procs, {TQ_BINARY, "storage-unit", "--port", "0",
+                                                                      "--controller", ctl, "--capacity-mb", "1024"}));
+    units.push_back(unit);
+  }
+  std::mt19937 rng(std::random_device{}());
+  int kills = 0;
+  RunPipeline(ctl, dir, PipelineShape{40000, 100, 64}, [&](const std::function<bool()>& running) {
+    while (running() && kills < 5) {
+      // A random moment in the run; the pipeline itself is the load.
+      std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 600));
+      if (!running()) break;
+      ChildProcess& c = ctl_procs.back();
+      ASSERT_EQ(::kill(c.pid(), SIGKILL), 0);
+      ASSERT_OK_AND_ASSIGN(int code, c.Wait(10s));
+      EXPECT_EQ(code, 128 + SIGKILL);
+      ++kills;
+      ASSERT_OK_AND_ASSIGN(ChildProcess again, ChildProcess::Spawn(ctl_argv));
+      ASSERT_OK_AND_ASSIGN(std::string ready, again.WaitForLine("listening on tcp://", 30s));
+      EXPECT_NE(ready.find(std::to_string(port)), std::string::npos) << ready;
+      ctl_procs.push_back(std::move(again));
+    }
+  });
+  std::printf("integration: the controller was killed with SIGKILL %d times\n", kills);
+  EXPECT_GE(kills, 1) << "the pipeline ended before the first kill: nothing was tested";
+  ClearAndExpectUnitsEmpty(ctl, units);
+  for (auto& s : units_procs) EXPECT_EQ(s.Stop(), 0);
+  EXPECT_EQ(ctl_procs.back().Stop(), 0);
 }
 
 }  // namespace

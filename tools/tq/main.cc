@@ -119,6 +119,11 @@ int main(int argc, char** argv) {
   ctl->add_option("--unit-liveness-timeout-ms", limits.storage_unit_liveness_timeout_ms,
                   "a registered storage unit that leaves a ping unanswered this long is dropped")
       ->capture_default_str();
+  ctl->add_option("--state-dir", limits.state_dir,
+                  "keep the controller's state in this directory: started again on it (same --port) "
+                  "after a crash or kill -9, it resumes exactly and clients resend by themselves");
+  ctl->add_flag("--state-sync", limits.state_sync,
+                "fdatasync each state change (also survives a host crash; slower)");
 
   std::string controller;
   auto* su = app.add_subcommand("storage-unit", "run a simple storage unit");
@@ -172,6 +177,14 @@ int main(int argc, char** argv) {
       if (!cfg.ok()) return Fail(cfg.status().WithContext("--default-sampling"));
       o.default_sampling = cfg.MoveValue();
     }
+    if (!o.state_dir.empty() && port == 0) {
+      spdlog::warn("--state-dir with --port 0: started again, the controller gets another port, and clients "
+                   "resend only to the address they know; give a fixed --port");
+    }
+    if (!o.state_dir.empty() && units > 0) {
+      spdlog::warn("--state-dir with --storage-units {}: embedded units keep their data in this process, so it "
+                   "is lost with it; run `tq storage-unit --controller` for data that outlives a restart", units);
+    }
     auto c = tq::TransferQueueController::Start(o);
     if (!c.ok()) return Fail(c.status());
     std::printf("tq controller listening on %s\n", (*c)->address().c_str());
@@ -179,7 +192,7 @@ int main(int argc, char** argv) {
       std::printf("tq storage unit listening on %s\n", u.c_str());
     std::unique_ptr<tqds::MetricsEndpoint> metrics;
     if (metrics_port >= 0) {
-      auto m = tq::tools::StartControllerMetrics(host, metrics_port, (*c)->address());
+      auto m = tq::tools::StartControllerMetrics(host, metrics_port, **c);
       if (!m.ok()) {
         (*c)->Stop();
         return Fail(m.status());

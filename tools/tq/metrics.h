@@ -1,19 +1,30 @@
 // `tq controller --metrics-port N`: the controller's Prometheus endpoint,
-// with upstream TransferQueue's metric names (tq_partitions_total,
+// with upstream TransferQueue's metric names: tq_controller_uptime_seconds,
+// tq_controller_memory_rss_bytes, tq_partitions_total,
 // tq_partition_samples_total, tq_partition_production_progress,
-// tq_partition_consumption_progress, tq_controller_uptime_seconds). Each
-// scrape asks the controller through the public client API
-// (partition_summaries), so the controller's own thread is never shared.
+// tq_partition_consumption_progress, tq_global_index_allocated_total,
+// tq_global_index_reusable_total, the request families
+// tq_controller_request_duration_seconds (histogram), tq_controller_request,
+// tq_controller_request_errors and tq_controller_request_samples (counters,
+// by op_type), and per storage unit (storage_unit_id: its endpoint)
+// tq_storage_capacity_total, tq_storage_active_keys_total,
+// tq_storage_utilization_ratio and tq_storage_memory_rss_bytes. Capacity is
+// in bytes here (upstream counts keys), utilisation is bytes over capacity.
+// Partitions come through the public client API (partition_summaries) and
+// the units' own UnitStats, so the controller's own thread is never shared;
+// the request counters from TransferQueueController::request_stats.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "common/metrics_endpoint.h"
+#include "tq/controller.h"
 
 namespace tq::tools {
 
+// `controller` is served in this process and must outlive the endpoint.
 tqds::Result<std::unique_ptr<tqds::MetricsEndpoint>> StartControllerMetrics(const std::string& host, int port,
-                                                                            const std::string& controller);
+                                                                            const TransferQueueController& controller);
 
 }  // namespace tq::tools

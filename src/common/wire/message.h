@@ -50,6 +50,11 @@ class Message {
   // Decoded body object (receiver side); nil when absent.
   const msgpack::object& body() const { return body_; }
 
+  // The header frame as received (set by RecvMessage; empty for a message
+  // built here), e.g. to record a request byte for byte.
+  const Buffer& raw_header() const { return raw_header_; }
+  void set_raw_header(Buffer b) { raw_header_ = std::move(b); }
+
   std::vector<Buffer>& payloads() { return payloads_; }
   const std::vector<Buffer>& payloads() const { return payloads_; }
 
@@ -72,6 +77,7 @@ class Message {
   msgpack::object body_;
   std::shared_ptr<msgpack::zone> zone_;
   std::vector<Buffer> payloads_;
+  Buffer raw_header_;
 };
 
 // Reads named fields of a msgpack map with clear errors ("GetMeta: field

@@ -57,7 +57,20 @@ RpcClient::~RpcClient() {
 }
 
 std::future<Result<Message>> RpcClient::Call(Message request, std::chrono::milliseconds timeout) {
-  request.set_request_id(next_id_.fetch_add(1));
+  request.set_request_id(next_id_.fetch_add(1) & ~kCallerIdBit);
+  return Enqueue(std::move(request), timeout);
+}
+
+std::future<Result<Message>> RpcClient::CallWithId(Message request, std::chrono::milliseconds timeout) {
+  if ((request.request_id() & kCallerIdBit) == 0) {
+    std::promise<Result<Message>> p;
+    p.set_value(Status::Invalid("CallWithId: request id ", request.request_id(), " lacks the caller-id bit"));
+    return p.get_future();
+  }
+  return Enqueue(std::move(request), timeout);
+}
+
+std::future<Result<Message>> RpcClient::Enqueue(Message request, std::chrono::milliseconds timeout) {
   Outgoing o{std::move(request), {}, Clock::now() + timeout};
   auto fut = o.promise.get_future();
   {
@@ -132,10 +145,12 @@ void RpcClient::Run() {
       if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
       if (id == ZMQ_EVENT_CONNECTED) {
         connected = true;
+        connection_events_.fetch_add(1);
       } else if (id == ZMQ_EVENT_CONNECT_RETRIED) {
         if (connected) disconnected_since = Clock::now();
         connected = false;
       } else if (id == ZMQ_EVENT_DISCONNECTED) {
+        connection_events_.fetch_add(1);
         connected = false;
         disconnected_since = Clock::now();
         // Requests already sent will never be answered by this peer.
@@ -148,6 +163,11 @@ void RpcClient::Run() {
       batch.swap(outgoing_);
     }
     for (auto& o : batch) {
+      if (pending.count(o.message.request_id()) != 0) {
+        o.promise.set_value(Status::Invalid("request id ", o.message.request_id(), " is already in flight to ",
+                                            endpoint_));
+        continue;
+      }
       Status st = SendMessage(sock, o.message);
       if (!st.ok()) {
         o.promise.set_value(st.WithContext("request to " + endpoint_));
@@ -221,7 +241,22 @@ void RpcClient::StopMonitor(zmq::socket_t& sock, zmq::socket_t& monitor) {
 
 // ---------------------------------------------------------------- server
 
+Responder Responder::Capture(MsgType type, uint64_t request_id, Sink sink) {
+  Responder r;
+  r.type_ = type;
+  r.request_id_ = request_id;
+  r.sink_ = std::move(sink);
+  return r;
+}
+
 void Responder::Reply(Message reply) {
+  if (sink_) {
+    reply.set_request_id(request_id_);
+    Sink sink = std::move(sink_);
+    sink_ = nullptr;
+    sink(std::move(reply));
+    return;
+  }
   if (server_ == nullptr) return;
   reply.set_request_id(request_id_);
   server_->Send(routing_, reply);

@@ -45,7 +45,17 @@ class RpcClient {
   Result<Message> CallSync(Message request, std::chrono::milliseconds timeout) {
     return Call(std::move(request), timeout).get();
   }
+  // As Call, but keeps the request id the caller set, which must have bit 63
+  // set (kCallerIdBit; assigned ids never do) and be unique among this
+  // client's calls in flight. A caller that resends a request after a lost
+  // connection keeps its id, so a server can recognise the resend.
+  static constexpr uint64_t kCallerIdBit = uint64_t{1} << 63;
+  std::future<Result<Message>> CallWithId(Message request, std::chrono::milliseconds timeout);
   const std::string& endpoint() const { return endpoint_; }
+  // How many times a connection to the peer was made or lost (counted as
+  // the connection events arrive): a change means the peer may now be
+  // another process than the one that answered before.
+  uint64_t connection_events() const { return connection_events_.load(); }
 
  private:
   struct Outgoing {
@@ -54,6 +64,7 @@ class RpcClient {
     Clock::time_point deadline;
   };
   explicit RpcClient(std::string endpoint);
+  std::future<Result<Message>> Enqueue(Message request, std::chrono::milliseconds timeout);
   void Run();
   static void StopMonitor(zmq::socket_t& sock, zmq::socket_t& monitor);
 
@@ -61,6 +72,7 @@ class RpcClient {
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> connection_events_{0};
   std::mutex mu_;
   std::deque<Outgoing> outgoing_;  // guarded by mu_
   std::thread thread_;
@@ -69,13 +81,16 @@ class RpcClient {
 class RpcServer;
 
 // Where to send the reply of one request. Cheap to move; use only on the
-// server thread.
+// server thread. A capturing responder hands the reply (its request id set)
+// to a function instead, e.g. to record it before passing it on.
 class Responder {
  public:
+  using Sink = std::function<void(Message reply)>;
   Responder() = default;
+  static Responder Capture(MsgType type, uint64_t request_id, Sink sink);
   void Reply(Message reply);
   void ReplyError(Status status);
-  bool valid() const { return server_ != nullptr; }
+  bool valid() const { return server_ != nullptr || sink_ != nullptr; }
   MsgType type() const { return type_; }
   uint64_t request_id() const { return request_id_; }
 
@@ -85,6 +100,7 @@ class Responder {
   std::string routing_;
   MsgType type_ = MsgType::kInvalid;
   uint64_t request_id_ = 0;
+  Sink sink_;
 };
 
 struct RpcServerOptions {

@@ -96,6 +96,7 @@ Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* 
   }
   if (first >= parts.size()) return Status::Invalid("malformed message: no header frame");
   TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(parts[first].data(), parts[first].size(), limits));
+  m.set_raw_header(BufferFromZmq(std::move(parts[first])));
   m.payloads().reserve(parts.size() - first - 1);
   for (size_t i = first + 1; i < parts.size(); ++i) {
     m.payloads().push_back(BufferFromZmq(std::move(parts[i])));

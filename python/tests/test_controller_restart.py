@@ -2,8 +2,8 @@
 state_dir=...), `tq controller --state-dir`) killed with SIGKILL and started
 again on the same directory and port: the same Python client carries on by
 itself (a get_meta that was waiting when the controller died is answered
-after the restart), consumption and data are exactly as before, nothing is
-handed out twice. A second controller on a directory in use, a damaged
+after the restart), consumption and data are exactly as before on both
+backends, nothing is handed out twice. A second controller on a directory in use, a damaged
 directory and a controller that came back without its state are refused
 with errors that say so."""
 
@@ -70,9 +70,14 @@ def restartable(tmp_path):
             u.wait(timeout=10)
 
 
-def test_killed_controller_resumes_and_the_client_carries_on(restartable):
+@pytest.mark.parametrize("backend", ["simple", "yuanrong"])
+def test_killed_controller_resumes_and_the_client_carries_on(restartable, backend, request):
+    """Simple: the data is in a registered `tq storage-unit`; yuanrong: in the
+    suite's datasystem worker, under keys that name the controller's id,
+    which the state directory keeps."""
     start, first, _ = restartable
-    c = make_client(first, "simple")
+    worker = request.getfixturevalue("ds_worker") if backend == "yuanrong" else None
+    c = make_client(first, backend, worker)
     p = unique("wal")
     c.put(TensorDict({"x": torch.arange(16).reshape(8, 2)}, batch_size=[8]), partition_id=p)
     before = c.get_meta(["x"], 3, p, task_name="train")

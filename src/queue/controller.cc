@@ -299,13 +299,7 @@ class ControllerImpl : public TransferQueueController {
 
   // Whether `m` goes on to Dispatch; else it was answered here.
   bool Admit(const Message& m, Responder& r) {
-    if (!journal_ok_) {
-      auto now = Clock::now();
-      if (now - last_repair_ >= std::chrono::seconds(1)) {
-        last_repair_ = now;
-        RotateState();
-      }
-    }
+    if (!journal_ok_ && RepairDue()) RotateState();
     if (CallerKeyed(m)) {
       auto it = replies_.find(m.request_id());
       if (it != replies_.end() && it->second.crc == HeaderCrc(m)) {
@@ -350,6 +344,11 @@ class ControllerImpl : public TransferQueueController {
                    (req.type() != MsgType::kCtlRestore && req.type() != MsgType::kCtlRegisterStorage);
     bool durable = true;
     if (changed) durable = Append(req);
+    if (!durable && RepairDue()) {
+      // A fresh base holds this change too: written, it is durable after all.
+      RotateState();
+      durable = journal_ok_;
+    }
     if (CallerKeyed(req)) Remember(req, rep, durable);
     if (!durable) {
       r.ReplyError(NotDurable());
@@ -365,8 +364,7 @@ class ControllerImpl : public TransferQueueController {
     if (st.ok()) return true;
     journal_ok_ = false;
     journal_error_ = st;
-    spdlog::error("controller: {}; refusing changes until the state directory takes writes again",
-                  st.ToString());
+    spdlog::error("controller: {}; writing the whole state anew (changes wait until that succeeds)", st.ToString());
     return false;
   }
 
@@ -386,10 +384,15 @@ class ControllerImpl : public TransferQueueController {
     }
   }
 
+  // Whether to try writing a fresh base now: at once after a failed
+  // append, then at most once a second while that keeps failing.
+  bool RepairDue() const { return Clock::now() - last_failed_rotate_ >= std::chrono::seconds(1); }
+
   // Writes the whole state as the base and starts a new journal segment.
   void RotateState() {
     Status st = journal_->Rotate(BaseDocument());
     if (!st.ok()) {
+      last_failed_rotate_ = Clock::now();
       if (journal_ok_) spdlog::error("controller: {}", st.ToString());
       journal_ok_ = false;
       journal_error_ = st;
@@ -931,7 +934,7 @@ class ControllerImpl : public TransferQueueController {
   std::unique_ptr<internal::ControllerJournal> journal_;
   bool journal_ok_ = true;
   Status journal_error_;
-  Clock::time_point last_repair_;
+  Clock::time_point last_failed_rotate_;
   uint64_t rotate_bytes_ = 0;
   bool replaying_ = false;
   std::unordered_map<uint64_t, CachedReply> replies_;

@@ -223,7 +223,10 @@ Status ControllerJournal::ReadSegment(uint64_t n, Recovered* out) {
   const std::string path = SegmentPath(n);
   TQDS_ASSIGN_OR_RETURN(auto content, ReadFile(path));
   if (!content) return Status::OK();  // a rotation stopped before creating it: empty
-  const std::string& s = *content;
+  return ParseSegment(*content, path, out);
+}
+
+Status ControllerJournal::ParseSegment(std::string_view s, const std::string& path, Recovered* out) {
   size_t off = 0;
   while (off < s.size()) {
     const std::string where = path + " at offset " + std::to_string(off);

@@ -55,6 +55,9 @@ class ControllerJournal {
   // Makes `base` the state, durably, and starts a new, empty segment; the
   // old segment is removed. On error the previous base and segment stay.
   tqds::Status Rotate(std::string_view base);
+  // The records of one segment's bytes (`path` names it in errors): the
+  // decoder Open uses, also run by the fuzz target.
+  static tqds::Status ParseSegment(std::string_view bytes, const std::string& path, Recovered* out);
   // Bytes in the current segment.
   uint64_t segment_bytes() const { return segment_bytes_; }
   const std::string& dir() const { return dir_; }

@@ -17,7 +17,6 @@ namespace tq::internal {
 using tqds::wire::Message;
 using tqds::wire::MsgType;
 using tqds::wire::RpcClient;
-namespace simple = internal::simple;
 
 namespace {
 

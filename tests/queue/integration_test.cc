@@ -231,5 +231,54 @@ TEST(IntegrationTest, ControllerKilledAtRandomResumesFromItsStateDirExactlyOnce)
   EXPECT_EQ(ctl_procs.back().Stop(), 0);
 }
 
+// The state directory stops taking writes (a file-size limit, as a full
+// disk would): the change whose journal append failed is not confirmed, the
+// controller writes a fresh base, and the client's resend gets the answer;
+// no call fails, and the state survives a SIGKILL afterwards.
+TEST(IntegrationTest, AStateDirThatStopsTakingWritesRecoversWithoutALostChange) {
+  TempDir dir("tq-efbig");
+  ASSERT_FALSE(dir.path().empty());
+  const int port = tqds::testing::FreePort();
+  // 96 KiB per file: the base (a few KiB here) fits, the journal soon does not.
+  const std::vector<std::string> argv = {"prlimit", "--fsize=98304", TQ_BINARY, "controller", "--port",
+                                         std::to_string(port), "--storage-units", "1", "--state-dir",
+                                         dir.path() + "/state"};
+  std::vector<ChildProcess> ctl;
+  ASSERT_OK_AND_ASSIGN(std::string address, StartService(ctl, argv));
+  TransferQueueClient c("meta-writer", address);
+  ASSERT_OK(c.initialize_storage_manager("SimpleStorageManager"));
+  ASSERT_OK_AND_ASSIGN(BatchMeta meta, c.allocate("p", 10));
+  const std::string blob(4096, 'b');
+  // 60 rounds of 10 x 4 KiB of custom meta: about 2.4 MiB of journal for a
+  // state that stays near 40 KiB.
+  for (int round = 0; round < 60; ++round) {
+    std::vector<SampleMeta> samples = meta.samples();
+    for (auto& s : samples) s.custom = {{"round", MetaValue(int64_t{round})}, {"blob", MetaValue(blob)}};
+    Status st = c.set_custom_meta(BatchMeta({}, samples));
+    ASSERT_TRUE(st.ok()) << "round " << round << ": " << st.ToString();
+  }
+  ASSERT_OK_AND_ASSIGN(BatchMeta got, c.get_custom_meta("p", meta.global_indexes()));
+  for (const auto& s : got.samples()) EXPECT_EQ(s.custom.at("round"), MetaValue(int64_t{59}));
+  // Each failed append was followed by a fresh base and segment: the base's
+  // segment number (bytes 16-23) counts them (1 is the start's own).
+  std::ifstream base(dir.path() + "/state/base", std::ios::binary);
+  char header[24] = {};
+  ASSERT_TRUE(base.read(header, sizeof(header)));
+  uint64_t segment = 0;
+  for (int i = 0; i < 8; ++i) segment |= uint64_t{static_cast<uint8_t>(header[16 + i])} << (8 * i);
+  std::printf("integration: the journal hit the file-size limit and was written anew %llu times\n",
+              static_cast<unsigned long long>(segment - 1));
+  EXPECT_GE(segment, 10u);
+
+  ASSERT_EQ(::kill(ctl.back().pid(), SIGKILL), 0);
+  ASSERT_OK_AND_ASSIGN(int code, ctl.back().Wait(10s));
+  EXPECT_EQ(code, 128 + SIGKILL);
+  ctl.clear();
+  ASSERT_OK_AND_ASSIGN(std::string again, StartService(ctl, argv));
+  ASSERT_OK_AND_ASSIGN(BatchMeta after, c.get_custom_meta("p", meta.global_indexes()));
+  for (const auto& s : after.samples()) EXPECT_EQ(s.custom.at("round"), MetaValue(int64_t{59}));
+  EXPECT_EQ(ctl.back().Stop(), 0);
+}
+
 }  // namespace
 }  // namespace tq

@@ -154,6 +154,9 @@ int main(int argc, char** argv) {
   if (*ctl || *su) {
     KeepFreedMemory();
     BlockStopSignals();
+    // A file-size limit reached while journaling is a failed write the
+    // controller reports and recovers from, not a reason to die.
+    std::signal(SIGXFSZ, SIG_IGN);
   }
   if (*ctl) {
     tq::ControllerOptions o = limits;

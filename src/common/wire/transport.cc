@@ -4,6 +4,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
 
 namespace tqds::wire {
 
@@ -69,6 +74,29 @@ Status SendMessage(zmq::socket_t& socket, const Message& message,
   return Status::OK();
 }
 
+namespace {
+
+// TQDS_WIRE_CAPTURE_DIR=dir: every process writes the first few header
+// frames of each message type it receives to dir/<type>-<pid>-<n>.bin, real
+// traffic for the fuzz targets' seed corpus (fuzz/README.md). Off unless set.
+void CaptureHeader(MsgType type, const void* data, size_t size) {
+  static const char* dir = std::getenv("TQDS_WIRE_CAPTURE_DIR");
+  if (dir == nullptr || *dir == '\0') return;
+  static std::mutex mu;
+  static std::map<int, int> taken;
+  std::lock_guard<std::mutex> lock(mu);
+  int& n = taken[static_cast<int>(type)];
+  if (n >= 8) return;
+  std::string path = std::string(dir) + "/" + std::to_string(static_cast<int>(type)) + "-" +
+                     std::to_string(::getpid()) + "-" + std::to_string(n++) + ".bin";
+  if (FILE* f = std::fopen(path.c_str(), "wb")) {
+    std::fwrite(data, 1, size, f);
+    std::fclose(f);
+  }
+}
+
+}  // namespace
+
 Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* routing,
                             const WireLimits& limits) {
   std::vector<zmq::message_t> parts;
@@ -96,6 +124,7 @@ Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* 
   }
   if (first >= parts.size()) return Status::Invalid("malformed message: no header frame");
   TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(parts[first].data(), parts[first].size(), limits));
+  CaptureHeader(m.type(), parts[first].data(), parts[first].size());
   m.set_raw_header(BufferFromZmq(std::move(parts[first])));
   m.payloads().reserve(parts.size() - first - 1);
   for (size_t i = first + 1; i < parts.size(); ++i) {

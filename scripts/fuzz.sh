@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Fuzzes every decoder target in fuzz/ with libFuzzer (clang + AddressSanitizer
+# + UBSan), starting from the seed corpus in fuzz/corpus/<target>/.
+#   scripts/fuzz.sh [RUNS_PER_TARGET]     (default 1500000: ~10 M in total)
+# Installs Debian's clang-14, libclang-rt-14-dev and libfuzzer-14-dev when missing, builds into
+# build-fuzz/, and runs each target for RUNS executions on a scratch copy of
+# its corpus (the repository's corpus is not changed; new inputs stay in
+# build-fuzz/corpus/). Prints one line per target and the total; exits 1 on
+# the first finding (libFuzzer writes the input as build-fuzz/crash-*).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-1500000}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if ! command -v clang++-14 >/dev/null || [ ! -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev libfuzzer-14-dev >/dev/null
+fi
+targets=(wire_header controller_messages controller_snapshot controller_journal storage_unit_messages
+         worker_stats cluster_json)
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTQDS_FUZZ=ON \
+  -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
+total=0
+printf '%-24s %12s %8s %10s\n' target executions seconds corpus
+for t in "${targets[@]}"; do
+  work="build-fuzz/corpus/$t"
+  mkdir -p "$work"
+  log="build-fuzz/$t.log"
+  # The scratch corpus first (where new inputs go), then the seeds.
+  if ! (cd build-fuzz && "./fuzz/fuzz_$t" -runs="$runs" -max_len=65536 -print_final_stats=1 \
+          "corpus/$t" "../fuzz/corpus/$t" >"$t.log" 2>&1); then
+    tail -n 40 "$log"
+    echo "fuzz.sh: target $t found a crash (input in build-fuzz/crash-*)" >&2
+    exit 1
+  fi
+  n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  s=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
+  c=$(find "$work" -type f | wc -l)
+  printf '%-24s %12s %8s %10s\n' "$t" "$n" "${s:-?}" "$c"
+  total=$((total + n))
+done
+echo "total executions: $total, no finding"

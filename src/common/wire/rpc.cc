@@ -115,6 +115,26 @@ void RpcClient::Run() {
   // event under load must not fail healthy requests.
   bool connected = true;
   auto disconnected_since = Clock::now();
+  // Hands every reply already received to its caller.
+  auto drain_replies = [&] {
+    while (true) {
+      zmq::pollitem_t in{sock.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&in, 1, std::chrono::milliseconds(0)) <= 0) break;
+      auto msg = RecvMessage(sock);
+      if (!msg.ok()) {
+        spdlog::warn("rpc client {}: dropping malformed reply: {}", endpoint_, msg.status().ToString());
+        continue;
+      }
+      auto it = pending.find(msg->request_id());
+      if (it == pending.end()) continue;  // a reply after its deadline
+      if (!msg->status().ok()) {
+        it->second.promise.set_value(msg->status());
+      } else {
+        it->second.promise.set_value(msg.MoveValue());
+      }
+      pending.erase(it);
+    }
+  };
   auto fail_all = [&](const Status& st) {
     for (auto& [id, p] : pending) p.promise.set_value(st);
     pending.clear();
@@ -153,7 +173,10 @@ void RpcClient::Run() {
         connection_events_.fetch_add(1);
         connected = false;
         disconnected_since = Clock::now();
-        // Requests already sent will never be answered by this peer.
+        // Requests already sent will never be answered by this peer, but
+        // a peer that answered and then closed (a worker told to stop) may
+        // have left its reply queued here: take those first.
+        drain_replies();
         fail_all(Status::Unavailable("lost the connection to ", endpoint_, " (the peer closed or died)"));
       }
     }
@@ -175,23 +198,7 @@ void RpcClient::Run() {
       }
       pending.emplace(o.message.request_id(), Pending{std::move(o.promise), o.deadline});
     }
-    while (true) {
-      zmq::pollitem_t in{sock.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&in, 1, std::chrono::milliseconds(0)) <= 0) break;
-      auto msg = RecvMessage(sock);
-      if (!msg.ok()) {
-        spdlog::warn("rpc client {}: dropping malformed reply: {}", endpoint_, msg.status().ToString());
-        continue;
-      }
-      auto it = pending.find(msg->request_id());
-      if (it == pending.end()) continue;  // a reply after its deadline
-      if (!msg->status().ok()) {
-        it->second.promise.set_value(msg->status());
-      } else {
-        it->second.promise.set_value(msg.MoveValue());
-      }
-      pending.erase(it);
-    }
+    drain_replies();
     now = Clock::now();
     if (!connected && !pending.empty() && now - disconnected_since > kConnectGrace) {
       fail_all(Status::Unavailable("cannot connect to ", endpoint_, " (is the peer running?)"));

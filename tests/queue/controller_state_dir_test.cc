@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/subprocess.h"
 #include "common/test_util.h"
@@ -250,7 +251,17 @@ TEST(ControllerStateDir, AResentRequestGetsItsFirstAnswerAcrossARestart) {
 
   ctl->Stop();
   ctl.reset();
-  ASSERT_OK_AND_ASSIGN(ctl, TransferQueueController::Start(o));
+  // ZMQ closes the old listener on its I/O thread: the port may stay taken
+  // for a moment after Stop.
+  auto restarted = TransferQueueController::Start(o);
+  for (int i = 0; i < 500 && !restarted.ok() &&
+                  restarted.status().message().find("already in use") != std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+    restarted = TransferQueueController::Start(o);
+  }
+  ASSERT_OK(restarted.status());
+  ctl = restarted.MoveValue();
   EXPECT_EQ(indexes(rpc->CallWithId(get_meta(first_id), 10s).get()), first) << "a resend after the restart";
   ASSERT_OK_AND_ASSIGN(Message a2, rpc->CallWithId(allocate(alloc_id), 10s).get());
   ASSERT_OK_AND_ASSIGN(BatchMeta again, internal::MetaFromMessage(a2));

@@ -301,8 +301,9 @@ class ControllerImpl : public TransferQueueController {
   bool Admit(const Message& m, Responder& r) {
     if (!journal_ok_ && RepairDue()) RotateState();
     if (CallerKeyed(m)) {
+      const uint32_t crc = HeaderCrc(m);
       auto it = replies_.find(m.request_id());
-      if (it != replies_.end() && it->second.crc == HeaderCrc(m)) {
+      if (it != replies_.end() && it->second.crc == crc) {
         if (it->second.durable) {
           r.Reply(it->second.reply);
         } else {
@@ -312,7 +313,7 @@ class ControllerImpl : public TransferQueueController {
       }
       // A resend of a get_meta that still waits: answer it there, once.
       for (auto& w : waiters_) {
-        if (w.message.request_id() == m.request_id() && HeaderCrc(w.message) == HeaderCrc(m)) {
+        if (w.message.request_id() == m.request_id() && HeaderCrc(w.message) == crc) {
           w.plain = r;
           w.responder = Durable(m, r);
           return false;

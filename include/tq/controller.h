@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tq/request_stats.h"
 #include "tq/sampling.h"
 #include "tqds/status.h"
 
@@ -72,6 +73,9 @@ struct ControllerOptions {
   int embedded_storage_units = 0;
   // Capacity of each embedded unit.
   uint64_t storage_unit_capacity_bytes = uint64_t{8} << 30;
+  // Samples each embedded unit may hold (StorageUnitOptions::capacity_samples;
+  // upstream's total_storage_size divided over the units). 0: no limit.
+  uint64_t storage_unit_capacity_samples = 0;
   // Upstream TransferQueue's polling mode: a get_meta in mode "fetch" behaves
   // like "poll_all" (an empty meta at once when too few samples are ready,
   // instead of waiting). Default false: fetch waits up to its timeout.
@@ -147,15 +151,7 @@ struct ControllerOptions {
 // Prometheus endpoint. Latency runs from receipt to reply, so a get_meta that
 // waited for data counts its wait.
 struct ControllerRequestStats {
-  // Upper bounds (seconds) of the latency buckets: upstream's.
-  static const std::vector<double>& LatencyBounds();
-  struct Op {
-    uint64_t requests = 0;
-    uint64_t errors = 0;   // answered with an error
-    uint64_t samples = 0;  // samples the answers carried (allocated, produced, handed out, cleared)
-    double seconds = 0;    // total latency
-    std::vector<uint64_t> latency;  // per bucket of LatencyBounds(), one more for above the last
-  };
+  using Op = RequestOpStats;
   std::map<std::string, Op> ops;
   uint64_t index_allocated = 0;  // global indexes held (live, being cleared, reserved)
   uint64_t index_reusable = 0;   // released indexes waiting for reuse

@@ -613,7 +613,7 @@ void InitController(py::module_& m) {
       .def(py::init([](const std::string& address, int storage_units, uint64_t unit_capacity_mb,
                        bool polling_mode, const py::object& default_sampling, const py::object& sampler,
                        int64_t pre_alloc_samples, int64_t max_allocate_per_request, int64_t max_samples_per_partition,
-                       int64_t max_samples_total) {
+                       int64_t max_samples_total, uint64_t unit_capacity_samples) {
              tq::ControllerOptions o;
              o.max_allocate_per_request = max_allocate_per_request;
              o.max_samples_per_partition = max_samples_per_partition;
@@ -621,6 +621,7 @@ void InitController(py::module_& m) {
              o.address = address;
              o.embedded_storage_units = storage_units;
              o.storage_unit_capacity_bytes = unit_capacity_mb << 20;
+             o.storage_unit_capacity_samples = unit_capacity_samples;
              o.polling_mode = polling_mode;
              o.pre_alloc_samples = pre_alloc_samples;
              o.default_sampling = ToSampling(default_sampling);
@@ -640,6 +641,7 @@ void InitController(py::module_& m) {
            py::arg("max_allocate_per_request") = tq::ControllerOptions{}.max_allocate_per_request,
            py::arg("max_samples_per_partition") = tq::ControllerOptions{}.max_samples_per_partition,
            py::arg("max_samples_total") = tq::ControllerOptions{}.max_samples_total,
+           py::arg("unit_capacity_samples") = 0,
            "polling_mode: get_meta mode 'fetch' answers at once, like 'poll_all'. pre_alloc_samples: "
            "indexes each new partition reserves (upstream's TQ_PRE_ALLOC_SAMPLE_NUM). default_sampling: "
            "a sampling config (dict) for calls whose sampling_config names no 'sampler'. sampler: a "

@@ -161,6 +161,24 @@ def test_corrupt_snapshot_raises_and_changes_nothing(client, tmp_path):
         assert client.get_data(meta)["x"].tolist() == [10, 11]
 
 
+def test_unknown_version_or_bad_description_is_refused_and_changes_nothing(client, tmp_path):
+    p = unique("p")
+    client.put(TensorDict({"x": torch.arange(3)}, batch_size=[3]), partition_id=p)
+    tq.save_checkpoint(tmp_path / "ck")
+    info_path = tmp_path / "ck" / "metadata.json"
+    info = json.loads(info_path.read_text())
+    q = unique("q")
+    meta = client.put(TensorDict({"x": torch.arange(10, 12)}, batch_size=[2]), partition_id=q)
+    for bad, error in ((dict(info, version=999), "version 999 is not supported"),
+                       (dict(info, format="something else"), "is not a .* description"),
+                       ("{not json", "not valid JSON")):
+        info_path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        with pytest.raises(RuntimeError, match=error):
+            tq.load_checkpoint(tmp_path / "ck")
+        assert sorted(client.get_partition_list()) == sorted([p, q])
+        assert client.get_data(meta)["x"].tolist() == [10, 11]
+
+
 def test_missing_directory_or_file_is_file_not_found(client, tmp_path):
     with pytest.raises(FileNotFoundError):
         tq.load_checkpoint(tmp_path / "absent")

@@ -5,6 +5,7 @@ Prometheus client's own parser."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import urllib.request
@@ -131,7 +132,8 @@ def test_controller_metrics_with_upstreams_names():
 def test_controller_request_index_and_storage_metrics():
     """Upstream's request families (by op_type), index gauges and per-unit
     storage gauges follow what the controller did."""
-    handle = tq.TransferQueueControllerHandle(storage_units=1, unit_capacity_mb=256, metrics_port=0)
+    handle = tq.TransferQueueControllerHandle(storage_units=1, unit_capacity_mb=256, metrics_port=0,
+                                              unit_capacity_samples=100)
     try:
         endpoint = handle.get_metrics_endpoint()
         unit = handle.get_storage_units()[0]
@@ -157,10 +159,22 @@ def test_controller_request_index_and_storage_metrics():
         assert v[("tq_global_index_reusable_total", ())] == 0
         assert v[("tq_controller_memory_rss_bytes", ())] > 1 << 20
         u = (("storage_unit_id", unit),)
-        assert v[("tq_storage_capacity_total", u)] == 256 << 20
-        assert v[("tq_storage_active_keys_total", u)] > 0
-        assert 0 < v[("tq_storage_utilization_ratio", u)] < 1
+        # upstream's: capacity and active keys in samples
+        assert v[("tq_storage_capacity_total", u)] == 100
+        assert v[("tq_storage_active_keys_total", u)] == 8
+        assert v[("tq_storage_utilization_ratio", u)] == 8 / 100
         assert v[("tq_storage_memory_rss_bytes", u)] > 1 << 20
+        # ours: bytes
+        assert v[("tq_storage_capacity_bytes", u)] == 256 << 20
+        assert v[("tq_storage_used_bytes", u)] == 16 * 8
+        # the unit's own request gauges, upstream's op_types
+        put = (("op_type", "PUT_DATA"),) + u  # labels sorted by name
+        assert v[("tq_storage_request_ops", put)] == 1
+        assert v[("tq_storage_request_latency_avg", put)] > 0
+        assert 0 < v[("tq_storage_request_latency_p50", put)] <= v[("tq_storage_request_latency_p99", put)]
+        assert ("tq_storage_request_ops", (("op_type", "GET_DATA"),) + u) not in v
+        c.get_data(c.get_meta(["x"], 3, p, task_name="t"))
+        assert scrape(endpoint)["values"][("tq_storage_request_ops", (("op_type", "GET_DATA"),) + u)] == 1
 
         c.clear_partition(p)
         v = scrape(endpoint)["values"]
@@ -169,6 +183,53 @@ def test_controller_request_index_and_storage_metrics():
         assert v[("tq_controller_request_samples_total", (("op_type", "CLEAR_PARTITION"),))] == 8
         assert v[("tq_storage_active_keys_total", u)] == 0
     finally:
+        stop_controller(handle)
+
+
+def test_unit_without_a_sample_limit_has_no_capacity_series():
+    """As upstream leaves out an unlimited unit's capacity and utilisation."""
+    handle = tq.TransferQueueControllerHandle(storage_units=1, unit_capacity_mb=64, metrics_port=0)
+    try:
+        u = (("storage_unit_id", handle.get_storage_units()[0]),)
+        v = scrape(handle.get_metrics_endpoint())["values"]
+        assert ("tq_storage_capacity_total", u) not in v
+        assert ("tq_storage_utilization_ratio", u) not in v
+        assert v[("tq_storage_active_keys_total", u)] == 0
+        assert v[("tq_storage_capacity_bytes", u)] == 64 << 20
+    finally:
+        stop_controller(handle)
+
+
+def test_storage_unit_serves_its_own_metrics():
+    """`tq storage-unit --metrics-port 0`: upstream's storage role families
+    (tq_storage_request_* by op_type) on the unit's own endpoint."""
+    handle = tq.TransferQueueControllerHandle(storage_units=0)
+    unit = subprocess.Popen([shutil.which("tq"), "storage-unit", "--controller", handle.info.address,
+                             "--metrics-port", "0",
+                             "--capacity-samples", "50"], stdout=subprocess.PIPE, text=True)
+    try:
+        address = unit.stdout.readline().strip().split("listening on ", 1)[1]
+        endpoint = unit.stdout.readline().strip().split("http://", 1)[1].rsplit("/metrics", 1)[0]
+        c = make_client(handle, "simple")
+        p = unique("unit")
+        c.put(TensorDict({"x": torch.arange(12).reshape(4, 3)}, batch_size=[4]), partition_id=p)
+        c.get_data(c.get_meta(["x"], 4, p, task_name="t"))
+        got = scrape(endpoint)
+        v, types = got["values"], got["types"]
+        put, get = (("op_type", "PUT_DATA"),), (("op_type", "GET_DATA"),)
+        assert types["tq_storage_request_duration_seconds"] == "histogram"
+        assert v[("tq_storage_request_total", put)] == 1
+        assert v[("tq_storage_request_total", get)] == 1
+        assert v[("tq_storage_request_errors_total", put)] == 0
+        assert v[("tq_storage_request_samples_total", get)] == 4
+        assert v[("tq_storage_request_duration_seconds_count", put)] == 1
+        u = (("storage_unit_id", address),)
+        assert v[("tq_storage_capacity_total", u)] == 50
+        assert v[("tq_storage_active_keys_total", u)] == 4
+    finally:
+        unit.terminate()
+        assert unit.wait(timeout=30) == 0
+        unit.stdout.close()
         stop_controller(handle)
 
 

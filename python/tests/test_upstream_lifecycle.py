@@ -261,6 +261,30 @@ def test_simple_storage_needs_a_unit(session):
     assert not rendezvous_path().exists()
 
 
+def test_total_storage_size_bounds_the_samples_held(session):
+    """upstream's backend.SimpleStorage.total_storage_size: at most that many
+    samples over all units; a put past it fails, naming the limit, before
+    anything is written; clearing makes room again."""
+    tqi.init({"backend": {"SimpleStorage": {"num_data_storage_units": 2, "total_storage_size": 8}}})
+    client = tqi.get_client()
+    part = unique("p")
+    meta = put_rows(client, part, n=5)
+    with pytest.raises(Exception, match=r"holds 5 samples and 4 more would pass its limit of 8"):
+        put_rows(client, part, n=4, start=100)
+    put_rows(client, unique("q"), n=3)  # exactly full
+    with pytest.raises(Exception, match=r"the controller holds 8 samples and 1 more .* would pass its limit of 8"):
+        put_rows(client, unique("r"), n=1)
+    assert torch.equal(read_x(client, meta), torch.arange(10).reshape(5, 2))
+    client.clear_partition(part)
+    put_rows(client, unique("p"), n=5)
+
+
+def test_total_storage_size_must_be_a_positive_int(session):
+    with pytest.raises(ValueError, match="total_storage_size"):
+        tqi.init({"backend": {"SimpleStorage": {"total_storage_size": "big"}}})
+    assert not rendezvous_path().exists()
+
+
 def test_conf_of_a_wrong_type_is_a_type_error(session):
     with pytest.raises(TypeError):
         tqi.init(["controller"])

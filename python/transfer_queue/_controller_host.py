@@ -25,6 +25,9 @@ def _parse_args(argv):
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--storage-units", type=int, default=2)
     p.add_argument("--unit-capacity-mb", type=int, default=8192)
+    p.add_argument("--unit-capacity-samples", type=int, default=0)
+    p.add_argument("--max-samples-per-partition", type=int, default=None)
+    p.add_argument("--max-samples-total", type=int, default=None)
     p.add_argument("--polling-mode", action="store_true")
     return p.parse_args(argv)
 
@@ -42,7 +45,10 @@ def main(argv=None) -> int:
 
     controller = _tqds.Controller(f"tcp://{args.host}:{args.port}", args.storage_units, args.unit_capacity_mb,
                                   polling_mode=args.polling_mode, sampler=sampler,
-                                  pre_alloc_samples=pre_alloc_sample_num())
+                                  pre_alloc_samples=pre_alloc_sample_num(),
+                                  unit_capacity_samples=args.unit_capacity_samples,
+                                  **{k: getattr(args, k) for k in ("max_samples_per_partition", "max_samples_total")
+                                     if getattr(args, k) is not None})
     try:
         print(f"tq controller listening on {controller.address}")
         for unit in controller.storage_units:

@@ -221,13 +221,14 @@ def _pickle_sampler(sampler) -> bytes:
                         f"{e}") from e
 
 
-def _host_command(host: str, port: int, storage_units: int, unit_capacity_mb: int, polling_mode: bool):
+def _host_command(host: str, port: int, storage_units: int, unit_capacity_mb: int, polling_mode: bool,
+                  limits: list[str]):
     """The controller host program (transfer_queue._controller_host) and its
     environment: this interpreter, with this process's import path, so the
     child imports the same transfer_queue and _tqds, and the sampler's
     module where the sampler was pickled by reference."""
     cmd = [sys.executable, "-m", "transfer_queue._controller_host", "--host", host, "--port", str(port),
-           "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
+           "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb), *limits]
     if polling_mode:
         cmd.append("--polling-mode")
     env = dict(os.environ)
@@ -262,7 +263,8 @@ class TransferQueueControllerHandle:
 
     def __init__(self, host: str | None = None, port: int = 0, storage_units: int = 2,
                  unit_capacity_mb: int = 8192, sampler=None, polling_mode: bool = False,
-                 metrics_port: int | None = None, state_dir: str | None = None):
+                 metrics_port: int | None = None, state_dir: str | None = None, unit_capacity_samples: int = 0,
+                 max_samples_per_partition: int | None = None, max_samples_total: int | None = None):
         """sampler: the controller-wide sampler (upstream's kwarg: a built-in
         sampler's name, class or instance; None = sequential; any other
         BaseSampler class or instance runs in a Python controller process,
@@ -277,7 +279,22 @@ class TransferQueueControllerHandle:
         --state-dir`): a controller killed in any way and started again on
         the same directory and port resumes exactly, and clients resend
         their requests by themselves (give a fixed port; not with a Python
-        sampler; embedded storage units lose their data with the process)."""
+        sampler; embedded storage units lose their data with the process).
+        unit_capacity_samples: samples each embedded unit may hold (0: no
+        limit but unit_capacity_mb); a put past it fails naming the unit.
+        max_samples_per_partition / max_samples_total: the controller's
+        allocation limits (`tq controller --max-samples-*`; None: its
+        defaults); a put past them fails before anything is written (tq.init
+        maps upstream's total_storage_size onto them)."""
+        limits = []
+        for name, value, low in (("unit_capacity_samples", unit_capacity_samples, 0),
+                                 ("max_samples_per_partition", max_samples_per_partition, 1),
+                                 ("max_samples_total", max_samples_total, 1)):
+            if value is None or (name == "unit_capacity_samples" and value == 0):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidArgumentError(f"{name} must be an int >= {low}, got {value!r}")
+            limits += ["--" + name.replace("_", "-"), str(value)]
         host = host or _default_host()
         pre_alloc_sample_num()  # a bad TQ_PRE_ALLOC_SAMPLE_NUM: ValueError naming it
         custom = custom_sampler(sampler)
@@ -292,10 +309,10 @@ class TransferQueueControllerHandle:
             # A Python sampler runs in a Python controller process (the same
             # C++ controller, embedded through _tqds, calling the sampler).
             payload = _pickle_sampler(custom)
-            cmd, env = _host_command(host, port, storage_units, unit_capacity_mb, polling_mode)
+            cmd, env = _host_command(host, port, storage_units, unit_capacity_mb, polling_mode, limits)
         else:
             cmd = [_tq_binary(), "controller", "--host", host, "--port", str(port),
-                   "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb)]
+                   "--storage-units", str(storage_units), "--unit-capacity-mb", str(unit_capacity_mb), *limits]
             sampling = resolve_sampling_config(sampler)
             if sampling is not None:
                 cmd += ["--default-sampling", json.dumps(sampling)]

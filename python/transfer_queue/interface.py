@@ -585,6 +585,9 @@ def _start_storage(conf, unit_addresses, ray=None):
     return _DsWorker.start(_default_host(), int(yr.worker_port), yr.get("worker_args", ""), yr.get("ucx_env_vars"))
 
 
+_DEFAULT_PARTITION_LIMIT = 1 << 22  # ControllerOptions::max_samples_per_partition
+
+
 def _controller_kwargs(conf) -> dict:
     units = 0  # Yuanrong: the datasystem worker holds the data
     if conf.backend.storage_backend == "SimpleStorage":
@@ -592,7 +595,19 @@ def _controller_kwargs(conf) -> dict:
         if not isinstance(units, int) or isinstance(units, bool) or units < 1:
             raise InvalidArgumentError(
                 f"backend.SimpleStorage.num_data_storage_units must be an int >= 1, got {units!r}")
-    return {"storage_units": units, "sampler": conf.controller.sampler,
+    limits = {}
+    total = conf.backend.SimpleStorage.get("total_storage_size") if units else None
+    if total is not None:
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+            raise InvalidArgumentError(
+                f"backend.SimpleStorage.total_storage_size must be an int >= 1 or null, got {total!r}")
+        # Upstream gives each unit ceil(total / units) and routes sample by
+        # sample; ours routes blocks of 64 indexes, so the controller keeps the
+        # total whole (a put past it is refused before anything is written)
+        # and each unit reports the total as its capacity.
+        limits = {"max_samples_total": total, "max_samples_per_partition": min(total, _DEFAULT_PARTITION_LIMIT),
+                  "unit_capacity_samples": total}
+    return {"storage_units": units, **limits, "sampler": conf.controller.sampler,
             "polling_mode": bool(conf.controller.polling_mode),
             "metrics_port": conf.metrics.port if conf.metrics.enabled else None}
 

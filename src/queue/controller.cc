@@ -96,11 +96,6 @@ Status ControllerOptions::Validate() const {
   return Status::OK();
 }
 
-const std::vector<double>& ControllerRequestStats::LatencyBounds() {
-  static const std::vector<double> bounds = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
-  return bounds;
-}
-
 namespace {
 
 // Upstream's op_type label of each request.
@@ -200,6 +195,7 @@ class ControllerImpl : public TransferQueueController {
     for (int i = 0; i < o.embedded_storage_units; ++i) {
       StorageUnitOptions uo;
       uo.capacity_bytes = o.storage_unit_capacity_bytes;
+      uo.capacity_samples = o.storage_unit_capacity_samples;
       // An in-process controller keeps its units in-process too: inproc
       // transport passes payload buffers by reference, with no copy at all.
       if (o.address.rfind("inproc://", 0) == 0) {
@@ -252,26 +248,13 @@ class ControllerImpl : public TransferQueueController {
   }
 
   void Count(const char* op, Clock::time_point start, bool ok) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    const auto& bounds = ControllerRequestStats::LatencyBounds();
-    size_t bucket = std::lower_bound(bounds.begin(), bounds.end(), seconds) - bounds.begin();
-    std::lock_guard<std::mutex> lock(stats_mu_);
-    auto& o = ops_[op];
-    if (o.latency.empty()) o.latency.assign(bounds.size() + 1, 0);
-    ++o.requests;
-    if (!ok) ++o.errors;
-    o.samples += ok ? reply_samples_ : 0;
-    o.seconds += seconds;
-    ++o.latency[bucket];
+    counters_.Record(op, std::chrono::duration<double>(Clock::now() - start).count(), ok, reply_samples_);
     reply_samples_ = 0;
   }
 
   ControllerRequestStats request_stats() const override {
     ControllerRequestStats out;
-    {
-      std::lock_guard<std::mutex> lock(stats_mu_);
-      out.ops = ops_;
-    }
+    out.ops = counters_.Snapshot();
     out.index_allocated = index_allocated_;
     out.index_reusable = index_reusable_;
     return out;
@@ -923,8 +906,7 @@ class ControllerImpl : public TransferQueueController {
   }
 
   // Request counters: written on the server thread, read by request_stats.
-  mutable std::mutex stats_mu_;
-  std::map<std::string, ControllerRequestStats::Op> ops_;  // guarded by stats_mu_
+  RequestCounters counters_;
   size_t reply_samples_ = 0;  // samples of the reply about to be sent (server thread)
   std::atomic<uint64_t> index_allocated_{0};
   std::atomic<uint64_t> index_reusable_{0};

@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <functional>
+#include <unordered_set>
 
 #include "tq/storage.h"
 
@@ -70,8 +71,8 @@ size_t SimpleStore::SlotHash::operator()(const SlotKey& s) const {
   return Mix(static_cast<uint64_t>(s.index) * 0x9e3779b97f4a7c15ull + s.generation);
 }
 
-SimpleStore::SimpleStore(uint64_t capacity_bytes, std::string name)
-    : capacity_(capacity_bytes), name_(std::move(name)) {}
+SimpleStore::SimpleStore(uint64_t capacity_bytes, std::string name, uint64_t capacity_samples)
+    : capacity_(capacity_bytes), name_(std::move(name)), capacity_samples_(capacity_samples) {}
 
 void SimpleStore::Resolve(const std::vector<KeyGroup>& groups, std::vector<GroupKey>* keys,
                           std::vector<Ref>* refs) {
@@ -112,8 +113,36 @@ void SimpleStore::ResolveStrings(const std::vector<std::string>& strings, std::v
   }
 }
 
+uint64_t SimpleStore::NewSamples(const std::vector<Ref>& refs) const {
+  std::unordered_map<GroupKey, std::unordered_set<SlotKey, SlotHash>, GroupHash> fresh;
+  const GroupKey* last = nullptr;
+  const std::unordered_map<SlotKey, uint32_t, SlotHash>* stored = nullptr;
+  std::unordered_set<SlotKey, SlotHash>* added = nullptr;
+  uint64_t n = 0;
+  for (const Ref& r : refs) {
+    if (r.group != last) {
+      last = r.group;
+      GroupKey sample = SampleGroup(*last);
+      auto it = samples_.find(sample);
+      stored = it == samples_.end() ? nullptr : &it->second;
+      added = &fresh[std::move(sample)];
+    }
+    if (stored != nullptr && stored->count(r.slot) != 0) continue;
+    n += added->insert(r.slot).second ? 1 : 0;
+  }
+  return n;
+}
+
 Status SimpleStore::PutRefs(const std::vector<Ref>& refs, const std::vector<Buffer>& values) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (capacity_samples_ > 0) {
+    const uint64_t added = NewSamples(refs);
+    if (added > 0 && sample_count_ + added > capacity_samples_) {
+      return Status::OutOfSpace("storage unit ", name_, " is full: it holds ", sample_count_, " of its ",
+                                capacity_samples_, " samples and the put adds ", added,
+                                "; clear consumed samples or give the unit more capacity");
+    }
+  }
   // Pass 1: how many more bytes the put needs (replaced values give theirs back).
   int64_t delta = 0;
   const GroupKey* last = nullptr;
@@ -137,10 +166,12 @@ Status SimpleStore::PutRefs(const std::vector<Ref>& refs, const std::vector<Buff
   // Pass 2: store.
   last = nullptr;
   Slots* dst = nullptr;
+  std::unordered_map<SlotKey, uint32_t, SlotHash>* fields = nullptr;
   for (size_t k = 0; k < refs.size(); ++k) {
     if (refs[k].group != last) {
       last = refs[k].group;
       dst = &table_[*last];
+      fields = &samples_[SampleGroup(*last)];
       size_t run = 1;  // keys of this group in a row: reserve once
       while (k + run < refs.size() && refs[k + run].group == last) ++run;
       dst->reserve(dst->size() + run);
@@ -148,6 +179,7 @@ Status SimpleStore::PutRefs(const std::vector<Ref>& refs, const std::vector<Buff
     auto [it, inserted] = dst->try_emplace(refs[k].slot, values[k]);
     if (inserted) {
       ++keys_;
+      if ((*fields)[refs[k].slot]++ == 0) ++sample_count_;
     } else {
       used_ -= it->second.size();
       it->second = values[k];
@@ -161,11 +193,17 @@ void SimpleStore::EraseRefs(const std::vector<Ref>& refs) {
   std::lock_guard<std::mutex> lock(mu_);
   const GroupKey* last = nullptr;
   auto git = table_.end();
+  auto sit = samples_.end();
+  auto drop_empty = [&] {
+    if (git != table_.end() && git->second.empty()) table_.erase(git);
+    if (sit != samples_.end() && sit->second.empty()) samples_.erase(sit);
+  };
   for (size_t k = 0; k < refs.size(); ++k) {
     if (refs[k].group != last) {
-      if (git != table_.end() && git->second.empty()) table_.erase(git);
+      drop_empty();
       last = refs[k].group;
       git = table_.find(*last);
+      sit = git == table_.end() ? samples_.end() : samples_.find(SampleGroup(*last));
     }
     if (git == table_.end()) continue;
     auto it = git->second.find(refs[k].slot);
@@ -173,8 +211,14 @@ void SimpleStore::EraseRefs(const std::vector<Ref>& refs) {
     used_ -= it->second.size();
     --keys_;
     git->second.erase(it);
+    if (sit == samples_.end()) continue;  // cannot happen: a stored value always has its sample counted
+    auto f = sit->second.find(refs[k].slot);
+    if (f != sit->second.end() && --f->second == 0) {
+      sit->second.erase(f);
+      --sample_count_;
+    }
   }
-  if (git != table_.end() && git->second.empty()) table_.erase(git);
+  drop_empty();
 }
 
 Status SimpleStore::Put(const std::vector<KeyGroup>& groups, const std::vector<Buffer>& values) {
@@ -255,7 +299,7 @@ void SimpleStore::EraseKeys(const std::vector<std::string>& strings) {
 
 SimpleStore::Stats SimpleStore::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return Stats{keys_, used_, capacity_};
+  return Stats{keys_, sample_count_, used_, capacity_, capacity_samples_};
 }
 
 }  // namespace tq::internal::simple

@@ -1,5 +1,6 @@
 // SimpleStore: a storage unit's table of values by storage key, bounded by a
-// byte capacity. Values are Buffers kept exactly as they arrived (usually
+// byte capacity and optionally by a number of samples (a sample being all
+// the fields of one global index of one partition, as upstream counts keys). Values are Buffers kept exactly as they arrived (usually
 // views of a received payload frame, which they keep alive); nothing is
 // copied in or out.
 //
@@ -28,12 +29,13 @@ namespace tq::internal::simple {
 
 class SimpleStore {
  public:
-  // `name` (the unit's endpoint) appears in error messages.
-  SimpleStore(uint64_t capacity_bytes, std::string name);
+  // `name` (the unit's endpoint) appears in error messages. capacity_samples
+  // 0: no limit on samples.
+  SimpleStore(uint64_t capacity_bytes, std::string name, uint64_t capacity_samples = 0);
 
   // Stores values[k] as key k of `groups` (groups in order, each field-major).
-  // All or nothing: OutOfSpace, and nothing stored, when the new bytes do not
-  // fit. Precondition: values.size() equals the groups' key count.
+  // All or nothing: OutOfSpace, and nothing stored, when the new bytes or the
+  // new samples do not fit. Precondition: values.size() equals the groups' key count.
   tqds::Status Put(const std::vector<KeyGroup>& groups, const std::vector<tqds::Buffer>& values);
   // The values of every key in key order; NotFound naming the first missing
   // key.
@@ -48,7 +50,10 @@ class SimpleStore {
   void EraseKeys(const std::vector<std::string>& keys);
 
   struct Stats {
-    uint64_t keys = 0, bytes = 0, capacity = 0;
+    uint64_t keys = 0;              // stored values (one per field of a sample)
+    uint64_t samples = 0;           // samples with at least one stored field
+    uint64_t bytes = 0, capacity = 0;
+    uint64_t capacity_samples = 0;  // 0: no limit
   };
   Stats stats() const;
 
@@ -83,17 +88,26 @@ class SimpleStore {
   static void ResolveStrings(const std::vector<std::string>& strings, std::vector<GroupKey>* keys,
                              std::vector<Ref>* refs);
 
+  // The sample a group's key belongs to: the group without its field.
+  static GroupKey SampleGroup(const GroupKey& g) { return GroupKey{g.controller_id, g.partition_id, "", g.raw}; }
+  // How many samples of `refs` are not stored yet. Requires mu_.
+  uint64_t NewSamples(const std::vector<Ref>& refs) const;
+
   tqds::Status PutRefs(const std::vector<Ref>& refs, const std::vector<tqds::Buffer>& values);
   void EraseRefs(const std::vector<Ref>& refs);
 
   // Constant after construction.
   const uint64_t capacity_;
   const std::string name_;
+  const uint64_t capacity_samples_;
 
   mutable std::mutex mu_;
   std::unordered_map<GroupKey, Slots, GroupHash> table_;  // guarded by mu_
   uint64_t used_ = 0;                                     // guarded by mu_
   uint64_t keys_ = 0;                                     // guarded by mu_
+  // Per sample group, how many fields each stored sample has.
+  std::unordered_map<GroupKey, std::unordered_map<SlotKey, uint32_t, SlotHash>, GroupHash> samples_;  // guarded by mu_
+  uint64_t sample_count_ = 0;                                                                       // guarded by mu_
 };
 
 }  // namespace tq::internal::simple

@@ -12,8 +12,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <random>
+#include <set>
+#include <string_view>
+#include <tuple>
 
 #include "common/process.h"
 #include "common/wire/rpc.h"
@@ -50,6 +54,10 @@ std::string IpcEndpoint() {
   return "ipc://" + dir + "/" + name;
 }
 
+// Samples named by the request being handled on this listener thread (each
+// listener handles one request at a time), for its op counters.
+thread_local uint64_t t_samples = 0;
+
 uint64_t RandomInstance() {
   std::random_device rd;
   return (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(::getpid());
@@ -66,7 +74,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
     };
     TQDS_ASSIGN_OR_RETURN(server_, tqds::wire::RpcServer::Bind(
                                        o.address, handler_for(simple::FrameBuilder::MaxFrameFor(o.address))));
-    store_ = std::make_unique<simple::SimpleStore>(o.capacity_bytes, server_->endpoint());
+    store_ = std::make_unique<simple::SimpleStore>(o.capacity_bytes, server_->endpoint(), o.capacity_samples);
     if (server_->endpoint().rfind("tcp://", 0) == 0) {
       // Best effort: without it, same-host clients use tcp like remote ones.
       auto ipc = tqds::wire::RpcServer::Bind(IpcEndpoint(), handler_for(simple::FrameBuilder::kSocketFrameBytes));
@@ -92,6 +100,10 @@ class StorageUnitImpl : public SimpleStorageUnit {
     return Status::OK();
   }
   const std::string& address() const override { return server_->endpoint(); }
+  StorageUnitStats stats() const override {
+    const auto st = store_->stats();
+    return StorageUnitStats{st.keys, st.samples, st.bytes, st.capacity, st.capacity_samples, counters_.Snapshot()};
+  }
   void Stop() override {
     if (ipc_server_) {
       ipc_server_->Stop();
@@ -108,12 +120,12 @@ class StorageUnitImpl : public SimpleStorageUnit {
   // transport.
   void Handle(Message&& m, Responder r, size_t max_frame) {
     switch (m.type()) {
-      case MsgType::kUnitPutGroups: return r.Reply(PutGroups(m));
-      case MsgType::kUnitGetGroups: return r.Reply(GetGroups(m, max_frame));
-      case MsgType::kUnitClearGroups: return r.Reply(ClearGroups(m));
-      case MsgType::kUnitPut: return r.Reply(Put(m));
-      case MsgType::kUnitGet: return r.Reply(Get(m));
-      case MsgType::kUnitClear: return r.Reply(Clear(m));
+      case MsgType::kUnitPutGroups: return Counted("PUT_DATA", r, [&] { return PutGroups(m); });
+      case MsgType::kUnitGetGroups: return Counted("GET_DATA", r, [&] { return GetGroups(m, max_frame); });
+      case MsgType::kUnitClearGroups: return Counted("CLEAR_DATA", r, [&] { return ClearGroups(m); });
+      case MsgType::kUnitPut: return Counted("PUT_DATA", r, [&] { return Put(m); });
+      case MsgType::kUnitGet: return Counted("GET_DATA", r, [&] { return Get(m); });
+      case MsgType::kUnitClear: return Counted("CLEAR_DATA", r, [&] { return Clear(m); });
       case MsgType::kUnitStats: return r.Reply(Stats(m));
       case MsgType::kCtlPing: return r.Reply(Message::ReplyTo(m));
       default:
@@ -121,11 +133,38 @@ class StorageUnitImpl : public SimpleStorageUnit {
     }
   }
 
+  // Replies with what `handle` answers, counting it under `op` (upstream's
+  // op_type) with its latency and the samples it named.
+  template <typename F>
+  void Counted(const char* op, Responder& r, F&& handle) {
+    const auto start = std::chrono::steady_clock::now();
+    t_samples = 0;
+    Message reply = handle();
+    const bool ok = reply.status().ok();
+    counters_.Record(op, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ok,
+                     t_samples);
+    r.Reply(std::move(reply));
+  }
+
+  // Distinct samples the groups name (a sample's fields may come in
+  // several groups).
+  static uint64_t SamplesOf(const std::vector<simple::KeyGroup>& groups) {
+    if (groups.size() == 1) return groups[0].indexes.size();
+    std::set<std::tuple<uint64_t, std::string_view, int64_t, uint64_t>> seen;
+    for (const auto& g : groups) {
+      for (size_t i = 0; i < g.indexes.size(); ++i) {
+        seen.emplace(g.controller_id, g.partition_id, g.indexes[i], g.generations[i]);
+      }
+    }
+    return seen.size();
+  }
+
   Message PutGroups(const Message& m) {
     auto req = simple::DecodeGroups(m.body(), true, "UnitPutGroups");
     if (!req.ok()) return Message::ErrorReply(m, req.status());
     auto values = simple::SplitFrames(m.payloads(), req->aligns, req->sizes, "UnitPutGroups");
     if (!values.ok()) return Message::ErrorReply(m, values.status());
+    t_samples = SamplesOf(req->groups);
     Status st = store_->Put(req->groups, *values);
     return st.ok() ? Message::ReplyTo(m) : Message::ErrorReply(m, st);
   }
@@ -133,6 +172,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
   Message GetGroups(const Message& m, size_t max_frame) {
     auto req = simple::DecodeGroups(m.body(), false, "UnitGetGroups");
     if (!req.ok()) return Message::ErrorReply(m, req.status());
+    t_samples = SamplesOf(req->groups);
     auto values = store_->Get(req->groups);
     if (!values.ok()) return Message::ErrorReply(m, values.status());
     std::vector<uint64_t> sizes;
@@ -152,6 +192,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
   Message ClearGroups(const Message& m) {
     auto req = simple::DecodeGroups(m.body(), false, "UnitClearGroups");
     if (!req.ok()) return Message::ErrorReply(m, req.status());
+    t_samples = SamplesOf(req->groups);
     store_->Erase(req->groups);
     return Message::ReplyTo(m);
   }
@@ -190,18 +231,22 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
 
   Message Stats(const Message& m) {
-    auto st = store_->stats();
+    const StorageUnitStats st = stats();
     Message reply = Message::ReplyTo(m);
     reply.set_body(tqds::wire::PackBody([&](auto& pk) {
-      pk.pack_map(6);
+      pk.pack_map(9);
       pk.pack("rss_bytes");
       pk.pack_uint64(tqds::ResidentBytes());
       pk.pack("keys");
       pk.pack_uint64(st.keys);
+      pk.pack("samples");
+      pk.pack_uint64(st.samples);
       pk.pack("bytes");
       pk.pack_uint64(st.bytes);
       pk.pack("capacity");
-      pk.pack_uint64(st.capacity);
+      pk.pack_uint64(st.capacity_bytes);
+      pk.pack("capacity_samples");
+      pk.pack_uint64(st.capacity_samples);
       pk.pack("ipc");
       if (ipc_server_) {
         pk.pack(ipc_server_->endpoint());
@@ -210,6 +255,22 @@ class StorageUnitImpl : public SimpleStorageUnit {
       }
       pk.pack("instance");
       pk.pack_uint64(instance_);
+      pk.pack("op_stats");  // by upstream's op_type: the counters and latency buckets (RequestOpStats)
+      pk.pack_map(static_cast<uint32_t>(st.ops.size()));
+      for (const auto& [op, o] : st.ops) {
+        pk.pack(op);
+        pk.pack_map(5);
+        pk.pack("request_count");
+        pk.pack_uint64(o.requests);
+        pk.pack("errors");
+        pk.pack_uint64(o.errors);
+        pk.pack("samples");
+        pk.pack_uint64(o.samples);
+        pk.pack("seconds");
+        pk.pack(o.seconds);
+        pk.pack("latency");
+        pk.pack(o.latency);
+      }
     }));
     return reply;
   }
@@ -219,6 +280,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
   std::unique_ptr<simple::SimpleStore> store_;
   std::unique_ptr<tqds::wire::RpcServer> server_;
   std::unique_ptr<tqds::wire::RpcServer> ipc_server_;  // null unless bound on tcp
+  RequestCounters counters_;                           // thread-safe
 };
 
 }  // namespace

@@ -618,6 +618,89 @@ TEST(StorageUnitTest, StandaloneUnitRegistersWithController) {
   EXPECT_EQ(st.keys, 6u);
 }
 
+// A sample limit counts samples (all fields of one index), as upstream's
+// storage_unit_size, and the unit counts its requests by upstream's op_type.
+TEST(StorageUnitTest, SampleCapacityCountsSamplesAndRequestsAreCounted) {
+  auto ctl = TransferQueueController::Start(ControllerOptions{});
+  ASSERT_OK(ctl);
+  StorageUnitOptions uo;
+  uo.controller_address = (*ctl)->address();
+  uo.capacity_samples = 5;
+  ASSERT_OK_AND_ASSIGN(auto unit, SimpleStorageUnit::Start(uo));
+  TransferQueueClient c("c", (*ctl)->address());
+  ASSERT_OK(c.initialize_storage_manager("SimpleStorageManager"));
+  ASSERT_OK(c.put(Numbered(3, 0), "p"));
+  StorageUnitStats st = unit->stats();
+  EXPECT_EQ(st.samples, 3u);
+  EXPECT_EQ(st.keys, 9u);
+  EXPECT_EQ(st.capacity_samples, 5u);
+  // Another field of the same samples adds no sample.
+  ASSERT_OK_AND_ASSIGN(BatchMeta roll, c.get_meta({"uid"}, 3, "p", "rollout"));
+  Batch resp(3);
+  ASSERT_OK(resp.AddStrings("response", {"r0", "r1", "r2"}));
+  ASSERT_OK(c.put(resp, roll));
+  EXPECT_EQ(unit->stats().samples, 3u);
+  EXPECT_EQ(unit->stats().keys, 12u);
+  // 3 more samples do not fit in 5: refused whole, naming the unit and its limit.
+  auto r = c.put(Numbered(3, 10), "p");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsOutOfSpace()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("holds 3 of its 5 samples and the put adds 3"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_NE(r.status().message().find(unit->address()), std::string::npos) << r.status().ToString();
+  EXPECT_EQ(unit->stats().samples, 3u);
+  EXPECT_EQ(unit->stats().keys, 12u);
+  // Two fit.
+  ASSERT_OK(c.put(Numbered(2, 20), "q"));
+  EXPECT_EQ(unit->stats().samples, 5u);
+  // Clearing one field of a sample keeps the sample; clearing it whole frees it.
+  ASSERT_OK_AND_ASSIGN(BatchMeta all, c.get_meta({"uid", "ragged", "text", "response"}, 3, "p", "train"));
+  ASSERT_OK_AND_ASSIGN(Batch got, c.get_data(all));
+  EXPECT_EQ((**got.Get("response"))[1].str(), "r1");
+  ASSERT_OK(c.clear_partition("p"));
+  st = unit->stats();
+  EXPECT_EQ(st.samples, 2u);
+  EXPECT_EQ(st.keys, 6u);
+  ASSERT_OK(c.put(Numbered(3, 30), "p"));
+  EXPECT_EQ(unit->stats().samples, 5u);
+
+  st = unit->stats();
+  ASSERT_EQ(st.ops.count("PUT_DATA"), 1u);
+  ASSERT_EQ(st.ops.count("GET_DATA"), 1u);
+  ASSERT_EQ(st.ops.count("CLEAR_DATA"), 1u);
+  const RequestOpStats& put = st.ops["PUT_DATA"];
+  EXPECT_EQ(put.requests, 5u);
+  EXPECT_EQ(put.errors, 1u);
+  EXPECT_EQ(put.samples, 3u + 3 + 2 + 3);  // the refused put's samples are not counted
+  EXPECT_EQ(put.latency.size(), RequestOpStats::LatencyBounds().size() + 1);
+  EXPECT_GT(put.Quantile(0.99), 0.0);
+  EXPECT_LE(put.Quantile(0.5), put.Quantile(0.99));
+  EXPECT_EQ(st.ops["GET_DATA"].requests, 1u);
+  EXPECT_EQ(st.ops["GET_DATA"].samples, 3u);
+  // The refused put's undo and clear_partition both clear at the unit.
+  EXPECT_GE(st.ops["CLEAR_DATA"].requests, 2u);
+  EXPECT_GE(st.ops["CLEAR_DATA"].samples, 6u);
+}
+
+TEST(RequestOpStatsTest, QuantileInterpolatesInsideItsBucketAsPrometheus) {
+  RequestCounters counters;
+  EXPECT_TRUE(counters.Snapshot().empty());
+  for (int i = 0; i < 3; ++i) counters.Record("GET_DATA", 0.0005, true, 1);  // bucket le=0.001
+  counters.Record("GET_DATA", 0.003, false, 7);                              // bucket le=0.005
+  const RequestOpStats o = counters.Snapshot().at("GET_DATA");
+  EXPECT_EQ(o.requests, 4u);
+  EXPECT_EQ(o.errors, 1u);
+  EXPECT_EQ(o.samples, 3u);  // an error's samples are not counted
+  EXPECT_DOUBLE_EQ(o.Average(), (3 * 0.0005 + 0.003) / 4);
+  EXPECT_DOUBLE_EQ(o.Quantile(0.5), 0.001 * (2.0 / 3.0));  // 2 of the first bucket's 3, from 0
+  EXPECT_DOUBLE_EQ(o.Quantile(1.0), 0.005);
+  RequestOpStats slow;
+  slow.latency.assign(RequestOpStats::LatencyBounds().size() + 1, 0);
+  slow.latency.back() = 2;  // above the last bound: that bound
+  EXPECT_DOUBLE_EQ(slow.Quantile(0.99), 5.0);
+  EXPECT_DOUBLE_EQ(RequestOpStats{}.Quantile(0.5), 0.0);
+}
+
 TEST(StorageUnitTest, OptionsValidate) {
   StorageUnitOptions o;
   o.capacity_bytes = 0;

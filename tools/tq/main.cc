@@ -67,6 +67,30 @@ int Fail(const tqds::Status& st) {
   return 1;
 }
 
+// Runs a started service until SIGINT or SIGTERM: starts its metrics
+// endpoint when metrics_port >= 0, prints the readiness lines (and the
+// endpoint's) once everything listens, and stops it all.
+template <typename Service, typename StartMetrics>
+int ServeUntilSignal(Service& service, const std::vector<std::string>& ready, const char* name, int metrics_port,
+                     StartMetrics start_metrics) {
+  std::unique_ptr<tqds::MetricsEndpoint> metrics;
+  if (metrics_port >= 0) {
+    auto m = start_metrics();
+    if (!m.ok()) {
+      service.Stop();
+      return Fail(m.status());
+    }
+    metrics = m.MoveValue();
+  }
+  for (const auto& line : ready) std::printf("%s\n", line.c_str());
+  if (metrics) std::printf("%s metrics on http://%s/metrics\n", name, metrics->address().c_str());
+  std::fflush(stdout);
+  WaitForSignal();
+  metrics.reset();
+  service.Stop();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -82,6 +106,10 @@ int main(int argc, char** argv) {
   ctl->add_option("--port", port, "port to bind (0: pick a free one)")->capture_default_str();
   ctl->add_option("--storage-units", units, "simple storage units to embed")->capture_default_str();
   ctl->add_option("--unit-capacity-mb", capacity_mb, "capacity of each embedded unit")
+      ->capture_default_str();
+  uint64_t capacity_samples = 0;
+  ctl->add_option("--unit-capacity-samples", capacity_samples,
+                  "samples each embedded unit may hold (upstream's total_storage_size over the units; 0: no limit)")
       ->capture_default_str();
   bool polling_mode = false;
   std::string default_sampling;
@@ -131,6 +159,12 @@ int main(int argc, char** argv) {
   su->add_option("--port", port, "port to bind (0: pick a free one)")->capture_default_str();
   su->add_option("--controller", controller, "controller to register with (tcp://host:port)");
   su->add_option("--capacity-mb", capacity_mb, "payload capacity")->capture_default_str();
+  su->add_option("--capacity-samples", capacity_samples, "samples the unit may hold (0: no limit)")
+      ->capture_default_str();
+  su->add_option("--metrics-port", metrics_port,
+                 "serve Prometheus metrics (GET /metrics, upstream's tq_storage_* names) on --host at this port "
+                 "(0: a free port; -1: none)")
+      ->capture_default_str();
 
   tq::tools::DemoOptions demo;
   auto* dm =
@@ -163,6 +197,7 @@ int main(int argc, char** argv) {
     o.address = Endpoint(host, port);
     o.embedded_storage_units = units;
     o.storage_unit_capacity_bytes = capacity_mb << 20;
+    o.storage_unit_capacity_samples = capacity_samples;
     o.polling_mode = polling_mode;
     o.pre_alloc_samples = pre_alloc;
     const char* env = std::getenv("TQ_PRE_ALLOC_SAMPLE_NUM");
@@ -190,37 +225,21 @@ int main(int argc, char** argv) {
     }
     auto c = tq::TransferQueueController::Start(o);
     if (!c.ok()) return Fail(c.status());
-    std::printf("tq controller listening on %s\n", (*c)->address().c_str());
-    for (const auto& u : (*c)->storage_units())
-      std::printf("tq storage unit listening on %s\n", u.c_str());
-    std::unique_ptr<tqds::MetricsEndpoint> metrics;
-    if (metrics_port >= 0) {
-      auto m = tq::tools::StartControllerMetrics(host, metrics_port, **c);
-      if (!m.ok()) {
-        (*c)->Stop();
-        return Fail(m.status());
-      }
-      metrics = m.MoveValue();
-      std::printf("tq controller metrics on http://%s/metrics\n", metrics->address().c_str());
-    }
-    std::fflush(stdout);
-    WaitForSignal();
-    metrics.reset();
-    (*c)->Stop();
-    return 0;
+    std::vector<std::string> ready = {"tq controller listening on " + (*c)->address()};
+    for (const auto& u : (*c)->storage_units()) ready.push_back("tq storage unit listening on " + u);
+    return ServeUntilSignal(**c, ready, "tq controller", metrics_port,
+                            [&] { return tq::tools::StartControllerMetrics(host, metrics_port, **c); });
   }
   if (*su) {
     tq::StorageUnitOptions o;
     o.address = Endpoint(host, port);
     o.capacity_bytes = capacity_mb << 20;
+    o.capacity_samples = capacity_samples;
     o.controller_address = controller;
     auto u = tq::SimpleStorageUnit::Start(o);
     if (!u.ok()) return Fail(u.status());
-    std::printf("tq storage unit listening on %s\n", (*u)->address().c_str());
-    std::fflush(stdout);
-    WaitForSignal();
-    (*u)->Stop();
-    return 0;
+    return ServeUntilSignal(**u, {"tq storage unit listening on " + (*u)->address()}, "tq storage unit",
+                            metrics_port, [&] { return tq::tools::StartStorageUnitMetrics(host, metrics_port, **u); });
   }
   if (*dm) return tq::tools::RunDemo(demo);
   if (*st) return tq::tools::RunStatus(status);

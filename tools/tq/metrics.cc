@@ -2,6 +2,7 @@
 #include "tools/tq/metrics.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <future>
 #include <map>
@@ -25,15 +26,21 @@ struct Scraper {
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
-void AddRequestFamilies(const ControllerRequestStats& stats, std::vector<prometheus::MetricFamily>& out) {
-  auto duration = tqds::HistogramFamily("tq_controller_request_duration_seconds", "Controller request processing duration");
-  auto requests = tqds::CounterFamily("tq_controller_request_total", "Total number of requests processed by the controller");
-  auto errors = tqds::CounterFamily("tq_controller_request_errors_total", "Total number of request errors in the controller");
-  auto samples = tqds::CounterFamily("tq_controller_request_samples_total",
-                                     "Total number of samples processed per operation type in the controller");
-  for (const auto& [op, o] : stats.ops) {
+// Upstream's request families of `role` ("controller" or "storage"): a
+// latency histogram and counters by op_type.
+void AddRequestFamilies(const std::string& role, const std::map<std::string, RequestOpStats>& ops,
+                        std::vector<prometheus::MetricFamily>& out) {
+  std::string Role = role;
+  Role[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(Role[0])));
+  const std::string prefix = "tq_" + role + "_request";
+  auto duration = tqds::HistogramFamily(prefix + "_duration_seconds", Role + " request processing duration");
+  auto requests = tqds::CounterFamily(prefix + "_total", "Total number of requests processed by the " + role);
+  auto errors = tqds::CounterFamily(prefix + "_errors_total", "Total number of request errors in the " + role);
+  auto samples = tqds::CounterFamily(prefix + "_samples_total",
+                                     "Total number of samples processed per operation type in the " + role);
+  for (const auto& [op, o] : ops) {
     const tqds::MetricLabels labels = {{"op_type", op}};
-    tqds::AddHistogram(duration, ControllerRequestStats::LatencyBounds(), o.latency, o.seconds, labels);
+    tqds::AddHistogram(duration, RequestOpStats::LatencyBounds(), o.latency, o.seconds, labels);
     tqds::AddSample(requests, static_cast<double>(o.requests), labels);
     tqds::AddSample(errors, static_cast<double>(o.errors), labels);
     tqds::AddSample(samples, static_cast<double>(o.samples), labels);
@@ -42,19 +49,97 @@ void AddRequestFamilies(const ControllerRequestStats& stats, std::vector<prometh
   out.push_back(std::move(requests));
   out.push_back(std::move(errors));
   out.push_back(std::move(samples));
+}
+
+void AddIndexFamilies(const ControllerRequestStats& stats, std::vector<prometheus::MetricFamily>& out) {
   out.push_back(tqds::GaugeFamily("tq_global_index_allocated_total", "Total allocated global indexes"));
   tqds::AddSample(out.back(), static_cast<double>(stats.index_allocated));
   out.push_back(tqds::GaugeFamily("tq_global_index_reusable_total", "Number of reusable global indexes"));
   tqds::AddSample(out.back(), static_cast<double>(stats.index_reusable));
 }
 
+// The per-unit gauges, upstream's (capacity and utilisation in samples,
+// left out for a unit without a sample limit, as upstream leaves out an
+// unlimited one; the request gauges computed by the unit) and ours (bytes).
+struct StorageFamilies {
+  prometheus::MetricFamily capacity = tqds::GaugeFamily("tq_storage_capacity_total", "Storage unit capacity (max keys)");
+  prometheus::MetricFamily keys = tqds::GaugeFamily("tq_storage_active_keys_total", "Active keys in storage unit");
+  prometheus::MetricFamily utilization =
+      tqds::GaugeFamily("tq_storage_utilization_ratio", "Storage utilization ratio (active/capacity)");
+  prometheus::MetricFamily rss = tqds::GaugeFamily("tq_storage_memory_rss_bytes", "Storage unit process RSS memory");
+  prometheus::MetricFamily capacity_bytes =
+      tqds::GaugeFamily("tq_storage_capacity_bytes", "Storage unit payload capacity in bytes");
+  prometheus::MetricFamily used_bytes = tqds::GaugeFamily("tq_storage_used_bytes", "Payload bytes held by the storage unit");
+  prometheus::MetricFamily ops = tqds::GaugeFamily("tq_storage_request_ops", "Total requests processed by storage unit");
+  prometheus::MetricFamily avg =
+      tqds::GaugeFamily("tq_storage_request_latency_avg", "Average request latency in storage unit (seconds)");
+  prometheus::MetricFamily p50 =
+      tqds::GaugeFamily("tq_storage_request_latency_p50", "P50 request latency in storage unit (seconds)");
+  prometheus::MetricFamily p99 =
+      tqds::GaugeFamily("tq_storage_request_latency_p99", "P99 request latency in storage unit (seconds)");
+
+  void Add(const std::string& unit, const StorageUnitStats& st, uint64_t rss_bytes) {
+    const tqds::MetricLabels labels = {{"storage_unit_id", unit}};
+    if (st.capacity_samples > 0) {
+      tqds::AddSample(capacity, static_cast<double>(st.capacity_samples), labels);
+      tqds::AddSample(utilization, static_cast<double>(st.samples) / static_cast<double>(st.capacity_samples), labels);
+    }
+    tqds::AddSample(keys, static_cast<double>(st.samples), labels);
+    tqds::AddSample(rss, static_cast<double>(rss_bytes), labels);
+    tqds::AddSample(capacity_bytes, static_cast<double>(st.capacity_bytes), labels);
+    tqds::AddSample(used_bytes, static_cast<double>(st.bytes), labels);
+    for (const auto& [op, o] : st.ops) {
+      const tqds::MetricLabels op_labels = {{"storage_unit_id", unit}, {"op_type", op}};
+      tqds::AddSample(ops, static_cast<double>(o.requests), op_labels);
+      tqds::AddSample(avg, o.Average(), op_labels);
+      tqds::AddSample(p50, o.Quantile(0.5), op_labels);
+      tqds::AddSample(p99, o.Quantile(0.99), op_labels);
+    }
+  }
+  void MoveTo(std::vector<prometheus::MetricFamily>& out) {
+    for (auto* f : {&capacity, &keys, &utilization, &rss, &capacity_bytes, &used_bytes, &ops, &avg, &p50, &p99}) {
+      out.push_back(std::move(*f));
+    }
+  }
+};
+
+// A UnitStats reply (its op_stats as RequestOpStats), with the unit's RSS.
+struct UnitReport {
+  StorageUnitStats stats;
+  uint64_t rss_bytes = 0;
+};
+
+tqds::Result<UnitReport> ParseUnitStats(const tqds::wire::Message& rep) {
+  TQDS_ASSIGN_OR_RETURN(auto rd, tqds::wire::MapReader::Of(rep.body(), "UnitStats"));
+  UnitReport r;
+  TQDS_ASSIGN_OR_RETURN(r.stats.keys, rd.GetOr<uint64_t>("keys", 0));
+  TQDS_ASSIGN_OR_RETURN(r.stats.samples, rd.GetOr<uint64_t>("samples", r.stats.keys));
+  TQDS_ASSIGN_OR_RETURN(r.stats.bytes, rd.GetOr<uint64_t>("bytes", 0));
+  TQDS_ASSIGN_OR_RETURN(r.stats.capacity_bytes, rd.GetOr<uint64_t>("capacity", 0));
+  TQDS_ASSIGN_OR_RETURN(r.stats.capacity_samples, rd.GetOr<uint64_t>("capacity_samples", 0));
+  TQDS_ASSIGN_OR_RETURN(r.rss_bytes, rd.GetOr<uint64_t>("rss_bytes", 0));
+  using Ops = std::map<std::string, msgpack::object>;
+  TQDS_ASSIGN_OR_RETURN(Ops ops, rd.GetOr<Ops>("op_stats", Ops{}));
+  for (const auto& [op, obj] : ops) {
+    TQDS_ASSIGN_OR_RETURN(auto o, tqds::wire::MapReader::Of(obj, "UnitStats op_stats"));
+    RequestOpStats& out = r.stats.ops[op];
+    TQDS_ASSIGN_OR_RETURN(out.requests, o.Get<uint64_t>("request_count"));
+    TQDS_ASSIGN_OR_RETURN(out.errors, o.Get<uint64_t>("errors"));
+    TQDS_ASSIGN_OR_RETURN(out.samples, o.Get<uint64_t>("samples"));
+    TQDS_ASSIGN_OR_RETURN(out.seconds, o.Get<double>("seconds"));
+    TQDS_ASSIGN_OR_RETURN(out.latency, o.Get<std::vector<uint64_t>>("latency"));
+    if (out.latency.size() != RequestOpStats::LatencyBounds().size() + 1) {
+      return tqds::Status::Invalid("UnitStats op_stats ", op, ": ", out.latency.size(), " latency buckets, expected ",
+                                   RequestOpStats::LatencyBounds().size() + 1);
+    }
+  }
+  return r;
+}
+
 // Each listed storage unit's UnitStats (a unit that does not answer within
 // a second is left out of this scrape).
 void AddStorageFamilies(Scraper& s, std::vector<prometheus::MetricFamily>& out) {
-  auto capacity = tqds::GaugeFamily("tq_storage_capacity_total", "Storage unit capacity (bytes)");
-  auto keys = tqds::GaugeFamily("tq_storage_active_keys_total", "Active keys in storage unit");
-  auto utilization = tqds::GaugeFamily("tq_storage_utilization_ratio", "Storage utilization ratio (bytes used/capacity)");
-  auto rss = tqds::GaugeFamily("tq_storage_memory_rss_bytes", "Storage unit process RSS memory");
+  StorageFamilies families;
   std::vector<std::string> listed = s.controller.storage_units();
   for (auto it = s.units.begin(); it != s.units.end();) {  // forget units no longer listed
     it = std::find(listed.begin(), listed.end(), it->first) == listed.end() ? s.units.erase(it) : std::next(it);
@@ -72,20 +157,11 @@ void AddStorageFamilies(Scraper& s, std::vector<prometheus::MetricFamily>& out) 
   for (auto& [ep, f] : asked) {
     auto rep = f.get();
     if (!rep.ok()) continue;
-    auto rd = tqds::wire::MapReader::Of(rep->body(), "UnitStats");
-    if (!rd.ok()) continue;
-    const uint64_t cap = rd->GetOr<uint64_t>("capacity", 0).ValueOr(0);
-    const uint64_t used = rd->GetOr<uint64_t>("bytes", 0).ValueOr(0);
-    const tqds::MetricLabels labels = {{"storage_unit_id", ep}};
-    tqds::AddSample(capacity, static_cast<double>(cap), labels);
-    tqds::AddSample(keys, static_cast<double>(rd->GetOr<uint64_t>("keys", 0).ValueOr(0)), labels);
-    tqds::AddSample(utilization, cap == 0 ? 0.0 : static_cast<double>(used) / static_cast<double>(cap), labels);
-    tqds::AddSample(rss, static_cast<double>(rd->GetOr<uint64_t>("rss_bytes", 0).ValueOr(0)), labels);
+    auto report = ParseUnitStats(*rep);
+    if (!report.ok()) continue;
+    families.Add(ep, report->stats, report->rss_bytes);
   }
-  out.push_back(std::move(capacity));
-  out.push_back(std::move(keys));
-  out.push_back(std::move(utilization));
-  out.push_back(std::move(rss));
+  families.MoveTo(out);
 }
 
 std::vector<prometheus::MetricFamily> Collect(Scraper& s) {
@@ -96,7 +172,9 @@ std::vector<prometheus::MetricFamily> Collect(Scraper& s) {
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - s.started).count());
   out.push_back(tqds::GaugeFamily("tq_controller_memory_rss_bytes", "Controller process RSS memory in bytes"));
   tqds::AddSample(out.back(), static_cast<double>(tqds::ResidentBytes()));
-  AddRequestFamilies(s.controller.request_stats(), out);
+  const ControllerRequestStats stats = s.controller.request_stats();
+  AddRequestFamilies("controller", stats.ops, out);
+  AddIndexFamilies(stats, out);
   AddStorageFamilies(s, out);
   auto partitions = s.client.partition_summaries();
   out.push_back(tqds::GaugeFamily("tq_controller_up", "1 when the controller answered this scrape"));
@@ -132,6 +210,19 @@ tqds::Result<std::unique_ptr<tqds::MetricsEndpoint>> StartControllerMetrics(cons
                                                                             const TransferQueueController& controller) {
   auto scraper = std::make_shared<Scraper>(controller);
   return tqds::MetricsEndpoint::Start(host, port, [scraper] { return Collect(*scraper); });
+}
+
+tqds::Result<std::unique_ptr<tqds::MetricsEndpoint>> StartStorageUnitMetrics(const std::string& host, int port,
+                                                                             const SimpleStorageUnit& unit) {
+  return tqds::MetricsEndpoint::Start(host, port, [&unit] {
+    std::vector<prometheus::MetricFamily> out;
+    const StorageUnitStats st = unit.stats();
+    AddRequestFamilies("storage", st.ops, out);
+    StorageFamilies families;
+    families.Add(unit.address(), st, tqds::ResidentBytes());
+    families.MoveTo(out);
+    return out;
+  });
 }
 
 }  // namespace tq::tools

@@ -652,6 +652,9 @@ int main(int argc, char** argv) {
       if (::access(bin, X_OK) != 0) err = std::string("needs ") + bin;
     }
     if (::geteuid() != 0) err = "needs root (network namespaces)";
+    // The transport itself is measured: plain tcp on the namespaces'
+    // addresses, allowed explicitly (the processes would otherwise need keys).
+    tqds::testing::ScopedPlainTcp plain_tcp;
     auto net = std::make_unique<TwoNodeNet>("tqbb", kIpA, kIpB);
     if (err.empty()) err = net->Build();
     {

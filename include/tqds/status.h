@@ -24,7 +24,10 @@ enum class StatusCode : uint8_t {
   kInternal = 8,        // a bug: an invariant broke
   kTypeError = 9,       // wrong dtype / kind
   kCancelled = 10,      // shut down while waiting
+  kPermissionDenied = 11,  // credentials missing or refused (transport authentication)
 };
+// The highest code; decoders refuse anything above it.
+inline constexpr StatusCode kLastStatusCode = StatusCode::kPermissionDenied;
 
 const char* StatusCodeName(StatusCode code);
 
@@ -53,6 +56,9 @@ class [[nodiscard]] Status {
   template <typename... A> static Status Internal(A&&... a) { return Make(StatusCode::kInternal, a...); }
   template <typename... A> static Status TypeError(A&&... a) { return Make(StatusCode::kTypeError, a...); }
   template <typename... A> static Status Cancelled(A&&... a) { return Make(StatusCode::kCancelled, a...); }
+  template <typename... A> static Status PermissionDenied(A&&... a) {
+    return Make(StatusCode::kPermissionDenied, a...);
+  }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   bool IsInvalid() const { return code_ == StatusCode::kInvalid; }
@@ -63,6 +69,7 @@ class [[nodiscard]] Status {
   bool IsIOError() const { return code_ == StatusCode::kIOError; }
   bool IsUnavailable() const { return code_ == StatusCode::kUnavailable; }
   bool IsTypeError() const { return code_ == StatusCode::kTypeError; }
+  bool IsPermissionDenied() const { return code_ == StatusCode::kPermissionDenied; }
 
   StatusCode code() const { return code_; }
   const std::string& message() const { return message_; }

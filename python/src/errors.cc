@@ -4,7 +4,7 @@
 namespace tqds::py_binding {
 
 namespace {
-PyObject* g_types[static_cast<int>(StatusCode::kCancelled) + 1] = {};
+PyObject* g_types[static_cast<int>(kLastStatusCode) + 1] = {};
 
 PyObject* Make(py::module_& m, const char* name, PyObject* base, PyObject* extra, const char* doc) {
   std::string full = std::string("_tqds.") + name;
@@ -33,11 +33,14 @@ void InitErrors(py::module_& m) {
   set(StatusCode::kInternal, Make(m, "InternalError", base, nullptr, "An internal invariant broke."));
   set(StatusCode::kTypeError, Make(m, "DTypeError", base, PyExc_TypeError, "Wrong dtype or kind."));
   set(StatusCode::kCancelled, Make(m, "CancelledError", base, nullptr, "Shut down while waiting."));
+  set(StatusCode::kPermissionDenied, Make(m, "PermissionDeniedError", base, PyExc_PermissionError,
+                                          "Credentials missing or refused (transport authentication)."));
   g_types[0] = base;
 }
 
 void Throw(const Status& status) {
-  PyObject* type = g_types[static_cast<int>(status.code())];
+  const int code = static_cast<int>(status.code());  // a code from the wire may be out of range
+  PyObject* type = code <= static_cast<int>(kLastStatusCode) ? g_types[code] : nullptr;
   if (type == nullptr) type = g_types[0];
   PyErr_SetString(type, status.message().c_str());
   throw py::error_already_set();

@@ -120,6 +120,30 @@ def unique(prefix: str = "p") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+@contextlib.contextmanager
+def deployment_keys():
+    """The deployment's CURVE keys for a multi-node test (the namespaces'
+    addresses are not loopback, so every process must authenticate): a fresh
+    key directory, exported as TQDS_CURVE_KEY_DIR to every process started
+    meanwhile and used by this one; undone at the end."""
+    import _tqds
+
+    keys = tempfile.mkdtemp(prefix="tqds_keys_")
+    _tqds.generate_curve_keys(keys)
+    before = os.environ.get("TQDS_CURVE_KEY_DIR")
+    os.environ["TQDS_CURVE_KEY_DIR"] = keys
+    _tqds.use_curve_keys(keys)
+    try:
+        yield keys
+    finally:
+        if before is None:
+            os.environ.pop("TQDS_CURVE_KEY_DIR", None)
+        else:
+            os.environ["TQDS_CURVE_KEY_DIR"] = before
+        _tqds.use_curve_keys(before or "")
+        shutil.rmtree(keys, ignore_errors=True)
+
+
 class DsWorker:
     """A datasystem worker started with `dscli start -w`; stop() stops it with
     `dscli stop` and, if that fails, kills it by pid."""

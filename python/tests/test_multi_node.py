@@ -70,7 +70,7 @@ import uuid
 import pytest
 import torch
 
-from conftest import DsWorker, kill_pid, pid_alive
+from conftest import DsWorker, deployment_keys, kill_pid, pid_alive
 from test_ray import _worker_pythonpath
 
 HEAD_NODE_IP = "10.200.0.1"
@@ -168,7 +168,9 @@ def fresh_netns_pair(default_route: bool = False):
     """Two new namespaces joined by a veth pair (skips, with the reason,
     without root, iproute2 or permission for `ip netns`), deleted at the end.
     default_route: each also gets a default route through its veth (for code
-    that finds its address by a UDP connect; nothing leaves the veth)."""
+    that finds its address by a UDP connect; nothing leaves the veth).
+    Every process started meanwhile authenticates with a fresh key set
+    (deployment_keys): the namespaces' addresses are not loopback."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     if shutil.which("ip") is None:
@@ -183,7 +185,8 @@ def fresh_netns_pair(default_route: bool = False):
         if default_route:
             for ns, dev in ((pair.a, pair.va), (pair.b, pair.vb)):
                 run("ip", "-n", ns, "route", "add", "default", "dev", dev)
-        yield pair
+        with deployment_keys():
+            yield pair
     finally:
         pair.down()
 

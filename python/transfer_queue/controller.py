@@ -136,12 +136,15 @@ def _tq_binary() -> str:
 
 
 def _default_host() -> str:
-    """127.0.0.1, or this node's address inside a Ray cluster (an actor on
-    one node serves clients on the others)."""
+    """127.0.0.1, or this node's address inside a Ray cluster of more than
+    one node (an actor on one node serves clients on the others). Serving
+    such an address needs the deployment's keys (TQDS_CURVE_KEY_DIR, made
+    with `tq keys DIR`, on every node) or explicit consent to plain tcp
+    (TQDS_ALLOW_INSECURE=1); a single-node cluster stays on loopback."""
     try:
         import ray  # type: ignore
 
-        if ray.is_initialized():
+        if ray.is_initialized() and len({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}) > 1:
             return ray.util.get_node_ip_address()
     except Exception:  # no Ray, or it cannot tell
         pass

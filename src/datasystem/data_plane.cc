@@ -12,11 +12,15 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <sodium.h>
+#include <zmq.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 
+#include "common/wire/security.h"
 #include "datasystem/protocol.h"
 #include "datasystem/worker_options.h"
 
@@ -143,13 +147,60 @@ void SetTimeouts(int fd, int ms) {
 
 std::string ErrnoText(int e) { return e == EAGAIN ? "timed out" : std::strerror(e); }
 
+struct Hello {
+  uint32_t magic;
+  uint32_t version;
+  uint8_t nonce[32];
+};
+static_assert(sizeof(Hello) == 40);
+constexpr uint32_t kHandshakeVersion = 1;
+constexpr int kHandshakeTimeoutMs = 5000;
+
+// HMAC-SHA256(key, role | a | b).
+void HandshakeTag(const HandshakeKey& key, char role, const uint8_t* a, const uint8_t* b, uint8_t out[32]) {
+  crypto_auth_hmacsha256_state st;
+  crypto_auth_hmacsha256_init(&st, key.k, sizeof(key.k));
+  crypto_auth_hmacsha256_update(&st, reinterpret_cast<const uint8_t*>(&role), 1);
+  crypto_auth_hmacsha256_update(&st, a, 32);
+  crypto_auth_hmacsha256_update(&st, b, 32);
+  crypto_auth_hmacsha256_final(&st, out);
+}
+
+void SetRecvTimeout(int fd, int ms) {
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 }  // namespace
+
+Result<HandshakeKey> LoadHandshakeKey() {
+  TQDS_ASSIGN_OR_RETURN(auto keys, tqds::wire::ProcessCurveKeys());
+  HandshakeKey h;
+  if (!keys) return h;
+  if (keys->server_secret.empty()) {
+    return Status::PermissionDenied("the worker-to-worker data plane needs the deployment's server.key_secret (",
+                                    keys->dir, " has none)");
+  }
+  if (sodium_init() < 0) return Status::Internal("libsodium cannot initialise");
+  uint8_t raw[32];
+  if (zmq_z85_decode(raw, keys->server_secret.c_str()) == nullptr) {
+    return Status::Invalid(keys->dir, "/server.key_secret is not a Z85 key");
+  }
+  static constexpr char kContext[] = "tqds data plane v1";
+  crypto_generichash(h.k, sizeof(h.k), reinterpret_cast<const uint8_t*>(kContext), sizeof(kContext) - 1, raw,
+                     sizeof(raw));
+  sodium_memzero(raw, sizeof(raw));
+  h.on = true;
+  return h;
+}
 
 // ------------------------------------------------------------------ server
 
 Result<std::unique_ptr<DataServer>> DataServer::Start(const std::string& ip, int port,
                                                       std::string name, ObjectStore& store,
                                                       DataServerOptions options) {
+  TQDS_ASSIGN_OR_RETURN(HandshakeKey key, LoadHandshakeKey());
+  if (!key.on) TQDS_RETURN_NOT_OK(tqds::wire::CheckPlainServe("tcp://" + ip + ":" + std::to_string(port)));
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::IOError("data server socket: ", std::strerror(errno));
   int one = 1;
@@ -171,7 +222,7 @@ Result<std::unique_ptr<DataServer>> DataServer::Start(const std::string& ip, int
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   std::unique_ptr<DataServer> s(
       new DataServer(fd, ip + ":" + std::to_string(ntohs(a.sin_port)), std::move(name), store,
-                     options));
+                     options, key));
   s->wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
   s->accept_thread_ = std::thread([p = s.get()] { p->AcceptLoop(); });
   return s;
@@ -229,6 +280,33 @@ void DataServer::Refuse(int fd) {
   ::close(fd);
 }
 
+bool DataServer::Handshake(int fd) {
+  Hello hello{kHandshakeMagic, kHandshakeVersion, {}};
+  randombytes_buf(hello.nonce, sizeof(hello.nonce));
+  std::vector<iovec> out = {{&hello, sizeof(hello)}};
+  uint8_t answer[64], want[32], proof[32];
+  SetRecvTimeout(fd, kHandshakeTimeoutMs);
+  bool ok = WriteAllV(fd, out) && ReadAll(fd, answer, sizeof(answer));
+  if (ok) {
+    HandshakeTag(key_, 'C', hello.nonce, answer, want);
+    ok = sodium_memcmp(want, answer + 32, 32) == 0;
+  }
+  if (!ok) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+    if (now - last_handshake_log_ms_.exchange(now) > 10000) {
+      spdlog::warn("worker {}: a data connection on {} failed the handshake (no or other keys); closed",
+                   name_, endpoint_);
+    }
+    return false;
+  }
+  HandshakeTag(key_, 'S', answer, hello.nonce, proof);
+  std::vector<iovec> reply = {{proof, sizeof(proof)}};
+  SetRecvTimeout(fd, options_.idle_timeout_ms);
+  return WriteAllV(fd, reply);
+}
+
 void DataServer::Serve(Conn* conn) {
   // Requests are pipelined: parse every complete one that is buffered, look
   // them up under one lock, answer them with one gathered write straight
@@ -243,7 +321,7 @@ void DataServer::Serve(Conn* conn) {
   std::vector<std::string> errors;
   std::vector<iovec> iov;
   std::vector<uint64_t> pinned;
-  bool alive = true;
+  bool alive = !key_.on || Handshake(conn->fd);
   while (alive && !stopping_.load()) {
     heads.clear();
     keys.clear();
@@ -361,6 +439,44 @@ DataServer::~DataServer() {
 
 // ------------------------------------------------------------------ client
 
+PullClient::PullClient(PullOptions options) : options_(options), key_(LoadHandshakeKey()) {}
+
+Status PullClient::Handshake(int fd, const std::string& endpoint) {
+  Hello hello{};
+  if (!ReadAll(fd, &hello, sizeof(hello))) {
+    return Status::Unavailable("no handshake from data endpoint ", endpoint, ": ", ErrnoText(errno),
+                               " (its worker may have no keys while this one has)");
+  }
+  if (hello.magic != kHandshakeMagic || hello.version != kHandshakeVersion) {
+    // A server over its connection cap answers with a refusal instead.
+    ReplyHeader r;
+    std::memcpy(&r, &hello, sizeof(r));
+    if (r.code > 0 && r.code <= static_cast<uint8_t>(tqds::kLastStatusCode) && r.msg_len >= sizeof(hello) - sizeof(r) &&
+        r.msg_len <= 4096) {
+      std::string msg(reinterpret_cast<const char*>(&hello) + sizeof(r), sizeof(hello) - sizeof(r));
+      msg.resize(r.msg_len);
+      if (ReadAll(fd, msg.data() + (sizeof(hello) - sizeof(r)), r.msg_len - (sizeof(hello) - sizeof(r)))) {
+        return Status(static_cast<StatusCode>(r.code), msg);
+      }
+    }
+    return Status::PermissionDenied("data endpoint ", endpoint, " did not start the handshake this worker's keys "
+                                    "require (a worker without keys, or another program)");
+  }
+  uint8_t answer[64], want[32], proof[32];
+  randombytes_buf(answer, 32);
+  HandshakeTag(*key_, 'C', hello.nonce, answer, answer + 32);
+  std::vector<iovec> out = {{answer, sizeof(answer)}};
+  if (!WriteAllV(fd, out) || !ReadAll(fd, proof, sizeof(proof))) {
+    return Status::PermissionDenied("data endpoint ", endpoint, " closed the handshake: it does not hold this "
+                                    "worker's keys (another deployment's server key?)");
+  }
+  HandshakeTag(*key_, 'S', answer, hello.nonce, want);
+  if (sodium_memcmp(want, proof, 32) != 0) {
+    return Status::PermissionDenied("data endpoint ", endpoint, " failed to prove the deployment's key");
+  }
+  return Status::OK();
+}
+
 PullClient::~PullClient() {
   for (auto& [ep, fds] : idle_) {
     (void)ep;
@@ -380,6 +496,7 @@ Result<int> PullClient::Acquire(const std::string& endpoint) {
       ::close(fd);                           // the peer closed it (e.g. restarted)
     }
   }
+  if (!key_.ok()) return key_.status();
   TQDS_ASSIGN_OR_RETURN(HostPort hp, HostPort::Parse(endpoint, "data endpoint"));
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_in a{};
@@ -411,6 +528,17 @@ Result<int> PullClient::Acquire(const std::string& endpoint) {
   }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   SetTimeouts(fd, options_.io_timeout_ms);
+  if (!key_.ok()) {
+    ::close(fd);
+    return key_.status();
+  }
+  if (key_->on) {
+    Status st = Handshake(fd, endpoint);
+    if (!st.ok()) {
+      ::close(fd);
+      return st;
+    }
+  }
   return fd;
 }
 
@@ -453,9 +581,11 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
     auto fd = Acquire(endpoint);
     if (!fd.ok()) {
       for (size_t k = c; k < chunks.size(); k += nconn) {
-        fail(chunks[k].item, Status::Unavailable("cannot fetch '", items[chunks[k].item].key,
-                                                 "' from worker ", holder, ": ",
-                                                 fd.status().message()));
+        // A failed handshake stays PermissionDenied: the peer is up, the keys differ.
+        fail(chunks[k].item, Status(fd.status().IsPermissionDenied() ? StatusCode::kPermissionDenied
+                                                                      : StatusCode::kUnavailable,
+                                    "cannot fetch '" + items[chunks[k].item].key + "' from worker " + holder +
+                                        ": " + fd.status().message()));
       }
       return;
     }
@@ -486,6 +616,11 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
       } else if (!ReadAll(*fd, &r, sizeof(r))) {
         broken = true;
         io_error = ErrnoText(errno);
+        break;
+      }
+      if (r.code > static_cast<uint8_t>(tqds::kLastStatusCode)) {
+        broken = true;
+        io_error = "a reply with unknown status " + std::to_string(r.code) + " (not this protocol)";
         break;
       }
       if (r.code != 0) {

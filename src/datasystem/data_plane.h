@@ -24,6 +24,18 @@
 // peer; a pull splits large objects into chunks spread over several
 // connections, each driven by its own thread.
 //
+// Authentication: in a process with the deployment's keys (security.h), a
+// connection starts with a handshake that proves both ends hold the
+// deployment's server secret, before any request is read:
+//   server: hello (40 bytes): magic u32 = 0x48445154 ("TQDH") | version u32
+//           = 1 | server nonce (32 random bytes)
+//   client: client nonce (32) | HMAC-SHA256(K, "C" | server nonce | client nonce)
+//   server: HMAC-SHA256(K, "S" | client nonce | server nonce), then requests
+// with K = BLAKE2b-256 keyed by the server secret over "tqds data plane v1"
+// (libsodium). A peer that fails it is closed before it can ask for a byte.
+// The bytes themselves are not encrypted. Without keys, a data server binds
+// only a loopback address unless plain tcp is allowed (security.h).
+//
 // Thread-safe: DataServer::Stop and PullClient::Pull from any thread.
 #pragma once
 
@@ -43,6 +55,16 @@
 namespace ds {
 
 inline constexpr uint32_t kPullMagic = 0x31504344;
+inline constexpr uint32_t kHandshakeMagic = 0x48445154;
+
+// The data plane's handshake key; `on` false: the process has no keys.
+struct HandshakeKey {
+  bool on = false;
+  uint8_t k[32] = {};
+};
+// Derived from the process's keys (security.h): PermissionDenied when they
+// lack server.key_secret.
+Result<HandshakeKey> LoadHandshakeKey();
 
 struct DataServerOptions {
   // Connections served at once (one thread each). Default 256.
@@ -72,9 +94,12 @@ class DataServer {
     std::atomic<bool> done{false};
   };
   DataServer(int listen_fd, std::string endpoint, std::string name, ObjectStore& store,
-             DataServerOptions options)
+             DataServerOptions options, HandshakeKey key)
       : listen_fd_(listen_fd), endpoint_(std::move(endpoint)), name_(std::move(name)),
-        store_(store), options_(options) {}
+        store_(store), options_(options), key_(key) {}
+  // The server's half of the handshake; false (and a rate-limited log line)
+  // when the peer fails it.
+  bool Handshake(int fd);
   void AcceptLoop();
   // Tells a connection over the cap why, and closes it (accept thread, mu_ held).
   void Refuse(int fd);
@@ -87,6 +112,7 @@ class DataServer {
   const std::string name_;
   ObjectStore& store_;
   const DataServerOptions options_;
+  const HandshakeKey key_;
   int wake_fd_ = -1;
   // Accept thread only.
   uint64_t refused_ = 0;
@@ -96,6 +122,7 @@ class DataServer {
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::list<std::unique_ptr<Conn>> conns_;  // guarded by mu_
+  std::atomic<int64_t> last_handshake_log_ms_{0};
 };
 
 struct PullOptions {
@@ -122,7 +149,7 @@ struct PullItem {
 
 class PullClient {
  public:
-  explicit PullClient(PullOptions options = {}) : options_(options) {}
+  explicit PullClient(PullOptions options = {});
   ~PullClient();
   PullClient(const PullClient&) = delete;
   PullClient& operator=(const PullClient&) = delete;
@@ -136,9 +163,12 @@ class PullClient {
 
  private:
   Result<int> Acquire(const std::string& endpoint);
+  // The client's half of the handshake on a new connection.
+  Status Handshake(int fd, const std::string& endpoint);
   void Return(const std::string& endpoint, int fd);
 
   const PullOptions options_;
+  Result<HandshakeKey> key_;  // constant after construction
   std::mutex mu_;
   std::unordered_map<std::string, std::vector<int>> idle_;  // guarded by mu_
 };

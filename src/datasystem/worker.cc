@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <random>
 
+#include "common/wire/security.h"
 #include "datasystem/metastore_hook.h"
 #include "datasystem/worker_metrics.h"
 #include "datasystem/protocol.h"
@@ -59,6 +60,9 @@ LocalServerOptions LocalOptions(uint64_t arena_size) {
 
 Result<std::unique_ptr<Worker>> Worker::Start(const WorkerOptions& options) {
   TQDS_RETURN_NOT_OK(options.Validate());
+  // The process's keys (its port, its peers and the clients it makes).
+  if (options.enable_curve_zmq) TQDS_RETURN_NOT_OK(tqds::wire::UseCurveKeys(options.curve_key_dir));
+  if (options.allow_insecure) tqds::wire::AllowInsecure(true);
   std::unique_ptr<Worker> w(new Worker(options));
   Status st = w->Init();
   if (!st.ok()) {
@@ -137,6 +141,7 @@ Status Worker::Init() {
       "tcp://" + bind_ip + ":" + std::to_string(bind.port),
       [this](Message&& m, tqds::wire::Responder r) { OnTcpRequest(std::move(m), std::move(r)); },
       [this](Clock::time_point now) { return Tick(now); }, TcpServerOptions(arena_->size()));
+  if (!tcp.ok() && tcp.status().IsPermissionDenied()) return tcp.status();
   if (!tcp.ok()) {
     return Status::IOError("cannot listen on ", bind.ToString(), ": port ", bind.port,
                            " is already in use by another process (or the address is not local): ",

@@ -163,6 +163,12 @@ bool Apply(WorkerOptions& o, std::string_view name, const std::string& norm) {
     o.pull_connections = static_cast<uint32_t>(u64());
   } else if (name == "metrics_port") {
     o.metrics_port = static_cast<int>(i64());
+  } else if (name == "enable_curve_zmq") {
+    o.enable_curve_zmq = on();
+  } else if (name == "curve_key_dir") {
+    o.curve_key_dir = norm;
+  } else if (name == "allow_insecure") {
+    o.allow_insecure = on();
   } else if (name == "cache_max_keys") {
     o.cache_max_keys = static_cast<uint32_t>(u64());
   } else if (name == "enable_data_replication") {
@@ -348,6 +354,9 @@ std::vector<std::string> WorkerArgv(const WorkerFlags& flags) {
   add("oc_worker_worker_pool_size", std::to_string(o.pull_connections));
   add("cache_max_keys", std::to_string(o.cache_max_keys));
   add("metrics_port", std::to_string(o.metrics_port));
+  if (o.enable_curve_zmq) add("enable_curve_zmq", "true");
+  if (!o.curve_key_dir.empty()) add("curve_key_dir", o.curve_key_dir);
+  if (o.allow_insecure) add("allow_insecure", "true");
   if (!o.log_dir.empty()) add("log_dir", o.log_dir);
   if (!o.log_filename.empty()) add("log_filename", o.log_filename);
   add("minloglevel", std::to_string(o.min_log_level));

@@ -37,6 +37,10 @@ Result<HostPort> HostPort::Parse(const std::string& text, const char* flag) {
 
 Status WorkerOptions::Validate() const {
   if (worker_address.empty()) return Status::Invalid("--worker_address must not be empty");
+  if (enable_curve_zmq && curve_key_dir.empty()) {
+    return Status::Invalid("--enable_curve_zmq needs --curve_key_dir (the directory of the deployment's CURVE "
+                           "keys; `tq keys DIR` makes one)");
+  }
   TQDS_RETURN_NOT_OK(HostPort::Parse(worker_address, "--worker_address").status());
   if (!bind_address.empty()) {
     TQDS_RETURN_NOT_OK(HostPort::Parse(bind_address, "--bind_address").status());

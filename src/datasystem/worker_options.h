@@ -92,6 +92,14 @@ struct WorkerOptions {
   // Prometheus metrics (GET /metrics) on the worker's host at this port; 0:
   // a free port; -1 (default): none. The address is in Stats (dscli status).
   int metrics_port = -1;
+  // Authentication (security.h): with enable_curve_zmq, every tcp socket of
+  // the worker process (its port, its peers, dscli's calls) uses CURVE with
+  // the keys in curve_key_dir (then required), as openYuanrong's flags.
+  // Without keys, a worker address that is not loopback needs
+  // allow_insecure (ours), which logs a warning.
+  bool enable_curve_zmq = false;
+  std::string curve_key_dir;
+  bool allow_insecure = false;
 
   tqds::Status Validate() const;
   HostPort address() const;  // precondition: Validate() passed

@@ -468,7 +468,7 @@ class ControllerImpl : public TransferQueueController {
       TQDS_ASSIGN_OR_RETURN(uint8_t code, internal::As<uint8_t>(e->ptr[3], where + " reply status"));
       TQDS_ASSIGN_OR_RETURN(std::string text, internal::As<std::string>(e->ptr[4], where + " reply message"));
       if (e->ptr[5].type != msgpack::type::BIN) return Status::Invalid(where, ": a reply body must be bin");
-      if (code > static_cast<uint8_t>(tqds::StatusCode::kCancelled)) {
+      if (code > static_cast<uint8_t>(tqds::kLastStatusCode)) {
         return Status::Invalid(where, ": reply status code ", int(code), " is unknown");
       }
       Message rep(static_cast<MsgType>(type), id);

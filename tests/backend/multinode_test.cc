@@ -193,6 +193,7 @@ class MultiNodeTest : public ::testing::Test {
     if (::access(kEtcd, X_OK) != 0) GTEST_SKIP() << "etcd (etcd-server) is not installed";
     std::string why = net_.Build();
     if (!why.empty()) GTEST_SKIP() << why;
+    ASSERT_TRUE(keys_.status().ok()) << keys_.status().ToString();
     char tmpl[] = "/tmp/tqmn_XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     // etcd on A, as the seed's Appendix B starts it.
@@ -266,6 +267,9 @@ class MultiNodeTest : public ::testing::Test {
                                      controller_address_, Config(ip), partition}));
     return r.output + (r.code == 0 ? "" : "(exit " + std::to_string(r.code) + ")");
   }
+  // Declared first: undone last. The namespaces' addresses are not loopback,
+  // so every process authenticates with these keys.
+  tqds::testing::ScopedCurveKeys keys_;
   tqds::testing::TwoNodeNet net_{kPrefix, kIpA, kIpB};
   std::string dir_;
   tqds::ChildProcess etcd_, controller_;

@@ -85,7 +85,7 @@ TEST(MessageCodecTest, DecodedBodyOutlivesInputBytes) {
 }
 
 TEST(MessageCodecTest, EveryStatusCodeRoundTrips) {
-  for (int c = 1; c <= static_cast<int>(StatusCode::kCancelled); ++c) {
+  for (int c = 1; c <= static_cast<int>(kLastStatusCode); ++c) {
     Message m(MsgType::kError, 9);
     m.set_status(Status(static_cast<StatusCode>(c), "msg"));
     ASSERT_OK_AND_ASSIGN(Message d, Decode(m.EncodeHeader()));

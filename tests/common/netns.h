@@ -17,11 +17,65 @@
 #include <utility>
 #include <vector>
 
+#include <cstdlib>
+#include <filesystem>
+
 #include "common/subprocess.h"
+#include "common/wire/security.h"
 
 namespace tqds::testing {
 
 inline constexpr const char* kIpBin = "/usr/sbin/ip";
+
+// The deployment's CURVE keys for the processes of a multi-node test (its
+// addresses are not loopback, so every tcp socket must authenticate): a
+// fresh key directory, exported as TQDS_CURVE_KEY_DIR for the children and
+// installed in this process. Undone, and the directory removed, when it goes.
+class ScopedCurveKeys {
+ public:
+  ScopedCurveKeys() {
+    char tmpl[] = "/tmp/tqds-keys-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      status_ = Status::IOError("mkdtemp failed");
+      return;
+    }
+    dir_ = tmpl;
+    status_ = wire::GenerateCurveKeys(dir_);
+    if (status_.ok()) status_ = wire::UseCurveKeys(dir_);
+    if (status_.ok()) ::setenv("TQDS_CURVE_KEY_DIR", dir_.c_str(), 1);
+  }
+  ~ScopedCurveKeys() {
+    ::unsetenv("TQDS_CURVE_KEY_DIR");
+    (void)wire::UseCurveKeys("");
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  ScopedCurveKeys(const ScopedCurveKeys&) = delete;
+  ScopedCurveKeys& operator=(const ScopedCurveKeys&) = delete;
+  const Status& status() const { return status_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  Status status_;
+};
+
+// Explicit consent to plain tcp on the namespaces' addresses, for
+// benchmarks that measure the transport itself (TQDS_ALLOW_INSECURE=1 for
+// the children, AllowInsecure here); undone when it goes.
+class ScopedPlainTcp {
+ public:
+  ScopedPlainTcp() {
+    ::setenv("TQDS_ALLOW_INSECURE", "1", 1);
+    wire::AllowInsecure(true);
+  }
+  ~ScopedPlainTcp() {
+    ::unsetenv("TQDS_ALLOW_INSECURE");
+    wire::AllowInsecure(false);
+  }
+  ScopedPlainTcp(const ScopedPlainTcp&) = delete;
+  ScopedPlainTcp& operator=(const ScopedPlainTcp&) = delete;
+};
 
 // argv run inside namespace `ns` (`ip netns exec NS ...`); unchanged when
 // `ns` is empty (the host's namespace).

@@ -47,11 +47,12 @@ TEST(StatusTest, CodesAreWireStable) {
   EXPECT_EQ(static_cast<int>(StatusCode::kTimeout), 5);
   EXPECT_EQ(static_cast<int>(StatusCode::kUnavailable), 7);
   EXPECT_EQ(static_cast<int>(StatusCode::kCancelled), 10);
+  EXPECT_EQ(static_cast<int>(StatusCode::kPermissionDenied), 11);
 }
 
 TEST(StatusTest, CodeNamesAreDistinct) {
   std::set<std::string> names;
-  for (int c = 0; c <= static_cast<int>(StatusCode::kCancelled); ++c) {
+  for (int c = 0; c <= static_cast<int>(kLastStatusCode); ++c) {
     const char* n = StatusCodeName(static_cast<StatusCode>(c));
     ASSERT_NE(n, nullptr);
     EXPECT_TRUE(names.insert(n).second) << "duplicate name " << n;

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/wire/message.h"
+#include "common/wire/security.h"
 #include "datasystem/allocator.h"
 #include "datasystem/data_plane.h"
 #include "datasystem/eviction_policy.h"
@@ -231,6 +232,91 @@ TEST(HostileDataPort, IdleConnectionsAreClosed) {
   EXPECT_EQ(::recv(fd, &c, 1, 0), 0);  // closed by the server (the client waits up to 5 s)
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
   ::close(fd);
+}
+
+// Finding 3 (a host that reaches a worker's data port reads any key): with
+// the deployment's keys, a data connection must first prove it holds them.
+class KeyedDataPort : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(tqds::wire::GenerateCurveKeys(dir_.path() + "/keys").ok());
+    ASSERT_TRUE(tqds::wire::UseCurveKeys(dir_.path() + "/keys").ok());
+  }
+  void TearDown() override { (void)tqds::wire::UseCurveKeys(""); }
+  // A sealed object "secret" of 64 bytes 0x5a in `s`.
+  static void PutSecret(Store& s) {
+    Session session;
+    auto slots = s.store->Create(session, {"secret"}, {64}, WriteOptions{});
+    ASSERT_TRUE(slots.ok()) << slots.status().ToString();
+    std::memset(s.memory.data() + (*slots)[0].offset, 0x5a, 64);
+    ASSERT_EQ(s.store->Seal(session, {(*slots)[0].offset})[0], StatusCode::kOk);
+  }
+  TempDir dir_{"tqds-dp-keys-"};
+};
+
+TEST_F(KeyedDataPort, APeerThatSkipsTheHandshakeGetsNoByte) {
+  Store s;
+  PutSecret(s);
+  auto server = DataServer::Start("127.0.0.1", 0, "test-worker", *s.store);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  int fd = Connect((*server)->endpoint());
+  // A plain pull request, as a peer without keys would send.
+  struct {
+    uint32_t magic, key_len;
+    uint64_t version, offset, length;
+  } req{kPullMagic, 6, 0, 0, 64};
+  SendAll(fd, &req, sizeof(req));
+  SendAll(fd, "secret", 6);
+  SendAll(fd, std::string(64, '\0').data(), 64);  // fills the handshake answer: a wrong tag
+  std::string got(4096, '\0');
+  size_t n = 0;
+  while (true) {
+    ssize_t r = ::recv(fd, got.data() + n, got.size() - n, 0);
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+  }
+  got.resize(n);
+  EXPECT_EQ(n, 40u) << "only the 40-byte hello, then the close";
+  EXPECT_EQ(got.find(std::string(8, '\x5a')), std::string::npos) << "the secret's bytes reached a keyless peer";
+  ::close(fd);
+  (*server)->Stop();
+}
+
+TEST_F(KeyedDataPort, KeyHoldersPullAndOtherKeysAreRefusedByName) {
+  Store s;
+  PutSecret(s);
+  auto server = DataServer::Start("127.0.0.1", 0, "test-worker", *s.store);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  std::vector<uint8_t> dest(64, 0);
+  {
+    PullClient puller;
+    std::vector<PullItem> items = {{"secret", 0, 64, dest.data(), 0}};
+    items[0].version = s.store->Describe({"secret"})[0].version;
+    auto st = puller.Pull((*server)->endpoint(), "test-worker", items);
+    ASSERT_TRUE(st[0].ok()) << st[0].ToString();
+    EXPECT_EQ(dest, std::vector<uint8_t>(64, 0x5a));
+  }
+  // Another deployment's keys: the handshake fails on both sides.
+  ASSERT_TRUE(tqds::wire::GenerateCurveKeys(dir_.path() + "/other").ok());
+  ASSERT_TRUE(tqds::wire::UseCurveKeys(dir_.path() + "/other").ok());
+  PullClient stranger;
+  std::vector<PullItem> items = {{"secret", 0, 64, dest.data(), 0}};
+  auto st = stranger.Pull((*server)->endpoint(), "test-worker", items);
+  EXPECT_TRUE(st[0].IsPermissionDenied()) << st[0].ToString();
+  EXPECT_NE(st[0].message().find("does not hold this worker's keys"), std::string::npos) << st[0].ToString();
+  (*server)->Stop();
+}
+
+TEST(PlainDataPort, ANonLoopbackAddressNeedsKeysOrConsent) {
+  Store s;
+  auto server = DataServer::Start("0.0.0.0", 0, "test-worker", *s.store);
+  ASSERT_FALSE(server.ok());
+  EXPECT_TRUE(server.status().IsPermissionDenied()) << server.status().ToString();
+  tqds::wire::AllowInsecure(true);
+  auto allowed = DataServer::Start("0.0.0.0", 0, "test-worker", *s.store);
+  tqds::wire::AllowInsecure(false);
+  ASSERT_TRUE(allowed.ok()) << allowed.status().ToString();
+  (*allowed)->Stop();
 }
 
 // ------------------------------------------------------ worker directories

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/netns.h"
 #include "test_util.h"
 
 namespace ds {
@@ -100,6 +101,7 @@ class NetnsCluster : public ::testing::Test {
     if (!testing::EtcdProcess::Installed()) GTEST_SKIP() << "etcd (etcd-server) is not installed";
     std::string why = net_.Build();
     if (!why.empty()) GTEST_SKIP() << why;
+    ASSERT_TRUE(keys_.status().ok()) << keys_.status().ToString();
     etcd_ = std::make_unique<testing::EtcdProcess>(Topology::ip(0), net_.node(0));
     etcd_->Start();
     ASSERT_TRUE(WaitEtcd()) << "etcd did not start in " << net_.node(0);
@@ -172,7 +174,10 @@ class NetnsCluster : public ::testing::Test {
     return b;
   }
 
-  Topology net_;  // declared first: removed last, after every process is gone
+  // Declared first: undone last. The namespaces' addresses are not loopback,
+  // so every process authenticates with these keys.
+  tqds::testing::ScopedCurveKeys keys_;
+  Topology net_;  // removed after every process is gone
   std::unique_ptr<testing::EtcdProcess> etcd_;
   std::vector<std::unique_ptr<testing::WorkerProcess>> workers_;
 };

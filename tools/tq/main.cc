@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "common/logging.h"
+#include "common/wire/security.h"
 #include "tools/tq/demo.h"
 #include "tools/tq/metrics.h"
 #include "tools/tq/status.h"
@@ -182,8 +183,37 @@ int main(int argc, char** argv) {
   st->add_option("--controller", status.controller, "the controller (tcp://host:port)")->required();
   st->add_flag("--json", status.json, "one JSON document instead of the table");
 
+  std::string keys_dir;
+  auto* keys = app.add_subcommand("keys", "write a fresh set of CURVE keys (server and client pairs, "
+                                          "authorized_clients) into a directory, for TQDS_CURVE_KEY_DIR");
+  keys->add_option("dir", keys_dir, "the directory (created with mode 0700; existing keys are never replaced)")
+      ->required();
+
+  // Authentication of every tcp socket (src/common/wire/security.h).
+  std::string curve_key_dir;
+  bool allow_insecure = false;
+  for (CLI::App* sub : {ctl, su, dm, st}) {
+    sub->add_option("--curve-key-dir", curve_key_dir,
+                    "CURVE keys of the deployment (default: $TQDS_CURVE_KEY_DIR; `tq keys DIR` makes them)");
+    sub->add_flag("--allow-insecure", allow_insecure,
+                  "serve a non-loopback address without authentication (logs a warning)");
+  }
+
   CLI11_PARSE(app, argc, argv);
   tqds::InitLogging("tq", "", spdlog::level::info);
+  if (*keys) {
+    tqds::Status made = tqds::wire::GenerateCurveKeys(keys_dir);
+    if (!made.ok()) return Fail(made);
+    std::printf("CURVE keys written to %s: give every process of the deployment TQDS_CURVE_KEY_DIR=%s (a copy "
+                "of the directory on each host); processes that only connect need no server.key_secret\n",
+                keys_dir.c_str(), keys_dir.c_str());
+    return 0;
+  }
+  if (!curve_key_dir.empty()) {
+    tqds::Status used = tqds::wire::UseCurveKeys(curve_key_dir);
+    if (!used.ok()) return Fail(used.WithContext("--curve-key-dir"));
+  }
+  if (allow_insecure) tqds::wire::AllowInsecure(true);
 
   if (*ctl || *su) {
     KeepFreedMemory();

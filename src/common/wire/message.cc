@@ -72,7 +72,7 @@ Result<Message> Message::DecodeHeader(const void* data, size_t size, const WireL
   Message m(static_cast<MsgType>(f[1].via.u64), f[2].via.u64);
   auto code = static_cast<StatusCode>(f[3].via.u64);
   if (code != StatusCode::kOk) {
-    if (f[3].via.u64 > static_cast<uint64_t>(StatusCode::kCancelled)) code = StatusCode::kInternal;
+    if (f[3].via.u64 > static_cast<uint64_t>(kLastStatusCode)) code = StatusCode::kInternal;
     m.status_ = Status(code, std::string(f[4].via.str.ptr, f[4].via.str.size));
   }
   m.body_ = f[5];

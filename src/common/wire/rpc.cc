@@ -8,6 +8,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "common/wire/security.h"
+
 namespace tqds::wire {
 
 namespace {
@@ -39,6 +41,7 @@ Result<std::unique_ptr<RpcClient>> RpcClient::Connect(const std::string& endpoin
   try {
     zmq::socket_t probe(Context(), zmq::socket_type::dealer);
     probe.set(zmq::sockopt::linger, 0);
+    TQDS_RETURN_NOT_OK(SecureClientSocket(probe, endpoint));  // the keys this process needs exist
     probe.connect(endpoint);
   } catch (const zmq::error_t& e) {
     return Status::Invalid("cannot connect to '", endpoint, "': ", e.what());
@@ -97,13 +100,18 @@ void RpcClient::Run() {
   static std::atomic<uint64_t> monitors{0};
   std::string monitor_ep = "inproc://rpc-monitor-" + std::to_string(monitors.fetch_add(1));
   if (zmq_socket_monitor(sock.handle(), monitor_ep.c_str(),
-                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) != 0) {
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED |
+                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
     spdlog::warn("rpc client {}: no connection events ({}); a dead peer is noticed at the deadline",
                  endpoint_, zmq_strerror(zmq_errno()));
   }
   zmq::socket_t monitor(Context(), zmq::socket_type::pair);
   monitor.set(zmq::sockopt::linger, 0);
   monitor.connect(monitor_ep);
+  // Set when the last handshake failed (authentication): calls fail with it
+  // at once until a handshake succeeds.
+  Status refused = SecureClientSocket(sock, endpoint_);
   sock.connect(endpoint_);
   struct Pending {
     std::promise<Result<Message>> promise;
@@ -162,8 +170,19 @@ void RpcClient::Run() {
       if (!monitor.recv(event, zmq::recv_flags::dontwait)) break;
       if (event.more()) (void)monitor.recv(address, zmq::recv_flags::none);
       uint16_t id = 0;
+      int32_t value = 0;
       if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
-      if (id == ZMQ_EVENT_CONNECTED) {
+      if (event.size() >= 6) std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
+      if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        refused = Status::OK();
+      } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                 id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        refused = Status::PermissionDenied("authentication with ", endpoint_, " failed: ",
+                                           DescribeHandshakeFailure(id, value));
+        if (connected) disconnected_since = Clock::now();
+        connected = false;
+        fail_all(refused);
+      } else if (id == ZMQ_EVENT_CONNECTED) {
         connected = true;
         connection_events_.fetch_add(1);
       } else if (id == ZMQ_EVENT_CONNECT_RETRIED) {
@@ -186,6 +205,12 @@ void RpcClient::Run() {
       batch.swap(outgoing_);
     }
     for (auto& o : batch) {
+      // After a refused handshake libzmq does not reconnect, and a send
+      // with no connection would block this thread: fail at once instead.
+      if (!refused.ok()) {
+        o.promise.set_value(refused);
+        continue;
+      }
       if (pending.count(o.message.request_id()) != 0) {
         o.promise.set_value(Status::Invalid("request id ", o.message.request_id(), " is already in flight to ",
                                             endpoint_));
@@ -200,6 +225,7 @@ void RpcClient::Run() {
     }
     drain_replies();
     now = Clock::now();
+    if (!refused.ok() && !pending.empty()) fail_all(refused);
     if (!connected && !pending.empty() && now - disconnected_since > kConnectGrace) {
       fail_all(Status::Unavailable("cannot connect to ", endpoint_, " (is the peer running?)"));
     }
@@ -294,6 +320,7 @@ Result<std::unique_ptr<RpcServer>> RpcServer::Bind(const std::string& endpoint, 
   sock.set(zmq::sockopt::rcvhwm, 0);
   sock.set(zmq::sockopt::router_mandatory, 1);
   if (options.max_frame_bytes >= 0) sock.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);
+  TQDS_RETURN_NOT_OK(SecureServerSocket(sock, ep));
   try {
     sock.bind(ep);
   } catch (const zmq::error_t& e) {

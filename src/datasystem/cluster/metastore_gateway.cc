@@ -213,6 +213,8 @@ int GrpcCode(const Status& st) {
       return 14;
     case StatusCode::kCancelled:
       return 1;
+    case StatusCode::kPermissionDenied:
+      return 7;
     default:
       return 13;  // Internal
   }

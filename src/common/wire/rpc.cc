@@ -112,6 +112,11 @@ void RpcClient::Run() {
   // Set when the last handshake failed (authentication): calls fail with it
   // at once until a handshake succeeds.
   Status refused = SecureClientSocket(sock, endpoint_);
+  // Handshakes that failed without a reason in a row (see below), and
+  // whether the last event was one.
+  constexpr int kUnexplainedFailures = 3;
+  int unexplained_failures = 0;
+  bool failed_handshake = false;
   sock.connect(endpoint_);
   struct Pending {
     std::promise<Result<Message>> promise;
@@ -173,21 +178,33 @@ void RpcClient::Run() {
       int32_t value = 0;
       if (event.size() >= 2) std::memcpy(&id, event.data(), 2);
       if (event.size() >= 6) std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
+      const bool after_failed_handshake = failed_handshake;
+      failed_handshake = false;
       if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
         refused = Status::OK();
-      } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-                 id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        unexplained_failures = 0;
+      } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                 (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && ++unexplained_failures >= kUnexplainedFailures)) {
         refused = Status::PermissionDenied("authentication with ", endpoint_, " failed: ",
                                            DescribeHandshakeFailure(id, value));
         if (connected) disconnected_since = Clock::now();
         connected = false;
         fail_all(refused);
+      } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        // Once may be a peer closing as we connect (no request reached it:
+        // they stay queued for the next attempt); again and again is the
+        // server ending every handshake, i.e. keys that do not match.
+        if (connected) disconnected_since = Clock::now();
+        connected = false;
+        failed_handshake = true;
       } else if (id == ZMQ_EVENT_CONNECTED) {
         connected = true;
         connection_events_.fetch_add(1);
       } else if (id == ZMQ_EVENT_CONNECT_RETRIED) {
         if (connected) disconnected_since = Clock::now();
         connected = false;
+      } else if (id == ZMQ_EVENT_DISCONNECTED && after_failed_handshake) {
+        connected = false;  // the end of that attempt: nothing was delivered, nothing fails yet
       } else if (id == ZMQ_EVENT_DISCONNECTED) {
         connection_events_.fetch_add(1);
         connected = false;

@@ -262,9 +262,8 @@ void AllowInsecure(bool allow) {
 
 bool IsLoopbackEndpoint(const std::string& endpoint) {
   if (endpoint.rfind("tcp://", 0) != 0) return false;
-  std::string host = endpoint.substr(6, endpoint.rfind(':') == std::string::npos || endpoint.rfind(':') < 6
-                                            ? std::string::npos
-                                            : endpoint.rfind(':') - 6);
+  const size_t colon = endpoint.rfind(':');  // always found: "tcp://" has one
+  std::string host = endpoint.substr(6, colon < 6 ? std::string::npos : colon - 6);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host == "localhost" || host == "::1") return true;
   in_addr a4{};

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "datasystem/peer_messages.h"
 #include "datasystem/protocol.h"
 
 namespace ds {
@@ -29,61 +30,10 @@ int64_t NowNs() {
       .count();
 }
 
-template <typename T>
-void PackArray(Packer& pk, const char* name, const std::vector<T>& v) {
-  pk.pack(name);
-  pk.pack_array(static_cast<uint32_t>(v.size()));
-  for (const auto& x : v) pk.pack(x);
-}
-
 Message KeysMessage(MsgType type, const std::vector<std::string>& keys) {
   Message m(type, 0);
-  m.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    PackArray(pk, proto::kKeys, keys);
-  }));
+  m.set_body(peer::EncodeKeys(keys));
   return m;
-}
-
-Message PublishMessage(PublishMode mode, const std::vector<PublishEntry>& entries) {
-  std::vector<std::string> keys, holders, data;
-  std::vector<uint64_t> sizes, versions, incs;
-  for (const auto& e : entries) {
-    keys.push_back(e.key);
-    sizes.push_back(e.size);
-    versions.push_back(e.replica.version);
-    holders.push_back(e.replica.holder);
-    incs.push_back(e.replica.incarnation);
-    data.push_back(e.replica.data);
-  }
-  Message m(MsgType::kDsMetaPublish, 0);
-  m.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(7);
-    pk.pack(proto::kMode);
-    pk.pack_uint8(static_cast<uint8_t>(mode));
-    PackArray(pk, proto::kKeys, keys);
-    PackArray(pk, proto::kSizes, sizes);
-    PackArray(pk, proto::kVersions, versions);
-    PackArray(pk, proto::kHolders, holders);
-    PackArray(pk, proto::kIncarnations, incs);
-    PackArray(pk, proto::kDataAddrs, data);
-  }));
-  return m;
-}
-
-Result<std::vector<StaleCopy>> DecodeStale(const Message& reply) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "MetaPublish reply"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-  TQDS_ASSIGN_OR_RETURN(auto holders, r.Get<std::vector<std::string>>(proto::kHolders));
-  TQDS_ASSIGN_OR_RETURN(auto versions, r.GetOr<std::vector<uint64_t>>(proto::kVersions, {}));
-  if (keys.size() != holders.size() || (!versions.empty() && versions.size() != keys.size())) {
-    return Status::Invalid("MetaPublish reply: length mismatch");
-  }
-  std::vector<StaleCopy> out;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    out.push_back({keys[i], holders[i], versions.empty() ? 0 : versions[i]});
-  }
-  return out;
 }
 
 template <typename T>
@@ -247,13 +197,15 @@ void ClusterNode::SendPublish(PublishMode mode,
     for (const auto& chunk : Chunks(entries)) {
       std::vector<std::string> keys;
       for (const auto& e : chunk) keys.push_back(e.key);
-      calls.push_back(Call{owner, std::move(keys), Send(owner, PublishMessage(mode, chunk))});
+      Message m(MsgType::kDsMetaPublish, 0);
+      m.set_body(peer::Encode(peer::Publish{mode, chunk}));
+      calls.push_back(Call{owner, std::move(keys), Send(owner, std::move(m))});
     }
   }
   std::vector<PublishAnswer> answers;
   for (auto& c : calls) {
     auto reply = c.reply.get();
-    auto s = reply.ok() ? DecodeStale(*reply) : Result<std::vector<StaleCopy>>(reply.status());
+    auto s = reply.ok() ? peer::DecodePublishReply(reply->body()) : Result<std::vector<StaleCopy>>(reply.status());
     if (!s.ok()) {
       spdlog::warn("cluster: publishing locations to owner {} failed: {}", c.owner,
                    s.status().ToString());
@@ -283,22 +235,17 @@ void ClusterNode::DropStale(const std::vector<StaleCopy>& stale, bool wait) {
   for (const auto& [holder, drops] : by_holder) {
     std::vector<std::pair<std::string, uint64_t>> all(drops.begin(), drops.end());
     for (const auto& chunk : Chunks(all)) {
-      std::vector<std::string> keys;
-      std::vector<uint64_t> versions;
+      peer::Drop drop;
       for (const auto& [k, v] : chunk) {
-        keys.push_back(k);
-        versions.push_back(v);
+        drop.keys.push_back(k);
+        drop.versions.push_back(v);
       }
       if (holder == options_.self) {
-        store_.DeleteVersions(keys, versions);
+        store_.DeleteVersions(drop.keys, drop.versions);
         continue;
       }
       Message m(MsgType::kDsDropCopies, 0);
-      m.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(2);
-        PackArray(pk, proto::kKeys, keys);
-        PackArray(pk, proto::kVersions, versions);
-      }));
+      m.set_body(peer::Encode(drop));
       calls.push_back(Send(holder, std::move(m)));
     }
   }
@@ -332,33 +279,11 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
       auto reply = f.get();
       Status st = reply.status();
       if (st.ok()) {
-        auto r = MapReader::Of(reply->body(), "MetaLookup reply");
-        auto codes = r.ok() ? r->Get<std::vector<uint32_t>>(proto::kCodes) : r.status();
-        auto sizes = r.ok() ? r->Get<std::vector<uint64_t>>(proto::kSizes) : r.status();
-        auto counts = r.ok() ? r->Get<std::vector<uint32_t>>(proto::kCounts) : r.status();
-        auto holders = r.ok() ? r->Get<std::vector<std::string>>(proto::kHolders) : r.status();
-        auto data = r.ok() ? r->Get<std::vector<std::string>>(proto::kDataAddrs) : r.status();
-        auto versions = r.ok() ? r->Get<std::vector<uint64_t>>(proto::kVersions) : r.status();
-        auto lost = r.ok() ? r->Get<std::vector<std::string>>(proto::kLost) : r.status();
-        for (const Status& s : {codes.status(), sizes.status(), counts.status(), holders.status(),
-                                data.status(), versions.status(), lost.status()}) {
-          if (!s.ok()) st = s;
-        }
-        if (st.ok() && (codes->size() != idx.size() || sizes->size() != idx.size() ||
-                        counts->size() != idx.size() || lost->size() != idx.size() ||
-                        holders->size() != data->size() || holders->size() != versions->size())) {
-          st = Status::Invalid("MetaLookup reply: length mismatch");
-        }
+        auto answers = peer::DecodeLookupReply(reply->body(), idx.size());
+        st = answers.status();
         if (st.ok()) {
-          size_t pos = 0;
           for (size_t j = 0; j < idx.size(); ++j) {
-            LookupResult lr;
-            lr.code = static_cast<StatusCode>((*codes)[j]);
-            lr.size = (*sizes)[j];
-            lr.lost = (*lost)[j];
-            for (uint32_t c = 0; c < (*counts)[j] && pos < holders->size(); ++c, ++pos) {
-              lr.live.push_back(Replica{(*holders)[pos], 0, (*data)[pos], (*versions)[pos]});
-            }
+            LookupResult& lr = (*answers)[j];
             // Right after a view change a new owner may not have the record
             // yet: ask the next owner (often the previous one) before a miss.
             if (lr.code == StatusCode::kNotFound && attempt + 1 < owners[idx[j]].size()) {
@@ -589,16 +514,15 @@ std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys
   for (auto& [idx, f] : calls) {
     auto reply = f.get();
     if (!reply.ok()) continue;
-    auto r = MapReader::Of(reply->body(), "MetaRemove reply");
-    if (!r.ok()) continue;
-    auto counts = r->Get<std::vector<uint32_t>>(proto::kCounts);
-    auto holders = r->Get<std::vector<std::string>>(proto::kHolders);
-    if (!counts.ok() || !holders.ok() || counts->size() != idx.size()) continue;
-    size_t pos = 0;
+    auto removed = peer::DecodeRemoveReply(reply->body(), idx.size());
+    if (!removed.ok()) {
+      spdlog::warn("cluster: a MetaRemove reply: {}", removed.status().ToString());
+      continue;
+    }
     for (size_t j = 0; j < idx.size(); ++j) {
-      if ((*counts)[j] > 0) existed[idx[j]] = true;
-      for (uint32_t c = 0; c < (*counts)[j] && pos < holders->size(); ++c, ++pos) {
-        if ((*holders)[pos] != options_.self) drop.push_back({keys[idx[j]], (*holders)[pos]});
+      if (!(*removed)[j].empty()) existed[idx[j]] = true;
+      for (auto& holder : (*removed)[j]) {
+        if (holder != options_.self) drop.push_back({keys[idx[j]], std::move(holder)});
       }
     }
   }
@@ -612,101 +536,24 @@ Result<Message> ClusterNode::HandlePeer(const Message& request) {
   Message reply = Message::ReplyTo(request);
   switch (request.type()) {
     case MsgType::kDsMetaPublish: {
-      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "MetaPublish"));
-      TQDS_ASSIGN_OR_RETURN(uint32_t mode, r.Get<uint32_t>(proto::kMode));
-      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-      TQDS_ASSIGN_OR_RETURN(auto sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));
-      TQDS_ASSIGN_OR_RETURN(auto versions, r.Get<std::vector<uint64_t>>(proto::kVersions));
-      TQDS_ASSIGN_OR_RETURN(auto holders, r.Get<std::vector<std::string>>(proto::kHolders));
-      TQDS_ASSIGN_OR_RETURN(auto incs, r.Get<std::vector<uint64_t>>(proto::kIncarnations));
-      TQDS_ASSIGN_OR_RETURN(auto data, r.Get<std::vector<std::string>>(proto::kDataAddrs));
-      if (mode > 2) return Status::Invalid("MetaPublish: unknown mode ", mode);
-      const size_t n = keys.size();
-      if (sizes.size() != n || versions.size() != n || holders.size() != n || incs.size() != n ||
-          data.size() != n) {
-        return Status::Invalid("MetaPublish: arrays of different lengths");
-      }
-      std::vector<PublishEntry> entries(n);
-      for (size_t i = 0; i < n; ++i) {
-        entries[i] = PublishEntry{keys[i], sizes[i], Replica{holders[i], incs[i], data[i], versions[i]}};
-      }
-      auto stale = owners_.Publish(static_cast<PublishMode>(mode), entries);
-      std::vector<std::string> sk, sh;
-      std::vector<uint64_t> sv;
-      for (auto& s : stale) {
-        sk.push_back(std::move(s.key));
-        sh.push_back(std::move(s.holder));
-        sv.push_back(s.version);
-      }
-      reply.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(3);
-        PackArray(pk, proto::kKeys, sk);
-        PackArray(pk, proto::kHolders, sh);
-        PackArray(pk, proto::kVersions, sv);
-      }));
+      TQDS_ASSIGN_OR_RETURN(auto m, peer::DecodePublish(request.body()));
+      reply.set_body(peer::EncodePublishReply(owners_.Publish(m.mode, m.entries)));
       return reply;
     }
     case MsgType::kDsMetaLookup: {
-      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "MetaLookup"));
-      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
+      TQDS_ASSIGN_OR_RETURN(auto keys, peer::DecodeKeys(request.body(), "MetaLookup"));
       LiveSet live = Snapshot().first;
-      auto found = owners_.Lookup(keys, live);
-      std::vector<uint32_t> codes, counts;
-      std::vector<uint64_t> sizes, versions;
-      std::vector<std::string> holders, data, lost;
-      for (const auto& f : found) {
-        codes.push_back(static_cast<uint32_t>(f.code));
-        sizes.push_back(f.size);
-        counts.push_back(static_cast<uint32_t>(f.live.size()));
-        lost.push_back(f.lost);
-        for (const auto& rep : f.live) {
-          holders.push_back(rep.holder);
-          data.push_back(rep.data);
-          versions.push_back(rep.version);
-        }
-      }
-      reply.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(7);
-        PackArray(pk, proto::kCodes, codes);
-        PackArray(pk, proto::kSizes, sizes);
-        PackArray(pk, proto::kCounts, counts);
-        PackArray(pk, proto::kHolders, holders);
-        PackArray(pk, proto::kDataAddrs, data);
-        PackArray(pk, proto::kVersions, versions);
-        PackArray(pk, proto::kLost, lost);
-      }));
+      reply.set_body(peer::EncodeLookupReply(owners_.Lookup(keys, live)));
       return reply;
     }
     case MsgType::kDsMetaRemove: {
-      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "MetaRemove"));
-      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-      auto removed = owners_.Remove(keys);
-      std::vector<uint32_t> counts;
-      std::vector<std::string> holders;
-      for (const auto& reps : removed) {
-        counts.push_back(static_cast<uint32_t>(reps.size()));
-        for (const auto& rep : reps) holders.push_back(rep.holder);
-      }
-      reply.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(2);
-        PackArray(pk, proto::kCounts, counts);
-        PackArray(pk, proto::kHolders, holders);
-      }));
+      TQDS_ASSIGN_OR_RETURN(auto keys, peer::DecodeKeys(request.body(), "MetaRemove"));
+      reply.set_body(peer::EncodeRemoveReply(owners_.Remove(keys)));
       return reply;
     }
     case MsgType::kDsDropCopies: {
-      TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "DropCopies"));
-      TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-      TQDS_ASSIGN_OR_RETURN(auto versions, r.GetOr<std::vector<uint64_t>>(proto::kVersions, {}));
-      if (!versions.empty() && versions.size() != keys.size()) {
-        return Status::Invalid("DropCopies: ", keys.size(), " keys but ", versions.size(), " versions");
-      }
-      size_t n = store_.DeleteVersions(keys, versions);
-      reply.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(1);
-        pk.pack(proto::kDeleted);
-        pk.pack_uint64(n);
-      }));
+      TQDS_ASSIGN_OR_RETURN(auto m, peer::DecodeDrop(request.body()));
+      reply.set_body(peer::EncodeDeleted(store_.DeleteVersions(m.keys, m.versions)));
       return reply;
     }
     default:

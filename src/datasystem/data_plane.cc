@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "common/wire/security.h"
+#include "common/wire/transport.h"
 #include "datasystem/protocol.h"
 #include "datasystem/worker_options.h"
 
@@ -173,6 +174,66 @@ void SetRecvTimeout(int fd, int ms) {
 
 }  // namespace
 
+// ------------------------------------------------------------------ messages
+
+void EncodePullRequest(const std::string& key, const PullRange& range, std::string* out) {
+  RequestHeader h{kPullMagic, static_cast<uint32_t>(key.size()), range.version, range.offset, range.length};
+  out->append(reinterpret_cast<const char*>(&h), sizeof(h));
+  out->append(key);
+}
+
+Result<size_t> DecodePullRequests(const uint8_t* in, size_t n, size_t max, std::vector<PullRange>* ranges,
+                                  std::vector<std::string>* keys) {
+  size_t used = 0, taken = 0;
+  while (taken < max && n - used >= sizeof(RequestHeader)) {
+    RequestHeader h;
+    std::memcpy(&h, in + used, sizeof(h));
+    if (h.magic != kPullMagic) {
+      ranges->resize(ranges->size() - taken);
+      keys->resize(keys->size() - taken);
+      return Status::Invalid("not a data-plane request: magic 0x", std::hex, h.magic);
+    }
+    if (h.key_len == 0 || h.key_len > proto::kMaxKeyBytes) {
+      ranges->resize(ranges->size() - taken);
+      keys->resize(keys->size() - taken);
+      return Status::Invalid("data-plane request with a key of ", h.key_len, " bytes (1 to ",
+                             proto::kMaxKeyBytes, " allowed)");
+    }
+    if (n - used - sizeof(h) < h.key_len) break;  // the key is not here yet
+    ranges->push_back(PullRange{h.version, h.offset, h.length});
+    keys->emplace_back(reinterpret_cast<const char*>(in + used + sizeof(h)), h.key_len);
+    used += sizeof(h) + h.key_len;
+    ++taken;
+  }
+  return used;
+}
+
+void EncodePullReply(const PullReply& r, uint8_t* out) {
+  ReplyHeader h{};
+  h.code = static_cast<uint8_t>(r.code);
+  h.msg_len = r.msg_len;
+  h.length = r.length;
+  h.ttl_ms = r.ttl_ms;
+  std::memcpy(out, &h, sizeof(h));
+}
+
+Result<PullReply> DecodePullReply(const uint8_t* in, uint64_t expected) {
+  ReplyHeader h;
+  std::memcpy(&h, in, sizeof(h));
+  if (h.code > static_cast<uint8_t>(tqds::kLastStatusCode)) {
+    return Status::Invalid("a reply with unknown status ", static_cast<int>(h.code), " (not this protocol)");
+  }
+  PullReply r{static_cast<StatusCode>(h.code), h.msg_len, h.length, h.ttl_ms};
+  if (r.code != StatusCode::kOk) {
+    if (h.msg_len > (1u << 20)) return Status::Invalid("a reply with a message of ", h.msg_len, " bytes");
+    return r;
+  }
+  if (h.length != expected || h.msg_len != 0) {
+    return Status::Invalid("reply of the wrong length: ", h.length, " bytes where ", expected, " were asked for");
+  }
+  return r;
+}
+
 Result<HandshakeKey> LoadHandshakeKey() {
   TQDS_ASSIGN_OR_RETURN(auto keys, tqds::wire::ProcessCurveKeys());
   HandshakeKey h;
@@ -315,7 +376,7 @@ void DataServer::Serve(Conn* conn) {
   Session session;
   std::vector<uint8_t> in(256 << 10);
   size_t begin = 0, end = 0;  // unparsed bytes: in[begin, end)
-  std::vector<RequestHeader> heads;
+  std::vector<PullRange> heads;
   std::vector<std::string> keys;
   std::vector<ReplyHeader> replies;
   std::vector<std::string> errors;
@@ -325,22 +386,16 @@ void DataServer::Serve(Conn* conn) {
   while (alive && !stopping_.load()) {
     heads.clear();
     keys.clear();
-    while (heads.size() < kMaxBatch) {
-      const size_t avail = end - begin;
-      if (avail >= sizeof(RequestHeader)) {
-        RequestHeader h;
-        std::memcpy(&h, in.data() + begin, sizeof(h));
-        if (h.magic != kPullMagic || h.key_len == 0 || h.key_len > proto::kMaxKeyBytes) {
-          alive = false;  // not our protocol: drop the connection
-          break;
-        }
-        if (avail >= sizeof(h) + h.key_len) {
-          heads.push_back(h);
-          keys.emplace_back(reinterpret_cast<const char*>(in.data() + begin + sizeof(h)), h.key_len);
-          begin += sizeof(h) + h.key_len;
-          continue;
-        }
+    while (true) {
+      auto used = DecodePullRequests(in.data() + begin, end - begin, kMaxBatch, &heads, &keys);
+      if (!used.ok()) {
+        alive = false;  // not our protocol: drop the connection
+        break;
       }
+      if (*used > 0 && tqds::wire::CaptureOn()) {
+        tqds::wire::CaptureInput("data-", static_cast<int>(heads.size()), in.data() + begin, *used);
+      }
+      begin += *used;
       if (!heads.empty()) break;  // serve what is complete; read more later
       if (begin > 0) {
         std::memmove(in.data(), in.data() + begin, end - begin);
@@ -368,7 +423,7 @@ void DataServer::Serve(Conn* conn) {
     iov.clear();
     pinned.clear();
     for (size_t i = 0; i < heads.size(); ++i) {
-      const RequestHeader& h = heads[i];
+      const PullRange& h = heads[i];
       ReplyHeader& r = replies[i];
       std::string& err = errors[i];
       if (!found.ok()) {
@@ -594,10 +649,7 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
     std::string req;
     for (size_t k = c; k < chunks.size(); k += nconn) {
       const PullItem& it = items[chunks[k].item];
-      RequestHeader h{kPullMagic, static_cast<uint32_t>(it.key.size()), it.version,
-                      chunks[k].offset, chunks[k].length};
-      req.append(reinterpret_cast<const char*>(&h), sizeof(h));
-      req.append(it.key);
+      EncodePullRequest(it.key, PullRange{it.version, chunks[k].offset, chunks[k].length}, &req);
     }
     if (!WriteAll(*fd, req.data(), req.size())) {
       broken = true;
@@ -618,25 +670,21 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
         io_error = ErrnoText(errno);
         break;
       }
-      if (r.code > static_cast<uint8_t>(tqds::kLastStatusCode)) {
+      auto reply = DecodePullReply(reinterpret_cast<const uint8_t*>(&r), ch.length);
+      if (!reply.ok()) {
         broken = true;
-        io_error = "a reply with unknown status " + std::to_string(r.code) + " (not this protocol)";
+        io_error = reply.status().message();
         break;
       }
-      if (r.code != 0) {
-        msg.resize(std::min<uint32_t>(r.msg_len, 1u << 20));
-        if (r.msg_len > (1u << 20) || !ReadAll(*fd, msg.data(), msg.size())) {
+      if (reply->code != StatusCode::kOk) {
+        msg.resize(reply->msg_len);
+        if (!ReadAll(*fd, msg.data(), msg.size())) {
           broken = true;
           io_error = "bad reply";
           break;
         }
-        fail(ch.item, Status(static_cast<StatusCode>(r.code), msg));
+        fail(ch.item, Status(reply->code, msg));
         continue;
-      }
-      if (r.length != ch.length || r.msg_len != 0) {
-        broken = true;
-        io_error = "reply of the wrong length";
-        break;
       }
       if (r.ttl_ms != 0) {  // chunks may see different moments: keep the shortest
         std::lock_guard<std::mutex> lock(result_mu);

@@ -57,6 +57,43 @@ namespace ds {
 inline constexpr uint32_t kPullMagic = 0x31504344;
 inline constexpr uint32_t kHandshakeMagic = 0x48445154;
 
+// ---- The data plane's messages: encoder and decoder side by side (the
+// fuzz target fuzz/data_plane.cc runs the decoders on any bytes).
+
+// A request's fixed part (its key travels separately, see the framing above).
+struct PullRange {
+  uint64_t version = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+inline constexpr size_t kPullRequestBytes = 32;
+inline constexpr size_t kPullReplyBytes = 24;
+
+// Appends one request to `out`.
+void EncodePullRequest(const std::string& key, const PullRange& range, std::string* out);
+// Decodes the complete requests at the front of in[0, n), at most `max` of
+// them, appending each to `ranges` and `keys`; returns the bytes they took
+// (0 when the first one is not complete yet). Invalid (and nothing
+// appended) when the bytes are not this protocol: a bad magic, or a key
+// length of 0 or over proto::kMaxKeyBytes.
+Result<size_t> DecodePullRequests(const uint8_t* in, size_t n, size_t max, std::vector<PullRange>* ranges,
+                                  std::vector<std::string>* keys);
+
+// A reply's fixed part.
+struct PullReply {
+  StatusCode code = StatusCode::kOk;
+  uint32_t msg_len = 0;  // bytes of the error message that follow (code != OK)
+  uint64_t length = 0;   // value bytes that follow (code OK)
+  uint64_t ttl_ms = 0;   // the object's time left to live; 0: never expires
+};
+// Writes the kPullReplyBytes of `r` to `out`.
+void EncodePullReply(const PullReply& r, uint8_t* out);
+// Decodes the kPullReplyBytes at `in` as the reply to a request for
+// `expected` bytes. Invalid, naming what is wrong, when they are not: an
+// unknown status code, a message over 1 MiB, or an OK reply whose length
+// is not the one asked for or that carries a message.
+Result<PullReply> DecodePullReply(const uint8_t* in, uint64_t expected);
+
 // The data plane's handshake key; `on` false: the process has no keys.
 struct HandshakeKey {
   bool on = false;

@@ -11,7 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
+
+#include "common/wire/transport.h"
 
 namespace ds {
 namespace {
@@ -246,6 +249,13 @@ tqds::Result<tqds::wire::Message> ReadFrame(int fd, int* received_fd, const Fram
     return bad;
   }
   tqds::wire::Message message = std::move(decoded).value();
+  if (tqds::wire::CaptureOn()) {  // the whole frame, for the fuzz corpus
+    std::string frame(reinterpret_cast<const char*>(&prefix), sizeof(prefix));
+    frame.append(reinterpret_cast<const char*>(lens.data()), lens_bytes);
+    frame.append(reinterpret_cast<const char*>(header.data()), header.size());
+    if (total > 0) frame.append(reinterpret_cast<const char*>(body.data()), std::min<uint64_t>(total, 16 << 10));
+    tqds::wire::CaptureInput("local-", static_cast<int>(message.type()), frame.data(), frame.size());
+  }
   uint64_t off = 0;
   for (uint64_t l : lens) {
     message.payloads().push_back(body.Slice(off, l));

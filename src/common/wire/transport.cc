@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -75,27 +76,29 @@ Status SendMessage(zmq::socket_t& socket, const Message& message,
 }
 
 namespace {
-
-// TQDS_WIRE_CAPTURE_DIR=dir: every process writes the first few header
-// frames of each message type it receives to dir/<type>-<pid>-<n>.bin, real
-// traffic for the fuzz targets' seed corpus (fuzz/README.md). Off unless set.
-void CaptureHeader(MsgType type, const void* data, size_t size) {
+const char* CaptureDir() {
   static const char* dir = std::getenv("TQDS_WIRE_CAPTURE_DIR");
-  if (dir == nullptr || *dir == '\0') return;
+  return dir != nullptr && *dir != '\0' ? dir : nullptr;
+}
+}  // namespace
+
+bool CaptureOn() { return CaptureDir() != nullptr; }
+
+void CaptureInput(const char* family, int kind, const void* data, size_t size) {
+  const char* dir = CaptureDir();
+  if (dir == nullptr) return;
   static std::mutex mu;
-  static std::map<int, int> taken;
+  static std::map<std::pair<std::string, int>, int> taken;
   std::lock_guard<std::mutex> lock(mu);
-  int& n = taken[static_cast<int>(type)];
+  int& n = taken[{family, kind}];
   if (n >= 8) return;
-  std::string path = std::string(dir) + "/" + std::to_string(static_cast<int>(type)) + "-" +
+  std::string path = std::string(dir) + "/" + family + std::to_string(kind) + "-" +
                      std::to_string(::getpid()) + "-" + std::to_string(n++) + ".bin";
   if (FILE* f = std::fopen(path.c_str(), "wb")) {
-    std::fwrite(data, 1, size, f);
+    std::fwrite(data, 1, std::min<size_t>(size, 16 << 10), f);
     std::fclose(f);
   }
 }
-
-}  // namespace
 
 Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* routing,
                             const WireLimits& limits) {
@@ -124,7 +127,7 @@ Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* 
   }
   if (first >= parts.size()) return Status::Invalid("malformed message: no header frame");
   TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(parts[first].data(), parts[first].size(), limits));
-  CaptureHeader(m.type(), parts[first].data(), parts[first].size());
+  CaptureInput("", static_cast<int>(m.type()), parts[first].data(), parts[first].size());
   m.set_raw_header(BufferFromZmq(std::move(parts[first])));
   m.payloads().reserve(parts.size() - first - 1);
   for (size_t i = first + 1; i < parts.size(); ++i) {

@@ -29,4 +29,14 @@ Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* 
 // Wraps a received zmq message as a Buffer without copying.
 Buffer BufferFromZmq(zmq::message_t&& msg);
 
+// TQDS_WIRE_CAPTURE_DIR=dir: a process writes the first few inputs of each
+// kind it receives to dir/<family><kind>-<pid>-<n>.bin (at most 16 KiB
+// each), real traffic for the fuzz targets' seed corpus (fuzz/README.md).
+// `family` "" is a ZMQ header frame, "local-" a Unix-socket frame,
+// "data-" a data-plane request batch. Off (one getenv) unless set.
+void CaptureInput(const char* family, int kind, const void* data, size_t size);
+// Whether TQDS_WIRE_CAPTURE_DIR is set (for callers that must first gather
+// an input's parts).
+bool CaptureOn();
+
 }  // namespace tqds::wire

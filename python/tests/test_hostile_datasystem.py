@@ -45,6 +45,29 @@ def read(c, k) -> bytes:
     return bytes(memoryview(v))
 
 
+# ------------------------------------------------ finding 1: offsets that wrap
+
+@pytest.mark.parametrize("offset", [2 ** 64 - 64, 2 ** 64 - 1, 2 ** 63, 65, 64, 1])
+def test_write_at_a_wrapping_offset_never_reaches_a_neighbour(ds_worker, offset):
+    """The issue's reproduction: a write whose offset + length wraps past
+    2**64 used to pass the bounds check and land before the block, in the
+    neighbouring sealed value of another client. It is refused naming the
+    sizes, and the neighbour keeps its bytes."""
+    victim_owner = KVClient(ds_worker.host, ds_worker.port)
+    victim_owner.init()
+    attacker = KVClient(ds_worker.host, ds_worker.port)
+    attacker.init()
+    victim = key("victim")
+    victim_owner.set(victim, b"V" * 64)
+    (w,) = attacker.mcreate([key("a")], [64])
+    with pytest.raises(Exception, match="exceeds"):
+        w.write(b"X" * 64, offset)
+    assert read(victim_owner, victim) == b"V" * 64
+    w.write(b"X" * 64, 0)  # the buffer itself still takes a write that fits
+    attacker.mset_buffer([w])
+    assert read(victim_owner, victim) == b"V" * 64
+
+
 # ------------------------------------------------------------- finding 2: seal
 
 @pytest.mark.parametrize("export", ["MutableData", "memoryview", "builtin", "numpy", "slice", "ImmutableData"])

@@ -9,6 +9,8 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -319,7 +321,7 @@ TEST(PlainDataPort, ANonLoopbackAddressNeedsKeysOrConsent) {
   (*allowed)->Stop();
 }
 
-// ------------------------------------------------------ worker directories
+// ------------------------------------------------------ other local users
 
 bool Root() { return ::geteuid() == 0; }
 
@@ -327,6 +329,84 @@ uid_t Nobody() {
   passwd* p = ::getpwnam("nobody");
   return p != nullptr ? p->pw_uid : 65534;
 }
+
+// Runs `argv` as user nobody; returns its exit status and output.
+std::pair<int, std::string> RunAsNobody(const std::vector<std::string>& argv, const std::string& key_dir = "") {
+  int out[2];
+  if (::pipe(out) != 0) return {-1, "pipe failed"};
+  const uid_t uid = Nobody();
+  passwd* p = ::getpwnam("nobody");
+  const gid_t gid = p != nullptr ? p->pw_gid : 65534;
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
+    ::setenv("HOME", "/tmp", 1);
+    if (key_dir.empty()) ::unsetenv("TQDS_CURVE_KEY_DIR");
+    else ::setenv("TQDS_CURVE_KEY_DIR", key_dir.c_str(), 1);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+// Finding 4: the worker's TCP port skipped the permissions of its Unix
+// socket, so another local user could read, write and delete keys and stop
+// the worker. With the deployment's keys (a directory only its owner reads),
+// such a user can neither load the keys nor get past the handshake:
+// `dscli stop` as that user fails saying why, and the worker keeps serving.
+TEST(HostileLocalUser, AnotherUserCannotReadOrStopAKeyedWorker) {
+  if (!Root()) GTEST_SKIP() << "needs root to act as another user";
+  TempDir dir("tqds-f4-");
+  const std::string keys = dir.path() + "/keys";
+  ASSERT_TRUE(tqds::wire::GenerateCurveKeys(keys).ok());
+  WorkerProcess::Config cfg;
+  cfg.extra = {"--enable_curve_zmq", "true", "--curve_key_dir", keys};
+  WorkerProcess w(cfg);
+  ASSERT_EQ(w.Start(), "");
+  ASSERT_TRUE(tqds::wire::UseCurveKeys(keys).ok());
+  {
+    KVClient c("127.0.0.1", w.port());
+    ASSERT_TRUE(c.Init().ok());
+    ASSERT_TRUE(c.Set("k", "kept").ok());
+    ASSERT_TRUE(c.Set("f4/0", std::string(16, 'x')).ok());
+  }
+  // Stop: the worker runs as another user, so the signal is refused.
+  auto [stop_rc, stop] = RunAsNobody({DSCLI_BIN, "stop", "--worker_address", w.address(), "--timeout_s", "5"});
+  EXPECT_NE(stop_rc, 0) << stop;
+  EXPECT_NE(stop.find("not permitted"), std::string::npos) << stop;
+  // Read over TCP, without keys: refused at the handshake, by name.
+  const std::string port = std::to_string(w.port());
+  auto [plain_rc, plain] = RunAsNobody({DS_TEST_CLIENT_BIN, "read", "127.0.0.1", port, "f4", "1", "16"});
+  EXPECT_NE(plain.find("ERR"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("OK f4/0"), std::string::npos) << "another user read a key: " << plain;
+  EXPECT_NE(plain.find("authentication"), std::string::npos) << plain;
+  // With the deployment's key directory named: it cannot read it.
+  auto [keyed_rc, keyed] = RunAsNobody({DS_TEST_CLIENT_BIN, "read", "127.0.0.1", port, "f4", "1", "16"}, keys);
+  EXPECT_NE(keyed.find("ERR"), std::string::npos) << keyed;
+  EXPECT_EQ(keyed.find("OK f4/0"), std::string::npos) << "another user read a key: " << keyed;
+  EXPECT_NE(keyed.find(keys), std::string::npos) << "names the key directory it cannot use: " << keyed;
+  KVClient c("127.0.0.1", w.port());
+  ASSERT_TRUE(c.Init().ok()) << "the worker no longer serves";
+  auto got = c.Get("k");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, "kept");
+  (void)tqds::wire::UseCurveKeys("");
+}
+
+// ------------------------------------------------------ worker directories
 
 std::string StartError(WorkerProcess::Config cfg, int port) {
   WorkerProcess w(std::move(cfg));

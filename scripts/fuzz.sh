@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every decoder target in fuzz/ with libFuzzer (clang + AddressSanitizer
 # + UBSan), starting from the seed corpus in fuzz/corpus/<target>/.
-#   scripts/fuzz.sh [RUNS_PER_TARGET]     (default 1500000: ~10 M in total)
+#   scripts/fuzz.sh [RUNS_PER_TARGET] [TARGET...]   (default 1500000 each, every target)
 # Installs Debian's clang-14, libclang-rt-14-dev and libfuzzer-14-dev when missing, builds into
 # build-fuzz/, and runs each target for RUNS executions on a scratch copy of
 # its corpus (the repository's corpus is not changed; new inputs stay in
@@ -16,8 +16,14 @@ if ! command -v clang++-14 >/dev/null || [ ! -e /usr/lib/llvm-14/lib/clang/14.0.
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev libfuzzer-14-dev >/dev/null
 fi
-targets=(wire_header controller_messages controller_snapshot controller_journal storage_unit_messages
-         worker_stats cluster_json)
+shift || true
+# The targets: those named, or every one fuzz/CMakeLists.txt lists.
+if [ "$#" -gt 0 ]; then
+  targets=("$@")
+else
+  read -r -a targets <<<"$(sed -n '/^set(TQDS_FUZZ_TARGETS/,/)/p' fuzz/CMakeLists.txt |
+                           sed 's/set(TQDS_FUZZ_TARGETS//; s/)//' | tr '\n' ' ')"
+fi
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTQDS_FUZZ=ON \
   -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"

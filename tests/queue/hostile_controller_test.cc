@@ -257,7 +257,11 @@ TEST(HostileUnits, ADeadUnitIsDroppedFromTheController) {
 
 // Finding 6: one Allocate(count=2^24) took 13 s and 2.2 GiB.
 TEST(HostileAllocate, OversizedAllocationsAreRefusedBeforeAnyWork) {
-  ASSERT_OK_AND_ASSIGN(auto ctl, TransferQueueController::Start(ControllerOptions{}));
+  // A partition limit of four slices keeps the slicing below short (the
+  // default 2^22 takes 64 slices: seconds, and minutes under ThreadSanitizer).
+  ControllerOptions opts;
+  opts.max_samples_per_partition = int64_t{1} << 18;
+  ASSERT_OK_AND_ASSIGN(auto ctl, TransferQueueController::Start(opts));
   TransferQueueClient c("c", ctl->address());
   ASSERT_OK_AND_ASSIGN(auto raw, RpcClient::Connect(ctl->address()));
   auto allocate = [&](int64_t count) {

@@ -51,9 +51,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                ds::peer::DecodePublishReply);
     if (t.size() != s->size()) std::abort();
   }
-  if (auto k = ds::peer::DecodeKeys(body, "MetaLookup"); k.ok()) {
-    auto l = Again<std::vector<std::string>>(Frame(MsgType::kDsMetaLookup, ds::peer::EncodeKeys(*k)),
-                                             [](const msgpack::object& b) { return ds::peer::DecodeKeys(b, "x"); });
+  if (auto k = ds::msg::DecodeKeys(body, "MetaLookup"); k.ok()) {
+    auto l = Again<std::vector<std::string>>(Frame(MsgType::kDsMetaLookup, ds::msg::EncodeKeys(*k)),
+                                             [](const msgpack::object& b) { return ds::msg::DecodeKeys(b, "x"); });
     if (l != *k) std::abort();
   }
   for (size_t n : {asked, size_t{1}}) {
@@ -74,6 +74,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto e = Again<ds::peer::Drop>(Frame(MsgType::kDsDropCopies, ds::peer::Encode(*d)), ds::peer::DecodeDrop);
     if (e.keys != d->keys || e.versions != d->versions) std::abort();
   }
-  (void)ds::peer::DecodeDeleted(body);
+  (void)ds::msg::DecodeDeleted(body, "DropCopies reply");
   return 0;
 }

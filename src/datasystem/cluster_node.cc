@@ -32,7 +32,7 @@ int64_t NowNs() {
 
 Message KeysMessage(MsgType type, const std::vector<std::string>& keys) {
   Message m(type, 0);
-  m.set_body(peer::EncodeKeys(keys));
+  m.set_body(msg::EncodeKeys(keys));
   return m;
 }
 
@@ -541,19 +541,19 @@ Result<Message> ClusterNode::HandlePeer(const Message& request) {
       return reply;
     }
     case MsgType::kDsMetaLookup: {
-      TQDS_ASSIGN_OR_RETURN(auto keys, peer::DecodeKeys(request.body(), "MetaLookup"));
+      TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "MetaLookup"));
       LiveSet live = Snapshot().first;
       reply.set_body(peer::EncodeLookupReply(owners_.Lookup(keys, live)));
       return reply;
     }
     case MsgType::kDsMetaRemove: {
-      TQDS_ASSIGN_OR_RETURN(auto keys, peer::DecodeKeys(request.body(), "MetaRemove"));
+      TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "MetaRemove"));
       reply.set_body(peer::EncodeRemoveReply(owners_.Remove(keys)));
       return reply;
     }
     case MsgType::kDsDropCopies: {
       TQDS_ASSIGN_OR_RETURN(auto m, peer::DecodeDrop(request.body()));
-      reply.set_body(peer::EncodeDeleted(store_.DeleteVersions(m.keys, m.versions)));
+      reply.set_body(msg::EncodeDeleted(store_.DeleteVersions(m.keys, m.versions)));
       return reply;
     }
     default:

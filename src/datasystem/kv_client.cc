@@ -21,6 +21,7 @@
 #include "common/logging.h"
 #include "common/wire/rpc.h"
 #include "datasystem/local_frame.h"
+#include "datasystem/client_messages.h"
 #include "datasystem/protocol.h"
 #include "datasystem/stats_codec.h"
 #include "datasystem/view_mapping.h"
@@ -83,22 +84,13 @@ class Connection {
   void Release(const std::vector<uint64_t>& offsets) {
     if (offsets.empty()) return;
     Message m(MsgType::kDsRelease, 0);
-    m.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(1);
-      pk.pack(proto::kOffsets);
-      pk.pack(offsets);
-    }));
+    m.set_body(msg::EncodeOffsets(offsets));
     SendOneWay(std::move(m));
   }
   // Drops an unsealed write, named by the block the worker created for it.
   void Abort(const uint8_t* data) {
     Message m(MsgType::kDsAbort, 0);
-    m.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(1);
-      pk.pack(proto::kOffsets);
-      pk.pack_array(1);
-      pk.pack_uint64(OffsetOf(data));
-    }));
+    m.set_body(msg::EncodeOffsets({OffsetOf(data)}));
     SendOneWay(std::move(m));
   }
   uint64_t OffsetOf(const uint8_t* data) const { return static_cast<uint64_t>(data - rw_); }
@@ -193,30 +185,13 @@ Status BatchError(const std::vector<StatusCode>& codes, const std::vector<std::s
   return first;
 }
 
-// Packs 4 map entries.
-void PackWriteParam(Packer& pk, const SetParam& p) {
-  pk.pack(proto::kEvictable);
-  pk.pack(p.evictable);
-  pk.pack(proto::kTtlMs);
-  pk.pack(uint64_t{p.ttl_seconds} * 1000);
-  pk.pack(proto::kIfAbsent);
-  pk.pack(p.if_absent);
-  pk.pack(proto::kAllOrNothing);
-  pk.pack(p.all_or_nothing);
-}
-
-template <typename Keys>
-void PackKeys(Packer& pk, const Keys& keys) {
-  pk.pack(proto::kKeys);
-  pk.pack_array(static_cast<uint32_t>(keys.size()));
-  for (const auto& k : keys) pk.pack(k);
-}
-
-Result<std::vector<uint32_t>> Codes(const MapReader& r, size_t n) {
-  TQDS_ASSIGN_OR_RETURN(auto codes, r.Get<std::vector<uint32_t>>(proto::kCodes));
-  if (codes.size() != n)
-    return Status::Internal("worker replied ", codes.size(), " codes for ", n, " keys");
-  return codes;
+msg::WriteFlags Flags(const SetParam& p) {
+  msg::WriteFlags w;
+  w.evictable = p.evictable;
+  w.ttl_ms = uint64_t{p.ttl_seconds} * 1000;
+  w.if_absent = p.if_absent;
+  w.all_or_nothing = p.all_or_nothing;
+  return w;
 }
 
 Status CheckKeys(const std::vector<std::string>& keys) {
@@ -231,7 +206,7 @@ Status CheckKeys(const std::vector<std::string>& keys) {
 // A Get reply: per key, a code, a size and either an inline payload or an offset.
 struct GetReply {
   Message message;
-  std::vector<uint32_t> codes;
+  std::vector<StatusCode> codes;
   std::vector<uint64_t> sizes, offsets;
   std::vector<bool> inline_;
 };
@@ -305,9 +280,9 @@ Status KVClient::Init() {
                                "--worker_address ",
                                where);
   }
-  TQDS_ASSIGN_OR_RETURN(auto hr, MapReader::Of(hello->body(), "Hello reply"));
-  TQDS_ASSIGN_OR_RETURN(auto path, hr.Get<std::string>(proto::kSocket));
-  TQDS_ASSIGN_OR_RETURN(auto instance, hr.Get<uint64_t>(proto::kInstance));
+  TQDS_ASSIGN_OR_RETURN(auto hr, msg::DecodeHello(hello->body()));
+  const std::string& path = hr.socket;
+  const uint64_t instance = hr.instance;
   // 2. Connect to it and receive the arena.
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -332,31 +307,29 @@ Status KVClient::Init() {
   };
   if (!reply.ok()) return fail(reply.status());
   if (!reply->status().ok()) return fail(reply->status());
-  auto lr = MapReader::Of(reply->body(), "Hello reply");
+  auto lr = msg::DecodeHello(reply->body());
   if (!lr.ok()) return fail(lr.status());
-  auto local_instance = lr->Get<uint64_t>(proto::kInstance);
-  auto size = lr->Get<uint64_t>(proto::kArenaSize);
-  if (!local_instance.ok() || !size.ok()) return fail(Status::Internal("bad Hello reply"));
-  if (*local_instance != instance) {
+  const uint64_t arena_size = lr->arena_size;
+  if (lr->instance != instance) {
     return fail(Status::Unavailable("the socket belongs to another worker than ", where));
   }
   if (arena_fd < 0) return fail(Status::Internal("worker did not pass its shared memory"));
   int flags = MAP_SHARED | (options_.populate_mapping ? MAP_POPULATE : 0);
-  void* rw = ::mmap(nullptr, *size, PROT_READ | PROT_WRITE, flags, arena_fd, 0);
+  void* rw = ::mmap(nullptr, arena_size, PROT_READ | PROT_WRITE, flags, arena_fd, 0);
   if (rw == MAP_FAILED) {
     return fail(Status::IOError("cannot map the worker's shared memory: ", std::strerror(errno)));
   }
   auto views = internal::ViewMapping::Map(
-      arena_fd, *size, options_.copy_on_write_views || g_copy_on_write_views.load());
+      arena_fd, arena_size, options_.copy_on_write_views || g_copy_on_write_views.load());
   if (!views.ok()) {
-    ::munmap(rw, *size);
+    ::munmap(rw, arena_size);
     return fail(views.status());
   }
   ::close(arena_fd);
   conn_ = std::make_shared<internal::Connection>(fd, static_cast<uint8_t*>(rw), std::move(*views),
                                                 options_.request_timeout_ms);
   worker_instance_ = instance;
-  spdlog::debug("ds client connected to worker {} ({} MiB shared memory)", where, *size >> 20);
+  spdlog::debug("ds client connected to worker {} ({} MiB shared memory)", where, arena_size >> 20);
   return Status::OK();
 }
 
@@ -408,19 +381,11 @@ Result<std::vector<StatusCode>> KVClient::PutCodes(const std::vector<std::string
     return SealCodes(buffers);
   }
   Message req(MsgType::kDsPut, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(5);
-    PackKeys(pk, keys);
-    PackWriteParam(pk, param);
-  }));
+  req.set_body(msg::EncodePut(keys, Flags(param)));
   req.payloads().reserve(values.size());
   for (const auto& v : values) req.payloads().push_back(Buffer::Borrow(v.data(), v.size()));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Put reply"));
-  TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, keys.size()));
-  std::vector<StatusCode> out(codes.size());
-  for (size_t i = 0; i < codes.size(); ++i) out[i] = static_cast<StatusCode>(codes[i]);
-  return out;
+  return msg::DecodeCodes(reply.body(), keys.size(), "Put reply");
 }
 
 Status KVClient::MSet(const std::vector<std::string>& keys,
@@ -465,29 +430,18 @@ namespace {
 Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string>& keys,
                        int32_t timeout_ms, uint64_t inline_max) {
   Message req(MsgType::kDsGet, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(3);
-    PackKeys(pk, keys);
-    pk.pack(proto::kWaitMs);
-    pk.pack(static_cast<uint64_t>(std::max(timeout_ms, 0)));
-    pk.pack(proto::kInlineMax);
-    pk.pack(inline_max);
-  }));
+  req.set_body(msg::EncodeGet(keys, static_cast<uint64_t>(std::max(timeout_ms, 0)), inline_max));
   GetReply out;
   TQDS_ASSIGN_OR_RETURN(out.message, conn.Call(std::move(req), static_cast<uint64_t>(std::max(timeout_ms, 0))));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(out.message.body(), "Get reply"));
-  TQDS_ASSIGN_OR_RETURN(out.codes, Codes(r, keys.size()));
-  TQDS_ASSIGN_OR_RETURN(out.sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));
-  TQDS_ASSIGN_OR_RETURN(out.offsets, r.Get<std::vector<uint64_t>>(proto::kOffsets));
-  TQDS_ASSIGN_OR_RETURN(out.inline_, r.Get<std::vector<bool>>(proto::kInline));
-  if (out.sizes.size() != keys.size() || out.offsets.size() != keys.size() ||
-      out.inline_.size() != keys.size()) {
-    return Status::Internal("Get reply has arrays of the wrong length");
-  }
+  TQDS_ASSIGN_OR_RETURN(auto r, msg::DecodeGetReply(out.message.body(), keys.size()));
+  out.codes = std::move(r.codes);
+  out.sizes = std::move(r.sizes);
+  out.offsets = std::move(r.offsets);
+  out.inline_ = std::move(r.inline_);
   size_t n_inline = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (out.codes[i] == 0 && out.inline_[i]) ++n_inline;
-    if (out.codes[i] == 0 && !out.inline_[i] && !conn.InBounds(out.offsets[i], out.sizes[i])) {
+    if (out.codes[i] == StatusCode::kOk && out.inline_[i]) ++n_inline;
+    if (out.codes[i] == StatusCode::kOk && !out.inline_[i] && !conn.InBounds(out.offsets[i], out.sizes[i])) {
       return Status::Internal("worker returned an object outside shared memory");
     }
   }
@@ -513,7 +467,7 @@ Status KVClient::MGetVisit(const std::vector<std::string>& keys, int32_t timeout
   } pinned{*conn_, {}};
   size_t p = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (g.codes[i] != 0) continue;
+    if (g.codes[i] != StatusCode::kOk) continue;
     if (g.inline_[i]) {
       values[i] = g.message.payloads()[p++].view();
     } else {
@@ -547,26 +501,19 @@ Result<std::vector<WriteBuffer>> KVClient::MCreate(const std::vector<std::string
     return Status::Invalid("MCreate: ", keys.size(), " keys but ", sizes.size(), " sizes");
   }
   Message req(MsgType::kDsCreate, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(6);
-    PackKeys(pk, keys);
-    pk.pack(proto::kSizes);
-    pk.pack(sizes);
-    PackWriteParam(pk, param);
-  }));
+  req.set_body(msg::EncodeCreate(keys, sizes, Flags(param)));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Create reply"));
-  TQDS_ASSIGN_OR_RETURN(auto codes, Codes(r, keys.size()));
-  TQDS_ASSIGN_OR_RETURN(auto offsets, r.Get<std::vector<uint64_t>>(proto::kOffsets));
-  if (offsets.size() != keys.size()) return Status::Internal("Create reply: bad offsets");
+  TQDS_ASSIGN_OR_RETURN(auto r, msg::DecodeCreateReply(reply.body(), keys.size()));
+  const std::vector<StatusCode>& codes = r.codes;
+  const std::vector<uint64_t>& offsets = r.offsets;
   std::vector<WriteBuffer> out(keys.size());
   Status first;
   for (size_t i = 0; i < keys.size(); ++i) {
     out[i].key_ = keys[i];
-    if (codes[i] != 0) {
-      if (first.ok()) first = KeyError(static_cast<StatusCode>(codes[i]), keys[i], "Create");
+    if (codes[i] != StatusCode::kOk) {
+      if (first.ok()) first = KeyError(codes[i], keys[i], "Create");
       out[i].sealed_ = true;  // nothing to abort
-      out[i].refused_ = static_cast<StatusCode>(codes[i]);
+      out[i].refused_ = codes[i];
       continue;
     }
     if (!conn_->InBounds(offsets[i], sizes[i])) return Status::Internal("Create: bad offset");
@@ -596,18 +543,15 @@ Result<std::vector<StatusCode>> KVClient::SealCodes(std::vector<WriteBuffer>& bu
   }
   if (idx.empty()) return codes;
   Message req(MsgType::kDsSeal, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack(proto::kOffsets);
-    pk.pack_array(static_cast<uint32_t>(idx.size()));
-    for (size_t i : idx) pk.pack_uint64(conn_->OffsetOf(buffers[i].data_));
-  }));
+  std::vector<uint64_t> offsets;
+  offsets.reserve(idx.size());
+  for (size_t i : idx) offsets.push_back(conn_->OffsetOf(buffers[i].data_));
+  req.set_body(msg::EncodeOffsets(offsets));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Seal reply"));
-  TQDS_ASSIGN_OR_RETURN(auto sealed, Codes(r, idx.size()));
+  TQDS_ASSIGN_OR_RETURN(auto sealed, msg::DecodeCodes(reply.body(), idx.size(), "Seal reply"));
   for (size_t j = 0; j < idx.size(); ++j) {
     buffers[idx[j]].sealed_ = true;  // sealed, or refused and freed by the worker
-    codes[idx[j]] = static_cast<StatusCode>(sealed[j]);
+    codes[idx[j]] = sealed[j];
   }
   return codes;
 }
@@ -630,7 +574,7 @@ Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
   pins->conn = conn_;
   std::vector<uint64_t> sizes;
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (g.codes[i] != 0) continue;
+    if (g.codes[i] != StatusCode::kOk) continue;
     pins->offsets.push_back(g.offsets[i]);
     sizes.push_back(g.sizes[i]);
   }
@@ -648,7 +592,7 @@ Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
   }
   std::shared_ptr<const void> holder = pins;
   for (size_t i = 0, j = 0; i < keys.size(); ++i) {
-    if (g.codes[i] != 0) continue;
+    if (g.codes[i] != StatusCode::kOk) continue;
     const uint64_t off = g.offsets[i], n = g.sizes[i];
     if (viewable[j++]) {
       out[i] = Buffer::Wrap(views.base() + off, n, holder);
@@ -671,13 +615,9 @@ Result<size_t> KVClient::Delete(const std::vector<std::string>& keys) {
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
   Message req(MsgType::kDsDelete, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    PackKeys(pk, keys);
-  }));
+  req.set_body(msg::EncodeKeys(keys));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Delete reply"));
-  TQDS_ASSIGN_OR_RETURN(uint64_t n, r.Get<uint64_t>(proto::kDeleted));
+  TQDS_ASSIGN_OR_RETURN(uint64_t n, msg::DecodeDeleted(reply.body(), "Delete reply"));
   return static_cast<size_t>(n);
 }
 
@@ -685,15 +625,9 @@ Result<std::vector<bool>> KVClient::Exist(const std::vector<std::string>& keys) 
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
   Message req(MsgType::kDsExist, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    PackKeys(pk, keys);
-  }));
+  req.set_body(msg::EncodeKeys(keys));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Exist reply"));
-  TQDS_ASSIGN_OR_RETURN(auto exist, r.Get<std::vector<bool>>(proto::kExist));
-  if (exist.size() != keys.size()) return Status::Internal("Exist reply: wrong length");
-  return exist;
+  return msg::DecodeExist(reply.body(), keys.size(), "Exist reply");
 }
 
 Result<std::vector<std::optional<Buffer>>> KVClient::Read(const std::vector<ReadRange>& ranges,
@@ -724,17 +658,9 @@ Result<std::vector<bool>> KVClient::Expire(const std::vector<std::string>& keys,
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
   Message req(MsgType::kDsExpire, 0);
-  req.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(2);
-    PackKeys(pk, keys);
-    pk.pack(proto::kTtlMs);
-    pk.pack(uint64_t{ttl_seconds} * 1000);
-  }));
+  req.set_body(msg::EncodeExpire(keys, uint64_t{ttl_seconds} * 1000));
   TQDS_ASSIGN_OR_RETURN(Message reply, conn_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(reply.body(), "Expire reply"));
-  TQDS_ASSIGN_OR_RETURN(auto exist, r.Get<std::vector<bool>>(proto::kExist));
-  if (exist.size() != keys.size()) return Status::Internal("Expire reply: wrong length");
-  return exist;
+  return msg::DecodeExist(reply.body(), keys.size(), "Expire reply");
 }
 
 Status KVClient::HealthCheck() { return Stats().status(); }

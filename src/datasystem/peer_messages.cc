@@ -106,20 +106,6 @@ Result<std::vector<StaleCopy>> DecodePublishReply(const msgpack::object& body) {
   return out;
 }
 
-std::string EncodeKeys(const std::vector<std::string>& keys) {
-  return PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    PackArray(pk, proto::kKeys, keys);
-  });
-}
-
-Result<std::vector<std::string>> DecodeKeys(const msgpack::object& body, const char* what) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, what));
-  TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-  TQDS_RETURN_NOT_OK(CheckKeys(keys, what));
-  return keys;
-}
-
 std::string EncodeLookupReply(const std::vector<LookupResult>& found) {
   std::vector<uint32_t> codes, counts;
   std::vector<uint64_t> sizes, versions;
@@ -236,19 +222,6 @@ Result<Drop> DecodeDrop(const msgpack::object& body) {
   }
   TQDS_RETURN_NOT_OK(CheckKeys(m.keys, "DropCopies"));
   return m;
-}
-
-std::string EncodeDeleted(uint64_t n) {
-  return PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack(proto::kDeleted);
-    pk.pack_uint64(n);
-  });
-}
-
-Result<uint64_t> DecodeDeleted(const msgpack::object& body) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "DropCopies reply"));
-  return r.Get<uint64_t>(proto::kDeleted);
 }
 
 }  // namespace ds::peer

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/wire/message.h"
+#include "datasystem/client_messages.h"
 #include "datasystem/owner_table.h"
 #include "datasystem/protocol.h"
 
@@ -32,9 +33,7 @@ tqds::Result<Publish> DecodePublish(const msgpack::object& body);
 std::string EncodePublishReply(const std::vector<StaleCopy>& stale);
 tqds::Result<std::vector<StaleCopy>> DecodePublishReply(const msgpack::object& body);
 
-// MetaLookup and MetaRemove requests: the keys.
-std::string EncodeKeys(const std::vector<std::string>& keys);
-tqds::Result<std::vector<std::string>> DecodeKeys(const msgpack::object& body, const char* what);
+// MetaLookup and MetaRemove requests: the keys (msg::EncodeKeys / msg::DecodeKeys).
 
 // MetaLookup reply: one result per key asked, in order (a replica's
 // incarnation does not travel: it reads 0).
@@ -55,8 +54,6 @@ struct Drop {
 std::string Encode(const Drop& m);
 tqds::Result<Drop> DecodeDrop(const msgpack::object& body);
 
-// DropCopies reply: how many copies went.
-std::string EncodeDeleted(uint64_t n);
-tqds::Result<uint64_t> DecodeDeleted(const msgpack::object& body);
+// DropCopies reply: how many copies went (msg::EncodeDeleted / msg::DecodeDeleted).
 
 }  // namespace ds::peer

@@ -8,27 +8,22 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "datasystem/client_messages.h"
 #include "datasystem/protocol.h"
 #include "datasystem/stats_codec.h"
 
 namespace ds {
 namespace {
 
-using tqds::wire::MapReader;
 using tqds::wire::MsgType;
-using tqds::wire::PackBody;
-using Packer = msgpack::packer<msgpack::sbuffer>;
 
-Result<std::vector<std::string>> ReadKeys(const MapReader& r) {
-  TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-  for (const auto& k : keys) {
-    if (k.empty()) return Status::Invalid(r.what(), ": empty key");
-    if (k.size() > proto::kMaxKeyBytes) {
-      return Status::Invalid(r.what(), ": key of ", k.size(), " bytes exceeds the limit of ",
-                             proto::kMaxKeyBytes);
-    }
-  }
-  return keys;
+WriteOptions Options(const msg::WriteFlags& w) {
+  WriteOptions o;
+  o.evictable = w.evictable;
+  o.ttl_ms = w.ttl_ms;
+  o.if_absent = w.if_absent;
+  o.all_or_nothing = w.all_or_nothing;
+  return o;
 }
 
 Status CheckUnique(const std::vector<std::string>& keys, const char* what) {
@@ -40,61 +35,42 @@ Status CheckUnique(const std::vector<std::string>& keys, const char* what) {
   return Status::OK();
 }
 
-Result<WriteOptions> ReadWriteOptions(const MapReader& r) {
-  WriteOptions o;
-  TQDS_ASSIGN_OR_RETURN(o.evictable, r.GetOr<bool>(proto::kEvictable, false));
-  TQDS_ASSIGN_OR_RETURN(o.ttl_ms, r.GetOr<uint64_t>(proto::kTtlMs, 0));
-  TQDS_ASSIGN_OR_RETURN(o.if_absent, r.GetOr<bool>(proto::kIfAbsent, false));
-  TQDS_ASSIGN_OR_RETURN(o.all_or_nothing, r.GetOr<bool>(proto::kAllOrNothing, false));
-  if (o.all_or_nothing && !o.if_absent) {
-    return Status::Invalid("an all-or-nothing write needs if-absent (nx): only new keys are written together");
-  }
-  return o;
-}
-
-void PackCodes(Packer& pk, const std::vector<StatusCode>& codes) {
-  pk.pack(proto::kCodes);
-  pk.pack_array(static_cast<uint32_t>(codes.size()));
-  for (auto c : codes) pk.pack_uint8(static_cast<uint8_t>(c));
-}
-
-const char* Name(MsgType t) {
-  switch (t) {
-    case MsgType::kDsHello: return "Hello";
-    case MsgType::kDsCreate: return "Create";
-    case MsgType::kDsSeal: return "Seal";
-    case MsgType::kDsPut: return "Put";
-    case MsgType::kDsGet: return "Get";
-    case MsgType::kDsRelease: return "Release";
-    case MsgType::kDsDelete: return "Delete";
-    case MsgType::kDsExist: return "Exist";
-    case MsgType::kDsStats: return "Stats";
-    case MsgType::kDsShutdown: return "Shutdown";
-    case MsgType::kDsAbort: return "Abort";
-    case MsgType::kDsMetaPublish: return "MetaPublish";
-    case MsgType::kDsMetaLookup: return "MetaLookup";
-    case MsgType::kDsMetaRemove: return "MetaRemove";
-    case MsgType::kDsDropCopies: return "DropCopies";
-    case MsgType::kDsExpire: return "Expire";
-    default: return "Unknown";
-  }
-}
-
-// {kExist: [bool per key]}: the reply of Exist and Expire.
-Message ExistReply(const Message& request, const std::vector<bool>& exist) {
+Message WithBody(const Message& request, std::string body) {
   Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack(proto::kExist);
-    pk.pack_array(static_cast<uint32_t>(exist.size()));
-    for (bool e : exist) {
-      if (e) pk.pack_true(); else pk.pack_false();
-    }
-  }));
+  reply.set_body(std::move(body));
   return reply;
 }
 
 }  // namespace
+
+// Every request type the worker serves: its name, whether the TCP port
+// serves it (the rest need shared memory: the Unix socket only), and its
+// handler. Release and Abort are one-way: HandleLocal sends no reply.
+const RequestHandler::Route RequestHandler::kRoutes[] = {
+    {MsgType::kDsHello, "Hello", true, &RequestHandler::Hello},
+    {MsgType::kDsCreate, "Create", false, &RequestHandler::Create},
+    {MsgType::kDsSeal, "Seal", false, &RequestHandler::Seal},
+    {MsgType::kDsPut, "Put", true, &RequestHandler::Put},
+    {MsgType::kDsGet, "Get", true, &RequestHandler::Get},
+    {MsgType::kDsRelease, "Release", false, &RequestHandler::Release},
+    {MsgType::kDsDelete, "Delete", true, &RequestHandler::Delete},
+    {MsgType::kDsExist, "Exist", true, &RequestHandler::Exist},
+    {MsgType::kDsStats, "Stats", true, &RequestHandler::Stats},
+    {MsgType::kDsShutdown, "Shutdown", true, &RequestHandler::Shutdown},
+    {MsgType::kDsAbort, "Abort", false, &RequestHandler::Abort},
+    {MsgType::kDsMetaPublish, "MetaPublish", true, &RequestHandler::Peer},
+    {MsgType::kDsMetaLookup, "MetaLookup", true, &RequestHandler::Peer},
+    {MsgType::kDsMetaRemove, "MetaRemove", true, &RequestHandler::Peer},
+    {MsgType::kDsDropCopies, "DropCopies", true, &RequestHandler::Peer},
+    {MsgType::kDsExpire, "Expire", true, &RequestHandler::Expire},
+};
+
+const RequestHandler::Route* RequestHandler::RouteOf(MsgType type) {
+  for (const auto& r : kRoutes) {
+    if (r.type == type) return &r;
+  }
+  return nullptr;
+}
 
 std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& session) {
   if (!request.status().ok()) {  // undecodable header
@@ -102,149 +78,110 @@ std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& s
     m.set_status(request.status());
     return m;
   }
-  if (request.type() == MsgType::kDsRelease || request.type() == MsgType::kDsAbort) {
-    auto r = MapReader::Of(request.body(), Name(request.type()));
-    if (!r.ok()) return std::nullopt;
-    if (request.type() == MsgType::kDsRelease) {
-      auto offsets = r->Get<std::vector<uint64_t>>(proto::kOffsets);
-      if (offsets.ok()) store_.Release(session, *offsets);
-    } else {
-      auto offsets = r->Get<std::vector<uint64_t>>(proto::kOffsets);
-      if (offsets.ok()) store_.Abort(session, *offsets);
-    }
-    return std::nullopt;
-  }
+  const Route* route = RouteOf(request.type());
   bool retry = false;
-  auto reply = Dispatch(request, session, /*local=*/true, &retry);
+  Call call{session, /*local=*/true, &retry};
+  auto reply = Dispatch(route, request, call);
+  if (request.type() == MsgType::kDsRelease || request.type() == MsgType::kDsAbort) return std::nullopt;
   if (!reply.ok()) return Message::ErrorReply(request, reply.status());
   return std::move(reply).value();
 }
 
 Message RequestHandler::HandleTcp(const Message& request, bool* retry) {
   *retry = false;
-  if (request.type() == MsgType::kDsCreate || request.type() == MsgType::kDsSeal ||
-      request.type() == MsgType::kDsRelease || request.type() == MsgType::kDsAbort) {
-    return Message::ErrorReply(
-        request, Status::Invalid(Name(request.type()),
-                                 " needs shared memory and is only served on the local Unix "
-                                 "socket; use Put/Get over TCP"));
+  const Route* route = RouteOf(request.type());
+  if (route != nullptr && !route->tcp) {
+    return Message::ErrorReply(request, Status::Invalid(route->name,
+                                                        " needs shared memory and is only served on the local "
+                                                        "Unix socket; use Put/Get over TCP"));
   }
   Session session;  // TCP requests hold nothing across calls
-  auto reply = Dispatch(request, session, /*local=*/false, retry);
+  Call call{session, /*local=*/false, retry};
+  auto reply = Dispatch(route, request, call);
   store_.CloseSession(session);
   if (!reply.ok()) return Message::ErrorReply(request, reply.status());
   return std::move(reply).value();
 }
 
-Result<Message> RequestHandler::Dispatch(const Message& request, Session& session, bool local,
-                                         bool* retry) {
-  switch (request.type()) {
-    case MsgType::kDsHello: return Hello(request, local);
-    case MsgType::kDsCreate: return Create(request, session);
-    case MsgType::kDsSeal: return Seal(request, session);
-    case MsgType::kDsPut: return Put(request, session, local);
-    case MsgType::kDsGet: return Get(request, session, local, retry);
-    case MsgType::kDsDelete: return Delete(request, local);
-    case MsgType::kDsMetaPublish:
-    case MsgType::kDsMetaLookup:
-    case MsgType::kDsMetaRemove:
-    case MsgType::kDsDropCopies:
-      if (local || context_.cluster == nullptr) {
-        return Status::Invalid(Name(request.type()),
-                               " is a worker-to-worker message of a cluster; this worker was "
-                               "started without --etcd_address");
-      }
-      return context_.cluster->HandlePeer(request);
-    case MsgType::kDsExist: return Exist(request, local);
-    case MsgType::kDsExpire: return Expire(request, local);
-    case MsgType::kDsStats: return Stats(request);
-    case MsgType::kDsShutdown: {
-      Message reply = Message::ReplyTo(request);
-      reply.set_body(PackBody([&](Packer& pk) {
-        pk.pack_map(1);
-        pk.pack(proto::kPid);
-        pk.pack(context_.pid);
-      }));
-      if (context_.request_shutdown) context_.request_shutdown();
-      return reply;
-    }
-    default:
-      return Status::Invalid("unknown datasystem message type ",
-                             static_cast<int>(request.type()));
+Result<Message> RequestHandler::Dispatch(const Route* route, const Message& request, Call& call) {
+  if (route == nullptr) {
+    return Status::Invalid("unknown datasystem message type ", static_cast<int>(request.type()));
   }
+  return (this->*(route->fn))(request, call);
 }
 
-Result<Message> RequestHandler::Hello(const Message& request, bool local) {
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(6);
-    pk.pack(proto::kWorker);
-    pk.pack(context_.worker);
-    pk.pack(proto::kInstance);
-    pk.pack(context_.instance);
-    pk.pack(proto::kPid);
-    pk.pack(context_.pid);
-    pk.pack(proto::kSocket);
-    pk.pack(context_.socket_path);
-    pk.pack(proto::kArenaSize);
-    pk.pack(local ? context_.arena_size : 0);
-    pk.pack(proto::kInlineMax);
-    pk.pack(proto::kDefaultInlineMax);
-  }));
+Result<Message> RequestHandler::Peer(const Message& request, Call& call) {
+  if (call.local || context_.cluster == nullptr) {
+    return Status::Invalid(RouteOf(request.type())->name,
+                           " is a worker-to-worker message of a cluster; this worker was started without "
+                           "--etcd_address");
+  }
+  return context_.cluster->HandlePeer(request);
+}
+
+Result<Message> RequestHandler::Shutdown(const Message& request, Call&) {
+  Message reply = WithBody(request, msg::EncodePid(context_.pid));
+  if (context_.request_shutdown) context_.request_shutdown();
   return reply;
 }
 
-Result<Message> RequestHandler::Create(const Message& request, Session& session) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Create"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
-  TQDS_RETURN_NOT_OK(CheckUnique(keys, "Create"));
-  TQDS_ASSIGN_OR_RETURN(auto sizes, r.Get<std::vector<uint64_t>>(proto::kSizes));
-  TQDS_ASSIGN_OR_RETURN(auto opts, ReadWriteOptions(r));
-  if (sizes.size() != keys.size()) {
-    return Status::Invalid("Create: ", keys.size(), " keys but ", sizes.size(), " sizes");
-  }
-  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, std::move(keys), sizes, opts));
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(2);
-    pk.pack(proto::kCodes);
-    pk.pack_array(static_cast<uint32_t>(slots.size()));
-    for (const auto& s : slots) pk.pack_uint8(static_cast<uint8_t>(s.code));
-    pk.pack(proto::kOffsets);
-    pk.pack_array(static_cast<uint32_t>(slots.size()));
-    for (const auto& s : slots) pk.pack_uint64(s.offset);
-  }));
-  return reply;
+Result<Message> RequestHandler::Release(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto offsets, msg::DecodeOffsets(request.body(), "Release"));
+  store_.Release(call.session, offsets);
+  return Message::ReplyTo(request);
 }
 
-Result<Message> RequestHandler::Seal(const Message& request, Session& session) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Seal"));
-  TQDS_ASSIGN_OR_RETURN(auto offsets, r.Get<std::vector<uint64_t>>(proto::kOffsets));
+Result<Message> RequestHandler::Abort(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto offsets, msg::DecodeOffsets(request.body(), "Abort"));
+  store_.Abort(call.session, offsets);
+  return Message::ReplyTo(request);
+}
+
+Result<Message> RequestHandler::Hello(const Message& request, Call& call) {
+  msg::Hello h;
+  h.worker = context_.worker;
+  h.instance = context_.instance;
+  h.pid = context_.pid;
+  h.socket = context_.socket_path;
+  h.arena_size = call.local ? context_.arena_size : 0;
+  h.inline_max = proto::kDefaultInlineMax;
+  return WithBody(request, msg::Encode(h));
+}
+
+Result<Message> RequestHandler::Create(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto m, msg::DecodeCreate(request.body()));
+  TQDS_RETURN_NOT_OK(CheckUnique(m.keys, "Create"));
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(call.session, std::move(m.keys), m.sizes, Options(m.write)));
+  msg::CreateReply r;
+  r.codes.reserve(slots.size());
+  r.offsets.reserve(slots.size());
+  for (const auto& s : slots) {
+    r.codes.push_back(s.code);
+    r.offsets.push_back(s.offset);
+  }
+  return WithBody(request, msg::Encode(r));
+}
+
+Result<Message> RequestHandler::Seal(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto offsets, msg::DecodeOffsets(request.body(), "Seal"));
   std::vector<std::string> sealed;
   const bool cluster = context_.cluster != nullptr;
-  auto codes = store_.Seal(session, offsets, cluster ? &sealed : nullptr);
+  auto codes = store_.Seal(call.session, offsets, cluster ? &sealed : nullptr);
   if (cluster && !sealed.empty()) context_.cluster->Published(sealed, /*wait=*/true);
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    PackCodes(pk, codes);
-  }));
-  return reply;
+  return WithBody(request, msg::EncodeCodes(codes));
 }
 
-Result<Message> RequestHandler::Put(const Message& request, Session& session, bool local) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Put"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
-  TQDS_RETURN_NOT_OK(CheckUnique(keys, "Put"));
-  TQDS_ASSIGN_OR_RETURN(auto opts, ReadWriteOptions(r));
+Result<Message> RequestHandler::Put(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto m, msg::DecodePut(request.body()));
+  TQDS_RETURN_NOT_OK(CheckUnique(m.keys, "Put"));
   const auto& payloads = request.payloads();
-  if (payloads.size() != keys.size()) {
-    return Status::Invalid("Put: ", keys.size(), " keys but ", payloads.size(), " payload frames");
+  if (payloads.size() != m.keys.size()) {
+    return Status::Invalid("Put: ", m.keys.size(), " keys but ", payloads.size(), " payload frames");
   }
-  std::vector<uint64_t> sizes(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) sizes[i] = payloads[i].size();
-  const size_t n = keys.size();
-  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, std::move(keys), sizes, opts));
+  std::vector<uint64_t> sizes(m.keys.size());
+  for (size_t i = 0; i < m.keys.size(); ++i) sizes[i] = payloads[i].size();
+  const size_t n = m.keys.size();
+  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(call.session, std::move(m.keys), sizes, Options(m.write)));
   std::vector<uint64_t> to_seal;
   to_seal.reserve(n);
   for (size_t i = 0; i < n; ++i) {
@@ -253,30 +190,24 @@ Result<Message> RequestHandler::Put(const Message& request, Session& session, bo
     to_seal.push_back(slots[i].offset);
   }
   std::vector<std::string> published;
-  auto sealed = store_.Seal(session, to_seal, &published);
+  auto sealed = store_.Seal(call.session, to_seal, &published);
   std::vector<StatusCode> codes(n);
   for (size_t i = 0, j = 0; i < n; ++i) {
     codes[i] = slots[i].code != StatusCode::kOk ? slots[i].code : sealed[j++];
   }
   if (context_.cluster != nullptr && !published.empty()) {
-    context_.cluster->Published(published, /*wait=*/local);
+    context_.cluster->Published(published, /*wait=*/call.local);
   }
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    PackCodes(pk, codes);
-  }));
-  return reply;
+  return WithBody(request, msg::EncodeCodes(codes));
 }
 
-Result<Message> RequestHandler::Get(const Message& request, Session& session, bool local,
-                                    bool* retry) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Get"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
-  TQDS_ASSIGN_OR_RETURN(uint64_t wait_ms, r.GetOr<uint64_t>(proto::kWaitMs, 0));
-  TQDS_ASSIGN_OR_RETURN(uint64_t inline_max, r.GetOr<uint64_t>(proto::kInlineMax, 0));
-  if (!local) inline_max = UINT64_MAX;  // TCP: every value travels as a payload frame
-  wait_ms = std::min<uint64_t>(wait_ms, 24ull * 3600 * 1000);
+Result<Message> RequestHandler::Get(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto m, msg::DecodeGet(request.body()));
+  const bool local = call.local;
+  Session& session = call.session;
+  const std::vector<std::string>& keys = m.keys;
+  uint64_t inline_max = local ? m.inline_max : UINT64_MAX;  // TCP: every value travels as a payload frame
+  const uint64_t wait_ms = std::min<uint64_t>(m.wait_ms, 24ull * 3600 * 1000);
   auto wait = std::chrono::milliseconds(local ? wait_ms : 0);
   const bool fetch = local && context_.cluster != nullptr;
   TQDS_ASSIGN_OR_RETURN(auto found,
@@ -285,38 +216,31 @@ Result<Message> RequestHandler::Get(const Message& request, Session& session, bo
   if (!local && wait_ms > 0) {
     for (const auto& f : found) {
       if (f.code != StatusCode::kOk) {
-        *retry = true;
+        *call.retry = true;
         break;
       }
     }
   }
   Message reply = Message::ReplyTo(request);
   std::vector<uint64_t> release;
+  msg::GetReply r;
+  r.codes.reserve(found.size());
+  r.sizes.reserve(found.size());
+  r.offsets.reserve(found.size());
+  r.inline_.reserve(found.size());
   for (const auto& f : found) {
-    if (f.code == StatusCode::kOk && f.size <= inline_max) {
+    const bool in = f.code == StatusCode::kOk && f.size <= inline_max;
+    if (in) {
       reply.payloads().push_back(tqds::Buffer::Copy(store_.base() + f.offset, f.size));
       release.push_back(f.offset);
     }
+    r.codes.push_back(f.code);
+    r.sizes.push_back(f.size);
+    r.offsets.push_back(f.code == StatusCode::kOk ? f.offset : 0);
+    r.inline_.push_back(in);
   }
   store_.Release(session, release);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(4);
-    pk.pack(proto::kCodes);
-    pk.pack_array(static_cast<uint32_t>(found.size()));
-    for (const auto& f : found) pk.pack_uint8(static_cast<uint8_t>(f.code));
-    pk.pack(proto::kSizes);
-    pk.pack_array(static_cast<uint32_t>(found.size()));
-    for (const auto& f : found) pk.pack_uint64(f.size);
-    pk.pack(proto::kOffsets);
-    pk.pack_array(static_cast<uint32_t>(found.size()));
-    for (const auto& f : found) pk.pack_uint64(f.code == StatusCode::kOk ? f.offset : 0);
-    pk.pack(proto::kInline);
-    pk.pack_array(static_cast<uint32_t>(found.size()));
-    for (const auto& f : found) {
-      bool in = f.code == StatusCode::kOk && f.size <= inline_max;
-      if (in) pk.pack_true(); else pk.pack_false();
-    }
-  }));
+  reply.set_body(msg::Encode(r));
   return reply;
 }
 
@@ -370,30 +294,22 @@ Status RequestHandler::FetchMissing(Session& session, const std::vector<std::str
   return Status::OK();
 }
 
-Result<Message> RequestHandler::Delete(const Message& request, bool local) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Delete"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+Result<Message> RequestHandler::Delete(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "Delete"));
   std::vector<bool> here = store_.Exist(keys);
   size_t n = store_.Delete(keys);
   if (context_.cluster != nullptr) {
-    auto elsewhere = context_.cluster->DeleteRemote(keys, /*wait=*/local);
+    auto elsewhere = context_.cluster->DeleteRemote(keys, /*wait=*/call.local);
     n = 0;
     for (size_t i = 0; i < keys.size(); ++i) n += (here[i] || elsewhere[i]) ? 1 : 0;
   }
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack(proto::kDeleted);
-    pk.pack_uint64(n);
-  }));
-  return reply;
+  return WithBody(request, msg::EncodeDeleted(n));
 }
 
-Result<Message> RequestHandler::Exist(const Message& request, bool local) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Exist"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
+Result<Message> RequestHandler::Exist(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "Exist"));
   auto exist = store_.Exist(keys);
-  if (local && context_.cluster != nullptr) {
+  if (call.local && context_.cluster != nullptr) {
     std::vector<size_t> idx;
     std::vector<std::string> missing;
     for (size_t i = 0; i < keys.size(); ++i) {
@@ -407,21 +323,19 @@ Result<Message> RequestHandler::Exist(const Message& request, bool local) {
       for (size_t j = 0; j < idx.size(); ++j) exist[idx[j]] = remote[j];
     }
   }
-  return ExistReply(request, exist);
+  return WithBody(request, msg::EncodeExist(exist));
 }
 
-Result<Message> RequestHandler::Expire(const Message& request, bool local) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(request.body(), "Expire"));
-  TQDS_ASSIGN_OR_RETURN(auto keys, ReadKeys(r));
-  TQDS_ASSIGN_OR_RETURN(uint64_t ttl_ms, r.Get<uint64_t>(proto::kTtlMs));
-  auto exist = store_.Expire(keys, ttl_ms);
+Result<Message> RequestHandler::Expire(const Message& request, Call& call) {
+  TQDS_ASSIGN_OR_RETURN(auto m, msg::DecodeExpire(request.body()));
+  auto exist = store_.Expire(m.keys, m.ttl_ms);
   // A client's request (on the local socket) reaches every copy in the
   // cluster; one over TCP (another worker's ExpireRemote) this store only.
-  if (local && context_.cluster != nullptr) {
-    auto elsewhere = context_.cluster->ExpireRemote(keys, ttl_ms);
-    for (size_t i = 0; i < keys.size(); ++i) exist[i] = exist[i] || elsewhere[i];
+  if (call.local && context_.cluster != nullptr) {
+    auto elsewhere = context_.cluster->ExpireRemote(m.keys, m.ttl_ms);
+    for (size_t i = 0; i < m.keys.size(); ++i) exist[i] = exist[i] || elsewhere[i];
   }
-  return ExistReply(request, exist);
+  return WithBody(request, msg::EncodeExist(exist));
 }
 
 WorkerStats RequestHandler::CollectStats() const {
@@ -455,7 +369,7 @@ WorkerStats RequestHandler::CollectStats() const {
   return s;
 }
 
-Result<Message> RequestHandler::Stats(const Message& request) {
+Result<Message> RequestHandler::Stats(const Message& request, Call&) {
   const WorkerStats s = CollectStats();
   Message reply = Message::ReplyTo(request);
   reply.set_body(EncodeWorkerStats(s));

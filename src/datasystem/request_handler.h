@@ -56,20 +56,42 @@ class RequestHandler {
   WorkerStats CollectStats() const;
 
  private:
-  Result<Message> Dispatch(const Message& request, Session& session, bool local, bool* retry);
-  Result<Message> Hello(const Message& request, bool local);
-  Result<Message> Create(const Message& request, Session& session);
-  Result<Message> Seal(const Message& request, Session& session);
-  Result<Message> Put(const Message& request, Session& session, bool local);
-  Result<Message> Get(const Message& request, Session& session, bool local, bool* retry);
-  Result<Message> Delete(const Message& request, bool local);
+  // What one request may use: its connection's session, where it came
+  // from, and (TCP) where to say that a Get should be asked again.
+  struct Call {
+    Session& session;
+    bool local;
+    bool* retry;
+  };
+  using Handler = Result<Message> (RequestHandler::*)(const Message&, Call&);
+  struct Route {
+    tqds::wire::MsgType type;
+    const char* name;
+    bool tcp;  // served on the TCP port too (the rest need shared memory)
+    Handler fn;
+  };
+  static const Route kRoutes[];
+  static const Route* RouteOf(tqds::wire::MsgType type);
+
+  Result<Message> Dispatch(const Route* route, const Message& request, Call& call);
+  Result<Message> Hello(const Message& request, Call& call);
+  Result<Message> Create(const Message& request, Call& call);
+  Result<Message> Seal(const Message& request, Call& call);
+  Result<Message> Put(const Message& request, Call& call);
+  Result<Message> Get(const Message& request, Call& call);
+  Result<Message> Release(const Message& request, Call& call);
+  Result<Message> Abort(const Message& request, Call& call);
+  Result<Message> Delete(const Message& request, Call& call);
+  Result<Message> Exist(const Message& request, Call& call);
+  // Sets the time to live of this worker's copies of the keys.
+  Result<Message> Expire(const Message& request, Call& call);
+  Result<Message> Stats(const Message& request, Call& call);
+  Result<Message> Shutdown(const Message& request, Call& call);
+  // The cluster's worker-to-worker messages (ClusterNode::HandlePeer).
+  Result<Message> Peer(const Message& request, Call& call);
   // Local Get misses in a cluster: pull from other workers, wait up to `wait`.
   Status FetchMissing(Session& session, const std::vector<std::string>& keys,
                       std::vector<Located>& found, std::chrono::milliseconds wait);
-  Result<Message> Exist(const Message& request, bool local);
-  // Sets the time to live of this worker's copies of the keys.
-  Result<Message> Expire(const Message& request, bool local);
-  Result<Message> Stats(const Message& request);
 
   ObjectStore& store_;
   const HandlerContext context_;

@@ -15,11 +15,8 @@ namespace {
 using tqds::Result;
 using tqds::Status;
 using tqds::StatusCode;
-using tqds::wire::MapReader;
 using tqds::wire::Message;
 using tqds::wire::MsgType;
-using tqds::wire::PackBody;
-using Packer = msgpack::packer<msgpack::sbuffer>;
 using proto::PublishMode;
 
 constexpr size_t kBatch = 20000;  // entries per control message
@@ -469,22 +466,17 @@ std::vector<bool> ClusterNode::ExpireRemote(const std::vector<std::string>& keys
   std::vector<std::pair<std::vector<size_t>, Future>> calls;
   for (auto& [holder, idx] : by_holder) {
     Message m(MsgType::kDsExpire, 0);  // served by the holder's store alone (a worker's request)
-    m.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(2);
-      pk.pack(proto::kKeys);
-      pk.pack_array(static_cast<uint32_t>(idx.size()));
-      for (size_t i : idx) pk.pack(keys[i]);
-      pk.pack(proto::kTtlMs);
-      pk.pack_uint64(ttl_ms);
-    }));
+    std::vector<std::string> ks;
+    ks.reserve(idx.size());
+    for (size_t i : idx) ks.push_back(keys[i]);
+    m.set_body(msg::EncodeExpire(ks, ttl_ms));
     calls.emplace_back(idx, Send(holder, std::move(m)));
   }
   for (auto& [idx, f] : calls) {
     auto reply = f.get();
     if (!reply.ok()) continue;
-    auto r = MapReader::Of(reply->body(), "Expire reply");
-    auto exist = r.ok() ? r->Get<std::vector<bool>>(proto::kExist) : r.status();
-    if (!exist.ok() || exist->size() != idx.size()) continue;
+    auto exist = msg::DecodeExist(reply->body(), idx.size(), "Expire reply");
+    if (!exist.ok()) continue;
     for (size_t j = 0; j < idx.size(); ++j) out[idx[j]] = out[idx[j]] || (*exist)[j];
   }
   return out;
@@ -591,7 +583,9 @@ void ClusterNode::AnnounceLoop() {
 }
 
 void ClusterNode::Rebalance(const LiveSet& old_live, const RingPtr& old_ring) {
-  auto [live, ring] = Snapshot();
+  const auto snapshot = Snapshot();  // not a structured binding: the lambda below captures these
+  const LiveSet& live = snapshot.first;
+  const RingPtr& ring = snapshot.second;
   if (!ring || ring->empty()) return;
   const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
   // Owners of `key` that did not hold its metadata before (new, or restarted).

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/wire/rpc.h"
+#include "queue/ctl_messages.h"
 #include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 #include "tq/controller.h"
@@ -113,8 +114,8 @@ class TransferQueueClient::Impl {
       auto sent = std::chrono::steady_clock::now();
       auto ping = ctl_->CallSync(Message(MsgType::kCtlPing, 0), std::chrono::seconds(2));
       if (ping.ok()) {
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(ping->body(), "Ping reply"));
-        TQDS_ASSIGN_OR_RETURN(uint64_t id, rd.Get<uint64_t>("controller_id"));
+        TQDS_ASSIGN_OR_RETURN(auto pong, internal::PingReply::Decode(ping->body()));
+        const uint64_t id = pong.controller_id;
         if (id != controller_id_) {
           return Status::Invalid("controller at ", address_, " came back without the state this client used ",
                                  "(controller id ", controller_id_.load(), " is now ", id,
@@ -152,11 +153,11 @@ class TransferQueueClient::Impl {
     // Make sure the controller is there before choosing storage.
     auto ping = Call(Message(MsgType::kCtlPing, 0), std::chrono::seconds(10));
     if (!ping.ok()) return ping.status();
-    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(ping->body(), "Ping reply"));
-    TQDS_ASSIGN_OR_RETURN(uint64_t id, rd.Get<uint64_t>("controller_id"));
+    TQDS_ASSIGN_OR_RETURN(auto pong, internal::PingReply::Decode(ping->body()));
+    const uint64_t id = pong.controller_id;
     StorageContext ctx{config, address_, id_};
     TQDS_ASSIGN_OR_RETURN(auto mgr, CreateStorageManager(type, ctx));
-    TQDS_ASSIGN_OR_RETURN(bool durable, rd.GetOr<bool>("durable", false));
+    const bool durable = pong.durable;
     verified_connections_ = ctl_->connection_events();
     std::unique_lock<std::shared_mutex> lock(storage_mu_);
     storage_ = std::move(mgr);
@@ -241,13 +242,7 @@ class TransferQueueClient::Impl {
 
   Result<BatchMeta> AllocateOnce(const std::string& partition_id, int64_t count) {
     Message alloc(MsgType::kCtlAllocate, 0);
-    alloc.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(2);
-      pk.pack("partition_id");
-      pk.pack(partition_id);
-      pk.pack("count");
-      pk.pack_int64(count);
-    }));
+    alloc.set_body(internal::AllocateRequest{partition_id, count}.Encode());
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(alloc)));
     return internal::MetaFromMessage(rep);
   }
@@ -341,24 +336,14 @@ class TransferQueueClient::Impl {
   Status ClearPartition(const std::string& partition_id) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
     Message m(MsgType::kCtlClearPartition, 0);
-    m.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(1);
-      pk.pack("partition_id");
-      pk.pack(partition_id);
-    }));
+    m.set_body(internal::PartitionRequest{partition_id}.Encode());
     return Clear(std::move(m));
   }
 
   Status ClearSamples(const std::string& partition_id, const std::vector<int64_t>& indexes) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
     Message m(MsgType::kCtlClearSamples, 0);
-    m.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(2);
-      pk.pack("partition_id");
-      pk.pack(partition_id);
-      pk.pack("global_indexes");
-      pk.pack(indexes);
-    }));
+    m.set_body(internal::SamplesRequest{partition_id, indexes}.Encode());
     return Clear(std::move(m));
   }
 
@@ -367,20 +352,6 @@ class TransferQueueClient::Impl {
     for (const auto& s : meta.samples()) by_partition[s.partition_id].push_back(s.global_index);
     for (const auto& [p, idx] : by_partition) TQDS_RETURN_NOT_OK(ClearSamples(p, idx));
     return Status::OK();
-  }
-
-  Message PartitionRequest(MsgType type, const std::string& partition_id, const std::string* task) {
-    Message m(type, 0);
-    m.set_body(PackBody([&](Packer& pk) {
-      pk.pack_map(task ? 2 : 1);
-      pk.pack("partition_id");
-      pk.pack(partition_id);
-      if (task) {
-        pk.pack("task_name");
-        pk.pack(*task);
-      }
-    }));
-    return m;
   }
 
   const std::string id_;
@@ -449,36 +420,24 @@ Status TransferQueueClient::clear_samples(const std::string& partition_id,
 }
 
 Result<ProductionStatus> TransferQueueClient::get_production_status(const std::string& partition_id) {
-  TQDS_ASSIGN_OR_RETURN(Message rep,
-                        impl_->Call(impl_->PartitionRequest(MsgType::kCtlProductionStatus, partition_id, nullptr)));
-  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ProductionStatus reply"));
-  ProductionStatus st;
-  TQDS_ASSIGN_OR_RETURN(st.num_samples, rd.Get<size_t>("num_samples"));
-  TQDS_ASSIGN_OR_RETURN(st.produced, (rd.Get<std::map<std::string, size_t>>("produced")));
-  return st;
+  Message m(MsgType::kCtlProductionStatus, 0);
+  m.set_body(internal::ProductionStatusRequest{partition_id, std::nullopt}.Encode());
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeProductionStatus(rep.body());
 }
 
 Result<ConsumptionStatus> TransferQueueClient::get_consumption_status(const std::string& partition_id,
                                                                       const std::string& task_name) {
-  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(impl_->PartitionRequest(MsgType::kCtlConsumptionStatus,
-                                                                         partition_id, &task_name)));
-  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ConsumptionStatus reply"));
-  ConsumptionStatus st;
-  TQDS_ASSIGN_OR_RETURN(st.num_samples, rd.Get<size_t>("num_samples"));
-  TQDS_ASSIGN_OR_RETURN(st.consumed, rd.Get<size_t>("consumed"));
-  return st;
+  Message m(MsgType::kCtlConsumptionStatus, 0);
+  m.set_body(internal::ConsumptionStatusRequest{partition_id, task_name, false}.Encode());
+  TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
+  return internal::DecodeConsumptionStatus(rep.body());
 }
 
 Result<std::optional<SampleStatusMatrix>> TransferQueueClient::production_status(
     const std::string& partition_id, const std::vector<std::string>& fields) {
   Message m(MsgType::kCtlProductionStatus, 0);
-  m.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(2);
-    pk.pack("partition_id");
-    pk.pack(partition_id);
-    pk.pack("fields");
-    pk.pack(fields);
-  }));
+  m.set_body(internal::ProductionStatusRequest{partition_id, fields}.Encode());
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
   return internal::DecodeSampleStatus(rep.body());
 }
@@ -486,50 +445,27 @@ Result<std::optional<SampleStatusMatrix>> TransferQueueClient::production_status
 Result<std::optional<SampleStatusMatrix>> TransferQueueClient::consumption_status(
     const std::string& partition_id, const std::string& task_name) {
   Message m(MsgType::kCtlConsumptionStatus, 0);
-  m.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(3);
-    pk.pack("partition_id");
-    pk.pack(partition_id);
-    pk.pack("task_name");
-    pk.pack(task_name);
-    pk.pack("per_sample");
-    pk.pack(true);
-  }));
+  m.set_body(internal::ConsumptionStatusRequest{partition_id, task_name, true}.Encode());
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
   return internal::DecodeSampleStatus(rep.body());
 }
 
 Status TransferQueueClient::reset_consumption(const std::string& partition_id, const std::string& task_name) {
-  return impl_->Call(impl_->PartitionRequest(MsgType::kCtlResetConsumption, partition_id, &task_name)).status();
+  Message m(MsgType::kCtlResetConsumption, 0);
+  m.set_body(internal::ResetConsumptionRequest{partition_id, task_name}.Encode());
+  return impl_->Call(std::move(m)).status();
 }
 
 Result<std::vector<std::string>> TransferQueueClient::list_partitions() {
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(Message(MsgType::kCtlListPartitions, 0)));
-  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ListPartitions reply"));
-  return rd.Get<std::vector<std::string>>("partitions");
+  return internal::DecodePartitionList(rep.body());
 }
 
 Result<std::vector<PartitionSummary>> TransferQueueClient::partition_summaries() {
   Message req(MsgType::kCtlListPartitions, 0);
-  req.set_body(PackBody([](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack("detail");
-    pk.pack(true);
-  }));
+  req.set_body(internal::ListPartitionsRequest{true}.Encode());
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(req)));
-  TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(rep.body(), "ListPartitions reply"));
-  TQDS_ASSIGN_OR_RETURN(auto names, rd.Get<std::vector<std::string>>("partitions"));
-  TQDS_ASSIGN_OR_RETURN(auto samples, rd.Get<std::vector<size_t>>("samples"));
-  TQDS_ASSIGN_OR_RETURN(auto produced, (rd.Get<std::vector<std::map<std::string, size_t>>>("produced")));
-  TQDS_ASSIGN_OR_RETURN(auto consumed, (rd.Get<std::vector<std::map<std::string, size_t>>>("consumed")));
-  if (samples.size() != names.size() || produced.size() != names.size() || consumed.size() != names.size()) {
-    return Status::Internal("ListPartitions reply: arrays of different lengths for ", names.size(), " partitions");
-  }
-  std::vector<PartitionSummary> out(names.size());
-  for (size_t i = 0; i < names.size(); ++i) {
-    out[i] = {std::move(names[i]), samples[i], std::move(produced[i]), std::move(consumed[i])};
-  }
-  return out;
+  return internal::DecodePartitionSummaries(rep.body());
 }
 
 Status TransferQueueClient::set_custom_meta(const BatchMeta& meta) {
@@ -539,13 +475,7 @@ Status TransferQueueClient::set_custom_meta(const BatchMeta& meta) {
 Result<BatchMeta> TransferQueueClient::get_custom_meta(const std::string& partition_id,
                                                        const std::vector<int64_t>& global_indexes) {
   Message m(MsgType::kCtlGetCustomMeta, 0);
-  m.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(2);
-    pk.pack("partition_id");
-    pk.pack(partition_id);
-    pk.pack("global_indexes");
-    pk.pack(global_indexes);
-  }));
+  m.set_body(internal::SamplesRequest{partition_id, global_indexes}.Encode());
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
   return internal::MetaFromMessage(rep);
 }
@@ -625,11 +555,7 @@ Result<std::string> TransferQueueClient::snapshot_controller() {
 
 Status TransferQueueClient::restore_controller(const std::string& snapshot, bool dry_run) {
   Message m(MsgType::kCtlRestore, 0);
-  m.set_body(PackBody([&](Packer& pk) {
-    pk.pack_map(1);
-    pk.pack("dry_run");
-    pk.pack(dry_run);
-  }));
+  m.set_body(internal::RestoreRequest{dry_run}.Encode());
   m.payloads().push_back(tqds::Buffer::Borrow(snapshot.data(), snapshot.size()));
   return impl_->Call(std::move(m)).status();
 }

@@ -18,6 +18,7 @@
 
 #include "common/wire/rpc.h"
 #include "queue/controller_journal.h"
+#include "queue/ctl_messages.h"
 #include "queue/kv_protocol.h"
 #include "queue/protocol.h"
 #include "queue/sampler.h"
@@ -159,10 +160,8 @@ bool Journaled(const Message& m) {
     case MsgType::kCtlKvRetrieve:
     case MsgType::kCtlKvClear:
       return true;
-    case MsgType::kCtlConsumptionStatus: {  // the per-sample form creates the task
-      auto rd = MapReader::Of(m.body(), "ConsumptionStatus");
-      return rd.ok() && rd->GetOr<bool>("per_sample", false).ValueOr(false);
-    }
+    case MsgType::kCtlConsumptionStatus:  // the per-sample form creates the task
+      return internal::ConsumptionStatusRequest::PerSample(m.body());
     default:
       return false;
   }
@@ -521,11 +520,8 @@ class ControllerImpl : public TransferQueueController {
   // Applies a journaled request again, as it was applied live.
   void Replay(const Message& m) {
     if (m.type() == MsgType::kCtlRegisterStorage) {
-      auto rd = MapReader::Of(m.body(), "RegisterStorage");
-      if (rd.ok()) {
-        auto ep = rd->Get<std::string>("endpoint");
-        if (ep.ok()) registry_->AddRecovered(ep.MoveValue());
-      }
+      auto reg = internal::RegisterStorageRequest::Decode(m.body());
+      if (reg.ok()) registry_->AddRecovered(std::move(reg->endpoint));
       return;
     }
     Responder cap = Responder::Capture(m.type(), m.request_id(), [this, &m](Message rep) {
@@ -535,37 +531,20 @@ class ControllerImpl : public TransferQueueController {
     if (!st.ok()) cap.ReplyError(st);
   }
 
-  static Result<std::string> PartitionOf(const Message& m, const char* what) {
-    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), what));
-    TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-    TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
-    return p;
-  }
-
   // Handlers reply through `r` or return an error status.
   Status Dispatch(const Message& m, Responder& r) {
     switch (m.type()) {
       case MsgType::kCtlPing: {
         Message rep = Message::ReplyTo(m);
-        rep.set_body(PackBody([&](Packer& pk) {
-          pk.pack_map(2);
-          pk.pack("controller_id");
-          pk.pack_uint64(controller_id_);
-          pk.pack("durable");  // clients resend requests across a restart
-          pk.pack(journal_ != nullptr);
-        }));
+        rep.set_body(internal::PingReply{controller_id_, journal_ != nullptr}.Encode());
         r.Reply(std::move(rep));
         return Status::OK();
       }
       case MsgType::kCtlAllocate: {
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "Allocate"));
-        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-        TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
-        TQDS_ASSIGN_OR_RETURN(int64_t count, rd.Get<int64_t>("count"));
-        if (count <= 0) return Status::Invalid("Allocate: count must be >= 1, got ", count);
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::AllocateRequest::Decode(m.body()));
         // The state checks count against the allocation limits before
         // committing any memory.
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(p, static_cast<size_t>(count)));
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(req.partition_id, static_cast<size_t>(req.count)));
         reply_samples_ = meta.size();
         r.Reply(internal::MetaMessage(m.type(), meta));
         return Status::OK();
@@ -600,17 +579,15 @@ class ControllerImpl : public TransferQueueController {
         return Status::OK();
       }
       case MsgType::kCtlClearPartition: {
-        TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ClearPartition"));
-        BatchMeta hidden = state_.BeginClearPartition(p);
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::PartitionRequest::Decode(m.body(), "ClearPartition"));
+        BatchMeta hidden = state_.BeginClearPartition(req.partition_id);
         reply_samples_ = hidden.size();
         r.Reply(internal::SampleListMessage(m.type(), hidden));
         return Status::OK();
       }
       case MsgType::kCtlClearSamples: {
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ClearSamples"));
-        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-        TQDS_ASSIGN_OR_RETURN(auto idx, rd.Get<std::vector<int64_t>>("global_indexes"));
-        BatchMeta hidden = state_.BeginClearSamples(p, idx);
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "ClearSamples"));
+        BatchMeta hidden = state_.BeginClearSamples(req.partition_id, req.global_indexes);
         reply_samples_ = hidden.size();
         r.Reply(internal::SampleListMessage(m.type(), hidden));
         return Status::OK();
@@ -622,85 +599,43 @@ class ControllerImpl : public TransferQueueController {
         return Status::OK();
       }
       case MsgType::kCtlProductionStatus: {
-        if (IsPerSampleStatus(m)) return ReplySampleStatus(m, r);
-        TQDS_ASSIGN_OR_RETURN(std::string p, PartitionOf(m, "ProductionStatus"));
-        TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(p));
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::ProductionStatusRequest::Decode(m.body()));
         Message rep = Message::ReplyTo(m);
-        rep.set_body(PackBody([&](Packer& pk) {
-          pk.pack_map(2);
-          pk.pack("num_samples");
-          pk.pack_uint64(st.num_samples);
-          pk.pack("produced");
-          pk.pack(st.produced);
-        }));
+        if (req.fields) {  // upstream's per-sample form
+          rep.set_body(internal::EncodeSampleStatus(state_.ProductionMatrix(req.partition_id, *req.fields)));
+        } else {
+          TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(req.partition_id));
+          rep.set_body(internal::EncodeProductionStatus(st));
+        }
         r.Reply(std::move(rep));
         return Status::OK();
       }
       case MsgType::kCtlConsumptionStatus: {
-        if (IsPerSampleStatus(m)) return ReplySampleStatus(m, r);
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ConsumptionStatus"));
-        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-        TQDS_ASSIGN_OR_RETURN(std::string task, rd.Get<std::string>("task_name"));
-        TQDS_ASSIGN_OR_RETURN(auto st, state_.GetConsumptionStatus(p, task));
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::ConsumptionStatusRequest::Decode(m.body()));
         Message rep = Message::ReplyTo(m);
-        rep.set_body(PackBody([&](Packer& pk) {
-          pk.pack_map(2);
-          pk.pack("num_samples");
-          pk.pack_uint64(st.num_samples);
-          pk.pack("consumed");
-          pk.pack_uint64(st.consumed);
-        }));
+        if (req.per_sample) {  // upstream's per-sample form
+          rep.set_body(internal::EncodeSampleStatus(state_.ConsumptionMatrix(req.partition_id, req.task_name)));
+        } else {
+          TQDS_ASSIGN_OR_RETURN(auto st, state_.GetConsumptionStatus(req.partition_id, req.task_name));
+          rep.set_body(internal::EncodeConsumptionStatus(st));
+        }
         r.Reply(std::move(rep));
         return Status::OK();
       }
       case MsgType::kCtlResetConsumption: {
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ResetConsumption"));
-        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-        TQDS_ASSIGN_OR_RETURN(std::string task, rd.GetOr<std::string>("task_name", ""));
-        TQDS_RETURN_NOT_OK(state_.ResetConsumption(p, task));
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::ResetConsumptionRequest::Decode(m.body()));
+        TQDS_RETURN_NOT_OK(state_.ResetConsumption(req.partition_id, req.task_name));
         r.Reply(Message::ReplyTo(m));
-        Wake(p);
+        Wake(req.partition_id);
         return Status::OK();
       }
       case MsgType::kCtlListPartitions: {
         // {"detail": true} asks for each partition's production and
         // consumption too (`tq status`); an empty body for the names only.
-        bool detail = false;
-        if (m.body().type != msgpack::type::NIL) {
-          TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "ListPartitions"));
-          TQDS_ASSIGN_OR_RETURN(detail, rd.GetOr<bool>("detail", false));
-        }
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::ListPartitionsRequest::Decode(m.body()));
         Message rep = Message::ReplyTo(m);
-        if (!detail) {
-          auto list = state_.ListPartitions();
-          rep.set_body(PackBody([&](Packer& pk) {
-            pk.pack_map(1);
-            pk.pack("partitions");
-            pk.pack(list);
-          }));
-        } else {
-          auto summaries = state_.Summaries();
-          std::vector<std::string> names;
-          std::vector<uint64_t> samples;
-          std::vector<std::map<std::string, size_t>> produced, consumed;
-          for (auto& s : summaries) {
-            names.push_back(std::move(s.partition_id));
-            samples.push_back(s.num_samples);
-            produced.push_back(std::move(s.produced));
-            consumed.push_back(std::move(s.consumed));
-          }
-          rep.set_body(PackBody([&](Packer& pk) {
-            pk.pack_map(4);
-            pk.pack("partitions");
-            pk.pack(names);
-            pk.pack("samples");
-            pk.pack(samples);
-            pk.pack("produced");
-            pk.pack(produced);
-            pk.pack("consumed");
-            pk.pack(consumed);
-          }));
-        }
+        rep.set_body(req.detail ? internal::EncodePartitionSummaries(state_.Summaries())
+                                : internal::EncodePartitionList(state_.ListPartitions()));
         r.Reply(std::move(rep));
         return Status::OK();
       }
@@ -711,16 +646,14 @@ class ControllerImpl : public TransferQueueController {
         return Status::OK();
       }
       case MsgType::kCtlGetCustomMeta: {
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "GetCustomMeta"));
-        TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-        TQDS_ASSIGN_OR_RETURN(auto idx, rd.Get<std::vector<int64_t>>("global_indexes"));
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.GetSamples(p, idx));
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "GetCustomMeta"));
+        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.GetSamples(req.partition_id, req.global_indexes));
         r.Reply(internal::MetaMessage(m.type(), meta));
         return Status::OK();
       }
       case MsgType::kCtlRegisterStorage: {
-        TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "RegisterStorage"));
-        TQDS_ASSIGN_OR_RETURN(std::string ep, rd.Get<std::string>("endpoint"));
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::RegisterStorageRequest::Decode(m.body()));
+        std::string ep = std::move(req.endpoint);
         // Answered once the registry reached the unit (or refused it), from
         // Tick on this thread; the wait never delays other requests.
         ++registrations_waiting_;
@@ -732,12 +665,7 @@ class ControllerImpl : public TransferQueueController {
       }
       case MsgType::kCtlGetStorageInfo: {
         Message rep = Message::ReplyTo(m);
-        auto units = storage_units();
-        rep.set_body(PackBody([&](Packer& pk) {
-          pk.pack_map(1);
-          pk.pack("units");
-          pk.pack(units);
-        }));
+        rep.set_body(internal::EncodeStorageInfo(storage_units()));
         r.Reply(std::move(rep));
         return Status::OK();
       }
@@ -752,35 +680,6 @@ class ControllerImpl : public TransferQueueController {
       default:
         return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
     }
-  }
-
-  // ProductionStatus with "fields" / ConsumptionStatus with "per_sample": true
-  // ask for upstream's per-sample shape instead of the summary.
-  static bool IsPerSampleStatus(const Message& m) {
-    auto rd = MapReader::Of(m.body(), "status request");
-    if (!rd.ok()) return false;
-    if (m.type() == MsgType::kCtlProductionStatus) return rd->Has("fields");
-    return rd->GetOr<bool>("per_sample", false).ValueOr(false);
-  }
-
-  Status ReplySampleStatus(const Message& m, Responder& r) {
-    bool production = m.type() == MsgType::kCtlProductionStatus;
-    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), production ? "ProductionStatus" : "ConsumptionStatus"));
-    TQDS_ASSIGN_OR_RETURN(std::string p, rd.Get<std::string>("partition_id"));
-    TQDS_RETURN_NOT_OK(internal::ValidateName(p, "partition_id"));
-    std::optional<SampleStatusMatrix> answer;
-    if (production) {
-      TQDS_ASSIGN_OR_RETURN(auto fields, rd.Get<std::vector<std::string>>("fields"));
-      answer = state_.ProductionMatrix(p, fields);
-    } else {
-      TQDS_ASSIGN_OR_RETURN(std::string task, rd.Get<std::string>("task_name"));
-      TQDS_RETURN_NOT_OK(internal::ValidateName(task, "task_name"));
-      answer = state_.ConsumptionMatrix(p, task);
-    }
-    Message rep = Message::ReplyTo(m);
-    rep.set_body(internal::EncodeSampleStatus(answer));
-    r.Reply(std::move(rep));
-    return Status::OK();
   }
 
   // The KV API: keys naming samples (see internal::ControllerState::Kv*).
@@ -829,8 +728,8 @@ class ControllerImpl : public TransferQueueController {
       r.Reply(std::move(rep));
       return Status::OK();
     }
-    TQDS_ASSIGN_OR_RETURN(auto rd, MapReader::Of(m.body(), "Restore"));
-    TQDS_ASSIGN_OR_RETURN(bool dry_run, rd.GetOr<bool>("dry_run", false));
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::RestoreRequest::Decode(m.body()));
+    const bool dry_run = req.dry_run;
     if (m.payloads().size() != 1) {
       return Status::Invalid("Restore: expected the snapshot as 1 payload frame, got ", m.payloads().size());
     }

@@ -10,6 +10,7 @@
 #include <future>
 
 #include "common/wire/rpc.h"
+#include "queue/ctl_messages.h"
 #include "queue/simple_codec.h"
 
 namespace tq::internal {
@@ -31,11 +32,8 @@ struct UnitInfo {
 
 Result<UnitInfo> QueryUnit(RpcClient& c, std::chrono::milliseconds timeout) {
   TQDS_ASSIGN_OR_RETURN(Message rep, c.CallSync(Message(MsgType::kUnitStats, 0), timeout));
-  TQDS_ASSIGN_OR_RETURN(auto rd, tqds::wire::MapReader::Of(rep.body(), "UnitStats"));
-  UnitInfo info;
-  TQDS_ASSIGN_OR_RETURN(info.ipc, rd.GetOr<std::string>("ipc", ""));
-  TQDS_ASSIGN_OR_RETURN(info.instance, rd.GetOr<uint64_t>("instance", 0));
-  return info;
+  TQDS_ASSIGN_OR_RETURN(auto stats, internal::UnitStatsReply::Decode(rep.body()));
+  return UnitInfo{std::move(stats.ipc), stats.instance};
 }
 
 // An ipc client to the unit behind `tcp` when the unit announces an ipc
@@ -77,8 +75,7 @@ class SimpleStorageManager : public StorageManager {
       TQDS_ASSIGN_OR_RETURN(auto ctl, RpcClient::Connect(ctx.controller_address));
       TQDS_ASSIGN_OR_RETURN(Message rep, ctl->CallSync(Message(MsgType::kCtlGetStorageInfo, 0),
                                                        std::chrono::seconds(10)));
-      TQDS_ASSIGN_OR_RETURN(auto rd, tqds::wire::MapReader::Of(rep.body(), "StorageInfo"));
-      TQDS_ASSIGN_OR_RETURN(units, rd.Get<std::vector<std::string>>("units"));
+      TQDS_ASSIGN_OR_RETURN(units, internal::DecodeStorageInfo(rep.body()));
     }
     if (units.empty()) {
       return Status::Invalid(

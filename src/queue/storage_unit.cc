@@ -21,6 +21,7 @@
 
 #include "common/process.h"
 #include "common/wire/rpc.h"
+#include "queue/ctl_messages.h"
 #include "queue/protocol.h"
 #include "queue/simple_codec.h"
 #include "queue/simple_store.h"
@@ -89,11 +90,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
     if (!o.controller_address.empty()) {
       TQDS_ASSIGN_OR_RETURN(auto ctl, tqds::wire::RpcClient::Connect(o.controller_address));
       Message reg(MsgType::kCtlRegisterStorage, 0);
-      reg.set_body(tqds::wire::PackBody([&](auto& pk) {
-        pk.pack_map(1);
-        pk.pack("endpoint");
-        pk.pack(server_->endpoint());
-      }));
+      reg.set_body(internal::RegisterStorageRequest{server_->endpoint()}.Encode());
       auto rep = ctl->CallSync(std::move(reg), std::chrono::seconds(10));
       if (!rep.ok()) return rep.status().WithContext("registering with controller " + o.controller_address);
     }
@@ -215,11 +212,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
     Message reply = Message::ReplyTo(m);
     std::vector<bool> found;
     reply.payloads() = store_->GetKeys(*keys, &found);
-    reply.set_body(tqds::wire::PackBody([&](auto& pk) {
-      pk.pack_map(1);
-      pk.pack("found");
-      pk.pack(found);
-    }));
+    reply.set_body(internal::EncodeFound(found));
     return reply;
   }
 
@@ -233,45 +226,9 @@ class StorageUnitImpl : public SimpleStorageUnit {
   Message Stats(const Message& m) {
     const StorageUnitStats st = stats();
     Message reply = Message::ReplyTo(m);
-    reply.set_body(tqds::wire::PackBody([&](auto& pk) {
-      pk.pack_map(9);
-      pk.pack("rss_bytes");
-      pk.pack_uint64(tqds::ResidentBytes());
-      pk.pack("keys");
-      pk.pack_uint64(st.keys);
-      pk.pack("samples");
-      pk.pack_uint64(st.samples);
-      pk.pack("bytes");
-      pk.pack_uint64(st.bytes);
-      pk.pack("capacity");
-      pk.pack_uint64(st.capacity_bytes);
-      pk.pack("capacity_samples");
-      pk.pack_uint64(st.capacity_samples);
-      pk.pack("ipc");
-      if (ipc_server_) {
-        pk.pack(ipc_server_->endpoint());
-      } else {
-        pk.pack_nil();
-      }
-      pk.pack("instance");
-      pk.pack_uint64(instance_);
-      pk.pack("op_stats");  // by upstream's op_type: the counters and latency buckets (RequestOpStats)
-      pk.pack_map(static_cast<uint32_t>(st.ops.size()));
-      for (const auto& [op, o] : st.ops) {
-        pk.pack(op);
-        pk.pack_map(5);
-        pk.pack("request_count");
-        pk.pack_uint64(o.requests);
-        pk.pack("errors");
-        pk.pack_uint64(o.errors);
-        pk.pack("samples");
-        pk.pack_uint64(o.samples);
-        pk.pack("seconds");
-        pk.pack(o.seconds);
-        pk.pack("latency");
-        pk.pack(o.latency);
-      }
-    }));
+    internal::UnitStatsReply r{st, tqds::ResidentBytes(), ipc_server_ ? ipc_server_->endpoint() : std::string(),
+                               instance_};
+    reply.set_body(r.Encode());
     return reply;
   }
 

@@ -10,6 +10,7 @@
 
 #include "common/process.h"
 #include "common/wire/rpc.h"
+#include "queue/ctl_messages.h"
 #include "tq/client.h"
 
 namespace tq::tools {
@@ -103,39 +104,6 @@ struct StorageFamilies {
   }
 };
 
-// A UnitStats reply (its op_stats as RequestOpStats), with the unit's RSS.
-struct UnitReport {
-  StorageUnitStats stats;
-  uint64_t rss_bytes = 0;
-};
-
-tqds::Result<UnitReport> ParseUnitStats(const tqds::wire::Message& rep) {
-  TQDS_ASSIGN_OR_RETURN(auto rd, tqds::wire::MapReader::Of(rep.body(), "UnitStats"));
-  UnitReport r;
-  TQDS_ASSIGN_OR_RETURN(r.stats.keys, rd.GetOr<uint64_t>("keys", 0));
-  TQDS_ASSIGN_OR_RETURN(r.stats.samples, rd.GetOr<uint64_t>("samples", r.stats.keys));
-  TQDS_ASSIGN_OR_RETURN(r.stats.bytes, rd.GetOr<uint64_t>("bytes", 0));
-  TQDS_ASSIGN_OR_RETURN(r.stats.capacity_bytes, rd.GetOr<uint64_t>("capacity", 0));
-  TQDS_ASSIGN_OR_RETURN(r.stats.capacity_samples, rd.GetOr<uint64_t>("capacity_samples", 0));
-  TQDS_ASSIGN_OR_RETURN(r.rss_bytes, rd.GetOr<uint64_t>("rss_bytes", 0));
-  using Ops = std::map<std::string, msgpack::object>;
-  TQDS_ASSIGN_OR_RETURN(Ops ops, rd.GetOr<Ops>("op_stats", Ops{}));
-  for (const auto& [op, obj] : ops) {
-    TQDS_ASSIGN_OR_RETURN(auto o, tqds::wire::MapReader::Of(obj, "UnitStats op_stats"));
-    RequestOpStats& out = r.stats.ops[op];
-    TQDS_ASSIGN_OR_RETURN(out.requests, o.Get<uint64_t>("request_count"));
-    TQDS_ASSIGN_OR_RETURN(out.errors, o.Get<uint64_t>("errors"));
-    TQDS_ASSIGN_OR_RETURN(out.samples, o.Get<uint64_t>("samples"));
-    TQDS_ASSIGN_OR_RETURN(out.seconds, o.Get<double>("seconds"));
-    TQDS_ASSIGN_OR_RETURN(out.latency, o.Get<std::vector<uint64_t>>("latency"));
-    if (out.latency.size() != RequestOpStats::LatencyBounds().size() + 1) {
-      return tqds::Status::Invalid("UnitStats op_stats ", op, ": ", out.latency.size(), " latency buckets, expected ",
-                                   RequestOpStats::LatencyBounds().size() + 1);
-    }
-  }
-  return r;
-}
-
 // Each listed storage unit's UnitStats (a unit that does not answer within
 // a second is left out of this scrape).
 void AddStorageFamilies(Scraper& s, std::vector<prometheus::MetricFamily>& out) {
@@ -157,7 +125,7 @@ void AddStorageFamilies(Scraper& s, std::vector<prometheus::MetricFamily>& out) 
   for (auto& [ep, f] : asked) {
     auto rep = f.get();
     if (!rep.ok()) continue;
-    auto report = ParseUnitStats(*rep);
+    auto report = internal::UnitStatsReply::Decode(rep->body());
     if (!report.ok()) continue;
     families.Add(ep, report->stats, report->rss_bytes);
   }

@@ -7,6 +7,8 @@
 # its corpus (the repository's corpus is not changed; new inputs stay in
 # build-fuzz/corpus/). Prints one line per target and the total; exits 1 on
 # the first finding (libFuzzer writes the input as build-fuzz/crash-*).
+# FUZZ_SECONDS=N runs each target for N seconds instead of RUNS executions
+# (the test command: every target briefly); FUZZ_BUILD_ONLY=1 only builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-1500000}"
@@ -27,6 +29,9 @@ fi
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTQDS_FUZZ=ON \
   -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
+limit=(-runs="$runs")
+if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-runs=-1 -max_total_time="$FUZZ_SECONDS"); fi
 total=0
 printf '%-24s %12s %8s %10s\n' target executions seconds corpus
 for t in "${targets[@]}"; do
@@ -34,7 +39,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   log="build-fuzz/$t.log"
   # The scratch corpus first (where new inputs go), then the seeds.
-  if ! (cd build-fuzz && "./fuzz/fuzz_$t" -runs="$runs" -max_len=65536 -print_final_stats=1 \
+  if ! (cd build-fuzz && "./fuzz/fuzz_$t" "${limit[@]}" -max_len=65536 -print_final_stats=1 \
           "corpus/$t" "../fuzz/corpus/$t" >"$t.log" 2>&1); then
     tail -n 40 "$log"
     echo "fuzz.sh: target $t found a crash (input in build-fuzz/crash-*)" >&2
@@ -42,6 +47,7 @@ for t in "${targets[@]}"; do
   fi
   n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   s=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
+  [ -n "$s" ] || s="${FUZZ_SECONDS:-?}"
   c=$(find "$work" -type f | wc -l)
   printf '%-24s %12s %8s %10s\n' "$t" "$n" "${s:-?}" "$c"
   total=$((total + n))

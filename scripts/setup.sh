@@ -2,7 +2,8 @@
 # Installs what the project needs and builds it; idempotent; run as root or
 # with sudo for apt-get:
 #   1. Debian packages: the C++ toolchain and libraries, and the services the
-#      tests and benchmarks start (etcd, redis, iperf3, iproute2).
+#      tests and benchmarks start (etcd, redis, iperf3, iproute2); clang for
+#      the libFuzzer targets (scripts/fuzz.sh).
 #   2. A virtual environment (.venv, or $VENV) with torch 2.13.0 (CPU) and the
 #      package itself, `pip install .[test,ray]`, which builds the extension
 #      and the tq / dscli / datasystem_worker programs with scikit-build-core.
@@ -20,6 +21,7 @@ PACKAGES=(
   libcurl4-openssl-dev libcpp-httplib-dev prometheus-cpp-dev zlib1g-dev
   etcd-server etcd-client redis-server redis-tools iperf3 iproute2 procps curl
   python3-dev python3-venv
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
 )
 
 missing=()

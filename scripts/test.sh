@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (Debian packages, .venv with the package, the CMake build) and runs
 # every test: the C++ suites with ctest, the Python suites with the venv's
-# pytest, and the C++ suites again under AddressSanitizer + UBSan.
+# pytest, the C++ suites again under AddressSanitizer + UBSan, and each
+# libFuzzer target for a few seconds (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -60,13 +61,32 @@ PATH="$VENV/bin:$PATH" TQDS_TEST_INSTALLED=1 "$VENV/bin/python" -m pytest -q -rs
 [ "$rc" -eq 0 ] || status=1
 
 echo "== ctest (AddressSanitizer + UBSan) =="
+asan_built=0
 if wait "$asan_pid"; then
+  asan_built=1
   tail -n 3 "$asan_log"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
 else
   cat "$asan_log"
   echo "the AddressSanitizer build failed"
+  status=1
+fi
+# The libFuzzer targets (clang, ASan + UBSan) build in the background, at
+# low priority, while the ASan suites run.
+fuzz_log="$(mktemp)"
+FUZZ_BUILD_ONLY=1 nice -n 15 ./scripts/fuzz.sh >"$fuzz_log" 2>&1 &
+fuzz_pid=$!
+trap 'pkill -P "$asan_pid" 2>/dev/null || true; pkill -P "$fuzz_pid" 2>/dev/null || true; kill "$prime_pid" "$yr_pid" "$asan_pid" "$fuzz_pid" 2>/dev/null || true' EXIT
+if [ "$asan_built" = 1 ]; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
+fi
+
+echo "== fuzz (every target briefly, from its seed corpus) =="
+if wait "$fuzz_pid"; then
+  FUZZ_SECONDS="${FUZZ_SECONDS:-5}" ./scripts/fuzz.sh || status=1
+else
+  tail -n 40 "$fuzz_log"
+  echo "the fuzz build failed"
   status=1
 fi
 

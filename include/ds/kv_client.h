@@ -83,6 +83,14 @@ struct ClientOptions {
   uint64_t inline_set_max = 64 * 1024;
   // Pre-fault the whole mapping at Init (faster first writes, slower Init).
   bool populate_mapping = false;
+  // This client's own CURVE keys for the worker's TCP port (Z85, 40
+  // characters each; openYuanrong's client_public_key, client_private_key
+  // and server_public_key): all three, or none for the process's keys
+  // ($TQDS_CURVE_KEY_DIR). The client key must be in the worker's
+  // authorized_clients. Checked by Init (Invalid for a partial set).
+  std::string client_public_key;
+  std::string client_secret_key;
+  std::string server_public_key;
   // Make the results of GetBuffers writable and private: views come from a
   // MAP_PRIVATE mapping of the arena, so a write through one (say, an
   // in-place op on a tensor over it) is the kernel's copy-on-write of the

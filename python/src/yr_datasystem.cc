@@ -266,13 +266,20 @@ py::list Read(YrClient& c, const std::vector<std::tuple<std::string, uint64_t, u
 void InitYrDatasystem(py::module_& m) {
   py::class_<YrClient>(m, "YrKVClient",
                        "Native core of yr.datasystem.KVClient (use that class; it checks argument types).")
-      .def(py::init([](const std::string& host, int port, int connect_timeout_ms, int request_timeout_ms) {
+      .def(py::init([](const std::string& host, int port, int connect_timeout_ms, int request_timeout_ms,
+                       const std::string& client_public_key, const std::string& client_private_key,
+                       const std::string& server_public_key) {
              ds::ClientOptions o;
              if (connect_timeout_ms > 0) o.connect_timeout_ms = connect_timeout_ms;
              o.request_timeout_ms = std::max(request_timeout_ms, 0);
+             o.client_public_key = client_public_key;
+             o.client_secret_key = client_private_key;
+             o.server_public_key = server_public_key;
              return std::make_unique<YrClient>(host, port, o);
            }),
-           py::arg("host"), py::arg("port"), py::arg("connect_timeout_ms"), py::arg("request_timeout_ms"))
+           py::arg("host"), py::arg("port"), py::arg("connect_timeout_ms"), py::arg("request_timeout_ms"),
+           py::arg("client_public_key") = "", py::arg("client_private_key") = "",
+           py::arg("server_public_key") = "")
       .def("init",
            [](YrClient& c) {
              c.Run([](ds::KVClient& k) { return k.Init(); });

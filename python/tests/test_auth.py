@@ -199,3 +199,45 @@ def test_dscli_refuses_a_plain_non_loopback_worker_and_names_the_flags():
         kill_pid(int(m.group(1)))
     with pytest.raises(RuntimeError, match="enable_curve_zmq needs --curve_key_dir"):
         DsWorker(shared_memory_mb=64, extra_args=["--enable_curve_zmq", "true"])
+
+
+YR_OWN_KEYS = """
+    from yr.datasystem import KVClient
+    def attempt(**keys):
+        try:
+            kv = KVClient({host!r}, {port}, **keys)
+            kv.init()
+            kv.set("own", b"k" * 10)
+            return "GOT " + str(kv.get(["own"])[0] == b"k" * 10)
+        except Exception as e:
+            return "ERROR " + type(e).__name__ + " " + str(e)
+    print("OWN", attempt(client_public_key={cpub!r}, client_private_key={csec!r}, server_public_key={spub!r}))
+    print("WRONGSERVER", attempt(client_public_key={cpub!r}, client_private_key={csec!r}, server_public_key={cpub!r}))
+    print("PARTIAL", attempt(client_public_key={cpub!r}))
+    print("NOTAKEY", attempt(client_public_key="not-a-key", client_private_key={csec!r}, server_public_key={spub!r}))
+    print("NONE", attempt())
+"""
+
+
+def test_yr_client_with_its_own_curve_keys(tmp_path):
+    """openYuanrong's KVClient(client_public_key=, client_private_key=,
+    server_public_key=): a client with the deployment's keys passed as
+    arguments (no TQDS_CURVE_KEY_DIR) reaches a keyed worker; the wrong server
+    key, a partial set, a string that is not a key, or no keys at all are
+    refused, each saying why."""
+    keys = make_keys(tmp_path / "keys")
+    read = lambda name: open(os.path.join(keys, name)).read().strip()  # noqa: E731
+    w = DsWorker(shared_memory_mb=64, extra_args=["--enable_curve_zmq", "true", "--curve_key_dir", keys])
+    try:
+        code = YR_OWN_KEYS.format(host=w.host, port=w.port, cpub=read("client.key"), csec=read("client.key_secret"),
+                                  spub=read("server.key"))
+        r = run_python(code, env_with(None))
+        out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+        assert out.get("OWN") == "GOT True", r.stdout + r.stderr
+        assert out["WRONGSERVER"].startswith("ERROR") and "authentication" in out["WRONGSERVER"], r.stdout
+        assert "server public key this client was given" in out["WRONGSERVER"], r.stdout
+        assert "client_private_key, server_public_key missing" in out["PARTIAL"], r.stdout
+        assert "client_public_key is not a Z85 CURVE key" in out["NOTAKEY"], r.stdout
+        assert out["NONE"].startswith("ERROR") and "authentication" in out["NONE"], r.stdout
+    finally:
+        w.stop()

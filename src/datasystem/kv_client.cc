@@ -20,6 +20,7 @@
 
 #include "common/logging.h"
 #include "common/wire/rpc.h"
+#include "common/wire/security.h"
 #include "datasystem/local_frame.h"
 #include "datasystem/client_messages.h"
 #include "datasystem/protocol.h"
@@ -270,9 +271,14 @@ Status KVClient::Init() {
   }
   const std::string where = host_ + ":" + std::to_string(port_);
   // 1. Ask the worker (TCP) where its Unix socket is.
-  TQDS_ASSIGN_OR_RETURN(auto rpc, tqds::wire::RpcClient::Connect("tcp://" + where));
+  TQDS_ASSIGN_OR_RETURN(auto keys, tqds::wire::ClientCurveKeys(options_.client_public_key, options_.client_secret_key,
+                                                               options_.server_public_key));
+  TQDS_ASSIGN_OR_RETURN(auto rpc, tqds::wire::RpcClient::Connect("tcp://" + where, std::move(keys)));
   auto hello = rpc->CallSync(Message(MsgType::kDsHello, 0),
                              std::chrono::milliseconds(options_.connect_timeout_ms));
+  if (!hello.ok() && hello.status().IsPermissionDenied()) {  // a worker is there; the keys do not fit
+    return Status::PermissionDenied("datasystem worker ", where, " refused this client: ", hello.status().message());
+  }
   if (!hello.ok()) {
     return Status::Unavailable("no datasystem worker answers at ", where, " (",
                                hello.status().message(),

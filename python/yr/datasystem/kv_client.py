@@ -172,9 +172,17 @@ class KVClient:
             (plus the wait a get asks for); 0 or less: connect_timeout_ms.
             A request past it raises RuntimeError (RPC deadline exceeded)
             and the client gives up its connection (make a new client).
-        token, client_public_key, client_private_key, server_public_key,
-        access_key, secret_key, tenant_id: authentication and tenancy, which
-            this worker does not have: a non-empty value is refused.
+        client_public_key, client_private_key, server_public_key: this
+            client's own CURVE keys for the worker's TCP port (Z85, 40
+            characters each, as `tq keys` writes them; the worker started with
+            --enable_curve_zmq true --curve_key_dir DIR must list the client
+            key in DIR/authorized_clients): all three or none. None: the
+            keys of $TQDS_CURVE_KEY_DIR, if set. A partial set or a string that
+            is not a key is refused at construction; keys the worker does not
+            accept fail init() with an authentication error.
+        token, access_key, secret_key, tenant_id: token/AK-SK authentication
+            and tenancy, which this worker does not have: a non-empty value
+            is refused.
         enable_cross_node_connection, enable_exclusive_connection,
         fast_transport_mem_size: accepted for compatibility (no effect).
 
@@ -198,14 +206,20 @@ class KVClient:
         ])
         _check_range("connect_timeout_ms", connect_timeout_ms, 0, _INT32_MAX)
         _check_range("fast_transport_mem_size", fast_transport_mem_size, 1, _MAX_FAST_TRANSPORT_MEM_SIZE)
-        secrets = {"token": token, "client_public_key": client_public_key,
-                   "client_private_key": client_private_key, "server_public_key": server_public_key,
-                   "access_key": access_key, "secret_key": secret_key, "tenant_id": tenant_id}
+        _check_types([["token", token, str]])
+        secrets = {"token": token, "access_key": access_key, "secret_key": secret_key, "tenant_id": tenant_id}
         given = [name for name, value in secrets.items() if value]
         if given:
             raise RuntimeError(
-                f"code: [Invalid parameter], msg: [{', '.join(given)}: this datasystem worker has no "
-                "authentication or tenants; leave them empty]")
+                f"code: [Invalid parameter], msg: [{', '.join(given)}: this datasystem worker has no token or "
+                "AK/SK authentication and no tenants; leave them empty (its authentication is CURVE keys: "
+                "client_public_key, client_private_key, server_public_key)]")
+        curve = [client_public_key, client_private_key, server_public_key]
+        if any(curve) and not all(curve):
+            missing = [n for n, v in zip(["client_public_key", "client_private_key", "server_public_key"], curve)
+                       if not v]
+            raise RuntimeError(f"code: [Invalid parameter], msg: [client keys: {', '.join(missing)} missing (give "
+                               "client_public_key, client_private_key and server_public_key together, or none)]")
         if not host:
             host = os.environ.get("DATASYSTEM_HOST", "")
         if port == 0:
@@ -226,7 +240,8 @@ class KVClient:
                                f"most {_INT32_MAX}")
         connect_timeout_ms = connect_timeout_ms or 60000
         self._client = _Native(host, port, connect_timeout_ms,
-                               req_timeout_ms if req_timeout_ms > 0 else connect_timeout_ms)
+                               req_timeout_ms if req_timeout_ms > 0 else connect_timeout_ms,
+                               client_public_key, client_private_key, server_public_key)
 
     def init(self) -> None:
         """Connects to the worker (RuntimeError when it does not answer)."""

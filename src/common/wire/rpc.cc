@@ -30,18 +30,20 @@ void DrainWake(int fd) {
 
 // ---------------------------------------------------------------- client
 
-RpcClient::RpcClient(std::string endpoint) : endpoint_(std::move(endpoint)) {
+RpcClient::RpcClient(std::string endpoint, std::shared_ptr<const CurveKeys> keys)
+    : endpoint_(std::move(endpoint)), keys_(std::move(keys)) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
-Result<std::unique_ptr<RpcClient>> RpcClient::Connect(const std::string& endpoint) {
-  std::unique_ptr<RpcClient> c(new RpcClient(endpoint));
+Result<std::unique_ptr<RpcClient>> RpcClient::Connect(const std::string& endpoint,
+                                                      std::shared_ptr<const CurveKeys> keys) {
+  std::unique_ptr<RpcClient> c(new RpcClient(endpoint, std::move(keys)));
   if (c->wake_fd_ < 0) return Status::IOError("eventfd failed");
   // Validate the endpoint synchronously so a typo fails here, not later.
   try {
     zmq::socket_t probe(Context(), zmq::socket_type::dealer);
     probe.set(zmq::sockopt::linger, 0);
-    TQDS_RETURN_NOT_OK(SecureClientSocket(probe, endpoint));  // the keys this process needs exist
+    TQDS_RETURN_NOT_OK(SecureClientSocket(probe, endpoint, c->keys_));  // the keys it needs exist
     probe.connect(endpoint);
   } catch (const zmq::error_t& e) {
     return Status::Invalid("cannot connect to '", endpoint, "': ", e.what());
@@ -111,7 +113,7 @@ void RpcClient::Run() {
   monitor.connect(monitor_ep);
   // Set when the last handshake failed (authentication): calls fail with it
   // at once until a handshake succeeds.
-  Status refused = SecureClientSocket(sock, endpoint_);
+  Status refused = SecureClientSocket(sock, endpoint_, keys_);
   // Handshakes that failed without a reason in a row (see below), and
   // whether the last event was one.
   constexpr int kUnexplainedFailures = 3;
@@ -186,7 +188,7 @@ void RpcClient::Run() {
       } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
                  (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && ++unexplained_failures >= kUnexplainedFailures)) {
         refused = Status::PermissionDenied("authentication with ", endpoint_, " failed: ",
-                                           DescribeHandshakeFailure(id, value));
+                                           DescribeHandshakeFailure(id, value, keys_.get()));
         if (connected) disconnected_since = Clock::now();
         connected = false;
         fail_all(refused);

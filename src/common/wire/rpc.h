@@ -23,6 +23,7 @@
 #include <vector>
 #include <deque>
 
+#include "common/wire/security.h"
 #include "common/wire/transport.h"
 
 namespace tqds::wire {
@@ -34,7 +35,9 @@ class RpcClient {
   // Connects to `endpoint` ("tcp://host:port", "ipc://path", "inproc://name").
   // The connection is made in the background; a peer that never answers makes
   // calls fail at their deadline.
-  static Result<std::unique_ptr<RpcClient>> Connect(const std::string& endpoint);
+  // `keys`: the client's own CURVE keys (security.h); null: the process's.
+  static Result<std::unique_ptr<RpcClient>> Connect(const std::string& endpoint,
+                                                    std::shared_ptr<const CurveKeys> keys = nullptr);
   ~RpcClient();
   RpcClient(const RpcClient&) = delete;
   RpcClient& operator=(const RpcClient&) = delete;
@@ -63,12 +66,13 @@ class RpcClient {
     std::promise<Result<Message>> promise;
     Clock::time_point deadline;
   };
-  explicit RpcClient(std::string endpoint);
+  RpcClient(std::string endpoint, std::shared_ptr<const CurveKeys> keys);
   std::future<Result<Message>> Enqueue(Message request, std::chrono::milliseconds timeout);
   void Run();
   static void StopMonitor(zmq::socket_t& sock, zmq::socket_t& monitor);
 
   const std::string endpoint_;
+  const std::shared_ptr<const CurveKeys> keys_;  // null: the process's
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> next_id_{1};

@@ -306,9 +306,13 @@ Status CheckPlainServe(const std::string& endpoint) {
   return Status::OK();
 }
 
-Status SecureClientSocket(zmq::socket_t& socket, const std::string& endpoint) {
+Status SecureClientSocket(zmq::socket_t& socket, const std::string& endpoint,
+                          const std::shared_ptr<const CurveKeys>& own) {
   if (endpoint.rfind("tcp://", 0) != 0) return Status::OK();
-  TQDS_ASSIGN_OR_RETURN(auto keys, ProcessCurveKeys());
+  std::shared_ptr<const CurveKeys> keys = own;
+  if (!keys) {
+    TQDS_ASSIGN_OR_RETURN(keys, ProcessCurveKeys());
+  }
   if (!keys) return Status::OK();
   if (keys->client_secret.empty()) {
     return Status::PermissionDenied("cannot connect to ", endpoint, " with authentication: ", keys->dir,
@@ -320,7 +324,42 @@ Status SecureClientSocket(zmq::socket_t& socket, const std::string& endpoint) {
   return Status::OK();
 }
 
-std::string DescribeHandshakeFailure(uint16_t event, int32_t value) {
+Result<std::shared_ptr<const CurveKeys>> ClientCurveKeys(const std::string& client_public,
+                                                        const std::string& client_secret,
+                                                        const std::string& server_public) {
+  const std::pair<const char*, const std::string*> args[] = {
+      {"client_public_key", &client_public}, {"client_private_key", &client_secret},
+      {"server_public_key", &server_public}};
+  std::string missing;
+  size_t given = 0;
+  for (const auto& [name, value] : args) {
+    if (!value->empty()) {
+      ++given;
+    } else {
+      missing += (missing.empty() ? "" : ", ") + std::string(name);
+    }
+  }
+  if (given == 0) return std::shared_ptr<const CurveKeys>();
+  if (!missing.empty()) {
+    return Status::Invalid("client keys: ", missing, " missing (give client_public_key, client_private_key and "
+                           "server_public_key together, or none)");
+  }
+  for (const auto& [name, value] : args) {
+    uint8_t raw[32];
+    if (value->size() != 40 || zmq_z85_decode(raw, value->c_str()) == nullptr) {
+      return Status::Invalid("client keys: ", name, " is not a Z85 CURVE key (40 characters, as zmq_curve_keypair "
+                             "or `tq keys` writes them)");
+    }
+  }
+  auto keys = std::make_shared<CurveKeys>();
+  keys->dir = "the client's own keys";
+  keys->client_public = client_public;
+  keys->client_secret = client_secret;
+  keys->server_public = server_public;
+  return std::shared_ptr<const CurveKeys>(std::move(keys));
+}
+
+std::string DescribeHandshakeFailure(uint16_t event, int32_t value, const CurveKeys* own) {
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
     if (value == 400) return "the server refused this process's client key (it is not in the server's authorized_clients)";
     return "the server's authentication handler failed (ZAP status " + std::to_string(value) + ")";
@@ -341,11 +380,15 @@ std::string DescribeHandshakeFailure(uint16_t event, int32_t value) {
       }
     }
   }
-  auto keys = ProcessCurveKeys();
-  const bool have_keys = keys.ok() && *keys;
-  return std::string("the server ended the handshake (") + std::strerror(value) + "): " +
-         (have_keys ? "most often this process's server.key is not the server's, or the server has no keys"
-                    : "it wants authentication keys and this process has none (set TQDS_CURVE_KEY_DIR)");
+  std::string why;
+  if (own != nullptr) {
+    why = "most often the server public key this client was given is not the server's, or the server has no keys";
+  } else {
+    auto keys = ProcessCurveKeys();
+    why = keys.ok() && *keys ? "most often this process's server.key is not the server's, or the server has no keys"
+                             : "it wants authentication keys and this process has none (set TQDS_CURVE_KEY_DIR)";
+  }
+  return std::string("the server ended the handshake (") + std::strerror(value) + "): " + why;
 }
 
 }  // namespace tqds::wire

@@ -71,11 +71,23 @@ Status SecureServerSocket(zmq::socket_t& socket, const std::string& endpoint);
 // plane too): OK on loopback or with consent (warning once), else
 // PermissionDenied saying how to give keys or consent.
 Status CheckPlainServe(const std::string& endpoint);
-// Prepares a client socket that will connect to `endpoint`.
-Status SecureClientSocket(zmq::socket_t& socket, const std::string& endpoint);
+// Prepares a client socket that will connect to `endpoint`: with `keys`
+// when given (a client's own keys, e.g. openYuanrong's KVClient arguments
+// client_public_key / client_private_key / server_public_key), else with
+// the process's.
+Status SecureClientSocket(zmq::socket_t& socket, const std::string& endpoint,
+                          const std::shared_ptr<const CurveKeys>& keys = nullptr);
+// A client's own keys from three Z85 strings (40 characters each): all
+// three, or none (null: the process's keys apply). Invalid, naming the
+// argument, for a partial set or a string that is not a Z85 key.
+Result<std::shared_ptr<const CurveKeys>> ClientCurveKeys(const std::string& client_public,
+                                                        const std::string& client_secret,
+                                                        const std::string& server_public);
 // Why a handshake failed, for a client's error (a monitor event and its
 // value), with what to check.
-std::string DescribeHandshakeFailure(uint16_t event, int32_t value);
+// `own`: the client's own keys, when it was given some (else the process's
+// keys are the ones that failed).
+std::string DescribeHandshakeFailure(uint16_t event, int32_t value, const CurveKeys* own = nullptr);
 // True for tcp endpoints whose host is a loopback address (127.0.0.0/8,
 // ::1, localhost).
 bool IsLoopbackEndpoint(const std::string& endpoint);

@@ -65,15 +65,22 @@ Result<WriteFlags> ReadWrite(const MapReader& r) {
   return w;
 }
 
+// Read straight from the msgpack array: no intermediate vector, no exception.
 Result<std::vector<StatusCode>> ReadCodes(const MapReader& r, size_t asked) {
-  TQDS_ASSIGN_OR_RETURN(auto raw, r.Get<std::vector<uint32_t>>(proto::kCodes));
-  if (raw.size() != asked) return Status::Invalid(r.what(), ": ", raw.size(), " codes for ", asked, " keys");
-  std::vector<StatusCode> codes(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] > static_cast<uint32_t>(tqds::kLastStatusCode)) {
-      return Status::Invalid(r.what(), ": unknown status code ", raw[i]);
+  const msgpack::object* o = r.Find(proto::kCodes);
+  if (o == nullptr) return Status::Invalid(r.what(), ": missing field 'codes'");
+  if (o->type != msgpack::type::ARRAY) return Status::Invalid(r.what(), ": field 'codes' must be an array");
+  if (o->via.array.size != asked) {
+    return Status::Invalid(r.what(), ": ", o->via.array.size, " codes for ", asked, " keys");
+  }
+  std::vector<StatusCode> codes(asked);
+  for (size_t i = 0; i < asked; ++i) {
+    const msgpack::object& c = o->via.array.ptr[i];
+    if (c.type != msgpack::type::POSITIVE_INTEGER || c.via.u64 > static_cast<uint64_t>(tqds::kLastStatusCode)) {
+      return Status::Invalid(r.what(), ": unknown status code ",
+                             c.type == msgpack::type::POSITIVE_INTEGER ? std::to_string(c.via.u64) : "(not a uint)");
     }
-    codes[i] = static_cast<StatusCode>(raw[i]);
+    codes[i] = static_cast<StatusCode>(c.via.u64);
   }
   return codes;
 }
@@ -252,14 +259,8 @@ Result<CreateReply> DecodeCreateReply(const msgpack::object& body, size_t asked)
 }
 
 std::string Encode(const GetReply& m) {
-  return PackBody([&](Packer& pk) {
-    pk.pack_map(4);
-    PackCodes(pk, m.codes);
-    pk.pack(proto::kSizes);
-    pk.pack(m.sizes);
-    pk.pack(proto::kOffsets);
-    pk.pack(m.offsets);
-    PackBools(pk, proto::kInline, m.inline_);
+  return EncodeGetReply(m.codes.size(), [&](size_t i) {
+    return GetItem{m.codes[i], m.sizes[i], m.offsets[i], static_cast<bool>(m.inline_[i])};
   });
 }
 

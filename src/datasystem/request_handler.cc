@@ -223,24 +223,18 @@ Result<Message> RequestHandler::Get(const Message& request, Call& call) {
   }
   Message reply = Message::ReplyTo(request);
   std::vector<uint64_t> release;
-  msg::GetReply r;
-  r.codes.reserve(found.size());
-  r.sizes.reserve(found.size());
-  r.offsets.reserve(found.size());
-  r.inline_.reserve(found.size());
   for (const auto& f : found) {
-    const bool in = f.code == StatusCode::kOk && f.size <= inline_max;
-    if (in) {
+    if (f.code == StatusCode::kOk && f.size <= inline_max) {
       reply.payloads().push_back(tqds::Buffer::Copy(store_.base() + f.offset, f.size));
       release.push_back(f.offset);
     }
-    r.codes.push_back(f.code);
-    r.sizes.push_back(f.size);
-    r.offsets.push_back(f.code == StatusCode::kOk ? f.offset : 0);
-    r.inline_.push_back(in);
   }
   store_.Release(session, release);
-  reply.set_body(msg::Encode(r));
+  reply.set_body(msg::EncodeGetReply(found.size(), [&](size_t i) {
+    const Located& f = found[i];
+    const bool ok = f.code == StatusCode::kOk;
+    return msg::GetItem{f.code, f.size, ok ? f.offset : 0, ok && f.size <= inline_max};
+  }));
   return reply;
 }
 

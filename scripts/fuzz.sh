@@ -26,8 +26,10 @@ else
   read -r -a targets <<<"$(sed -n '/^set(TQDS_FUZZ_TARGETS/,/)/p' fuzz/CMakeLists.txt |
                            sed 's/set(TQDS_FUZZ_TARGETS//; s/)//' | tr '\n' ' ')"
 fi
+# Unity batches and line tables only, as the ASan tree: CI builds this too.
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTQDS_FUZZ=ON \
-  -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF >/dev/null
+  -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF \
+  -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
 limit=(-runs="$runs")

@@ -1,9 +1,10 @@
 """docs/wire_format.md and docs/datasystem.md checked against the code: every
 message type id in src/common/wire/msg_types.h is documented under its own
 name and id, no documented id is missing from the code, the status codes
-listed for the header are exactly include/tqds/status.h's, and every
-datasystem body field that protocol.h names is one the datasystem table
-mentions. Pure text: no process, no build."""
+listed for the header are exactly include/tqds/status.h's, every datasystem
+body field that protocol.h names is one the datasystem table mentions, and
+every field name the controller and storage-unit codecs write or read is in
+wire_format.md. Pure text: no process, no build."""
 
 from __future__ import annotations
 
@@ -74,3 +75,18 @@ def test_every_datasystem_field_name_is_documented():
     table = "\n".join(line for line in ds.splitlines() if re.match(r"^\| 1\d\d \|", line))
     missing = sorted(f for f in fields if not re.search(rf"\b{f}\b", table))
     assert not missing, f"datasystem fields in protocol.h that docs/datasystem.md's message table never names: {missing}"
+
+
+QUEUE_CODECS = ("protocol.cc", "kv_protocol.cc", "ctl_messages.cc", "simple_codec.cc")
+
+
+def test_every_controller_field_name_is_documented():
+    fields = set()
+    for name in QUEUE_CODECS:
+        text = (ROOT / "src/queue" / name).read_text()
+        fields |= set(re.findall(r'pk\.pack\("([a-z_]+)"\)', text))  # written
+        fields |= set(re.findall(r'\b(?:Get|GetOr|Has|Find)\b[^(;]*\("([a-z_]+)"', text))  # read
+    assert len(fields) > 30, sorted(fields)
+    doc = (ROOT / "docs/wire_format.md").read_text()
+    missing = sorted(f for f in fields if f'"{f}"' not in doc)
+    assert not missing, f"fields the queue codecs use that docs/wire_format.md never names: {missing}"

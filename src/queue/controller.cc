@@ -531,155 +531,197 @@ class ControllerImpl : public TransferQueueController {
     if (!st.ok()) cap.ReplyError(st);
   }
 
-  // Handlers reply through `r` or return an error status.
-  Status Dispatch(const Message& m, Responder& r) {
-    switch (m.type()) {
-      case MsgType::kCtlPing: {
-        Message rep = Message::ReplyTo(m);
-        rep.set_body(internal::PingReply{controller_id_, journal_ != nullptr}.Encode());
-        r.Reply(std::move(rep));
-        return Status::OK();
-      }
-      case MsgType::kCtlAllocate: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::AllocateRequest::Decode(m.body()));
-        // The state checks count against the allocation limits before
-        // committing any memory.
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(req.partition_id, static_cast<size_t>(req.count)));
-        reply_samples_ = meta.size();
-        r.Reply(internal::MetaMessage(m.type(), meta));
-        return Status::OK();
-      }
-      case MsgType::kCtlNotifyProduced: {
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
-        TQDS_RETURN_NOT_OK(state_.MarkProduced(meta));
-        reply_samples_ = meta.size();
-        r.Reply(Message::ReplyTo(m));
-        if (!meta.empty()) Wake(meta.samples()[0].partition_id);
-        return Status::OK();
-      }
-      case MsgType::kCtlGetMeta: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::DecodeGetMeta(m.body()));
-        TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
-        TQDS_ASSIGN_OR_RETURN(auto answer, state_.TryGetMeta(req));
-        if (answer) {
-          reply_samples_ = answer->size();
-          r.Reply(internal::MetaMessage(m.type(), *answer));
-        } else if (replaying_) {
-          // It waited live, and was journaled again when answered.
-        } else if (req.timeout_ms <= 0) {
-          r.ReplyError(NotReady(req));
-        } else {
-          auto deadline = Clock::now() + std::chrono::milliseconds(req.timeout_ms);
-          // A sampler may note something even when it cannot answer yet, so
-          // each attempt is journaled, in the order it happened.
-          if (journal_) (void)Append(m);
-          Responder plain = journal_ ? plain_ : r;
-          waiters_.push_back(Waiter{std::move(req), std::move(r), deadline, m, std::move(plain)});
-        }
-        return Status::OK();
-      }
-      case MsgType::kCtlClearPartition: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::PartitionRequest::Decode(m.body(), "ClearPartition"));
-        BatchMeta hidden = state_.BeginClearPartition(req.partition_id);
-        reply_samples_ = hidden.size();
-        r.Reply(internal::SampleListMessage(m.type(), hidden));
-        return Status::OK();
-      }
-      case MsgType::kCtlClearSamples: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "ClearSamples"));
-        BatchMeta hidden = state_.BeginClearSamples(req.partition_id, req.global_indexes);
-        reply_samples_ = hidden.size();
-        r.Reply(internal::SampleListMessage(m.type(), hidden));
-        return Status::OK();
-      }
-      case MsgType::kCtlReleaseIndexes: {
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::SampleListFromMessage(m));
-        TQDS_RETURN_NOT_OK(state_.ReleaseSamples(meta));
-        r.Reply(Message::ReplyTo(m));
-        return Status::OK();
-      }
-      case MsgType::kCtlProductionStatus: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::ProductionStatusRequest::Decode(m.body()));
-        Message rep = Message::ReplyTo(m);
-        if (req.fields) {  // upstream's per-sample form
-          rep.set_body(internal::EncodeSampleStatus(state_.ProductionMatrix(req.partition_id, *req.fields)));
-        } else {
-          TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(req.partition_id));
-          rep.set_body(internal::EncodeProductionStatus(st));
-        }
-        r.Reply(std::move(rep));
-        return Status::OK();
-      }
-      case MsgType::kCtlConsumptionStatus: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::ConsumptionStatusRequest::Decode(m.body()));
-        Message rep = Message::ReplyTo(m);
-        if (req.per_sample) {  // upstream's per-sample form
-          rep.set_body(internal::EncodeSampleStatus(state_.ConsumptionMatrix(req.partition_id, req.task_name)));
-        } else {
-          TQDS_ASSIGN_OR_RETURN(auto st, state_.GetConsumptionStatus(req.partition_id, req.task_name));
-          rep.set_body(internal::EncodeConsumptionStatus(st));
-        }
-        r.Reply(std::move(rep));
-        return Status::OK();
-      }
-      case MsgType::kCtlResetConsumption: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::ResetConsumptionRequest::Decode(m.body()));
-        TQDS_RETURN_NOT_OK(state_.ResetConsumption(req.partition_id, req.task_name));
-        r.Reply(Message::ReplyTo(m));
-        Wake(req.partition_id);
-        return Status::OK();
-      }
-      case MsgType::kCtlListPartitions: {
-        // {"detail": true} asks for each partition's production and
-        // consumption too (`tq status`); an empty body for the names only.
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::ListPartitionsRequest::Decode(m.body()));
-        Message rep = Message::ReplyTo(m);
-        rep.set_body(req.detail ? internal::EncodePartitionSummaries(state_.Summaries())
-                                : internal::EncodePartitionList(state_.ListPartitions()));
-        r.Reply(std::move(rep));
-        return Status::OK();
-      }
-      case MsgType::kCtlSetCustomMeta: {
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
-        TQDS_RETURN_NOT_OK(state_.SetCustomMeta(meta));
-        r.Reply(Message::ReplyTo(m));
-        return Status::OK();
-      }
-      case MsgType::kCtlGetCustomMeta: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "GetCustomMeta"));
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.GetSamples(req.partition_id, req.global_indexes));
-        r.Reply(internal::MetaMessage(m.type(), meta));
-        return Status::OK();
-      }
-      case MsgType::kCtlRegisterStorage: {
-        TQDS_ASSIGN_OR_RETURN(auto req, internal::RegisterStorageRequest::Decode(m.body()));
-        std::string ep = std::move(req.endpoint);
-        // Answered once the registry reached the unit (or refused it), from
-        // Tick on this thread; the wait never delays other requests.
-        ++registrations_waiting_;
-        registry_->Register(std::move(ep), [this, r, reply = Message::ReplyTo(m)](Status st) mutable {
-          std::lock_guard<std::mutex> lock(registered_mu_);
-          registered_.push_back({std::move(r), std::move(reply), std::move(st)});
-        });
-        return Status::OK();
-      }
-      case MsgType::kCtlGetStorageInfo: {
-        Message rep = Message::ReplyTo(m);
-        rep.set_body(internal::EncodeStorageInfo(storage_units()));
-        r.Reply(std::move(rep));
-        return Status::OK();
-      }
-      case MsgType::kCtlSnapshot:
-      case MsgType::kCtlRestore:
-        return DispatchCheckpoint(m, r);
-      case MsgType::kCtlKvRetrieve:
-      case MsgType::kCtlKvKeys:
-      case MsgType::kCtlKvList:
-      case MsgType::kCtlKvClear:
-        return DispatchKv(m, r);
-      default:
-        return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
+  // Handlers reply through `r` or return an error status. Every request type
+  // the controller serves has one row here.
+  using Handler = Status (ControllerImpl::*)(const Message&, Responder&);
+  struct Route {
+    MsgType type;
+    Handler fn;
+  };
+  static const Route* RouteOf(MsgType type) {
+    static const Route kRoutes[] = {
+      {MsgType::kCtlPing, &ControllerImpl::OnPing},
+      {MsgType::kCtlAllocate, &ControllerImpl::OnAllocate},
+      {MsgType::kCtlNotifyProduced, &ControllerImpl::OnNotifyProduced},
+      {MsgType::kCtlGetMeta, &ControllerImpl::OnGetMeta},
+      {MsgType::kCtlClearPartition, &ControllerImpl::OnClearPartition},
+      {MsgType::kCtlClearSamples, &ControllerImpl::OnClearSamples},
+      {MsgType::kCtlReleaseIndexes, &ControllerImpl::OnReleaseIndexes},
+      {MsgType::kCtlProductionStatus, &ControllerImpl::OnProductionStatus},
+      {MsgType::kCtlConsumptionStatus, &ControllerImpl::OnConsumptionStatus},
+      {MsgType::kCtlResetConsumption, &ControllerImpl::OnResetConsumption},
+      {MsgType::kCtlListPartitions, &ControllerImpl::OnListPartitions},
+      {MsgType::kCtlSetCustomMeta, &ControllerImpl::OnSetCustomMeta},
+      {MsgType::kCtlGetCustomMeta, &ControllerImpl::OnGetCustomMeta},
+      {MsgType::kCtlRegisterStorage, &ControllerImpl::OnRegisterStorage},
+      {MsgType::kCtlGetStorageInfo, &ControllerImpl::OnGetStorageInfo},
+      {MsgType::kCtlSnapshot, &ControllerImpl::DispatchCheckpoint},
+      {MsgType::kCtlRestore, &ControllerImpl::DispatchCheckpoint},
+      {MsgType::kCtlKvRetrieve, &ControllerImpl::DispatchKv},
+      {MsgType::kCtlKvKeys, &ControllerImpl::DispatchKv},
+      {MsgType::kCtlKvList, &ControllerImpl::DispatchKv},
+      {MsgType::kCtlKvClear, &ControllerImpl::DispatchKv},
+    };
+    for (const auto& route : kRoutes) {
+      if (route.type == type) return &route;
     }
+    return nullptr;
+  }
+
+  Status Dispatch(const Message& m, Responder& r) {
+    const Route* route = RouteOf(m.type());
+    if (route == nullptr) return Status::Invalid("controller: unknown message type ", static_cast<int>(m.type()));
+    return (this->*(route->fn))(m, r);
+  }
+
+  Status OnPing(const Message& m, Responder& r) {
+    Message rep = Message::ReplyTo(m);
+    rep.set_body(internal::PingReply{controller_id_, journal_ != nullptr}.Encode());
+    r.Reply(std::move(rep));
+    return Status::OK();
+  }
+
+  Status OnAllocate(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::AllocateRequest::Decode(m.body()));
+    // The state checks count against the allocation limits before
+    // committing any memory.
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.Allocate(req.partition_id, static_cast<size_t>(req.count)));
+    reply_samples_ = meta.size();
+    r.Reply(internal::MetaMessage(m.type(), meta));
+    return Status::OK();
+  }
+
+  Status OnNotifyProduced(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
+    TQDS_RETURN_NOT_OK(state_.MarkProduced(meta));
+    reply_samples_ = meta.size();
+    r.Reply(Message::ReplyTo(m));
+    if (!meta.empty()) Wake(meta.samples()[0].partition_id);
+    return Status::OK();
+  }
+
+  Status OnGetMeta(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::DecodeGetMeta(m.body()));
+    TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
+    TQDS_ASSIGN_OR_RETURN(auto answer, state_.TryGetMeta(req));
+    if (answer) {
+      reply_samples_ = answer->size();
+      r.Reply(internal::MetaMessage(m.type(), *answer));
+    } else if (replaying_) {
+      // It waited live, and was journaled again when answered.
+    } else if (req.timeout_ms <= 0) {
+      r.ReplyError(NotReady(req));
+    } else {
+      auto deadline = Clock::now() + std::chrono::milliseconds(req.timeout_ms);
+      // A sampler may note something even when it cannot answer yet, so
+      // each attempt is journaled, in the order it happened.
+      if (journal_) (void)Append(m);
+      Responder plain = journal_ ? plain_ : r;
+      waiters_.push_back(Waiter{std::move(req), std::move(r), deadline, m, std::move(plain)});
+    }
+    return Status::OK();
+  }
+
+  Status OnClearPartition(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::PartitionRequest::Decode(m.body(), "ClearPartition"));
+    BatchMeta hidden = state_.BeginClearPartition(req.partition_id);
+    reply_samples_ = hidden.size();
+    r.Reply(internal::SampleListMessage(m.type(), hidden));
+    return Status::OK();
+  }
+
+  Status OnClearSamples(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "ClearSamples"));
+    BatchMeta hidden = state_.BeginClearSamples(req.partition_id, req.global_indexes);
+    reply_samples_ = hidden.size();
+    r.Reply(internal::SampleListMessage(m.type(), hidden));
+    return Status::OK();
+  }
+
+  Status OnReleaseIndexes(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::SampleListFromMessage(m));
+    TQDS_RETURN_NOT_OK(state_.ReleaseSamples(meta));
+    r.Reply(Message::ReplyTo(m));
+    return Status::OK();
+  }
+
+  Status OnProductionStatus(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::ProductionStatusRequest::Decode(m.body()));
+    Message rep = Message::ReplyTo(m);
+    if (req.fields) {  // upstream's per-sample form
+      rep.set_body(internal::EncodeSampleStatus(state_.ProductionMatrix(req.partition_id, *req.fields)));
+    } else {
+      TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(req.partition_id));
+      rep.set_body(internal::EncodeProductionStatus(st));
+    }
+    r.Reply(std::move(rep));
+    return Status::OK();
+  }
+
+  Status OnConsumptionStatus(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::ConsumptionStatusRequest::Decode(m.body()));
+    Message rep = Message::ReplyTo(m);
+    if (req.per_sample) {  // upstream's per-sample form
+      rep.set_body(internal::EncodeSampleStatus(state_.ConsumptionMatrix(req.partition_id, req.task_name)));
+    } else {
+      TQDS_ASSIGN_OR_RETURN(auto st, state_.GetConsumptionStatus(req.partition_id, req.task_name));
+      rep.set_body(internal::EncodeConsumptionStatus(st));
+    }
+    r.Reply(std::move(rep));
+    return Status::OK();
+  }
+
+  Status OnResetConsumption(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::ResetConsumptionRequest::Decode(m.body()));
+    TQDS_RETURN_NOT_OK(state_.ResetConsumption(req.partition_id, req.task_name));
+    r.Reply(Message::ReplyTo(m));
+    Wake(req.partition_id);
+    return Status::OK();
+  }
+
+  Status OnListPartitions(const Message& m, Responder& r) {
+    // {"detail": true} asks for each partition's production and
+    // consumption too (`tq status`); an empty body for the names only.
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::ListPartitionsRequest::Decode(m.body()));
+    Message rep = Message::ReplyTo(m);
+    rep.set_body(req.detail ? internal::EncodePartitionSummaries(state_.Summaries())
+                            : internal::EncodePartitionList(state_.ListPartitions()));
+    r.Reply(std::move(rep));
+    return Status::OK();
+  }
+
+  Status OnSetCustomMeta(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
+    TQDS_RETURN_NOT_OK(state_.SetCustomMeta(meta));
+    r.Reply(Message::ReplyTo(m));
+    return Status::OK();
+  }
+
+  Status OnGetCustomMeta(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "GetCustomMeta"));
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.GetSamples(req.partition_id, req.global_indexes));
+    r.Reply(internal::MetaMessage(m.type(), meta));
+    return Status::OK();
+  }
+
+  Status OnRegisterStorage(const Message& m, Responder& r) {
+    TQDS_ASSIGN_OR_RETURN(auto req, internal::RegisterStorageRequest::Decode(m.body()));
+    std::string ep = std::move(req.endpoint);
+    // Answered once the registry reached the unit (or refused it), from
+    // Tick on this thread; the wait never delays other requests.
+    ++registrations_waiting_;
+    registry_->Register(std::move(ep), [this, r, reply = Message::ReplyTo(m)](Status st) mutable {
+      std::lock_guard<std::mutex> lock(registered_mu_);
+      registered_.push_back({std::move(r), std::move(reply), std::move(st)});
+    });
+    return Status::OK();
+  }
+
+  Status OnGetStorageInfo(const Message& m, Responder& r) {
+    Message rep = Message::ReplyTo(m);
+    rep.set_body(internal::EncodeStorageInfo(storage_units()));
+    r.Reply(std::move(rep));
+    return Status::OK();
   }
 
   // The KV API: keys naming samples (see internal::ControllerState::Kv*).

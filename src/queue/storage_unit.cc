@@ -113,21 +113,41 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
 
  private:
+  // Every request type a unit serves: upstream's op_type it is counted
+  // under (null: not counted) and its handler.
+  struct Route {
+    MsgType type;
+    const char* op;
+    Message (*fn)(StorageUnitImpl& unit, const Message& m, size_t max_frame);
+  };
+  static const Route* RouteOf(MsgType type) {
+    static const Route kRoutes[] = {
+        {MsgType::kUnitPutGroups, "PUT_DATA", [](StorageUnitImpl& u, const Message& m, size_t) { return u.PutGroups(m); }},
+        {MsgType::kUnitGetGroups, "GET_DATA",
+         [](StorageUnitImpl& u, const Message& m, size_t max_frame) { return u.GetGroups(m, max_frame); }},
+        {MsgType::kUnitClearGroups, "CLEAR_DATA",
+         [](StorageUnitImpl& u, const Message& m, size_t) { return u.ClearGroups(m); }},
+        {MsgType::kUnitPut, "PUT_DATA", [](StorageUnitImpl& u, const Message& m, size_t) { return u.Put(m); }},
+        {MsgType::kUnitGet, "GET_DATA", [](StorageUnitImpl& u, const Message& m, size_t) { return u.Get(m); }},
+        {MsgType::kUnitClear, "CLEAR_DATA", [](StorageUnitImpl& u, const Message& m, size_t) { return u.Clear(m); }},
+        {MsgType::kUnitStats, nullptr, [](StorageUnitImpl& u, const Message& m, size_t) { return u.Stats(m); }},
+        {MsgType::kCtlPing, nullptr, [](StorageUnitImpl&, const Message& m, size_t) { return Message::ReplyTo(m); }},
+    };
+    for (const auto& route : kRoutes) {
+      if (route.type == type) return &route;
+    }
+    return nullptr;
+  }
+
   // Runs on either listener's thread; `max_frame` suits that listener's
   // transport.
   void Handle(Message&& m, Responder r, size_t max_frame) {
-    switch (m.type()) {
-      case MsgType::kUnitPutGroups: return Counted("PUT_DATA", r, [&] { return PutGroups(m); });
-      case MsgType::kUnitGetGroups: return Counted("GET_DATA", r, [&] { return GetGroups(m, max_frame); });
-      case MsgType::kUnitClearGroups: return Counted("CLEAR_DATA", r, [&] { return ClearGroups(m); });
-      case MsgType::kUnitPut: return Counted("PUT_DATA", r, [&] { return Put(m); });
-      case MsgType::kUnitGet: return Counted("GET_DATA", r, [&] { return Get(m); });
-      case MsgType::kUnitClear: return Counted("CLEAR_DATA", r, [&] { return Clear(m); });
-      case MsgType::kUnitStats: return r.Reply(Stats(m));
-      case MsgType::kCtlPing: return r.Reply(Message::ReplyTo(m));
-      default:
-        return r.ReplyError(Status::Invalid("storage unit: unknown message type ", int(m.type())));
+    const Route* route = RouteOf(m.type());
+    if (route == nullptr) {
+      return r.ReplyError(Status::Invalid("storage unit: unknown message type ", int(m.type())));
     }
+    if (route->op == nullptr) return r.Reply(route->fn(*this, m, max_frame));
+    Counted(route->op, r, [&] { return route->fn(*this, m, max_frame); });
   }
 
   // Replies with what `handle` answers, counting it under `op` (upstream's

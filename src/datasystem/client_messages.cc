@@ -43,12 +43,7 @@ void PackCodes(Packer& pk, const std::vector<StatusCode>& codes) {
 
 Result<std::vector<std::string>> ReadKeys(const MapReader& r) {
   TQDS_ASSIGN_OR_RETURN(auto keys, r.Get<std::vector<std::string>>(proto::kKeys));
-  for (const auto& k : keys) {
-    if (k.empty()) return Status::Invalid(r.what(), ": empty key");
-    if (k.size() > proto::kMaxKeyBytes) {
-      return Status::Invalid(r.what(), ": key of ", k.size(), " bytes exceeds the limit of ", proto::kMaxKeyBytes);
-    }
-  }
+  TQDS_RETURN_NOT_OK(CheckKeys(keys, r.what().c_str()));
   return keys;
 }
 
@@ -93,6 +88,16 @@ Result<std::vector<T>> ReadArray(const MapReader& r, const char* name, size_t as
 }
 
 }  // namespace
+
+Status CheckKeys(const std::vector<std::string>& keys, const char* what) {
+  for (const auto& k : keys) {
+    if (k.empty()) return Status::Invalid(what, ": empty key");
+    if (k.size() > proto::kMaxKeyBytes) {
+      return Status::Invalid(what, ": key of ", k.size(), " bytes exceeds the limit of ", proto::kMaxKeyBytes);
+    }
+  }
+  return Status::OK();
+}
 
 // ------------------------------------------------------------------ requests
 

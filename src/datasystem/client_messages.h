@@ -32,6 +32,9 @@ struct WriteFlags {
   bool all_or_nothing = false;  // needs if_absent
 };
 
+// Every key a client or a peer names: 1 to proto::kMaxKeyBytes bytes.
+tqds::Status CheckKeys(const std::vector<std::string>& keys, const char* what);
+
 // ---- requests
 
 // Delete (106), Exist (107), and the peers' MetaLookup/MetaRemove: the keys.

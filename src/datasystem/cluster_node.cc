@@ -525,28 +525,23 @@ std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys
 // ------------------------------------------------------------------ peer requests
 
 Result<Message> ClusterNode::HandlePeer(const Message& request) {
-  Message reply = Message::ReplyTo(request);
   switch (request.type()) {
     case MsgType::kDsMetaPublish: {
       TQDS_ASSIGN_OR_RETURN(auto m, peer::DecodePublish(request.body()));
-      reply.set_body(peer::EncodePublishReply(owners_.Publish(m.mode, m.entries)));
-      return reply;
+      return Message::ReplyTo(request, peer::EncodePublishReply(owners_.Publish(m.mode, m.entries)));
     }
     case MsgType::kDsMetaLookup: {
       TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "MetaLookup"));
       LiveSet live = Snapshot().first;
-      reply.set_body(peer::EncodeLookupReply(owners_.Lookup(keys, live)));
-      return reply;
+      return Message::ReplyTo(request, peer::EncodeLookupReply(owners_.Lookup(keys, live)));
     }
     case MsgType::kDsMetaRemove: {
       TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "MetaRemove"));
-      reply.set_body(peer::EncodeRemoveReply(owners_.Remove(keys)));
-      return reply;
+      return Message::ReplyTo(request, peer::EncodeRemoveReply(owners_.Remove(keys)));
     }
     case MsgType::kDsDropCopies: {
       TQDS_ASSIGN_OR_RETURN(auto m, peer::DecodeDrop(request.body()));
-      reply.set_body(msg::EncodeDeleted(store_.DeleteVersions(m.keys, m.versions)));
-      return reply;
+      return Message::ReplyTo(request, msg::EncodeDeleted(store_.DeleteVersions(m.keys, m.versions)));
     }
     default:
       return Status::Invalid("not a cluster message: type ", static_cast<int>(request.type()));

@@ -184,26 +184,25 @@ void EncodePullRequest(const std::string& key, const PullRange& range, std::stri
 
 Result<size_t> DecodePullRequests(const uint8_t* in, size_t n, size_t max, std::vector<PullRange>* ranges,
                                   std::vector<std::string>* keys) {
-  size_t used = 0, taken = 0;
-  while (taken < max && n - used >= sizeof(RequestHeader)) {
+  const size_t ranges_before = ranges->size(), keys_before = keys->size();
+  auto refuse = [&](Status st) -> Result<size_t> {  // keeps nothing of this batch
+    ranges->resize(ranges_before);
+    keys->resize(keys_before);
+    return st;
+  };
+  size_t used = 0;
+  while (ranges->size() - ranges_before < max && n - used >= sizeof(RequestHeader)) {
     RequestHeader h;
     std::memcpy(&h, in + used, sizeof(h));
-    if (h.magic != kPullMagic) {
-      ranges->resize(ranges->size() - taken);
-      keys->resize(keys->size() - taken);
-      return Status::Invalid("not a data-plane request: magic 0x", std::hex, h.magic);
-    }
+    if (h.magic != kPullMagic) return refuse(Status::Invalid("not a data-plane request: magic 0x", std::hex, h.magic));
     if (h.key_len == 0 || h.key_len > proto::kMaxKeyBytes) {
-      ranges->resize(ranges->size() - taken);
-      keys->resize(keys->size() - taken);
-      return Status::Invalid("data-plane request with a key of ", h.key_len, " bytes (1 to ",
-                             proto::kMaxKeyBytes, " allowed)");
+      return refuse(Status::Invalid("data-plane request with a key of ", h.key_len, " bytes (1 to ",
+                                    proto::kMaxKeyBytes, " allowed)"));
     }
     if (n - used - sizeof(h) < h.key_len) break;  // the key is not here yet
     ranges->push_back(PullRange{h.version, h.offset, h.length});
     keys->emplace_back(reinterpret_cast<const char*>(in + used + sizeof(h)), h.key_len);
     used += sizeof(h) + h.key_len;
-    ++taken;
   }
   return used;
 }

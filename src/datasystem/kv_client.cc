@@ -205,11 +205,9 @@ Status CheckKeys(const std::vector<std::string>& keys) {
 }
 
 // A Get reply: per key, a code, a size and either an inline payload or an offset.
-struct GetReply {
+// The decoded reply and the message whose payloads hold the inline values.
+struct GetReply : msg::GetReply {
   Message message;
-  std::vector<StatusCode> codes;
-  std::vector<uint64_t> sizes, offsets;
-  std::vector<bool> inline_;
 };
 
 }  // namespace
@@ -439,11 +437,7 @@ Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string
   req.set_body(msg::EncodeGet(keys, static_cast<uint64_t>(std::max(timeout_ms, 0)), inline_max));
   GetReply out;
   TQDS_ASSIGN_OR_RETURN(out.message, conn.Call(std::move(req), static_cast<uint64_t>(std::max(timeout_ms, 0))));
-  TQDS_ASSIGN_OR_RETURN(auto r, msg::DecodeGetReply(out.message.body(), keys.size()));
-  out.codes = std::move(r.codes);
-  out.sizes = std::move(r.sizes);
-  out.offsets = std::move(r.offsets);
-  out.inline_ = std::move(r.inline_);
+  TQDS_ASSIGN_OR_RETURN(static_cast<msg::GetReply&>(out), msg::DecodeGetReply(out.message.body(), keys.size()));
   size_t n_inline = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
     if (out.codes[i] == StatusCode::kOk && out.inline_[i]) ++n_inline;

@@ -18,16 +18,6 @@ void PackArray(Packer& pk, const char* name, const std::vector<T>& v) {
   for (const auto& x : v) pk.pack(x);
 }
 
-// Every key a peer names is one a client could have stored.
-Status CheckKeys(const std::vector<std::string>& keys, const char* what) {
-  for (const auto& k : keys) {
-    if (k.empty() || k.size() > proto::kMaxKeyBytes) {
-      return Status::Invalid(what, ": a key of ", k.size(), " bytes (1 to ", proto::kMaxKeyBytes, " allowed)");
-    }
-  }
-  return Status::OK();
-}
-
 }  // namespace
 
 std::string Encode(const Publish& m) {
@@ -65,7 +55,7 @@ Result<Publish> DecodePublish(const msgpack::object& body) {
   if (sizes.size() != n || versions.size() != n || holders.size() != n || incs.size() != n || data.size() != n) {
     return Status::Invalid("MetaPublish: arrays of different lengths (", n, " keys)");
   }
-  TQDS_RETURN_NOT_OK(CheckKeys(keys, "MetaPublish"));
+  TQDS_RETURN_NOT_OK(msg::CheckKeys(keys, "MetaPublish"));
   Publish m;
   m.mode = static_cast<proto::PublishMode>(mode);
   m.entries.resize(n);
@@ -220,7 +210,7 @@ Result<Drop> DecodeDrop(const msgpack::object& body) {
   if (!m.versions.empty() && m.versions.size() != m.keys.size()) {
     return Status::Invalid("DropCopies: ", m.keys.size(), " keys but ", m.versions.size(), " versions");
   }
-  TQDS_RETURN_NOT_OK(CheckKeys(m.keys, "DropCopies"));
+  TQDS_RETURN_NOT_OK(msg::CheckKeys(m.keys, "DropCopies"));
   return m;
 }
 

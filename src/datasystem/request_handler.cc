@@ -35,34 +35,27 @@ Status CheckUnique(const std::vector<std::string>& keys, const char* what) {
   return Status::OK();
 }
 
-Message WithBody(const Message& request, std::string body) {
-  Message reply = Message::ReplyTo(request);
-  reply.set_body(std::move(body));
-  return reply;
-}
-
 }  // namespace
 
-// Every request type the worker serves: its name, whether the TCP port
-// serves it (the rest need shared memory: the Unix socket only), and its
-// handler. Release and Abort are one-way: HandleLocal sends no reply.
+// Every request type the worker serves: its name, where it is served
+// (Route::Where) and its handler.
 const RequestHandler::Route RequestHandler::kRoutes[] = {
-    {MsgType::kDsHello, "Hello", true, &RequestHandler::Hello},
-    {MsgType::kDsCreate, "Create", false, &RequestHandler::Create},
-    {MsgType::kDsSeal, "Seal", false, &RequestHandler::Seal},
-    {MsgType::kDsPut, "Put", true, &RequestHandler::Put},
-    {MsgType::kDsGet, "Get", true, &RequestHandler::Get},
-    {MsgType::kDsRelease, "Release", false, &RequestHandler::Release},
-    {MsgType::kDsDelete, "Delete", true, &RequestHandler::Delete},
-    {MsgType::kDsExist, "Exist", true, &RequestHandler::Exist},
-    {MsgType::kDsStats, "Stats", true, &RequestHandler::Stats},
-    {MsgType::kDsShutdown, "Shutdown", true, &RequestHandler::Shutdown},
-    {MsgType::kDsAbort, "Abort", false, &RequestHandler::Abort},
-    {MsgType::kDsMetaPublish, "MetaPublish", true, &RequestHandler::Peer},
-    {MsgType::kDsMetaLookup, "MetaLookup", true, &RequestHandler::Peer},
-    {MsgType::kDsMetaRemove, "MetaRemove", true, &RequestHandler::Peer},
-    {MsgType::kDsDropCopies, "DropCopies", true, &RequestHandler::Peer},
-    {MsgType::kDsExpire, "Expire", true, &RequestHandler::Expire},
+    {MsgType::kDsHello, "Hello", Route::kBoth, &RequestHandler::Hello},
+    {MsgType::kDsCreate, "Create", Route::kUnix, &RequestHandler::Create},
+    {MsgType::kDsSeal, "Seal", Route::kUnix, &RequestHandler::Seal},
+    {MsgType::kDsPut, "Put", Route::kBoth, &RequestHandler::Put},
+    {MsgType::kDsGet, "Get", Route::kBoth, &RequestHandler::Get},
+    {MsgType::kDsRelease, "Release", Route::kUnixOneWay, &RequestHandler::Release},
+    {MsgType::kDsDelete, "Delete", Route::kBoth, &RequestHandler::Delete},
+    {MsgType::kDsExist, "Exist", Route::kBoth, &RequestHandler::Exist},
+    {MsgType::kDsStats, "Stats", Route::kBoth, &RequestHandler::Stats},
+    {MsgType::kDsShutdown, "Shutdown", Route::kBoth, &RequestHandler::Shutdown},
+    {MsgType::kDsAbort, "Abort", Route::kUnixOneWay, &RequestHandler::Abort},
+    {MsgType::kDsMetaPublish, "MetaPublish", Route::kBoth, &RequestHandler::Peer},
+    {MsgType::kDsMetaLookup, "MetaLookup", Route::kBoth, &RequestHandler::Peer},
+    {MsgType::kDsMetaRemove, "MetaRemove", Route::kBoth, &RequestHandler::Peer},
+    {MsgType::kDsDropCopies, "DropCopies", Route::kBoth, &RequestHandler::Peer},
+    {MsgType::kDsExpire, "Expire", Route::kBoth, &RequestHandler::Expire},
 };
 
 const RequestHandler::Route* RequestHandler::RouteOf(MsgType type) {
@@ -82,7 +75,7 @@ std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& s
   bool retry = false;
   Call call{session, /*local=*/true, &retry};
   auto reply = Dispatch(route, request, call);
-  if (request.type() == MsgType::kDsRelease || request.type() == MsgType::kDsAbort) return std::nullopt;
+  if (route != nullptr && route->where == Route::kUnixOneWay) return std::nullopt;
   if (!reply.ok()) return Message::ErrorReply(request, reply.status());
   return std::move(reply).value();
 }
@@ -90,7 +83,7 @@ std::optional<Message> RequestHandler::HandleLocal(Message&& request, Session& s
 Message RequestHandler::HandleTcp(const Message& request, bool* retry) {
   *retry = false;
   const Route* route = RouteOf(request.type());
-  if (route != nullptr && !route->tcp) {
+  if (route != nullptr && route->where != Route::kBoth) {
     return Message::ErrorReply(request, Status::Invalid(route->name,
                                                         " needs shared memory and is only served on the local "
                                                         "Unix socket; use Put/Get over TCP"));
@@ -120,7 +113,7 @@ Result<Message> RequestHandler::Peer(const Message& request, Call& call) {
 }
 
 Result<Message> RequestHandler::Shutdown(const Message& request, Call&) {
-  Message reply = WithBody(request, msg::EncodePid(context_.pid));
+  Message reply = Message::ReplyTo(request, msg::EncodePid(context_.pid));
   if (context_.request_shutdown) context_.request_shutdown();
   return reply;
 }
@@ -145,7 +138,7 @@ Result<Message> RequestHandler::Hello(const Message& request, Call& call) {
   h.socket = context_.socket_path;
   h.arena_size = call.local ? context_.arena_size : 0;
   h.inline_max = proto::kDefaultInlineMax;
-  return WithBody(request, msg::Encode(h));
+  return Message::ReplyTo(request, msg::Encode(h));
 }
 
 Result<Message> RequestHandler::Create(const Message& request, Call& call) {
@@ -159,7 +152,7 @@ Result<Message> RequestHandler::Create(const Message& request, Call& call) {
     r.codes.push_back(s.code);
     r.offsets.push_back(s.offset);
   }
-  return WithBody(request, msg::Encode(r));
+  return Message::ReplyTo(request, msg::Encode(r));
 }
 
 Result<Message> RequestHandler::Seal(const Message& request, Call& call) {
@@ -168,7 +161,7 @@ Result<Message> RequestHandler::Seal(const Message& request, Call& call) {
   const bool cluster = context_.cluster != nullptr;
   auto codes = store_.Seal(call.session, offsets, cluster ? &sealed : nullptr);
   if (cluster && !sealed.empty()) context_.cluster->Published(sealed, /*wait=*/true);
-  return WithBody(request, msg::EncodeCodes(codes));
+  return Message::ReplyTo(request, msg::EncodeCodes(codes));
 }
 
 Result<Message> RequestHandler::Put(const Message& request, Call& call) {
@@ -198,7 +191,7 @@ Result<Message> RequestHandler::Put(const Message& request, Call& call) {
   if (context_.cluster != nullptr && !published.empty()) {
     context_.cluster->Published(published, /*wait=*/call.local);
   }
-  return WithBody(request, msg::EncodeCodes(codes));
+  return Message::ReplyTo(request, msg::EncodeCodes(codes));
 }
 
 Result<Message> RequestHandler::Get(const Message& request, Call& call) {
@@ -297,7 +290,7 @@ Result<Message> RequestHandler::Delete(const Message& request, Call& call) {
     n = 0;
     for (size_t i = 0; i < keys.size(); ++i) n += (here[i] || elsewhere[i]) ? 1 : 0;
   }
-  return WithBody(request, msg::EncodeDeleted(n));
+  return Message::ReplyTo(request, msg::EncodeDeleted(n));
 }
 
 Result<Message> RequestHandler::Exist(const Message& request, Call& call) {
@@ -317,7 +310,7 @@ Result<Message> RequestHandler::Exist(const Message& request, Call& call) {
       for (size_t j = 0; j < idx.size(); ++j) exist[idx[j]] = remote[j];
     }
   }
-  return WithBody(request, msg::EncodeExist(exist));
+  return Message::ReplyTo(request, msg::EncodeExist(exist));
 }
 
 Result<Message> RequestHandler::Expire(const Message& request, Call& call) {
@@ -329,7 +322,7 @@ Result<Message> RequestHandler::Expire(const Message& request, Call& call) {
     auto elsewhere = context_.cluster->ExpireRemote(m.keys, m.ttl_ms);
     for (size_t i = 0; i < m.keys.size(); ++i) exist[i] = exist[i] || elsewhere[i];
   }
-  return WithBody(request, msg::EncodeExist(exist));
+  return Message::ReplyTo(request, msg::EncodeExist(exist));
 }
 
 WorkerStats RequestHandler::CollectStats() const {

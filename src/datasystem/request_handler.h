@@ -67,7 +67,9 @@ class RequestHandler {
   struct Route {
     tqds::wire::MsgType type;
     const char* name;
-    bool tcp;  // served on the TCP port too (the rest need shared memory)
+    // kBoth: the TCP port serves it too; the rest need shared memory (the
+    // Unix socket only), and kUnixOneWay ones get no reply.
+    enum Where : uint8_t { kBoth, kUnix, kUnixOneWay } where;
     Handler fn;
   };
   static const Route kRoutes[];

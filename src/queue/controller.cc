@@ -575,9 +575,7 @@ class ControllerImpl : public TransferQueueController {
   }
 
   Status OnPing(const Message& m, Responder& r) {
-    Message rep = Message::ReplyTo(m);
-    rep.set_body(internal::PingReply{controller_id_, journal_ != nullptr}.Encode());
-    r.Reply(std::move(rep));
+    r.Reply(Message::ReplyTo(m, internal::PingReply{controller_id_, journal_ != nullptr}.Encode()));
     return Status::OK();
   }
 
@@ -647,27 +645,23 @@ class ControllerImpl : public TransferQueueController {
 
   Status OnProductionStatus(const Message& m, Responder& r) {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::ProductionStatusRequest::Decode(m.body()));
-    Message rep = Message::ReplyTo(m);
     if (req.fields) {  // upstream's per-sample form
-      rep.set_body(internal::EncodeSampleStatus(state_.ProductionMatrix(req.partition_id, *req.fields)));
+      r.Reply(Message::ReplyTo(m, internal::EncodeSampleStatus(state_.ProductionMatrix(req.partition_id, *req.fields))));
     } else {
       TQDS_ASSIGN_OR_RETURN(auto st, state_.GetProductionStatus(req.partition_id));
-      rep.set_body(internal::EncodeProductionStatus(st));
+      r.Reply(Message::ReplyTo(m, internal::EncodeProductionStatus(st)));
     }
-    r.Reply(std::move(rep));
     return Status::OK();
   }
 
   Status OnConsumptionStatus(const Message& m, Responder& r) {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::ConsumptionStatusRequest::Decode(m.body()));
-    Message rep = Message::ReplyTo(m);
     if (req.per_sample) {  // upstream's per-sample form
-      rep.set_body(internal::EncodeSampleStatus(state_.ConsumptionMatrix(req.partition_id, req.task_name)));
+      r.Reply(Message::ReplyTo(m, internal::EncodeSampleStatus(state_.ConsumptionMatrix(req.partition_id, req.task_name))));
     } else {
       TQDS_ASSIGN_OR_RETURN(auto st, state_.GetConsumptionStatus(req.partition_id, req.task_name));
-      rep.set_body(internal::EncodeConsumptionStatus(st));
+      r.Reply(Message::ReplyTo(m, internal::EncodeConsumptionStatus(st)));
     }
-    r.Reply(std::move(rep));
     return Status::OK();
   }
 
@@ -683,10 +677,8 @@ class ControllerImpl : public TransferQueueController {
     // {"detail": true} asks for each partition's production and
     // consumption too (`tq status`); an empty body for the names only.
     TQDS_ASSIGN_OR_RETURN(auto req, internal::ListPartitionsRequest::Decode(m.body()));
-    Message rep = Message::ReplyTo(m);
-    rep.set_body(req.detail ? internal::EncodePartitionSummaries(state_.Summaries())
-                            : internal::EncodePartitionList(state_.ListPartitions()));
-    r.Reply(std::move(rep));
+    r.Reply(Message::ReplyTo(m, req.detail ? internal::EncodePartitionSummaries(state_.Summaries())
+                                           : internal::EncodePartitionList(state_.ListPartitions())));
     return Status::OK();
   }
 
@@ -718,9 +710,7 @@ class ControllerImpl : public TransferQueueController {
   }
 
   Status OnGetStorageInfo(const Message& m, Responder& r) {
-    Message rep = Message::ReplyTo(m);
-    rep.set_body(internal::EncodeStorageInfo(storage_units()));
-    r.Reply(std::move(rep));
+    r.Reply(Message::ReplyTo(m, internal::EncodeStorageInfo(storage_units())));
     return Status::OK();
   }
 

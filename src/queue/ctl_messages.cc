@@ -6,16 +6,6 @@ namespace tq::internal {
 using tqds::wire::MapReader;
 using tqds::wire::PackBody;
 
-namespace {
-
-Result<std::string> ValidPartition(const MapReader& r) {
-  TQDS_ASSIGN_OR_RETURN(std::string p, r.Get<std::string>("partition_id"));
-  TQDS_RETURN_NOT_OK(ValidateName(p, "partition_id").WithContext(r.what()));
-  return p;
-}
-
-}  // namespace
-
 std::string PingReply::Encode() const {
   return PackBody([&](Packer& pk) {
     pk.pack_map(2);
@@ -47,7 +37,7 @@ std::string AllocateRequest::Encode() const {
 Result<AllocateRequest> AllocateRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "Allocate"));
   AllocateRequest m;
-  TQDS_ASSIGN_OR_RETURN(m.partition_id, ValidPartition(r));
+  TQDS_ASSIGN_OR_RETURN(m.partition_id, ValidPartitionOf(r));
   TQDS_ASSIGN_OR_RETURN(m.count, r.Get<int64_t>("count"));
   if (m.count <= 0) return Status::Invalid("Allocate: count must be >= 1, got ", m.count);
   return m;
@@ -64,7 +54,7 @@ std::string PartitionRequest::Encode() const {
 Result<PartitionRequest> PartitionRequest::Decode(const msgpack::object& body, const char* what) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, what));
   PartitionRequest m;
-  TQDS_ASSIGN_OR_RETURN(m.partition_id, ValidPartition(r));
+  TQDS_ASSIGN_OR_RETURN(m.partition_id, ValidPartitionOf(r));
   return m;
 }
 
@@ -101,7 +91,7 @@ std::string ProductionStatusRequest::Encode() const {
 Result<ProductionStatusRequest> ProductionStatusRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "ProductionStatus"));
   ProductionStatusRequest m;
-  TQDS_ASSIGN_OR_RETURN(m.partition_id, ValidPartition(r));
+  TQDS_ASSIGN_OR_RETURN(m.partition_id, ValidPartitionOf(r));
   if (r.Has("fields")) {
     TQDS_ASSIGN_OR_RETURN(m.fields, r.Get<std::vector<std::string>>("fields"));
   }

@@ -8,12 +8,6 @@ using tqds::wire::PackBody;
 
 namespace {
 
-Result<std::string> PartitionOf(const MapReader& r) {
-  TQDS_ASSIGN_OR_RETURN(std::string p, r.Get<std::string>("partition_id"));
-  TQDS_RETURN_NOT_OK(ValidateName(p, "partition_id").WithContext(r.what()));
-  return p;
-}
-
 Result<std::vector<std::string>> KeysOf(const MapReader& r) {
   const msgpack::object* o = r.Find("keys");
   if (o == nullptr) return Status::Invalid(r.what(), ": missing field 'keys'");
@@ -65,7 +59,7 @@ std::string KvRetrieveRequest::Encode() const {
 Result<KvRetrieveRequest> KvRetrieveRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvRetrieve"));
   KvRetrieveRequest req;
-  TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, ValidPartitionOf(r));
   TQDS_ASSIGN_OR_RETURN(req.keys, KeysOf(r));
   TQDS_ASSIGN_OR_RETURN(req.create, r.GetOr<bool>("create", false));
   return req;
@@ -84,7 +78,7 @@ std::string KvKeysRequest::Encode() const {
 Result<KvKeysRequest> KvKeysRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvKeys"));
   KvKeysRequest req;
-  TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, ValidPartitionOf(r));
   TQDS_ASSIGN_OR_RETURN(req.global_indexes, r.Get<std::vector<int64_t>>("global_indexes"));
   return req;
 }
@@ -140,7 +134,7 @@ Result<KvListRequest> KvListRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvList"));
   const msgpack::object* o = r.Find("partition_id");
   if (o != nullptr && o->type != msgpack::type::NIL) {
-    TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+    TQDS_ASSIGN_OR_RETURN(req.partition_id, ValidPartitionOf(r));
   }
   return req;
 }
@@ -197,7 +191,7 @@ std::string KvClearRequest::Encode() const {
 Result<KvClearRequest> KvClearRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvClear"));
   KvClearRequest req;
-  TQDS_ASSIGN_OR_RETURN(req.partition_id, PartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, ValidPartitionOf(r));
   TQDS_ASSIGN_OR_RETURN(req.keys, KeysOf(r));
   return req;
 }

@@ -102,6 +102,12 @@ Result<FieldInfo> UnpackFieldInfoRecord(const msgpack::object& o, const std::str
   return UnpackFieldInfo(o, what);
 }
 
+Result<std::string> ValidPartitionOf(const tqds::wire::MapReader& r) {
+  TQDS_ASSIGN_OR_RETURN(std::string p, r.Get<std::string>("partition_id"));
+  TQDS_RETURN_NOT_OK(ValidateName(p, "partition_id").WithContext(r.what()));
+  return p;
+}
+
 Status ValidateName(const std::string& name, const char* what) {
   if (name.empty()) return Status::Invalid(what, " must not be empty");
   if (name.size() > 256) return Status::Invalid(what, " is longer than 256 bytes");

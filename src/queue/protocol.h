@@ -81,5 +81,7 @@ Result<FieldInfo> UnpackFieldInfoRecord(const msgpack::object& o, const std::str
 
 // Validates a name (partition, field, task): non-empty, <= 256 bytes, no NUL.
 Status ValidateName(const std::string& name, const char* what);
+// The body's "partition_id", a valid name (errors name the reader's message).
+Result<std::string> ValidPartitionOf(const tqds::wire::MapReader& r);
 
 }  // namespace tq::internal

@@ -244,12 +244,9 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
 
   Message Stats(const Message& m) {
-    const StorageUnitStats st = stats();
-    Message reply = Message::ReplyTo(m);
-    internal::UnitStatsReply r{st, tqds::ResidentBytes(), ipc_server_ ? ipc_server_->endpoint() : std::string(),
+    internal::UnitStatsReply r{stats(), tqds::ResidentBytes(), ipc_server_ ? ipc_server_->endpoint() : std::string(),
                                instance_};
-    reply.set_body(r.Encode());
-    return reply;
+    return Message::ReplyTo(m, r.Encode());
   }
 
   // Constant after Init().

@@ -68,6 +68,12 @@ class Message {
   static Message ErrorReply(const Message& request, Status status);
   // A reply of the same type and id as `request`.
   static Message ReplyTo(const Message& request) { return Message(request.type(), request.request_id()); }
+  // ... carrying `body` (encoded msgpack).
+  static Message ReplyTo(const Message& request, std::string body) {
+    Message reply = ReplyTo(request);
+    reply.set_body(std::move(body));
+    return reply;
+  }
 
  private:
   MsgType type_ = MsgType::kInvalid;

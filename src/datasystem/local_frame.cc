@@ -64,6 +64,15 @@ Status SendAll(int fd, std::vector<iovec>& iov, int pass_fd) {
   return Status::OK();
 }
 
+// A failed read: a socket receive timeout (SO_RCVTIMEO) that ran out is a
+// Timeout, anything else an IOError.
+Status ReceiveError() {
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    return Status::Timeout("no byte arrived within the socket's receive timeout");
+  }
+  return Status::IOError("local socket receive failed: ", std::strerror(errno));
+}
+
 // Reads exactly n bytes. Returns bytes read before EOF in *got.
 Status RecvAll(int fd, void* p, size_t n, size_t* got, int* received_fd) {
   auto* c = static_cast<char*>(p);
@@ -91,7 +100,7 @@ Status RecvAll(int fd, void* p, size_t n, size_t* got, int* received_fd) {
       r = ::read(fd, c + *got, n - *got);
     }
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::IOError("local socket receive failed: ", std::strerror(errno));
+    if (r < 0) return ReceiveError();
     if (r == 0) return Status::Unavailable("peer closed the connection");
     *got += static_cast<size_t>(r);
   }
@@ -156,7 +165,7 @@ class Growing {
       }
       ssize_t r = ::read(fd, data_ + size_, std::min(cap_, target) - size_);
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return Status::IOError("local socket receive failed: ", std::strerror(errno));
+      if (r < 0) return ReceiveError();
       if (r == 0) return Status::IOError("truncated frame");
       size_ += static_cast<size_t>(r);
     }

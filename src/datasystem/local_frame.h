@@ -60,7 +60,8 @@ struct FrameLimits {
 tqds::Status WriteFrame(int fd, const tqds::wire::Message& message, int pass_fd = -1);
 
 // Reads one frame. Unavailable when the peer closed cleanly before a frame
-// started; IOError for a frame cut short or stalled; Invalid for a
+// started; IOError for a frame cut short or stalled; Timeout when
+// the socket's receive timeout (SO_RCVTIMEO) ran out; Invalid for a
 // malformed prefix, a frame over `limits` or over the budget (after which
 // the stream cannot be trusted and should be closed). A frame
 // whose header is not a valid message yields a Message of type kInvalid

@@ -217,7 +217,8 @@ TEST_F(KVYrFeaturesTest, RequestTimeoutGivesUpTheConnection) {
   ::kill(worker_->pid(), SIGCONT);
   EXPECT_TRUE(st.IsTimeout()) << st.ToString();
   EXPECT_GE(waited_ms, 250);
-  EXPECT_LT(waited_ms, 5000);
+  // The longer limit of the waiting Get above (300 + 600 ms) is not kept.
+  EXPECT_LT(waited_ms, 880);
   EXPECT_TRUE(client.Get("k").status().IsUnavailable());
   // The worker itself is fine, and so is the other client.
   EXPECT_EQ(*client_->Get("k"), "v");

@@ -9,6 +9,9 @@
 # the first finding (libFuzzer writes the input as build-fuzz/crash-*).
 # FUZZ_SECONDS=N runs each target for N seconds instead of RUNS executions
 # (the test command: every target briefly); FUZZ_BUILD_ONLY=1 only builds.
+# FUZZ_BUILD_DIR=DIR uses the targets of a tree configured already with
+# clang and -DTQDS_FUZZ=ON (the test command's AddressSanitizer tree, which
+# builds them beside the test suites), instead of configuring build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-1500000}"
@@ -26,25 +29,32 @@ else
   read -r -a targets <<<"$(sed -n '/^set(TQDS_FUZZ_TARGETS/,/)/p' fuzz/CMakeLists.txt |
                            sed 's/set(TQDS_FUZZ_TARGETS//; s/)//' | tr '\n' ' ')"
 fi
-# Unity batches and line tables only, as the ASan tree: CI builds this too.
-CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTQDS_FUZZ=ON \
-  -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF \
-  -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
+dir="${FUZZ_BUILD_DIR:-build-fuzz}"
+if [ -z "${FUZZ_BUILD_DIR:-}" ]; then
+  # Unity batches and line tables only, as the ASan tree.
+  CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTQDS_FUZZ=ON \
+    -DTQDS_BUILD_TESTS=OFF -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF -DTQDS_INSTALL_DEV=OFF \
+    -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" >/dev/null
+elif ! grep -q '^TQDS_FUZZ:BOOL=ON' "$dir/CMakeCache.txt" 2>/dev/null; then
+  echo "fuzz.sh: $dir is not a tree configured with -DTQDS_FUZZ=ON" >&2
+  exit 2
+fi
+cmake --build "$dir" -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
 limit=(-runs="$runs")
 if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-runs=-1 -max_total_time="$FUZZ_SECONDS"); fi
 total=0
 printf '%-24s %12s %8s %10s\n' target executions seconds corpus
+seeds="$PWD/fuzz/corpus"
 for t in "${targets[@]}"; do
-  work="build-fuzz/corpus/$t"
+  work="$dir/corpus/$t"
   mkdir -p "$work"
-  log="build-fuzz/$t.log"
+  log="$dir/$t.log"
   # The scratch corpus first (where new inputs go), then the seeds.
-  if ! (cd build-fuzz && "./fuzz/fuzz_$t" "${limit[@]}" -max_len=65536 -print_final_stats=1 \
-          "corpus/$t" "../fuzz/corpus/$t" >"$t.log" 2>&1); then
+  if ! (cd "$dir" && "./fuzz/fuzz_$t" "${limit[@]}" -max_len=65536 -print_final_stats=1 \
+          "corpus/$t" "$seeds/$t" >"$t.log" 2>&1); then
     tail -n 40 "$log"
-    echo "fuzz.sh: target $t found a crash (input in build-fuzz/crash-*)" >&2
+    echo "fuzz.sh: target $t found a crash (input in $dir/crash-*)" >&2
     exit 1
   fi
   n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -75,14 +75,15 @@ class TestServer {
         [this](Clock::time_point) {
           ++ticks;
           if (release_deferred.load()) {
-            for (auto& [resp, text] : deferred_) {
+            for (auto& entry : deferred_) {
               Message rep(kDefer, 0);
+              const std::string late = "late " + entry.second;
               rep.set_body(PackBody([&](Packer& pk) {
                 pk.pack_map(1);
                 pk.pack("text");
-                pk.pack("late " + text);
+                pk.pack(late);
               }));
-              resp.Reply(std::move(rep));
+              entry.first.Reply(std::move(rep));
             }
             deferred_.clear();
           }

@@ -60,10 +60,13 @@ struct SetParam {
   bool evictable = false;
   // Seconds until the key expires; 0 (default) never.
   uint32_t ttl_seconds = 0;
-  // Set only if the key does not exist; otherwise AlreadyExists.
+  // Set only if the key does not exist; otherwise AlreadyExists. In a
+  // cluster, a key held by any worker exists (checked when the write is
+  // created; a key another worker writes between that and the seal is not
+  // seen).
   bool if_absent = false;
-  // With if_absent: a batch's keys are written together or not at all (on
-  // the worker of this client; MSetTx sets it).
+  // With if_absent: a batch's keys are written together or not at all
+  // (MSetTx sets it).
   bool all_or_nothing = false;
 };
 
@@ -202,9 +205,10 @@ class KVClient {
                                        const SetParam& param = {});
   // All-or-nothing batch write of new keys (openYuanrong's MSetTx): 1 to
   // kMaxTxKeys distinct keys, param.if_absent required. Either every key is
-  // written, or none is and AlreadyExists names a key that exists. Atomic on
-  // this client's worker: a key that lives only on another worker of the
-  // cluster is not seen (as for MSet's if_absent).
+  // written, or none is and AlreadyExists names a key that exists. A key
+  // held by another worker of the cluster exists too; atomic on this
+  // client's worker (a key another worker writes between this write's create
+  // and its seal is not seen).
   static constexpr size_t kMaxTxKeys = 8;
   Status MSetTx(const std::vector<std::string>& keys, const std::vector<std::string_view>& values,
                 const SetParam& param);

@@ -171,6 +171,35 @@ def test_seed_multi_node_commands_on_one_machine(etcd, workers, socket_dir):
     assert again.returncode == 1 and "Stop failed" in again.stdout
 
 
+def test_yr_nx_writes_see_a_key_held_by_another_worker(etcd, workers, socket_dir):
+    # openYuanrong's ExistenceOpt.NX spans the cluster: a key the head's
+    # worker holds refuses msettx on the other worker (nothing written) and
+    # fails that key of an mset NX there; its value stays the head's.
+    port = free_port()
+    head, node = f"127.0.0.1:{port}", f"127.0.0.2:{port}"
+    for address in (head, node):
+        r = run(["dscli", "start", "-w", "--worker_address", address, "--etcd_address", etcd,
+                 "--unix_domain_socket_dir", socket_dir, "--shared_memory_size_mb", "64"])
+        pid = ok_pid(r.stdout, address)
+        if pid:
+            workers.append((address, pid))
+        assert r.returncode == 0 and pid, r.stdout
+
+    from yr.datasystem import ExistenceOpt, KVClient
+    a, b = KVClient("127.0.0.1", port), KVClient("127.0.0.2", port)
+    a.init()
+    b.init()
+    a.set("nx_held", b"head")
+    with pytest.raises(RuntimeError, match=r"^code: \[Object already exist error\].*nx_held"):
+        b.msettx(["nx_held", "nx_new"], [b"node", b"x"], existence_opt=ExistenceOpt.NX)
+    assert b.exist(["nx_new"]) == [False] and a.exist(["nx_new"]) == [False]
+    assert b.mset(["nx_held", "nx_other"], [b"node", b"y"], existence_opt=ExistenceOpt.NX) == ["nx_held"]
+    assert b.get(["nx_held", "nx_other"]) == [b"head", b"y"]
+    assert a.get(["nx_held"]) == [b"head"]
+    b.msettx(["nx_tx1", "nx_tx2"], [b"1", b"2"], existence_opt=ExistenceOpt.NX)  # new keys: written
+    assert a.get(["nx_tx1", "nx_tx2"]) == [b"1", b"2"]
+
+
 def test_real_dscli_spellings(workers, socket_dir):
     # The real dscli's option forms: -t before -w, stop -w ADDR, --version.
     port = free_port()

@@ -141,10 +141,61 @@ Result<Message> RequestHandler::Hello(const Message& request, Call& call) {
   return Message::ReplyTo(request, msg::Encode(h));
 }
 
+Result<std::vector<CreateSlot>> RequestHandler::CreateSlots(Call& call, std::vector<std::string> keys,
+                                                            const std::vector<uint64_t>& sizes,
+                                                            const WriteOptions& opts) {
+  if (!opts.if_absent || !call.local || context_.cluster == nullptr) {
+    return store_.Create(call.session, std::move(keys), sizes, opts);
+  }
+  const size_t n = keys.size();
+  const auto here = store_.Exist(keys);
+  std::vector<std::string> ask;
+  std::vector<size_t> asked;
+  for (size_t i = 0; i < n; ++i) {
+    if (!here[i]) {
+      ask.push_back(keys[i]);
+      asked.push_back(i);
+    }
+  }
+  std::vector<bool> elsewhere(n, false);
+  bool any = false;
+  if (!ask.empty()) {
+    const auto remote = context_.cluster->ExistRemote(ask);
+    for (size_t j = 0; j < asked.size() && j < remote.size(); ++j) {
+      elsewhere[asked[j]] = remote[j];
+      any = any || remote[j];
+    }
+  }
+  if (!any) return store_.Create(call.session, std::move(keys), sizes, opts);
+  std::vector<CreateSlot> slots(n);
+  if (opts.all_or_nothing) {
+    for (size_t i = 0; i < n; ++i) {
+      slots[i].code = here[i] || elsewhere[i] ? StatusCode::kAlreadyExists : StatusCode::kCancelled;
+    }
+    return slots;
+  }
+  std::vector<std::string> rest;
+  std::vector<uint64_t> rest_sizes;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < n; ++i) {
+    if (elsewhere[i]) {
+      slots[i].code = StatusCode::kAlreadyExists;
+      continue;
+    }
+    rest.push_back(std::move(keys[i]));
+    rest_sizes.push_back(sizes[i]);
+    at.push_back(i);
+  }
+  if (rest.empty()) return slots;
+  TQDS_ASSIGN_OR_RETURN(auto made, store_.Create(call.session, std::move(rest), rest_sizes, opts));
+  for (size_t j = 0; j < at.size(); ++j) slots[at[j]] = made[j];
+  return slots;
+}
+
 Result<Message> RequestHandler::Create(const Message& request, Call& call) {
   TQDS_ASSIGN_OR_RETURN(auto m, msg::DecodeCreate(request.body()));
   TQDS_RETURN_NOT_OK(CheckUnique(m.keys, "Create"));
-  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(call.session, std::move(m.keys), m.sizes, Options(m.write)));
+  TQDS_ASSIGN_OR_RETURN(auto slots, CreateSlots(call, std::move(m.keys), m.sizes, Options(m.write)));
   msg::CreateReply r;
   r.codes.reserve(slots.size());
   r.offsets.reserve(slots.size());
@@ -174,7 +225,7 @@ Result<Message> RequestHandler::Put(const Message& request, Call& call) {
   std::vector<uint64_t> sizes(m.keys.size());
   for (size_t i = 0; i < m.keys.size(); ++i) sizes[i] = payloads[i].size();
   const size_t n = m.keys.size();
-  TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(call.session, std::move(m.keys), sizes, Options(m.write)));
+  TQDS_ASSIGN_OR_RETURN(auto slots, CreateSlots(call, std::move(m.keys), sizes, Options(m.write)));
   std::vector<uint64_t> to_seal;
   to_seal.reserve(n);
   for (size_t i = 0; i < n; ++i) {

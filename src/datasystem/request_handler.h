@@ -76,6 +76,13 @@ class RequestHandler {
   static const Route* RouteOf(tqds::wire::MsgType type);
 
   Result<Message> Dispatch(const Route* route, const Message& request, Call& call);
+  // store_.Create, except that an if-absent write from a local client in a
+  // cluster (mset NX, msettx) also refuses a key that only another worker
+  // holds, as it refuses one of this store (AlreadyExists; all or nothing:
+  // the others Cancelled, nothing allocated). Over TCP: this store only (the
+  // TCP thread must not wait on peers).
+  Result<std::vector<CreateSlot>> CreateSlots(Call& call, std::vector<std::string> keys,
+                                              const std::vector<uint64_t>& sizes, const WriteOptions& opts);
   Result<Message> Hello(const Message& request, Call& call);
   Result<Message> Create(const Message& request, Call& call);
   Result<Message> Seal(const Message& request, Call& call);

@@ -193,6 +193,36 @@ TEST_F(MultiWorker, ExpireReachesEveryCopy) {
   EXPECT_EQ(b->Get("kept").ValueOr(""), "w");  // expire touched only its keys
 }
 
+// openYuanrong's NX (msettx, mset NX) sees the whole cluster: a key that
+// only another worker holds exists.
+TEST_F(MultiWorker, IfAbsentWritesSeeKeysHeldByOtherWorkers) {
+  auto a = Client(0), b = Client(1);
+  ASSERT_TRUE(a->Set("nx/held", "first").ok());  // held by a only
+  SetParam nx;
+  nx.if_absent = true;
+  // A transaction on b that names it writes nothing, anywhere.
+  Status tx = b->MSetTx({"nx/held", "nx/new"}, {"second", "x"}, nx);
+  EXPECT_TRUE(tx.IsAlreadyExists()) << tx.ToString();
+  EXPECT_TRUE(b->Get("nx/new").status().IsNotFound());
+  EXPECT_TRUE(a->Get("nx/new").status().IsNotFound());
+  // A batch with NX: that key fails, the new one is written.
+  auto each = b->MSetEach({"nx/held", "nx/other"}, {"second", "y"}, nx);
+  ASSERT_TRUE(each.ok()) << each.status().ToString();
+  EXPECT_TRUE((*each)[0].IsAlreadyExists()) << (*each)[0].ToString();
+  EXPECT_TRUE((*each)[1].ok()) << (*each)[1].ToString();
+  // The same through shared memory (a value too large to travel inline).
+  Status big = b->Set("nx/held", std::string(2 << 20, 'z'), nx);
+  EXPECT_TRUE(big.IsAlreadyExists()) << big.ToString();
+  // The held key keeps its first value on every worker.
+  EXPECT_EQ(b->Get("nx/held").ValueOr(""), "first");
+  EXPECT_EQ(a->Get("nx/held").ValueOr(""), "first");
+  EXPECT_EQ(a->Get("nx/other").ValueOr(""), "y");
+  // Without NX a write still replaces it, wherever it is held.
+  ASSERT_TRUE(b->Set("nx/held", "third").ok());
+  EXPECT_TRUE(testing::Eventually([&] { return a->Get("nx/held").ValueOr("") == "third"; },
+                                  std::chrono::seconds(5)));
+}
+
 TEST_F(MultiWorker, OverwriteAndDeleteReachEveryCopy) {
   auto a = Client(0), b = Client(1), c = Client(2);
   ASSERT_TRUE(a->Set("k", "first").ok());

@@ -390,6 +390,9 @@ class KVClient:
                existence_opt=ExistenceOpt.NONE) -> None:
         """Writes 1 to 8 new keys together or not at all: with
         ExistenceOpt.NX (the only option served), a key that exists raises
-        and none of the keys is written. Atomic on this client's worker."""
+        and none of the keys is written. A key held by another worker of
+        the cluster exists too; atomic on this client's worker (a key that
+        another worker writes between this write's create and its seal is
+        not seen)."""
         _check_batch_write(keys, vals, ttl_second, existence_opt)
         self._client.msettx(keys, vals, _evictable(write_mode), ttl_second, existence_opt is ExistenceOpt.NX)

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <poll.h>
@@ -14,6 +15,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 namespace tqds {
@@ -177,6 +179,13 @@ int ChildProcess::Stop(int signal, std::chrono::milliseconds grace) {
   ::kill(pid_, SIGKILL);
   auto again = Wait(std::chrono::seconds(5));
   return again.ok() ? *again : -1;
+}
+
+void KeepFreedMemory() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 }  // namespace tqds

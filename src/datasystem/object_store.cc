@@ -379,17 +379,17 @@ void ObjectStore::Unpin(Session& session, uint64_t off) {
   }
 }
 
-size_t ObjectStore::Delete(const std::vector<std::string>& keys) {
+std::vector<bool> ObjectStore::Delete(const std::vector<std::string>& keys) {
+  std::vector<bool> deleted(keys.size());
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = NowMs();
-  size_t n = 0;
-  for (const auto& k : keys) {
-    auto it = FindLive(k, now);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = FindLive(keys[i], now);
     if (it == table_.end()) continue;
     RemoveEntry(it);
-    ++n;
+    deleted[i] = true;
   }
-  return n;
+  return deleted;
 }
 
 size_t ObjectStore::DeleteVersions(const std::vector<std::string>& keys,

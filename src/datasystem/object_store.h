@@ -127,8 +127,8 @@ class ObjectStore {
   Result<std::vector<Located>> Get(Session& session, const std::vector<std::string>& keys,
                                    std::chrono::milliseconds wait);
   void Release(Session& session, const std::vector<uint64_t>& offsets);
-  // Returns how many keys existed.
-  size_t Delete(const std::vector<std::string>& keys);
+  // Per key: whether it existed (and is now deleted).
+  std::vector<bool> Delete(const std::vector<std::string>& keys);
   // Deletes keys[i] only if it is still at versions[i] (0: any version), so
   // a drop of an outdated copy never removes a newer write. Returns how many.
   size_t DeleteVersions(const std::vector<std::string>& keys, const std::vector<uint64_t>& versions);

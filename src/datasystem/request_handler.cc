@@ -334,13 +334,11 @@ Status RequestHandler::FetchMissing(Session& session, const std::vector<std::str
 
 Result<Message> RequestHandler::Delete(const Message& request, Call& call) {
   TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "Delete"));
-  std::vector<bool> here = store_.Exist(keys);
-  size_t n = store_.Delete(keys);
-  if (context_.cluster != nullptr) {
-    auto elsewhere = context_.cluster->DeleteRemote(keys, /*wait=*/call.local);
-    n = 0;
-    for (size_t i = 0; i < keys.size(); ++i) n += (here[i] || elsewhere[i]) ? 1 : 0;
-  }
+  const std::vector<bool> here = store_.Delete(keys);
+  const std::vector<bool> elsewhere =
+      context_.cluster != nullptr ? context_.cluster->DeleteRemote(keys, /*wait=*/call.local) : std::vector<bool>{};
+  size_t n = 0;
+  for (size_t i = 0; i < keys.size(); ++i) n += here[i] || (i < elsewhere.size() && elsewhere[i]) ? 1 : 0;
   return Message::ReplyTo(request, msg::EncodeDeleted(n));
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/logging.h"
+#include "common/process.h"
 #include "datasystem/worker.h"
 #include "datasystem/worker_flags.h"
 
@@ -70,6 +71,9 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
+  // Request frames of large batches (a 16384-key get is about 1 MiB) are
+  // malloc'd and freed per request: keep the freed memory warm.
+  tqds::KeepFreedMemory();
   std::vector<std::pair<std::string, std::string>> internal;
   auto parsed = ds::ParseWorkerFlags(args, {"ready_fd"}, &internal);
   int ready_fd = -1;

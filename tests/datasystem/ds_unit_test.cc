@@ -190,7 +190,7 @@ TEST(ObjectStore, KeyCreatedTwiceBeforeSealLaterSealWins) {
   EXPECT_EQ(f.store->Seal(w, {(*second)[0].offset})[0], StatusCode::kOk);
   EXPECT_EQ(*f.Read(r, "k"), "v2");
   EXPECT_EQ(f.store->Stats().objects, 1u);
-  EXPECT_EQ(f.store->Delete({"k"}), 1u);
+  EXPECT_EQ(f.store->Delete({"k", "never"}), (std::vector<bool>{true, false}));
   EXPECT_EQ(f.store->Stats().used, 0u);  // the replaced block was freed
 }
 
@@ -203,7 +203,7 @@ TEST(ObjectStore, PinnedBlockSurvivesOverwriteAndDelete) {
   uint64_t off = (*got)[0].offset;
   ASSERT_TRUE(f.Put(w, "k", "v2").ok());
   EXPECT_EQ(std::string(reinterpret_cast<char*>(f.memory.data() + off), 2), "v1");
-  EXPECT_EQ(f.store->Delete({"k"}), 1u);
+  EXPECT_EQ(f.store->Delete({"k"}), std::vector<bool>{true});
   EXPECT_GT(f.store->Stats().used, 0u);  // orphan still pinned
   f.store->CloseSession(r);              // reader dies
   EXPECT_EQ(f.store->Stats().used, 0u);

@@ -1,6 +1,5 @@
 // tq: the TransferQueue command line. Subcommands: controller, storage-unit,
 // demo, status. Each only fills in an options struct and runs the component.
-#include <malloc.h>
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +11,7 @@
 #include <iostream>
 
 #include "common/logging.h"
+#include "common/process.h"
 #include "common/wire/security.h"
 #include "tools/tq/demo.h"
 #include "tools/tq/metrics.h"
@@ -47,20 +47,6 @@ void WaitForSignal() {
 
 std::string Endpoint(const std::string& host, int port) {
   return "tcp://" + host + ":" + std::to_string(port);
-}
-
-// Storage units receive every put into memory from malloc (ZMQ's receive
-// buffers) and free it at clear. By default glibc maps large blocks afresh
-// and returns freed memory to the system at once, so each step's values
-// fault in new pages, which on some VMs costs more than the copy (a
-// 288 MiB put through two units: 310 ms, 210 ms with these settings). A
-// storage service keeps what it freed, up to 1 GiB, for the next step.
-// GLIBC_TUNABLES that set malloc options take precedence.
-void KeepFreedMemory() {
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) return;
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 int Fail(const tqds::Status& st) {
@@ -216,7 +202,7 @@ int main(int argc, char** argv) {
   if (allow_insecure) tqds::wire::AllowInsecure(true);
 
   if (*ctl || *su) {
-    KeepFreedMemory();
+    tqds::KeepFreedMemory();  // the units receive every put into malloc'd memory
     BlockStopSignals();
     // A file-size limit reached while journaling is a failed write the
     // controller reports and recovers from, not a reason to die.

@@ -220,6 +220,7 @@ WriteBuffer& WriteBuffer::operator=(WriteBuffer&& o) noexcept {
   if (this != &o) {
     if (conn_ && !sealed_) conn_->Abort(data_);
     key_ = std::move(o.key_);
+    refused_ = o.refused_;
     data_ = o.data_;
     size_ = o.size_;
     sealed_ = o.sealed_;

@@ -122,6 +122,25 @@ TEST_F(KVYrFeaturesTest, MSetTxWritesEveryKeyOrNone) {
   EXPECT_FALSE(*client_->Exist({"plain"}).ValueOr({true}).begin());
 }
 
+TEST_F(KVYrFeaturesTest, AMovedBufferKeepsWhyItWasRefused) {
+  // A refused transaction's buffers, moved (as the Python binding moves
+  // them into its objects): the seal still names the key that exists, not
+  // the one that was only cancelled with it.
+  ASSERT_TRUE(client_->Set("moved_taken", "v").ok());
+  SetParam tx;
+  tx.if_absent = true;
+  tx.all_or_nothing = true;
+  auto bufs = client_->MCreate({"moved_fresh", "moved_taken"}, {4, 4}, tx);
+  ASSERT_TRUE(bufs.ok()) << bufs.status().ToString();
+  std::vector<WriteBuffer> moved;
+  for (auto& b : *bufs) moved.push_back(std::move(b));
+  Status st = client_->MSetBuffer(moved);
+  EXPECT_TRUE(st.IsAlreadyExists()) << st.ToString();
+  EXPECT_NE(st.message().find("moved_taken"), std::string::npos) << st.ToString();
+  EXPECT_EQ(st.message().find("moved_fresh"), std::string::npos) << st.ToString();
+  EXPECT_EQ(*client_->Exist({"moved_fresh"}), std::vector<bool>{false});
+}
+
 TEST_F(KVYrFeaturesTest, MSetTxLosesWholeWhenAKeyAppearsBeforeItsSeal) {
   // A transaction created in shared memory; another client writes one of its
   // keys before the seal: the seal refuses every key of the transaction.

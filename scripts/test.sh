@@ -32,6 +32,11 @@ yr_pid=$!
 # same build gives the test suites under ASan+UBSan and the fuzz targets
 # (one build instead of two; the targets replay their corpora when fuzzed).
 asan_log="$(mktemp)"
+# A tree of an earlier layout (gcc, no fuzz instrumentation) is made afresh:
+# CMake would switch the compiler but forget the options.
+if [ -f build-asan/CMakeCache.txt ] && ! grep -q '^TQDS_FUZZ:BOOL=ON' build-asan/CMakeCache.txt; then
+  rm -rf build-asan
+fi
 (
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON -DTQDS_FUZZ=ON \
     -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \

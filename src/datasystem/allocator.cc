@@ -13,7 +13,7 @@ void BestFitAllocator::InsertFree(uint64_t offset, uint64_t size) {
   free_by_size_.emplace(size, offset);
 }
 
-void BestFitAllocator::EraseFree(std::map<uint64_t, uint64_t>::iterator it) {
+void BestFitAllocator::EraseFree(std::pmr::map<uint64_t, uint64_t>::iterator it) {
   free_by_size_.erase({it->second, it->first});
   free_by_offset_.erase(it);
 }

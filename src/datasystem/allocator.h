@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -47,14 +48,16 @@ class BestFitAllocator final : public Allocator {
 
  private:
   void InsertFree(uint64_t offset, uint64_t size);
-  void EraseFree(std::map<uint64_t, uint64_t>::iterator it);
+  void EraseFree(std::pmr::map<uint64_t, uint64_t>::iterator it);
 
   const uint64_t capacity_;
   const uint64_t alignment_;
   uint64_t used_ = 0;
-  std::map<uint64_t, uint64_t> free_by_offset_;             // offset -> size
-  std::set<std::pair<uint64_t, uint64_t>> free_by_size_;    // (size, offset)
-  std::unordered_map<uint64_t, uint64_t> allocated_;        // offset -> size
+  // Nodes from a pool: a batch allocates and frees blocks by the thousand.
+  std::pmr::unsynchronized_pool_resource pool_;
+  std::pmr::map<uint64_t, uint64_t> free_by_offset_{&pool_};           // offset -> size
+  std::pmr::set<std::pair<uint64_t, uint64_t>> free_by_size_{&pool_};  // (size, offset)
+  std::pmr::unordered_map<uint64_t, uint64_t> allocated_{&pool_};      // offset -> size
 };
 
 }  // namespace ds

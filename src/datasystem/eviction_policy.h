@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <memory_resource>
 #include <optional>
 #include <unordered_map>
 
@@ -38,8 +39,11 @@ class LruPolicy final : public EvictionPolicy {
   size_t size() const override { return pos_.size(); }
 
  private:
-  std::list<ObjectId> order_;  // front = coldest
-  std::unordered_map<ObjectId, std::list<ObjectId>::iterator> pos_;
+  // Nodes from a pool: one per resident object, made and dropped by the
+  // thousand per batch. Used under the store's lock only.
+  std::pmr::unsynchronized_pool_resource pool_;
+  std::pmr::list<ObjectId> order_{&pool_};  // front = coldest
+  std::pmr::unordered_map<ObjectId, std::pmr::list<ObjectId>::iterator> pos_{&pool_};
 };
 
 }  // namespace ds

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <queue>
 #include <string>
@@ -57,10 +58,17 @@ struct Session {
     uint64_t size = 0;
     WriteOptions opts;
   };
-  std::unordered_map<uint64_t, uint32_t> pins;         // block offset -> pin count
+  Session() = default;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  // The nodes of the maps below: a batch pins or creates thousands of
+  // blocks and drops them soon after, which this pool serves without
+  // malloc. Used under the store's lock only.
+  std::pmr::unsynchronized_pool_resource pool;
+  std::pmr::unordered_map<uint64_t, uint32_t> pins{&pool};  // block offset -> pin count
   // Created, unsealed writes by block offset: a write is sealed or aborted by
   // its offset (unique while pending), so its key is hashed and sent once.
-  std::unordered_map<uint64_t, Pending> pending;
+  std::pmr::unordered_map<uint64_t, Pending> pending{&pool};
 };
 
 struct CreateSlot {
@@ -166,7 +174,7 @@ class ObjectStore {
     bool evictable = false;
     bool cached = false;
   };
-  using Table = std::unordered_map<std::string, Object>;
+  using Table = std::pmr::unordered_map<std::string, Object>;
   using Entry = Table::value_type;
 
   Status MakeRoom(uint64_t size, uint64_t* offset);  // allocate, spilling as needed
@@ -191,13 +199,17 @@ class ObjectStore {
   std::unique_ptr<Allocator> allocator_;
   std::unique_ptr<EvictionPolicy> policy_;
   SpillStore spill_;
-  Table table_;
-  std::unordered_map<ObjectId, Entry*> by_id_;
+  // The nodes of the maps below (one per object or pinned block, made and
+  // dropped by the thousand per batch): from a pool instead of malloc. It
+  // keeps what it freed for the next batch.
+  std::pmr::unsynchronized_pool_resource pool_;
+  Table table_{&pool_};
+  std::pmr::unordered_map<ObjectId, Entry*> by_id_{&pool_};
   struct PinCount {
     uint32_t refs = 0;
     bool orphaned = false;
   };
-  std::unordered_map<uint64_t, PinCount> pins_;             // block offset -> pins
+  std::pmr::unordered_map<uint64_t, PinCount> pins_{&pool_};  // block offset -> pins
   using Expiry = std::pair<int64_t, ObjectId>;
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>> expiry_;
   ObjectId next_id_ = 1;

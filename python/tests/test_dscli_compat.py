@@ -143,19 +143,28 @@ def test_transfer_queue_0_1_11_head_and_worker_nodes(workers, socket_dir):
     assert node.get("tq/meta") == b"from the head"
 
 
-def test_seed_multi_node_commands_on_one_machine(etcd, workers, socket_dir):
-    # The seed's Appendix B with the two nodes as two loopback addresses and
-    # one port, sharing one file system: each starts, serves, and reads what
-    # the other wrote; stopping one leaves the other running.
+def start_two_loopback_workers(etcd, workers, socket_dir, shared_memory_mb):
+    """Two workers joined through `etcd` on one port of two loopback addresses
+    (the seed's two nodes on one machine, sharing one file system), each
+    recorded in `workers` (stopped by pid at the end). Returns (port, head
+    address, node address)."""
     port = free_port()
     head, node = f"127.0.0.1:{port}", f"127.0.0.2:{port}"
     for address in (head, node):
         r = run(["dscli", "start", "-w", "--worker_address", address, "--etcd_address", etcd,
-                 "--unix_domain_socket_dir", socket_dir, "--shared_memory_size_mb", "256"])
+                 "--unix_domain_socket_dir", socket_dir, "--shared_memory_size_mb", str(shared_memory_mb)])
         pid = ok_pid(r.stdout, address)
         if pid:
             workers.append((address, pid))
         assert r.returncode == 0 and pid, r.stdout
+    return port, head, node
+
+
+def test_seed_multi_node_commands_on_one_machine(etcd, workers, socket_dir):
+    # The seed's Appendix B with the two nodes as two loopback addresses and
+    # one port, sharing one file system: each starts, serves, and reads what
+    # the other wrote; stopping one leaves the other running.
+    port, head, node = start_two_loopback_workers(etcd, workers, socket_dir, shared_memory_mb=256)
 
     from datasystem import KVClient
     a, b = KVClient("127.0.0.1", port), KVClient("127.0.0.2", port)
@@ -175,15 +184,7 @@ def test_yr_nx_writes_see_a_key_held_by_another_worker(etcd, workers, socket_dir
     # openYuanrong's ExistenceOpt.NX spans the cluster: a key the head's
     # worker holds refuses msettx on the other worker (nothing written) and
     # fails that key of an mset NX there; its value stays the head's.
-    port = free_port()
-    head, node = f"127.0.0.1:{port}", f"127.0.0.2:{port}"
-    for address in (head, node):
-        r = run(["dscli", "start", "-w", "--worker_address", address, "--etcd_address", etcd,
-                 "--unix_domain_socket_dir", socket_dir, "--shared_memory_size_mb", "64"])
-        pid = ok_pid(r.stdout, address)
-        if pid:
-            workers.append((address, pid))
-        assert r.returncode == 0 and pid, r.stdout
+    port, _, _ = start_two_loopback_workers(etcd, workers, socket_dir, shared_memory_mb=64)
 
     from yr.datasystem import ExistenceOpt, KVClient
     a, b = KVClient("127.0.0.1", port), KVClient("127.0.0.2", port)

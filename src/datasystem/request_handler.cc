@@ -141,44 +141,44 @@ Result<Message> RequestHandler::Hello(const Message& request, Call& call) {
   return Message::ReplyTo(request, msg::Encode(h));
 }
 
+std::vector<bool> RequestHandler::ExistAnywhere(const std::vector<std::string>& keys) {
+  auto exist = store_.Exist(keys);
+  std::vector<size_t> idx;
+  std::vector<std::string> missing;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!exist[i]) {
+      idx.push_back(i);
+      missing.push_back(keys[i]);
+    }
+  }
+  if (!missing.empty()) {
+    auto remote = context_.cluster->ExistRemote(missing);
+    for (size_t j = 0; j < idx.size() && j < remote.size(); ++j) exist[idx[j]] = remote[j];
+  }
+  return exist;
+}
+
 Result<std::vector<CreateSlot>> RequestHandler::CreateSlots(Call& call, std::vector<std::string> keys,
                                                             const std::vector<uint64_t>& sizes,
                                                             const WriteOptions& opts) {
   if (!opts.if_absent || !call.local || context_.cluster == nullptr) {
     return store_.Create(call.session, std::move(keys), sizes, opts);
   }
+  const auto exists = ExistAnywhere(keys);
+  if (std::find(exists.begin(), exists.end(), true) == exists.end()) {
+    return store_.Create(call.session, std::move(keys), sizes, opts);
+  }
   const size_t n = keys.size();
-  const auto here = store_.Exist(keys);
-  std::vector<std::string> ask;
-  std::vector<size_t> asked;
-  for (size_t i = 0; i < n; ++i) {
-    if (!here[i]) {
-      ask.push_back(keys[i]);
-      asked.push_back(i);
-    }
-  }
-  std::vector<bool> elsewhere(n, false);
-  bool any = false;
-  if (!ask.empty()) {
-    const auto remote = context_.cluster->ExistRemote(ask);
-    for (size_t j = 0; j < asked.size() && j < remote.size(); ++j) {
-      elsewhere[asked[j]] = remote[j];
-      any = any || remote[j];
-    }
-  }
-  if (!any) return store_.Create(call.session, std::move(keys), sizes, opts);
   std::vector<CreateSlot> slots(n);
   if (opts.all_or_nothing) {
-    for (size_t i = 0; i < n; ++i) {
-      slots[i].code = here[i] || elsewhere[i] ? StatusCode::kAlreadyExists : StatusCode::kCancelled;
-    }
+    for (size_t i = 0; i < n; ++i) slots[i].code = exists[i] ? StatusCode::kAlreadyExists : StatusCode::kCancelled;
     return slots;
   }
   std::vector<std::string> rest;
   std::vector<uint64_t> rest_sizes;
   std::vector<size_t> at;
   for (size_t i = 0; i < n; ++i) {
-    if (elsewhere[i]) {
+    if (exists[i]) {
       slots[i].code = StatusCode::kAlreadyExists;
       continue;
     }
@@ -344,21 +344,9 @@ Result<Message> RequestHandler::Delete(const Message& request, Call& call) {
 
 Result<Message> RequestHandler::Exist(const Message& request, Call& call) {
   TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "Exist"));
-  auto exist = store_.Exist(keys);
-  if (call.local && context_.cluster != nullptr) {
-    std::vector<size_t> idx;
-    std::vector<std::string> missing;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (!exist[i]) {
-        idx.push_back(i);
-        missing.push_back(keys[i]);
-      }
-    }
-    if (!missing.empty()) {
-      auto remote = context_.cluster->ExistRemote(missing);
-      for (size_t j = 0; j < idx.size(); ++j) exist[idx[j]] = remote[j];
-    }
-  }
+  // A client's request (on the local socket) sees the whole cluster; one
+  // over TCP (another worker's ExistRemote) this store only.
+  const auto exist = call.local && context_.cluster != nullptr ? ExistAnywhere(keys) : store_.Exist(keys);
   return Message::ReplyTo(request, msg::EncodeExist(exist));
 }
 

@@ -63,7 +63,9 @@ struct SetParam {
   // Set only if the key does not exist; otherwise AlreadyExists. In a
   // cluster, a key held by any worker exists (checked when the write is
   // created; a key another worker writes between that and the seal is not
-  // seen).
+  // seen). When no owner of a key's record answers (they crashed and are
+  // still in the view), nobody can tell: the write fails with Unavailable
+  // naming the key and its owners, and writes nothing.
   bool if_absent = false;
   // With if_absent: a batch's keys are written together or not at all
   // (MSetTx sets it).
@@ -199,7 +201,8 @@ class KVClient {
               const SetParam& param = {});
   // As MSet, with the outcome of each key (OK, AlreadyExists with if_absent,
   // ...): the batch is written as far as it can be. The call itself fails
-  // only on a bad argument, OutOfSpace or a broken connection.
+  // only on a bad argument, OutOfSpace, a broken connection or (if_absent in
+  // a cluster) Unavailable when no owner of some key answers.
   Result<std::vector<Status>> MSetEach(const std::vector<std::string>& keys,
                                        const std::vector<std::string_view>& values,
                                        const SetParam& param = {});
@@ -256,6 +259,9 @@ class KVClient {
 
   // Deletes keys; missing keys are fine. Returns how many existed.
   Result<size_t> Delete(const std::vector<std::string>& keys);
+  // Whether each key exists on any worker of the cluster. Unavailable,
+  // naming the key and its owners, when no owner of some key's record
+  // answers (rather than a guess).
   Result<std::vector<bool>> Exist(const std::vector<std::string>& keys);
   // Gives each existing key `ttl_seconds` more to live, from now (0 keeps
   // its expiry as it is). Per key: whether it existed. Only the copies held

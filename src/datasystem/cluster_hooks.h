@@ -43,7 +43,10 @@ class ClusterHooks {
                              std::vector<Located>* pulled) = 0;
 
   // Whether another worker holds a live copy of each key (local misses).
-  virtual std::vector<bool> ExistRemote(const std::vector<std::string>& keys) = 0;
+  // Unavailable, naming the key and its owners, when no owner of some key
+  // answers: "absent" would let an if-absent write replace a key that may
+  // still exist.
+  virtual tqds::Result<std::vector<bool>> ExistRemote(const std::vector<std::string>& keys) = 0;
 
   // Gives every copy of `keys` on other workers (the primary and cached
   // copies) `ttl_ms` to live. Per key: whether another worker held one.

@@ -436,13 +436,12 @@ ClusterStats ClusterNode::Stats() const {
   return s;
 }
 
-std::vector<bool> ClusterNode::ExistRemote(const std::vector<std::string>& keys) {
+Result<std::vector<bool>> ClusterNode::ExistRemote(const std::vector<std::string>& keys) {
   std::vector<bool> out(keys.size(), false);
   auto [live, ring] = Snapshot();
   if (!ring || ring->empty() || keys.empty()) return out;
-  auto found = Locate(keys, *ring);
-  if (!found.ok()) return out;
-  for (size_t i = 0; i < keys.size(); ++i) out[i] = (*found)[i].code == StatusCode::kOk;
+  TQDS_ASSIGN_OR_RETURN(auto found, Locate(keys, *ring));
+  for (size_t i = 0; i < keys.size(); ++i) out[i] = found[i].code == StatusCode::kOk;
   return out;
 }
 

@@ -79,7 +79,7 @@ class ClusterNode final : public ClusterHooks {
   void Published(const std::vector<std::string>& keys, bool wait) override;
   tqds::Status Fetch(Session& session, const std::vector<std::string>& keys,
                      std::vector<Located>* pulled) override;
-  std::vector<bool> ExistRemote(const std::vector<std::string>& keys) override;
+  tqds::Result<std::vector<bool>> ExistRemote(const std::vector<std::string>& keys) override;
   std::vector<bool> ExpireRemote(const std::vector<std::string>& keys, uint64_t ttl_ms) override;
   std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) override;
   tqds::Result<tqds::wire::Message> HandlePeer(const tqds::wire::Message& request) override;

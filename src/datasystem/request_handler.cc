@@ -141,7 +141,7 @@ Result<Message> RequestHandler::Hello(const Message& request, Call& call) {
   return Message::ReplyTo(request, msg::Encode(h));
 }
 
-std::vector<bool> RequestHandler::ExistAnywhere(const std::vector<std::string>& keys) {
+Result<std::vector<bool>> RequestHandler::ExistAnywhere(const std::vector<std::string>& keys) {
   auto exist = store_.Exist(keys);
   std::vector<size_t> idx;
   std::vector<std::string> missing;
@@ -152,7 +152,7 @@ std::vector<bool> RequestHandler::ExistAnywhere(const std::vector<std::string>& 
     }
   }
   if (!missing.empty()) {
-    auto remote = context_.cluster->ExistRemote(missing);
+    TQDS_ASSIGN_OR_RETURN(auto remote, context_.cluster->ExistRemote(missing));
     for (size_t j = 0; j < idx.size() && j < remote.size(); ++j) exist[idx[j]] = remote[j];
   }
   return exist;
@@ -164,7 +164,7 @@ Result<std::vector<CreateSlot>> RequestHandler::CreateSlots(Call& call, std::vec
   if (!opts.if_absent || !call.local || context_.cluster == nullptr) {
     return store_.Create(call.session, std::move(keys), sizes, opts);
   }
-  const auto exists = ExistAnywhere(keys);
+  TQDS_ASSIGN_OR_RETURN(const auto exists, ExistAnywhere(keys));
   if (std::find(exists.begin(), exists.end(), true) == exists.end()) {
     return store_.Create(call.session, std::move(keys), sizes, opts);
   }
@@ -346,7 +346,12 @@ Result<Message> RequestHandler::Exist(const Message& request, Call& call) {
   TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "Exist"));
   // A client's request (on the local socket) sees the whole cluster; one
   // over TCP (another worker's ExistRemote) this store only.
-  const auto exist = call.local && context_.cluster != nullptr ? ExistAnywhere(keys) : store_.Exist(keys);
+  std::vector<bool> exist;
+  if (call.local && context_.cluster != nullptr) {
+    TQDS_ASSIGN_OR_RETURN(exist, ExistAnywhere(keys));
+  } else {
+    exist = store_.Exist(keys);
+  }
   return Message::ReplyTo(request, msg::EncodeExist(exist));
 }
 

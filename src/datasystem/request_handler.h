@@ -83,7 +83,7 @@ class RequestHandler {
   // TCP thread must not wait on peers).
   // Per key: whether this store or (through the cluster, which must be
   // set) another worker holds it.
-  std::vector<bool> ExistAnywhere(const std::vector<std::string>& keys);
+  tqds::Result<std::vector<bool>> ExistAnywhere(const std::vector<std::string>& keys);
   Result<std::vector<CreateSlot>> CreateSlots(Call& call, std::vector<std::string> keys,
                                               const std::vector<uint64_t>& sizes, const WriteOptions& opts);
   Result<Message> Hello(const Message& request, Call& call);

@@ -44,9 +44,11 @@ class MultiWorker : public ::testing::Test {
     testing::WorkerConfig c;
     c.shm_mb = 256;
     c.etcd = etcd_->address();
-    c.extra = {"--node_timeout_s", "2"};
+    c.extra = {"--node_timeout_s", NodeTimeoutSeconds()};
     return c;
   }
+  // How long a crashed worker stays in the others' view.
+  virtual const char* NodeTimeoutSeconds() const { return "2"; }
 
   void AddWorker() {
     workers_.push_back(std::make_unique<testing::WorkerProcess>(Config()));
@@ -221,6 +223,60 @@ TEST_F(MultiWorker, IfAbsentWritesSeeKeysHeldByOtherWorkers) {
   ASSERT_TRUE(b->Set("nx/held", "third").ok());
   EXPECT_TRUE(testing::Eventually([&] { return a->Get("nx/held").ValueOr("") == "third"; },
                                   std::chrono::seconds(5)));
+}
+
+// Crashed workers stay in the view for a minute: long enough to see what a
+// worker does while the owners it must ask do not answer.
+class MultiWorkerSlowToForget : public MultiWorker {
+ protected:
+  const char* NodeTimeoutSeconds() const override { return "60"; }
+};
+
+TEST_F(MultiWorkerSlowToForget, IfAbsentWritesFailWhenNoOwnerOfAKeyAnswers) {
+  auto b = Client(1);
+  const std::string dead0 = workers_[0]->address(), dead2 = workers_[2]->address();
+  workers_[0]->Crash();
+  workers_[2]->Crash();
+  // Each key's record lives on two owners of the three. For a key whose
+  // owners were both crashed nobody can say whether it exists: Exist and an
+  // if-absent write must fail (Unavailable, naming the key and the owners),
+  // not answer "absent" and write. A key with a live owner is answered.
+  std::vector<std::string> unknown, answered;
+  for (const auto& k : Keys("nxdead", 24)) {
+    auto ex = b->Exist({k});
+    if (ex.ok()) {
+      EXPECT_FALSE((*ex)[0]) << k;
+      answered.push_back(k);
+      continue;
+    }
+    EXPECT_TRUE(ex.status().IsUnavailable()) << ex.status().ToString();
+    EXPECT_NE(ex.status().message().find(k), std::string::npos) << ex.status().ToString();
+    EXPECT_TRUE(ex.status().message().find(dead0) != std::string::npos &&
+                ex.status().message().find(dead2) != std::string::npos)
+        << ex.status().ToString();
+    unknown.push_back(k);
+  }
+  ASSERT_FALSE(unknown.empty()) << "no key of 24 has both crashed workers as owners";
+  ASSERT_FALSE(answered.empty()) << "every key of 24 has both crashed workers as owners";
+  SetParam nx;
+  nx.if_absent = true;
+  Status one = b->Set(unknown[0], "v", nx);
+  EXPECT_TRUE(one.IsUnavailable()) << one.ToString();
+  Status big = b->Set(unknown[0], std::string(2 << 20, 'z'), nx);  // through shared memory
+  EXPECT_TRUE(big.IsUnavailable()) << big.ToString();
+  Status tx = b->MSetTx({answered[0], unknown[0]}, {"x", "y"}, nx);
+  EXPECT_TRUE(tx.IsUnavailable()) << tx.ToString();
+  auto each = b->MSetEach({answered[0], unknown[0]}, {"x", "y"}, nx);
+  EXPECT_TRUE(each.status().IsUnavailable()) << each.status().ToString();
+  // None of those wrote anything here (a local copy would be read at once;
+  // without one, the unanswered owners make the read fail too).
+  EXPECT_TRUE(b->Get(answered[0]).status().IsNotFound());
+  auto lost = b->Get(unknown[0]);
+  EXPECT_TRUE(lost.status().IsUnavailable()) << lost.status().ToString();
+  // A key whose owner answers is written as before.
+  ASSERT_TRUE(b->Set(answered[0], "x", nx).ok());
+  EXPECT_EQ(b->Get(answered[0]).ValueOr(""), "x");
+  EXPECT_TRUE(b->Set(answered[0], "again", nx).IsAlreadyExists());
 }
 
 TEST_F(MultiWorker, OverwriteAndDeleteReachEveryCopy) {

@@ -539,7 +539,7 @@ class BatchMeta:
     @property
     def custom_meta(self) -> list[dict[str, Any]]:
         if self._custom is None:
-            self._custom = [dict(d) for d in self._native.get_custom_meta()]
+            self._custom = self._native.get_custom_meta()  # a new list of new dicts
         return self._custom
 
     @custom_meta.setter

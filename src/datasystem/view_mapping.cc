@@ -223,6 +223,12 @@ std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
   std::vector<bool> out(offsets.size(), writable_ ? base_ != nullptr : true);
   if (!writable_ || base_ == nullptr) return out;
   std::lock_guard<std::mutex> lock(mu_);
+  // The last page of the previous view of this call, known then not to be
+  // private. The objects of a call are pinned and never change, and a page
+  // that goes private after that check copies their stored bytes, so the
+  // next object starting on that page (objects of a batch lie next to each
+  // other) needs no second scan of it.
+  uint64_t clean = UINT64_MAX;
   for (size_t i = 0; i < offsets.size(); ++i) {
     const uint64_t off = offsets[i], n = sizes[i];
     if (n == 0) continue;  // no bytes: nothing to share
@@ -234,12 +240,13 @@ std::vector<bool> ViewMapping::View(const std::vector<uint64_t>& offsets,
     const uint64_t first = off / kPage, last = (off + n - 1) / kPage;
     // Interior pages have no live view (objects are disjoint), hence are
     // not private; the end pages may be shared with a neighbour's view.
-    if ((counts_[first] > 0 && PrivateLocked(first)) ||
+    if ((counts_[first] > 0 && first != clean && PrivateLocked(first)) ||
         (last != first && counts_[last] > 0 && PrivateLocked(last))) {
       live_.erase(it);
       out[i] = false;
       continue;
     }
+    clean = last;  // a count of 0 (no live view: not private), or scanned just now
     it->second = 1;
     for (uint64_t c = first / kArmPages; uffd_ >= 0 && c <= last / kArmPages; ++c) {
       if (armed_[c]) continue;

@@ -392,6 +392,24 @@ TEST_P(ViewMappingTest, APageANeighbourWroteIsNotViewable) {
   views_->Unview({kPage + 100}, {kPage - 100});
 }
 
+TEST_P(ViewMappingTest, NeighboursOfOneCallShareTheirPageWithoutASecondCheck) {
+  // Three objects of 2 KiB back to back, as a batch of small values lies:
+  // pages 0 and 1 each hold the end of one and the start of the next. In
+  // one call each shared page is checked once (by the object that ends on
+  // it), so all three are views, also without write tracking.
+  const std::vector<uint64_t> off = {kPage / 2, kPage + kPage / 2, 2 * kPage + kPage / 2};
+  const std::vector<uint64_t> size = {kPage, kPage, kPage};
+  ASSERT_EQ(views_->View(off, size), (std::vector<bool>{true, true, true}));
+  for (uint64_t o : off) EXPECT_EQ(*At(o + 8), shared_[o + 8]);
+  *At(off[0] + 8) = 0xEE;  // the first writes its own bytes of page 0
+  // ... which a later call's neighbour on page 0 must not see.
+  EXPECT_EQ(views_->View({0}, {kPage / 2}), std::vector<bool>{false});
+  views_->Unview(off, size);
+  EXPECT_EQ(views_->View({0}, {kPage / 2}), std::vector<bool>{true});
+  EXPECT_EQ(*At(8), shared_[8]);
+  views_->Unview({0}, {kPage / 2});
+}
+
 INSTANTIATE_TEST_SUITE_P(Tracking, ViewMappingTest,
                          ::testing::Values(ViewMapping::Tracking::kWriteProtect,
                                            ViewMapping::Tracking::kFileScan,

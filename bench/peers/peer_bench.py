@@ -275,6 +275,14 @@ class SystemRun:
                  "TMPDIR": work}
         if self.use_ray:
             extra.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+        if self.ours and ns.cross:
+            # Ours refuses plain tcp off loopback: the deployment's keys, as
+            # the README deploys them, for every process of ours.
+            keys = os.path.join(work, "curve-keys")
+            r = run(os.path.join(self.venv, "bin", "tq"), "keys", keys, check=False, timeout=60)
+            if r.returncode != 0:
+                raise StepError(f"tq keys: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
+            extra["TQDS_CURVE_KEY_DIR"] = keys
         self.env = venv_env(self.venv, extra)
         self.procs = []
         self.ds_workers = []

@@ -50,6 +50,8 @@ ClusterNode::ClusterNode(ClusterOptions options, ObjectStore& store)
 
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterOptions options,
                                                         ObjectStore& store) {
+  // The hot paths find owners without allocating, at most kMaxOwners each.
+  options.metadata_replicas = std::clamp<size_t>(options.metadata_replicas, 1, cluster::HashRing::kMaxOwners);
   std::unique_ptr<ClusterNode> n(new ClusterNode(std::move(options), store));
   n->incarnation_ = static_cast<uint64_t>(NowNs());
   n->puller_ = std::make_unique<PullClient>(n->options_.pull);
@@ -164,16 +166,49 @@ void ClusterNode::Later(std::function<void()> task) {
 
 // ------------------------------------------------------------------ publish
 
+namespace {
+
+// Per owner (an index into ring.nodes()), the items that go to it; then as
+// a map by owner address. Owners are found without allocating: a batch of
+// thousands of keys costs no strings or vectors per key.
+template <typename T>
+class ByOwner {
+ public:
+  explicit ByOwner(const cluster::HashRing& ring) : ring_(ring), per_node_(ring.size()) {}
+  // The first `replicas` owners of `key` are where the next Put goes (two
+  // steps, so that the item may take the key's own string).
+  void Find(std::string_view key, size_t replicas) { found_ = ring_.OwnerIndexes(key, replicas, idx_); }
+  void Put(T item) {
+    for (size_t j = 0; j + 1 < found_; ++j) per_node_[idx_[j]].push_back(item);
+    if (found_ > 0) per_node_[idx_[found_ - 1]].push_back(std::move(item));
+  }
+  std::map<std::string, std::vector<T>> Take() && {
+    std::map<std::string, std::vector<T>> out;
+    for (size_t i = 0; i < per_node_.size(); ++i) {
+      if (!per_node_[i].empty()) out.emplace(ring_.nodes()[i], std::move(per_node_[i]));
+    }
+    return out;
+  }
+
+ private:
+  const cluster::HashRing& ring_;
+  std::vector<std::vector<T>> per_node_;
+  uint32_t idx_[cluster::HashRing::kMaxOwners] = {};
+  size_t found_ = 0;
+};
+
+}  // namespace
+
 void ClusterNode::Published(const std::vector<std::string>& keys, bool wait) {
   auto [live, ring] = Snapshot();
   if (!ring || ring->empty()) return;
-  std::map<std::string, std::vector<PublishEntry>> by_owner;
+  ByOwner<PublishEntry> by_owner(*ring);
   for (auto& info : store_.Describe(keys)) {
     if (info.code != StatusCode::kOk || info.cached) continue;
-    PublishEntry e{info.key, info.size, SelfReplica(info.version)};
-    for (const auto& o : ring->Owners(info.key, options_.metadata_replicas)) by_owner[o].push_back(e);
+    by_owner.Find(info.key, options_.metadata_replicas);
+    by_owner.Put(PublishEntry{std::move(info.key), info.size, SelfReplica(info.version)});
   }
-  SendPublish(PublishMode::kPrimary, by_owner, wait);
+  SendPublish(PublishMode::kPrimary, std::move(by_owner).Take(), wait);
 }
 
 void ClusterNode::SendPublish(PublishMode mode,
@@ -257,20 +292,31 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
   // 1. Locate: ask each key's owner; on no answer, the next owner.
   std::vector<std::optional<LookupResult>> found(keys.size());
   std::vector<bool> answered(keys.size(), false);  // some owner said "no record"
-  std::vector<std::vector<std::string>> owners(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) owners[i] = ring.Owners(keys[i], reps);
+  struct Owners {
+    uint32_t node[cluster::HashRing::kMaxOwners];  // indexes into ring.nodes()
+    size_t size = 0;
+  };
+  std::vector<Owners> owners(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) owners[i].size = ring.OwnerIndexes(keys[i], reps, owners[i].node);
   Status last_error;
   for (size_t attempt = 0; attempt < reps; ++attempt) {
-    std::map<std::string, std::vector<size_t>> by_owner;
+    std::vector<std::vector<size_t>> per_node(ring.size());
+    bool any = false;
     for (size_t i = 0; i < keys.size(); ++i) {
-      if (!found[i] && attempt < owners[i].size()) by_owner[owners[i][attempt]].push_back(i);
+      if (!found[i] && attempt < owners[i].size) {
+        per_node[owners[i].node[attempt]].push_back(i);
+        any = true;
+      }
     }
-    if (by_owner.empty()) break;
+    if (!any) break;
     std::vector<std::pair<std::vector<size_t>, Future>> calls;
-    for (auto& [owner, idx] : by_owner) {
+    for (size_t node = 0; node < per_node.size(); ++node) {
+      auto& idx = per_node[node];
+      if (idx.empty()) continue;
       std::vector<std::string> ks;
+      ks.reserve(idx.size());
       for (size_t i : idx) ks.push_back(keys[i]);
-      calls.emplace_back(idx, Send(owner, KeysMessage(MsgType::kDsMetaLookup, ks)));
+      calls.emplace_back(std::move(idx), Send(ring.nodes()[node], KeysMessage(MsgType::kDsMetaLookup, ks)));
     }
     for (auto& [idx, f] : calls) {
       auto reply = f.get();
@@ -283,7 +329,7 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
             LookupResult& lr = (*answers)[j];
             // Right after a view change a new owner may not have the record
             // yet: ask the next owner (often the previous one) before a miss.
-            if (lr.code == StatusCode::kNotFound && attempt + 1 < owners[idx[j]].size()) {
+            if (lr.code == StatusCode::kNotFound && attempt + 1 < owners[idx[j]].size) {
               answered[idx[j]] = true;
               continue;
             }
@@ -302,7 +348,7 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
       out[i] = std::move(*found[i]);
     } else if (!answered[i]) {  // no owner answered at all
       std::string names;
-      for (const auto& o : owners[i]) names += (names.empty() ? "" : ", ") + o;
+      for (size_t j = 0; j < owners[i].size; ++j) names += (names.empty() ? "" : ", ") + ring.nodes()[owners[i].node[j]];
       return Status::Unavailable("cannot locate '", keys[i], "': its owner worker(s) ", names,
                                  " do not answer (", last_error.message(), ")");
     }  // else: every owner that answered has no record (a miss)
@@ -412,13 +458,13 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
   // a delete that starts after this get returns reaches them; a copy of a
   // key deleted meanwhile comes back stale and is dropped here.
   if (!seal.empty()) {
-    std::map<std::string, std::vector<PublishEntry>> by_owner;
+    ByOwner<PublishEntry> by_owner(*ring);
     for (auto& info : store_.Describe(seal)) {
       if (info.code != StatusCode::kOk) continue;
-      PublishEntry e{info.key, info.size, SelfReplica(info.version)};
-      for (const auto& o : ring->Owners(info.key, reps)) by_owner[o].push_back(e);
+      by_owner.Find(info.key, reps);
+      by_owner.Put(PublishEntry{std::move(info.key), info.size, SelfReplica(info.version)});
     }
-    SendPublish(PublishMode::kCache, by_owner, /*wait=*/true);
+    SendPublish(PublishMode::kCache, std::move(by_owner).Take(), /*wait=*/true);
   }
   return failure;
 }
@@ -491,12 +537,13 @@ std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys
   }
   auto [live, ring] = Snapshot();
   if (!ring || ring->empty()) return existed;
-  std::map<std::string, std::vector<size_t>> by_owner;
+  ByOwner<size_t> owners(*ring);
   for (size_t i = 0; i < keys.size(); ++i) {
-    for (const auto& o : ring->Owners(keys[i], options_.metadata_replicas)) by_owner[o].push_back(i);
+    owners.Find(keys[i], options_.metadata_replicas);
+    owners.Put(i);
   }
   std::vector<std::pair<std::vector<size_t>, Future>> calls;
-  for (auto& [owner, idx] : by_owner) {
+  for (auto& [owner, idx] : std::move(owners).Take()) {
     std::vector<std::string> ks;
     for (size_t i : idx) ks.push_back(keys[i]);
     calls.emplace_back(idx, Send(owner, KeysMessage(MsgType::kDsMetaRemove, ks)));

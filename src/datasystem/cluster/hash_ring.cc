@@ -51,19 +51,37 @@ tqds::Result<std::string> HashRing::Owner(std::string_view key) const {
 }
 
 std::vector<std::string> HashRing::Owners(std::string_view key, size_t n) const {
+  uint32_t idx[kMaxOwners];
+  const size_t found = OwnerIndexes(key, std::min(n, kMaxOwners), idx);
   std::vector<std::string> out;
-  n = std::min(n, nodes_.size());
-  if (n == 0) return out;
-  std::vector<bool> taken(nodes_.size(), false);
-  size_t i = FirstPoint(key);
-  for (size_t step = 0; step < points_.size() && out.size() < n; ++step) {
-    uint32_t node = points_[(i + step) % points_.size()].node;
-    if (!taken[node]) {
-      taken[node] = true;
-      out.push_back(nodes_[node]);
+  out.reserve(found);
+  for (size_t i = 0; i < found; ++i) out.push_back(nodes_[idx[i]]);
+  // More than kMaxOwners: the rest in ring order (never on a hot path).
+  if (found == kMaxOwners && n > kMaxOwners && nodes_.size() > kMaxOwners) {
+    std::vector<bool> taken(nodes_.size(), false);
+    for (size_t i = 0; i < found; ++i) taken[idx[i]] = true;
+    const size_t first = FirstPoint(key);
+    for (size_t step = 0; step < points_.size() && out.size() < n; ++step) {
+      const uint32_t node = points_[(first + step) % points_.size()].node;
+      if (!taken[node]) {
+        taken[node] = true;
+        out.push_back(nodes_[node]);
+      }
     }
   }
   return out;
+}
+
+size_t HashRing::OwnerIndexes(std::string_view key, size_t n, uint32_t (&out)[kMaxOwners]) const {
+  n = std::min({n, kMaxOwners, nodes_.size()});
+  if (n == 0) return 0;
+  size_t found = 0;
+  const size_t first = FirstPoint(key);
+  for (size_t step = 0; step < points_.size() && found < n; ++step) {
+    const uint32_t node = points_[(first + step) % points_.size()].node;
+    if (std::find(out, out + found, node) == out + found) out[found++] = node;
+  }
+  return found;
 }
 
 }  // namespace ds::cluster

@@ -34,6 +34,10 @@ class HashRing {
   // Up to `n` distinct nodes in ring order from the key's owner (the owner
   // first): where replicas or a handed-over copy of the metadata go.
   std::vector<std::string> Owners(std::string_view key, size_t n) const;
+  // The same owners as indexes into nodes(), without allocating: writes up
+  // to min(n, kMaxOwners, size()) of them to `out`, returns how many.
+  static constexpr size_t kMaxOwners = 8;
+  size_t OwnerIndexes(std::string_view key, size_t n, uint32_t (&out)[kMaxOwners]) const;
 
   // The nodes, sorted.
   const std::vector<std::string>& nodes() const { return nodes_; }

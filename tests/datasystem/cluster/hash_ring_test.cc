@@ -119,5 +119,25 @@ TEST(HashRingTest, OwnersAreDistinctAndStartWithTheOwner) {
   EXPECT_EQ(ring.Owners("k", 99).size(), 5u);
 }
 
+TEST(HashRingTest, OwnerIndexesAreTheOwnersWithoutAllocating) {
+  for (int nodes : {1, 2, 3, 8, 12}) {
+    HashRing ring(Nodes(nodes));
+    for (const auto& k : Keys(500)) {
+      for (size_t n : {size_t{1}, size_t{2}, size_t{3}, HashRing::kMaxOwners, size_t{12}}) {
+        uint32_t idx[HashRing::kMaxOwners];
+        const size_t found = ring.OwnerIndexes(k, n, idx);
+        const auto owners = ring.Owners(k, n);
+        ASSERT_EQ(owners.size(), std::min<size_t>(n, nodes)) << k << " n=" << n;
+        ASSERT_EQ(found, std::min({n, HashRing::kMaxOwners, size_t(nodes)})) << k << " n=" << n;
+        // Beyond kMaxOwners, Owners goes on in ring order after the same first ones.
+        for (size_t j = 0; j < found; ++j) EXPECT_EQ(ring.nodes()[idx[j]], owners[j]) << k << " n=" << n;
+        auto sorted = owners;
+        std::sort(sorted.begin(), sorted.end());
+        EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end()) << k << " n=" << n;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ds::cluster

@@ -24,7 +24,8 @@ ray.get() of the actor call the same way). Throughput is upstream's:
 put and get alone 8 x GiB / t. Each (system, shape) runs one verified
 iteration first (the reader keeps what it got and both sides hash every field
 sample by sample: the row shows '!' where a digest differs), then REPS timed
-iterations; the table shows medians.
+iterations (default 4, upstream perftest's default --num_test_iterations);
+the table shows medians.
 
 Scenarios: 'same' runs every process of a system in one network namespace
 with only its loopback; 'cross' puts the writer in namespace A (10.210.0.1)
@@ -275,9 +276,11 @@ class SystemRun:
                  "TMPDIR": work}
         if self.use_ray:
             extra.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
-        if self.ours and ns.cross:
+        if self.ours and ns.cross and os.environ.get("TQDS_ALLOW_INSECURE") != "1":
             # Ours refuses plain tcp off loopback: the deployment's keys, as
-            # the README deploys them, for every process of ours.
+            # the README deploys them, for every process of ours (with
+            # TQDS_ALLOW_INSECURE=1 in the driver's environment: plain tcp,
+            # as the peers run).
             keys = os.path.join(work, "curve-keys")
             r = run(os.path.join(self.venv, "bin", "tq"), "keys", keys, check=False, timeout=60)
             if r.returncode != 0:
@@ -720,7 +723,7 @@ fig.savefig(sys.argv[2], dpi=110)
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 timed iteration, shapes small, complex, many_small")
-    ap.add_argument("--reps", type=int, default=0, help="timed iterations per shape (default 2; --quick 1)")
+    ap.add_argument("--reps", type=int, default=0, help="timed iterations per shape (default 4, as upstream's perftest; --quick 1)")
     ap.add_argument("--scenarios", default="same,cross")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--shapes", default="")
@@ -737,7 +740,7 @@ def main():
         return
     if os.geteuid() != 0:
         sys.exit("peer_bench: needs root for ip netns")
-    reps = args.reps or (1 if args.quick else 2)
+    reps = args.reps or (1 if args.quick else 4)
     shapes = args.shapes.split(",") if args.shapes else (
         ["small", "complex", "many_small"] if args.quick else ["small", "medium", "complex", "many_small"])
     systems = args.systems.split(",")

@@ -560,6 +560,10 @@ Result<std::vector<StatusCode>> KVClient::SealCodes(std::vector<WriteBuffer>& bu
 
 Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
   TQDS_ASSIGN_OR_RETURN(auto codes, SealCodes(buffers));
+  // The keys (copies) only to name a failure.
+  if (std::all_of(codes.begin(), codes.end(), [](StatusCode c) { return c == StatusCode::kOk; })) {
+    return Status::OK();
+  }
   std::vector<std::string> keys;
   keys.reserve(buffers.size());
   for (const auto& b : buffers) keys.push_back(b.key_);

@@ -723,7 +723,8 @@ fig.savefig(sys.argv[2], dpi=110)
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 timed iteration, shapes small, complex, many_small")
-    ap.add_argument("--reps", type=int, default=0, help="timed iterations per shape (default 4, as upstream's perftest; --quick 1)")
+    ap.add_argument("--reps", type=int, default=0,
+                    help="timed iterations per shape (default 4, as upstream's perftest; --quick 1)")
     ap.add_argument("--scenarios", default="same,cross")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--shapes", default="")

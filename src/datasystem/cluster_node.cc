@@ -51,7 +51,8 @@ ClusterNode::ClusterNode(ClusterOptions options, ObjectStore& store)
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterOptions options,
                                                         ObjectStore& store) {
   // The hot paths find owners without allocating, at most kMaxOwners each.
-  options.metadata_replicas = std::clamp<size_t>(options.metadata_replicas, 1, cluster::HashRing::kMaxOwners);
+  options.metadata_replicas =
+      std::clamp<size_t>(options.metadata_replicas, 1, cluster::HashRing::kMaxOwners);
   std::unique_ptr<ClusterNode> n(new ClusterNode(std::move(options), store));
   n->incarnation_ = static_cast<uint64_t>(NowNs());
   n->puller_ = std::make_unique<PullClient>(n->options_.pull);
@@ -177,7 +178,9 @@ class ByOwner {
   explicit ByOwner(const cluster::HashRing& ring) : ring_(ring), per_node_(ring.size()) {}
   // The first `replicas` owners of `key` are where the next Put goes (two
   // steps, so that the item may take the key's own string).
-  void Find(std::string_view key, size_t replicas) { found_ = ring_.OwnerIndexes(key, replicas, idx_); }
+  void Find(std::string_view key, size_t replicas) {
+    found_ = ring_.OwnerIndexes(key, replicas, idx_);
+  }
   void Put(T item) {
     for (size_t j = 0; j + 1 < found_; ++j) per_node_[idx_[j]].push_back(item);
     if (found_ > 0) per_node_[idx_[found_ - 1]].push_back(std::move(item));
@@ -297,7 +300,9 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
     size_t size = 0;
   };
   std::vector<Owners> owners(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) owners[i].size = ring.OwnerIndexes(keys[i], reps, owners[i].node);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    owners[i].size = ring.OwnerIndexes(keys[i], reps, owners[i].node);
+  }
   Status last_error;
   for (size_t attempt = 0; attempt < reps; ++attempt) {
     std::vector<std::vector<size_t>> per_node(ring.size());
@@ -316,7 +321,8 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
       std::vector<std::string> ks;
       ks.reserve(idx.size());
       for (size_t i : idx) ks.push_back(keys[i]);
-      calls.emplace_back(std::move(idx), Send(ring.nodes()[node], KeysMessage(MsgType::kDsMetaLookup, ks)));
+      calls.emplace_back(std::move(idx),
+                         Send(ring.nodes()[node], KeysMessage(MsgType::kDsMetaLookup, ks)));
     }
     for (auto& [idx, f] : calls) {
       auto reply = f.get();
@@ -348,7 +354,9 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
       out[i] = std::move(*found[i]);
     } else if (!answered[i]) {  // no owner answered at all
       std::string names;
-      for (size_t j = 0; j < owners[i].size; ++j) names += (names.empty() ? "" : ", ") + ring.nodes()[owners[i].node[j]];
+      for (size_t j = 0; j < owners[i].size; ++j) {
+        names += (names.empty() ? "" : ", ") + ring.nodes()[owners[i].node[j]];
+      }
       return Status::Unavailable("cannot locate '", keys[i], "': its owner worker(s) ", names,
                                  " do not answer (", last_error.message(), ")");
     }  // else: every owner that answered has no record (a miss)

@@ -130,7 +130,9 @@ TEST(HashRingTest, OwnerIndexesAreTheOwnersWithoutAllocating) {
         ASSERT_EQ(owners.size(), std::min<size_t>(n, nodes)) << k << " n=" << n;
         ASSERT_EQ(found, std::min({n, HashRing::kMaxOwners, size_t(nodes)})) << k << " n=" << n;
         // Beyond kMaxOwners, Owners goes on in ring order after the same first ones.
-        for (size_t j = 0; j < found; ++j) EXPECT_EQ(ring.nodes()[idx[j]], owners[j]) << k << " n=" << n;
+        for (size_t j = 0; j < found; ++j) {
+          EXPECT_EQ(ring.nodes()[idx[j]], owners[j]) << k << " n=" << n;
+        }
         auto sorted = owners;
         std::sort(sorted.begin(), sorted.end());
         EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end()) << k << " n=" << n;

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from itertools import repeat
 from typing import Any
 
 import torch
@@ -195,9 +194,9 @@ def _check_keys(keys: Any, allow_str: bool = True) -> list:
         raise ArgumentTypeError(f"keys must be a list of str, got {type(keys).__name__}")
     if not keys:
         raise InvalidArgumentError("keys must not be empty")
-    if not all(map(isinstance, keys, repeat(str))):  # the loop in C: 16384 keys in 0.3 ms, not 2 ms
-        k = next(k for k in keys if not isinstance(k, str))
-        raise ArgumentTypeError(f"every key must be a str, got {type(k).__name__} ({k!r})")
+    for k in keys:
+        if not isinstance(k, str):
+            raise ArgumentTypeError(f"every key must be a str, got {type(k).__name__} ({k!r})")
     return keys
 
 

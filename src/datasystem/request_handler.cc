@@ -171,7 +171,9 @@ Result<std::vector<CreateSlot>> RequestHandler::CreateSlots(Call& call, std::vec
   const size_t n = keys.size();
   std::vector<CreateSlot> slots(n);
   if (opts.all_or_nothing) {
-    for (size_t i = 0; i < n; ++i) slots[i].code = exists[i] ? StatusCode::kAlreadyExists : StatusCode::kCancelled;
+    for (size_t i = 0; i < n; ++i) {
+      slots[i].code = exists[i] ? StatusCode::kAlreadyExists : StatusCode::kCancelled;
+    }
     return slots;
   }
   std::vector<std::string> rest;

@@ -76,14 +76,14 @@ class RequestHandler {
   static const Route* RouteOf(tqds::wire::MsgType type);
 
   Result<Message> Dispatch(const Route* route, const Message& request, Call& call);
+  // Per key: whether this store or (through the cluster, which must be
+  // set) another worker holds it; Unavailable when no owner of a key answers.
+  tqds::Result<std::vector<bool>> ExistAnywhere(const std::vector<std::string>& keys);
   // store_.Create, except that an if-absent write from a local client in a
   // cluster (mset NX, msettx) also refuses a key that only another worker
   // holds, as it refuses one of this store (AlreadyExists; all or nothing:
   // the others Cancelled, nothing allocated). Over TCP: this store only (the
   // TCP thread must not wait on peers).
-  // Per key: whether this store or (through the cluster, which must be
-  // set) another worker holds it.
-  tqds::Result<std::vector<bool>> ExistAnywhere(const std::vector<std::string>& keys);
   Result<std::vector<CreateSlot>> CreateSlots(Call& call, std::vector<std::string> keys,
                                               const std::vector<uint64_t>& sizes, const WriteOptions& opts);
   Result<Message> Hello(const Message& request, Call& call);

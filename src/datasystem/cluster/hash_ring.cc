@@ -51,29 +51,19 @@ tqds::Result<std::string> HashRing::Owner(std::string_view key) const {
 }
 
 std::vector<std::string> HashRing::Owners(std::string_view key, size_t n) const {
-  uint32_t idx[kMaxOwners];
-  const size_t found = OwnerIndexes(key, std::min(n, kMaxOwners), idx);
+  std::vector<uint32_t> idx(std::min(n, nodes_.size()));
+  idx.resize(WalkOwners(key, idx.size(), idx.data()));
   std::vector<std::string> out;
-  out.reserve(found);
-  for (size_t i = 0; i < found; ++i) out.push_back(nodes_[idx[i]]);
-  // More than kMaxOwners: the rest in ring order (never on a hot path).
-  if (found == kMaxOwners && n > kMaxOwners && nodes_.size() > kMaxOwners) {
-    std::vector<bool> taken(nodes_.size(), false);
-    for (size_t i = 0; i < found; ++i) taken[idx[i]] = true;
-    const size_t first = FirstPoint(key);
-    for (size_t step = 0; step < points_.size() && out.size() < n; ++step) {
-      const uint32_t node = points_[(first + step) % points_.size()].node;
-      if (!taken[node]) {
-        taken[node] = true;
-        out.push_back(nodes_[node]);
-      }
-    }
-  }
+  out.reserve(idx.size());
+  for (uint32_t i : idx) out.push_back(nodes_[i]);
   return out;
 }
 
 size_t HashRing::OwnerIndexes(std::string_view key, size_t n, uint32_t (&out)[kMaxOwners]) const {
-  n = std::min({n, kMaxOwners, nodes_.size()});
+  return WalkOwners(key, std::min({n, kMaxOwners, nodes_.size()}), out);
+}
+
+size_t HashRing::WalkOwners(std::string_view key, size_t n, uint32_t* out) const {
   if (n == 0) return 0;
   size_t found = 0;
   const size_t first = FirstPoint(key);

@@ -56,6 +56,9 @@ class HashRing {
   };
   // Index into points_ of the first point at or after hash(key), wrapping.
   size_t FirstPoint(std::string_view key) const;
+  // Writes the first n (<= size()) distinct nodes in ring order from the
+  // key's owner to out[0..n); returns how many it found.
+  size_t WalkOwners(std::string_view key, size_t n, uint32_t* out) const;
 
   std::vector<std::string> nodes_;  // sorted, unique
   int virtual_nodes_;

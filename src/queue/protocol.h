@@ -36,6 +36,10 @@ Result<T> As(const msgpack::object& o, const std::string& what) {
   }
 }
 
+// BatchMeta bodies (docs/wire_format.md): written in the column form, read
+// in the column or the older row form. A column-form body may describe at
+// most kMaxMetaFieldRecords sample x field records.
+inline constexpr size_t kMaxMetaFieldRecords = size_t{1} << 23;
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 

@@ -2,7 +2,9 @@
 // including hostile BatchMeta bodies.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -285,6 +287,174 @@ TEST(ProtocolTest, BadCustomMetaValues) {
     pk.pack("lens");
     pk.pack_array(0);  // a list is a valid value
   })));
+}
+
+// A column-form body: `n` samples of partition "p" (gidx 0.., gen 1..),
+// with the given finfo columns and extra map entries (key, writer).
+using Entry = std::pair<std::string, std::function<void(Packer&)>>;
+std::function<void(Packer&)> Columns(std::vector<std::string> names, size_t n,
+                                     std::vector<std::function<void(Packer&)>> finfo,
+                                     std::vector<Entry> replace = {}) {
+  return [=](Packer& pk) {
+    std::vector<int64_t> gidx(n);
+    std::vector<uint64_t> gen(n);
+    std::vector<uint32_t> pidx(n, 0);
+    for (size_t i = 0; i < n; ++i) gidx[i] = static_cast<int64_t>(i), gen[i] = i + 1;
+    auto bin = [](const auto& v) {
+      return [v](Packer& p) {
+        const auto bytes = static_cast<uint32_t>(v.size() * sizeof(v[0]));
+        p.pack_bin(bytes);
+        p.pack_bin_body(reinterpret_cast<const char*>(v.data()), bytes);
+      };
+    };
+    std::vector<Entry> entries = {
+        {"fields", [=](Packer& p) { p.pack(names); }},
+        {"partitions", [](Packer& p) { p.pack(std::vector<std::string>{"p"}); }},
+        {"pidx", bin(pidx)},
+        {"gidx", bin(gidx)},
+        {"gen", bin(gen)},
+        {"finfo", [=](Packer& p) {
+           p.pack_array(static_cast<uint32_t>(finfo.size()));
+           for (const auto& c : finfo) c(p);
+         }}};
+    for (const auto& [key, fn] : replace) {
+      auto it = std::find_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.first == key; });
+      if (it == entries.end()) {
+        entries.push_back({key, fn});
+      } else if (fn) {
+        it->second = fn;
+      } else {
+        entries.erase(it);
+      }
+    }
+    pk.pack_map(static_cast<uint32_t>(entries.size()));
+    for (const auto& [key, fn] : entries) {
+      pk.pack(key);
+      fn(pk);
+    }
+  };
+}
+
+// The records of one finfo column.
+std::function<void(Packer&)> Column(std::vector<std::function<void(Packer&)>> records) {
+  return Fields(std::move(records));
+}
+
+TEST(ProtocolTest, ColumnFormHoldsOneRecordForAFieldEverySampleShares) {
+  std::vector<SampleMeta> samples(1000);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    samples[i].global_index = static_cast<int64_t>(i) * 3 - 7;
+    samples[i].generation = ~uint64_t{0} - i;
+    samples[i].partition_id = i % 3 == 0 ? "a" : "b/long partition name over sixteen bytes";
+    samples[i].fields = {Tensor(DType::kFloat32, {512}), Tensor(DType::kInt64, {static_cast<int64_t>(i % 7)})};
+  }
+  samples[5].custom = {{"score", 0.5}};
+  BatchMeta meta({"dense", "ragged"}, samples);
+  Message m = MetaMessage(MsgType::kCtlGetMeta, meta);
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(m));
+  const msgpack::object& body = d.body();
+  ASSERT_EQ(body.type, msgpack::type::MAP);
+  std::map<std::string, const msgpack::object*> entries;
+  for (uint32_t i = 0; i < body.via.map.size; ++i) {
+    entries[body.via.map.ptr[i].key.as<std::string>()] = &body.via.map.ptr[i].val;
+  }
+  ASSERT_TRUE(entries.count("finfo")) << "column form expected";
+  EXPECT_FALSE(entries.count("samples"));
+  const auto& finfo = entries["finfo"]->via.array;
+  ASSERT_EQ(finfo.size, 2u);
+  EXPECT_EQ(finfo.ptr[0].via.array.size, 1u) << "the dense field: one record for all samples";
+  EXPECT_EQ(finfo.ptr[1].via.array.size, 1000u) << "the ragged field: one record per sample";
+  EXPECT_EQ(entries["partitions"]->via.array.size, 2u);
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
+  EXPECT_EQ(back, meta);
+  // Without any custom meta there is no custom column.
+  samples[5].custom.clear();
+  ASSERT_OK_AND_ASSIGN(Message d2, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, BatchMeta({"dense", "ragged"},
+                                                                                            samples))));
+  bool has_custom = false;
+  for (uint32_t i = 0; i < d2.body().via.map.size; ++i) {
+    has_custom = has_custom || d2.body().via.map.ptr[i].key.as<std::string>() == "custom";
+  }
+  EXPECT_FALSE(has_custom);
+}
+
+TEST(ProtocolTest, ColumnFormDecodesHandBuiltBodies) {
+  auto f = Field(true, 0, 8, {2}, 8);
+  ASSERT_OK_AND_ASSIGN(BatchMeta m, DecodeBody(Columns({"x"}, 3, {Column({f})})));
+  ASSERT_EQ(m.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(m.samples()[i].global_index, static_cast<int64_t>(i));
+    EXPECT_EQ(m.samples()[i].generation, i + 1);
+    EXPECT_EQ(m.samples()[i].partition_id, "p");
+    EXPECT_EQ(m.samples()[i].fields[0].shape, (Shape{2}));
+  }
+  // One record per sample, and a custom column with a nil entry.
+  ASSERT_OK_AND_ASSIGN(BatchMeta m2, DecodeBody(Columns({"x"}, 2, {Column({f, Field(true, 0, 8, {3}, 12)})},
+                                                        {{"custom", [](Packer& pk) {
+                                                            pk.pack_array(2);
+                                                            pk.pack_nil();
+                                                            pk.pack_map(1);
+                                                            pk.pack("k");
+                                                            pk.pack(7);
+                                                          }}})));
+  EXPECT_EQ(m2.samples()[1].fields[0].shape, (Shape{3}));
+  EXPECT_TRUE(m2.samples()[0].custom.empty());
+  EXPECT_EQ(std::get<int64_t>(m2.samples()[1].custom.at("k")), 7);
+  // No samples: an empty column (or one record) is fine.
+  EXPECT_OK(DecodeBody(Columns({"x"}, 0, {Column({})})));
+  EXPECT_OK(DecodeBody(Columns({"x"}, 0, {Column({f})})));
+}
+
+TEST(ProtocolTest, HostileColumnFormBodiesAreRejected) {
+  auto f = Field(true, 0, 8, {2}, 8);
+  auto one = Column({f});
+  auto bytes = [](size_t n) {
+    return [n](Packer& pk) {
+      std::string b(n, '\0');
+      pk.pack_bin(static_cast<uint32_t>(n));
+      pk.pack_bin_body(b.data(), static_cast<uint32_t>(n));
+    };
+  };
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"gidx", [](Packer& pk) { pk.pack(5); }}})), kInvalid,
+                "BatchMeta.gidx must be bytes holding int64 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"gidx", bytes(15)}})), kInvalid,
+                "gidx must be bytes holding int64");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"gen", bytes(8)}})), kInvalid,
+                "BatchMeta.gen must be bytes holding 2 uint64 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"gen", nullptr}})), kInvalid, "BatchMeta.gen");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"pidx", bytes(12)}})), kInvalid,
+                "BatchMeta.pidx must be bytes holding 2 uint32 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"pidx", [](Packer& pk) {
+                                                        const uint32_t v[2] = {0, 1};
+                                                        pk.pack_bin(8);
+                                                        pk.pack_bin_body(reinterpret_cast<const char*>(v), 8);
+                                                      }}})),
+                kInvalid, "BatchMeta.pidx[1] is 1 but there are 1 partitions");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"partitions", nullptr}})), kInvalid, "partitions");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"finfo", nullptr}})), kInvalid, "missing field 'finfo'");
+  EXPECT_STATUS(DecodeBody(Columns({"x", "y"}, 2, {one})), kInvalid, "BatchMeta.finfo has 1 columns for 2 fields");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {Column({f, f})})), kInvalid,
+                "BatchMeta.finfo.x has 2 records for 3 samples (give 1 or 3)");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {[](Packer& pk) { pk.pack(1); }})), kInvalid,
+                "BatchMeta.finfo.x must be an array");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {Column({f, Field(true, 0, 8, {2}, 9)})})), kInvalid,
+                "BatchMeta.finfo.x[1]: nbytes 9 does not match shape (2,) of float32");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 1, {Column({Field(true, 0, 99, {1}, 1)})})), kInvalid,
+                "unknown dtype id 99");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {{"custom", [](Packer& pk) { pk.pack_array(1); pk.pack_nil(); }}})),
+                kInvalid, "BatchMeta.custom has 1 entries for 2 samples");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 1, {one}, {{"custom", [](Packer& pk) { pk.pack_array(1); pk.pack(3); }}})),
+                kInvalid, "BatchMeta.custom[0] must be a map");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 1, {one}, {{"gidx", nullptr}})), kInvalid,
+                "missing field 'samples' (or the columns 'gidx', ...)");
+  // A small body may not stand for more than kMaxMetaFieldRecords records:
+  // 2^20 samples (16 MiB of columns) x 16 fields of one shared record each.
+  const size_t n = size_t{1} << 20;
+  std::vector<std::string> names;
+  std::vector<std::function<void(Packer&)>> cols;
+  for (int i = 0; i < 16; ++i) names.push_back("f" + std::to_string(i)), cols.push_back(one);
+  EXPECT_STATUS(DecodeBody(Columns(names, n, cols)), kInvalid,
+                "1048576 samples x 16 fields is more than 8388608 field records");
 }
 
 TEST(ProtocolTest, GetMetaRoundTrip) {

@@ -10,17 +10,17 @@
 
 namespace tqds {
 
-void StreamCopy(void* dst, const void* src, size_t n) {
+void StreamCopyUnfenced(void* dst, const void* src, size_t n) {
 #if defined(__SSE2__)
-  if (n < kStreamCopyMin) {
-    std::memcpy(dst, src, n);
-    return;
-  }
   auto* d = static_cast<char*>(dst);
   const auto* s = static_cast<const char*>(src);
   // Align the destination to a cache line; streaming stores need 16-byte
   // alignment and fill whole lines best.
   size_t head = (64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63;
+  if (head >= n) {
+    std::memcpy(d, s, n);
+    return;
+  }
   std::memcpy(d, s, head);
   d += head;
   s += head;
@@ -38,10 +38,24 @@ void StreamCopy(void* dst, const void* src, size_t n) {
     d += 64;
   }
   std::memcpy(d, s, n % 64);
-  _mm_sfence();
 #else
   std::memcpy(dst, src, n);
 #endif
+}
+
+void StreamFence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+void StreamCopy(void* dst, const void* src, size_t n) {
+  if (n < kStreamCopyMin) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  StreamCopyUnfenced(dst, src, n);
+  StreamFence();
 }
 
 }  // namespace tqds

@@ -16,4 +16,12 @@ inline constexpr size_t kStreamCopyMin = 16 * 1024;
 // processes when it returns (it ends with a store fence).
 void StreamCopy(void* dst, const void* src, size_t n);
 
+// A batch of copies that together exceed the cache (many small values of
+// one big put): each copy uses non-temporal stores whatever its size, and
+// StreamFence() after the last one makes them all visible. On this kind of
+// machine 2 KiB copies into fresh shared memory ran at 5.9 GB/s this way
+// against 3.9 GB/s with memcpy.
+void StreamCopyUnfenced(void* dst, const void* src, size_t n);
+void StreamFence();
+
 }  // namespace tqds

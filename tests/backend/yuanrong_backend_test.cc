@@ -173,6 +173,35 @@ TEST_F(YuanrongBackendTest, EachFieldOfALargePutStacksWithoutACopy) {
   }
 }
 
+TEST_F(YuanrongBackendTest, ManySmallOddSizedValuesOfABigPutComeBackIntact) {
+  // Over 4 MiB in values of 1 to 4099 bytes at every alignment: the put
+  // copies them all with streaming stores (the big-put path), whose head,
+  // whole lines and tail must each land where they belong.
+  auto client = Client("c");
+  const size_t n = 3000;
+  Batch b(n);
+  Column ragged, tiny;
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t len = 1 + (i * 1543) % 4099;
+    std::vector<uint8_t> v(len);
+    for (size_t j = 0; j < len; ++j) v[j] = static_cast<uint8_t>(i * 31 + j * 7 + 1);
+    total += len + 3;
+    ragged.push_back(Value::Tensor(DType::kUInt8, {static_cast<int64_t>(len)}, Buffer::Copy(v.data(), len))
+                         .MoveValue());
+    tiny.push_back(Value::Object(Buffer::CopyString(std::string(3, static_cast<char>('a' + i % 26)))));
+  }
+  ASSERT_GT(total, size_t{4} << 20);
+  ASSERT_TRUE(b.AddField("ragged", ragged).ok());
+  ASSERT_TRUE(b.AddField("tiny", tiny).ok());
+  ASSERT_TRUE(client->put(b, "odd").ok());
+  auto meta = client->get_meta({"ragged", "tiny"}, static_cast<int64_t>(n), "odd", "t");
+  ASSERT_TRUE(meta.ok());
+  auto out = client->get_data(*meta);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE(out->Equals(b));
+}
+
 TEST(YuanrongConfigTest, ErrorsAtInitialisationSayWhatIsWrong) {
   ControllerOptions o;
   auto c = TransferQueueController::Start(o);

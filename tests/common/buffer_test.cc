@@ -213,15 +213,25 @@ TEST(MappingCacheTest, HoldsAtMostItsLimitAndDropsTheOldestFirst) {
   EXPECT_EQ(cache.Take(8 * kMiB, &mapped), nullptr);
 }
 
-TEST(StreamCopyTest, MatchesMemcpyAtEverySizeAndAlignment) {
+// StreamCopy, and StreamCopyUnfenced (+ StreamFence) at sizes below a
+// cache line too, where the unaligned head is the whole copy.
+class StreamCopyTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(StreamCopyTest, MatchesMemcpyAtEverySizeAndAlignment) {
   std::vector<uint8_t> src(kStreamCopyMin * 3 + 256);
   for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 131 + 7);
-  for (size_t n : {size_t{0}, size_t{1}, size_t{63}, kStreamCopyMin - 1, kStreamCopyMin,
-                   kStreamCopyMin + 1, kStreamCopyMin * 2 + 77, kStreamCopyMin * 3}) {
-    for (size_t dst_off : {0, 1, 16, 63}) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{62}, size_t{63}, size_t{64}, size_t{65}, size_t{130},
+                   size_t{2048}, kStreamCopyMin - 1, kStreamCopyMin, kStreamCopyMin + 1, kStreamCopyMin * 2 + 77,
+                   kStreamCopyMin * 3}) {
+    for (size_t dst_off : {0, 1, 16, 62, 63}) {
       for (size_t src_off : {0, 5, 64}) {
         std::vector<uint8_t> dst(n + 128, 0xee);
-        StreamCopy(dst.data() + dst_off, src.data() + src_off, n);
+        if (GetParam()) {
+          StreamCopyUnfenced(dst.data() + dst_off, src.data() + src_off, n);
+          StreamFence();
+        } else {
+          StreamCopy(dst.data() + dst_off, src.data() + src_off, n);
+        }
         ASSERT_EQ(std::memcmp(dst.data() + dst_off, src.data() + src_off, n), 0)
             << "n=" << n << " dst_off=" << dst_off << " src_off=" << src_off;
         // Nothing outside [dst_off, dst_off + n) is touched.
@@ -231,6 +241,9 @@ TEST(StreamCopyTest, MatchesMemcpyAtEverySizeAndAlignment) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Fenced, StreamCopyTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Unfenced" : "StreamCopy"; });
 
 }  // namespace
 }  // namespace tqds

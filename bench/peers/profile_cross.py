@@ -3,7 +3,10 @@
 clear of one shape in a loop for 10 s, with `perf record -g` on the writer,
 the reader and both datasystem workers (perf data in /tmp/cross_<who>.data).
 
-    python3 bench/peers/profile_cross.py [SHAPE]      # as root; default complex
+    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf]   # as root; default complex
+
+--dwarf records DWARF call graphs (299 Hz): the worker and the extension
+are built without frame pointers, so `-g` stacks stop at the first frame.
     perf report -i /tmp/cross_reader.data --no-children --sort dso,symbol -g none --stdio
 
 Everything it starts lives in the namespaces and ends with them, also on
@@ -22,7 +25,9 @@ import peer_bench as pb  # noqa: E402
 
 
 def main():
-    shape = sys.argv[1] if len(sys.argv) > 1 else "complex"
+    args = [a for a in sys.argv[1:] if a != "--dwarf"]
+    shape = args[0] if args else "complex"
+    graph = ["-F", "299", "--call-graph", "dwarf,16384"] if "--dwarf" in sys.argv else ["-F", "999", "-g"]
     ns = pb.Namespaces("cross").up()
     work = tempfile.mkdtemp(prefix="pcross_")
     os.chmod(work, 0o777)
@@ -37,7 +42,7 @@ def main():
         for name, ip in (("wA", pb.IP_A), ("wB", pb.IP_B)):
             out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
             pids[name] = int(out.stdout.split()[0])
-        perfs = [subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", f"/tmp/cross_{n}.data",
+        perfs = [subprocess.Popen(["perf", "record", *graph, "-p", str(pid), "-o", f"/tmp/cross_{n}.data",
                                    "--", "sleep", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for n, pid in pids.items()]
         time.sleep(1)

@@ -214,30 +214,44 @@ void ClusterNode::Published(const std::vector<std::string>& keys, bool wait) {
   SendPublish(PublishMode::kPrimary, std::move(by_owner).Take(), wait);
 }
 
-void ClusterNode::SendPublish(PublishMode mode,
-                              const std::map<std::string, std::vector<PublishEntry>>& by_owner,
+void ClusterNode::SendPublish(PublishMode mode, std::map<std::string, std::vector<PublishEntry>> by_owner,
                               bool wait) {
   if (by_owner.empty()) return;
   if (!wait) {
-    Later([this, mode, by_owner] { SendPublish(mode, by_owner, true); });
+    Later([this, mode, by_owner = std::move(by_owner)]() mutable { SendPublish(mode, std::move(by_owner), true); });
     return;
   }
+  // kCache only: CopiesToDrop counts the owners that answered per key.
+  auto keys_of = [&](std::span<const PublishEntry> entries) {
+    std::vector<std::string> keys;
+    if (mode == PublishMode::kCache) {
+      keys.reserve(entries.size());
+      for (const auto& e : entries) keys.push_back(e.key);
+    }
+    return keys;
+  };
   struct Call {
     std::string owner;
     std::vector<std::string> keys;
     Future reply;
   };
+  // The other owners' requests go out first; this worker records its own
+  // share meanwhile, in its table, without a message.
   std::vector<Call> calls;
   for (const auto& [owner, entries] : by_owner) {
-    for (const auto& chunk : Chunks(entries)) {
-      std::vector<std::string> keys;
-      for (const auto& e : chunk) keys.push_back(e.key);
+    if (owner == options_.self) continue;
+    for (size_t i = 0; i < entries.size(); i += kBatch) {
+      std::span<const PublishEntry> chunk(entries.data() + i, std::min(kBatch, entries.size() - i));
       Message m(MsgType::kDsMetaPublish, 0);
-      m.set_body(peer::Encode(peer::Publish{mode, chunk}));
-      calls.push_back(Call{owner, std::move(keys), Send(owner, std::move(m))});
+      m.set_body(peer::EncodePublish(mode, chunk));
+      calls.push_back(Call{owner, keys_of(chunk), Send(owner, std::move(m))});
     }
   }
   std::vector<PublishAnswer> answers;
+  if (auto self = by_owner.find(options_.self); self != by_owner.end()) {
+    auto keys = keys_of(self->second);
+    answers.push_back(PublishAnswer{std::move(keys), owners_.Publish(mode, std::move(self->second))});
+  }
   for (auto& c : calls) {
     auto reply = c.reply.get();
     auto s = reply.ok() ? peer::DecodePublishReply(reply->body()) : Result<std::vector<StaleCopy>>(reply.status());
@@ -314,15 +328,37 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
       }
     }
     if (!any) break;
+    // The other owners are asked first; this worker's share is looked up
+    // in its own table meanwhile, without a message.
     std::vector<std::pair<std::vector<size_t>, Future>> calls;
+    std::vector<size_t> mine;
     for (size_t node = 0; node < per_node.size(); ++node) {
       auto& idx = per_node[node];
       if (idx.empty()) continue;
+      if (ring.nodes()[node] == options_.self) {
+        mine = std::move(idx);
+        continue;
+      }
       std::vector<std::string> ks;
       ks.reserve(idx.size());
       for (size_t i : idx) ks.push_back(keys[i]);
-      calls.emplace_back(std::move(idx),
-                         Send(ring.nodes()[node], KeysMessage(MsgType::kDsMetaLookup, ks)));
+      calls.emplace_back(std::move(idx), Send(ring.nodes()[node], KeysMessage(MsgType::kDsMetaLookup, ks)));
+    }
+    auto take = [&](const std::vector<size_t>& idx, std::vector<LookupResult>& answers) {
+      for (size_t j = 0; j < idx.size(); ++j) {
+        LookupResult& lr = answers[j];
+        // Right after a view change a new owner may not have the record
+        // yet: ask the next owner (often the previous one) before a miss.
+        if (lr.code == StatusCode::kNotFound && attempt + 1 < owners[idx[j]].size) {
+          answered[idx[j]] = true;
+          continue;
+        }
+        found[idx[j]] = std::move(lr);
+      }
+    };
+    if (!mine.empty()) {
+      auto answers = owners_.Lookup(keys, mine, Snapshot().first);
+      take(mine, answers);
     }
     for (auto& [idx, f] : calls) {
       auto reply = f.get();
@@ -331,16 +367,7 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
         auto answers = peer::DecodeLookupReply(reply->body(), idx.size());
         st = answers.status();
         if (st.ok()) {
-          for (size_t j = 0; j < idx.size(); ++j) {
-            LookupResult& lr = (*answers)[j];
-            // Right after a view change a new owner may not have the record
-            // yet: ask the next owner (often the previous one) before a miss.
-            if (lr.code == StatusCode::kNotFound && attempt + 1 < owners[idx[j]].size) {
-              answered[idx[j]] = true;
-              continue;
-            }
-            found[idx[j]] = std::move(lr);
-          }
+          take(idx, *answers);
           continue;
         }
       }
@@ -582,7 +609,7 @@ Result<Message> ClusterNode::HandlePeer(const Message& request) {
   switch (request.type()) {
     case MsgType::kDsMetaPublish: {
       TQDS_ASSIGN_OR_RETURN(auto m, peer::DecodePublish(request.body()));
-      return Message::ReplyTo(request, peer::EncodePublishReply(owners_.Publish(m.mode, m.entries)));
+      return Message::ReplyTo(request, peer::EncodePublishReply(owners_.Publish(m.mode, std::move(m.entries))));
     }
     case MsgType::kDsMetaLookup: {
       TQDS_ASSIGN_OR_RETURN(auto keys, msg::DecodeKeys(request.body(), "MetaLookup"));
@@ -661,7 +688,7 @@ void ClusterNode::Rebalance(const LiveSet& old_live, const RingPtr& old_ring) {
         ++announced;
       }
     }
-    SendPublish(PublishMode::kPrimary, by_owner, true);
+    SendPublish(PublishMode::kPrimary, std::move(by_owner), true);
   }
   {
     std::map<std::string, std::vector<PublishEntry>> by_owner;
@@ -677,7 +704,7 @@ void ClusterNode::Rebalance(const LiveSet& old_live, const RingPtr& old_ring) {
         }
       }
     }
-    SendPublish(PublishMode::kHandoff, by_owner, true);
+    SendPublish(PublishMode::kHandoff, std::move(by_owner), true);
     owners_.Erase(not_mine);
   }
   if (announced + handed > 0) {

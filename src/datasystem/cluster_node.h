@@ -107,8 +107,8 @@ class ClusterNode final : public ClusterHooks {
 
   // Sends `entries` to owners (each entry to its own list of owners);
   // drops the stale copies the owners report. `wait` as for Published.
-  void SendPublish(proto::PublishMode mode,
-                   const std::map<std::string, std::vector<PublishEntry>>& by_owner, bool wait);
+  void SendPublish(proto::PublishMode mode, std::map<std::string, std::vector<PublishEntry>> by_owner,
+                   bool wait);
   void DropStale(const std::vector<StaleCopy>& stale, bool wait);
   // Sends one request, or runs it here when `owner` is this worker.
   Future Send(const std::string& to, tqds::wire::Message request);

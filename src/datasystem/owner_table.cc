@@ -10,11 +10,10 @@ namespace ds {
 using tqds::StatusCode;
 using proto::PublishMode;
 
-std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode,
-                                           const std::vector<PublishEntry>& entries) {
+std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode, std::vector<PublishEntry> entries) {
   std::vector<StaleCopy> stale;
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& e : entries) {
+  for (auto& e : entries) {
     auto it = records_.find(e.key);
     auto holder_of = [&](LocationRecord& r) {
       return std::find_if(r.replicas.begin(), r.replicas.end(),
@@ -40,7 +39,12 @@ std::vector<StaleCopy> OwnerTable::Publish(PublishMode mode,
             if (r.holder != e.replica.holder) stale.push_back({e.key, r.holder, r.version});
           }
         }
-        records_[e.key] = LocationRecord{e.size, {e.replica}, false};
+        LocationRecord record{e.size, {std::move(e.replica)}, false};
+        if (it != records_.end()) {
+          it->second = std::move(record);
+        } else {
+          records_.emplace(std::move(e.key), std::move(record));
+        }
         break;
       }
       case PublishMode::kCache: {
@@ -93,10 +97,17 @@ std::vector<StaleCopy> CopiesToDrop(PublishMode mode, const std::vector<PublishA
 
 std::vector<LookupResult> OwnerTable::Lookup(const std::vector<std::string>& keys,
                                              const LiveSet& live) const {
-  std::vector<LookupResult> out(keys.size());
+  std::vector<size_t> all(keys.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  return Lookup(keys, all, live);
+}
+
+std::vector<LookupResult> OwnerTable::Lookup(const std::vector<std::string>& keys, std::span<const size_t> which,
+                                             const LiveSet& live) const {
+  std::vector<LookupResult> out(which.size());
   std::lock_guard<std::mutex> lock(mu_);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    auto it = records_.find(keys[i]);
+  for (size_t i = 0; i < which.size(); ++i) {
+    auto it = records_.find(keys[which[i]]);
     if (it == records_.end()) continue;
     LookupResult& r = out[i];
     r.size = it->second.size;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -83,10 +84,14 @@ class OwnerTable {
   // timestamp; ties by holder name): a primary older than the record's is
   // refused and itself returned stale, so every owner keeps the same
   // winner whatever order the announcements arrive in.
-  std::vector<StaleCopy> Publish(proto::PublishMode mode, const std::vector<PublishEntry>& entries);
+  std::vector<StaleCopy> Publish(proto::PublishMode mode, std::vector<PublishEntry> entries);
   // Where each key is, given the live workers. A key whose every copy is on
   // workers that left (or restarted) is kUnavailable with `lost` set.
   std::vector<LookupResult> Lookup(const std::vector<std::string>& keys, const LiveSet& live) const;
+  // The same for keys[which[0]], keys[which[1]], ... (this worker's share
+  // of a batch, looked up without copying the keys).
+  std::vector<LookupResult> Lookup(const std::vector<std::string>& keys, std::span<const size_t> which,
+                                   const LiveSet& live) const;
   // Forgets keys; returns each key's copies (empty when it had no record).
   std::vector<std::vector<Replica>> Remove(const std::vector<std::string>& keys);
   // Every record (for handing records over after a membership change).

@@ -20,15 +20,17 @@ void PackArray(Packer& pk, const char* name, const std::vector<T>& v) {
 
 }  // namespace
 
-std::string Encode(const Publish& m) {
+std::string Encode(const Publish& m) { return EncodePublish(m.mode, m.entries); }
+
+std::string EncodePublish(proto::PublishMode mode, std::span<const PublishEntry> entries) {
   return PackBody([&](Packer& pk) {
     pk.pack_map(7);
     pk.pack(proto::kMode);
-    pk.pack_uint8(static_cast<uint8_t>(m.mode));
+    pk.pack_uint8(static_cast<uint8_t>(mode));
     auto column = [&](const char* name, auto get) {
       pk.pack(name);
-      pk.pack_array(static_cast<uint32_t>(m.entries.size()));
-      for (const auto& e : m.entries) pk.pack(get(e));
+      pk.pack_array(static_cast<uint32_t>(entries.size()));
+      for (const auto& e : entries) pk.pack(get(e));
     };
     column(proto::kKeys, [](const PublishEntry& e) -> const std::string& { return e.key; });
     column(proto::kSizes, [](const PublishEntry& e) { return e.size; });

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct Publish {
   std::vector<PublishEntry> entries;
 };
 std::string Encode(const Publish& m);
+// The same body for a slice of entries (a chunk of a big publish), without
+// copying them into a Publish.
+std::string EncodePublish(proto::PublishMode mode, std::span<const PublishEntry> entries);
 tqds::Result<Publish> DecodePublish(const msgpack::object& body);
 
 // MetaPublish reply: the copies that became stale.

@@ -52,12 +52,12 @@ def main():
             i += 1
             a = w.call({"op": "put", "part": part, "shape": shape})["dt"]
             g = r.call({"op": "get", "part": part, "shape": shape, "keep": False})["dt"]
-            w.call({"op": "clear", "part": part, "shape": shape})
-            times.append((a, g))
+            c = w.call({"op": "clear", "part": part, "shape": shape})["t"]
+            times.append((a, g, c))
         for p in perfs:
             p.wait()
-        print(f"{shape}: {len(times)} iterations, put / get ms:",
-              " ".join(f"{a * 1e3:.0f}/{g * 1e3:.0f}" for a, g in times))
+        print(f"{shape}: {len(times)} iterations, put / get / clear ms:",
+              " ".join(f"{a * 1e3:.0f}/{g * 1e3:.0f}/{c * 1e3:.0f}" for a, g, c in times))
     finally:
         sr.stop()
         ns.down()

@@ -200,6 +200,11 @@ class ByOwner {
   size_t found_ = 0;
 };
 
+// The holder of a removed record's copy: from a peer's reply, or from this
+// worker's own table.
+std::string& HolderOf(std::string& holder) { return holder; }
+std::string& HolderOf(Replica& replica) { return replica.holder; }
+
 }  // namespace
 
 void ClusterNode::Published(const std::vector<std::string>& keys, bool wait) {
@@ -577,13 +582,36 @@ std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys
     owners.Find(keys[i], options_.metadata_replicas);
     owners.Put(i);
   }
+  // The other owners are asked first; this worker forgets its own share
+  // meanwhile, in its table, without a message.
   std::vector<std::pair<std::vector<size_t>, Future>> calls;
+  std::vector<size_t> mine;
   for (auto& [owner, idx] : std::move(owners).Take()) {
+    if (owner == options_.self) {
+      mine = std::move(idx);
+      continue;
+    }
     std::vector<std::string> ks;
+    ks.reserve(idx.size());
     for (size_t i : idx) ks.push_back(keys[i]);
-    calls.emplace_back(idx, Send(owner, KeysMessage(MsgType::kDsMetaRemove, ks)));
+    calls.emplace_back(std::move(idx), Send(owner, KeysMessage(MsgType::kDsMetaRemove, ks)));
   }
   std::vector<StaleCopy> drop;
+  // `holders(j)`: the workers that held keys[idx[j]] (none: no record).
+  auto take = [&](const std::vector<size_t>& idx, auto&& holders) {
+    for (size_t j = 0; j < idx.size(); ++j) {
+      auto&& hs = holders(j);
+      if (!hs.empty()) existed[idx[j]] = true;
+      for (auto& h : hs) {
+        std::string& holder = HolderOf(h);
+        if (holder != options_.self) drop.push_back({keys[idx[j]], std::move(holder)});
+      }
+    }
+  };
+  if (!mine.empty()) {
+    auto removed = owners_.Remove(keys, mine);
+    take(mine, [&](size_t j) -> std::vector<Replica>& { return removed[j]; });
+  }
   for (auto& [idx, f] : calls) {
     auto reply = f.get();
     if (!reply.ok()) continue;
@@ -592,12 +620,7 @@ std::vector<bool> ClusterNode::DeleteRemote(const std::vector<std::string>& keys
       spdlog::warn("cluster: a MetaRemove reply: {}", removed.status().ToString());
       continue;
     }
-    for (size_t j = 0; j < idx.size(); ++j) {
-      if (!(*removed)[j].empty()) existed[idx[j]] = true;
-      for (auto& holder : (*removed)[j]) {
-        if (holder != options_.self) drop.push_back({keys[idx[j]], std::move(holder)});
-      }
-    }
+    take(idx, [&](size_t j) -> std::vector<std::string>& { return (*removed)[j]; });
   }
   DropStale(drop, true);
   return existed;

@@ -131,10 +131,17 @@ std::vector<LookupResult> OwnerTable::Lookup(const std::vector<std::string>& key
 }
 
 std::vector<std::vector<Replica>> OwnerTable::Remove(const std::vector<std::string>& keys) {
-  std::vector<std::vector<Replica>> out(keys.size());
+  std::vector<size_t> all(keys.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  return Remove(keys, all);
+}
+
+std::vector<std::vector<Replica>> OwnerTable::Remove(const std::vector<std::string>& keys,
+                                                     std::span<const size_t> which) {
+  std::vector<std::vector<Replica>> out(which.size());
   std::lock_guard<std::mutex> lock(mu_);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    auto it = records_.find(keys[i]);
+  for (size_t i = 0; i < which.size(); ++i) {
+    auto it = records_.find(keys[which[i]]);
     if (it == records_.end()) continue;
     out[i] = std::move(it->second.replicas);
     records_.erase(it);

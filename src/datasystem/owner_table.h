@@ -94,6 +94,8 @@ class OwnerTable {
                                    const LiveSet& live) const;
   // Forgets keys; returns each key's copies (empty when it had no record).
   std::vector<std::vector<Replica>> Remove(const std::vector<std::string>& keys);
+  // The same for keys[which[0]], keys[which[1]], ...
+  std::vector<std::vector<Replica>> Remove(const std::vector<std::string>& keys, std::span<const size_t> which);
   // Every record (for handing records over after a membership change).
   std::vector<std::pair<std::string, LocationRecord>> Snapshot() const;
   void Erase(const std::vector<std::string>& keys);

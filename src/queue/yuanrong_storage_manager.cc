@@ -19,20 +19,22 @@ constexpr size_t kParallelPutBytes = 8u << 20;   // bigger puts run as two halve
 // its values' sizes: every value is copied with streaming stores.
 constexpr uint64_t kStreamAllBytes = 4u << 20;
 
-// Where to split `values` into two parts of about equal bytes, at a multiple
-// of `group` (one field's values stay in one part, so they are allocated
-// next to each other and a reader can stack them without a copy); 0 when no
-// such split exists.
-size_t SplitByBytes(const std::vector<const Buffer*>& values, uint64_t total, size_t group) {
+// Where to split n values (sizes from size_of(i), `total` bytes in all)
+// into two parts of about equal bytes, at a multiple of `group` (one
+// field's values stay in one part: they are allocated next to each other,
+// and read by one request, so a reader can stack them without a copy); 0
+// when no such split exists.
+template <typename SizeOf>
+size_t SplitByBytes(size_t n, SizeOf size_of, uint64_t total, size_t group) {
   uint64_t acc = 0;
   size_t best = 0;
   uint64_t best_gap = UINT64_MAX;
-  for (size_t i = 0; i < values.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     if (i > 0 && i % group == 0) {
       uint64_t gap = acc > total / 2 ? acc - total / 2 : total / 2 - acc;
       if (gap < best_gap) best = i, best_gap = gap;
     }
-    acc += values[i]->size();
+    acc += size_of(i);
   }
   return best;
 }
@@ -88,7 +90,7 @@ class YuanrongStorageClient {
     for (const Buffer* v : values) total += v->size();
     const size_t mid = total < kParallelPutBytes || clients_.size() < 2 || group == 0
                            ? 0
-                           : SplitByBytes(values, total, group);
+                           : SplitByBytes(values.size(), [&](size_t i) { return values[i]->size(); }, total, group);
     if (mid == 0) return Explain(PutOnce(Pick(), keys, values));
     const auto m = static_cast<std::ptrdiff_t>(mid);
     std::vector<std::string> k[2];
@@ -99,12 +101,34 @@ class YuanrongStorageClient {
     return Explain(BothHalves([&](int h) { return PutOnce(*clients_[h], k[h], v[h]); }));
   }
 
-  // One request: the views of one call share one holder, which lets a
-  // reader stack a field's contiguous views without a copy.
-  Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys) {
-    auto r = GetOnce(Pick(), keys);
-    if (!r.ok()) return Explain(r.status());
-    return r;
+  // The views of one request share one holder, which lets a reader stack
+  // a field's contiguous views without a copy. A large get (`sizes`: the
+  // recorded bytes of each key, in groups of `group`, one field of every
+  // sample) runs as two requests on two connections at once, split between
+  // groups: the worker looks up, pins (and, across nodes, locates and
+  // pulls) the two halves on two threads.
+  Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
+                                  size_t group) {
+    uint64_t total = 0;
+    for (uint64_t n : sizes) total += n;
+    const size_t mid = total < kParallelPutBytes || clients_.size() < 2 || group == 0 || sizes.size() != keys.size()
+                           ? 0
+                           : SplitByBytes(sizes.size(), [&](size_t i) { return sizes[i]; }, total, group);
+    if (mid == 0) {
+      auto r = GetOnce(Pick(), keys);
+      if (!r.ok()) return Explain(r.status());
+      return r;
+    }
+    const auto m = static_cast<std::ptrdiff_t>(mid);
+    const std::vector<std::string> k[2] = {{keys.begin(), keys.begin() + m}, {keys.begin() + m, keys.end()}};
+    std::vector<Buffer> part[2];
+    TQDS_RETURN_NOT_OK(Explain(BothHalves([&](int h) -> Status {
+      TQDS_ASSIGN_OR_RETURN(part[h], GetOnce(*clients_[h], k[h]));
+      return Status::OK();
+    })));
+    part[0].reserve(keys.size());
+    for (auto& b : part[1]) part[0].push_back(std::move(b));
+    return std::move(part[0]);
   }
   Status Delete(const std::vector<std::string>& keys) { return Explain(Pick().Delete(keys).status()); }
 
@@ -188,7 +212,12 @@ class YuanrongStorageManager : public StorageManager {
     for (size_t f = 0; f < fields.size(); ++f) {
       for (const auto& s : samples) keys.push_back(StorageKey(s, fields[f]));
     }
-    TQDS_ASSIGN_OR_RETURN(auto flat, client_->Get(keys));
+    std::vector<uint64_t> sizes;
+    if (!nbytes.empty()) {
+      sizes.reserve(keys.size());
+      for (const auto& field : nbytes) sizes.insert(sizes.end(), field.begin(), field.end());
+    }
+    TQDS_ASSIGN_OR_RETURN(auto flat, client_->Get(keys, sizes, samples.size()));
     std::vector<std::vector<Buffer>> out(fields.size());
     size_t i = 0;
     for (size_t f = 0; f < fields.size(); ++f) {

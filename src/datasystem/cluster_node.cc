@@ -254,8 +254,15 @@ void ClusterNode::SendPublish(PublishMode mode, std::map<std::string, std::vecto
   }
   std::vector<PublishAnswer> answers;
   if (auto self = by_owner.find(options_.self); self != by_owner.end()) {
-    auto keys = keys_of(self->second);
-    answers.push_back(PublishAnswer{std::move(keys), owners_.Publish(mode, std::move(self->second))});
+    auto& entries = self->second;
+    for (size_t i = 0; i < entries.size(); i += kBatch) {  // chunks: the table's lock is held per chunk
+      const auto from = entries.begin() + static_cast<std::ptrdiff_t>(i);
+      std::vector<PublishEntry> chunk(std::make_move_iterator(from),
+                                      std::make_move_iterator(from + static_cast<std::ptrdiff_t>(
+                                                                         std::min(kBatch, entries.size() - i))));
+      auto keys = keys_of(chunk);
+      answers.push_back(PublishAnswer{std::move(keys), owners_.Publish(mode, std::move(chunk))});
+    }
   }
   for (auto& c : calls) {
     auto reply = c.reply.get();

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <string_view>
+#include <unordered_map>
 
 #include "tq/client.h"
 
@@ -112,7 +114,7 @@ Result<std::string> ValidPartitionOf(const tqds::wire::MapReader& r) {
 
 Status ValidateName(const std::string& name, const char* what) {
   if (name.empty()) return Status::Invalid(what, " must not be empty");
-  if (name.size() > 256) return Status::Invalid(what, " is longer than 256 bytes");
+  if (name.size() > kMaxNameBytes) return Status::Invalid(what, " is longer than ", kMaxNameBytes, " bytes");
   if (name.find('\0') != std::string::npos) return Status::Invalid(what, " contains a NUL byte");
   return Status::OK();
 }
@@ -298,32 +300,94 @@ Result<BatchMeta> UnpackRowBatchMeta(std::vector<std::string> names, const msgpa
 
 }  // namespace
 
+namespace {
+
+// Partition names that each sample refers to by index (column form,
+// SampleList) and that the decoder copies into every sample: no longer
+// than a valid name (ValidateName), so a small body cannot expand by its
+// names.
+Status CheckPartitionNames(const std::vector<std::string>& partitions, const std::string& what) {
+  for (size_t i = 0; i < partitions.size(); ++i) {
+    if (partitions[i].size() > kMaxNameBytes) {
+      return Status::Invalid(what, ".partitions[", i, "] is ", partitions[i].size(), " bytes, more than ",
+                             kMaxNameBytes);
+    }
+  }
+  return Status::OK();
+}
+
+// What a column-form meta of n samples expands to in field records: one
+// per sample and field, plus one per dimension of each shape a shared
+// record copies into every sample (a per-sample record is paid for by its
+// own bytes on the wire).
+uint64_t SharedRecordCost(uint64_t n, size_t dims) { return n * (1 + dims); }
+
+// The row form, for metas the column form cannot carry (see PackBatchMeta).
+void PackRowBatchMeta(Packer& pk, const BatchMeta& meta) {
+  pk.pack_map(2);
+  pk.pack("fields");
+  pk.pack(meta.field_names());
+  pk.pack("samples");
+  pk.pack_array(static_cast<uint32_t>(meta.size()));
+  for (const auto& s : meta.samples()) {
+    pk.pack_array(5);
+    pk.pack_int64(s.global_index);
+    pk.pack_uint64(s.generation);
+    pk.pack(s.partition_id);
+    pk.pack_array(static_cast<uint32_t>(s.fields.size()));
+    for (const auto& f : s.fields) PackFieldInfo(pk, f);
+    PackCustomMeta(pk, s.custom);
+  }
+}
+
+}  // namespace
+
 // The column form (docs/wire_format.md): identities as little-endian bin
 // columns, one FieldInfo per field when every sample has the same record,
-// custom maps only when one is not empty. A meta of 16384 samples decodes
-// from a few dozen msgpack objects instead of about 400000.
+// custom maps only when one is not empty; 16384 samples of dense fields
+// decode from a few dozen msgpack objects instead of about 400000. Metas
+// it cannot carry go in the row form: a sample whose field records do not
+// match the field names (the receiver says so), a partition name longer
+// than a valid one, more samples than a bin column holds (2^21), or more
+// field records than a receiver accepts.
 void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
   const auto& samples = meta.samples();
+  const auto& names = meta.field_names();
   const size_t n = samples.size();
+  if (n * sizeof(int64_t) > tqds::wire::DefaultLimits().max_str ||
+      std::any_of(samples.begin(), samples.end(), [&](const SampleMeta& s) {
+        return s.fields.size() != names.size() || s.partition_id.size() > kMaxNameBytes;
+      })) {
+    return PackRowBatchMeta(pk, meta);
+  }
+  std::vector<bool> shared(names.size(), false);
+  uint64_t cost = 0;
+  for (size_t f = 0; f < names.size(); ++f) {
+    shared[f] = n > 0 && std::all_of(samples.begin(), samples.end(), [&](const SampleMeta& s) {
+                  return s.fields[f] == samples[0].fields[f];
+                });
+    cost += SharedRecordCost(n, shared[f] ? samples[0].fields[f].shape.size() : 0);
+    if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, meta);
+  }
   std::vector<std::string> partitions;
+  std::unordered_map<std::string_view, uint32_t> index_of;  // views of the samples' own names
   std::vector<uint32_t> pidx(n);
   std::vector<int64_t> gidx(n);
   std::vector<uint64_t> gen(n);
   bool any_custom = false;
   for (size_t i = 0; i < n; ++i) {
     const SampleMeta& s = samples[i];
-    if (partitions.empty() || partitions.back() != s.partition_id) {
-      auto it = std::find(partitions.begin(), partitions.end(), s.partition_id);
-      if (it == partitions.end()) it = partitions.insert(partitions.end(), s.partition_id);
-      pidx[i] = static_cast<uint32_t>(it - partitions.begin());
+    if (i > 0 && s.partition_id == samples[i - 1].partition_id) {
+      pidx[i] = pidx[i - 1];
     } else {
-      pidx[i] = static_cast<uint32_t>(partitions.size() - 1);
+      auto [it, fresh] = index_of.try_emplace(s.partition_id, static_cast<uint32_t>(partitions.size()));
+      if (fresh) partitions.push_back(s.partition_id);
+      pidx[i] = it->second;
     }
     gidx[i] = s.global_index;
     gen[i] = s.generation;
     any_custom = any_custom || !s.custom.empty();
   }
-  const auto& names = meta.field_names();
   pk.pack_map(any_custom ? 7 : 6);
   pk.pack("fields");
   pk.pack(names);
@@ -338,9 +402,7 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
   pk.pack("finfo");
   pk.pack_array(static_cast<uint32_t>(names.size()));
   for (size_t f = 0; f < names.size(); ++f) {
-    const bool uniform = std::all_of(samples.begin(), samples.end(),
-                                     [&](const SampleMeta& s) { return s.fields[f] == samples[0].fields[f]; });
-    if (n > 0 && uniform) {
+    if (shared[f]) {
       pk.pack_array(1);
       PackFieldInfo(pk, samples[0].fields[f]);
     } else {
@@ -372,6 +434,7 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
   }
   const size_t n = gi->via.bin.size / sizeof(int64_t);
   TQDS_ASSIGN_OR_RETURN(auto partitions, r.Get<std::vector<std::string>>("partitions"));
+  TQDS_RETURN_NOT_OK(CheckPartitionNames(partitions, what));
   std::vector<int64_t> gidx;
   std::vector<uint64_t> gen;
   std::vector<uint32_t> pidx;
@@ -383,12 +446,12 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
     return Status::Invalid(what, ".pidx must be bytes holding ", n, " uint32 values (one per gidx)");
   }
   // One field record per field can stand for every sample: bound what a
-  // small body may expand to, at about what the row form allows in a
-  // header of the maximum size (64 MiB of records of 8 bytes).
+  // small body may expand to (the encoder writes the row form past this).
   if (!names.empty() && n > kMaxMetaFieldRecords / names.size()) {
     return Status::Invalid(what, ": ", n, " samples x ", names.size(), " fields is more than ",
                            kMaxMetaFieldRecords, " field records");
   }
+  uint64_t cost = static_cast<uint64_t>(n) * names.size();
   std::vector<SampleMeta> samples(n);
   for (size_t i = 0; i < n; ++i) {
     if (pidx[i] >= partitions.size()) {
@@ -422,6 +485,11 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
       if (col->size == n) {
         samples[j].fields[f] = std::move(fi);
       } else {
+        cost += SharedRecordCost(n, fi.shape.size()) - n;
+        if (cost > kMaxMetaFieldRecords) {
+          return Status::Invalid(fw, ": shared records of ", n, " samples with their shapes' dimensions are more than ",
+                                 kMaxMetaFieldRecords, " field records");
+        }
         for (auto& s : samples) s.fields[f] = fi;
       }
     }
@@ -525,6 +593,7 @@ Result<BatchMeta> SampleListFromMessage(const Message& m) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(m.body(), "SampleList"));
   TQDS_ASSIGN_OR_RETURN(auto fields, r.Get<std::vector<std::string>>("fields"));
   TQDS_ASSIGN_OR_RETURN(auto partitions, r.Get<std::vector<std::string>>("partitions"));
+  TQDS_RETURN_NOT_OK(CheckPartitionNames(partitions, "SampleList"));
   const msgpack::object* so = r.Find("samples");
   if (so == nullptr) return Status::Invalid("SampleList: missing field 'samples'");
   TQDS_ASSIGN_OR_RETURN(auto arr, AsArray(*so, "SampleList.samples"));

@@ -40,6 +40,8 @@ Result<T> As(const msgpack::object& o, const std::string& what) {
 // in the column or the older row form. A column-form body may describe at
 // most kMaxMetaFieldRecords sample x field records.
 inline constexpr size_t kMaxMetaFieldRecords = size_t{1} << 23;
+// Names (partitions, fields, tasks): at most this many bytes (ValidateName).
+inline constexpr size_t kMaxNameBytes = 256;
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 

@@ -14,7 +14,7 @@ namespace tq::internal {
 namespace {
 
 constexpr int kClients = 2;                      // parallel requests to the worker
-constexpr size_t kParallelPutBytes = 8u << 20;   // bigger puts run as two halves at once
+constexpr size_t kParallelBytes = 8u << 20;  // bigger puts and gets run as two halves at once
 // A put of this many bytes or more overflows the writer's cache whatever
 // its values' sizes: every value is copied with streaming stores.
 constexpr uint64_t kStreamAllBytes = 4u << 20;
@@ -39,12 +39,21 @@ size_t SplitByBytes(size_t n, SizeOf size_of, uint64_t total, size_t group) {
   return best;
 }
 
-// Runs f(0) here and f(1) on another thread; returns the first error.
+// Runs f(0) here and f(1) on another thread; returns the first error. An
+// exception in either (say, bad_alloc) becomes an Internal status: the
+// other half is always joined.
 template <typename F>
 Status BothHalves(F&& f) {
+  auto run = [&f](int h) -> Status {
+    try {
+      return f(h);
+    } catch (const std::exception& e) {
+      return Status::Internal("datasystem request half ", h, " failed: ", e.what());
+    }
+  };
   Status second;
-  std::thread t([&] { second = f(1); });
-  Status first = f(0);
+  std::thread t([&] { second = run(1); });
+  Status first = run(0);
   t.join();
   return first.ok() ? second : first;
 }
@@ -88,7 +97,7 @@ class YuanrongStorageClient {
   Status Put(std::vector<std::string> keys, const std::vector<const Buffer*>& values, size_t group) {
     uint64_t total = 0;
     for (const Buffer* v : values) total += v->size();
-    const size_t mid = total < kParallelPutBytes || clients_.size() < 2 || group == 0
+    const size_t mid = total < kParallelBytes || clients_.size() < 2 || group == 0
                            ? 0
                            : SplitByBytes(values.size(), [&](size_t i) { return values[i]->size(); }, total, group);
     if (mid == 0) return Explain(PutOnce(Pick(), keys, values));
@@ -111,7 +120,7 @@ class YuanrongStorageClient {
                                   size_t group) {
     uint64_t total = 0;
     for (uint64_t n : sizes) total += n;
-    const size_t mid = total < kParallelPutBytes || clients_.size() < 2 || group == 0 || sizes.size() != keys.size()
+    const size_t mid = total < kParallelBytes || clients_.size() < 2 || group == 0 || sizes.size() != keys.size()
                            ? 0
                            : SplitByBytes(sizes.size(), [&](size_t i) { return sizes[i]; }, total, group);
     if (mid == 0) {

@@ -448,13 +448,73 @@ TEST(ProtocolTest, HostileColumnFormBodiesAreRejected) {
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 1, {one}, {{"gidx", nullptr}})), kInvalid,
                 "missing field 'samples' (or the columns 'gidx', ...)");
   // A small body may not stand for more than kMaxMetaFieldRecords records:
-  // 2^20 samples (16 MiB of columns) x 16 fields of one shared record each.
+  // 2^20 samples (20 MiB of columns) x 16 fields of one shared record each.
   const size_t n = size_t{1} << 20;
   std::vector<std::string> names;
   std::vector<std::function<void(Packer&)>> cols;
   for (int i = 0; i < 16; ++i) names.push_back("f" + std::to_string(i)), cols.push_back(one);
   EXPECT_STATUS(DecodeBody(Columns(names, n, cols)), kInvalid,
                 "1048576 samples x 16 fields is more than 8388608 field records");
+}
+
+TEST(ProtocolTest, ColumnFormBoundsWhatASmallBodyExpandsTo) {
+  auto f = Field(true, 0, 8, {2}, 8);
+  // A partition name is copied into each sample: no longer than a name.
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {Column({f})}, {{"partitions", [](Packer& pk) {
+                                                                pk.pack(std::vector<std::string>{std::string(300, 'p')});
+                                                              }}})),
+                kInvalid, "BatchMeta.partitions[0] is 300 bytes, more than 256");
+  // A shared record's shape is copied into each sample: its dimensions
+  // count. 2^17 samples x 1 record of 64 dimensions (all 1).
+  const size_t n = size_t{1} << 17;
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, n, {Column({Field(false, 0, 8, Shape(64, 1), 0)})})), kInvalid,
+                "BatchMeta.finfo.x: shared records of 131072 samples with their shapes' dimensions are more than "
+                "8388608 field records");
+  // The same with 8 dimensions is fine.
+  ASSERT_OK_AND_ASSIGN(BatchMeta ok, DecodeBody(Columns({"x"}, n, {Column({Field(false, 0, 8, Shape(8, 1), 0)})})));
+  EXPECT_EQ(ok.samples().back().fields[0].shape.size(), 8u);
+  // SampleList: the same limit on its partition names.
+  Message m(MsgType::kCtlClearSamples, 1);
+  m.set_body(tqds::wire::PackBody([](Packer& pk) {
+    pk.pack_map(3);
+    pk.pack("fields");
+    pk.pack_array(0);
+    pk.pack("partitions");
+    pk.pack(std::vector<std::string>{std::string(257, 'q')});
+    pk.pack("samples");
+    pk.pack_array(3);
+    pk.pack(0);
+    pk.pack(1);
+    pk.pack(1);
+  }));
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(m));
+  EXPECT_STATUS(SampleListFromMessage(d), kInvalid, "SampleList.partitions[0] is 257 bytes");
+}
+
+TEST(ProtocolTest, MetasTheColumnFormCannotCarryGoAsRows) {
+  auto is_rows = [](const Message& d) {
+    for (uint32_t i = 0; i < d.body().via.map.size; ++i) {
+      if (d.body().via.map.ptr[i].key.as<std::string>() == "samples") return true;
+    }
+    return false;
+  };
+  // A sample without its field records: sent as it is, refused by the
+  // receiver with the row form's message (the encoder never reads past a
+  // sample's records).
+  SampleMeta bare;
+  bare.global_index = 4;
+  bare.partition_id = "p";
+  ASSERT_OK_AND_ASSIGN(Message d1, OverTheWire(MetaMessage(MsgType::kCtlSetCustomMeta, BatchMeta({"x"}, {bare}))));
+  EXPECT_TRUE(is_rows(d1));
+  EXPECT_STATUS(MetaFromMessage(d1), kInvalid, "samples[0] has 0 field records for 1 fields");
+  // A partition name longer than a valid one: rows, and it round-trips.
+  SampleMeta longp = bare;
+  longp.partition_id = std::string(400, 'z');
+  BatchMeta m2({}, {longp});
+  ASSERT_OK_AND_ASSIGN(Message d2, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, m2)));
+  EXPECT_TRUE(is_rows(d2));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d2));
+  EXPECT_EQ(back, m2);
 }
 
 TEST(ProtocolTest, GetMetaRoundTrip) {

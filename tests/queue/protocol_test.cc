@@ -317,7 +317,9 @@ std::function<void(Packer&)> Columns(std::vector<std::string> names, size_t n,
            p.pack_array(static_cast<uint32_t>(finfo.size()));
            for (const auto& c : finfo) c(p);
          }}};
-    for (const auto& [key, fn] : replace) {
+    for (const Entry& change : replace) {
+      const std::string& key = change.first;
+      const auto& fn = change.second;
       auto it = std::find_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.first == key; });
       if (it == entries.end()) {
         entries.push_back({key, fn});

@@ -156,8 +156,8 @@ class Metastore::Server {
 };
 
 void Metastore::Server::Route(const char* path, Unary handler) {
-  http_.Post(path, [this, handler = std::move(handler)](const httplib::Request& req,
-                                                        httplib::Response& res) {
+  http_.Post(path, [handler = std::move(handler)](const httplib::Request& req,
+                                                  httplib::Response& res) {
     auto body = ParseBody(req.body);
     if (!body.ok()) return ReplyError(res, body.status());
     Result<json> answer = Status::Internal("metastore: no answer");

@@ -253,8 +253,8 @@ bool ReadBinColumn(const msgpack::object* o, size_t n, std::vector<T>* out) {
 }
 
 // The row form: {"fields", "samples": [[index, generation, partition,
-// [FieldInfo...], custom]...]}. Still read (metas pickled by older builds,
-// hand-built bodies); written no longer.
+// [FieldInfo...], custom]...]}: read from older builds' pickles and
+// hand-built bodies, written for what the column form cannot carry.
 Result<BatchMeta> UnpackRowBatchMeta(std::vector<std::string> names, const msgpack::object& so,
                                      const std::string& what) {
   TQDS_ASSIGN_OR_RETURN(auto arr, AsArray(so, what + ".samples"));
@@ -298,10 +298,6 @@ Result<BatchMeta> UnpackRowBatchMeta(std::vector<std::string> names, const msgpa
   return BatchMeta(std::move(names), std::move(samples));
 }
 
-}  // namespace
-
-namespace {
-
 // Partition names that each sample refers to by index (column form,
 // SampleList) and that the decoder copies into every sample: no longer
 // than a valid name (ValidateName), so a small body cannot expand by its
@@ -314,6 +310,29 @@ Status CheckPartitionNames(const std::vector<std::string>& partitions, const std
     }
   }
   return Status::OK();
+}
+
+// The distinct partitions of `meta` in order of first appearance, and each
+// sample's index into them (the column form and SampleList).
+struct PartitionIndex {
+  std::vector<std::string> partitions;
+  std::vector<uint32_t> of_sample;
+};
+PartitionIndex IndexPartitions(const BatchMeta& meta) {
+  const auto& samples = meta.samples();
+  PartitionIndex out;
+  out.of_sample.resize(samples.size());
+  std::unordered_map<std::string_view, uint32_t> index_of;  // views of the samples' own names
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (i > 0 && samples[i].partition_id == samples[i - 1].partition_id) {
+      out.of_sample[i] = out.of_sample[i - 1];
+      continue;
+    }
+    auto [it, fresh] = index_of.try_emplace(samples[i].partition_id, static_cast<uint32_t>(out.partitions.size()));
+    if (fresh) out.partitions.push_back(samples[i].partition_id);
+    out.of_sample[i] = it->second;
+  }
+  return out;
 }
 
 // What a column-form meta of n samples expands to in field records: one
@@ -369,21 +388,12 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
     cost += SharedRecordCost(n, shared[f] ? samples[0].fields[f].shape.size() : 0);
     if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, meta);
   }
-  std::vector<std::string> partitions;
-  std::unordered_map<std::string_view, uint32_t> index_of;  // views of the samples' own names
-  std::vector<uint32_t> pidx(n);
+  const PartitionIndex parts = IndexPartitions(meta);
   std::vector<int64_t> gidx(n);
   std::vector<uint64_t> gen(n);
   bool any_custom = false;
   for (size_t i = 0; i < n; ++i) {
     const SampleMeta& s = samples[i];
-    if (i > 0 && s.partition_id == samples[i - 1].partition_id) {
-      pidx[i] = pidx[i - 1];
-    } else {
-      auto [it, fresh] = index_of.try_emplace(s.partition_id, static_cast<uint32_t>(partitions.size()));
-      if (fresh) partitions.push_back(s.partition_id);
-      pidx[i] = it->second;
-    }
     gidx[i] = s.global_index;
     gen[i] = s.generation;
     any_custom = any_custom || !s.custom.empty();
@@ -392,9 +402,9 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
   pk.pack("fields");
   pk.pack(names);
   pk.pack("partitions");
-  pk.pack(partitions);
+  pk.pack(parts.partitions);
   pk.pack("pidx");
-  PackBinColumn(pk, pidx);
+  PackBinColumn(pk, parts.of_sample);
   pk.pack("gidx");
   PackBinColumn(pk, gidx);
   pk.pack("gen");
@@ -559,29 +569,18 @@ Result<BatchMeta> MetaFromMessage(const Message& m) {
 }
 
 Message SampleListMessage(MsgType type, const BatchMeta& meta) {
-  std::vector<std::string> partitions;
-  std::vector<uint32_t> pidx(meta.size());
-  for (size_t i = 0; i < meta.size(); ++i) {
-    const std::string& p = meta.samples()[i].partition_id;
-    if (partitions.empty() || partitions.back() != p) {
-      auto it = std::find(partitions.begin(), partitions.end(), p);
-      if (it == partitions.end()) it = partitions.insert(partitions.end(), p);
-      pidx[i] = static_cast<uint32_t>(it - partitions.begin());
-    } else {
-      pidx[i] = static_cast<uint32_t>(partitions.size() - 1);
-    }
-  }
+  const PartitionIndex parts = IndexPartitions(meta);
   Message m(type, 0);
   m.set_body(tqds::wire::PackBody([&](Packer& pk) {
     pk.pack_map(3);
     pk.pack("fields");
     pk.pack(meta.field_names());
     pk.pack("partitions");
-    pk.pack(partitions);
+    pk.pack(parts.partitions);
     pk.pack("samples");
     pk.pack_array(static_cast<uint32_t>(3 * meta.size()));
     for (size_t i = 0; i < meta.size(); ++i) {
-      pk.pack_uint32(pidx[i]);
+      pk.pack_uint32(parts.of_sample[i]);
       pk.pack_int64(meta.samples()[i].global_index);
       pk.pack_uint64(meta.samples()[i].generation);
     }

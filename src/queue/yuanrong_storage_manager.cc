@@ -19,13 +19,17 @@ constexpr size_t kParallelBytes = 8u << 20;  // bigger puts and gets run as two 
 // its values' sizes: every value is copied with streaming stores.
 constexpr uint64_t kStreamAllBytes = 4u << 20;
 
-// Where to split n values (sizes from size_of(i), `total` bytes in all)
-// into two parts of about equal bytes, at a multiple of `group` (one
-// field's values stay in one part: they are allocated next to each other,
-// and read by one request, so a reader can stack them without a copy); 0
-// when no such split exists.
+// Where to split n values (sizes from size_of(i)) into two requests run at
+// once: 0 (one request) below kParallelBytes in all, else at a multiple of
+// `group` (one field's values stay in one part: they are allocated next to
+// each other, and read by one request, so a reader can stack them without
+// a copy) where the two parts' bytes are closest; 0 when no such split
+// exists.
 template <typename SizeOf>
-size_t SplitByBytes(size_t n, SizeOf size_of, uint64_t total, size_t group) {
+size_t SplitPoint(size_t n, SizeOf size_of, size_t group) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; ++i) total += size_of(i);
+  if (total < kParallelBytes || group == 0) return 0;
   uint64_t acc = 0;
   size_t best = 0;
   uint64_t best_gap = UINT64_MAX;
@@ -95,11 +99,8 @@ class YuanrongStorageClient {
   // two threads and the two fills share the memory bandwidth. Values come in
   // groups of `group` (one field of every sample); a group is never split.
   Status Put(std::vector<std::string> keys, const std::vector<const Buffer*>& values, size_t group) {
-    uint64_t total = 0;
-    for (const Buffer* v : values) total += v->size();
-    const size_t mid = total < kParallelBytes || clients_.size() < 2 || group == 0
-                           ? 0
-                           : SplitByBytes(values.size(), [&](size_t i) { return values[i]->size(); }, total, group);
+    const size_t mid =
+        clients_.size() < 2 ? 0 : SplitPoint(values.size(), [&](size_t i) { return values[i]->size(); }, group);
     if (mid == 0) return Explain(PutOnce(Pick(), keys, values));
     const auto m = static_cast<std::ptrdiff_t>(mid);
     std::vector<std::string> k[2];
@@ -118,11 +119,9 @@ class YuanrongStorageClient {
   // pulls) the two halves on two threads.
   Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
                                   size_t group) {
-    uint64_t total = 0;
-    for (uint64_t n : sizes) total += n;
-    const size_t mid = total < kParallelBytes || clients_.size() < 2 || group == 0 || sizes.size() != keys.size()
+    const size_t mid = clients_.size() < 2 || sizes.size() != keys.size()
                            ? 0
-                           : SplitByBytes(sizes.size(), [&](size_t i) { return sizes[i]; }, total, group);
+                           : SplitPoint(sizes.size(), [&](size_t i) { return sizes[i]; }, group);
     if (mid == 0) {
       auto r = GetOnce(Pick(), keys);
       if (!r.ok()) return Explain(r.status());
@@ -156,16 +155,12 @@ class YuanrongStorageClient {
     if (!created.ok()) return created.status();
     uint64_t total = 0;
     for (uint64_t n : sizes) total += n;
-    if (total >= kStreamAllBytes) {
-      for (size_t i = 0; i < values.size(); ++i) {
-        tqds::StreamCopyUnfenced((*created)[i].data(), values[i]->data(), values[i]->size());
-      }
-      tqds::StreamFence();
-    } else {
-      for (size_t i = 0; i < values.size(); ++i) {
-        tqds::StreamCopy((*created)[i].data(), values[i]->data(), values[i]->size());
-      }
+    const bool stream_all = total >= kStreamAllBytes;
+    for (size_t i = 0; i < values.size(); ++i) {
+      auto copy = stream_all ? tqds::StreamCopyUnfenced : tqds::StreamCopy;
+      copy((*created)[i].data(), values[i]->data(), values[i]->size());
     }
+    if (stream_all) tqds::StreamFence();
     Status st = kv.MSetBuffer(*created);
     if (st.IsAlreadyExists()) {
       TQDS_RETURN_NOT_OK(kv.Delete(keys).status());

@@ -87,6 +87,18 @@ Buffer BufferFromPython(py::handle obj) {
   return Buffer::Wrap(data, size, std::shared_ptr<const void>(holder, holder.get()));
 }
 
+Result<Buffer> Utf8FromPython(py::handle str) {
+  Py_ssize_t n = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(str.ptr(), &n);
+  if (utf8 == nullptr) {
+    py::error_already_set why;
+    return Status::Invalid("the string cannot be encoded as UTF-8 (", why.what(), ")");
+  }
+  auto holder = std::make_shared<PyObjectHolder>();
+  holder->obj = py::reinterpret_borrow<py::object>(str);
+  return Buffer::Wrap(utf8, static_cast<size_t>(n), std::shared_ptr<const void>(holder, holder.get()));
+}
+
 py::array ArrayFromBuffer(const Buffer& data, tq::DType dtype, const tq::Shape& shape, bool read_only) {
   py::dtype dt(std::string(NumpyTypeStr(dtype)));
   std::vector<py::ssize_t> dims(shape.begin(), shape.end());

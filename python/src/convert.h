@@ -18,6 +18,9 @@ namespace py = pybind11;
 // gives up the GIL), that keeps the object alive. Raises DTypeError for
 // anything else (a non-contiguous array or tensor, a device tensor).
 Buffer BufferFromPython(py::handle obj);
+// A str's UTF-8 bytes in place (kept alive by the Buffer; for a non-ASCII
+// str, Python's cached UTF-8 form). Invalid for a str with lone surrogates.
+Result<Buffer> Utf8FromPython(py::handle str);
 
 // A numpy array over `data` (no copy) that keeps the Buffer alive. bfloat16
 // comes back as int16 (the Python layer views it as torch.bfloat16).

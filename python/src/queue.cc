@@ -149,6 +149,12 @@ struct PendingBatch {
     python_buffers.push_back(BufferFromPython(obj));
     return python_buffers.back();
   }
+  Buffer FromStr(py::handle str, const std::string& field, size_t sample) {
+    auto utf8 = Utf8FromPython(str);
+    if (!utf8.ok()) Throw(utf8.status().WithContext("field '" + field + "' sample " + std::to_string(sample)));
+    python_buffers.push_back(utf8.MoveValue());
+    return python_buffers.back();
+  }
 
   // The Batch (per-sample views, no copy); moves the columns out. No GIL.
   tq::Result<tq::Batch> TakeBatch() {
@@ -162,7 +168,7 @@ struct PendingBatch {
 };
 
 // fields: [("dense", name, buffer, dtype, shape) | ("ragged", name, [buffer], dtype, [shape])
-//          | ("jagged", name, buffer, dtype, [shape]) | ("objects", name, [bytes], [kind])]
+//          | ("jagged", name, buffer, dtype, [shape]) | ("objects", name, [bytes | str], [kind])]
 // "jagged" is a ragged field whose samples lie back to back in one buffer (a
 // jagged nested tensor's values): each sample is a view of its slice.
 PendingBatch GatherBatch(size_t batch_size, const py::list& fields) {
@@ -222,7 +228,9 @@ PendingBatch GatherBatch(size_t batch_size, const py::list& fields) {
         int kind = kinds[i].cast<int>();
         if (kind < 1 || kind >= tq::kNumFieldKinds) Throw(Status::TypeError("invalid object kind ", kind));
         auto k = static_cast<tq::FieldKind>(kind);
-        f.column.push_back(tq::Value::Object(p.FromPython(vals[i]), k));
+        // A str is stored as its UTF-8 bytes, read in place (no encode).
+        bool str = k == tq::FieldKind::kString && PyUnicode_Check(vals[i].ptr());
+        f.column.push_back(tq::Value::Object(str ? p.FromStr(vals[i], f.name, i) : p.FromPython(vals[i]), k));
       }
     } else {
       Throw(Status::Invalid("unknown field form '", form, "'"));
@@ -260,7 +268,7 @@ tqds::Result<Buffer> Concatenate(const tq::Column& col) {
 //                                                      every sample's elements in
 //                                                      one flat array, in order
 //          | (name, "tensors", [array], [dtype])     tensors of several dtypes
-//          | (name, "objects", [bytes], [kind])].
+//          | (name, "objects", [bytes | str], [kind])]: strings decoded here.
 // With read_only, arrays that view storage memory (not copies made here)
 // are read-only.
 py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
@@ -310,10 +318,22 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
       // Objects, or a field whose samples were written as tensors by one put
       // and as objects by another: each value by its own kind.
       py::list vals, kinds;
-      for (const auto& v : col) {
+      for (size_t i = 0; i < col.size(); ++i) {
+        const tq::Value& v = col[i];
         if (v.is_tensor()) {
           vals.append(py::make_tuple(ArrayFromBuffer(v.data(), v.dtype(), v.shape(), read_only),
                                      tq::DTypeName(v.dtype())));
+        } else if (v.kind() == tq::FieldKind::kString) {
+          // Decoded straight from storage memory: one copy, not a bytes
+          // object and then its decode.
+          PyObject* s = PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(v.data().data()),
+                                             static_cast<Py_ssize_t>(v.nbytes()), "strict");
+          if (s == nullptr) {
+            py::error_already_set why;
+            Throw(Status::Invalid("field '", name, "' sample ", i, " of the batch: the stored string is not UTF-8 (",
+                                  why.what(), ")"));
+          }
+          vals.append(py::reinterpret_steal<py::object>(s));
         } else {
           vals.append(py::bytes(reinterpret_cast<const char*>(v.data().data()), v.nbytes()));
         }

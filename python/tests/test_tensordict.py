@@ -222,6 +222,24 @@ def test_strings_bytes_objects_come_back_as_non_tensor_stack(client):
     assert out[[2, 0]]["s"] == ["", "plain"]
 
 
+def test_a_string_that_cannot_be_utf8_is_refused_naming_field_and_sample(client, partition):
+    data = TensorDict({"x": torch.arange(2), "s": ["fine", "lone \ud800 surrogate"]}, batch_size=[2])
+    with pytest.raises(ValueError, match=r"field 's' sample 1.*cannot be encoded as UTF-8"):
+        client.put(data=data, partition_id=partition)
+    nothing_written(client, partition, ["x", "s"])
+
+
+def test_a_stored_string_that_is_not_utf8_is_an_error_naming_field_and_sample(client, partition):
+    # Written as strings by a client that does not check them (the native
+    # put takes the kinds as given): the reader gets a clear error, no crash.
+    kind_string = 2
+    client._client.put(2, [("objects", "s", [b"fine", b"\xff\xfe"], [kind_string, kind_string])],
+                       partition_id=partition)
+    meta = client.get_meta(data_fields=["s"], batch_size=2, partition_id=partition, task_name="t")
+    with pytest.raises(ValueError, match=r"field 's' sample 1 .*not UTF-8.*0xff"):
+        client.get_data(meta)
+
+
 def test_mixed_fields_in_one_tensordict(client):
     """The seed's shape: a dense float field and a string field."""
     data = TensorDict({"text": torch.Tensor([[1, 2], [3, 4]]), "prompt": ["5", "6"]}, batch_size=[2])

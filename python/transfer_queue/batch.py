@@ -113,7 +113,7 @@ def _list_field(name: str, values: list, n: int):
     blobs, kinds = [], []
     for i, v in enumerate(values):
         if isinstance(v, str):
-            blobs.append(v.encode("utf-8"))
+            blobs.append(v)  # the C++ core stores its UTF-8 bytes, read in place
             kinds.append(KIND_STRING)
         elif isinstance(v, (bytes, bytearray, memoryview)):  # np.bytes_ too
             blobs.append(bytes(v))
@@ -248,8 +248,8 @@ def _objects(blobs: list, kinds: list, writable: bool = False) -> list:
     for blob, kind in zip(blobs, kinds):
         if kind == KIND_TENSOR:  # (array, dtype name): a tensor sample among objects
             vals.append(_tensor(blob[0], blob[1], writable))
-        elif kind == KIND_STRING:
-            vals.append(blob.decode("utf-8"))
+        elif kind == KIND_STRING:  # a str already: the C++ core decodes it from storage memory
+            vals.append(blob)
         elif kind == KIND_PICKLE:
             vals.append(pickle.loads(blob))
         else:

@@ -396,9 +396,12 @@ class SystemRun:
         for p in self.procs:
             with contextlib.suppress(Exception):
                 p.close()
-        for n, ip in self.ds_workers:  # a clean stop first; the namespace teardown kills what is left
-            run(*self.ns.exec(n), os.path.join(self.venv, "bin", "dscli"), "stop", "--worker_address",
-                f"{ip}:{DS_PORT}", check=False, timeout=30, env=self.env)
+        # A clean stop first; the namespace teardown kills what is left. Never
+        # raises (a dscli that fails or hangs), so the callers' ns.down() runs.
+        for n, ip in self.ds_workers:
+            with contextlib.suppress(Exception):
+                run(*self.ns.exec(n), os.path.join(self.venv, "bin", "dscli"), "stop", "--worker_address",
+                    f"{ip}:{DS_PORT}", check=False, timeout=30, env=self.env)
 
     def remove_dirs(self):  # after the namespaces' processes have ended
         for d in self.ray_dirs:

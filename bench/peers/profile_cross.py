@@ -31,8 +31,9 @@ def main():
     ns = pb.Namespaces("cross").up()
     work = tempfile.mkdtemp(prefix="pcross_")
     os.chmod(work, 0o777)
-    sr = pb.SystemRun("ours-ds", ns, work)
+    sr = None
     try:
+        sr = pb.SystemRun("ours-ds", ns, work)  # may fail (no tq to make keys): the namespaces still go
         sr.start()
         w, r = sr.roles()
         w.call({"op": "init"}, timeout=240)
@@ -59,9 +60,11 @@ def main():
         print(f"{shape}: {len(times)} iterations, put / get / clear ms:",
               " ".join(f"{a * 1e3:.0f}/{g * 1e3:.0f}/{c * 1e3:.0f}" for a, g, c in times))
     finally:
-        sr.stop()
+        if sr is not None:
+            sr.stop()
         ns.down()
-        sr.remove_dirs()
+        if sr is not None:
+            sr.remove_dirs()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -10,11 +10,13 @@ The real wheel lives in its own venv (never among our dependencies):
 the wheel) needs an etcd; the test starts one and the worker on free
 loopback ports and kills both by pid. Without the venv or etcd the test
 skips, saying how to get them; when the real worker cannot run here, it
-skips with the error the worker printed.
+skips with the error the worker printed. The two-worker test does the same
+with two workers on one etcd (yr_diff_cluster_cases.py), for each system.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, BUILD, free_port, kill_pid, pid_alive
+from conftest import REPO, BUILD, DsWorker, free_port, kill_pid, pid_alive
 
 CASES = Path(__file__).with_name("yr_diff_cases.py")
+CLUSTER_CASES = Path(__file__).with_name("yr_diff_cluster_cases.py")
 YR_VENV = Path(os.environ.get("TQDS_YR_VENV", REPO / ".yr-venv"))
 REAL_WORKER_START_S = 90
 
@@ -68,53 +71,72 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def real_worker(tmp_path_factory):
-    """openYuanrong's worker (from the wheel) and an etcd: yields (python, host, port)."""
-    py = _real_python()
+def _start_etcd(tmp: Path, procs: list) -> str:
+    """An etcd on free loopback ports (appended to procs); returns its address."""
     etcd = shutil.which("etcd")
     if etcd is None:
         pytest.skip("etcd is not installed (apt-get install etcd-server); openYuanrong's worker needs one")
+    client_port, peer_port = free_port(), free_port()
+    log = open(tmp / "etcd.log", "w")
+    procs.append(subprocess.Popen(
+        [etcd, "--data-dir", str(tmp / "etcd"), "--name", "yrdiff",
+         "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+         "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+         "--initial-cluster", f"yrdiff=http://127.0.0.1:{peer_port}"],
+        stdout=log, stderr=subprocess.STDOUT))
+    if not _wait_port(client_port, procs[-1], 30):
+        pytest.skip(f"etcd did not start: {(tmp / 'etcd.log').read_text()[-800:]}")
+    return f"127.0.0.1:{client_port}"
+
+
+@contextlib.contextmanager
+def _real_cluster(tmp: Path, n: int):
+    """An etcd and n openYuanrong workers (from the wheel) on it: yields
+    (python, [port]); every process is killed by pid at the end."""
+    py = _real_python()
     pkg = Path(subprocess.run([str(py), "-c", "import yr.datasystem, os; print(os.path.dirname(yr.datasystem.__file__))"],
                               capture_output=True, text=True, timeout=120).stdout.strip())
     worker_bin = pkg / "datasystem_worker"
     if not worker_bin.exists():
         pytest.skip(f"the wheel has no worker binary at {worker_bin}")
-    tmp = tmp_path_factory.mktemp("yr_real")
-    etcd_port, peer_port, worker_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen] = []
     try:
-        etcd_log = open(tmp / "etcd.log", "w")
-        procs.append(subprocess.Popen(
-            [etcd, "--data-dir", str(tmp / "etcd"), "--name", "yrdiff",
-             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-cluster", f"yrdiff=http://127.0.0.1:{peer_port}"],
-            stdout=etcd_log, stderr=subprocess.STDOUT))
-        if not _wait_port(etcd_port, procs[0], 30):
-            pytest.skip(f"etcd did not start: {(tmp / 'etcd.log').read_text()[-800:]}")
+        etcd = _start_etcd(tmp, procs)
         env = dict(os.environ, LD_LIBRARY_PATH=f"{pkg / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-        out = open(tmp / "worker.out", "w")
-        procs.append(subprocess.Popen(
-            [str(worker_bin), f"--worker_address=127.0.0.1:{worker_port}",
-             f"--etcd_address=127.0.0.1:{etcd_port}", "--shared_memory_size_mb=512",
-             f"--log_dir={tmp / 'log'}", f"--unix_domain_socket_dir={tmp / 'uds'}",
-             f"--rocksdb_store_dir={tmp / 'rocksdb'}"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp))  # it writes ./datasystem/probe
-        if not _wait_port(worker_port, procs[1], REAL_WORKER_START_S):
-            printed = (tmp / "worker.out").read_text()[-1500:]
-            logs = ""
-            for f in sorted((tmp / "log").glob("*.INFO*"))[:1]:
-                logs = f.read_text(errors="replace")[-1500:]
-            pytest.skip(f"openYuanrong's worker cannot run on this machine (exit code "
-                        f"{procs[1].poll()}): {printed or logs or 'it printed nothing'}")
-        yield py, "127.0.0.1", worker_port
+        ports = []
+        for i in range(n):
+            d = tmp / f"worker{i}"
+            d.mkdir()
+            port = free_port()
+            out = open(d / "worker.out", "w")
+            procs.append(subprocess.Popen(
+                [str(worker_bin), f"--worker_address=127.0.0.1:{port}",
+                 f"--etcd_address={etcd}", "--shared_memory_size_mb=512",
+                 f"--log_dir={d / 'log'}", f"--unix_domain_socket_dir={d / 'uds'}",
+                 f"--rocksdb_store_dir={d / 'rocksdb'}"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=d))  # it writes ./datasystem/probe
+            if not _wait_port(port, procs[-1], REAL_WORKER_START_S):
+                printed = (d / "worker.out").read_text()[-1500:]
+                logs = ""
+                for f in sorted((d / "log").glob("*.INFO*"))[:1]:
+                    logs = f.read_text(errors="replace")[-1500:]
+                pytest.skip(f"openYuanrong's worker cannot run on this machine (exit code "
+                            f"{procs[-1].poll()}): {printed or logs or 'it printed nothing'}")
+            ports.append(port)
+        yield py, ports
     finally:
         for p in reversed(procs):
             kill_pid(p.pid, timeout=10)
             p.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def real_worker(tmp_path_factory):
+    """openYuanrong's worker (from the wheel) and an etcd: yields (python, host, port)."""
+    with _real_cluster(tmp_path_factory.mktemp("yr_real"), 1) as (py, ports):
+        yield py, "127.0.0.1", ports[0]
 
 
 def _run_cases(python: str, host: str, port: int, env: dict | None = None) -> dict:
@@ -153,3 +175,47 @@ def test_cases_run_against_ours_alone(ds_worker):
     assert ours["mcreate_fill_seal"]["ok"][-1] == [{"bytes": "abcd"}, {"bytes": "xyz"}]
     assert ours["mset_nx"] == {"ok": ["<P>m1"]}
     assert ours["mset_nx_read"] == {"ok": [{"bytes": "z"}, {"bytes": "r"}]}
+
+
+def test_two_workers_of_one_cluster_agree_with_openyuanrong(tmp_path):
+    """One client on each of two workers of one etcd (yr_diff_cluster_cases.py):
+    a key written through one worker is read, found, and blocks an
+    ExistenceOpt.NX msettx through the other, both ways; an overwrite and a
+    delete through one reach the other. openYuanrong's two workers and ours
+    must give the same outcomes."""
+    real_dir, ours_dir = tmp_path / "real", tmp_path / "ours"
+    real_dir.mkdir()
+    ours_dir.mkdir()
+    with _real_cluster(real_dir, 2) as (py, ports):
+        real = _run_cluster_cases(str(py), ports)
+    procs: list[subprocess.Popen] = []
+    workers: list[DsWorker] = []
+    try:
+        etcd = _start_etcd(ours_dir, procs)
+        workers = [DsWorker(etcd_address=etcd, shared_memory_mb=256) for _ in range(2)]
+        ours = _run_cluster_cases(sys.executable, [w.port for w in workers], env=_ours_env())
+    finally:
+        for w in workers:
+            w.stop()
+        for p in procs:
+            kill_pid(p.pid, timeout=10)
+            p.wait(timeout=10)
+    assert real.keys() == ours.keys()
+    differ = {name: {"openyuanrong": real[name], "ours": ours[name]} for name in real if real[name] != ours[name]}
+    assert not differ, "two workers differ from openYuanrong 0.8.1's two:\n" + json.dumps(differ, indent=1)
+    # The outcomes themselves, so that two systems that both got it wrong fail too.
+    assert ours["w2_get"] == {"ok": [{"bytes": "one"}]}
+    assert ours["w2_msettx_nx_existing"] == {"raises": "RuntimeError", "code": "Object already exist error"}
+    assert ours["w2_msettx_nx_existing_left"] == {"ok": [[False, True], [{"bytes": "one"}], [{"bytes": "one"}]]}
+    assert ours["w1_msettx_nx_existing"] == {"raises": "RuntimeError", "code": "Object already exist error"}
+    assert ours["w1_msettx_nx_existing_left"] == {"ok": [[{"bytes": "c2"}], [{"bytes": "c2"}]]}
+    assert ours["w2_reads_overwrite"] == {"ok": True}
+    assert ours["w1_after_delete"]["ok"][1] is True
+    assert ours["w2_reads_again"] == {"ok": [{"bytes": "again"}]}
+
+
+def _run_cluster_cases(python: str, ports: list, env: dict | None = None) -> dict:
+    r = subprocess.run([python, str(CLUSTER_CASES), "127.0.0.1", str(ports[0]), "127.0.0.1", str(ports[1]),
+                        "--wait-ready", "60"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, f"{python} {CLUSTER_CASES.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])

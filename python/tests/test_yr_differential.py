@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def _real_cluster(tmp: Path, n: int):
     if not worker_bin.exists():
         pytest.skip(f"the wheel has no worker binary at {worker_bin}")
     procs: list[subprocess.Popen] = []
+    # The worker's socket path (<dir>/<8 hex>/client.sock) must fit in 108
+    # bytes, which pytest's tmp paths under xdist do not: a short dir of its own.
+    uds = tempfile.mkdtemp(prefix="yruds_")
     try:
         etcd = _start_etcd(tmp, procs)
         env = dict(os.environ, LD_LIBRARY_PATH=f"{pkg / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
@@ -114,7 +118,7 @@ def _real_cluster(tmp: Path, n: int):
             procs.append(subprocess.Popen(
                 [str(worker_bin), f"--worker_address=127.0.0.1:{port}",
                  f"--etcd_address={etcd}", "--shared_memory_size_mb=512",
-                 f"--log_dir={d / 'log'}", f"--unix_domain_socket_dir={d / 'uds'}",
+                 f"--log_dir={d / 'log'}", f"--unix_domain_socket_dir={uds}/{i}",
                  f"--rocksdb_store_dir={d / 'rocksdb'}"],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=d))  # it writes ./datasystem/probe
             if not _wait_port(port, procs[-1], REAL_WORKER_START_S):
@@ -130,6 +134,7 @@ def _real_cluster(tmp: Path, n: int):
         for p in reversed(procs):
             kill_pid(p.pid, timeout=10)
             p.wait(timeout=10)
+        shutil.rmtree(uds, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +192,7 @@ def test_two_workers_of_one_cluster_agree_with_openyuanrong(tmp_path):
     real_dir.mkdir()
     ours_dir.mkdir()
     with _real_cluster(real_dir, 2) as (py, ports):
-        real = _run_cluster_cases(str(py), ports)
+        real = _run_cluster_cases(str(py), ports, logs=sorted(real_dir.glob("worker*/worker.out")))
     procs: list[subprocess.Popen] = []
     workers: list[DsWorker] = []
     try:
@@ -214,8 +219,10 @@ def test_two_workers_of_one_cluster_agree_with_openyuanrong(tmp_path):
     assert ours["w2_reads_again"] == {"ok": [{"bytes": "again"}]}
 
 
-def _run_cluster_cases(python: str, ports: list, env: dict | None = None) -> dict:
+def _run_cluster_cases(python: str, ports: list, env: dict | None = None, logs: list | None = None) -> dict:
     r = subprocess.run([python, str(CLUSTER_CASES), "127.0.0.1", str(ports[0]), "127.0.0.1", str(ports[1]),
                         "--wait-ready", "60"], capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, f"{python} {CLUSTER_CASES.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    printed = "".join(f"\n{p}:\n{p.read_text(errors='replace')[-1500:]}" for p in logs or [])
+    assert r.returncode == 0, (f"{python} {CLUSTER_CASES.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+                               f"{printed}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -137,6 +137,25 @@ def _real_cluster(tmp: Path, n: int):
         shutil.rmtree(uds, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _ours_cluster(tmp: Path, n: int):
+    """An etcd and n of our workers (dscli start -w --etcd_address) on it:
+    yields [port]; every process is stopped at the end (the etcd by pid)."""
+    procs: list[subprocess.Popen] = []
+    workers: list[DsWorker] = []
+    try:
+        etcd = _start_etcd(tmp, procs)
+        for _ in range(n):
+            workers.append(DsWorker(etcd_address=etcd, shared_memory_mb=256))
+        yield [w.port for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+        for p in procs:
+            kill_pid(p.pid, timeout=10)
+            p.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def real_worker(tmp_path_factory):
     """openYuanrong's worker (from the wheel) and an etcd: yields (python, host, port)."""
@@ -144,11 +163,23 @@ def real_worker(tmp_path_factory):
         yield py, "127.0.0.1", ports[0]
 
 
-def _run_cases(python: str, host: str, port: int, env: dict | None = None) -> dict:
-    r = subprocess.run([python, str(CASES), host, str(port), "--wait-ready", "60"],
+def _run_program(python: str, program: Path, args: list, env: dict | None = None,
+                 logs: list | None = None) -> dict:
+    """Runs a case program (its JSON line is the result); on failure the
+    assertion shows its output and the tails of `logs`."""
+    r = subprocess.run([python, str(program), *map(str, args), "--wait-ready", "60"],
                        capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, f"{python} {CASES.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    printed = "".join(f"\n{p}:\n{p.read_text(errors='replace')[-1500:]}" for p in logs or [])
+    assert r.returncode == 0, f"{python} {program.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}{printed}"
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _run_cases(python: str, host: str, port: int, env: dict | None = None) -> dict:
+    return _run_program(python, CASES, [host, port], env)
+
+
+def _run_cluster_cases(python: str, ports: list, env: dict | None = None, logs: list | None = None) -> dict:
+    return _run_program(python, CLUSTER_CASES, ["127.0.0.1", ports[0], "127.0.0.1", ports[1]], env, logs)
 
 
 def _ours_env() -> dict:
@@ -193,18 +224,8 @@ def test_two_workers_of_one_cluster_agree_with_openyuanrong(tmp_path):
     ours_dir.mkdir()
     with _real_cluster(real_dir, 2) as (py, ports):
         real = _run_cluster_cases(str(py), ports, logs=sorted(real_dir.glob("worker*/worker.out")))
-    procs: list[subprocess.Popen] = []
-    workers: list[DsWorker] = []
-    try:
-        etcd = _start_etcd(ours_dir, procs)
-        workers = [DsWorker(etcd_address=etcd, shared_memory_mb=256) for _ in range(2)]
-        ours = _run_cluster_cases(sys.executable, [w.port for w in workers], env=_ours_env())
-    finally:
-        for w in workers:
-            w.stop()
-        for p in procs:
-            kill_pid(p.pid, timeout=10)
-            p.wait(timeout=10)
+    with _ours_cluster(ours_dir, 2) as ports:
+        ours = _run_cluster_cases(sys.executable, ports, env=_ours_env())
     assert real.keys() == ours.keys()
     differ = {name: {"openyuanrong": real[name], "ours": ours[name]} for name in real if real[name] != ours[name]}
     assert not differ, "two workers differ from openYuanrong 0.8.1's two:\n" + json.dumps(differ, indent=1)
@@ -217,12 +238,3 @@ def test_two_workers_of_one_cluster_agree_with_openyuanrong(tmp_path):
     assert ours["w2_reads_overwrite"] == {"ok": True}
     assert ours["w1_after_delete"]["ok"][1] is True
     assert ours["w2_reads_again"] == {"ok": [{"bytes": "again"}]}
-
-
-def _run_cluster_cases(python: str, ports: list, env: dict | None = None, logs: list | None = None) -> dict:
-    r = subprocess.run([python, str(CLUSTER_CASES), "127.0.0.1", str(ports[0]), "127.0.0.1", str(ports[1]),
-                        "--wait-ready", "60"], capture_output=True, text=True, timeout=300, env=env)
-    printed = "".join(f"\n{p}:\n{p.read_text(errors='replace')[-1500:]}" for p in logs or [])
-    assert r.returncode == 0, (f"{python} {CLUSTER_CASES.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-                               f"{printed}")
-    return json.loads(r.stdout.strip().splitlines()[-1])

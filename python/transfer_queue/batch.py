@@ -248,11 +248,9 @@ def _objects(blobs: list, kinds: list, writable: bool = False) -> list:
     for blob, kind in zip(blobs, kinds):
         if kind == KIND_TENSOR:  # (array, dtype name): a tensor sample among objects
             vals.append(_tensor(blob[0], blob[1], writable))
-        elif kind == KIND_STRING:  # a str already: the C++ core decodes it from storage memory
-            vals.append(blob)
         elif kind == KIND_PICKLE:
             vals.append(pickle.loads(blob))
-        else:
+        else:  # bytes, or (KIND_STRING) a str the C++ core decoded from storage memory
             vals.append(blob)
     return vals
 

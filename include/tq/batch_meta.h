@@ -18,7 +18,16 @@ struct FieldInfo {
   DType dtype = DType::kUInt8;
   Shape shape;
   uint64_t nbytes = 0;
+  // Where the value lives when the storage backend packed it with others of
+  // its put into one object (see StorageManager::PutPacking): that pack's id
+  // and the value's first byte in it. pack 0: the value is its own object.
+  uint64_t pack = 0;
+  uint64_t offset = 0;
   bool operator==(const FieldInfo&) const = default;
+  // The same value description, wherever it is stored.
+  bool SameValue(const FieldInfo& o) const {
+    return produced == o.produced && kind == o.kind && dtype == o.dtype && shape == o.shape && nbytes == o.nbytes;
+  }
 };
 
 struct SampleMeta {

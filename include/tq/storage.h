@@ -35,6 +35,15 @@ struct SampleKey {
 // (unambiguous for any partition name).
 std::string StorageKey(const SampleKey& sample, const std::string& field);
 
+// Where a packing backend put one value (see StorageManager::PutPacking).
+struct Placement {
+  uint64_t pack = 0;  // 0: the value is its own object, under StorageKey
+  uint64_t offset = 0;
+};
+
+// "tq/<controller id hex>/pack/<pack id hex>": one pack's object.
+std::string PackKey(uint64_t controller_id, uint64_t pack);
+
 class StorageManager {
  public:
   virtual ~StorageManager() = default;
@@ -53,6 +62,38 @@ class StorageManager {
   // Frees the fields of the samples; missing keys are not an error.
   virtual Status Delete(const std::vector<SampleKey>& samples,
                         const std::vector<std::string>& fields) = 0;
+
+  // Packing, for backends where each stored object costs more than its
+  // bytes (the datasystem): a put's small values go into a few objects, a
+  // "pack" each. The client records each value's place (FieldInfo::pack and
+  // offset) at the controller, which counts a pack's users and names the
+  // packs no sample uses any more, for the client to free. The defaults are
+  // for a backend that does not pack.
+  //
+  // Like Put; sets placed[f][s] to where data[f][s] went (pack 0: under its
+  // own key). On error nothing is left behind in packs.
+  virtual Status PutPacking(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+                            const std::vector<std::vector<Buffer>>& data,
+                            std::vector<std::vector<Placement>>* placed) {
+    placed->assign(fields.size(), std::vector<Placement>(samples.size()));
+    return Put(samples, fields, data);
+  }
+  // Like Get, with each value's recorded place. A value in a pack this
+  // backend cannot read is an error.
+  virtual Result<std::vector<std::vector<Buffer>>> GetPacked(
+      const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+      const std::vector<std::vector<uint64_t>>& nbytes, const std::vector<std::vector<Placement>>& placed) {
+    for (const auto& field : placed) {
+      for (const Placement& p : field) {
+        if (p.pack != 0) return Status::Invalid(name(), " does not pack, but a value is recorded in pack ", p.pack);
+      }
+    }
+    return Get(samples, fields, nbytes);
+  }
+  // Frees packs that no sample uses (missing ones are not an error).
+  virtual Status DeletePacks(uint64_t /*controller_id*/, const std::vector<uint64_t>& /*packs*/) {
+    return Status::OK();
+  }
 };
 
 // What a factory gets: the user's config and the controller's address.

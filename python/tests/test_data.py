@@ -479,13 +479,23 @@ def test_reused_partition_name_after_clear_does_not_leak(client, partition):
         client.get_data(old)  # never the new partition's data
 
 
-def test_clear_samples(client, partition):
+def test_clear_samples(client, backend, partition):
     meta = client.put(data=TensorDict({"a": torch.arange(4)}, batch_size=[4]), partition_id=partition)
     client.clear_samples(meta.select_samples([0, 1]))
-    with pytest.raises(tq.NotFoundError):
-        client.get_data(meta.select_samples([0]))
+    if backend == "yuanrong":
+        # The datasystem packs a put's small values into one object, freed
+        # when its last sample is cleared: until then a meta taken before the
+        # clear still reads the cleared sample's own bytes, never another's.
+        assert client.get_data(meta.select_samples([0]))["a"].tolist() == [0]
+    else:
+        with pytest.raises(tq.NotFoundError):
+            client.get_data(meta.select_samples([0]))
     rest = client.get_meta(["a"], 4, partition, task_name="t", mode="poll")
     assert client.get_data(rest)["a"].tolist() == [2, 3]
+    assert rest.global_indexes == meta.global_indexes[2:], "the controller never hands out a cleared sample"
+    client.clear_samples(rest)
+    with pytest.raises(tq.NotFoundError):
+        client.get_data(meta.select_samples([0]))
 
 
 def test_clear_frees_datasystem_memory(ds_worker, controller, partition):
@@ -503,6 +513,55 @@ def test_clear_frees_datasystem_memory(ds_worker, controller, partition):
     after = kv.stats()
     assert after["objects"] <= during["objects"] - 8
     assert after["used"] <= during["used"] - 8 * (1 << 18)
+
+
+def test_a_puts_small_values_share_one_object_per_field(ds_worker, controller, partition):
+    """The datasystem backend packs a put's values below 64 KiB: each
+    field's values into one object. A pack is freed when no sample uses it
+    any more: cleared or overwritten, never before."""
+    from datasystem import KVClient
+
+    kv = KVClient(ds_worker.host, ds_worker.port)
+    kv.init()
+    c = make_client(controller, "yuanrong", ds_worker)
+    n = 2000
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(n, 100, generator=g)
+    ids = torch.randint(0, 1 << 40, (n, 3), generator=g)
+    text = [f"sample {i} " + "é" * (i % 17) for i in range(n)]
+    base = kv.stats()["objects"]
+    meta = c.put(data={"x": x, "ids": ids, "text": text}, partition_id=partition)
+    assert kv.stats()["objects"] == base + 3, "one pack per field"
+    out = c.get_data(meta)
+    assert torch.equal(out["x"], x) and torch.equal(out["ids"], ids) and list(out["text"]) == text
+    # Any subset, in any order, reads its own samples' bytes.
+    pick = [1999, 0, 777, 778, 5]
+    sub = c.get_data(meta.select_samples(pick))
+    assert torch.equal(sub["x"], x[pick]) and list(sub["text"]) == [text[i] for i in pick]
+
+    # Half cleared: the packs keep the other half's values.
+    c.clear_samples(meta.select_samples(list(range(n // 2))))
+    assert kv.stats()["objects"] == base + 3
+    rest = meta.select_samples(list(range(n // 2, n)))
+    assert torch.equal(c.get_data(rest)["ids"], ids[n // 2:])
+    # Field x of the other half rewritten: a new pack for it; the old one has
+    # no user left and is freed.
+    x2 = torch.full((n // 2, 100), 3.0)
+    c.put(data={"x": x2}, metadata=rest)
+    assert kv.stats()["objects"] == base + 3
+    fresh = c.get_meta(["x", "ids", "text"], n // 2, partition, task_name="t", mode="poll")
+    back = c.get_data(fresh)
+    assert torch.equal(back["x"], x2) and torch.equal(back["ids"], ids[n // 2:])
+    assert list(back["text"]) == text[n // 2:]
+    c.clear_samples(fresh)
+    assert kv.stats()["objects"] == base, "the last clear frees every pack"
+
+    # Values of 64 KiB and more stay objects of their own.
+    big = c.put(data={"w": torch.ones(2, 1 << 14)}, partition_id=partition)
+    assert kv.stats()["objects"] == base + 2
+    assert torch.equal(c.get_data(big)["w"], torch.ones(2, 1 << 14))
+    c.clear_partition(partition)
+    assert kv.stats()["objects"] == base
 
 
 def test_two_controllers_sharing_one_worker_do_not_collide(ds_worker):

@@ -204,17 +204,39 @@ class TransferQueueClient::Impl {
     }
     BatchMeta produced(batch.keys(), std::move(samples));
     auto keys = KeysOf(produced, controller_id_);
-    Status st = storage->Put(keys, batch.keys(), data);
+    std::vector<std::vector<Placement>> placed;
+    Status st = storage->PutPacking(keys, batch.keys(), data, &placed);
     if (!st.ok()) {
       (void)storage->Delete(keys, batch.keys());  // best effort: no half-written sample stays
       return st.WithContext("put");
     }
+    std::vector<uint64_t> own_packs;
+    for (size_t f = 0; f < placed.size() && f < batch.num_fields(); ++f) {
+      for (size_t s = 0; s < placed[f].size() && s < produced.size(); ++s) {
+        FieldInfo& fi = produced.mutable_samples()[s].fields[f];
+        fi.pack = placed[f][s].pack;
+        fi.offset = placed[f][s].offset;
+        if (fi.pack != 0 && (own_packs.empty() || own_packs.back() != fi.pack)) own_packs.push_back(fi.pack);
+      }
+    }
     auto rep = Call(internal::MetaMessage(MsgType::kCtlNotifyProduced, produced));
     if (!rep.ok()) {
       (void)storage->Delete(keys, batch.keys());
+      std::sort(own_packs.begin(), own_packs.end());
+      own_packs.erase(std::unique(own_packs.begin(), own_packs.end()), own_packs.end());
+      (void)storage->DeletePacks(controller_id_, own_packs);
       return rep.status().WithContext("put");
     }
+    // Packs that this put's overwrites left without users.
+    TQDS_RETURN_NOT_OK(FreePacks(*storage, *rep).WithContext("put"));
     return produced;
+  }
+
+  // Frees the packs a controller reply names as unused.
+  Status FreePacks(StorageManager& storage, const Message& rep) {
+    TQDS_ASSIGN_OR_RETURN(auto dead, internal::DeadPacksFromMessage(rep));
+    if (dead.empty()) return Status::OK();
+    return storage.DeletePacks(controller_id_, dead);
   }
 
   // Sliced into requests of at most kAllocateSlice samples (the controller's
@@ -295,6 +317,7 @@ class TransferQueueClient::Impl {
     }
     const auto& names = meta.field_names();
     std::vector<std::vector<uint64_t>> nbytes(names.size(), std::vector<uint64_t>(meta.size()));
+    std::vector<std::vector<Placement>> placed(names.size(), std::vector<Placement>(meta.size()));
     for (size_t s = 0; s < meta.size(); ++s) {
       const auto& sm = meta.samples()[s];
       for (size_t f = 0; f < names.size(); ++f) {
@@ -303,9 +326,10 @@ class TransferQueueClient::Impl {
                                   " in partition '", sm.partition_id, "' is not produced yet");
         }
         nbytes[f][s] = sm.fields[f].nbytes;
+        placed[f][s] = Placement{sm.fields[f].pack, sm.fields[f].offset};
       }
     }
-    TQDS_ASSIGN_OR_RETURN(auto data, storage->Get(KeysOf(meta, controller_id_), names, nbytes));
+    TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked(KeysOf(meta, controller_id_), names, nbytes, placed));
     for (size_t f = 0; f < names.size(); ++f) {
       Column col;
       col.reserve(meta.size());
@@ -327,6 +351,7 @@ class TransferQueueClient::Impl {
     auto storage = Storage();
     if (storage.ok()) {
       TQDS_RETURN_NOT_OK((*storage)->Delete(KeysOf(victims, controller_id_), victims.field_names()).WithContext("clear"));
+      TQDS_RETURN_NOT_OK(FreePacks(**storage, rep).WithContext("clear"));
     } else if (!victims.field_names().empty()) {
       return storage.status();
     }

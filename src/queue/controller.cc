@@ -593,7 +593,7 @@ class ControllerImpl : public TransferQueueController {
     TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
     TQDS_RETURN_NOT_OK(state_.MarkProduced(meta));
     reply_samples_ = meta.size();
-    r.Reply(Message::ReplyTo(m));
+    r.Reply(Message::ReplyTo(m, internal::EncodeDeadPacks(state_.TakeDeadPacks())));
     if (!meta.empty()) Wake(meta.samples()[0].partition_id);
     return Status::OK();
   }
@@ -624,7 +624,7 @@ class ControllerImpl : public TransferQueueController {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::PartitionRequest::Decode(m.body(), "ClearPartition"));
     BatchMeta hidden = state_.BeginClearPartition(req.partition_id);
     reply_samples_ = hidden.size();
-    r.Reply(internal::SampleListMessage(m.type(), hidden));
+    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks()));
     return Status::OK();
   }
 
@@ -632,7 +632,7 @@ class ControllerImpl : public TransferQueueController {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "ClearSamples"));
     BatchMeta hidden = state_.BeginClearSamples(req.partition_id, req.global_indexes);
     reply_samples_ = hidden.size();
-    r.Reply(internal::SampleListMessage(m.type(), hidden));
+    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks()));
     return Status::OK();
   }
 
@@ -740,7 +740,7 @@ class ControllerImpl : public TransferQueueController {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvClearRequest::Decode(m.body()));
         BatchMeta hidden = state_.BeginKvClear(req.partition_id, req.keys);
         reply_samples_ = hidden.size();
-        r.Reply(internal::SampleListMessage(m.type(), hidden));
+        r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks()));
         return Status::OK();
       }
       default:

@@ -155,8 +155,12 @@ Status ControllerState::MarkProduced(const BatchMeta& meta) {
         p.field_id[name] = fid;
       }
       if (r.fields.size() <= static_cast<size_t>(fid)) r.fields.resize(fid + 1);
-      r.fields[fid] = s.fields[f];
-      r.fields[fid].produced = true;
+      FieldInfo& slot = r.fields[fid];
+      FieldInfo old = std::move(slot);
+      slot = s.fields[f];
+      slot.produced = true;
+      AddPackUser(slot);
+      if (old.produced) DropPackUser(old);  // overwritten: its pack may be unused now
     }
     for (const auto& [k, v] : s.custom) r.custom[k] = v;
   }
@@ -289,6 +293,9 @@ BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& p
     if (!r.clearing) {
       r.clearing = true;
       --p.live_count;
+      for (const FieldInfo& f : r.fields) {
+        if (f.produced) DropPackUser(f);
+      }
     }
     EraseKey(p, positions[i]);
     out[i].global_index = r.global_index;
@@ -296,6 +303,33 @@ BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& p
     out[i].partition_id = p.name;
   }
   return BatchMeta(p.field_names, std::move(out));
+}
+
+void ControllerState::AddPackUser(const FieldInfo& f) {
+  if (f.pack != 0) ++pack_users_[f.pack];
+}
+
+void ControllerState::DropPackUser(const FieldInfo& f) {
+  if (f.pack == 0) return;
+  auto it = pack_users_.find(f.pack);
+  if (it == pack_users_.end()) return;
+  if (--it->second == 0) {
+    dead_packs_.push_back(f.pack);
+    pack_users_.erase(it);
+  }
+}
+
+void ControllerState::RecountPackUsers() {
+  pack_users_.clear();
+  dead_packs_.clear();
+  for (const auto& [name, p] : partitions_) {
+    for (size_t pos = 0; pos < p->samples.size(); ++pos) {
+      if (!p->IsVisible(pos)) continue;
+      for (const FieldInfo& f : p->samples[pos].fields) {
+        if (f.produced) AddPackUser(f);
+      }
+    }
+  }
 }
 
 BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) {

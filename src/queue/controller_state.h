@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "tq/batch_meta.h"
@@ -207,6 +208,16 @@ class ControllerState {
   enum class RestoreMode { kCheckpoint, kExact };
   Status Restore(std::string_view bytes, bool dry_run = false, RestoreMode mode = RestoreMode::kCheckpoint);
 
+  // Packs (FieldInfo::pack) that lost their last user since the last call:
+  // no visible sample's produced field lies in them any more (cleared or
+  // overwritten), so storage may free them. Each is named once.
+  std::vector<uint64_t> TakeDeadPacks() { return std::exchange(dead_packs_, {}); }
+  // How many produced, visible field records lie in `pack` (0: none).
+  uint64_t pack_users(uint64_t pack) const {
+    auto it = pack_users_.find(pack);
+    return it == pack_users_.end() ? 0 : it->second;
+  }
+
   size_t free_index_count() const { return free_indexes_.size(); }
   int64_t next_index() const { return next_index_; }
   const Partition* FindPartition(const std::string& id) const;
@@ -234,6 +245,11 @@ class ControllerState {
   std::vector<const Partition*> InCreationOrder() const;
   // The live, visible sample `s` names (same generation), or null.
   SampleRecord* FindVisible(const SampleMeta& s);
+  // A produced record starts or stops lying in its pack (no-op for pack 0).
+  void AddPackUser(const FieldInfo& f);
+  void DropPackUser(const FieldInfo& f);
+  // pack_users_ from the visible samples (after a Restore).
+  void RecountPackUsers();
 
   std::map<std::string, std::unique_ptr<Partition>> partitions_;
   // Released indexes, lowest first (a min-heap: cheap for millions).
@@ -245,6 +261,8 @@ class ControllerState {
   size_t pre_alloc_samples_ = 1;
   AllocationLimits limits_;
   std::shared_ptr<Sampler> custom_sampler_;
+  std::unordered_map<uint64_t, uint64_t> pack_users_;
+  std::vector<uint64_t> dead_packs_;
 };
 
 }  // namespace tq::internal

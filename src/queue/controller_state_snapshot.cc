@@ -387,6 +387,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run, RestoreMod
   free_indexes_ = std::move(heap);
   next_index_ = next_index;
   next_generation_ = std::max(next_generation_, next_generation);
+  RecountPackUsers();
   return Status::OK();
 }
 

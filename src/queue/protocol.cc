@@ -17,18 +17,31 @@ using tqds::wire::MsgType;
 
 namespace {
 
-void PackFieldInfo(Packer& pk, const FieldInfo& f) {
-  pk.pack_array(5);
+// A packed value's record has two more elements: [..., pack, offset].
+void PackFieldInfo(Packer& pk, const FieldInfo& f, bool with_place = true) {
+  const bool placed = with_place && f.pack != 0;
+  pk.pack_array(placed ? 7 : 5);
   pk.pack(f.produced);
   pk.pack_uint8(static_cast<uint8_t>(f.kind));
   pk.pack_uint8(static_cast<uint8_t>(f.dtype));
   pk.pack(f.shape);
   pk.pack_uint64(f.nbytes);
+  if (placed) {
+    pk.pack_uint64(f.pack);
+    pk.pack_uint64(f.offset);
+  }
 }
+
+// A placement's end must be representable: offset + nbytes <= 2^64 - 1.
+bool PlacementFits(const FieldInfo& f) { return f.pack == 0 || f.offset <= UINT64_MAX - f.nbytes; }
 
 // The detailed (allocating) decoder: used only to explain a failure.
 Result<FieldInfo> UnpackFieldInfo(const msgpack::object& o, const std::string& what) {
-  TQDS_ASSIGN_OR_RETURN(auto a, AsArray(o, what, 5));
+  if (o.type == msgpack::type::ARRAY && o.via.array.size != 5 && o.via.array.size != 7) {
+    return Status::Invalid(what, " must be an array of 5 (or 7, with pack and offset), got ", o.via.array.size,
+                           " elements");
+  }
+  TQDS_ASSIGN_OR_RETURN(auto a, AsArray(o, what));
   FieldInfo f;
   TQDS_ASSIGN_OR_RETURN(f.produced, As<bool>(a->ptr[0], what + ".produced"));
   TQDS_ASSIGN_OR_RETURN(uint8_t kind, As<uint8_t>(a->ptr[1], what + ".kind"));
@@ -40,6 +53,12 @@ Result<FieldInfo> UnpackFieldInfo(const msgpack::object& o, const std::string& w
   TQDS_ASSIGN_OR_RETURN(f.shape, As<Shape>(a->ptr[3], what + ".shape"));
   if (f.shape.size() > 64) return Status::Invalid(what, ": shape has more than 64 dimensions");
   TQDS_ASSIGN_OR_RETURN(f.nbytes, As<uint64_t>(a->ptr[4], what + ".nbytes"));
+  if (a->size == 7) {
+    TQDS_ASSIGN_OR_RETURN(f.pack, As<uint64_t>(a->ptr[5], what + ".pack"));
+    TQDS_ASSIGN_OR_RETURN(f.offset, As<uint64_t>(a->ptr[6], what + ".offset"));
+    if (f.pack == 0) return Status::Invalid(what, ": pack 0 is not a pack (leave pack and offset out)");
+    if (!PlacementFits(f)) return Status::Invalid(what, ": offset ", f.offset, " + nbytes ", f.nbytes, " overflows");
+  }
   if (f.kind == FieldKind::kTensor && f.produced) {
     TQDS_ASSIGN_OR_RETURN(int64_t numel, NumElements(f.shape));
     if (static_cast<uint64_t>(numel) * DTypeSize(f.dtype) != f.nbytes) {
@@ -72,7 +91,9 @@ bool ReadI64(const msgpack::object& o, int64_t* out) {
 
 // Decodes a FieldInfo; on failure returns what was wrong (static text).
 const char* ReadFieldInfo(const msgpack::object& o, FieldInfo* f) {
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != 5) return "must be an array of 5";
+  if (o.type != msgpack::type::ARRAY || (o.via.array.size != 5 && o.via.array.size != 7)) {
+    return "must be an array of 5 (or 7, with pack and offset)";
+  }
   const msgpack::object* a = o.via.array.ptr;
   if (a[0].type != msgpack::type::BOOLEAN) return "produced must be a bool";
   f->produced = a[0].via.boolean;
@@ -88,6 +109,12 @@ const char* ReadFieldInfo(const msgpack::object& o, FieldInfo* f) {
     if (!ReadI64(a[3].via.array.ptr[i], &f->shape[i])) return "shape must hold integers";
   }
   if (!ReadU64(a[4], &f->nbytes)) return "nbytes must be an unsigned integer";
+  f->pack = f->offset = 0;
+  if (o.via.array.size == 7) {
+    if (!ReadU64(a[5], &f->pack) || f->pack == 0) return "pack must be an unsigned integer other than 0";
+    if (!ReadU64(a[6], &f->offset)) return "offset must be an unsigned integer";
+    if (!PlacementFits(*f)) return "offset + nbytes overflows";
+  }
   if (f->kind == FieldKind::kTensor && f->produced) {
     auto numel = NumElements(f->shape);
     if (!numel.ok()) return "invalid shape";
@@ -359,6 +386,41 @@ void PackRowBatchMeta(Packer& pk, const BatchMeta& meta) {
   }
 }
 
+// The column form's "place": sets the pack and offset of each sample's
+// record of the fields that have an entry.
+Status ReadPlaces(const msgpack::object& po, const std::vector<std::string>& names, const std::string& what,
+                  std::vector<SampleMeta>* samples) {
+  TQDS_ASSIGN_OR_RETURN(auto places, AsArray(po, what + ".place"));
+  if (places->size != names.size()) {
+    return Status::Invalid(what, ".place has ", places->size, " entries for ", names.size(), " fields");
+  }
+  const size_t n = samples->size();
+  std::vector<uint64_t> packs, offsets;
+  for (uint32_t f = 0; f < names.size(); ++f) {
+    const msgpack::object& e = places->ptr[f];
+    if (e.type == msgpack::type::NIL) continue;
+    const std::string fw = what + ".place." + names[f];
+    TQDS_ASSIGN_OR_RETURN(auto pair, AsArray(e, fw, 2));
+    uint64_t one = 0;
+    const bool single = ReadU64(pair->ptr[0], &one);
+    if (!single && !ReadBinColumn(&pair->ptr[0], n, &packs)) {
+      return Status::Invalid(fw, "[0] must be a pack id or bytes holding ", n, " uint64 pack ids");
+    }
+    if (!ReadBinColumn(&pair->ptr[1], n, &offsets)) {
+      return Status::Invalid(fw, "[1] must be bytes holding ", n, " uint64 offsets");
+    }
+    for (size_t i = 0; i < n; ++i) {
+      FieldInfo& fi = (*samples)[i].fields[f];
+      fi.pack = single ? one : packs[i];
+      fi.offset = fi.pack == 0 ? 0 : offsets[i];
+      if (!PlacementFits(fi)) {
+        return Status::Invalid(fw, ": sample ", i, "'s offset ", fi.offset, " + nbytes ", fi.nbytes, " overflows");
+      }
+    }
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 // The column form (docs/wire_format.md): identities as little-endian bin
@@ -380,11 +442,14 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
     return PackRowBatchMeta(pk, meta);
   }
   std::vector<bool> shared(names.size(), false);
+  std::vector<bool> placed(names.size(), false);  // shared, with packed values: a "place" entry
   uint64_t cost = 0;
   for (size_t f = 0; f < names.size(); ++f) {
     shared[f] = n > 0 && std::all_of(samples.begin(), samples.end(), [&](const SampleMeta& s) {
-                  return s.fields[f] == samples[0].fields[f];
+                  return s.fields[f].SameValue(samples[0].fields[f]);
                 });
+    placed[f] = shared[f] && std::any_of(samples.begin(), samples.end(),
+                                         [&](const SampleMeta& s) { return s.fields[f].pack != 0; });
     cost += SharedRecordCost(n, shared[f] ? samples[0].fields[f].shape.size() : 0);
     if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, meta);
   }
@@ -398,7 +463,8 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
     gen[i] = s.generation;
     any_custom = any_custom || !s.custom.empty();
   }
-  pk.pack_map(any_custom ? 7 : 6);
+  const bool any_placed = std::find(placed.begin(), placed.end(), true) != placed.end();
+  pk.pack_map(6 + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
   pk.pack("fields");
   pk.pack(names);
   pk.pack("partitions");
@@ -414,10 +480,36 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
   for (size_t f = 0; f < names.size(); ++f) {
     if (shared[f]) {
       pk.pack_array(1);
-      PackFieldInfo(pk, samples[0].fields[f]);
+      PackFieldInfo(pk, samples[0].fields[f], /*with_place=*/false);
     } else {
       pk.pack_array(static_cast<uint32_t>(n));
       for (const auto& s : samples) PackFieldInfo(pk, s.fields[f]);
+    }
+  }
+  if (any_placed) {
+    // Where a shared record's values lie: per field nil, or [packs, offsets]
+    // with packs one id for every sample or a column (0: not packed).
+    pk.pack("place");
+    pk.pack_array(static_cast<uint32_t>(names.size()));
+    std::vector<uint64_t> packs(n), offsets(n);
+    for (size_t f = 0; f < names.size(); ++f) {
+      if (!placed[f]) {
+        pk.pack_nil();
+        continue;
+      }
+      bool one_pack = true;
+      for (size_t i = 0; i < n; ++i) {
+        packs[i] = samples[i].fields[f].pack;
+        offsets[i] = packs[i] == 0 ? 0 : samples[i].fields[f].offset;
+        one_pack = one_pack && packs[i] == packs[0];
+      }
+      pk.pack_array(2);
+      if (one_pack) {
+        pk.pack_uint64(packs[0]);
+      } else {
+        PackBinColumn(pk, packs);
+      }
+      PackBinColumn(pk, offsets);
     }
   }
   if (any_custom) {
@@ -504,6 +596,9 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
       }
     }
   }
+  if (const msgpack::object* po = r.Find("place"); po != nullptr && po->type != msgpack::type::NIL) {
+    TQDS_RETURN_NOT_OK(ReadPlaces(*po, names, what, &samples));
+  }
   if (const msgpack::object* co = r.Find("custom"); co != nullptr && co->type != msgpack::type::NIL) {
     TQDS_ASSIGN_OR_RETURN(auto cs, AsArray(*co, what + ".custom"));
     if (cs->size != n) return Status::Invalid(what, ".custom has ", cs->size, " entries for ", n, " samples");
@@ -568,11 +663,15 @@ Result<BatchMeta> MetaFromMessage(const Message& m) {
   return UnpackBatchMeta(m.body(), "BatchMeta");
 }
 
-Message SampleListMessage(MsgType type, const BatchMeta& meta) {
+Message SampleListMessage(MsgType type, const BatchMeta& meta, const std::vector<uint64_t>& dead_packs) {
   const PartitionIndex parts = IndexPartitions(meta);
   Message m(type, 0);
   m.set_body(tqds::wire::PackBody([&](Packer& pk) {
-    pk.pack_map(3);
+    pk.pack_map(dead_packs.empty() ? 3 : 4);
+    if (!dead_packs.empty()) {
+      pk.pack("dead_packs");
+      PackBinColumn(pk, dead_packs);
+    }
     pk.pack("fields");
     pk.pack(meta.field_names());
     pk.pack("partitions");
@@ -608,6 +707,29 @@ Result<BatchMeta> SampleListFromMessage(const Message& m) {
     samples[i].partition_id = partitions[p];
   }
   return BatchMeta(std::move(fields), std::move(samples));
+}
+
+std::string EncodeDeadPacks(const std::vector<uint64_t>& dead_packs) {
+  if (dead_packs.empty()) return {};
+  return tqds::wire::PackBody([&](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("dead_packs");
+    PackBinColumn(pk, dead_packs);
+  });
+}
+
+Result<std::vector<uint64_t>> DeadPacksFromMessage(const Message& m) {
+  std::vector<uint64_t> out;
+  const msgpack::object& body = m.body();
+  if (body.type == msgpack::type::NIL) return out;
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "dead packs"));
+  const msgpack::object* d = r.Find("dead_packs");
+  if (d == nullptr) return out;
+  if (d->type != msgpack::type::BIN || d->via.bin.size % sizeof(uint64_t) != 0 ||
+      !ReadBinColumn(d, d->via.bin.size / sizeof(uint64_t), &out)) {
+    return Status::Invalid("dead_packs must be bytes holding uint64 pack ids");
+  }
+  return out;
 }
 
 std::string EncodeSampleStatus(const std::optional<SampleStatusMatrix>& m) {

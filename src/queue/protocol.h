@@ -65,8 +65,16 @@ Result<BatchMeta> MetaFromMessage(const tqds::wire::Message& m);
 // A compact list of sample identities (no field records) for clears:
 // {"fields": [str], "partitions": [str], "samples": [p, index, generation, ...]}
 // where p indexes "partitions".
-tqds::wire::Message SampleListMessage(tqds::wire::MsgType type, const BatchMeta& meta);
+// A clear's victims (identities only), with the packs that the clear left
+// without users (ControllerState::TakeDeadPacks), for the client to free.
+tqds::wire::Message SampleListMessage(tqds::wire::MsgType type, const BatchMeta& meta,
+                                      const std::vector<uint64_t>& dead_packs = {});
 Result<BatchMeta> SampleListFromMessage(const tqds::wire::Message& m);
+// A NotifyProduced reply: {"dead_packs": bin of uint64} (the packs the
+// put's overwrites emptied), or an empty body when there are none.
+std::string EncodeDeadPacks(const std::vector<uint64_t>& dead_packs);
+// The "dead_packs" of a SampleList or NotifyProduced reply (none: empty).
+Result<std::vector<uint64_t>> DeadPacksFromMessage(const tqds::wire::Message& m);
 
 // Per-sample status replies (ProductionStatus with "fields", ConsumptionStatus
 // with "per_sample"): {"found": false} when there is no answer (upstream's

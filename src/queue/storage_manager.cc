@@ -37,6 +37,18 @@ std::string StorageKey(const SampleKey& s, const std::string& field) {
   return k;
 }
 
+std::string PackKey(uint64_t controller_id, uint64_t pack) {
+  // Sample keys go on with "<len>:" after the controller id, so no pack key
+  // is ever a sample key.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string k = "tq/0123456789abcdef/pack/0123456789abcdef";
+  for (int i = 0; i < 16; ++i) {
+    k[3 + i] = kHex[(controller_id >> (60 - 4 * i)) & 0xf];
+    k[25 + i] = kHex[(pack >> (60 - 4 * i)) & 0xf];
+  }
+  return k;
+}
+
 namespace {
 
 std::mutex& RegistryMutex() {

@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <mutex>
+#include <random>
 #include <thread>
+#include <unordered_map>
 
 #include "common/stream_copy.h"
 #include "ds/kv_client.h"
@@ -19,29 +22,45 @@ constexpr size_t kParallelBytes = 8u << 20;  // bigger puts and gets run as two 
 // its values' sizes: every value is copied with streaming stores.
 constexpr uint64_t kStreamAllBytes = 4u << 20;
 
-// Where to split n values (sizes from size_of(i)) into two requests run at
-// once: 0 (one request) below kParallelBytes in all, else at a multiple of
-// `group` (one field's values stay in one part: they are allocated next to
-// each other, and read by one request, so a reader can stack them without
-// a copy) where the two parts' bytes are closest; 0 when no such split
-// exists.
-template <typename SizeOf>
-size_t SplitPoint(size_t n, SizeOf size_of, size_t group) {
+// Values smaller than this are packed (StorageManager::PutPacking): one
+// object each would cost more in the worker than their bytes.
+constexpr uint64_t kPackValueBelow = 64u << 10;
+// A pack is closed when the next value would take it past this (a reader of
+// one value of a pack on another node pulls the whole pack).
+constexpr uint64_t kPackMaxBytes = 64u << 20;
+
+// Where to split objects (their sizes) into two requests run at once: at
+// one of `cuts` (the object indexes where a field's objects begin: a
+// field's values stay in one request, allocated next to each other and read
+// by one request, so that a reader can stack them without a copy) where
+// the two parts' bytes are closest. 0 (one request) below kParallelBytes in
+// all, or when no cut lies inside.
+size_t SplitPoint(const std::vector<uint64_t>& sizes, const std::vector<size_t>& cuts) {
   uint64_t total = 0;
-  for (size_t i = 0; i < n; ++i) total += size_of(i);
-  if (total < kParallelBytes || group == 0) return 0;
-  uint64_t acc = 0;
+  for (uint64_t n : sizes) total += n;
+  if (total < kParallelBytes) return 0;
   size_t best = 0;
   uint64_t best_gap = UINT64_MAX;
-  for (size_t i = 0; i < n; ++i) {
-    if (i > 0 && i % group == 0) {
-      uint64_t gap = acc > total / 2 ? acc - total / 2 : total / 2 - acc;
-      if (gap < best_gap) best = i, best_gap = gap;
-    }
-    acc += size_of(i);
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (size_t cut : cuts) {
+    if (cut == 0 || cut >= sizes.size()) continue;
+    for (; i < cut; ++i) acc += sizes[i];
+    const uint64_t gap = acc > total / 2 ? acc - total / 2 : total / 2 - acc;
+    if (gap < best_gap) best = cut, best_gap = gap;
   }
   return best;
 }
+
+// The alignment a packed value gets: its size's largest power-of-two
+// divisor, at most 64. Same-sized values of a field lie back to back; a
+// value of n elements of k bytes (k a power of two) starts on a multiple of k.
+uint64_t PackAlignment(uint64_t size) {
+  if (size == 0) return 1;
+  return std::min<uint64_t>(64, size & (~size + 1));
+}
+
+uint64_t RoundUp(uint64_t n, uint64_t align) { return (n + align - 1) / align * align; }
 
 // Runs f(0) here and f(1) on another thread; returns the first error. An
 // exception in either (say, bad_alloc) becomes an Internal status: the
@@ -60,6 +79,33 @@ Status BothHalves(F&& f) {
   Status first = run(0);
   t.join();
   return first.ok() ? second : first;
+}
+
+// One object of a put: a pack (pack != 0) or one value under its own key.
+struct PutObject {
+  std::string key;
+  uint64_t size = 0;
+  uint64_t pack = 0;
+};
+
+// One value's bytes and where they go.
+struct PutPiece {
+  size_t object = 0;
+  uint64_t offset = 0;
+  const Buffer* value = nullptr;
+};
+
+// A fresh pack id: random, never 0. Ids are 64 random bits, so two live
+// packs of one controller share one with odds of about n^2 / 2^65; a put
+// that meets one that exists fails (the pack is created only if absent)
+// instead of touching it.
+uint64_t NewPackId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{(uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  uint64_t id = 0;
+  while (id == 0) id = rng();
+  return id;
 }
 
 // The adapter around the datasystem client (the seed's YuanrongStorageClient).
@@ -94,34 +140,43 @@ class YuanrongStorageClient {
                                "); is it running? (dscli status)");
   }
 
-  // A large put runs as two parts, each create -> fill -> seal on its own
+  // Writes `objects`, filled from `pieces`. A large put runs as two parts
+  // split at one of `cuts`, each create -> fill -> seal on its own
   // connection and thread: the worker handles the two parts' requests on
-  // two threads and the two fills share the memory bandwidth. Values come in
-  // groups of `group` (one field of every sample); a group is never split.
-  Status Put(std::vector<std::string> keys, const std::vector<const Buffer*>& values, size_t group) {
-    const size_t mid =
-        clients_.size() < 2 ? 0 : SplitPoint(values.size(), [&](size_t i) { return values[i]->size(); }, group);
-    if (mid == 0) return Explain(PutOnce(Pick(), keys, values));
-    const auto m = static_cast<std::ptrdiff_t>(mid);
-    std::vector<std::string> k[2];
-    k[0].assign(std::make_move_iterator(keys.begin()), std::make_move_iterator(keys.begin() + m));
-    k[1].assign(std::make_move_iterator(keys.begin() + m), std::make_move_iterator(keys.end()));
-    const std::vector<const Buffer*> v[2] = {{values.begin(), values.begin() + m},
-                                             {values.begin() + m, values.end()}};
-    return Explain(BothHalves([&](int h) { return PutOnce(*clients_[h], k[h], v[h]); }));
+  // two threads and the two fills share the memory bandwidth. On error the
+  // packs already sealed are deleted again.
+  Status Put(const std::vector<PutObject>& objects, const std::vector<PutPiece>& pieces,
+             const std::vector<size_t>& cuts) {
+    std::vector<uint64_t> sizes;
+    sizes.reserve(objects.size());
+    for (const auto& o : objects) sizes.push_back(o.size);
+    const size_t mid = clients_.size() < 2 ? 0 : SplitPoint(sizes, cuts);
+    std::vector<std::string> sealed_packs[2];
+    Status st;
+    if (mid == 0) {
+      st = PutRange(Pick(), objects, pieces, 0, objects.size(), &sealed_packs[0]);
+    } else {
+      const size_t lo[2] = {0, mid}, hi[2] = {mid, objects.size()};
+      st = BothHalves([&](int h) {
+        return PutRange(*clients_[h], objects, pieces, lo[h], hi[h], &sealed_packs[h]);
+      });
+    }
+    if (!st.ok()) {
+      std::vector<std::string> drop = std::move(sealed_packs[0]);
+      drop.insert(drop.end(), sealed_packs[1].begin(), sealed_packs[1].end());
+      if (!drop.empty()) (void)Pick().Delete(drop);
+    }
+    return Explain(st);
   }
 
   // The views of one request share one holder, which lets a reader stack
   // a field's contiguous views without a copy. A large get (`sizes`: the
-  // recorded bytes of each key, in groups of `group`, one field of every
-  // sample) runs as two requests on two connections at once, split between
-  // groups: the worker looks up, pins (and, across nodes, locates and
-  // pulls) the two halves on two threads.
+  // expected bytes of each key) runs as two requests on two connections at
+  // once, split at one of `cuts`: the worker looks up, pins (and, across
+  // nodes, locates and pulls) the two halves on two threads.
   Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
-                                  size_t group) {
-    const size_t mid = clients_.size() < 2 || sizes.size() != keys.size()
-                           ? 0
-                           : SplitPoint(sizes.size(), [&](size_t i) { return sizes[i]; }, group);
+                                  const std::vector<size_t>& cuts) {
+    const size_t mid = clients_.size() < 2 || sizes.size() != keys.size() ? 0 : SplitPoint(sizes, cuts);
     if (mid == 0) {
       auto r = GetOnce(Pick(), keys);
       if (!r.ok()) return Explain(r.status());
@@ -141,32 +196,72 @@ class YuanrongStorageClient {
   Status Delete(const std::vector<std::string>& keys) { return Explain(Pick().Delete(keys).status()); }
 
  private:
-  Status PutOnce(ds::KVClient& kv, const std::vector<std::string>& keys,
-                 const std::vector<const Buffer*>& values) {
-    std::vector<uint64_t> sizes;
-    sizes.reserve(values.size());
-    for (const Buffer* v : values) sizes.push_back(v->size());
-    auto created = kv.MCreate(keys, sizes);
-    if (!created.ok() && created.status().IsAlreadyExists()) {
-      // Rewriting fields of existing samples: replace them.
-      TQDS_RETURN_NOT_OK(kv.Delete(keys).status());
-      created = kv.MCreate(keys, sizes);
+  // Objects [lo, hi): create, fill, seal. A value's own key that exists is
+  // replaced (rewriting a sample's field); a pack is created only if absent.
+  // Appends the keys of the packs it sealed to `sealed_packs`.
+  Status PutRange(ds::KVClient& kv, const std::vector<PutObject>& objects, const std::vector<PutPiece>& pieces,
+                  size_t lo, size_t hi, std::vector<std::string>* sealed_packs) {
+    std::vector<std::string> single_keys, pack_keys;
+    std::vector<uint64_t> single_sizes, pack_sizes;
+    std::vector<size_t> slot(hi - lo);  // object -> index into the created buffers (singles, then packs)
+    for (size_t i = lo; i < hi; ++i) {
+      auto& keys = objects[i].pack != 0 ? pack_keys : single_keys;
+      (objects[i].pack != 0 ? pack_sizes : single_sizes).push_back(objects[i].size);
+      slot[i - lo] = keys.size();
+      keys.push_back(objects[i].key);
     }
-    if (!created.ok()) return created.status();
     uint64_t total = 0;
-    for (uint64_t n : sizes) total += n;
-    const bool stream_all = total >= kStreamAllBytes;
-    for (size_t i = 0; i < values.size(); ++i) {
+    for (size_t i = lo; i < hi; ++i) total += objects[i].size;
+    for (int attempt = 0;; ++attempt) {
+      std::vector<ds::WriteBuffer> buffers;
+      if (!single_keys.empty()) {
+        auto created = kv.MCreate(single_keys, single_sizes);
+        if (!created.ok() && created.status().IsAlreadyExists()) {
+          // Rewriting fields of existing samples: replace them.
+          TQDS_RETURN_NOT_OK(kv.Delete(single_keys).status());
+          created = kv.MCreate(single_keys, single_sizes);
+        }
+        if (!created.ok()) return created.status();
+        buffers = std::move(*created);
+      }
+      const size_t first_pack = buffers.size();
+      if (!pack_keys.empty()) {
+        ds::SetParam if_absent;
+        if_absent.if_absent = true;
+        auto created = kv.MCreate(pack_keys, pack_sizes, if_absent);
+        if (!created.ok()) return PackCollision(created.status());
+        for (auto& b : *created) {
+          if (b.data() == nullptr && b.size() > 0) return PackCollision(Status::AlreadyExists("key '", b.key(), "'"));
+          buffers.push_back(std::move(b));
+        }
+      }
+      const bool stream_all = total >= kStreamAllBytes;
       auto copy = stream_all ? tqds::StreamCopyUnfenced : tqds::StreamCopy;
-      copy((*created)[i].data(), values[i]->data(), values[i]->size());
+      for (const PutPiece& pc : pieces) {
+        if (pc.object < lo || pc.object >= hi || pc.value->size() == 0) continue;
+        const size_t b = (objects[pc.object].pack != 0 ? first_pack : 0) + slot[pc.object - lo];
+        copy(buffers[b].data() + pc.offset, pc.value->data(), pc.value->size());
+      }
+      if (stream_all) tqds::StreamFence();
+      Status st = kv.MSetBuffer(buffers);
+      for (size_t b = first_pack; b < buffers.size(); ++b) {
+        if (buffers[b].sealed()) sealed_packs->push_back(buffers[b].key());
+      }
+      if (!st.IsAlreadyExists() || attempt > 0) return st;
+      // A value's own key was written by someone else between create and
+      // seal: replace it, once.
+      if (!sealed_packs->empty()) {
+        TQDS_RETURN_NOT_OK(kv.Delete(*sealed_packs).status());
+        sealed_packs->clear();
+      }
+      if (!single_keys.empty()) TQDS_RETURN_NOT_OK(kv.Delete(single_keys).status());
     }
-    if (stream_all) tqds::StreamFence();
-    Status st = kv.MSetBuffer(*created);
-    if (st.IsAlreadyExists()) {
-      TQDS_RETURN_NOT_OK(kv.Delete(keys).status());
-      return PutOnce(kv, keys, values);
-    }
-    return st;
+  }
+
+  static Status PackCollision(const Status& st) {
+    if (!st.IsAlreadyExists()) return st;
+    return Status::AlreadyExists("a new pack's id is taken in the datasystem (", st.message(),
+                                 "; two random 64-bit ids met): nothing was written, put again");
   }
 
   static Result<std::vector<Buffer>> GetOnce(ds::KVClient& kv, const std::vector<std::string>& keys) {
@@ -195,43 +290,91 @@ class YuanrongStorageManager : public StorageManager {
 
   Status Put(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
              const std::vector<std::vector<Buffer>>& data) override {
-    std::vector<std::string> keys;
-    std::vector<const Buffer*> values;
-    keys.reserve(samples.size() * fields.size());
-    values.reserve(samples.size() * fields.size());
-    for (size_t f = 0; f < fields.size(); ++f) {
-      for (size_t s = 0; s < samples.size(); ++s) {
-        keys.push_back(StorageKey(samples[s], fields[f]));
-        values.push_back(&data[f][s]);
-      }
-    }
-    return client_->Put(std::move(keys), values, samples.size());
+    std::vector<std::vector<Placement>> placed;
+    return Write(samples, fields, data, /*pack=*/false, &placed);
+  }
+
+  // Values below kPackValueBelow go into packs, one field's values into
+  // the same packs (in sample order, each aligned to PackAlignment), a
+  // pack closed at kPackMaxBytes; bigger values are their own objects.
+  Status PutPacking(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+                    const std::vector<std::vector<Buffer>>& data,
+                    std::vector<std::vector<Placement>>* placed) override {
+    return Write(samples, fields, data, /*pack=*/true, placed);
   }
 
   Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>& samples,
                                                const std::vector<std::string>& fields,
                                                const std::vector<std::vector<uint64_t>>& nbytes) override {
+    return GetPacked(samples, fields, nbytes, {});
+  }
+
+  Result<std::vector<std::vector<Buffer>>> GetPacked(const std::vector<SampleKey>& samples,
+                                                     const std::vector<std::string>& fields,
+                                                     const std::vector<std::vector<uint64_t>>& nbytes,
+                                                     const std::vector<std::vector<Placement>>& placed) override {
+    const size_t n = samples.size();
+    const bool sized = !nbytes.empty();
+    const bool has_places = !placed.empty();
+    if ((sized && nbytes.size() != fields.size()) || (has_places && placed.size() != fields.size())) {
+      return Status::Invalid("YuanrongStorageManager: sizes or places for ", nbytes.size(), " / ", placed.size(),
+                             " fields, but ", fields.size(), " fields are read");
+    }
+    // Each value's object: a pack (read once however many values it holds)
+    // or its own key.
     std::vector<std::string> keys;
-    keys.reserve(samples.size() * fields.size());
-    for (size_t f = 0; f < fields.size(); ++f) {
-      for (const auto& s : samples) keys.push_back(StorageKey(s, fields[f]));
-    }
     std::vector<uint64_t> sizes;
-    if (!nbytes.empty()) {
-      sizes.reserve(keys.size());
-      for (const auto& field : nbytes) sizes.insert(sizes.end(), field.begin(), field.end());
-    }
-    TQDS_ASSIGN_OR_RETURN(auto flat, client_->Get(keys, sizes, samples.size()));
-    std::vector<std::vector<Buffer>> out(fields.size());
-    size_t i = 0;
+    std::vector<size_t> cuts;
+    std::vector<size_t> object_of(fields.size() * n);
+    std::unordered_map<uint64_t, size_t> pack_object;
     for (size_t f = 0; f < fields.size(); ++f) {
-      out[f].reserve(samples.size());
-      for (size_t s = 0; s < samples.size(); ++s, ++i) {
-        if (!nbytes.empty() && flat[i].size() != nbytes[f][s]) {
-          return Status::Internal("key '", keys[i], "' has ", flat[i].size(), " bytes in the datasystem but ",
-                                  nbytes[f][s], " were recorded");
+      if ((sized && nbytes[f].size() != n) || (has_places && placed[f].size() != n)) {
+        return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' has sizes or places for ",
+                               sized ? nbytes[f].size() : n, " / ", has_places ? placed[f].size() : n, " of ", n,
+                               " samples");
+      }
+      cuts.push_back(keys.size());
+      for (size_t s = 0; s < n; ++s) {
+        const uint64_t nb = sized ? nbytes[f][s] : 0;
+        const Placement p = has_places ? placed[f][s] : Placement{};
+        if (p.pack == 0) {
+          object_of[f * n + s] = keys.size();
+          keys.push_back(StorageKey(samples[s], fields[f]));
+          sizes.push_back(nb);
+          continue;
         }
-        out[f].push_back(std::move(flat[i]));
+        auto [it, fresh] = pack_object.try_emplace(p.pack, keys.size());
+        if (fresh) {
+          keys.push_back(PackKey(samples[s].controller_id, p.pack));
+          sizes.push_back(0);
+        }
+        sizes[it->second] = std::max(sizes[it->second], p.offset + nb);  // what is known of its size
+        object_of[f * n + s] = it->second;
+      }
+    }
+    TQDS_ASSIGN_OR_RETURN(auto objects, client_->Get(keys, sizes, cuts));
+    std::vector<std::vector<Buffer>> out(fields.size());
+    for (size_t f = 0; f < fields.size(); ++f) {
+      out[f].reserve(n);
+      for (size_t s = 0; s < n; ++s) {
+        const size_t o = object_of[f * n + s];
+        const Buffer& b = objects[o];
+        const Placement p = has_places ? placed[f][s] : Placement{};
+        if (p.pack == 0) {
+          if (sized && b.size() != nbytes[f][s]) {
+            return Status::Internal("key '", keys[o], "' has ", b.size(), " bytes in the datasystem but ",
+                                    nbytes[f][s], " were recorded");
+          }
+          out[f].push_back(b);
+          continue;
+        }
+        const uint64_t nb = sized ? nbytes[f][s] : 0;
+        if (p.offset > b.size() || nb > b.size() - p.offset) {
+          return Status::Internal("field '", fields[f], "' of sample ", samples[s].global_index, " in partition '",
+                                  samples[s].partition_id, "' is recorded at bytes [", p.offset, ", ",
+                                  p.offset + nb, ") of pack '", keys[o], "', which holds ", b.size(), " bytes");
+        }
+        out[f].push_back(b.Slice(p.offset, nb));
       }
     }
     return out;
@@ -246,7 +389,56 @@ class YuanrongStorageManager : public StorageManager {
     return client_->Delete(keys);
   }
 
+  Status DeletePacks(uint64_t controller_id, const std::vector<uint64_t>& packs) override {
+    std::vector<std::string> keys;
+    keys.reserve(packs.size());
+    for (uint64_t p : packs) keys.push_back(PackKey(controller_id, p));
+    if (keys.empty()) return Status::OK();
+    return client_->Delete(keys);
+  }
+
  private:
+  Status Write(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+               const std::vector<std::vector<Buffer>>& data, bool pack,
+               std::vector<std::vector<Placement>>* placed) {
+    if (data.size() != fields.size()) {
+      return Status::Invalid("YuanrongStorageManager: ", data.size(), " value columns for ", fields.size(),
+                             " fields");
+    }
+    placed->assign(fields.size(), std::vector<Placement>(samples.size()));
+    std::vector<PutObject> objects;
+    std::vector<PutPiece> pieces;
+    std::vector<size_t> cuts;
+    pieces.reserve(fields.size() * samples.size());
+    for (size_t f = 0; f < fields.size(); ++f) {
+      if (data[f].size() != samples.size()) {
+        return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' has ", data[f].size(),
+                               " values for ", samples.size(), " samples");
+      }
+      cuts.push_back(objects.size());
+      size_t open = SIZE_MAX;  // the field's pack being filled
+      for (size_t s = 0; s < samples.size(); ++s) {
+        const Buffer& v = data[f][s];
+        if (!pack || v.size() >= kPackValueBelow) {
+          pieces.push_back(PutPiece{objects.size(), 0, &v});
+          objects.push_back(PutObject{StorageKey(samples[s], fields[f]), v.size(), 0});
+          continue;
+        }
+        const uint64_t align = PackAlignment(v.size());
+        if (open == SIZE_MAX || RoundUp(objects[open].size, align) + v.size() > kPackMaxBytes) {
+          const uint64_t id = NewPackId();
+          open = objects.size();
+          objects.push_back(PutObject{PackKey(samples[s].controller_id, id), 0, id});
+        }
+        const uint64_t offset = RoundUp(objects[open].size, align);
+        objects[open].size = offset + v.size();
+        pieces.push_back(PutPiece{open, offset, &v});
+        (*placed)[f][s] = Placement{objects[open].pack, offset};
+      }
+    }
+    return client_->Put(objects, pieces, cuts);
+  }
+
   std::unique_ptr<YuanrongStorageClient> client_;
 };
 

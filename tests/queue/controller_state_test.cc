@@ -378,5 +378,60 @@ TEST_F(ControllerStateTest, ClearedPartitionStartsFreshWhenReused) {
   EXPECT_EQ(Get(Req("p", "t", 2)).size(), 2u) << "new samples are unconsumed";
 }
 
+// Packed values (FieldInfo::pack): the state counts each pack's produced,
+// visible records and names a pack once when its last one goes, by a clear
+// or an overwrite, and after a restore from a snapshot.
+TEST_F(ControllerStateTest, APackIsDeadWhenItsLastValueIsClearedOrOverwritten) {
+  BatchMeta m = Alloc("p", 4);
+  const uint64_t kA = 0xa, kB = 0xb, kC = 0xc;
+  auto placed = [&](const BatchMeta& targets, std::vector<uint64_t> packs) {
+    std::vector<SampleMeta> samples = targets.samples();
+    for (size_t i = 0; i < samples.size(); ++i) {
+      samples[i].fields = {I64Field(2), I64Field(2)};  // x packed, y its own key
+      samples[i].fields[0].pack = packs[i];
+      samples[i].fields[0].offset = 16 * i;
+    }
+    return BatchMeta({"x", "y"}, samples);
+  };
+  ASSERT_OK(state_.MarkProduced(placed(m, {kA, kA, kB, kB})));
+  EXPECT_TRUE(state_.TakeDeadPacks().empty());
+  EXPECT_EQ(state_.pack_users(kA), 2u);
+  EXPECT_EQ(state_.pack_users(kB), 2u);
+  // The meta handed out keeps each value's place.
+  ASSERT_OK_AND_ASSIGN(BatchMeta got, state_.GetSamples("p", m.global_indexes()));
+  ASSERT_EQ(got.field_names(), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(got.samples()[3].fields[0].pack, kB);
+  EXPECT_EQ(got.samples()[3].fields[0].offset, 48u);
+  EXPECT_EQ(got.samples()[3].fields[1].pack, 0u);
+
+  const int64_t s0 = m.samples()[0].global_index, s1 = m.samples()[1].global_index,
+                s2 = m.samples()[2].global_index;
+  // One of pack A's two values cleared: A still has a user.
+  EXPECT_EQ(state_.BeginClearSamples("p", {s0}).size(), 1u);
+  EXPECT_TRUE(state_.TakeDeadPacks().empty());
+  EXPECT_EQ(state_.pack_users(kA), 1u);
+  // Sample 1's x rewritten into pack C: A has no user left.
+  BatchMeta one = *m.SelectSamples({1});
+  ASSERT_OK(state_.MarkProduced(placed(one, {kC})));
+  EXPECT_EQ(state_.TakeDeadPacks(), (std::vector<uint64_t>{kA}));
+  EXPECT_TRUE(state_.TakeDeadPacks().empty()) << "a dead pack is named once";
+  // A clear that empties C but not B.
+  EXPECT_EQ(state_.BeginClearSamples("p", {s1, s2}).size(), 2u);
+  EXPECT_EQ(state_.TakeDeadPacks(), (std::vector<uint64_t>{kC}));
+  EXPECT_EQ(state_.pack_users(kB), 1u);
+  // Clearing a sample that is already being cleared changes no count.
+  state_.BeginClearSamples("p", {s2});
+  EXPECT_TRUE(state_.TakeDeadPacks().empty());
+  EXPECT_EQ(state_.pack_users(kB), 1u);
+
+  // A restored state counts the same users.
+  ControllerState restored;
+  ASSERT_OK(restored.Restore(state_.Snapshot()));
+  EXPECT_EQ(restored.pack_users(kB), 1u);
+  EXPECT_EQ(restored.pack_users(kA), 0u);
+  EXPECT_EQ(restored.BeginClearPartition("p").size(), 1u) << "the cleared ones come back released";
+  EXPECT_EQ(restored.TakeDeadPacks(), (std::vector<uint64_t>{kB}));
+}
+
 }  // namespace
 }  // namespace tq::internal

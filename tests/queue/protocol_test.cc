@@ -223,7 +223,7 @@ TEST(ProtocolTest, StructurallyBrokenMetas) {
                   pk.pack(0);
                   pk.pack_array(0);
                 }}))),
-                kInvalid, "must have 5 elements");
+                kInvalid, "must be an array of 5 (or 7, with pack and offset), got 4");
 }
 
 TEST(ProtocolTest, WrongElementTypesInASample) {
@@ -457,6 +457,144 @@ TEST(ProtocolTest, HostileColumnFormBodiesAreRejected) {
   for (int i = 0; i < 16; ++i) names.push_back("f" + std::to_string(i)), cols.push_back(one);
   EXPECT_STATUS(DecodeBody(Columns(names, n, cols)), kInvalid,
                 "1048576 samples x 16 fields is more than 8388608 field records");
+}
+
+// A field record with a place: [..., nbytes, pack, offset].
+std::function<void(Packer&)> PlacedField(uint64_t nbytes, uint64_t pack, uint64_t offset) {
+  return [=](Packer& pk) {
+    pk.pack_array(7);
+    pk.pack(true);
+    pk.pack_uint8(0);  // tensor
+    pk.pack_uint8(8);  // float32
+    pk.pack(Shape{static_cast<int64_t>(nbytes / 4)});
+    pk.pack_uint64(nbytes);
+    pk.pack_uint64(pack);
+    pk.pack_uint64(offset);
+  };
+}
+
+TEST(ProtocolTest, PackedValuesKeepTheirPlacesInBothForms) {
+  // 1000 samples of a dense field: one pack for the first 600, another for
+  // the rest; a second field all in one pack; a third not packed.
+  std::vector<SampleMeta> samples(1000);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    samples[i].global_index = static_cast<int64_t>(i);
+    samples[i].generation = i + 1;
+    samples[i].partition_id = "p";
+    samples[i].fields = {Tensor(DType::kFloat32, {512}), Tensor(DType::kInt64, {4}), Tensor(DType::kUInt8, {3})};
+    samples[i].fields[0].pack = i < 600 ? 0xfeedbeef00000001ull : 7;
+    samples[i].fields[0].offset = (i % 600) * 2048;
+    samples[i].fields[1].pack = ~uint64_t{0};
+    samples[i].fields[1].offset = i * 32;
+  }
+  BatchMeta meta({"dense", "ids", "plain"}, samples);
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, meta)));
+  const msgpack::object& body = d.body();
+  std::map<std::string, const msgpack::object*> entries;
+  for (uint32_t i = 0; i < body.via.map.size; ++i) {
+    entries[body.via.map.ptr[i].key.as<std::string>()] = &body.via.map.ptr[i].val;
+  }
+  ASSERT_TRUE(entries.count("finfo") && entries.count("place")) << "column form with places expected";
+  const auto& finfo = entries["finfo"]->via.array;
+  for (uint32_t f = 0; f < 3; ++f) {
+    EXPECT_EQ(finfo.ptr[f].via.array.size, 1u) << "field " << f << ": places must not break the shared record";
+  }
+  const auto& place = entries["place"]->via.array;
+  ASSERT_EQ(place.size, 3u);
+  EXPECT_EQ(place.ptr[0].via.array.ptr[0].type, msgpack::type::BIN) << "two packs: a column of ids";
+  EXPECT_EQ(place.ptr[1].via.array.ptr[0].type, msgpack::type::POSITIVE_INTEGER) << "one pack: one id";
+  EXPECT_EQ(place.ptr[2].type, msgpack::type::NIL) << "not packed: no entry";
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
+  EXPECT_EQ(back, meta);
+  // The row form carries them in 7-element records.
+  ASSERT_OK_AND_ASSIGN(BatchMeta row, DecodeBody(OneSample({"x"}, Fields({PlacedField(16, 9, 4096)}))));
+  EXPECT_EQ(row.samples()[0].fields[0].pack, 9u);
+  EXPECT_EQ(row.samples()[0].fields[0].offset, 4096u);
+  // Records without places (older builds' bodies) are not packed.
+  ASSERT_OK_AND_ASSIGN(BatchMeta old, DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 8, {4}, 16)}))));
+  EXPECT_EQ(old.samples()[0].fields[0].pack, 0u);
+}
+
+TEST(ProtocolTest, HostilePlacesAreRejected) {
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({PlacedField(16, 0, 8)}))), kInvalid,
+                "BatchMeta.samples[0].x: pack 0 is not a pack");
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({PlacedField(16, 3, ~uint64_t{0} - 8)}))), kInvalid,
+                "BatchMeta.samples[0].x: offset 18446744073709551607 + nbytes 16 overflows");
+  auto f = Field(true, 0, 8, {2}, 8);
+  auto one = Column({f});
+  auto u64 = [](std::vector<uint64_t> v) {
+    return [v](Packer& pk) {
+      pk.pack_bin(static_cast<uint32_t>(v.size() * 8));
+      pk.pack_bin_body(reinterpret_cast<const char*>(v.data()), static_cast<uint32_t>(v.size() * 8));
+    };
+  };
+  auto place = [](std::vector<std::function<void(Packer&)>> entries) {
+    return Entry{"place", [entries](Packer& pk) {
+                   pk.pack_array(static_cast<uint32_t>(entries.size()));
+                   for (const auto& e : entries) e(pk);
+                 }};
+  };
+  auto pair = [](std::function<void(Packer&)> a, std::function<void(Packer&)> b) {
+    return [a, b](Packer& pk) {
+      pk.pack_array(2);
+      a(pk);
+      b(pk);
+    };
+  };
+  auto id = [](uint64_t v) { return [v](Packer& pk) { pk.pack_uint64(v); }; };
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({})})), kInvalid,
+                "BatchMeta.place has 0 entries for 1 fields");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({pair(id(5), u64({0}))})})), kInvalid,
+                "BatchMeta.place.x[1] must be bytes holding 2 uint64 offsets");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({pair(u64({1, 2, 3}), u64({0, 8}))})})), kInvalid,
+                "BatchMeta.place.x[0] must be a pack id or bytes holding 2 uint64 pack ids");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({pair(id(5), u64({0, ~uint64_t{0} - 3}))})})),
+                kInvalid, "BatchMeta.place.x: sample 1's offset 18446744073709551612 + nbytes 8 overflows");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({id(5)})})), kInvalid, "BatchMeta.place.x must be an array");
+  // A place of pack 0 is "not packed": its offset is ignored.
+  ASSERT_OK_AND_ASSIGN(BatchMeta m, DecodeBody(Columns({"x"}, 2, {one}, {place({pair(u64({0, 4}), u64({99, 64}))})})));
+  EXPECT_EQ(m.samples()[0].fields[0].pack, 0u);
+  EXPECT_EQ(m.samples()[0].fields[0].offset, 0u);
+  EXPECT_EQ(m.samples()[1].fields[0].pack, 4u);
+  EXPECT_EQ(m.samples()[1].fields[0].offset, 64u);
+}
+
+TEST(ProtocolTest, DeadPacksTravelWithAClearAndAPutsReply) {
+  BatchMeta victims({"x"}, {SampleMeta{}});
+  victims.mutable_samples()[0].partition_id = "p";
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(SampleListMessage(MsgType::kCtlClearSamples, victims, {3, ~uint64_t{0}})));
+  ASSERT_OK_AND_ASSIGN(auto dead, DeadPacksFromMessage(d));
+  EXPECT_EQ(dead, (std::vector<uint64_t>{3, ~uint64_t{0}}));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, SampleListFromMessage(d));
+  EXPECT_EQ(back.size(), 1u);
+  ASSERT_OK_AND_ASSIGN(Message none, OverTheWire(SampleListMessage(MsgType::kCtlClearSamples, victims)));
+  ASSERT_OK_AND_ASSIGN(dead, DeadPacksFromMessage(none));
+  EXPECT_TRUE(dead.empty());
+  Message reply = Message::ReplyTo(d, EncodeDeadPacks({42}));
+  ASSERT_OK_AND_ASSIGN(Message r, OverTheWire(reply));
+  ASSERT_OK_AND_ASSIGN(dead, DeadPacksFromMessage(r));
+  EXPECT_EQ(dead, (std::vector<uint64_t>{42}));
+  ASSERT_OK_AND_ASSIGN(Message empty, OverTheWire(Message::ReplyTo(d, EncodeDeadPacks({}))));
+  ASSERT_OK_AND_ASSIGN(dead, DeadPacksFromMessage(empty));
+  EXPECT_TRUE(dead.empty());
+  Message bad(MsgType::kCtlNotifyProduced, 1);
+  bad.set_body(tqds::wire::PackBody([](Packer& pk) {
+    pk.pack_map(1);
+    pk.pack("dead_packs");
+    pk.pack_bin(7);
+    pk.pack_bin_body("1234567", 7);
+  }));
+  ASSERT_OK_AND_ASSIGN(Message b, OverTheWire(bad));
+  EXPECT_STATUS(DeadPacksFromMessage(b), kInvalid, "dead_packs must be bytes holding uint64 pack ids");
+}
+
+TEST(StorageKeyTest, PackKeysNeverCollideWithSampleKeys) {
+  EXPECT_EQ(PackKey(0x0123456789abcdefull, 0xfedcba9876543210ull), "tq/0123456789abcdef/pack/fedcba9876543210");
+  SampleKey s;
+  s.controller_id = 0x0123456789abcdefull;
+  s.partition_id = "pack";
+  s.global_index = 1;
+  EXPECT_NE(StorageKey(s, "fedcba9876543210").rfind("tq/0123456789abcdef/pack/", 0), 0u);
 }
 
 TEST(ProtocolTest, ColumnFormBoundsWhatASmallBodyExpandsTo) {

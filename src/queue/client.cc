@@ -350,7 +350,19 @@ class TransferQueueClient::Impl {
     if (victims.empty()) return Status::OK();
     auto storage = Storage();
     if (storage.ok()) {
-      TQDS_RETURN_NOT_OK((*storage)->Delete(KeysOf(victims, controller_id_), victims.field_names()).WithContext("clear"));
+      // Samples whose every field is a packed value have nothing under their own keys.
+      TQDS_ASSIGN_OR_RETURN(auto keyed, internal::KeyedFromMessage(rep, victims.size()));
+      std::vector<SampleKey> keys = KeysOf(victims, controller_id_);
+      size_t kept = 0;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (keyed[i] == 0) continue;
+        if (kept != i) keys[kept] = std::move(keys[i]);
+        ++kept;
+      }
+      keys.resize(kept);
+      if (!keys.empty()) {
+        TQDS_RETURN_NOT_OK((*storage)->Delete(keys, victims.field_names()).WithContext("clear"));
+      }
       TQDS_RETURN_NOT_OK(FreePacks(**storage, rep).WithContext("clear"));
     } else if (!victims.field_names().empty()) {
       return storage.status();

@@ -591,10 +591,12 @@ class ControllerImpl : public TransferQueueController {
 
   Status OnNotifyProduced(const Message& m, Responder& r) {
     TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(m));
-    TQDS_RETURN_NOT_OK(state_.MarkProduced(meta));
-    reply_samples_ = meta.size();
+    const size_t n = meta.size();
+    const std::string partition = n == 0 ? std::string() : meta.samples()[0].partition_id;
+    TQDS_RETURN_NOT_OK(state_.MarkProduced(std::move(meta)));
+    reply_samples_ = n;
     r.Reply(Message::ReplyTo(m, internal::EncodeDeadPacks(state_.TakeDeadPacks())));
-    if (!meta.empty()) Wake(meta.samples()[0].partition_id);
+    if (n > 0) Wake(partition);
     return Status::OK();
   }
 
@@ -624,7 +626,7 @@ class ControllerImpl : public TransferQueueController {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::PartitionRequest::Decode(m.body(), "ClearPartition"));
     BatchMeta hidden = state_.BeginClearPartition(req.partition_id);
     reply_samples_ = hidden.size();
-    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks()));
+    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
     return Status::OK();
   }
 
@@ -632,7 +634,7 @@ class ControllerImpl : public TransferQueueController {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "ClearSamples"));
     BatchMeta hidden = state_.BeginClearSamples(req.partition_id, req.global_indexes);
     reply_samples_ = hidden.size();
-    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks()));
+    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
     return Status::OK();
   }
 
@@ -740,7 +742,7 @@ class ControllerImpl : public TransferQueueController {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvClearRequest::Decode(m.body()));
         BatchMeta hidden = state_.BeginKvClear(req.partition_id, req.keys);
         reply_samples_ = hidden.size();
-        r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks()));
+        r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
         return Status::OK();
       }
       default:

@@ -98,11 +98,22 @@ Status ControllerState::CheckAllocation(const std::string& partition_id, const P
 }
 
 Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, size_t count) {
+  TQDS_ASSIGN_OR_RETURN(Partition * p, AllocateRecords(partition_id, count));
+  std::vector<SampleMeta> out(count);
+  const size_t first = p->samples.size() - count;
+  for (size_t i = 0; i < count; ++i) {
+    out[i].global_index = p->samples[first + i].global_index;
+    out[i].generation = p->samples[first + i].generation;
+    out[i].partition_id = partition_id;
+  }
+  return BatchMeta({}, std::move(out));
+}
+
+Result<Partition*> ControllerState::AllocateRecords(const std::string& partition_id, size_t count) {
   if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
   TQDS_RETURN_NOT_OK(CheckAllocation(partition_id, FindPartition(partition_id), count));
   Partition& p = GetOrCreate(partition_id);
-  std::vector<SampleMeta> out;
-  out.reserve(count);
+  p.samples.reserve(p.samples.size() + count);
   for (size_t i = 0; i < count; ++i) {
     SampleRecord r;
     if (!p.reserved.empty()) {
@@ -113,56 +124,72 @@ Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, siz
     }
     r.generation = next_generation_++;
     p.position_of[r.global_index] = p.samples.size();
-    SampleMeta m;
-    m.global_index = r.global_index;
-    m.generation = r.generation;
-    m.partition_id = partition_id;
     p.samples.push_back(std::move(r));
-    out.push_back(std::move(m));
   }
   p.live_count += count;
-  return BatchMeta({}, std::move(out));
+  return &p;
 }
 
-Status ControllerState::MarkProduced(const BatchMeta& meta) {
-  // Validate everything first so a bad request changes nothing.
-  for (const auto& s : meta.samples()) {
-    if (FindPartition(s.partition_id) == nullptr) {
-      return Status::NotFound("partition '", s.partition_id, "' does not exist");
+Status ControllerState::MarkProduced(BatchMeta meta) {
+  // Validate everything first so a bad request changes nothing. Samples of
+  // one partition come in runs: it is looked up once a run.
+  const auto& names = meta.field_names();
+  const size_t n = meta.size();
+  std::vector<SampleRecord*> records(n);
+  std::vector<Partition*> parts(n);
+  Partition* p = nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    const SampleMeta& s = meta.samples()[i];
+    if (p == nullptr || p->name != s.partition_id) {
+      auto it = partitions_.find(s.partition_id);
+      if (it == partitions_.end()) return Status::NotFound("partition '", s.partition_id, "' does not exist");
+      p = it->second.get();
     }
-    if (FindVisible(s) == nullptr) {
+    auto pos = p->position_of.find(s.global_index);
+    if (pos == p->position_of.end() || !p->IsVisible(pos->second) ||
+        p->samples[pos->second].generation != s.generation) {
       return Status::NotFound("sample ", s.global_index, " (generation ", s.generation,
-                              ") is not live in partition '", s.partition_id,
-                              "' (cleared or never allocated)");
+                              ") is not live in partition '", s.partition_id, "' (cleared or never allocated)");
     }
-    if (s.fields.size() != meta.field_names().size()) {
-      return Status::Invalid("sample ", s.global_index, " carries ", s.fields.size(),
-                             " field records for ", meta.field_names().size(), " fields");
+    if (s.fields.size() != names.size()) {
+      return Status::Invalid("sample ", s.global_index, " carries ", s.fields.size(), " field records for ",
+                             names.size(), " fields");
     }
+    records[i] = &p->samples[pos->second];
+    parts[i] = p;
   }
   // No type check across puts: as upstream, each sample keeps the dtype it was
   // written with (a field may hold float32 for some samples, int64 for others).
-  for (const auto& s : meta.samples()) {
-    Partition& p = *partitions_[s.partition_id];
-    SampleRecord& r = p.samples[p.position_of[s.global_index]];
-    for (size_t f = 0; f < meta.field_names().size(); ++f) {
-      const std::string& name = meta.field_names()[f];
-      int fid = p.FieldId(name);
-      if (fid < 0) {
-        fid = static_cast<int>(p.field_names.size());
-        p.field_names.push_back(name);
-        p.field_types.push_back(s.fields[f]);
-        p.field_id[name] = fid;
+  std::vector<int> fids;  // of parts[i], for the run it starts
+  for (size_t i = 0; i < n; ++i) {
+    SampleMeta& s = meta.mutable_samples()[i];
+    Partition& part = *parts[i];
+    if (i == 0 || parts[i - 1] != parts[i]) {
+      fids.assign(names.size(), -1);
+      for (size_t f = 0; f < names.size(); ++f) {
+        int fid = part.FieldId(names[f]);
+        if (fid < 0) {
+          fid = static_cast<int>(part.field_names.size());
+          part.field_names.push_back(names[f]);
+          part.field_types.push_back(s.fields[f]);
+          part.field_types.back().pack = part.field_types.back().offset = 0;
+          part.field_id[names[f]] = fid;
+        }
+        fids[f] = fid;
       }
-      if (r.fields.size() <= static_cast<size_t>(fid)) r.fields.resize(fid + 1);
+    }
+    SampleRecord& r = *records[i];
+    for (size_t f = 0; f < names.size(); ++f) {
+      const auto fid = static_cast<size_t>(fids[f]);
+      if (r.fields.size() <= fid) r.fields.resize(fid + 1);
       FieldInfo& slot = r.fields[fid];
       FieldInfo old = std::move(slot);
-      slot = s.fields[f];
+      slot = std::move(s.fields[f]);
       slot.produced = true;
       AddPackUser(slot);
       if (old.produced) DropPackUser(old);  // overwritten: its pack may be unused now
     }
-    for (const auto& [k, v] : s.custom) r.custom[k] = v;
+    for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
   }
   return Status::OK();
 }
@@ -288,8 +315,12 @@ BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& p
   // Only identities: storage deletes every field of the partition for each
   // sample (missing keys are fine), so no per-sample field records are needed.
   std::vector<SampleMeta> out(positions.size());
+  clear_keyed_.assign(positions.size(), 1);
   for (size_t i = 0; i < positions.size(); ++i) {
     SampleRecord& r = p.samples[positions[i]];
+    bool all_packed = r.fields.size() >= p.field_names.size();
+    for (const FieldInfo& f : r.fields) all_packed = all_packed && f.produced && f.pack != 0;
+    clear_keyed_[i] = all_packed ? 0 : 1;
     if (!r.clearing) {
       r.clearing = true;
       --p.live_count;

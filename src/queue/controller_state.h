@@ -142,7 +142,7 @@ class ControllerState {
   size_t held_samples() const { return static_cast<size_t>(next_index_) - free_indexes_.size(); }
   // Records fields of samples as produced; every sample must be live with the
   // same generation. Returns the names of partitions that changed.
-  Status MarkProduced(const BatchMeta& meta);
+  Status MarkProduced(BatchMeta meta);
   // Answers a get_meta, or returns std::nullopt when a fetch must wait.
   Result<std::optional<BatchMeta>> TryGetMeta(const GetMetaRequest& req);
 
@@ -212,6 +212,11 @@ class ControllerState {
   // no visible sample's produced field lies in them any more (cleared or
   // overwritten), so storage may free them. Each is named once.
   std::vector<uint64_t> TakeDeadPacks() { return std::exchange(dead_packs_, {}); }
+  // For each sample the last Begin* clear returned: 1 when storage may hold
+  // some field of it under the sample's own key (a produced value that is
+  // not packed, or a field not recorded produced), 0 when every field is a
+  // produced, packed value (nothing to delete by key).
+  std::vector<uint8_t> TakeClearKeyed() { return std::exchange(clear_keyed_, {}); }
   // How many produced, visible field records lie in `pack` (0: none).
   uint64_t pack_users(uint64_t pack) const {
     auto it = pack_users_.find(pack);
@@ -226,6 +231,9 @@ class ControllerState {
   BatchMeta MakeMeta(const Partition& p, const std::vector<size_t>& positions,
                      const std::vector<int>& fids, const std::vector<std::string>& names) const;
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
+  // Allocate without the meta: the new samples are the last `count` of the
+  // partition returned.
+  Result<Partition*> AllocateRecords(const std::string& partition_id, size_t count);
   Result<std::optional<BatchMeta>> ForceFetchAll(const GetMetaRequest& req) const;
   // The call's sampling config with the controller's default_sampling under it.
   SamplingConfig EffectiveSampling(const SamplingConfig& call) const;
@@ -263,6 +271,7 @@ class ControllerState {
   std::shared_ptr<Sampler> custom_sampler_;
   std::unordered_map<uint64_t, uint64_t> pack_users_;
   std::vector<uint64_t> dead_packs_;
+  std::vector<uint8_t> clear_keyed_;
 };
 
 }  // namespace tq::internal

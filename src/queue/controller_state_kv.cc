@@ -1,4 +1,5 @@
 // ControllerState's KV API: string keys naming samples of a partition.
+#include <algorithm>
 #include <unordered_set>
 
 #include "queue/controller_state.h"
@@ -11,41 +12,66 @@ Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
   if (keys.size() > kMaxKvKeysPerRequest) {
     return Status::Invalid("kv_retrieve: ", keys.size(), " keys in one request (at most ", kMaxKvKeysPerRequest, ")");
   }
-  std::unordered_set<std::string_view> seen;
-  seen.reserve(keys.size());
   for (const auto& k : keys) {
     if (k.empty()) return Status::Invalid("kv_retrieve: keys must not be empty");
-    if (!seen.insert(k).second) return Status::Invalid("kv_retrieve: key '", k, "' is listed twice");
   }
   auto pit = partitions_.find(partition_id);
-  if (pit == partitions_.end() && !create) return BatchMeta();
 
-  size_t missing = 0;
-  if (pit != partitions_.end()) {
-    for (const auto& k : keys) missing += pit->second->position_of_key.count(k) == 0;
-  } else {
-    missing = keys.size();
+  // One lookup per key. A key listed twice: two equal positions among the
+  // found keys (a position has one key), or two equal missing keys.
+  constexpr size_t kMissing = SIZE_MAX;
+  std::vector<size_t> positions(keys.size(), kMissing);
+  std::vector<size_t> missing;
+  {
+    Partition* p = pit == partitions_.end() ? nullptr : pit->second.get();
+    // Positions seen: a bitmap over the partition when it is not much larger
+    // than the request, else a set.
+    const bool dense = p != nullptr && p->samples.size() <= 64 * keys.size();
+    std::vector<bool> taken(dense ? p->samples.size() : 0);
+    std::unordered_set<size_t> taken_sparse;
+    auto take = [&](size_t pos) {
+      if (!dense) return taken_sparse.insert(pos).second;
+      if (taken[pos]) return false;
+      taken[pos] = true;
+      return true;
+    };
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (p == nullptr) {
+        missing.push_back(i);
+        continue;
+      }
+      auto it = p->position_of_key.find(keys[i]);
+      if (it == p->position_of_key.end()) {
+        missing.push_back(i);
+        continue;
+      }
+      if (!take(it->second)) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
+      positions[i] = it->second;
+    }
+    std::unordered_set<std::string_view> seen;
+    seen.reserve(missing.size());
+    for (size_t i : missing) {
+      if (!seen.insert(keys[i]).second) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
+    }
   }
+  if (pit == partitions_.end() && !create) return BatchMeta();
   if (create) {
     // Fresh samples through the normal allocation path (creates the partition).
-    TQDS_RETURN_NOT_OK(Allocate(partition_id, missing).status());
+    TQDS_RETURN_NOT_OK(AllocateRecords(partition_id, missing.size()).status());
     pit = partitions_.find(partition_id);
   }
   Partition& p = *pit->second;
-  size_t next_new = p.samples.size() - (create ? missing : 0);
-  std::vector<size_t> positions;
-  positions.reserve(keys.size());
-  for (const auto& k : keys) {
-    auto it = p.position_of_key.find(k);
-    if (it != p.position_of_key.end()) {
-      positions.push_back(it->second);
-    } else if (create) {
-      p.position_of_key.emplace(k, next_new);
-      p.key_at.emplace(next_new, k);
-      positions.push_back(next_new++);
+  if (create) {
+    size_t next_new = p.samples.size() - missing.size();
+    for (size_t i : missing) {
+      p.position_of_key.emplace(keys[i], next_new);
+      p.key_at.emplace_hint(p.key_at.end(), next_new, keys[i]);
+      positions[i] = next_new++;
     }
+    p.keep_when_empty = true;
+  } else if (!missing.empty()) {
+    positions.erase(std::remove(positions.begin(), positions.end(), kMissing), positions.end());
   }
-  if (create) p.keep_when_empty = true;
 
   // The fields every returned sample has produced, in registration order.
   std::vector<int> fids;

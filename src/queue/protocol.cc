@@ -663,14 +663,20 @@ Result<BatchMeta> MetaFromMessage(const Message& m) {
   return UnpackBatchMeta(m.body(), "BatchMeta");
 }
 
-Message SampleListMessage(MsgType type, const BatchMeta& meta, const std::vector<uint64_t>& dead_packs) {
+Message SampleListMessage(MsgType type, const BatchMeta& meta, const std::vector<uint64_t>& dead_packs,
+                          const std::vector<uint8_t>& keyed) {
   const PartitionIndex parts = IndexPartitions(meta);
+  const bool with_keyed = keyed.size() == meta.size() && std::find(keyed.begin(), keyed.end(), 0) != keyed.end();
   Message m(type, 0);
   m.set_body(tqds::wire::PackBody([&](Packer& pk) {
-    pk.pack_map(dead_packs.empty() ? 3 : 4);
+    pk.pack_map(3 + (dead_packs.empty() ? 0 : 1) + (with_keyed ? 1 : 0));
     if (!dead_packs.empty()) {
       pk.pack("dead_packs");
       PackBinColumn(pk, dead_packs);
+    }
+    if (with_keyed) {
+      pk.pack("keyed");
+      PackBinColumn(pk, keyed);
     }
     pk.pack("fields");
     pk.pack(meta.field_names());
@@ -707,6 +713,18 @@ Result<BatchMeta> SampleListFromMessage(const Message& m) {
     samples[i].partition_id = partitions[p];
   }
   return BatchMeta(std::move(fields), std::move(samples));
+}
+
+Result<std::vector<uint8_t>> KeyedFromMessage(const Message& m, size_t n) {
+  std::vector<uint8_t> out;
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(m.body(), "SampleList"));
+  const msgpack::object* k = r.Find("keyed");
+  if (k == nullptr) {
+    out.assign(n, 1);
+  } else if (!ReadBinColumn(k, n, &out)) {
+    return Status::Invalid("SampleList.keyed must be bytes holding ", n, " flags (one per sample)");
+  }
+  return out;
 }
 
 std::string EncodeDeadPacks(const std::vector<uint64_t>& dead_packs) {

@@ -67,9 +67,15 @@ Result<BatchMeta> MetaFromMessage(const tqds::wire::Message& m);
 // where p indexes "partitions".
 // A clear's victims (identities only), with the packs that the clear left
 // without users (ControllerState::TakeDeadPacks), for the client to free.
+// `keyed` (ControllerState::TakeClearKeyed, one flag per sample) goes along
+// when some sample has nothing stored under its own keys.
 tqds::wire::Message SampleListMessage(tqds::wire::MsgType type, const BatchMeta& meta,
-                                      const std::vector<uint64_t>& dead_packs = {});
+                                      const std::vector<uint64_t>& dead_packs = {},
+                                      const std::vector<uint8_t>& keyed = {});
 Result<BatchMeta> SampleListFromMessage(const tqds::wire::Message& m);
+// The samples of a SampleList (of n) that may have values under their own
+// keys: the "keyed" flags, or all n when it has none.
+Result<std::vector<uint8_t>> KeyedFromMessage(const tqds::wire::Message& m, size_t n);
 // A NotifyProduced reply: {"dead_packs": bin of uint64} (the packs the
 // put's overwrites emptied), or an empty body when there are none.
 std::string EncodeDeadPacks(const std::vector<uint64_t>& dead_packs);

@@ -408,6 +408,7 @@ TEST_F(ControllerStateTest, APackIsDeadWhenItsLastValueIsClearedOrOverwritten) {
                 s2 = m.samples()[2].global_index;
   // One of pack A's two values cleared: A still has a user.
   EXPECT_EQ(state_.BeginClearSamples("p", {s0}).size(), 1u);
+  EXPECT_EQ(state_.TakeClearKeyed(), (std::vector<uint8_t>{1})) << "field y is under the sample's own key";
   EXPECT_TRUE(state_.TakeDeadPacks().empty());
   EXPECT_EQ(state_.pack_users(kA), 1u);
   // Sample 1's x rewritten into pack C: A has no user left.
@@ -431,6 +432,28 @@ TEST_F(ControllerStateTest, APackIsDeadWhenItsLastValueIsClearedOrOverwritten) {
   EXPECT_EQ(restored.pack_users(kA), 0u);
   EXPECT_EQ(restored.BeginClearPartition("p").size(), 1u) << "the cleared ones come back released";
   EXPECT_EQ(restored.TakeDeadPacks(), (std::vector<uint64_t>{kB}));
+}
+
+TEST_F(ControllerStateTest, AClearSaysWhichSamplesHaveValuesUnderTheirOwnKeys) {
+  BatchMeta m = Alloc("p", 3);
+  std::vector<SampleMeta> samples = m.samples();
+  for (auto& s : samples) {
+    s.fields = {I64Field(2)};
+    s.fields[0].pack = 5;
+  }
+  samples[1].fields[0].pack = 0;  // its own key
+  ASSERT_OK(state_.MarkProduced(BatchMeta({"x"}, samples)));
+  // Sample 2 also gets a field it never produces ("y", registered by sample 0).
+  std::vector<SampleMeta> first = {samples[0]};
+  first[0].fields = {I64Field(2)};
+  first[0].fields[0].pack = 6;
+  ASSERT_OK(state_.MarkProduced(BatchMeta({"y"}, first)));
+  EXPECT_EQ(state_.BeginClearPartition("p").size(), 3u);
+  EXPECT_EQ(state_.TakeClearKeyed(), (std::vector<uint8_t>{0, 1, 1}))
+      << "only sample 0 has every field produced and packed";
+  std::vector<uint64_t> dead = state_.TakeDeadPacks();
+  std::sort(dead.begin(), dead.end());
+  EXPECT_EQ(dead, (std::vector<uint64_t>{5, 6}));
 }
 
 }  // namespace

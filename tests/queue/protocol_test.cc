@@ -570,6 +570,13 @@ TEST(ProtocolTest, DeadPacksTravelWithAClearAndAPutsReply) {
   ASSERT_OK_AND_ASSIGN(Message none, OverTheWire(SampleListMessage(MsgType::kCtlClearSamples, victims)));
   ASSERT_OK_AND_ASSIGN(dead, DeadPacksFromMessage(none));
   EXPECT_TRUE(dead.empty());
+  // Keyed flags: sent only when some sample has nothing under its own keys.
+  ASSERT_OK_AND_ASSIGN(auto keyed, KeyedFromMessage(none, 1));
+  EXPECT_EQ(keyed, (std::vector<uint8_t>{1})) << "no flags: every sample";
+  ASSERT_OK_AND_ASSIGN(Message flagged, OverTheWire(SampleListMessage(MsgType::kCtlClearSamples, victims, {}, {0})));
+  ASSERT_OK_AND_ASSIGN(keyed, KeyedFromMessage(flagged, 1));
+  EXPECT_EQ(keyed, (std::vector<uint8_t>{0}));
+  EXPECT_STATUS(KeyedFromMessage(flagged, 2), kInvalid, "SampleList.keyed must be bytes holding 2 flags");
   Message reply = Message::ReplyTo(d, EncodeDeadPacks({42}));
   ASSERT_OK_AND_ASSIGN(Message r, OverTheWire(reply));
   ASSERT_OK_AND_ASSIGN(dead, DeadPacksFromMessage(r));

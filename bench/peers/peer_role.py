@@ -226,6 +226,18 @@ class Role:
             self.kept = out
         return {}
 
+    def get_split(self, m):
+        """ours only (profile_cross --split): kv_batch_get's two steps timed
+        apart, the controller's kv_retrieve and the storage read."""
+        from transfer_queue import kv
+
+        c = kv.get_client()
+        t0 = time.perf_counter()
+        meta = c.kv_retrieve_meta(self.keys_for(m), m["part"])
+        t1 = time.perf_counter()
+        c.get_data(meta)
+        return {"retrieve": t1 - t0, "data": time.perf_counter() - t1}
+
     def digest(self, m):
         td = self.td if self.a.role == "writer" else self.kept
         d = digests(td)

@@ -3,10 +3,12 @@
 clear of one shape in a loop for 10 s, with `perf record -g` on the writer,
 the reader and both datasystem workers (perf data in /tmp/cross_<who>.data).
 
-    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf]   # as root; default complex
+    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split]   # as root; default complex
 
 --dwarf records DWARF call graphs (299 Hz): the worker and the extension
 are built without frame pointers, so `-g` stacks stop at the first frame.
+--split times the reader's get as its two steps (kv_retrieve at the
+controller, then the read) and records no profile.
     perf report -i /tmp/cross_reader.data --no-children --sort dso,symbol -g none --stdio
 
 Everything it starts lives in the namespaces and ends with them, also on
@@ -25,7 +27,8 @@ import peer_bench as pb  # noqa: E402
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--dwarf"]
+    args = [a for a in sys.argv[1:] if a not in ("--dwarf", "--split")]
+    split = "--split" in sys.argv
     shape = args[0] if args else "complex"
     graph = ["-F", "299", "--call-graph", "dwarf,16384"] if "--dwarf" in sys.argv else ["-F", "999", "-g"]
     ns = pb.Namespaces("cross").up()
@@ -43,22 +46,33 @@ def main():
         for name, ip in (("wA", pb.IP_A), ("wB", pb.IP_B)):
             out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
             pids[name] = int(out.stdout.split()[0])
-        perfs = [subprocess.Popen(["perf", "record", *graph, "-p", str(pid), "-o", f"/tmp/cross_{n}.data",
-                                   "--", "sleep", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for n, pid in pids.items()]
+        perfs = [] if split else [
+            subprocess.Popen(["perf", "record", *graph, "-p", str(pid), "-o", f"/tmp/cross_{n}.data",
+                              "--", "sleep", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for n, pid in pids.items()]
         time.sleep(1)
         times, i, t_end = [], 0, time.time() + 10
         while time.time() < t_end:
             part = f"p{i}"
             i += 1
             a = w.call({"op": "put", "part": part, "shape": shape})["dt"]
-            g = r.call({"op": "get", "part": part, "shape": shape, "keep": False})["dt"]
+            if split:
+                ans = r.call({"op": "get_split", "part": part, "shape": shape})
+                g = (ans["retrieve"], ans["data"])
+            else:
+                g = r.call({"op": "get", "part": part, "shape": shape, "keep": False})["dt"]
             c = w.call({"op": "clear", "part": part, "shape": shape})["t"]
             times.append((a, g, c))
         for p in perfs:
             p.wait()
-        print(f"{shape}: {len(times)} iterations, put / get / clear ms:",
-              " ".join(f"{a * 1e3:.0f}/{g * 1e3:.0f}/{c * 1e3:.0f}" for a, g, c in times))
+        if split:
+            med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+            print(f"{shape}: {len(times)} iterations, medians ms: put {med([t[0] for t in times]) * 1e3:.1f}, "
+                  f"get = kv_retrieve {med([t[1][0] for t in times]) * 1e3:.1f} + read "
+                  f"{med([t[1][1] for t in times]) * 1e3:.1f}, clear {med([t[2] for t in times]) * 1e3:.1f}")
+        else:
+            print(f"{shape}: {len(times)} iterations, put / get / clear ms:",
+                  " ".join(f"{a * 1e3:.0f}/{g * 1e3:.0f}/{c * 1e3:.0f}" for a, g, c in times))
     finally:
         if sr is not None:
             sr.stop()

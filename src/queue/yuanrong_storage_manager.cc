@@ -343,6 +343,10 @@ class YuanrongStorageManager : public StorageManager {
           sizes.push_back(nb);
           continue;
         }
+        if (!sized) {
+          return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' of sample ", samples[s].global_index,
+                                 " is in pack ", p.pack, ", which cannot be read without the value's recorded size");
+        }
         auto [it, fresh] = pack_object.try_emplace(p.pack, keys.size());
         if (fresh) {
           keys.push_back(PackKey(samples[s].controller_id, p.pack));

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "backend_test_util.h"
+#include "common/test_util.h"
 #include "consumer_output.h"
 #include "ds/kv_client.h"
 #include "tq/client.h"
@@ -181,6 +182,32 @@ TEST_F(YuanrongBackendTest, EachFieldOfALargePutStacksWithoutACopy) {
   EXPECT_TRUE(broken.status().IsNotFound()) << broken.status().ToString();
   EXPECT_NE(broken.status().message().find("/pack/"), std::string::npos) << broken.status().ToString();
   EXPECT_EQ(Stats().objects, 0u) << "clearing every sample frees every pack";
+}
+
+TEST_F(YuanrongBackendTest, AMetaThatPointsOutsideItsPackIsAnErrorNamingTheSample) {
+  // A BatchMeta is the caller's (a pickle, a hand-edited copy): a recorded
+  // place past the pack's end, or in a pack that does not exist, is an
+  // error naming what was wrong, never bytes from somewhere else.
+  auto client = Client("c");
+  Batch b(4);
+  std::vector<uint8_t> bytes(4 * 64);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i);
+  ASSERT_TRUE(b.AddTensor("x", DType::kUInt8, {4, 64}, Buffer::Copy(bytes.data(), bytes.size())).ok());
+  ASSERT_OK_AND_ASSIGN(BatchMeta meta, client->put(b, "h"));
+  const FieldInfo& fi = meta.samples()[1].fields[0];
+  ASSERT_NE(fi.pack, 0u) << "64-byte values are packed";
+  EXPECT_EQ(fi.offset, 64u) << "same-sized values lie back to back";
+  ASSERT_OK_AND_ASSIGN(Batch ok, client->get_data(meta));
+  EXPECT_TRUE(ok.Equals(b));
+
+  BatchMeta past = meta;
+  past.mutable_samples()[1].fields[0].offset = 4 * 64 - 8;  // 8 bytes of a 64-byte value fit
+  EXPECT_STATUS(client->get_data(past), kInternal, "field 'x' of sample " +
+                                                      std::to_string(meta.samples()[1].global_index) +
+                                                      " in partition 'h' is recorded at bytes [248, 312) of pack");
+  BatchMeta elsewhere = meta;
+  elsewhere.mutable_samples()[2].fields[0].pack ^= 1;
+  EXPECT_STATUS(client->get_data(elsewhere), kNotFound, "/pack/");
 }
 
 TEST_F(YuanrongBackendTest, ManySmallOddSizedValuesOfABigPutComeBackIntact) {

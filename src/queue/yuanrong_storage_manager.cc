@@ -231,7 +231,8 @@ class YuanrongStorageClient {
         auto created = kv.MCreate(pack_keys, pack_sizes, if_absent);
         if (!created.ok()) return PackCollision(created.status());
         for (auto& b : *created) {
-          if (b.data() == nullptr && b.size() > 0) return PackCollision(Status::AlreadyExists("key '", b.key(), "'"));
+          // Refused (its id exists): no memory, and never ours to seal or delete.
+          if (b.data() == nullptr) return PackCollision(Status::AlreadyExists("key '", b.key(), "'"));
           buffers.push_back(std::move(b));
         }
       }

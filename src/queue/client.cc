@@ -29,10 +29,15 @@ namespace {
 constexpr auto kControlTimeout = std::chrono::seconds(30);
 constexpr int64_t kAllocateSlice = kDefaultMaxAllocatePerRequest;
 
-std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id) {
+// The storage identities of the samples of `meta` (with `only`: of those
+// whose flag is not 0).
+std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id,
+                              const std::vector<uint8_t>* only = nullptr) {
   std::vector<SampleKey> keys;
   keys.reserve(meta.size());
-  for (const auto& s : meta.samples()) {
+  for (size_t i = 0; i < meta.size(); ++i) {
+    if (only != nullptr && (*only)[i] == 0) continue;
+    const SampleMeta& s = meta.samples()[i];
     keys.push_back({s.partition_id, s.global_index, s.generation, controller_id});
   }
   return keys;
@@ -210,18 +215,22 @@ class TransferQueueClient::Impl {
       (void)storage->Delete(keys, batch.keys());  // best effort: no half-written sample stays
       return st.WithContext("put");
     }
-    std::vector<uint64_t> own_packs;
     for (size_t f = 0; f < placed.size() && f < batch.num_fields(); ++f) {
       for (size_t s = 0; s < placed[f].size() && s < produced.size(); ++s) {
         FieldInfo& fi = produced.mutable_samples()[s].fields[f];
         fi.pack = placed[f][s].pack;
         fi.offset = placed[f][s].offset;
-        if (fi.pack != 0 && (own_packs.empty() || own_packs.back() != fi.pack)) own_packs.push_back(fi.pack);
       }
     }
     auto rep = Call(internal::MetaMessage(MsgType::kCtlNotifyProduced, produced));
     if (!rep.ok()) {
       (void)storage->Delete(keys, batch.keys());
+      std::vector<uint64_t> own_packs;  // this put's, each once
+      for (const auto& field : placed) {
+        for (const Placement& p : field) {
+          if (p.pack != 0 && (own_packs.empty() || own_packs.back() != p.pack)) own_packs.push_back(p.pack);
+        }
+      }
       std::sort(own_packs.begin(), own_packs.end());
       own_packs.erase(std::unique(own_packs.begin(), own_packs.end()), own_packs.end());
       (void)storage->DeletePacks(controller_id_, own_packs);
@@ -352,14 +361,7 @@ class TransferQueueClient::Impl {
     if (storage.ok()) {
       // Samples whose every field is a packed value have nothing under their own keys.
       TQDS_ASSIGN_OR_RETURN(auto keyed, internal::KeyedFromMessage(rep, victims.size()));
-      std::vector<SampleKey> keys = KeysOf(victims, controller_id_);
-      size_t kept = 0;
-      for (size_t i = 0; i < keys.size(); ++i) {
-        if (keyed[i] == 0) continue;
-        if (kept != i) keys[kept] = std::move(keys[i]);
-        ++kept;
-      }
-      keys.resize(kept);
+      const std::vector<SampleKey> keys = KeysOf(victims, controller_id_, &keyed);
       if (!keys.empty()) {
         TQDS_RETURN_NOT_OK((*storage)->Delete(keys, victims.field_names()).WithContext("clear"));
       }

@@ -622,19 +622,24 @@ class ControllerImpl : public TransferQueueController {
     return Status::OK();
   }
 
+  // Phase 1 of a clear answered: the hidden samples, the packs it left
+  // without users, and which samples have values under their own keys.
+  void ReplyCleared(const Message& m, Responder& r, const BatchMeta& hidden) {
+    reply_samples_ = hidden.size();
+    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
+  }
+
   Status OnClearPartition(const Message& m, Responder& r) {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::PartitionRequest::Decode(m.body(), "ClearPartition"));
     BatchMeta hidden = state_.BeginClearPartition(req.partition_id);
-    reply_samples_ = hidden.size();
-    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
+    ReplyCleared(m, r, hidden);
     return Status::OK();
   }
 
   Status OnClearSamples(const Message& m, Responder& r) {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::SamplesRequest::Decode(m.body(), "ClearSamples"));
     BatchMeta hidden = state_.BeginClearSamples(req.partition_id, req.global_indexes);
-    reply_samples_ = hidden.size();
-    r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
+    ReplyCleared(m, r, hidden);
     return Status::OK();
   }
 
@@ -741,8 +746,7 @@ class ControllerImpl : public TransferQueueController {
       case MsgType::kCtlKvClear: {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvClearRequest::Decode(m.body()));
         BatchMeta hidden = state_.BeginKvClear(req.partition_id, req.keys);
-        reply_samples_ = hidden.size();
-        r.Reply(internal::SampleListMessage(m.type(), hidden, state_.TakeDeadPacks(), state_.TakeClearKeyed()));
+        ReplyCleared(m, r, hidden);
         return Status::OK();
       }
       default:

@@ -313,7 +313,9 @@ void ControllerState::EraseKey(Partition& p, size_t pos) {
 
 BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& positions) {
   // Only identities: storage deletes every field of the partition for each
-  // sample (missing keys are fine), so no per-sample field records are needed.
+  // sample (missing keys are fine), so no per-sample field records are needed,
+  // except for samples whose every field is packed (clear_keyed_ 0): they
+  // have nothing under their own keys, and their packs go by DropPackUser.
   std::vector<SampleMeta> out(positions.size());
   clear_keyed_.assign(positions.size(), 1);
   for (size_t i = 0; i < positions.size(); ++i) {

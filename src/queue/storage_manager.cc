@@ -11,16 +11,24 @@
 
 namespace tq {
 
+namespace {
+// Writes v as 16 lower-case hex digits at p; returns the end.
+char* Hex16(char* p, uint64_t v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int shift = 60; shift >= 0; shift -= 4) *p++ = kHex[(v >> shift) & 0xf];
+  return p;
+}
+}  // namespace
+
 std::string StorageKey(const SampleKey& s, const std::string& field) {
   // tq/<controller id, 16 hex>/<len>:<partition>/<global index>.<generation>/<field>,
   // written with one allocation (a put names every field of every sample).
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string k(3 + 16 + 1 + 20 + 1 + s.partition_id.size() + 1 + 20 + 1 + 20 + 1 + field.size(), '\0');
   char* p = k.data();
   char* const end = p + k.size();
   std::memcpy(p, "tq/", 3);
   p += 3;
-  for (int shift = 60; shift >= 0; shift -= 4) *p++ = kHex[(s.controller_id >> shift) & 0xf];
+  p = Hex16(p, s.controller_id);
   *p++ = '/';
   p = std::to_chars(p, end, s.partition_id.size()).ptr;
   *p++ = ':';
@@ -40,12 +48,9 @@ std::string StorageKey(const SampleKey& s, const std::string& field) {
 std::string PackKey(uint64_t controller_id, uint64_t pack) {
   // Sample keys go on with "<len>:" after the controller id, so no pack key
   // is ever a sample key.
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string k = "tq/0123456789abcdef/pack/0123456789abcdef";
-  for (int i = 0; i < 16; ++i) {
-    k[3 + i] = kHex[(controller_id >> (60 - 4 * i)) & 0xf];
-    k[25 + i] = kHex[(pack >> (60 - 4 * i)) & 0xf];
-  }
+  Hex16(k.data() + 3, controller_id);
+  Hex16(k.data() + 25, pack);
   return k;
 }
 

@@ -284,6 +284,12 @@ class KVClient {
   // Seals created buffers; the code of each (`buffers` order): AlreadyExists
   // for one refused at create, OK for one sealed earlier.
   Result<std::vector<tqds::StatusCode>> SealCodes(std::vector<WriteBuffer>& buffers);
+  // GetBuffers, or with `ranges` (one per key) Read's request: a value
+  // pulled from another worker may come back as only its range; (*from)[i]
+  // is then where in the value buffer i starts (0 for a whole value).
+  Result<std::vector<std::optional<Buffer>>> Views(const std::vector<std::string>& keys, int32_t timeout_ms,
+                                                   const std::vector<ReadRange>* ranges,
+                                                   std::vector<uint64_t>* from);
   const std::string host_;
   const int port_;
   const ClientOptions options_;

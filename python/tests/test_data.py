@@ -4,6 +4,7 @@ modes, consumption, clearing and sampling; over both storage backends."""
 import pickle
 import threading
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -562,6 +563,44 @@ def test_a_puts_small_values_share_one_object_per_field(ds_worker, controller, p
     assert torch.equal(c.get_data(big)["w"], torch.ones(2, 1 << 14))
     c.clear_partition(partition)
     assert kv.stats()["objects"] == base
+
+
+def test_readers_on_another_node_pull_only_their_share_of_a_pack(controller, partition, tmp_path):
+    """Trainer ranks on other nodes each read their part of a put: each
+    worker pulls the bytes of the samples its reader asked for, not the
+    whole pack (one object per field) the writer's put made."""
+    from datasystem import KVClient
+    from test_yr_differential import _ours_cluster
+
+    with _ours_cluster(tmp_path, 2) as ports:
+        writer_node, reader_node = (SimpleNamespace(host="127.0.0.1", port=p) for p in ports)
+        stats = KVClient("127.0.0.1", ports[1])
+        stats.init()
+        writer = make_client(controller, "yuanrong", writer_node)
+        reader = make_client(controller, "yuanrong", reader_node)
+        n, ranks = 1024, 8
+        x = torch.arange(n * 1024, dtype=torch.float32).reshape(n, 1024)  # 4 MiB, one pack
+        text = [f"sample {i}" for i in range(n)]
+        meta = writer.put(data={"x": x, "text": text}, partition_id=partition)
+        share = n // ranks
+        before = stats.stats()["pulled_bytes"]
+        rank = 5
+        part = reader.get_data(meta.select_samples(list(range(rank * share, (rank + 1) * share))))
+        assert torch.equal(part["x"], x[rank * share:(rank + 1) * share])
+        assert list(part["text"]) == text[rank * share:(rank + 1) * share]
+        pulled = stats.stats()["pulled_bytes"] - before
+        x_share = share * 1024 * 4
+        assert x_share <= pulled < x_share + 4096, f"pulled {pulled} bytes for a share of {x_share}"
+        # Scattered samples: the range from the first to the last one asked for.
+        pick = [3, 900, 17]
+        before = stats.stats()["pulled_bytes"]
+        some = reader.get_data(meta.select_samples(pick))
+        assert torch.equal(some["x"], x[pick]) and list(some["text"]) == [text[i] for i in pick]
+        assert stats.stats()["pulled_bytes"] - before < (900 - 3 + 1) * 1024 * 4 + 16384
+        # The whole put, read on the other node, is byte-identical.
+        whole = reader.get_data(meta)
+        assert torch.equal(whole["x"], x) and list(whole["text"]) == text
+        reader.clear_samples(meta)
 
 
 def test_two_controllers_sharing_one_worker_do_not_collide(ds_worker):

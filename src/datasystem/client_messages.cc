@@ -165,14 +165,22 @@ Result<std::vector<uint64_t>> DecodeOffsets(const msgpack::object& body, const c
   return r.Get<std::vector<uint64_t>>(proto::kOffsets);
 }
 
-std::string EncodeGet(const std::vector<std::string>& keys, uint64_t wait_ms, uint64_t inline_max) {
+std::string EncodeGet(const std::vector<std::string>& keys, uint64_t wait_ms, uint64_t inline_max,
+                      const std::vector<ValueRange>& ranges) {
   return PackBody([&](Packer& pk) {
-    pk.pack_map(3);
+    pk.pack_map(ranges.empty() ? 3 : 5);
     PackKeys(pk, keys);
     pk.pack(proto::kWaitMs);
     pk.pack(wait_ms);
     pk.pack(proto::kInlineMax);
     pk.pack(inline_max);
+    if (ranges.empty()) return;
+    pk.pack(proto::kReadOffsets);
+    pk.pack_array(static_cast<uint32_t>(ranges.size()));
+    for (const auto& r : ranges) pk.pack_uint64(r.offset);
+    pk.pack(proto::kReadLengths);
+    pk.pack_array(static_cast<uint32_t>(ranges.size()));
+    for (const auto& r : ranges) pk.pack_uint64(r.length);
   });
 }
 
@@ -182,6 +190,12 @@ Result<Get> DecodeGet(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(m.keys, ReadKeys(r));
   TQDS_ASSIGN_OR_RETURN(m.wait_ms, r.GetOr<uint64_t>(proto::kWaitMs, 0));
   TQDS_ASSIGN_OR_RETURN(m.inline_max, r.GetOr<uint64_t>(proto::kInlineMax, 0));
+  if (r.Has(proto::kReadOffsets) || r.Has(proto::kReadLengths)) {
+    TQDS_ASSIGN_OR_RETURN(auto offsets, ReadArray<uint64_t>(r, proto::kReadOffsets, m.keys.size()));
+    TQDS_ASSIGN_OR_RETURN(auto lengths, ReadArray<uint64_t>(r, proto::kReadLengths, m.keys.size()));
+    m.ranges.resize(m.keys.size());
+    for (size_t i = 0; i < m.keys.size(); ++i) m.ranges[i] = ValueRange{offsets[i], lengths[i]};
+  }
   return m;
 }
 
@@ -264,9 +278,13 @@ Result<CreateReply> DecodeCreateReply(const msgpack::object& body, size_t asked)
 }
 
 std::string Encode(const GetReply& m) {
-  return EncodeGetReply(m.codes.size(), [&](size_t i) {
-    return GetItem{m.codes[i], m.sizes[i], m.offsets[i], static_cast<bool>(m.inline_[i])};
-  });
+  return EncodeGetReply(
+      m.codes.size(),
+      [&](size_t i) {
+        return GetItem{m.codes[i], m.sizes[i], m.offsets[i], static_cast<bool>(m.inline_[i]),
+                       m.from.empty() ? 0 : m.from[i]};
+      },
+      !m.from.empty());
 }
 
 Result<GetReply> DecodeGetReply(const msgpack::object& body, size_t asked) {
@@ -276,6 +294,9 @@ Result<GetReply> DecodeGetReply(const msgpack::object& body, size_t asked) {
   TQDS_ASSIGN_OR_RETURN(m.sizes, ReadArray<uint64_t>(r, proto::kSizes, asked));
   TQDS_ASSIGN_OR_RETURN(m.offsets, ReadArray<uint64_t>(r, proto::kOffsets, asked));
   TQDS_ASSIGN_OR_RETURN(m.inline_, ReadArray<bool>(r, proto::kInline, asked));
+  if (r.Has(proto::kFrom)) {
+    TQDS_ASSIGN_OR_RETURN(m.from, ReadArray<uint64_t>(r, proto::kFrom, asked));
+  }
   return m;
 }
 

@@ -63,13 +63,16 @@ Result<Put> DecodePut(const msgpack::object& body);
 std::string EncodeOffsets(const std::vector<uint64_t>& offsets);
 Result<std::vector<uint64_t>> DecodeOffsets(const msgpack::object& body, const char* what);
 
-// Get (104).
+// Get (104). With ranges (one per key; empty: whole values), a key that
+// this worker must pull from another may come back as only its range.
 struct Get {
   std::vector<std::string> keys;
   uint64_t wait_ms = 0;
   uint64_t inline_max = 0;  // the Unix socket: values up to this size come as payloads
+  std::vector<ValueRange> ranges;
 };
-std::string EncodeGet(const std::vector<std::string>& keys, uint64_t wait_ms, uint64_t inline_max);
+std::string EncodeGet(const std::vector<std::string>& keys, uint64_t wait_ms, uint64_t inline_max,
+                      const std::vector<ValueRange>& ranges = {});
 Result<Get> DecodeGet(const msgpack::object& body);
 
 // Expire (115).
@@ -107,12 +110,14 @@ std::string Encode(const CreateReply& m);
 Result<CreateReply> DecodeCreateReply(const msgpack::object& body, size_t asked);
 
 // Get: per key asked, its code, size, offset in the arena, and whether its
-// bytes came as the next payload frame.
+// bytes came as the next payload frame; for a ranged Get, where in the value
+// each block starts (empty when every block is a whole value).
 struct GetReply {
   std::vector<StatusCode> codes;
   std::vector<uint64_t> sizes;
   std::vector<uint64_t> offsets;
   std::vector<bool> inline_;
+  std::vector<uint64_t> from;
 };
 std::string Encode(const GetReply& m);
 Result<GetReply> DecodeGetReply(const msgpack::object& body, size_t asked);
@@ -123,12 +128,19 @@ struct GetItem {
   uint64_t size;
   uint64_t offset;
   bool in_line;
+  uint64_t from = 0;
 };
+// `partial`: some item's block is part of its value (adds "from").
 template <typename At>
-std::string EncodeGetReply(size_t n, At&& at) {
+std::string EncodeGetReply(size_t n, At&& at, bool partial = false) {
   return tqds::wire::PackBody([&](tqds::wire::BodyPacker& pk) {
     const auto count = static_cast<uint32_t>(n);
-    pk.pack_map(4);
+    pk.pack_map(partial ? 5 : 4);
+    if (partial) {
+      pk.pack(proto::kFrom);
+      pk.pack_array(count);
+      for (size_t i = 0; i < n; ++i) pk.pack_uint64(at(i).from);
+    }
     pk.pack(proto::kCodes);
     pk.pack_array(count);
     for (size_t i = 0; i < n; ++i) pk.pack_uint8(static_cast<uint8_t>(at(i).code));

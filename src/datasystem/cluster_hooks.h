@@ -9,6 +9,7 @@
 
 #include "common/wire/message.h"
 #include "datasystem/object_store.h"
+#include "datasystem/protocol.h"
 #include "tqds/status.h"
 
 namespace ds {
@@ -36,11 +37,13 @@ class ClusterHooks {
   // local shared memory. A small fetch keeps them as cached copies (found by
   // a store Get afterwards); a bulk fetch pins them as blocks private to
   // `session` and fills (*pulled)[i] (sized like keys) for each such key.
-  // Keys no worker has stay missing. Fails fast (Unavailable naming the key
-  // and the worker) when a key's only copies were on workers that left or
-  // cannot be reached.
+  // With `ranges` (empty, or one per key): a key whose range is only part of
+  // its value is pulled as that part alone, into a private block, and
+  // (*pulled)[i].from says where in the value it starts. Keys no worker has
+  // stay missing. Fails fast (Unavailable naming the key and the worker)
+  // when a key's only copies were on workers that left or cannot be reached.
   virtual tqds::Status Fetch(Session& session, const std::vector<std::string>& keys,
-                             std::vector<Located>* pulled) = 0;
+                             const std::vector<ValueRange>& ranges, std::vector<Located>* pulled) = 0;
 
   // Whether another worker holds a live copy of each key (local misses).
   // Unavailable, naming the key and its owners, when no owner of some key

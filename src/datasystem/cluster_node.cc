@@ -404,17 +404,17 @@ Result<std::vector<LookupResult>> ClusterNode::Locate(const std::vector<std::str
 }
 
 Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
-                         std::vector<Located>* pulled) {
+                         const std::vector<ValueRange>& ranges, std::vector<Located>* pulled) {
   auto [live, ring] = Snapshot();
   if (!ring || ring->empty() || keys.empty()) return Status::OK();
-  const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
+  if (!ranges.empty() && ranges.size() != keys.size()) {
+    return Status::Invalid("Fetch: ", ranges.size(), " ranges for ", keys.size(), " keys");
+  }
   TQDS_ASSIGN_OR_RETURN(auto found, Locate(keys, *ring));
 
-  // 2. Decide per key: pull, stay missing, or fail fast.
-  std::vector<std::string> pull_keys;
-  std::vector<size_t> pull_index;  // position of each pull_keys entry in keys
-  std::vector<uint64_t> sizes;
-  std::vector<std::vector<Replica>> candidates;
+  // 2. Decide per key: pull (whole, or only the range asked for), stay
+  // missing, or fail fast.
+  std::vector<Wanted> whole, part;
   for (size_t i = 0; i < keys.size(); ++i) {
     const LookupResult& lr = found[i];
     if (lr.code == StatusCode::kUnavailable) {
@@ -422,44 +422,74 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
                                  lr.lost, ", which left the cluster");
     }
     if (lr.code != StatusCode::kOk) continue;
-    std::vector<Replica> c;
+    Wanted w{keys[i], i, 0, lr.size, {}};
     for (const auto& rep : lr.live) {
-      if (rep.holder != options_.self) c.push_back(rep);
+      if (rep.holder != options_.self) w.candidates.push_back(rep);
     }
-    if (c.empty()) continue;
-    pull_keys.push_back(keys[i]);
-    pull_index.push_back(i);
-    sizes.push_back(lr.size);
-    candidates.push_back(std::move(c));
+    if (w.candidates.empty()) continue;
+    // A range that starts past the end is the caller's to report: the key
+    // is pulled whole, as without a range.
+    const ValueRange r = ranges.empty() ? ValueRange{} : ranges[i];
+    if (r.offset < lr.size) {
+      const uint64_t left = lr.size - r.offset;
+      const uint64_t n = (r.length == 0 || r.length > left) ? left : r.length;
+      if (n < lr.size) {
+        w.offset = r.offset;
+        w.size = n;
+        part.push_back(std::move(w));
+        continue;
+      }
+    }
+    whole.push_back(std::move(w));
   }
-  if (pull_keys.empty()) return Status::OK();
+  // 3. Whole values of a small fetch become cached copies; a bulk fetch's
+  // and every part are private to the reader.
+  Status failure;
+  if (!whole.empty()) {
+    failure = PullAndKeep(reader, whole, whole.size() <= options_.cache_max_keys, *ring, pulled);
+  }
+  if (!part.empty()) {
+    Status st = PullAndKeep(reader, part, /*cache=*/false, *ring, pulled);
+    if (failure.ok()) failure = st;
+  }
+  return failure;
+}
 
-  // 3. Pull into fresh blocks: created in a private session and sealed as
-  // cached copies when complete, or, for a bulk read, created in the
-  // reader's session and pinned there as its private copies.
-  const bool cache = pull_keys.size() <= options_.cache_max_keys;
+Status ClusterNode::PullAndKeep(Session& reader, std::vector<Wanted>& wanted, bool cache,
+                                const cluster::HashRing& ring, std::vector<Located>* pulled) {
+  // Pull into fresh blocks: created in a private session and sealed as
+  // cached copies when complete, or created in the reader's session and
+  // pinned there as its private copies.
   Session own;
   Session& session = cache ? own : reader;
   WriteOptions wo;
   wo.evictable = true;
   wo.cached = true;
+  std::vector<std::string> pull_keys;
+  std::vector<uint64_t> sizes;
+  pull_keys.reserve(wanted.size());
+  sizes.reserve(wanted.size());
+  for (const auto& w : wanted) {
+    pull_keys.push_back(w.key);
+    sizes.push_back(w.size);
+  }
   TQDS_ASSIGN_OR_RETURN(auto slots, store_.Create(session, pull_keys, sizes, wo));
-  std::vector<size_t> next(pull_keys.size(), 0);
-  std::vector<bool> done(pull_keys.size(), false);
-  std::vector<Status> errors(pull_keys.size());
+  std::vector<size_t> next(wanted.size(), 0);
+  std::vector<bool> done(wanted.size(), false);
+  std::vector<Status> errors(wanted.size());
   while (true) {
     std::map<std::pair<std::string, std::string>, std::vector<size_t>> by_holder;
-    for (size_t i = 0; i < pull_keys.size(); ++i) {
-      if (done[i] || next[i] >= candidates[i].size()) continue;
-      const Replica& r = candidates[i][next[i]];
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      if (done[i] || next[i] >= wanted[i].candidates.size()) continue;
+      const Replica& r = wanted[i].candidates[next[i]];
       by_holder[{r.holder, r.data}].push_back(i);
     }
     if (by_holder.empty()) break;
     for (auto& [holder, idx] : by_holder) {
       std::vector<PullItem> items;
       for (size_t i : idx) {
-        items.push_back(PullItem{pull_keys[i], candidates[i][next[i]].version, sizes[i],
-                                 store_.base() + slots[i].offset});
+        items.push_back(PullItem{wanted[i].key, wanted[i].candidates[next[i]].version, wanted[i].size,
+                                 store_.base() + slots[i].offset, wanted[i].offset});
       }
       auto st = puller_->Pull(holder.second, holder.first, items);
       for (size_t j = 0; j < idx.size(); ++j) {
@@ -467,7 +497,7 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
         if (st[j].ok()) {
           done[i] = true;
           pulls_.fetch_add(1, std::memory_order_relaxed);
-          pulled_bytes_.fetch_add(sizes[i], std::memory_order_relaxed);
+          pulled_bytes_.fetch_add(wanted[i].size, std::memory_order_relaxed);
           // A cached copy expires with its source, never later.
           if (items[j].ttl_ms != 0) store_.SetPendingTtl(session, slots[i].offset, items[j].ttl_ms);
         } else {
@@ -482,11 +512,11 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
   std::vector<uint64_t> seal_offsets, abort_offsets;
   std::vector<size_t> sealed_index;
   Status failure;
-  for (size_t i = 0; i < pull_keys.size(); ++i) {
+  for (size_t i = 0; i < wanted.size(); ++i) {
     if (done[i]) {
-      seal.push_back(pull_keys[i]);
+      seal.push_back(wanted[i].key);
       seal_offsets.push_back(slots[i].offset);
-      sealed_index.push_back(pull_index[i]);
+      sealed_index.push_back(i);
     } else {
       abort_offsets.push_back(slots[i].offset);
       if (!errors[i].IsNotFound() && failure.ok()) failure = errors[i];
@@ -495,17 +525,22 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
   store_.Abort(session, abort_offsets);
   if (!cache) {
     auto located = store_.PinPrivate(session, seal_offsets);
-    for (size_t j = 0; j < located.size(); ++j) (*pulled)[sealed_index[j]] = located[j];
+    for (size_t j = 0; j < located.size(); ++j) {
+      const Wanted& w = wanted[sealed_index[j]];
+      located[j].from = w.offset;
+      (*pulled)[w.index] = located[j];
+    }
     return failure;
   }
   store_.Seal(session, seal_offsets);
   store_.CloseSession(session);
 
-  // 4. Register the cached copies with their owners before serving them, so
+  // Register the cached copies with their owners before serving them, so
   // a delete that starts after this get returns reaches them; a copy of a
   // key deleted meanwhile comes back stale and is dropped here.
   if (!seal.empty()) {
-    ByOwner<PublishEntry> by_owner(*ring);
+    const size_t reps = std::max<size_t>(1, options_.metadata_replicas);
+    ByOwner<PublishEntry> by_owner(ring);
     for (auto& info : store_.Describe(seal)) {
       if (info.code != StatusCode::kOk) continue;
       by_owner.Find(info.key, reps);

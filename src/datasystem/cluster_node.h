@@ -78,7 +78,7 @@ class ClusterNode final : public ClusterHooks {
 
   void Published(const std::vector<std::string>& keys, bool wait) override;
   tqds::Status Fetch(Session& session, const std::vector<std::string>& keys,
-                     std::vector<Located>* pulled) override;
+                     const std::vector<ValueRange>& ranges, std::vector<Located>* pulled) override;
   tqds::Result<std::vector<bool>> ExistRemote(const std::vector<std::string>& keys) override;
   std::vector<bool> ExpireRemote(const std::vector<std::string>& keys, uint64_t ttl_ms) override;
   std::vector<bool> DeleteRemote(const std::vector<std::string>& keys, bool wait) override;
@@ -97,6 +97,20 @@ class ClusterNode final : public ClusterHooks {
   // Unavailable when no owner of some key answers.
   tqds::Result<std::vector<LookupResult>> Locate(const std::vector<std::string>& keys,
                                                  const cluster::HashRing& ring);
+  // A key to pull: its bytes [offset, offset + size), from one of
+  // `candidates` (tried in order); `index`: its place in Fetch's keys.
+  struct Wanted {
+    std::string key;
+    size_t index = 0;
+    uint64_t offset = 0;
+    uint64_t size = 0;
+    std::vector<Replica> candidates;
+  };
+  // Pulls `wanted` and keeps them: as cached copies registered with their
+  // owners, or (cache false) as blocks private to `reader`, filling
+  // (*pulled)[w.index]. Returns the first failure other than NotFound.
+  tqds::Status PullAndKeep(Session& reader, std::vector<Wanted>& wanted, bool cache,
+                           const cluster::HashRing& ring, std::vector<Located>* pulled);
   void OnViewChange(const cluster::MembershipView& view);
   void AnnounceLoop();
   // Re-announces primaries and hands records over after a view change.

@@ -648,7 +648,7 @@ std::vector<Status> PullClient::Pull(const std::string& endpoint, const std::str
     std::string req;
     for (size_t k = c; k < chunks.size(); k += nconn) {
       const PullItem& it = items[chunks[k].item];
-      EncodePullRequest(it.key, PullRange{it.version, chunks[k].offset, chunks[k].length}, &req);
+      EncodePullRequest(it.key, PullRange{it.version, it.offset + chunks[k].offset, chunks[k].length}, &req);
     }
     if (!WriteAll(*fd, req.data(), req.size())) {
       broken = true;

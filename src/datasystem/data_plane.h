@@ -174,12 +174,14 @@ struct PullOptions {
   int io_timeout_ms = 10000;
 };
 
-// One object to pull into `dest` (shared memory the caller created).
+// One object, or its bytes [offset, offset + size), to pull into `dest`
+// (shared memory the caller created).
 struct PullItem {
   std::string key;
   uint64_t version = 0;
   uint64_t size = 0;
   uint8_t* dest = nullptr;
+  uint64_t offset = 0;
   // Set by Pull: the holder's time left to live for this object; 0: never.
   uint64_t ttl_ms = 0;
 };

@@ -434,9 +434,9 @@ Result<std::vector<Status>> KVClient::MSetEach(const std::vector<std::string>& k
 
 namespace {
 Result<GetReply> DoGet(internal::Connection& conn, const std::vector<std::string>& keys,
-                       int32_t timeout_ms, uint64_t inline_max) {
+                       int32_t timeout_ms, uint64_t inline_max, const std::vector<ValueRange>& ranges = {}) {
   Message req(MsgType::kDsGet, 0);
-  req.set_body(msg::EncodeGet(keys, static_cast<uint64_t>(std::max(timeout_ms, 0)), inline_max));
+  req.set_body(msg::EncodeGet(keys, static_cast<uint64_t>(std::max(timeout_ms, 0)), inline_max, ranges));
   GetReply out;
   TQDS_ASSIGN_OR_RETURN(out.message, conn.Call(std::move(req), static_cast<uint64_t>(std::max(timeout_ms, 0))));
   TQDS_ASSIGN_OR_RETURN(static_cast<msg::GetReply&>(out), msg::DecodeGetReply(out.message.body(), keys.size()));
@@ -572,9 +572,28 @@ Status KVClient::MSetBuffer(std::vector<WriteBuffer>& buffers) {
 
 Result<std::vector<std::optional<Buffer>>> KVClient::GetBuffers(
     const std::vector<std::string>& keys, int32_t timeout_ms) {
+  return Views(keys, timeout_ms, nullptr, nullptr);
+}
+
+Result<std::vector<std::optional<Buffer>>> KVClient::Views(const std::vector<std::string>& keys,
+                                                           int32_t timeout_ms,
+                                                           const std::vector<ReadRange>* ranges,
+                                                           std::vector<uint64_t>* from) {
   TQDS_RETURN_NOT_OK(Ready());
   TQDS_RETURN_NOT_OK(CheckKeys(keys));
-  TQDS_ASSIGN_OR_RETURN(GetReply g, DoGet(*conn_, keys, timeout_ms, /*inline_max=*/0));
+  std::vector<ValueRange> asked;
+  if (ranges != nullptr) {
+    asked.reserve(ranges->size());
+    for (const auto& r : *ranges) asked.push_back(ValueRange{r.offset, r.size});
+  }
+  TQDS_ASSIGN_OR_RETURN(GetReply g, DoGet(*conn_, keys, timeout_ms, /*inline_max=*/0, asked));
+  if (!g.from.empty() && ranges == nullptr) {
+    return Status::Internal("worker answered a Get of whole values with parts of them");
+  }
+  if (from != nullptr) {
+    *from = g.from;
+    from->resize(keys.size(), 0);
+  }
   std::vector<std::optional<Buffer>> out(keys.size());
   auto pins = std::make_shared<ReadPins>();
   pins->conn = conn_;
@@ -642,21 +661,28 @@ Result<std::vector<std::optional<Buffer>>> KVClient::Read(const std::vector<Read
   keys.reserve(ranges.size());
   for (const auto& r : ranges) keys.push_back(r.key);
   // A view of the whole value, then a slice: the bytes outside the range are
-  // never copied (a local read costs no more than its range).
-  TQDS_ASSIGN_OR_RETURN(auto whole, GetBuffers(keys, timeout_ms));
+  // never copied (a local read costs no more than its range). A value held
+  // by another worker comes as its range alone (block i starts at byte
+  // from[i] of the value): only the range crosses the network.
+  std::vector<uint64_t> from;
+  TQDS_ASSIGN_OR_RETURN(auto block, Views(keys, timeout_ms, &ranges, &from));
   for (size_t i = 0; i < ranges.size(); ++i) {
-    if (!whole[i]) continue;
-    const uint64_t size = whole[i]->size();
+    if (!block[i]) continue;
+    const uint64_t size = block[i]->size();
     const ReadRange& r = ranges[i];
-    if (r.offset >= size) {
+    if (from[i] != 0 && (r.offset < from[i] || r.offset - from[i] >= size)) {
+      return Status::Internal("worker answered the read of bytes from ", r.offset, " of key '", r.key,
+                              "' with bytes [", from[i], ", ", from[i] + size, ")");
+    }
+    if (r.offset - from[i] >= size) {
       return Status::Invalid("out of range: read offset ", r.offset, " of key '", r.key,
                              "' is not in [0, ", size, ")");
     }
-    const uint64_t left = size - r.offset;
+    const uint64_t skip = r.offset - from[i], left = size - skip;
     const uint64_t n = (r.size == 0 || r.size > left) ? left : r.size;
-    whole[i] = whole[i]->Slice(r.offset, n);
+    block[i] = block[i]->Slice(skip, n);
   }
-  return whole;
+  return block;
 }
 
 Result<std::vector<bool>> KVClient::Expire(const std::vector<std::string>& keys,

@@ -82,6 +82,9 @@ struct Located {
   uint64_t size = 0;
   uint64_t version = 0;
   uint64_t ttl_ms = 0;  // time left before the object expires; 0: never
+  // A block that holds only part of the value (a ranged pull): where in the
+  // value its first byte lies. Always 0 for a whole object.
+  uint64_t from = 0;
 };
 
 // What the cluster needs to know about a sealed object (no pin taken).

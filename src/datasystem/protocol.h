@@ -22,10 +22,13 @@ inline constexpr const char* kAllOrNothing = "tx";    // bool       Create/Put: 
 inline constexpr const char* kWaitMs = "wait_ms";     // u64        Get
 inline constexpr const char* kInlineMax = "inline_max";  // u64     Get (Unix socket)
 inline constexpr const char* kOffsets = "offsets";    // [u64]      Release; Create/Get replies
+inline constexpr const char* kReadOffsets = "read_offsets";  // [u64] Get: per key, where its range starts
+inline constexpr const char* kReadLengths = "read_lengths";  // [u64] Get: per key, its range's bytes (0: to the end)
 
 // Reply fields.
 inline constexpr const char* kCodes = "codes";        // [u8] per-key StatusCode
 inline constexpr const char* kInline = "inline";      // [bool]     Get: value is the next payload
+inline constexpr const char* kFrom = "from";          // [u64]      Get: where in the value a partial block starts
 inline constexpr const char* kExist = "exist";        // [bool]     Exist/Expire replies
 inline constexpr const char* kDeleted = "deleted";    // u64
 inline constexpr const char* kArenaSize = "arena_size";
@@ -52,3 +55,13 @@ enum class PublishMode : uint8_t {
 };
 
 }  // namespace ds::proto
+
+namespace ds {
+
+// Bytes [offset, offset + length) of a value; length 0: to its end.
+struct ValueRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+}  // namespace ds

@@ -258,7 +258,7 @@ Result<Message> RequestHandler::Get(const Message& request, Call& call) {
   const bool fetch = local && context_.cluster != nullptr;
   TQDS_ASSIGN_OR_RETURN(auto found,
                         store_.Get(session, keys, fetch ? std::chrono::milliseconds(0) : wait));
-  if (fetch) TQDS_RETURN_NOT_OK(FetchMissing(session, keys, found, wait));
+  if (fetch) TQDS_RETURN_NOT_OK(FetchMissing(session, keys, m.ranges, found, wait));
   if (!local && wait_ms > 0) {
     for (const auto& f : found) {
       if (f.code != StatusCode::kOk) {
@@ -269,23 +269,45 @@ Result<Message> RequestHandler::Get(const Message& request, Call& call) {
   }
   Message reply = Message::ReplyTo(request);
   std::vector<uint64_t> release;
-  for (const auto& f : found) {
-    if (f.code == StatusCode::kOk && f.size <= inline_max) {
-      reply.payloads().push_back(tqds::Buffer::Copy(store_.base() + f.offset, f.size));
+  bool partial = false;
+  for (size_t i = 0; i < found.size(); ++i) {
+    Located& f = found[i];
+    if (f.code != StatusCode::kOk) continue;
+    if (f.size <= inline_max) {
+      // A value that travels in the reply: only its range, when one is
+      // asked for that starts inside it (one that does not is the client's
+      // to report, from the whole value).
+      uint64_t skip = 0, n = f.size;
+      if (!m.ranges.empty()) {
+        const ValueRange& r = m.ranges[i];
+        if (r.offset >= f.from && r.offset - f.from < f.size) {
+          skip = r.offset - f.from;
+          n = f.size - skip;
+          if (r.length != 0) n = std::min(n, r.length);
+        }
+      }
+      reply.payloads().push_back(tqds::Buffer::Copy(store_.base() + f.offset + skip, n));
       release.push_back(f.offset);
+      f.from += skip;
+      f.size = n;
     }
+    partial = partial || f.from != 0;
   }
   store_.Release(session, release);
-  reply.set_body(msg::EncodeGetReply(found.size(), [&](size_t i) {
-    const Located& f = found[i];
-    const bool ok = f.code == StatusCode::kOk;
-    return msg::GetItem{f.code, f.size, ok ? f.offset : 0, ok && f.size <= inline_max};
-  }));
+  reply.set_body(msg::EncodeGetReply(
+      found.size(),
+      [&](size_t i) {
+        const Located& f = found[i];
+        const bool ok = f.code == StatusCode::kOk;
+        return msg::GetItem{f.code, f.size, ok ? f.offset : 0, ok && f.size <= inline_max, ok ? f.from : 0};
+      },
+      partial));
   return reply;
 }
 
 Status RequestHandler::FetchMissing(Session& session, const std::vector<std::string>& keys,
-                                    std::vector<Located>& found, std::chrono::milliseconds wait) {
+                                    const std::vector<ValueRange>& ranges, std::vector<Located>& found,
+                                    std::chrono::milliseconds wait) {
   const auto deadline = std::chrono::steady_clock::now() + wait;
   auto release_all = [&] {
     std::vector<uint64_t> pinned;
@@ -294,13 +316,16 @@ Status RequestHandler::FetchMissing(Session& session, const std::vector<std::str
     }
     store_.Release(session, pinned);
   };
+  std::vector<ValueRange> missing_ranges;
   auto still_missing = [&](std::vector<size_t>& idx, std::vector<std::string>& missing) {
     idx.clear();
     missing.clear();
+    missing_ranges.clear();
     for (size_t i = 0; i < keys.size(); ++i) {
       if (found[i].code != StatusCode::kOk) {
         idx.push_back(i);
         missing.push_back(keys[i]);
+        if (!ranges.empty()) missing_ranges.push_back(ranges[i]);
       }
     }
     return !missing.empty();
@@ -309,7 +334,7 @@ Status RequestHandler::FetchMissing(Session& session, const std::vector<std::str
   std::vector<std::string> missing;
   while (still_missing(idx, missing)) {
     std::vector<Located> pulled(missing.size());
-    Status st = context_.cluster->Fetch(session, missing, &pulled);
+    Status st = context_.cluster->Fetch(session, missing, missing_ranges, &pulled);
     for (size_t j = 0; j < idx.size(); ++j) {
       if (pulled[j].code == StatusCode::kOk) found[idx[j]] = pulled[j];
     }

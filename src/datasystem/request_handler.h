@@ -102,8 +102,11 @@ class RequestHandler {
   // The cluster's worker-to-worker messages (ClusterNode::HandlePeer).
   Result<Message> Peer(const Message& request, Call& call);
   // Local Get misses in a cluster: pull from other workers, wait up to `wait`.
+  // `ranges`: Get's (empty, or one per key): a key of which only part is
+  // asked for is pulled as that part alone.
   Status FetchMissing(Session& session, const std::vector<std::string>& keys,
-                      std::vector<Located>& found, std::chrono::milliseconds wait);
+                      const std::vector<ValueRange>& ranges, std::vector<Located>& found,
+                      std::chrono::milliseconds wait);
 
   ObjectStore& store_;
   const HandlerContext context_;

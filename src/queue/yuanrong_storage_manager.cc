@@ -173,20 +173,31 @@ class YuanrongStorageClient {
   // a field's contiguous views without a copy. A large get (`sizes`: the
   // expected bytes of each key) runs as two requests on two connections at
   // once, split at one of `cuts`: the worker looks up, pins (and, across
-  // nodes, locates and pulls) the two halves on two threads.
+  // nodes, locates and pulls) the two halves on two threads. With `ranges`
+  // (one per key; {0, 0}: all of it) each view is of that range: of a value
+  // held by another node's worker only the range is pulled. (*starts)[i]:
+  // where in its value view i starts (0 when a range could not be read,
+  // and the whole value was).
   Result<std::vector<Buffer>> Get(const std::vector<std::string>& keys, const std::vector<uint64_t>& sizes,
-                                  const std::vector<size_t>& cuts) {
+                                  const std::vector<size_t>& cuts, const std::vector<ds::ReadRange>& ranges,
+                                  std::vector<uint64_t>* starts) {
     const size_t mid = clients_.size() < 2 || sizes.size() != keys.size() ? 0 : SplitPoint(sizes, cuts);
+    starts->assign(keys.size(), 0);
     if (mid == 0) {
-      auto r = GetOnce(Pick(), keys);
+      auto r = GetOnce(Pick(), keys, ranges, starts->data());
       if (!r.ok()) return Explain(r.status());
       return r;
     }
     const auto m = static_cast<std::ptrdiff_t>(mid);
     const std::vector<std::string> k[2] = {{keys.begin(), keys.begin() + m}, {keys.begin() + m, keys.end()}};
+    std::vector<ds::ReadRange> r[2];
+    if (!ranges.empty()) {
+      r[0].assign(ranges.begin(), ranges.begin() + m);
+      r[1].assign(ranges.begin() + m, ranges.end());
+    }
     std::vector<Buffer> part[2];
     TQDS_RETURN_NOT_OK(Explain(BothHalves([&](int h) -> Status {
-      TQDS_ASSIGN_OR_RETURN(part[h], GetOnce(*clients_[h], k[h]));
+      TQDS_ASSIGN_OR_RETURN(part[h], GetOnce(*clients_[h], k[h], r[h], starts->data() + (h == 0 ? 0 : mid)));
       return Status::OK();
     })));
     part[0].reserve(keys.size());
@@ -265,8 +276,18 @@ class YuanrongStorageClient {
                                  "; two random 64-bit ids met): nothing was written, put again");
   }
 
-  static Result<std::vector<Buffer>> GetOnce(ds::KVClient& kv, const std::vector<std::string>& keys) {
-    TQDS_ASSIGN_OR_RETURN(auto views, kv.GetBuffers(keys));
+  // `starts`: one per key, set to where each view starts in its value.
+  static Result<std::vector<Buffer>> GetOnce(ds::KVClient& kv, const std::vector<std::string>& keys,
+                                             const std::vector<ds::ReadRange>& ranges, uint64_t* starts) {
+    auto got = ranges.empty() ? kv.GetBuffers(keys) : kv.Read(ranges);
+    if (!got.ok() && got.status().IsInvalid() && !ranges.empty()) {
+      // A range that starts past its value's end (a hostile or stale
+      // place): read the values whole, so that the caller names the value.
+      got = kv.GetBuffers(keys);
+    } else {
+      for (size_t i = 0; i < ranges.size(); ++i) starts[i] = ranges[i].offset;
+    }
+    TQDS_ASSIGN_OR_RETURN(auto views, std::move(got));
     std::vector<Buffer> out;
     out.reserve(views.size());
     for (size_t i = 0; i < views.size(); ++i) {
@@ -328,6 +349,9 @@ class YuanrongStorageManager : public StorageManager {
     std::vector<size_t> cuts;
     std::vector<size_t> object_of(fields.size() * n);
     std::unordered_map<uint64_t, size_t> pack_object;
+    // Per object, the bytes of it that are read: all of a value's own key;
+    // of a pack, from its first value read to the end of its last.
+    std::vector<uint64_t> lo, hi;
     for (size_t f = 0; f < fields.size(); ++f) {
       if ((sized && nbytes[f].size() != n) || (has_places && placed[f].size() != n)) {
         return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' has sizes or places for ",
@@ -342,22 +366,44 @@ class YuanrongStorageManager : public StorageManager {
           object_of[f * n + s] = keys.size();
           keys.push_back(StorageKey(samples[s], fields[f]));
           sizes.push_back(nb);
+          lo.push_back(0);
+          hi.push_back(0);
           continue;
         }
         if (!sized) {
           return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' of sample ", samples[s].global_index,
                                  " is in pack ", p.pack, ", which cannot be read without the value's recorded size");
         }
+        if (nb > UINT64_MAX - p.offset) {
+          return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' of sample ", samples[s].global_index,
+                                 " is recorded at offset ", p.offset, " with ", nb, " bytes, past any pack's end");
+        }
         auto [it, fresh] = pack_object.try_emplace(p.pack, keys.size());
         if (fresh) {
           keys.push_back(PackKey(samples[s].controller_id, p.pack));
           sizes.push_back(0);
+          lo.push_back(p.offset);
+          hi.push_back(p.offset + nb);
         }
-        sizes[it->second] = std::max(sizes[it->second], p.offset + nb);  // what is known of its size
-        object_of[f * n + s] = it->second;
+        const size_t o = it->second;
+        lo[o] = std::min(lo[o], p.offset);
+        hi[o] = std::max(hi[o], p.offset + nb);
+        sizes[o] = hi[o] - lo[o];
+        object_of[f * n + s] = o;
       }
     }
-    TQDS_ASSIGN_OR_RETURN(auto objects, client_->Get(keys, sizes, cuts));
+    // A pack's range; one with no bytes to read (empty values only) is read
+    // whole, which also says whether it exists.
+    std::vector<ds::ReadRange> ranges;
+    if (!pack_object.empty()) {
+      ranges.reserve(keys.size());
+      for (size_t o = 0; o < keys.size(); ++o) {
+        if (hi[o] == lo[o]) lo[o] = 0;
+        ranges.push_back(ds::ReadRange{keys[o], lo[o], hi[o] - lo[o]});
+      }
+    }
+    std::vector<uint64_t> starts;
+    TQDS_ASSIGN_OR_RETURN(auto objects, client_->Get(keys, sizes, cuts, ranges, &starts));
     std::vector<std::vector<Buffer>> out(fields.size());
     for (size_t f = 0; f < fields.size(); ++f) {
       out[f].reserve(n);
@@ -373,13 +419,17 @@ class YuanrongStorageManager : public StorageManager {
           out[f].push_back(b);
           continue;
         }
+        // b holds the pack's bytes from `start` (its range, or all of it
+        // when the range could not be read).
         const uint64_t nb = sized ? nbytes[f][s] : 0;
-        if (p.offset > b.size() || nb > b.size() - p.offset) {
+        const uint64_t start = starts[o];
+        if (p.offset - start > b.size() || nb > b.size() - (p.offset - start)) {
           return Status::Internal("field '", fields[f], "' of sample ", samples[s].global_index, " in partition '",
                                   samples[s].partition_id, "' is recorded at bytes [", p.offset, ", ",
-                                  p.offset + nb, ") of pack '", keys[o], "', which holds ", b.size(), " bytes");
+                                  p.offset + nb, ") of pack '", keys[o], "', which holds ", start + b.size(),
+                                  " bytes");
         }
-        out[f].push_back(b.Slice(p.offset, nb));
+        out[f].push_back(b.Slice(p.offset - start, nb));
       }
     }
     return out;

@@ -41,6 +41,13 @@ TEST(ClientMessages, RequestsRoundTrip) {
   ASSERT_TRUE(get.ok());
   EXPECT_EQ(get->wait_ms, 30u);
   EXPECT_EQ(get->inline_max, 4096u);
+  EXPECT_TRUE(get->ranges.empty());
+  auto ranged = msg::DecodeGet(Received(msg::EncodeGet({"k", "l"}, 0, 0, {{8, 16}, {0, 0}})).body());
+  ASSERT_TRUE(ranged.ok()) << ranged.status().ToString();
+  ASSERT_EQ(ranged->ranges.size(), 2u);
+  EXPECT_EQ(ranged->ranges[0].offset, 8u);
+  EXPECT_EQ(ranged->ranges[0].length, 16u);
+  EXPECT_EQ(ranged->ranges[1].offset, 0u);
   auto expire = msg::DecodeExpire(Received(msg::EncodeExpire({"k"}, 9)).body());
   ASSERT_TRUE(expire.ok());
   EXPECT_EQ(expire->ttl_ms, 9u);
@@ -60,11 +67,50 @@ TEST(ClientMessages, HostileRequestsAreRefusedByName) {
 }
 
 TEST(ClientMessages, RepliesMustAnswerExactlyWhatWasAsked) {
-  msg::GetReply r{{StatusCode::kOk, StatusCode::kNotFound}, {3, 0}, {64, 0}, {true, false}};
+  msg::GetReply r{{StatusCode::kOk, StatusCode::kNotFound}, {3, 0}, {64, 0}, {true, false}, {}};
   auto ok = msg::DecodeGetReply(Received(msg::Encode(r)).body(), 2);
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->codes, r.codes);
   EXPECT_EQ(ok->inline_, r.inline_);
+  EXPECT_TRUE(ok->from.empty());
+  // A ranged Get's reply says where each partial block starts, for every key.
+  msg::GetReply parts = r;
+  parts.from = {4096, 0};
+  auto with_from = msg::DecodeGetReply(Received(msg::Encode(parts)).body(), 2);
+  ASSERT_TRUE(with_from.ok()) << with_from.status().ToString();
+  EXPECT_EQ(with_from->from, parts.from);
+  // A "from" column shorter than the keys, and ranges without their lengths.
+  std::string short_from = PackBody([](auto& pk) {
+    pk.pack_map(5);
+    for (const char* name : {"codes", "sizes", "offsets"}) {
+      pk.pack(name);
+      pk.pack_array(2);
+      pk.pack_uint8(0);
+      pk.pack_uint8(0);
+    }
+    pk.pack("inline");
+    pk.pack_array(2);
+    pk.pack_false();
+    pk.pack_false();
+    pk.pack("from");
+    pk.pack_array(1);
+    pk.pack_uint64(4096);
+  });
+  auto bad_from = msg::DecodeGetReply(Received(short_from).body(), 2);
+  EXPECT_NE(bad_from.status().message().find("1 from for 2 keys"), std::string::npos)
+      << bad_from.status().ToString();
+  std::string no_lengths = PackBody([](auto& pk) {
+    pk.pack_map(2);
+    pk.pack("keys");
+    pk.pack_array(1);
+    pk.pack("k");
+    pk.pack("read_offsets");
+    pk.pack_array(1);
+    pk.pack_uint64(8);
+  });
+  auto bad_ranges = msg::DecodeGet(Received(no_lengths).body());
+  EXPECT_NE(bad_ranges.status().message().find("read_lengths"), std::string::npos)
+      << bad_ranges.status().ToString();
   // Asked for three keys, answered two.
   auto short_reply = msg::DecodeGetReply(Received(msg::Encode(r)).body(), 3);
   EXPECT_TRUE(short_reply.status().IsInvalid());

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "ds/kv_client.h"
 #include "test_util.h"
 
@@ -380,6 +381,45 @@ const nlohmann::json* Row(const nlohmann::json& doc, const std::string& worker) 
     if (w["worker"] == worker) return &w;
   }
   return nullptr;
+}
+
+TEST_F(MultiWorker, AReadOfPartOfAValueOnAnotherWorkerPullsOnlyThatPart) {
+  auto a = Client(0), c = Client(2);
+  const std::string key = "ranged";
+  const size_t size = 4 << 20;
+  Write(*a, {key}, size);
+  const std::string value = ValueOf(key, size);
+  ASSERT_OK_AND_ASSIGN(auto before, c->Stats());
+  {
+    // Two ranges of the one value, the second running past its end.
+    ASSERT_OK_AND_ASSIGN(auto parts, c->Read({{key, (1 << 20) + 3, 64 << 10}, {key, size - 10, 100}}));
+    ASSERT_TRUE(parts[0].has_value() && parts[1].has_value());
+    EXPECT_TRUE(parts[0]->view() == std::string_view(value).substr((1 << 20) + 3, 64 << 10));
+    EXPECT_TRUE(parts[1]->view() == std::string_view(value).substr(size - 10));
+    ASSERT_OK_AND_ASSIGN(auto during, c->Stats());
+    EXPECT_EQ(during.pulls - before.pulls, 2u);
+    EXPECT_EQ(during.pulled_bytes - before.pulled_bytes, (64u << 10) + 10);
+    // The parts are the reader's own: no copy of the key is kept here.
+    EXPECT_EQ(during.objects, before.objects);
+  }
+  ASSERT_OK_AND_ASSIGN(auto after, c->Stats());
+  EXPECT_EQ(after.used, before.used) << "the parts' memory goes with their last view";
+  // A range that starts past the end is an error naming the key, as for a
+  // local value; one that covers the whole value pulls (and keeps) it whole.
+  auto past = c->Read({{key, size, 1}});
+  ASSERT_TRUE(past.status().IsInvalid()) << past.status().ToString();
+  EXPECT_NE(past.status().message().find("out of range: read offset 4194304 of key 'ranged'"), std::string::npos)
+      << past.status().ToString();
+  ASSERT_OK_AND_ASSIGN(auto whole, c->Read({{key, 0, 0}}));
+  ASSERT_TRUE(whole[0].has_value());
+  EXPECT_TRUE(whole[0]->view() == value);
+  ASSERT_OK_AND_ASSIGN(auto cached, c->Stats());
+  EXPECT_EQ(cached.objects, before.objects + 1);
+  // Now local: a part of it is a slice of the cached copy, no pull.
+  ASSERT_OK_AND_ASSIGN(auto again, c->Read({{key, 5, 7}}));
+  EXPECT_TRUE(again[0]->view() == std::string_view(value).substr(5, 7));
+  ASSERT_OK_AND_ASSIGN(auto last, c->Stats());
+  EXPECT_EQ(last.pulls, cached.pulls);
 }
 
 TEST_F(MultiWorker, DscliStatusShowsEveryWorkerOfTheCluster) {

@@ -35,6 +35,56 @@ void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>
   }
 }
 
+bool CompactPartition(Partition& p) {
+  const size_t dead = p.samples.size() - p.position_of.size();
+  if (dead <= kCompactAbove || dead < p.samples.size() / 2) return false;
+  constexpr size_t kGone = SIZE_MAX;
+  std::vector<size_t> moved(p.samples.size(), kGone);  // old position -> new
+  std::vector<SampleRecord> kept;
+  kept.reserve(p.position_of.size());
+  for (size_t pos = 0; pos < p.samples.size(); ++pos) {
+    if (!p.samples[pos].live) continue;
+    moved[pos] = kept.size();
+    kept.push_back(std::move(p.samples[pos]));
+  }
+  p.samples = std::move(kept);
+  for (auto& [gi, pos] : p.position_of) pos = moved[pos];
+  for (auto& [key, pos] : p.position_of_key) pos = moved[pos];
+  // Their bucket arrays too: sized for the most samples ever held.
+  p.position_of.rehash(0);
+  p.position_of_key.rehash(0);
+  std::map<size_t, std::string> key_at;
+  for (auto& [pos, key] : p.key_at) key_at.emplace_hint(key_at.end(), moved[pos], std::move(key));
+  p.key_at = std::move(key_at);
+  // A list of positions, renumbered; released samples leave it.
+  auto renumber = [&](std::vector<size_t>& positions) {
+    size_t out = 0;
+    for (size_t pos : positions) {
+      if (pos < moved.size() && moved[pos] != kGone) positions[out++] = moved[pos];
+    }
+    positions.resize(out);
+  };
+  for (auto& [name, task] : p.tasks) {
+    std::vector<uint8_t> consumed(p.samples.size(), 0);
+    size_t cursor = 0;
+    task.consumed_count = 0;
+    for (size_t pos = 0; pos < moved.size(); ++pos) {
+      if (moved[pos] == kGone) continue;
+      const bool c = pos < task.consumed.size() && task.consumed[pos] != 0;
+      consumed[moved[pos]] = c;
+      task.consumed_count += c;
+      if (pos < task.cursor) cursor = moved[pos] + 1;  // every kept position before the cursor is consumed
+    }
+    task.consumed = std::move(consumed);
+    task.cursor = cursor;
+    for (auto& [key, sel] : task.cache) {
+      for (auto& rank : sel.per_rank) renumber(rank);
+    }
+    for (auto& [key, positions] : task.sticky) renumber(positions);
+  }
+  return true;
+}
+
 const Partition* ControllerState::FindPartition(const std::string& id) const {
   auto it = partitions_.find(id);
   return it == partitions_.end() ? nullptr : it->second.get();
@@ -419,11 +469,12 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     p.position_of.erase(pit);
     free_indexes_.push(s.global_index);
   }
-  // Drop partitions that have nothing left.
+  // Drop partitions that have nothing left; compact the others.
   for (auto it = partitions_.begin(); it != partitions_.end();) {
     if (it->second->position_of.empty() && !it->second->keep_when_empty) {
       it = partitions_.erase(it);
     } else {
+      CompactPartition(*it->second);
       ++it;
     }
   }

@@ -97,6 +97,15 @@ struct Partition {
 // Marks `positions` consumed by `task` and advances its cursor.
 void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>& positions);
 
+// Drops the records of released samples (tombstones) once they are at least
+// half of the partition's records and more than kCompactAbove, renumbering
+// the positions of the rest everywhere they are held (keys, tasks, cached
+// selections). Without it a partition that is put to and cleared over and
+// over keeps a record for every sample it ever had, and every scan of it
+// slows down. Returns whether it compacted.
+inline constexpr size_t kCompactAbove = 1024;
+bool CompactPartition(Partition& p);
+
 struct GetMetaRequest {
   std::string partition_id;
   std::string task_name;
@@ -190,6 +199,14 @@ class ControllerState {
   // Phase 1 of clearing the samples of `keys` (missing keys or partition: none).
   // Their keys vanish at once; the partition stays, even when emptied.
   BatchMeta BeginKvClear(const std::string& partition_id, const std::vector<std::string>& keys);
+
+  // Sample records a partition holds: its live and clearing samples and the
+  // released ones not compacted away yet (CompactPartition); 0 for an
+  // unknown partition.
+  size_t RecordCount(const std::string& partition_id) const {
+    const Partition* p = FindPartition(partition_id);
+    return p == nullptr ? 0 : p->samples.size();
+  }
 
   // Checkpoint (controller_state_snapshot.cc; layout in docs/wire_format.md).
   // The whole metadata state (partitions, samples with index, generation,

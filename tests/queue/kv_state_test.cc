@@ -225,5 +225,53 @@ TEST_F(KvStateTest, KeyedSamplesServeGetMetaLikeAnyOther) {
   EXPECT_EQ(got->global_indexes(), m.global_indexes());
 }
 
+TEST_F(KvStateTest, APartitionPutToAndClearedOverAndOverKeepsOnlyItsLiveRecords) {
+  // An RL loop on one partition: every step puts a batch under the same
+  // keys and clears it. Released samples must not pile up as records (each
+  // scan of the partition would slow down with every step), and what is
+  // still live keeps its key, its place in each task's consumption and its
+  // cached selections through the renumbering.
+  BatchMeta early = Retrieve("p", {"e0", "e1", "e2", "e3", "e4", "e5"}, true);
+  Produce(early, {"x"});
+  GetMetaRequest req;
+  req.partition_id = "p";
+  req.task_name = "t";
+  req.fields = {"x"};
+  req.batch_size = 3;
+  req.mode = FetchMode::kPoll;
+  ASSERT_OK_AND_ASSIGN(auto first, state_.TryGetMeta(req));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->global_indexes(), (std::vector<int64_t>{0, 1, 2}));
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1500; ++i) keys.push_back("k" + std::to_string(i));
+  size_t most = 0;
+  for (int step = 0; step < 12; ++step) {
+    BatchMeta batch = Retrieve("p", keys, true);
+    ASSERT_EQ(batch.size(), keys.size());
+    Produce(batch, {"x"});
+    BatchMeta victims = state_.BeginKvClear("p", keys);
+    ASSERT_EQ(victims.size(), keys.size());
+    Release(victims);
+    most = std::max(most, state_.RecordCount("p"));
+  }
+  EXPECT_LE(most, 2 * keys.size() + 6) << "released records pile up";
+  EXPECT_EQ(state_.RecordCount("p"), 6u) << "the last release leaves only the live samples";
+  // The live samples keep their keys, and task t is where it was: the
+  // three it consumed are not served again, the other three are.
+  BatchMeta found = Retrieve("p", {"e5", "e0"}, false);
+  EXPECT_EQ(found.global_indexes(), (std::vector<int64_t>{5, 0}));
+  EXPECT_EQ(KeyOf("p", 4), "e4");
+  req.batch_size = 10;
+  ASSERT_OK_AND_ASSIGN(auto rest, state_.TryGetMeta(req));
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_EQ(rest->global_indexes(), (std::vector<int64_t>{3, 4, 5}));
+  // New samples after the renumbering are served in order, once.
+  Produce(Retrieve("p", {"n0", "n1"}, true), {"x"});
+  ASSERT_OK_AND_ASSIGN(auto fresh, state_.TryGetMeta(req));
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_EQ(fresh->size(), 2u);
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"e0", "e1", "e2", "e3", "e4", "e5", "n0", "n1"}));
+}
+
 }  // namespace
 }  // namespace tq::internal

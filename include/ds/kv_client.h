@@ -253,7 +253,9 @@ class KVClient {
   // Zero-copy partial read: a read-only view of each range (the same
   // lifetime rules as GetBuffers), nullopt for a missing key. Invalid (its
   // message starting "out of range") when a range starts at or past the end
-  // of its value.
+  // of its value. Of a value held by another worker only the range is
+  // pulled, into memory private to this read (no cached copy is kept); a
+  // range that covers the whole value is pulled as GetBuffers pulls it.
   Result<std::vector<std::optional<Buffer>>> Read(const std::vector<ReadRange>& ranges,
                                                   int32_t timeout_ms = 0);
 

@@ -727,9 +727,10 @@ class ControllerImpl : public TransferQueueController {
     switch (m.type()) {
       case MsgType::kCtlKvRetrieve: {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvRetrieveRequest::Decode(m.body()));
-        TQDS_ASSIGN_OR_RETURN(BatchMeta meta, state_.KvRetrieve(req.partition_id, req.keys, req.create));
-        reply_samples_ = meta.size();
-        r.Reply(internal::MetaMessage(m.type(), meta));
+        // Packed from the records in place: no BatchMeta is built.
+        TQDS_ASSIGN_OR_RETURN(auto rows, state_.KvRetrieveRows(req.partition_id, req.keys, req.create));
+        reply_samples_ = rows.size();
+        r.Reply(internal::MetaMessage(m.type(), rows));
         return Status::OK();
       }
       case MsgType::kCtlKvKeys: {

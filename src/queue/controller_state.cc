@@ -244,6 +244,21 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
   return Status::OK();
 }
 
+BatchMeta ControllerState::MakeMeta(const SampleRows& rows) {
+  if (rows.partition == nullptr) return BatchMeta(rows.names, {});
+  std::vector<SampleMeta> out(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    SampleMeta& m = out[i];
+    m.global_index = rows.global_index(i);
+    m.generation = rows.generation(i);
+    m.partition_id = rows.partition->name;
+    m.fields.reserve(rows.names.size());
+    for (size_t f = 0; f < rows.names.size(); ++f) m.fields.push_back(rows.field(i, f));
+    m.custom = rows.custom(i);
+  }
+  return BatchMeta(rows.names, std::move(out));
+}
+
 BatchMeta ControllerState::MakeMeta(const Partition& p, const std::vector<size_t>& positions,
                                     const std::vector<int>& fids,
                                     const std::vector<std::string>& names) const {

@@ -94,6 +94,32 @@ struct Partition {
   bool IsProduced(size_t pos, const std::vector<int>& fids) const;
 };
 
+// Samples of a partition as a reply lists them, read in place: the
+// interface of a BatchMeta's samples that PackBatchMeta reads, without
+// building one (a record per sample and field, each with its own shape).
+// Valid until the state changes: pack it at once.
+struct SampleRows {
+  const Partition* partition = nullptr;
+  std::vector<size_t> positions;
+  std::vector<int> fids;           // partition field id of each listed field (-1: none)
+  std::vector<std::string> names;  // the listed fields
+
+  size_t size() const { return positions.size(); }
+  const std::vector<std::string>& field_names() const { return names; }
+  size_t field_count(size_t) const { return names.size(); }
+  // A field the sample has no record of reads as FieldInfo{} (not produced).
+  const FieldInfo& field(size_t i, size_t f) const {
+    static const FieldInfo kNone;
+    const auto& fields = partition->samples[positions[i]].fields;
+    const int id = fids[f];
+    return id >= 0 && static_cast<size_t>(id) < fields.size() ? fields[id] : kNone;
+  }
+  int64_t global_index(size_t i) const { return partition->samples[positions[i]].global_index; }
+  uint64_t generation(size_t i) const { return partition->samples[positions[i]].generation; }
+  const std::string& partition_id(size_t) const { return partition->name; }
+  const CustomMeta& custom(size_t i) const { return partition->samples[positions[i]].custom; }
+};
+
 // Marks `positions` consumed by `task` and advances its cursor.
 void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>& positions);
 
@@ -189,6 +215,9 @@ class ControllerState {
   // listed twice is Invalid.
   Result<BatchMeta> KvRetrieve(const std::string& partition_id, const std::vector<std::string>& keys,
                                bool create);
+  // The same samples, unbuilt (the controller packs them into its reply).
+  Result<SampleRows> KvRetrieveRows(const std::string& partition_id, const std::vector<std::string>& keys,
+                                    bool create);
   // The key of each index (nullopt: no key, or not in the partition).
   // Unknown partition: NotFound.
   Result<std::vector<std::optional<std::string>>> KvKeys(const std::string& partition_id,
@@ -245,6 +274,7 @@ class ControllerState {
   const Partition* FindPartition(const std::string& id) const;
 
  private:
+  static BatchMeta MakeMeta(const SampleRows& rows);
   BatchMeta MakeMeta(const Partition& p, const std::vector<size_t>& positions,
                      const std::vector<int>& fids, const std::vector<std::string>& names) const;
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);

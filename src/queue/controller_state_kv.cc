@@ -8,6 +8,12 @@ namespace tq::internal {
 
 Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
                                               const std::vector<std::string>& keys, bool create) {
+  TQDS_ASSIGN_OR_RETURN(SampleRows rows, KvRetrieveRows(partition_id, keys, create));
+  return MakeMeta(rows);
+}
+
+Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_id,
+                                                   const std::vector<std::string>& keys, bool create) {
   if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
   if (keys.size() > kMaxKvKeysPerRequest) {
     return Status::Invalid("kv_retrieve: ", keys.size(), " keys in one request (at most ", kMaxKvKeysPerRequest, ")");
@@ -54,7 +60,7 @@ Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
       if (!seen.insert(keys[i]).second) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
     }
   }
-  if (pit == partitions_.end() && !create) return BatchMeta();
+  if (pit == partitions_.end() && !create) return SampleRows();
   if (create) {
     // Fresh samples through the normal allocation path (creates the partition).
     TQDS_RETURN_NOT_OK(AllocateRecords(partition_id, missing.size()).status());
@@ -87,7 +93,7 @@ Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
       names.push_back(p.field_names[f]);
     }
   }
-  return MakeMeta(p, positions, fids, names);
+  return SampleRows{&p, std::move(positions), std::move(fids), std::move(names)};
 }
 
 Result<std::vector<std::optional<std::string>>> ControllerState::KvKeys(

@@ -345,22 +345,38 @@ struct PartitionIndex {
   std::vector<std::string> partitions;
   std::vector<uint32_t> of_sample;
 };
-PartitionIndex IndexPartitions(const BatchMeta& meta) {
-  const auto& samples = meta.samples();
+// A BatchMeta's samples through the interface PackBatchMetaOf reads (that
+// of SampleRows, controller_state.h).
+struct MetaSamples {
+  const BatchMeta& meta;
+  size_t size() const { return meta.size(); }
+  const std::vector<std::string>& field_names() const { return meta.field_names(); }
+  size_t field_count(size_t i) const { return meta.samples()[i].fields.size(); }
+  const FieldInfo& field(size_t i, size_t f) const { return meta.samples()[i].fields[f]; }
+  int64_t global_index(size_t i) const { return meta.samples()[i].global_index; }
+  uint64_t generation(size_t i) const { return meta.samples()[i].generation; }
+  const std::string& partition_id(size_t i) const { return meta.samples()[i].partition_id; }
+  const CustomMeta& custom(size_t i) const { return meta.samples()[i].custom; }
+};
+
+template <typename Samples>
+PartitionIndex IndexPartitionsOf(const Samples& m) {
+  const size_t n = m.size();
   PartitionIndex out;
-  out.of_sample.resize(samples.size());
+  out.of_sample.resize(n);
   std::unordered_map<std::string_view, uint32_t> index_of;  // views of the samples' own names
-  for (size_t i = 0; i < samples.size(); ++i) {
-    if (i > 0 && samples[i].partition_id == samples[i - 1].partition_id) {
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0 && m.partition_id(i) == m.partition_id(i - 1)) {
       out.of_sample[i] = out.of_sample[i - 1];
       continue;
     }
-    auto [it, fresh] = index_of.try_emplace(samples[i].partition_id, static_cast<uint32_t>(out.partitions.size()));
-    if (fresh) out.partitions.push_back(samples[i].partition_id);
+    auto [it, fresh] = index_of.try_emplace(m.partition_id(i), static_cast<uint32_t>(out.partitions.size()));
+    if (fresh) out.partitions.push_back(m.partition_id(i));
     out.of_sample[i] = it->second;
   }
   return out;
 }
+PartitionIndex IndexPartitions(const BatchMeta& meta) { return IndexPartitionsOf(MetaSamples{meta}); }
 
 // What a column-form meta of n samples expands to in field records: one
 // per sample and field, plus one per dimension of each shape a shared
@@ -369,20 +385,22 @@ PartitionIndex IndexPartitions(const BatchMeta& meta) {
 uint64_t SharedRecordCost(uint64_t n, size_t dims) { return n * (1 + dims); }
 
 // The row form, for metas the column form cannot carry (see PackBatchMeta).
-void PackRowBatchMeta(Packer& pk, const BatchMeta& meta) {
+template <typename Samples>
+void PackRowBatchMeta(Packer& pk, const Samples& m) {
   pk.pack_map(2);
   pk.pack("fields");
-  pk.pack(meta.field_names());
+  pk.pack(m.field_names());
   pk.pack("samples");
-  pk.pack_array(static_cast<uint32_t>(meta.size()));
-  for (const auto& s : meta.samples()) {
+  pk.pack_array(static_cast<uint32_t>(m.size()));
+  for (size_t i = 0; i < m.size(); ++i) {
     pk.pack_array(5);
-    pk.pack_int64(s.global_index);
-    pk.pack_uint64(s.generation);
-    pk.pack(s.partition_id);
-    pk.pack_array(static_cast<uint32_t>(s.fields.size()));
-    for (const auto& f : s.fields) PackFieldInfo(pk, f);
-    PackCustomMeta(pk, s.custom);
+    pk.pack_int64(m.global_index(i));
+    pk.pack_uint64(m.generation(i));
+    pk.pack(m.partition_id(i));
+    const size_t nf = m.field_count(i);
+    pk.pack_array(static_cast<uint32_t>(nf));
+    for (size_t f = 0; f < nf; ++f) PackFieldInfo(pk, m.field(i, f));
+    PackCustomMeta(pk, m.custom(i));
   }
 }
 
@@ -423,45 +441,37 @@ Status ReadPlaces(const msgpack::object& po, const std::vector<std::string>& nam
 
 }  // namespace
 
-// The column form (docs/wire_format.md): identities as little-endian bin
-// columns, one FieldInfo per field when every sample has the same record,
-// custom maps only when one is not empty; 16384 samples of dense fields
-// decode from a few dozen msgpack objects instead of about 400000. Metas
-// it cannot carry go in the row form: a sample whose field records do not
-// match the field names (the receiver says so), a partition name longer
-// than a valid one, more samples than a bin column holds (2^21), or more
-// field records than a receiver accepts.
-void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
-  const auto& samples = meta.samples();
-  const auto& names = meta.field_names();
-  const size_t n = samples.size();
-  if (n * sizeof(int64_t) > tqds::wire::DefaultLimits().max_str ||
-      std::any_of(samples.begin(), samples.end(), [&](const SampleMeta& s) {
-        return s.fields.size() != names.size() || s.partition_id.size() > kMaxNameBytes;
-      })) {
-    return PackRowBatchMeta(pk, meta);
+namespace {
+
+template <typename Samples>
+void PackBatchMetaOf(Packer& pk, const Samples& m) {
+  const auto& names = m.field_names();
+  const size_t n = m.size();
+  bool rows = n * sizeof(int64_t) > tqds::wire::DefaultLimits().max_str;
+  for (size_t i = 0; i < n && !rows; ++i) {
+    rows = m.field_count(i) != names.size() || m.partition_id(i).size() > kMaxNameBytes;
   }
+  if (rows) return PackRowBatchMeta(pk, m);
   std::vector<bool> shared(names.size(), false);
   std::vector<bool> placed(names.size(), false);  // shared, with packed values: a "place" entry
   uint64_t cost = 0;
   for (size_t f = 0; f < names.size(); ++f) {
-    shared[f] = n > 0 && std::all_of(samples.begin(), samples.end(), [&](const SampleMeta& s) {
-                  return s.fields[f].SameValue(samples[0].fields[f]);
-                });
-    placed[f] = shared[f] && std::any_of(samples.begin(), samples.end(),
-                                         [&](const SampleMeta& s) { return s.fields[f].pack != 0; });
-    cost += SharedRecordCost(n, shared[f] ? samples[0].fields[f].shape.size() : 0);
-    if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, meta);
+    bool same = n > 0, any_pack = false;
+    for (size_t i = 0; i < n && same; ++i) same = m.field(i, f).SameValue(m.field(0, f));
+    for (size_t i = 0; i < n && same && !any_pack; ++i) any_pack = m.field(i, f).pack != 0;
+    shared[f] = same;
+    placed[f] = same && any_pack;
+    cost += SharedRecordCost(n, shared[f] ? m.field(0, f).shape.size() : 0);
+    if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, m);
   }
-  const PartitionIndex parts = IndexPartitions(meta);
+  const PartitionIndex parts = IndexPartitionsOf(m);
   std::vector<int64_t> gidx(n);
   std::vector<uint64_t> gen(n);
   bool any_custom = false;
   for (size_t i = 0; i < n; ++i) {
-    const SampleMeta& s = samples[i];
-    gidx[i] = s.global_index;
-    gen[i] = s.generation;
-    any_custom = any_custom || !s.custom.empty();
+    gidx[i] = m.global_index(i);
+    gen[i] = m.generation(i);
+    any_custom = any_custom || !m.custom(i).empty();
   }
   const bool any_placed = std::find(placed.begin(), placed.end(), true) != placed.end();
   pk.pack_map(6 + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
@@ -480,10 +490,10 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
   for (size_t f = 0; f < names.size(); ++f) {
     if (shared[f]) {
       pk.pack_array(1);
-      PackFieldInfo(pk, samples[0].fields[f], /*with_place=*/false);
+      PackFieldInfo(pk, m.field(0, f), /*with_place=*/false);
     } else {
       pk.pack_array(static_cast<uint32_t>(n));
-      for (const auto& s : samples) PackFieldInfo(pk, s.fields[f]);
+      for (size_t i = 0; i < n; ++i) PackFieldInfo(pk, m.field(i, f));
     }
   }
   if (any_placed) {
@@ -499,8 +509,9 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
       }
       bool one_pack = true;
       for (size_t i = 0; i < n; ++i) {
-        packs[i] = samples[i].fields[f].pack;
-        offsets[i] = packs[i] == 0 ? 0 : samples[i].fields[f].offset;
+        const FieldInfo& fi = m.field(i, f);
+        packs[i] = fi.pack;
+        offsets[i] = packs[i] == 0 ? 0 : fi.offset;
         one_pack = one_pack && packs[i] == packs[0];
       }
       pk.pack_array(2);
@@ -515,15 +526,28 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta) {
   if (any_custom) {
     pk.pack("custom");
     pk.pack_array(static_cast<uint32_t>(n));
-    for (const auto& s : samples) {
-      if (s.custom.empty()) {
+    for (size_t i = 0; i < n; ++i) {
+      if (m.custom(i).empty()) {
         pk.pack_nil();
       } else {
-        PackCustomMeta(pk, s.custom);
+        PackCustomMeta(pk, m.custom(i));
       }
     }
   }
 }
+
+}  // namespace
+
+// The column form (docs/wire_format.md): identities as little-endian bin
+// columns, one FieldInfo per field when every sample has the same record,
+// custom maps only when one is not empty; 16384 samples of dense fields
+// decode from a few dozen msgpack objects instead of about 400000. Metas
+// it cannot carry go in the row form: a sample whose field records do not
+// match the field names (the receiver says so), a partition name longer
+// than a valid one, more samples than a bin column holds (2^21), or more
+// field records than a receiver accepts.
+void PackBatchMeta(Packer& pk, const BatchMeta& meta) { PackBatchMetaOf(pk, MetaSamples{meta}); }
+void PackBatchMeta(Packer& pk, const SampleRows& rows) { PackBatchMetaOf(pk, rows); }
 
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
@@ -656,6 +680,12 @@ Result<GetMetaRequest> DecodeGetMeta(const msgpack::object& body) {
 Message MetaMessage(MsgType type, const BatchMeta& meta) {
   Message m(type, 0);
   m.set_body(tqds::wire::PackBody([&](Packer& pk) { PackBatchMeta(pk, meta); }));
+  return m;
+}
+
+Message MetaMessage(MsgType type, const SampleRows& rows) {
+  Message m(type, 0);
+  m.set_body(tqds::wire::PackBody([&](Packer& pk) { PackBatchMeta(pk, rows); }));
   return m;
 }
 

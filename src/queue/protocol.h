@@ -43,6 +43,8 @@ inline constexpr size_t kMaxMetaFieldRecords = size_t{1} << 23;
 // Names (partitions, fields, tasks): at most this many bytes (ValidateName).
 inline constexpr size_t kMaxNameBytes = 256;
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
+// The same bytes as PackBatchMeta(pk, ControllerState::MakeMeta(rows)).
+void PackBatchMeta(Packer& pk, const SampleRows& rows);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 
 // Custom metadata values: nil, bool, int64, float64 (always float64), str,
@@ -60,6 +62,7 @@ Result<GetMetaRequest> DecodeGetMeta(const msgpack::object& body);
 
 // A message whose body is a BatchMeta (NotifyProduced, replies, clears).
 tqds::wire::Message MetaMessage(tqds::wire::MsgType type, const BatchMeta& meta);
+tqds::wire::Message MetaMessage(tqds::wire::MsgType type, const SampleRows& rows);
 Result<BatchMeta> MetaFromMessage(const tqds::wire::Message& m);
 
 // A compact list of sample identities (no field records) for clears:

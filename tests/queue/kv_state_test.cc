@@ -10,6 +10,7 @@
 #include "common/test_util.h"
 #include "queue/controller_state.h"
 #include "queue/field_info_util.h"
+#include "queue/protocol.h"
 
 namespace tq::internal {
 namespace {
@@ -271,6 +272,38 @@ TEST_F(KvStateTest, APartitionPutToAndClearedOverAndOverKeepsOnlyItsLiveRecords)
   ASSERT_TRUE(fresh.has_value());
   EXPECT_EQ(fresh->size(), 2u);
   EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"e0", "e1", "e2", "e3", "e4", "e5", "n0", "n1"}));
+}
+
+TEST_F(KvStateTest, ARetrieveReplyPackedFromRecordsIsTheMetasBytes) {
+  // The controller packs kv_retrieve replies straight from its records
+  // (SampleRows); they must be byte for byte what the meta packs to.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 40; ++i) keys.push_back("k" + std::to_string(i));
+  BatchMeta m = Retrieve("p", keys, true);
+  std::vector<SampleMeta> samples = m.samples();
+  for (size_t i = 0; i < samples.size(); ++i) {
+    FieldInfo same = I64Field(4), own = I64Field(static_cast<int64_t>(i % 3) + 1), packed = I64Field(2);
+    packed.pack = i < 20 ? 7 : 9;  // two packs: a column of ids
+    packed.offset = 16 * (i % 20);
+    own.pack = i % 2 == 0 ? 0 : 11;  // some values under their own keys
+    own.offset = own.pack == 0 ? 0 : 64 * i;
+    samples[i].fields = {same, own, packed};
+    if (i == 5) samples[i].custom["score"] = MetaValue(int64_t{3});
+  }
+  ASSERT_OK(state_.MarkProduced(BatchMeta({"same", "own", "packed"}, samples)));
+  auto bytes = [](const auto& meta) {
+    return tqds::wire::PackBody([&](Packer& pk) { PackBatchMeta(pk, meta); });
+  };
+  std::vector<std::string> pick = {"k3", "k0", "k39", "k17", "k20"};
+  for (const auto& ask : {keys, pick, std::vector<std::string>{"k1"}, std::vector<std::string>{"nobody"}}) {
+    ASSERT_OK_AND_ASSIGN(SampleRows rows, state_.KvRetrieveRows("p", ask, false));
+    ASSERT_OK_AND_ASSIGN(BatchMeta meta, state_.KvRetrieve("p", ask, false));
+    EXPECT_EQ(rows.size(), meta.size());
+    EXPECT_EQ(bytes(rows), bytes(meta)) << ask.size() << " keys";
+  }
+  // An unknown partition: no rows, the bytes of an empty meta.
+  ASSERT_OK_AND_ASSIGN(SampleRows none, state_.KvRetrieveRows("q", {"a"}, false));
+  EXPECT_EQ(bytes(none), bytes(BatchMeta()));
 }
 
 }  // namespace

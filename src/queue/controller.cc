@@ -603,7 +603,7 @@ class ControllerImpl : public TransferQueueController {
   Status OnGetMeta(const Message& m, Responder& r) {
     TQDS_ASSIGN_OR_RETURN(auto req, internal::DecodeGetMeta(m.body()));
     TQDS_RETURN_NOT_OK(internal::ValidateName(req.partition_id, "partition_id"));
-    TQDS_ASSIGN_OR_RETURN(auto answer, state_.TryGetMeta(req));
+    TQDS_ASSIGN_OR_RETURN(auto answer, state_.TryGetMetaRows(req));
     if (answer) {
       reply_samples_ = answer->size();
       r.Reply(internal::MetaMessage(m.type(), *answer));
@@ -794,7 +794,7 @@ class ControllerImpl : public TransferQueueController {
         ++it;
         continue;
       }
-      auto answer = state_.TryGetMeta(it->request);
+      auto answer = state_.TryGetMetaRows(it->request);
       if (!answer.ok()) {
         it->responder.ReplyError(answer.status());
       } else if (*answer) {

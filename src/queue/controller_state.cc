@@ -300,7 +300,7 @@ std::vector<size_t> ControllerState::VisibleByIndex(const Partition& p) {
   return out;
 }
 
-Result<std::optional<BatchMeta>> ControllerState::ForceFetchAll(const GetMetaRequest& req) const {
+Result<std::optional<SampleRows>> ControllerState::ForceFetchAll(const GetMetaRequest& req) const {
   const Partition* p = FindPartition(req.partition_id);
   if (p == nullptr) {
     return Status::NotFound("get_meta (force_fetch_all): partition '", req.partition_id, "' does not exist");
@@ -314,10 +314,16 @@ Result<std::optional<BatchMeta>> ControllerState::ForceFetchAll(const GetMetaReq
       names.push_back(f);
     }
   }
-  return std::optional<BatchMeta>(MakeMeta(*p, VisibleByIndex(*p), fids, names));
+  return std::optional<SampleRows>(SampleRows{p, VisibleByIndex(*p), std::move(fids), std::move(names)});
 }
 
 Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaRequest& req) {
+  TQDS_ASSIGN_OR_RETURN(auto rows, TryGetMetaRows(req));
+  if (!rows) return std::optional<BatchMeta>();
+  return std::optional<BatchMeta>(MakeMeta(*rows));
+}
+
+Result<std::optional<SampleRows>> ControllerState::TryGetMetaRows(const GetMetaRequest& req) {
   if (req.mode == FetchMode::kForceFetchAll) return ForceFetchAll(req);  // any fields, even none
   if (req.fields.empty()) return Status::Invalid("get_meta needs at least one data field");
   if (req.batch_size < 0) return Status::Invalid("batch_size must be >= 0, got ", req.batch_size);
@@ -331,8 +337,8 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
   if (mode != FetchMode::kForceFetch && custom == nullptr) TQDS_RETURN_NOT_OK(SamplerFor(sampling).status());
   auto pit = partitions_.find(req.partition_id);
   if (pit == partitions_.end()) {
-    if (mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<BatchMeta>();
-    return std::optional<BatchMeta>(BatchMeta(req.fields, {}));
+    if (mode == FetchMode::kFetch && req.batch_size > 0) return std::optional<SampleRows>();
+    return std::optional<SampleRows>(SampleRows{nullptr, {}, {}, req.fields});
   }
   Partition& p = *pit->second;
   std::vector<int> fids;
@@ -344,7 +350,7 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
       if (req.batch_size > 0 && positions.size() >= static_cast<size_t>(req.batch_size)) break;
       if (p.IsVisible(pos) && p.IsProduced(pos, fids)) positions.push_back(pos);
     }
-    return std::optional<BatchMeta>(MakeMeta(p, positions, fids, req.fields));
+    return std::optional<SampleRows>(SampleRows{&p, std::move(positions), std::move(fids), req.fields});
   }
 
   Sampler* sampler = custom;
@@ -362,11 +368,11 @@ Result<std::optional<BatchMeta>> ControllerState::TryGetMeta(const GetMetaReques
                                                      sampling, mode == FetchMode::kPoll));
   if (!picked) {
     // poll_all: all or nothing, and nothing is an empty answer, not a wait.
-    if (mode == FetchMode::kPollAll) return std::optional<BatchMeta>(BatchMeta(req.fields, {}));
-    return std::optional<BatchMeta>();
+    if (mode == FetchMode::kPollAll) return std::optional<SampleRows>(SampleRows{nullptr, {}, {}, req.fields});
+    return std::optional<SampleRows>();
   }
   if (!sampler->MarksConsumed()) MarkConsumed(p, task, *picked);
-  return std::optional<BatchMeta>(MakeMeta(p, *picked, fids, req.fields));
+  return std::optional<SampleRows>(SampleRows{&p, std::move(*picked), std::move(fids), req.fields});
 }
 
 void ControllerState::EraseKey(Partition& p, size_t pos) {

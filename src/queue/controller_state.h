@@ -180,6 +180,8 @@ class ControllerState {
   Status MarkProduced(BatchMeta meta);
   // Answers a get_meta, or returns std::nullopt when a fetch must wait.
   Result<std::optional<BatchMeta>> TryGetMeta(const GetMetaRequest& req);
+  // The same answer, unbuilt (the controller packs it into its reply).
+  Result<std::optional<SampleRows>> TryGetMetaRows(const GetMetaRequest& req);
 
   // Phase 1 of a clear: hides the samples and returns them (with the fields
   // that are in storage). Unknown partition or indexes: empty, not an error.
@@ -281,7 +283,7 @@ class ControllerState {
   // Allocate without the meta: the new samples are the last `count` of the
   // partition returned.
   Result<Partition*> AllocateRecords(const std::string& partition_id, size_t count);
-  Result<std::optional<BatchMeta>> ForceFetchAll(const GetMetaRequest& req) const;
+  Result<std::optional<SampleRows>> ForceFetchAll(const GetMetaRequest& req) const;
   // The call's sampling config with the controller's default_sampling under it.
   SamplingConfig EffectiveSampling(const SamplingConfig& call) const;
   // Visible positions of `p` in ascending global index.

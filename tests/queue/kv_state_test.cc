@@ -304,6 +304,25 @@ TEST_F(KvStateTest, ARetrieveReplyPackedFromRecordsIsTheMetasBytes) {
   // An unknown partition: no rows, the bytes of an empty meta.
   ASSERT_OK_AND_ASSIGN(SampleRows none, state_.KvRetrieveRows("q", {"a"}, false));
   EXPECT_EQ(bytes(none), bytes(BatchMeta()));
+  // get_meta answers too (the modes that change nothing, so both can run),
+  // a field no sample has included.
+  for (FetchMode mode : {FetchMode::kForceFetch, FetchMode::kForceFetchAll}) {
+    GetMetaRequest req;
+    req.partition_id = "p";
+    req.fields = {"packed", "nothing", "same"};
+    req.batch_size = 25;
+    req.mode = mode;
+    ASSERT_OK_AND_ASSIGN(auto rows, state_.TryGetMetaRows(req));
+    ASSERT_OK_AND_ASSIGN(auto meta, state_.TryGetMeta(req));
+    ASSERT_TRUE(rows.has_value() && meta.has_value());
+    EXPECT_EQ(bytes(*rows), bytes(*meta));
+    EXPECT_EQ(rows->size(), mode == FetchMode::kForceFetchAll ? 40u : 0u) << "no sample has 'nothing'";
+    req.fields = {"own", "same"};
+    ASSERT_OK_AND_ASSIGN(rows, state_.TryGetMetaRows(req));
+    ASSERT_OK_AND_ASSIGN(meta, state_.TryGetMeta(req));
+    EXPECT_EQ(bytes(*rows), bytes(*meta));
+    EXPECT_EQ(rows->size(), mode == FetchMode::kForceFetchAll ? 40u : 25u);
+  }
 }
 
 }  // namespace

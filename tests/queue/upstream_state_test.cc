@@ -160,6 +160,30 @@ TEST_F(UpstreamStateTest, PollAllReturnsTheSamplersCachedSelection) {
   EXPECT_TRUE(Get(Req("t", 4, FetchMode::kPollAll, {"a"}, rank)).empty());
 }
 
+TEST_F(UpstreamStateTest, ACachedSelectionSurvivesTheCompactionOfItsPartition) {
+  // Positions are renumbered when released records are compacted away; a
+  // sampler's cached (dp_rank, batch_index) selection must still name the
+  // same samples afterwards. The kept samples come after 1500 that are
+  // released, so their positions change from 1500.. to 0...
+  BatchMeta churn = Alloc("p", 1500);  // never produced: not selectable
+  BatchMeta kept = Alloc("p", 4);
+  Produce(kept, {"a"});
+  SamplingConfig rank = {{"sampler", std::string("rank_aware")}, {"dp_rank", int64_t{0}},
+                         {"batch_index", int64_t{0}}};
+  auto first = Get(Req("t", 4, FetchMode::kPollAll, {"a"}, rank)).global_indexes();
+  EXPECT_EQ(first, kept.global_indexes());
+  ASSERT_EQ(state_.BeginClearSamples("p", churn.global_indexes()).size(), churn.size());
+  ASSERT_OK(state_.ReleaseSamples(churn));
+  EXPECT_EQ(state_.RecordCount("p"), 4u) << "the released records are compacted away";
+  // The cached selection still names the kept samples, and the task's
+  // consumption moved with them: nothing is served twice.
+  EXPECT_EQ(Get(Req("t", 4, FetchMode::kPollAll, {"a"}, rank)).global_indexes(), first);
+  EXPECT_TRUE(Get(Req("t", 4, FetchMode::kPollAll)).empty());
+  BatchMeta later = Alloc("p", 2);
+  Produce(later, {"a"});
+  EXPECT_EQ(Get(Req("t", 4, FetchMode::kPoll)).global_indexes(), later.global_indexes());
+}
+
 TEST_F(UpstreamStateTest, PollingModeMakesFetchAnswerAtOnce) {
   BatchMeta m = Alloc("p", 2);
   Produce(m, {"a"});

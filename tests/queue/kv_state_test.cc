@@ -41,6 +41,16 @@ class KvStateTest : public ::testing::Test {
     }
     return out;
   }
+  static GetMetaRequest Req(const std::string& p, const std::string& task, std::vector<std::string> fields,
+                            int64_t batch, FetchMode mode = FetchMode::kFetch) {
+    GetMetaRequest req;
+    req.partition_id = p;
+    req.task_name = task;
+    req.fields = std::move(fields);
+    req.batch_size = batch;
+    req.mode = mode;
+    return req;
+  }
   std::optional<std::string> KeyOf(const std::string& p, int64_t index) {
     auto r = state_.KvKeys(p, {index});
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -216,12 +226,7 @@ TEST_F(KvStateTest, ClearPartitionDropsAnEmptiedKeyedPartitionAtOnce) {
 TEST_F(KvStateTest, KeyedSamplesServeGetMetaLikeAnyOther) {
   BatchMeta m = Retrieve("p", {"a", "b"}, true);
   Produce(m, {"x"});
-  GetMetaRequest req;
-  req.partition_id = "p";
-  req.task_name = "t";
-  req.fields = {"x"};
-  req.batch_size = 2;
-  ASSERT_OK_AND_ASSIGN(auto got, state_.TryGetMeta(req));
+  ASSERT_OK_AND_ASSIGN(auto got, state_.TryGetMeta(Req("p", "t", {"x"}, 2)));
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->global_indexes(), m.global_indexes());
 }
@@ -234,12 +239,7 @@ TEST_F(KvStateTest, APartitionPutToAndClearedOverAndOverKeepsOnlyItsLiveRecords)
   // cached selections through the renumbering.
   BatchMeta early = Retrieve("p", {"e0", "e1", "e2", "e3", "e4", "e5"}, true);
   Produce(early, {"x"});
-  GetMetaRequest req;
-  req.partition_id = "p";
-  req.task_name = "t";
-  req.fields = {"x"};
-  req.batch_size = 3;
-  req.mode = FetchMode::kPoll;
+  GetMetaRequest req = Req("p", "t", {"x"}, 3, FetchMode::kPoll);
   ASSERT_OK_AND_ASSIGN(auto first, state_.TryGetMeta(req));
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->global_indexes(), (std::vector<int64_t>{0, 1, 2}));
@@ -307,11 +307,7 @@ TEST_F(KvStateTest, ARetrieveReplyPackedFromRecordsIsTheMetasBytes) {
   // get_meta answers too (the modes that change nothing, so both can run),
   // a field no sample has included.
   for (FetchMode mode : {FetchMode::kForceFetch, FetchMode::kForceFetchAll}) {
-    GetMetaRequest req;
-    req.partition_id = "p";
-    req.fields = {"packed", "nothing", "same"};
-    req.batch_size = 25;
-    req.mode = mode;
+    GetMetaRequest req = Req("p", "", {"packed", "nothing", "same"}, 25, mode);
     ASSERT_OK_AND_ASSIGN(auto rows, state_.TryGetMetaRows(req));
     ASSERT_OK_AND_ASSIGN(auto meta, state_.TryGetMeta(req));
     ASSERT_TRUE(rows.has_value() && meta.has_value());

@@ -430,15 +430,12 @@ Status ClusterNode::Fetch(Session& reader, const std::vector<std::string>& keys,
     // A range that starts past the end is the caller's to report: the key
     // is pulled whole, as without a range.
     const ValueRange r = ranges.empty() ? ValueRange{} : ranges[i];
-    if (r.offset < lr.size) {
-      const uint64_t left = lr.size - r.offset;
-      const uint64_t n = (r.length == 0 || r.length > left) ? left : r.length;
-      if (n < lr.size) {
-        w.offset = r.offset;
-        w.size = n;
-        part.push_back(std::move(w));
-        continue;
-      }
+    const uint64_t n = RangeBytes(r.offset, r.length, lr.size);
+    if (n > 0 && n < lr.size) {
+      w.offset = r.offset;
+      w.size = n;
+      part.push_back(std::move(w));
+      continue;
     }
     whole.push_back(std::move(w));
   }

@@ -678,9 +678,8 @@ Result<std::vector<std::optional<Buffer>>> KVClient::Read(const std::vector<Read
       return Status::Invalid("out of range: read offset ", r.offset, " of key '", r.key,
                              "' is not in [0, ", size, ")");
     }
-    const uint64_t skip = r.offset - from[i], left = size - skip;
-    const uint64_t n = (r.size == 0 || r.size > left) ? left : r.size;
-    block[i] = block[i]->Slice(skip, n);
+    const uint64_t skip = r.offset - from[i];
+    block[i] = block[i]->Slice(skip, RangeBytes(skip, r.size, size));
   }
   return block;
 }

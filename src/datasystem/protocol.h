@@ -64,4 +64,13 @@ struct ValueRange {
   uint64_t length = 0;
 };
 
+// How many bytes of a value of `size` bytes the range [offset, offset +
+// length) covers (length 0: to the end; a range past the end stops there);
+// 0 when it starts at or past the end.
+inline uint64_t RangeBytes(uint64_t offset, uint64_t length, uint64_t size) {
+  if (offset >= size) return 0;
+  const uint64_t left = size - offset;
+  return (length == 0 || length > left) ? left : length;
+}
+
 }  // namespace ds

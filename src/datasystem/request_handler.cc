@@ -282,8 +282,7 @@ Result<Message> RequestHandler::Get(const Message& request, Call& call) {
         const ValueRange& r = m.ranges[i];
         if (r.offset >= f.from && r.offset - f.from < f.size) {
           skip = r.offset - f.from;
-          n = f.size - skip;
-          if (r.length != 0) n = std::min(n, r.length);
+          n = RangeBytes(skip, r.length, f.size);
         }
       }
       reply.payloads().push_back(tqds::Buffer::Copy(store_.base() + f.offset + skip, n));

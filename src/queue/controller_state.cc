@@ -35,9 +35,9 @@ void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>
   }
 }
 
-bool CompactPartition(Partition& p) {
+void CompactPartition(Partition& p) {
   const size_t dead = p.samples.size() - p.position_of.size();
-  if (dead <= kCompactAbove || dead < p.samples.size() / 2) return false;
+  if (dead <= kCompactAbove || dead < p.samples.size() / 2) return;
   constexpr size_t kGone = SIZE_MAX;
   std::vector<size_t> moved(p.samples.size(), kGone);  // old position -> new
   std::vector<SampleRecord> kept;
@@ -82,7 +82,6 @@ bool CompactPartition(Partition& p) {
     }
     for (auto& [key, positions] : task.sticky) renumber(positions);
   }
-  return true;
 }
 
 const Partition* ControllerState::FindPartition(const std::string& id) const {
@@ -257,27 +256,6 @@ BatchMeta ControllerState::MakeMeta(const SampleRows& rows) {
     m.custom = rows.custom(i);
   }
   return BatchMeta(rows.names, std::move(out));
-}
-
-BatchMeta ControllerState::MakeMeta(const Partition& p, const std::vector<size_t>& positions,
-                                    const std::vector<int>& fids,
-                                    const std::vector<std::string>& names) const {
-  std::vector<SampleMeta> out;
-  out.reserve(positions.size());
-  for (size_t pos : positions) {
-    const SampleRecord& r = p.samples[pos];
-    SampleMeta m;
-    m.global_index = r.global_index;
-    m.generation = r.generation;
-    m.partition_id = p.name;
-    m.fields.reserve(fids.size());
-    for (int f : fids) {
-      m.fields.push_back(f >= 0 && static_cast<size_t>(f) < r.fields.size() ? r.fields[f] : FieldInfo{});
-    }
-    m.custom = r.custom;
-    out.push_back(std::move(m));
-  }
-  return BatchMeta(names, std::move(out));
 }
 
 SamplingConfig ControllerState::EffectiveSampling(const SamplingConfig& call) const {
@@ -670,7 +648,7 @@ Result<BatchMeta> ControllerState::GetSamples(const std::string& partition_id,
   }
   std::vector<int> all(p->field_names.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  return MakeMeta(*p, positions, all, p->field_names);
+  return MakeMeta(SampleRows{p, std::move(positions), std::move(all), p->field_names});
 }
 
 }  // namespace tq::internal

@@ -128,9 +128,9 @@ void MarkConsumed(const Partition& p, TaskState& task, const std::vector<size_t>
 // the positions of the rest everywhere they are held (keys, tasks, cached
 // selections). Without it a partition that is put to and cleared over and
 // over keeps a record for every sample it ever had, and every scan of it
-// slows down. Returns whether it compacted.
+// slows down.
 inline constexpr size_t kCompactAbove = 1024;
-bool CompactPartition(Partition& p);
+void CompactPartition(Partition& p);
 
 struct GetMetaRequest {
   std::string partition_id;
@@ -277,8 +277,6 @@ class ControllerState {
 
  private:
   static BatchMeta MakeMeta(const SampleRows& rows);
-  BatchMeta MakeMeta(const Partition& p, const std::vector<size_t>& positions,
-                     const std::vector<int>& fids, const std::vector<std::string>& names) const;
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
   // Allocate without the meta: the new samples are the last `count` of the
   // partition returned.

@@ -388,7 +388,6 @@ class YuanrongStorageManager : public StorageManager {
         const size_t o = it->second;
         lo[o] = std::min(lo[o], p.offset);
         hi[o] = std::max(hi[o], p.offset + nb);
-        sizes[o] = hi[o] - lo[o];
         object_of[f * n + s] = o;
       }
     }
@@ -399,6 +398,7 @@ class YuanrongStorageManager : public StorageManager {
       ranges.reserve(keys.size());
       for (size_t o = 0; o < keys.size(); ++o) {
         if (hi[o] == lo[o]) lo[o] = 0;
+        if (hi[o] > lo[o]) sizes[o] = hi[o] - lo[o];  // a pack: the bytes read of it
         ranges.push_back(ds::ReadRange{keys[o], lo[o], hi[o] - lo[o]});
       }
     }

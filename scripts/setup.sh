@@ -18,7 +18,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libzmq3-dev libsodium-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev libfmt-dev libcli11-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev libcpp-httplib-dev prometheus-cpp-dev zlib1g-dev
+  libcurl4-openssl-dev libcpp-httplib-dev prometheus-cpp-dev zlib1g-dev libabsl-dev
   etcd-server etcd-client redis-server redis-tools iperf3 iproute2 procps curl
   python3-dev python3-venv
   clang-14 libclang-rt-14-dev libfuzzer-14-dev

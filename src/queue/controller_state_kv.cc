@@ -133,10 +133,12 @@ BatchMeta ControllerState::BeginKvClear(const std::string& partition_id, const s
   Partition& p = *it->second;
   p.keep_when_empty = true;
   std::vector<size_t> positions;
-  std::unordered_set<size_t> seen;
+  std::vector<bool> seen(p.samples.size());  // a key listed twice is cleared once
   for (const auto& k : keys) {
     auto kit = p.position_of_key.find(k);
-    if (kit != p.position_of_key.end() && seen.insert(kit->second).second) positions.push_back(kit->second);
+    if (kit == p.position_of_key.end() || seen[kit->second]) continue;
+    seen[kit->second] = true;
+    positions.push_back(kit->second);
   }
   return BeginClear(p, positions);
 }

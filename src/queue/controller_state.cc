@@ -53,9 +53,6 @@ void CompactPartition(Partition& p) {
   // Their bucket arrays too: sized for the most samples ever held.
   p.position_of.rehash(0);
   p.position_of_key.rehash(0);
-  std::map<size_t, std::string> key_at;
-  for (auto& [pos, key] : p.key_at) key_at.emplace_hint(key_at.end(), moved[pos], std::move(key));
-  p.key_at = std::move(key_at);
   // A list of positions, renumbered; released samples leave it.
   auto renumber = [&](std::vector<size_t>& positions) {
     size_t out = 0;
@@ -354,10 +351,10 @@ Result<std::optional<SampleRows>> ControllerState::TryGetMetaRows(const GetMetaR
 }
 
 void ControllerState::EraseKey(Partition& p, size_t pos) {
-  auto it = p.key_at.find(pos);
-  if (it == p.key_at.end()) return;
-  p.position_of_key.erase(it->second);
-  p.key_at.erase(it);
+  std::string& key = p.samples[pos].key;
+  if (key.empty()) return;
+  p.position_of_key.erase(key);
+  key.clear();
 }
 
 BatchMeta ControllerState::BeginClear(Partition& p, const std::vector<size_t>& positions) {

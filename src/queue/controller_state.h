@@ -44,6 +44,7 @@ struct SampleRecord {
   bool clearing = false;  // hidden: storage is being freed
   std::vector<FieldInfo> fields;  // by partition field id
   CustomMeta custom;
+  std::string key;  // KV API: the key naming this sample, empty for none
 };
 
 struct CachedSelection {
@@ -77,14 +78,14 @@ struct Partition {
   std::unordered_map<std::string, int> field_id;
   std::unordered_map<std::string, TaskState> tasks;
   size_t live_count = 0;  // live and not clearing
-  // KV API: the keys of keyed samples, both ways. key_at is ordered by
-  // position, i.e. by key creation (a key always gets a fresh sample). A
-  // key is erased when its sample's clear begins (phase 1).
-  // An open-addressing table (abseil's): a put or a clear of 16384 keys
-  // creates or erases 16384 entries, and the node-based std::unordered_map
-  // spent that on allocations and three cache misses per lookup.
+  // KV API: the keys of keyed samples, both ways (SampleRecord::key the
+  // other way; records are in position order, i.e. in key creation order,
+  // a key always getting a fresh sample). A key is erased when its
+  // sample's clear begins (phase 1). An open-addressing table (abseil's):
+  // a put or a clear of 16384 keys creates or erases 16384 entries, and the
+  // node-based std::unordered_map spent that on allocations and three cache
+  // misses per lookup.
   absl::flat_hash_map<std::string, size_t> position_of_key;
-  std::map<size_t, std::string> key_at;
   // Indexes reserved when the partition was created (upstream's
   // TQ_PRE_ALLOC_SAMPLE_NUM) that no sample holds yet: allocations take them
   // first, smallest first; the status matrices show them as rows not yet

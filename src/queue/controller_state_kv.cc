@@ -71,7 +71,7 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
     size_t next_new = p.samples.size() - missing.size();
     for (size_t i : missing) {
       p.position_of_key.emplace(keys[i], next_new);
-      p.key_at.emplace_hint(p.key_at.end(), next_new, keys[i]);
+      p.samples[next_new].key = keys[i];
       positions[i] = next_new++;
     }
     p.keep_when_empty = true;
@@ -104,8 +104,8 @@ Result<std::vector<std::optional<std::string>>> ControllerState::KvKeys(
   for (size_t i = 0; i < indexes.size(); ++i) {
     auto pit = p->position_of.find(indexes[i]);
     if (pit == p->position_of.end()) continue;
-    auto kit = p->key_at.find(pit->second);
-    if (kit != p->key_at.end()) out[i] = kit->second;
+    const std::string& key = p->samples[pit->second].key;
+    if (!key.empty()) out[i] = key;
   }
   return out;
 }
@@ -113,8 +113,10 @@ Result<std::vector<std::optional<std::string>>> ControllerState::KvKeys(
 KvListing ControllerState::KvList(const std::optional<std::string>& partition_id) const {
   auto list_one = [](const Partition& p) {
     KvPartition out{p.name, {}};
-    out.entries.reserve(p.key_at.size());
-    for (const auto& [pos, key] : p.key_at) out.entries.push_back({key, p.samples[pos].custom});
+    out.entries.reserve(p.position_of_key.size());
+    for (const SampleRecord& r : p.samples) {
+      if (!r.key.empty()) out.entries.push_back({r.key, r.custom});
+    }
     return out;
   };
   KvListing listing;

@@ -68,11 +68,12 @@ void PackPartition(Packer& pk, const Partition& p) {
     PackCustomMeta(pk, r.custom);
   }
   pk.pack("keys");
-  pk.pack_array(static_cast<uint32_t>(p.key_at.size()));
-  for (const auto& [pos, key] : p.key_at) {
+  pk.pack_array(static_cast<uint32_t>(p.position_of_key.size()));
+  for (size_t pos = 0; pos < p.samples.size(); ++pos) {
+    if (p.samples[pos].key.empty()) continue;
     pk.pack_array(2);
     pk.pack_uint64(pos);
-    pk.pack(key);
+    pk.pack(p.samples[pos].key);
   }
   pk.pack("reserved");
   pk.pack(std::vector<int64_t>(p.reserved.begin(), p.reserved.end()));
@@ -244,9 +245,10 @@ Status ReadKeys(const MapReader& rd, Partition& p) {
     TQDS_RETURN_NOT_OK(ValidateName(key, "snapshot key"));
     TQDS_RETURN_NOT_OK(CheckPosition(pos, p.samples.size(), rd.what() + ".keys"));
     if (!p.IsVisible(pos)) return Status::Invalid(rd.what(), ": key '", key, "' names a sample that is not live");
-    if (!p.position_of_key.emplace(key, pos).second || !p.key_at.emplace(pos, key).second) {
+    if (!p.samples[pos].key.empty() || !p.position_of_key.emplace(key, pos).second) {
       return Status::Invalid(rd.what(), ": key '", key, "' or its sample is listed twice");
     }
+    p.samples[pos].key = key;
   }
   return Status::OK();
 }

@@ -435,6 +435,16 @@ void InitMeta(py::module_& m) {
       .def("__len__", &BatchMeta::size)
       .def_property_readonly("size", &BatchMeta::size)
       .def_property_readonly("global_indexes", &BatchMeta::global_indexes)
+      .def(
+          "same_indexes",
+          [](const BatchMeta& m, const BatchMeta& o) {
+            if (m.size() != o.size()) return false;
+            for (size_t i = 0; i < m.size(); ++i) {
+              if (m.samples()[i].global_index != o.samples()[i].global_index) return false;
+            }
+            return true;
+          },
+          py::arg("other"), "Whether other lists the same global indexes in the same order (no lists built).")
       .def_property_readonly("partition_ids", &BatchMeta::partition_ids)
       .def_property_readonly("field_names", &BatchMeta::field_names)
       .def_property_readonly("generations",

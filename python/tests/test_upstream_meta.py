@@ -588,6 +588,10 @@ def test_update_from_native_after_put(core, part):
     assert y["is_nested"] and y["per_sample_shapes"] == [(2,)] * 3 and y["kind"] == 0  # as upstream's add_fields
     with pytest.raises(ValueError):
         m2._update_from_native(native.select_samples([0]))
+    m3 = BatchMeta._from_native(native.select_fields([]))
+    with pytest.raises(ValueError, match="other samples"):  # the same samples in another order
+        m3._update_from_native(native.select_samples([2, 1, 0]))
+    assert m3._update_from_native(native.select_samples([0, 1, 2])) is m3
 
 
 def test_concat_of_native_and_user_built_metas(core, part):

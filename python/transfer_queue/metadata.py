@@ -431,7 +431,9 @@ class BatchMeta:
         schemas of its fields (from `data` exactly as upstream's add_fields
         when given, plus our keys) and marks every sample ready. Fields of
         this meta that the put did not write keep their schema. Returns self."""
-        if list(native.global_indexes) != self.global_indexes:
+        same = (self._native.same_indexes(native) if self._gidx is None and self._native is not None
+                else list(native.global_indexes) == self.global_indexes)
+        if not same:
             raise _tqds.InvalidArgumentError("_update_from_native: the native meta holds other samples")
         new_schema, _ = _schema_and_status_from_native(native)
         if data is not None and data.batch_size[0] > 0:

@@ -41,18 +41,16 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
       taken[pos] = true;
       return true;
     };
+    size_t hint = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
-      if (p == nullptr) {
+      const size_t pos = p == nullptr ? Partition::kNoPosition : p->FindKey(keys[i], hint);
+      if (pos == Partition::kNoPosition) {
         missing.push_back(i);
         continue;
       }
-      auto it = p->position_of_key.find(keys[i]);
-      if (it == p->position_of_key.end()) {
-        missing.push_back(i);
-        continue;
-      }
-      if (!take(it->second)) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
-      positions[i] = it->second;
+      if (!take(pos)) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
+      positions[i] = pos;
+      hint = pos + 1;
     }
     std::unordered_set<std::string_view> seen;
     seen.reserve(missing.size());
@@ -136,11 +134,13 @@ BatchMeta ControllerState::BeginKvClear(const std::string& partition_id, const s
   p.keep_when_empty = true;
   std::vector<size_t> positions;
   std::vector<bool> seen(p.samples.size());  // a key listed twice is cleared once
+  size_t hint = 0;
   for (const auto& k : keys) {
-    auto kit = p.position_of_key.find(k);
-    if (kit == p.position_of_key.end() || seen[kit->second]) continue;
-    seen[kit->second] = true;
-    positions.push_back(kit->second);
+    const size_t pos = p.FindKey(k, hint);
+    if (pos == Partition::kNoPosition || seen[pos]) continue;
+    seen[pos] = true;
+    positions.push_back(pos);
+    hint = pos + 1;
   }
   return BeginClear(p, positions);
 }

@@ -181,6 +181,43 @@ TEST_F(KvStateTest, ClearRemovesKeysAtOnceAndKeepsThePartition) {
   EXPECT_TRUE(again.field_names().empty()) << "the old sample's fields are gone";
 }
 
+TEST_F(KvStateTest, KeysInAnyOrderFindTheirOwnSamples) {
+  // A lookup first tries the position after the previous key's (keys often
+  // come in creation order); whatever the order, each key finds its sample.
+  BatchMeta m = Retrieve("p", {"a", "b", "c", "d", "e"}, true);
+  auto index_of = [&](const BatchMeta& meta) {
+    std::vector<int64_t> out;
+    for (const auto& s : meta.samples()) out.push_back(s.global_index);
+    return out;
+  };
+  const std::vector<int64_t> idx = index_of(m);
+  // c cleared and made again: a fresh sample at the end; its old position,
+  // right after b's, now holds no key.
+  Release(state_.BeginKvClear("p", {"c"}));
+  BatchMeta c2 = Retrieve("p", {"c"}, true);
+  const int64_t c_idx = c2.samples()[0].global_index;
+  EXPECT_EQ(index_of(Retrieve("p", {"a", "b", "c", "d", "e"}, false)),
+            (std::vector<int64_t>{idx[0], idx[1], c_idx, idx[3], idx[4]}));
+  EXPECT_EQ(index_of(Retrieve("p", {"e", "d", "c", "b", "a"}, false)),
+            (std::vector<int64_t>{idx[4], idx[3], c_idx, idx[1], idx[0]}));
+  EXPECT_EQ(index_of(Retrieve("p", {"d", "e", "zz", "a", "b"}, false)),
+            (std::vector<int64_t>{idx[3], idx[4], idx[0], idx[1]})) << "a missing key in the run is dropped";
+  // A key twice in a row: the guess after the first misses, the table finds it again.
+  auto twice = state_.KvRetrieve("p", {"a", "a"}, false);
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("'a' is listed twice"), std::string::npos) << twice.status().ToString();
+  auto twice_apart = state_.KvRetrieve("p", {"a", "b", "a"}, false);
+  EXPECT_FALSE(twice_apart.ok());
+  // A key with the same text in another partition is not this one's.
+  Retrieve("q", {"b", "a"}, true);
+  EXPECT_EQ(index_of(Retrieve("p", {"a", "b"}, false)), (std::vector<int64_t>{idx[0], idx[1]}));
+  // Clears take the same path: in order, reversed, with repeats.
+  BatchMeta gone = state_.BeginKvClear("p", {"d", "e", "e", "d"});
+  EXPECT_EQ(index_of(gone), (std::vector<int64_t>{idx[3], idx[4]}));
+  Release(gone);
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b", "c"}));
+}
+
 TEST_F(KvStateTest, ReusedIndexInAnotherPartitionNeverResolvesToTheOldKey) {
   BatchMeta a = Retrieve("A", {"k"}, true);
   int64_t index = a.samples()[0].global_index;

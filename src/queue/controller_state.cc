@@ -207,11 +207,15 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
   // No type check across puts: as upstream, each sample keeps the dtype it was
   // written with (a field may hold float32 for some samples, int64 for others).
   std::vector<int> fids;  // of parts[i], for the run it starts
+  size_t need = 0;        // record fields the run's fids need
+  bool in_order = false;  // fids are 0, 1, ...: a first write can take the meta's records as they are
   for (size_t i = 0; i < n; ++i) {
     SampleMeta& s = meta.mutable_samples()[i];
     Partition& part = *parts[i];
     if (i == 0 || parts[i - 1] != parts[i]) {
       fids.assign(names.size(), -1);
+      need = 0;
+      in_order = true;
       for (size_t f = 0; f < names.size(); ++f) {
         int fid = part.FieldId(names[f]);
         if (fid < 0) {
@@ -222,12 +226,23 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
           part.field_id[names[f]] = fid;
         }
         fids[f] = fid;
+        need = std::max(need, static_cast<size_t>(fid) + 1);
+        in_order = in_order && static_cast<size_t>(fid) == f;
       }
     }
     SampleRecord& r = *records[i];
+    if (r.fields.empty() && in_order) {
+      r.fields = std::move(s.fields);
+      for (FieldInfo& fi : r.fields) {
+        fi.produced = true;
+        AddPackUser(fi);
+      }
+      for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
+      continue;
+    }
+    if (r.fields.size() < need) r.fields.resize(need);
     for (size_t f = 0; f < names.size(); ++f) {
       const auto fid = static_cast<size_t>(fids[f]);
-      if (r.fields.size() <= fid) r.fields.resize(fid + 1);
       FieldInfo& slot = r.fields[fid];
       FieldInfo old = std::move(slot);
       slot = std::move(s.fields[f]);
@@ -445,10 +460,18 @@ BatchMeta ControllerState::BeginClearSamples(const std::string& partition_id,
 }
 
 Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
+  // Samples of one partition come in runs: it is looked up once a run.
+  Partition* run = nullptr;
   for (const auto& s : meta.samples()) {
-    auto it = partitions_.find(s.partition_id);
-    if (it == partitions_.end()) continue;  // idempotent
-    Partition& p = *it->second;
+    if (run == nullptr || run->name != s.partition_id) {
+      auto it = partitions_.find(s.partition_id);
+      if (it == partitions_.end()) {
+        run = nullptr;
+        continue;  // idempotent
+      }
+      run = it->second.get();
+    }
+    Partition& p = *run;
     auto pit = p.position_of.find(s.global_index);
     if (pit == p.position_of.end()) continue;
     SampleRecord& r = p.samples[pit->second];

@@ -15,7 +15,9 @@ writes "<this pid> <worker pid>" once both are up, and the loop waits
     perf record -F 499 -g -p $C -o client.data -- sleep 10 &
     perf record -F 499 -g -p $W -o worker.data -- sleep 10
 
-Prints the median put, get and clear times and the per-key cost.
+Prints the median put, get and clear times and the per-key cost, and the
+controller's own time per request type (its Prometheus endpoint's
+tq_controller_request_duration_seconds, mean per call over the loop).
 """
 
 import argparse
@@ -32,6 +34,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peer_role import SHAPES, make_data, shape_gib  # noqa: E402
+
+
+def controller_seconds(port):
+    """{request type: (seconds, calls)} from the controller's metrics endpoint."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for m in re.finditer(r'^tq_controller_request_duration_seconds_(sum|count)\{op_type="(\w+)"\} (\S+)$', text, re.M):
+        secs, calls = out.get(m.group(2), (0.0, 0.0))
+        if m.group(1) == "sum":
+            secs = float(m.group(3))
+        else:
+            calls = float(m.group(3))
+        out[m.group(2)] = (secs, calls)
+    return out
 
 
 def main():
@@ -60,7 +78,12 @@ def main():
         import transfer_queue as tq
 
         torch.set_num_threads(1)
-        tq.init({"backend": {"storage_backend": "Yuanrong", "Yuanrong": {"auto_init": False, "worker_port": port}}})
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            metrics_port = s.getsockname()[1]
+        tq.init({"backend": {"storage_backend": "Yuanrong", "Yuanrong": {"auto_init": False, "worker_port": port}},
+                 "metrics": {"enabled": True, "port": metrics_port}})
+        before = controller_seconds(metrics_port)
         td = make_data(args.shape)
         keys = [f"test_key_{i}" for i in range(td.batch_size[0])]
         if args.pidfile:
@@ -88,6 +111,11 @@ def main():
               f"put {put * 1e3:.1f} ms, get {get * 1e3:.1f} ms, clear {clear * 1e3:.1f} ms; "
               f"{16 * gib / (put + get):.2f} Gbps; per sample-field: put {put / n * 1e6:.2f} us, "
               f"get {get / n * 1e6:.2f} us")
+        after = controller_seconds(metrics_port)
+        print("controller, mean ms per call: " + ", ".join(
+            f"{op} {(after[op][0] - before.get(op, (0, 0))[0]) / (after[op][1] - before.get(op, (0, 0))[1]) * 1e3:.2f}"
+            f" ({after[op][1] - before.get(op, (0, 0))[1]:.0f} calls)"
+            for op in sorted(after) if after[op][1] > before.get(op, (0, 0))[1] and op != "PING"))
         tq.close()
     finally:
         subprocess.run([os.path.join(venv_bin, "dscli"), "stop", "--worker_address", f"127.0.0.1:{port}"],

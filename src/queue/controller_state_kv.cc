@@ -5,6 +5,30 @@
 #include "queue/controller_state.h"
 
 namespace tq::internal {
+namespace {
+
+// Positions of a partition seen by one request (a key listed twice): a
+// bitmap over the partition when it is not much larger than the request,
+// else a set, so a request of a few keys costs no pass over a big partition.
+class SeenPositions {
+ public:
+  SeenPositions(size_t partition_size, size_t request_size)
+      : dense_(partition_size <= 64 * request_size), bits_(dense_ ? partition_size : 0) {}
+  // False when `pos` was seen before.
+  bool Insert(size_t pos) {
+    if (!dense_) return sparse_.insert(pos).second;
+    if (bits_[pos]) return false;
+    bits_[pos] = true;
+    return true;
+  }
+
+ private:
+  bool dense_;
+  std::vector<bool> bits_;
+  std::unordered_set<size_t> sparse_;
+};
+
+}  // namespace
 
 Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
                                               const std::vector<std::string>& keys, bool create) {
@@ -30,17 +54,7 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
   std::vector<size_t> missing;
   {
     Partition* p = pit == partitions_.end() ? nullptr : pit->second.get();
-    // Positions seen: a bitmap over the partition when it is not much larger
-    // than the request, else a set.
-    const bool dense = p != nullptr && p->samples.size() <= 64 * keys.size();
-    std::vector<bool> taken(dense ? p->samples.size() : 0);
-    std::unordered_set<size_t> taken_sparse;
-    auto take = [&](size_t pos) {
-      if (!dense) return taken_sparse.insert(pos).second;
-      if (taken[pos]) return false;
-      taken[pos] = true;
-      return true;
-    };
+    SeenPositions taken(p == nullptr ? 0 : p->samples.size(), keys.size());
     size_t hint = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
       const size_t pos = p == nullptr ? Partition::kNoPosition : p->FindKey(keys[i], hint);
@@ -48,7 +62,7 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
         missing.push_back(i);
         continue;
       }
-      if (!take(pos)) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
+      if (!taken.Insert(pos)) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
       positions[i] = pos;
       hint = pos + 1;
     }
@@ -133,12 +147,11 @@ BatchMeta ControllerState::BeginKvClear(const std::string& partition_id, const s
   Partition& p = *it->second;
   p.keep_when_empty = true;
   std::vector<size_t> positions;
-  std::vector<bool> seen(p.samples.size());  // a key listed twice is cleared once
+  SeenPositions seen(p.samples.size(), keys.size());  // a key listed twice is cleared once
   size_t hint = 0;
   for (const auto& k : keys) {
     const size_t pos = p.FindKey(k, hint);
-    if (pos == Partition::kNoPosition || seen[pos]) continue;
-    seen[pos] = true;
+    if (pos == Partition::kNoPosition || !seen.Insert(pos)) continue;
     positions.push_back(pos);
     hint = pos + 1;
   }

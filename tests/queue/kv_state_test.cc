@@ -218,6 +218,23 @@ TEST_F(KvStateTest, KeysInAnyOrderFindTheirOwnSamples) {
   EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b", "c"}));
 }
 
+TEST_F(KvStateTest, AKeyListedTwiceInAFewKeysOfABigPartitionIsFoundOnce) {
+  // A request of a few keys in a partition of many samples tracks the
+  // positions it saw in a set, not a bitmap over the partition.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; ++i) keys.push_back("k" + std::to_string(i));
+  BatchMeta m = Retrieve("p", keys, true);
+  auto twice = state_.KvRetrieve("p", {"k7", "k7"}, false);
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("'k7' is listed twice"), std::string::npos) << twice.status().ToString();
+  BatchMeta gone = state_.BeginKvClear("p", {"k5", "k9", "k5"});
+  ASSERT_EQ(gone.size(), 2u) << "cleared once";
+  EXPECT_EQ(gone.samples()[0].global_index, m.samples()[5].global_index);
+  EXPECT_EQ(gone.samples()[1].global_index, m.samples()[9].global_index);
+  Release(gone);
+  EXPECT_EQ(KeysOf("p").size(), 298u);
+}
+
 TEST_F(KvStateTest, ReusedIndexInAnotherPartitionNeverResolvesToTheOldKey) {
   BatchMeta a = Retrieve("A", {"k"}, true);
   int64_t index = a.samples()[0].global_index;

@@ -111,11 +111,13 @@ def main():
               f"put {put * 1e3:.1f} ms, get {get * 1e3:.1f} ms, clear {clear * 1e3:.1f} ms; "
               f"{16 * gib / (put + get):.2f} Gbps; per sample-field: put {put / n * 1e6:.2f} us, "
               f"get {get / n * 1e6:.2f} us")
-        after = controller_seconds(metrics_port)
+        spent = {}  # request type -> (seconds, calls) during the loop
+        for op, (secs, calls) in controller_seconds(metrics_port).items():
+            secs0, calls0 = before.get(op, (0.0, 0.0))
+            if calls > calls0 and op != "PING":
+                spent[op] = (secs - secs0, calls - calls0)
         print("controller, mean ms per call: " + ", ".join(
-            f"{op} {(after[op][0] - before.get(op, (0, 0))[0]) / (after[op][1] - before.get(op, (0, 0))[1]) * 1e3:.2f}"
-            f" ({after[op][1] - before.get(op, (0, 0))[1]:.0f} calls)"
-            for op in sorted(after) if after[op][1] > before.get(op, (0, 0))[1] and op != "PING"))
+            f"{op} {secs / calls * 1e3:.2f} ({calls:.0f} calls)" for op, (secs, calls) in sorted(spent.items())))
         tq.close()
     finally:
         subprocess.run([os.path.join(venv_bin, "dscli"), "stop", "--worker_address", f"127.0.0.1:{port}"],

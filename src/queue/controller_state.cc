@@ -81,6 +81,12 @@ void CompactPartition(Partition& p) {
   }
 }
 
+Partition* ControllerState::PartitionOfRun(Partition* last, const std::string& id) {
+  if (last != nullptr && last->name == id) return last;
+  auto it = partitions_.find(id);
+  return it == partitions_.end() ? nullptr : it->second.get();
+}
+
 const Partition* ControllerState::FindPartition(const std::string& id) const {
   auto it = partitions_.find(id);
   return it == partitions_.end() ? nullptr : it->second.get();
@@ -186,11 +192,8 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
   Partition* p = nullptr;
   for (size_t i = 0; i < n; ++i) {
     const SampleMeta& s = meta.samples()[i];
-    if (p == nullptr || p->name != s.partition_id) {
-      auto it = partitions_.find(s.partition_id);
-      if (it == partitions_.end()) return Status::NotFound("partition '", s.partition_id, "' does not exist");
-      p = it->second.get();
-    }
+    p = PartitionOfRun(p, s.partition_id);
+    if (p == nullptr) return Status::NotFound("partition '", s.partition_id, "' does not exist");
     auto pos = p->position_of.find(s.global_index);
     if (pos == p->position_of.end() || !p->IsVisible(pos->second) ||
         p->samples[pos->second].generation != s.generation) {
@@ -232,23 +235,21 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
     }
     SampleRecord& r = *records[i];
     if (r.fields.empty() && in_order) {
-      r.fields = std::move(s.fields);
+      r.fields = std::move(s.fields);  // nothing to replace: the records as they are
       for (FieldInfo& fi : r.fields) {
         fi.produced = true;
         AddPackUser(fi);
       }
-      for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
-      continue;
-    }
-    if (r.fields.size() < need) r.fields.resize(need);
-    for (size_t f = 0; f < names.size(); ++f) {
-      const auto fid = static_cast<size_t>(fids[f]);
-      FieldInfo& slot = r.fields[fid];
-      FieldInfo old = std::move(slot);
-      slot = std::move(s.fields[f]);
-      slot.produced = true;
-      AddPackUser(slot);
-      if (old.produced) DropPackUser(old);  // overwritten: its pack may be unused now
+    } else {
+      if (r.fields.size() < need) r.fields.resize(need);
+      for (size_t f = 0; f < names.size(); ++f) {
+        FieldInfo& slot = r.fields[static_cast<size_t>(fids[f])];
+        FieldInfo old = std::move(slot);
+        slot = std::move(s.fields[f]);
+        slot.produced = true;
+        AddPackUser(slot);
+        if (old.produced) DropPackUser(old);  // overwritten: its pack may be unused now
+      }
     }
     for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
   }
@@ -460,17 +461,10 @@ BatchMeta ControllerState::BeginClearSamples(const std::string& partition_id,
 }
 
 Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
-  // Samples of one partition come in runs: it is looked up once a run.
   Partition* run = nullptr;
   for (const auto& s : meta.samples()) {
-    if (run == nullptr || run->name != s.partition_id) {
-      auto it = partitions_.find(s.partition_id);
-      if (it == partitions_.end()) {
-        run = nullptr;
-        continue;  // idempotent
-      }
-      run = it->second.get();
-    }
+    run = PartitionOfRun(run, s.partition_id);
+    if (run == nullptr) continue;  // idempotent
     Partition& p = *run;
     auto pit = p.position_of.find(s.global_index);
     if (pit == p.position_of.end()) continue;

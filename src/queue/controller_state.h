@@ -296,6 +296,9 @@ class ControllerState {
   const Partition* FindPartition(const std::string& id) const;
 
  private:
+  // Partition `id` (null if none), for a request whose samples come in runs
+  // of one partition: `last`, the previous sample's, when it is that one.
+  Partition* PartitionOfRun(Partition* last, const std::string& id);
   static BatchMeta MakeMeta(const SampleRows& rows);
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
   // Allocate without the meta: the new samples are the last `count` of the

@@ -165,7 +165,11 @@ Result<Partition*> ControllerState::AllocateRecords(const std::string& partition
   if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
   TQDS_RETURN_NOT_OK(CheckAllocation(partition_id, FindPartition(partition_id), count));
   Partition& p = GetOrCreate(partition_id);
-  p.samples.reserve(p.samples.size() + count);
+  // Geometric growth: a big allocation comes in slices, and an exact reserve
+  // per slice would move every record once a slice.
+  if (p.samples.capacity() < p.samples.size() + count) {
+    p.samples.reserve(std::max(p.samples.size() + count, 2 * p.samples.capacity()));
+  }
   for (size_t i = 0; i < count; ++i) {
     SampleRecord r;
     if (!p.reserved.empty()) {

@@ -28,6 +28,12 @@
 namespace ds {
 namespace {
 
+using tqds::net::ErrnoText;
+using tqds::net::ReadAll;
+using tqds::net::SetRecvTimeout;
+using tqds::net::WriteAll;
+using tqds::net::WriteAllV;
+
 struct RequestHeader {
   uint32_t magic;
   uint32_t key_len;
@@ -45,41 +51,6 @@ struct ReplyHeader {
   uint64_t ttl_ms;  // the object's time left to live; 0: never expires
 };
 static_assert(sizeof(ReplyHeader) == 24);
-
-// Reads exactly n bytes. false on EOF, error or timeout (errno tells).
-bool ReadAll(int fd, void* buf, size_t n) {
-  auto* p = static_cast<uint8_t*>(buf);
-  while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, MSG_WAITALL);
-    if (r > 0) {
-      p += r;
-      n -= static_cast<size_t>(r);
-      continue;
-    }
-    if (r == 0) {
-      errno = ECONNRESET;
-      return false;
-    }
-    if (errno == EINTR) continue;
-    return false;
-  }
-  return true;
-}
-
-bool WriteAll(int fd, const void* buf, size_t n, int flags = 0) {
-  auto* p = static_cast<const uint8_t*>(buf);
-  while (n > 0) {
-    ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL | flags);
-    if (r > 0) {
-      p += r;
-      n -= static_cast<size_t>(r);
-      continue;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    return false;
-  }
-  return true;
-}
 
 // Reads exactly na bytes into a, then nb into b, in as few syscalls as the
 // socket allows (one reply's payload and the next reply's header together).
@@ -113,41 +84,6 @@ bool ReadTwo(int fd, void* a, size_t na, void* b, size_t nb) {
   return true;
 }
 
-// Writes every byte of iov[0..n) (adjusting it), in batches of IOV_MAX.
-bool WriteAllV(int fd, std::vector<iovec>& iov) {
-  size_t first = 0;
-  while (first < iov.size()) {
-    msghdr msg{};
-    msg.msg_iov = iov.data() + first;
-    msg.msg_iovlen = std::min<size_t>(iov.size() - first, IOV_MAX);
-    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    auto sent = static_cast<size_t>(r);
-    while (first < iov.size() && sent >= iov[first].iov_len) {
-      sent -= iov[first].iov_len;
-      ++first;
-    }
-    if (first < iov.size()) {
-      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + sent;
-      iov[first].iov_len -= sent;
-    }
-  }
-  return true;
-}
-
-void SetTimeouts(int fd, int ms) {
-  timeval tv{ms / 1000, (ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-std::string ErrnoText(int e) { return e == EAGAIN ? "timed out" : std::strerror(e); }
-
 struct Hello {
   uint32_t magic;
   uint32_t version;
@@ -165,11 +101,6 @@ void HandshakeTag(const HandshakeKey& key, char role, const uint8_t* a, const ui
   crypto_auth_hmacsha256_update(&st, a, 32);
   crypto_auth_hmacsha256_update(&st, b, 32);
   crypto_auth_hmacsha256_final(&st, out);
-}
-
-void SetRecvTimeout(int fd, int ms) {
-  timeval tv{ms / 1000, (ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
 }  // namespace
@@ -261,68 +192,27 @@ Result<std::unique_ptr<DataServer>> DataServer::Start(const std::string& ip, int
                                                       DataServerOptions options) {
   TQDS_ASSIGN_OR_RETURN(HandshakeKey key, LoadHandshakeKey());
   if (!key.on) TQDS_RETURN_NOT_OK(tqds::wire::CheckPlainServe("tcp://" + ip + ":" + std::to_string(port)));
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::IOError("data server socket: ", std::strerror(errno));
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) {
-    ::close(fd);
-    return Status::Invalid("data server: bad IPv4 address '", ip, "'");
-  }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 128) != 0) {
-    int e = errno;
-    ::close(fd);
-    return Status::IOError("cannot listen for worker-to-worker transfers on ", ip, ":", port, ": ",
-                           std::strerror(e));
-  }
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int bound = 0;
+  TQDS_ASSIGN_OR_RETURN(int fd, tqds::net::ListenTcp(ip, port, "worker-to-worker transfers", &bound));
   std::unique_ptr<DataServer> s(
-      new DataServer(fd, ip + ":" + std::to_string(ntohs(a.sin_port)), std::move(name), store,
-                     options, key));
-  s->wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  s->accept_thread_ = std::thread([p = s.get()] { p->AcceptLoop(); });
+      new DataServer(ip + ":" + std::to_string(bound), std::move(name), store, options, key));
+  tqds::net::ConnectionServerOptions co;
+  co.max_connections = options.max_connections;
+  co.idle_timeout_ms = options.idle_timeout_ms;
+  co.send_timeout_ms = options.send_timeout_ms;
+  DataServer* p = s.get();
+  s->server_ = std::make_unique<tqds::net::ConnectionServer>(
+      fd, co, [p](int c) { p->Serve(c); }, [p](int c, size_t open) { p->Refuse(c, open); });
   return s;
 }
 
-void DataServer::AcceptLoop() {
-  while (!stopping_.load()) {
-    pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    if (::poll(p, 2, 1000) < 0 && errno != EINTR) break;
-    if (stopping_.load()) break;
-    if (!(p[0].revents & POLLIN)) continue;
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    std::lock_guard<std::mutex> lock(mu_);
-    ReapLocked(false);
-    if (conns_.size() >= options_.max_connections) {
-      Refuse(fd);
-      continue;
-    }
-    timeval rcv{options_.idle_timeout_ms / 1000, (options_.idle_timeout_ms % 1000) * 1000};
-    timeval snd{options_.send_timeout_ms / 1000, (options_.send_timeout_ms % 1000) * 1000};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
-    auto c = std::make_unique<Conn>();
-    c->fd = fd;
-    Conn* raw = c.get();
-    conns_.push_back(std::move(c));
-    raw->thread = std::thread([this, raw] { Serve(raw); });
-  }
-}
-
-void DataServer::Refuse(int fd) {
+void DataServer::Refuse(int fd, size_t open) {
   const auto now = std::chrono::steady_clock::now();
   ++refused_;
   if (now - last_refusal_log_ > std::chrono::seconds(10)) {
     spdlog::warn("worker {} refuses data connections on {}: {} are open (the limit); {} refused "
                  "since the last message",
-                 name_, endpoint_, conns_.size(), refused_);
+                 name_, endpoint_, open, refused_);
     last_refusal_log_ = now;
     refused_ = 0;
   }
@@ -332,12 +222,8 @@ void DataServer::Refuse(int fd) {
   ReplyHeader r{};
   r.code = static_cast<uint8_t>(StatusCode::kUnavailable);
   r.msg_len = static_cast<uint32_t>(msg.size());
-  timeval tv{0, 100000};  // a peer that never reads must not block the accept thread
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   std::vector<iovec> iov = {{&r, sizeof(r)}, {const_cast<char*>(msg.data()), msg.size()}};
   (void)WriteAllV(fd, iov);
-  ::shutdown(fd, SHUT_WR);
-  ::close(fd);
 }
 
 bool DataServer::Handshake(int fd) {
@@ -367,7 +253,7 @@ bool DataServer::Handshake(int fd) {
   return WriteAllV(fd, reply);
 }
 
-void DataServer::Serve(Conn* conn) {
+void DataServer::Serve(int fd) {
   // Requests are pipelined: parse every complete one that is buffered, look
   // them up under one lock, answer them with one gathered write straight
   // from shared memory, release their pins under one lock.
@@ -381,7 +267,7 @@ void DataServer::Serve(Conn* conn) {
   std::vector<std::string> errors;
   std::vector<iovec> iov;
   std::vector<uint64_t> pinned;
-  bool alive = !key_.on || Handshake(conn->fd);
+  bool alive = !key_.on || Handshake(fd);
   while (alive && !stopping_.load()) {
     heads.clear();
     keys.clear();
@@ -401,7 +287,7 @@ void DataServer::Serve(Conn* conn) {
         end -= begin;
         begin = 0;
       }
-      ssize_t r = ::recv(conn->fd, in.data() + end, in.size() - end, 0);
+      ssize_t r = ::recv(fd, in.data() + end, in.size() - end, 0);
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         SPDLOG_DEBUG("closing a data connection idle for {} ms", options_.idle_timeout_ms);
@@ -453,43 +339,18 @@ void DataServer::Serve(Conn* conn) {
         iov.push_back({store_.base() + (*found)[i].offset + h.offset, r.length});
       }
     }
-    alive = WriteAllV(conn->fd, iov);
+    alive = WriteAllV(fd, iov);
     store_.Release(session, pinned);
   }
   store_.CloseSession(session);
-  ::shutdown(conn->fd, SHUT_RDWR);
-  conn->done.store(true);
-}
-
-void DataServer::ReapLocked(bool all) {
-  for (auto it = conns_.begin(); it != conns_.end();) {
-    Conn& c = **it;
-    if (all || c.done.load()) {
-      if (all) ::shutdown(c.fd, SHUT_RDWR);
-      if (c.thread.joinable()) c.thread.join();
-      ::close(c.fd);
-      it = conns_.erase(it);
-    } else {
-      ++it;
-    }
-  }
 }
 
 void DataServer::Stop() {
-  if (stopping_.exchange(true)) return;
-  uint64_t one = 1;
-  ssize_t n = ::write(wake_fd_, &one, sizeof(one));
-  (void)n;
-  if (accept_thread_.joinable()) accept_thread_.join();
-  std::lock_guard<std::mutex> lock(mu_);
-  ReapLocked(true);
+  stopping_.store(true);
+  if (server_) server_->Stop();
 }
 
-DataServer::~DataServer() {
-  Stop();
-  ::close(listen_fd_);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-}
+DataServer::~DataServer() { Stop(); }
 
 // ------------------------------------------------------------------ client
 
@@ -552,36 +413,8 @@ Result<int> PullClient::Acquire(const std::string& endpoint) {
   }
   if (!key_.ok()) return key_.status();
   TQDS_ASSIGN_OR_RETURN(HostPort hp, HostPort::Parse(endpoint, "data endpoint"));
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(hp.port));
-  if (::inet_pton(AF_INET, hp.host.c_str(), &a.sin_addr) != 1) {
-    ::close(fd);
-    return Status::Invalid("bad data endpoint ", endpoint);
-  }
-  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  if (rc != 0 && errno != EINPROGRESS) {
-    int e = errno;
-    ::close(fd);
-    return Status::Unavailable("cannot connect to ", endpoint, ": ", std::strerror(e));
-  }
-  if (rc != 0) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, options_.connect_timeout_ms) != 1) {
-      ::close(fd);
-      return Status::Unavailable("cannot connect to ", endpoint, ": timed out");
-    }
-    int err = 0;
-    socklen_t len = sizeof(err);
-    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-      ::close(fd);
-      return Status::Unavailable("cannot connect to ", endpoint, ": ", std::strerror(err));
-    }
-  }
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  SetTimeouts(fd, options_.io_timeout_ms);
+  TQDS_ASSIGN_OR_RETURN(int fd, tqds::net::ConnectTcp(hp.host, hp.port, options_.connect_timeout_ms, endpoint));
+  tqds::net::SetIoTimeouts(fd, options_.io_timeout_ms);
   if (!key_.ok()) {
     ::close(fd);
     return key_.status();

@@ -50,6 +50,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/socket_io.h"
 #include "datasystem/object_store.h"
 
 namespace ds {
@@ -125,41 +126,29 @@ class DataServer {
   const std::string& endpoint() const { return endpoint_; }
 
  private:
-  struct Conn {
-    int fd = -1;
-    std::thread thread;
-    std::atomic<bool> done{false};
-  };
-  DataServer(int listen_fd, std::string endpoint, std::string name, ObjectStore& store,
-             DataServerOptions options, HandshakeKey key)
-      : listen_fd_(listen_fd), endpoint_(std::move(endpoint)), name_(std::move(name)),
-        store_(store), options_(options), key_(key) {}
+  DataServer(std::string endpoint, std::string name, ObjectStore& store, DataServerOptions options,
+             HandshakeKey key)
+      : endpoint_(std::move(endpoint)), name_(std::move(name)), store_(store), options_(options), key_(key) {}
   // The server's half of the handshake; false (and a rate-limited log line)
   // when the peer fails it.
   bool Handshake(int fd);
-  void AcceptLoop();
-  // Tells a connection over the cap why, and closes it (accept thread, mu_ held).
-  void Refuse(int fd);
-  void Serve(Conn* conn);
-  void ReapLocked(bool all);
+  // Tells a connection over the cap why (accept thread).
+  void Refuse(int fd, size_t open);
+  void Serve(int fd);
 
   // Constant after construction.
-  const int listen_fd_;
   const std::string endpoint_;
   const std::string name_;
   ObjectStore& store_;
   const DataServerOptions options_;
   const HandshakeKey key_;
-  int wake_fd_ = -1;
   // Accept thread only.
   uint64_t refused_ = 0;
   std::chrono::steady_clock::time_point last_refusal_log_{};
 
-  std::thread accept_thread_;
   std::atomic<bool> stopping_{false};
-  std::mutex mu_;
-  std::list<std::unique_ptr<Conn>> conns_;  // guarded by mu_
   std::atomic<int64_t> last_handshake_log_ms_{0};
+  std::unique_ptr<tqds::net::ConnectionServer> server_;  // set once in Start()
 };
 
 struct PullOptions {

@@ -36,6 +36,35 @@ bool ReadAll(int fd, void* buf, size_t n) {
   return true;
 }
 
+bool ReadAllV(int fd, std::vector<iovec>& iov) {
+  size_t first = 0;
+  while (first < iov.size() && iov[first].iov_len == 0) ++first;
+  while (first < iov.size()) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + first;
+    msg.msg_iovlen = std::min<size_t>(iov.size() - first, IOV_MAX);
+    ssize_t r = ::recvmsg(fd, &msg, MSG_WAITALL);
+    if (r == 0) {
+      errno = ECONNRESET;
+      return false;
+    }
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto got = static_cast<size_t>(r);
+    while (first < iov.size() && got >= iov[first].iov_len) {
+      got -= iov[first].iov_len;
+      ++first;
+    }
+    if (first < iov.size()) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + got;
+      iov[first].iov_len -= got;
+    }
+  }
+  return true;
+}
+
 bool WriteAll(int fd, const void* buf, size_t n) {
   auto* p = static_cast<const uint8_t*>(buf);
   while (n > 0) {

@@ -26,6 +26,9 @@ namespace tqds::net {
 // Reads exactly n bytes. false on EOF (errno ECONNRESET), error or timeout
 // (errno EAGAIN).
 bool ReadAll(int fd, void* buf, size_t n);
+// Reads exactly the bytes iov describes (adjusting it), in batches of
+// IOV_MAX. false as ReadAll.
+bool ReadAllV(int fd, std::vector<iovec>& iov);
 // Writes n bytes. false on error or timeout (errno tells).
 bool WriteAll(int fd, const void* buf, size_t n);
 // Writes every byte of iov (adjusting it), in batches of IOV_MAX.

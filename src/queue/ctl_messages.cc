@@ -302,7 +302,7 @@ Result<std::vector<bool>> DecodeFound(const msgpack::object& body, size_t asked)
 
 std::string UnitStatsReply::Encode() const {
   return PackBody([&](Packer& pk) {
-    pk.pack_map(9);
+    pk.pack_map(10);
     pk.pack("rss_bytes");
     pk.pack_uint64(rss_bytes);
     pk.pack("keys");
@@ -323,6 +323,8 @@ std::string UnitStatsReply::Encode() const {
     }
     pk.pack("instance");
     pk.pack_uint64(instance);
+    pk.pack("stream_port");
+    pk.pack_uint32(stream_port);
     pk.pack("op_stats");  // by upstream's op_type: the counters and latency buckets (RequestOpStats)
     pk.pack_map(static_cast<uint32_t>(stats.ops.size()));
     for (const auto& [op, o] : stats.ops) {
@@ -353,6 +355,8 @@ Result<UnitStatsReply> UnitStatsReply::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(m.rss_bytes, r.GetOr<uint64_t>("rss_bytes", 0));
   TQDS_ASSIGN_OR_RETURN(m.ipc, r.GetOr<std::string>("ipc", ""));
   TQDS_ASSIGN_OR_RETURN(m.instance, r.GetOr<uint64_t>("instance", 0));
+  TQDS_ASSIGN_OR_RETURN(m.stream_port, r.GetOr<uint32_t>("stream_port", 0));
+  if (m.stream_port > 65535) return Status::Invalid("UnitStats: stream_port ", m.stream_port, " is not a port");
   using Ops = std::map<std::string, msgpack::object>;
   TQDS_ASSIGN_OR_RETURN(Ops ops, r.GetOr<Ops>("op_stats", Ops{}));
   for (const auto& [op, obj] : ops) {

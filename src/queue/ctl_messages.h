@@ -118,13 +118,16 @@ std::string EncodeFound(const std::vector<bool>& found);
 Result<std::vector<bool>> DecodeFound(const msgpack::object& body, size_t asked);
 
 // UnitStats reply: the unit's counters (StorageUnitStats, its op_stats with
-// upstream's latency buckets), its RSS, its ipc endpoint ("" none) and the
-// instance id that tells it apart from another unit at a reused ipc path.
+// upstream's latency buckets), its RSS, its ipc endpoint ("" none), the
+// port of its stream channel (0 none; on the host of its tcp endpoint) and
+// the instance id that tells it apart from another unit at a reused ipc
+// path or port.
 struct UnitStatsReply {
   StorageUnitStats stats;
   uint64_t rss_bytes = 0;
   std::string ipc;
   uint64_t instance = 0;
+  uint32_t stream_port = 0;
   std::string Encode() const;
   static Result<UnitStatsReply> Decode(const msgpack::object& body);
 };

@@ -10,6 +10,7 @@
 #include <future>
 
 #include "common/wire/rpc.h"
+#include "common/wire/stream_rpc.h"
 #include "queue/ctl_messages.h"
 #include "queue/simple_codec.h"
 
@@ -28,12 +29,14 @@ constexpr auto kProbeTimeout = std::chrono::seconds(2);
 struct UnitInfo {
   std::string ipc;  // empty: none announced
   uint64_t instance = 0;
+  uint32_t stream_port = 0;  // 0: none announced
 };
 
-Result<UnitInfo> QueryUnit(RpcClient& c, std::chrono::milliseconds timeout) {
+template <typename Client>
+Result<UnitInfo> QueryUnit(Client& c, std::chrono::milliseconds timeout) {
   TQDS_ASSIGN_OR_RETURN(Message rep, c.CallSync(Message(MsgType::kUnitStats, 0), timeout));
   TQDS_ASSIGN_OR_RETURN(auto stats, internal::UnitStatsReply::Decode(rep.body()));
-  return UnitInfo{std::move(stats.ipc), stats.instance};
+  return UnitInfo{std::move(stats.ipc), stats.instance, stats.stream_port};
 }
 
 // An ipc client to the unit behind `tcp` when the unit announces an ipc
@@ -51,6 +54,40 @@ std::unique_ptr<RpcClient> SameHostIpc(RpcClient& tcp) {
   return ipc.MoveValue();
 }
 
+// A stream-channel client to the unit behind `tcp` (registered as `ep`)
+// when the unit announces one and this process holds client keys; it must
+// answer with the same instance id. Null otherwise: CURVE carries the bytes.
+std::unique_ptr<tqds::wire::StreamClient> StreamTo(RpcClient& tcp, const std::string& ep) {
+  auto id = tqds::wire::ProcessStreamIdentity();
+  if (!id.ok() || *id == nullptr || !(*id)->can_connect) return nullptr;
+  auto info = QueryUnit(tcp, kProbeTimeout);
+  if (!info.ok() || info->stream_port == 0 || info->instance == 0) return nullptr;
+  const size_t colon = ep.rfind(':');
+  std::string host = ep.substr(6, colon - 6);  // ep is tcp://host:port
+  if (host == "*" || host == "0.0.0.0") return nullptr;
+  auto stream = tqds::wire::StreamClient::Create(host + ":" + std::to_string(info->stream_port));
+  if (!stream.ok()) return nullptr;
+  auto again = QueryUnit(**stream, kProbeTimeout);
+  if (!again.ok() || again->instance != info->instance) {
+    spdlog::warn("SimpleStorageManager: storage unit {}'s stream channel ({}) does not answer as the unit: {}; "
+                 "its payloads go through CURVE",
+                 ep, (*stream)->endpoint(), again.ok() ? "another instance" : again.status().ToString());
+    return nullptr;
+  }
+  return stream.MoveValue();
+}
+
+// One unit's connection: the stream channel where one is used (all its
+// requests go there), else the ZMQ client.
+struct UnitLink {
+  std::unique_ptr<RpcClient> rpc;
+  std::unique_ptr<tqds::wire::StreamClient> stream;
+  std::future<Result<Message>> Call(Message m, std::chrono::milliseconds timeout) const {
+    return stream ? stream->Call(std::move(m), timeout) : rpc->Call(std::move(m), timeout);
+  }
+  const std::string& endpoint() const { return stream ? stream->endpoint() : rpc->endpoint(); }
+};
+
 class SimpleStorageManager : public StorageManager {
  public:
   static Result<std::unique_ptr<StorageManager>> Create(const StorageContext& ctx) {
@@ -59,6 +96,13 @@ class SimpleStorageManager : public StorageManager {
     if (ctx.config.is_object() && ctx.config.contains("prefer_ipc")) {
       if (!ctx.config["prefer_ipc"].is_boolean()) return Status::Invalid("SimpleStorageManager: 'prefer_ipc' must be a bool");
       prefer_ipc = ctx.config["prefer_ipc"].get<bool>();
+    }
+    bool encrypt_payloads = false;
+    if (ctx.config.is_object() && ctx.config.contains("encrypt_payloads")) {
+      if (!ctx.config["encrypt_payloads"].is_boolean()) {
+        return Status::Invalid("SimpleStorageManager: 'encrypt_payloads' must be a bool");
+      }
+      encrypt_payloads = ctx.config["encrypt_payloads"].get<bool>();
     }
     const bool configured = ctx.config.is_object() && ctx.config.contains("storage_units");
     if (configured) {
@@ -88,9 +132,12 @@ class SimpleStorageManager : public StorageManager {
       if (prefer_ipc && ep.rfind("tcp://", 0) == 0) {
         if (auto ipc = SameHostIpc(*c)) c = std::move(ipc);
       }
+      UnitLink link;
+      if (!encrypt_payloads && c->endpoint().rfind("tcp://", 0) == 0) link.stream = StreamTo(*c, ep);
+      link.rpc = std::move(c);
       m->names_.push_back(ep);
       m->hashes_.push_back(HashName(ep));
-      m->units_.push_back(std::move(c));
+      m->units_.push_back(std::move(link));
     }
     return std::unique_ptr<StorageManager>(std::move(m));
   }
@@ -151,7 +198,7 @@ class SimpleStorageManager : public StorageManager {
       if (plan.groups.empty()) continue;
       std::vector<uint64_t> sizes;
       sizes.reserve(plan.num_keys);
-      simple::FrameBuilder frames(simple::FrameBuilder::MaxFrameFor(units_[u]->endpoint()));
+      simple::FrameBuilder frames(simple::FrameBuilder::MaxFrameFor(units_[u].endpoint()));
       for (size_t g = 0; g < plan.groups.size(); ++g) {
         for (size_t f = 0; f < fields.size(); ++f) {
           for (size_t s : plan.members[g]) {
@@ -299,7 +346,7 @@ class SimpleStorageManager : public StorageManager {
     std::vector<std::future<Result<Message>>> futures(units_.size());
     for (size_t u = 0; u < units_.size(); ++u) {
       if (msgs[u].type() == MsgType::kInvalid) continue;
-      futures[u] = units_[u]->Call(std::move(msgs[u]), kUnitTimeout);
+      futures[u] = units_[u].Call(std::move(msgs[u]), kUnitTimeout);
     }
     Status first_error;
     if (replies) replies->resize(units_.size());
@@ -315,10 +362,10 @@ class SimpleStorageManager : public StorageManager {
     return first_error;
   }
 
-  // Constant after Create(); RpcClient is thread-safe.
+  // Constant after Create(); RpcClient and StreamClient are thread-safe.
   std::vector<std::string> names_;  // the units' registered endpoints (for messages)
   std::vector<uint64_t> hashes_;    // HashName of names_ (routing)
-  std::vector<std::unique_ptr<RpcClient>> units_;  // ipc for same-host units, else as registered
+  std::vector<UnitLink> units_;  // ipc for same-host units, else the stream channel or as registered
 };
 
 }  // namespace

@@ -37,7 +37,10 @@ inline uint64_t RouteScore(uint64_t unit_hash, uint64_t block) {
 // Config: {"storage_units": [endpoint...]} (each must answer) or, without
 // it, the units the controller reports (one that does not answer is skipped
 // with a warning naming it; only none answering fails). A unit on this host
-// that announces an ipc endpoint is reached over it.
+// that announces an ipc endpoint is reached over it. With the deployment's
+// keys, a unit reached over tcp that announces a stream channel is reached
+// there (authenticated, payloads not encrypted) unless the config says
+// {"encrypt_payloads": true}, which keeps every byte on CURVE.
 Result<std::unique_ptr<StorageManager>> CreateSimpleStorageManager(const StorageContext& context);
 
 }  // namespace tq::internal

@@ -4,8 +4,11 @@
 //
 // A unit bound on tcp:// also listens on an ipc:// (Unix socket) endpoint
 // that it announces in its UnitStats reply, so that a manager on the same
-// host can skip the TCP stack. The two listeners run on two threads and share
-// one thread-safe SimpleStore.
+// host can skip the TCP stack. With the deployment's keys it also serves
+// the stream channel (stream_rpc.h) on the same address, announced as its
+// port: managers on other hosts move payloads there, authenticated but not
+// encrypted, instead of through CURVE. The listeners run on threads of
+// their own and share one thread-safe SimpleStore.
 #include "tq/storage_unit.h"
 
 #include <spdlog/spdlog.h>
@@ -21,6 +24,7 @@
 
 #include "common/process.h"
 #include "common/wire/rpc.h"
+#include "common/wire/stream_rpc.h"
 #include "queue/ctl_messages.h"
 #include "queue/protocol.h"
 #include "queue/simple_codec.h"
@@ -85,6 +89,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
         spdlog::info("storage unit {}: no ipc endpoint: {}", server_->endpoint(), ipc.status().ToString());
       }
     }
+    StartStream(handler_for(simple::FrameBuilder::kSocketFrameBytes), o.capacity_bytes);
     server_->Start();
     if (ipc_server_) ipc_server_->Start();
     if (!o.controller_address.empty()) {
@@ -102,6 +107,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
     return StorageUnitStats{st.keys, st.samples, st.bytes, st.capacity, st.capacity_samples, counters_.Snapshot()};
   }
   void Stop() override {
+    if (stream_server_) stream_server_->Stop();
     if (ipc_server_) {
       ipc_server_->Stop();
       // ZMQ may leave the socket file behind (its listener closes late or
@@ -113,6 +119,28 @@ class StorageUnitImpl : public SimpleStorageUnit {
   }
 
  private:
+  // The stream channel on the tcp endpoint's address, when the process has
+  // server keys (best effort: without it, every client uses CURVE).
+  void StartStream(tqds::wire::RpcServer::Handler handler, uint64_t capacity) {
+    const std::string& ep = server_->endpoint();
+    if (ep.rfind("tcp://", 0) != 0) return;
+    auto id = tqds::wire::ProcessStreamIdentity();
+    if (!id.ok() || *id == nullptr || !(*id)->can_serve) return;
+    const size_t colon = ep.rfind(':');
+    std::string host = ep.substr(6, colon - 6);
+    if (host == "*") host = "0.0.0.0";
+    tqds::wire::StreamServerOptions so;
+    so.limits.max_payload_bytes = capacity;  // a put beyond it would fail anyway
+    auto s = tqds::wire::StreamServer::Start(host, 0, "storage unit " + ep, std::move(handler), so);
+    if (!s.ok()) {
+      spdlog::info("storage unit {}: no stream channel: {}", ep, s.status().ToString());
+      return;
+    }
+    stream_server_ = s.MoveValue();
+    const std::string& sep = stream_server_->endpoint();
+    stream_port_ = static_cast<uint32_t>(std::stoul(sep.substr(sep.rfind(':') + 1)));
+  }
+
   // Every request type a unit serves: upstream's op_type it is counted
   // under (null: not counted) and its handler.
   struct Route {
@@ -245,7 +273,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
 
   Message Stats(const Message& m) {
     internal::UnitStatsReply r{stats(), tqds::ResidentBytes(), ipc_server_ ? ipc_server_->endpoint() : std::string(),
-                               instance_};
+                               instance_, stream_port_};
     return Message::ReplyTo(m, r.Encode());
   }
 
@@ -254,6 +282,8 @@ class StorageUnitImpl : public SimpleStorageUnit {
   std::unique_ptr<simple::SimpleStore> store_;
   std::unique_ptr<tqds::wire::RpcServer> server_;
   std::unique_ptr<tqds::wire::RpcServer> ipc_server_;  // null unless bound on tcp
+  std::unique_ptr<tqds::wire::StreamServer> stream_server_;  // null without keys or tcp
+  uint32_t stream_port_ = 0;                                  // of stream_server_; 0: none
   RequestCounters counters_;                           // thread-safe
 };
 

@@ -22,6 +22,7 @@ using tqds::net::WriteAllV;
 namespace {
 
 constexpr int kHandshakeTimeoutMs = 5000;
+constexpr uint64_t kStreamGroupBytes = 4u << 20;
 
 struct Hello {
   uint32_t magic;
@@ -94,23 +95,46 @@ Result<Message> ReadAfterPrefix(int fd, const uint8_t* prefix, const StreamLimit
   TQDS_ASSIGN_OR_RETURN(uint32_t count, DecodeStreamPrefix(prefix, limits));
   std::vector<uint64_t> lengths(count);
   if (!ReadAll(fd, lengths.data(), 8 * size_t{count})) return Status::IOError("receiving: ", ErrnoText(errno));
-  TQDS_ASSIGN_OR_RETURN(uint64_t payload, CheckStreamTable(lengths.data(), count, limits));
+  TQDS_RETURN_NOT_OK(CheckStreamTable(lengths.data(), count, limits).status());
   std::string header(lengths[0], '\0');
   if (!ReadAll(fd, header.data(), header.size())) return Status::IOError("receiving: ", ErrnoText(errno));
-  Buffer bytes;
-  if (payload > 0) {
-    auto buf = MutableBuffer::Allocate(payload);
-    if (!buf.ok()) return buf.status().WithContext("a stream-channel message's payload");
-    if (!ReadAll(fd, buf->mutable_data(), payload)) return Status::IOError("receiving: ", ErrnoText(errno));
-    bytes = std::move(*buf).Freeze();
-  }
   TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(header.data(), header.size()));
   m.set_raw_header(Buffer::FromString(std::move(header)));
-  m.payloads().reserve(count - 1);
-  uint64_t at = 0;
+  // The payloads go into buffers of about kStreamGroupBytes (a larger frame
+  // alone in its own), each frame at a 64-byte boundary: a reader may view
+  // values in place, and a receiver that keeps some values and drops others
+  // pins at most one group's worth beside them.
+  struct Group {
+    uint64_t bytes = 0;
+    Buffer buffer;
+  };
+  std::vector<Group> groups;
+  std::vector<std::pair<size_t, uint64_t>> where(count);  // frame -> (group, offset)
   for (size_t i = 1; i < count; ++i) {
-    m.payloads().push_back(lengths[i] == 0 ? Buffer() : bytes.Slice(at, lengths[i]));
-    at += lengths[i];
+    const uint64_t padded = (lengths[i] + 63) / 64 * 64;
+    if (groups.empty() || (groups.back().bytes > 0 && groups.back().bytes + padded > kStreamGroupBytes)) {
+      groups.emplace_back();
+    }
+    where[i] = {groups.size() - 1, groups.back().bytes};
+    groups.back().bytes += padded;
+  }
+  std::vector<MutableBuffer> memory;
+  memory.reserve(groups.size());
+  for (const Group& g : groups) {
+    auto buf = MutableBuffer::Allocate(std::max<uint64_t>(g.bytes, 1));
+    if (!buf.ok()) return buf.status().WithContext("a stream-channel message's payload");
+    memory.push_back(buf.MoveValue());
+  }
+  std::vector<iovec> iov;
+  iov.reserve(count - 1);
+  for (size_t i = 1; i < count; ++i) {
+    if (lengths[i] > 0) iov.push_back({memory[where[i].first].mutable_data() + where[i].second, lengths[i]});
+  }
+  if (!tqds::net::ReadAllV(fd, iov)) return Status::IOError("receiving: ", ErrnoText(errno));
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].buffer = std::move(memory[g]).Freeze();
+  m.payloads().reserve(count - 1);
+  for (size_t i = 1; i < count; ++i) {
+    m.payloads().push_back(lengths[i] == 0 ? Buffer() : groups[where[i].first].buffer.Slice(where[i].second, lengths[i]));
   }
   return m;
 }

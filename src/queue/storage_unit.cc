@@ -139,6 +139,7 @@ class StorageUnitImpl : public SimpleStorageUnit {
     stream_server_ = s.MoveValue();
     const std::string& sep = stream_server_->endpoint();
     stream_port_ = static_cast<uint32_t>(std::stoul(sep.substr(sep.rfind(':') + 1)));
+    spdlog::info("storage unit {}: stream channel on {}", ep, sep);
   }
 
   // Every request type a unit serves: upstream's op_type it is counted

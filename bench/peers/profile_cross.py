@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""profile_cross: ours-ds across peer_bench's two namespaces, put / get /
-clear of one shape in a loop for 10 s, with `perf record -g` on the writer,
-the reader and both datasystem workers (perf data in /tmp/cross_<who>.data).
+"""profile_cross: ours-ds (or ours-simple) across peer_bench's two
+namespaces, put / get / clear of one shape in a loop for 10 s, with `perf
+record -g` on the writer, the reader and both datasystem workers (perf data
+in /tmp/cross_<who>.data).
 
-    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split]   # as root; default complex
+    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split] [--system ours-simple]
+    # as root; default complex, ours-ds
 
 --dwarf records DWARF call graphs (299 Hz): the worker and the extension
 are built without frame pointers, so `-g` stacks stop at the first frame.
@@ -27,8 +29,14 @@ import peer_bench as pb  # noqa: E402
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a not in ("--dwarf", "--split")]
-    split = "--split" in sys.argv
+    argv = sys.argv[1:]
+    system = "ours-ds"
+    if "--system" in argv:
+        i = argv.index("--system")
+        system = argv[i + 1]
+        del argv[i:i + 2]
+    args = [a for a in argv if a not in ("--dwarf", "--split")]
+    split = "--split" in argv
     shape = args[0] if args else "complex"
     graph = ["-F", "299", "--call-graph", "dwarf,16384"] if "--dwarf" in sys.argv else ["-F", "999", "-g"]
     ns = pb.Namespaces("cross").up()
@@ -36,14 +44,14 @@ def main():
     os.chmod(work, 0o777)
     sr = None
     try:
-        sr = pb.SystemRun("ours-ds", ns, work)  # may fail (no tq to make keys): the namespaces still go
+        sr = pb.SystemRun(system, ns, work)  # may fail (no tq to make keys): the namespaces still go
         sr.start()
         w, r = sr.roles()
         w.call({"op": "init"}, timeout=240)
         r.call({"op": "init"}, timeout=240)
         w.call({"op": "make", "shape": shape})
         pids = {"writer": w.p.pid, "reader": r.p.pid}
-        for name, ip in (("wA", pb.IP_A), ("wB", pb.IP_B)):
+        for name, ip in (("wA", pb.IP_A), ("wB", pb.IP_B)) if system == "ours-ds" else ():
             out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
             pids[name] = int(out.stdout.split()[0])
         perfs = [] if split else [

@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "common/wire/security.h"
+#include "common/wire/stream_codec.h"
 #include "common/wire/transport.h"
 #include "datasystem/protocol.h"
 #include "datasystem/worker_options.h"
@@ -55,33 +56,8 @@ static_assert(sizeof(ReplyHeader) == 24);
 // Reads exactly na bytes into a, then nb into b, in as few syscalls as the
 // socket allows (one reply's payload and the next reply's header together).
 bool ReadTwo(int fd, void* a, size_t na, void* b, size_t nb) {
-  iovec iov[2] = {{a, na}, {b, nb}};
-  int first = 0;
-  while (first < 2) {
-    msghdr msg{};
-    msg.msg_iov = iov + first;
-    msg.msg_iovlen = static_cast<size_t>(2 - first);
-    ssize_t r = ::recvmsg(fd, &msg, MSG_WAITALL);
-    if (r == 0) {
-      errno = ECONNRESET;
-      return false;
-    }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    auto got = static_cast<size_t>(r);
-    while (first < 2 && got >= iov[first].iov_len) {
-      got -= iov[first].iov_len;
-      iov[first].iov_len = 0;
-      ++first;
-    }
-    if (first < 2) {
-      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + got;
-      iov[first].iov_len -= got;
-    }
-  }
-  return true;
+  std::vector<iovec> iov = {{a, na}, {b, nb}};
+  return tqds::net::ReadAllV(fd, iov);
 }
 
 struct Hello {
@@ -93,14 +69,9 @@ static_assert(sizeof(Hello) == 40);
 constexpr uint32_t kHandshakeVersion = 1;
 constexpr int kHandshakeTimeoutMs = 5000;
 
-// HMAC-SHA256(key, role | a | b).
+// HMAC-SHA256(key, role | a | b), as the stream channel's tags.
 void HandshakeTag(const HandshakeKey& key, char role, const uint8_t* a, const uint8_t* b, uint8_t out[32]) {
-  crypto_auth_hmacsha256_state st;
-  crypto_auth_hmacsha256_init(&st, key.k, sizeof(key.k));
-  crypto_auth_hmacsha256_update(&st, reinterpret_cast<const uint8_t*>(&role), 1);
-  crypto_auth_hmacsha256_update(&st, a, 32);
-  crypto_auth_hmacsha256_update(&st, b, 32);
-  crypto_auth_hmacsha256_final(&st, out);
+  tqds::wire::StreamTag(key.k, role, a, b, out);
 }
 
 }  // namespace

@@ -111,8 +111,8 @@ TEST(StreamCodec, BothEndsDeriveTheSameKeyAndOnlyThey) {
   ASSERT_OK_AND_ASSIGN(StreamKey impostor, DeriveStreamKey(osec, spub, cpub, spub));
   EXPECT_NE(0, std::memcmp(server.k, impostor.k, 32));
   uint8_t a[32] = {1}, b[32] = {2}, t1[32], t2[32];
-  StreamTag(server, 'C', a, b, t1);
-  StreamTag(server, 'S', a, b, t2);
+  StreamTag(server.k, 'C', a, b, t1);
+  StreamTag(server.k, 'S', a, b, t2);
   EXPECT_NE(0, std::memcmp(t1, t2, 32));  // the roles cannot be swapped
   const uint8_t zero[32] = {};
   auto low = DeriveStreamKey(ssec, zero, zero, spub);
@@ -165,7 +165,7 @@ class StreamChannelTest : public ::testing::Test {
     auto key = DeriveStreamKey((*id)->client_secret, (*id)->server_public, (*id)->client_public,
                                (*id)->server_public);
     EXPECT_OK(key.status());
-    StreamTag(*key, 'C', hello + 8, answer + 32, answer + 64);
+    StreamTag(key->k, 'C', hello + 8, answer + 32, answer + 64);
     EXPECT_TRUE(tqds::net::WriteAll(*fd, answer, sizeof(answer)));
     EXPECT_TRUE(tqds::net::ReadAll(*fd, proof, sizeof(proof)));
     return *fd;

@@ -64,6 +64,7 @@ class StreamUnitTest : public ::testing::Test {
     fs::create_directories(root_);
   }
   void TearDown() override {
+    unit_.reset();
     ASSERT_OK(tqds::wire::UseCurveKeys(""));
     fs::remove_all(root_);
   }
@@ -109,45 +110,46 @@ class StreamUnitTest : public ::testing::Test {
     }
     ASSERT_OK(m->Delete(keys, {"a", "b"}));
   }
+  // A unit on 127.0.0.1 and the stream port it announces.
+  void StartUnit() {
+    StorageUnitOptions o;
+    o.address = "tcp://127.0.0.1:0";
+    ASSERT_OK_AND_ASSIGN(unit_, SimpleStorageUnit::Start(o));
+    ASSERT_OK_AND_ASSIGN(auto st, StatsOf(unit_->address()));
+    stream_port_ = st.stream_port;
+  }
   fs::path root_;
+  std::unique_ptr<SimpleStorageUnit> unit_;
+  uint32_t stream_port_ = 0;
 };
 
 TEST_F(StreamUnitTest, KeyHoldersMovePayloadsOnTheStreamChannel) {
   UseKeys();
-  StorageUnitOptions o;
-  o.address = "tcp://127.0.0.1:0";
-  ASSERT_OK_AND_ASSIGN(auto unit, SimpleStorageUnit::Start(o));
-  ASSERT_OK_AND_ASSIGN(auto st, StatsOf(unit->address()));
-  ASSERT_NE(st.stream_port, 0u);
-  EXPECT_FALSE(ConnectedTo(st.stream_port));
-  RoundTrip(Config{{"storage_units", {unit->address()}}, {"prefer_ipc", false}}, st.stream_port, true);
-  ASSERT_OK_AND_ASSIGN(auto after, StatsOf(unit->address()));
+  StartUnit();
+  ASSERT_NE(stream_port_, 0u);
+  EXPECT_FALSE(ConnectedTo(stream_port_));
+  RoundTrip(Config{{"storage_units", {unit_->address()}}, {"prefer_ipc", false}}, stream_port_, true);
+  ASSERT_OK_AND_ASSIGN(auto after, StatsOf(unit_->address()));
   EXPECT_EQ(after.stats.keys, 0u);
   EXPECT_EQ(after.stats.ops["PUT_DATA"].requests, 1u);
 }
 
 TEST_F(StreamUnitTest, EncryptPayloadsKeepsEveryByteOnCurve) {
   UseKeys();
-  StorageUnitOptions o;
-  o.address = "tcp://127.0.0.1:0";
-  ASSERT_OK_AND_ASSIGN(auto unit, SimpleStorageUnit::Start(o));
-  ASSERT_OK_AND_ASSIGN(auto st, StatsOf(unit->address()));
-  ASSERT_NE(st.stream_port, 0u);
-  RoundTrip(Config{{"storage_units", {unit->address()}}, {"prefer_ipc", false}, {"encrypt_payloads", true}},
-            st.stream_port, false);
+  StartUnit();
+  ASSERT_NE(stream_port_, 0u);
+  RoundTrip(Config{{"storage_units", {unit_->address()}}, {"prefer_ipc", false}, {"encrypt_payloads", true}},
+            stream_port_, false);
   StorageContext bad;
-  bad.config = Config{{"storage_units", {unit->address()}}, {"encrypt_payloads", "yes"}};
+  bad.config = Config{{"storage_units", {unit_->address()}}, {"encrypt_payloads", "yes"}};
   auto refused = CreateStorageManager("SimpleStorageManager", bad);
   EXPECT_STATUS(refused.status(), kInvalid, "'encrypt_payloads' must be a bool");
 }
 
 TEST_F(StreamUnitTest, AUnitWithoutKeysHasNoStreamChannel) {
-  StorageUnitOptions o;
-  o.address = "tcp://127.0.0.1:0";
-  ASSERT_OK_AND_ASSIGN(auto unit, SimpleStorageUnit::Start(o));
-  ASSERT_OK_AND_ASSIGN(auto st, StatsOf(unit->address()));
-  EXPECT_EQ(st.stream_port, 0u);
-  RoundTrip(Config{{"storage_units", {unit->address()}}, {"prefer_ipc", false}}, 0, false);
+  StartUnit();
+  EXPECT_EQ(stream_port_, 0u);
+  RoundTrip(Config{{"storage_units", {unit_->address()}}, {"prefer_ipc", false}}, 0, false);
 }
 
 }  // namespace

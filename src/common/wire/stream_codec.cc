@@ -103,9 +103,9 @@ Result<StreamKey> DeriveStreamKey(const uint8_t own_secret[32], const uint8_t pe
   return key;
 }
 
-void StreamTag(const StreamKey& key, char role, const uint8_t a[32], const uint8_t b[32], uint8_t out[32]) {
+void StreamTag(const uint8_t key[32], char role, const uint8_t a[32], const uint8_t b[32], uint8_t out[32]) {
   crypto_auth_hmacsha256_state st;
-  crypto_auth_hmacsha256_init(&st, key.k, sizeof(key.k));
+  crypto_auth_hmacsha256_init(&st, key, 32);
   crypto_auth_hmacsha256_update(&st, reinterpret_cast<const uint8_t*>(&role), 1);
   crypto_auth_hmacsha256_update(&st, a, 32);
   crypto_auth_hmacsha256_update(&st, b, 32);

@@ -71,7 +71,8 @@ struct StreamKey {
 // is a low-order point (X25519 of it is zero).
 Result<StreamKey> DeriveStreamKey(const uint8_t own_secret[32], const uint8_t peer_public[32],
                                   const uint8_t client_public[32], const uint8_t server_public[32]);
-// HMAC-SHA256(K, role | a | b) for role 'C' (the client's tag) or 'S'.
-void StreamTag(const StreamKey& key, char role, const uint8_t a[32], const uint8_t b[32], uint8_t out[32]);
+// HMAC-SHA256(key, role | a | b) for role 'C' (the client's tag) or 'S'
+// (the datasystem's data plane computes its tags the same way).
+void StreamTag(const uint8_t key[32], char role, const uint8_t a[32], const uint8_t b[32], uint8_t out[32]);
 
 }  // namespace tqds::wire

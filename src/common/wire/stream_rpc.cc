@@ -192,7 +192,7 @@ bool StreamServer::Handshake(int fd) {
     why = "an unusable client key";
   }
   if (ok) {
-    StreamTag(*key, 'C', hello.nonce, answer + 32, want);
+    StreamTag(key->k, 'C', hello.nonce, answer + 32, want);
     ok = sodium_memcmp(want, answer + 64, 32) == 0;
     why = "a wrong proof (another deployment's server key?)";
   }
@@ -203,7 +203,7 @@ bool StreamServer::Handshake(int fd) {
     }
     return false;
   }
-  StreamTag(*key, 'S', answer + 32, hello.nonce, proof);
+  StreamTag(key->k, 'S', answer + 32, hello.nonce, proof);
   std::vector<iovec> reply = {{proof, sizeof(proof)}};
   tqds::net::SetRecvTimeout(fd, options_.connections.idle_timeout_ms);
   return WriteAllV(fd, reply);
@@ -298,14 +298,14 @@ Status StreamClient::Handshake(int fd) {
   randombytes_buf(answer + 32, 32);
   TQDS_ASSIGN_OR_RETURN(StreamKey key,
                         DeriveStreamKey(id_->client_secret, id_->server_public, id_->client_public, id_->server_public));
-  StreamTag(key, 'C', hello.nonce, answer + 32, answer + 64);
+  StreamTag(key.k, 'C', hello.nonce, answer + 32, answer + 64);
   std::vector<iovec> out = {{answer, sizeof(answer)}};
   if (!WriteAllV(fd, out) || !ReadAll(fd, proof, sizeof(proof))) {
     return Status::PermissionDenied("stream endpoint ", endpoint_,
                                     " closed the handshake: it does not authorize this client's key, or holds "
                                     "another deployment's server key");
   }
-  StreamTag(key, 'S', answer + 32, hello.nonce, want);
+  StreamTag(key.k, 'S', answer + 32, hello.nonce, want);
   if (sodium_memcmp(want, proof, 32) != 0) {
     return Status::PermissionDenied("stream endpoint ", endpoint_, " failed to prove the deployment's server key");
   }

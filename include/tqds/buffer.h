@@ -53,10 +53,10 @@ class Buffer {
 };
 
 // Writable memory, 64-byte aligned, owned until frozen into a Buffer. Large
-// buffers (4 MiB and up) are page-aligned, pre-committed mappings (huge pages
-// where the kernel allows); when one is freed its mapping is kept for the
+// buffers (4 MiB and up) are page-aligned, pre-committed mappings (transparent
+// huge pages only with $TQDS_HUGE_PAGES=1); when one is freed its mapping is kept for the
 // next allocation of about the same size, up to $TQDS_BUFFER_CACHE_MB of them
-// (default 1024, or 1/16 of RAM if less; 0 disables), so a repeated shape never
+// (default 4096, or 1/8 of RAM if less; 0 disables), so a repeated shape never
 // faults memory in again. The bytes of a new MutableBuffer are unspecified:
 // write before reading.
 class MutableBuffer {

@@ -32,7 +32,7 @@ class MappingCache {
   MappingCache& operator=(const MappingCache&) = delete;
 
   // The process-wide cache MutableBuffer uses; its limit is
-  // $TQDS_BUFFER_CACHE_MB (default 1024, or 1/16 of the machine's memory
+  // $TQDS_BUFFER_CACHE_MB (default 4096, or 1/8 of the machine's memory
   // where that is less; 0 disables). Never destroyed.
   static MappingCache& Global();
 

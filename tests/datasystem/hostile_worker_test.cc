@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <string_view>
 #include <thread>
 
 #include "common/wire/message.h"
@@ -330,7 +331,11 @@ uid_t Nobody() {
   return p != nullptr ? p->pw_uid : 65534;
 }
 
-// Runs `argv` as user nobody; returns its exit status and output.
+// Runs `argv` as user nobody; returns its exit status and output. The
+// child's arguments and environment are built before the fork: between fork
+// and exec a child of this multi-threaded process may only make system calls
+// (a malloc there, e.g. by setenv, can wait forever on a lock that another
+// thread held at the fork; seen once under ASan).
 std::pair<int, std::string> RunAsNobody(const std::vector<std::string>& argv, const std::string& key_dir = "") {
   int out[2];
   if (::pipe(out) != 0) return {-1, "pipe failed"};
@@ -340,15 +345,23 @@ std::pair<int, std::string> RunAsNobody(const std::vector<std::string>& argv, co
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<std::string> env_text;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view v(*e);
+    if (v.rfind("HOME=", 0) == 0 || v.rfind("TQDS_CURVE_KEY_DIR=", 0) == 0) continue;
+    env_text.emplace_back(v);
+  }
+  env_text.push_back("HOME=/tmp");
+  if (!key_dir.empty()) env_text.push_back("TQDS_CURVE_KEY_DIR=" + key_dir);
+  std::vector<char*> env;
+  for (auto& e : env_text) env.push_back(e.data());
+  env.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out[1], 1);
     ::dup2(out[1], 2);
     if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
-    ::setenv("HOME", "/tmp", 1);
-    if (key_dir.empty()) ::unsetenv("TQDS_CURVE_KEY_DIR");
-    else ::setenv("TQDS_CURVE_KEY_DIR", key_dir.c_str(), 1);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), env.data());
     _exit(127);
   }
   ::close(out[1]);

@@ -13,7 +13,8 @@
 //       JSON line (so that a driver can interleave C++ and Python runs over
 //       one warm client); "quit" or end of input stops it.
 // Each JSON line: {"op", "shape", "keys", "bytes", "times_s": [per rep],
-// "faults_per_rep": minor page faults in the timed region}; a
+// "faults_per_rep": minor page faults in the timed region; for mcreate also
+// "parts_s": {"mcreate", "fill", "mset_buffer": [per rep]}, its three steps}; a
 // rep times the whole op over the shape (e.g. 1000 Set calls, or one MSet of
 // 1000 keys). Untimed: before each rep of a write op the keys are deleted;
 // before the reps of a read op they are written once. Two untimed warm-up
@@ -27,6 +28,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -45,6 +47,8 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 void Check(const tqds::Status& st, const char* what) {
   if (!st.ok()) throw std::runtime_error(std::string(what) + ": " + st.ToString());
@@ -108,6 +112,8 @@ class Bench {
     Shape& s = const_cast<Shape&>(FindShape(shape_name));
     std::function<void()> prep, body;
     bool prep_each_rep = true;  // false: once, before the warm-ups (reads)
+    // Per rep of mcreate (warm-ups included): the MCreate call, the fill, the MSetBuffer call.
+    std::vector<std::array<double, 3>> parts;
     auto del = [&] { Check(kv_.Delete(s.keys).status(), "delete"); };
     auto ensure = [&] { Check(kv_.MSet(s.keys, s.views), "mset (prepare)"); };
     if (op == "set") {
@@ -121,12 +127,17 @@ class Bench {
     } else if (op == "mcreate") {  // mcreate + fill + mset_buffer
       prep = del;
       body = [&] {
+        const auto t0 = Clock::now();
         auto bufs = kv_.MCreate(s.keys, s.sizes);
         Check(bufs.status(), "mcreate");
+        const auto t1 = Clock::now();
         for (size_t i = 0; i < bufs->size(); ++i) {
           std::memcpy((*bufs)[i].data(), s.values[i].data(), s.values[i].size());
         }
+        const auto t2 = Clock::now();
         Check(kv_.MSetBuffer(*bufs), "mset_buffer");
+        const auto t3 = Clock::now();
+        parts.push_back({Seconds(t1 - t0), Seconds(t2 - t1), Seconds(t3 - t2)});
       };
     } else if (op == "get") {
       prep = ensure;
@@ -170,15 +181,29 @@ class Bench {
       const long f0 = MinorFaults();
       auto t0 = Clock::now();
       body();
-      double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+      double dt = Seconds(Clock::now() - t0);
       if (r >= 0) {
         times.push_back(dt);
         faults += MinorFaults() - f0;
       }
     }
     if (op == "get" || op == "mget") Verify(s);
-    return {{"op", op}, {"shape", s.name}, {"keys", s.keys.size()}, {"bytes", s.bytes},
-            {"times_s", times}, {"faults_per_rep", static_cast<double>(faults) / reps}};
+    nlohmann::json out = {{"op", op},
+                          {"shape", s.name},
+                          {"keys", s.keys.size()},
+                          {"bytes", s.bytes},
+                          {"times_s", times},
+                          {"faults_per_rep", static_cast<double>(faults) / reps}};
+    if (!parts.empty()) {  // the timed reps' parts (after the two warm-ups)
+      nlohmann::json& p = out["parts_s"];
+      const char* names[] = {"mcreate", "fill", "mset_buffer"};
+      for (size_t k = 0; k < 3; ++k) {
+        std::vector<double> v;
+        for (size_t r = 2; r < parts.size(); ++r) v.push_back(parts[r][k]);
+        p[names[k]] = v;
+      }
+    }
+    return out;
   }
 
  private:

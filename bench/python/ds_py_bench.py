@@ -30,6 +30,11 @@ The `datasystem` package comes from this checkout's python/ with the
 build's extension (<build>/python), programs from the build tree: both
 sides run the code just built.
 
+Each mcreate row is followed by its three steps, timed apart on both sides
+(the mcreate call, the caller's fill loop, the mset_buffer call): the calls
+carry a verdict in parentheses, not counted; the fill shows what the
+caller's Python loop costs next to C++'s memcpy loop.
+
 Target: Python time <= 1.2 x C++ time per row (PASS/MISS). The table also
 shows memcpy of the same bytes (C++, warm buffers) as the reference, and the
 minor page faults per rep on each side (fresh memory is what makes a 64 MiB
@@ -65,6 +70,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = 1.2
+# The steps of an mcreate row, timed apart on both sides: the two client
+# calls, and between them the caller's fill loop (a memcpy per key in C++,
+# a Python loop of write() or of a memoryview slice assignment per key).
+PARTS = ("mcreate", "fill", "mset_buffer")
 SHAPES = {"small": (1000, 4096), "large": (1, 64 << 20)}
 # (row name, C++ op, Python op)
 ROWS = [
@@ -181,7 +190,8 @@ class CppSide:
         reply = json.loads(self.proc.stdout.readline() or '{"error": "ds_kv_ops_bench exited"}')
         if "error" in reply:
             raise RuntimeError(f"C++ {op} {shape}: {reply['error']}")
-        return reply["times_s"], reply["faults_per_rep"]
+        parts = reply.get("parts_s")
+        return reply["times_s"], reply["faults_per_rep"], [parts[k] for k in PARTS] if parts else []
 
     def close(self):
         if self.proc.poll() is None:
@@ -229,12 +239,17 @@ class PySide:
         pairs = list(zip(keys, values))
         yr = self.yr
 
+        # Prepared through the client under test, as the C++ side does.
+        prepare_with = yr if op.startswith("yr_") else kv
+
         def delete():
-            kv.delete(keys)
+            prepare_with.delete(keys)
 
         def ensure():
-            kv.mset(keys, values)
+            prepare_with.mset(keys, values)
 
+        clock = time.perf_counter
+        parts = []  # mcreate ops, per rep (warm-ups included): the mcreate call, the fill, mset_buffer
         prep_each_rep = op not in ("get", "mget", "get_buffers", "yr_get", "yr_mget", "yr_get_buffers")
         if op == "set":
             prep = delete
@@ -251,18 +266,26 @@ class PySide:
             prep = delete
 
             def body():
+                t0 = clock()
                 bufs = kv.mcreate(keys, sizes)
+                t1 = clock()
                 for b, v in zip(bufs, values):
                     b.write(v)
+                t2 = clock()
                 kv.mset_buffer(bufs)
+                parts.append((t1 - t0, t2 - t1, clock() - t2))
         elif op == "mcreate_memoryview":
             prep = delete
 
             def body():
+                t0 = clock()
                 bufs = kv.mcreate(keys, sizes)
+                t1 = clock()
                 for b, v in zip(bufs, values):
                     b.memoryview()[:] = v
+                t2 = clock()
                 kv.mset_buffer(bufs)
+                parts.append((t1 - t0, t2 - t1, clock() - t2))
         elif op == "get":
             prep = ensure
 
@@ -305,10 +328,14 @@ class PySide:
             prep = delete
 
             def body():
+                t0 = clock()
                 bufs = yr.mcreate(keys, sizes)
+                t1 = clock()
                 for b, v in zip(bufs, values):
                     b.MutableData()[:] = v
+                t2 = clock()
                 yr.mset_buffer(bufs)
+                parts.append((t1 - t0, t2 - t1, clock() - t2))
         elif op == "yr_get_buffers":
             prep = ensure
 
@@ -328,7 +355,7 @@ class PySide:
                 times.append(dt)
                 faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
         self.verify(op, keys, values)
-        return times, faults / reps
+        return times, faults / reps, [list(p) for p in zip(*parts[2:])]
 
     def verify(self, op, keys, values):
         """What was written or read is right (untimed)."""
@@ -340,6 +367,12 @@ class PySide:
             got = [bytes(v) for v in self.kv.get_buffers(keys)]
         if got != values:
             raise RuntimeError(f"{op}: values read back differ from the values written")
+
+
+def add_parts(into, parts):
+    """Appends one batch's per-part times (a list per part, or none)."""
+    for k, times in enumerate(parts):
+        into[k] += times
 
 
 def fmt_rate(bytes_, n, t):
@@ -393,15 +426,19 @@ def main():
             for shape in shapes:
                 memcpy[shape] += cpp.run("memcpy", shape, args.reps)[0]
                 for row, cop, pop in rows:
-                    r = results.setdefault((row, shape), {"cpp": [], "py": [], "cpp_faults": [], "py_faults": []})
+                    r = results.setdefault((row, shape), {"cpp": [], "py": [], "cpp_faults": [], "py_faults": [],
+                                                          "cpp_parts": [[] for _ in PARTS],
+                                                          "py_parts": [[] for _ in PARTS]})
                     reps = row_reps.get((row, shape), args.reps)
                     if cop != "mcreate" or pop == "mcreate_write":
-                        t, f = cpp.run(cop, shape, reps)
+                        t, f, parts = cpp.run(cop, shape, reps)
                         r["cpp"] += t
                         r["cpp_faults"].append(f)
-                    t, f = py.run(pop, shape, reps)
+                        add_parts(r["cpp_parts"], parts)
+                    t, f, parts = py.run(pop, shape, reps)
                     r["py"] += t
                     r["py_faults"].append(f)
+                    add_parts(r["py_parts"], parts)
                     # Ops under 100 ms get more reps from the next round on
                     # (about 0.3 s per batch), so that their best is stable
                     # on a shared machine.
@@ -419,11 +456,12 @@ def main():
             b = results.get(("mcreate+write+mset_buffer", shape))
             if b is None:
                 for _ in range(args.rounds):
-                    t, f = cpp.run("mcreate", shape, args.reps)
+                    t, f, parts = cpp.run("mcreate", shape, args.reps)
                     a["cpp"] += t
                     a["cpp_faults"].append(f)
+                    add_parts(a["cpp_parts"], parts)
             else:
-                a["cpp"], a["cpp_faults"] = b["cpp"], b["cpp_faults"]
+                a["cpp"], a["cpp_faults"], a["cpp_parts"] = b["cpp"], b["cpp_faults"], b["cpp_parts"]
     finally:
         if cpp:
             cpp.close()
@@ -431,6 +469,22 @@ def main():
 
     print_table(args, memcpy, results, rows, shapes)
     return 0
+
+
+def print_parts(r, label):
+    """Sub-rows of an mcreate row: each step's best rep on each side. The
+    two calls carry a verdict in parentheses (not counted); the fill is the
+    caller's own loop, shown for where the time goes."""
+    parts = {}
+    for k, name in enumerate(PARTS):
+        c, p = min(r["cpp_parts"][k]), min(r["py_parts"][k])
+        call = name != "fill"
+        shown = f"  {name} call" if call else "  fill (caller's loop)"
+        verdict = ("(PASS)" if p / c <= TARGET else "(MISS)") if call else ""
+        print(f"{shown:31s} {label:10s} {c * 1e3:8.3f} {'':8s} {'':9s} {p * 1e3:8.3f} {'':8s} {'':9s} "
+              f"{'':>13s} {p / c:6.2f}  {verdict}")
+        parts[name] = {"cpp_best_s": c, "py_best_s": p, "ratio_best": p / c}
+    return parts
 
 
 def print_table(args, memcpy, results, rows, shapes):
@@ -466,6 +520,8 @@ def print_table(args, memcpy, results, rows, shapes):
                                 "ratio_median": statistics.median(r["py"]) / statistics.median(r["cpp"]),
                                 "verdict": verdict, "cpp_faults_per_rep": cf, "py_faults_per_rep": pf,
                                 "cpp_times_s": r["cpp"], "py_times_s": r["py"]})
+            if r["cpp_parts"][0] and r["py_parts"][0]:
+                out["rows"][-1]["parts"] = print_parts(r, label)
     misses = sum(1 for r in out["rows"] if r.get("verdict") == "MISS")
     passes = sum(1 for r in out["rows"] if r.get("verdict") == "PASS")
     print(f"{passes} PASS, {misses} MISS: best rep of {args.rounds} rounds per side (ops under 100 ms: up to "

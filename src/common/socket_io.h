@@ -46,8 +46,11 @@ Result<int> ListenTcp(const std::string& ip, int port, const std::string& what, 
 // A connected, blocking IPv4 socket to host:port (a dotted address) within
 // `timeout_ms`, with TCP_NODELAY. Unavailable naming `endpoint` otherwise.
 Result<int> ConnectTcp(const std::string& host, int port, int timeout_ms, const std::string& endpoint);
-// Splits "host:port" (what names it in errors).
+// Splits "host:port" (the last colon; the port 1-65535). `what` starts
+// each error, e.g. "--worker_address must look like HOST:PORT ...".
 Status SplitHostPort(const std::string& endpoint, const std::string& what, std::string* host, int* port);
+// The host of a "tcp://host:port" endpoint; empty when it is not one.
+std::string TcpEndpointHost(const std::string& endpoint);
 
 struct ConnectionServerOptions {
   // Connections served at once (one thread each); one more is handed to

@@ -11,27 +11,16 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/socket_io.h"
+
 namespace ds {
 
 using tqds::Result;
 using tqds::Status;
 
 Result<HostPort> HostPort::Parse(const std::string& text, const char* flag) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    return Status::Invalid(flag, " must look like HOST:PORT (e.g. 127.0.0.1:31501), got '", text,
-                           "'");
-  }
   HostPort hp;
-  hp.host = text.substr(0, colon);
-  const std::string port = text.substr(colon + 1);
-  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::Invalid(flag, ": port '", port, "' is not a number");
-  }
-  hp.port = std::stoi(port);
-  if (hp.port < 1 || hp.port > 65535) {
-    return Status::Invalid(flag, ": port ", hp.port, " is outside 1-65535");
-  }
+  TQDS_RETURN_NOT_OK(tqds::net::SplitHostPort(text, flag, &hp.host, &hp.port));
   return hp;
 }
 

@@ -16,6 +16,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "common/socket_io.h"
 #include "common/wire/rpc.h"
 #include "queue/controller_journal.h"
 #include "queue/ctl_messages.h"
@@ -201,8 +202,7 @@ class ControllerImpl : public TransferQueueController {
         uo.address = o.address + "-unit-" + std::to_string(i);
       } else if (o.address.rfind("tcp://", 0) == 0) {
         // Units listen on the controller's host, so other nodes reach them too.
-        std::string host = o.address.substr(6, o.address.rfind(':') - 6);
-        uo.address = "tcp://" + host + ":0";
+        uo.address = "tcp://" + tqds::net::TcpEndpointHost(o.address) + ":0";
       }
       TQDS_ASSIGN_OR_RETURN(auto unit, SimpleStorageUnit::Start(uo));
       registry_->AddPermanent(unit->address());

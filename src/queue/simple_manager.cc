@@ -9,6 +9,7 @@
 
 #include <future>
 
+#include "common/socket_io.h"
 #include "common/wire/rpc.h"
 #include "common/wire/stream_rpc.h"
 #include "queue/ctl_messages.h"
@@ -62,9 +63,8 @@ std::unique_ptr<tqds::wire::StreamClient> StreamTo(RpcClient& tcp, const std::st
   if (!id.ok() || *id == nullptr || !(*id)->can_connect) return nullptr;
   auto info = QueryUnit(tcp, kProbeTimeout);
   if (!info.ok() || info->stream_port == 0 || info->instance == 0) return nullptr;
-  const size_t colon = ep.rfind(':');
-  std::string host = ep.substr(6, colon - 6);  // ep is tcp://host:port
-  if (host == "*" || host == "0.0.0.0") return nullptr;
+  const std::string host = tqds::net::TcpEndpointHost(ep);
+  if (host.empty() || host == "*" || host == "0.0.0.0") return nullptr;
   auto stream = tqds::wire::StreamClient::Create(host + ":" + std::to_string(info->stream_port));
   if (!stream.ok()) return nullptr;
   auto again = QueryUnit(**stream, kProbeTimeout);

@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "common/process.h"
+#include "common/socket_io.h"
 #include "common/wire/rpc.h"
 #include "common/wire/stream_rpc.h"
 #include "queue/ctl_messages.h"
@@ -123,11 +124,10 @@ class StorageUnitImpl : public SimpleStorageUnit {
   // server keys (best effort: without it, every client uses CURVE).
   void StartStream(tqds::wire::RpcServer::Handler handler, uint64_t capacity) {
     const std::string& ep = server_->endpoint();
-    if (ep.rfind("tcp://", 0) != 0) return;
+    std::string host = tqds::net::TcpEndpointHost(ep);
+    if (host.empty()) return;
     auto id = tqds::wire::ProcessStreamIdentity();
     if (!id.ok() || *id == nullptr || !(*id)->can_serve) return;
-    const size_t colon = ep.rfind(':');
-    std::string host = ep.substr(6, colon - 6);
     if (host == "*") host = "0.0.0.0";
     tqds::wire::StreamServerOptions so;
     so.limits.max_payload_bytes = capacity;  // a put beyond it would fail anyway
@@ -138,7 +138,10 @@ class StorageUnitImpl : public SimpleStorageUnit {
     }
     stream_server_ = s.MoveValue();
     const std::string& sep = stream_server_->endpoint();
-    stream_port_ = static_cast<uint32_t>(std::stoul(sep.substr(sep.rfind(':') + 1)));
+    std::string bound_host;
+    int bound_port = 0;
+    if (!tqds::net::SplitHostPort(sep, "stream endpoint", &bound_host, &bound_port).ok()) return;
+    stream_port_ = static_cast<uint32_t>(bound_port);
     spdlog::info("storage unit {}: stream channel on {}", ep, sep);
   }
 

@@ -206,7 +206,7 @@ TEST_F(StreamChannelTest, NeitherEndRunsWithoutKeys) {
   EXPECT_STATUS(client.status(), kPermissionDenied, "client keys");
   ASSERT_OK(UseCurveKeys(Keys("k")));
   auto bad = StreamClient::Create("127.0.0.1");
-  EXPECT_STATUS(bad.status(), kInvalid, "is not host:port");
+  EXPECT_STATUS(bad.status(), kInvalid, "must look like HOST:PORT");
 }
 
 TEST_F(StreamChannelTest, StrangersAreRefusedByName) {

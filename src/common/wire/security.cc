@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/socket_io.h"
 #include "common/wire/transport.h"
 
 namespace tqds::wire {
@@ -261,9 +262,8 @@ void AllowInsecure(bool allow) {
 }
 
 bool IsLoopbackEndpoint(const std::string& endpoint) {
-  if (endpoint.rfind("tcp://", 0) != 0) return false;
-  const size_t colon = endpoint.rfind(':');  // always found: "tcp://" has one
-  std::string host = endpoint.substr(6, colon < 6 ? std::string::npos : colon - 6);
+  std::string host = tqds::net::TcpEndpointHost(endpoint);
+  if (host.empty()) return false;
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host == "localhost" || host == "::1") return true;
   in_addr a4{};

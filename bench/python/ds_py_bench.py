@@ -94,6 +94,26 @@ ROWS = [
 ]
 
 
+def fill_write(bufs, values):
+    for b, v in zip(bufs, values):
+        b.write(v)
+
+
+def fill_memoryview(bufs, values):
+    for b, v in zip(bufs, values):
+        b.memoryview()[:] = v
+
+
+def fill_mutable_data(bufs, values):
+    for b, v in zip(bufs, values):
+        b.MutableData()[:] = v
+
+
+# The caller's fill loop of each mcreate op.
+MCREATE_FILLS = {"mcreate_write": fill_write, "mcreate_memoryview": fill_memoryview,
+                 "yr_mcreate": fill_mutable_data}
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build-dir", default=os.environ.get("TQDS_BUILD_DIR"),
@@ -248,7 +268,6 @@ class PySide:
         def ensure():
             prepare_with.mset(keys, values)
 
-        clock = time.perf_counter
         parts = []  # mcreate ops, per rep (warm-ups included): the mcreate call, the fill, mset_buffer
         prep_each_rep = op not in ("get", "mget", "get_buffers", "yr_get", "yr_mget", "yr_get_buffers")
         if op == "set":
@@ -262,30 +281,10 @@ class PySide:
 
             def body():
                 kv.mset(keys, values)
-        elif op == "mcreate_write":
+        elif op in MCREATE_FILLS:
             prep = delete
-
-            def body():
-                t0 = clock()
-                bufs = kv.mcreate(keys, sizes)
-                t1 = clock()
-                for b, v in zip(bufs, values):
-                    b.write(v)
-                t2 = clock()
-                kv.mset_buffer(bufs)
-                parts.append((t1 - t0, t2 - t1, clock() - t2))
-        elif op == "mcreate_memoryview":
-            prep = delete
-
-            def body():
-                t0 = clock()
-                bufs = kv.mcreate(keys, sizes)
-                t1 = clock()
-                for b, v in zip(bufs, values):
-                    b.memoryview()[:] = v
-                t2 = clock()
-                kv.mset_buffer(bufs)
-                parts.append((t1 - t0, t2 - t1, clock() - t2))
+            body = self.mcreate_body(yr if op == "yr_mcreate" else kv, keys, values, sizes, MCREATE_FILLS[op],
+                                     parts)
         elif op == "get":
             prep = ensure
 
@@ -324,18 +323,6 @@ class PySide:
 
             def body():
                 yr.get(keys)
-        elif op == "yr_mcreate":
-            prep = delete
-
-            def body():
-                t0 = clock()
-                bufs = yr.mcreate(keys, sizes)
-                t1 = clock()
-                for b, v in zip(bufs, values):
-                    b.MutableData()[:] = v
-                t2 = clock()
-                yr.mset_buffer(bufs)
-                parts.append((t1 - t0, t2 - t1, clock() - t2))
         elif op == "yr_get_buffers":
             prep = ensure
 
@@ -356,6 +343,22 @@ class PySide:
                 faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
         self.verify(op, keys, values)
         return times, faults / reps, [list(p) for p in zip(*parts[2:])]
+
+    @staticmethod
+    def mcreate_body(client, keys, values, sizes, fill, parts):
+        """mcreate + fill + mset_buffer, each step timed into `parts`; `fill`
+        runs the whole fill loop (one call per rep, the loop inside it)."""
+        clock = time.perf_counter
+
+        def body():
+            t0 = clock()
+            bufs = client.mcreate(keys, sizes)
+            t1 = clock()
+            fill(bufs, values)
+            t2 = clock()
+            client.mset_buffer(bufs)
+            parts.append((t1 - t0, t2 - t1, clock() - t2))
+        return body
 
     def verify(self, op, keys, values):
         """What was written or read is right (untimed)."""

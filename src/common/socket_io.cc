@@ -36,13 +36,13 @@ bool ReadAll(int fd, void* buf, size_t n) {
   return true;
 }
 
-bool ReadAllV(int fd, std::vector<iovec>& iov) {
+bool ReadAllV(int fd, iovec* iov, size_t count) {
   size_t first = 0;
-  while (first < iov.size() && iov[first].iov_len == 0) ++first;
-  while (first < iov.size()) {
+  while (first < count && iov[first].iov_len == 0) ++first;
+  while (first < count) {
     msghdr msg{};
-    msg.msg_iov = iov.data() + first;
-    msg.msg_iovlen = std::min<size_t>(iov.size() - first, IOV_MAX);
+    msg.msg_iov = iov + first;
+    msg.msg_iovlen = std::min<size_t>(count - first, IOV_MAX);
     ssize_t r = ::recvmsg(fd, &msg, MSG_WAITALL);
     if (r == 0) {
       errno = ECONNRESET;
@@ -53,11 +53,11 @@ bool ReadAllV(int fd, std::vector<iovec>& iov) {
       return false;
     }
     auto got = static_cast<size_t>(r);
-    while (first < iov.size() && got >= iov[first].iov_len) {
+    while (first < count && got >= iov[first].iov_len) {
       got -= iov[first].iov_len;
       ++first;
     }
-    if (first < iov.size()) {
+    if (first < count) {
       iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + got;
       iov[first].iov_len -= got;
     }

@@ -26,9 +26,10 @@ namespace tqds::net {
 // Reads exactly n bytes. false on EOF (errno ECONNRESET), error or timeout
 // (errno EAGAIN).
 bool ReadAll(int fd, void* buf, size_t n);
-// Reads exactly the bytes iov describes (adjusting it), in batches of
-// IOV_MAX. false as ReadAll.
-bool ReadAllV(int fd, std::vector<iovec>& iov);
+// Reads exactly the bytes iov[0, count) describe (adjusting them), in
+// batches of IOV_MAX. false as ReadAll.
+bool ReadAllV(int fd, iovec* iov, size_t count);
+inline bool ReadAllV(int fd, std::vector<iovec>& iov) { return ReadAllV(fd, iov.data(), iov.size()); }
 // Writes n bytes. false on error or timeout (errno tells).
 bool WriteAll(int fd, const void* buf, size_t n);
 // Writes every byte of iov (adjusting it), in batches of IOV_MAX.

@@ -56,8 +56,8 @@ static_assert(sizeof(ReplyHeader) == 24);
 // Reads exactly na bytes into a, then nb into b, in as few syscalls as the
 // socket allows (one reply's payload and the next reply's header together).
 bool ReadTwo(int fd, void* a, size_t na, void* b, size_t nb) {
-  std::vector<iovec> iov = {{a, na}, {b, nb}};
-  return tqds::net::ReadAllV(fd, iov);
+  iovec iov[2] = {{a, na}, {b, nb}};
+  return tqds::net::ReadAllV(fd, iov, 2);
 }
 
 struct Hello {
@@ -69,10 +69,6 @@ static_assert(sizeof(Hello) == 40);
 constexpr uint32_t kHandshakeVersion = 1;
 constexpr int kHandshakeTimeoutMs = 5000;
 
-// HMAC-SHA256(key, role | a | b), as the stream channel's tags.
-void HandshakeTag(const HandshakeKey& key, char role, const uint8_t* a, const uint8_t* b, uint8_t out[32]) {
-  tqds::wire::StreamTag(key.k, role, a, b, out);
-}
 
 }  // namespace
 
@@ -205,7 +201,7 @@ bool DataServer::Handshake(int fd) {
   SetRecvTimeout(fd, kHandshakeTimeoutMs);
   bool ok = WriteAllV(fd, out) && ReadAll(fd, answer, sizeof(answer));
   if (ok) {
-    HandshakeTag(key_, 'C', hello.nonce, answer, want);
+    tqds::wire::StreamTag(key_.k, 'C', hello.nonce, answer, want);
     ok = sodium_memcmp(want, answer + 32, 32) == 0;
   }
   if (!ok) {
@@ -218,7 +214,7 @@ bool DataServer::Handshake(int fd) {
     }
     return false;
   }
-  HandshakeTag(key_, 'S', answer, hello.nonce, proof);
+  tqds::wire::StreamTag(key_.k, 'S', answer, hello.nonce, proof);
   std::vector<iovec> reply = {{proof, sizeof(proof)}};
   SetRecvTimeout(fd, options_.idle_timeout_ms);
   return WriteAllV(fd, reply);
@@ -350,13 +346,13 @@ Status PullClient::Handshake(int fd, const std::string& endpoint) {
   }
   uint8_t answer[64], want[32], proof[32];
   randombytes_buf(answer, 32);
-  HandshakeTag(*key_, 'C', hello.nonce, answer, answer + 32);
+  tqds::wire::StreamTag(key_->k, 'C', hello.nonce, answer, answer + 32);
   std::vector<iovec> out = {{answer, sizeof(answer)}};
   if (!WriteAllV(fd, out) || !ReadAll(fd, proof, sizeof(proof))) {
     return Status::PermissionDenied("data endpoint ", endpoint, " closed the handshake: it does not hold this "
                                     "worker's keys (another deployment's server key?)");
   }
-  HandshakeTag(*key_, 'S', answer, hello.nonce, want);
+  tqds::wire::StreamTag(key_->k, 'S', answer, hello.nonce, want);
   if (sodium_memcmp(want, proof, 32) != 0) {
     return Status::PermissionDenied("data endpoint ", endpoint, " failed to prove the deployment's key");
   }

@@ -137,12 +137,8 @@ class StorageUnitImpl : public SimpleStorageUnit {
       return;
     }
     stream_server_ = s.MoveValue();
-    const std::string& sep = stream_server_->endpoint();
-    std::string bound_host;
-    int bound_port = 0;
-    if (!tqds::net::SplitHostPort(sep, "stream endpoint", &bound_host, &bound_port).ok()) return;
-    stream_port_ = static_cast<uint32_t>(bound_port);
-    spdlog::info("storage unit {}: stream channel on {}", ep, sep);
+    stream_port_ = static_cast<uint32_t>(stream_server_->port());
+    spdlog::info("storage unit {}: stream channel on {}", ep, stream_server_->endpoint());
   }
 
   // Every request type a unit serves: upstream's op_type it is counted

@@ -159,7 +159,7 @@ Result<std::unique_ptr<StreamServer>> StreamServer::Start(const std::string& ip,
   int bound = 0;
   TQDS_ASSIGN_OR_RETURN(int fd, tqds::net::ListenTcp(ip, port, "the stream channel of " + name, &bound));
   std::unique_ptr<StreamServer> s(
-      new StreamServer(ip + ":" + std::to_string(bound), std::move(name), std::move(handler), options, std::move(id)));
+      new StreamServer(ip, bound, std::move(name), std::move(handler), options, std::move(id)));
   StreamServer* p = s.get();
   s->server_ = std::make_unique<tqds::net::ConnectionServer>(
       fd, options.connections, [p](int c) { p->Serve(c); },

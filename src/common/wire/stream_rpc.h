@@ -62,19 +62,21 @@ class StreamServer {
                                                      RpcServer::Handler handler, StreamServerOptions options = {});
   ~StreamServer();
   void Stop();
-  // "ip:port" it listens on.
+  // "ip:port" it listens on, and the port.
   const std::string& endpoint() const { return endpoint_; }
+  int port() const { return port_; }
 
  private:
-  StreamServer(std::string endpoint, std::string name, RpcServer::Handler handler, StreamServerOptions options,
-               std::shared_ptr<const StreamIdentity> id)
-      : endpoint_(std::move(endpoint)), name_(std::move(name)), handler_(std::move(handler)),
-        options_(options), id_(std::move(id)) {}
+  StreamServer(const std::string& ip, int port, std::string name, RpcServer::Handler handler,
+               StreamServerOptions options, std::shared_ptr<const StreamIdentity> id)
+      : endpoint_(ip + ":" + std::to_string(port)), port_(port), name_(std::move(name)),
+        handler_(std::move(handler)), options_(options), id_(std::move(id)) {}
   bool Handshake(int fd);
   void Serve(int fd);
 
   // Constant after construction.
   const std::string endpoint_;
+  const int port_;
   const std::string name_;
   const RpcServer::Handler handler_;
   const StreamServerOptions options_;

@@ -30,13 +30,17 @@ struct FieldInfo {
   }
 };
 
+// A sample's field records; a few inline, so that a meta of many samples of
+// few fields is not one allocation per sample.
+using FieldInfos = absl::InlinedVector<FieldInfo, 2>;
+
 struct SampleMeta {
   int64_t global_index = -1;
   // Unique per allocation, never reused: storage keys include it, so a stale
   // BatchMeta can never read a later sample that reused the index.
   uint64_t generation = 0;
   std::string partition_id;
-  std::vector<FieldInfo> fields;  // aligned with BatchMeta::field_names()
+  FieldInfos fields;  // aligned with BatchMeta::field_names()
   CustomMeta custom;
   bool operator==(const SampleMeta&) const = default;
 };

@@ -10,6 +10,18 @@
 #include <variant>
 #include <vector>
 
+// GCC 12 warns "may be used uninitialized" inside abseil's move of an inline
+// vector's storage when it inlines it (a false positive: the bytes it copies
+// are the ones in use); the warning's location is this header's code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <absl/container/inlined_vector.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 #include "tqds/buffer.h"
 #include "tqds/status.h"
 
@@ -47,7 +59,9 @@ enum class FieldKind : uint8_t {
 };
 inline constexpr int kNumFieldKinds = 4;
 
-using Shape = std::vector<int64_t>;
+// Up to four dimensions inline: a meta of many samples holds one per field
+// record, and most tensors have few dimensions.
+using Shape = absl::InlinedVector<int64_t, 4>;
 std::string ShapeToString(const Shape& shape);
 // Product of dims; 1 for a 0-d (scalar) shape. Invalid for negative dims.
 Result<int64_t> NumElements(const Shape& shape);

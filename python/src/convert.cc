@@ -112,6 +112,12 @@ py::array ArrayFromBuffer(const Buffer& data, tq::DType dtype, const tq::Shape& 
   return arr;
 }
 
+py::tuple ShapeTuple(const tq::Shape& shape) {
+  py::tuple t(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t[i] = py::int_(shape[i]);
+  return t;
+}
+
 py::object MemoryViewFromBuffer(const Buffer& data) {
   py::array arr = ArrayFromBuffer(data, tq::DType::kUInt8, {static_cast<int64_t>(data.size())}, true);
   return py::memoryview(arr);

@@ -27,6 +27,9 @@ Result<Buffer> Utf8FromPython(py::handle str);
 // read_only: for views of shared memory that no one may write.
 py::array ArrayFromBuffer(const Buffer& data, tq::DType dtype, const tq::Shape& shape, bool read_only);
 
+// A shape as Python's tuple of ints (what torch and numpy give).
+py::tuple ShapeTuple(const tq::Shape& shape);
+
 // A memoryview over `data` (no copy) that keeps the Buffer alive.
 py::object MemoryViewFromBuffer(const Buffer& data);
 

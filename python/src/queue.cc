@@ -304,7 +304,7 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
       tq::DType dt = col[0].dtype();
       int64_t numel = static_cast<int64_t>(all.size() / tq::DTypeSize(dt));
       py::list shapes;
-      for (const auto& v : col) shapes.append(py::tuple(py::cast(v.shape())));
+      for (const auto& v : col) shapes.append(ShapeTuple(v.shape()));
       out.append(py::make_tuple(name, "ragged", ArrayFromBuffer(all, dt, {numel}, view && read_only),
                                 tq::DTypeName(dt), shapes));
     } else if (all_tensors) {
@@ -424,7 +424,7 @@ void InitMeta(py::module_& m) {
              py::list out;
              for (const auto& s : m.samples()) {
                if (static_cast<size_t>(f) < s.fields.size() && s.fields[f].produced) {
-                 out.append(py::tuple(py::cast(s.fields[f].shape)));
+                 out.append(ShapeTuple(s.fields[f].shape));
                } else {
                  out.append(py::none());
                }
@@ -475,7 +475,7 @@ void InitMeta(py::module_& m) {
                                  py::dict e;
                                  e["kind"] = static_cast<int>(s.kind);
                                  e["dtype"] = tq::DTypeName(s.dtype);
-                                 e["shape"] = py::tuple(py::cast(s.shape));
+                                 e["shape"] = ShapeTuple(s.shape);
                                  e["ragged"] = s.ragged;
                                  e["produced"] = s.produced;
                                  d[py::str(s.name)] = e;

@@ -74,7 +74,7 @@ Result<BatchMeta> BatchMeta::SelectFields(const std::vector<std::string>& names)
   }
   std::vector<SampleMeta> out = samples_;
   for (auto& s : out) {
-    std::vector<FieldInfo> f;
+    FieldInfos f;
     f.reserve(idx.size());
     for (int i : idx) f.push_back(static_cast<size_t>(i) < s.fields.size() ? s.fields[i] : FieldInfo{});
     s.fields = std::move(f);

@@ -42,7 +42,7 @@ struct SampleRecord {
   uint64_t generation = 0;
   bool live = true;       // false once released (tombstone)
   bool clearing = false;  // hidden: storage is being freed
-  std::vector<FieldInfo> fields;  // by partition field id
+  FieldInfos fields;  // by partition field id
   CustomMeta custom;
   std::string key;  // KV API: the key naming this sample, empty for none
 };

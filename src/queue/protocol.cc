@@ -24,7 +24,8 @@ void PackFieldInfo(Packer& pk, const FieldInfo& f, bool with_place = true) {
   pk.pack(f.produced);
   pk.pack_uint8(static_cast<uint8_t>(f.kind));
   pk.pack_uint8(static_cast<uint8_t>(f.dtype));
-  pk.pack(f.shape);
+  pk.pack_array(static_cast<uint32_t>(f.shape.size()));
+  for (int64_t d : f.shape) pk.pack_int64(d);
   pk.pack_uint64(f.nbytes);
   if (placed) {
     pk.pack_uint64(f.pack);
@@ -50,7 +51,8 @@ Result<FieldInfo> UnpackFieldInfo(const msgpack::object& o, const std::string& w
   if (dtype >= kNumDTypes) return Status::Invalid(what, ": unknown dtype id ", int(dtype));
   f.kind = static_cast<FieldKind>(kind);
   f.dtype = static_cast<DType>(dtype);
-  TQDS_ASSIGN_OR_RETURN(f.shape, As<Shape>(a->ptr[3], what + ".shape"));
+  TQDS_ASSIGN_OR_RETURN(auto dims, As<std::vector<int64_t>>(a->ptr[3], what + ".shape"));
+  f.shape.assign(dims.begin(), dims.end());
   if (f.shape.size() > 64) return Status::Invalid(what, ": shape has more than 64 dimensions");
   TQDS_ASSIGN_OR_RETURN(f.nbytes, As<uint64_t>(a->ptr[4], what + ".nbytes"));
   if (a->size == 7) {

@@ -111,7 +111,8 @@ std::function<void(Packer&)> OneSample(std::vector<std::string> names,
   };
 }
 
-std::function<void(Packer&)> Field(bool produced, int kind, int dtype, Shape shape, uint64_t nbytes) {
+std::function<void(Packer&)> Field(bool produced, int kind, int dtype, std::vector<int64_t> shape,
+                                   uint64_t nbytes) {
   return [=](Packer& pk) {
     pk.pack_array(5);
     pk.pack(produced);
@@ -172,7 +173,7 @@ TEST(ProtocolTest, WrongFieldCountIsRejected) {
 
 TEST(ProtocolTest, BadShapesAreRejected) {
   EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, {-1}, 1)}))), kInvalid, "negative");
-  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, Shape(65, 1), 1)}))), kInvalid,
+  EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, std::vector<int64_t>(65, 1), 1)}))), kInvalid,
                 "64 dimensions");
   EXPECT_STATUS(DecodeBody(OneSample({"x"}, Fields({Field(true, 0, 1, {int64_t{1} << 40, int64_t{1} << 40}, 0)}))),
                 kInvalid, "too large");
@@ -466,7 +467,7 @@ std::function<void(Packer&)> PlacedField(uint64_t nbytes, uint64_t pack, uint64_
     pk.pack(true);
     pk.pack_uint8(0);  // tensor
     pk.pack_uint8(8);  // float32
-    pk.pack(Shape{static_cast<int64_t>(nbytes / 4)});
+    pk.pack(std::vector<int64_t>{static_cast<int64_t>(nbytes / 4)});
     pk.pack_uint64(nbytes);
     pk.pack_uint64(pack);
     pk.pack_uint64(offset);
@@ -614,11 +615,11 @@ TEST(ProtocolTest, ColumnFormBoundsWhatASmallBodyExpandsTo) {
   // A shared record's shape is copied into each sample: its dimensions
   // count. 2^17 samples x 1 record of 64 dimensions (all 1).
   const size_t n = size_t{1} << 17;
-  EXPECT_STATUS(DecodeBody(Columns({"x"}, n, {Column({Field(false, 0, 8, Shape(64, 1), 0)})})), kInvalid,
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, n, {Column({Field(false, 0, 8, std::vector<int64_t>(64, 1), 0)})})), kInvalid,
                 "BatchMeta.finfo.x: shared records of 131072 samples with their shapes' dimensions are more than "
                 "8388608 field records");
   // The same with 8 dimensions is fine.
-  ASSERT_OK_AND_ASSIGN(BatchMeta ok, DecodeBody(Columns({"x"}, n, {Column({Field(false, 0, 8, Shape(8, 1), 0)})})));
+  ASSERT_OK_AND_ASSIGN(BatchMeta ok, DecodeBody(Columns({"x"}, n, {Column({Field(false, 0, 8, std::vector<int64_t>(8, 1), 0)})})));
   EXPECT_EQ(ok.samples().back().fields[0].shape.size(), 8u);
   // SampleList: the same limit on its partition names.
   Message m(MsgType::kCtlClearSamples, 1);

@@ -251,6 +251,7 @@ class _ClientCore:
                 raise InvalidArgumentError(f"{name} must be a positive int, got {v!r}")
         self.client_id = client_id
         self.controller_info = controller_info
+        _tqds.tune_malloc()  # once per process (docs/architecture.md: malloc thresholds)
         self._client = _tqds.Client(str(client_id), _address_of(controller_info))
 
     # ------------------------------------------------------------ storage

@@ -81,6 +81,7 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
   Partition& p = *pit->second;
   if (create) {
     size_t next_new = p.samples.size() - missing.size();
+    p.position_of_key.reserve(p.position_of_key.size() + missing.size());  // one rehash, not log2(n)
     for (size_t i : missing) {
       p.position_of_key.emplace(keys[i], next_new);
       p.samples[next_new].key = keys[i];

@@ -316,6 +316,11 @@ TEST_F(MultiNodeTest, ThreeConsumerProcessesTwoTasksAcrossNodes) {
         &Start(where.ns, {TQ_ROLE_BIN, "consume", controller_address_, Config(where.ip), "part",
                           task, std::to_string(total), "64"}));
   }
+  // Producers start once every consumer is connected (see ExactlyOnceTest).
+  for (auto* c : consumers) {
+    auto ready = c->WaitForLine("ready", std::chrono::seconds(60));
+    ASSERT_TRUE(ready.ok()) << ready.status().ToString();
+  }
   std::vector<tqds::ChildProcess*> producers;
   int i = 0;
   for (const Where& where : {a, b}) {

@@ -2,8 +2,9 @@
 //   tq_role produce CONTROLLER CONFIG_JSON PARTITION START COUNT BATCH
 //   tq_role consume CONTROLLER CONFIG_JSON PARTITION TASK TOTAL BATCH
 // Payloads are functions of a uid field, so a consumer checks every byte.
-// A consumer prints "seen <uid>" per sample and "corrupt <uid>" on mismatch,
-// then "done"; it stops when the task has consumed TOTAL samples.
+// A consumer prints "ready" once connected to its storage, then "seen <uid>"
+// per sample and "corrupt <uid>" on mismatch, then "done"; it stops when the
+// task has consumed TOTAL samples.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -59,6 +60,8 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  std::printf("ready\n");
+  std::fflush(stdout);  // a test starts its producers once every consumer is ready
   std::string task = argv[5];
   int64_t total = std::atoll(argv[6]), batch = std::atoll(argv[7]);
   while (true) {

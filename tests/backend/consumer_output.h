@@ -1,6 +1,6 @@
-// What a consumer process of the exactly-once tests reported: one line
-// "seen UID" per sample it read, "corrupt UID" per sample whose bytes were
-// wrong, then "done".
+// What a consumer process of the exactly-once tests reported: "ready" once
+// connected, one line "seen UID" per sample it read, "corrupt UID" per
+// sample whose bytes were wrong, then "done".
 #pragma once
 
 #include <chrono>
@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 #include "common/process.h"
 
@@ -19,6 +20,24 @@ struct Seen {
   bool done = false;
   std::string errors;  // why reading stopped before "done"
 };
+
+// Waits for every consumer's "ready": a test starts its producers after it,
+// so that no consumer still starting up finds every batch already taken.
+// `consumers`: ChildProcess objects or pointers to them.
+template <typename Consumers>
+tqds::Status WaitUntilReady(Consumers& consumers) {
+  for (auto& c : consumers) {
+    tqds::ChildProcess* p;
+    if constexpr (std::is_pointer_v<std::decay_t<decltype(c)>>) {
+      p = c;
+    } else {
+      p = &c;
+    }
+    auto line = p->WaitForLine("ready", std::chrono::seconds(60));
+    if (!line.ok()) return line.status();
+  }
+  return tqds::Status::OK();
+}
 
 // Reads `p`'s lines until "done", or until no line comes for `quiet`.
 inline Seen Collect(tqds::ChildProcess& p, std::chrono::seconds quiet) {

@@ -45,6 +45,7 @@ namespace {
 
 using testing::Collect;
 using testing::Seen;
+using testing::WaitUntilReady;
 // How long a consumer may stay silent before its output is judged.
 constexpr std::chrono::seconds kQuiet{40};
 
@@ -316,11 +317,8 @@ TEST_F(MultiNodeTest, ThreeConsumerProcessesTwoTasksAcrossNodes) {
         &Start(where.ns, {TQ_ROLE_BIN, "consume", controller_address_, Config(where.ip), "part",
                           task, std::to_string(total), "64"}));
   }
-  // Producers start once every consumer is connected (see ExactlyOnceTest).
-  for (auto* c : consumers) {
-    auto ready = c->WaitForLine("ready", std::chrono::seconds(60));
-    ASSERT_TRUE(ready.ok()) << ready.status().ToString();
-  }
+  auto ready = WaitUntilReady(consumers);
+  ASSERT_TRUE(ready.ok()) << ready.ToString();
   std::vector<tqds::ChildProcess*> producers;
   int i = 0;
   for (const Where& where : {a, b}) {

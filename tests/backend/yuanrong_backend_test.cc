@@ -21,6 +21,7 @@ namespace {
 
 using testing::Collect;
 using testing::Seen;
+using testing::WaitUntilReady;
 // How long a consumer may stay silent before its output is judged.
 constexpr std::chrono::seconds kQuiet{60};
 
@@ -289,9 +290,7 @@ TEST_P(ExactlyOnceTest, ThreeConsumerProcessesTwoTasks) {
     ASSERT_TRUE(c.ok());
     consumers.push_back(std::move(*c));
   }
-  // Producers start once every consumer is connected: a consumer still
-  // starting up when the batches are already taken would get no work.
-  for (auto& c : consumers) ASSERT_TRUE(c.WaitForLine("ready", std::chrono::seconds(60)).ok());
+  ASSERT_TRUE(WaitUntilReady(consumers).ok());
   std::vector<tqds::ChildProcess> producers;
   for (int i = 0; i < 2; ++i) {
     auto p = tqds::ChildProcess::Spawn({TQ_ROLE_BIN, "produce", ctl.address(), cfg, "part",

@@ -46,6 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)KvListRequest::Decode(body);
   (void)DecodeKvListReply(body);
   (void)KvClearRequest::Decode(body);
+  (void)KvPutRequest::Decode(body);
+  (void)DecodeKvPutReply(body);
   // Decoded, encoded, decoded again: the same fields.
   auto again = [](const std::string& bytes) {
     tqds::wire::Message m(tqds::wire::MsgType::kCtlPing, 1);

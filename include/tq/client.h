@@ -111,6 +111,15 @@ class TransferQueueClient {
   // listed twice is InvalidArgument.
   Result<BatchMeta> kv_retrieve(const std::string& partition_id, const std::vector<std::string>& keys,
                                 bool create = false);
+  // Writes row i of `batch` as the fields of key i's sample (created when
+  // missing, as kv_retrieve with create) and tells what the samples hold
+  // now. Where the storage packs every value of the batch (the datasystem,
+  // values under 64 KiB) the values are written first and the controller
+  // creates the keys and records the fields in one request, so a key never
+  // exists without its fields and a failed put leaves no key behind;
+  // otherwise it is kv_retrieve(create) followed by put(batch, meta).
+  Result<KvPutResult> kv_put(const std::string& partition_id, const std::vector<std::string>& keys,
+                             const Batch& batch);
   // The key of each index; nullopt for an index without one or not in the
   // partition. Unknown partition: NotFound.
   Result<std::vector<std::optional<std::string>>> kv_keys(const std::string& partition_id,

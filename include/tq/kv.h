@@ -28,6 +28,15 @@ struct KvPartition {
 // kv_list's answer: one KvPartition per listed partition, by partition id.
 using KvListing = std::vector<KvPartition>;
 
+// kv_put's answer: the fields that every written key's sample holds after
+// the put (those it had before and those written), and each key's tags in
+// request order (empty when no key has any).
+struct KvPutResult {
+  std::vector<std::string> fields;
+  std::vector<CustomMeta> tags;
+  bool operator==(const KvPutResult&) const = default;
+};
+
 // Bounds a controller enforces on a KV request (hostile input): keys per
 // request; each key is a name (non-empty, at most 256 bytes, no NUL).
 inline constexpr size_t kMaxKvKeysPerRequest = size_t{1} << 24;

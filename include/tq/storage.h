@@ -94,6 +94,10 @@ class StorageManager {
   virtual Status DeletePacks(uint64_t /*controller_id*/, const std::vector<uint64_t>& /*packs*/) {
     return Status::OK();
   }
+  // PutPacking packs every value smaller than this many bytes (0: none).
+  // A put of only such values names no sample in storage, so it can be
+  // written before the controller has given its samples indexes.
+  virtual uint64_t packs_values_below() const { return 0; }
 };
 
 // What a factory gets: the user's config and the controller's address.

@@ -886,6 +886,27 @@ void InitClient(py::module_& m) {
            py::arg("partition_id"), py::arg("keys"), py::arg("create") = false,
            "The samples of `keys` in request order (fields: those all of them produced; custom meta: their "
            "tags). create: missing keys get fresh samples; else they are left out.")
+      .def("kv_put",
+           [](Client& c, const std::string& p, const std::vector<std::string>& keys, size_t batch_size,
+              const py::list& fields) {
+             PendingBatch pending = GatherBatch(batch_size, fields);  // as put
+             tq::Result<tq::KvPutResult> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               tq::Result<tq::Batch> b = pending.TakeBatch();
+               r = b.ok() ? c.kv_put(p, keys, *b) : tq::Result<tq::KvPutResult>(b.status());
+             }
+             tq::KvPutResult out = Unwrap(std::move(r));
+             py::list names;
+             for (const auto& f : out.fields) names.append(py::str(f));
+             if (out.tags.empty()) return py::tuple(py::make_tuple(names, py::none()));
+             py::list tags(out.tags.size());
+             for (size_t i = 0; i < out.tags.size(); ++i) tags[i] = FromCustom(out.tags[i]);
+             return py::tuple(py::make_tuple(names, tags));
+           },
+           py::arg("partition_id"), py::arg("keys"), py::arg("batch_size"), py::arg("fields"),
+           "Writes row i of the fields as key i's sample (created when missing). Returns (the fields every "
+           "key's sample holds now, each key's tags or None when no key has any).")
       .def("kv_keys",
            [](Client& c, const std::string& p, const std::vector<int64_t>& idx) {
              auto keys = CallWithoutGil([&] { return c.kv_keys(p, idx); });

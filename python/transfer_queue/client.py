@@ -421,6 +421,18 @@ class _ClientCore:
         status = None if native.field_names else [0] * len(native)
         return BatchMeta._from_native(native, production_status=status)
 
+    def kv_put_fields(self, keys: Any, partition_id: str, data: Any) -> tuple[list, list]:
+        """Writes row i of ``data`` as the fields of key i's sample (created
+        when missing). Where the storage packs every value (the datasystem,
+        values under 64 KiB) the controller creates the keys and records the
+        fields in one request, after the values are stored: a key never
+        exists without its fields. Returns (the fields every key's sample
+        holds now, sorted; each key's tags)."""
+        keys = _check_keys(keys)
+        n, fields = to_fields(data)
+        names, tags = self._client.kv_put(partition_id, keys, n, fields)
+        return sorted(names), tags if tags is not None else [{} for _ in keys]
+
     def kv_retrieve_keys(self, global_indexes: Any, partition_id: str) -> list:
         return self._client.kv_keys(partition_id, _check_indexes(global_indexes))
 

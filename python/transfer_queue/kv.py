@@ -82,6 +82,11 @@ def kv_batch_put(keys: list, partition_id: str, fields: Any = None, tags: list |
         raise InvalidArgumentError(
             f"kv_batch_put: {len(keys)} keys but fields hold {_batch_size(fields)} rows")
     client = get_client()
+    if fields is not None and tags is None:
+        if data_parser is not None:
+            fields = _parsed(fields, data_parser)
+        names, stored_tags = client.kv_put_fields(keys, partition_id, fields)
+        return _fresh_kv_meta(list(keys), stored_tags, partition_id, names)
     meta = client.kv_retrieve_meta(keys, partition_id, create=True)
     if len(meta) != len(keys):
         raise InvalidArgumentError(f"kv_batch_put: the controller returned {len(meta)} samples for {len(keys)} keys")

@@ -187,15 +187,15 @@ class TransferQueueClient::Impl {
     return Status::OK();
   }
 
-  // Writes the batch's fields for the samples of `targets` and records them.
-  Result<BatchMeta> Write(const Batch& batch, const BatchMeta& targets) {
-    TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
-    std::vector<std::vector<Buffer>> data(batch.num_fields());
-    std::vector<SampleMeta> samples = targets.samples();
+  // The field records of the batch's values for `samples` (one per row,
+  // their other members as given) and the values, by field.
+  static BatchMeta Produced(const Batch& batch, std::vector<SampleMeta> samples,
+                            std::vector<std::vector<Buffer>>* data) {
+    data->assign(batch.num_fields(), {});
     for (auto& s : samples) s.fields.assign(batch.num_fields(), FieldInfo{});
     for (size_t f = 0; f < batch.num_fields(); ++f) {
       const Column& col = batch.column(f);
-      data[f].reserve(col.size());
+      (*data)[f].reserve(col.size());
       for (size_t s = 0; s < col.size(); ++s) {
         const Value& v = col[s];
         FieldInfo& fi = samples[s].fields[f];
@@ -204,41 +204,126 @@ class TransferQueueClient::Impl {
         fi.dtype = v.dtype();
         fi.shape = v.shape();
         fi.nbytes = v.nbytes();
-        data[f].push_back(v.data());
+        (*data)[f].push_back(v.data());
       }
     }
-    BatchMeta produced(batch.keys(), std::move(samples));
+    return BatchMeta(batch.keys(), std::move(samples));
+  }
+
+  // Writes `data` (the values of `produced`) to storage and sets each
+  // record's place. On error nothing of it stays in storage.
+  static Status Store(StorageManager& storage, const std::vector<SampleKey>& keys, BatchMeta& produced,
+                      const std::vector<std::vector<Buffer>>& data, std::vector<std::vector<Placement>>* placed) {
+    Status st = storage.PutPacking(keys, produced.field_names(), data, placed);
+    if (!st.ok()) {
+      (void)storage.Delete(keys, produced.field_names());  // best effort: no half-written sample stays
+      return st;
+    }
+    for (size_t f = 0; f < placed->size() && f < produced.field_names().size(); ++f) {
+      for (size_t s = 0; s < (*placed)[f].size() && s < produced.size(); ++s) {
+        FieldInfo& fi = produced.mutable_samples()[s].fields[f];
+        fi.pack = (*placed)[f][s].pack;
+        fi.offset = (*placed)[f][s].offset;
+      }
+    }
+    return Status::OK();
+  }
+
+  // Frees the packs of a put whose records the controller did not take.
+  void DropOwnPacks(StorageManager& storage, const std::vector<std::vector<Placement>>& placed) {
+    std::vector<uint64_t> own_packs;  // this put's, each once
+    for (const auto& field : placed) {
+      for (const Placement& p : field) {
+        if (p.pack != 0 && (own_packs.empty() || own_packs.back() != p.pack)) own_packs.push_back(p.pack);
+      }
+    }
+    std::sort(own_packs.begin(), own_packs.end());
+    own_packs.erase(std::unique(own_packs.begin(), own_packs.end()), own_packs.end());
+    (void)storage.DeletePacks(controller_id_, own_packs);
+  }
+
+  // Writes the batch's fields for the samples of `targets` and records them.
+  Result<BatchMeta> Write(const Batch& batch, const BatchMeta& targets) {
+    TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
+    std::vector<std::vector<Buffer>> data;
+    BatchMeta produced = Produced(batch, targets.samples(), &data);
     auto keys = KeysOf(produced, controller_id_);
     std::vector<std::vector<Placement>> placed;
-    Status st = storage->PutPacking(keys, batch.keys(), data, &placed);
-    if (!st.ok()) {
-      (void)storage->Delete(keys, batch.keys());  // best effort: no half-written sample stays
-      return st.WithContext("put");
-    }
-    for (size_t f = 0; f < placed.size() && f < batch.num_fields(); ++f) {
-      for (size_t s = 0; s < placed[f].size() && s < produced.size(); ++s) {
-        FieldInfo& fi = produced.mutable_samples()[s].fields[f];
-        fi.pack = placed[f][s].pack;
-        fi.offset = placed[f][s].offset;
-      }
-    }
+    TQDS_RETURN_NOT_OK(Store(*storage, keys, produced, data, &placed).WithContext("put"));
     auto rep = Call(internal::MetaMessage(MsgType::kCtlNotifyProduced, produced));
     if (!rep.ok()) {
       (void)storage->Delete(keys, batch.keys());
-      std::vector<uint64_t> own_packs;  // this put's, each once
-      for (const auto& field : placed) {
-        for (const Placement& p : field) {
-          if (p.pack != 0 && (own_packs.empty() || own_packs.back() != p.pack)) own_packs.push_back(p.pack);
-        }
-      }
-      std::sort(own_packs.begin(), own_packs.end());
-      own_packs.erase(std::unique(own_packs.begin(), own_packs.end()), own_packs.end());
-      (void)storage->DeletePacks(controller_id_, own_packs);
+      DropOwnPacks(*storage, placed);
       return rep.status().WithContext("put");
     }
     // Packs that this put's overwrites left without users.
     TQDS_RETURN_NOT_OK(FreePacks(*storage, *rep).WithContext("put"));
     return produced;
+  }
+
+  Result<KvPutResult> KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
+                            const Batch& batch) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_put"));
+    TQDS_RETURN_NOT_OK(CheckBatch(batch));
+    if (keys.size() != batch.batch_size()) {
+      return Status::Invalid("kv_put: ", keys.size(), " keys but the batch has ", batch.batch_size(), " rows");
+    }
+    TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
+    const uint64_t pack_below = storage->packs_values_below();
+    bool all_packed = pack_below > 0;
+    for (size_t f = 0; f < batch.num_fields() && all_packed; ++f) {
+      for (const Value& v : batch.column(f)) all_packed = all_packed && v.nbytes() < pack_below;
+    }
+    if (!all_packed) return KvPutInTwoSteps(partition_id, keys, batch);
+    // The values first (packs name no sample), then one request that creates
+    // the keys and records the fields.
+    SampleMeta unplaced;
+    unplaced.partition_id = partition_id;
+    std::vector<std::vector<Buffer>> data;
+    BatchMeta produced = Produced(batch, std::vector<SampleMeta>(keys.size(), unplaced), &data);
+    std::vector<std::vector<Placement>> placed;
+    TQDS_RETURN_NOT_OK(Store(*storage, KeysOf(produced, controller_id_), produced, data, &placed)
+                           .WithContext("kv_put"));
+    Message m(MsgType::kCtlKvPut, 0);
+    m.set_body(internal::KvPutRequest::Encode(partition_id, keys, produced));
+    auto rep = Call(std::move(m));
+    if (!rep.ok()) {
+      DropOwnPacks(*storage, placed);
+      return rep.status().WithContext("kv_put");
+    }
+    TQDS_RETURN_NOT_OK(FreePacks(*storage, *rep).WithContext("kv_put"));
+    TQDS_ASSIGN_OR_RETURN(auto result, internal::DecodeKvPutReply(rep->body()));
+    if (!result.tags.empty() && result.tags.size() != keys.size()) {
+      return Status::Internal("kv_put: the controller returned tags of ", result.tags.size(), " keys for ",
+                              keys.size());
+    }
+    return result;
+  }
+
+  // kv_put where some value is stored under its sample's own key, which the
+  // controller names first: kv_retrieve(create), then put(batch, meta).
+  Result<KvPutResult> KvPutInTwoSteps(const std::string& partition_id, const std::vector<std::string>& keys,
+                                      const Batch& batch) {
+    Message m(MsgType::kCtlKvRetrieve, 0);
+    m.set_body(internal::KvRetrieveRequest{partition_id, keys, true}.Encode());
+    TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(m)));
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(rep));
+    if (meta.size() != keys.size()) {
+      return Status::Internal("kv_put: the controller returned ", meta.size(), " samples for ", keys.size(), " keys");
+    }
+    TQDS_RETURN_NOT_OK(Write(batch, meta).status());
+    KvPutResult out;
+    out.fields = meta.field_names();
+    for (const auto& name : batch.keys()) {
+      if (std::find(out.fields.begin(), out.fields.end(), name) == out.fields.end()) out.fields.push_back(name);
+    }
+    bool any_tags = false;
+    for (const auto& s : meta.samples()) any_tags = any_tags || !s.custom.empty();
+    if (any_tags) {
+      for (const auto& s : meta.samples()) out.tags.push_back(s.custom);
+    }
+    return out;
   }
 
   // Frees the packs a controller reply names as unused.
@@ -528,6 +613,11 @@ Result<BatchMeta> TransferQueueClient::kv_retrieve(const std::string& partition_
   m.set_body(req.Encode());
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
   return internal::MetaFromMessage(rep);
+}
+
+Result<KvPutResult> TransferQueueClient::kv_put(const std::string& partition_id,
+                                                const std::vector<std::string>& keys, const Batch& batch) {
+  return impl_->KvPut(partition_id, keys, batch);
 }
 
 Result<std::vector<std::optional<std::string>>> TransferQueueClient::kv_keys(

@@ -116,6 +116,7 @@ const char* OpType(MsgType t) {
     case MsgType::kCtlProductionStatus: return "GET_PRODUCTION";
     case MsgType::kCtlListPartitions: return "GET_LIST_PARTITIONS";
     case MsgType::kCtlKvRetrieve: return "KV_RETRIEVE_META";
+    case MsgType::kCtlKvPut: return "KV_PUT";
     case MsgType::kCtlKvKeys: return "KV_RETRIEVE_KEYS";
     case MsgType::kCtlKvList: return "KV_LIST";
     case MsgType::kCtlKvClear: return "KV_CLEAR";
@@ -159,6 +160,7 @@ bool Journaled(const Message& m) {
     case MsgType::kCtlRegisterStorage:
     case MsgType::kCtlRestore:
     case MsgType::kCtlKvRetrieve:
+    case MsgType::kCtlKvPut:
     case MsgType::kCtlKvClear:
       return true;
     case MsgType::kCtlConsumptionStatus:  // the per-sample form creates the task
@@ -558,6 +560,7 @@ class ControllerImpl : public TransferQueueController {
       {MsgType::kCtlSnapshot, &ControllerImpl::DispatchCheckpoint},
       {MsgType::kCtlRestore, &ControllerImpl::DispatchCheckpoint},
       {MsgType::kCtlKvRetrieve, &ControllerImpl::DispatchKv},
+      {MsgType::kCtlKvPut, &ControllerImpl::DispatchKv},
       {MsgType::kCtlKvKeys, &ControllerImpl::DispatchKv},
       {MsgType::kCtlKvList, &ControllerImpl::DispatchKv},
       {MsgType::kCtlKvClear, &ControllerImpl::DispatchKv},
@@ -731,6 +734,16 @@ class ControllerImpl : public TransferQueueController {
         TQDS_ASSIGN_OR_RETURN(auto rows, state_.KvRetrieveRows(req.partition_id, req.keys, req.create));
         reply_samples_ = rows.size();
         r.Reply(internal::MetaMessage(m.type(), rows));
+        return Status::OK();
+      }
+      case MsgType::kCtlKvPut: {
+        TQDS_ASSIGN_OR_RETURN(auto req, internal::KvPutRequest::Decode(m.body()));
+        const size_t n = req.keys.size();
+        TQDS_ASSIGN_OR_RETURN(auto result, state_.KvPut(req.partition_id, req.keys, std::move(req.meta)));
+        reply_samples_ = n;
+        rep.set_body(internal::EncodeKvPutReply(result, state_.TakeDeadPacks()));
+        r.Reply(std::move(rep));
+        if (n > 0) Wake(req.partition_id);  // fetches waiting for these fields
         return Status::OK();
       }
       case MsgType::kCtlKvKeys: {

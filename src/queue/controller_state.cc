@@ -211,6 +211,14 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
     records[i] = &p->samples[pos->second];
     parts[i] = p;
   }
+  ApplyProduced(meta, records, parts);
+  return Status::OK();
+}
+
+void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRecord*>& records,
+                                    const std::vector<Partition*>& parts) {
+  const auto& names = meta.field_names();
+  const size_t n = meta.size();
   // No type check across puts: as upstream, each sample keeps the dtype it was
   // written with (a field may hold float32 for some samples, int64 for others).
   std::vector<int> fids;  // of parts[i], for the run it starts
@@ -257,7 +265,6 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
     }
     for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
   }
-  return Status::OK();
 }
 
 BatchMeta ControllerState::MakeMeta(const SampleRows& rows) {

@@ -240,6 +240,15 @@ class ControllerState {
   // The same samples, unbuilt (the controller packs them into its reply).
   Result<SampleRows> KvRetrieveRows(const std::string& partition_id, const std::vector<std::string>& keys,
                                     bool create);
+  // A KV put in one step: the samples of `keys` (missing ones created, as
+  // KvRetrieve with create) take the field records of `meta`, one sample per
+  // key in order (its samples' indexes, generations and partition ids are
+  // not read), as MarkProduced would. A bad request (a key listed twice, a
+  // sample with the wrong number of records, a field name that is not a
+  // name or is listed twice) is Invalid with nothing changed. Returns the
+  // fields every one of these samples holds now and their tags.
+  Result<KvPutResult> KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
+                            BatchMeta meta);
   // The key of each index (nullopt: no key, or not in the partition).
   // Unknown partition: NotFound.
   Result<std::vector<std::optional<std::string>>> KvKeys(const std::string& partition_id,
@@ -305,6 +314,10 @@ class ControllerState {
   // partition returned.
   Result<Partition*> AllocateRecords(const std::string& partition_id, size_t count);
   Result<std::optional<SampleRows>> ForceFetchAll(const GetMetaRequest& req) const;
+  // MarkProduced once checked: sample i of `meta` goes into records[i] of
+  // parts[i] (each with meta's number of field records).
+  void ApplyProduced(BatchMeta& meta, const std::vector<SampleRecord*>& records,
+                     const std::vector<Partition*>& parts);
   // The call's sampling config with the controller's default_sampling under it.
   SamplingConfig EffectiveSampling(const SamplingConfig& call) const;
   // Visible positions of `p` in ascending global index.

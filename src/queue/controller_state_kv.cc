@@ -3,6 +3,7 @@
 #include <unordered_set>
 
 #include "queue/controller_state.h"
+#include "queue/protocol.h"
 
 namespace tq::internal {
 namespace {
@@ -27,6 +28,30 @@ class SeenPositions {
   std::vector<bool> bits_;
   std::unordered_set<size_t> sparse_;
 };
+
+// The fields (partition ids and names, registration order) that every
+// sample at `positions` of `p` has produced; those of `known` (field ids)
+// are taken as produced by all without a look.
+void CommonFields(const Partition& p, const std::vector<size_t>& positions, std::vector<int>* fids,
+                  std::vector<std::string>* names, const std::vector<int>& known = {}) {
+  for (size_t f = 0; f < p.field_names.size() && !positions.empty(); ++f) {
+    bool all = std::find(known.begin(), known.end(), static_cast<int>(f)) != known.end();
+    if (!all) {
+      all = true;
+      for (size_t pos : positions) {
+        const auto& fields = p.samples[pos].fields;
+        if (f >= fields.size() || !fields[f].produced) {
+          all = false;
+          break;
+        }
+      }
+    }
+    if (all) {
+      fids->push_back(static_cast<int>(f));
+      names->push_back(p.field_names[f]);
+    }
+  }
+}
 
 }  // namespace
 
@@ -95,18 +120,46 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
   // The fields every returned sample has produced, in registration order.
   std::vector<int> fids;
   std::vector<std::string> names;
-  for (size_t f = 0; f < p.field_names.size() && !positions.empty(); ++f) {
-    bool all = true;
-    for (size_t pos : positions) {
-      const auto& fields = p.samples[pos].fields;
-      all = all && f < fields.size() && fields[f].produced;
-    }
-    if (all) {
-      fids.push_back(static_cast<int>(f));
-      names.push_back(p.field_names[f]);
+  CommonFields(p, positions, &fids, &names);
+  return SampleRows{&p, std::move(positions), std::move(fids), std::move(names)};
+}
+
+Result<KvPutResult> ControllerState::KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
+                                           BatchMeta meta) {
+  // Everything that can be refused is checked before KvRetrieveRows creates
+  // a key (which itself checks the keys first).
+  const auto& names = meta.field_names();
+  if (meta.size() != keys.size()) {
+    return Status::Invalid("kv_put: ", keys.size(), " keys but ", meta.size(), " samples of field records");
+  }
+  std::unordered_set<std::string_view> seen_names;
+  for (const auto& name : names) {
+    TQDS_RETURN_NOT_OK(ValidateName(name, "field name").WithContext("kv_put"));
+    if (!seen_names.insert(name).second) return Status::Invalid("kv_put: field '", name, "' is listed twice");
+  }
+  for (size_t i = 0; i < meta.size(); ++i) {
+    if (meta.samples()[i].fields.size() != names.size()) {
+      return Status::Invalid("kv_put: key '", keys[i], "' carries ", meta.samples()[i].fields.size(),
+                             " field records for ", names.size(), " fields");
     }
   }
-  return SampleRows{&p, std::move(positions), std::move(fids), std::move(names)};
+  TQDS_ASSIGN_OR_RETURN(SampleRows rows, KvRetrieveRows(partition_id, keys, /*create=*/true));
+  Partition& p = *partitions_.at(partition_id);
+  std::vector<SampleRecord*> records(rows.positions.size());
+  for (size_t i = 0; i < records.size(); ++i) records[i] = &p.samples[rows.positions[i]];
+  ApplyProduced(meta, records, std::vector<Partition*>(records.size(), &p));
+
+  KvPutResult out;
+  std::vector<int> written, fids;
+  for (const auto& name : meta.field_names()) written.push_back(p.FieldId(name));
+  CommonFields(p, rows.positions, &fids, &out.fields, written);
+  bool any_tags = false;
+  for (const SampleRecord* r : records) any_tags = any_tags || !r->custom.empty();
+  if (any_tags) {
+    out.tags.reserve(records.size());
+    for (const SampleRecord* r : records) out.tags.push_back(r->custom);
+  }
+  return out;
 }
 
 Result<std::vector<std::optional<std::string>>> ControllerState::KvKeys(

@@ -184,6 +184,58 @@ Result<KvListing> DecodeKvListReply(const msgpack::object& body) {
   return listing;
 }
 
+std::string KvPutRequest::Encode(const std::string& partition_id, const std::vector<std::string>& keys,
+                                 const BatchMeta& meta) {
+  return PackBody([&](Packer& pk) {
+    PackHeadAndKeys(pk, 3, partition_id, keys);
+    pk.pack("meta");
+    PackBatchMeta(pk, meta);
+  });
+}
+
+Result<KvPutRequest> KvPutRequest::Decode(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvPut"));
+  KvPutRequest req;
+  TQDS_ASSIGN_OR_RETURN(req.partition_id, ValidPartitionOf(r));
+  TQDS_ASSIGN_OR_RETURN(req.keys, KeysOf(r));
+  const msgpack::object* m = r.Find("meta");
+  if (m == nullptr) return Status::Invalid("KvPut: missing field 'meta'");
+  TQDS_ASSIGN_OR_RETURN(req.meta, UnpackBatchMeta(*m, "KvPut.meta"));
+  if (req.meta.size() != req.keys.size()) {
+    return Status::Invalid("KvPut: ", req.keys.size(), " keys but the meta has ", req.meta.size(), " samples");
+  }
+  return req;
+}
+
+std::string EncodeKvPutReply(const KvPutResult& result, const std::vector<uint64_t>& dead_packs) {
+  return PackBody([&](Packer& pk) {
+    pk.pack_map(1 + (result.tags.empty() ? 0 : 1) + (dead_packs.empty() ? 0 : 1));
+    pk.pack("fields");
+    pk.pack(result.fields);
+    if (!result.tags.empty()) {
+      pk.pack("tags");
+      pk.pack_array(static_cast<uint32_t>(result.tags.size()));
+      for (const auto& t : result.tags) PackCustomMeta(pk, t);
+    }
+    if (!dead_packs.empty()) PackDeadPacksEntry(pk, dead_packs);
+  });
+}
+
+Result<KvPutResult> DecodeKvPutReply(const msgpack::object& body) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvPut reply"));
+  KvPutResult out;
+  TQDS_ASSIGN_OR_RETURN(out.fields, r.Get<std::vector<std::string>>("fields"));
+  if (const msgpack::object* t = r.Find("tags"); t != nullptr) {
+    TQDS_ASSIGN_OR_RETURN(auto tags, AsArray(*t, "KvPut reply tags"));
+    out.tags.reserve(tags->size);
+    for (uint32_t i = 0; i < tags->size; ++i) {
+      TQDS_ASSIGN_OR_RETURN(auto one, UnpackCustomMeta(tags->ptr[i], "KvPut reply tags[" + std::to_string(i) + "]"));
+      out.tags.push_back(std::move(one));
+    }
+  }
+  return out;
+}
+
 std::string KvClearRequest::Encode() const {
   return PackBody([&](Packer& pk) { PackHeadAndKeys(pk, 2, partition_id, keys); });
 }

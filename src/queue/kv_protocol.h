@@ -1,4 +1,5 @@
-// Bodies of the KV controller messages (KvRetrieve, KvKeys, KvList, KvClear)
+// Bodies of the KV controller messages (KvRetrieve, KvPut, KvKeys, KvList,
+// KvClear)
 // and their replies: each request struct encodes and decodes itself; decoders
 // treat input as hostile (names validated, key counts bounded). Layouts are
 // in docs/wire_format.md. Socket-free.
@@ -49,6 +50,22 @@ struct KvClearRequest {
   std::string Encode() const;
   static Result<KvClearRequest> Decode(const msgpack::object& body);
 };
+
+// {"partition_id": str, "keys": [str], "meta": BatchMeta} -> {"fields":
+// [str], "tags": [CustomMeta] (only when some key has tags), "dead_packs":
+// bytes (only when some)}. `meta` holds one sample per key, in key order:
+// its field records with their places; its samples' indexes, generations
+// and partition ids are not read.
+struct KvPutRequest {
+  std::string partition_id;
+  std::vector<std::string> keys;
+  BatchMeta meta;
+  static std::string Encode(const std::string& partition_id, const std::vector<std::string>& keys,
+                            const BatchMeta& meta);
+  static Result<KvPutRequest> Decode(const msgpack::object& body);
+};
+std::string EncodeKvPutReply(const KvPutResult& result, const std::vector<uint64_t>& dead_packs);
+Result<KvPutResult> DecodeKvPutReply(const msgpack::object& body);
 
 // Checks a key list as every KV request must hold it: at most
 // kMaxKvKeysPerRequest keys, each a valid name.

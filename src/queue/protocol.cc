@@ -759,12 +759,16 @@ Result<std::vector<uint8_t>> KeyedFromMessage(const Message& m, size_t n) {
   return out;
 }
 
+void PackDeadPacksEntry(Packer& pk, const std::vector<uint64_t>& dead_packs) {
+  pk.pack("dead_packs");
+  PackBinColumn(pk, dead_packs);
+}
+
 std::string EncodeDeadPacks(const std::vector<uint64_t>& dead_packs) {
   if (dead_packs.empty()) return {};
   return tqds::wire::PackBody([&](Packer& pk) {
     pk.pack_map(1);
-    pk.pack("dead_packs");
-    PackBinColumn(pk, dead_packs);
+    PackDeadPacksEntry(pk, dead_packs);
   });
 }
 

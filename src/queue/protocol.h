@@ -82,6 +82,9 @@ Result<std::vector<uint8_t>> KeyedFromMessage(const tqds::wire::Message& m, size
 // A NotifyProduced reply: {"dead_packs": bin of uint64} (the packs the
 // put's overwrites emptied), or an empty body when there are none.
 std::string EncodeDeadPacks(const std::vector<uint64_t>& dead_packs);
+// The "dead_packs" entry of a reply map (key and bytes column), which
+// DeadPacksFromMessage reads.
+void PackDeadPacksEntry(Packer& pk, const std::vector<uint64_t>& dead_packs);
 // The "dead_packs" of a SampleList or NotifyProduced reply (none: empty).
 Result<std::vector<uint64_t>> DeadPacksFromMessage(const tqds::wire::Message& m);
 

@@ -324,6 +324,7 @@ class YuanrongStorageManager : public StorageManager {
                     std::vector<std::vector<Placement>>* placed) override {
     return Write(samples, fields, data, /*pack=*/true, placed);
   }
+  uint64_t packs_values_below() const override { return kPackValueBelow; }
 
   Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>& samples,
                                                const std::vector<std::string>& fields,

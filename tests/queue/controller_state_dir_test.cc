@@ -15,8 +15,10 @@
 #include "common/test_util.h"
 #include "common/wire/rpc.h"
 #include "queue/controller_journal.h"
+#include "queue/kv_protocol.h"
 #include "queue/controller_state.h"
 #include "queue/protocol.h"
+#include "tq/client.h"
 #include "tq/controller.h"
 
 namespace tq {
@@ -192,6 +194,19 @@ TEST(ControllerState, ExactRestoreKeepsSamplesBeingCleared) {
 // A get_meta resent with the same caller id gets its first answer, also
 // from a controller started again on the state directory; a new id gets the
 // next samples.
+// The controller of `o` started again after a Stop. ZMQ closes the old
+// listener on its I/O thread: the port may stay taken for a moment.
+Result<std::unique_ptr<TransferQueueController>> StartAgain(const ControllerOptions& o) {
+  auto restarted = TransferQueueController::Start(o);
+  for (int i = 0; i < 500 && !restarted.ok() &&
+                  restarted.status().message().find("already in use") != std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+    restarted = TransferQueueController::Start(o);
+  }
+  return restarted;
+}
+
 TEST(ControllerStateDir, AResentRequestGetsItsFirstAnswerAcrossARestart) {
   TempDir tmp("tq-sdir");
   ControllerOptions o;
@@ -251,17 +266,7 @@ TEST(ControllerStateDir, AResentRequestGetsItsFirstAnswerAcrossARestart) {
 
   ctl->Stop();
   ctl.reset();
-  // ZMQ closes the old listener on its I/O thread: the port may stay taken
-  // for a moment after Stop.
-  auto restarted = TransferQueueController::Start(o);
-  for (int i = 0; i < 500 && !restarted.ok() &&
-                  restarted.status().message().find("already in use") != std::string::npos;
-       ++i) {
-    std::this_thread::sleep_for(10ms);
-    restarted = TransferQueueController::Start(o);
-  }
-  ASSERT_OK(restarted.status());
-  ctl = restarted.MoveValue();
+  ASSERT_OK_AND_ASSIGN(ctl, StartAgain(o));
   EXPECT_EQ(indexes(rpc->CallWithId(get_meta(first_id), 10s).get()), first) << "a resend after the restart";
   ASSERT_OK_AND_ASSIGN(Message a2, rpc->CallWithId(allocate(alloc_id), 10s).get());
   ASSERT_OK_AND_ASSIGN(BatchMeta again, internal::MetaFromMessage(a2));
@@ -283,6 +288,45 @@ TEST(ControllerStateDir, AResentRequestGetsItsFirstAnswerAcrossARestart) {
   ASSERT_OK_AND_ASSIGN(auto rd, tqds::wire::MapReader::Of(cs.body(), "ConsumptionStatus"));
   EXPECT_EQ(rd.Get<uint64_t>("consumed").ValueOr(0), 4u);
   EXPECT_EQ(rd.Get<uint64_t>("num_samples").ValueOr(0), 6u);
+  ctl->Stop();
+}
+
+// A KvPut (keys created and fields recorded in one request) is journaled:
+// after a restart the keys name the same samples with the same records.
+TEST(ControllerStateDir, AKvPutComesBackAfterARestart) {
+  TempDir tmp("tq-sdir");
+  ControllerOptions o;
+  o.address = "tcp://127.0.0.1:" + std::to_string(tqds::testing::FreePort());
+  o.embedded_storage_units = 0;
+  o.state_dir = tmp.path() + "/state";
+  ASSERT_OK_AND_ASSIGN(auto ctl, TransferQueueController::Start(o));
+  TransferQueueClient client("c", o.address);
+  std::vector<SampleMeta> samples(3);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    FieldInfo fi;
+    fi.produced = true;
+    fi.nbytes = 8;
+    fi.pack = 77;
+    fi.offset = 8 * i;
+    samples[i].fields = {fi};
+  }
+  Message put(MsgType::kCtlKvPut, 0);
+  put.set_body(internal::KvPutRequest::Encode("p", {"a", "b", "c"}, BatchMeta({"x"}, samples)));
+  ASSERT_OK_AND_ASSIGN(auto rpc, RpcClient::Connect(o.address));
+  ASSERT_OK_AND_ASSIGN(Message rep, rpc->CallSync(std::move(put), 10s));
+  ASSERT_OK_AND_ASSIGN(KvPutResult result, internal::DecodeKvPutReply(rep.body()));
+  EXPECT_EQ(result.fields, (std::vector<std::string>{"x"}));
+  ASSERT_OK_AND_ASSIGN(BatchMeta before, client.kv_retrieve("p", {"c", "a", "b"}));
+  ASSERT_EQ(before.size(), 3u);
+
+  ctl->Stop();
+  ctl.reset();
+  ASSERT_OK_AND_ASSIGN(ctl, StartAgain(o));
+  ASSERT_OK_AND_ASSIGN(BatchMeta after, client.kv_retrieve("p", {"c", "a", "b"}));
+  EXPECT_EQ(after.global_indexes(), before.global_indexes());
+  EXPECT_EQ(after.field_names(), (std::vector<std::string>{"x"}));
+  EXPECT_EQ(after.samples()[0].fields[0].offset, 16u);
+  EXPECT_EQ(after.samples()[0].fields[0].pack, 77u);
   ctl->Stop();
 }
 

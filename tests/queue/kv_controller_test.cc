@@ -134,6 +134,25 @@ TEST_F(KvControllerTest, PutGetListClearByKey) {
   EXPECT_TRUE(parts.empty());
 }
 
+// kv_put on a storage that does not pack: the keys' samples are asked for
+// first, then written; the answer is as the one-step put's.
+TEST_F(KvControllerTest, KvPutOnUnpackedStorage) {
+  ASSERT_OK_AND_ASSIGN(KvPutResult r, client_->kv_put("p", {"a", "b"}, ScalarInts("x", {1, 2})));
+  EXPECT_EQ(r.fields, (std::vector<std::string>{"x"}));
+  EXPECT_TRUE(r.tags.empty());
+  ASSERT_OK_AND_ASSIGN(BatchMeta a, client_->kv_retrieve("p", {"a"}));
+  a.mutable_samples()[0].custom = {{"t", int64_t{5}}};
+  ASSERT_OK(client_->set_custom_meta(a));
+  ASSERT_OK_AND_ASSIGN(r, client_->kv_put("p", {"c", "a"}, ScalarInts("y", {30, 10})));
+  EXPECT_EQ(r.fields, (std::vector<std::string>{"y"}));
+  EXPECT_EQ(r.tags, (std::vector<CustomMeta>{{}, {{"t", int64_t{5}}}}));
+  ASSERT_OK_AND_ASSIGN(BatchMeta got, client_->kv_retrieve("p", {"a", "c"}));
+  ASSERT_OK_AND_ASSIGN(Batch rows, client_->get_data(got));
+  EXPECT_EQ(IntsOf(rows, "y"), (std::vector<int64_t>{10, 30}));
+  EXPECT_STATUS(client_->kv_put("p", {"a"}, ScalarInts("x", {1, 2})), kInvalid, "1 keys but the batch has 2 rows");
+  EXPECT_STATUS(client_->kv_put("p", {"a", "a"}, ScalarInts("x", {1, 2})), kInvalid, "listed twice");
+}
+
 TEST_F(KvControllerTest, ReusedIndexInAnotherPartitionHasNoKey) {
   ASSERT_OK_AND_ASSIGN(BatchMeta a, client_->kv_retrieve("A", {"k"}, true));
   ASSERT_OK(client_->put(ScalarInts("x", {1}), a));
@@ -153,7 +172,7 @@ TEST_F(KvControllerTest, BadArgumentsAndMalformedRequests) {
   EXPECT_STATUS(client_->kv_retrieve("p", {""}, true), kInvalid, "must not be empty");
   EXPECT_STATUS(client_->kv_clear("", {"a"}), kInvalid, "partition_id");
   EXPECT_STATUS(client_->kv_list(std::string(300, 'x')), kInvalid, "256");
-  for (auto t : {MsgType::kCtlKvRetrieve, MsgType::kCtlKvKeys, MsgType::kCtlKvClear}) {
+  for (auto t : {MsgType::kCtlKvRetrieve, MsgType::kCtlKvPut, MsgType::kCtlKvKeys, MsgType::kCtlKvClear}) {
     auto r = Raw(Message(t, 0));
     EXPECT_TRUE(r.status().IsInvalid()) << int(t) << ": " << r.status().ToString();
   }

@@ -58,6 +58,71 @@ TEST(KvProtocolTest, RequestsRoundTrip) {
   EXPECT_EQ(c2.keys, c.keys);
 }
 
+TEST(KvProtocolTest, KvPutRoundTrip) {
+  SampleMeta s;
+  s.partition_id = "part";
+  FieldInfo fi;
+  fi.produced = true;
+  fi.kind = FieldKind::kTensor;
+  fi.dtype = DType::kFloat32;
+  fi.shape = {4};
+  fi.nbytes = 16;
+  fi.pack = 0xabc;
+  s.fields = {fi};
+  std::vector<SampleMeta> samples(2, s);
+  samples[1].fields[0].offset = 64;
+  BatchMeta meta({"x"}, samples);
+  ASSERT_OK_AND_ASSIGN(auto r, Over<KvPutRequest>(KvPutRequest::Encode("part", {"k1", "k2"}, meta),
+                                                  KvPutRequest::Decode));
+  EXPECT_EQ(r.partition_id, "part");
+  EXPECT_EQ(r.keys, (std::vector<std::string>{"k1", "k2"}));
+  ASSERT_EQ(r.meta.size(), 2u);
+  EXPECT_EQ(r.meta.field_names(), (std::vector<std::string>{"x"}));
+  EXPECT_EQ(r.meta.samples()[1].fields[0].pack, 0xabcu);
+  EXPECT_EQ(r.meta.samples()[1].fields[0].offset, 64u);
+  EXPECT_EQ(r.meta.samples()[0].fields[0].shape, (Shape{4}));
+
+  KvPutResult res{{"x", "y"}, {{{"n", int64_t{1}}}, {}}};
+  Message m(MsgType::kCtlKvPut, 1);
+  m.set_body(EncodeKvPutReply(res, {7, 9}));
+  std::string bytes = m.EncodeHeader();
+  ASSERT_OK_AND_ASSIGN(Message d, Message::DecodeHeader(bytes.data(), bytes.size()));
+  ASSERT_OK_AND_ASSIGN(auto res2, DecodeKvPutReply(d.body()));
+  EXPECT_EQ(res2, res);
+  ASSERT_OK_AND_ASSIGN(auto dead, DeadPacksFromMessage(d));
+  EXPECT_EQ(dead, (std::vector<uint64_t>{7, 9})) << "the dead packs ride along as in NotifyProduced's reply";
+  ASSERT_OK_AND_ASSIGN(auto plain, Over<KvPutResult>(EncodeKvPutReply({{"x"}, {}}, {}), DecodeKvPutReply));
+  EXPECT_EQ(plain, (KvPutResult{{"x"}, {}}));
+
+  // Hostile bodies: a meta of another length than the keys, no meta, a
+  // meta that is not one, tags that are not maps.
+  EXPECT_STATUS(Over<KvPutRequest>(KvPutRequest::Encode("part", {"k1"}, meta), KvPutRequest::Decode), kInvalid,
+                "1 keys but the meta has 2 samples");
+  EXPECT_STATUS(Over<KvPutRequest>(KvRetrieveRequest{"p", {"a"}, true}.Encode(), KvPutRequest::Decode), kInvalid,
+                "missing field 'meta'");
+  EXPECT_STATUS(Over<KvPutRequest>(Body([](Packer& pk) {
+                                     pk.pack_map(3);
+                                     pk.pack("partition_id");
+                                     pk.pack("p");
+                                     pk.pack("keys");
+                                     pk.pack_array(0);
+                                     pk.pack("meta");
+                                     pk.pack(5);
+                                   }),
+                                   KvPutRequest::Decode),
+                kInvalid, "KvPut.meta");
+  EXPECT_STATUS(Over<KvPutResult>(Body([](Packer& pk) {
+                                    pk.pack_map(2);
+                                    pk.pack("fields");
+                                    pk.pack_array(0);
+                                    pk.pack("tags");
+                                    pk.pack_array(1);
+                                    pk.pack(5);
+                                  }),
+                                  DecodeKvPutReply),
+                kInvalid, "tags[0]");
+}
+
 TEST(KvProtocolTest, RepliesRoundTrip) {
   std::vector<std::optional<std::string>> keys = {"a", std::nullopt, "", "c"};
   ASSERT_OK_AND_ASSIGN(auto k2, Over<std::vector<std::optional<std::string>>>(EncodeKvKeysReply(keys),

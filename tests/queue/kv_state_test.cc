@@ -118,6 +118,78 @@ TEST_F(KvStateTest, MetaHasTheFieldsEverySampleProducedAndTheTags) {
   EXPECT_TRUE(Retrieve("p", {"a", "new"}, true).field_names().empty());
 }
 
+// A KvPut request's meta: one sample per key, each field of length i + 1
+// (as Produce), packed in `pack` at offset 64 * sample (pack 0: unpacked).
+BatchMeta PutMeta(size_t n, const std::vector<std::string>& fields, uint64_t pack = 0) {
+  std::vector<SampleMeta> samples(n);
+  for (size_t s = 0; s < n; ++s) {
+    for (size_t i = 0; i < fields.size(); ++i) {
+      FieldInfo fi = I64Field(static_cast<int64_t>(i) + 1);
+      fi.pack = pack;
+      fi.offset = pack == 0 ? 0 : 64 * s;
+      samples[s].fields.push_back(fi);
+    }
+  }
+  return BatchMeta(fields, std::move(samples));
+}
+
+TEST_F(KvStateTest, KvPutCreatesTheKeysAndRecordsTheFieldsInOneStep) {
+  ASSERT_OK_AND_ASSIGN(KvPutResult r, state_.KvPut("p", {"a", "b"}, PutMeta(2, {"x", "y"}, 11)));
+  EXPECT_EQ(r.fields, (std::vector<std::string>{"x", "y"}));
+  EXPECT_TRUE(r.tags.empty()) << "no key has tags";
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b"}));
+  BatchMeta got = Retrieve("p", {"b", "a"}, false);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got.field_names(), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(got.samples()[0].fields[1].shape, (Shape{2}));
+  EXPECT_EQ(got.samples()[0].fields[0].offset, 64u) << "b's records, placed as its put said";
+  EXPECT_EQ(got.samples()[1].fields[0].offset, 0u);
+  EXPECT_EQ(state_.pack_users(11), 4u);
+  // A key's sample serves get_meta like any other (a fetch waiting for x sees it).
+  ASSERT_OK_AND_ASSIGN(auto fetched, state_.TryGetMeta(Req("p", "t", {"x"}, 2)));
+  ASSERT_TRUE(fetched.has_value());
+  EXPECT_EQ(fetched->size(), 2u);
+
+  // A known key and a new one: the known keeps its index and its other
+  // field; fields common to both after the put are reported; rewriting x
+  // of a and b leaves pack 11 with a's and b's y only.
+  const int64_t a_index = got.samples()[1].global_index;
+  ASSERT_OK_AND_ASSIGN(r, state_.KvPut("p", {"a", "c"}, PutMeta(2, {"x"}, 12)));
+  EXPECT_EQ(r.fields, (std::vector<std::string>{"x"})) << "c has no y";
+  ASSERT_OK_AND_ASSIGN(r, state_.KvPut("p", {"b"}, PutMeta(1, {"x"}, 13)));
+  EXPECT_EQ(r.fields, (std::vector<std::string>{"x", "y"})) << "b kept its y";
+  EXPECT_EQ(Retrieve("p", {"a"}, false).samples()[0].global_index, a_index);
+  EXPECT_EQ(state_.pack_users(11), 2u);
+  EXPECT_TRUE(state_.TakeDeadPacks().empty()) << "pack 11 still holds y";
+  ASSERT_OK_AND_ASSIGN(r, state_.KvPut("p", {"a", "b"}, PutMeta(2, {"y"}, 14)));
+  EXPECT_EQ(state_.TakeDeadPacks(), (std::vector<uint64_t>{11})) << "its last users were overwritten";
+
+  // Tags stored with another call come back, one per key in request order.
+  BatchMeta c = Retrieve("p", {"c"}, false);
+  Produce(c, {"x"}, {{"score", int64_t{3}}});
+  ASSERT_OK_AND_ASSIGN(r, state_.KvPut("p", {"c", "a"}, PutMeta(2, {"x"})));
+  ASSERT_EQ(r.tags.size(), 2u);
+  EXPECT_EQ(r.tags[0], (CustomMeta{{"score", int64_t{3}}}));
+  EXPECT_TRUE(r.tags[1].empty());
+}
+
+TEST_F(KvStateTest, ABadKvPutChangesNothing) {
+  ASSERT_OK_AND_ASSIGN(KvPutResult first, state_.KvPut("p", {"a"}, PutMeta(1, {"x"})));
+  EXPECT_EQ(first.fields, (std::vector<std::string>{"x"}));
+  const int64_t next = state_.next_index();
+  EXPECT_STATUS(state_.KvPut("p", {"b", "c"}, PutMeta(1, {"x"})), kInvalid, "2 keys but 1 samples");
+  EXPECT_STATUS(state_.KvPut("p", {"b"}, PutMeta(1, {"x", "x"})), kInvalid, "'x' is listed twice");
+  EXPECT_STATUS(state_.KvPut("p", {"b"}, PutMeta(1, {""})), kInvalid, "field name");
+  EXPECT_STATUS(state_.KvPut("p", {"b", "b"}, PutMeta(2, {"x"})), kInvalid, "'b' is listed twice");
+  EXPECT_STATUS(state_.KvPut("", {"b"}, PutMeta(1, {"x"})), kInvalid, "partition_id");
+  BatchMeta short_records = PutMeta(1, {"x", "y"});
+  short_records.mutable_samples()[0].fields.pop_back();
+  EXPECT_STATUS(state_.KvPut("p", {"b"}, short_records), kInvalid, "carries 1 field records for 2 fields");
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a"}));
+  EXPECT_EQ(state_.next_index(), next);
+  EXPECT_EQ(state_.FindPartition("p")->field_names, (std::vector<std::string>{"x"}));
+}
+
 TEST_F(KvStateTest, KeysOfIndexes) {
   BatchMeta keyed = Retrieve("p", {"a", "b"}, true);
   ASSERT_OK_AND_ASSIGN(BatchMeta plain, state_.Allocate("p", 1));

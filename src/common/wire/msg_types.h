@@ -32,6 +32,7 @@ enum class MsgType : uint16_t {
   kCtlKvClear = 28,           // phase 1 of a clear, by keys
   kCtlSnapshot = 29,          // the whole metadata state (checkpoint save), as payload frame 0
   kCtlRestore = 30,           // replace the whole metadata state by a snapshot (checkpoint load)
+  kCtlKvPut = 31,             // record a put's fields under keys (created when missing), in one step
 
   // TransferQueue simple storage unit (50-79)
   kUnitPut = 50,

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include <absl/container/flat_hash_set.h>
+
 #include "queue/controller_state.h"
 #include "queue/protocol.h"
 
@@ -91,7 +93,7 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
       positions[i] = pos;
       hint = pos + 1;
     }
-    std::unordered_set<std::string_view> seen;
+    absl::flat_hash_set<std::string_view> seen;  // no allocation per key
     seen.reserve(missing.size());
     for (size_t i : missing) {
       if (!seen.insert(keys[i]).second) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");

@@ -350,6 +350,8 @@ class YuanrongStorageManager : public StorageManager {
     std::vector<size_t> cuts;
     std::vector<size_t> object_of(fields.size() * n);
     std::unordered_map<uint64_t, size_t> pack_object;
+    uint64_t last_pack = 0;  // a field's values come in runs of one pack: looked up once a run
+    size_t last_object = 0;
     // Per object, the bytes of it that are read: all of a value's own key;
     // of a pack, from its first value read to the end of its last.
     std::vector<uint64_t> lo, hi;
@@ -379,14 +381,18 @@ class YuanrongStorageManager : public StorageManager {
           return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' of sample ", samples[s].global_index,
                                  " is recorded at offset ", p.offset, " with ", nb, " bytes, past any pack's end");
         }
-        auto [it, fresh] = pack_object.try_emplace(p.pack, keys.size());
-        if (fresh) {
-          keys.push_back(PackKey(samples[s].controller_id, p.pack));
-          sizes.push_back(0);
-          lo.push_back(p.offset);
-          hi.push_back(p.offset + nb);
+        if (p.pack != last_pack) {
+          auto [it, fresh] = pack_object.try_emplace(p.pack, keys.size());
+          if (fresh) {
+            keys.push_back(PackKey(samples[s].controller_id, p.pack));
+            sizes.push_back(0);
+            lo.push_back(p.offset);
+            hi.push_back(p.offset + nb);
+          }
+          last_pack = p.pack;
+          last_object = it->second;
         }
-        const size_t o = it->second;
+        const size_t o = last_object;
         lo[o] = std::min(lo[o], p.offset);
         hi[o] = std::max(hi[o], p.offset + nb);
         object_of[f * n + s] = o;

@@ -194,9 +194,10 @@ def _check_keys(keys: Any, allow_str: bool = True) -> list:
         raise ArgumentTypeError(f"keys must be a list of str, got {type(keys).__name__}")
     if not keys:
         raise InvalidArgumentError("keys must not be empty")
-    for k in keys:
-        if not isinstance(k, str):
-            raise ArgumentTypeError(f"every key must be a str, got {type(k).__name__} ({k!r})")
+    if set(map(type, keys)) != {str}:  # one pass in C; the loop names the first key that is no str
+        for k in keys:
+            if not isinstance(k, str):
+                raise ArgumentTypeError(f"every key must be a str, got {type(k).__name__} ({k!r})")
     return keys
 
 

@@ -77,6 +77,9 @@ class Value {
   static Value String(std::string_view s) { return Object(Buffer::CopyString(s), FieldKind::kString); }
   // Reconstructs a value from stored bytes and its recorded spec.
   static Result<Value> FromSpec(FieldKind kind, DType dtype, Shape shape, Buffer data);
+  // This value's kind, dtype and shape over other bytes, as many as its
+  // own: a column's next sample without checking its spec again.
+  Result<Value> WithData(Buffer data) const;
 
   FieldKind kind() const { return kind_; }
   bool is_tensor() const { return kind_ == FieldKind::kTensor; }

@@ -32,7 +32,7 @@ class Buffer {
   static Buffer Borrow(const void* data, size_t size);
 
   // A sub-range sharing this buffer's holder. Precondition: in bounds.
-  Buffer Slice(size_t offset, size_t length) const;
+  Buffer Slice(size_t offset, size_t length) const { return Buffer(data_ + offset, length, holder_); }
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }

@@ -40,10 +40,6 @@ Buffer Buffer::Borrow(const void* data, size_t size) {
   return Buffer(static_cast<const uint8_t*>(data), size, nullptr);
 }
 
-Buffer Buffer::Slice(size_t offset, size_t length) const {
-  return Buffer(data_ + offset, length, holder_);
-}
-
 bool Buffer::Equals(const Buffer& other) const {
   return size_ == other.size_ && (size_ == 0 || std::memcmp(data_, other.data_, size_) == 0);
 }

@@ -42,9 +42,13 @@ Status Batch::AddTensor(const std::string& name, DType dtype, const Shape& shape
   size_t per = batch_size_ == 0 ? 0 : data.size() / batch_size_;
   Column col;
   col.reserve(batch_size_);
-  for (size_t i = 0; i < batch_size_; ++i) {
-    TQDS_ASSIGN_OR_RETURN(Value v, Value::Tensor(dtype, inner, data.Slice(i * per, per)));
-    col.push_back(std::move(v));
+  if (batch_size_ > 0) {
+    TQDS_ASSIGN_OR_RETURN(Value first, Value::Tensor(dtype, std::move(inner), data.Slice(0, per)));
+    col.push_back(std::move(first));
+    for (size_t i = 1; i < batch_size_; ++i) {
+      TQDS_ASSIGN_OR_RETURN(Value v, col[0].WithData(data.Slice(i * per, per)));
+      col.push_back(std::move(v));
+    }
   }
   return AddField(name, std::move(col));
 }

@@ -427,10 +427,20 @@ class TransferQueueClient::Impl {
     for (size_t f = 0; f < names.size(); ++f) {
       Column col;
       col.reserve(meta.size());
+      const FieldInfo* spec = nullptr;  // the record col.back() was made from
       for (size_t s = 0; s < meta.size(); ++s) {
         const FieldInfo& fi = meta.samples()[s].fields[f];
+        // A sample recorded like the one before it (a dense field) needs no
+        // second look at its spec.
+        if (spec != nullptr && fi.kind == FieldKind::kTensor && fi.kind == spec->kind && fi.dtype == spec->dtype &&
+            fi.shape == spec->shape) {
+          TQDS_ASSIGN_OR_RETURN(Value v, col.back().WithData(std::move(data[f][s])));
+          col.push_back(std::move(v));
+          continue;
+        }
         TQDS_ASSIGN_OR_RETURN(Value v, Value::FromSpec(fi.kind, fi.dtype, fi.shape, std::move(data[f][s])));
         col.push_back(std::move(v));
+        spec = &fi;
       }
       TQDS_RETURN_NOT_OK(out.AddField(names[f], std::move(col)));
     }

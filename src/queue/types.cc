@@ -94,6 +94,18 @@ Result<Value> Value::FromSpec(FieldKind kind, DType dtype, Shape shape, Buffer d
   return Tensor(dtype, std::move(shape), std::move(data));
 }
 
+Result<Value> Value::WithData(Buffer data) const {
+  if (data.size() != data_.size()) {
+    return Status::Invalid(ToString(), " of ", data_.size(), " bytes cannot take ", data.size(), " bytes");
+  }
+  Value v;
+  v.kind_ = kind_;
+  v.dtype_ = dtype_;
+  v.shape_ = shape_;
+  v.data_ = std::move(data);
+  return v;
+}
+
 bool Value::Equals(const Value& other) const {
   if (kind_ != other.kind_) return false;
   if (kind_ == FieldKind::kTensor && (dtype_ != other.dtype_ || shape_ != other.shape_)) return false;

@@ -127,6 +127,21 @@ TEST(ValueTest, FromSpec) {
   EXPECT_STATUS(Value::FromSpec(static_cast<FieldKind>(5), DType::kInt16, {2}, Bytes(4)), kTypeError, "kind");
 }
 
+TEST(ValueTest, WithDataKeepsTheSpecAndChecksTheSize) {
+  ASSERT_OK_AND_ASSIGN(Value t, Value::Tensor(DType::kInt16, {2}, Bytes(4)));
+  Buffer other = Bytes(4);
+  ASSERT_OK_AND_ASSIGN(Value u, t.WithData(other));
+  EXPECT_EQ(u.kind(), FieldKind::kTensor);
+  EXPECT_EQ(u.dtype(), DType::kInt16);
+  EXPECT_EQ(u.shape(), (Shape{2}));
+  EXPECT_EQ(u.data().data(), other.data());
+  EXPECT_STATUS(t.WithData(Bytes(6)), kInvalid, "4 bytes cannot take 6 bytes");
+  Value s = Value::String("ab");
+  ASSERT_OK_AND_ASSIGN(Value s2, s.WithData(Buffer::CopyString("cd")));
+  EXPECT_EQ(s2.kind(), FieldKind::kString);
+  EXPECT_EQ(s2.str(), "cd");
+}
+
 // ---------------------------------------------------------------- Batch
 
 Batch MakeBatch(size_t n) {

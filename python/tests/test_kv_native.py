@@ -178,9 +178,21 @@ def test_kv_retrieve_rejects_bad_keys(native):
         c.kv_retrieve(p, [""], True)
     with pytest.raises(tq.InvalidArgumentError):
         c.kv_retrieve(p, ["k" * 300], True)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="keys must be a list of str, got str"):
         c.kv_retrieve(p, "abc", True)  # a str is not a list of keys
+    for call in (lambda k: c.kv_retrieve(p, k, True), lambda k: c.kv_clear(p, k)):
+        with pytest.raises(TypeError, match="got list"):
+            call(["a", 1])
+        with pytest.raises(TypeError, match="got int"):
+            call(5)
+        with pytest.raises(UnicodeEncodeError):
+            call(["a", "\ud800"])  # a lone surrogate has no UTF-8
+    with pytest.raises(TypeError, match="got list"):
+        c.kv_put(p, ["a", None], 2, [("dense", "x", np.zeros(2, dtype=np.int64), "int64", [2])])
     assert c.kv_list(p) == {}, "a rejected request creates nothing"
+    # A tuple of keys is read like a list.
+    assert c.kv_retrieve(p, ("t1", "t2"), True).size == 2
+    assert set(c.kv_list(p)[p]) == {"t1", "t2"}
 
 
 def test_kv_keys(native):

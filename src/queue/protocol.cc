@@ -406,37 +406,48 @@ void PackRowBatchMeta(Packer& pk, const Samples& m) {
   }
 }
 
-// The column form's "place": sets the pack and offset of each sample's
-// record of the fields that have an entry.
-Status ReadPlaces(const msgpack::object& po, const std::vector<std::string>& names, const std::string& what,
-                  std::vector<SampleMeta>* samples) {
+// The column form's "place" of one field: one pack id for every sample or
+// a column of them, and a column of offsets.
+struct FieldPlaces {
+  bool present = false;
+  bool single = false;
+  uint64_t one = 0;
+  std::vector<uint64_t> packs, offsets;
+};
+
+Status ReadPlaceColumns(const msgpack::object& po, const std::vector<std::string>& names, const std::string& what,
+                        size_t n, std::vector<FieldPlaces>* out) {
   TQDS_ASSIGN_OR_RETURN(auto places, AsArray(po, what + ".place"));
   if (places->size != names.size()) {
     return Status::Invalid(what, ".place has ", places->size, " entries for ", names.size(), " fields");
   }
-  const size_t n = samples->size();
-  std::vector<uint64_t> packs, offsets;
+  out->assign(names.size(), FieldPlaces{});
   for (uint32_t f = 0; f < names.size(); ++f) {
     const msgpack::object& e = places->ptr[f];
     if (e.type == msgpack::type::NIL) continue;
     const std::string fw = what + ".place." + names[f];
     TQDS_ASSIGN_OR_RETURN(auto pair, AsArray(e, fw, 2));
-    uint64_t one = 0;
-    const bool single = ReadU64(pair->ptr[0], &one);
-    if (!single && !ReadBinColumn(&pair->ptr[0], n, &packs)) {
+    FieldPlaces& fp = (*out)[f];
+    fp.present = true;
+    fp.single = ReadU64(pair->ptr[0], &fp.one);
+    if (!fp.single && !ReadBinColumn(&pair->ptr[0], n, &fp.packs)) {
       return Status::Invalid(fw, "[0] must be a pack id or bytes holding ", n, " uint64 pack ids");
     }
-    if (!ReadBinColumn(&pair->ptr[1], n, &offsets)) {
+    if (!ReadBinColumn(&pair->ptr[1], n, &fp.offsets)) {
       return Status::Invalid(fw, "[1] must be bytes holding ", n, " uint64 offsets");
     }
-    for (size_t i = 0; i < n; ++i) {
-      FieldInfo& fi = (*samples)[i].fields[f];
-      fi.pack = single ? one : packs[i];
-      fi.offset = fi.pack == 0 ? 0 : offsets[i];
-      if (!PlacementFits(fi)) {
-        return Status::Invalid(fw, ": sample ", i, "'s offset ", fi.offset, " + nbytes ", fi.nbytes, " overflows");
-      }
-    }
+  }
+  return Status::OK();
+}
+
+// Sets sample i's pack and offset of field f from its place columns.
+Status PlaceRecord(const FieldPlaces& fp, const std::string& name, const std::string& what, size_t i,
+                   FieldInfo* fi) {
+  fi->pack = fp.single ? fp.one : fp.packs[i];
+  fi->offset = fi->pack == 0 ? 0 : fp.offsets[i];
+  if (!PlacementFits(*fi)) {
+    return Status::Invalid(what, ".place.", name, ": sample ", i, "'s offset ", fi->offset, " + nbytes ", fi->nbytes,
+                           " overflows");
   }
   return Status::OK();
 }
@@ -580,50 +591,73 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
                            kMaxMetaFieldRecords, " field records");
   }
   uint64_t cost = static_cast<uint64_t>(n) * names.size();
-  std::vector<SampleMeta> samples(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (pidx[i] >= partitions.size()) {
-      return Status::Invalid(what, ".pidx[", i, "] is ", pidx[i], " but there are ", partitions.size(),
-                             " partitions");
-    }
-    samples[i].global_index = gidx[i];
-    samples[i].generation = gen[i];
-    samples[i].partition_id = partitions[pidx[i]];
-    samples[i].fields.resize(names.size());
-  }
   const msgpack::object* fo = r.Find("finfo");
   if (fo == nullptr) return Status::Invalid(what, ": missing field 'finfo'");
   TQDS_ASSIGN_OR_RETURN(auto columns, AsArray(*fo, what + ".finfo"));
   if (columns->size != names.size()) {
     return Status::Invalid(what, ".finfo has ", columns->size, " columns for ", names.size(), " fields");
   }
+  // A field's record read once and written into each sample as it is made
+  // (one pass over the samples for ids and shared records; then one per
+  // field of per-sample records), not a default sample then assignments.
+  auto read_record = [&](uint32_t f, uint32_t j, FieldInfo* fi) -> Status {
+    if (const char* why = ReadFieldInfo(columns->ptr[f].via.array.ptr[j], fi)) {
+      const std::string rw = what + ".finfo." + names[f] + "[" + std::to_string(j) + "]";
+      auto detailed = UnpackFieldInfo(columns->ptr[f].via.array.ptr[j], rw);
+      return detailed.ok() ? Status::Invalid(rw, ": ", why) : detailed.status();
+    }
+    return Status::OK();
+  };
+  FieldInfos shared(names.size());
+  std::vector<uint32_t> per_sample;  // fields with a record per sample
   for (uint32_t f = 0; f < names.size(); ++f) {
     const std::string fw = what + ".finfo." + names[f];
     TQDS_ASSIGN_OR_RETURN(auto col, AsArray(columns->ptr[f], fw));
     if (col->size != n && col->size != 1) {
       return Status::Invalid(fw, " has ", col->size, " records for ", n, " samples (give 1 or ", n, ")");
     }
-    for (uint32_t j = 0; j < col->size; ++j) {
-      FieldInfo fi;
-      if (const char* why = ReadFieldInfo(col->ptr[j], &fi)) {
-        const std::string rw = fw + "[" + std::to_string(j) + "]";
-        auto detailed = UnpackFieldInfo(col->ptr[j], rw);
-        return detailed.ok() ? Status::Invalid(rw, ": ", why) : detailed.status();
-      }
-      if (col->size == n) {
-        samples[j].fields[f] = std::move(fi);
-      } else {
-        cost += SharedRecordCost(n, fi.shape.size()) - n;
-        if (cost > kMaxMetaFieldRecords) {
-          return Status::Invalid(fw, ": shared records of ", n, " samples with their shapes' dimensions are more than ",
-                                 kMaxMetaFieldRecords, " field records");
-        }
-        for (auto& s : samples) s.fields[f] = fi;
-      }
+    if (col->size == n) {
+      per_sample.push_back(f);
+      continue;
+    }
+    TQDS_RETURN_NOT_OK(read_record(f, 0, &shared[f]));
+    cost += SharedRecordCost(n, shared[f].shape.size()) - n;
+    if (cost > kMaxMetaFieldRecords) {
+      return Status::Invalid(fw, ": shared records of ", n, " samples with their shapes' dimensions are more than ",
+                             kMaxMetaFieldRecords, " field records");
     }
   }
+  std::vector<FieldPlaces> places;  // empty: no "place"
   if (const msgpack::object* po = r.Find("place"); po != nullptr && po->type != msgpack::type::NIL) {
-    TQDS_RETURN_NOT_OK(ReadPlaces(*po, names, what, &samples));
+    TQDS_RETURN_NOT_OK(ReadPlaceColumns(*po, names, what, n, &places));
+  }
+  std::vector<uint32_t> placed_shared;  // shared fields with places
+  for (uint32_t f = 0; f < places.size(); ++f) {
+    if (places[f].present && std::find(per_sample.begin(), per_sample.end(), f) == per_sample.end()) {
+      placed_shared.push_back(f);
+    }
+  }
+  std::vector<SampleMeta> samples;
+  samples.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (pidx[i] >= partitions.size()) {
+      return Status::Invalid(what, ".pidx[", i, "] is ", pidx[i], " but there are ", partitions.size(),
+                             " partitions");
+    }
+    SampleMeta& sm = samples.emplace_back();
+    sm.global_index = gidx[i];
+    sm.generation = gen[i];
+    sm.partition_id = partitions[pidx[i]];
+    sm.fields = shared;
+    for (uint32_t f : placed_shared) TQDS_RETURN_NOT_OK(PlaceRecord(places[f], names[f], what, i, &sm.fields[f]));
+  }
+  for (uint32_t f : per_sample) {
+    const bool placed = f < places.size() && places[f].present;
+    for (uint32_t j = 0; j < n; ++j) {
+      FieldInfo& fi = samples[j].fields[f];
+      TQDS_RETURN_NOT_OK(read_record(f, j, &fi));
+      if (placed) TQDS_RETURN_NOT_OK(PlaceRecord(places[f], names[f], what, j, &fi));
+    }
   }
   if (const msgpack::object* co = r.Find("custom"); co != nullptr && co->type != msgpack::type::NIL) {
     TQDS_ASSIGN_OR_RETURN(auto cs, AsArray(*co, what + ".custom"));

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "convert.h"
+#include "ds_binding.h"
 #include "errors.h"
 #include "queue/protocol.h"
 #include "tq/client.h"
@@ -263,32 +264,23 @@ tqds::Result<Buffer> Concatenate(const tq::Column& col) {
   return std::move(mb).Freeze();
 }
 
-// A list or tuple of str as strings, read in one pass from each str's
-// UTF-8 (pybind11's vector caster took about twice as long: 0.55 ms for
-// 16384 keys). Other sequences go through that caster; what neither
-// takes is a TypeError.
-std::vector<std::string> KeysFromPython(py::handle keys) {
-  auto by_caster = [&] {
-    try {
-      return py::cast<std::vector<std::string>>(keys);
-    } catch (const py::cast_error&) {
-      throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(keys.ptr())->tp_name);
-    }
-  };
+// The keys of a kv call, read by the datasystem binding's key-list loader
+// (ds_binding.h: one pass over each str's UTF-8 into this thread's kept
+// strings). What it refuses is said here: a str with no UTF-8 (a lone
+// surrogate) as Python's own UnicodeEncodeError, anything else as a
+// TypeError naming the type.
+KeyList KeysFromPython(py::handle keys) {
+  KeyList out;
+  if (py::detail::LoadKeyList(keys, /*convert=*/true, out, [](std::string_view) {})) return out;
   PyObject* seq = keys.ptr();
-  if (!PyList_Check(seq) && !PyTuple_Check(seq)) return by_caster();
-  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  PyObject** items = PySequence_Fast_ITEMS(seq);
-  std::vector<std::string> out;
-  out.reserve(static_cast<size_t>(n));
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    if (!PyUnicode_Check(items[i])) return by_caster();
-    Py_ssize_t size = 0;
-    const char* utf8 = PyUnicode_AsUTF8AndSize(items[i], &size);
-    if (utf8 == nullptr) throw py::error_already_set();  // e.g. a lone surrogate
-    out.emplace_back(utf8, static_cast<size_t>(size));
+  if (PyList_Check(seq) || PyTuple_Check(seq)) {
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+      PyObject* item = PySequence_Fast_ITEMS(seq)[i];
+      Py_ssize_t size = 0;
+      if (PyUnicode_Check(item) && PyUnicode_AsUTF8AndSize(item, &size) == nullptr) throw py::error_already_set();
+    }
   }
-  return out;
+  throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name);
 }
 
 // Returns [(name, "dense", array, dtype)            uniform tensors, stacked
@@ -909,21 +901,21 @@ void InitClient(py::module_& m) {
            py::arg("partition_id"), py::arg("global_indexes"))
       .def("kv_retrieve",
            [](Client& c, const std::string& p, py::handle key_list, bool create) {
-             const std::vector<std::string> keys = KeysFromPython(key_list);
-             return CallWithoutGil([&] { return c.kv_retrieve(p, keys, create); });
+             const KeyList keys = KeysFromPython(key_list);
+             return CallWithoutGil([&] { return c.kv_retrieve(p, keys.v, create); });
            },
            py::arg("partition_id"), py::arg("keys"), py::arg("create") = false,
            "The samples of `keys` in request order (fields: those all of them produced; custom meta: their "
            "tags). create: missing keys get fresh samples; else they are left out.")
       .def("kv_put",
            [](Client& c, const std::string& p, py::handle key_list, size_t batch_size, const py::list& fields) {
-             const std::vector<std::string> keys = KeysFromPython(key_list);
+             const KeyList keys = KeysFromPython(key_list);
              PendingBatch pending = GatherBatch(batch_size, fields);  // as put
              tq::Result<tq::KvPutResult> r = Status::Internal("unset");
              {
                py::gil_scoped_release nogil;
                tq::Result<tq::Batch> b = pending.TakeBatch();
-               r = b.ok() ? c.kv_put(p, keys, *b) : tq::Result<tq::KvPutResult>(b.status());
+               r = b.ok() ? c.kv_put(p, keys.v, *b) : tq::Result<tq::KvPutResult>(b.status());
              }
              tq::KvPutResult out = Unwrap(std::move(r));
              py::list names;
@@ -962,8 +954,8 @@ void InitClient(py::module_& m) {
            "{partition_id: {key: tags}} for one partition (unknown: {}) or every partition (None).")
       .def("kv_clear",
            [](Client& c, const std::string& p, py::handle key_list) {
-             const std::vector<std::string> keys = KeysFromPython(key_list);
-             CallWithoutGil([&] { return c.kv_clear(p, keys); });
+             const KeyList keys = KeysFromPython(key_list);
+             CallWithoutGil([&] { return c.kv_clear(p, keys.v); });
            },
            py::arg("partition_id"), py::arg("keys"),
            "Frees the samples of `keys`; missing keys or partition: nothing happens.")

@@ -102,22 +102,15 @@ SampleRecord* ControllerState::FindVisible(const SampleMeta& s) {
   return r.generation == s.generation ? &r : nullptr;
 }
 
-int64_t ControllerState::TakeIndex() {
-  if (!free_indexes_.empty()) {
-    int64_t i = free_indexes_.top();
-    free_indexes_.pop();
-    return i;
-  }
-  return next_index_++;
-}
-
 Partition& ControllerState::GetOrCreate(const std::string& partition_id) {
   auto& slot = partitions_[partition_id];
   if (!slot) {
     slot = std::make_unique<Partition>();
     slot->name = partition_id;
     slot->created = next_partition_++;
-    for (size_t i = 0; i < pre_alloc_samples_; ++i) slot->reserved.insert(TakeIndex());
+    std::vector<int64_t> taken;
+    indexes_.Take(pre_alloc_samples_, &taken);
+    slot->reserved.insert(taken.begin(), taken.end());
   }
   return *slot;
 }
@@ -170,17 +163,20 @@ Result<Partition*> ControllerState::AllocateRecords(const std::string& partition
   if (p.samples.capacity() < p.samples.size() + count) {
     p.samples.reserve(std::max(p.samples.size() + count, 2 * p.samples.capacity()));
   }
-  for (size_t i = 0; i < count; ++i) {
-    SampleRecord r;
-    if (!p.reserved.empty()) {
-      r.global_index = *p.reserved.begin();
-      p.reserved.erase(p.reserved.begin());
-    } else {
-      r.global_index = TakeIndex();
-    }
+  // The partition's reserved indexes first (lowest first), then the pool's.
+  std::vector<int64_t> taken;
+  taken.reserve(count);
+  while (taken.size() < count && !p.reserved.empty()) {
+    taken.push_back(*p.reserved.begin());
+    p.reserved.erase(p.reserved.begin());
+  }
+  indexes_.Take(count - taken.size(), &taken);
+  p.position_of.reserve(p.position_of.size() + count);
+  for (int64_t gi : taken) {
+    p.position_of.emplace(gi, p.samples.size());
+    SampleRecord& r = p.samples.emplace_back();
+    r.global_index = gi;
     r.generation = next_generation_++;
-    p.position_of[r.global_index] = p.samples.size();
-    p.samples.push_back(std::move(r));
   }
   p.live_count += count;
   return &p;
@@ -444,7 +440,7 @@ BatchMeta ControllerState::BeginClearPartition(const std::string& partition_id) 
   Partition& p = *it->second;
   p.keep_when_empty = false;
   if (custom_sampler_) custom_sampler_->ForgetPartition(partition_id);  // upstream's sampler.clear_cache
-  for (int64_t gi : p.reserved) free_indexes_.push(gi);  // they hold nothing in storage
+  indexes_.Give(std::vector<int64_t>(p.reserved.begin(), p.reserved.end()));  // they hold nothing in storage
   p.reserved.clear();
   if (p.position_of.empty()) {  // nothing to release later: drop it now
     partitions_.erase(it);
@@ -473,6 +469,8 @@ BatchMeta ControllerState::BeginClearSamples(const std::string& partition_id,
 
 Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
   Partition* run = nullptr;
+  std::vector<int64_t> released;
+  released.reserve(meta.size());
   for (const auto& s : meta.samples()) {
     run = PartitionOfRun(run, s.partition_id);
     if (run == nullptr) continue;  // idempotent
@@ -482,6 +480,7 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     SampleRecord& r = p.samples[pit->second];
     if (r.generation != s.generation) continue;  // index already reused
     if (!r.clearing) {
+      indexes_.Give(std::move(released));  // those before it are released
       return Status::Invalid("sample ", s.global_index, " of partition '", s.partition_id,
                              "' is released without a clear first");
     }
@@ -491,8 +490,9 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     r.fields.shrink_to_fit();
     r.custom.clear();
     p.position_of.erase(pit);
-    free_indexes_.push(s.global_index);
+    released.push_back(s.global_index);
   }
+  indexes_.Give(std::move(released));
   // Drop partitions that have nothing left; compact the others.
   for (auto it = partitions_.begin(); it != partitions_.end();) {
     if (it->second->position_of.empty() && !it->second->keep_when_empty) {

@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <queue>
 #include <set>
 #include <string>
 #include <string_view>
@@ -28,6 +27,7 @@
 
 #include <absl/container/flat_hash_map.h>
 
+#include "queue/index_pool.h"
 #include "tq/batch_meta.h"
 #include "tq/kv.h"
 #include "tq/partition_status.h"
@@ -194,7 +194,7 @@ class ControllerState {
   // OutOfSpace (partition, total) naming the limit, with nothing changed.
   Result<BatchMeta> Allocate(const std::string& partition_id, size_t count);
   // Samples held by all partitions (indexes in use, reserved included).
-  size_t held_samples() const { return static_cast<size_t>(next_index_) - free_indexes_.size(); }
+  size_t held_samples() const { return static_cast<size_t>(indexes_.next()) - indexes_.free_count(); }
   // Records fields of samples as produced; every sample must be live with the
   // same generation. Returns the names of partitions that changed.
   Status MarkProduced(BatchMeta meta);
@@ -300,8 +300,8 @@ class ControllerState {
     return it == pack_users_.end() ? 0 : it->second;
   }
 
-  size_t free_index_count() const { return free_indexes_.size(); }
-  int64_t next_index() const { return next_index_; }
+  size_t free_index_count() const { return indexes_.free_count(); }
+  int64_t next_index() const { return indexes_.next(); }
   const Partition* FindPartition(const std::string& id) const;
 
  private:
@@ -323,7 +323,6 @@ class ControllerState {
   // Visible positions of `p` in ascending global index.
   static std::vector<size_t> VisibleByIndex(const Partition& p);
   void EraseKey(Partition& p, size_t pos);
-  int64_t TakeIndex();
   // Whether `count` more samples fit in `partition_id` (null: not created
   // yet) and in the controller under limits_; checked before any change.
   Status CheckAllocation(const std::string& partition_id, const Partition* p, size_t count) const;
@@ -343,9 +342,7 @@ class ControllerState {
   void RecountPackUsers();
 
   std::map<std::string, std::unique_ptr<Partition>> partitions_;
-  // Released indexes, lowest first (a min-heap: cheap for millions).
-  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> free_indexes_;
-  int64_t next_index_ = 0;
+  IndexPool indexes_;  // global indexes: released ones first, lowest first
   uint64_t next_generation_ = 1;
   uint64_t next_partition_ = 0;
   GetMetaDefaults defaults_;

@@ -303,11 +303,7 @@ Result<std::unique_ptr<Partition>> ReadPartition(const msgpack::object& o, const
 }  // namespace
 
 std::string ControllerState::Snapshot() const {
-  // The pool in ascending order: a copy of the heap, drained.
-  auto heap = free_indexes_;
-  std::vector<int64_t> free;
-  free.reserve(heap.size());
-  for (; !heap.empty(); heap.pop()) free.push_back(heap.top());
+  const std::vector<int64_t> free = indexes_.FreeAscending();
   return PackBody([&](Packer& pk) {
     pk.pack_map(6);
     pk.pack("format");
@@ -315,7 +311,7 @@ std::string ControllerState::Snapshot() const {
     pk.pack("version");
     pk.pack_uint64(kVersion);
     pk.pack("next_index");
-    pk.pack_int64(next_index_);
+    pk.pack_int64(indexes_.next());
     pk.pack("next_generation");
     pk.pack_uint64(next_generation_);
     pk.pack("free_indexes");
@@ -385,9 +381,7 @@ Status ControllerState::Restore(std::string_view bytes, bool dry_run, RestoreMod
 
   partitions_ = std::move(partitions);
   next_partition_ = pa->size;
-  decltype(free_indexes_) heap(std::greater<int64_t>(), std::move(free));
-  free_indexes_ = std::move(heap);
-  next_index_ = next_index;
+  indexes_.Reset(std::move(free), next_index);
   next_generation_ = std::max(next_generation_, next_generation);
   RecountPackUsers();
   return Status::OK();

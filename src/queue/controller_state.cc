@@ -469,8 +469,10 @@ BatchMeta ControllerState::BeginClearSamples(const std::string& partition_id,
 
 Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
   Partition* run = nullptr;
-  std::vector<int64_t> released;
-  released.reserve(meta.size());
+  // Kept between calls: freeing a batch's worth of indexes here made free()
+  // consolidate the allocator's small chunks inside every release.
+  std::vector<int64_t>& released = released_scratch_;
+  released.clear();
   for (const auto& s : meta.samples()) {
     run = PartitionOfRun(run, s.partition_id);
     if (run == nullptr) continue;  // idempotent
@@ -480,7 +482,7 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     SampleRecord& r = p.samples[pit->second];
     if (r.generation != s.generation) continue;  // index already reused
     if (!r.clearing) {
-      indexes_.Give(std::move(released));  // those before it are released
+      indexes_.Give(released);  // those before it are released
       return Status::Invalid("sample ", s.global_index, " of partition '", s.partition_id,
                              "' is released without a clear first");
     }
@@ -492,7 +494,7 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     p.position_of.erase(pit);
     released.push_back(s.global_index);
   }
-  indexes_.Give(std::move(released));
+  indexes_.Give(released);
   // Drop partitions that have nothing left; compact the others.
   for (auto it = partitions_.begin(); it != partitions_.end();) {
     if (it->second->position_of.empty() && !it->second->keep_when_empty) {

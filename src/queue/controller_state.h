@@ -343,6 +343,7 @@ class ControllerState {
 
   std::map<std::string, std::unique_ptr<Partition>> partitions_;
   IndexPool indexes_;  // global indexes: released ones first, lowest first
+  std::vector<int64_t> released_scratch_;  // ReleaseSamples' batch for indexes_
   uint64_t next_generation_ = 1;
   uint64_t next_partition_ = 0;
   GetMetaDefaults defaults_;

@@ -58,7 +58,7 @@ void IndexPool::AddRun(int64_t first, int64_t end) {
   }
 }
 
-void IndexPool::Give(std::vector<int64_t> indexes) {
+void IndexPool::Give(const std::vector<int64_t>& indexes) {
   if (indexes.empty()) return;
   if (!std::is_sorted(indexes.begin(), indexes.end())) {
     // A clear releases its samples in the order of its keys: a dense range
@@ -82,8 +82,15 @@ void IndexPool::Give(std::vector<int64_t> indexes) {
       }
       return;
     }
-    std::sort(indexes.begin(), indexes.end());
+    std::vector<int64_t> sorted = indexes;
+    std::sort(sorted.begin(), sorted.end());
+    GiveSorted(sorted);
+    return;
   }
+  GiveSorted(indexes);
+}
+
+void IndexPool::GiveSorted(const std::vector<int64_t>& indexes) {
   for (size_t i = 0; i < indexes.size();) {
     size_t j = i + 1;
     while (j < indexes.size() && indexes[j] <= indexes[j - 1] + 1) ++j;
@@ -105,7 +112,7 @@ void IndexPool::Reset(std::vector<int64_t> free, int64_t next) {
   runs_.clear();
   free_ = 0;
   next_ = next;
-  Give(std::move(free));
+  Give(free);
 }
 
 }  // namespace tq::internal

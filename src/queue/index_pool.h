@@ -20,7 +20,7 @@ class IndexPool {
   int64_t TakeOne();
   // Gives back indexes, in any order; each must have been taken and not
   // given back since (one that is free already is ignored).
-  void Give(std::vector<int64_t> indexes);
+  void Give(const std::vector<int64_t>& indexes);
   size_t free_count() const { return free_; }
   // Indexes handed out so far: every one below is taken or free.
   int64_t next() const { return next_; }
@@ -30,6 +30,7 @@ class IndexPool {
 
  private:
   void AddRun(int64_t first, int64_t end);
+  void GiveSorted(const std::vector<int64_t>& indexes);
 
   std::map<int64_t, int64_t> runs_;  // first -> end (exclusive), disjoint and not touching
   size_t free_ = 0;

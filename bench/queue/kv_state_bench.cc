@@ -43,7 +43,9 @@ struct Options {
 };
 
 [[noreturn]] void Usage(const char* why) {
-  std::fprintf(stderr, "kv_state_bench: %s\nusage: kv_state_bench [--keys N] [--fields F] [--iters I] [--json FILE]\n",
+  std::fprintf(stderr,
+               "kv_state_bench: %s\n"
+               "usage: kv_state_bench [--keys N] [--fields F] [--iters I] [--json FILE]\n",
                why);
   std::exit(2);
 }
@@ -74,15 +76,6 @@ Options Parse(int argc, char** argv) {
   return o;
 }
 
-// The message as the controller receives it: header decoded from its bytes.
-Message Received(const Message& sent) {
-  std::string header = sent.EncodeHeader();
-  auto m = Message::DecodeHeader(header.data(), header.size());
-  if (!m.ok()) Usage(m.status().ToString().c_str());
-  m->payloads() = sent.payloads();
-  return std::move(*m);
-}
-
 void Check(const tqds::Status& st, const char* what) {
   if (!st.ok()) {
     std::fprintf(stderr, "kv_state_bench: %s: %s\n", what, st.ToString().c_str());
@@ -90,7 +83,18 @@ void Check(const tqds::Status& st, const char* what) {
   }
 }
 
-double Ms(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+// The message as the controller receives it: header decoded from its bytes.
+Message Received(const Message& sent) {
+  std::string header = sent.EncodeHeader();
+  auto m = Message::DecodeHeader(header.data(), header.size());
+  Check(m.status(), "decoding a request's header");
+  m->payloads() = sent.payloads();
+  return std::move(*m);
+}
+
+double Ms(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -157,7 +161,9 @@ int main(int argc, char** argv) {
       Check(req.status(), "KvRetrieve decode");
       auto rows = state.KvRetrieveRows(req->partition_id, req->keys, req->create);
       Check(rows.status(), "KvRetrieve");
-      if (rows->size() != o.keys) Check(tqds::Status::Internal("KvRetrieve found ", rows->size(), " keys"), "KvRetrieve");
+      if (rows->size() != o.keys) {
+        Check(tqds::Status::Internal("found ", rows->size(), " keys"), "KvRetrieve");
+      }
       tq::internal::MetaMessage(m.type(), *rows).EncodeHeader();
     }
     auto t2 = Clock::now();
@@ -167,7 +173,8 @@ int main(int argc, char** argv) {
       auto req = tq::internal::KvClearRequest::Decode(m.body());
       Check(req.status(), "KvClear decode");
       BatchMeta hidden = state.BeginKvClear(req->partition_id, req->keys);
-      cleared = tq::internal::SampleListMessage(m.type(), hidden, state.TakeDeadPacks(), state.TakeClearKeyed());
+      cleared = tq::internal::SampleListMessage(m.type(), hidden, state.TakeDeadPacks(),
+                                                state.TakeClearKeyed());
       cleared.EncodeHeader();
     }
     auto t3 = Clock::now();
@@ -177,7 +184,9 @@ int main(int argc, char** argv) {
       Message m = Received(release);
       auto victims = tq::internal::SampleListFromMessage(m);
       Check(victims.status(), "release decode");
-      if (victims->size() != o.keys) Check(tqds::Status::Internal("cleared ", victims->size(), " keys"), "KvClear");
+      if (victims->size() != o.keys) {
+        Check(tqds::Status::Internal("cleared ", victims->size(), " keys"), "KvClear");
+      }
       Check(state.ReleaseSamples(*victims), "ReleaseSamples");
     }
     auto t4 = Clock::now();
@@ -198,14 +207,17 @@ int main(int argc, char** argv) {
     times[kReference].push_back(Ms(t4, t5));
   }
 
-  std::printf("kv_state_bench: %zu keys x %zu fields, %d iterations (median)\n", o.keys, o.fields, o.iters);
+  std::printf("kv_state_bench: %zu keys x %zu fields, %d iterations (median)\n", o.keys, o.fields,
+              o.iters);
   std::printf("%-40s %10s %12s %14s\n", "request", "ms", "ns per key", "x reference");
   const double ref = Median(times[kReference]);
-  std::string json = "{\"keys\": " + std::to_string(o.keys) + ", \"fields\": " + std::to_string(o.fields) +
+  std::string json = "{\"keys\": " + std::to_string(o.keys) +
+                     ", \"fields\": " + std::to_string(o.fields) +
                      ", \"iters\": " + std::to_string(o.iters) + ", \"rows\": {";
   for (int r = 0; r < kRows; ++r) {
     const double ms = Median(times[r]);
-    std::printf("%-40s %10.3f %12.1f %14.2f\n", row_names[r], ms, ms * 1e6 / static_cast<double>(o.keys),
+    std::printf("%-40s %10.3f %12.1f %14.2f\n", row_names[r], ms,
+                ms * 1e6 / static_cast<double>(o.keys),
                 ref > 0 ? ms / ref : 0.0);
     char buf[160];
     std::snprintf(buf, sizeof buf, "%s\"%s\": {\"ms\": %.4f}", r ? ", " : "", row_names[r], ms);

@@ -20,34 +20,20 @@ void IndexPool::Take(size_t n, std::vector<int64_t>* out) {
   for (; n > 0; --n) out->push_back(next_++);
 }
 
-int64_t IndexPool::TakeOne() {
-  std::vector<int64_t> one;
-  Take(1, &one);
-  return one[0];
-}
-
 void IndexPool::AddRun(int64_t first, int64_t end) {
   auto after = runs_.upper_bound(first);  // the first run starting after `first`
-  if (after != runs_.begin()) {
-    auto before = std::prev(after);
-    if (before->second >= end) return;  // free already
-    if (before->second >= first) {      // touches or overlaps: extend it
-      free_ += static_cast<size_t>(end - before->second);
-      before->second = end;
-      // Runs it now reaches are merged into it.
-      while (after != runs_.end() && after->first <= before->second) {
-        if (after->second > before->second) {
-          free_ += static_cast<size_t>(after->second - before->second);
-          before->second = after->second;
-        }
-        free_ -= static_cast<size_t>(after->second - after->first);
-        after = runs_.erase(after);
-      }
-      return;
-    }
+  std::map<int64_t, int64_t>::iterator it;
+  // A run before it that touches or overlaps it is extended.
+  if (after != runs_.begin() && std::prev(after)->second >= first) {
+    it = std::prev(after);
+    if (it->second >= end) return;  // free already
+    free_ += static_cast<size_t>(end - it->second);
+    it->second = end;
+  } else {
+    it = runs_.emplace_hint(after, first, end);
+    free_ += static_cast<size_t>(end - first);
   }
-  auto it = runs_.emplace_hint(after, first, end);
-  free_ += static_cast<size_t>(end - first);
+  // Runs it now reaches are merged into it.
   for (auto next = std::next(it); next != runs_.end() && next->first <= it->second;) {
     if (next->second > it->second) {
       free_ += static_cast<size_t>(next->second - it->second);

@@ -20,7 +20,7 @@ std::vector<int64_t> Take(IndexPool& pool, size_t n) {
 TEST(IndexPoolTest, NewIndexesWhenNothingIsFree) {
   IndexPool pool;
   EXPECT_EQ(Take(pool, 3), (std::vector<int64_t>{0, 1, 2}));
-  EXPECT_EQ(pool.TakeOne(), 3);
+  EXPECT_EQ(Take(pool, 1), (std::vector<int64_t>{3}));
   EXPECT_EQ(pool.next(), 4);
   EXPECT_EQ(pool.free_count(), 0u);
 }

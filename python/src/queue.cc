@@ -270,9 +270,18 @@ tqds::Result<Buffer> Concatenate(const tq::Column& col) {
 // surrogate) as Python's own UnicodeEncodeError, anything else as a
 // TypeError naming the type.
 KeyList KeysFromPython(py::handle keys) {
+  PyObject* seq = keys.ptr();
+  if (PyList_Check(seq) || PyTuple_Check(seq)) {  // str only: the key list loader also takes bytes
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+      PyObject* item = PySequence_Fast_ITEMS(seq)[i];
+      if (!PyUnicode_Check(item)) {
+        throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name + " (key " +
+                             std::to_string(i) + " is " + Py_TYPE(item)->tp_name + ")");
+      }
+    }
+  }
   KeyList out;
   if (py::detail::LoadKeyList(keys, /*convert=*/true, out, [](std::string_view) {})) return out;
-  PyObject* seq = keys.ptr();
   if (PyList_Check(seq) || PyTuple_Check(seq)) {
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
       PyObject* item = PySequence_Fast_ITEMS(seq)[i];

@@ -20,6 +20,7 @@ of the seed's type in that slot is still understood (a ``str`` passed as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from typing import Any
@@ -186,19 +187,33 @@ def _resolve_generations(client: Any, meta: BatchMeta) -> None:
     meta._gens = gens
 
 
-def _check_keys(keys: Any, allow_str: bool = True) -> list:
-    """Upstream's key checks: a str (where allowed) or a non-empty list of str."""
+def _check_keys(keys: Any, allow_str: bool = True, items: bool = True) -> list:
+    """Upstream's key checks: a str (where allowed) or a non-empty list of str.
+    ``items=False`` leaves the type of each key to the native call, which
+    checks it as it reads the keys (0.35 ms a pass over 16384 keys here);
+    wrap that call in ``_naming_bad_keys``."""
     if allow_str and isinstance(keys, str):
         return [keys]
     if not isinstance(keys, list):
         raise ArgumentTypeError(f"keys must be a list of str, got {type(keys).__name__}")
     if not keys:
         raise InvalidArgumentError("keys must not be empty")
-    if set(map(type, keys)) != {str}:  # one pass in C; the loop names the first key that is no str
+    if items and set(map(type, keys)) != {str}:  # one pass in C; the loop names the first key that is no str
         for k in keys:
             if not isinstance(k, str):
                 raise ArgumentTypeError(f"every key must be a str, got {type(k).__name__} ({k!r})")
     return keys
+
+
+@contextlib.contextmanager
+def _naming_bad_keys(keys: list):
+    """Around a native call given keys checked with ``items=False``: its
+    TypeError on a key that is no str becomes _check_keys' error naming it."""
+    try:
+        yield
+    except TypeError:
+        _check_keys(keys)
+        raise
 
 
 def _check_indexes(global_indexes: Any) -> list:
@@ -417,8 +432,9 @@ class _ClientCore:
         """The samples of ``keys`` in ``partition_id`` (request order; keys
         not found are left out unless ``create``, which allocates them). The
         meta holds the fields every returned sample has produced."""
-        keys = _check_keys(keys)
-        native = self._client.kv_retrieve(partition_id, keys, bool(create))
+        keys = _check_keys(keys, items=False)
+        with _naming_bad_keys(keys):
+            native = self._client.kv_retrieve(partition_id, keys, bool(create))
         status = None if native.field_names else [0] * len(native)
         return BatchMeta._from_native(native, production_status=status)
 
@@ -429,9 +445,10 @@ class _ClientCore:
         fields in one request, after the values are stored: a key never
         exists without its fields. Returns (the fields every key's sample
         holds now, sorted; each key's tags)."""
-        keys = _check_keys(keys)
+        keys = _check_keys(keys, items=False)
         n, fields = to_fields(data)
-        names, tags = self._client.kv_put(partition_id, keys, n, fields)
+        with _naming_bad_keys(keys):
+            names, tags = self._client.kv_put(partition_id, keys, n, fields)
         return sorted(names), tags if tags is not None else [{} for _ in keys]
 
     def kv_retrieve_keys(self, global_indexes: Any, partition_id: str) -> list:
@@ -441,7 +458,9 @@ class _ClientCore:
         return self._client.kv_list(partition_id)
 
     def kv_clear_keys(self, keys: Any, partition_id: str) -> None:
-        self._client.kv_clear(partition_id, _check_keys(keys))
+        keys = _check_keys(keys, items=False)
+        with _naming_bad_keys(keys):
+            self._client.kv_clear(partition_id, keys)
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -77,10 +77,12 @@ def kv_batch_put(keys: list, partition_id: str, fields: Any = None, tags: list |
     dict of columns) and ``tags[i]`` (merged into key i's tags)."""
     if fields is None and tags is None:
         raise InvalidArgumentError("kv_batch_put: give fields, tags or both")
-    keys = _check_keys(keys, allow_str=False)
+    keys = _check_keys(keys, allow_str=False, items=False)  # each key's type: in the native call
     if fields is not None and _batch_size(fields) != len(keys):
         raise InvalidArgumentError(
             f"kv_batch_put: {len(keys)} keys but fields hold {_batch_size(fields)} rows")
+    if tags is not None and len(tags) != len(keys):  # before any key is created
+        raise InvalidArgumentError(f"kv_batch_put: {len(keys)} keys but {len(tags)} tags")
     client = get_client()
     if fields is not None and tags is None:
         if data_parser is not None:
@@ -91,8 +93,6 @@ def kv_batch_put(keys: list, partition_id: str, fields: Any = None, tags: list |
     if len(meta) != len(keys):
         raise InvalidArgumentError(f"kv_batch_put: the controller returned {len(meta)} samples for {len(keys)} keys")
     if tags is not None:
-        if len(tags) != len(keys):
-            raise InvalidArgumentError(f"kv_batch_put: {len(keys)} keys but {len(tags)} tags")
         meta.update_custom_meta(tags)
     if fields is not None:
         if data_parser is not None:

@@ -210,15 +210,21 @@ class TransferQueueClient::Impl {
     return BatchMeta(batch.keys(), std::move(samples));
   }
 
+  // Writes `data` to storage; placed[f][i]: where data[f][i] went. On error
+  // nothing of it stays in storage.
+  static Status StoreValues(StorageManager& storage, const std::vector<SampleKey>& keys,
+                            const std::vector<std::string>& fields, const std::vector<std::vector<Buffer>>& data,
+                            std::vector<std::vector<Placement>>* placed) {
+    Status st = storage.PutPacking(keys, fields, data, placed);
+    if (!st.ok()) (void)storage.Delete(keys, fields);  // best effort: no half-written sample stays
+    return st;
+  }
+
   // Writes `data` (the values of `produced`) to storage and sets each
   // record's place. On error nothing of it stays in storage.
   static Status Store(StorageManager& storage, const std::vector<SampleKey>& keys, BatchMeta& produced,
                       const std::vector<std::vector<Buffer>>& data, std::vector<std::vector<Placement>>* placed) {
-    Status st = storage.PutPacking(keys, produced.field_names(), data, placed);
-    if (!st.ok()) {
-      (void)storage.Delete(keys, produced.field_names());  // best effort: no half-written sample stays
-      return st;
-    }
+    TQDS_RETURN_NOT_OK(StoreValues(storage, keys, produced.field_names(), data, placed));
     for (size_t f = 0; f < placed->size() && f < produced.field_names().size(); ++f) {
       for (size_t s = 0; s < (*placed)[f].size() && s < produced.size(); ++s) {
         FieldInfo& fi = produced.mutable_samples()[s].fields[f];
@@ -277,16 +283,17 @@ class TransferQueueClient::Impl {
     }
     if (!all_packed) return KvPutInTwoSteps(partition_id, keys, batch);
     // The values first (packs name no sample), then one request that creates
-    // the keys and records the fields.
-    SampleMeta unplaced;
-    unplaced.partition_id = partition_id;
-    std::vector<std::vector<Buffer>> data;
-    BatchMeta produced = Produced(batch, std::vector<SampleMeta>(keys.size(), unplaced), &data);
+    // the keys and records the fields, encoded from the batch and the places.
+    std::vector<std::vector<Buffer>> data(batch.num_fields());
+    for (size_t f = 0; f < batch.num_fields(); ++f) {
+      data[f].reserve(batch.batch_size());
+      for (const Value& v : batch.column(f)) data[f].push_back(v.data());
+    }
+    const std::vector<SampleKey> unnamed(keys.size(), SampleKey{partition_id, -1, 0, controller_id_});
     std::vector<std::vector<Placement>> placed;
-    TQDS_RETURN_NOT_OK(Store(*storage, KeysOf(produced, controller_id_), produced, data, &placed)
-                           .WithContext("kv_put"));
+    TQDS_RETURN_NOT_OK(StoreValues(*storage, unnamed, batch.keys(), data, &placed).WithContext("kv_put"));
     Message m(MsgType::kCtlKvPut, 0);
-    m.set_body(internal::KvPutRequest::Encode(partition_id, keys, produced));
+    m.set_body(internal::KvPutRequest::Encode(partition_id, keys, batch, placed));
     auto rep = Call(std::move(m));
     if (!rep.ok()) {
       DropOwnPacks(*storage, placed);

@@ -193,6 +193,15 @@ std::string KvPutRequest::Encode(const std::string& partition_id, const std::vec
   });
 }
 
+std::string KvPutRequest::Encode(const std::string& partition_id, const std::vector<std::string>& keys,
+                                 const Batch& batch, const std::vector<std::vector<Placement>>& placed) {
+  return PackBody([&](Packer& pk) {
+    PackHeadAndKeys(pk, 3, partition_id, keys);
+    pk.pack("meta");
+    PackBatchMeta(pk, batch, partition_id, placed);
+  });
+}
+
 Result<KvPutRequest> KvPutRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(body, "KvPut"));
   KvPutRequest req;

@@ -62,6 +62,10 @@ struct KvPutRequest {
   BatchMeta meta;
   static std::string Encode(const std::string& partition_id, const std::vector<std::string>& keys,
                             const BatchMeta& meta);
+  // The same bytes for the meta that records `batch`'s values, all stored
+  // where `placed[f][i]` says, without making its records.
+  static std::string Encode(const std::string& partition_id, const std::vector<std::string>& keys,
+                            const Batch& batch, const std::vector<std::vector<Placement>>& placed);
   static Result<KvPutRequest> Decode(const msgpack::object& body);
 };
 std::string EncodeKvPutReply(const KvPutResult& result, const std::vector<uint64_t>& dead_packs);

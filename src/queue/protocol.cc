@@ -361,6 +361,94 @@ struct MetaSamples {
   const CustomMeta& custom(size_t i) const { return meta.samples()[i].custom; }
 };
 
+// A batch's values as the samples of a put that names no sample yet (the
+// request of a KV put, whose controller makes the samples): global index
+// -1, generation 0, one partition, no custom meta; every value produced,
+// where `placed` says. The same interface as MetaSamples, without the
+// records of the fields whose samples all share one record (a dense
+// column: one record for all, the places read from `placed`).
+class BatchSamples {
+ public:
+  BatchSamples(const Batch& batch, const std::string& partition_id,
+               const std::vector<std::vector<Placement>>& placed)
+      : batch_(batch), partition_id_(partition_id), placed_(placed), shared_(batch.num_fields()),
+        rows_(batch.num_fields()) {
+    for (size_t f = 0; f < batch.num_fields(); ++f) {
+      const Column& col = batch.column(f);
+      bool same = !col.empty();
+      for (size_t i = 1; i < col.size() && same; ++i) {
+        same = col[i].kind() == col[0].kind() && col[i].dtype() == col[0].dtype() &&
+               col[i].nbytes() == col[0].nbytes() && col[i].shape() == col[0].shape();
+      }
+      if (same) {
+        shared_[f] = Record(col[0], Placement{});
+        continue;
+      }
+      rows_[f].reserve(col.size());
+      for (size_t i = 0; i < col.size(); ++i) rows_[f].push_back(Record(col[i], place(i, f)));
+    }
+  }
+  size_t size() const { return batch_.batch_size(); }
+  const std::vector<std::string>& field_names() const { return batch_.keys(); }
+  size_t field_count(size_t) const { return batch_.num_fields(); }
+  // Sample i's record of field f; for a shared field, the shared record
+  // (the places come from place()).
+  const FieldInfo& field(size_t i, size_t f) const { return shared_[f] ? *shared_[f] : rows_[f][i]; }
+  const FieldInfo* shared(size_t f) const { return shared_[f] ? &*shared_[f] : nullptr; }
+  Placement place(size_t i, size_t f) const {
+    return f < placed_.size() && i < placed_[f].size() ? placed_[f][i] : Placement{};
+  }
+  int64_t global_index(size_t) const { return -1; }
+  uint64_t generation(size_t) const { return 0; }
+  const std::string& partition_id(size_t) const { return partition_id_; }
+  const CustomMeta& custom(size_t) const { return no_custom_; }
+
+ private:
+  static FieldInfo Record(const Value& v, Placement at) {
+    FieldInfo fi;
+    fi.produced = true;
+    fi.kind = v.kind();
+    fi.dtype = v.dtype();
+    fi.shape = v.shape();
+    fi.nbytes = v.nbytes();
+    fi.pack = at.pack;
+    fi.offset = at.offset;
+    return fi;
+  }
+
+  const Batch& batch_;
+  const std::string& partition_id_;
+  const std::vector<std::vector<Placement>>& placed_;
+  std::vector<std::optional<FieldInfo>> shared_;
+  std::vector<std::vector<FieldInfo>> rows_;  // of the fields not shared
+  CustomMeta no_custom_;
+};
+
+// Field f's record when every sample of `m` has the same one (pack and
+// offset aside), else nullptr.
+template <typename Samples>
+const FieldInfo* SharedRecordOf(const Samples& m, size_t f) {
+  if constexpr (requires { m.shared(f); }) {
+    return m.shared(f);
+  } else {
+    const size_t n = m.size();
+    bool same = n > 0;
+    for (size_t i = 0; i < n && same; ++i) same = m.field(i, f).SameValue(m.field(0, f));
+    return same ? &m.field(0, f) : nullptr;
+  }
+}
+
+// Where sample i's value of field f lies.
+template <typename Samples>
+Placement PlaceOf(const Samples& m, size_t i, size_t f) {
+  if constexpr (requires { m.place(i, f); }) {
+    return m.place(i, f);
+  } else {
+    const FieldInfo& fi = m.field(i, f);
+    return Placement{fi.pack, fi.offset};
+  }
+}
+
 template <typename Samples>
 PartitionIndex IndexPartitionsOf(const Samples& m) {
   const size_t n = m.size();
@@ -469,9 +557,9 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   std::vector<bool> placed(names.size(), false);  // shared, with packed values: a "place" entry
   uint64_t cost = 0;
   for (size_t f = 0; f < names.size(); ++f) {
-    bool same = n > 0, any_pack = false;
-    for (size_t i = 0; i < n && same; ++i) same = m.field(i, f).SameValue(m.field(0, f));
-    for (size_t i = 0; i < n && same && !any_pack; ++i) any_pack = m.field(i, f).pack != 0;
+    const bool same = SharedRecordOf(m, f) != nullptr;
+    bool any_pack = false;
+    for (size_t i = 0; i < n && same && !any_pack; ++i) any_pack = PlaceOf(m, i, f).pack != 0;
     shared[f] = same;
     placed[f] = same && any_pack;
     cost += SharedRecordCost(n, shared[f] ? m.field(0, f).shape.size() : 0);
@@ -522,9 +610,9 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
       }
       bool one_pack = true;
       for (size_t i = 0; i < n; ++i) {
-        const FieldInfo& fi = m.field(i, f);
-        packs[i] = fi.pack;
-        offsets[i] = packs[i] == 0 ? 0 : fi.offset;
+        const Placement at = PlaceOf(m, i, f);
+        packs[i] = at.pack;
+        offsets[i] = packs[i] == 0 ? 0 : at.offset;
         one_pack = one_pack && packs[i] == packs[0];
       }
       pk.pack_array(2);
@@ -561,6 +649,10 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
 // field records than a receiver accepts.
 void PackBatchMeta(Packer& pk, const BatchMeta& meta) { PackBatchMetaOf(pk, MetaSamples{meta}); }
 void PackBatchMeta(Packer& pk, const SampleRows& rows) { PackBatchMetaOf(pk, rows); }
+void PackBatchMeta(Packer& pk, const Batch& batch, const std::string& partition_id,
+                   const std::vector<std::vector<Placement>>& placed) {
+  PackBatchMetaOf(pk, BatchSamples(batch, partition_id, placed));
+}
 
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what) {
   TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));

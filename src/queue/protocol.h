@@ -9,8 +9,10 @@
 
 #include "common/wire/message.h"
 #include "queue/controller_state.h"
+#include "tq/batch.h"
 #include "tq/batch_meta.h"
 #include "tq/partition_status.h"
+#include "tq/storage.h"
 
 namespace tq::internal {
 
@@ -45,6 +47,12 @@ inline constexpr size_t kMaxNameBytes = 256;
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 // The same bytes as PackBatchMeta(pk, ControllerState::MakeMeta(rows)).
 void PackBatchMeta(Packer& pk, const SampleRows& rows);
+// The same bytes as PackBatchMeta of the meta a put of `batch` into
+// `partition_id` records (no sample named yet: global index -1, generation
+// 0; every value produced, stored where `placed[f][i]` says), without
+// making that meta's records.
+void PackBatchMeta(Packer& pk, const Batch& batch, const std::string& partition_id,
+                   const std::vector<std::vector<Placement>>& placed);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 
 // Custom metadata values: nil, bool, int64, float64 (always float64), str,

@@ -123,6 +123,72 @@ TEST(KvProtocolTest, KvPutRoundTrip) {
                 kInvalid, "tags[0]");
 }
 
+// The meta a put of `batch` records, made as the client made it before it
+// encoded straight from the batch: one record per sample and field.
+BatchMeta RecordsOf(const Batch& batch, const std::string& partition_id,
+                    const std::vector<std::vector<Placement>>& placed) {
+  SampleMeta unplaced;
+  unplaced.partition_id = partition_id;
+  std::vector<SampleMeta> samples(batch.batch_size(), unplaced);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    for (size_t f = 0; f < batch.num_fields(); ++f) {
+      const Value& v = batch.column(f)[i];
+      FieldInfo fi;
+      fi.produced = true;
+      fi.kind = v.kind();
+      fi.dtype = v.dtype();
+      fi.shape = v.shape();
+      fi.nbytes = v.nbytes();
+      fi.pack = placed[f][i].pack;
+      fi.offset = placed[f][i].offset;
+      samples[i].fields.push_back(fi);
+    }
+  }
+  return BatchMeta(batch.keys(), std::move(samples));
+}
+
+// KvPut's request encoded from the batch and its places is byte for byte
+// the one encoded from the records: dense fields in one pack or several,
+// a ragged field, strings, values not packed, and an empty batch.
+TEST(KvProtocolTest, PutFromBatchIsPutFromRecords) {
+  const size_t n = 5;
+  Batch batch(n);
+  std::vector<float> dense(n * 4, 1.5f);
+  ASSERT_OK(batch.AddTensor("dense", DType::kFloat32, {static_cast<int64_t>(n), 4},
+                            Buffer::Copy(dense.data(), dense.size() * sizeof(float))));
+  ASSERT_OK(batch.AddTensor("two_packs", DType::kInt64, {static_cast<int64_t>(n)},
+                            Buffer::Copy(dense.data(), n * sizeof(int64_t))));
+  Column ragged;
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto v, Value::Tensor(DType::kUInt8, {static_cast<int64_t>(i + 1)},
+                                               Buffer::Copy(dense.data(), i + 1)));
+    ragged.push_back(v);
+  }
+  ASSERT_OK(batch.AddField("ragged", ragged));
+  ASSERT_OK(batch.AddStrings("text", {"a", "bb", "a", "ccc", ""}));
+  ASSERT_OK(batch.AddTensor("unpacked", DType::kFloat32, {static_cast<int64_t>(n), 4},
+                            Buffer::Copy(dense.data(), dense.size() * sizeof(float))));
+  std::vector<std::vector<Placement>> placed(batch.num_fields(), std::vector<Placement>(n));
+  for (size_t i = 0; i < n; ++i) {
+    placed[0][i] = {0x11, 16 * i};
+    placed[1][i] = {i < 2 ? 0x11u : 0x22u, 8 * i};
+    placed[2][i] = {0x22, 100 + i};
+    placed[3][i] = i == 3 ? Placement{} : Placement{0x33, 7 * i};
+    placed[4][i] = {0, 0};
+  }
+  const std::vector<std::string> keys = {"a", "b", "c", "d", "e"};
+  const std::string from_batch = KvPutRequest::Encode("part", keys, batch, placed);
+  EXPECT_EQ(from_batch, KvPutRequest::Encode("part", keys, RecordsOf(batch, "part", placed)));
+  ASSERT_OK_AND_ASSIGN(auto r, Over<KvPutRequest>(from_batch, KvPutRequest::Decode));
+  EXPECT_EQ(r.meta, RecordsOf(batch, "part", placed));
+
+  Batch empty(0);
+  ASSERT_OK(empty.AddTensor("x", DType::kFloat32, {0, 4}, Buffer::Copy(dense.data(), 0)));
+  const std::vector<std::vector<Placement>> none(1);
+  EXPECT_EQ(KvPutRequest::Encode("part", {}, empty, none),
+            KvPutRequest::Encode("part", {}, RecordsOf(empty, "part", none)));
+}
+
 TEST(KvProtocolTest, RepliesRoundTrip) {
   std::vector<std::optional<std::string>> keys = {"a", std::nullopt, "", "c"};
   ASSERT_OK_AND_ASSIGN(auto k2, Over<std::vector<std::optional<std::string>>>(EncodeKvKeysReply(keys),

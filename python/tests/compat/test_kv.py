@@ -171,16 +171,26 @@ def test_s16_validation(tq_default):
         tq.kv_put("a", pid)
     with pytest.raises(ValueError):
         tq.kv_put("a", pid, fields=[1, 2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 keys but 1 tags"):
         tq.kv_batch_put(["a", "b"], pid, fields=two, tags=[{}])
+    assert tq.kv_list(pid) == {}, "a rejected put creates no key"
     with pytest.raises(ValueError):
         tq.kv_clear([], pid)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"every key must be a str, got int \(1\)"):
         tq.kv_clear([1], pid)
     with pytest.raises(ValueError):
         c.kv_retrieve_meta([], pid)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"every key must be a str, got int \(1\)"):
         c.kv_retrieve_meta([1], pid)
+    # A key that is no str, found by the native call: named, and no key of
+    # the put is stored (neither of the batch nor of the one-row put).
+    with pytest.raises(TypeError, match=r"every key must be a str, got bytes \(b'b'\)"):
+        tq.kv_batch_put(["a", b"b"], pid, fields=two)
+    with pytest.raises(TypeError, match="every key must be a str, got NoneType"):
+        tq.kv_batch_put(["a", None], pid, tags=[{}, {}])
+    with pytest.raises(TypeError, match=r"every key must be a str, got int \(2\)"):
+        tq.kv_batch_get(["a", 2], pid)
+    assert tq.kv_list(pid) == {}
     with pytest.raises(TypeError):
         c.kv_retrieve_meta(("a", "b"), pid)
     with pytest.raises(TypeError):

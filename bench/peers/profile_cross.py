@@ -4,9 +4,13 @@ namespaces, put / get / clear of one shape in a loop for 10 s, with `perf
 record -g` on the writer, the reader and both datasystem workers (perf data
 in /tmp/cross_<who>.data).
 
-    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split] [--system ours-simple]
+    python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split] [--same] [--pause S] [--system ours-simple]
     # as root; default complex, ours-ds
 
+--pause S sleeps S seconds before each put, get and clear (peer_bench
+sleeps 0.3 s between its steps).
+--same runs writer and reader in one namespace on loopback, as peer_bench's
+same-node cells (two processes, unlike profile_ours.py's one).
 --dwarf records DWARF call graphs (299 Hz): the worker and the extension
 are built without frame pointers, so `-g` stacks stop at the first frame.
 --split times the reader's get as its two steps (kv_retrieve at the
@@ -35,11 +39,17 @@ def main():
         i = argv.index("--system")
         system = argv[i + 1]
         del argv[i:i + 2]
-    args = [a for a in argv if a not in ("--dwarf", "--split")]
+    pause = 0.0
+    if "--pause" in argv:
+        i = argv.index("--pause")
+        pause = float(argv[i + 1])
+        del argv[i:i + 2]
+    args = [a for a in argv if a not in ("--dwarf", "--split", "--same")]
     split = "--split" in argv
+    scenario = "same" if "--same" in argv else "cross"
     shape = args[0] if args else "complex"
     graph = ["-F", "299", "--call-graph", "dwarf,16384"] if "--dwarf" in sys.argv else ["-F", "999", "-g"]
-    ns = pb.Namespaces("cross").up()
+    ns = pb.Namespaces(scenario).up()
     work = tempfile.mkdtemp(prefix="pcross_")
     os.chmod(work, 0o777)
     sr = None
@@ -51,7 +61,8 @@ def main():
         r.call({"op": "init"}, timeout=240)
         w.call({"op": "make", "shape": shape})
         pids = {"writer": w.p.pid, "reader": r.p.pid}
-        for name, ip in (("wA", pb.IP_A), ("wB", pb.IP_B)) if system == "ours-ds" else ():
+        workers = (("wA", ns.ip_a), ("wB", ns.ip_b)) if ns.cross else (("wA", ns.ip_a),)
+        for name, ip in workers if system == "ours-ds" else ():
             out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
             pids[name] = int(out.stdout.split()[0])
         perfs = [] if split else [
@@ -63,12 +74,15 @@ def main():
         while time.time() < t_end:
             part = f"p{i}"
             i += 1
+            time.sleep(pause)
             a = w.call({"op": "put", "part": part, "shape": shape})["dt"]
+            time.sleep(pause)
             if split:
                 ans = r.call({"op": "get_split", "part": part, "shape": shape})
                 g = (ans["retrieve"], ans["data"])
             else:
                 g = r.call({"op": "get", "part": part, "shape": shape, "keep": False})["dt"]
+            time.sleep(pause)
             c = w.call({"op": "clear", "part": part, "shape": shape})["t"]
             times.append((a, g, c))
         for p in perfs:

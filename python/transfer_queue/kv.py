@@ -140,7 +140,14 @@ def kv_batch_get(keys: Any, partition_id: str, select_fields: Any = None) -> Ten
     if len(meta) == 0:
         raise InvalidArgumentError(f"kv_batch_get: keys or partition were not found! (partition '{partition_id}')")
     if select_fields is not None:
-        meta = meta.select_fields([select_fields] if isinstance(select_fields, str) else list(select_fields))
+        wanted = [select_fields] if isinstance(select_fields, str) else list(select_fields)
+        # The meta holds the fields every found key has: a selected field
+        # outside it is missing for some key (select_fields would drop it).
+        missing = [f for f in wanted if f not in meta.field_names]
+        if missing:
+            raise InvalidArgumentError(
+                f"kv_batch_get: not every selected sample of partition '{partition_id}' has the fields {missing}")
+        meta = meta.select_fields(wanted)
     if not meta.is_ready:
         raise InvalidArgumentError(
             f"kv_batch_get: not every selected sample of partition '{partition_id}' has the selected fields "

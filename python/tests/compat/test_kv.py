@@ -156,6 +156,19 @@ def test_s15_kv_retrieve_meta_and_keys(tq_default):
     assert c.kv_retrieve_meta(["a"], unique("none")).size == 0
     created = c.kv_retrieve_meta(["new"], pid, create=True)
     assert created.size == 1 and list(created.production_status) == [0]
+    # Keys with different fields: the meta holds the ones all of them have,
+    # every sample ready for them; a field one of them lacks is not ready.
+    tq.kv_put("a", pid, fields={"y": torch.tensor([5])})
+    both = c.kv_retrieve_meta(["a", "b"], pid)
+    assert both.field_names == ["x"] and list(both.production_status) == [1, 1] and both.is_ready
+    assert tq.kv_batch_get(["a", "b"], pid)["x"].tolist() == [[1], [2]]
+    assert tq.kv_batch_get(["a"], pid, select_fields="y")["y"].tolist() == [[5]]
+    with pytest.raises(ValueError, match=r"\['y'\]"):  # b has no y: not an empty answer
+        tq.kv_batch_get(["a", "b"], pid, select_fields=["y"])
+    with pytest.raises(ValueError):
+        tq.kv_batch_get(["a", "b"], pid, select_fields=["x", "y"])
+    with pytest.raises(ValueError, match="nope"):
+        tq.kv_batch_get(["a"], pid, select_fields="nope")
     assert "new" in tq.kv_list(pid)[pid]
 
 

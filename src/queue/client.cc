@@ -197,14 +197,8 @@ class TransferQueueClient::Impl {
       const Column& col = batch.column(f);
       (*data)[f].reserve(col.size());
       for (size_t s = 0; s < col.size(); ++s) {
-        const Value& v = col[s];
-        FieldInfo& fi = samples[s].fields[f];
-        fi.produced = true;
-        fi.kind = v.kind();
-        fi.dtype = v.dtype();
-        fi.shape = v.shape();
-        fi.nbytes = v.nbytes();
-        (*data)[f].push_back(v.data());
+        samples[s].fields[f] = internal::ProducedRecord(col[s]);
+        (*data)[f].push_back(col[s].data());
       }
     }
     return BatchMeta(batch.keys(), std::move(samples));

@@ -361,6 +361,22 @@ struct MetaSamples {
   const CustomMeta& custom(size_t i) const { return meta.samples()[i].custom; }
 };
 
+}  // namespace
+
+FieldInfo ProducedRecord(const Value& v, Placement at) {
+  FieldInfo fi;
+  fi.produced = true;
+  fi.kind = v.kind();
+  fi.dtype = v.dtype();
+  fi.shape = v.shape();
+  fi.nbytes = v.nbytes();
+  fi.pack = at.pack;
+  fi.offset = at.offset;
+  return fi;
+}
+
+namespace {
+
 // A batch's values as the samples of a put that names no sample yet (the
 // request of a KV put, whose controller makes the samples): global index
 // -1, generation 0, one partition, no custom meta; every value produced,
@@ -381,11 +397,11 @@ class BatchSamples {
                col[i].nbytes() == col[0].nbytes() && col[i].shape() == col[0].shape();
       }
       if (same) {
-        shared_[f] = Record(col[0], Placement{});
+        shared_[f] = ProducedRecord(col[0]);
         continue;
       }
       rows_[f].reserve(col.size());
-      for (size_t i = 0; i < col.size(); ++i) rows_[f].push_back(Record(col[i], place(i, f)));
+      for (size_t i = 0; i < col.size(); ++i) rows_[f].push_back(ProducedRecord(col[i], place(i, f)));
     }
   }
   size_t size() const { return batch_.batch_size(); }
@@ -404,18 +420,6 @@ class BatchSamples {
   const CustomMeta& custom(size_t) const { return no_custom_; }
 
  private:
-  static FieldInfo Record(const Value& v, Placement at) {
-    FieldInfo fi;
-    fi.produced = true;
-    fi.kind = v.kind();
-    fi.dtype = v.dtype();
-    fi.shape = v.shape();
-    fi.nbytes = v.nbytes();
-    fi.pack = at.pack;
-    fi.offset = at.offset;
-    return fi;
-  }
-
   const Batch& batch_;
   const std::string& partition_id_;
   const std::vector<std::vector<Placement>>& placed_;

@@ -47,6 +47,9 @@ inline constexpr size_t kMaxNameBytes = 256;
 void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 // The same bytes as PackBatchMeta(pk, ControllerState::MakeMeta(rows)).
 void PackBatchMeta(Packer& pk, const SampleRows& rows);
+// The field record of a value just written: produced, with the value's
+// kind, dtype, shape and size, stored where `at` says.
+FieldInfo ProducedRecord(const Value& v, Placement at = {});
 // The same bytes as PackBatchMeta of the meta a put of `batch` into
 // `partition_id` records (no sample named yet: global index -1, generation
 // 0; every value produced, stored where `placed[f][i]` says), without

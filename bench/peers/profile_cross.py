@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """profile_cross: ours-ds (or ours-simple) across peer_bench's two
-namespaces, put / get / clear of one shape in a loop for 10 s, with `perf
-record -g` on the writer, the reader and both datasystem workers (perf data
-in /tmp/cross_<who>.data).
+namespaces (or in one, --same), put / get / clear of one shape in a loop
+for 10 s, with `perf record -g` on the writer, the reader and the datasystem
+workers (perf data in /tmp/cross_<who>.data, /tmp/same_<who>.data with
+--same).
 
     python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split] [--same] [--pause S] [--system ours-simple]
     # as root; default complex, ours-ds
@@ -66,7 +67,7 @@ def main():
             out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
             pids[name] = int(out.stdout.split()[0])
         perfs = [] if split else [
-            subprocess.Popen(["perf", "record", *graph, "-p", str(pid), "-o", f"/tmp/cross_{n}.data",
+            subprocess.Popen(["perf", "record", *graph, "-p", str(pid), "-o", f"/tmp/{scenario}_{n}.data",
                               "--", "sleep", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for n, pid in pids.items()]
         time.sleep(1)

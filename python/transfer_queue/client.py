@@ -213,7 +213,10 @@ def _naming_bad_keys(keys: list):
     try:
         yield
     except TypeError:
-        _check_keys(keys)
+        try:
+            _check_keys(keys)
+        except ArgumentTypeError as named:
+            raise named from None  # not chained to the native error it replaces
         raise
 
 

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "tq/client.h"
+#include "tq/storage.h"
 
 namespace tq::internal {
 
@@ -363,15 +364,13 @@ struct MetaSamples {
 
 }  // namespace
 
-FieldInfo ProducedRecord(const Value& v, Placement at) {
+FieldInfo ProducedRecord(const Value& v) {
   FieldInfo fi;
   fi.produced = true;
   fi.kind = v.kind();
   fi.dtype = v.dtype();
   fi.shape = v.shape();
   fi.nbytes = v.nbytes();
-  fi.pack = at.pack;
-  fi.offset = at.offset;
   return fi;
 }
 
@@ -401,7 +400,12 @@ class BatchSamples {
         continue;
       }
       rows_[f].reserve(col.size());
-      for (size_t i = 0; i < col.size(); ++i) rows_[f].push_back(ProducedRecord(col[i], place(i, f)));
+      for (size_t i = 0; i < col.size(); ++i) {
+        FieldInfo& fi = rows_[f].emplace_back(ProducedRecord(col[i]));
+        const Placement at = place(i, f);
+        fi.pack = at.pack;
+        fi.offset = at.offset;
+      }
     }
   }
   size_t size() const { return batch_.batch_size(); }
@@ -493,7 +497,17 @@ void PackRowBatchMeta(Packer& pk, const Samples& m) {
     pk.pack(m.partition_id(i));
     const size_t nf = m.field_count(i);
     pk.pack_array(static_cast<uint32_t>(nf));
-    for (size_t f = 0; f < nf; ++f) PackFieldInfo(pk, m.field(i, f));
+    for (size_t f = 0; f < nf; ++f) {
+      if constexpr (requires { m.place(i, f); }) {
+        FieldInfo fi = m.field(i, f);  // maybe a record all samples share: the place is this one's
+        const Placement at = m.place(i, f);
+        fi.pack = at.pack;
+        fi.offset = at.offset;
+        PackFieldInfo(pk, fi);
+      } else {
+        PackFieldInfo(pk, m.field(i, f));
+      }
+    }
     PackCustomMeta(pk, m.custom(i));
   }
 }

@@ -12,7 +12,10 @@
 #include "tq/batch.h"
 #include "tq/batch_meta.h"
 #include "tq/partition_status.h"
-#include "tq/storage.h"
+
+namespace tq {
+struct Placement;  // tq/storage.h
+}  // namespace tq
 
 namespace tq::internal {
 
@@ -48,8 +51,8 @@ void PackBatchMeta(Packer& pk, const BatchMeta& meta);
 // The same bytes as PackBatchMeta(pk, ControllerState::MakeMeta(rows)).
 void PackBatchMeta(Packer& pk, const SampleRows& rows);
 // The field record of a value just written: produced, with the value's
-// kind, dtype, shape and size, stored where `at` says.
-FieldInfo ProducedRecord(const Value& v, Placement at = {});
+// kind, dtype, shape and size (pack 0: set its place where it has one).
+FieldInfo ProducedRecord(const Value& v);
 // The same bytes as PackBatchMeta of the meta a put of `batch` into
 // `partition_id` records (no sample named yet: global index -1, generation
 // 0; every value produced, stored where `placed[f][i]` says), without

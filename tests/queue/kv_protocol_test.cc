@@ -8,6 +8,7 @@
 
 #include "common/test_util.h"
 #include "queue/kv_protocol.h"
+#include "tq/storage.h"
 
 namespace tq::internal {
 namespace {
@@ -181,6 +182,13 @@ TEST(KvProtocolTest, PutFromBatchIsPutFromRecords) {
   EXPECT_EQ(from_batch, KvPutRequest::Encode("part", keys, RecordsOf(batch, "part", placed)));
   ASSERT_OK_AND_ASSIGN(auto r, Over<KvPutRequest>(from_batch, KvPutRequest::Decode));
   EXPECT_EQ(r.meta, RecordsOf(batch, "part", placed));
+  // A partition name too long for the column form: the row form (as for
+  // more than 2^21 samples), whose records carry each sample's own place,
+  // also where all samples share one record.
+  const std::string long_name(300, 'p');
+  const std::string rows = KvPutRequest::Encode(long_name, keys, batch, placed);
+  EXPECT_EQ(rows, KvPutRequest::Encode(long_name, keys, RecordsOf(batch, long_name, placed)));
+  EXPECT_NE(rows.find("samples"), std::string::npos) << "the row form";
 
   Batch empty(0);
   ASSERT_OK(empty.AddTensor("x", DType::kFloat32, {0, 4}, Buffer::Copy(dense.data(), 0)));

@@ -159,7 +159,7 @@ TEST(KvProtocolTest, PutFromBatchIsPutFromRecords) {
                             Buffer::Copy(dense.data(), dense.size() * sizeof(float))));
   ASSERT_OK(batch.AddTensor("two_packs", DType::kInt64, {static_cast<int64_t>(n)},
                             Buffer::Copy(dense.data(), n * sizeof(int64_t))));
-  Column ragged;
+  tq::Column ragged;  // qualified: in the unity build protocol_test.cc's Column() is in scope
   for (size_t i = 0; i < n; ++i) {
     ASSERT_OK_AND_ASSIGN(auto v, Value::Tensor(DType::kUInt8, {static_cast<int64_t>(i + 1)},
                                                Buffer::Copy(dense.data(), i + 1)));

@@ -130,3 +130,42 @@ def test_a_put_that_does_not_fit_leaves_no_key(monkeypatch):
             assert torch.equal(tq.kv_batch_get(["k4095"], pid)["a"], big["a"][4095:4096])
     finally:
         worker.stop()
+
+
+def test_keys_with_different_fields_and_bad_input(backend):
+    """Ours beyond upstream's tests (compat/test_kv.py runs under both): a
+    meta of keys with different fields holds the ones all of them have,
+    each sample ready for them; a selected field some key lacks is an error,
+    not a TensorDict without it; bad keys and tags are named and leave no
+    key behind."""
+    c = tq.get_client()
+    pid = unique("kv")
+    two = TensorDict({"x": torch.tensor([[1], [2]])}, batch_size=2)
+    with pytest.raises(ValueError, match="2 keys but 1 tags"):
+        tq.kv_batch_put(["a", "b"], pid, fields=two, tags=[{}])
+    with pytest.raises(TypeError, match=r"every key must be a str, got bytes \(b'b'\)"):
+        tq.kv_batch_put(["a", b"b"], pid, fields=two)
+    with pytest.raises(TypeError, match="every key must be a str, got NoneType") as err:
+        tq.kv_batch_put(["a", None], pid, tags=[{}, {}])
+    assert err.value.__suppress_context__, "not chained to the native error it replaces"
+    with pytest.raises(TypeError, match=r"every key must be a str, got int \(2\)"):
+        tq.kv_batch_get(["a", 2], pid)
+    with pytest.raises(TypeError, match=r"every key must be a str, got int \(1\)"):
+        tq.kv_clear([1], pid)
+    with pytest.raises(TypeError, match=r"every key must be a str, got int \(1\)"):
+        c.kv_retrieve_meta([1], pid)
+    assert tq.kv_list(pid) == {}, "a rejected put creates no key"
+
+    tq.kv_batch_put(["a", "b"], pid, fields=two)
+    tq.kv_put("a", pid, fields={"y": torch.tensor([5])})
+    both = c.kv_retrieve_meta(["a", "b"], pid)
+    assert both.field_names == ["x"] and list(both.production_status) == [1, 1] and both.is_ready
+    assert tq.kv_batch_get(["a", "b"], pid)["x"].tolist() == [[1], [2]]
+    assert tq.kv_batch_get(["a"], pid, select_fields="y")["y"].tolist() == [[5]]
+    with pytest.raises(ValueError, match=r"\['y'\]"):  # b has no y
+        tq.kv_batch_get(["a", "b"], pid, select_fields=["y"])
+    with pytest.raises(ValueError, match=r"\['y'\]"):
+        tq.kv_batch_get(["a", "b"], pid, select_fields=["x", "y"])
+    with pytest.raises(ValueError, match="nope"):
+        tq.kv_batch_get(["a"], pid, select_fields="nope")
+    assert list(c.kv_retrieve_meta(["fresh"], pid, create=True).production_status) == [0]

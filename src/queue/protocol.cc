@@ -18,9 +18,10 @@ using tqds::wire::MsgType;
 
 namespace {
 
-// A packed value's record has two more elements: [..., pack, offset].
-void PackFieldInfo(Packer& pk, const FieldInfo& f, bool with_place = true) {
-  const bool placed = with_place && f.pack != 0;
+// A packed value's record has two more elements: [..., pack, offset],
+// those of `at` (pack 0: none).
+void PackFieldInfo(Packer& pk, const FieldInfo& f, Placement at) {
+  const bool placed = at.pack != 0;
   pk.pack_array(placed ? 7 : 5);
   pk.pack(f.produced);
   pk.pack_uint8(static_cast<uint8_t>(f.kind));
@@ -29,9 +30,12 @@ void PackFieldInfo(Packer& pk, const FieldInfo& f, bool with_place = true) {
   for (int64_t d : f.shape) pk.pack_int64(d);
   pk.pack_uint64(f.nbytes);
   if (placed) {
-    pk.pack_uint64(f.pack);
-    pk.pack_uint64(f.offset);
+    pk.pack_uint64(at.pack);
+    pk.pack_uint64(at.offset);
   }
+}
+void PackFieldInfo(Packer& pk, const FieldInfo& f, bool with_place = true) {
+  PackFieldInfo(pk, f, with_place ? Placement{f.pack, f.offset} : Placement{});
 }
 
 // A placement's end must be representable: offset + nbytes <= 2^64 - 1.
@@ -379,9 +383,9 @@ namespace {
 // A batch's values as the samples of a put that names no sample yet (the
 // request of a KV put, whose controller makes the samples): global index
 // -1, generation 0, one partition, no custom meta; every value produced,
-// where `placed` says. The same interface as MetaSamples, without the
-// records of the fields whose samples all share one record (a dense
-// column: one record for all, the places read from `placed`).
+// where `placed` says. The same interface as MetaSamples, without a record
+// per sample of a field whose samples all share one (a dense column); the
+// records carry no place: place() says it.
 class BatchSamples {
  public:
   BatchSamples(const Batch& batch, const std::string& partition_id,
@@ -400,19 +404,12 @@ class BatchSamples {
         continue;
       }
       rows_[f].reserve(col.size());
-      for (size_t i = 0; i < col.size(); ++i) {
-        FieldInfo& fi = rows_[f].emplace_back(ProducedRecord(col[i]));
-        const Placement at = place(i, f);
-        fi.pack = at.pack;
-        fi.offset = at.offset;
-      }
+      for (const Value& v : col) rows_[f].push_back(ProducedRecord(v));
     }
   }
   size_t size() const { return batch_.batch_size(); }
   const std::vector<std::string>& field_names() const { return batch_.keys(); }
   size_t field_count(size_t) const { return batch_.num_fields(); }
-  // Sample i's record of field f; for a shared field, the shared record
-  // (the places come from place()).
   const FieldInfo& field(size_t i, size_t f) const { return shared_[f] ? *shared_[f] : rows_[f][i]; }
   const FieldInfo* shared(size_t f) const { return shared_[f] ? &*shared_[f] : nullptr; }
   Placement place(size_t i, size_t f) const {
@@ -497,17 +494,7 @@ void PackRowBatchMeta(Packer& pk, const Samples& m) {
     pk.pack(m.partition_id(i));
     const size_t nf = m.field_count(i);
     pk.pack_array(static_cast<uint32_t>(nf));
-    for (size_t f = 0; f < nf; ++f) {
-      if constexpr (requires { m.place(i, f); }) {
-        FieldInfo fi = m.field(i, f);  // maybe a record all samples share: the place is this one's
-        const Placement at = m.place(i, f);
-        fi.pack = at.pack;
-        fi.offset = at.offset;
-        PackFieldInfo(pk, fi);
-      } else {
-        PackFieldInfo(pk, m.field(i, f));
-      }
-    }
+    for (size_t f = 0; f < nf; ++f) PackFieldInfo(pk, m.field(i, f), PlaceOf(m, i, f));
     PackCustomMeta(pk, m.custom(i));
   }
 }
@@ -612,7 +599,7 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
       PackFieldInfo(pk, m.field(0, f), /*with_place=*/false);
     } else {
       pk.pack_array(static_cast<uint32_t>(n));
-      for (size_t i = 0; i < n; ++i) PackFieldInfo(pk, m.field(i, f));
+      for (size_t i = 0; i < n; ++i) PackFieldInfo(pk, m.field(i, f), PlaceOf(m, i, f));
     }
   }
   if (any_placed) {

@@ -143,6 +143,7 @@ def kv_batch_get(keys: Any, partition_id: str, select_fields: Any = None) -> Ten
         wanted = [select_fields] if isinstance(select_fields, str) else list(select_fields)
         # The meta holds the fields every found key has: a selected field
         # outside it is missing for some key (select_fields would drop it).
+        # Upstream 0.1.11 drops it without an error; we name it.
         missing = [f for f in wanted if f not in meta.field_names]
         if missing:
             raise InvalidArgumentError(

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """profile_cross: ours-ds (or ours-simple) across peer_bench's two
 namespaces (or in one, --same), put / get / clear of one shape in a loop
-for 10 s, with `perf record -g` on the writer, the reader and the datasystem
-workers (perf data in /tmp/cross_<who>.data, /tmp/same_<who>.data with
+for 10 s, with `perf record -g` on the writer, the reader, the datasystem
+workers and our controller (perf data in /tmp/cross_<who>.data, /tmp/same_<who>.data with
 --same).
 
     python3 bench/peers/profile_cross.py [SHAPE] [--dwarf] [--split] [--same] [--pause S] [--system ours-simple]
@@ -66,6 +66,10 @@ def main():
         for name, ip in workers if system == "ours-ds" else ():
             out = subprocess.run(["pgrep", "-f", f"worker_address.{ip}:{pb.DS_PORT}"], capture_output=True, text=True)
             pids[name] = int(out.stdout.split()[0])
+        if system.startswith("ours"):  # the controller the writer's tq.init started
+            out = subprocess.run(["pgrep", "-f", "tq controller --host"], capture_output=True, text=True)
+            if out.stdout.split():
+                pids["controller"] = int(out.stdout.split()[0])
         perfs = [] if split else [
             subprocess.Popen(["perf", "record", *graph, "-p", str(pid), "-o", f"/tmp/{scenario}_{n}.data",
                               "--", "sleep", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

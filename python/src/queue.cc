@@ -304,6 +304,12 @@ py::list BatchToPython(const tq::Batch& b, bool stack_uniform, bool read_only) {
   py::list out;
   for (size_t f = 0; f < b.num_fields(); ++f) {
     const std::string& name = b.keys()[f];
+    if (const tq::Value* whole = b.Dense(f); whole != nullptr && stack_uniform && b.batch_size() > 0) {
+      // Kept as one tensor (a storage read of one range): a view, read-only as below.
+      out.append(py::make_tuple(name, "dense", ArrayFromBuffer(whole->data(), whole->dtype(), whole->shape(), read_only),
+                                tq::DTypeName(whole->dtype())));
+      continue;
+    }
     const tq::Column& col = b.column(f);
     bool all_tensors = !col.empty();
     bool one_dtype = true;

@@ -12,20 +12,24 @@ int Batch::IndexOf(const std::string& name) const {
   return -1;
 }
 
-Status Batch::AddField(const std::string& name, Column column) {
+Status Batch::SetField(const std::string& name, Field field) {
   if (name.empty()) return Status::Invalid("field name must not be empty");
+  int i = IndexOf(name);
+  if (i >= 0) {
+    fields_[i] = std::move(field);
+  } else {
+    names_.push_back(name);
+    fields_.push_back(std::move(field));
+  }
+  return Status::OK();
+}
+
+Status Batch::AddField(const std::string& name, Column column) {
   if (column.size() != batch_size_) {
     return Status::Invalid("field '", name, "' has ", column.size(), " samples but the batch size is ",
                            batch_size_);
   }
-  int i = IndexOf(name);
-  if (i >= 0) {
-    columns_[i] = std::move(column);
-  } else {
-    names_.push_back(name);
-    columns_.push_back(std::move(column));
-  }
-  return Status::OK();
+  return SetField(name, Field(std::move(column)));
 }
 
 Status Batch::AddTensor(const std::string& name, DType dtype, const Shape& shape, Buffer data) {
@@ -38,19 +42,27 @@ Status Batch::AddTensor(const std::string& name, DType dtype, const Shape& shape
     return Status::Invalid("field '", name, "': shape ", ShapeToString(shape), " of ", DTypeName(dtype),
                            " needs ", numel * DTypeSize(dtype), " bytes, got ", data.size());
   }
-  Shape inner(shape.begin() + 1, shape.end());
-  size_t per = batch_size_ == 0 ? 0 : data.size() / batch_size_;
-  Column col;
-  col.reserve(batch_size_);
-  if (batch_size_ > 0) {
-    TQDS_ASSIGN_OR_RETURN(Value first, Value::Tensor(dtype, std::move(inner), data.Slice(0, per)));
-    col.push_back(std::move(first));
-    for (size_t i = 1; i < batch_size_; ++i) {
-      TQDS_ASSIGN_OR_RETURN(Value v, col[0].WithData(data.Slice(i * per, per)));
-      col.push_back(std::move(v));
+  TQDS_ASSIGN_OR_RETURN(Value whole, Value::Tensor(dtype, shape, std::move(data)));
+  return SetField(name, Field(std::move(whole)));
+}
+
+const Column& Batch::column(size_t i) const {
+  Field& f = fields_[i];
+  if (!f.dense) return f.column;
+  std::call_once(*f.split, [&] {
+    // Checked by AddTensor: every slice is one sample's tensor.
+    const Value& whole = *f.dense;
+    const size_t per = batch_size_ == 0 ? 0 : whole.nbytes() / batch_size_;
+    Column col;
+    col.reserve(batch_size_);
+    if (batch_size_ > 0) {
+      Shape inner(whole.shape().begin() + 1, whole.shape().end());
+      col.push_back(Value::Tensor(whole.dtype(), std::move(inner), whole.data().Slice(0, per)).MoveValue());
+      for (size_t s = 1; s < batch_size_; ++s) col.push_back(col[0].WithData(whole.data().Slice(s * per, per)).MoveValue());
     }
-  }
-  return AddField(name, std::move(col));
+    f.column = std::move(col);
+  });
+  return f.column;
 }
 
 Status Batch::AddStrings(const std::string& name, const std::vector<std::string>& values) {
@@ -63,13 +75,14 @@ Status Batch::AddStrings(const std::string& name, const std::vector<std::string>
 Result<const Column*> Batch::Get(const std::string& name) const {
   int i = IndexOf(name);
   if (i < 0) return Status::NotFound("batch has no field '", name, "'");
-  return &columns_[i];
+  return &column(static_cast<size_t>(i));
 }
 
 bool Batch::IsUniform(const std::string& name) const {
   int i = IndexOf(name);
   if (i < 0) return false;
-  const Column& c = columns_[i];
+  if (fields_[i].dense) return true;
+  const Column& c = fields_[i].column;
   for (const Value& v : c) {
     if (!v.is_tensor() || v.dtype() != c[0].dtype() || v.shape() != c[0].shape()) return false;
   }
@@ -77,6 +90,11 @@ bool Batch::IsUniform(const std::string& name) const {
 }
 
 Result<Value> Batch::Stack(const std::string& name) const {
+  const int i = IndexOf(name);
+  if (i >= 0 && fields_[i].dense) {
+    if (batch_size_ == 0) return Status::Invalid("field '", name, "' is empty");
+    return *fields_[i].dense;
+  }
   TQDS_ASSIGN_OR_RETURN(const Column* col, Get(name));
   if (col->empty()) return Status::Invalid("field '", name, "' is empty");
   const Value& first = (*col)[0];
@@ -111,13 +129,14 @@ Result<Value> Batch::Stack(const std::string& name) const {
 Result<Batch> Batch::SelectSamples(const std::vector<size_t>& indexes) const {
   Batch out(indexes.size());
   for (size_t f = 0; f < names_.size(); ++f) {
+    const Column& from = column(f);
     Column col;
     col.reserve(indexes.size());
     for (size_t i : indexes) {
       if (i >= batch_size_) {
         return Status::Invalid("sample position ", i, " out of range for batch size ", batch_size_);
       }
-      col.push_back(columns_[f][i]);
+      col.push_back(from[i]);
     }
     TQDS_RETURN_NOT_OK(out.AddField(names_[f], std::move(col)));
   }
@@ -127,8 +146,10 @@ Result<Batch> Batch::SelectSamples(const std::vector<size_t>& indexes) const {
 Result<Batch> Batch::SelectFields(const std::vector<std::string>& names) const {
   Batch out(batch_size_);
   for (const auto& n : names) {
-    TQDS_ASSIGN_OR_RETURN(const Column* col, Get(n));
-    TQDS_RETURN_NOT_OK(out.AddField(n, *col));
+    const int i = IndexOf(n);
+    if (i < 0) return Status::NotFound("batch has no field '", n, "'");
+    // A dense field stays one tensor; a per-sample one is copied as is.
+    TQDS_RETURN_NOT_OK(out.SetField(n, fields_[i].dense ? Field(*fields_[i].dense) : Field(fields_[i].column)));
   }
   return out;
 }
@@ -176,7 +197,7 @@ bool Batch::Equals(const Batch& other) const {
     auto oc = other.Get(names_[f]);
     if (!oc.ok()) return false;
     for (size_t i = 0; i < batch_size_; ++i) {
-      if (!columns_[f][i].Equals((**oc)[i])) return false;
+      if (!column(f)[i].Equals((**oc)[i])) return false;
     }
   }
   return true;

@@ -42,6 +42,40 @@ std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id,
   }
   return keys;
 }
+
+// Those of the first `count` samples.
+std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id, size_t count) {
+  std::vector<SampleKey> keys;
+  for (size_t i = 0; i < count && i < meta.size(); ++i) {
+    const SampleMeta& s = meta.samples()[i];
+    keys.push_back({s.partition_id, s.global_index, s.generation, controller_id});
+  }
+  return keys;
+}
+
+// Whether every field of `meta` (of at least one sample, every record
+// produced) holds tensors of one dtype and shape, packed back to back in
+// one pack in sample order, as a put of a dense column writes them: each
+// field is then one range of its pack. Every sum is checked, the records
+// being the controller's word.
+bool AllPackedWhole(const BatchMeta& meta) {
+  const size_t n = meta.size();
+  if (n == 0) return false;
+  for (size_t f = 0; f < meta.field_names().size(); ++f) {
+    const FieldInfo& a = meta.samples()[0].fields[f];
+    if (a.kind != FieldKind::kTensor || a.pack == 0 || a.nbytes == 0 || a.nbytes > (UINT64_MAX - a.offset) / n) {
+      return false;
+    }
+    for (size_t s = 1; s < n; ++s) {
+      const FieldInfo& b = meta.samples()[s].fields[f];
+      if (b.kind != a.kind || b.pack != a.pack || b.offset != a.offset + s * a.nbytes || b.nbytes != a.nbytes ||
+          b.dtype != a.dtype || b.shape != a.shape) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
 }  // namespace
 
 Result<std::chrono::milliseconds> TimeoutFromSeconds(double seconds, const char* what) {
@@ -271,16 +305,27 @@ class TransferQueueClient::Impl {
     }
     TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
     const uint64_t pack_below = storage->packs_values_below();
+    const size_t n = batch.batch_size();
     bool all_packed = pack_below > 0;
     for (size_t f = 0; f < batch.num_fields() && all_packed; ++f) {
+      if (const Value* whole = batch.Dense(f)) {
+        all_packed = whole->nbytes() / n < pack_below;
+        continue;
+      }
       for (const Value& v : batch.column(f)) all_packed = all_packed && v.nbytes() < pack_below;
     }
     if (!all_packed) return KvPutInTwoSteps(partition_id, keys, batch);
     // The values first (packs name no sample), then one request that creates
     // the keys and records the fields, encoded from the batch and the places.
+    // A field kept whole gives its rows' bytes without a Value per sample.
     std::vector<std::vector<Buffer>> data(batch.num_fields());
     for (size_t f = 0; f < batch.num_fields(); ++f) {
-      data[f].reserve(batch.batch_size());
+      data[f].reserve(n);
+      if (const Value* whole = batch.Dense(f)) {
+        const size_t per = whole->nbytes() / n;
+        for (size_t s = 0; s < n; ++s) data[f].push_back(whole->data().Slice(s * per, per));
+        continue;
+      }
       for (const Value& v : batch.column(f)) data[f].push_back(v.data());
     }
     const std::vector<SampleKey> unnamed(keys.size(), SampleKey{partition_id, -1, 0, controller_id_});
@@ -423,6 +468,23 @@ class TransferQueueClient::Impl {
         nbytes[f][s] = sm.fields[f].nbytes;
         placed[f][s] = Placement{sm.fields[f].pack, sm.fields[f].offset};
       }
+    }
+    if (AllPackedWhole(meta)) {
+      // One range per field, kept as one tensor: no view per sample.
+      std::vector<std::vector<uint64_t>> total(names.size());
+      std::vector<std::vector<Placement>> at(names.size());
+      for (size_t f = 0; f < names.size(); ++f) {
+        total[f] = {nbytes[f][0] * meta.size()};
+        at[f] = {placed[f][0]};
+      }
+      TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked(KeysOf(meta, controller_id_, 1), names, total, at));
+      for (size_t f = 0; f < names.size(); ++f) {
+        const FieldInfo& first = meta.samples()[0].fields[f];
+        Shape shape{static_cast<int64_t>(meta.size())};
+        shape.insert(shape.end(), first.shape.begin(), first.shape.end());
+        TQDS_RETURN_NOT_OK(out.AddTensor(names[f], first.dtype, shape, std::move(data[f][0])));
+      }
+      return out;
     }
     TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked(KeysOf(meta, controller_id_), names, nbytes, placed));
     for (size_t f = 0; f < names.size(); ++f) {

@@ -211,12 +211,48 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
   return Status::OK();
 }
 
+namespace {
+
+// The users a put adds to its packs, counted per field while consecutive
+// records lie in one pack (a put packs a field's values in runs), and added
+// to the counts once per run: not a table update per record.
+class PackRuns {
+ public:
+  explicit PackRuns(size_t fields) : runs_(fields) {}
+  void Add(size_t field, uint64_t pack) {
+    if (pack == 0) return;
+    Run& r = runs_[field];
+    if (r.pack != pack && r.users > 0) pending_.push_back(r);
+    if (r.pack != pack) r = Run{pack, 0};
+    ++r.users;
+  }
+  void Flush(absl::flat_hash_map<uint64_t, uint64_t>& users) {
+    for (const Run& r : pending_) users[r.pack] += r.users;
+    pending_.clear();
+    for (Run& r : runs_) {
+      if (r.users > 0) users[r.pack] += r.users;
+      r = Run{};
+    }
+  }
+
+ private:
+  struct Run {
+    uint64_t pack = 0;
+    uint64_t users = 0;
+  };
+  std::vector<Run> runs_;     // the open run of each field
+  std::vector<Run> pending_;  // closed runs not added yet
+};
+
+}  // namespace
+
 void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRecord*>& records,
                                     const std::vector<Partition*>& parts) {
   const auto& names = meta.field_names();
   const size_t n = meta.size();
   // No type check across puts: as upstream, each sample keeps the dtype it was
   // written with (a field may hold float32 for some samples, int64 for others).
+  PackRuns runs(names.size());
   std::vector<int> fids;  // of parts[i], for the run it starts
   size_t need = 0;        // record fields the run's fids need
   bool in_order = false;  // fids are 0, 1, ...: a first write can take the meta's records as they are
@@ -244,11 +280,12 @@ void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRec
     SampleRecord& r = *records[i];
     if (r.fields.empty() && in_order) {
       r.fields = std::move(s.fields);  // nothing to replace: the records as they are
-      for (FieldInfo& fi : r.fields) {
-        fi.produced = true;
-        AddPackUser(fi);
+      for (size_t f = 0; f < r.fields.size(); ++f) {
+        r.fields[f].produced = true;
+        runs.Add(f, r.fields[f].pack);
       }
     } else {
+      runs.Flush(pack_users_);  // a record replaced below may drop a user of a pack counted in a run
       if (r.fields.size() < need) r.fields.resize(need);
       for (size_t f = 0; f < names.size(); ++f) {
         FieldInfo& slot = r.fields[static_cast<size_t>(fids[f])];
@@ -261,6 +298,7 @@ void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRec
     }
     for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
   }
+  runs.Flush(pack_users_);
 }
 
 BatchMeta ControllerState::MakeMeta(const SampleRows& rows) {

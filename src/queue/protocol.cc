@@ -393,6 +393,16 @@ class BatchSamples {
       : batch_(batch), partition_id_(partition_id), placed_(placed), shared_(batch.num_fields()),
         rows_(batch.num_fields()) {
     for (size_t f = 0; f < batch.num_fields(); ++f) {
+      if (const Value* whole = batch.Dense(f); whole != nullptr && batch.batch_size() > 0) {
+        // Kept whole (AddTensor): every sample is one row of it.
+        FieldInfo& r = shared_[f].emplace();
+        r.produced = true;
+        r.kind = FieldKind::kTensor;
+        r.dtype = whole->dtype();
+        r.shape.assign(whole->shape().begin() + 1, whole->shape().end());
+        r.nbytes = whole->nbytes() / batch.batch_size();
+        continue;
+      }
       const Column& col = batch.column(f);
       bool same = !col.empty();
       for (size_t i = 1; i < col.size() && same; ++i) {

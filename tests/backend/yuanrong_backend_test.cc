@@ -167,6 +167,9 @@ TEST_F(YuanrongBackendTest, EachFieldOfALargePutStacksWithoutACopy) {
   auto out = client->get_data(*meta);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_TRUE(out->Equals(b));
+  for (size_t f = 0; f < 3; ++f) {
+    EXPECT_NE(out->Dense(f), nullptr) << "field " << f << " lies in one pack back to back: read as one range";
+  }
   for (const std::string name : {"f0", "f1", "f2"}) {
     auto stacked = out->Stack(name);
     ASSERT_TRUE(stacked.ok());
@@ -209,6 +212,16 @@ TEST_F(YuanrongBackendTest, AMetaThatPointsOutsideItsPackIsAnErrorNamingTheSampl
   BatchMeta elsewhere = meta;
   elsewhere.mutable_samples()[2].fields[0].pack ^= 1;
   EXPECT_STATUS(client->get_data(elsewhere), kNotFound, "/pack/");
+
+  // Read as one range (every record back to back in one pack), a field
+  // whose range runs past its pack's end is refused the same way.
+  ASSERT_NE(ok.Dense(0), nullptr);
+  BatchMeta shifted = meta;
+  for (auto& s : shifted.mutable_samples()) s.fields[0].offset += 8;
+  EXPECT_STATUS(client->get_data(shifted), kInternal, "is recorded at bytes [8, 264) of pack");
+  BatchMeta reshaped = meta;  // a shape that does not match the recorded sizes
+  for (auto& s : reshaped.mutable_samples()) s.fields[0].shape = {32};
+  EXPECT_STATUS(client->get_data(reshaped), kInvalid, "field 'x'");
 }
 
 TEST_F(YuanrongBackendTest, ManySmallOddSizedValuesOfABigPutComeBackIntact) {

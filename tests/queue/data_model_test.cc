@@ -5,6 +5,7 @@
 #include <numeric>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/test_util.h"
@@ -170,6 +171,47 @@ TEST(BatchTest, AddTensorSplitsIntoViewsWithoutCopy) {
     EXPECT_EQ((*col)[i].data().data(), buf.data() + i * 8) << "sample " << i << " was copied";
     EXPECT_EQ((*col)[i].as<float>()[1], v[i * 2 + 1]);
   }
+}
+
+TEST(BatchTest, AddTensorKeepsTheFieldWholeUntilItsSamplesAreAskedFor) {
+  std::vector<float> v = {1, 2, 3, 4, 5, 6};
+  Buffer buf = Buffer::Copy(v.data(), 24);
+  Batch b(3);
+  ASSERT_OK(b.AddTensor("x", DType::kFloat32, {3, 2}, buf));
+  ASSERT_OK(b.AddStrings("s", {"a", "b", "c"}));
+  ASSERT_NE(b.Dense(0), nullptr);
+  EXPECT_EQ(b.Dense(1), nullptr);  // per sample
+  EXPECT_EQ(b.Dense(0)->shape(), (Shape{3, 2}));
+  EXPECT_EQ(b.Dense(0)->data().data(), buf.data());
+  EXPECT_TRUE(b.IsUniform("x"));
+  ASSERT_OK_AND_ASSIGN(Value st, b.Stack("x"));
+  EXPECT_EQ(st.data().data(), buf.data()) << "the whole field was copied";
+  EXPECT_EQ(st.shape(), (Shape{3, 2}));
+
+  // A copy and a selection of fields keep it whole too; a selection of
+  // samples is per sample.
+  Batch copy = b;
+  ASSERT_OK_AND_ASSIGN(Batch only_x, b.SelectFields({"x"}));
+  ASSERT_NE(copy.Dense(0), nullptr);
+  ASSERT_NE(only_x.Dense(0), nullptr);
+  EXPECT_EQ(only_x.Dense(0)->data().data(), buf.data());
+  ASSERT_OK_AND_ASSIGN(Batch rows, b.SelectSamples({2, 0}));
+  EXPECT_EQ(rows.Dense(0), nullptr);
+  EXPECT_EQ((**rows.Get("x"))[0].as<float>()[0], 5.0f);
+  EXPECT_TRUE(copy.Equals(b));
+
+  // Its samples, made once, from threads at once: one column of views.
+  std::vector<const Column*> seen(4, nullptr);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < seen.size(); ++t) threads.emplace_back([&, t] { seen[t] = &b.column(0); });
+  for (auto& t : threads) t.join();
+  for (const Column* c : seen) EXPECT_EQ(c, seen[0]);
+  ASSERT_EQ(seen[0]->size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((*seen[0])[i].shape(), (Shape{2}));
+    EXPECT_EQ((*seen[0])[i].data().data(), buf.data() + i * 8);
+  }
+  ASSERT_NE(b.Dense(0), nullptr);  // still whole for Stack
 }
 
 TEST(BatchTest, AddTensorOfScalarsGivesZeroDSamples) {

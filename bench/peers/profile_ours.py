@@ -3,7 +3,7 @@
 peer_bench, put / get / clear in a loop, for a profiler to watch (the
 peer_bench targets that ours misses are found with this).
 
-    .venv/bin/python bench/peers/profile_ours.py [--shape many_small] [--iters 20] [--pidfile F]
+    .venv/bin/python bench/peers/profile_ours.py [--shape many_small] [--iters 20] [--pidfile F] [--pause S]
 
 It starts its own datasystem worker (dscli start, 127.0.0.1, a free port,
 3 GiB of shared memory) and stops it at the end, also on failure; --pidfile
@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--pidfile")
     ap.add_argument("--delay", type=float, default=0)
+    ap.add_argument("--pause", type=float, default=0,
+                    help="seconds to sleep before each put, get and clear (peer_bench sleeps 0.3 s between steps)")
     args = ap.parse_args()
     venv_bin = os.path.dirname(sys.executable)
     d = tempfile.mkdtemp(prefix="pbprof_")
@@ -93,17 +95,22 @@ def main():
         t = {"put": [], "get": [], "clear": []}
         for it in range(args.iters):
             part = f"p{it}"
+            time.sleep(args.pause)
             t0 = time.perf_counter()
             tq.kv_batch_put(keys=keys, partition_id=part, fields=td)
             t1 = time.perf_counter()
+            time.sleep(args.pause)
+            t1s = time.perf_counter()
             out = tq.kv_batch_get(keys=keys, partition_id=part)
             del out
             t2 = time.perf_counter()
+            time.sleep(args.pause)
+            t2s = time.perf_counter()
             tq.kv_clear(keys=keys, partition_id=part)
             t3 = time.perf_counter()
             t["put"].append(t1 - t0)
-            t["get"].append(t2 - t1)
-            t["clear"].append(t3 - t2)
+            t["get"].append(t2 - t1s)
+            t["clear"].append(t3 - t2s)
         gib = shape_gib(args.shape)
         put, get, clear = (statistics.median(t[k]) for k in ("put", "get", "clear"))
         n = len(keys) * len(td.keys())

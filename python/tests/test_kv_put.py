@@ -8,6 +8,9 @@ leaves a key without its fields."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import pickle
 import re
 import urllib.request
 
@@ -68,6 +71,16 @@ def test_put_reports_fields_and_tags_and_reads_back(backend, width):
     meta = tq.kv_batch_put([f"k{i}" for i in range(5)], pid, fields=td)
     assert meta.keys == [f"k{i}" for i in range(5)] and meta.partition_id == pid
     assert meta.fields == ["a", "b"] and meta.tags == [{}] * 5
+    # The tags no key had yet are made when read: each key its own dict,
+    # and a copy, a pickle or a comparison sees them as any meta would.
+    untagged = tq.kv_batch_put([f"u{i}" for i in range(3)], pid, fields=rows(3, width, 2))
+    assert pickle.loads(pickle.dumps(untagged)) == copy.deepcopy(untagged) == tq.KVBatchMeta(
+        keys=["u0", "u1", "u2"], tags=[{}, {}, {}], partition_id=pid, fields=["a", "b"])
+    untagged.tags[0]["x"] = 1
+    assert untagged.tags == [{"x": 1}, {}, {}]
+    assert dataclasses.asdict(untagged)["tags"] == [{"x": 1}, {}, {}]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        untagged.nope
     out = tq.kv_batch_get(["k3", "k0"], pid)
     assert torch.equal(out["a"], td["a"][[3, 0]]) and torch.equal(out["b"], td["b"][[3, 0]])
 

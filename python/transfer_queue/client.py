@@ -451,12 +451,12 @@ class _ClientCore:
         values under 64 KiB) the controller creates the keys and records the
         fields in one request, after the values are stored: a key never
         exists without its fields. Returns (the fields every key's sample
-        holds now, sorted; each key's tags)."""
+        holds now, sorted; each key's tags, or None when no key has any)."""
         keys = _check_keys(keys, items=False)
         n, fields = to_fields(data)
         with _naming_bad_keys(keys):
             names, tags = self._client.kv_put(partition_id, keys, n, fields)
-        return sorted(names), tags if tags is not None else [{} for _ in keys]
+        return sorted(names), tags
 
     def kv_retrieve_keys(self, global_indexes: Any, partition_id: str) -> list:
         return self._client.kv_keys(partition_id, _check_indexes(global_indexes))

@@ -106,12 +106,15 @@ def kv_batch_put(keys: list, partition_id: str, fields: Any = None, tags: list |
     return _fresh_kv_meta(list(keys), meta.custom_meta, partition_id, list(meta.field_names))
 
 
-def _fresh_kv_meta(keys: list, tags: list, partition_id: str, fields: list) -> KVBatchMeta:
+def _fresh_kv_meta(keys: list, tags: list | None, partition_id: str, fields: list) -> KVBatchMeta:
     """A KVBatchMeta of values made for it alone (read from the controller
     just now; the keys were checked): the checks and deep copies of its
-    constructor would only cost time, about 4 ms per 1024 keys."""
+    constructor would only cost time, about 4 ms per 1024 keys. Tags None:
+    no key has any (the meta makes its empty tag dicts when they are read)."""
     meta = object.__new__(KVBatchMeta)
-    meta.keys, meta.tags, meta.partition_id, meta.fields, meta.extra_info = keys, tags, partition_id, fields, {}
+    meta.keys, meta.partition_id, meta.fields, meta.extra_info = keys, partition_id, fields, {}
+    if tags is not None:
+        meta.tags = tags
     return meta
 
 

@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
       Message m = Received(put);
       auto req = tq::internal::KvPutRequest::Decode(m.body());
       Check(req.status(), "KvPut decode");
-      auto r = state.KvPut(req->partition_id, req->keys, std::move(req->meta));
+      auto r = state.KvPut(req->partition_id, req->keys, std::move(req->records));
       Check(r.status(), "KvPut");
       Message rep = Message::ReplyTo(m, tq::internal::EncodeKvPutReply(*r, state.TakeDeadPacks()));
       rep.EncodeHeader();

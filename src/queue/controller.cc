@@ -739,7 +739,7 @@ class ControllerImpl : public TransferQueueController {
       case MsgType::kCtlKvPut: {
         TQDS_ASSIGN_OR_RETURN(auto req, internal::KvPutRequest::Decode(m.body()));
         const size_t n = req.keys.size();
-        TQDS_ASSIGN_OR_RETURN(auto result, state_.KvPut(req.partition_id, req.keys, std::move(req.meta)));
+        TQDS_ASSIGN_OR_RETURN(auto result, state_.KvPut(req.partition_id, req.keys, std::move(req.records)));
         reply_samples_ = n;
         rep.set_body(internal::EncodeKvPutReply(result, state_.TakeDeadPacks()));
         r.Reply(std::move(rep));

@@ -244,12 +244,33 @@ class PackRuns {
   std::vector<Run> pending_;  // closed runs not added yet
 };
 
+// A BatchMeta's records, moved out.
+class MetaSource final : public ProducedSource {
+ public:
+  explicit MetaSource(BatchMeta& meta) : meta_(meta) {}
+  const std::vector<std::string>& field_names() const override { return meta_.field_names(); }
+  size_t size() const override { return meta_.size(); }
+  FieldInfo Peek(size_t i, size_t f) const override { return meta_.samples()[i].fields[f]; }
+  FieldInfo Take(size_t i, size_t f) override { return std::move(meta_.mutable_samples()[i].fields[f]); }
+  void TakeAll(size_t i, FieldInfos* out) override { *out = std::move(meta_.mutable_samples()[i].fields); }
+  CustomMeta TakeCustom(size_t i) override { return std::move(meta_.mutable_samples()[i].custom); }
+
+ private:
+  BatchMeta& meta_;
+};
+
 }  // namespace
 
 void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRecord*>& records,
                                     const std::vector<Partition*>& parts) {
-  const auto& names = meta.field_names();
-  const size_t n = meta.size();
+  MetaSource source(meta);
+  ApplyProduced(source, records, parts);
+}
+
+void ControllerState::ApplyProduced(ProducedSource& src, const std::vector<SampleRecord*>& records,
+                                    const std::vector<Partition*>& parts) {
+  const auto& names = src.field_names();
+  const size_t n = src.size();
   // No type check across puts: as upstream, each sample keeps the dtype it was
   // written with (a field may hold float32 for some samples, int64 for others).
   PackRuns runs(names.size());
@@ -257,7 +278,6 @@ void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRec
   size_t need = 0;        // record fields the run's fids need
   bool in_order = false;  // fids are 0, 1, ...: a first write can take the meta's records as they are
   for (size_t i = 0; i < n; ++i) {
-    SampleMeta& s = meta.mutable_samples()[i];
     Partition& part = *parts[i];
     if (i == 0 || parts[i - 1] != parts[i]) {
       fids.assign(names.size(), -1);
@@ -268,7 +288,7 @@ void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRec
         if (fid < 0) {
           fid = static_cast<int>(part.field_names.size());
           part.field_names.push_back(names[f]);
-          part.field_types.push_back(s.fields[f]);
+          part.field_types.push_back(src.Peek(i, f));
           part.field_types.back().pack = part.field_types.back().offset = 0;
           part.field_id[names[f]] = fid;
         }
@@ -279,7 +299,7 @@ void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRec
     }
     SampleRecord& r = *records[i];
     if (r.fields.empty() && in_order) {
-      r.fields = std::move(s.fields);  // nothing to replace: the records as they are
+      src.TakeAll(i, &r.fields);  // nothing to replace: the records as they are
       for (size_t f = 0; f < r.fields.size(); ++f) {
         r.fields[f].produced = true;
         runs.Add(f, r.fields[f].pack);
@@ -290,13 +310,13 @@ void ControllerState::ApplyProduced(BatchMeta& meta, const std::vector<SampleRec
       for (size_t f = 0; f < names.size(); ++f) {
         FieldInfo& slot = r.fields[static_cast<size_t>(fids[f])];
         FieldInfo old = std::move(slot);
-        slot = std::move(s.fields[f]);
+        slot = src.Take(i, f);
         slot.produced = true;
         AddPackUser(slot);
         if (old.produced) DropPackUser(old);  // overwritten: its pack may be unused now
       }
     }
-    for (auto& [k, v] : s.custom) r.custom[k] = std::move(v);
+    for (auto& [k, v] : src.TakeCustom(i)) r.custom[k] = std::move(v);
   }
   runs.Flush(pack_users_);
 }

@@ -35,7 +35,21 @@
 
 namespace tq::internal {
 
-class Sampler;  // queue/sampler.h
+class Sampler;      // queue/sampler.h
+class MetaRecords;  // queue/protocol.h
+
+// The field records a put gives its samples, one sample after another
+// (ControllerState::ApplyProduced reads each once).
+class ProducedSource {
+ public:
+  virtual ~ProducedSource() = default;
+  virtual const std::vector<std::string>& field_names() const = 0;
+  virtual size_t size() const = 0;
+  virtual FieldInfo Peek(size_t i, size_t f) const = 0;  // sample i's record of field f, left in place
+  virtual FieldInfo Take(size_t i, size_t f) = 0;        // the same, taken
+  virtual void TakeAll(size_t i, FieldInfos* out) = 0;   // all of sample i's, in field order
+  virtual CustomMeta TakeCustom(size_t i) = 0;
+};
 
 struct SampleRecord {
   int64_t global_index = -1;
@@ -249,6 +263,9 @@ class ControllerState {
   // fields every one of these samples holds now and their tags.
   Result<KvPutResult> KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
                             BatchMeta meta);
+  // The same for a KV put request's records (KvPutRequest), as decoded.
+  Result<KvPutResult> KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
+                            MetaRecords records);
   // The key of each index (nullopt: no key, or not in the partition).
   // Unknown partition: NotFound.
   Result<std::vector<std::optional<std::string>>> KvKeys(const std::string& partition_id,
@@ -317,6 +334,8 @@ class ControllerState {
   // MarkProduced once checked: sample i of `meta` goes into records[i] of
   // parts[i] (each with meta's number of field records).
   void ApplyProduced(BatchMeta& meta, const std::vector<SampleRecord*>& records,
+                     const std::vector<Partition*>& parts);
+  void ApplyProduced(ProducedSource& src, const std::vector<SampleRecord*>& records,
                      const std::vector<Partition*>& parts);
   // The call's sampling config with the controller's default_sampling under it.
   SamplingConfig EffectiveSampling(const SamplingConfig& call) const;

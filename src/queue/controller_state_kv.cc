@@ -128,38 +128,70 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
 
 Result<KvPutResult> ControllerState::KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
                                            BatchMeta meta) {
-  // Everything that can be refused is checked before KvRetrieveRows creates
-  // a key (which itself checks the keys first).
-  const auto& names = meta.field_names();
   if (meta.size() != keys.size()) {
     return Status::Invalid("kv_put: ", keys.size(), " keys but ", meta.size(), " samples of field records");
+  }
+  for (size_t i = 0; i < meta.size(); ++i) {
+    if (meta.samples()[i].fields.size() != meta.field_names().size()) {
+      return Status::Invalid("kv_put: key '", keys[i], "' carries ", meta.samples()[i].fields.size(),
+                             " field records for ", meta.field_names().size(), " fields");
+    }
+  }
+  TQDS_ASSIGN_OR_RETURN(MetaRecords records, MetaRecords::Of(std::move(meta)));
+  return KvPut(partition_id, keys, std::move(records));
+}
+
+namespace {
+
+// A KV put request's records, each made once from its columns.
+class RecordsSource final : public ProducedSource {
+ public:
+  explicit RecordsSource(MetaRecords& records) : records_(records) {}
+  const std::vector<std::string>& field_names() const override { return records_.field_names(); }
+  size_t size() const override { return records_.size(); }
+  FieldInfo Peek(size_t i, size_t f) const override { return records_.Record(i, f); }
+  FieldInfo Take(size_t i, size_t f) override { return records_.Record(i, f); }
+  void TakeAll(size_t i, FieldInfos* out) override {
+    out->resize(records_.field_names().size());
+    for (size_t f = 0; f < out->size(); ++f) (*out)[f] = records_.Record(i, f);
+  }
+  CustomMeta TakeCustom(size_t i) override { return records_.TakeCustom(i); }
+
+ private:
+  MetaRecords& records_;
+};
+
+}  // namespace
+
+Result<KvPutResult> ControllerState::KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
+                                           MetaRecords records) {
+  // Everything that can be refused is checked before KvRetrieveRows creates
+  // a key (which itself checks the keys first).
+  const auto& names = records.field_names();
+  if (records.size() != keys.size()) {
+    return Status::Invalid("kv_put: ", keys.size(), " keys but ", records.size(), " samples of field records");
   }
   std::unordered_set<std::string_view> seen_names;
   for (const auto& name : names) {
     TQDS_RETURN_NOT_OK(ValidateName(name, "field name").WithContext("kv_put"));
     if (!seen_names.insert(name).second) return Status::Invalid("kv_put: field '", name, "' is listed twice");
   }
-  for (size_t i = 0; i < meta.size(); ++i) {
-    if (meta.samples()[i].fields.size() != names.size()) {
-      return Status::Invalid("kv_put: key '", keys[i], "' carries ", meta.samples()[i].fields.size(),
-                             " field records for ", names.size(), " fields");
-    }
-  }
   TQDS_ASSIGN_OR_RETURN(SampleRows rows, KvRetrieveRows(partition_id, keys, /*create=*/true));
   Partition& p = *partitions_.at(partition_id);
-  std::vector<SampleRecord*> records(rows.positions.size());
-  for (size_t i = 0; i < records.size(); ++i) records[i] = &p.samples[rows.positions[i]];
-  ApplyProduced(meta, records, std::vector<Partition*>(records.size(), &p));
+  std::vector<SampleRecord*> targets(rows.positions.size());
+  for (size_t i = 0; i < targets.size(); ++i) targets[i] = &p.samples[rows.positions[i]];
+  RecordsSource source(records);
+  ApplyProduced(source, targets, std::vector<Partition*>(targets.size(), &p));
 
   KvPutResult out;
   std::vector<int> written, fids;
-  for (const auto& name : meta.field_names()) written.push_back(p.FieldId(name));
+  for (const auto& name : names) written.push_back(p.FieldId(name));
   CommonFields(p, rows.positions, &fids, &out.fields, written);
   bool any_tags = false;
-  for (const SampleRecord* r : records) any_tags = any_tags || !r->custom.empty();
+  for (const SampleRecord* r : targets) any_tags = any_tags || !r->custom.empty();
   if (any_tags) {
-    out.tags.reserve(records.size());
-    for (const SampleRecord* r : records) out.tags.push_back(r->custom);
+    out.tags.reserve(targets.size());
+    for (const SampleRecord* r : targets) out.tags.push_back(r->custom);
   }
   return out;
 }

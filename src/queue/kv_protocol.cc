@@ -209,9 +209,9 @@ Result<KvPutRequest> KvPutRequest::Decode(const msgpack::object& body) {
   TQDS_ASSIGN_OR_RETURN(req.keys, KeysOf(r));
   const msgpack::object* m = r.Find("meta");
   if (m == nullptr) return Status::Invalid("KvPut: missing field 'meta'");
-  TQDS_ASSIGN_OR_RETURN(req.meta, UnpackBatchMeta(*m, "KvPut.meta"));
-  if (req.meta.size() != req.keys.size()) {
-    return Status::Invalid("KvPut: ", req.keys.size(), " keys but the meta has ", req.meta.size(), " samples");
+  TQDS_ASSIGN_OR_RETURN(req.records, UnpackMetaRecords(*m, "KvPut.meta"));
+  if (req.records.size() != req.keys.size()) {
+    return Status::Invalid("KvPut: ", req.keys.size(), " keys but the meta has ", req.records.size(), " samples");
   }
   return req;
 }

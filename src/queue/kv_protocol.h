@@ -59,7 +59,7 @@ struct KvClearRequest {
 struct KvPutRequest {
   std::string partition_id;
   std::vector<std::string> keys;
-  BatchMeta meta;
+  MetaRecords records;  // one sample per key (read without making SampleMetas)
   static std::string Encode(const std::string& partition_id, const std::vector<std::string>& keys,
                             const BatchMeta& meta);
   // The same bytes for the meta that records `batch`'s values, all stored

@@ -511,12 +511,7 @@ void PackRowBatchMeta(Packer& pk, const Samples& m) {
 
 // The column form's "place" of one field: one pack id for every sample or
 // a column of them, and a column of offsets.
-struct FieldPlaces {
-  bool present = false;
-  bool single = false;
-  uint64_t one = 0;
-  std::vector<uint64_t> packs, offsets;
-};
+using FieldPlaces = MetaRecords::Places;
 
 Status ReadPlaceColumns(const msgpack::object& po, const std::vector<std::string>& names, const std::string& what,
                         size_t n, std::vector<FieldPlaces>* out) {
@@ -543,13 +538,14 @@ Status ReadPlaceColumns(const msgpack::object& po, const std::vector<std::string
   return Status::OK();
 }
 
-// Sets sample i's pack and offset of field f from its place columns.
-Status PlaceRecord(const FieldPlaces& fp, const std::string& name, const std::string& what, size_t i,
-                   FieldInfo* fi) {
-  fi->pack = fp.single ? fp.one : fp.packs[i];
-  fi->offset = fi->pack == 0 ? 0 : fp.offsets[i];
-  if (!PlacementFits(*fi)) {
-    return Status::Invalid(what, ".place.", name, ": sample ", i, "'s offset ", fi->offset, " + nbytes ", fi->nbytes,
+// Whether sample i's place in field f's columns holds a value of `nbytes`
+// (its end must not overflow).
+Status CheckPlace(const FieldPlaces& fp, uint64_t nbytes, const std::string& name, const std::string& what,
+                  size_t i) {
+  const uint64_t pack = fp.single ? fp.one : fp.packs[i];
+  const uint64_t offset = pack == 0 ? 0 : fp.offsets[i];
+  if (pack != 0 && offset > UINT64_MAX - nbytes) {
+    return Status::Invalid(what, ".place.", name, ": sample ", i, "'s offset ", offset, " + nbytes ", nbytes,
                            " overflows");
   }
   return Status::OK();
@@ -669,26 +665,45 @@ void PackBatchMeta(Packer& pk, const Batch& batch, const std::string& partition_
   PackBatchMetaOf(pk, BatchSamples(batch, partition_id, placed));
 }
 
-Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
-  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
-  if (const msgpack::object* so = r.Find("samples")) return UnpackRowBatchMeta(std::move(names), *so, what);
+// The decoder's way into MetaRecords.
+struct MetaRecordsAccess {
+  static std::vector<std::string>& names(MetaRecords& m) { return m.names_; }
+  static size_t& n(MetaRecords& m) { return m.n_; }
+  static std::vector<FieldInfo>& shared(MetaRecords& m) { return m.shared_; }
+  static std::vector<std::vector<FieldInfo>>& rows(MetaRecords& m) { return m.rows_; }
+  static std::vector<MetaRecords::Places>& places(MetaRecords& m) { return m.places_; }
+  static std::vector<CustomMeta>& custom(MetaRecords& m) { return m.custom_; }
+};
+
+namespace {
+
+using RA = MetaRecordsAccess;
+
+// A column-form body read and checked in full, its samples not made yet.
+struct MetaColumns {
+  std::vector<int64_t> gidx;
+  std::vector<uint64_t> gen;
+  std::vector<uint32_t> pidx;
+  std::vector<std::string> partitions;
+  MetaRecords records;
+};
+
+Result<MetaColumns> UnpackMetaColumns(const tqds::wire::MapReader& r, std::vector<std::string> names,
+                                      const std::string& what) {
   const msgpack::object* gi = r.Find("gidx");
   if (gi == nullptr) return Status::Invalid(what, ": missing field 'samples' (or the columns 'gidx', ...)");
   if (gi->type != msgpack::type::BIN || gi->via.bin.size % sizeof(int64_t) != 0) {
     return Status::Invalid(what, ".gidx must be bytes holding int64 values");
   }
   const size_t n = gi->via.bin.size / sizeof(int64_t);
-  TQDS_ASSIGN_OR_RETURN(auto partitions, r.Get<std::vector<std::string>>("partitions"));
-  TQDS_RETURN_NOT_OK(CheckPartitionNames(partitions, what));
-  std::vector<int64_t> gidx;
-  std::vector<uint64_t> gen;
-  std::vector<uint32_t> pidx;
-  (void)ReadBinColumn(gi, n, &gidx);
-  if (!ReadBinColumn(r.Find("gen"), n, &gen)) {
+  MetaColumns out;
+  TQDS_ASSIGN_OR_RETURN(out.partitions, r.Get<std::vector<std::string>>("partitions"));
+  TQDS_RETURN_NOT_OK(CheckPartitionNames(out.partitions, what));
+  (void)ReadBinColumn(gi, n, &out.gidx);
+  if (!ReadBinColumn(r.Find("gen"), n, &out.gen)) {
     return Status::Invalid(what, ".gen must be bytes holding ", n, " uint64 values (one per gidx)");
   }
-  if (!ReadBinColumn(r.Find("pidx"), n, &pidx)) {
+  if (!ReadBinColumn(r.Find("pidx"), n, &out.pidx)) {
     return Status::Invalid(what, ".pidx must be bytes holding ", n, " uint32 values (one per gidx)");
   }
   // One field record per field can stand for every sample: bound what a
@@ -704,9 +719,6 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
   if (columns->size != names.size()) {
     return Status::Invalid(what, ".finfo has ", columns->size, " columns for ", names.size(), " fields");
   }
-  // A field's record read once and written into each sample as it is made
-  // (one pass over the samples for ids and shared records; then one per
-  // field of per-sample records), not a default sample then assignments.
   auto read_record = [&](uint32_t f, uint32_t j, FieldInfo* fi) -> Status {
     if (const char* why = ReadFieldInfo(columns->ptr[f].via.array.ptr[j], fi)) {
       const std::string rw = what + ".finfo." + names[f] + "[" + std::to_string(j) + "]";
@@ -715,7 +727,13 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
     }
     return Status::OK();
   };
-  FieldInfos shared(names.size());
+  MetaRecords& rec = out.records;
+  auto& shared = RA::shared(rec);
+  auto& rows = RA::rows(rec);
+  auto& places = RA::places(rec);
+  shared.assign(names.size(), FieldInfo{});
+  rows.assign(names.size(), {});
+  places.assign(names.size(), FieldPlaces{});
   std::vector<uint32_t> per_sample;  // fields with a record per sample
   for (uint32_t f = 0; f < names.size(); ++f) {
     const std::string fw = what + ".finfo." + names[f];
@@ -734,48 +752,116 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
                              kMaxMetaFieldRecords, " field records");
     }
   }
-  std::vector<FieldPlaces> places;  // empty: no "place"
   if (const msgpack::object* po = r.Find("place"); po != nullptr && po->type != msgpack::type::NIL) {
     TQDS_RETURN_NOT_OK(ReadPlaceColumns(*po, names, what, n, &places));
   }
   std::vector<uint32_t> placed_shared;  // shared fields with places
-  for (uint32_t f = 0; f < places.size(); ++f) {
+  for (uint32_t f = 0; f < names.size(); ++f) {
     if (places[f].present && std::find(per_sample.begin(), per_sample.end(), f) == per_sample.end()) {
+      placed_shared.push_back(f);
+    }
+  }
+  // Each sample's partition and the places of shared records, sample by
+  // sample; then the per-sample records, field by field.
+  for (size_t i = 0; i < n; ++i) {
+    if (out.pidx[i] >= out.partitions.size()) {
+      return Status::Invalid(what, ".pidx[", i, "] is ", out.pidx[i], " but there are ", out.partitions.size(),
+                             " partitions");
+    }
+    for (uint32_t f : placed_shared) TQDS_RETURN_NOT_OK(CheckPlace(places[f], shared[f].nbytes, names[f], what, i));
+  }
+  for (uint32_t f : per_sample) {
+    rows[f].resize(n);
+    for (uint32_t j = 0; j < n; ++j) {
+      TQDS_RETURN_NOT_OK(read_record(f, j, &rows[f][j]));
+      if (places[f].present) TQDS_RETURN_NOT_OK(CheckPlace(places[f], rows[f][j].nbytes, names[f], what, j));
+    }
+  }
+  if (const msgpack::object* co = r.Find("custom"); co != nullptr && co->type != msgpack::type::NIL) {
+    TQDS_ASSIGN_OR_RETURN(auto cs, AsArray(*co, what + ".custom"));
+    if (cs->size != n) return Status::Invalid(what, ".custom has ", cs->size, " entries for ", n, " samples");
+    auto& custom = RA::custom(rec);
+    custom.resize(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (cs->ptr[i].type == msgpack::type::NIL) continue;
+      TQDS_ASSIGN_OR_RETURN(custom[i], UnpackCustomMeta(cs->ptr[i], what + ".custom[" + std::to_string(i) + "]"));
+    }
+  }
+  RA::names(rec) = std::move(names);
+  RA::n(rec) = n;
+  return out;
+}
+
+}  // namespace
+
+Result<MetaRecords> MetaRecords::Of(BatchMeta meta) {
+  MetaRecords out;
+  const size_t n = meta.size(), nf = meta.field_names().size();
+  out.n_ = n;
+  out.names_ = meta.field_names();
+  out.shared_.assign(nf, FieldInfo{});
+  out.rows_.assign(nf, std::vector<FieldInfo>(n));
+  out.places_.assign(nf, Places{});
+  for (size_t i = 0; i < n; ++i) {
+    SampleMeta& s = meta.mutable_samples()[i];
+    if (s.fields.size() != nf) {
+      return Status::Invalid("sample ", i, " carries ", s.fields.size(), " field records for ", nf, " fields");
+    }
+    for (size_t f = 0; f < nf; ++f) out.rows_[f][i] = std::move(s.fields[f]);
+  }
+  bool any_custom = false;
+  for (const SampleMeta& s : meta.samples()) any_custom = any_custom || !s.custom.empty();
+  if (any_custom) {
+    out.custom_.resize(n);
+    for (size_t i = 0; i < n; ++i) out.custom_[i] = std::move(meta.mutable_samples()[i].custom);
+  }
+  return out;
+}
+
+Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
+  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
+  if (const msgpack::object* so = r.Find("samples")) return UnpackRowBatchMeta(std::move(names), *so, what);
+  TQDS_ASSIGN_OR_RETURN(MetaColumns c, UnpackMetaColumns(r, std::move(names), what));
+  MetaRecords& rec = c.records;
+  const size_t n = rec.size(), nf = rec.field_names().size();
+  // Every sample starts as a copy of the shared records (one pass), then
+  // takes its places and its own records.
+  FieldInfos shared(RA::shared(rec).begin(), RA::shared(rec).end());
+  std::vector<uint32_t> placed_shared, per_sample;
+  for (uint32_t f = 0; f < nf; ++f) {
+    if (!RA::rows(rec)[f].empty()) {
+      per_sample.push_back(f);
+    } else if (RA::places(rec)[f].present) {
       placed_shared.push_back(f);
     }
   }
   std::vector<SampleMeta> samples;
   samples.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    if (pidx[i] >= partitions.size()) {
-      return Status::Invalid(what, ".pidx[", i, "] is ", pidx[i], " but there are ", partitions.size(),
-                             " partitions");
-    }
     SampleMeta& sm = samples.emplace_back();
-    sm.global_index = gidx[i];
-    sm.generation = gen[i];
-    sm.partition_id = partitions[pidx[i]];
+    sm.global_index = c.gidx[i];
+    sm.generation = c.gen[i];
+    sm.partition_id = c.partitions[c.pidx[i]];
     sm.fields = shared;
-    for (uint32_t f : placed_shared) TQDS_RETURN_NOT_OK(PlaceRecord(places[f], names[f], what, i, &sm.fields[f]));
+    for (uint32_t f : placed_shared) sm.fields[f] = rec.Record(i, f);
   }
   for (uint32_t f : per_sample) {
-    const bool placed = f < places.size() && places[f].present;
-    for (uint32_t j = 0; j < n; ++j) {
-      FieldInfo& fi = samples[j].fields[f];
-      TQDS_RETURN_NOT_OK(read_record(f, j, &fi));
-      if (placed) TQDS_RETURN_NOT_OK(PlaceRecord(places[f], names[f], what, j, &fi));
-    }
+    for (size_t j = 0; j < n; ++j) samples[j].fields[f] = rec.Record(j, f);
   }
-  if (const msgpack::object* co = r.Find("custom"); co != nullptr && co->type != msgpack::type::NIL) {
-    TQDS_ASSIGN_OR_RETURN(auto cs, AsArray(*co, what + ".custom"));
-    if (cs->size != n) return Status::Invalid(what, ".custom has ", cs->size, " entries for ", n, " samples");
-    for (uint32_t i = 0; i < n; ++i) {
-      if (cs->ptr[i].type == msgpack::type::NIL) continue;
-      TQDS_ASSIGN_OR_RETURN(samples[i].custom, UnpackCustomMeta(cs->ptr[i], what + ".custom[" +
-                                                                                std::to_string(i) + "]"));
-    }
+  for (size_t i = 0; i < n && !RA::custom(rec).empty(); ++i) samples[i].custom = rec.TakeCustom(i);
+  return BatchMeta(std::move(RA::names(rec)), std::move(samples));
+}
+
+Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::string& what) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
+  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
+  if (const msgpack::object* so = r.Find("samples")) {
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, UnpackRowBatchMeta(std::move(names), *so, what));
+    return MetaRecords::Of(std::move(meta));
   }
-  return BatchMeta(std::move(names), std::move(samples));
+  TQDS_ASSIGN_OR_RETURN(MetaColumns c, UnpackMetaColumns(r, std::move(names), what));
+  return std::move(c.records);
 }
 
 std::string EncodeGetMeta(const GetMetaRequest& req) {

@@ -61,6 +61,57 @@ void PackBatchMeta(Packer& pk, const Batch& batch, const std::string& partition_
                    const std::vector<std::vector<Placement>>& placed);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 
+// The field records of a meta's samples as its column form carries them,
+// not made into SampleMetas: per field one record that every sample shares
+// or one per sample, and where each sample's value lies. What a KV put
+// needs (its samples have no index, generation or partition of their own
+// yet), at a fraction of the memory of one SampleMeta per sample.
+class MetaRecords {
+ public:
+  // Where a field's values lie: none given (the records' own), one pack
+  // for all or one per sample, and one offset per sample.
+  struct Places {
+    bool present = false;
+    bool single = false;
+    uint64_t one = 0;
+    std::vector<uint64_t> packs, offsets;
+  };
+
+  MetaRecords() = default;
+  // The records of `meta`, each sample holding one per field (Invalid,
+  // naming the sample, otherwise); its custom meta is kept, its indexes
+  // and partitions are not.
+  static Result<MetaRecords> Of(BatchMeta meta);
+
+  size_t size() const { return n_; }
+  const std::vector<std::string>& field_names() const { return names_; }
+  // Sample i's record of field f, in its place.
+  FieldInfo Record(size_t i, size_t f) const {
+    FieldInfo fi = rows_[f].empty() ? shared_[f] : rows_[f][i];
+    const Places& p = places_[f];
+    if (p.present) {
+      fi.pack = p.single ? p.one : p.packs[i];
+      fi.offset = fi.pack == 0 ? 0 : p.offsets[i];
+    }
+    return fi;
+  }
+  // Sample i's custom meta, moved out (empty when there is none).
+  CustomMeta TakeCustom(size_t i) { return custom_.empty() ? CustomMeta() : std::move(custom_[i]); }
+
+ private:
+  friend struct MetaRecordsAccess;  // protocol.cc's decoder
+  std::vector<std::string> names_;
+  size_t n_ = 0;
+  std::vector<FieldInfo> shared_;              // by field: the record all samples share (when rows_[f] is empty)
+  std::vector<std::vector<FieldInfo>> rows_;   // by field: one record per sample, or none
+  std::vector<Places> places_;                 // by field
+  std::vector<CustomMeta> custom_;             // one per sample, or none
+};
+// A BatchMeta body's records (the column form read without making samples;
+// the row form through UnpackBatchMeta). The same checks as UnpackBatchMeta:
+// what one refuses, the other refuses with the same error.
+Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::string& what);
+
 // Custom metadata values: nil, bool, int64, float64 (always float64), str,
 // bin (MetaBytes), ext type kMetaPickledExt (MetaPickled), arrays and
 // string-keyed maps, nested at most kMaxMetaDepth deep.

@@ -24,11 +24,35 @@ Result<Message> OverTheWire(const Message& m) {
   return Message::DecodeHeader(bytes.data(), bytes.size());
 }
 
+// The records of `meta`'s samples, with their custom meta, are `records`'.
+void ExpectSameRecords(MetaRecords records, const BatchMeta& meta) {
+  ASSERT_EQ(records.size(), meta.size());
+  ASSERT_EQ(records.field_names(), meta.field_names());
+  for (size_t i = 0; i < meta.size(); ++i) {
+    ASSERT_EQ(meta.samples()[i].fields.size(), meta.field_names().size());
+    for (size_t f = 0; f < meta.field_names().size(); ++f) {
+      EXPECT_EQ(records.Record(i, f), meta.samples()[i].fields[f]) << "sample " << i << ", field " << f;
+    }
+    EXPECT_EQ(records.TakeCustom(i), meta.samples()[i].custom) << "sample " << i;
+  }
+}
+
+// Every body decoded here is also read as a KV put reads it
+// (UnpackMetaRecords): the same records, or the same error.
 Result<BatchMeta> DecodeBody(const std::function<void(Packer&)>& fn) {
   Message m(MsgType::kCtlNotifyProduced, 1);
   m.set_body(tqds::wire::PackBody(fn));
   TQDS_ASSIGN_OR_RETURN(Message d, OverTheWire(m));
-  return MetaFromMessage(d);
+  Result<BatchMeta> meta = MetaFromMessage(d);
+  Result<MetaRecords> records = UnpackMetaRecords(d.body(), "BatchMeta");
+  if (meta.ok()) {
+    EXPECT_TRUE(records.ok()) << records.status().ToString();
+    if (records.ok()) ExpectSameRecords(std::move(*records), *meta);
+  } else {
+    EXPECT_FALSE(records.ok());
+    EXPECT_EQ(records.status().ToString(), meta.status().ToString());
+  }
+  return meta;
 }
 
 FieldInfo Tensor(DType d, Shape shape) {
@@ -65,6 +89,8 @@ TEST(ProtocolTest, BatchMetaRoundTrip) {
   ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, meta)));
   ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
   EXPECT_EQ(back, meta);
+  ASSERT_OK_AND_ASSIGN(MetaRecords records, UnpackMetaRecords(d.body(), "BatchMeta"));
+  ExpectSameRecords(std::move(records), meta);  // shared, ragged and unproduced records, custom meta
   EXPECT_TRUE(back.samples()[0].fields[0].shape.empty()) << "scalar shape must stay ()";
   EXPECT_EQ(std::get<int64_t>(back.samples()[0].custom.at("seq_len")), -42);
   EXPECT_EQ(std::get<double>(back.samples()[0].custom.at("score")), 0.25);
@@ -507,6 +533,8 @@ TEST(ProtocolTest, PackedValuesKeepTheirPlacesInBothForms) {
   EXPECT_EQ(place.ptr[2].type, msgpack::type::NIL) << "not packed: no entry";
   ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
   EXPECT_EQ(back, meta);
+  ASSERT_OK_AND_ASSIGN(MetaRecords records, UnpackMetaRecords(d.body(), "BatchMeta"));
+  ExpectSameRecords(std::move(records), meta);  // a column of pack ids, one id, none
   // The row form carries them in 7-element records.
   ASSERT_OK_AND_ASSIGN(BatchMeta row, DecodeBody(OneSample({"x"}, Fields({PlacedField(16, 9, 4096)}))));
   EXPECT_EQ(row.samples()[0].fields[0].pack, 9u);

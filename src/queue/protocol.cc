@@ -844,10 +844,14 @@ Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string&
     sm.generation = c.gen[i];
     sm.partition_id = c.partitions[c.pidx[i]];
     sm.fields = shared;
-    for (uint32_t f : placed_shared) sm.fields[f] = rec.Record(i, f);
+    for (uint32_t f : placed_shared) rec.Place(i, f, &sm.fields[f]);
   }
   for (uint32_t f : per_sample) {
-    for (size_t j = 0; j < n; ++j) samples[j].fields[f] = rec.Record(j, f);
+    auto& rows = RA::rows(rec)[f];
+    for (size_t j = 0; j < n; ++j) {
+      samples[j].fields[f] = std::move(rows[j]);
+      rec.Place(j, f, &samples[j].fields[f]);
+    }
   }
   for (size_t i = 0; i < n && !RA::custom(rec).empty(); ++i) samples[i].custom = rec.TakeCustom(i);
   return BatchMeta(std::move(RA::names(rec)), std::move(samples));

@@ -88,12 +88,16 @@ class MetaRecords {
   // Sample i's record of field f, in its place.
   FieldInfo Record(size_t i, size_t f) const {
     FieldInfo fi = rows_[f].empty() ? shared_[f] : rows_[f][i];
+    Place(i, f, &fi);
+    return fi;
+  }
+  // Sets a copy of that record's place (where the columns give one).
+  void Place(size_t i, size_t f, FieldInfo* fi) const {
     const Places& p = places_[f];
     if (p.present) {
-      fi.pack = p.single ? p.one : p.packs[i];
-      fi.offset = fi.pack == 0 ? 0 : p.offsets[i];
+      fi->pack = p.single ? p.one : p.packs[i];
+      fi->offset = fi->pack == 0 ? 0 : p.offsets[i];
     }
-    return fi;
   }
   // Sample i's custom meta, moved out (empty when there is none).
   CustomMeta TakeCustom(size_t i) { return custom_.empty() ? CustomMeta() : std::move(custom_[i]); }

@@ -111,6 +111,13 @@ class TransferQueueClient {
   // listed twice is InvalidArgument.
   Result<BatchMeta> kv_retrieve(const std::string& partition_id, const std::vector<std::string>& keys,
                                 bool create = false);
+  // The values of the samples of `keys` (missing keys left out): `fields`
+  // in that order, or every field all found samples have produced. What
+  // kv_retrieve then get_data read, in one call: where every field's values
+  // lie back to back in one pack each (a put of dense columns), without a
+  // SampleMeta per key. See KvGetResult.
+  Result<KvGetResult> kv_get(const std::string& partition_id, const std::vector<std::string>& keys,
+                             const std::optional<std::vector<std::string>>& fields = std::nullopt);
   // Writes row i of `batch` as the fields of key i's sample (created when
   // missing, as kv_retrieve with create) and tells what the samples hold
   // now. Where the storage packs every value of the batch (the datasystem,

@@ -3,9 +3,11 @@
 // custom metadata ("tags"). Plain value types; no synchronisation needed.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "tq/batch.h"
 #include "tq/types.h"
 
 namespace tq {
@@ -35,6 +37,16 @@ struct KvPutResult {
   std::vector<std::string> fields;
   std::vector<CustomMeta> tags;
   bool operator==(const KvPutResult&) const = default;
+};
+
+// kv_get's answer: the fields that every found key's sample has produced
+// (registration order), how many of the keys were found, and their values
+// (rows in the order of the keys found). No batch when no key was found or
+// a field asked for is not among `fields`: nothing was read then.
+struct KvGetResult {
+  std::vector<std::string> fields;
+  size_t found = 0;
+  std::optional<Batch> batch;
 };
 
 // Bounds a controller enforces on a KV request (hostile input): keys per

@@ -922,6 +922,23 @@ void InitClient(py::module_& m) {
            py::arg("partition_id"), py::arg("keys"), py::arg("create") = false,
            "The samples of `keys` in request order (fields: those all of them produced; custom meta: their "
            "tags). create: missing keys get fresh samples; else they are left out.")
+      .def("kv_get",
+           [](Client& c, const std::string& p, py::handle key_list, std::optional<std::vector<std::string>> fields) {
+             const KeyList keys = KeysFromPython(key_list);
+             tq::Result<tq::KvGetResult> r = Status::Internal("unset");
+             {
+               py::gil_scoped_release nogil;
+               r = c.kv_get(p, keys.v, fields);
+             }
+             tq::KvGetResult out = Unwrap(std::move(r));
+             py::list names;
+             for (const auto& f : out.fields) names.append(py::str(f));
+             py::object items = out.batch ? py::object(BatchToPython(*out.batch, true, true)) : py::none();
+             return py::make_tuple(names, out.found, items);
+           },
+           py::arg("partition_id"), py::arg("keys"), py::arg("fields") = py::none(),
+           "(fields every found key's sample has, keys found, get_data's items of `fields` or of all those "
+           "fields; None when no key was found or a field of `fields` is not among them)")
       .def("kv_put",
            [](Client& c, const std::string& p, py::handle key_list, size_t batch_size, const py::list& fields) {
              const KeyList keys = KeysFromPython(key_list);

@@ -445,6 +445,19 @@ class _ClientCore:
         status = np.full(len(native), 1 if native.field_names else 0, dtype=np.int8)
         return BatchMeta._from_native(native, production_status=status)
 
+    def kv_get(self, keys: Any, partition_id: str, fields: list | None = None) -> tuple[list, int, TensorDict | None]:
+        """kv_retrieve_meta then get_data in one call: (the fields every
+        found key's sample has, how many keys were found, a TensorDict of
+        ``fields`` or of all those fields; None when no key was found or a
+        field of ``fields`` is not among them)."""
+        keys = _check_keys(keys, items=False)
+        with _naming_bad_keys(keys):
+            try:
+                names, found, items = self._client.kv_get(partition_id, keys, fields)
+            except NotFoundError as e:
+                raise StorageKeyNotFoundError(str(e)) from None
+        return names, found, None if items is None else from_fields(items, found)
+
     def kv_put_fields(self, keys: Any, partition_id: str, data: Any) -> tuple[list, list]:
         """Writes row i of ``data`` as the fields of key i's sample (created
         when missing). Where the storage packs every value (the datasystem,

@@ -138,25 +138,24 @@ def kv_batch_get(keys: Any, partition_id: str, select_fields: Any = None) -> Ten
     """The samples of ``keys`` (rows in the order of the keys found; keys not
     found are left out), with ``select_fields`` or else every field all of
     them have. No key found -> ValueError."""
-    client = get_client()
-    meta = client.kv_retrieve_meta(keys, partition_id, create=False)
-    if len(meta) == 0:
-        raise InvalidArgumentError(f"kv_batch_get: keys or partition were not found! (partition '{partition_id}')")
+    wanted = None
     if select_fields is not None:
         wanted = [select_fields] if isinstance(select_fields, str) else list(select_fields)
-        # The meta holds the fields every found key has: a selected field
-        # outside it is missing for some key (select_fields would drop it).
-        # Upstream 0.1.11 drops it without an error; we name it.
-        missing = [f for f in wanted if f not in meta.field_names]
-        if missing:
-            raise InvalidArgumentError(
-                f"kv_batch_get: not every selected sample of partition '{partition_id}' has the fields {missing}")
-        meta = meta.select_fields(wanted)
-    if not meta.is_ready:
+    # One call: the controller's answer lists the fields every found key
+    # has, and only those are read.
+    names, found, data = get_client().kv_get(keys, partition_id, wanted)
+    if found == 0:
+        raise InvalidArgumentError(f"kv_batch_get: keys or partition were not found! (partition '{partition_id}')")
+    if data is None:
+        # A selected field outside them is missing for some key. Upstream
+        # 0.1.11 drops it without an error; we name it.
+        missing = [f for f in wanted if f not in names]
         raise InvalidArgumentError(
-            f"kv_batch_get: not every selected sample of partition '{partition_id}' has the selected fields "
-            f"({meta.field_names})")
-    return client.get_data(meta)
+            f"kv_batch_get: not every selected sample of partition '{partition_id}' has the fields {missing}")
+    if wanted is None and not names:
+        raise InvalidArgumentError(
+            f"kv_batch_get: not every selected sample of partition '{partition_id}' has the selected fields ([])")
+    return data
 
 
 def kv_batch_get_by_meta(meta: KVBatchMeta, select_fields: Any = None) -> TensorDict:

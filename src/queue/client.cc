@@ -43,6 +43,30 @@ std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id,
   return keys;
 }
 
+// Whether each field at `fields` of `cols` (produced tensors of one record
+// shared by all samples) lies back to back in one pack in sample order, as
+// a put of a dense column writes it: each is then one range of its pack.
+// The columns are the controller's word: every sum is checked.
+bool WholeInOnePack(const internal::MetaColumns& cols, const std::vector<size_t>& fields) {
+  const size_t n = cols.size();
+  if (n == 0) return false;
+  for (size_t f : fields) {
+    const FieldInfo* shared = cols.records.Shared(f);
+    const auto& p = cols.records.places(f);
+    if (shared == nullptr || !shared->produced || shared->kind != FieldKind::kTensor || shared->nbytes == 0 ||
+        !p.present) {
+      return false;
+    }
+    const uint64_t pack = p.single ? p.one : p.packs[0];
+    const uint64_t start = p.offsets[0];
+    if (pack == 0 || shared->nbytes > (UINT64_MAX - start) / n) return false;
+    for (size_t i = 1; i < n; ++i) {
+      if ((!p.single && p.packs[i] != pack) || p.offsets[i] != start + i * shared->nbytes) return false;
+    }
+  }
+  return true;
+}
+
 // Those of the first `count` samples.
 std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id, size_t count) {
   std::vector<SampleKey> keys;
@@ -510,6 +534,61 @@ class TransferQueueClient::Impl {
     return out;
   }
 
+  Result<KvGetResult> KvGet(const std::string& partition_id, const std::vector<std::string>& keys,
+                            const std::optional<std::vector<std::string>>& wanted) {
+    TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
+    TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_get"));
+    Message m(MsgType::kCtlKvRetrieve, 0);
+    m.set_body(internal::KvRetrieveRequest{partition_id, keys, false}.Encode());
+    TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(m)));
+    TQDS_ASSIGN_OR_RETURN(internal::MetaColumns cols, internal::UnpackMetaColumns(rep.body(), "BatchMeta"));
+    KvGetResult out;
+    const auto& names = cols.records.field_names();
+    out.fields = names;
+    out.found = cols.size();
+    if (out.found == 0) return out;
+    std::vector<size_t> fields;  // positions in names
+    if (!wanted) {
+      for (size_t f = 0; f < names.size(); ++f) fields.push_back(f);
+    }
+    for (const std::string& w : wanted ? *wanted : std::vector<std::string>{}) {
+      auto it = std::find(names.begin(), names.end(), w);
+      if (it == names.end()) return out;
+      fields.push_back(static_cast<size_t>(it - names.begin()));
+    }
+    TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
+    Batch batch(out.found);
+    if (fields.empty()) {
+      out.batch = std::move(batch);
+      return out;
+    }
+    if (WholeInOnePack(cols, fields)) {
+      // One range per field, kept as one tensor: no SampleMeta, no view per sample.
+      std::vector<std::string> read;
+      std::vector<std::vector<uint64_t>> total;
+      std::vector<std::vector<Placement>> at;
+      for (size_t f : fields) {
+        const FieldInfo& shared = *cols.records.Shared(f);
+        const auto& p = cols.records.places(f);
+        read.push_back(names[f]);
+        total.push_back({shared.nbytes * out.found});
+        at.push_back({Placement{p.single ? p.one : p.packs[0], p.offsets[0]}});
+      }
+      const SampleKey first{cols.partitions[cols.pidx[0]], cols.gidx[0], cols.gen[0], controller_id_};
+      TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked({first}, read, total, at));
+      for (size_t k = 0; k < fields.size(); ++k) {
+        const FieldInfo& shared = *cols.records.Shared(fields[k]);
+        Shape shape{static_cast<int64_t>(out.found)};
+        shape.insert(shape.end(), shared.shape.begin(), shared.shape.end());
+        TQDS_RETURN_NOT_OK(batch.AddTensor(read[k], shared.dtype, shape, std::move(data[k][0])));
+      }
+      out.batch = std::move(batch);
+      return out;
+    }
+    TQDS_ASSIGN_OR_RETURN(out.batch, GetData(std::move(cols).TakeMeta(fields)));
+    return out;
+  }
+
   // Two-phase clear: hide + list (controller), free storage, release indexes.
   Status Clear(Message begin) {
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(begin)));
@@ -686,6 +765,12 @@ Result<BatchMeta> TransferQueueClient::kv_retrieve(const std::string& partition_
   m.set_body(req.Encode());
   TQDS_ASSIGN_OR_RETURN(Message rep, impl_->Call(std::move(m)));
   return internal::MetaFromMessage(rep);
+}
+
+Result<KvGetResult> TransferQueueClient::kv_get(const std::string& partition_id,
+                                                const std::vector<std::string>& keys,
+                                                const std::optional<std::vector<std::string>>& fields) {
+  return impl_->KvGet(partition_id, keys, fields);
 }
 
 Result<KvPutResult> TransferQueueClient::kv_put(const std::string& partition_id,

@@ -680,16 +680,8 @@ namespace {
 using RA = MetaRecordsAccess;
 
 // A column-form body read and checked in full, its samples not made yet.
-struct MetaColumns {
-  std::vector<int64_t> gidx;
-  std::vector<uint64_t> gen;
-  std::vector<uint32_t> pidx;
-  std::vector<std::string> partitions;
-  MetaRecords records;
-};
-
-Result<MetaColumns> UnpackMetaColumns(const tqds::wire::MapReader& r, std::vector<std::string> names,
-                                      const std::string& what) {
+Result<MetaColumns> ReadMetaColumns(const tqds::wire::MapReader& r, std::vector<std::string> names,
+                                    const std::string& what) {
   const msgpack::object* gi = r.Find("gidx");
   if (gi == nullptr) return Status::Invalid(what, ": missing field 'samples' (or the columns 'gidx', ...)");
   if (gi->type != msgpack::type::BIN || gi->via.bin.size % sizeof(int64_t) != 0) {
@@ -818,43 +810,70 @@ Result<MetaRecords> MetaRecords::Of(BatchMeta meta) {
   return out;
 }
 
-Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
-  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
-  if (const msgpack::object* so = r.Find("samples")) return UnpackRowBatchMeta(std::move(names), *so, what);
-  TQDS_ASSIGN_OR_RETURN(MetaColumns c, UnpackMetaColumns(r, std::move(names), what));
-  MetaRecords& rec = c.records;
-  const size_t n = rec.size(), nf = rec.field_names().size();
-  // Every sample starts as a copy of the shared records (one pass), then
-  // takes its places and its own records.
-  FieldInfos shared(RA::shared(rec).begin(), RA::shared(rec).end());
-  std::vector<uint32_t> placed_shared, per_sample;
-  for (uint32_t f = 0; f < nf; ++f) {
+BatchMeta MetaColumns::TakeMeta(const std::vector<size_t>& fields) && {
+  MetaRecords& rec = records;
+  const size_t n = rec.size();
+  std::vector<std::string> names;
+  FieldInfos shared;  // every sample starts as a copy of these (one pass), then takes its places and own records
+  std::vector<uint32_t> placed_shared, per_sample;  // positions in `fields`
+  for (uint32_t k = 0; k < fields.size(); ++k) {
+    const size_t f = fields[k];
+    names.push_back(rec.field_names()[f]);
+    shared.push_back(RA::shared(rec)[f]);
     if (!RA::rows(rec)[f].empty()) {
-      per_sample.push_back(f);
+      per_sample.push_back(k);
     } else if (RA::places(rec)[f].present) {
-      placed_shared.push_back(f);
+      placed_shared.push_back(k);
     }
   }
   std::vector<SampleMeta> samples;
   samples.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     SampleMeta& sm = samples.emplace_back();
-    sm.global_index = c.gidx[i];
-    sm.generation = c.gen[i];
-    sm.partition_id = c.partitions[c.pidx[i]];
+    sm.global_index = gidx[i];
+    sm.generation = gen[i];
+    sm.partition_id = partitions[pidx[i]];
     sm.fields = shared;
-    for (uint32_t f : placed_shared) rec.Place(i, f, &sm.fields[f]);
+    for (uint32_t k : placed_shared) rec.Place(i, fields[k], &sm.fields[k]);
   }
-  for (uint32_t f : per_sample) {
-    auto& rows = RA::rows(rec)[f];
+  for (uint32_t k : per_sample) {
+    auto& rows = RA::rows(rec)[fields[k]];
     for (size_t j = 0; j < n; ++j) {
-      samples[j].fields[f] = std::move(rows[j]);
-      rec.Place(j, f, &samples[j].fields[f]);
+      samples[j].fields[k] = std::move(rows[j]);
+      rec.Place(j, fields[k], &samples[j].fields[k]);
     }
   }
   for (size_t i = 0; i < n && !RA::custom(rec).empty(); ++i) samples[i].custom = rec.TakeCustom(i);
-  return BatchMeta(std::move(RA::names(rec)), std::move(samples));
+  return BatchMeta(std::move(names), std::move(samples));
+}
+
+Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
+  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
+  if (const msgpack::object* so = r.Find("samples")) return UnpackRowBatchMeta(std::move(names), *so, what);
+  TQDS_ASSIGN_OR_RETURN(MetaColumns c, ReadMetaColumns(r, std::move(names), what));
+  std::vector<size_t> all(c.records.field_names().size());
+  for (size_t f = 0; f < all.size(); ++f) all[f] = f;
+  return std::move(c).TakeMeta(all);
+}
+
+Result<MetaColumns> UnpackMetaColumns(const msgpack::object& obj, const std::string& what) {
+  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
+  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
+  if (const msgpack::object* so = r.Find("samples")) {
+    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, UnpackRowBatchMeta(std::move(names), *so, what));
+    MetaColumns c;
+    PartitionIndex index = IndexPartitions(meta);
+    c.partitions = std::move(index.partitions);
+    c.pidx = std::move(index.of_sample);
+    for (const SampleMeta& s : meta.samples()) {
+      c.gidx.push_back(s.global_index);
+      c.gen.push_back(s.generation);
+    }
+    TQDS_ASSIGN_OR_RETURN(c.records, MetaRecords::Of(std::move(meta)));
+    return c;
+  }
+  return ReadMetaColumns(r, std::move(names), what);
 }
 
 Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::string& what) {
@@ -864,7 +883,7 @@ Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::str
     TQDS_ASSIGN_OR_RETURN(BatchMeta meta, UnpackRowBatchMeta(std::move(names), *so, what));
     return MetaRecords::Of(std::move(meta));
   }
-  TQDS_ASSIGN_OR_RETURN(MetaColumns c, UnpackMetaColumns(r, std::move(names), what));
+  TQDS_ASSIGN_OR_RETURN(MetaColumns c, ReadMetaColumns(r, std::move(names), what));
   return std::move(c.records);
 }
 

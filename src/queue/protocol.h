@@ -101,6 +101,9 @@ class MetaRecords {
   }
   // Sample i's custom meta, moved out (empty when there is none).
   CustomMeta TakeCustom(size_t i) { return custom_.empty() ? CustomMeta() : std::move(custom_[i]); }
+  // Field f's record when every sample shares it (its place aside), else null.
+  const FieldInfo* Shared(size_t f) const { return rows_[f].empty() ? &shared_[f] : nullptr; }
+  const Places& places(size_t f) const { return places_[f]; }
 
  private:
   friend struct MetaRecordsAccess;  // protocol.cc's decoder
@@ -115,6 +118,23 @@ class MetaRecords {
 // the row form through UnpackBatchMeta). The same checks as UnpackBatchMeta:
 // what one refuses, the other refuses with the same error.
 Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::string& what);
+
+// A BatchMeta body read in full, its samples not made yet: their indexes,
+// generations and partitions as columns, and their records.
+struct MetaColumns {
+  std::vector<int64_t> gidx;
+  std::vector<uint64_t> gen;
+  std::vector<uint32_t> pidx;  // into partitions
+  std::vector<std::string> partitions;
+  MetaRecords records;
+
+  size_t size() const { return records.size(); }
+  // The samples as a BatchMeta of the fields at `fields` (positions in
+  // records.field_names(), in that order).
+  BatchMeta TakeMeta(const std::vector<size_t>& fields) &&;
+};
+// Either form, with UnpackBatchMeta's checks.
+Result<MetaColumns> UnpackMetaColumns(const msgpack::object& obj, const std::string& what);
 
 // Custom metadata values: nil, bool, int64, float64 (always float64), str,
 // bin (MetaBytes), ext type kMetaPickledExt (MetaPickled), arrays and

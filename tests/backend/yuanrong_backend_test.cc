@@ -4,6 +4,7 @@
 // exactly-once delivery to 3 consumer processes through both backends.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <set>
 #include <sstream>
@@ -222,6 +223,53 @@ TEST_F(YuanrongBackendTest, AMetaThatPointsOutsideItsPackIsAnErrorNamingTheSampl
   BatchMeta reshaped = meta;  // a shape that does not match the recorded sizes
   for (auto& s : reshaped.mutable_samples()) s.fields[0].shape = {32};
   EXPECT_STATUS(client->get_data(reshaped), kInvalid, "field 'x'");
+}
+
+TEST_F(YuanrongBackendTest, KvGetReadsDenseFieldsWholeAndOthersPerSample) {
+  auto client = Client("c");
+  const int64_t n = 300;
+  std::vector<float> dense(static_cast<size_t>(n) * 8);
+  for (size_t i = 0; i < dense.size(); ++i) dense[i] = static_cast<float>(i) * 0.5f;
+  Batch b(n);
+  ASSERT_OK(b.AddTensor("x", DType::kFloat32, {n, 8}, Buffer::Copy(dense.data(), dense.size() * 4)));
+  ASSERT_OK(b.AddTensor("y", DType::kFloat32, {n, 2}, Buffer::Copy(dense.data(), static_cast<size_t>(n) * 8)));
+  std::vector<std::string> keys;
+  for (int64_t i = 0; i < n; ++i) keys.push_back("k" + std::to_string(i));
+  ASSERT_OK_AND_ASSIGN(KvPutResult put, client->kv_put("kvget", keys, b));
+  EXPECT_EQ(put.fields, (std::vector<std::string>{"x", "y"}));
+
+  // Every field back to back in one pack: read whole, byte-identical, in
+  // the order of the keys found (a missing key left out).
+  std::vector<std::string> some = {"k5", "nope", "k6", "k7"};
+  ASSERT_OK_AND_ASSIGN(KvGetResult all, client->kv_get("kvget", keys));
+  EXPECT_EQ(all.fields, (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(all.found, static_cast<size_t>(n));
+  ASSERT_TRUE(all.batch.has_value());
+  ASSERT_NE(all.batch->Dense(0), nullptr);
+  EXPECT_TRUE(all.batch->Equals(b));
+  ASSERT_OK_AND_ASSIGN(KvGetResult part, client->kv_get("kvget", {"k5", "k6", "k7"}, std::vector<std::string>{"y"}));
+  ASSERT_TRUE(part.batch.has_value());
+  EXPECT_EQ(part.batch->keys(), (std::vector<std::string>{"y"}));
+  ASSERT_OK_AND_ASSIGN(Value y, part.batch->Stack("y"));
+  EXPECT_EQ(std::memcmp(y.data().data(), dense.data() + 10, 3 * 8), 0);
+
+  // Keys out of order and a missing key: read per sample, the same values.
+  ASSERT_OK_AND_ASSIGN(KvGetResult mixed, client->kv_get("kvget", {"k7", "nope", "k5"}));
+  EXPECT_EQ(mixed.found, 2u);
+  ASSERT_TRUE(mixed.batch.has_value());
+  EXPECT_EQ(mixed.batch->Dense(0), nullptr) << "k7 then k5 are not back to back";
+  ASSERT_OK_AND_ASSIGN(Batch expect, b.SelectSamples({7, 5}));
+  EXPECT_TRUE(mixed.batch->Equals(expect));
+
+  // A field some key lacks, or no key found: nothing read.
+  ASSERT_OK_AND_ASSIGN(KvGetResult lacking, client->kv_get("kvget", {"k1"}, std::vector<std::string>{"x", "z"}));
+  EXPECT_EQ(lacking.found, 1u);
+  EXPECT_FALSE(lacking.batch.has_value());
+  ASSERT_OK_AND_ASSIGN(KvGetResult none, client->kv_get("kvget", {"nope"}));
+  EXPECT_EQ(none.found, 0u);
+  EXPECT_FALSE(none.batch.has_value());
+  ASSERT_OK_AND_ASSIGN(KvGetResult elsewhere, client->kv_get("no-such-partition", {"k1"}));
+  EXPECT_EQ(elsewhere.found, 0u);
 }
 
 TEST_F(YuanrongBackendTest, ManySmallOddSizedValuesOfABigPutComeBackIntact) {

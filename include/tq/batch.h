@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tq/types.h"
@@ -74,8 +75,15 @@ class Batch {
       if (this != &o) *this = Field(o);
       return *this;
     }
-    Field(Field&&) = default;
-    Field& operator=(Field&&) = default;
+    // A moved-from field holds nothing (no tensor without its flag).
+    Field(Field&& o) noexcept
+        : column(std::move(o.column)), dense(std::exchange(o.dense, std::nullopt)), split(std::move(o.split)) {}
+    Field& operator=(Field&& o) noexcept {
+      column = std::move(o.column);
+      dense = std::exchange(o.dense, std::nullopt);
+      split = std::move(o.split);
+      return *this;
+    }
 
     Column column;
     std::optional<Value> dense;

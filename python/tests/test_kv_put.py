@@ -81,8 +81,16 @@ def test_put_reports_fields_and_tags_and_reads_back(backend, width):
     assert dataclasses.asdict(untagged)["tags"] == [{"x": 1}, {}, {}]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         untagged.nope
+    fresh = tq.kv_batch_put(["v0", "v1"], pid, fields=rows(2, width, 3))
+    assert pickle.loads(pickle.dumps(fresh)).__dict__["tags"] == [{}, {}], "pickled with its tags"
     out = tq.kv_batch_get(["k3", "k0"], pid)
     assert torch.equal(out["a"], td["a"][[3, 0]]) and torch.equal(out["b"], td["b"][[3, 0]])
+    # A field selected twice is read once; a selected name that is no str
+    # is no field of any key.
+    twice = tq.kv_batch_get(["k3", "k0"], pid, select_fields=["b", "b"])
+    assert list(twice.keys()) == ["b"] and torch.equal(twice["b"], td["b"][[3, 0]])
+    with pytest.raises(ValueError, match=re.escape("has the fields [3]")):
+        tq.kv_batch_get(["k3"], pid, select_fields=["a", 3])
 
     # Tags of an earlier call come back; a field the keys had stays listed
     # where every key has it.
@@ -182,3 +190,8 @@ def test_keys_with_different_fields_and_bad_input(backend):
     with pytest.raises(ValueError, match="nope"):
         tq.kv_batch_get(["a"], pid, select_fields="nope")
     assert list(c.kv_retrieve_meta(["fresh"], pid, create=True).production_status) == [0]
+    # Keys that share no field: an error whether nothing or no field is selected.
+    for selected in (None, []):
+        with pytest.raises(ValueError, match=re.escape("has the selected fields ([])")):
+            tq.kv_batch_get(["a", "fresh"], pid, select_fields=selected)
+    assert tq.kv_batch_get(["a", "b"], pid, select_fields=[]).batch_size == torch.Size([2])

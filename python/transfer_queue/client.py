@@ -458,7 +458,7 @@ class _ClientCore:
                 raise StorageKeyNotFoundError(str(e)) from None
         return names, found, None if items is None else from_fields(items, found)
 
-    def kv_put_fields(self, keys: Any, partition_id: str, data: Any) -> tuple[list, list]:
+    def kv_put_fields(self, keys: Any, partition_id: str, data: Any) -> tuple[list, list | None]:
         """Writes row i of ``data`` as the fields of key i's sample (created
         when missing). Where the storage packs every value (the datasystem,
         values under 64 KiB) the controller creates the keys and records the

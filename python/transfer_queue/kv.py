@@ -140,7 +140,11 @@ def kv_batch_get(keys: Any, partition_id: str, select_fields: Any = None) -> Ten
     them have. No key found -> ValueError."""
     wanted = None
     if select_fields is not None:
-        wanted = [select_fields] if isinstance(select_fields, str) else list(select_fields)
+        wanted = [select_fields] if isinstance(select_fields, str) else list(dict.fromkeys(select_fields))
+        not_names = [f for f in wanted if not isinstance(f, str)]
+        if not_names:  # no key has such a field
+            raise InvalidArgumentError(
+                f"kv_batch_get: not every selected sample of partition '{partition_id}' has the fields {not_names}")
     # One call: the controller's answer lists the fields every found key
     # has, and only those are read.
     names, found, data = get_client().kv_get(keys, partition_id, wanted)
@@ -152,7 +156,7 @@ def kv_batch_get(keys: Any, partition_id: str, select_fields: Any = None) -> Ten
         missing = [f for f in wanted if f not in names]
         raise InvalidArgumentError(
             f"kv_batch_get: not every selected sample of partition '{partition_id}' has the fields {missing}")
-    if wanted is None and not names:
+    if not names:  # the found keys share no field (whatever was selected)
         raise InvalidArgumentError(
             f"kv_batch_get: not every selected sample of partition '{partition_id}' has the selected fields ([])")
     return data

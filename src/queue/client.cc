@@ -554,7 +554,9 @@ class TransferQueueClient::Impl {
     for (const std::string& w : wanted ? *wanted : std::vector<std::string>{}) {
       auto it = std::find(names.begin(), names.end(), w);
       if (it == names.end()) return out;
-      fields.push_back(static_cast<size_t>(it - names.begin()));
+      const size_t f = static_cast<size_t>(it - names.begin());
+      // A field named twice is read once (as a selection of fields does).
+      if (std::find(fields.begin(), fields.end(), f) == fields.end()) fields.push_back(f);
     }
     TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
     Batch batch(out.found);

@@ -733,7 +733,7 @@ Result<MetaColumns> ReadMetaColumns(const tqds::wire::MapReader& r, std::vector<
     if (col->size != n && col->size != 1) {
       return Status::Invalid(fw, " has ", col->size, " records for ", n, " samples (give 1 or ", n, ")");
     }
-    if (col->size == n) {
+    if (col->size == n && n != 1) {  // one sample's one record is its shared record
       per_sample.push_back(f);
       continue;
     }

@@ -253,6 +253,13 @@ TEST_F(YuanrongBackendTest, KvGetReadsDenseFieldsWholeAndOthersPerSample) {
   ASSERT_OK_AND_ASSIGN(Value y, part.batch->Stack("y"));
   EXPECT_EQ(std::memcmp(y.data().data(), dense.data() + 10, 3 * 8), 0);
 
+  // One key: its one record per field is read whole too.
+  ASSERT_OK_AND_ASSIGN(KvGetResult one, client->kv_get("kvget", {"k3"}));
+  ASSERT_TRUE(one.batch.has_value());
+  EXPECT_NE(one.batch->Dense(0), nullptr);
+  ASSERT_OK_AND_ASSIGN(Batch third, b.SelectSamples({3}));
+  EXPECT_TRUE(one.batch->Equals(third));
+
   // Keys out of order and a missing key: read per sample, the same values.
   ASSERT_OK_AND_ASSIGN(KvGetResult mixed, client->kv_get("kvget", {"k7", "nope", "k5"}));
   EXPECT_EQ(mixed.found, 2u);
@@ -260,6 +267,20 @@ TEST_F(YuanrongBackendTest, KvGetReadsDenseFieldsWholeAndOthersPerSample) {
   EXPECT_EQ(mixed.batch->Dense(0), nullptr) << "k7 then k5 are not back to back";
   ASSERT_OK_AND_ASSIGN(Batch expect, b.SelectSamples({7, 5}));
   EXPECT_TRUE(mixed.batch->Equals(expect));
+
+  // A field of ragged records (one per sample), named twice: read once.
+  Batch r(3);
+  tq::Column ragged;
+  for (int64_t i = 0; i < 3; ++i) {
+    ASSERT_OK_AND_ASSIGN(Value v, Value::Tensor(DType::kFloat32, {i + 1}, Buffer::Copy(dense.data() + i, 4 * (i + 1))));
+    ragged.push_back(v);
+  }
+  ASSERT_OK(r.AddField("r", ragged));
+  ASSERT_OK_AND_ASSIGN(KvPutResult rput, client->kv_put("ragged", {"a", "b", "c"}, r));
+  ASSERT_OK_AND_ASSIGN(KvGetResult twice, client->kv_get("ragged", {"a", "b", "c"}, std::vector<std::string>{"r", "r"}));
+  ASSERT_TRUE(twice.batch.has_value());
+  EXPECT_EQ(twice.batch->keys(), (std::vector<std::string>{"r"}));
+  EXPECT_TRUE(twice.batch->Equals(r));
 
   // A field some key lacks, or no key found: nothing read.
   ASSERT_OK_AND_ASSIGN(KvGetResult lacking, client->kv_get("kvget", {"k1"}, std::vector<std::string>{"x", "z"}));

@@ -67,33 +67,27 @@ bool WholeInOnePack(const internal::MetaColumns& cols, const std::vector<size_t>
   return true;
 }
 
-// Those of the first `count` samples.
-std::vector<SampleKey> KeysOf(const BatchMeta& meta, uint64_t controller_id, size_t count) {
-  std::vector<SampleKey> keys;
-  for (size_t i = 0; i < count && i < meta.size(); ++i) {
-    const SampleMeta& s = meta.samples()[i];
-    keys.push_back({s.partition_id, s.global_index, s.generation, controller_id});
-  }
-  return keys;
-}
-
 // Whether every field of `meta` (of at least one sample, every record
 // produced) holds tensors of one dtype and shape, packed back to back in
 // one pack in sample order, as a put of a dense column writes them: each
 // field is then one range of its pack. Every sum is checked, the records
 // being the controller's word.
 bool AllPackedWhole(const BatchMeta& meta) {
-  const size_t n = meta.size();
+  const size_t n = meta.size(), nf = meta.field_names().size();
   if (n == 0) return false;
-  for (size_t f = 0; f < meta.field_names().size(); ++f) {
+  for (const SampleMeta& s : meta.samples()) {
+    if (s.fields.size() != nf) return false;
+  }
+  for (size_t f = 0; f < nf; ++f) {
     const FieldInfo& a = meta.samples()[0].fields[f];
-    if (a.kind != FieldKind::kTensor || a.pack == 0 || a.nbytes == 0 || a.nbytes > (UINT64_MAX - a.offset) / n) {
+    if (!a.produced || a.kind != FieldKind::kTensor || a.pack == 0 || a.nbytes == 0 ||
+        a.nbytes > (UINT64_MAX - a.offset) / n) {
       return false;
     }
     for (size_t s = 1; s < n; ++s) {
       const FieldInfo& b = meta.samples()[s].fields[f];
-      if (b.kind != a.kind || b.pack != a.pack || b.offset != a.offset + s * a.nbytes || b.nbytes != a.nbytes ||
-          b.dtype != a.dtype || b.shape != a.shape) {
+      if (!b.produced || b.kind != a.kind || b.pack != a.pack || b.offset != a.offset + s * a.nbytes ||
+          b.nbytes != a.nbytes || b.dtype != a.dtype || b.shape != a.shape) {
         return false;
       }
     }
@@ -472,6 +466,28 @@ class TransferQueueClient::Impl {
     return internal::MetaFromMessage(rep);
   }
 
+  // The `n` samples of fields `names` whose values lie back to back in one
+  // pack each (AllPackedWhole, WholeInOnePack), `firsts[f]` the first
+  // sample's record in its place: one range per field, each added whole,
+  // no view per sample.
+  static Result<Batch> ReadWhole(StorageManager& storage, const SampleKey& first, size_t n,
+                                 const std::vector<std::string>& names, const std::vector<FieldInfo>& firsts) {
+    std::vector<std::vector<uint64_t>> total;
+    std::vector<std::vector<Placement>> at;
+    for (const FieldInfo& fi : firsts) {
+      total.push_back({fi.nbytes * n});
+      at.push_back({Placement{fi.pack, fi.offset}});
+    }
+    TQDS_ASSIGN_OR_RETURN(auto data, storage.GetPacked({first}, names, total, at));
+    Batch out(n);
+    for (size_t f = 0; f < names.size(); ++f) {
+      Shape shape{static_cast<int64_t>(n)};
+      shape.insert(shape.end(), firsts[f].shape.begin(), firsts[f].shape.end());
+      TQDS_RETURN_NOT_OK(out.AddTensor(names[f], firsts[f].dtype, shape, std::move(data[f][0])));
+    }
+    return out;
+  }
+
   Result<Batch> GetData(const BatchMeta& meta) {
     TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
     Batch out(meta.size());
@@ -480,6 +496,11 @@ class TransferQueueClient::Impl {
       return out;
     }
     const auto& names = meta.field_names();
+    if (AllPackedWhole(meta)) {
+      const SampleMeta& s0 = meta.samples()[0];
+      return ReadWhole(*storage, SampleKey{s0.partition_id, s0.global_index, s0.generation, controller_id_},
+                       meta.size(), names, {s0.fields.begin(), s0.fields.end()});
+    }
     std::vector<std::vector<uint64_t>> nbytes(names.size(), std::vector<uint64_t>(meta.size()));
     std::vector<std::vector<Placement>> placed(names.size(), std::vector<Placement>(meta.size()));
     for (size_t s = 0; s < meta.size(); ++s) {
@@ -492,23 +513,6 @@ class TransferQueueClient::Impl {
         nbytes[f][s] = sm.fields[f].nbytes;
         placed[f][s] = Placement{sm.fields[f].pack, sm.fields[f].offset};
       }
-    }
-    if (AllPackedWhole(meta)) {
-      // One range per field, kept as one tensor: no view per sample.
-      std::vector<std::vector<uint64_t>> total(names.size());
-      std::vector<std::vector<Placement>> at(names.size());
-      for (size_t f = 0; f < names.size(); ++f) {
-        total[f] = {nbytes[f][0] * meta.size()};
-        at[f] = {placed[f][0]};
-      }
-      TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked(KeysOf(meta, controller_id_, 1), names, total, at));
-      for (size_t f = 0; f < names.size(); ++f) {
-        const FieldInfo& first = meta.samples()[0].fields[f];
-        Shape shape{static_cast<int64_t>(meta.size())};
-        shape.insert(shape.end(), first.shape.begin(), first.shape.end());
-        TQDS_RETURN_NOT_OK(out.AddTensor(names[f], first.dtype, shape, std::move(data[f][0])));
-      }
-      return out;
     }
     TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked(KeysOf(meta, controller_id_), names, nbytes, placed));
     for (size_t f = 0; f < names.size(); ++f) {
@@ -559,32 +563,19 @@ class TransferQueueClient::Impl {
       if (std::find(fields.begin(), fields.end(), f) == fields.end()) fields.push_back(f);
     }
     TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
-    Batch batch(out.found);
     if (fields.empty()) {
-      out.batch = std::move(batch);
+      out.batch = Batch(out.found);
       return out;
     }
     if (WholeInOnePack(cols, fields)) {
-      // One range per field, kept as one tensor: no SampleMeta, no view per sample.
       std::vector<std::string> read;
-      std::vector<std::vector<uint64_t>> total;
-      std::vector<std::vector<Placement>> at;
+      std::vector<FieldInfo> firsts;  // sample 0's records, in their places
       for (size_t f : fields) {
-        const FieldInfo& shared = *cols.records.Shared(f);
-        const auto& p = cols.records.places(f);
         read.push_back(names[f]);
-        total.push_back({shared.nbytes * out.found});
-        at.push_back({Placement{p.single ? p.one : p.packs[0], p.offsets[0]}});
+        firsts.push_back(cols.records.Record(0, f));
       }
       const SampleKey first{cols.partitions[cols.pidx[0]], cols.gidx[0], cols.gen[0], controller_id_};
-      TQDS_ASSIGN_OR_RETURN(auto data, storage->GetPacked({first}, read, total, at));
-      for (size_t k = 0; k < fields.size(); ++k) {
-        const FieldInfo& shared = *cols.records.Shared(fields[k]);
-        Shape shape{static_cast<int64_t>(out.found)};
-        shape.insert(shape.end(), shared.shape.begin(), shared.shape.end());
-        TQDS_RETURN_NOT_OK(batch.AddTensor(read[k], shared.dtype, shape, std::move(data[k][0])));
-      }
-      out.batch = std::move(batch);
+      TQDS_ASSIGN_OR_RETURN(out.batch, ReadWhole(*storage, first, out.found, read, firsts));
       return out;
     }
     TQDS_ASSIGN_OR_RETURN(out.batch, GetData(std::move(cols).TakeMeta(fields)));

@@ -877,13 +877,7 @@ Result<MetaColumns> UnpackMetaColumns(const msgpack::object& obj, const std::str
 }
 
 Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::string& what) {
-  TQDS_ASSIGN_OR_RETURN(auto r, MapReader::Of(obj, what));
-  TQDS_ASSIGN_OR_RETURN(auto names, r.Get<std::vector<std::string>>("fields"));
-  if (const msgpack::object* so = r.Find("samples")) {
-    TQDS_ASSIGN_OR_RETURN(BatchMeta meta, UnpackRowBatchMeta(std::move(names), *so, what));
-    return MetaRecords::Of(std::move(meta));
-  }
-  TQDS_ASSIGN_OR_RETURN(MetaColumns c, ReadMetaColumns(r, std::move(names), what));
+  TQDS_ASSIGN_OR_RETURN(MetaColumns c, UnpackMetaColumns(obj, what));
   return std::move(c.records);
 }
 

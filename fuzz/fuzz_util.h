@@ -12,8 +12,9 @@
 namespace tqds::fuzz {
 
 // The input as a received header frame, or nullopt when it is not one.
+// Decoded as a transport decodes a frame: the body views the frame's bytes.
 inline std::optional<wire::Message> AsHeader(const uint8_t* data, size_t size) {
-  auto m = wire::Message::DecodeHeader(data, size);
+  auto m = wire::Message::DecodeHeader(Buffer::Copy(data, size));
   if (!m.ok()) return std::nullopt;
   return m.MoveValue();
 }

@@ -83,10 +83,9 @@ void Check(const tqds::Status& st, const char* what) {
   }
 }
 
-// The message as the controller receives it: header decoded from its bytes.
+// The message as the controller receives it: header decoded from its frame.
 Message Received(const Message& sent) {
-  std::string header = sent.EncodeHeader();
-  auto m = Message::DecodeHeader(header.data(), header.size());
+  auto m = Message::DecodeHeader(tqds::Buffer::FromString(sent.EncodeHeader()));
   Check(m.status(), "decoding a request's header");
   m->payloads() = sent.payloads();
   return std::move(*m);

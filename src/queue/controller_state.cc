@@ -154,7 +154,8 @@ Result<BatchMeta> ControllerState::Allocate(const std::string& partition_id, siz
   return BatchMeta({}, std::move(out));
 }
 
-Result<Partition*> ControllerState::AllocateRecords(const std::string& partition_id, size_t count) {
+Result<Partition*> ControllerState::AllocateRecords(const std::string& partition_id, size_t count,
+                                                    const std::function<void(size_t, SampleRecord&)>& init) {
   if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
   TQDS_RETURN_NOT_OK(CheckAllocation(partition_id, FindPartition(partition_id), count));
   Partition& p = GetOrCreate(partition_id);
@@ -172,11 +173,12 @@ Result<Partition*> ControllerState::AllocateRecords(const std::string& partition
   }
   indexes_.Take(count - taken.size(), &taken);
   p.position_of.reserve(p.position_of.size() + count);
-  for (int64_t gi : taken) {
-    p.position_of.emplace(gi, p.samples.size());
+  for (size_t j = 0; j < taken.size(); ++j) {
+    p.position_of.emplace(taken[j], p.samples.size());
     SampleRecord& r = p.samples.emplace_back();
-    r.global_index = gi;
+    r.global_index = taken[j];
     r.generation = next_generation_++;
+    if (init) init(j, r);
   }
   p.live_count += count;
   return &p;

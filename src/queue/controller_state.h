@@ -15,6 +15,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -329,7 +330,15 @@ class ControllerState {
   BatchMeta BeginClear(Partition& p, const std::vector<size_t>& positions);
   // Allocate without the meta: the new samples are the last `count` of the
   // partition returned.
-  Result<Partition*> AllocateRecords(const std::string& partition_id, size_t count);
+  // `init(j, record)`, when given, completes the j-th new record.
+  Result<Partition*> AllocateRecords(const std::string& partition_id, size_t count,
+                                     const std::function<void(size_t, SampleRecord&)>& init = nullptr);
+  // KvRetrieveRows' create: the samples of keys[missing[j]] (keys the
+  // partition lacks), created and entered into its key map, in that order;
+  // (*positions)[missing[j]] set to theirs. Nothing changes on error (a key
+  // listed twice, the allocation limits).
+  Status CreateKeys(const std::string& partition_id, const std::vector<std::string>& keys,
+                    const std::vector<size_t>& missing, std::vector<size_t>* positions);
   Result<std::optional<SampleRows>> ForceFetchAll(const GetMetaRequest& req) const;
   // MarkProduced once checked: sample i of `meta` goes into records[i] of
   // parts[i] (each with meta's number of field records).

@@ -36,19 +36,22 @@ class SeenPositions {
 // are taken as produced by all without a look.
 void CommonFields(const Partition& p, const std::vector<size_t>& positions, std::vector<int>* fids,
                   std::vector<std::string>* names, const std::vector<int>& known = {}) {
-  for (size_t f = 0; f < p.field_names.size() && !positions.empty(); ++f) {
-    bool all = std::find(known.begin(), known.end(), static_cast<int>(f)) != known.end();
-    if (!all) {
-      all = true;
-      for (size_t pos : positions) {
-        const auto& fields = p.samples[pos].fields;
-        if (f >= fields.size() || !fields[f].produced) {
-          all = false;
-          break;
-        }
-      }
+  if (positions.empty()) return;
+  // One pass over the records, all fields at once.
+  const size_t nf = p.field_names.size();
+  std::vector<uint8_t> all(nf, 1), look(nf, 1);
+  size_t open = nf;  // fields looked at and not yet ruled out
+  for (int k : known) {
+    if (k >= 0 && static_cast<size_t>(k) < nf && look[k]) look[k] = 0, --open;
+  }
+  for (size_t i = 0; i < positions.size() && open > 0; ++i) {
+    const auto& fields = p.samples[positions[i]].fields;
+    for (size_t f = 0; f < nf; ++f) {
+      if (look[f] && all[f] && (f >= fields.size() || !fields[f].produced)) all[f] = 0, --open;
     }
-    if (all) {
+  }
+  for (size_t f = 0; f < nf; ++f) {
+    if (all[f]) {
       fids->push_back(static_cast<int>(f));
       names->push_back(p.field_names[f]);
     }
@@ -63,6 +66,44 @@ Result<BatchMeta> ControllerState::KvRetrieve(const std::string& partition_id,
   return MakeMeta(rows);
 }
 
+Status ControllerState::CreateKeys(const std::string& partition_id, const std::vector<std::string>& keys,
+                                   const std::vector<size_t>& missing, std::vector<size_t>* positions) {
+  auto it = partitions_.find(partition_id);
+  Partition* existing = it == partitions_.end() ? nullptr : it->second.get();
+  TQDS_RETURN_NOT_OK(CheckAllocation(partition_id, existing, missing.size()));
+  // Each new key is entered into the key map once (a new partition's map is
+  // made here and moved in). A key found there was entered by this request
+  // (every missing key was looked up): it is listed twice, and the keys
+  // entered so far are taken out again.
+  absl::flat_hash_map<std::string, size_t> made;
+  auto& map = existing != nullptr ? existing->position_of_key : made;
+  const size_t first = existing != nullptr ? existing->samples.size() : 0;
+  auto take_out = [&](size_t entered) {
+    for (size_t k = 0; k < entered; ++k) map.erase(keys[missing[k]]);
+  };
+  map.reserve(map.size() + missing.size());  // one rehash, not log2(n)
+  for (size_t j = 0; j < missing.size(); ++j) {
+    const std::string& key = keys[missing[j]];
+    if (!map.try_emplace(key, first + j).second) {
+      take_out(j);
+      return Status::Invalid("kv_retrieve: key '", key, "' is listed twice");
+    }
+    (*positions)[missing[j]] = first + j;
+  }
+  // The records, each made with its key (creates the partition).
+  auto made_records = AllocateRecords(partition_id, missing.size(), [&](size_t j, SampleRecord& r) {
+    r.key = keys[missing[j]];
+  });
+  if (!made_records.ok()) {  // checked above: not expected
+    take_out(missing.size());
+    return made_records.status();
+  }
+  Partition& p = **made_records;
+  if (existing == nullptr) p.position_of_key = std::move(made);
+  p.keep_when_empty = true;
+  return Status::OK();
+}
+
 Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_id,
                                                    const std::vector<std::string>& keys, bool create) {
   if (partition_id.empty()) return Status::Invalid("partition_id must not be empty");
@@ -75,7 +116,8 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
   auto pit = partitions_.find(partition_id);
 
   // One lookup per key. A key listed twice: two equal positions among the
-  // found keys (a position has one key), or two equal missing keys.
+  // found keys (a position has one key), or two equal missing keys (found
+  // as they are entered into the key map, or by `seen` without create).
   constexpr size_t kMissing = SIZE_MAX;
   std::vector<size_t> positions(keys.size(), kMissing);
   std::vector<size_t> missing;
@@ -93,31 +135,20 @@ Result<SampleRows> ControllerState::KvRetrieveRows(const std::string& partition_
       positions[i] = pos;
       hint = pos + 1;
     }
+  }
+  if (create) {
+    TQDS_RETURN_NOT_OK(CreateKeys(partition_id, keys, missing, &positions));
+    pit = partitions_.find(partition_id);
+  } else if (!missing.empty()) {
     absl::flat_hash_set<std::string_view> seen;  // no allocation per key
     seen.reserve(missing.size());
     for (size_t i : missing) {
       if (!seen.insert(keys[i]).second) return Status::Invalid("kv_retrieve: key '", keys[i], "' is listed twice");
     }
-  }
-  if (pit == partitions_.end() && !create) return SampleRows();
-  if (create) {
-    // Fresh samples through the normal allocation path (creates the partition).
-    TQDS_RETURN_NOT_OK(AllocateRecords(partition_id, missing.size()).status());
-    pit = partitions_.find(partition_id);
-  }
-  Partition& p = *pit->second;
-  if (create) {
-    size_t next_new = p.samples.size() - missing.size();
-    p.position_of_key.reserve(p.position_of_key.size() + missing.size());  // one rehash, not log2(n)
-    for (size_t i : missing) {
-      p.position_of_key.emplace(keys[i], next_new);
-      p.samples[next_new].key = keys[i];
-      positions[i] = next_new++;
-    }
-    p.keep_when_empty = true;
-  } else if (!missing.empty()) {
     positions.erase(std::remove(positions.begin(), positions.end(), kMissing), positions.end());
   }
+  if (pit == partitions_.end()) return SampleRows();
+  Partition& p = *pit->second;
 
   // The fields every returned sample has produced, in registration order.
   std::vector<int> fids;

@@ -564,19 +564,18 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
     rows = m.field_count(i) != names.size() || m.partition_id(i).size() > kMaxNameBytes;
   }
   if (rows) return PackRowBatchMeta(pk, m);
-  std::vector<bool> shared(names.size(), false);
-  std::vector<bool> placed(names.size(), false);  // shared, with packed values: a "place" entry
-  uint64_t cost = 0;
-  for (size_t f = 0; f < names.size(); ++f) {
-    const bool same = SharedRecordOf(m, f) != nullptr;
-    bool any_pack = false;
-    for (size_t i = 0; i < n && same && !any_pack; ++i) any_pack = PlaceOf(m, i, f).pack != 0;
-    shared[f] = same;
-    placed[f] = same && any_pack;
-    cost += SharedRecordCost(n, shared[f] ? m.field(0, f).shape.size() : 0);
-    if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, m);
+  // One pass over the samples gathers their identities and, per field,
+  // whether every record is the same one and where each value lies: a
+  // controller's records (cold, one cache line or more apart) are each
+  // read once.
+  const size_t nf = names.size();
+  constexpr bool kShareGiven = requires { m.shared(size_t{0}); };
+  std::vector<uint8_t> shared(nf, n > 0 ? 1 : 0);
+  if constexpr (kShareGiven) {
+    for (size_t f = 0; f < nf; ++f) shared[f] = m.shared(f) != nullptr;
   }
-  const PartitionIndex parts = IndexPartitionsOf(m);
+  std::vector<std::vector<uint64_t>> packs(nf, std::vector<uint64_t>(n));
+  std::vector<std::vector<uint64_t>> offsets(nf, std::vector<uint64_t>(n));
   std::vector<int64_t> gidx(n);
   std::vector<uint64_t> gen(n);
   bool any_custom = false;
@@ -584,8 +583,24 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
     gidx[i] = m.global_index(i);
     gen[i] = m.generation(i);
     any_custom = any_custom || !m.custom(i).empty();
+    for (size_t f = 0; f < nf; ++f) {
+      if constexpr (!kShareGiven) {
+        if (shared[f] && i > 0) shared[f] = m.field(i, f).SameValue(m.field(0, f));
+      }
+      const Placement at = PlaceOf(m, i, f);
+      packs[f][i] = at.pack;
+      offsets[f][i] = at.pack == 0 ? 0 : at.offset;
+    }
   }
-  const bool any_placed = std::find(placed.begin(), placed.end(), true) != placed.end();
+  std::vector<uint8_t> placed(nf, 0);  // shared, with packed values: a "place" entry
+  uint64_t cost = 0;
+  for (size_t f = 0; f < nf; ++f) {
+    placed[f] = shared[f] && std::any_of(packs[f].begin(), packs[f].end(), [](uint64_t p) { return p != 0; });
+    cost += SharedRecordCost(n, shared[f] ? m.field(0, f).shape.size() : 0);
+    if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, m);
+  }
+  const PartitionIndex parts = IndexPartitionsOf(m);
+  const bool any_placed = std::find(placed.begin(), placed.end(), 1) != placed.end();
   pk.pack_map(6 + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
   pk.pack("fields");
   pk.pack(names);
@@ -598,41 +613,34 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   pk.pack("gen");
   PackBinColumn(pk, gen);
   pk.pack("finfo");
-  pk.pack_array(static_cast<uint32_t>(names.size()));
-  for (size_t f = 0; f < names.size(); ++f) {
+  pk.pack_array(static_cast<uint32_t>(nf));
+  for (size_t f = 0; f < nf; ++f) {
     if (shared[f]) {
       pk.pack_array(1);
       PackFieldInfo(pk, m.field(0, f), /*with_place=*/false);
     } else {
       pk.pack_array(static_cast<uint32_t>(n));
-      for (size_t i = 0; i < n; ++i) PackFieldInfo(pk, m.field(i, f), PlaceOf(m, i, f));
+      for (size_t i = 0; i < n; ++i) PackFieldInfo(pk, m.field(i, f), Placement{packs[f][i], offsets[f][i]});
     }
   }
   if (any_placed) {
     // Where a shared record's values lie: per field nil, or [packs, offsets]
     // with packs one id for every sample or a column (0: not packed).
     pk.pack("place");
-    pk.pack_array(static_cast<uint32_t>(names.size()));
-    std::vector<uint64_t> packs(n), offsets(n);
-    for (size_t f = 0; f < names.size(); ++f) {
+    pk.pack_array(static_cast<uint32_t>(nf));
+    for (size_t f = 0; f < nf; ++f) {
       if (!placed[f]) {
         pk.pack_nil();
         continue;
       }
-      bool one_pack = true;
-      for (size_t i = 0; i < n; ++i) {
-        const Placement at = PlaceOf(m, i, f);
-        packs[i] = at.pack;
-        offsets[i] = packs[i] == 0 ? 0 : at.offset;
-        one_pack = one_pack && packs[i] == packs[0];
-      }
+      const bool one_pack = std::all_of(packs[f].begin(), packs[f].end(), [&](uint64_t p) { return p == packs[f][0]; });
       pk.pack_array(2);
       if (one_pack) {
-        pk.pack_uint64(packs[0]);
+        pk.pack_uint64(packs[f][0]);
       } else {
-        PackBinColumn(pk, packs);
+        PackBinColumn(pk, packs[f]);
       }
-      PackBinColumn(pk, offsets);
+      PackBinColumn(pk, offsets[f]);
     }
   }
   if (any_custom) {

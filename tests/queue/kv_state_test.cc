@@ -101,6 +101,34 @@ TEST_F(KvStateTest, BadKeysChangeNothing) {
   EXPECT_EQ(state_.next_index(), 0);
 }
 
+TEST_F(KvStateTest, ARefusedCreateInAnExistingPartitionLeavesItsKeysAsTheyWere) {
+  BatchMeta ab = Retrieve("p", {"a", "b"}, true);
+  const int64_t next = state_.next_index();
+  // New keys are entered into the key map one by one; "n2" twice is found
+  // after "n1" and "n2" are in: both are taken out again.
+  EXPECT_STATUS(state_.KvRetrieve("p", {"a", "n1", "n2", "b", "n2"}, true), kInvalid, "'n2' is listed twice");
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(state_.next_index(), next);
+  EXPECT_TRUE(Retrieve("p", {"n1", "n2"}, false).empty());
+  // The same keys once each are created, after the old ones.
+  BatchMeta made = Retrieve("p", {"a", "n1", "n2", "b"}, true);
+  EXPECT_EQ(made.global_indexes()[0], ab.global_indexes()[0]);
+  EXPECT_EQ(made.global_indexes()[3], ab.global_indexes()[1]);
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b", "n1", "n2"}));
+  EXPECT_EQ(Retrieve("p", {"n2", "n1"}, false).global_indexes(),
+            (std::vector<int64_t>{made.global_indexes()[2], made.global_indexes()[1]}));
+  // Refused by the allocation limits: no key entered.
+  AllocationLimits limits;
+  limits.per_partition = 5;
+  state_.set_allocation_limits(limits);
+  EXPECT_STATUS(state_.KvRetrieve("p", {"n3", "n4"}, true), kOutOfSpace, "limit");
+  EXPECT_EQ(KeysOf("p"), (std::vector<std::string>{"a", "b", "n1", "n2"}));
+  state_.set_allocation_limits(AllocationLimits{});
+  // A new partition with a key twice is not created.
+  EXPECT_STATUS(state_.KvRetrieve("q", {"x", "y", "x"}, true), kInvalid, "'x' is listed twice");
+  EXPECT_EQ(state_.FindPartition("q"), nullptr);
+}
+
 TEST_F(KvStateTest, MetaHasTheFieldsEverySampleProducedAndTheTags) {
   BatchMeta ab = Retrieve("p", {"a", "b"}, true);
   Produce(ab.SelectSamples({0}).MoveValue(), {"x", "y", "z"}, {{"tag", std::string("A")}});

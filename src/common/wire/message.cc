@@ -29,6 +29,16 @@ std::string Message::EncodeHeader() const {
 }
 
 Result<Message> Message::DecodeHeader(const void* data, size_t size, const WireLimits& limits) {
+  return Decode(data, size, limits, /*reference=*/false);
+}
+
+Result<Message> Message::DecodeHeader(Buffer frame, const WireLimits& limits) {
+  TQDS_ASSIGN_OR_RETURN(Message m, Decode(frame.data(), frame.size(), limits, /*reference=*/true));
+  m.raw_header_ = std::move(frame);
+  return m;
+}
+
+Result<Message> Message::Decode(const void* data, size_t size, const WireLimits& limits, bool reference) {
   if (size == 0) return Status::Invalid("malformed message: empty header frame");
   if (size > limits.max_header_bytes) {
     return Status::Invalid("malformed message: header of ", size, " bytes exceeds the limit of ",
@@ -44,7 +54,11 @@ Result<Message> Message::DecodeHeader(const void* data, size_t size, const WireL
   msgpack::object root;
   try {
     size_t off = 0;
-    root = msgpack::unpack(*zone, static_cast<const char*>(data), size, off, nullptr, nullptr, ul);
+    // Referenced strings and bytes point into `data`, which the caller keeps
+    // as long as the Message (DecodeHeader(Buffer)).
+    auto refer = [](msgpack::type::object_type, size_t, void*) { return true; };
+    root = msgpack::unpack(*zone, static_cast<const char*>(data), size, off,
+                           reference ? +refer : nullptr, nullptr, ul);
     if (off != size) {
       return Status::Invalid("malformed message: ", size - off, " trailing bytes after the header");
     }

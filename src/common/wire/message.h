@@ -53,6 +53,8 @@ class Message {
   // The header frame as received (set by RecvMessage; empty for a message
   // built here), e.g. to record a request byte for byte.
   const Buffer& raw_header() const { return raw_header_; }
+  // For a Message decoded from bytes it copied; one decoded from a frame
+  // (DecodeHeader(Buffer)) views that frame and must keep it.
   void set_raw_header(Buffer b) { raw_header_ = std::move(b); }
 
   std::vector<Buffer>& payloads() { return payloads_; }
@@ -63,6 +65,9 @@ class Message {
   // Decodes a header frame; payloads are attached by the transport.
   static Result<Message> DecodeHeader(const void* data, size_t size,
                                       const WireLimits& limits = DefaultLimits());
+  // The same for a received frame that the Message keeps (raw_header()):
+  // the body's strings and bytes are views into it, not copies.
+  static Result<Message> DecodeHeader(Buffer frame, const WireLimits& limits = DefaultLimits());
 
   // An error reply to `request`.
   static Message ErrorReply(const Message& request, Status status);
@@ -84,6 +89,8 @@ class Message {
   std::shared_ptr<msgpack::zone> zone_;
   std::vector<Buffer> payloads_;
   Buffer raw_header_;
+
+  static Result<Message> Decode(const void* data, size_t size, const WireLimits& limits, bool reference);
 };
 
 // Reads named fields of a msgpack map with clear errors ("GetMeta: field

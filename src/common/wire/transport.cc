@@ -126,9 +126,8 @@ Result<Message> RecvMessage(zmq::socket_t& socket, std::vector<zmq::message_t>* 
     return Status::Invalid("malformed message: more than ", limits.max_frames, " payload frames");
   }
   if (first >= parts.size()) return Status::Invalid("malformed message: no header frame");
-  TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(parts[first].data(), parts[first].size(), limits));
-  CaptureInput("", static_cast<int>(m.type()), parts[first].data(), parts[first].size());
-  m.set_raw_header(BufferFromZmq(std::move(parts[first])));
+  TQDS_ASSIGN_OR_RETURN(Message m, Message::DecodeHeader(BufferFromZmq(std::move(parts[first])), limits));
+  CaptureInput("", static_cast<int>(m.type()), m.raw_header().data(), m.raw_header().size());
   m.payloads().reserve(parts.size() - first - 1);
   for (size_t i = first + 1; i < parts.size(); ++i) {
     m.payloads().push_back(BufferFromZmq(std::move(parts[i])));

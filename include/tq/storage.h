@@ -6,6 +6,7 @@
 // Implementations must be safe to call from several threads at once.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -44,6 +45,28 @@ struct Placement {
 // "tq/<controller id hex>/pack/<pack id hex>": one pack's object.
 std::string PackKey(uint64_t controller_id, uint64_t pack);
 
+// One field's values of a put: one Buffer per sample, or (`rows` set) the
+// samples' values of `row_bytes` each, back to back in one Buffer (a dense
+// column kept whole), which a backend can copy in runs, not value by value.
+struct FieldValues {
+  std::vector<Buffer> values;  // one per sample, when `rows` is not used
+  Buffer rows;
+  uint64_t row_bytes = 0;
+  bool by_rows = false;
+
+  static FieldValues Rows(Buffer rows, uint64_t row_bytes) {
+    FieldValues v;
+    v.rows = std::move(rows);
+    v.row_bytes = row_bytes;
+    v.by_rows = true;
+    return v;
+  }
+  // Sample s's value (a view of `rows` when by rows).
+  Buffer Value(size_t s) const { return by_rows ? rows.Slice(s * row_bytes, row_bytes) : values[s]; }
+  // The number of samples it holds values of.
+  size_t size() const { return by_rows ? (row_bytes == 0 ? SIZE_MAX : rows.size() / row_bytes) : values.size(); }
+};
+
 class StorageManager {
  public:
   virtual ~StorageManager() = default;
@@ -77,6 +100,25 @@ class StorageManager {
                             std::vector<std::vector<Placement>>* placed) {
     placed->assign(fields.size(), std::vector<Placement>(samples.size()));
     return Put(samples, fields, data);
+  }
+  // PutPacking of fields given as FieldValues; the default hands each
+  // value to PutPacking one by one.
+  virtual Status PutPackingColumns(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+                                   const std::vector<FieldValues>& data, std::vector<std::vector<Placement>>* placed) {
+    std::vector<std::vector<Buffer>> each(data.size());
+    for (size_t f = 0; f < data.size(); ++f) {
+      if (!data[f].by_rows) {
+        each[f] = data[f].values;
+        continue;
+      }
+      if (data[f].size() < samples.size()) {
+        return Status::Invalid("PutPackingColumns: field '", f < fields.size() ? fields[f] : "?", "' holds ",
+                               data[f].rows.size(), " bytes, not ", samples.size(), " rows of ", data[f].row_bytes);
+      }
+      each[f].reserve(samples.size());
+      for (size_t s = 0; s < samples.size(); ++s) each[f].push_back(data[f].Value(s));
+    }
+    return PutPacking(samples, fields, each, placed);
   }
   // Like Get, with each value's recorded place. A value in a pack this
   // backend cannot read is an error.

@@ -10,6 +10,7 @@
 #include <random>
 #include <shared_mutex>
 #include <thread>
+#include <type_traits>
 
 #include "common/wire/rpc.h"
 #include "queue/ctl_messages.h"
@@ -258,10 +259,16 @@ class TransferQueueClient::Impl {
 
   // Writes `data` to storage; placed[f][i]: where data[f][i] went. On error
   // nothing of it stays in storage.
+  template <typename Data>  // std::vector<std::vector<Buffer>> or std::vector<FieldValues>
   static Status StoreValues(StorageManager& storage, const std::vector<SampleKey>& keys,
-                            const std::vector<std::string>& fields, const std::vector<std::vector<Buffer>>& data,
+                            const std::vector<std::string>& fields, const Data& data,
                             std::vector<std::vector<Placement>>* placed) {
-    Status st = storage.PutPacking(keys, fields, data, placed);
+    Status st;
+    if constexpr (std::is_same_v<Data, std::vector<FieldValues>>) {
+      st = storage.PutPackingColumns(keys, fields, data, placed);
+    } else {
+      st = storage.PutPacking(keys, fields, data, placed);
+    }
     if (!st.ok()) (void)storage.Delete(keys, fields);  // best effort: no half-written sample stays
     return st;
   }
@@ -335,16 +342,16 @@ class TransferQueueClient::Impl {
     if (!all_packed) return KvPutInTwoSteps(partition_id, keys, batch);
     // The values first (packs name no sample), then one request that creates
     // the keys and records the fields, encoded from the batch and the places.
-    // A field kept whole gives its rows' bytes without a Value per sample.
-    std::vector<std::vector<Buffer>> data(batch.num_fields());
+    // A field kept whole gives its rows' bytes as one buffer (copied into
+    // its packs in runs), without a Value or a view per sample.
+    std::vector<FieldValues> data(batch.num_fields());
     for (size_t f = 0; f < batch.num_fields(); ++f) {
-      data[f].reserve(n);
       if (const Value* whole = batch.Dense(f)) {
-        const size_t per = whole->nbytes() / n;
-        for (size_t s = 0; s < n; ++s) data[f].push_back(whole->data().Slice(s * per, per));
+        data[f] = FieldValues::Rows(whole->data(), whole->nbytes() / n);
         continue;
       }
-      for (const Value& v : batch.column(f)) data[f].push_back(v.data());
+      data[f].values.reserve(n);
+      for (const Value& v : batch.column(f)) data[f].values.push_back(v.data());
     }
     const std::vector<SampleKey> unnamed(keys.size(), SampleKey{partition_id, -1, 0, controller_id_});
     std::vector<std::vector<Placement>> placed;

@@ -88,12 +88,20 @@ struct PutObject {
   uint64_t pack = 0;
 };
 
-// One value's bytes and where they go.
+// Bytes of one value, or of a run of values back to back, and where they go.
 struct PutPiece {
   size_t object = 0;
   uint64_t offset = 0;
-  const Buffer* value = nullptr;
+  const uint8_t* src = nullptr;
+  uint64_t size = 0;
 };
+
+// The two ways a put's values come (Write): per field one Buffer per
+// sample, or FieldValues (possibly by rows).
+const FieldValues* RowsOf(const std::vector<std::vector<Buffer>>&, size_t) { return nullptr; }
+const FieldValues* RowsOf(const std::vector<FieldValues>& d, size_t f) { return d[f].by_rows ? &d[f] : nullptr; }
+const std::vector<Buffer>& ValuesOf(const std::vector<std::vector<Buffer>>& d, size_t f) { return d[f]; }
+const std::vector<Buffer>& ValuesOf(const std::vector<FieldValues>& d, size_t f) { return d[f].values; }
 
 // A fresh pack id: random, never 0. Ids are 64 random bits, so two live
 // packs of one controller share one with odds of about n^2 / 2^65; a put
@@ -250,9 +258,9 @@ class YuanrongStorageClient {
       const bool stream_all = total >= kStreamAllBytes;
       auto copy = stream_all ? tqds::StreamCopyUnfenced : tqds::StreamCopy;
       for (const PutPiece& pc : pieces) {
-        if (pc.object < lo || pc.object >= hi || pc.value->size() == 0) continue;
+        if (pc.object < lo || pc.object >= hi || pc.size == 0) continue;
         const size_t b = (objects[pc.object].pack != 0 ? first_pack : 0) + slot[pc.object - lo];
-        copy(buffers[b].data() + pc.offset, pc.value->data(), pc.value->size());
+        copy(buffers[b].data() + pc.offset, pc.src, pc.size);
       }
       if (stream_all) tqds::StreamFence();
       Status st = kv.MSetBuffer(buffers);
@@ -322,6 +330,11 @@ class YuanrongStorageManager : public StorageManager {
   Status PutPacking(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
                     const std::vector<std::vector<Buffer>>& data,
                     std::vector<std::vector<Placement>>* placed) override {
+    return Write(samples, fields, data, /*pack=*/true, placed);
+  }
+  Status PutPackingColumns(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
+                           const std::vector<FieldValues>& data,
+                           std::vector<std::vector<Placement>>* placed) override {
     return Write(samples, fields, data, /*pack=*/true, placed);
   }
   uint64_t packs_values_below() const override { return kPackValueBelow; }
@@ -460,45 +473,88 @@ class YuanrongStorageManager : public StorageManager {
   }
 
  private:
-  Status Write(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields,
-               const std::vector<std::vector<Buffer>>& data, bool pack,
-               std::vector<std::vector<Placement>>* placed) {
+  template <typename Data>
+  Status Write(const std::vector<SampleKey>& samples, const std::vector<std::string>& fields, const Data& data,
+               bool pack, std::vector<std::vector<Placement>>* placed) {
     if (data.size() != fields.size()) {
       return Status::Invalid("YuanrongStorageManager: ", data.size(), " value columns for ", fields.size(),
                              " fields");
     }
-    placed->assign(fields.size(), std::vector<Placement>(samples.size()));
+    const size_t n = samples.size();
+    placed->assign(fields.size(), std::vector<Placement>(n));
     std::vector<PutObject> objects;
     std::vector<PutPiece> pieces;
     std::vector<size_t> cuts;
-    pieces.reserve(fields.size() * samples.size());
     for (size_t f = 0; f < fields.size(); ++f) {
-      if (data[f].size() != samples.size()) {
-        return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' has ", data[f].size(),
-                               " values for ", samples.size(), " samples");
+      const FieldValues* rows = RowsOf(data, f);
+      if (rows != nullptr && rows->size() < n) {
+        return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' holds ", rows->rows.size(),
+                               " bytes, not ", n, " rows of ", rows->row_bytes);
+      }
+      if (rows == nullptr && ValuesOf(data, f).size() != n) {
+        return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' has ", ValuesOf(data, f).size(),
+                               " values for ", n, " samples");
       }
       cuts.push_back(objects.size());
+      if (rows != nullptr && pack && rows->row_bytes > 0 && rows->row_bytes < kPackValueBelow) {
+        PackRows(*rows, n, samples, &objects, &pieces, &(*placed)[f]);
+        continue;
+      }
+      pieces.reserve(pieces.size() + n);
       size_t open = SIZE_MAX;  // the field's pack being filled
-      for (size_t s = 0; s < samples.size(); ++s) {
-        const Buffer& v = data[f][s];
-        if (!pack || v.size() >= kPackValueBelow) {
-          pieces.push_back(PutPiece{objects.size(), 0, &v});
-          objects.push_back(PutObject{StorageKey(samples[s], fields[f]), v.size(), 0});
+      for (size_t s = 0; s < n; ++s) {
+        const uint8_t* src = nullptr;
+        uint64_t size = 0;
+        if (rows != nullptr) {
+          src = rows->rows.data() + s * rows->row_bytes;
+          size = rows->row_bytes;
+        } else {
+          src = ValuesOf(data, f)[s].data();
+          size = ValuesOf(data, f)[s].size();
+        }
+        if (!pack || size >= kPackValueBelow) {
+          pieces.push_back(PutPiece{objects.size(), 0, src, size});
+          objects.push_back(PutObject{StorageKey(samples[s], fields[f]), size, 0});
           continue;
         }
-        const uint64_t align = PackAlignment(v.size());
-        if (open == SIZE_MAX || RoundUp(objects[open].size, align) + v.size() > kPackMaxBytes) {
+        const uint64_t align = PackAlignment(size);
+        if (open == SIZE_MAX || RoundUp(objects[open].size, align) + size > kPackMaxBytes) {
           const uint64_t id = NewPackId();
           open = objects.size();
           objects.push_back(PutObject{PackKey(samples[s].controller_id, id), 0, id});
         }
         const uint64_t offset = RoundUp(objects[open].size, align);
-        objects[open].size = offset + v.size();
-        pieces.push_back(PutPiece{open, offset, &v});
+        objects[open].size = offset + size;
+        pieces.push_back(PutPiece{open, offset, src, size});
         (*placed)[f][s] = Placement{objects[open].pack, offset};
       }
     }
     return client_->Put(objects, pieces, cuts);
+  }
+
+  // A field's rows (each 0 < row_bytes < kPackValueBelow) packed as the
+  // values one by one would be (a row size is a multiple of its alignment,
+  // so rows lie back to back), one piece per pack: a run of rows is one copy.
+  static void PackRows(const FieldValues& rows, size_t n, const std::vector<SampleKey>& samples,
+                       std::vector<PutObject>* objects, std::vector<PutPiece>* pieces, std::vector<Placement>* placed) {
+    const uint64_t per = rows.row_bytes;
+    const uint64_t align = PackAlignment(per);
+    size_t open = SIZE_MAX;
+    for (size_t s = 0; s < n;) {
+      uint64_t start = open == SIZE_MAX ? 0 : RoundUp((*objects)[open].size, align);
+      if (open == SIZE_MAX || start + per > kPackMaxBytes) {
+        const uint64_t id = NewPackId();
+        open = objects->size();
+        objects->push_back(PutObject{PackKey(samples[s].controller_id, id), 0, id});
+        start = 0;
+      }
+      const size_t fit = static_cast<size_t>(std::min<uint64_t>(n - s, (kPackMaxBytes - start) / per));
+      const uint64_t pack = (*objects)[open].pack;
+      pieces->push_back(PutPiece{open, start, rows.rows.data() + s * per, fit * per});
+      for (size_t j = 0; j < fit; ++j) (*placed)[s + j] = Placement{pack, start + j * per};
+      (*objects)[open].size = start + fit * per;
+      s += fit;
+    }
   }
 
   std::unique_ptr<YuanrongStorageClient> client_;

@@ -4,6 +4,7 @@
 // exactly-once delivery to 3 consumer processes through both backends.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -320,6 +321,74 @@ TEST_F(YuanrongBackendTest, ManySmallOddSizedValuesOfABigPutComeBackIntact) {
   auto out = client->get_data(*meta);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_TRUE(out->Equals(b));
+}
+
+TEST_F(YuanrongBackendTest, ValuesPutByRowsLieAsTheSameValuesPutOneByOne) {
+  // A dense field handed over as one buffer of rows is copied into its
+  // packs in runs: each value must get the place (same pack, same offset)
+  // it gets when put one by one, also where the rows pass a pack's 64 MiB
+  // and start another, and read back byte for byte.
+  StorageContext ctx{worker_.config(), controller_->address(), "rows"};
+  ASSERT_OK_AND_ASSIGN(auto storage, CreateStorageManager("YuanrongStorageManager", ctx));
+  const size_t n = 1700;
+  const uint64_t big = 40000, odd = 12;  // 1700 x 40000 B = 68 MB: two packs
+  std::vector<uint8_t> a(n * big), b(n * odd);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i * 131 + i / 40000);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 7 + 3);
+  const Buffer rows_a = Buffer::Copy(a.data(), a.size()), rows_b = Buffer::Copy(b.data(), b.size());
+  const std::vector<std::string> fields = {"a", "b"};
+  const std::vector<SampleKey> keys(n, SampleKey{"p", -1, 0, 1});
+  std::vector<FieldValues> by_rows = {FieldValues::Rows(rows_a, big), FieldValues::Rows(rows_b, odd)};
+  std::vector<std::vector<Buffer>> one_by_one(2);
+  for (size_t s = 0; s < n; ++s) {
+    one_by_one[0].push_back(rows_a.Slice(s * big, big));
+    one_by_one[1].push_back(rows_b.Slice(s * odd, odd));
+  }
+  std::vector<std::vector<Placement>> p_rows, p_each;
+  ASSERT_OK(storage->PutPackingColumns(keys, fields, by_rows, &p_rows));
+  ASSERT_OK(storage->PutPacking(keys, fields, one_by_one, &p_each));
+  ASSERT_EQ(p_rows.size(), 2u);
+  std::set<uint64_t> packs_a;
+  for (size_t f = 0; f < 2; ++f) {
+    ASSERT_EQ(p_rows[f].size(), n);
+    for (size_t s = 0; s < n; ++s) {
+      ASSERT_NE(p_rows[f][s].pack, 0u);
+      EXPECT_EQ(p_rows[f][s].offset, p_each[f][s].offset) << "field " << f << " sample " << s;
+      if (s > 0) {  // the same grouping into packs (their ids are random)
+        EXPECT_EQ(p_rows[f][s].pack == p_rows[f][s - 1].pack, p_each[f][s].pack == p_each[f][s - 1].pack) << s;
+      }
+      if (f == 0) packs_a.insert(p_rows[f][s].pack);
+    }
+  }
+  EXPECT_EQ(packs_a.size(), 2u) << "68 MB of rows take two packs";
+  EXPECT_EQ(p_rows[0][1677].offset, 0u) << "the second pack starts with the first row that did not fit";
+  const std::vector<std::vector<uint64_t>> sizes = {std::vector<uint64_t>(n, big), std::vector<uint64_t>(n, odd)};
+  ASSERT_OK_AND_ASSIGN(auto back, storage->GetPacked(keys, fields, sizes, p_rows));
+  for (size_t s = 0; s < n; ++s) {
+    ASSERT_EQ(back[0][s].view(), one_by_one[0][s].view()) << s;
+    ASSERT_EQ(back[1][s].view(), one_by_one[1][s].view()) << s;
+  }
+  // Rows that do not cover every sample are refused, naming the field; nothing is written.
+  std::vector<std::vector<Placement>> p_short;
+  std::vector<FieldValues> short_rows = {FieldValues::Rows(rows_a.Slice(0, big * (n - 1)), big),
+                                         FieldValues::Rows(rows_b, odd)};
+  EXPECT_STATUS(storage->PutPackingColumns(keys, fields, short_rows, &p_short), kInvalid, "field 'a' holds");
+  // Rows of 0 bytes are placed as 0-byte values one by one are.
+  std::vector<FieldValues> empty_rows = {FieldValues::Rows(Buffer(), 0)};
+  std::vector<std::vector<Placement>> p_empty;
+  ASSERT_OK(storage->PutPackingColumns(std::vector<SampleKey>(3, keys[0]), {"e"}, empty_rows, &p_empty));
+  ASSERT_EQ(p_empty[0].size(), 3u);
+  EXPECT_NE(p_empty[0][0].pack, 0u);
+  EXPECT_EQ(p_empty[0][2].pack, p_empty[0][0].pack);
+  std::vector<uint64_t> all;
+  for (const auto& pl : {p_rows, p_each, p_empty}) {
+    for (const auto& field : pl) {
+      for (const Placement& x : field) all.push_back(x.pack);
+    }
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  ASSERT_OK(storage->DeletePacks(1, all));
 }
 
 TEST(YuanrongConfigTest, ErrorsAtInitialisationSayWhatIsWrong) {

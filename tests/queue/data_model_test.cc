@@ -11,6 +11,7 @@
 #include "common/test_util.h"
 #include "tq/batch.h"
 #include "tq/batch_meta.h"
+#include "tq/storage.h"
 
 namespace tq {
 namespace {
@@ -470,6 +471,52 @@ TEST(BatchMetaTest, UnionJoinsFieldsOfTheSameSamples) {
   EXPECT_STATUS(BatchMeta::Union(a, sel), kInvalid, "3 and 2");
   ASSERT_OK_AND_ASSIGN(BatchMeta swapped, a.SelectSamples({1, 0, 2}));
   EXPECT_STATUS(BatchMeta::Union(a, swapped), kInvalid, "other samples");
+}
+
+// A backend that keeps what it is given (as a user's registered backend
+// that does not pack): PutPackingColumns' default hands it each value.
+class KeepingStorage : public StorageManager {
+ public:
+  std::string name() const override { return "keeping"; }
+  Status Put(const std::vector<SampleKey>&, const std::vector<std::string>& fields,
+             const std::vector<std::vector<Buffer>>& data) override {
+    fields_ = fields;
+    data_ = data;
+    return Status::OK();
+  }
+  Result<std::vector<std::vector<Buffer>>> Get(const std::vector<SampleKey>&, const std::vector<std::string>&,
+                                               const std::vector<std::vector<uint64_t>>&) override {
+    return data_;
+  }
+  Status Delete(const std::vector<SampleKey>&, const std::vector<std::string>&) override { return Status::OK(); }
+  std::vector<std::string> fields_;
+  std::vector<std::vector<Buffer>> data_;
+};
+
+TEST(FieldValuesTest, ADefaultBackendGetsRowsAsOneValuePerSample) {
+  KeepingStorage storage;
+  const Buffer rows = Bytes(30, 5);
+  std::vector<FieldValues> data(2);
+  data[0] = FieldValues::Rows(rows, 10);
+  data[1].values = {Bytes(1, 1), Bytes(2, 2), Bytes(3, 3)};
+  EXPECT_EQ(data[0].size(), 3u);
+  EXPECT_EQ(data[0].Value(2).view(), rows.Slice(20, 10).view());
+  const std::vector<SampleKey> keys(3, SampleKey{"p", 0, 0, 1});
+  std::vector<std::vector<Placement>> placed;
+  ASSERT_OK(storage.PutPackingColumns(keys, {"rows", "each"}, data, &placed));
+  ASSERT_EQ(storage.data_.size(), 2u);
+  ASSERT_EQ(storage.data_[0].size(), 3u);
+  for (size_t s = 0; s < 3; ++s) {
+    EXPECT_EQ(storage.data_[0][s].view(), rows.Slice(s * 10, 10).view());
+    EXPECT_EQ(storage.data_[1][s].view(), data[1].values[s].view());
+    EXPECT_EQ(placed[0][s].pack, 0u) << "not packed: each under its own key";
+  }
+  // Rows that do not cover every sample: refused, naming the field, before the backend sees them.
+  storage.data_.clear();
+  data[0] = FieldValues::Rows(rows.Slice(0, 29), 10);
+  EXPECT_STATUS(storage.PutPackingColumns(keys, {"rows", "each"}, data, &placed), kInvalid,
+                "field 'rows' holds 29 bytes, not 3 rows of 10");
+  EXPECT_TRUE(storage.data_.empty());
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // msgpack codec for the KV controller messages.
 #include "queue/kv_protocol.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace tq::internal {
 
 using tqds::wire::MapReader;
@@ -8,7 +11,7 @@ using tqds::wire::PackBody;
 
 namespace {
 
-Result<std::vector<std::string>> KeysOf(const MapReader& r) {
+Result<std::vector<std::string>> KeysOfArray(const MapReader& r) {
   const msgpack::object* o = r.Find("keys");
   if (o == nullptr) return Status::Invalid(r.what(), ": missing field 'keys'");
   if (o->type != msgpack::type::ARRAY) return Status::Invalid(r.what(), ": 'keys' must be an array of strings");
@@ -26,13 +29,62 @@ Result<std::vector<std::string>> KeysOf(const MapReader& r) {
   return keys;
 }
 
+// The keys of a request: "key_ends" (bin: one uint32 little-endian per
+// key, where it ends in "key_bytes") and "key_bytes" (bin: every key's
+// bytes back to back), or, as older clients send them, "keys" (an array of
+// str). Every end is checked against the bytes before a key is read.
+Result<std::vector<std::string>> KeysOf(const MapReader& r) {
+  const msgpack::object* ends = r.Find("key_ends");
+  if (ends == nullptr) return KeysOfArray(r);
+  const msgpack::object* bytes = r.Find("key_bytes");
+  if (ends->type != msgpack::type::BIN || ends->via.bin.size % sizeof(uint32_t) != 0) {
+    return Status::Invalid(r.what(), ": 'key_ends' must be bytes holding uint32 values");
+  }
+  if (bytes == nullptr || bytes->type != msgpack::type::BIN) {
+    return Status::Invalid(r.what(), ": 'key_bytes' must be bytes (the keys after one another)");
+  }
+  const size_t n = ends->via.bin.size / sizeof(uint32_t);
+  if (n > kMaxKvKeysPerRequest) return Status::Invalid(r.what(), ": ", n, " keys (at most ", kMaxKvKeysPerRequest, ")");
+  std::vector<std::string> keys;
+  keys.reserve(n);
+  uint32_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t end = 0;
+    std::memcpy(&end, ends->via.bin.ptr + i * sizeof(uint32_t), sizeof(end));
+    if (end < at || end > bytes->via.bin.size) {
+      return Status::Invalid(r.what(), ": key_ends[", i, "] is ", end, ", outside ", at, "..",
+                             bytes->via.bin.size, " (the key bytes)");
+    }
+    keys.emplace_back(bytes->via.bin.ptr + at, end - at);
+    at = end;
+  }
+  if (at != bytes->via.bin.size) {
+    return Status::Invalid(r.what(), ": 'key_bytes' holds ", bytes->via.bin.size, " bytes, the keys end at ", at);
+  }
+  TQDS_RETURN_NOT_OK(ValidateKeys(keys, r.what().c_str()));
+  return keys;
+}
+
+// The keys as a bin of ends and a bin of bytes (see KeysOf).
 void PackHeadAndKeys(Packer& pk, size_t entries, const std::string& partition_id,
                      const std::vector<std::string>& keys) {
-  pk.pack_map(static_cast<uint32_t>(entries));
+  pk.pack_map(static_cast<uint32_t>(entries + 1));
   pk.pack("partition_id");
   pk.pack(partition_id);
-  pk.pack("keys");
-  pk.pack(keys);
+  std::vector<uint32_t> ends(keys.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    total += keys[i].size();
+    ends[i] = static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX));
+  }
+  // Keys are checked (ValidateKeys) before a request is made: at most
+  // kMaxKvKeysPerRequest of kMaxNameBytes each, far below 4 GiB.
+  pk.pack("key_ends");
+  pk.pack_bin(static_cast<uint32_t>(ends.size() * sizeof(uint32_t)));
+  pk.pack_bin_body(reinterpret_cast<const char*>(ends.data()), static_cast<uint32_t>(ends.size() * sizeof(uint32_t)));
+  pk.pack("key_bytes");
+  pk.pack_bin(static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX)));
+  for (const auto& k : keys) pk.pack_bin_body(k.data(), static_cast<uint32_t>(k.size()));
 }
 
 }  // namespace

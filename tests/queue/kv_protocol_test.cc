@@ -299,6 +299,87 @@ TEST(KvProtocolTest, MalformedRequestsAreInvalid) {
                 kInvalid, "partition_id");
 }
 
+// A request body with the keys as columns: `ends` (uint32 each) and `bytes`.
+std::string KeyColumns(const std::vector<uint32_t>& ends, const std::string& bytes, bool bytes_as_bin = true) {
+  return Body([&](Packer& pk) {
+    pk.pack_map(3);
+    pk.pack("partition_id");
+    pk.pack("p");
+    pk.pack("key_ends");
+    pk.pack_bin(static_cast<uint32_t>(ends.size() * 4));
+    pk.pack_bin_body(reinterpret_cast<const char*>(ends.data()), static_cast<uint32_t>(ends.size() * 4));
+    pk.pack("key_bytes");
+    if (bytes_as_bin) {
+      pk.pack_bin(static_cast<uint32_t>(bytes.size()));
+      pk.pack_bin_body(bytes.data(), static_cast<uint32_t>(bytes.size()));
+    } else {
+      pk.pack(bytes);
+    }
+  });
+}
+
+TEST(KvProtocolTest, KeysTravelAsColumnsAndOlderArraysStillRead) {
+  // What a request carries: the keys' ends and bytes, no str per key.
+  const std::vector<std::string> keys = {"k1", "", "key three", std::string("\xff\x01", 2)};
+  KvClearRequest c{"p", {"a", "bc", "def"}};
+  Message m(MsgType::kCtlKvClear, 1);
+  m.set_body(c.Encode());
+  const std::string bytes = m.EncodeHeader();
+  ASSERT_OK_AND_ASSIGN(Message d, Message::DecodeHeader(bytes.data(), bytes.size()));
+  ASSERT_OK_AND_ASSIGN(auto r, tqds::wire::MapReader::Of(d.body(), "KvClear"));
+  EXPECT_FALSE(r.Has("keys"));
+  ASSERT_NE(r.Find("key_bytes"), nullptr);
+  EXPECT_EQ(std::string(r.Find("key_bytes")->via.bin.ptr, r.Find("key_bytes")->via.bin.size), "abcdef");
+  ASSERT_OK_AND_ASSIGN(auto back, Clear(c.Encode()));
+  EXPECT_EQ(back.keys, c.keys);
+  // 0 keys; many.
+  ASSERT_OK_AND_ASSIGN(auto none, Clear(KvClearRequest{"p", {}}.Encode()));
+  EXPECT_TRUE(none.keys.empty());
+  std::vector<std::string> many(100000);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = std::to_string(i * 7919);
+  ASSERT_OK_AND_ASSIGN(auto all, Clear(KvClearRequest{"p", many}.Encode()));
+  EXPECT_EQ(all.keys, many);
+  // An older client's array of str.
+  ASSERT_OK_AND_ASSIGN(auto old, Clear(Body([](Packer& pk) {
+                         pk.pack_map(2);
+                         pk.pack("partition_id");
+                         pk.pack("p");
+                         pk.pack("keys");
+                         pk.pack(std::vector<std::string>{"x", "yz"});
+                       })));
+  EXPECT_EQ(old.keys, (std::vector<std::string>{"x", "yz"}));
+  ASSERT_OK_AND_ASSIGN(auto cols, Clear(KeyColumns({1, 3}, "xyz")));
+  EXPECT_EQ(cols.keys, (std::vector<std::string>{"x", "yz"}));
+}
+
+TEST(KvProtocolTest, HostileKeyColumnsAreInvalidNamingWhatIsWrong) {
+  EXPECT_STATUS(Clear(KeyColumns({2, 1}, "abc")), kInvalid, "key_ends[1] is 1, outside 2..3");
+  EXPECT_STATUS(Clear(KeyColumns({1, 4}, "abc")), kInvalid, "key_ends[1] is 4, outside 1..3");
+  EXPECT_STATUS(Clear(KeyColumns({0xffffffffu}, "abc")), kInvalid, "key_ends[0] is 4294967295");
+  EXPECT_STATUS(Clear(KeyColumns({1, 2}, "abc")), kInvalid, "'key_bytes' holds 3 bytes, the keys end at 2");
+  EXPECT_STATUS(Clear(KeyColumns({1, 1}, "a")), kInvalid, "must not be empty");
+  EXPECT_STATUS(Clear(KeyColumns({3}, std::string("a\0b", 3))), kInvalid, "NUL");
+  EXPECT_STATUS(Clear(KeyColumns({300}, std::string(300, 'k'))), kInvalid, "longer than 256");
+  EXPECT_STATUS(Clear(KeyColumns({1}, "a", /*bytes_as_bin=*/false)), kInvalid, "'key_bytes' must be bytes");
+  EXPECT_STATUS(Clear(Body([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("key_ends");
+                  pk.pack_bin(3);
+                  pk.pack_bin_body("abc", 3);
+                })),
+                kInvalid, "'key_ends' must be bytes holding uint32");
+  EXPECT_STATUS(Clear(Body([](Packer& pk) {
+                  pk.pack_map(2);
+                  pk.pack("partition_id");
+                  pk.pack("p");
+                  pk.pack("key_ends");
+                  pk.pack_bin(0);
+                })),
+                kInvalid, "'key_bytes' must be bytes");
+}
+
 TEST(KvProtocolTest, MalformedRepliesAreInvalid) {
   EXPECT_STATUS(Over<std::vector<std::optional<std::string>>>(Body([](Packer& pk) {
                                                                 pk.pack_map(1);

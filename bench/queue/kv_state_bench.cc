@@ -5,6 +5,12 @@
 // that completes a clear. A program, not a test:
 //
 //   kv_state_bench [--keys 16384] [--fields 2] [--iters 50] [--json FILE]
+//                  [--pause-ms 0] [--trash-mb 0]
+//
+// --pause-ms / --trash-mb: before each request, sleep that long and copy
+// that many MiB elsewhere, as the controller meets a request in peer_bench
+// (idle for 0.3 s while the client copied its 64 MiB): its memory is no
+// longer in the caches, and the core may have slowed down.
 //
 // Each iteration uses a new partition, as peer_bench's put / get / clear
 // loop does (bench/peers/profile_ours.py). The reference row is the least a
@@ -19,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/process.h"
@@ -40,12 +47,15 @@ struct Options {
   size_t fields = 2;
   int iters = 50;
   std::string json;
+  size_t pause_ms = 0;
+  size_t trash_mb = 0;
 };
 
 [[noreturn]] void Usage(const char* why) {
   std::fprintf(stderr,
                "kv_state_bench: %s\n"
-               "usage: kv_state_bench [--keys N] [--fields F] [--iters I] [--json FILE]\n",
+               "usage: kv_state_bench [--keys N] [--fields F] [--iters I] [--json FILE] [--pause-ms MS] "
+               "[--trash-mb MB]\n",
                why);
   std::exit(2);
 }
@@ -58,17 +68,21 @@ Options Parse(int argc, char** argv) {
     const char* v = argv[++i];
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
-    const bool number = end != v && *end == '\0' && n > 0;
+    const bool number = end != v && *end == '\0' && n >= 0;
     if (a == "--json") {
       o.json = v;
     } else if (!number) {
-      Usage(("not a positive number: " + a + " " + v).c_str());
+      Usage(("not a number >= 0: " + a + " " + v).c_str());
     } else if (a == "--keys") {
       o.keys = static_cast<size_t>(n);
     } else if (a == "--fields") {
       o.fields = static_cast<size_t>(n);
     } else if (a == "--iters") {
       o.iters = static_cast<int>(n);
+    } else if (a == "--pause-ms") {
+      o.pause_ms = static_cast<size_t>(n);
+    } else if (a == "--trash-mb") {
+      o.trash_mb = static_cast<size_t>(n);
     } else {
       Usage(("unknown option " + a).c_str());
     }
@@ -127,6 +141,13 @@ int main(int argc, char** argv) {
   }
   const BatchMeta meta(names, samples);
 
+  // Between requests: idle, and other memory through the caches.
+  std::vector<char> trash_from(o.trash_mb << 20, 1), trash_to(o.trash_mb << 20);
+  auto cool = [&] {
+    if (o.pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.pause_ms));
+    if (o.trash_mb > 0) std::memcpy(trash_to.data(), trash_from.data(), trash_from.size());
+  };
+
   tq::internal::ControllerState state;
   enum { kPut, kRetrieve, kClear, kRelease, kReference, kRows };
   const char* row_names[kRows] = {"KV_PUT", "KV_RETRIEVE_META", "KV_CLEAR", "RELEASE_INDEXES",
@@ -143,6 +164,7 @@ int main(int argc, char** argv) {
     Message clear(MsgType::kCtlKvClear, 3);
     clear.set_body(cr.Encode());
 
+    cool();
     auto t0 = Clock::now();
     {
       Message m = Received(put);
@@ -154,6 +176,8 @@ int main(int argc, char** argv) {
       rep.EncodeHeader();
     }
     auto t1 = Clock::now();
+    cool();
+    const auto t1c = Clock::now();
     {
       Message m = Received(get);
       auto req = tq::internal::KvRetrieveRequest::Decode(m.body());
@@ -167,6 +191,8 @@ int main(int argc, char** argv) {
     }
     auto t2 = Clock::now();
     Message cleared;
+    cool();
+    const auto t2c = Clock::now();
     {
       Message m = Received(clear);
       auto req = tq::internal::KvClearRequest::Decode(m.body());
@@ -177,6 +203,8 @@ int main(int argc, char** argv) {
       cleared.EncodeHeader();
     }
     auto t3 = Clock::now();
+    cool();
+    const auto t3c = Clock::now();
     {
       // The client sends the cleared samples back once storage has dropped them.
       Message release = cleared;
@@ -189,6 +217,7 @@ int main(int argc, char** argv) {
       Check(state.ReleaseSamples(*victims), "ReleaseSamples");
     }
     auto t4 = Clock::now();
+    const auto t4c = Clock::now();
     {
       absl::flat_hash_map<std::string, size_t> index;
       index.reserve(keys.size());
@@ -200,14 +229,14 @@ int main(int argc, char** argv) {
     auto t5 = Clock::now();
     if (it < 0) continue;
     times[kPut].push_back(Ms(t0, t1));
-    times[kRetrieve].push_back(Ms(t1, t2));
-    times[kClear].push_back(Ms(t2, t3));
-    times[kRelease].push_back(Ms(t3, t4));
-    times[kReference].push_back(Ms(t4, t5));
+    times[kRetrieve].push_back(Ms(t1c, t2));
+    times[kClear].push_back(Ms(t2c, t3));
+    times[kRelease].push_back(Ms(t3c, t4));
+    times[kReference].push_back(Ms(t4c, t5));
   }
 
-  std::printf("kv_state_bench: %zu keys x %zu fields, %d iterations (median)\n", o.keys, o.fields,
-              o.iters);
+  std::printf("kv_state_bench: %zu keys x %zu fields, %d iterations (median); before each request %zu ms idle, "
+              "%zu MiB copied\n", o.keys, o.fields, o.iters, o.pause_ms, o.trash_mb);
   std::printf("%-40s %10s %12s %14s\n", "request", "ms", "ns per key", "x reference");
   const double ref = Median(times[kReference]);
   std::string json = "{\"keys\": " + std::to_string(o.keys) +

@@ -49,10 +49,9 @@ void CompactPartition(Partition& p) {
   }
   p.samples = std::move(kept);
   for (auto& [gi, pos] : p.position_of) pos = moved[pos];
-  for (auto& [key, pos] : p.position_of_key) pos = moved[pos];
-  // Their bucket arrays too: sized for the most samples ever held.
+  p.position_of_key.Rebuild();
+  // Its bucket array too: sized for the most samples ever held.
   p.position_of.rehash(0);
-  p.position_of_key.rehash(0);
   // A list of positions, renumbered; released samples leave it.
   auto renumber = [&](std::vector<size_t>& positions) {
     size_t out = 0;
@@ -102,10 +101,10 @@ SampleRecord* ControllerState::FindVisible(const SampleMeta& s) {
   return r.generation == s.generation ? &r : nullptr;
 }
 
-Partition& ControllerState::GetOrCreate(const std::string& partition_id) {
+Partition& ControllerState::GetOrCreate(const std::string& partition_id, std::unique_ptr<Partition> fresh) {
   auto& slot = partitions_[partition_id];
   if (!slot) {
-    slot = std::make_unique<Partition>();
+    slot = fresh ? std::move(fresh) : std::make_unique<Partition>();
     slot->name = partition_id;
     slot->created = next_partition_++;
     std::vector<int64_t> taken;
@@ -436,7 +435,7 @@ Result<std::optional<SampleRows>> ControllerState::TryGetMetaRows(const GetMetaR
 void ControllerState::EraseKey(Partition& p, size_t pos) {
   std::string& key = p.samples[pos].key;
   if (key.empty()) return;
-  p.position_of_key.erase(key);
+  p.position_of_key.Erase(pos);
   key.clear();
 }
 

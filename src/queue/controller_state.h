@@ -27,6 +27,8 @@
 #include <vector>
 
 #include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+#include <absl/hash/hash.h>
 
 #include "queue/index_pool.h"
 #include "tq/batch_meta.h"
@@ -80,7 +82,89 @@ struct TaskState {
   std::map<std::string, std::vector<size_t>> sticky;
 };
 
+// KV keys -> positions of a partition's records. The table holds only
+// positions (4 bytes a slot); a position's key is its record's
+// (SampleRecord::key), or, while a request's new keys are entered before
+// their records are made, the request's (SetPending). A put of 16384 new
+// keys writes a table of 128 KiB instead of 1.3 MiB of key copies: what the
+// controller touches after it sat idle is out of the caches, and that cost
+// it more than the hashing (kv_state_bench --pause-ms).
+class KeyIndex {
+ public:
+  static constexpr size_t kNone = SIZE_MAX;
+  explicit KeyIndex(const std::vector<SampleRecord>& records)
+      : ctx_(std::make_unique<Ctx>()), set_(0, Hash{ctx_.get()}, Eq{ctx_.get()}) {
+    ctx_->records = &records;
+  }
+  KeyIndex(const KeyIndex&) = delete;
+  KeyIndex& operator=(const KeyIndex&) = delete;
+
+  size_t size() const { return set_.size(); }
+  void reserve(size_t n) { set_.reserve(n); }
+  // The position holding `key`, or kNone.
+  size_t Find(std::string_view key) const {
+    auto it = set_.find(key);
+    return it == set_.end() ? kNone : *it;
+  }
+  // Enters `pos` under its key; false (nothing changes) when another
+  // position holds that key.
+  bool Insert(size_t pos) { return set_.insert(static_cast<uint32_t>(pos)).second; }
+  // Takes `pos` out; its key must still be the one it was entered under.
+  void Erase(size_t pos) { set_.erase(static_cast<uint32_t>(pos)); }
+  // Positions first + j (no record yet) have the key keys[which[j]] until
+  // ClearPending; both vectors must outlive that.
+  void SetPending(size_t first, const std::vector<std::string>* keys, const std::vector<size_t>* which) {
+    ctx_->pending_first = first;
+    ctx_->pending_keys = keys;
+    ctx_->pending_which = which;
+  }
+  void ClearPending() { SetPending(0, nullptr, nullptr); }
+  // Made again from the records' keys (after their positions changed).
+  void Rebuild() {
+    set_ = Set(0, Hash{ctx_.get()}, Eq{ctx_.get()});
+    const auto& records = *ctx_->records;
+    size_t keyed = 0;
+    for (const SampleRecord& r : records) keyed += r.key.empty() ? 0 : 1;
+    set_.reserve(keyed);
+    for (size_t pos = 0; pos < records.size(); ++pos) {
+      if (!records[pos].key.empty()) set_.insert(static_cast<uint32_t>(pos));
+    }
+  }
+
+ private:
+  struct Ctx {
+    const std::vector<SampleRecord>* records = nullptr;
+    size_t pending_first = 0;
+    const std::vector<std::string>* pending_keys = nullptr;
+    const std::vector<size_t>* pending_which = nullptr;
+    std::string_view KeyAt(uint32_t pos) const {
+      if (pending_keys != nullptr && pos >= pending_first) return (*pending_keys)[(*pending_which)[pos - pending_first]];
+      return (*records)[pos].key;
+    }
+  };
+  struct Hash {
+    using is_transparent = void;
+    const Ctx* ctx;
+    size_t operator()(uint32_t pos) const { return absl::Hash<std::string_view>{}(ctx->KeyAt(pos)); }
+    size_t operator()(std::string_view key) const { return absl::Hash<std::string_view>{}(key); }
+  };
+  struct Eq {
+    using is_transparent = void;
+    const Ctx* ctx;
+    bool operator()(uint32_t a, uint32_t b) const { return a == b || ctx->KeyAt(a) == ctx->KeyAt(b); }
+    bool operator()(uint32_t a, std::string_view key) const { return ctx->KeyAt(a) == key; }
+    bool operator()(std::string_view key, uint32_t a) const { return ctx->KeyAt(a) == key; }
+  };
+  using Set = absl::flat_hash_set<uint32_t, Hash, Eq>;
+  std::unique_ptr<Ctx> ctx_;  // the functors' view: stays put
+  Set set_;
+};
+
 struct Partition {
+  Partition() = default;
+  Partition(const Partition&) = delete;  // position_of_key views `samples`
+  Partition& operator=(const Partition&) = delete;
+
   std::string name;
   std::vector<SampleRecord> samples;  // by position (allocation order)
   // Global indexes are handed out in runs, and std::hash of an integer is
@@ -100,7 +184,7 @@ struct Partition {
   // a put or a clear of 16384 keys creates or erases 16384 entries, and the
   // node-based std::unordered_map spent that on allocations and three cache
   // misses per lookup.
-  absl::flat_hash_map<std::string, size_t> position_of_key;
+  KeyIndex position_of_key{samples};
   // Indexes reserved when the partition was created (upstream's
   // TQ_PRE_ALLOC_SAMPLE_NUM) that no sample holds yet: allocations take them
   // first, smallest first; the status matrices show them as rows not yet
@@ -118,8 +202,7 @@ struct Partition {
   // which spares such a batch the table lookups (a cache miss each).
   size_t FindKey(const std::string& key, size_t hint) const {
     if (!key.empty() && hint < samples.size() && samples[hint].key == key) return hint;
-    auto it = position_of_key.find(key);
-    return it == position_of_key.end() ? kNoPosition : it->second;
+    return position_of_key.Find(key);
   }
   int FieldId(const std::string& name) const {
     auto it = field_id.find(name);
@@ -354,8 +437,9 @@ class ControllerState {
   // Whether `count` more samples fit in `partition_id` (null: not created
   // yet) and in the controller under limits_; checked before any change.
   Status CheckAllocation(const std::string& partition_id, const Partition* p, size_t count) const;
-  // The partition, created (with its reserved indexes) when missing.
-  Partition& GetOrCreate(const std::string& partition_id);
+  // The partition, created (with its reserved indexes) when missing: as
+  // `fresh` when given (a Partition made aside, with no samples yet).
+  Partition& GetOrCreate(const std::string& partition_id, std::unique_ptr<Partition> fresh = nullptr);
   // Rows of the status matrices: visible samples and reserved indexes, by
   // ascending global index; a reserved row has position npos.
   static std::vector<std::pair<int64_t, size_t>> StatusRows(const Partition& p);

@@ -71,36 +71,37 @@ Status ControllerState::CreateKeys(const std::string& partition_id, const std::v
   auto it = partitions_.find(partition_id);
   Partition* existing = it == partitions_.end() ? nullptr : it->second.get();
   TQDS_RETURN_NOT_OK(CheckAllocation(partition_id, existing, missing.size()));
-  // Each new key is entered into the key map once (a new partition's map is
-  // made here and moved in). A key found there was entered by this request
-  // (every missing key was looked up): it is listed twice, and the keys
-  // entered so far are taken out again.
-  absl::flat_hash_map<std::string, size_t> made;
-  auto& map = existing != nullptr ? existing->position_of_key : made;
-  const size_t first = existing != nullptr ? existing->samples.size() : 0;
-  auto take_out = [&](size_t entered) {
-    for (size_t k = 0; k < entered; ++k) map.erase(keys[missing[k]]);
-  };
-  map.reserve(map.size() + missing.size());  // one rehash, not log2(n)
+  // Each new key is entered into the key index once, at the position its
+  // record will get (a new partition is made aside and installed after). A
+  // key found there was entered by this request (every missing key was
+  // looked up): it is listed twice, and the keys entered so far are taken
+  // out again.
+  std::unique_ptr<Partition> fresh = existing == nullptr ? std::make_unique<Partition>() : nullptr;
+  Partition& target = existing != nullptr ? *existing : *fresh;
+  KeyIndex& index = target.position_of_key;
+  const size_t first = target.samples.size();
+  index.reserve(index.size() + missing.size());  // one rehash, not log2(n)
+  index.SetPending(first, &keys, &missing);
   for (size_t j = 0; j < missing.size(); ++j) {
-    const std::string& key = keys[missing[j]];
-    if (!map.try_emplace(key, first + j).second) {
-      take_out(j);
-      return Status::Invalid("kv_retrieve: key '", key, "' is listed twice");
+    if (!index.Insert(first + j)) {
+      for (size_t k = 0; k < j; ++k) index.Erase(first + k);
+      index.ClearPending();
+      return Status::Invalid("kv_retrieve: key '", keys[missing[j]], "' is listed twice");
     }
     (*positions)[missing[j]] = first + j;
   }
-  // The records, each made with its key (creates the partition).
-  auto made_records = AllocateRecords(partition_id, missing.size(), [&](size_t j, SampleRecord& r) {
+  if (fresh) GetOrCreate(partition_id, std::move(fresh));
+  // The records at those positions, each made with its key (checked above:
+  // this cannot be refused).
+  auto made = AllocateRecords(partition_id, missing.size(), [&](size_t j, SampleRecord& r) {
     r.key = keys[missing[j]];
   });
-  if (!made_records.ok()) {  // checked above: not expected
-    take_out(missing.size());
-    return made_records.status();
+  if (!made.ok()) {
+    for (size_t k = 0; k < missing.size(); ++k) index.Erase(first + k);  // their keys still pending
   }
-  Partition& p = **made_records;
-  if (existing == nullptr) p.position_of_key = std::move(made);
-  p.keep_when_empty = true;
+  index.ClearPending();
+  if (!made.ok()) return made.status();
+  (*made)->keep_when_empty = true;
   return Status::OK();
 }
 

@@ -245,10 +245,14 @@ Status ReadKeys(const MapReader& rd, Partition& p) {
     TQDS_RETURN_NOT_OK(ValidateName(key, "snapshot key"));
     TQDS_RETURN_NOT_OK(CheckPosition(pos, p.samples.size(), rd.what() + ".keys"));
     if (!p.IsVisible(pos)) return Status::Invalid(rd.what(), ": key '", key, "' names a sample that is not live");
-    if (!p.samples[pos].key.empty() || !p.position_of_key.emplace(key, pos).second) {
+    if (!p.samples[pos].key.empty()) {
       return Status::Invalid(rd.what(), ": key '", key, "' or its sample is listed twice");
     }
     p.samples[pos].key = key;
+    if (!p.position_of_key.Insert(pos)) {
+      p.samples[pos].key.clear();
+      return Status::Invalid(rd.what(), ": key '", key, "' or its sample is listed twice");
+    }
   }
   return Status::OK();
 }

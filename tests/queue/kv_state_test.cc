@@ -129,6 +129,31 @@ TEST_F(KvStateTest, ARefusedCreateInAnExistingPartitionLeavesItsKeysAsTheyWere) 
   EXPECT_EQ(state_.FindPartition("q"), nullptr);
 }
 
+TEST_F(KvStateTest, KeysStayFoundWhenClearedRecordsAreCompactedAway) {
+  // The key index holds positions; compaction renumbers them and the index
+  // is made again from the records' keys.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 3000; ++i) keys.push_back("k" + std::to_string(i));
+  BatchMeta all = Retrieve("p", keys, true);
+  const std::vector<std::string> gone(keys.begin(), keys.begin() + 2500);
+  Release(state_.BeginKvClear("p", gone));
+  EXPECT_EQ(state_.RecordCount("p"), 500u) << "the released records are compacted away";
+  // Out of order, so that each is looked up in the index, not guessed.
+  std::vector<std::string> kept(keys.rbegin(), keys.rbegin() + 500);
+  BatchMeta found = Retrieve("p", kept, false);
+  ASSERT_EQ(found.size(), 500u);
+  for (size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_EQ(found.samples()[i].global_index, all.samples()[2999 - i].global_index) << kept[i];
+  }
+  EXPECT_TRUE(Retrieve("p", {"k7", "k2499"}, false).empty());
+  EXPECT_STATUS(state_.KvRetrieve("p", {"k2600", "k2700", "k2600"}, false), kInvalid, "'k2600' is listed twice");
+  // A cleared key made again gets a fresh sample; the kept ones keep theirs.
+  BatchMeta again = Retrieve("p", {"k2999", "k7"}, true);
+  EXPECT_EQ(again.samples()[0].global_index, all.samples()[2999].global_index);
+  EXPECT_NE(again.samples()[1].generation, all.samples()[7].generation);
+  EXPECT_EQ(KeysOf("p").size(), 501u);
+}
+
 TEST_F(KvStateTest, MetaHasTheFieldsEverySampleProducedAndTheTags) {
   BatchMeta ab = Retrieve("p", {"a", "b"}, true);
   Produce(ab.SelectSamples({0}).MoveValue(), {"x", "y", "z"}, {{"tag", std::string("A")}});

@@ -12,7 +12,13 @@ const WireLimits& DefaultLimits() {
 }
 
 std::string Message::EncodeHeader() const {
-  msgpack::sbuffer sb;
+  msgpack::sbuffer sb = EncodeHeaderBuffer();
+  return std::string(sb.data(), sb.size());
+}
+
+msgpack::sbuffer Message::EncodeHeaderBuffer() const {
+  // Room for the six elements' heads and the status message, and the body.
+  msgpack::sbuffer sb(64 + status_.message().size() + body_bytes_.size());
   msgpack::packer<msgpack::sbuffer> pk(sb);
   pk.pack_array(6);
   pk.pack_uint8(kWireVersion);
@@ -25,7 +31,7 @@ std::string Message::EncodeHeader() const {
   } else {
     sb.write(body_bytes_.data(), body_bytes_.size());
   }
-  return std::string(sb.data(), sb.size());
+  return sb;
 }
 
 Result<Message> Message::DecodeHeader(const void* data, size_t size, const WireLimits& limits) {

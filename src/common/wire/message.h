@@ -62,6 +62,9 @@ class Message {
 
   // Encodes the header frame (not the payloads).
   std::string EncodeHeader() const;
+  // The same in a buffer sized for it once, which a sender can hand over
+  // without a copy (sbuffer::release; free() it).
+  msgpack::sbuffer EncodeHeaderBuffer() const;
   // Decodes a header frame; payloads are attached by the transport.
   static Result<Message> DecodeHeader(const void* data, size_t size,
                                       const WireLimits& limits = DefaultLimits());

@@ -61,10 +61,12 @@ Status SendMessage(zmq::socket_t& socket, const Message& message,
     if (routing != nullptr) {
       for (auto& r : *routing) socket.send(zmq::message_t(r.data(), r.size()), zmq::send_flags::sndmore);
     }
-    std::string header = message.EncodeHeader();
+    // The encoded header goes to ZMQ as it is: no copy of a big body.
+    msgpack::sbuffer header = message.EncodeHeaderBuffer();
+    const size_t header_size = header.size();
+    zmq::message_t frame(header.release(), header_size, [](void* data, void*) { std::free(data); }, nullptr);
     const auto& payloads = message.payloads();
-    socket.send(zmq::message_t(header.data(), header.size()),
-                payloads.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    socket.send(frame, payloads.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
     for (size_t i = 0; i < payloads.size(); ++i) {
       auto flags = i + 1 == payloads.size() ? zmq::send_flags::none : zmq::send_flags::sndmore;
       socket.send(ZmqFromBuffer(payloads[i]), flags);

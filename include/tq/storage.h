@@ -65,6 +65,11 @@ struct FieldValues {
   Buffer Value(size_t s) const { return by_rows ? rows.Slice(s * row_bytes, row_bytes) : values[s]; }
   // The number of samples it holds values of.
   size_t size() const { return by_rows ? (row_bytes == 0 ? SIZE_MAX : rows.size() / row_bytes) : values.size(); }
+  // Rows that do not cover `n` samples are refused, naming `field`.
+  Status CheckRows(size_t n, const std::string& field) const {
+    if (!by_rows || size() >= n) return Status::OK();
+    return Status::Invalid("field '", field, "' holds ", rows.size(), " bytes, not ", n, " rows of ", row_bytes);
+  }
 };
 
 class StorageManager {
@@ -111,10 +116,8 @@ class StorageManager {
         each[f] = data[f].values;
         continue;
       }
-      if (data[f].size() < samples.size()) {
-        return Status::Invalid("PutPackingColumns: field '", f < fields.size() ? fields[f] : "?", "' holds ",
-                               data[f].rows.size(), " bytes, not ", samples.size(), " rows of ", data[f].row_bytes);
-      }
+      TQDS_RETURN_NOT_OK(
+          data[f].CheckRows(samples.size(), f < fields.size() ? fields[f] : "?").WithContext("PutPackingColumns"));
       each[f].reserve(samples.size());
       for (size_t s = 0; s < samples.size(); ++s) each[f].push_back(data[f].Value(s));
     }

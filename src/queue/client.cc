@@ -561,13 +561,14 @@ class TransferQueueClient::Impl {
     std::vector<size_t> fields;  // positions in names
     if (!wanted) {
       for (size_t f = 0; f < names.size(); ++f) fields.push_back(f);
-    }
-    for (const std::string& w : wanted ? *wanted : std::vector<std::string>{}) {
-      auto it = std::find(names.begin(), names.end(), w);
-      if (it == names.end()) return out;
-      const size_t f = static_cast<size_t>(it - names.begin());
-      // A field named twice is read once (as a selection of fields does).
-      if (std::find(fields.begin(), fields.end(), f) == fields.end()) fields.push_back(f);
+    } else {
+      for (const std::string& w : *wanted) {
+        auto it = std::find(names.begin(), names.end(), w);
+        if (it == names.end()) return out;
+        const size_t f = static_cast<size_t>(it - names.begin());
+        // A field named twice is read once (as a selection of fields does).
+        if (std::find(fields.begin(), fields.end(), f) == fields.end()) fields.push_back(f);
+      }
     }
     TQDS_ASSIGN_OR_RETURN(auto storage, Storage());
     if (fields.empty()) {

@@ -180,10 +180,7 @@ struct Partition {
   // KV API: the keys of keyed samples, both ways (SampleRecord::key the
   // other way; records are in position order, i.e. in key creation order,
   // a key always getting a fresh sample). A key is erased when its
-  // sample's clear begins (phase 1). An open-addressing table (abseil's):
-  // a put or a clear of 16384 keys creates or erases 16384 entries, and the
-  // node-based std::unordered_map spent that on allocations and three cache
-  // misses per lookup.
+  // sample's clear begins (phase 1). See KeyIndex.
   KeyIndex position_of_key{samples};
   // Indexes reserved when the partition was created (upstream's
   // TQ_PRE_ALLOC_SAMPLE_NUM) that no sample holds yet: allocations take them

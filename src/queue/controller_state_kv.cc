@@ -82,10 +82,13 @@ Status ControllerState::CreateKeys(const std::string& partition_id, const std::v
   const size_t first = target.samples.size();
   index.reserve(index.size() + missing.size());  // one rehash, not log2(n)
   index.SetPending(first, &keys, &missing);
+  auto take_out = [&](size_t entered) {  // while their keys are still pending
+    for (size_t k = 0; k < entered; ++k) index.Erase(first + k);
+    index.ClearPending();
+  };
   for (size_t j = 0; j < missing.size(); ++j) {
     if (!index.Insert(first + j)) {
-      for (size_t k = 0; k < j; ++k) index.Erase(first + k);
-      index.ClearPending();
+      take_out(j);
       return Status::Invalid("kv_retrieve: key '", keys[missing[j]], "' is listed twice");
     }
     (*positions)[missing[j]] = first + j;
@@ -97,10 +100,10 @@ Status ControllerState::CreateKeys(const std::string& partition_id, const std::v
     r.key = keys[missing[j]];
   });
   if (!made.ok()) {
-    for (size_t k = 0; k < missing.size(); ++k) index.Erase(first + k);  // their keys still pending
+    take_out(missing.size());
+    return made.status();
   }
   index.ClearPending();
-  if (!made.ok()) return made.status();
   (*made)->keep_when_empty = true;
   return Status::OK();
 }

@@ -77,8 +77,8 @@ void PackHeadAndKeys(Packer& pk, size_t entries, const std::string& partition_id
     total += keys[i].size();
     ends[i] = static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX));
   }
-  // Keys are checked (ValidateKeys) before a request is made: at most
-  // kMaxKvKeysPerRequest of kMaxNameBytes each, far below 4 GiB.
+  // Ends past 4 GiB cannot be written (clamped: the receiver refuses
+  // them); such a request is far over the 64 MiB a header may have anyway.
   pk.pack("key_ends");
   pk.pack_bin(static_cast<uint32_t>(ends.size() * sizeof(uint32_t)));
   pk.pack_bin_body(reinterpret_cast<const char*>(ends.data()), static_cast<uint32_t>(ends.size() * sizeof(uint32_t)));

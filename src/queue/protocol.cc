@@ -439,20 +439,6 @@ class BatchSamples {
   CustomMeta no_custom_;
 };
 
-// Field f's record when every sample of `m` has the same one (pack and
-// offset aside), else nullptr.
-template <typename Samples>
-const FieldInfo* SharedRecordOf(const Samples& m, size_t f) {
-  if constexpr (requires { m.shared(f); }) {
-    return m.shared(f);
-  } else {
-    const size_t n = m.size();
-    bool same = n > 0;
-    for (size_t i = 0; i < n && same; ++i) same = m.field(i, f).SameValue(m.field(0, f));
-    return same ? &m.field(0, f) : nullptr;
-  }
-}
-
 // Where sample i's value of field f lies.
 template <typename Samples>
 Placement PlaceOf(const Samples& m, size_t i, size_t f) {

@@ -487,10 +487,7 @@ class YuanrongStorageManager : public StorageManager {
     std::vector<size_t> cuts;
     for (size_t f = 0; f < fields.size(); ++f) {
       const FieldValues* rows = RowsOf(data, f);
-      if (rows != nullptr && rows->size() < n) {
-        return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' holds ", rows->rows.size(),
-                               " bytes, not ", n, " rows of ", rows->row_bytes);
-      }
+      if (rows != nullptr) TQDS_RETURN_NOT_OK(rows->CheckRows(n, fields[f]).WithContext("YuanrongStorageManager"));
       if (rows == nullptr && ValuesOf(data, f).size() != n) {
         return Status::Invalid("YuanrongStorageManager: field '", fields[f], "' has ", ValuesOf(data, f).size(),
                                " values for ", n, " samples");

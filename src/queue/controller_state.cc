@@ -14,6 +14,91 @@ constexpr size_t kReservedRow = std::numeric_limits<size_t>::max();
 
 }  // namespace
 
+void PositionMap::Set(int64_t gi, size_t pos) {
+  if (!sparse_ && (gi < 0 || pos >= kEmpty)) ToTable();
+  if (sparse_) {
+    table_[gi] = pos;
+    return;
+  }
+  if (count_ == 0) {
+    slots_.clear();
+    base_ = gi;
+  }
+  // The most slots the window may span once `gi` is in.
+  const uint64_t allowed = std::max<uint64_t>(kMinWindow, 4 * (count_ + 1));
+  if (gi < base_) {
+    const uint64_t grow = static_cast<uint64_t>(base_ - gi);  // both >= 0
+    if (slots_.size() + grow > allowed) {
+      ToTable();
+      table_[gi] = pos;
+      return;
+    }
+    // Room below as well, so that indexes set in descending order do not
+    // move the slots each time; the window stays within `allowed` and >= 0.
+    uint64_t extra = std::min<uint64_t>(std::max<uint64_t>(grow, slots_.size()), allowed - slots_.size());
+    extra = std::max(grow, std::min<uint64_t>(extra, static_cast<uint64_t>(base_)));
+    slots_.insert(slots_.begin(), extra, kEmpty);
+    base_ -= static_cast<int64_t>(extra);
+  } else if (static_cast<uint64_t>(gi - base_) >= slots_.size()) {
+    const uint64_t span = static_cast<uint64_t>(gi - base_) + 1;
+    if (span > allowed) {
+      ToTable();
+      table_[gi] = pos;
+      return;
+    }
+    slots_.resize(span, kEmpty);  // the capacity grows geometrically
+  }
+  uint32_t& slot = slots_[gi - base_];
+  if (slot == kEmpty) ++count_;
+  slot = static_cast<uint32_t>(pos);
+}
+
+bool PositionMap::Erase(int64_t gi) {
+  if (sparse_) {
+    if (table_.erase(gi) == 0) return false;
+    if (table_.empty()) {
+      table_ = {};
+      sparse_ = false;
+    }
+    return true;
+  }
+  if (gi < base_ || static_cast<uint64_t>(gi - base_) >= slots_.size() || slots_[gi - base_] == kEmpty) {
+    return false;
+  }
+  slots_[gi - base_] = kEmpty;
+  if (--count_ == 0) slots_.clear();
+  return true;
+}
+
+void PositionMap::ToTable() {
+  table_.reserve(count_);
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (slots_[i] != kEmpty) table_.emplace(base_ + static_cast<int64_t>(i), slots_[i]);
+  }
+  slots_ = {};
+  count_ = 0;
+  base_ = 0;
+  sparse_ = true;
+}
+
+void PositionMap::Shrink() {
+  if (sparse_) {
+    table_.rehash(0);
+    return;
+  }
+  if (count_ == 0) {
+    slots_ = {};
+    base_ = 0;
+    return;
+  }
+  size_t first = 0, last = slots_.size() - 1;
+  while (slots_[first] == kEmpty) ++first;
+  while (slots_[last] == kEmpty) --last;
+  std::vector<uint32_t> kept(slots_.begin() + first, slots_.begin() + last + 1);
+  slots_.swap(kept);
+  base_ += static_cast<int64_t>(first);
+}
+
 bool Partition::IsProduced(size_t pos, const std::vector<int>& fids) const {
   const auto& fields = samples[pos].fields;
   for (int f : fids) {
@@ -48,10 +133,9 @@ void CompactPartition(Partition& p) {
     kept.push_back(std::move(p.samples[pos]));
   }
   p.samples = std::move(kept);
-  for (auto& [gi, pos] : p.position_of) pos = moved[pos];
+  p.position_of.Remap([&](size_t pos) { return moved[pos]; });
   p.position_of_key.Rebuild();
-  // Its bucket array too: sized for the most samples ever held.
-  p.position_of.rehash(0);
+  p.position_of.Shrink();
   // A list of positions, renumbered; released samples leave it.
   auto renumber = [&](std::vector<size_t>& positions) {
     size_t out = 0;
@@ -95,9 +179,9 @@ SampleRecord* ControllerState::FindVisible(const SampleMeta& s) {
   auto pit = partitions_.find(s.partition_id);
   if (pit == partitions_.end()) return nullptr;
   Partition& p = *pit->second;
-  auto it = p.position_of.find(s.global_index);
-  if (it == p.position_of.end() || !p.IsVisible(it->second)) return nullptr;
-  SampleRecord& r = p.samples[it->second];
+  const size_t pos = p.position_of.Find(s.global_index);
+  if (pos == PositionMap::kNone || !p.IsVisible(pos)) return nullptr;
+  SampleRecord& r = p.samples[pos];
   return r.generation == s.generation ? &r : nullptr;
 }
 
@@ -171,9 +255,8 @@ Result<Partition*> ControllerState::AllocateRecords(const std::string& partition
     p.reserved.erase(p.reserved.begin());
   }
   indexes_.Take(count - taken.size(), &taken);
-  p.position_of.reserve(p.position_of.size() + count);
   for (size_t j = 0; j < taken.size(); ++j) {
-    p.position_of.emplace(taken[j], p.samples.size());
+    p.position_of.Set(taken[j], p.samples.size());
     SampleRecord& r = p.samples.emplace_back();
     r.global_index = taken[j];
     r.generation = next_generation_++;
@@ -195,9 +278,8 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
     const SampleMeta& s = meta.samples()[i];
     p = PartitionOfRun(p, s.partition_id);
     if (p == nullptr) return Status::NotFound("partition '", s.partition_id, "' does not exist");
-    auto pos = p->position_of.find(s.global_index);
-    if (pos == p->position_of.end() || !p->IsVisible(pos->second) ||
-        p->samples[pos->second].generation != s.generation) {
+    const size_t pos = p->position_of.Find(s.global_index);
+    if (pos == PositionMap::kNone || !p->IsVisible(pos) || p->samples[pos].generation != s.generation) {
       return Status::NotFound("sample ", s.global_index, " (generation ", s.generation,
                               ") is not live in partition '", s.partition_id, "' (cleared or never allocated)");
     }
@@ -205,7 +287,7 @@ Status ControllerState::MarkProduced(BatchMeta meta) {
       return Status::Invalid("sample ", s.global_index, " carries ", s.fields.size(), " field records for ",
                              names.size(), " fields");
     }
-    records[i] = &p->samples[pos->second];
+    records[i] = &p->samples[pos];
     parts[i] = p;
   }
   ApplyProduced(meta, records, parts);
@@ -520,8 +602,8 @@ BatchMeta ControllerState::BeginClearSamples(const std::string& partition_id,
   Partition& p = *it->second;
   std::vector<size_t> positions;
   for (int64_t gi : indexes) {
-    auto pit = p.position_of.find(gi);
-    if (pit != p.position_of.end()) positions.push_back(pit->second);
+    const size_t pos = p.position_of.Find(gi);
+    if (pos != PositionMap::kNone) positions.push_back(pos);
   }
   return BeginClear(p, positions);
 }
@@ -536,9 +618,9 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     run = PartitionOfRun(run, s.partition_id);
     if (run == nullptr) continue;  // idempotent
     Partition& p = *run;
-    auto pit = p.position_of.find(s.global_index);
-    if (pit == p.position_of.end()) continue;
-    SampleRecord& r = p.samples[pit->second];
+    const size_t pos = p.position_of.Find(s.global_index);
+    if (pos == PositionMap::kNone) continue;
+    SampleRecord& r = p.samples[pos];
     if (r.generation != s.generation) continue;  // index already reused
     if (!r.clearing) {
       indexes_.Give(released);  // those before it are released
@@ -550,7 +632,7 @@ Status ControllerState::ReleaseSamples(const BatchMeta& meta) {
     r.fields.clear();
     r.fields.shrink_to_fit();
     r.custom.clear();
-    p.position_of.erase(pit);
+    p.position_of.Erase(s.global_index);
     released.push_back(s.global_index);
   }
   indexes_.Give(released);
@@ -726,11 +808,11 @@ Result<BatchMeta> ControllerState::GetSamples(const std::string& partition_id,
   if (p == nullptr) return Status::NotFound("partition '", partition_id, "' does not exist");
   std::vector<size_t> positions;
   for (int64_t gi : indexes) {
-    auto it = p->position_of.find(gi);
-    if (it == p->position_of.end() || !p->IsVisible(it->second)) {
+    const size_t pos = p->position_of.Find(gi);
+    if (pos == PositionMap::kNone || !p->IsVisible(pos)) {
       return Status::NotFound("sample ", gi, " not found in partition '", partition_id, "'");
     }
-    positions.push_back(it->second);
+    positions.push_back(pos);
   }
   std::vector<int> all(p->field_names.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);

@@ -237,9 +237,9 @@ Result<std::vector<std::optional<std::string>>> ControllerState::KvKeys(
   if (p == nullptr) return Status::NotFound("partition '", partition_id, "' does not exist");
   std::vector<std::optional<std::string>> out(indexes.size());
   for (size_t i = 0; i < indexes.size(); ++i) {
-    auto pit = p->position_of.find(indexes[i]);
-    if (pit == p->position_of.end()) continue;
-    const std::string& key = p->samples[pit->second].key;
+    const size_t pos = p->position_of.Find(indexes[i]);
+    if (pos == PositionMap::kNone) continue;
+    const std::string& key = p->samples[pos].key;
     if (!key.empty()) out[i] = key;
   }
   return out;

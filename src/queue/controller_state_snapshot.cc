@@ -218,7 +218,7 @@ Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& ta
     }
     if (r.clearing && b.keep_clearing) {
       // Exact: still hidden and held, until its clear is finished.
-      p.position_of[r.global_index] = p.samples.size();
+      p.position_of.Set(r.global_index, p.samples.size());
     } else if (r.clearing) {
       // A clear was under way: its data is going, and whoever began it may
       // never finish it against the restored state. Restore it released.
@@ -227,7 +227,7 @@ Status ReadSamples(const MapReader& rd, Partition& p, const Bounds& b, Taken& ta
       r.custom.clear();
       taken.released.push_back(r.global_index);
     } else if (r.live) {
-      p.position_of[r.global_index] = p.samples.size();
+      p.position_of.Set(r.global_index, p.samples.size());
       ++p.live_count;
     }
     p.samples.push_back(std::move(r));

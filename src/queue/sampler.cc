@@ -391,9 +391,9 @@ class CustomSamplerAdapter : public Sampler {
     call.custom_meta = [&p](const std::vector<int64_t>& indexes) {
       std::map<int64_t, CustomMeta> out;
       for (int64_t gi : indexes) {
-        auto it = p.position_of.find(gi);
-        if (it != p.position_of.end() && p.IsVisible(it->second) && !p.samples[it->second].custom.empty()) {
-          out[gi] = p.samples[it->second].custom;
+        const size_t pos = p.position_of.Find(gi);
+        if (pos != PositionMap::kNone && p.IsVisible(pos) && !p.samples[pos].custom.empty()) {
+          out[gi] = p.samples[pos].custom;
         }
       }
       return out;
@@ -422,12 +422,12 @@ class CustomSamplerAdapter : public Sampler {
     std::vector<size_t> out;
     out.reserve(indexes.size());
     for (int64_t gi : indexes) {
-      auto it = p.position_of.find(gi);
-      if (it == p.position_of.end() || !p.IsVisible(it->second)) {
+      const size_t pos = p.position_of.Find(gi);
+      if (pos == PositionMap::kNone || !p.IsVisible(pos)) {
         return Status::Invalid("the sampler's ", what, " index ", gi, " is not a live sample of partition '",
                                p.name, "'");
       }
-      out.push_back(it->second);
+      out.push_back(pos);
     }
     return out;
   }

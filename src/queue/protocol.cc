@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <limits>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 
 #include "tq/client.h"
@@ -286,6 +288,88 @@ bool ReadBinColumn(const msgpack::object* o, size_t n, std::vector<T>* out) {
   return true;
 }
 
+// The most samples a column-form meta holds: what a bin column of int64
+// holds (written as a sequence, a column costs a few bytes whatever n is).
+size_t MaxColumnSamples() { return tqds::wire::DefaultLimits().max_str / sizeof(int64_t); }
+
+// A value of T from a msgpack integer, when T holds it.
+template <typename T>
+bool ReadInt(const msgpack::object& o, T* out) {
+  static_assert(sizeof(T) <= sizeof(int64_t));
+  if constexpr (std::is_signed_v<T>) {
+    int64_t v = 0;
+    if (!ReadI64(o, &v)) return false;
+    if constexpr (sizeof(T) < sizeof(int64_t)) {
+      if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max()) return false;
+    }
+    *out = static_cast<T>(v);
+  } else {
+    uint64_t v = 0;
+    if (!ReadU64(o, &v)) return false;
+    if constexpr (sizeof(T) < sizeof(uint64_t)) {
+      if (v > std::numeric_limits<T>::max()) return false;
+    }
+    *out = static_cast<T>(v);
+  }
+  return true;
+}
+
+// The values of a column as the encoder found them: a sequence
+// first, first + step, ... (step >= 0) can be written as [first, step].
+template <typename T>
+bool IsSequence(const std::vector<T>& v, T* step) {
+  if (v.size() < 2 || v[1] < v[0]) return false;
+  // Differences in uint64: exact for any two values with b >= a.
+  const uint64_t d = static_cast<uint64_t>(v[1]) - static_cast<uint64_t>(v[0]);
+  if (d > static_cast<uint64_t>(std::numeric_limits<T>::max())) return false;
+  for (size_t i = 2; i < v.size(); ++i) {
+    if (v[i] < v[i - 1] || static_cast<uint64_t>(v[i]) - static_cast<uint64_t>(v[i - 1]) != d) return false;
+  }
+  *step = static_cast<T>(d);
+  return true;
+}
+
+// A column of n values: [first, step] when they are a sequence, else bin.
+template <typename T>
+void PackColumn(Packer& pk, const std::vector<T>& v) {
+  T step{};
+  if (IsSequence(v, &step)) {
+    pk.pack_array(2);
+    pk.pack(v[0]);
+    pk.pack(step);
+    return;
+  }
+  PackBinColumn(pk, v);
+}
+
+// A column of exactly n values of T, as PackColumn writes it: a bin
+// column, or [first, step] (step >= 0, the last value first + (n - 1) x
+// step within T); false when it is neither.
+template <typename T>
+bool ReadColumn(const msgpack::object* o, size_t n, std::vector<T>* out) {
+  if (o == nullptr) return false;
+  if (o->type != msgpack::type::ARRAY) return ReadBinColumn(o, n, out);
+  T first{}, step{};
+  if (o->via.array.size != 2 || !ReadInt(o->via.array.ptr[0], &first) || !ReadInt(o->via.array.ptr[1], &step)) {
+    return false;
+  }
+  if constexpr (std::is_signed_v<T>) {
+    if (step < 0) return false;
+  }
+  T span{}, last{};
+  if (n > 0 && (__builtin_mul_overflow(static_cast<T>(n - 1), step, &span) ||
+                __builtin_add_overflow(first, span, &last))) {
+    return false;
+  }
+  out->resize(n);
+  T v = first;
+  for (size_t i = 0; i < n; ++i) {
+    (*out)[i] = v;
+    if (i + 1 < n) v += step;  // never past the last value checked above
+  }
+  return true;
+}
+
 // The row form: {"fields", "samples": [[index, generation, partition,
 // [FieldInfo...], custom]...]}: read from older builds' pickles and
 // hand-built bodies, written for what the column form cannot carry.
@@ -514,11 +598,11 @@ Status ReadPlaceColumns(const msgpack::object& po, const std::vector<std::string
     FieldPlaces& fp = (*out)[f];
     fp.present = true;
     fp.single = ReadU64(pair->ptr[0], &fp.one);
-    if (!fp.single && !ReadBinColumn(&pair->ptr[0], n, &fp.packs)) {
-      return Status::Invalid(fw, "[0] must be a pack id or bytes holding ", n, " uint64 pack ids");
+    if (!fp.single && !ReadColumn(&pair->ptr[0], n, &fp.packs)) {
+      return Status::Invalid(fw, "[0] must be a pack id, bytes holding ", n, " uint64 pack ids, or [first, step] of them");
     }
-    if (!ReadBinColumn(&pair->ptr[1], n, &fp.offsets)) {
-      return Status::Invalid(fw, "[1] must be bytes holding ", n, " uint64 offsets");
+    if (!ReadColumn(&pair->ptr[1], n, &fp.offsets)) {
+      return Status::Invalid(fw, "[1] must be bytes holding ", n, " uint64 offsets, or [first, step] of them");
     }
   }
   return Status::OK();
@@ -587,17 +671,23 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   }
   const PartitionIndex parts = IndexPartitionsOf(m);
   const bool any_placed = std::find(placed.begin(), placed.end(), 1) != placed.end();
-  pk.pack_map(6 + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
+  int64_t gidx_step = 0;
+  const bool gidx_sequence = IsSequence(gidx, &gidx_step);  // then "n" says how many
+  pk.pack_map(6 + (gidx_sequence ? 1 : 0) + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
   pk.pack("fields");
   pk.pack(names);
   pk.pack("partitions");
   pk.pack(parts.partitions);
   pk.pack("pidx");
-  PackBinColumn(pk, parts.of_sample);
+  PackColumn(pk, parts.of_sample);
+  if (gidx_sequence) {
+    pk.pack("n");
+    pk.pack(static_cast<uint64_t>(n));
+  }
   pk.pack("gidx");
-  PackBinColumn(pk, gidx);
+  PackColumn(pk, gidx);
   pk.pack("gen");
-  PackBinColumn(pk, gen);
+  PackColumn(pk, gen);
   pk.pack("finfo");
   pk.pack_array(static_cast<uint32_t>(nf));
   for (size_t f = 0; f < nf; ++f) {
@@ -624,9 +714,9 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
       if (one_pack) {
         pk.pack_uint64(packs[f][0]);
       } else {
-        PackBinColumn(pk, packs[f]);
+        PackColumn(pk, packs[f]);
       }
-      PackBinColumn(pk, offsets[f]);
+      PackColumn(pk, offsets[f]);
     }
   }
   if (any_custom) {
@@ -678,19 +768,35 @@ Result<MetaColumns> ReadMetaColumns(const tqds::wire::MapReader& r, std::vector<
                                     const std::string& what) {
   const msgpack::object* gi = r.Find("gidx");
   if (gi == nullptr) return Status::Invalid(what, ": missing field 'samples' (or the columns 'gidx', ...)");
-  if (gi->type != msgpack::type::BIN || gi->via.bin.size % sizeof(int64_t) != 0) {
-    return Status::Invalid(what, ".gidx must be bytes holding int64 values");
+  // The number of samples: gidx's length, or "n" when gidx is a sequence.
+  size_t n = 0;
+  if (gi->type == msgpack::type::ARRAY) {
+    uint64_t count = 0;
+    const msgpack::object* no = r.Find("n");
+    if (no == nullptr || !ReadU64(*no, &count) || count > MaxColumnSamples()) {
+      return Status::Invalid(what, ".n must be the number of samples (at most ", MaxColumnSamples(),
+                             ") when gidx is [first, step]");
+    }
+    n = count;
+  } else if (gi->type != msgpack::type::BIN || gi->via.bin.size % sizeof(int64_t) != 0) {
+    return Status::Invalid(what, ".gidx must be bytes holding int64 values, or [first, step] of them");
+  } else {
+    n = gi->via.bin.size / sizeof(int64_t);
   }
-  const size_t n = gi->via.bin.size / sizeof(int64_t);
   MetaColumns out;
   TQDS_ASSIGN_OR_RETURN(out.partitions, r.Get<std::vector<std::string>>("partitions"));
   TQDS_RETURN_NOT_OK(CheckPartitionNames(out.partitions, what));
-  (void)ReadBinColumn(gi, n, &out.gidx);
-  if (!ReadBinColumn(r.Find("gen"), n, &out.gen)) {
-    return Status::Invalid(what, ".gen must be bytes holding ", n, " uint64 values (one per gidx)");
+  if (!ReadColumn(gi, n, &out.gidx)) {
+    return Status::Invalid(what, ".gidx must be bytes holding int64 values, or [first, step] of them "
+                           "(step >= 0, every value an int64)");
   }
-  if (!ReadBinColumn(r.Find("pidx"), n, &out.pidx)) {
-    return Status::Invalid(what, ".pidx must be bytes holding ", n, " uint32 values (one per gidx)");
+  if (!ReadColumn(r.Find("gen"), n, &out.gen)) {
+    return Status::Invalid(what, ".gen must be bytes holding ", n,
+                           " uint64 values (one per gidx), or [first, step] of them");
+  }
+  if (!ReadColumn(r.Find("pidx"), n, &out.pidx)) {
+    return Status::Invalid(what, ".pidx must be bytes holding ", n,
+                           " uint32 values (one per gidx), or [first, step] of them");
   }
   // One field record per field can stand for every sample: bound what a
   // small body may expand to (the encoder writes the row form past this).

@@ -574,9 +574,9 @@ TEST(ProtocolTest, HostilePlacesAreRejected) {
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({})})), kInvalid,
                 "BatchMeta.place has 0 entries for 1 fields");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({pair(id(5), u64({0}))})})), kInvalid,
-                "BatchMeta.place.x[1] must be bytes holding 2 uint64 offsets");
+                "BatchMeta.place.x[1] must be bytes holding 2 uint64 offsets, or [first, step] of them");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({pair(u64({1, 2, 3}), u64({0, 8}))})})), kInvalid,
-                "BatchMeta.place.x[0] must be a pack id or bytes holding 2 uint64 pack ids");
+                "BatchMeta.place.x[0] must be a pack id, bytes holding 2 uint64 pack ids, or [first, step] of them");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({pair(id(5), u64({0, ~uint64_t{0} - 3}))})})),
                 kInvalid, "BatchMeta.place.x: sample 1's offset 18446744073709551612 + nbytes 8 overflows");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 2, {one}, {place({id(5)})})), kInvalid, "BatchMeta.place.x must be an array");
@@ -586,6 +586,108 @@ TEST(ProtocolTest, HostilePlacesAreRejected) {
   EXPECT_EQ(m.samples()[0].fields[0].offset, 0u);
   EXPECT_EQ(m.samples()[1].fields[0].pack, 4u);
   EXPECT_EQ(m.samples()[1].fields[0].offset, 64u);
+}
+
+TEST(ProtocolTest, ColumnsThatAreSequencesTravelAsFirstAndStep) {
+  // 16384 samples of one dense field in one pack, indexes and generations
+  // counting up, rows back to back: a put's or a get's meta of a batch.
+  const size_t n = 16384;
+  std::vector<SampleMeta> samples(n);
+  for (size_t i = 0; i < n; ++i) {
+    samples[i].global_index = 40000 + static_cast<int64_t>(i);
+    samples[i].generation = 7 + 2 * i;
+    samples[i].partition_id = "p";
+    FieldInfo f = Tensor(DType::kFloat32, {512});
+    f.pack = 99;
+    f.offset = 2048 * i;
+    samples[i].fields = {f};
+  }
+  BatchMeta meta({"x"}, samples);
+  Message m = MetaMessage(MsgType::kCtlGetMeta, meta);
+  const std::string wire = m.EncodeHeader();
+  EXPECT_LT(wire.size(), 1024u) << "columns of " << n << " samples as sequences";
+  ASSERT_OK_AND_ASSIGN(Message d, OverTheWire(m));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back, MetaFromMessage(d));
+  EXPECT_EQ(back, meta);
+  // One value off the sequence: that column goes as bytes, the rest stay short.
+  samples[n - 1].generation += 1;
+  samples[1].fields[0].offset = 5;
+  BatchMeta broken({"x"}, samples);
+  ASSERT_OK_AND_ASSIGN(Message d2, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, broken)));
+  ASSERT_OK_AND_ASSIGN(BatchMeta back2, MetaFromMessage(d2));
+  EXPECT_EQ(back2, broken);
+  EXPECT_GT(MetaMessage(MsgType::kCtlGetMeta, broken).EncodeHeader().size(), 2 * n * sizeof(uint64_t));
+  // Descending, equal, negative, the extremes of int64 and uint64.
+  for (auto [g0, g1] : {std::pair<int64_t, int64_t>{5, 4}, {-1, -1}, {INT64_MIN, INT64_MAX}, {INT64_MAX - 1, INT64_MAX}}) {
+    std::vector<SampleMeta> two(2);
+    two[0].global_index = g0;
+    two[1].global_index = g1;
+    two[0].generation = ~uint64_t{0} - 1;
+    two[1].generation = ~uint64_t{0};
+    two[0].partition_id = two[1].partition_id = "p";
+    BatchMeta pair_meta({}, two);
+    ASSERT_OK_AND_ASSIGN(Message d3, OverTheWire(MetaMessage(MsgType::kCtlGetMeta, pair_meta)));
+    ASSERT_OK_AND_ASSIGN(BatchMeta back3, MetaFromMessage(d3));
+    EXPECT_EQ(back3, pair_meta) << g0 << ", " << g1;
+  }
+}
+
+TEST(ProtocolTest, HostileSequencesAreRejected) {
+  auto one = Column({Field(true, 0, 8, {2}, 8)});
+  auto seq = [](auto first, auto step) {
+    return [first, step](Packer& pk) {
+      pk.pack_array(2);
+      pk.pack(first);
+      pk.pack(step);
+    };
+  };
+  auto count = [](uint64_t n) { return Entry{"n", [n](Packer& pk) { pk.pack(n); }}; };
+  // A sequence of indexes says how many samples there are in "n".
+  ASSERT_OK_AND_ASSIGN(BatchMeta ok, DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}, count(3)})));
+  ASSERT_EQ(ok.size(), 3u);
+  EXPECT_EQ(ok.samples()[2].global_index, 20);
+  EXPECT_EQ(ok.samples()[2].generation, 3u);
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}})), kInvalid,
+                "BatchMeta.n must be the number of samples");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}, count(uint64_t{1} << 40)})), kInvalid,
+                "BatchMeta.n must be the number of samples (at most 2097152)");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}, count(4)})), kInvalid,
+                "BatchMeta.gen must be bytes holding 4 uint64 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, -1)}, count(3)})), kInvalid,
+                "BatchMeta.gidx must be bytes holding int64 values, or [first, step] of them");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(INT64_MAX - 1, int64_t{1})}, count(3)})), kInvalid,
+                "BatchMeta.gidx must be bytes holding int64 values, or [first, step] of them");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", [](Packer& pk) { pk.pack_array(3); pk.pack(1); pk.pack(1); pk.pack(1); }},
+                                                    count(3)})),
+                kInvalid, "BatchMeta.gidx must be bytes holding int64 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq("a", 1)}, count(3)})), kInvalid,
+                "BatchMeta.gidx must be bytes holding int64 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gen", seq(-1, 0)}})), kInvalid,
+                "BatchMeta.gen must be bytes holding 3 uint64 values (one per gidx), or [first, step] of them");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gen", seq(~uint64_t{0}, uint64_t{1})}})), kInvalid,
+                "BatchMeta.gen must be bytes holding 3 uint64 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"pidx", seq(uint64_t{1} << 32, 0)}})), kInvalid,
+                "BatchMeta.pidx must be bytes holding 3 uint32 values");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"pidx", seq(0, 1)}})), kInvalid,
+                "BatchMeta.pidx[1] is 1 but there are 1 partitions");
+  auto place = [](std::function<void(Packer&)> packs, std::function<void(Packer&)> offsets) {
+    return Entry{"place", [packs, offsets](Packer& pk) {
+                   pk.pack_array(1);
+                   pk.pack_array(2);
+                   packs(pk);
+                   offsets(pk);
+                 }};
+  };
+  auto id = [](uint64_t v) { return [v](Packer& pk) { pk.pack_uint64(v); }; };
+  ASSERT_OK_AND_ASSIGN(BatchMeta placed, DecodeBody(Columns({"x"}, 3, {one}, {place(id(4), seq(100, 8))})));
+  EXPECT_EQ(placed.samples()[2].fields[0].pack, 4u);
+  EXPECT_EQ(placed.samples()[2].fields[0].offset, 116u);
+  ASSERT_OK_AND_ASSIGN(placed, DecodeBody(Columns({"x"}, 3, {one}, {place(seq(4, 1), seq(0, 0))})));
+  EXPECT_EQ(placed.samples()[2].fields[0].pack, 6u);
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {place(id(4), seq(~uint64_t{0} - 10, uint64_t{8}))})), kInvalid,
+                "BatchMeta.place.x[1] must be bytes holding 3 uint64 offsets, or [first, step] of them");
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {place(id(4), seq(~uint64_t{0} - 20, uint64_t{8}))})), kInvalid,
+                "BatchMeta.place.x: sample 2's offset 18446744073709551611 + nbytes 8 overflows");
 }
 
 TEST(ProtocolTest, DeadPacksTravelWithAClearAndAPutsReply) {

@@ -118,6 +118,8 @@ class TransferQueueClient {
   // SampleMeta per key. See KvGetResult.
   Result<KvGetResult> kv_get(const std::string& partition_id, const std::vector<std::string>& keys,
                              const std::optional<std::vector<std::string>>& fields = std::nullopt);
+  Result<KvGetResult> kv_get(const std::string& partition_id, const KeyColumns& keys,
+                             const std::optional<std::vector<std::string>>& fields = std::nullopt);
   // Writes row i of `batch` as the fields of key i's sample (created when
   // missing, as kv_retrieve with create) and tells what the samples hold
   // now. Where the storage packs every value of the batch (the datasystem,
@@ -127,6 +129,7 @@ class TransferQueueClient {
   // otherwise it is kv_retrieve(create) followed by put(batch, meta).
   Result<KvPutResult> kv_put(const std::string& partition_id, const std::vector<std::string>& keys,
                              const Batch& batch);
+  Result<KvPutResult> kv_put(const std::string& partition_id, const KeyColumns& keys, const Batch& batch);
   // The key of each index; nullopt for an index without one or not in the
   // partition. Unknown partition: NotFound.
   Result<std::vector<std::optional<std::string>>> kv_keys(const std::string& partition_id,
@@ -137,6 +140,7 @@ class TransferQueueClient {
   // Frees the samples of `keys` like clear_samples; their keys vanish at
   // once. Missing keys or partition: nothing happens. The partition stays.
   Status kv_clear(const std::string& partition_id, const std::vector<std::string>& keys);
+  Status kv_clear(const std::string& partition_id, const KeyColumns& keys);
 
   // Checkpoint of the controller's metadata (not the stored data): every
   // partition, sample (index, generation, fields, custom meta), key and

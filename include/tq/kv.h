@@ -3,8 +3,10 @@
 // custom metadata ("tags"). Plain value types; no synchronisation needed.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tq/batch.h"
@@ -47,6 +49,41 @@ struct KvGetResult {
   std::vector<std::string> fields;
   size_t found = 0;
   std::optional<Batch> batch;
+};
+
+// The keys of one KV call laid end to end, as a request carries them
+// (docs/wire_format.md: key_ends, key_bytes): key i is the bytes from
+// ends[i - 1] (0 for the first) to ends[i]. The Python binding builds it
+// from a list of str in one pass, without a std::string per key.
+struct KeyColumns {
+  std::vector<uint32_t> ends;
+  std::string bytes;
+
+  size_t size() const { return ends.size(); }
+  bool empty() const { return ends.empty(); }
+  // Key i (the ends must be in order and within bytes: ValidateKeys).
+  std::string_view operator[](size_t i) const {
+    const uint32_t begin = i == 0 ? 0 : ends[i - 1];
+    return std::string_view(bytes).substr(begin, ends[i] - begin);
+  }
+  void Append(std::string_view key) {
+    bytes.append(key);
+    ends.push_back(bytes.size() > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(bytes.size()));
+  }
+  void Clear() {
+    ends.clear();
+    bytes.clear();
+  }
+  // Ends past 4 GiB are clamped (ValidateKeys refuses them).
+  static KeyColumns Of(const std::vector<std::string>& keys) {
+    KeyColumns out;
+    size_t total = 0;
+    for (const auto& k : keys) total += k.size();
+    out.ends.reserve(keys.size());
+    out.bytes.reserve(total);
+    for (const auto& k : keys) out.Append(k);
+    return out;
+  }
 };
 
 // Bounds a controller enforces on a KV request (hostile input): keys per

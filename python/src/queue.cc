@@ -292,6 +292,49 @@ KeyList KeysFromPython(py::handle keys) {
   throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name);
 }
 
+// The keys of a kv call as columns (tq::KeyColumns), in buffers this thread
+// keeps between calls (no allocation and no string per key once warm); a
+// call made while another holds them (a finalizer that runs a kv call)
+// gets buffers of its own.
+struct PooledKeyColumns {
+  PooledKeyColumns() : v(std::move(Pool())) { v.Clear(); }
+  ~PooledKeyColumns() {
+    if (v.bytes.capacity() <= (size_t{64} << 20)) Pool() = std::move(v);
+  }
+  PooledKeyColumns(const PooledKeyColumns&) = delete;
+  PooledKeyColumns& operator=(const PooledKeyColumns&) = delete;
+  static tq::KeyColumns& Pool() {
+    thread_local tq::KeyColumns pool;
+    return pool;
+  }
+  tq::KeyColumns v;
+};
+
+// A list or tuple of str read in one pass, refused as KeysFromPython
+// refuses; any other sequence through KeysFromPython.
+void KeyColumnsFromPython(py::handle keys, PooledKeyColumns& out) {
+  tq::KeyColumns& kept = out.v;
+  PyObject* seq = keys.ptr();
+  if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
+    kept = tq::KeyColumns::Of(KeysFromPython(keys).v);
+    return;
+  }
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PyObject** items = PySequence_Fast_ITEMS(seq);
+  kept.ends.reserve(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = items[i];
+    if (!PyUnicode_Check(item)) {
+      throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name + " (key " +
+                           std::to_string(i) + " is " + Py_TYPE(item)->tp_name + ")");
+    }
+    Py_ssize_t size = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(item, &size);
+    if (utf8 == nullptr) throw py::error_already_set();  // no UTF-8 (a lone surrogate): Python's own error
+    kept.Append(std::string_view(utf8, static_cast<size_t>(size)));
+  }
+}
+
 // Returns [(name, "dense", array, dtype)            uniform tensors, stacked
 //          | (name, "ragged", values, dtype, [shape])  one dtype, shapes differ:
 //                                                      every sample's elements in
@@ -924,11 +967,13 @@ void InitClient(py::module_& m) {
            "tags). create: missing keys get fresh samples; else they are left out.")
       .def("kv_get",
            [](Client& c, const std::string& p, py::handle key_list, std::optional<std::vector<std::string>> fields) {
-             const KeyList keys = KeysFromPython(key_list);
+             PooledKeyColumns pooled;
+             KeyColumnsFromPython(key_list, pooled);
+             const tq::KeyColumns& keys = pooled.v;
              tq::Result<tq::KvGetResult> r = Status::Internal("unset");
              {
                py::gil_scoped_release nogil;
-               r = c.kv_get(p, keys.v, fields);
+               r = c.kv_get(p, keys, fields);
              }
              tq::KvGetResult out = Unwrap(std::move(r));
              py::list names;
@@ -941,13 +986,15 @@ void InitClient(py::module_& m) {
            "fields; None when no key was found or a field of `fields` is not among them)")
       .def("kv_put",
            [](Client& c, const std::string& p, py::handle key_list, size_t batch_size, const py::list& fields) {
-             const KeyList keys = KeysFromPython(key_list);
+             PooledKeyColumns pooled;
+             KeyColumnsFromPython(key_list, pooled);
+             const tq::KeyColumns& keys = pooled.v;
              PendingBatch pending = GatherBatch(batch_size, fields);  // as put
              tq::Result<tq::KvPutResult> r = Status::Internal("unset");
              {
                py::gil_scoped_release nogil;
                tq::Result<tq::Batch> b = pending.TakeBatch();
-               r = b.ok() ? c.kv_put(p, keys.v, *b) : tq::Result<tq::KvPutResult>(b.status());
+               r = b.ok() ? c.kv_put(p, keys, *b) : tq::Result<tq::KvPutResult>(b.status());
              }
              tq::KvPutResult out = Unwrap(std::move(r));
              py::list names;
@@ -986,8 +1033,10 @@ void InitClient(py::module_& m) {
            "{partition_id: {key: tags}} for one partition (unknown: {}) or every partition (None).")
       .def("kv_clear",
            [](Client& c, const std::string& p, py::handle key_list) {
-             const KeyList keys = KeysFromPython(key_list);
-             CallWithoutGil([&] { return c.kv_clear(p, keys.v); });
+             PooledKeyColumns pooled;
+             KeyColumnsFromPython(key_list, pooled);
+             const tq::KeyColumns& keys = pooled.v;
+             CallWithoutGil([&] { return c.kv_clear(p, keys); });
            },
            py::arg("partition_id"), py::arg("keys"),
            "Frees the samples of `keys`; missing keys or partition: nothing happens.")

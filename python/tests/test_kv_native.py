@@ -2,6 +2,7 @@
 kv_clear), _tqds.BatchMeta.build and custom metadata of any Python type,
 against a real controller process."""
 
+import collections
 import pickle
 
 import _tqds
@@ -180,7 +181,8 @@ def test_kv_retrieve_rejects_bad_keys(native):
         c.kv_retrieve(p, ["k" * 300], True)
     with pytest.raises(TypeError, match="keys must be a list of str, got str"):
         c.kv_retrieve(p, "abc", True)  # a str is not a list of keys
-    for call in (lambda k: c.kv_retrieve(p, k, True), lambda k: c.kv_clear(p, k)):
+    for call in (lambda k: c.kv_retrieve(p, k, True), lambda k: c.kv_clear(p, k), lambda k: c.kv_get(p, k),
+                 lambda k: c.kv_put(p, k, 2, [("dense", "x", np.zeros(2, dtype=np.int64), "int64", [2])])):
         with pytest.raises(TypeError, match=r"got list \(key 1 is int\)"):
             call(["a", 1])
         with pytest.raises(TypeError, match=r"got tuple \(key 0 is bytes\)"):
@@ -195,6 +197,28 @@ def test_kv_retrieve_rejects_bad_keys(native):
     # A tuple of keys is read like a list.
     assert c.kv_retrieve(p, ("t1", "t2"), True).size == 2
     assert set(c.kv_list(p)[p]) == {"t1", "t2"}
+
+
+def test_kv_keys_as_columns_keep_every_byte(native):
+    """kv_put, kv_get and kv_clear hand their keys over as columns (one
+    buffer of bytes and their ends): keys of any UTF-8, lengths and order come
+    back exactly, from a list, a tuple or another sequence."""
+    c, p = native
+    keys = ["a", "é", "日本語キー", "k" * 256, "x y", "🙂", "a:b/c"]
+    n = len(keys)
+    values = np.arange(n, dtype=np.int64)
+    names, tags = c.kv_put(p, keys, n, [("dense", "x", values, "int64", [n])])
+    assert names == ["x"] and tags is None
+    assert list(c.kv_list(p)[p]) == keys
+    for form in (list(reversed(keys)), tuple(reversed(keys)), collections.deque(reversed(keys))):
+        fields, found, items = c.kv_get(p, form)
+        assert (fields, found) == (["x"], n)
+        (name, kind, arr, dtype), = items
+        assert arr.tolist() == list(reversed(range(n)))
+    c.kv_clear(p, ("é", "🙂"))
+    assert list(c.kv_list(p)[p]) == [k for k in keys if k not in ("é", "🙂")]
+    with pytest.raises(tq.InvalidArgumentError, match="longer than 256"):
+        c.kv_get(p, ["k" * 257])
 
 
 def test_kv_keys(native):

@@ -61,6 +61,8 @@ bool WholeInOnePack(const internal::MetaColumns& cols, const std::vector<size_t>
     const uint64_t pack = p.single ? p.one : p.packs[0];
     const uint64_t start = p.offsets[0];
     if (pack == 0 || shared->nbytes > (UINT64_MAX - start) / n) return false;
+    // Rows back to back in one pack, as the columns' sequences say.
+    if ((p.single || p.packs.step() == uint64_t{0}) && p.offsets.step() == shared->nbytes) continue;
     for (size_t i = 1; i < n; ++i) {
       if ((!p.single && p.packs[i] != pack) || p.offsets[i] != start + i * shared->nbytes) return false;
     }
@@ -320,7 +322,7 @@ class TransferQueueClient::Impl {
     return produced;
   }
 
-  Result<KvPutResult> KvPut(const std::string& partition_id, const std::vector<std::string>& keys,
+  Result<KvPutResult> KvPut(const std::string& partition_id, const KeyColumns& keys,
                             const Batch& batch) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
     TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_put"));
@@ -374,10 +376,9 @@ class TransferQueueClient::Impl {
 
   // kv_put where some value is stored under its sample's own key, which the
   // controller names first: kv_retrieve(create), then put(batch, meta).
-  Result<KvPutResult> KvPutInTwoSteps(const std::string& partition_id, const std::vector<std::string>& keys,
-                                      const Batch& batch) {
+  Result<KvPutResult> KvPutInTwoSteps(const std::string& partition_id, const KeyColumns& keys, const Batch& batch) {
     Message m(MsgType::kCtlKvRetrieve, 0);
-    m.set_body(internal::KvRetrieveRequest{partition_id, keys, true}.Encode());
+    m.set_body(internal::EncodeKvRetrieve(partition_id, keys, true));
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(m)));
     TQDS_ASSIGN_OR_RETURN(BatchMeta meta, internal::MetaFromMessage(rep));
     if (meta.size() != keys.size()) {
@@ -545,12 +546,12 @@ class TransferQueueClient::Impl {
     return out;
   }
 
-  Result<KvGetResult> KvGet(const std::string& partition_id, const std::vector<std::string>& keys,
+  Result<KvGetResult> KvGet(const std::string& partition_id, const KeyColumns& keys,
                             const std::optional<std::vector<std::string>>& wanted) {
     TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
     TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_get"));
     Message m(MsgType::kCtlKvRetrieve, 0);
-    m.set_body(internal::KvRetrieveRequest{partition_id, keys, false}.Encode());
+    m.set_body(internal::EncodeKvRetrieve(partition_id, keys, false));
     TQDS_ASSIGN_OR_RETURN(Message rep, Call(std::move(m)));
     TQDS_ASSIGN_OR_RETURN(internal::MetaColumns cols, internal::UnpackMetaColumns(rep.body(), "BatchMeta"));
     KvGetResult out;
@@ -771,11 +772,21 @@ Result<BatchMeta> TransferQueueClient::kv_retrieve(const std::string& partition_
 Result<KvGetResult> TransferQueueClient::kv_get(const std::string& partition_id,
                                                 const std::vector<std::string>& keys,
                                                 const std::optional<std::vector<std::string>>& fields) {
+  return impl_->KvGet(partition_id, KeyColumns::Of(keys), fields);
+}
+
+Result<KvGetResult> TransferQueueClient::kv_get(const std::string& partition_id, const KeyColumns& keys,
+                                                const std::optional<std::vector<std::string>>& fields) {
   return impl_->KvGet(partition_id, keys, fields);
 }
 
 Result<KvPutResult> TransferQueueClient::kv_put(const std::string& partition_id,
                                                 const std::vector<std::string>& keys, const Batch& batch) {
+  return impl_->KvPut(partition_id, KeyColumns::Of(keys), batch);
+}
+
+Result<KvPutResult> TransferQueueClient::kv_put(const std::string& partition_id, const KeyColumns& keys,
+                                                const Batch& batch) {
   return impl_->KvPut(partition_id, keys, batch);
 }
 
@@ -801,10 +812,14 @@ Result<KvListing> TransferQueueClient::kv_list(const std::optional<std::string>&
 }
 
 Status TransferQueueClient::kv_clear(const std::string& partition_id, const std::vector<std::string>& keys) {
+  return kv_clear(partition_id, KeyColumns::Of(keys));
+}
+
+Status TransferQueueClient::kv_clear(const std::string& partition_id, const KeyColumns& keys) {
   TQDS_RETURN_NOT_OK(internal::ValidateName(partition_id, "partition_id"));
   TQDS_RETURN_NOT_OK(internal::ValidateKeys(keys, "kv_clear"));
   Message m(MsgType::kCtlKvClear, 0);
-  m.set_body(internal::KvClearRequest{partition_id, keys}.Encode());
+  m.set_body(internal::EncodeKvClear(partition_id, keys));
   return impl_->Clear(std::move(m));
 }
 

@@ -66,25 +66,20 @@ Result<std::vector<std::string>> KeysOf(const MapReader& r) {
 }
 
 // The keys as a bin of ends and a bin of bytes (see KeysOf).
-void PackHeadAndKeys(Packer& pk, size_t entries, const std::string& partition_id,
-                     const std::vector<std::string>& keys) {
+// Ends past 4 GiB cannot be written (KeyColumns clamps them: the receiver
+// refuses them); such a request is far over the 64 MiB a header may have.
+void PackHeadAndKeys(Packer& pk, size_t entries, const std::string& partition_id, const KeyColumns& keys) {
   pk.pack_map(static_cast<uint32_t>(entries + 1));
   pk.pack("partition_id");
   pk.pack(partition_id);
-  std::vector<uint32_t> ends(keys.size());
-  uint64_t total = 0;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    total += keys[i].size();
-    ends[i] = static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX));
-  }
-  // Ends past 4 GiB cannot be written (clamped: the receiver refuses
-  // them); such a request is far over the 64 MiB a header may have anyway.
   pk.pack("key_ends");
-  pk.pack_bin(static_cast<uint32_t>(ends.size() * sizeof(uint32_t)));
-  pk.pack_bin_body(reinterpret_cast<const char*>(ends.data()), static_cast<uint32_t>(ends.size() * sizeof(uint32_t)));
+  const auto end_bytes = static_cast<uint32_t>(keys.ends.size() * sizeof(uint32_t));
+  pk.pack_bin(end_bytes);
+  pk.pack_bin_body(reinterpret_cast<const char*>(keys.ends.data()), end_bytes);
   pk.pack("key_bytes");
-  pk.pack_bin(static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX)));
-  for (const auto& k : keys) pk.pack_bin_body(k.data(), static_cast<uint32_t>(k.size()));
+  const auto n = static_cast<uint32_t>(std::min<uint64_t>(keys.bytes.size(), UINT32_MAX));
+  pk.pack_bin(n);
+  pk.pack_bin_body(keys.bytes.data(), n);
 }
 
 }  // namespace
@@ -100,12 +95,39 @@ Status ValidateKeys(const std::vector<std::string>& keys, const char* what) {
   return Status::OK();
 }
 
-std::string KvRetrieveRequest::Encode() const {
+Status ValidateKeys(const KeyColumns& keys, const char* what) {
+  if (keys.size() > kMaxKvKeysPerRequest) {
+    return Status::Invalid(what, ": ", keys.size(), " keys (at most ", kMaxKvKeysPerRequest, ")");
+  }
+  uint32_t begin = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const uint32_t end = keys.ends[i];
+    if (end < begin || end > keys.bytes.size() || (end == UINT32_MAX && keys.bytes.size() > UINT32_MAX)) {
+      return Status::Invalid(what, ": the keys of one request hold more than 4 GiB, or their ends are out of order");
+    }
+    const std::string_view k = std::string_view(keys.bytes).substr(begin, end - begin);
+    Status st = ValidateName(k, "key");
+    if (!st.ok()) return st.WithContext(std::string(what) + " key '" + std::string(k.substr(0, 64)) + "'");
+    begin = end;
+  }
+  if (begin != keys.bytes.size()) return Status::Invalid(what, ": key bytes past the last key's end");
+  return Status::OK();
+}
+
+std::string EncodeKvRetrieve(const std::string& partition_id, const KeyColumns& keys, bool create) {
   return PackBody([&](Packer& pk) {
     PackHeadAndKeys(pk, 3, partition_id, keys);
     pk.pack("create");
     pk.pack(create);
   });
+}
+
+std::string EncodeKvClear(const std::string& partition_id, const KeyColumns& keys) {
+  return PackBody([&](Packer& pk) { PackHeadAndKeys(pk, 2, partition_id, keys); });
+}
+
+std::string KvRetrieveRequest::Encode() const {
+  return EncodeKvRetrieve(partition_id, KeyColumns::Of(keys), create);
 }
 
 Result<KvRetrieveRequest> KvRetrieveRequest::Decode(const msgpack::object& body) {
@@ -239,14 +261,14 @@ Result<KvListing> DecodeKvListReply(const msgpack::object& body) {
 std::string KvPutRequest::Encode(const std::string& partition_id, const std::vector<std::string>& keys,
                                  const BatchMeta& meta) {
   return PackBody([&](Packer& pk) {
-    PackHeadAndKeys(pk, 3, partition_id, keys);
+    PackHeadAndKeys(pk, 3, partition_id, KeyColumns::Of(keys));
     pk.pack("meta");
     PackBatchMeta(pk, meta);
   });
 }
 
-std::string KvPutRequest::Encode(const std::string& partition_id, const std::vector<std::string>& keys,
-                                 const Batch& batch, const std::vector<std::vector<Placement>>& placed) {
+std::string KvPutRequest::Encode(const std::string& partition_id, const KeyColumns& keys, const Batch& batch,
+                                 const std::vector<std::vector<Placement>>& placed) {
   return PackBody([&](Packer& pk) {
     PackHeadAndKeys(pk, 3, partition_id, keys);
     pk.pack("meta");
@@ -298,7 +320,7 @@ Result<KvPutResult> DecodeKvPutReply(const msgpack::object& body) {
 }
 
 std::string KvClearRequest::Encode() const {
-  return PackBody([&](Packer& pk) { PackHeadAndKeys(pk, 2, partition_id, keys); });
+  return EncodeKvClear(partition_id, KeyColumns::Of(keys));
 }
 
 Result<KvClearRequest> KvClearRequest::Decode(const msgpack::object& body) {

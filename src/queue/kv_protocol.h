@@ -64,15 +64,22 @@ struct KvPutRequest {
                             const BatchMeta& meta);
   // The same bytes for the meta that records `batch`'s values, all stored
   // where `placed[f][i]` says, without making its records.
-  static std::string Encode(const std::string& partition_id, const std::vector<std::string>& keys,
-                            const Batch& batch, const std::vector<std::vector<Placement>>& placed);
+  static std::string Encode(const std::string& partition_id, const KeyColumns& keys, const Batch& batch,
+                            const std::vector<std::vector<Placement>>& placed);
   static Result<KvPutRequest> Decode(const msgpack::object& body);
 };
 std::string EncodeKvPutReply(const KvPutResult& result, const std::vector<uint64_t>& dead_packs);
 Result<KvPutResult> DecodeKvPutReply(const msgpack::object& body);
 
 // Checks a key list as every KV request must hold it: at most
-// kMaxKvKeysPerRequest keys, each a valid name.
+// kMaxKvKeysPerRequest keys, each a valid name (and, for columns, ends in
+// order within the bytes).
 Status ValidateKeys(const std::vector<std::string>& keys, const char* what);
+Status ValidateKeys(const KeyColumns& keys, const char* what);
+
+// KvRetrieve and KvClear bodies of keys given as columns (the request
+// structs' Encode, without a std::string per key).
+std::string EncodeKvRetrieve(const std::string& partition_id, const KeyColumns& keys, bool create);
+std::string EncodeKvClear(const std::string& partition_id, const KeyColumns& keys);
 
 }  // namespace tq::internal

@@ -148,10 +148,10 @@ Result<std::string> ValidPartitionOf(const tqds::wire::MapReader& r) {
   return p;
 }
 
-Status ValidateName(const std::string& name, const char* what) {
+Status ValidateName(std::string_view name, const char* what) {
   if (name.empty()) return Status::Invalid(what, " must not be empty");
   if (name.size() > kMaxNameBytes) return Status::Invalid(what, " is longer than ", kMaxNameBytes, " bytes");
-  if (name.find('\0') != std::string::npos) return Status::Invalid(what, " contains a NUL byte");
+  if (name.find('\0') != std::string_view::npos) return Status::Invalid(what, " contains a NUL byte");
   return Status::OK();
 }
 
@@ -344,11 +344,16 @@ void PackColumn(Packer& pk, const std::vector<T>& v) {
 
 // A column of exactly n values of T, as PackColumn writes it: a bin
 // column, or [first, step] (step >= 0, the last value first + (n - 1) x
-// step within T); false when it is neither.
+// step within T), kept as the sequence; false when it is neither.
 template <typename T>
-bool ReadColumn(const msgpack::object* o, size_t n, std::vector<T>* out) {
+bool ReadColumn(const msgpack::object* o, size_t n, IntColumn<T>* out) {
   if (o == nullptr) return false;
-  if (o->type != msgpack::type::ARRAY) return ReadBinColumn(o, n, out);
+  if (o->type != msgpack::type::ARRAY) {
+    std::vector<T> values;
+    if (!ReadBinColumn(o, n, &values)) return false;
+    *out = IntColumn<T>(std::move(values));
+    return true;
+  }
   T first{}, step{};
   if (o->via.array.size != 2 || !ReadInt(o->via.array.ptr[0], &first) || !ReadInt(o->via.array.ptr[1], &step)) {
     return false;
@@ -361,12 +366,7 @@ bool ReadColumn(const msgpack::object* o, size_t n, std::vector<T>* out) {
                 __builtin_add_overflow(first, span, &last))) {
     return false;
   }
-  out->resize(n);
-  T v = first;
-  for (size_t i = 0; i < n; ++i) {
-    (*out)[i] = v;
-    if (i + 1 < n) v += step;  // never past the last value checked above
-  }
+  *out = IntColumn<T>::Sequence(first, step, n);
   return true;
 }
 
@@ -854,13 +854,23 @@ Result<MetaColumns> ReadMetaColumns(const tqds::wire::MapReader& r, std::vector<
     }
   }
   // Each sample's partition and the places of shared records, sample by
-  // sample; then the per-sample records, field by field.
-  for (size_t i = 0; i < n; ++i) {
+  // sample; then the per-sample records, field by field. A sequence never
+  // decreases: its last value is its largest, and when that one passes,
+  // every sample does (else the loop names the first that fails).
+  const bool pidx_known = n == 0 || (out.pidx.step() && out.pidx[n - 1] < out.partitions.size());
+  std::vector<uint32_t> look;  // placed shared fields whose places are checked sample by sample
+  for (uint32_t f : placed_shared) {
+    const FieldPlaces& fp = places[f];
+    const bool known = fp.single && fp.offsets.step() &&
+                       (fp.one == 0 || n == 0 || fp.offsets[n - 1] <= UINT64_MAX - shared[f].nbytes);
+    if (!known) look.push_back(f);
+  }
+  for (size_t i = 0; i < n && (!pidx_known || !look.empty()); ++i) {
     if (out.pidx[i] >= out.partitions.size()) {
       return Status::Invalid(what, ".pidx[", i, "] is ", out.pidx[i], " but there are ", out.partitions.size(),
                              " partitions");
     }
-    for (uint32_t f : placed_shared) TQDS_RETURN_NOT_OK(CheckPlace(places[f], shared[f].nbytes, names[f], what, i));
+    for (uint32_t f : look) TQDS_RETURN_NOT_OK(CheckPlace(places[f], shared[f].nbytes, names[f], what, i));
   }
   for (uint32_t f : per_sample) {
     rows[f].resize(n);

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/wire/message.h"
@@ -61,6 +62,47 @@ void PackBatchMeta(Packer& pk, const Batch& batch, const std::string& partition_
                    const std::vector<std::vector<Placement>>& placed);
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 
+// A column of integers as the column form carries it: every value, or a
+// sequence first, first + step, ... (docs/wire_format.md), which stays two
+// numbers: reading a 16384-sample meta writes no column of 16384 values.
+// The decoder has checked that every value of a sequence fits T.
+template <typename T>
+class IntColumn {
+ public:
+  IntColumn() = default;
+  IntColumn(std::vector<T> values) : values_(std::move(values)), n_(values_.size()) {}  // NOLINT: a column of them
+  static IntColumn Sequence(T first, T step, size_t n) {
+    IntColumn c;
+    c.sequence_ = true;
+    c.first_ = first;
+    c.step_ = step;
+    c.n_ = n;
+    return c;
+  }
+  T operator[](size_t i) const { return sequence_ ? static_cast<T>(first_ + static_cast<T>(i) * step_) : values_[i]; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  // The step between consecutive values when the column is a sequence.
+  std::optional<T> step() const { return sequence_ ? std::optional<T>(step_) : std::nullopt; }
+  void push_back(T v) {
+    Expand();
+    values_.push_back(v);
+    ++n_;
+  }
+
+ private:
+  void Expand() {
+    if (!sequence_) return;
+    values_.resize(n_);
+    for (size_t i = 0; i < n_; ++i) values_[i] = (*this)[i];
+    sequence_ = false;
+  }
+  std::vector<T> values_;
+  bool sequence_ = false;
+  T first_{}, step_{};
+  size_t n_ = 0;
+};
+
 // The field records of a meta's samples as its column form carries them,
 // not made into SampleMetas: per field one record that every sample shares
 // or one per sample, and where each sample's value lies. What a KV put
@@ -74,7 +116,7 @@ class MetaRecords {
     bool present = false;
     bool single = false;
     uint64_t one = 0;
-    std::vector<uint64_t> packs, offsets;
+    IntColumn<uint64_t> packs, offsets;
   };
 
   MetaRecords() = default;
@@ -122,9 +164,9 @@ Result<MetaRecords> UnpackMetaRecords(const msgpack::object& obj, const std::str
 // A BatchMeta body read in full, its samples not made yet: their indexes,
 // generations and partitions as columns, and their records.
 struct MetaColumns {
-  std::vector<int64_t> gidx;
-  std::vector<uint64_t> gen;
-  std::vector<uint32_t> pidx;  // into partitions
+  IntColumn<int64_t> gidx;
+  IntColumn<uint64_t> gen;
+  IntColumn<uint32_t> pidx;  // into partitions
   std::vector<std::string> partitions;
   MetaRecords records;
 
@@ -195,7 +237,7 @@ void PackFieldInfoRecord(Packer& pk, const FieldInfo& f);
 Result<FieldInfo> UnpackFieldInfoRecord(const msgpack::object& o, const std::string& what);
 
 // Validates a name (partition, field, task): non-empty, <= 256 bytes, no NUL.
-Status ValidateName(const std::string& name, const char* what);
+Status ValidateName(std::string_view name, const char* what);
 // The body's "partition_id", a valid name (errors name the reader's message).
 Result<std::string> ValidPartitionOf(const tqds::wire::MapReader& r);
 

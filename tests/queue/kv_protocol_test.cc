@@ -190,7 +190,7 @@ TEST(KvProtocolTest, PutFromBatchIsPutFromRecords) {
     placed[4][i] = {0, 0};
   }
   const std::vector<std::string> keys = {"a", "b", "c", "d", "e"};
-  const std::string from_batch = KvPutRequest::Encode("part", keys, batch, placed);
+  const std::string from_batch = KvPutRequest::Encode("part", KeyColumns::Of(keys), batch, placed);
   EXPECT_EQ(from_batch, KvPutRequest::Encode("part", keys, RecordsOf(batch, "part", placed)));
   ASSERT_OK_AND_ASSIGN(auto r, Over<KvPutRequest>(from_batch, KvPutRequest::Decode));
   ExpectRecordsOf(r.records, RecordsOf(batch, "part", placed));
@@ -198,7 +198,7 @@ TEST(KvProtocolTest, PutFromBatchIsPutFromRecords) {
   // more than 2^21 samples), whose records carry each sample's own place,
   // also where all samples share one record.
   const std::string long_name(300, 'p');
-  const std::string rows = KvPutRequest::Encode(long_name, keys, batch, placed);
+  const std::string rows = KvPutRequest::Encode(long_name, KeyColumns::Of(keys), batch, placed);
   EXPECT_EQ(rows, KvPutRequest::Encode(long_name, keys, RecordsOf(batch, long_name, placed)));
   EXPECT_NE(rows.find("samples"), std::string::npos) << "the row form";
 
@@ -300,7 +300,7 @@ TEST(KvProtocolTest, MalformedRequestsAreInvalid) {
 }
 
 // A request body with the keys as columns: `ends` (uint32 each) and `bytes`.
-std::string KeyColumns(const std::vector<uint32_t>& ends, const std::string& bytes, bool bytes_as_bin = true) {
+std::string KeyColumnsBody(const std::vector<uint32_t>& ends, const std::string& bytes, bool bytes_as_bin = true) {
   return Body([&](Packer& pk) {
     pk.pack_map(3);
     pk.pack("partition_id");
@@ -348,19 +348,19 @@ TEST(KvProtocolTest, KeysTravelAsColumnsAndOlderArraysStillRead) {
                          pk.pack(std::vector<std::string>{"x", "yz"});
                        })));
   EXPECT_EQ(old.keys, (std::vector<std::string>{"x", "yz"}));
-  ASSERT_OK_AND_ASSIGN(auto cols, Clear(KeyColumns({1, 3}, "xyz")));
+  ASSERT_OK_AND_ASSIGN(auto cols, Clear(KeyColumnsBody({1, 3}, "xyz")));
   EXPECT_EQ(cols.keys, (std::vector<std::string>{"x", "yz"}));
 }
 
 TEST(KvProtocolTest, HostileKeyColumnsAreInvalidNamingWhatIsWrong) {
-  EXPECT_STATUS(Clear(KeyColumns({2, 1}, "abc")), kInvalid, "key_ends[1] is 1, outside 2..3");
-  EXPECT_STATUS(Clear(KeyColumns({1, 4}, "abc")), kInvalid, "key_ends[1] is 4, outside 1..3");
-  EXPECT_STATUS(Clear(KeyColumns({0xffffffffu}, "abc")), kInvalid, "key_ends[0] is 4294967295");
-  EXPECT_STATUS(Clear(KeyColumns({1, 2}, "abc")), kInvalid, "'key_bytes' holds 3 bytes, the keys end at 2");
-  EXPECT_STATUS(Clear(KeyColumns({1, 1}, "a")), kInvalid, "must not be empty");
-  EXPECT_STATUS(Clear(KeyColumns({3}, std::string("a\0b", 3))), kInvalid, "NUL");
-  EXPECT_STATUS(Clear(KeyColumns({300}, std::string(300, 'k'))), kInvalid, "longer than 256");
-  EXPECT_STATUS(Clear(KeyColumns({1}, "a", /*bytes_as_bin=*/false)), kInvalid, "'key_bytes' must be bytes");
+  EXPECT_STATUS(Clear(KeyColumnsBody({2, 1}, "abc")), kInvalid, "key_ends[1] is 1, outside 2..3");
+  EXPECT_STATUS(Clear(KeyColumnsBody({1, 4}, "abc")), kInvalid, "key_ends[1] is 4, outside 1..3");
+  EXPECT_STATUS(Clear(KeyColumnsBody({0xffffffffu}, "abc")), kInvalid, "key_ends[0] is 4294967295");
+  EXPECT_STATUS(Clear(KeyColumnsBody({1, 2}, "abc")), kInvalid, "'key_bytes' holds 3 bytes, the keys end at 2");
+  EXPECT_STATUS(Clear(KeyColumnsBody({1, 1}, "a")), kInvalid, "must not be empty");
+  EXPECT_STATUS(Clear(KeyColumnsBody({3}, std::string("a\0b", 3))), kInvalid, "NUL");
+  EXPECT_STATUS(Clear(KeyColumnsBody({300}, std::string(300, 'k'))), kInvalid, "longer than 256");
+  EXPECT_STATUS(Clear(KeyColumnsBody({1}, "a", /*bytes_as_bin=*/false)), kInvalid, "'key_bytes' must be bytes");
   EXPECT_STATUS(Clear(Body([](Packer& pk) {
                   pk.pack_map(2);
                   pk.pack("partition_id");
@@ -378,6 +378,32 @@ TEST(KvProtocolTest, HostileKeyColumnsAreInvalidNamingWhatIsWrong) {
                   pk.pack_bin(0);
                 })),
                 kInvalid, "'key_bytes' must be bytes");
+}
+
+TEST(KvProtocolTest, KeyColumnsEncodeAsKeyListsDoAndAreCheckedAlike) {
+  const std::vector<std::string> keys = {"k1", "key two", std::string("\xc3\xa9t\xc3\xa9", 5), "z"};
+  const KeyColumns cols = KeyColumns::Of(keys);
+  ASSERT_EQ(cols.size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) EXPECT_EQ(cols[i], keys[i]);
+  // The same bytes as the request structs write from a key list.
+  EXPECT_EQ(EncodeKvRetrieve("p", cols, true), (KvRetrieveRequest{"p", keys, true}.Encode()));
+  EXPECT_EQ(EncodeKvClear("p", cols), (KvClearRequest{"p", keys}.Encode()));
+  ASSERT_OK_AND_ASSIGN(auto back, Clear(EncodeKvClear("p", cols)));
+  EXPECT_EQ(back.keys, keys);
+  EXPECT_OK(ValidateKeys(cols, "kv_get"));
+  EXPECT_OK(ValidateKeys(KeyColumns{}, "kv_get"));
+  // What ValidateKeys refuses in a key list it refuses in columns, with the same words.
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"a", ""}, {std::string("a\0b", 3)},
+                                              {std::string(300, 'k')}}) {
+    const Status from_list = ValidateKeys(bad, "kv_get");
+    ASSERT_FALSE(from_list.ok());
+    EXPECT_EQ(ValidateKeys(KeyColumns::Of(bad), "kv_get").ToString(), from_list.ToString());
+  }
+  // Columns built by hand: ends out of order or past the bytes, bytes past the last end.
+  EXPECT_STATUS(ValidateKeys(KeyColumns{{2, 1}, "abc"}, "kv_get"), kInvalid, "their ends are out of order");
+  EXPECT_STATUS(ValidateKeys(KeyColumns{{1, 4}, "abc"}, "kv_get"), kInvalid, "their ends are out of order");
+  EXPECT_STATUS(ValidateKeys(KeyColumns{{1, 2}, "abc"}, "kv_get"), kInvalid, "key bytes past the last key's end");
+  EXPECT_STATUS(ValidateKeys(KeyColumns{{}, "abc"}, "kv_get"), kInvalid, "key bytes past the last key's end");
 }
 
 TEST(KvProtocolTest, MalformedRepliesAreInvalid) {

@@ -670,6 +670,11 @@ TEST(ProtocolTest, HostileSequencesAreRejected) {
                 "BatchMeta.pidx must be bytes holding 3 uint32 values");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"pidx", seq(0, 1)}})), kInvalid,
                 "BatchMeta.pidx[1] is 1 but there are 1 partitions");
+  auto two_parts = Entry{"partitions", [](Packer& pk) { pk.pack(std::vector<std::string>{"a", "b"}); }};
+  EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"pidx", seq(0, 1)}, two_parts})), kInvalid,
+                "BatchMeta.pidx[2] is 2 but there are 2 partitions");
+  ASSERT_OK_AND_ASSIGN(BatchMeta parts, DecodeBody(Columns({"x"}, 4, {one}, {{"pidx", seq(0, 0)}, two_parts})));
+  EXPECT_EQ(parts.samples()[3].partition_id, "a");
   auto place = [](std::function<void(Packer&)> packs, std::function<void(Packer&)> offsets) {
     return Entry{"place", [packs, offsets](Packer& pk) {
                    pk.pack_array(1);
@@ -688,6 +693,10 @@ TEST(ProtocolTest, HostileSequencesAreRejected) {
                 "BatchMeta.place.x[1] must be bytes holding 3 uint64 offsets, or [first, step] of them");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {place(id(4), seq(~uint64_t{0} - 20, uint64_t{8}))})), kInvalid,
                 "BatchMeta.place.x: sample 2's offset 18446744073709551611 + nbytes 8 overflows");
+  // Pack 0: not packed, the offsets are not read.
+  ASSERT_OK_AND_ASSIGN(placed, DecodeBody(Columns({"x"}, 3, {one}, {place(id(0), seq(~uint64_t{0} - 20, uint64_t{8}))})));
+  EXPECT_EQ(placed.samples()[2].fields[0].pack, 0u);
+  EXPECT_EQ(placed.samples()[2].fields[0].offset, 0u);
 }
 
 TEST(ProtocolTest, DeadPacksTravelWithAClearAndAPutsReply) {

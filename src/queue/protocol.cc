@@ -288,9 +288,11 @@ bool ReadBinColumn(const msgpack::object* o, size_t n, std::vector<T>* out) {
   return true;
 }
 
-// The most samples a column-form meta holds: what a bin column of int64
-// holds (written as a sequence, a column costs a few bytes whatever n is).
-size_t MaxColumnSamples() { return tqds::wire::DefaultLimits().max_str / sizeof(int64_t); }
+// A body whose gidx is a sequence says its number of samples in a few
+// bytes: it may stand for at most this many samples x (fields + 1), so
+// that a tiny hostile body cannot make its receiver build millions of
+// records (a bigger meta carries gidx as bytes, 8 a sample).
+constexpr uint64_t kMaxSequenceRecords = uint64_t{1} << 18;
 
 // A value of T from a msgpack integer, when T holds it.
 template <typename T>
@@ -672,7 +674,8 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   const PartitionIndex parts = IndexPartitionsOf(m);
   const bool any_placed = std::find(placed.begin(), placed.end(), 1) != placed.end();
   int64_t gidx_step = 0;
-  const bool gidx_sequence = IsSequence(gidx, &gidx_step);  // then "n" says how many
+  const bool gidx_sequence =  // then "n" says how many
+      static_cast<uint64_t>(n) * (nf + 1) <= kMaxSequenceRecords && IsSequence(gidx, &gidx_step);
   pk.pack_map(6 + (gidx_sequence ? 1 : 0) + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
   pk.pack("fields");
   pk.pack(names);
@@ -680,12 +683,14 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   pk.pack(parts.partitions);
   pk.pack("pidx");
   PackColumn(pk, parts.of_sample);
+  pk.pack("gidx");
   if (gidx_sequence) {
+    PackColumn(pk, gidx);
     pk.pack("n");
     pk.pack(static_cast<uint64_t>(n));
+  } else {
+    PackBinColumn(pk, gidx);
   }
-  pk.pack("gidx");
-  PackColumn(pk, gidx);
   pk.pack("gen");
   PackColumn(pk, gen);
   pk.pack("finfo");
@@ -773,9 +778,10 @@ Result<MetaColumns> ReadMetaColumns(const tqds::wire::MapReader& r, std::vector<
   if (gi->type == msgpack::type::ARRAY) {
     uint64_t count = 0;
     const msgpack::object* no = r.Find("n");
-    if (no == nullptr || !ReadU64(*no, &count) || count > MaxColumnSamples()) {
-      return Status::Invalid(what, ".n must be the number of samples (at most ", MaxColumnSamples(),
-                             ") when gidx is [first, step]");
+    const uint64_t most = kMaxSequenceRecords / (names.size() + 1);
+    if (no == nullptr || !ReadU64(*no, &count) || count > most) {
+      return Status::Invalid(what, ".n must be the number of samples (at most ", most, " for ", names.size(),
+                             " fields) when gidx is [first, step]");
     }
     n = count;
   } else if (gi->type != msgpack::type::BIN || gi->via.bin.size % sizeof(int64_t) != 0) {

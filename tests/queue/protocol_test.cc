@@ -650,7 +650,11 @@ TEST(ProtocolTest, HostileSequencesAreRejected) {
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}})), kInvalid,
                 "BatchMeta.n must be the number of samples");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}, count(uint64_t{1} << 40)})), kInvalid,
-                "BatchMeta.n must be the number of samples (at most 2097152)");
+                "BatchMeta.n must be the number of samples (at most 131072 for 1 fields)");
+  // 2^18 records: 65536 samples of 3 fields stand as a sequence, 65537 do not.
+  auto three = std::vector<std::function<void(Packer&)>>{one, one, one};
+  EXPECT_STATUS(DecodeBody(Columns({"x", "y", "z"}, 3, three, {{"gidx", seq(10, 5)}, count(65537)})), kInvalid,
+                "BatchMeta.n must be the number of samples (at most 65536 for 3 fields)");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, 5)}, count(4)})), kInvalid,
                 "BatchMeta.gen must be bytes holding 4 uint64 values");
   EXPECT_STATUS(DecodeBody(Columns({"x"}, 3, {one}, {{"gidx", seq(10, -1)}, count(3)})), kInvalid,

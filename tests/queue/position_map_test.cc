@@ -26,6 +26,14 @@ void ExpectSame(const PositionMap& m, const std::map<int64_t, size_t>& oracle) {
   }
 }
 
+// Enters [first, end) at positions equal to the indexes, in both.
+void SetRun(PositionMap& m, std::map<int64_t, size_t>& oracle, int64_t first, int64_t end) {
+  for (int64_t gi = first; gi < end; ++gi) {
+    m.Set(gi, static_cast<size_t>(gi));
+    oracle[gi] = static_cast<size_t>(gi);
+  }
+}
+
 TEST(PositionMapTest, AscendingRunsAreFoundAndErased) {
   PositionMap m;
   std::map<int64_t, size_t> oracle;
@@ -70,10 +78,7 @@ TEST(PositionMapTest, DescendingAndInterleavedIndexesStayExact) {
 TEST(PositionMapTest, FarIndexesNegativeIndexesAndHugePositionsMoveToATable) {
   PositionMap m;
   std::map<int64_t, size_t> oracle;
-  for (int64_t gi = 0; gi < 10; ++gi) {
-    m.Set(gi, static_cast<size_t>(gi));
-    oracle[gi] = static_cast<size_t>(gi);
-  }
+  SetRun(m, oracle, 0, 10);
   m.Set(INT64_MAX, 10);  // far above: the window would span 2^63 slots
   oracle[INT64_MAX] = 10;
   m.Set(-7, 11);
@@ -99,10 +104,7 @@ TEST(PositionMapTest, FarIndexesNegativeIndexesAndHugePositionsMoveToATable) {
 TEST(PositionMapTest, RemapAndShrinkKeepEveryEntry) {
   PositionMap m;
   std::map<int64_t, size_t> oracle;
-  for (int64_t gi = 0; gi < 9000; ++gi) {
-    m.Set(gi, static_cast<size_t>(gi));
-    oracle[gi] = static_cast<size_t>(gi);
-  }
+  SetRun(m, oracle, 0, 9000);
   for (int64_t gi = 0; gi < 9000; ++gi) {
     if (gi < 2000 || gi % 5 == 0 || gi > 8000) {
       m.Erase(gi);

@@ -26,7 +26,16 @@ struct FieldInfo {
   bool operator==(const FieldInfo&) const = default;
   // The same value description, wherever it is stored.
   bool SameValue(const FieldInfo& o) const {
-    return produced == o.produced && kind == o.kind && dtype == o.dtype && shape == o.shape && nbytes == o.nbytes;
+    if (produced != o.produced || kind != o.kind || dtype != o.dtype || nbytes != o.nbytes ||
+        shape.size() != o.shape.size()) {
+      return false;
+    }
+    // Dimension by dimension: a shape has a few, and this runs once per
+    // record of a meta (InlinedVector's == calls memcmp).
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (shape[d] != o.shape[d]) return false;
+    }
+    return true;
   }
 };
 

@@ -316,32 +316,77 @@ bool ReadInt(const msgpack::object& o, T* out) {
   return true;
 }
 
-// The values of a column as the encoder found them: a sequence
-// first, first + step, ... (step >= 0) can be written as [first, step].
+// A column's values as an encoder meets them, one by one: kept as first and
+// step while they count up by a constant step >= 0 (docs/wire_format.md),
+// written out as values only once one breaks that, so a batch's columns
+// cost no n-value vector. The step test is the decoder's (ReadColumn).
 template <typename T>
-bool IsSequence(const std::vector<T>& v, T* step) {
-  if (v.size() < 2 || v[1] < v[0]) return false;
-  // Differences in uint64: exact for any two values with b >= a.
-  const uint64_t d = static_cast<uint64_t>(v[1]) - static_cast<uint64_t>(v[0]);
-  if (d > static_cast<uint64_t>(std::numeric_limits<T>::max())) return false;
-  for (size_t i = 2; i < v.size(); ++i) {
-    if (v[i] < v[i - 1] || static_cast<uint64_t>(v[i]) - static_cast<uint64_t>(v[i - 1]) != d) return false;
+class ColumnBuilder {
+ public:
+  void Add(T v) {
+    any_nonzero_ = any_nonzero_ || v != T{};
+    if (sequence_) {
+      if (count_ == 1) {
+        const uint64_t d = static_cast<uint64_t>(v) - static_cast<uint64_t>(first_);
+        if (v >= first_ && d <= static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+          step_ = static_cast<T>(d);
+        } else {
+          Expand();
+        }
+      } else if (count_ > 1 &&
+                 (v < last_ || static_cast<uint64_t>(v) - static_cast<uint64_t>(last_) != static_cast<uint64_t>(step_))) {
+        Expand();
+      }
+    }
+    if (count_ == 0) first_ = v;
+    if (!sequence_) values_.push_back(v);
+    last_ = v;
+    ++count_;
   }
-  *step = static_cast<T>(d);
-  return true;
-}
+  size_t size() const { return count_; }
+  T operator[](size_t i) const { return sequence_ ? static_cast<T>(first_ + static_cast<T>(i) * step_) : values_[i]; }
+  // Two values or more that count up: [first, step] on the wire.
+  bool IsSequence() const { return sequence_ && count_ >= 2; }
+  bool AllEqual() const { return count_ <= 1 || (sequence_ && step_ == T{}); }
+  bool AnyNonZero() const { return any_nonzero_; }
+  // As the decoder reads it: [first, step] when a sequence (`as_sequence`),
+  // else a bin column.
+  void Pack(Packer& pk, bool as_sequence = true) const {
+    if (as_sequence && IsSequence()) {
+      pk.pack_array(2);
+      pk.pack(first_);
+      pk.pack(step_);
+      return;
+    }
+    std::vector<T> all;
+    const std::vector<T>* v = &values_;
+    if (sequence_) {  // fewer than two values, or a sequence written out as bytes
+      all.resize(count_);
+      for (size_t i = 0; i < count_; ++i) all[i] = (*this)[i];
+      v = &all;
+    }
+    PackBinColumn(pk, *v);
+  }
+
+ private:
+  void Expand() {
+    sequence_ = false;
+    values_.reserve(count_ + 1);
+    for (size_t i = 0; i < count_; ++i) values_.push_back(static_cast<T>(first_ + static_cast<T>(i) * step_));
+  }
+  bool sequence_ = true;
+  bool any_nonzero_ = false;
+  T first_{}, step_{}, last_{};
+  size_t count_ = 0;
+  std::vector<T> values_;
+};
 
 // A column of n values: [first, step] when they are a sequence, else bin.
 template <typename T>
 void PackColumn(Packer& pk, const std::vector<T>& v) {
-  T step{};
-  if (IsSequence(v, &step)) {
-    pk.pack_array(2);
-    pk.pack(v[0]);
-    pk.pack(step);
-    return;
-  }
-  PackBinColumn(pk, v);
+  ColumnBuilder<T> b;
+  for (T x : v) b.Add(x);
+  b.Pack(pk);
 }
 
 // A column of exactly n values of T, as PackColumn writes it: a bin
@@ -646,36 +691,34 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   if constexpr (kShareGiven) {
     for (size_t f = 0; f < nf; ++f) shared[f] = m.shared(f) != nullptr;
   }
-  std::vector<std::vector<uint64_t>> packs(nf, std::vector<uint64_t>(n));
-  std::vector<std::vector<uint64_t>> offsets(nf, std::vector<uint64_t>(n));
-  std::vector<int64_t> gidx(n);
-  std::vector<uint64_t> gen(n);
+  std::vector<ColumnBuilder<uint64_t>> packs(nf), offsets(nf);
+  ColumnBuilder<int64_t> gidx;
+  ColumnBuilder<uint64_t> gen;
   bool any_custom = false;
   for (size_t i = 0; i < n; ++i) {
-    gidx[i] = m.global_index(i);
-    gen[i] = m.generation(i);
+    gidx.Add(m.global_index(i));
+    gen.Add(m.generation(i));
     any_custom = any_custom || !m.custom(i).empty();
     for (size_t f = 0; f < nf; ++f) {
       if constexpr (!kShareGiven) {
         if (shared[f] && i > 0) shared[f] = m.field(i, f).SameValue(m.field(0, f));
       }
       const Placement at = PlaceOf(m, i, f);
-      packs[f][i] = at.pack;
-      offsets[f][i] = at.pack == 0 ? 0 : at.offset;
+      packs[f].Add(at.pack);
+      offsets[f].Add(at.pack == 0 ? 0 : at.offset);
     }
   }
   std::vector<uint8_t> placed(nf, 0);  // shared, with packed values: a "place" entry
   uint64_t cost = 0;
   for (size_t f = 0; f < nf; ++f) {
-    placed[f] = shared[f] && std::any_of(packs[f].begin(), packs[f].end(), [](uint64_t p) { return p != 0; });
+    placed[f] = shared[f] && packs[f].AnyNonZero();
     cost += SharedRecordCost(n, shared[f] ? m.field(0, f).shape.size() : 0);
     if (cost > kMaxMetaFieldRecords) return PackRowBatchMeta(pk, m);
   }
   const PartitionIndex parts = IndexPartitionsOf(m);
   const bool any_placed = std::find(placed.begin(), placed.end(), 1) != placed.end();
-  int64_t gidx_step = 0;
   const bool gidx_sequence =  // then "n" says how many
-      static_cast<uint64_t>(n) * (nf + 1) <= kMaxSequenceRecords && IsSequence(gidx, &gidx_step);
+      static_cast<uint64_t>(n) * (nf + 1) <= kMaxSequenceRecords && gidx.IsSequence();
   pk.pack_map(6 + (gidx_sequence ? 1 : 0) + (any_custom ? 1 : 0) + (any_placed ? 1 : 0));
   pk.pack("fields");
   pk.pack(names);
@@ -684,15 +727,13 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   pk.pack("pidx");
   PackColumn(pk, parts.of_sample);
   pk.pack("gidx");
+  gidx.Pack(pk, gidx_sequence);
   if (gidx_sequence) {
-    PackColumn(pk, gidx);
     pk.pack("n");
     pk.pack(static_cast<uint64_t>(n));
-  } else {
-    PackBinColumn(pk, gidx);
   }
   pk.pack("gen");
-  PackColumn(pk, gen);
+  gen.Pack(pk);
   pk.pack("finfo");
   pk.pack_array(static_cast<uint32_t>(nf));
   for (size_t f = 0; f < nf; ++f) {
@@ -714,14 +755,13 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
         pk.pack_nil();
         continue;
       }
-      const bool one_pack = std::all_of(packs[f].begin(), packs[f].end(), [&](uint64_t p) { return p == packs[f][0]; });
       pk.pack_array(2);
-      if (one_pack) {
+      if (packs[f].AllEqual()) {
         pk.pack_uint64(packs[f][0]);
       } else {
-        PackColumn(pk, packs[f]);
+        packs[f].Pack(pk);
       }
-      PackColumn(pk, offsets[f]);
+      offsets[f].Pack(pk);
     }
   }
   if (any_custom) {

@@ -93,7 +93,9 @@ const std::vector<FlagSpec>& WorkerFlagTable() {
       {"enable_hash_ring_self_healing", FlagKind::kBool, FlagUse::kNoEffect, "0", "bool", "0.8",
        "cluster feature of the real worker without a counterpart here (one hash ring in one etcd; cross-node gets are batched per source worker)", ""},
       {"enable_huge_tlb", FlagKind::kBool, FlagUse::kNoEffect, "0", "bool", "0.8/0.9",
-       "shared-memory allocator detail: one memfd arena with a best-fit allocator here", ""},
+       "huge pages are not used: the Python client's copy-on-write views of the arena need 4 KiB pages (a write "
+       "through a view would copy a whole 2 MiB page from a pool that may be empty); openYuanrong's worker with "
+       "this true and no huge pages reserved refuses to start, ours starts on 4 KiB pages", ""},
       {"enable_l2_cache_fallback", FlagKind::kBool, FlagUse::kNoEffect, "1", "bool", "0.8/0.9",
        "L2 cache (OBS/SFS/distributed disk): not built; spill_directory is the only disk tier", ""},
       {"enable_leaving_intercept", FlagKind::kBool, FlagUse::kNoEffect, "false", "bool", "0.9",

@@ -269,15 +269,18 @@ tqds::Result<Buffer> Concatenate(const tq::Column& col) {
 // strings). What it refuses is said here: a str with no UTF-8 (a lone
 // surrogate) as Python's own UnicodeEncodeError, anything else as a
 // TypeError naming the type.
+// A key of a list or tuple that is no str: the TypeError naming it.
+[[noreturn]] void ThrowKeyNotStr(PyObject* seq, Py_ssize_t i, PyObject* item) {
+  throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name + " (key " +
+                       std::to_string(i) + " is " + Py_TYPE(item)->tp_name + ")");
+}
+
 KeyList KeysFromPython(py::handle keys) {
   PyObject* seq = keys.ptr();
   if (PyList_Check(seq) || PyTuple_Check(seq)) {  // str only: the key list loader also takes bytes
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
       PyObject* item = PySequence_Fast_ITEMS(seq)[i];
-      if (!PyUnicode_Check(item)) {
-        throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name + " (key " +
-                             std::to_string(i) + " is " + Py_TYPE(item)->tp_name + ")");
-      }
+      if (!PyUnicode_Check(item)) ThrowKeyNotStr(seq, i, item);
     }
   }
   KeyList out;
@@ -324,10 +327,7 @@ void KeyColumnsFromPython(py::handle keys, PooledKeyColumns& out) {
   kept.ends.reserve(static_cast<size_t>(n));
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* item = items[i];
-    if (!PyUnicode_Check(item)) {
-      throw py::type_error(std::string("keys must be a list of str, got ") + Py_TYPE(seq)->tp_name + " (key " +
-                           std::to_string(i) + " is " + Py_TYPE(item)->tp_name + ")");
-    }
+    if (!PyUnicode_Check(item)) ThrowKeyNotStr(seq, i, item);
     Py_ssize_t size = 0;
     const char* utf8 = PyUnicode_AsUTF8AndSize(item, &size);
     if (utf8 == nullptr) throw py::error_already_set();  // no UTF-8 (a lone surrogate): Python's own error

@@ -84,30 +84,37 @@ void PackHeadAndKeys(Packer& pk, size_t entries, const std::string& partition_id
 
 }  // namespace
 
+namespace {
+
+// The checks every key list passes, whatever its form: how many keys, and
+// each key a name (naming the key, cut at 64 bytes).
+Status CheckKeyCount(size_t n, const char* what) {
+  if (n > kMaxKvKeysPerRequest) return Status::Invalid(what, ": ", n, " keys (at most ", kMaxKvKeysPerRequest, ")");
+  return Status::OK();
+}
+Status CheckKey(std::string_view k, const char* what) {
+  Status st = ValidateName(k, "key");
+  if (!st.ok()) return st.WithContext(std::string(what) + " key '" + std::string(k.substr(0, 64)) + "'");
+  return st;
+}
+
+}  // namespace
+
 Status ValidateKeys(const std::vector<std::string>& keys, const char* what) {
-  if (keys.size() > kMaxKvKeysPerRequest) {
-    return Status::Invalid(what, ": ", keys.size(), " keys (at most ", kMaxKvKeysPerRequest, ")");
-  }
-  for (const auto& k : keys) {
-    Status st = ValidateName(k, "key");
-    if (!st.ok()) return st.WithContext(std::string(what) + " key '" + k.substr(0, 64) + "'");
-  }
+  TQDS_RETURN_NOT_OK(CheckKeyCount(keys.size(), what));
+  for (const auto& k : keys) TQDS_RETURN_NOT_OK(CheckKey(k, what));
   return Status::OK();
 }
 
 Status ValidateKeys(const KeyColumns& keys, const char* what) {
-  if (keys.size() > kMaxKvKeysPerRequest) {
-    return Status::Invalid(what, ": ", keys.size(), " keys (at most ", kMaxKvKeysPerRequest, ")");
-  }
+  TQDS_RETURN_NOT_OK(CheckKeyCount(keys.size(), what));
   uint32_t begin = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
     const uint32_t end = keys.ends[i];
     if (end < begin || end > keys.bytes.size() || (end == UINT32_MAX && keys.bytes.size() > UINT32_MAX)) {
       return Status::Invalid(what, ": the keys of one request hold more than 4 GiB, or their ends are out of order");
     }
-    const std::string_view k = std::string_view(keys.bytes).substr(begin, end - begin);
-    Status st = ValidateName(k, "key");
-    if (!st.ok()) return st.WithContext(std::string(what) + " key '" + std::string(k.substr(0, 64)) + "'");
+    TQDS_RETURN_NOT_OK(CheckKey(std::string_view(keys.bytes).substr(begin, end - begin), what));
     begin = end;
   }
   if (begin != keys.bytes.size()) return Status::Invalid(what, ": key bytes past the last key's end");

@@ -316,77 +316,20 @@ bool ReadInt(const msgpack::object& o, T* out) {
   return true;
 }
 
-// A column's values as an encoder meets them, one by one: kept as first and
-// step while they count up by a constant step >= 0 (docs/wire_format.md),
-// written out as values only once one breaks that, so a batch's columns
-// cost no n-value vector. The step test is the decoder's (ReadColumn).
+// A column as the decoder reads it: [first, step] when it is a sequence
+// (and `as_sequence`), else a bin column of its values.
 template <typename T>
-class ColumnBuilder {
- public:
-  void Add(T v) {
-    any_nonzero_ = any_nonzero_ || v != T{};
-    if (sequence_) {
-      if (count_ == 1) {
-        const uint64_t d = static_cast<uint64_t>(v) - static_cast<uint64_t>(first_);
-        if (v >= first_ && d <= static_cast<uint64_t>(std::numeric_limits<T>::max())) {
-          step_ = static_cast<T>(d);
-        } else {
-          Expand();
-        }
-      } else if (count_ > 1 &&
-                 (v < last_ || static_cast<uint64_t>(v) - static_cast<uint64_t>(last_) != static_cast<uint64_t>(step_))) {
-        Expand();
-      }
-    }
-    if (count_ == 0) first_ = v;
-    if (!sequence_) values_.push_back(v);
-    last_ = v;
-    ++count_;
+void PackColumn(Packer& pk, const IntColumn<T>& c, bool as_sequence = true) {
+  if (as_sequence && c.IsSequence()) {
+    pk.pack_array(2);
+    pk.pack(c[0]);
+    pk.pack(*c.step());
+    return;
   }
-  size_t size() const { return count_; }
-  T operator[](size_t i) const { return sequence_ ? static_cast<T>(first_ + static_cast<T>(i) * step_) : values_[i]; }
-  // Two values or more that count up: [first, step] on the wire.
-  bool IsSequence() const { return sequence_ && count_ >= 2; }
-  bool AllEqual() const { return count_ <= 1 || (sequence_ && step_ == T{}); }
-  bool AnyNonZero() const { return any_nonzero_; }
-  // As the decoder reads it: [first, step] when a sequence (`as_sequence`),
-  // else a bin column.
-  void Pack(Packer& pk, bool as_sequence = true) const {
-    if (as_sequence && IsSequence()) {
-      pk.pack_array(2);
-      pk.pack(first_);
-      pk.pack(step_);
-      return;
-    }
-    std::vector<T> all;
-    const std::vector<T>* v = &values_;
-    if (sequence_) {  // fewer than two values, or a sequence written out as bytes
-      all.resize(count_);
-      for (size_t i = 0; i < count_; ++i) all[i] = (*this)[i];
-      v = &all;
-    }
-    PackBinColumn(pk, *v);
-  }
-
- private:
-  void Expand() {
-    sequence_ = false;
-    values_.reserve(count_ + 1);
-    for (size_t i = 0; i < count_; ++i) values_.push_back(static_cast<T>(first_ + static_cast<T>(i) * step_));
-  }
-  bool sequence_ = true;
-  bool any_nonzero_ = false;
-  T first_{}, step_{}, last_{};
-  size_t count_ = 0;
-  std::vector<T> values_;
-};
-
-// A column of n values: [first, step] when they are a sequence, else bin.
-template <typename T>
-void PackColumn(Packer& pk, const std::vector<T>& v) {
-  ColumnBuilder<T> b;
-  for (T x : v) b.Add(x);
-  b.Pack(pk);
+  if (const std::vector<T>* v = c.values()) return PackBinColumn(pk, *v);
+  std::vector<T> all(c.size());  // fewer than two values, or a sequence written out
+  for (size_t i = 0; i < all.size(); ++i) all[i] = c[i];
+  PackBinColumn(pk, all);
 }
 
 // A column of exactly n values of T, as PackColumn writes it: a bin
@@ -691,21 +634,21 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   if constexpr (kShareGiven) {
     for (size_t f = 0; f < nf; ++f) shared[f] = m.shared(f) != nullptr;
   }
-  std::vector<ColumnBuilder<uint64_t>> packs(nf), offsets(nf);
-  ColumnBuilder<int64_t> gidx;
-  ColumnBuilder<uint64_t> gen;
+  std::vector<IntColumn<uint64_t>> packs(nf), offsets(nf);
+  IntColumn<int64_t> gidx;
+  IntColumn<uint64_t> gen;
   bool any_custom = false;
   for (size_t i = 0; i < n; ++i) {
-    gidx.Add(m.global_index(i));
-    gen.Add(m.generation(i));
+    gidx.push_back(m.global_index(i));
+    gen.push_back(m.generation(i));
     any_custom = any_custom || !m.custom(i).empty();
     for (size_t f = 0; f < nf; ++f) {
       if constexpr (!kShareGiven) {
         if (shared[f] && i > 0) shared[f] = m.field(i, f).SameValue(m.field(0, f));
       }
       const Placement at = PlaceOf(m, i, f);
-      packs[f].Add(at.pack);
-      offsets[f].Add(at.pack == 0 ? 0 : at.offset);
+      packs[f].push_back(at.pack);
+      offsets[f].push_back(at.pack == 0 ? 0 : at.offset);
     }
   }
   std::vector<uint8_t> placed(nf, 0);  // shared, with packed values: a "place" entry
@@ -725,15 +668,17 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   pk.pack("partitions");
   pk.pack(parts.partitions);
   pk.pack("pidx");
-  PackColumn(pk, parts.of_sample);
+  IntColumn<uint32_t> pidx;  // one partition: [0, 0]
+  for (uint32_t p : parts.of_sample) pidx.push_back(p);
+  PackColumn(pk, pidx);
   pk.pack("gidx");
-  gidx.Pack(pk, gidx_sequence);
+  PackColumn(pk, gidx, gidx_sequence);
   if (gidx_sequence) {
     pk.pack("n");
     pk.pack(static_cast<uint64_t>(n));
   }
   pk.pack("gen");
-  gen.Pack(pk);
+  PackColumn(pk, gen);
   pk.pack("finfo");
   pk.pack_array(static_cast<uint32_t>(nf));
   for (size_t f = 0; f < nf; ++f) {
@@ -759,9 +704,9 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
       if (packs[f].AllEqual()) {
         pk.pack_uint64(packs[f][0]);
       } else {
-        packs[f].Pack(pk);
+        PackColumn(pk, packs[f]);
       }
-      offsets[f].Pack(pk);
+      PackColumn(pk, offsets[f]);
     }
   }
   if (any_custom) {

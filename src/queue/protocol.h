@@ -3,6 +3,8 @@
 // documented in docs/wire_format.md.
 #pragma once
 
+#include <algorithm>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -63,17 +65,18 @@ void PackBatchMeta(Packer& pk, const Batch& batch, const std::string& partition_
 Result<BatchMeta> UnpackBatchMeta(const msgpack::object& obj, const std::string& what);
 
 // A column of integers as the column form carries it: every value, or a
-// sequence first, first + step, ... (docs/wire_format.md), which stays two
-// numbers: reading a 16384-sample meta writes no column of 16384 values.
-// The decoder has checked that every value of a sequence fits T.
+// sequence first, first + step, ... with step >= 0 (docs/wire_format.md),
+// which stays two numbers: neither the encoder (push_back) nor the decoder
+// (Sequence) writes a column of 16384 values for a batch. The decoder has
+// checked that every value of a sequence it reads fits T.
 template <typename T>
 class IntColumn {
  public:
-  IntColumn() = default;
-  IntColumn(std::vector<T> values) : values_(std::move(values)), n_(values_.size()) {}  // NOLINT: a column of them
+  IntColumn() = default;  // empty: a sequence until a value breaks it
+  IntColumn(std::vector<T> values)  // NOLINT: a column of them
+      : values_(std::move(values)), sequence_(false), n_(values_.size()) {}
   static IntColumn Sequence(T first, T step, size_t n) {
     IntColumn c;
-    c.sequence_ = true;
     c.first_ = first;
     c.step_ = step;
     c.n_ = n;
@@ -82,23 +85,46 @@ class IntColumn {
   T operator[](size_t i) const { return sequence_ ? static_cast<T>(first_ + static_cast<T>(i) * step_) : values_[i]; }
   size_t size() const { return n_; }
   bool empty() const { return n_ == 0; }
-  // The step between consecutive values when the column is a sequence.
+  // The step between consecutive values when the column is a sequence
+  // (0 for fewer than two values).
   std::optional<T> step() const { return sequence_ ? std::optional<T>(step_) : std::nullopt; }
+  // Two values or more counting up: [first, step] on the wire.
+  bool IsSequence() const { return sequence_ && n_ >= 2; }
+  bool AllEqual() const { return n_ <= 1 || (sequence_ && step_ == T{}); }
+  bool AnyNonZero() const {
+    if (sequence_) return n_ > 0 && (first_ != T{} || (n_ > 1 && step_ != T{}));
+    return std::any_of(values_.begin(), values_.end(), [](T v) { return v != T{}; });
+  }
+  // The values when they are written out (not a sequence), else null.
+  const std::vector<T>* values() const { return sequence_ ? nullptr : &values_; }
+  // Appends v; the column stays a sequence while v continues it.
   void push_back(T v) {
-    Expand();
-    values_.push_back(v);
+    if (sequence_ && n_ > 0 && !Continues(v)) Expand();
+    if (sequence_) {
+      if (n_ == 0) first_ = v;
+      if (n_ == 1) step_ = static_cast<T>(static_cast<uint64_t>(v) - static_cast<uint64_t>(first_));
+    } else {
+      values_.push_back(v);
+    }
     ++n_;
   }
 
  private:
+  // Whether v is the next value (the second fixes the step; differences
+  // in uint64 are exact for any two values with v >= the last).
+  bool Continues(T v) const {
+    const T last = (*this)[n_ - 1];
+    if (v < last) return false;
+    const uint64_t d = static_cast<uint64_t>(v) - static_cast<uint64_t>(last);
+    return n_ == 1 ? d <= static_cast<uint64_t>(std::numeric_limits<T>::max()) : d == static_cast<uint64_t>(step_);
+  }
   void Expand() {
-    if (!sequence_) return;
     values_.resize(n_);
     for (size_t i = 0; i < n_; ++i) values_[i] = (*this)[i];
     sequence_ = false;
   }
   std::vector<T> values_;
-  bool sequence_ = false;
+  bool sequence_ = true;
   T first_{}, step_{};
   size_t n_ = 0;
 };

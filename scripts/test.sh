@@ -5,6 +5,8 @@
 # libFuzzer target for a few seconds (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The disk this run has (a CI machine once ran out of it in the ASan link).
+df -h . | sed 's/^/disk: /'
 ./scripts/setup.sh
 
 VENV="${VENV:-$PWD/.venv}"
@@ -31,6 +33,8 @@ yr_pid=$!
 # tree with libFuzzer's coverage instrumentation (-DTQDS_FUZZ=ON), so the
 # same build gives the test suites under ASan+UBSan and the fuzz targets
 # (one build instead of two; the targets replay their corpora when fuzzed).
+# Its libraries are shared: statically linked, each of its ~40 programs
+# carried its own copy of the instrumented libraries (2 GB of the 2.6 GB tree).
 asan_log="$(mktemp)"
 # A tree of an earlier layout (gcc, no fuzz instrumentation) is made afresh:
 # CMake would switch the compiler but forget the options.
@@ -38,7 +42,7 @@ if [ -f build-asan/CMakeCache.txt ] && ! grep -q '^TQDS_FUZZ:BOOL=ON' build-asan
   rm -rf build-asan
 fi
 (
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON -DTQDS_FUZZ=ON \
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTQDS_SANITIZE=ON -DTQDS_FUZZ=ON -DTQDS_SHARED_LIBS=ON \
     -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
     -DTQDS_BUILD_BENCH=OFF -DTQDS_BUILD_PYTHON=OFF \
     -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null &&
@@ -76,6 +80,7 @@ if wait "$asan_pid"; then
   tail -n 3 "$asan_log"
 else
   cat "$asan_log"
+  df -h . | sed 's/^/disk: /'
   echo "the AddressSanitizer build failed"
   status=1
 fi
@@ -84,6 +89,7 @@ if [ "$asan_built" = 1 ]; then
     ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 600 || status=1
 fi
 
+df -h . | sed 's/^/disk: /'
 echo "== fuzz (every target briefly, from its seed corpus) =="
 if [ "$asan_built" = 1 ]; then
   FUZZ_BUILD_DIR=build-asan FUZZ_SECONDS="${FUZZ_SECONDS:-5}" ./scripts/fuzz.sh || status=1

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -114,6 +115,51 @@ def kill_pid(pid: int | None, timeout: float = 5.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+ETCD_START_TIMEOUT_S = 30
+
+
+def start_etcd(data_dir: Path | str, procs: list, name: str = "t") -> str:
+    """A real etcd on free loopback ports, appended to `procs` (the caller
+    kills it by pid); returns its client address once it answers /version.
+    Other tests pick free ports too: a port taken between free_port() and
+    etcd's bind ("address already in use") is retried on fresh ports. Any
+    other exit, or no answer in ETCD_START_TIMEOUT_S, fails the test with
+    etcd's exit status and the end of what it printed (a full disk, say)."""
+    etcd = shutil.which("etcd") or "/usr/bin/etcd"
+    if not os.access(etcd, os.X_OK):
+        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):
+        client, peer = free_port(), free_port()
+        curl, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        log_path = data_dir / f"etcd.{attempt}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [etcd, "--name", name, "--data-dir", str(data_dir / f"data{attempt}"),
+                 "--listen-client-urls", curl, "--advertise-client-urls", curl,
+                 "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+                 "--initial-cluster", f"{name}={purl}", "--log-level", "error"],
+                stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        deadline = time.monotonic() + ETCD_START_TIMEOUT_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:  # readiness: etcd answers /version
+                with urllib.request.urlopen(f"{curl}/version", timeout=1) as r:
+                    if b"etcdserver" in r.read():
+                        return f"127.0.0.1:{client}"
+            except OSError:
+                time.sleep(0.05)
+        printed = log_path.read_text(errors="replace")[-1500:]
+        if proc.poll() is not None and "address already in use" in printed:
+            continue
+        kill_pid(proc.pid)
+        state = f"exited with status {proc.poll()}" if proc.poll() is not None else \
+            f"did not answer {curl}/version in {ETCD_START_TIMEOUT_S} s"
+        pytest.fail(f"etcd {state}; it printed: {printed.strip() or 'nothing'}", pytrace=False)
+    pytest.fail("etcd found its free ports taken three times (address already in use)", pytrace=False)
 
 
 def unique(prefix: str = "p") -> str:

@@ -13,14 +13,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.request
 
 import pytest
 
-from conftest import free_port, kill_pid, pid_alive
+from conftest import free_port, kill_pid, pid_alive, start_etcd
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
 def run(cmd: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
@@ -54,30 +51,14 @@ def workers():
 @pytest.fixture
 def etcd():
     """A real etcd on free loopback ports; yields its client address."""
-    if not os.access(ETCD, os.X_OK):
-        pytest.skip("etcd is not installed")
     d = tempfile.mkdtemp(prefix="tqds_compat_etcd_")
-    client, peer = free_port(), free_port()
-    curl, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    proc = subprocess.Popen([ETCD, "--name", "t", "--data-dir", f"{d}/data", "--listen-client-urls", curl,
-                             "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-                             "--initial-advertise-peer-urls", purl, "--initial-cluster", f"t={purl}",
-                             "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs: list[subprocess.Popen] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:  # readiness: etcd answers /version
-            try:
-                with urllib.request.urlopen(f"{curl}/version", timeout=1) as r:
-                    if b"etcdserver" in r.read():
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield f"127.0.0.1:{client}"
+        yield start_etcd(d, procs)
     finally:
-        kill_pid(proc.pid)
-        proc.wait()
+        for proc in procs:
+            kill_pid(proc.pid)
+            proc.wait()
         shutil.rmtree(d, ignore_errors=True)
 
 

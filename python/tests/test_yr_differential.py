@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, BUILD, DsWorker, free_port, kill_pid, pid_alive
+from conftest import REPO, BUILD, DsWorker, free_port, kill_pid, pid_alive, start_etcd
 
 CASES = Path(__file__).with_name("yr_diff_cases.py")
 CLUSTER_CASES = Path(__file__).with_name("yr_diff_cluster_cases.py")
@@ -72,26 +72,6 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> bool:
     return False
 
 
-def _start_etcd(tmp: Path, procs: list) -> str:
-    """An etcd on free loopback ports (appended to procs); returns its address."""
-    etcd = shutil.which("etcd")
-    if etcd is None:
-        pytest.skip("etcd is not installed (apt-get install etcd-server); openYuanrong's worker needs one")
-    client_port, peer_port = free_port(), free_port()
-    log = open(tmp / "etcd.log", "w")
-    procs.append(subprocess.Popen(
-        [etcd, "--data-dir", str(tmp / "etcd"), "--name", "yrdiff",
-         "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-         "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
-         "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-         "--initial-cluster", f"yrdiff=http://127.0.0.1:{peer_port}"],
-        stdout=log, stderr=subprocess.STDOUT))
-    if not _wait_port(client_port, procs[-1], 30):
-        pytest.skip(f"etcd did not start: {(tmp / 'etcd.log').read_text()[-800:]}")
-    return f"127.0.0.1:{client_port}"
-
-
 @contextlib.contextmanager
 def _real_cluster(tmp: Path, n: int):
     """An etcd and n openYuanrong workers (from the wheel) on it: yields
@@ -107,7 +87,7 @@ def _real_cluster(tmp: Path, n: int):
     # bytes, which pytest's tmp paths under xdist do not: a short dir of its own.
     uds = tempfile.mkdtemp(prefix="yruds_")
     try:
-        etcd = _start_etcd(tmp, procs)
+        etcd = start_etcd(tmp / "etcd", procs, name="yrdiff")
         env = dict(os.environ, LD_LIBRARY_PATH=f"{pkg / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
         ports = []
         for i in range(n):
@@ -144,7 +124,7 @@ def _ours_cluster(tmp: Path, n: int):
     procs: list[subprocess.Popen] = []
     workers: list[DsWorker] = []
     try:
-        etcd = _start_etcd(tmp, procs)
+        etcd = start_etcd(tmp / "etcd", procs, name="yrdiff")
         for _ in range(n):
             workers.append(DsWorker(etcd_address=etcd, shared_memory_mb=256))
         yield [w.port for w in workers]

@@ -399,7 +399,11 @@ void ControllerState::ApplyProduced(ProducedSource& src, const std::vector<Sampl
         if (old.produced) DropPackUser(old);  // overwritten: its pack may be unused now
       }
     }
-    for (auto& [k, v] : src.TakeCustom(i)) r.custom[k] = std::move(v);
+    CustomMeta tags = src.TakeCustom(i);
+    if (!tags.empty()) {
+      CustomMeta& to = r.custom.mutable_get();
+      for (auto& [k, v] : tags) to[k] = std::move(v);
+    }
   }
   runs.Flush(pack_users_);
 }
@@ -796,7 +800,8 @@ Status ControllerState::SetCustomMeta(const BatchMeta& meta) {
     }
   }
   for (const auto& s : meta.samples()) {
-    auto& custom = FindVisible(s)->custom;
+    if (s.custom.empty()) continue;
+    CustomMeta& custom = FindVisible(s)->custom.mutable_get();
     for (const auto& [k, v] : s.custom) custom[k] = v;
   }
   return Status::OK();

@@ -54,13 +54,44 @@ class ProducedSource {
   virtual CustomMeta TakeCustom(size_t i) = 0;
 };
 
+// A sample's custom meta (tags), held out of line: most samples have none,
+// and a pointer instead of a std::map's 48 bytes makes every record 40
+// bytes smaller (a put of 16384 keys writes 640 KiB of records less, a get
+// reads that much less, both mostly out of the caches after a pause).
+class RecordTags {
+ public:
+  RecordTags() = default;
+  RecordTags(const RecordTags& o) { *this = o; }
+  RecordTags(RecordTags&&) noexcept = default;
+  RecordTags& operator=(const RecordTags& o) {
+    if (this != &o) map_ = o.empty() ? nullptr : std::make_unique<CustomMeta>(*o.map_);
+    return *this;
+  }
+  RecordTags& operator=(RecordTags&&) noexcept = default;
+  RecordTags& operator=(CustomMeta m) {
+    map_ = m.empty() ? nullptr : std::make_unique<CustomMeta>(std::move(m));
+    return *this;
+  }
+  bool empty() const { return map_ == nullptr || map_->empty(); }
+  const CustomMeta& get() const { return map_ != nullptr ? *map_ : kNone; }
+  CustomMeta& mutable_get() {
+    if (map_ == nullptr) map_ = std::make_unique<CustomMeta>();
+    return *map_;
+  }
+  void clear() { map_.reset(); }
+
+ private:
+  static inline const CustomMeta kNone{};
+  std::unique_ptr<CustomMeta> map_;
+};
+
 struct SampleRecord {
   int64_t global_index = -1;
   uint64_t generation = 0;
   bool live = true;       // false once released (tombstone)
   bool clearing = false;  // hidden: storage is being freed
   FieldInfos fields;  // by partition field id
-  CustomMeta custom;
+  RecordTags custom;
   std::string key;  // KV API: the key naming this sample, empty for none
 };
 
@@ -275,15 +306,15 @@ struct SampleRows {
   size_t field_count(size_t) const { return names.size(); }
   // A field the sample has no record of reads as FieldInfo{} (not produced).
   const FieldInfo& field(size_t i, size_t f) const {
-    static const FieldInfo kNone;
     const auto& fields = partition->samples[positions[i]].fields;
     const int id = fids[f];
-    return id >= 0 && static_cast<size_t>(id) < fields.size() ? fields[id] : kNone;
+    return id >= 0 && static_cast<size_t>(id) < fields.size() ? fields[id] : kNoFieldInfo;
   }
+  static inline const FieldInfo kNoFieldInfo{};
   int64_t global_index(size_t i) const { return partition->samples[positions[i]].global_index; }
   uint64_t generation(size_t i) const { return partition->samples[positions[i]].generation; }
   const std::string& partition_id(size_t) const { return partition->name; }
-  const CustomMeta& custom(size_t i) const { return partition->samples[positions[i]].custom; }
+  const CustomMeta& custom(size_t i) const { return partition->samples[positions[i]].custom.get(); }
 };
 
 // Marks `positions` consumed by `task` and advances its cursor.

@@ -226,7 +226,7 @@ Result<KvPutResult> ControllerState::KvPut(const std::string& partition_id, cons
   for (const SampleRecord* r : targets) any_tags = any_tags || !r->custom.empty();
   if (any_tags) {
     out.tags.reserve(targets.size());
-    for (const SampleRecord* r : targets) out.tags.push_back(r->custom);
+    for (const SampleRecord* r : targets) out.tags.push_back(r->custom.get());
   }
   return out;
 }
@@ -250,7 +250,7 @@ KvListing ControllerState::KvList(const std::optional<std::string>& partition_id
     KvPartition out{p.name, {}};
     out.entries.reserve(p.position_of_key.size());
     for (const SampleRecord& r : p.samples) {
-      if (!r.key.empty()) out.entries.push_back({r.key, r.custom});
+      if (!r.key.empty()) out.entries.push_back({r.key, r.custom.get()});
     }
     return out;
   };

@@ -65,7 +65,7 @@ void PackPartition(Packer& pk, const Partition& p) {
     pk.pack(r.clearing);
     pk.pack_array(static_cast<uint32_t>(r.fields.size()));
     for (const auto& f : r.fields) PackFieldInfoRecord(pk, f);
-    PackCustomMeta(pk, r.custom);
+    PackCustomMeta(pk, r.custom.get());
   }
   pk.pack("keys");
   pk.pack_array(static_cast<uint32_t>(p.position_of_key.size()));

@@ -531,7 +531,9 @@ PartitionIndex IndexPartitionsOf(const Samples& m) {
   out.of_sample.resize(n);
   std::unordered_map<std::string_view, uint32_t> index_of;  // views of the samples' own names
   for (size_t i = 0; i < n; ++i) {
-    if (i > 0 && m.partition_id(i) == m.partition_id(i - 1)) {
+    // The same string object (one partition's rows, a batch's one id) is
+    // known equal without comparing its bytes.
+    if (i > 0 && (&m.partition_id(i) == &m.partition_id(i - 1) || m.partition_id(i) == m.partition_id(i - 1))) {
       out.of_sample[i] = out.of_sample[i - 1];
       continue;
     }
@@ -638,17 +640,36 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   IntColumn<int64_t> gidx;
   IntColumn<uint64_t> gen;
   bool any_custom = false;
+  // Each record is looked up once (a controller's SampleRows finds it
+  // through the row's position and the field's id) and compared with a copy
+  // of the first row's.
+  constexpr bool kPlaceGiven = requires { m.place(size_t{0}, size_t{0}); };
+  std::vector<FieldInfo> first;
+  if constexpr (!kShareGiven) {
+    for (size_t f = 0; f < nf && n > 0; ++f) first.push_back(m.field(0, f));
+  }
+  auto add_place = [&](size_t f, const Placement& at) {
+    packs[f].push_back(at.pack);
+    offsets[f].push_back(at.pack == 0 ? 0 : at.offset);
+  };
   for (size_t i = 0; i < n; ++i) {
     gidx.push_back(m.global_index(i));
     gen.push_back(m.generation(i));
     any_custom = any_custom || !m.custom(i).empty();
     for (size_t f = 0; f < nf; ++f) {
-      if constexpr (!kShareGiven) {
-        if (shared[f] && i > 0) shared[f] = m.field(i, f).SameValue(m.field(0, f));
+      if constexpr (kShareGiven && kPlaceGiven) {
+        add_place(f, m.place(i, f));
+      } else {
+        const FieldInfo& fi = m.field(i, f);
+        if constexpr (!kShareGiven) {
+          if (shared[f] && i > 0) shared[f] = fi.SameValue(first[f]);
+        }
+        if constexpr (kPlaceGiven) {
+          add_place(f, m.place(i, f));
+        } else {
+          add_place(f, Placement{fi.pack, fi.offset});
+        }
       }
-      const Placement at = PlaceOf(m, i, f);
-      packs[f].push_back(at.pack);
-      offsets[f].push_back(at.pack == 0 ? 0 : at.offset);
     }
   }
   std::vector<uint8_t> placed(nf, 0);  // shared, with packed values: a "place" entry

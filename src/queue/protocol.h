@@ -80,6 +80,7 @@ class IntColumn {
     c.first_ = first;
     c.step_ = step;
     c.n_ = n;
+    c.last_ = n > 0 ? c[n - 1] : T{};
     return c;
   }
   T operator[](size_t i) const { return sequence_ ? static_cast<T>(first_ + static_cast<T>(i) * step_) : values_[i]; }
@@ -103,6 +104,7 @@ class IntColumn {
     if (sequence_) {
       if (n_ == 0) first_ = v;
       if (n_ == 1) step_ = static_cast<T>(static_cast<uint64_t>(v) - static_cast<uint64_t>(first_));
+      last_ = v;
     } else {
       values_.push_back(v);
     }
@@ -113,9 +115,8 @@ class IntColumn {
   // Whether v is the next value (the second fixes the step; differences
   // in uint64 are exact for any two values with v >= the last).
   bool Continues(T v) const {
-    const T last = (*this)[n_ - 1];
-    if (v < last) return false;
-    const uint64_t d = static_cast<uint64_t>(v) - static_cast<uint64_t>(last);
+    if (v < last_) return false;
+    const uint64_t d = static_cast<uint64_t>(v) - static_cast<uint64_t>(last_);
     return n_ == 1 ? d <= static_cast<uint64_t>(std::numeric_limits<T>::max()) : d == static_cast<uint64_t>(step_);
   }
   void Expand() {
@@ -126,6 +127,7 @@ class IntColumn {
   std::vector<T> values_;
   bool sequence_ = true;
   T first_{}, step_{};
+  T last_{};  // of a sequence: its last value (push_back compares with it)
   size_t n_ = 0;
 };
 

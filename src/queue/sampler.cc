@@ -220,8 +220,9 @@ class SeqlenBalancedSampler : public Sampler {
     std::vector<int64_t> lengths;
     lengths.reserve(taken->size());
     for (size_t pos : *taken) {
-      auto it = p.samples[pos].custom.find(length_key);
-      if (it == p.samples[pos].custom.end()) {
+      const CustomMeta& tags = p.samples[pos].custom.get();
+      auto it = tags.find(length_key);
+      if (it == tags.end()) {
         lengths.push_back(1);  // upstream's weight for a sample without the key
       } else if (const auto* i = std::get_if<int64_t>(&it->second)) {
         lengths.push_back(*i);
@@ -393,7 +394,7 @@ class CustomSamplerAdapter : public Sampler {
       for (int64_t gi : indexes) {
         const size_t pos = p.position_of.Find(gi);
         if (pos != PositionMap::kNone && p.IsVisible(pos) && !p.samples[pos].custom.empty()) {
-          out[gi] = p.samples[pos].custom;
+          out[gi] = p.samples[pos].custom.get();
         }
       }
       return out;

@@ -69,6 +69,30 @@ class ControllerStateTest : public ::testing::Test {
   ControllerState state_;
 };
 
+TEST(RecordTagsTest, CopiesAreDeepAndEmptyTagsHoldNothing) {
+  RecordTags none;
+  EXPECT_TRUE(none.empty());
+  EXPECT_TRUE(none.get().empty());
+  RecordTags a;
+  a = CustomMeta{{"seq_len", int64_t{7}}};
+  RecordTags b = a;  // a copy of its own
+  b.mutable_get()["seq_len"] = int64_t{8};
+  EXPECT_EQ(std::get<int64_t>(a.get().at("seq_len")), 7);
+  EXPECT_EQ(std::get<int64_t>(b.get().at("seq_len")), 8);
+  a = b;
+  EXPECT_EQ(a.get(), b.get());
+  const RecordTags& same = a;
+  a = same;  // assigned to itself: the tags stay
+  EXPECT_EQ(std::get<int64_t>(a.get().at("seq_len")), 8);
+  RecordTags moved = std::move(b);
+  EXPECT_EQ(std::get<int64_t>(moved.get().at("seq_len")), 8);
+  a = CustomMeta{};  // assigning no tags frees them
+  EXPECT_TRUE(a.empty());
+  moved.clear();
+  EXPECT_TRUE(moved.empty());
+  EXPECT_TRUE(moved.get().empty());
+}
+
 TEST_F(ControllerStateTest, AllocateGivesFreshIndexesAndUniqueGenerations) {
   BatchMeta a = Alloc("p", 3);
   BatchMeta b = Alloc("q", 2);

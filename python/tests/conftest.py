@@ -146,12 +146,11 @@ def start_etcd(data_dir: Path | str, procs: list, name: str = "t") -> str:
         procs.append(proc)
         deadline = time.monotonic() + ETCD_START_TIMEOUT_S
         while proc.poll() is None and time.monotonic() < deadline:
-            try:  # readiness: etcd answers /version
+            with contextlib.suppress(OSError):  # readiness: etcd answers /version
                 with urllib.request.urlopen(f"{curl}/version", timeout=1) as r:
                     if b"etcdserver" in r.read():
                         return f"127.0.0.1:{client}"
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         printed = log_path.read_text(errors="replace")[-1500:]
         if proc.poll() is not None and "address already in use" in printed:
             continue

@@ -424,7 +424,7 @@ Status CheckPartitionNames(const std::vector<std::string>& partitions, const std
 // sample's index into them (the column form and SampleList).
 struct PartitionIndex {
   std::vector<std::string> partitions;
-  std::vector<uint32_t> of_sample;
+  IntColumn<uint32_t> of_sample;  // one partition: [0, 0], no value per sample
 };
 // A BatchMeta's samples through the interface PackBatchMetaOf reads (that
 // of SampleRows, controller_state.h).
@@ -528,18 +528,17 @@ template <typename Samples>
 PartitionIndex IndexPartitionsOf(const Samples& m) {
   const size_t n = m.size();
   PartitionIndex out;
-  out.of_sample.resize(n);
   std::unordered_map<std::string_view, uint32_t> index_of;  // views of the samples' own names
   for (size_t i = 0; i < n; ++i) {
     // The same string object (one partition's rows, a batch's one id) is
     // known equal without comparing its bytes.
     if (i > 0 && (&m.partition_id(i) == &m.partition_id(i - 1) || m.partition_id(i) == m.partition_id(i - 1))) {
-      out.of_sample[i] = out.of_sample[i - 1];
+      out.of_sample.push_back(out.of_sample[i - 1]);
       continue;
     }
     auto [it, fresh] = index_of.try_emplace(m.partition_id(i), static_cast<uint32_t>(out.partitions.size()));
     if (fresh) out.partitions.push_back(m.partition_id(i));
-    out.of_sample[i] = it->second;
+    out.of_sample.push_back(it->second);
   }
   return out;
 }
@@ -689,9 +688,7 @@ void PackBatchMetaOf(Packer& pk, const Samples& m) {
   pk.pack("partitions");
   pk.pack(parts.partitions);
   pk.pack("pidx");
-  IntColumn<uint32_t> pidx;  // one partition: [0, 0]
-  for (uint32_t p : parts.of_sample) pidx.push_back(p);
-  PackColumn(pk, pidx);
+  PackColumn(pk, parts.of_sample);
   pk.pack("gidx");
   PackColumn(pk, gidx, gidx_sequence);
   if (gidx_sequence) {
